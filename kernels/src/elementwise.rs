@@ -1,0 +1,165 @@
+//! Elementwise ops and reductions. Scalar definitions via `libm` (no_std); they are both
+//! the reference and the implementation on every target for now.
+
+use crate::quant::requant;
+
+pub fn relu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+pub fn relu6(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+}
+
+pub fn leaky_relu(x: &mut [f32], alpha: f32) {
+    x.iter_mut().for_each(|v| {
+        if *v < 0.0 {
+            *v *= alpha
+        }
+    });
+}
+
+pub fn hard_swish(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v *= (*v + 3.0).clamp(0.0, 6.0) / 6.0);
+}
+
+#[inline]
+pub fn sigmoid1(v: f32) -> f32 {
+    1.0 / (1.0 + libm::expf(-v))
+}
+
+pub fn sigmoid(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = sigmoid1(*v));
+}
+
+/// GELU, exact form `x·Φ(x)`.
+#[inline]
+pub fn gelu_erf1(v: f32) -> f32 {
+    0.5 * v * (1.0 + libm::erff(v * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU, tanh approximation.
+#[inline]
+pub fn gelu_tanh1(v: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    0.5 * v * (1.0 + libm::tanhf(C * (v + 0.044715 * v * v * v)))
+}
+
+pub fn gelu_erf(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_erf1(*v));
+}
+
+pub fn gelu_tanh(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_tanh1(*v));
+}
+
+pub fn erf(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = libm::erff(*v));
+}
+
+pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        *o = p + q;
+    }
+}
+
+pub fn mul(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        *o = p * q;
+    }
+}
+
+/// Quantisation of one u8 tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Q8 {
+    pub scale: f32,
+    pub zero: i32,
+}
+
+/// QLinearAdd: `y = q((a - za)·sa + (b - zb)·sb)`, u8 everywhere. The sum is formed in
+/// f32 then divided by `sy`, as onnxruntime's reference does.
+pub fn add_u8(a: &[u8], qa: Q8, b: &[u8], qb: Q8, y: &mut [u8], qy: Q8) {
+    let inv = 1.0 / qy.scale;
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        let v = (p as i32 - qa.zero) as f32 * qa.scale + (q as i32 - qb.zero) as f32 * qb.scale;
+        *o = requant(v * inv, qy.zero, 0, 255) as u8;
+    }
+}
+
+/// Global average pool over NHWC u8 (`hw` positions × `c` channels), requantised.
+pub fn global_avg_pool_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8) {
+    let mult = qx.scale / (qy.scale * hw as f32);
+    for ch in 0..c {
+        let mut s = 0i32;
+        for p in 0..hw {
+            s += x[p * c + ch] as i32;
+        }
+        let t = s - qx.zero * hw as i32;
+        y[ch] = requant(t as f32 * mult, qy.zero, 0, 255) as u8;
+    }
+}
+
+/// Global average pool over NHWC f32.
+pub fn global_avg_pool_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]) {
+    y[..c].fill(0.0);
+    for p in 0..hw {
+        for ch in 0..c {
+            y[ch] += x[p * c + ch];
+        }
+    }
+    let inv = 1.0 / hw as f32;
+    y[..c].iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Max pool over NHWC f32; padded positions are ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn max_pool_f32(g: &crate::reference::ConvGeom, x: &[f32], y: &mut [f32]) {
+    let ow = g.ow();
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            for ch in 0..g.ic {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                            m = m.max(x[(iy * g.w + ix) * g.ic + ch]);
+                        }
+                    }
+                }
+                y[(oy * ow + ox) * g.ic + ch] = m;
+            }
+        }
+    }
+}
+
+/// Softmax over each row of `cols` values, in place.
+pub fn softmax(x: &mut [f32], cols: usize) {
+    if cols == 0 {
+        return;
+    }
+    for row in x.chunks_mut(cols) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0;
+        for v in row.iter_mut() {
+            *v = libm::expf(*v - m);
+            s += *v;
+        }
+        let inv = 1.0 / s;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Layer norm over each row of `cols` values: `(x-μ)/sqrt(σ²+eps)·γ + β`.
+pub fn layer_norm(x: &mut [f32], cols: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    if cols == 0 {
+        return;
+    }
+    for row in x.chunks_mut(cols) {
+        let mean = row.iter().sum::<f32>() / cols as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let inv = 1.0 / libm::sqrtf(var + eps);
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = (*v - mean) * inv * gamma[i] + beta[i];
+        }
+    }
+}

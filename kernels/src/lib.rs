@@ -1,0 +1,28 @@
+//! edgetune's compute kernels.
+//!
+//! Every kernel family has a `reference` tier (naive, the specification), a `portable`
+//! tier (`wide`, every target) and per-ISA tiers. [`registry`] lists them all with the CPU
+//! features they need; [`dispatch`] picks one per family once. Safe wrappers in
+//! [`ops`] check lengths and shapes, so no safe call can cause undefined behaviour.
+#![cfg_attr(not(feature = "std"), no_std)]
+// Kernel names follow `dtype_op_tile__isa`.
+#![allow(non_snake_case)]
+
+pub mod dispatch;
+pub mod elementwise;
+pub mod ops;
+pub mod pack;
+pub mod portable;
+pub mod quant;
+pub mod reference;
+pub mod registry;
+pub mod types;
+mod tile;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+pub use dispatch::{Cpu, Kernels};
+pub use registry::{KernelDesc, Tier};
+pub use types::*;

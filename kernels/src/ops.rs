@@ -1,0 +1,289 @@
+//! Safe entry points: check every length, then call the chosen tier.
+
+use crate::pack::{i8_cols, packed_f32_len, packed_i8_len};
+use crate::reference::ConvGeom;
+use crate::{Act, DwI8Args, F32GemmArgs, I8GemmArgs, I8Out, Kernels, ShapeError, I8_MAX_K};
+
+fn need(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<(), ShapeError> {
+    if got < expected {
+        Err(ShapeError { op, what, expected, got })
+    } else {
+        Ok(())
+    }
+}
+
+/// Elements a row-major `rows × cols` view with stride `ld` spans.
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+/// `c = act(a·b + bias)`, `b` packed by [`crate::pack::pack_f32`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32(
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    act: Act,
+) -> Result<(), ShapeError> {
+    const OP: &str = "gemm_f32";
+    need(OP, "lda", k, lda.max(if m <= 1 { k } else { 0 }))?;
+    need(OP, "ldc", n, ldc.max(if m <= 1 { n } else { 0 }))?;
+    need(OP, "a", span(m, k, lda), a.len())?;
+    need(OP, "packed b", packed_f32_len(k, n), b.len())?;
+    need(OP, "c", span(m, n, ldc), c.len())?;
+    if let Some(bias) = bias {
+        need(OP, "bias", n, bias.len())?;
+    }
+    let (lo, hi) = act.bounds();
+    let args = F32GemmArgs {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        b: b.as_ptr(),
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        c: c.as_mut_ptr(),
+        ldc,
+        lo,
+        hi,
+    };
+    // SAFETY: every buffer was checked above against the extents the kernel touches, and
+    // `Kernels` only holds kernels whose CPU features were detected.
+    unsafe { (kern.f32_gemm.f)(&args) };
+    Ok(())
+}
+
+/// Quantisation of one int8 GEMM or convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct I8Quant<'a> {
+    pub a_zero: i32,
+    pub a_signed: bool,
+    pub colsum: &'a [i32],
+    pub bias: Option<&'a [i32]>,
+    pub scale: &'a [f32],
+    pub out: I8Out,
+    pub y_zero: i32,
+    pub qmin: i32,
+    pub qmax: i32,
+}
+
+/// Output buffer of the int8 GEMM.
+pub enum I8Dst<'a> {
+    U8(&'a mut [u8]),
+    I8(&'a mut [i8]),
+    F32(&'a mut [f32]),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_i8(
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[u8],
+    lda: usize,
+    b: &[i8],
+    q: &I8Quant,
+    c: I8Dst,
+    ldc: usize,
+) -> Result<(), ShapeError> {
+    const OP: &str = "gemm_i8";
+    if k > I8_MAX_K {
+        return Err(ShapeError { op: OP, what: "k (max)", expected: I8_MAX_K, got: k });
+    }
+    need(OP, "lda", k, lda.max(if m <= 1 { k } else { 0 }))?;
+    need(OP, "ldc", n, ldc.max(if m <= 1 { n } else { 0 }))?;
+    need(OP, "a", span(m, k, lda), a.len())?;
+    need(OP, "packed b", packed_i8_len(k, n), b.len())?;
+    need(OP, "colsum", i8_cols(n), q.colsum.len())?;
+    need(OP, "scale", n, q.scale.len())?;
+    if let Some(bias) = q.bias {
+        need(OP, "bias", n, bias.len())?;
+    }
+    let (cptr, clen, kind) = match c {
+        I8Dst::U8(c) => (c.as_mut_ptr(), c.len(), I8Out::U8),
+        I8Dst::I8(c) => (c.as_mut_ptr() as *mut u8, c.len(), I8Out::I8),
+        I8Dst::F32(c) => (c.as_mut_ptr() as *mut u8, c.len(), I8Out::F32),
+    };
+    if kind != q.out {
+        return Err(ShapeError { op: OP, what: "output type", expected: q.out as usize, got: kind as usize });
+    }
+    need(OP, "c", span(m, n, ldc), clen)?;
+    let args = I8GemmArgs {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        a_signed: q.a_signed,
+        a_zero: q.a_zero,
+        b: b.as_ptr(),
+        colsum: q.colsum.as_ptr(),
+        bias: q.bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        scale: q.scale.as_ptr(),
+        out: q.out,
+        c: cptr,
+        ldc,
+        y_zero: q.y_zero,
+        qmin: q.qmin,
+        qmax: q.qmax,
+    };
+    // SAFETY: extents checked above; the kernel's features were detected.
+    unsafe { (kern.i8_gemm.f)(&args) };
+    Ok(())
+}
+
+/// Scratch elements [`conv_i8`] / [`conv_f32`] need for the im2col buffer.
+pub fn conv_scratch_len(g: &ConvGeom) -> usize {
+    if is_pointwise(g) {
+        0
+    } else {
+        g.oh() * g.ow() * g.kh * g.kw * g.ic
+    }
+}
+
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
+}
+
+fn check_geom(op: &'static str, g: &ConvGeom) -> Result<(), ShapeError> {
+    if g.groups != 1 || g.kh == 0 || g.kw == 0 || g.stride_h == 0 || g.stride_w == 0 || g.dil_h == 0 || g.dil_w == 0 {
+        return Err(ShapeError { op, what: "geometry", expected: 1, got: g.groups });
+    }
+    let eh = g.dil_h * (g.kh - 1) + 1;
+    let ew = g.dil_w * (g.kw - 1) + 1;
+    need(op, "padded height", eh, g.h + g.pad_top + g.pad_bottom)?;
+    need(op, "padded width", ew, g.w + g.pad_left + g.pad_right)
+}
+
+/// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`.
+fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
+    let kdim = g.kh * g.kw * g.ic;
+    let ow = g.ow();
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            let row = &mut out[(oy * ow + ox) * kdim..][..kdim];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let dst = &mut row[(ky * g.kw + kx) * g.ic..][..g.ic];
+                    match g.src(oy, ox, ky, kx) {
+                        Some((iy, ix)) => dst.copy_from_slice(&x[(iy * g.w + ix) * g.ic..][..g.ic]),
+                        None => dst.fill(fill),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dense int8 convolution over NHWC (one image): im2col then the int8 GEMM. Weights are
+/// packed as B[kh·kw·ic][oc]. Padding takes the input zero point, so it adds nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_i8(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[u8],
+    w: &[i8],
+    q: &I8Quant,
+    scratch: &mut [u8],
+    y: I8Dst,
+) -> Result<(), ShapeError> {
+    const OP: &str = "conv_i8";
+    check_geom(OP, g)?;
+    need(OP, "x", g.h * g.w * g.ic, x.len())?;
+    let m = g.oh() * g.ow();
+    let kdim = g.kh * g.kw * g.ic;
+    if is_pointwise(g) {
+        return gemm_i8(kern, (m, g.oc, kdim), x, kdim, w, q, y, g.oc);
+    }
+    need(OP, "scratch", conv_scratch_len(g), scratch.len())?;
+    let fill = if q.a_signed { (q.a_zero as i8) as u8 } else { q.a_zero as u8 };
+    im2col(g, x, fill, scratch);
+    gemm_i8(kern, (m, g.oc, kdim), scratch, kdim, w, q, y, g.oc)
+}
+
+/// Dense f32 convolution over NHWC (one image), weights packed as B[kh·kw·ic][oc].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    const OP: &str = "conv_f32";
+    check_geom(OP, g)?;
+    need(OP, "x", g.h * g.w * g.ic, x.len())?;
+    let m = g.oh() * g.ow();
+    let kdim = g.kh * g.kw * g.ic;
+    if is_pointwise(g) {
+        return gemm_f32(kern, (m, g.oc, kdim), x, kdim, w, bias, y, g.oc, act);
+    }
+    need(OP, "scratch", conv_scratch_len(g), scratch.len())?;
+    im2col(g, x, 0.0, scratch);
+    gemm_f32(kern, (m, g.oc, kdim), scratch, kdim, w, bias, y, g.oc, act)
+}
+
+/// Depthwise int8 convolution, NHWC, weights `[kh][kw][c]` widened to i16 at packing.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_i8(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[u8],
+    x_zero: i32,
+    w: &[i16],
+    bias: Option<&[i32]>,
+    scale: &[f32],
+    (y_zero, qmin, qmax): (i32, i32, i32),
+    y: &mut [u8],
+) -> Result<(), ShapeError> {
+    const OP: &str = "depthwise_i8";
+    let c = g.ic;
+    if g.groups != c || g.oc != c || g.stride_h != g.stride_w || g.dil_h != 1 || g.dil_w != 1 || g.stride_h == 0 {
+        return Err(ShapeError { op: OP, what: "depthwise geometry", expected: c, got: g.groups });
+    }
+    need(OP, "padded height", g.kh, g.h + g.pad_top + g.pad_bottom)?;
+    need(OP, "padded width", g.kw, g.w + g.pad_left + g.pad_right)?;
+    need(OP, "x", g.h * g.w * c, x.len())?;
+    need(OP, "weights", g.kh * g.kw * c, w.len())?;
+    need(OP, "scale", c, scale.len())?;
+    if let Some(b) = bias {
+        need(OP, "bias", c, b.len())?;
+    }
+    need(OP, "y", g.oh() * g.ow() * c, y.len())?;
+    let args = DwI8Args {
+        h: g.h,
+        w: g.w,
+        c,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.stride_h,
+        pad_top: g.pad_top,
+        pad_left: g.pad_left,
+        oh: g.oh(),
+        ow: g.ow(),
+        x: x.as_ptr(),
+        x_zero,
+        weights: w.as_ptr(),
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        scale: scale.as_ptr(),
+        y: y.as_mut_ptr(),
+        y_zero,
+        qmin,
+        qmax,
+    };
+    // SAFETY: extents checked above; the kernel's features were detected.
+    unsafe { (kern.dw_i8.f)(&args) };
+    Ok(())
+}

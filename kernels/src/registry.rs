@@ -1,0 +1,116 @@
+//! Every kernel of every tier, with its tile and the CPU features it needs. Dispatch,
+//! tests and benchmarks all walk these tables.
+
+use crate::{DwI8Fn, F32GemmFn, I8GemmFn};
+
+/// Kernel tiers, from the specification to the most specialised ISA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    Reference,
+    Portable,
+    Avx2,
+    AvxVnni,
+    Avx512,
+    Avx512Vnni,
+    Neon,
+    NeonDot,
+    I8mm,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 9] = [
+        Tier::Reference,
+        Tier::Portable,
+        Tier::Avx2,
+        Tier::AvxVnni,
+        Tier::Avx512,
+        Tier::Avx512Vnni,
+        Tier::Neon,
+        Tier::NeonDot,
+        Tier::I8mm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Reference => "reference",
+            Tier::Portable => "portable",
+            Tier::Avx2 => "avx2",
+            Tier::AvxVnni => "avxvnni",
+            Tier::Avx512 => "avx512",
+            Tier::Avx512Vnni => "avx512vnni",
+            Tier::Neon => "neon",
+            Tier::NeonDot => "dotprod",
+            Tier::I8mm => "i8mm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// CPU features a kernel may need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    Avx2,
+    Fma,
+    Avx512f,
+    Avx512bw,
+    Avx512vnni,
+    AvxVnni,
+    Neon,
+    DotProd,
+    I8mm,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct KernelDesc<F: 'static> {
+    /// `dtype_op_tile__isa`, as the function is named.
+    pub name: &'static str,
+    pub tier: Tier,
+    pub features: &'static [Feature],
+    pub mr: usize,
+    pub nr: usize,
+    pub f: F,
+}
+
+macro_rules! desc {
+    ($f:path, $tier:ident, [$($feat:ident),*], $mr:expr, $nr:expr) => {
+        KernelDesc { name: stringify!($f), tier: Tier::$tier, features: &[$(Feature::$feat),*], mr: $mr, nr: $nr, f: $f }
+    };
+}
+
+use crate::{portable as p, reference as r};
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64 as a64;
+#[cfg(target_arch = "x86_64")]
+use crate::x86_64 as x86;
+
+pub static F32_GEMM: &[KernelDesc<F32GemmFn>] = &[
+    desc!(r::f32_gemm__reference, Reference, [], 1, 1),
+    desc!(p::f32_gemm_4x16__portable, Portable, [], 4, 16),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::f32_gemm_6x16__avx2, Avx2, [Avx2, Fma], 6, 16),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::f32_gemm_12x16__avx512, Avx512, [Avx512f], 12, 16),
+    #[cfg(target_arch = "aarch64")]
+    desc!(a64::f32_gemm_8x16__neon, Neon, [Neon], 8, 16),
+];
+
+pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
+    desc!(r::i8_gemm__reference, Reference, [], 1, 1),
+    desc!(p::i8_gemm_4x16__portable, Portable, [], 4, 16),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::i8_gemm_4x16__avx2, Avx2, [Avx2], 4, 16),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::i8_gemm_6x16__avxvnni, AvxVnni, [Avx2, AvxVnni], 6, 16),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::i8_gemm_12x16__avx512vnni, Avx512Vnni, [Avx512f, Avx512bw, Avx512vnni], 12, 16),
+    #[cfg(target_arch = "aarch64")]
+    desc!(a64::i8_gemm_8x16__neondot, NeonDot, [Neon, DotProd], 8, 16),
+];
+
+pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
+    desc!(r::dw_i8__reference, Reference, [], 1, 1),
+    desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),
+];

@@ -1,0 +1,103 @@
+use crate::pack::I8_NR;
+use crate::tile::{drive_i8, i8_epi_scalar, load_a4};
+use crate::I8GemmArgs;
+use core::arch::x86_64::*;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn micro_12x16_vnni(k: usize, a: &[*const u8; 12], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 12]) {
+    let mut c = [_mm512_setzero_si512(); 12];
+    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
+    let full = k / 4;
+    for g in 0..full {
+        let w = _mm512_loadu_si512(b.add(g * 64) as *const _);
+        for r in 0..12 {
+            let av = (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask;
+            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), w);
+        }
+    }
+    if full * 4 < k {
+        let w = _mm512_loadu_si512(b.add(full * 64) as *const _);
+        for r in 0..12 {
+            let av = load_a4(a[r], full, k, flip) as i32;
+            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), w);
+        }
+    }
+    for r in 0..12 {
+        _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut _, c[r]);
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers and the CPU has AVX-512F/BW and AVX-512 VNNI.
+pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
+    drive_i8::<12>(args, micro_12x16_vnni, super::epilogue::i8_epi_avx512)
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn micro_6x16_avxvnni(k: usize, a: &[*const u8; 6], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 6]) {
+    let mut c = [[_mm256_setzero_si256(); 2]; 6];
+    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
+    let groups = k.div_ceil(4);
+    for g in 0..groups {
+        let w0 = _mm256_loadu_si256(b.add(g * 64) as *const _);
+        let w1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const _);
+        for r in 0..6 {
+            let av = if g * 4 + 4 <= k {
+                (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask
+            } else {
+                load_a4(a[r], g, k, flip) as i32
+            };
+            let av = _mm256_set1_epi32(av);
+            c[r][0] = _mm256_dpbusd_avx_epi32(c[r][0], av, w0);
+            c[r][1] = _mm256_dpbusd_avx_epi32(c[r][1], av, w1);
+        }
+    }
+    for r in 0..6 {
+        _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut _, c[r][0]);
+        _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut _, c[r][1]);
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers and the CPU has AVX2 and AVX-VNNI.
+pub unsafe fn i8_gemm_6x16__avxvnni(args: &I8GemmArgs) {
+    drive_i8::<6>(args, micro_6x16_avxvnni, i8_epi_scalar)
+}
+
+/// AVX2 without VNNI: bytes widened to i16 and multiplied with `vpmaddwd`, exact for
+/// the full u8·i8 range (`vpmaddubsw` would saturate at 255·127·2).
+#[target_feature(enable = "avx2")]
+unsafe fn micro_4x16_avx2(k: usize, a: &[*const u8; 4], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 4]) {
+    // c[r][q] holds pair sums for columns 4q..4q+4: lanes (col, half) interleaved.
+    let mut c = [[_mm256_setzero_si256(); 4]; 4];
+    for g in 0..k.div_ceil(4) {
+        let mut w = [_mm256_setzero_si256(); 4];
+        for (q, wq) in w.iter_mut().enumerate() {
+            *wq = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(g * 64 + q * 16) as *const _));
+        }
+        for r in 0..4 {
+            let av = load_a4(a[r], g, k, flip);
+            let lo = (av & 0xff) | ((av >> 8) & 0xff) << 16;
+            let hi = ((av >> 16) & 0xff) | (av >> 24) << 16;
+            let pair = ((hi as u64) << 32 | lo as u64) as i64;
+            let av = _mm256_set1_epi64x(pair);
+            for q in 0..4 {
+                c[r][q] = _mm256_add_epi32(c[r][q], _mm256_madd_epi16(av, w[q]));
+            }
+        }
+    }
+    for r in 0..4 {
+        for q in 0..2 {
+            // hadd within 128-bit lanes: [c0..c3 of q*2], then fix lane order.
+            let h = _mm256_hadd_epi32(c[r][2 * q], c[r][2 * q + 1]);
+            let h = _mm256_permute4x64_epi64(h, 0b11_01_10_00);
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(q * 8) as *mut _, h);
+        }
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers and the CPU has AVX2.
+pub unsafe fn i8_gemm_4x16__avx2(args: &I8GemmArgs) {
+    drive_i8::<4>(args, micro_4x16_avx2, i8_epi_scalar)
+}

@@ -1,0 +1,195 @@
+//! Adapter files (`.eta`): method, hyper-parameters, class names and weights, bound to the
+//! hash of the plan they were trained on. Little-endian; a 48-byte header then a body.
+
+use super::linear::LinearHead;
+use super::ncm::Ncm;
+use crate::error::{Error, Result};
+use crate::plan::fnv64;
+use crate::wire::{Reader, Writer};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub const MAGIC: [u8; 4] = *b"ETA\0";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    Ncm(Ncm),
+    Linear(LinearHead),
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Ncm(_) => "ncm",
+            Method::Linear(_) => "linear",
+        }
+    }
+
+    pub fn classes(&self) -> usize {
+        match self {
+            Method::Ncm(n) => n.classes(),
+            Method::Linear(l) => l.classes,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Method::Ncm(n) => n.dim,
+            Method::Linear(l) => l.dim,
+        }
+    }
+
+    /// Class scores of one feature vector.
+    pub fn scores(&self, feat: &[f32], out: &mut [f32]) {
+        match self {
+            Method::Ncm(n) => n.scores(feat, out),
+            Method::Linear(l) => l.logits(feat, out),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapter {
+    pub plan_hash: [u8; 16],
+    /// The plan output or tap the adapter reads.
+    pub source: String,
+    pub classes: Vec<String>,
+    pub hyper: Vec<(String, String)>,
+    pub method: Method,
+}
+
+fn bad(detail: &str) -> Error {
+    Error::BadFile { what: "adapter", detail: detail.into() }
+}
+
+fn floats(w: &mut Writer, v: &[f32]) {
+    w.u32(v.len() as u32);
+    v.iter().for_each(|&x| w.f32(x));
+}
+
+fn read_floats(r: &mut Reader, expect: usize) -> Result<Vec<f32>> {
+    let n = r.count(4).map_err(|_| bad("weights truncated"))?;
+    if n != expect {
+        return Err(bad("weight count does not match the dimensions"));
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let x = r.f32()?;
+        if !x.is_finite() {
+            return Err(Error::NonFinite { what: "adapter weights".into() });
+        }
+        v.push(x);
+    }
+    Ok(v)
+}
+
+impl Adapter {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.str(&self.source);
+        w.u32(self.classes.len() as u32);
+        self.classes.iter().for_each(|c| w.str(c));
+        w.u32(self.hyper.len() as u32);
+        for (k, v) in &self.hyper {
+            w.str(k);
+            w.str(v);
+        }
+        match &self.method {
+            Method::Ncm(n) => {
+                w.u8(0);
+                w.u32(n.dim as u32);
+                w.u32(n.classes() as u32);
+                for (s, &c) in n.sums.iter().zip(&n.counts) {
+                    w.u32(c);
+                    floats(&mut w, s);
+                }
+            }
+            Method::Linear(l) => {
+                w.u8(1);
+                w.u32(l.dim as u32);
+                w.u32(l.classes as u32);
+                floats(&mut w, &l.w);
+                floats(&mut w, &l.b);
+            }
+        }
+        let body = w.into_inner();
+        let mut out = Vec::with_capacity(48 + body.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&fnv64(0xcbf2_9ce4_8422_2325, &body).to_le_bytes());
+        out.extend_from_slice(&self.plan_hash);
+        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parses an adapter and checks it belongs to the plan with hash `plan_hash`.
+    pub fn from_bytes(data: &[u8], plan_hash: &[u8; 16]) -> Result<Adapter> {
+        if data.len() < 48 {
+            return Err(bad("truncated header"));
+        }
+        if data[..4] != MAGIC {
+            return Err(bad("wrong magic (not an edgetune adapter)"));
+        }
+        let version = u32::from_le_bytes(data[4..8].try_into().unwrap_or_default());
+        if version != VERSION {
+            return Err(Error::BadFile { what: "adapter", detail: alloc::format!("version {version} (supported: {VERSION})") });
+        }
+        let len = u64::from_le_bytes(data[8..16].try_into().unwrap_or_default());
+        if len != (data.len() - 48) as u64 {
+            return Err(bad("body length does not match the file size (truncated?)"));
+        }
+        let body = &data[48..];
+        if fnv64(0xcbf2_9ce4_8422_2325, body) != u64::from_le_bytes(data[16..24].try_into().unwrap_or_default()) {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&data[24..40]);
+        if &hash != plan_hash {
+            return Err(Error::PlanMismatch { expected: *plan_hash, got: hash });
+        }
+        let mut r = Reader::new(body);
+        let source = r.str()?;
+        let nc = r.count(4)?;
+        let classes = (0..nc).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
+        let nh = r.count(8)?;
+        let hyper = (0..nh).map(|_| Ok((r.str()?, r.str()?))).collect::<Result<Vec<_>>>()?;
+        let tag = r.u8()?;
+        let dim = r.u32()? as usize;
+        let k = r.u32()? as usize;
+        if k != classes.len() || dim == 0 || dim.saturating_mul(k).saturating_mul(4) > r.remaining() {
+            return Err(bad("dimensions do not match the class list or the file size"));
+        }
+        let method = match tag {
+            0 => {
+                let mut n = Ncm::new(dim);
+                for _ in 0..k {
+                    n.counts.push(r.u32()?);
+                    n.sums.push(read_floats(&mut r, dim)?);
+                }
+                Method::Ncm(n)
+            }
+            1 => Method::Linear(LinearHead { dim, classes: k, w: read_floats(&mut r, dim * k)?, b: read_floats(&mut r, k)? }),
+            _ => return Err(bad("unknown method")),
+        };
+        if r.remaining() != 0 {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Adapter { plan_hash: hash, source, classes, hyper, method })
+    }
+
+    /// Writes atomically: temporary file in the same folder, fsync, rename. A crash at
+    /// any moment leaves either the old file or the new one, never a mix.
+    #[cfg(feature = "std")]
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        crate::fsutil::write_atomic(path, &self.to_bytes())
+    }
+
+    #[cfg(feature = "std")]
+    pub fn load(path: &std::path::Path, plan_hash: &[u8; 16]) -> Result<Adapter> {
+        let data = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), detail: e.to_string() })?;
+        Adapter::from_bytes(&data, plan_hash)
+    }
+}

@@ -1,0 +1,319 @@
+//! Runs a plan on the kernels. All memory is the arena sized at import: `run` allocates
+//! nothing.
+
+use crate::error::{Error, Result};
+use crate::plan::{AlignedBytes, Op, Plan, TensorInfo, Unary};
+use alloc::format;
+use core::ops::Range;
+use edgetune_kernels::elementwise as ew;
+use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant};
+use edgetune_kernels::{Act, I8Out, Kernels};
+
+enum Arena<'m> {
+    Owned(AlignedBytes),
+    Borrowed(&'m mut [u8]),
+}
+
+pub struct Executor<'p, 'm> {
+    plan: &'p Plan<'p>,
+    kernels: Kernels,
+    arena: Arena<'m>,
+}
+
+/// Splits the arena into the input views and disjoint output views of one op. The
+/// memory planner never places an op's output over its live inputs; this checks it.
+fn split<'b>(arena: &'b mut [u8], ins: &[Range<usize>], outs: &[Range<usize>]) -> Result<([&'b [u8]; 2], [&'b mut [u8]; 2])> {
+    let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end && !a.is_empty() && !b.is_empty();
+    let mut order: heapless::Vec<usize, 2> = (0..outs.len()).filter(|&i| !outs[i].is_empty()).collect();
+    order.sort_unstable_by_key(|&i| outs[i].start);
+    if outs.len() == 2 && overlap(&outs[0], &outs[1]) {
+        return Err(Error::Invalid { what: "plan places two outputs of one op over each other".into() });
+    }
+    let mut gaps: heapless::Vec<(usize, &'b [u8]), 3> = heapless::Vec::new();
+    let mut mouts: [&'b mut [u8]; 2] = [&mut [], &mut []];
+    let mut rest = arena;
+    let mut base = 0;
+    for &i in &order {
+        let r = &outs[i];
+        if r.start < base || r.end > base + rest.len() {
+            return Err(Error::Invalid { what: "tensor outside the arena".into() });
+        }
+        let (gap, tail) = core::mem::take(&mut rest).split_at_mut(r.start - base);
+        let (out, tail) = tail.split_at_mut(r.end - r.start);
+        let _ = gaps.push((base, gap));
+        mouts[i] = out;
+        rest = tail;
+        base = r.end;
+    }
+    let _ = gaps.push((base, rest));
+    let mut views: [&'b [u8]; 2] = [&[], &[]];
+    for (k, r) in ins.iter().enumerate() {
+        let g = gaps.iter().find(|(s, g)| r.start >= *s && r.end <= s + g.len());
+        match g {
+            Some((s, g)) => views[k] = &g[r.start - s..r.end - s],
+            None => return Err(Error::Invalid { what: "plan places an op's output over its input".into() }),
+        }
+    }
+    Ok((views, mouts))
+}
+
+fn range(t: &TensorInfo) -> Range<usize> {
+    t.offset..t.offset + t.bytes()
+}
+
+fn f32s(b: &[u8]) -> &[f32] {
+    bytemuck::cast_slice(b)
+}
+
+fn f32s_mut(b: &mut [u8]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(b)
+}
+
+impl<'p, 'm> Executor<'p, 'm> {
+    /// Allocates the arena, refusing plans that claim more than `arena_limit` bytes.
+    pub fn new(plan: &'p Plan<'p>, kernels: Kernels, arena_limit: usize) -> Result<Self> {
+        let need = plan.arena_bytes();
+        if need > arena_limit {
+            return Err(Error::ArenaTooLarge { need, limit: arena_limit });
+        }
+        Ok(Executor { plan, kernels, arena: Arena::Owned(AlignedBytes::zeroed(need)) })
+    }
+
+    /// Runs in a caller-provided, 64-aligned arena (microcontrollers: a static buffer).
+    pub fn with_arena(plan: &'p Plan<'p>, kernels: Kernels, arena: &'m mut [u8]) -> Result<Self> {
+        let need = plan.arena_bytes();
+        if arena.len() < need {
+            return Err(Error::ArenaTooLarge { need, limit: arena.len() });
+        }
+        if arena.as_ptr() as usize % 64 != 0 {
+            return Err(Error::Invalid { what: "arena must be 64-byte aligned".into() });
+        }
+        Ok(Executor { plan, kernels, arena: Arena::Borrowed(arena) })
+    }
+
+    pub fn plan(&self) -> &'p Plan<'p> {
+        self.plan
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.arena {
+            Arena::Owned(a) => a.as_ref(),
+            Arena::Borrowed(a) => a,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.arena {
+            Arena::Owned(a) => a.as_mut(),
+            Arena::Borrowed(a) => a,
+        }
+    }
+
+    /// Raw bytes of a tensor after `run`.
+    pub fn tensor_bytes(&self, id: u32) -> &[u8] {
+        let t = &self.plan.tensors[id as usize];
+        &self.bytes()[range(t)]
+    }
+
+    /// A tensor as f32 (dequantised copy into `out` for u8/i8 tensors).
+    pub fn tensor_f32(&self, id: u32, out: &mut [f32]) -> Result<()> {
+        let t = &self.plan.tensors[id as usize];
+        if out.len() != t.len() {
+            return Err(Error::ShapeMismatch { op: "tensor_f32".into(), expected: t.shape.clone(), got: alloc::vec![out.len()] });
+        }
+        let b = self.tensor_bytes(id);
+        match t.dtype {
+            crate::plan::DType::F32 => out.copy_from_slice(f32s(b)),
+            crate::plan::DType::U8 => edgetune_kernels::quant::dequantize_u8(b, t.scale, t.zero, out),
+            crate::plan::DType::I8 => edgetune_kernels::quant::dequantize_i8(bytemuck::cast_slice(b), t.scale, t.zero, out),
+            crate::plan::DType::I32 => out.iter_mut().zip(bytemuck::cast_slice::<u8, i32>(b)).for_each(|(o, &v)| *o = v as f32),
+        }
+        Ok(())
+    }
+
+    /// Runs the plan on one example. `inputs[i]` feeds `plan.inputs[i]` (f32, ONNX layout).
+    pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
+        let plan = self.plan;
+        if inputs.len() != plan.inputs.len() {
+            return Err(Error::Invalid { what: format!("plan has {} inputs, got {}", plan.inputs.len(), inputs.len()) });
+        }
+        for (port, data) in plan.inputs.iter().zip(inputs) {
+            let t = &plan.tensors[port.tensor as usize];
+            if t.dtype != crate::plan::DType::F32 || data.len() != t.len() {
+                return Err(Error::ShapeMismatch { op: format!("input '{}'", port.name), expected: t.logical_shape(), got: alloc::vec![data.len()] });
+            }
+            if data.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { what: format!("input '{}'", port.name) });
+            }
+            let r = range(t);
+            self.bytes_mut()[r].copy_from_slice(bytemuck::cast_slice(data));
+        }
+        for op in &plan.ops {
+            self.step(op)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, op: &Op) -> Result<()> {
+        let plan = self.plan;
+        let kern = self.kernels;
+        let tt = |id: u32| &plan.tensors[id as usize];
+        let arena = self.bytes_mut();
+        match *op {
+            Op::Quantize { x, y, q, to_nhwc } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let src = f32s(i[0]);
+                let s = &tt(y).shape;
+                if to_nhwc && s.len() == 4 {
+                    let (h, w, c) = (s[1], s[2], s[3]);
+                    let inv = 1.0 / q.scale;
+                    for n in 0..s[0] {
+                        for ch in 0..c {
+                            for p in 0..h * w {
+                                let v = src[(n * c + ch) * h * w + p] * inv;
+                                o[(n * h * w + p) * c + ch] = edgetune_kernels::quant::requant(v, q.zero, 0, 255) as u8;
+                            }
+                        }
+                    }
+                } else {
+                    edgetune_kernels::quant::quantize_u8(src, q.scale, q.zero, o);
+                }
+            }
+            Op::Dequantize { x, y, q, to_nchw } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let dst = f32s_mut(o);
+                let s = &tt(x).shape;
+                if to_nchw && s.len() == 4 {
+                    let (h, w, c) = (s[1], s[2], s[3]);
+                    for n in 0..s[0] {
+                        for p in 0..h * w {
+                            for ch in 0..c {
+                                dst[(n * c + ch) * h * w + p] = (i[0][(n * h * w + p) * c + ch] as i32 - q.zero) as f32 * q.scale;
+                            }
+                        }
+                    }
+                } else {
+                    edgetune_kernels::quant::dequantize_u8(i[0], q.scale, q.zero, dst);
+                }
+            }
+            Op::ConvI8 { x, y, scratch, ref geom, x_zero, y_zero, w, colsum, bias, scale } => {
+                let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
+                let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
+                let yt = tt(y);
+                let (out, dst) = match yt.dtype {
+                    crate::plan::DType::F32 => (I8Out::F32, I8Dst::F32(f32s_mut(o))),
+                    _ => (I8Out::U8, I8Dst::U8(o)),
+                };
+                let q = I8Quant {
+                    a_zero: x_zero,
+                    a_signed: false,
+                    colsum: plan.blob(colsum),
+                    bias: Some(plan.blob(bias)),
+                    scale: plan.blob(scale),
+                    out,
+                    y_zero,
+                    qmin: 0,
+                    qmax: 255,
+                };
+                kops::conv_i8(&kern, geom, i[0], plan.blob(w), &q, s, dst)?;
+            }
+            Op::DwI8 { x, y, ref geom, x_zero, y_zero, w, bias, scale } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                kops::depthwise_i8(&kern, geom, i[0], x_zero, plan.blob(w), Some(plan.blob(bias)), plan.blob(scale), (y_zero, 0, 255), o)?;
+            }
+            Op::AddU8 { a, b, y, qa, qb, qy } => {
+                let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
+                ew::add_u8(i[0], qa, i[1], qb, o, qy);
+            }
+            Op::GapU8 { x, y, qx, qy } => {
+                let s = &tt(x).shape;
+                let (hw, c) = (s[1] * s[2], s[3]);
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                ew::global_avg_pool_u8(i[0], hw, c, qx, o, qy);
+            }
+            Op::GapF32 { x, y } => {
+                let s = &tt(x).shape;
+                let (hw, c) = (s[1] * s[2], s[3]);
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                ew::global_avg_pool_f32(f32s(i[0]), hw, c, f32s_mut(o));
+            }
+            Op::ConvF32 { x, y, scratch, ref geom, w, bias, lo, hi } => {
+                let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
+                let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
+                let bias = plan.blob::<f32>(bias);
+                let bias = if bias.is_empty() { None } else { Some(bias) };
+                kops::conv_f32(&kern, geom, f32s(i[0]), plan.blob(w), bias, Act::Clamp(lo, hi), f32s_mut(s), f32s_mut(o))?;
+            }
+            Op::UnaryF32 { x, y, f } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let o = f32s_mut(o);
+                o.copy_from_slice(f32s(i[0]));
+                match f {
+                    Unary::Relu => ew::relu(o),
+                    Unary::Relu6 => ew::relu6(o),
+                    Unary::Sigmoid => ew::sigmoid(o),
+                    Unary::HardSwish => ew::hard_swish(o),
+                    Unary::GeluErf => ew::gelu_erf(o),
+                    Unary::Erf => ew::erf(o),
+                }
+            }
+            Op::AddF32 { a, b, y } => {
+                let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
+                ew::add(f32s(i[0]), f32s(i[1]), f32s_mut(o));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lifetime-based arena planning: each tensor lives from the op that writes it to the
+/// last op that reads it (inputs from the start, outputs and taps to the end). Tensors
+/// are placed largest first at the lowest 64-aligned offset that overlaps no tensor with
+/// an intersecting lifetime. Returns the arena size and fills `TensorInfo::offset`.
+pub fn plan_arena(tensors: &mut [TensorInfo], ops: &[Op], pinned_start: &[u32], pinned_end: &[u32]) -> usize {
+    let n = tensors.len();
+    let last = ops.len();
+    let mut first = alloc::vec![usize::MAX; n];
+    let mut end = alloc::vec![0usize; n];
+    for (i, op) in ops.iter().enumerate() {
+        let (ins, outs) = op.io();
+        for &t in outs.iter() {
+            first[t as usize] = first[t as usize].min(i);
+            end[t as usize] = end[t as usize].max(i);
+        }
+        for &t in ins.iter() {
+            first[t as usize] = first[t as usize].min(i);
+            end[t as usize] = end[t as usize].max(i);
+        }
+    }
+    for &t in pinned_start {
+        first[t as usize] = 0;
+    }
+    for &t in pinned_end {
+        end[t as usize] = last;
+    }
+    let mut order: alloc::vec::Vec<usize> = (0..n).filter(|&i| first[i] != usize::MAX).collect();
+    order.sort_by_key(|&i| core::cmp::Reverse(tensors[i].bytes()));
+    let mut placed: alloc::vec::Vec<usize> = alloc::vec::Vec::new();
+    let mut total = 0;
+    for &i in &order {
+        let size = tensors[i].bytes().div_ceil(64) * 64;
+        let mut busy: alloc::vec::Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| first[j] <= end[i] && first[i] <= end[j])
+            .map(|&j| (tensors[j].offset, tensors[j].offset + tensors[j].bytes().div_ceil(64) * 64))
+            .collect();
+        busy.sort_unstable();
+        let mut off = 0;
+        for (s, e) in busy {
+            if off + size <= s {
+                break;
+            }
+            off = off.max(e);
+        }
+        tensors[i].offset = off;
+        total = total.max(off + size);
+        placed.push(i);
+    }
+    total
+}

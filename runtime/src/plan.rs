@@ -1,0 +1,473 @@
+//! The compiled backbone: tensors, ops, packed weights, arena size, taps.
+//!
+//! File layout (`.etm`, little-endian): a 64-byte [`Header`], the metadata (tensors, ops,
+//! names) at byte 64, then the weight blob at a 64-aligned offset. Every weight range in
+//! the blob is 64-aligned too, so a 64-aligned file image is used in place.
+
+use crate::error::{Error, Result};
+use crate::wire::{Reader, Writer};
+use alloc::string::String;
+use alloc::vec::Vec;
+use edgetune_kernels::reference::ConvGeom;
+
+pub const MAGIC: [u8; 4] = *b"ETM\0";
+pub const VERSION: u32 = 1;
+/// Largest arena a plan may claim unless the caller allows more.
+pub const DEFAULT_ARENA_LIMIT: usize = 1 << 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct Header {
+    pub magic: [u8; 4],
+    pub version: u32,
+    pub meta_len: u32,
+    pub reserved: u32,
+    pub blob_off: u64,
+    pub blob_len: u64,
+    pub arena_bytes: u64,
+    /// FNV-1a 64 of every byte after the header.
+    pub checksum: u64,
+    /// Identifies the backbone: adapters are bound to it.
+    pub hash: [u8; 16],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DType {
+    F32 = 0,
+    U8 = 1,
+    I8 = 2,
+    I32 = 3,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::U8 | DType::I8 => 1,
+        }
+    }
+    fn from_u8(v: u8) -> Result<DType> {
+        Ok(match v {
+            0 => DType::F32,
+            1 => DType::U8,
+            2 => DType::I8,
+            3 => DType::I32,
+            _ => return Err(bad("dtype out of range")),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Physical shape; 4-D activations are NHWC (see `nhwc`).
+    pub shape: Vec<usize>,
+    pub nhwc: bool,
+    pub scale: f32,
+    pub zero: i32,
+    /// Byte offset in the arena.
+    pub offset: usize,
+}
+
+impl TensorInfo {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn bytes(&self) -> usize {
+        self.len() * self.dtype.size()
+    }
+    /// Shape as ONNX sees it (NCHW for 4-D).
+    pub fn logical_shape(&self) -> Vec<usize> {
+        let s = &self.shape;
+        if self.nhwc && s.len() == 4 {
+            alloc::vec![s[0], s[3], s[1], s[2]]
+        } else {
+            s.clone()
+        }
+    }
+}
+
+/// A byte range of the weight blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Blob {
+    pub off: u32,
+    pub len: u32,
+}
+
+/// Quantisation of one u8 tensor, as the kernels take it.
+pub type Q8 = edgetune_kernels::elementwise::Q8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Unary {
+    Relu = 0,
+    Relu6 = 1,
+    Sigmoid = 2,
+    HardSwish = 3,
+    GeluErf = 4,
+    Erf = 5,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// f32 → u8, NCHW → NHWC when `to_nhwc`.
+    Quantize { x: u32, y: u32, q: Q8, to_nhwc: bool },
+    /// u8 → f32, NHWC → NCHW when `to_nchw`.
+    Dequantize { x: u32, y: u32, q: Q8, to_nchw: bool },
+    /// Dense int8 convolution (also Gemm/MatMul as 1×1), per-channel requantisation.
+    ConvI8 {
+        x: u32,
+        y: u32,
+        scratch: Option<u32>,
+        geom: ConvGeom,
+        x_zero: i32,
+        y_zero: i32,
+        w: Blob,
+        colsum: Blob,
+        bias: Blob,
+        scale: Blob,
+    },
+    /// Depthwise int8 convolution.
+    DwI8 { x: u32, y: u32, geom: ConvGeom, x_zero: i32, y_zero: i32, w: Blob, bias: Blob, scale: Blob },
+    AddU8 { a: u32, b: u32, y: u32, qa: Q8, qb: Q8, qy: Q8 },
+    GapU8 { x: u32, y: u32, qx: Q8, qy: Q8 },
+    /// Dense f32 convolution / Gemm with fused bias and clamp.
+    ConvF32 { x: u32, y: u32, scratch: Option<u32>, geom: ConvGeom, w: Blob, bias: Blob, lo: f32, hi: f32 },
+    UnaryF32 { x: u32, y: u32, f: Unary },
+    AddF32 { a: u32, b: u32, y: u32 },
+    GapF32 { x: u32, y: u32 },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Quantize { .. } => "Quantize",
+            Op::Dequantize { .. } => "Dequantize",
+            Op::ConvI8 { .. } => "ConvI8",
+            Op::DwI8 { .. } => "DepthwiseI8",
+            Op::AddU8 { .. } => "AddU8",
+            Op::GapU8 { .. } => "GlobalAvgPoolU8",
+            Op::ConvF32 { .. } => "ConvF32",
+            Op::UnaryF32 { .. } => "UnaryF32",
+            Op::AddF32 { .. } => "AddF32",
+            Op::GapF32 { .. } => "GlobalAvgPoolF32",
+        }
+    }
+
+    /// (inputs, outputs) tensor ids, for the memory planner.
+    pub fn io(&self) -> (heapless::Vec<u32, 2>, heapless::Vec<u32, 2>) {
+        let v = |s: &[u32]| heapless::Vec::from_slice(s).unwrap_or_default();
+        match *self {
+            Op::Quantize { x, y, .. } | Op::Dequantize { x, y, .. } => (v(&[x]), v(&[y])),
+            Op::ConvI8 { x, y, scratch, .. } | Op::ConvF32 { x, y, scratch, .. } => match scratch {
+                Some(s) => (v(&[x]), v(&[y, s])),
+                None => (v(&[x]), v(&[y])),
+            },
+            Op::DwI8 { x, y, .. } | Op::GapU8 { x, y, .. } | Op::UnaryF32 { x, y, .. } | Op::GapF32 { x, y } => {
+                (v(&[x]), v(&[y]))
+            }
+            Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } => (v(&[a, b]), v(&[y])),
+        }
+    }
+}
+
+/// A named tensor the plan exposes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub tensor: u32,
+}
+
+/// Bytes aligned to 64, so weights can be viewed as i16/i32/f32 in place.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct Line(pub [u8; 64]);
+
+#[derive(Clone)]
+pub struct AlignedBytes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        AlignedBytes { lines: alloc::vec![Line([0; 64]); len.div_ceil(64)], len }
+    }
+    pub fn from_slice(b: &[u8]) -> AlignedBytes {
+        let mut a = AlignedBytes::zeroed(b.len());
+        a.as_mut().copy_from_slice(b);
+        a
+    }
+    pub fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
+
+enum Bytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(AlignedBytes),
+}
+
+/// A loaded plan. Borrows a 64-aligned file image in place, or owns an aligned copy.
+pub struct Plan<'a> {
+    pub header: Header,
+    pub tensors: Vec<TensorInfo>,
+    pub ops: Vec<Op>,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+    pub taps: Vec<Port>,
+    /// Free-form key/value pairs: preprocessing, source model, default taps.
+    pub meta: Vec<(String, String)>,
+    bytes: Bytes<'a>,
+}
+
+pub(crate) fn bad(detail: &str) -> Error {
+    Error::BadFile { what: "plan", detail: detail.into() }
+}
+
+pub fn fnv64(seed: u64, data: &[u8]) -> u64 {
+    let mut h = seed;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Everything the importer produces, before serialisation.
+pub struct PlanParts {
+    pub tensors: Vec<TensorInfo>,
+    pub ops: Vec<Op>,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+    pub taps: Vec<Port>,
+    pub meta: Vec<(String, String)>,
+    pub blob: Vec<u8>,
+    pub arena_bytes: usize,
+}
+
+impl PlanParts {
+    /// Serialises to the `.etm` byte layout.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.tensors.len() as u32);
+        for t in &self.tensors {
+            w.str(&t.name);
+            w.u8(t.dtype as u8);
+            w.u8(t.nhwc as u8);
+            w.f32(t.scale);
+            w.i32(t.zero);
+            w.u64(t.offset as u64);
+            w.u32(t.shape.len() as u32);
+            for &d in &t.shape {
+                w.u64(d as u64);
+            }
+        }
+        w.u32(self.ops.len() as u32);
+        for op in &self.ops {
+            crate::wire::write_op(&mut w, op);
+        }
+        for ports in [&self.inputs, &self.outputs, &self.taps] {
+            w.u32(ports.len() as u32);
+            for p in ports {
+                w.str(&p.name);
+                w.u32(p.tensor);
+            }
+        }
+        w.u32(self.meta.len() as u32);
+        for (k, v) in &self.meta {
+            w.str(k);
+            w.str(v);
+        }
+        let meta = w.into_inner();
+        let blob_off = (64 + meta.len()).div_ceil(64) * 64;
+        let mut out = alloc::vec![0u8; blob_off + self.blob.len()];
+        out[64..64 + meta.len()].copy_from_slice(&meta);
+        out[blob_off..].copy_from_slice(&self.blob);
+        let content = fnv64(FNV_BASIS, &out[64..]);
+        let mut hash = [0u8; 16];
+        hash[..8].copy_from_slice(&content.to_le_bytes());
+        hash[8..].copy_from_slice(&fnv64(content ^ 0x9e37_79b9_7f4a_7c15, &out[64..]).to_le_bytes());
+        let header = Header {
+            magic: MAGIC,
+            version: VERSION,
+            meta_len: meta.len() as u32,
+            reserved: 0,
+            blob_off: blob_off as u64,
+            blob_len: self.blob.len() as u64,
+            arena_bytes: self.arena_bytes as u64,
+            checksum: content,
+            hash,
+        };
+        out[..64].copy_from_slice(bytemuck::bytes_of(&header));
+        out
+    }
+}
+
+impl<'a> Plan<'a> {
+    /// Uses `bytes` in place when it is 64-aligned, else copies it once.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Plan<'a>> {
+        if bytes.as_ptr() as usize % 64 == 0 {
+            Plan::parse(Bytes::Borrowed(bytes))
+        } else {
+            Plan::parse(Bytes::Owned(AlignedBytes::from_slice(bytes)))
+        }
+    }
+
+    pub fn from_owned(bytes: AlignedBytes) -> Result<Plan<'static>> {
+        Plan::parse(Bytes::Owned(bytes))
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(b) => b.as_ref(),
+        }
+    }
+
+    fn parse(bytes: Bytes<'a>) -> Result<Plan<'a>> {
+        let data = match &bytes {
+            Bytes::Borrowed(b) => *b,
+            Bytes::Owned(b) => b.as_ref(),
+        };
+        if data.len() < 64 {
+            return Err(bad("truncated header"));
+        }
+        let header: Header = *bytemuck::from_bytes(&data[..64]);
+        if header.magic != MAGIC {
+            return Err(bad("wrong magic (not an edgetune plan)"));
+        }
+        if header.version != VERSION {
+            return Err(Error::BadFile { what: "plan", detail: alloc::format!("version {} (supported: {VERSION})", header.version) });
+        }
+        let end = header.blob_off.checked_add(header.blob_len).ok_or_else(|| bad("blob range overflows"))?;
+        if 64 + header.meta_len as u64 > header.blob_off || end != data.len() as u64 || header.blob_off % 64 != 0 {
+            return Err(bad("section sizes do not match the file size (truncated?)"));
+        }
+        if fnv64(FNV_BASIS, &data[64..]) != header.checksum {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut r = Reader::new(&data[64..64 + header.meta_len as usize]);
+        let nt = r.count(16)?;
+        let mut tensors = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.str()?;
+            let dtype = DType::from_u8(r.u8()?)?;
+            let nhwc = r.u8()? != 0;
+            let scale = r.f32()?;
+            let zero = r.i32()?;
+            let offset = r.u64()? as usize;
+            let rank = r.count(8)?;
+            let mut shape = Vec::with_capacity(rank);
+            for _ in 0..rank {
+                shape.push(r.u64()? as usize);
+            }
+            let t = TensorInfo { name, dtype, shape, nhwc, scale, zero, offset };
+            let bytes = t.shape.iter().try_fold(t.dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| bad("tensor size overflows"))?;
+            if offset.checked_add(bytes).is_none_or(|e| e as u64 > header.arena_bytes) {
+                return Err(bad("tensor outside the arena"));
+            }
+            tensors.push(t);
+        }
+        let no = r.count(8)?;
+        let mut ops = Vec::with_capacity(no);
+        for _ in 0..no {
+            ops.push(crate::wire::read_op(&mut r)?);
+        }
+        let mut ports = [Vec::new(), Vec::new(), Vec::new()];
+        for p in ports.iter_mut() {
+            let n = r.count(8)?;
+            for _ in 0..n {
+                let name = r.str()?;
+                let tensor = r.u32()?;
+                p.push(Port { name, tensor });
+            }
+        }
+        let nm = r.count(8)?;
+        let mut meta = Vec::with_capacity(nm);
+        for _ in 0..nm {
+            meta.push((r.str()?, r.str()?));
+        }
+        let [inputs, outputs, taps] = ports;
+        let plan = Plan { header, tensors, ops, inputs, outputs, taps, meta, bytes };
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Checks every tensor id and blob range, so the executor can index without panics.
+    fn validate(&self) -> Result<()> {
+        let nt = self.tensors.len() as u32;
+        let blob_len = self.header.blob_len;
+        for op in &self.ops {
+            let (i, o) = op.io();
+            if i.iter().chain(o.iter()).any(|&t| t >= nt) {
+                return Err(bad("op refers to a tensor that does not exist"));
+            }
+            for b in crate::wire::blobs(op) {
+                if b.off % 64 != 0 || b.off as u64 + b.len as u64 > blob_len {
+                    return Err(bad("weight range outside the blob"));
+                }
+            }
+        }
+        for p in self.inputs.iter().chain(&self.outputs).chain(&self.taps) {
+            if p.tensor >= nt {
+                return Err(bad("port refers to a tensor that does not exist"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn hash(&self) -> [u8; 16] {
+        self.header.hash
+    }
+
+    pub fn arena_bytes(&self) -> usize {
+        self.header.arena_bytes as usize
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn blob_bytes(&self, b: Blob) -> &[u8] {
+        let off = self.header.blob_off as usize + b.off as usize;
+        &self.data()[off..off + b.len as usize]
+    }
+
+    pub fn blob<T: bytemuck::Pod>(&self, b: Blob) -> &[T] {
+        // Ranges were validated and are 64-aligned in a 64-aligned image; a length that is
+        // not a multiple of T yields an empty slice, which the kernels reject by length.
+        bytemuck::try_cast_slice(self.blob_bytes(b)).unwrap_or(&[])
+    }
+
+    pub fn tap(&self, name: &str) -> Option<&TensorInfo> {
+        self.taps.iter().find(|p| p.name == name).map(|p| &self.tensors[p.tensor as usize])
+    }
+
+    /// Parameters held in the blob (weights and per-channel data), in bytes.
+    pub fn weight_bytes(&self) -> usize {
+        self.header.blob_len as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn header_layout_is_pinned() {
+        assert_eq!(core::mem::size_of::<Header>(), 64);
+        assert_eq!(core::mem::offset_of!(Header, blob_off), 16);
+        assert_eq!(core::mem::offset_of!(Header, checksum), 40);
+        assert_eq!(core::mem::offset_of!(Header, hash), 48);
+    }
+}
