@@ -9,6 +9,8 @@ pub mod exec;
 pub mod features;
 #[cfg(feature = "std")]
 pub mod fsutil;
+#[cfg(feature = "std")]
+pub mod npy;
 #[cfg(feature = "onnx")]
 pub mod import;
 pub mod plan;

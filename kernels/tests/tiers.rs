@@ -1,0 +1,210 @@
+//! Every kernel of every tier against its reference, driven by the registry: random
+//! shapes (proptest) plus the edges (k = 0, 1, odd; m and n below the tile; strides wider
+//! than the rows). Int8 results must be bit-exact; f32 within a relative bound.
+
+use edgetune_kernels::dispatch::{Cpu, Kernels};
+use edgetune_kernels::ops::{self, I8Dst, I8Quant};
+use edgetune_kernels::pack;
+use edgetune_kernels::reference::{conv_i8_naive, ConvGeom};
+use edgetune_kernels::registry::{KernelDesc, DW_I8, F32_GEMM, I8_GEMM};
+use edgetune_kernels::{Act, I8Out};
+use proptest::prelude::*;
+
+fn cpu() -> Cpu {
+    Cpu::detect()
+}
+
+fn runnable<F>(d: &KernelDesc<F>) -> bool {
+    let ok = cpu().supports(d);
+    if !ok {
+        println!("SKIP {} (CPU lacks {:?})", d.name, d.features);
+    }
+    ok
+}
+
+/// Kernels with one family forced to `d` and the rest at reference.
+fn with_f32(d: &'static KernelDesc<edgetune_kernels::F32GemmFn>) -> Kernels {
+    let mut k = Kernels::select(&cpu(), Some(edgetune_kernels::Tier::Reference));
+    k.f32_gemm = d;
+    k
+}
+
+fn with_i8(d: &'static KernelDesc<edgetune_kernels::I8GemmFn>) -> Kernels {
+    let mut k = Kernels::select(&cpu(), Some(edgetune_kernels::Tier::Reference));
+    k.i8_gemm = d;
+    k
+}
+
+fn lcg(seed: u64) -> impl FnMut() -> u32 {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    }
+}
+
+/// Relative bound for f32: reordering a k-term sum changes it by at most ~k·ε·Σ|a·b|.
+fn check_f32(m: usize, n: usize, k: usize, lda: usize, act: Act, seed: u64) {
+    let mut r = lcg(seed);
+    let a: Vec<f32> = (0..m.max(1) * lda).map(|_| (r() % 2000) as f32 / 1000.0 - 1.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| (r() % 2000) as f32 / 1000.0 - 1.0).collect();
+    let bias: Vec<f32> = (0..n).map(|_| (r() % 200) as f32 / 100.0 - 1.0).collect();
+    let mut bp = vec![0.0; pack::packed_f32_len(k, n)];
+    pack::pack_f32(&b, k, n, &mut bp);
+    let reference = with_f32(&F32_GEMM[0]);
+    let mut want = vec![0.0; m * n];
+    ops::gemm_f32(&reference, (m, n, k), &a, lda, &bp, Some(&bias), &mut want, n, act).unwrap();
+    for d in F32_GEMM.iter().filter(|d| runnable(d)) {
+        let mut got = vec![f32::NAN; m * n];
+        ops::gemm_f32(&with_f32(d), (m, n, k), &a, lda, &bp, Some(&bias), &mut got, n, act).unwrap();
+        for i in 0..m * n {
+            let tol = 1e-5 * (k as f32 + 1.0) * 2.0;
+            assert!((got[i] - want[i]).abs() <= tol * want[i].abs().max(1.0), "{} m{m} n{n} k{k}: [{i}] {} vs {}", d.name, got[i], want[i]);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, seed: u64) {
+    let mut r = lcg(seed);
+    let a: Vec<u8> = (0..m.max(1) * lda).map(|_| r() as u8).collect();
+    let b: Vec<i8> = (0..k * n).map(|_| r() as i8).collect();
+    let bias: Vec<i32> = (0..n).map(|_| (r() % 20000) as i32 - 10000).collect();
+    let scale: Vec<f32> = (0..n).map(|_| 1e-4 + (r() % 1000) as f32 * 1e-6).collect();
+    let mut bp = vec![0; pack::packed_i8_len(k, n)];
+    let mut colsum = vec![0; pack::i8_cols(n)];
+    pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
+    let (qmin, qmax) = if out == I8Out::I8 { (-128, 127) } else { (0, 255) };
+    let q = I8Quant { a_zero: if signed { -3 } else { 121 }, a_signed: signed, colsum: &colsum, bias: Some(&bias), scale: &scale, out, y_zero: 7, qmin, qmax };
+    let run = |kern: &Kernels| -> Vec<u32> {
+        match out {
+            I8Out::F32 => {
+                let mut c = vec![0f32; m * n];
+                ops::gemm_i8(kern, (m, n, k), &a, lda, &bp, &q, I8Dst::F32(&mut c), n).unwrap();
+                c.iter().map(|v| v.to_bits()).collect()
+            }
+            I8Out::U8 => {
+                let mut c = vec![0u8; m * n];
+                ops::gemm_i8(kern, (m, n, k), &a, lda, &bp, &q, I8Dst::U8(&mut c), n).unwrap();
+                c.iter().map(|&v| v as u32).collect()
+            }
+            I8Out::I8 => {
+                let mut c = vec![0i8; m * n];
+                ops::gemm_i8(kern, (m, n, k), &a, lda, &bp, &q, I8Dst::I8(&mut c), n).unwrap();
+                c.iter().map(|&v| v as u8 as u32).collect()
+            }
+        }
+    };
+    let want = run(&with_i8(&I8_GEMM[0]));
+    for d in I8_GEMM.iter().filter(|d| runnable(d)) {
+        assert_eq!(run(&with_i8(d)), want, "{} m{m} n{n} k{k} signed {signed} {out:?}", d.name);
+    }
+}
+
+#[test]
+fn gemm_edges() {
+    for &(m, n, k) in &[(1, 1, 0), (1, 1, 1), (3, 5, 1), (5, 17, 3), (13, 16, 7), (1, 1000, 1280), (25, 33, 64), (12, 48, 129)] {
+        for act in [Act::None, Act::Relu, Act::Relu6, Act::Clamp(-0.5, 0.25)] {
+            check_f32(m, n, k, k + 3, act, (m * n + k) as u64);
+        }
+        for out in [I8Out::U8, I8Out::I8, I8Out::F32] {
+            check_i8(m, n, k, k + 5, false, out, (m + n * k) as u64);
+            check_i8(m, n, k, k, true, out, (m * 7 + k) as u64);
+        }
+    }
+}
+
+/// The accumulator at the extremes: all-255 × all-127 (and -128) at the deepest k.
+#[test]
+fn i8_extremes_do_not_overflow() {
+    let (m, n, k) = (2, 3, edgetune_kernels::I8_MAX_K);
+    let a = vec![255u8; m * k];
+    for w in [127i8, -128] {
+        let b = vec![w; k * n];
+        let mut bp = vec![0; pack::packed_i8_len(k, n)];
+        let mut colsum = vec![0; pack::i8_cols(n)];
+        pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
+        let scale = vec![1.0f32; n];
+        let q = I8Quant { a_zero: 0, a_signed: false, colsum: &colsum, bias: None, scale: &scale, out: I8Out::F32, y_zero: 0, qmin: 0, qmax: 255 };
+        for d in I8_GEMM.iter().filter(|d| runnable(d)) {
+            let mut c = vec![0f32; m * n];
+            ops::gemm_i8(&with_i8(d), (m, n, k), &a, k, &bp, &q, I8Dst::F32(&mut c), n).unwrap();
+            let exact = 255i64 * w as i64 * k as i64;
+            assert!(c.iter().all(|&v| v as i64 == exact), "{}: {} vs {exact}", d.name, c[0]);
+        }
+    }
+}
+
+#[test]
+fn conv_i8_im2col_matches_naive_conv() {
+    let mut r = lcg(9);
+    for &(h, w, ic, oc, kh, s, p) in &[(9, 7, 3, 8, 3, 2, 1), (6, 6, 5, 17, 1, 1, 0), (5, 8, 4, 9, 5, 1, 2), (4, 4, 2, 3, 1, 2, 0)] {
+        let g = ConvGeom { h, w, ic, oc, kh, kw: kh, stride_h: s, stride_w: s, dil_h: 1, dil_w: 1, pad_top: p, pad_left: p, pad_bottom: p, pad_right: p, groups: 1 };
+        let x: Vec<u8> = (0..h * w * ic).map(|_| r() as u8).collect();
+        let wt: Vec<i8> = (0..oc * kh * kh * ic).map(|_| r() as i8).collect();
+        let bias: Vec<i32> = (0..oc).map(|_| (r() % 2000) as i32 - 1000).collect();
+        let scale: Vec<f32> = (0..oc).map(|_| 1e-3 + (r() % 100) as f32 * 1e-5).collect();
+        let mut want = vec![0u8; g.oh() * g.ow() * oc];
+        conv_i8_naive(&g, &x, 100, &wt, &bias, &scale, 10, &mut want);
+        let kdim = kh * kh * ic;
+        let mut bp = vec![0; pack::packed_i8_len(kdim, oc)];
+        let mut colsum = vec![0; pack::i8_cols(oc)];
+        pack::pack_i8_with(kdim, oc, |kk, o| wt[o * kdim + kk], &mut bp, &mut colsum);
+        let q = I8Quant { a_zero: 100, a_signed: false, colsum: &colsum, bias: Some(&bias), scale: &scale, out: I8Out::U8, y_zero: 10, qmin: 0, qmax: 255 };
+        for d in I8_GEMM.iter().filter(|d| runnable(d)) {
+            let mut got = vec![0u8; want.len()];
+            let mut scratch = vec![0u8; ops::conv_scratch_len(&g)];
+            ops::conv_i8(&with_i8(d), &g, &x, &bp, &q, &mut scratch, I8Dst::U8(&mut got)).unwrap();
+            assert_eq!(got, want, "{} {g:?}", d.name);
+        }
+    }
+}
+
+fn check_dw(h: usize, w: usize, c: usize, k: usize, s: usize, p: usize, seed: u64) {
+    let mut r = lcg(seed);
+    let g = ConvGeom { h, w, ic: c, oc: c, kh: k, kw: k, stride_h: s, stride_w: s, dil_h: 1, dil_w: 1, pad_top: p, pad_left: p, pad_bottom: p, pad_right: p, groups: c };
+    let x: Vec<u8> = (0..h * w * c).map(|_| r() as u8).collect();
+    let wt: Vec<i16> = (0..k * k * c).map(|_| r() as i8 as i16).collect();
+    let bias: Vec<i32> = (0..c).map(|_| (r() % 2000) as i32 - 1000).collect();
+    let scale: Vec<f32> = (0..c).map(|_| 1e-3 + (r() % 100) as f32 * 1e-5).collect();
+    let mut want = vec![0u8; g.oh() * g.ow() * c];
+    let mut kern = Kernels::select(&cpu(), Some(edgetune_kernels::Tier::Reference));
+    ops::depthwise_i8(&kern, &g, &x, 128, &wt, Some(&bias), &scale, (3, 0, 255), &mut want).unwrap();
+    for d in DW_I8.iter().filter(|d| runnable(d)) {
+        kern.dw_i8 = d;
+        let mut got = vec![0u8; want.len()];
+        ops::depthwise_i8(&kern, &g, &x, 128, &wt, Some(&bias), &scale, (3, 0, 255), &mut got).unwrap();
+        assert_eq!(got, want, "{} h{h} w{w} c{c} k{k} s{s} p{p}", d.name);
+    }
+}
+
+#[test]
+fn depthwise_edges() {
+    for &(h, w, c, k, s, p) in &[(1, 1, 1, 1, 1, 0), (7, 5, 3, 3, 1, 1), (8, 8, 17, 3, 2, 1), (9, 9, 40, 5, 2, 2), (6, 4, 64, 5, 1, 2)] {
+        check_dw(h, w, c, k, s, p, (h * c) as u64);
+    }
+}
+
+#[test]
+fn shape_errors_are_reported_not_undefined() {
+    let k = Kernels::select(&cpu(), None);
+    let bp = vec![0.0; pack::packed_f32_len(4, 4)];
+    let mut c = vec![0.0; 3];
+    let err = ops::gemm_f32(&k, (2, 4, 4), &[0.0; 8], 4, &bp, None, &mut c, 4, Act::None).unwrap_err();
+    assert_eq!(err.what, "c");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn gemm_random(m in 1usize..40, n in 1usize..70, k in 0usize..90, pad in 0usize..5, seed in any::<u64>()) {
+        check_f32(m, n, k, k + pad, Act::None, seed);
+        check_i8(m, n, k, k + pad, seed % 2 == 0, if seed % 3 == 0 { I8Out::F32 } else { I8Out::U8 }, seed);
+    }
+
+    #[test]
+    fn depthwise_random(h in 1usize..12, w in 1usize..12, c in 1usize..40, k in prop::sample::select(vec![1usize, 3, 5]), s in 1usize..3, seed in any::<u64>()) {
+        let p = k / 2;
+        check_dw(h.max(k - 2 * p), w.max(k - 2 * p), c, k, s, p, seed);
+    }
+}

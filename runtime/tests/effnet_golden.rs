@@ -1,0 +1,51 @@
+//! EfficientNet-Lite0 int8 on edgetune's kernels against onnxruntime's outputs on the
+//! same images (models/golden, written by tools/convert.py).
+#![cfg(feature = "onnx")]
+
+use edgetune::import::{import_path, ImportOptions};
+use edgetune::plan::{AlignedBytes, Plan};
+use edgetune::preprocess::ImagePrep;
+use edgetune::{kernels::Kernels, Executor};
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+#[test]
+fn efficientnet_lite0_matches_onnxruntime() {
+    let parts = import_path(&root().join("models/efficientnet_lite0_int8.onnx"), &ImportOptions::default()).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let (_, gf) = edgetune::npy::read_npy(&root().join("models/golden/effnet_features.npy")).unwrap();
+    let (_, gl) = edgetune::npy::read_npy(&root().join("models/golden/effnet_logits.npy")).unwrap();
+    let images = std::fs::read(root().join("examples/data/fashion_mnist_600-images.idx")).unwrap();
+    let pixels = &images[16..];
+    let n: usize = std::env::var("EDGETUNE_GOLDEN_N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let prep = ImagePrep { size: 224, mean: 127.0, std: 128.0 };
+    let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 30).unwrap();
+    let (fo, lo) = (plan.outputs[0].tensor, plan.outputs[1].tensor);
+    let (mut f, mut l, mut input) = (vec![0.0; 1280], vec![0.0; 1000], vec![]);
+    let (mut worst_f, mut worst_l, mut max_abs, mut top1) = (1.0f64, 1.0f64, 0.0f32, 0);
+    for i in 0..n {
+        prep.apply(&pixels[i * 784..][..784], 28, 28, 1, &mut input);
+        exec.run(&[&input]).unwrap();
+        exec.tensor_f32(fo, &mut f).unwrap();
+        exec.tensor_f32(lo, &mut l).unwrap();
+        let (rf, rl) = (&gf[i * 1280..][..1280], &gl[i * 1000..][..1000]);
+        worst_f = worst_f.min(cosine(&f, rf));
+        worst_l = worst_l.min(cosine(&l, rl));
+        max_abs = f.iter().zip(rf).map(|(a, b)| (a - b).abs()).fold(max_abs, f32::max);
+        top1 += (edgetune::adapt::argmax(&l) == edgetune::adapt::argmax(rl)) as usize;
+    }
+    println!("{n} images: features cosine min {worst_f:.5}, logits cosine min {worst_l:.5}, features max abs err {max_abs:.4}, top-1 agreement {top1}/{n}");
+    assert!(worst_f >= 0.999, "features cosine {worst_f}");
+    assert!(worst_l >= 0.999, "logits cosine {worst_l}");
+    assert!(top1 * 100 >= 99 * n, "top-1 agreement {top1}/{n}");
+}
