@@ -76,7 +76,11 @@ impl Cpu {
 }
 
 /// Picks the best kernel the CPU runs, or with `force`, the best one at or below that tier.
-pub fn pick<F: Copy>(table: &'static [KernelDesc<F>], cpu: &Cpu, force: Option<Tier>) -> &'static KernelDesc<F> {
+pub fn pick<F: Copy>(
+    table: &'static [KernelDesc<F>],
+    cpu: &Cpu,
+    force: Option<Tier>,
+) -> &'static KernelDesc<F> {
     let mut best = &table[0];
     for d in table {
         let allowed = match force {
@@ -101,13 +105,19 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn select(cpu: &Cpu, force: Option<Tier>) -> Kernels {
-        Kernels { f32_gemm: pick(F32_GEMM, cpu, force), i8_gemm: pick(I8_GEMM, cpu, force), dw_i8: pick(DW_I8, cpu, force) }
+        Kernels {
+            f32_gemm: pick(F32_GEMM, cpu, force),
+            i8_gemm: pick(I8_GEMM, cpu, force),
+            dw_i8: pick(DW_I8, cpu, force),
+        }
     }
 
     /// Detected CPU, honouring `EDGETUNE_KERNELS=reference|portable|<tier>`.
     #[cfg(feature = "std")]
     pub fn detect() -> Kernels {
-        let force = std::env::var("EDGETUNE_KERNELS").ok().and_then(|s| Tier::parse(&s));
+        let force = std::env::var("EDGETUNE_KERNELS")
+            .ok()
+            .and_then(|s| Tier::parse(&s));
         Kernels::select(&Cpu::detect(), force)
     }
 
@@ -118,6 +128,10 @@ impl Kernels {
 
     /// `f32_gemm=…, i8_gemm=…, dw_i8=…`, for logs.
     pub fn describe(&self) -> [(&'static str, &'static str); 3] {
-        [("f32_gemm", self.f32_gemm.name), ("i8_gemm", self.i8_gemm.name), ("dw_i8", self.dw_i8.name)]
+        [
+            ("f32_gemm", self.f32_gemm.name),
+            ("i8_gemm", self.i8_gemm.name),
+            ("dw_i8", self.dw_i8.name),
+        ]
     }
 }

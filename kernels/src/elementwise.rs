@@ -20,7 +20,8 @@ pub fn leaky_relu(x: &mut [f32], alpha: f32) {
 }
 
 pub fn hard_swish(x: &mut [f32]) {
-    x.iter_mut().for_each(|v| *v *= (*v + 3.0).clamp(0.0, 6.0) / 6.0);
+    x.iter_mut()
+        .for_each(|v| *v *= (*v + 3.0).clamp(0.0, 6.0) / 6.0);
 }
 
 #[inline]

@@ -8,6 +8,8 @@
 // Kernel names follow `dtype_op_tile__isa`.
 #![allow(non_snake_case)]
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod dispatch;
 pub mod elementwise;
 pub mod ops;
@@ -16,10 +18,8 @@ pub mod portable;
 pub mod quant;
 pub mod reference;
 pub mod registry;
-pub mod types;
 mod tile;
-#[cfg(target_arch = "aarch64")]
-pub mod aarch64;
+pub mod types;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -4,9 +4,19 @@ use crate::pack::{i8_cols, packed_f32_len, packed_i8_len};
 use crate::reference::ConvGeom;
 use crate::{Act, DwI8Args, F32GemmArgs, I8GemmArgs, I8Out, Kernels, ShapeError, I8_MAX_K};
 
-fn need(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<(), ShapeError> {
+fn need(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), ShapeError> {
     if got < expected {
-        Err(ShapeError { op, what, expected, got })
+        Err(ShapeError {
+            op,
+            what,
+            expected,
+            got,
+        })
     } else {
         Ok(())
     }
@@ -97,7 +107,12 @@ pub fn gemm_i8(
 ) -> Result<(), ShapeError> {
     const OP: &str = "gemm_i8";
     if k > I8_MAX_K {
-        return Err(ShapeError { op: OP, what: "k (max)", expected: I8_MAX_K, got: k });
+        return Err(ShapeError {
+            op: OP,
+            what: "k (max)",
+            expected: I8_MAX_K,
+            got: k,
+        });
     }
     need(OP, "lda", k, lda.max(if m <= 1 { k } else { 0 }))?;
     need(OP, "ldc", n, ldc.max(if m <= 1 { n } else { 0 }))?;
@@ -114,7 +129,12 @@ pub fn gemm_i8(
         I8Dst::F32(c) => (c.as_mut_ptr() as *mut u8, c.len(), I8Out::F32),
     };
     if kind != q.out {
-        return Err(ShapeError { op: OP, what: "output type", expected: q.out as usize, got: kind as usize });
+        return Err(ShapeError {
+            op: OP,
+            what: "output type",
+            expected: q.out as usize,
+            got: kind as usize,
+        });
     }
     need(OP, "c", span(m, n, ldc), clen)?;
     let args = I8GemmArgs {
@@ -151,12 +171,28 @@ pub fn conv_scratch_len(g: &ConvGeom) -> usize {
 }
 
 fn is_pointwise(g: &ConvGeom) -> bool {
-    g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
+    g.kh == 1
+        && g.kw == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
 }
 
 fn check_geom(op: &'static str, g: &ConvGeom) -> Result<(), ShapeError> {
-    if g.groups != 1 || g.kh == 0 || g.kw == 0 || g.stride_h == 0 || g.stride_w == 0 || g.dil_h == 0 || g.dil_w == 0 {
-        return Err(ShapeError { op, what: "geometry", expected: 1, got: g.groups });
+    if g.groups != 1
+        || g.kh == 0
+        || g.kw == 0
+        || g.stride_h == 0
+        || g.stride_w == 0
+        || g.dil_h == 0
+        || g.dil_w == 0
+    {
+        return Err(ShapeError {
+            op,
+            what: "geometry",
+            expected: 1,
+            got: g.groups,
+        });
     }
     let eh = g.dil_h * (g.kh - 1) + 1;
     let ew = g.dil_w * (g.kw - 1) + 1;
@@ -205,7 +241,11 @@ pub fn conv_i8(
         return gemm_i8(kern, (m, g.oc, kdim), x, kdim, w, q, y, g.oc);
     }
     need(OP, "scratch", conv_scratch_len(g), scratch.len())?;
-    let fill = if q.a_signed { (q.a_zero as i8) as u8 } else { q.a_zero as u8 };
+    let fill = if q.a_signed {
+        (q.a_zero as i8) as u8
+    } else {
+        q.a_zero as u8
+    };
     im2col(g, x, fill, scratch);
     gemm_i8(kern, (m, g.oc, kdim), scratch, kdim, w, q, y, g.oc)
 }
@@ -250,8 +290,19 @@ pub fn depthwise_i8(
 ) -> Result<(), ShapeError> {
     const OP: &str = "depthwise_i8";
     let c = g.ic;
-    if g.groups != c || g.oc != c || g.stride_h != g.stride_w || g.dil_h != 1 || g.dil_w != 1 || g.stride_h == 0 {
-        return Err(ShapeError { op: OP, what: "depthwise geometry", expected: c, got: g.groups });
+    if g.groups != c
+        || g.oc != c
+        || g.stride_h != g.stride_w
+        || g.dil_h != 1
+        || g.dil_w != 1
+        || g.stride_h == 0
+    {
+        return Err(ShapeError {
+            op: OP,
+            what: "depthwise geometry",
+            expected: c,
+            got: g.groups,
+        });
     }
     need(OP, "padded height", g.kh, g.h + g.pad_top + g.pad_bottom)?;
     need(OP, "padded width", g.kw, g.w + g.pad_left + g.pad_right)?;

@@ -44,7 +44,13 @@ pub const fn i8_index(k: usize, kk: usize, col: usize) -> usize {
 
 /// Packs `w` given by a getter `w(kk, col)` (so callers can pack from any layout) and
 /// writes the per-column sums used for the activation zero-point correction.
-pub fn pack_i8_with(k: usize, n: usize, w: impl Fn(usize, usize) -> i8, out: &mut [i8], colsum: &mut [i32]) {
+pub fn pack_i8_with(
+    k: usize,
+    n: usize,
+    w: impl Fn(usize, usize) -> i8,
+    out: &mut [i8],
+    colsum: &mut [i32],
+) {
     assert!(out.len() >= packed_i8_len(k, n) && colsum.len() >= i8_cols(n));
     out[..packed_i8_len(k, n)].fill(0);
     colsum[..i8_cols(n)].fill(0);

@@ -6,7 +6,20 @@
 #[inline]
 pub fn requant(v: f32, zero: i32, qmin: i32, qmax: i32) -> i32 {
     let v = v.max((qmin - zero) as f32).min((qmax - zero) as f32);
-    libm::rintf(v) as i32 + zero
+    round_even(v) as i32 + zero
+}
+
+/// Round half to even.
+#[inline(always)]
+pub fn round_even(v: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        v.round_ties_even()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::rintf(v)
+    }
 }
 
 /// Epilogue of one int8 GEMM output: `t` is the zero-point corrected accumulator.
@@ -18,9 +31,13 @@ pub fn i8_epilogue(args: &crate::I8GemmArgs, t: i32, scale: f32, row: usize, col
     unsafe {
         match args.out {
             crate::I8Out::F32 => *(args.c as *mut f32).add(idx) = t as f32 * scale,
-            crate::I8Out::U8 => *args.c.add(idx) = requant(t as f32 * scale, args.y_zero, args.qmin, args.qmax) as u8,
+            crate::I8Out::U8 => {
+                *args.c.add(idx) =
+                    requant(t as f32 * scale, args.y_zero, args.qmin, args.qmax) as u8
+            }
             crate::I8Out::I8 => {
-                *(args.c as *mut i8).add(idx) = requant(t as f32 * scale, args.y_zero, args.qmin, args.qmax) as i8
+                *(args.c as *mut i8).add(idx) =
+                    requant(t as f32 * scale, args.y_zero, args.qmin, args.qmax) as i8
             }
         }
     }

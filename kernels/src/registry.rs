@@ -45,7 +45,9 @@ impl Tier {
     }
 
     pub fn parse(s: &str) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s))
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 
@@ -80,11 +82,11 @@ macro_rules! desc {
     };
 }
 
-use crate::{portable as p, reference as r};
 #[cfg(target_arch = "aarch64")]
 use crate::aarch64 as a64;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64 as x86;
+use crate::{portable as p, reference as r};
 
 pub static F32_GEMM: &[KernelDesc<F32GemmFn>] = &[
     desc!(r::f32_gemm__reference, Reference, [], 1, 1),
@@ -105,7 +107,13 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
     #[cfg(target_arch = "x86_64")]
     desc!(x86::i8_gemm_6x16__avxvnni, AvxVnni, [Avx2, AvxVnni], 6, 16),
     #[cfg(target_arch = "x86_64")]
-    desc!(x86::i8_gemm_12x16__avx512vnni, Avx512Vnni, [Avx512f, Avx512bw, Avx512vnni], 12, 16),
+    desc!(
+        x86::i8_gemm_12x16__avx512vnni,
+        Avx512Vnni,
+        [Avx512f, Avx512bw, Avx512vnni],
+        12,
+        16
+    ),
     #[cfg(target_arch = "aarch64")]
     desc!(a64::i8_gemm_8x16__neondot, NeonDot, [Neon, DotProd], 8, 16),
 ];
@@ -113,4 +121,6 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
 pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     desc!(r::dw_i8__reference, Reference, [], 1, 1),
     desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::dw_i8_16c__avx512, Avx512, [Avx512f, Avx512bw], 1, 16),
 ];

@@ -7,8 +7,10 @@
 use crate::pack::{F32_NR, I8_NR};
 use crate::{F32GemmArgs, I8GemmArgs};
 
-pub(crate) type F32Micro<const MR: usize> = unsafe fn(usize, &[*const f32; MR], *const f32, &mut [[f32; F32_NR]; MR]);
-pub(crate) type I8Micro<const MR: usize> = unsafe fn(usize, &[*const u8; MR], bool, *const i8, &mut [[i32; I8_NR]; MR]);
+pub(crate) type F32Micro<const MR: usize> =
+    unsafe fn(usize, &[*const f32; MR], *const f32, &mut [[f32; F32_NR]; MR]);
+pub(crate) type I8Micro<const MR: usize> =
+    unsafe fn(usize, &[*const u8; MR], bool, *const i8, &mut [[i32; I8_NR]; MR]);
 /// Finishes one row of a tile: `(args, row, col0, ncols, acc)`.
 pub(crate) type I8Epi = unsafe fn(&I8GemmArgs, usize, usize, usize, &[i32; I8_NR]);
 
@@ -21,7 +23,8 @@ pub(crate) unsafe fn drive_f32<const MR: usize>(args: &F32GemmArgs, micro: F32Mi
     let panels = args.n.div_ceil(F32_NR);
     let mut i0 = 0;
     while i0 < args.m {
-        let rows: [*const f32; MR] = core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+        let rows: [*const f32; MR] =
+            core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
         for p in 0..panels {
             let mut acc = [[0.0f32; F32_NR]; MR];
             micro(args.k, &rows, args.b.add(p * args.k * F32_NR), &mut acc);
@@ -52,10 +55,17 @@ pub(crate) unsafe fn drive_i8<const MR: usize>(args: &I8GemmArgs, micro: I8Micro
     let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
     let mut i0 = 0;
     while i0 < args.m {
-        let rows: [*const u8; MR] = core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+        let rows: [*const u8; MR] =
+            core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
         for p in 0..panels {
             let mut acc = [[0i32; I8_NR]; MR];
-            micro(args.k, &rows, args.a_signed, args.b.add(p * panel_bytes), &mut acc);
+            micro(
+                args.k,
+                &rows,
+                args.a_signed,
+                args.b.add(p * panel_bytes),
+                &mut acc,
+            );
             let col0 = p * I8_NR;
             let ncols = (args.n - col0).min(I8_NR);
             for (r, row) in acc.iter().enumerate().take((args.m - i0).min(MR)) {
@@ -70,11 +80,21 @@ pub(crate) unsafe fn drive_i8<const MR: usize>(args: &I8GemmArgs, micro: I8Micro
 ///
 /// # Safety
 /// `row < m`, `col0 + ncols ≤ n`, buffers valid.
-pub(crate) unsafe fn i8_epi_scalar(args: &I8GemmArgs, row: usize, col0: usize, ncols: usize, acc: &[i32; I8_NR]) {
+pub(crate) unsafe fn i8_epi_scalar(
+    args: &I8GemmArgs,
+    row: usize,
+    col0: usize,
+    ncols: usize,
+    acc: &[i32; I8_NR],
+) {
     let zero = crate::quant::effective_a_zero(args);
     for j in 0..ncols {
         let col = col0 + j;
-        let bias = if args.bias.is_null() { 0 } else { *args.bias.add(col) };
+        let bias = if args.bias.is_null() {
+            0
+        } else {
+            *args.bias.add(col)
+        };
         let t = acc[j] - zero * *args.colsum.add(col) + bias;
         crate::quant::i8_epilogue(args, t, *args.scale.add(col), row, col);
     }

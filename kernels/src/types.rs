@@ -14,7 +14,11 @@ pub struct ShapeError {
 
 impl core::fmt::Display for ShapeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}: {} expected {} got {}", self.op, self.what, self.expected, self.got)
+        write!(
+            f,
+            "{}: {} expected {} got {}",
+            self.op, self.what, self.expected, self.got
+        )
     }
 }
 

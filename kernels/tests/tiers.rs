@@ -36,9 +36,13 @@ fn with_i8(d: &'static KernelDesc<edgetune_kernels::I8GemmFn>) -> Kernels {
 }
 
 fn lcg(seed: u64) -> impl FnMut() -> u32 {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (s >> 33) as u32
     }
 }
@@ -46,20 +50,52 @@ fn lcg(seed: u64) -> impl FnMut() -> u32 {
 /// Relative bound for f32: reordering a k-term sum changes it by at most ~k·ε·Σ|a·b|.
 fn check_f32(m: usize, n: usize, k: usize, lda: usize, act: Act, seed: u64) {
     let mut r = lcg(seed);
-    let a: Vec<f32> = (0..m.max(1) * lda).map(|_| (r() % 2000) as f32 / 1000.0 - 1.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|_| (r() % 2000) as f32 / 1000.0 - 1.0).collect();
+    let a: Vec<f32> = (0..m.max(1) * lda)
+        .map(|_| (r() % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|_| (r() % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
     let bias: Vec<f32> = (0..n).map(|_| (r() % 200) as f32 / 100.0 - 1.0).collect();
     let mut bp = vec![0.0; pack::packed_f32_len(k, n)];
     pack::pack_f32(&b, k, n, &mut bp);
     let reference = with_f32(&F32_GEMM[0]);
     let mut want = vec![0.0; m * n];
-    ops::gemm_f32(&reference, (m, n, k), &a, lda, &bp, Some(&bias), &mut want, n, act).unwrap();
+    ops::gemm_f32(
+        &reference,
+        (m, n, k),
+        &a,
+        lda,
+        &bp,
+        Some(&bias),
+        &mut want,
+        n,
+        act,
+    )
+    .unwrap();
     for d in F32_GEMM.iter().filter(|d| runnable(d)) {
         let mut got = vec![f32::NAN; m * n];
-        ops::gemm_f32(&with_f32(d), (m, n, k), &a, lda, &bp, Some(&bias), &mut got, n, act).unwrap();
+        ops::gemm_f32(
+            &with_f32(d),
+            (m, n, k),
+            &a,
+            lda,
+            &bp,
+            Some(&bias),
+            &mut got,
+            n,
+            act,
+        )
+        .unwrap();
         for i in 0..m * n {
             let tol = 1e-5 * (k as f32 + 1.0) * 2.0;
-            assert!((got[i] - want[i]).abs() <= tol * want[i].abs().max(1.0), "{} m{m} n{n} k{k}: [{i}] {} vs {}", d.name, got[i], want[i]);
+            assert!(
+                (got[i] - want[i]).abs() <= tol * want[i].abs().max(1.0),
+                "{} m{m} n{n} k{k}: [{i}] {} vs {}",
+                d.name,
+                got[i],
+                want[i]
+            );
         }
     }
 }
@@ -74,8 +110,22 @@ fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, 
     let mut bp = vec![0; pack::packed_i8_len(k, n)];
     let mut colsum = vec![0; pack::i8_cols(n)];
     pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
-    let (qmin, qmax) = if out == I8Out::I8 { (-128, 127) } else { (0, 255) };
-    let q = I8Quant { a_zero: if signed { -3 } else { 121 }, a_signed: signed, colsum: &colsum, bias: Some(&bias), scale: &scale, out, y_zero: 7, qmin, qmax };
+    let (qmin, qmax) = if out == I8Out::I8 {
+        (-128, 127)
+    } else {
+        (0, 255)
+    };
+    let q = I8Quant {
+        a_zero: if signed { -3 } else { 121 },
+        a_signed: signed,
+        colsum: &colsum,
+        bias: Some(&bias),
+        scale: &scale,
+        out,
+        y_zero: 7,
+        qmin,
+        qmax,
+    };
     let run = |kern: &Kernels| -> Vec<u32> {
         match out {
             I8Out::F32 => {
@@ -97,13 +147,27 @@ fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, 
     };
     let want = run(&with_i8(&I8_GEMM[0]));
     for d in I8_GEMM.iter().filter(|d| runnable(d)) {
-        assert_eq!(run(&with_i8(d)), want, "{} m{m} n{n} k{k} signed {signed} {out:?}", d.name);
+        assert_eq!(
+            run(&with_i8(d)),
+            want,
+            "{} m{m} n{n} k{k} signed {signed} {out:?}",
+            d.name
+        );
     }
 }
 
 #[test]
 fn gemm_edges() {
-    for &(m, n, k) in &[(1, 1, 0), (1, 1, 1), (3, 5, 1), (5, 17, 3), (13, 16, 7), (1, 1000, 1280), (25, 33, 64), (12, 48, 129)] {
+    for &(m, n, k) in &[
+        (1, 1, 0),
+        (1, 1, 1),
+        (3, 5, 1),
+        (5, 17, 3),
+        (13, 16, 7),
+        (1, 1000, 1280),
+        (25, 33, 64),
+        (12, 48, 129),
+    ] {
         for act in [Act::None, Act::Relu, Act::Relu6, Act::Clamp(-0.5, 0.25)] {
             check_f32(m, n, k, k + 3, act, (m * n + k) as u64);
         }
@@ -125,12 +189,37 @@ fn i8_extremes_do_not_overflow() {
         let mut colsum = vec![0; pack::i8_cols(n)];
         pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
         let scale = vec![1.0f32; n];
-        let q = I8Quant { a_zero: 0, a_signed: false, colsum: &colsum, bias: None, scale: &scale, out: I8Out::F32, y_zero: 0, qmin: 0, qmax: 255 };
+        let q = I8Quant {
+            a_zero: 0,
+            a_signed: false,
+            colsum: &colsum,
+            bias: None,
+            scale: &scale,
+            out: I8Out::F32,
+            y_zero: 0,
+            qmin: 0,
+            qmax: 255,
+        };
         for d in I8_GEMM.iter().filter(|d| runnable(d)) {
             let mut c = vec![0f32; m * n];
-            ops::gemm_i8(&with_i8(d), (m, n, k), &a, k, &bp, &q, I8Dst::F32(&mut c), n).unwrap();
+            ops::gemm_i8(
+                &with_i8(d),
+                (m, n, k),
+                &a,
+                k,
+                &bp,
+                &q,
+                I8Dst::F32(&mut c),
+                n,
+            )
+            .unwrap();
             let exact = 255i64 * w as i64 * k as i64;
-            assert!(c.iter().all(|&v| v as i64 == exact), "{}: {} vs {exact}", d.name, c[0]);
+            assert!(
+                c.iter().all(|&v| v as i64 == exact),
+                "{}: {} vs {exact}",
+                d.name,
+                c[0]
+            );
         }
     }
 }
@@ -138,8 +227,29 @@ fn i8_extremes_do_not_overflow() {
 #[test]
 fn conv_i8_im2col_matches_naive_conv() {
     let mut r = lcg(9);
-    for &(h, w, ic, oc, kh, s, p) in &[(9, 7, 3, 8, 3, 2, 1), (6, 6, 5, 17, 1, 1, 0), (5, 8, 4, 9, 5, 1, 2), (4, 4, 2, 3, 1, 2, 0)] {
-        let g = ConvGeom { h, w, ic, oc, kh, kw: kh, stride_h: s, stride_w: s, dil_h: 1, dil_w: 1, pad_top: p, pad_left: p, pad_bottom: p, pad_right: p, groups: 1 };
+    for &(h, w, ic, oc, kh, s, p) in &[
+        (9, 7, 3, 8, 3, 2, 1),
+        (6, 6, 5, 17, 1, 1, 0),
+        (5, 8, 4, 9, 5, 1, 2),
+        (4, 4, 2, 3, 1, 2, 0),
+    ] {
+        let g = ConvGeom {
+            h,
+            w,
+            ic,
+            oc,
+            kh,
+            kw: kh,
+            stride_h: s,
+            stride_w: s,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: p,
+            pad_left: p,
+            pad_bottom: p,
+            pad_right: p,
+            groups: 1,
+        };
         let x: Vec<u8> = (0..h * w * ic).map(|_| r() as u8).collect();
         let wt: Vec<i8> = (0..oc * kh * kh * ic).map(|_| r() as i8).collect();
         let bias: Vec<i32> = (0..oc).map(|_| (r() % 2000) as i32 - 1000).collect();
@@ -150,11 +260,30 @@ fn conv_i8_im2col_matches_naive_conv() {
         let mut bp = vec![0; pack::packed_i8_len(kdim, oc)];
         let mut colsum = vec![0; pack::i8_cols(oc)];
         pack::pack_i8_with(kdim, oc, |kk, o| wt[o * kdim + kk], &mut bp, &mut colsum);
-        let q = I8Quant { a_zero: 100, a_signed: false, colsum: &colsum, bias: Some(&bias), scale: &scale, out: I8Out::U8, y_zero: 10, qmin: 0, qmax: 255 };
+        let q = I8Quant {
+            a_zero: 100,
+            a_signed: false,
+            colsum: &colsum,
+            bias: Some(&bias),
+            scale: &scale,
+            out: I8Out::U8,
+            y_zero: 10,
+            qmin: 0,
+            qmax: 255,
+        };
         for d in I8_GEMM.iter().filter(|d| runnable(d)) {
             let mut got = vec![0u8; want.len()];
             let mut scratch = vec![0u8; ops::conv_scratch_len(&g)];
-            ops::conv_i8(&with_i8(d), &g, &x, &bp, &q, &mut scratch, I8Dst::U8(&mut got)).unwrap();
+            ops::conv_i8(
+                &with_i8(d),
+                &g,
+                &x,
+                &bp,
+                &q,
+                &mut scratch,
+                I8Dst::U8(&mut got),
+            )
+            .unwrap();
             assert_eq!(got, want, "{} {g:?}", d.name);
         }
     }
@@ -162,25 +291,69 @@ fn conv_i8_im2col_matches_naive_conv() {
 
 fn check_dw(h: usize, w: usize, c: usize, k: usize, s: usize, p: usize, seed: u64) {
     let mut r = lcg(seed);
-    let g = ConvGeom { h, w, ic: c, oc: c, kh: k, kw: k, stride_h: s, stride_w: s, dil_h: 1, dil_w: 1, pad_top: p, pad_left: p, pad_bottom: p, pad_right: p, groups: c };
+    let g = ConvGeom {
+        h,
+        w,
+        ic: c,
+        oc: c,
+        kh: k,
+        kw: k,
+        stride_h: s,
+        stride_w: s,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: p,
+        pad_left: p,
+        pad_bottom: p,
+        pad_right: p,
+        groups: c,
+    };
     let x: Vec<u8> = (0..h * w * c).map(|_| r() as u8).collect();
     let wt: Vec<i16> = (0..k * k * c).map(|_| r() as i8 as i16).collect();
     let bias: Vec<i32> = (0..c).map(|_| (r() % 2000) as i32 - 1000).collect();
     let scale: Vec<f32> = (0..c).map(|_| 1e-3 + (r() % 100) as f32 * 1e-5).collect();
     let mut want = vec![0u8; g.oh() * g.ow() * c];
     let mut kern = Kernels::select(&cpu(), Some(edgetune_kernels::Tier::Reference));
-    ops::depthwise_i8(&kern, &g, &x, 128, &wt, Some(&bias), &scale, (3, 0, 255), &mut want).unwrap();
+    ops::depthwise_i8(
+        &kern,
+        &g,
+        &x,
+        128,
+        &wt,
+        Some(&bias),
+        &scale,
+        (3, 0, 255),
+        &mut want,
+    )
+    .unwrap();
     for d in DW_I8.iter().filter(|d| runnable(d)) {
         kern.dw_i8 = d;
         let mut got = vec![0u8; want.len()];
-        ops::depthwise_i8(&kern, &g, &x, 128, &wt, Some(&bias), &scale, (3, 0, 255), &mut got).unwrap();
+        ops::depthwise_i8(
+            &kern,
+            &g,
+            &x,
+            128,
+            &wt,
+            Some(&bias),
+            &scale,
+            (3, 0, 255),
+            &mut got,
+        )
+        .unwrap();
         assert_eq!(got, want, "{} h{h} w{w} c{c} k{k} s{s} p{p}", d.name);
     }
 }
 
 #[test]
 fn depthwise_edges() {
-    for &(h, w, c, k, s, p) in &[(1, 1, 1, 1, 1, 0), (7, 5, 3, 3, 1, 1), (8, 8, 17, 3, 2, 1), (9, 9, 40, 5, 2, 2), (6, 4, 64, 5, 1, 2)] {
+    for &(h, w, c, k, s, p) in &[
+        (1, 1, 1, 1, 1, 0),
+        (7, 5, 3, 3, 1, 1),
+        (8, 8, 17, 3, 2, 1),
+        (9, 9, 40, 5, 2, 2),
+        (6, 4, 64, 5, 1, 2),
+    ] {
         check_dw(h, w, c, k, s, p, (h * c) as u64);
     }
 }
@@ -190,7 +363,8 @@ fn shape_errors_are_reported_not_undefined() {
     let k = Kernels::select(&cpu(), None);
     let bp = vec![0.0; pack::packed_f32_len(4, 4)];
     let mut c = vec![0.0; 3];
-    let err = ops::gemm_f32(&k, (2, 4, 4), &[0.0; 8], 4, &bp, None, &mut c, 4, Act::None).unwrap_err();
+    let err =
+        ops::gemm_f32(&k, (2, 4, 4), &[0.0; 8], 4, &bp, None, &mut c, 4, Act::None).unwrap_err();
     assert_eq!(err.what, "c");
 }
 

@@ -7,11 +7,20 @@ use core::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
     /// The model uses an op (or an op form) the lowering cannot map.
-    UnsupportedOp { op: String, node: String, inputs: Vec<Vec<usize>>, why: String },
+    UnsupportedOp {
+        op: String,
+        node: String,
+        inputs: Vec<Vec<usize>>,
+        why: String,
+    },
     /// A model file that does not parse.
     Malformed { what: String },
     /// A shape that does not fit.
-    ShapeMismatch { op: String, expected: Vec<usize>, got: Vec<usize> },
+    ShapeMismatch {
+        op: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     /// A kernel rejected its buffers.
     Kernel(edgetune_kernels::ShapeError),
     /// A plan or adapter file is bad: magic, version, checksum, truncation, sizes.
@@ -35,21 +44,43 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::UnsupportedOp { op, node, inputs, why } => {
-                write!(f, "unsupported op {op} at node '{node}' (input shapes {inputs:?}): {why}")
+            Error::UnsupportedOp {
+                op,
+                node,
+                inputs,
+                why,
+            } => {
+                write!(
+                    f,
+                    "unsupported op {op} at node '{node}' (input shapes {inputs:?}): {why}"
+                )
             }
             Error::Malformed { what } => write!(f, "malformed model: {what}"),
-            Error::ShapeMismatch { op, expected, got } => write!(f, "{op}: expected shape {expected:?}, got {got:?}"),
+            Error::ShapeMismatch { op, expected, got } => {
+                write!(f, "{op}: expected shape {expected:?}, got {got:?}")
+            }
             Error::Kernel(e) => write!(f, "kernel: {e}"),
             Error::BadFile { what, detail } => write!(f, "bad {what}: {detail}"),
             Error::PlanMismatch { expected, got } => {
-                write!(f, "adapter was trained on plan {} but this plan is {}", hex(got), hex(expected))
+                write!(
+                    f,
+                    "adapter was trained on plan {} but this plan is {}",
+                    hex(got),
+                    hex(expected)
+                )
             }
-            Error::ArenaTooLarge { need, limit } => write!(f, "plan needs an arena of {need} bytes, limit is {limit}"),
+            Error::ArenaTooLarge { need, limit } => {
+                write!(f, "plan needs an arena of {need} bytes, limit is {limit}")
+            }
             Error::NonFinite { what } => write!(f, "non-finite value in {what}"),
             Error::Invalid { what } => write!(f, "{what}"),
-            Error::OverBudget { need, limit } => write!(f, "training needs {need} bytes, budget is {limit}"),
-            Error::Diverged { step, loss } => write!(f, "training diverged at step {step} (loss {loss}); previous adapter kept"),
+            Error::OverBudget { need, limit } => {
+                write!(f, "training needs {need} bytes, budget is {limit}")
+            }
+            Error::Diverged { step, loss } => write!(
+                f,
+                "training diverged at step {step} (loss {loss}); previous adapter kept"
+            ),
             #[cfg(feature = "std")]
             Error::Io { path, detail } => write!(f, "{path}: {detail}"),
         }

@@ -22,12 +22,21 @@ pub struct Executor<'p, 'm> {
 
 /// Splits the arena into the input views and disjoint output views of one op. The
 /// memory planner never places an op's output over its live inputs; this checks it.
-fn split<'b>(arena: &'b mut [u8], ins: &[Range<usize>], outs: &[Range<usize>]) -> Result<([&'b [u8]; 2], [&'b mut [u8]; 2])> {
-    let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end && !a.is_empty() && !b.is_empty();
-    let mut order: heapless::Vec<usize, 2> = (0..outs.len()).filter(|&i| !outs[i].is_empty()).collect();
+fn split<'b>(
+    arena: &'b mut [u8],
+    ins: &[Range<usize>],
+    outs: &[Range<usize>],
+) -> Result<([&'b [u8]; 2], [&'b mut [u8]; 2])> {
+    let overlap = |a: &Range<usize>, b: &Range<usize>| {
+        a.start < b.end && b.start < a.end && !a.is_empty() && !b.is_empty()
+    };
+    let mut order: heapless::Vec<usize, 2> =
+        (0..outs.len()).filter(|&i| !outs[i].is_empty()).collect();
     order.sort_unstable_by_key(|&i| outs[i].start);
     if outs.len() == 2 && overlap(&outs[0], &outs[1]) {
-        return Err(Error::Invalid { what: "plan places two outputs of one op over each other".into() });
+        return Err(Error::Invalid {
+            what: "plan places two outputs of one op over each other".into(),
+        });
     }
     let mut gaps: heapless::Vec<(usize, &'b [u8]), 3> = heapless::Vec::new();
     let mut mouts: [&'b mut [u8]; 2] = [&mut [], &mut []];
@@ -36,7 +45,9 @@ fn split<'b>(arena: &'b mut [u8], ins: &[Range<usize>], outs: &[Range<usize>]) -
     for &i in &order {
         let r = &outs[i];
         if r.start < base || r.end > base + rest.len() {
-            return Err(Error::Invalid { what: "tensor outside the arena".into() });
+            return Err(Error::Invalid {
+                what: "tensor outside the arena".into(),
+            });
         }
         let (gap, tail) = core::mem::take(&mut rest).split_at_mut(r.start - base);
         let (out, tail) = tail.split_at_mut(r.end - r.start);
@@ -48,10 +59,16 @@ fn split<'b>(arena: &'b mut [u8], ins: &[Range<usize>], outs: &[Range<usize>]) -
     let _ = gaps.push((base, rest));
     let mut views: [&'b [u8]; 2] = [&[], &[]];
     for (k, r) in ins.iter().enumerate() {
-        let g = gaps.iter().find(|(s, g)| r.start >= *s && r.end <= s + g.len());
+        let g = gaps
+            .iter()
+            .find(|(s, g)| r.start >= *s && r.end <= s + g.len());
         match g {
             Some((s, g)) => views[k] = &g[r.start - s..r.end - s],
-            None => return Err(Error::Invalid { what: "plan places an op's output over its input".into() }),
+            None => {
+                return Err(Error::Invalid {
+                    what: "plan places an op's output over its input".into(),
+                })
+            }
         }
     }
     Ok((views, mouts))
@@ -74,21 +91,37 @@ impl<'p, 'm> Executor<'p, 'm> {
     pub fn new(plan: &'p Plan<'p>, kernels: Kernels, arena_limit: usize) -> Result<Self> {
         let need = plan.arena_bytes();
         if need > arena_limit {
-            return Err(Error::ArenaTooLarge { need, limit: arena_limit });
+            return Err(Error::ArenaTooLarge {
+                need,
+                limit: arena_limit,
+            });
         }
-        Ok(Executor { plan, kernels, arena: Arena::Owned(AlignedBytes::zeroed(need)) })
+        Ok(Executor {
+            plan,
+            kernels,
+            arena: Arena::Owned(AlignedBytes::zeroed(need)),
+        })
     }
 
     /// Runs in a caller-provided, 64-aligned arena (microcontrollers: a static buffer).
     pub fn with_arena(plan: &'p Plan<'p>, kernels: Kernels, arena: &'m mut [u8]) -> Result<Self> {
         let need = plan.arena_bytes();
         if arena.len() < need {
-            return Err(Error::ArenaTooLarge { need, limit: arena.len() });
+            return Err(Error::ArenaTooLarge {
+                need,
+                limit: arena.len(),
+            });
         }
         if arena.as_ptr() as usize % 64 != 0 {
-            return Err(Error::Invalid { what: "arena must be 64-byte aligned".into() });
+            return Err(Error::Invalid {
+                what: "arena must be 64-byte aligned".into(),
+            });
         }
-        Ok(Executor { plan, kernels, arena: Arena::Borrowed(arena) })
+        Ok(Executor {
+            plan,
+            kernels,
+            arena: Arena::Borrowed(arena),
+        })
     }
 
     pub fn plan(&self) -> &'p Plan<'p> {
@@ -119,14 +152,28 @@ impl<'p, 'm> Executor<'p, 'm> {
     pub fn tensor_f32(&self, id: u32, out: &mut [f32]) -> Result<()> {
         let t = &self.plan.tensors[id as usize];
         if out.len() != t.len() {
-            return Err(Error::ShapeMismatch { op: "tensor_f32".into(), expected: t.shape.clone(), got: alloc::vec![out.len()] });
+            return Err(Error::ShapeMismatch {
+                op: "tensor_f32".into(),
+                expected: t.shape.clone(),
+                got: alloc::vec![out.len()],
+            });
         }
         let b = self.tensor_bytes(id);
         match t.dtype {
             crate::plan::DType::F32 => out.copy_from_slice(f32s(b)),
-            crate::plan::DType::U8 => edgetune_kernels::quant::dequantize_u8(b, t.scale, t.zero, out),
-            crate::plan::DType::I8 => edgetune_kernels::quant::dequantize_i8(bytemuck::cast_slice(b), t.scale, t.zero, out),
-            crate::plan::DType::I32 => out.iter_mut().zip(bytemuck::cast_slice::<u8, i32>(b)).for_each(|(o, &v)| *o = v as f32),
+            crate::plan::DType::U8 => {
+                edgetune_kernels::quant::dequantize_u8(b, t.scale, t.zero, out)
+            }
+            crate::plan::DType::I8 => edgetune_kernels::quant::dequantize_i8(
+                bytemuck::cast_slice(b),
+                t.scale,
+                t.zero,
+                out,
+            ),
+            crate::plan::DType::I32 => out
+                .iter_mut()
+                .zip(bytemuck::cast_slice::<u8, i32>(b))
+                .for_each(|(o, &v)| *o = v as f32),
         }
         Ok(())
     }
@@ -135,15 +182,27 @@ impl<'p, 'm> Executor<'p, 'm> {
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
         let plan = self.plan;
         if inputs.len() != plan.inputs.len() {
-            return Err(Error::Invalid { what: format!("plan has {} inputs, got {}", plan.inputs.len(), inputs.len()) });
+            return Err(Error::Invalid {
+                what: format!(
+                    "plan has {} inputs, got {}",
+                    plan.inputs.len(),
+                    inputs.len()
+                ),
+            });
         }
         for (port, data) in plan.inputs.iter().zip(inputs) {
             let t = &plan.tensors[port.tensor as usize];
             if t.dtype != crate::plan::DType::F32 || data.len() != t.len() {
-                return Err(Error::ShapeMismatch { op: format!("input '{}'", port.name), expected: t.logical_shape(), got: alloc::vec![data.len()] });
+                return Err(Error::ShapeMismatch {
+                    op: format!("input '{}'", port.name),
+                    expected: t.logical_shape(),
+                    got: alloc::vec![data.len()],
+                });
             }
             if data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite { what: format!("input '{}'", port.name) });
+                return Err(Error::NonFinite {
+                    what: format!("input '{}'", port.name),
+                });
             }
             let r = range(t);
             self.bytes_mut()[r].copy_from_slice(bytemuck::cast_slice(data));
@@ -171,7 +230,8 @@ impl<'p, 'm> Executor<'p, 'm> {
                         for ch in 0..c {
                             for p in 0..h * w {
                                 let v = src[(n * c + ch) * h * w + p] * inv;
-                                o[(n * h * w + p) * c + ch] = edgetune_kernels::quant::requant(v, q.zero, 0, 255) as u8;
+                                o[(n * h * w + p) * c + ch] =
+                                    edgetune_kernels::quant::requant(v, q.zero, 0, 255) as u8;
                             }
                         }
                     }
@@ -188,7 +248,9 @@ impl<'p, 'm> Executor<'p, 'm> {
                     for n in 0..s[0] {
                         for p in 0..h * w {
                             for ch in 0..c {
-                                dst[(n * c + ch) * h * w + p] = (i[0][(n * h * w + p) * c + ch] as i32 - q.zero) as f32 * q.scale;
+                                dst[(n * c + ch) * h * w + p] =
+                                    (i[0][(n * h * w + p) * c + ch] as i32 - q.zero) as f32
+                                        * q.scale;
                             }
                         }
                     }
@@ -196,7 +258,18 @@ impl<'p, 'm> Executor<'p, 'm> {
                     edgetune_kernels::quant::dequantize_u8(i[0], q.scale, q.zero, dst);
                 }
             }
-            Op::ConvI8 { x, y, scratch, ref geom, x_zero, y_zero, w, colsum, bias, scale } => {
+            Op::ConvI8 {
+                x,
+                y,
+                scratch,
+                ref geom,
+                x_zero,
+                y_zero,
+                w,
+                colsum,
+                bias,
+                scale,
+            } => {
                 let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
                 let yt = tt(y);
@@ -217,11 +290,37 @@ impl<'p, 'm> Executor<'p, 'm> {
                 };
                 kops::conv_i8(&kern, geom, i[0], plan.blob(w), &q, s, dst)?;
             }
-            Op::DwI8 { x, y, ref geom, x_zero, y_zero, w, bias, scale } => {
+            Op::DwI8 {
+                x,
+                y,
+                ref geom,
+                x_zero,
+                y_zero,
+                w,
+                bias,
+                scale,
+            } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::depthwise_i8(&kern, geom, i[0], x_zero, plan.blob(w), Some(plan.blob(bias)), plan.blob(scale), (y_zero, 0, 255), o)?;
+                kops::depthwise_i8(
+                    &kern,
+                    geom,
+                    i[0],
+                    x_zero,
+                    plan.blob(w),
+                    Some(plan.blob(bias)),
+                    plan.blob(scale),
+                    (y_zero, 0, 255),
+                    o,
+                )?;
             }
-            Op::AddU8 { a, b, y, qa, qb, qy } => {
+            Op::AddU8 {
+                a,
+                b,
+                y,
+                qa,
+                qb,
+                qy,
+            } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
                 ew::add_u8(i[0], qa, i[1], qb, o, qy);
             }
@@ -237,12 +336,30 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 ew::global_avg_pool_f32(f32s(i[0]), hw, c, f32s_mut(o));
             }
-            Op::ConvF32 { x, y, scratch, ref geom, w, bias, lo, hi } => {
+            Op::ConvF32 {
+                x,
+                y,
+                scratch,
+                ref geom,
+                w,
+                bias,
+                lo,
+                hi,
+            } => {
                 let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
                 let bias = plan.blob::<f32>(bias);
                 let bias = if bias.is_empty() { None } else { Some(bias) };
-                kops::conv_f32(&kern, geom, f32s(i[0]), plan.blob(w), bias, Act::Clamp(lo, hi), f32s_mut(s), f32s_mut(o))?;
+                kops::conv_f32(
+                    &kern,
+                    geom,
+                    f32s(i[0]),
+                    plan.blob(w),
+                    bias,
+                    Act::Clamp(lo, hi),
+                    f32s_mut(s),
+                    f32s_mut(o),
+                )?;
             }
             Op::UnaryF32 { x, y, f } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -270,7 +387,12 @@ impl<'p, 'm> Executor<'p, 'm> {
 /// last op that reads it (inputs from the start, outputs and taps to the end). Tensors
 /// are placed largest first at the lowest 64-aligned offset that overlaps no tensor with
 /// an intersecting lifetime. Returns the arena size and fills `TensorInfo::offset`.
-pub fn plan_arena(tensors: &mut [TensorInfo], ops: &[Op], pinned_start: &[u32], pinned_end: &[u32]) -> usize {
+pub fn plan_arena(
+    tensors: &mut [TensorInfo],
+    ops: &[Op],
+    pinned_start: &[u32],
+    pinned_end: &[u32],
+) -> usize {
     let n = tensors.len();
     let last = ops.len();
     let mut first = alloc::vec![usize::MAX; n];
@@ -301,7 +423,12 @@ pub fn plan_arena(tensors: &mut [TensorInfo], ops: &[Op], pinned_start: &[u32], 
         let mut busy: alloc::vec::Vec<(usize, usize)> = placed
             .iter()
             .filter(|&&j| first[j] <= end[i] && first[i] <= end[j])
-            .map(|&j| (tensors[j].offset, tensors[j].offset + tensors[j].bytes().div_ceil(64) * 64))
+            .map(|&j| {
+                (
+                    tensors[j].offset,
+                    tensors[j].offset + tensors[j].bytes().div_ceil(64) * 64,
+                )
+            })
             .collect();
         busy.sort_unstable();
         let mut off = 0;

@@ -21,9 +21,16 @@ impl<'p, 'm> FeatureExtractor<'p, 'm> {
             .iter()
             .chain(&plan.taps)
             .find(|p| p.name == source)
-            .ok_or_else(|| Error::Invalid { what: alloc::format!("plan has no output or tap named '{source}'") })?;
+            .ok_or_else(|| Error::Invalid {
+                what: alloc::format!("plan has no output or tap named '{source}'"),
+            })?;
         let dim = plan.tensors[port.tensor as usize].len();
-        Ok(FeatureExtractor { tensor: port.tensor, dim, exec, source: source.into() })
+        Ok(FeatureExtractor {
+            tensor: port.tensor,
+            dim,
+            exec,
+            source: source.into(),
+        })
     }
 
     pub fn features(&mut self, input: &[f32], out: &mut [f32]) -> Result<()> {

@@ -70,7 +70,12 @@ impl Const {
 enum Val {
     Const(Const),
     /// Dequantised constant: integer values with per-axis scale and zero point.
-    QConst { dims: Vec<usize>, q: Vec<i64>, scale: Vec<f32>, zero: Vec<i64> },
+    QConst {
+        dims: Vec<usize>,
+        q: Vec<i64>,
+        scale: Vec<f32>,
+        zero: Vec<i64>,
+    },
     /// A runtime tensor.
     Act(u32),
     /// The dequantised view of a quantised runtime tensor.
@@ -82,37 +87,84 @@ fn malformed(what: impl Into<String>) -> Error {
 }
 
 fn tensor_const(t: &pb::TensorProto) -> Result<Const> {
-    let dims: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| malformed(format!("negative dim in {}", t.name)))).collect::<Result<_>>()?;
-    let n: usize = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| malformed("tensor size overflows"))?;
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| malformed(format!("negative dim in {}", t.name))))
+        .collect::<Result<_>>()?;
+    let n: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| malformed("tensor size overflows"))?;
     let raw = &t.raw_data;
-    let check = |len: usize| if len == n { Ok(()) } else { Err(malformed(format!("tensor {} holds {len} values, dims say {n}", t.name))) };
+    let check = |len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(malformed(format!(
+                "tensor {} holds {len} values, dims say {n}",
+                t.name
+            )))
+        }
+    };
     let data = match t.data_type {
         1 => {
-            let v: Vec<f32> = if raw.is_empty() { t.float_data.clone() } else { raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+            let v: Vec<f32> = if raw.is_empty() {
+                t.float_data.clone()
+            } else {
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
             check(v.len())?;
             Data::F32(v)
         }
         2 => {
-            let v: Vec<u8> = if raw.is_empty() { t.int32_data.iter().map(|&x| x as u8).collect() } else { raw.clone() };
+            let v: Vec<u8> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as u8).collect()
+            } else {
+                raw.clone()
+            };
             check(v.len())?;
             Data::U8(v)
         }
         3 => {
-            let v: Vec<i8> = if raw.is_empty() { t.int32_data.iter().map(|&x| x as i8).collect() } else { raw.iter().map(|&x| x as i8).collect() };
+            let v: Vec<i8> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as i8).collect()
+            } else {
+                raw.iter().map(|&x| x as i8).collect()
+            };
             check(v.len())?;
             Data::I8(v)
         }
         6 => {
-            let v: Vec<i32> = if raw.is_empty() { t.int32_data.clone() } else { raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+            let v: Vec<i32> = if raw.is_empty() {
+                t.int32_data.clone()
+            } else {
+                raw.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
             check(v.len())?;
             Data::I32(v)
         }
         7 => {
-            let v: Vec<i64> = if raw.is_empty() { t.int64_data.clone() } else { raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect() };
+            let v: Vec<i64> = if raw.is_empty() {
+                t.int64_data.clone()
+            } else {
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
             check(v.len())?;
             Data::I64(v)
         }
-        dt => return Err(malformed(format!("tensor {} has unsupported data type {dt}", t.name))),
+        dt => {
+            return Err(malformed(format!(
+                "tensor {} has unsupported data type {dt}",
+                t.name
+            )))
+        }
     };
     Ok(Const { dims, data })
 }
@@ -124,16 +176,37 @@ struct Builder {
 }
 
 impl Builder {
-    fn tensor(&mut self, name: &str, dtype: DType, shape: Vec<usize>, nhwc: bool, q: Option<Q8>) -> u32 {
-        let q = q.unwrap_or(Q8 { scale: 1.0, zero: 0 });
-        self.tensors.push(TensorInfo { name: name.into(), dtype, shape, nhwc, scale: q.scale, zero: q.zero, offset: 0 });
+    fn tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        nhwc: bool,
+        q: Option<Q8>,
+    ) -> u32 {
+        let q = q.unwrap_or(Q8 {
+            scale: 1.0,
+            zero: 0,
+        });
+        self.tensors.push(TensorInfo {
+            name: name.into(),
+            dtype,
+            shape,
+            nhwc,
+            scale: q.scale,
+            zero: q.zero,
+            offset: 0,
+        });
         (self.tensors.len() - 1) as u32
     }
     fn push<T: bytemuck::Pod>(&mut self, v: &[T]) -> Blob {
         let off = self.blob.len().div_ceil(64) * 64;
         self.blob.resize(off, 0);
         self.blob.extend_from_slice(bytemuck::cast_slice(v));
-        Blob { off: off as u32, len: (self.blob.len() - off) as u32 }
+        Blob {
+            off: off as u32,
+            len: (self.blob.len() - off) as u32,
+        }
     }
 }
 
@@ -162,8 +235,17 @@ struct Lowering<'g> {
 
 impl<'g> Lowering<'g> {
     fn unsupported(&self, n: &pb::NodeProto, why: impl Into<String>) -> Error {
-        let inputs = n.input.iter().map(|i| self.shape_of(i).unwrap_or_default()).collect();
-        Error::UnsupportedOp { op: n.op_type.clone(), node: n.name.clone(), inputs, why: why.into() }
+        let inputs = n
+            .input
+            .iter()
+            .map(|i| self.shape_of(i).unwrap_or_default())
+            .collect();
+        Error::UnsupportedOp {
+            op: n.op_type.clone(),
+            node: n.name.clone(),
+            inputs,
+            why: why.into(),
+        }
     }
 
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
@@ -175,8 +257,17 @@ impl<'g> Lowering<'g> {
     }
 
     fn val(&self, n: &pb::NodeProto, i: usize) -> Result<&Val> {
-        let name = n.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| self.unsupported(n, format!("missing input {i}")))?;
-        self.vals.get(name).ok_or_else(|| malformed(format!("node '{}' reads '{name}', which nothing produces", n.name)))
+        let name = n
+            .input
+            .get(i)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| self.unsupported(n, format!("missing input {i}")))?;
+        self.vals.get(name).ok_or_else(|| {
+            malformed(format!(
+                "node '{}' reads '{name}', which nothing produces",
+                n.name
+            ))
+        })
     }
 
     fn constant(&self, n: &pb::NodeProto, i: usize) -> Result<Const> {
@@ -192,7 +283,12 @@ impl<'g> Lowering<'g> {
         let cons = self.consumers.get(out).cloned().unwrap_or_default();
         let qi = match cons.as_slice() {
             [qi] if self.graph.node[*qi].op_type == "QuantizeLinear" => *qi,
-            _ => return Err(self.unsupported(n, "a quantised op must feed exactly one QuantizeLinear (QDQ form)")),
+            _ => {
+                return Err(self.unsupported(
+                    n,
+                    "a quantised op must feed exactly one QuantizeLinear (QDQ form)",
+                ))
+            }
         };
         let qn = &self.graph.node[qi];
         let q = self.q8_of(qn)?;
@@ -201,27 +297,54 @@ impl<'g> Lowering<'g> {
     }
 
     fn q8_of(&self, qn: &pb::NodeProto) -> Result<Q8> {
-        let scale = self.constant(qn, 1)?.f32s().ok_or_else(|| self.unsupported(qn, "scale must be f32"))?;
-        let zero = if qn.input.len() > 2 && !qn.input[2].is_empty() { self.constant(qn, 2)? } else { Const { dims: vec![], data: Data::U8(vec![0]) } };
+        let scale = self
+            .constant(qn, 1)?
+            .f32s()
+            .ok_or_else(|| self.unsupported(qn, "scale must be f32"))?;
+        let zero = if qn.input.len() > 2 && !qn.input[2].is_empty() {
+            self.constant(qn, 2)?
+        } else {
+            Const {
+                dims: vec![],
+                data: Data::U8(vec![0]),
+            }
+        };
         if scale.len() != 1 || !matches!(zero.data, Data::U8(_)) {
             return Err(self.unsupported(qn, "activations must be per-tensor u8"));
         }
         if !(scale[0].is_finite() && scale[0] > 0.0) {
-            return Err(Error::NonFinite { what: format!("scale of '{}'", qn.name) });
+            return Err(Error::NonFinite {
+                what: format!("scale of '{}'", qn.name),
+            });
         }
-        Ok(Q8 { scale: scale[0], zero: zero.ints()[0] as i32 })
+        Ok(Q8 {
+            scale: scale[0],
+            zero: zero.ints()[0] as i32,
+        })
     }
 
     fn deq(&self, n: &pb::NodeProto, i: usize) -> Result<u32> {
         match self.val(n, i)? {
             Val::Deq(t) => Ok(*t),
-            _ => Err(self.unsupported(n, format!("input {i} must come from DequantizeLinear of a u8 tensor"))),
+            _ => Err(self.unsupported(
+                n,
+                format!("input {i} must come from DequantizeLinear of a u8 tensor"),
+            )),
         }
     }
 
-    fn qconst(&self, n: &pb::NodeProto, i: usize) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>, Vec<i64>)> {
+    fn qconst(
+        &self,
+        n: &pb::NodeProto,
+        i: usize,
+    ) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>, Vec<i64>)> {
         match self.val(n, i)? {
-            Val::QConst { dims, q, scale, zero } => Ok((dims.clone(), q.clone(), scale.clone(), zero.clone())),
+            Val::QConst {
+                dims,
+                q,
+                scale,
+                zero,
+            } => Ok((dims.clone(), q.clone(), scale.clone(), zero.clone())),
             _ => Err(self.unsupported(n, format!("input {i} must be a dequantised constant"))),
         }
     }
@@ -240,32 +363,59 @@ impl<'g> Lowering<'g> {
         }
         match op {
             "Constant" => {
-                let t = attr(n, "value").and_then(|a| a.t.as_ref()).ok_or_else(|| self.unsupported(n, "only tensor constants"))?;
+                let t = attr(n, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| self.unsupported(n, "only tensor constants"))?;
                 let c = tensor_const(t)?;
                 self.vals.insert(n.output[0].clone(), Val::Const(c));
             }
             "DequantizeLinear" => match self.val(n, 0)?.clone() {
                 Val::Const(c) => {
-                    let scale = self.constant(n, 1)?.f32s().ok_or_else(|| self.unsupported(n, "scale must be f32"))?;
-                    let zero = if n.input.len() > 2 && !n.input[2].is_empty() { self.constant(n, 2)?.ints() } else { vec![0; scale.len()] };
+                    let scale = self
+                        .constant(n, 1)?
+                        .f32s()
+                        .ok_or_else(|| self.unsupported(n, "scale must be f32"))?;
+                    let zero = if n.input.len() > 2 && !n.input[2].is_empty() {
+                        self.constant(n, 2)?.ints()
+                    } else {
+                        vec![0; scale.len()]
+                    };
                     if scale.iter().any(|s| !s.is_finite()) {
-                        return Err(Error::NonFinite { what: format!("scale of '{}'", n.name) });
+                        return Err(Error::NonFinite {
+                            what: format!("scale of '{}'", n.name),
+                        });
                     }
                     let axis = attr_i(n, "axis", 1);
                     if scale.len() > 1 && (axis != 0 || c.dims.first() != Some(&scale.len())) {
-                        return Err(self.unsupported(n, "per-channel weights must be quantised along axis 0"));
+                        return Err(self
+                            .unsupported(n, "per-channel weights must be quantised along axis 0"));
                     }
-                    self.vals.insert(n.output[0].clone(), Val::QConst { dims: c.dims.clone(), q: c.ints(), scale, zero });
+                    self.vals.insert(
+                        n.output[0].clone(),
+                        Val::QConst {
+                            dims: c.dims.clone(),
+                            q: c.ints(),
+                            scale,
+                            zero,
+                        },
+                    );
                 }
                 Val::Act(t) => {
                     let q = self.q8_of(n)?;
                     let ti = &self.b.tensors[t as usize];
                     if ti.dtype != DType::U8 || ti.scale != q.scale || ti.zero != q.zero {
-                        return Err(self.unsupported(n, "dequantises with parameters other than its QuantizeLinear"));
+                        return Err(self.unsupported(
+                            n,
+                            "dequantises with parameters other than its QuantizeLinear",
+                        ));
                     }
                     self.vals.insert(n.output[0].clone(), Val::Deq(t));
                 }
-                _ => return Err(self.unsupported(n, "input must be a constant or a quantised tensor")),
+                _ => {
+                    return Err(
+                        self.unsupported(n, "input must be a constant or a quantised tensor")
+                    )
+                }
             },
             "QuantizeLinear" => {
                 if self.skip.contains(&idx) {
@@ -276,9 +426,18 @@ impl<'g> Lowering<'g> {
                     Val::Act(t) if self.b.tensors[t as usize].dtype == DType::F32 => {
                         let ti = self.b.tensors[t as usize].clone();
                         let s = ti.shape.clone();
-                        let (shape, nhwc) = if s.len() == 4 { (vec![s[0], s[2], s[3], s[1]], true) } else { (s, false) };
+                        let (shape, nhwc) = if s.len() == 4 {
+                            (vec![s[0], s[2], s[3], s[1]], true)
+                        } else {
+                            (s, false)
+                        };
                         let y = self.b.tensor(&n.output[0], DType::U8, shape, nhwc, Some(q));
-                        self.b.ops.push(Op::Quantize { x: t, y, q, to_nhwc: nhwc });
+                        self.b.ops.push(Op::Quantize {
+                            x: t,
+                            y,
+                            q,
+                            to_nhwc: nhwc,
+                        });
                         self.vals.insert(n.output[0].clone(), Val::Act(y));
                     }
                     Val::Deq(t) => {
@@ -295,15 +454,28 @@ impl<'g> Lowering<'g> {
             "Gemm" => self.gemm(idx)?,
             "Add" => {
                 let (a, b) = (self.deq(n, 0)?, self.deq(n, 1)?);
-                let (sa, sb) = (self.b.tensors[a as usize].shape.clone(), self.b.tensors[b as usize].shape.clone());
+                let (sa, sb) = (
+                    self.b.tensors[a as usize].shape.clone(),
+                    self.b.tensors[b as usize].shape.clone(),
+                );
                 if sa != sb {
                     return Err(self.unsupported(n, "int8 Add needs equal shapes"));
                 }
                 let (qi, qy) = self.fused_q(n)?;
                 let nhwc = self.b.tensors[a as usize].nhwc;
                 let y = self.b.tensor(&n.output[0], DType::U8, sa, nhwc, Some(qy));
-                let q = |t: u32, b: &Builder| Q8 { scale: b.tensors[t as usize].scale, zero: b.tensors[t as usize].zero };
-                self.b.ops.push(Op::AddU8 { a, b, y, qa: q(a, &self.b), qb: q(b, &self.b), qy });
+                let q = |t: u32, b: &Builder| Q8 {
+                    scale: b.tensors[t as usize].scale,
+                    zero: b.tensors[t as usize].zero,
+                };
+                self.b.ops.push(Op::AddU8 {
+                    a,
+                    b,
+                    y,
+                    qa: q(a, &self.b),
+                    qb: q(b, &self.b),
+                    qy,
+                });
                 self.set_out(qi, y, &n.output[0]);
                 self.block_taps.push((n.output[0].clone(), y));
             }
@@ -314,8 +486,22 @@ impl<'g> Lowering<'g> {
                     return Err(self.unsupported(n, "needs a 4-D input"));
                 }
                 let (qi, qy) = self.fused_q(n)?;
-                let y = self.b.tensor(&n.output[0], DType::U8, vec![xi.shape[0], 1, 1, xi.shape[3]], true, Some(qy));
-                self.b.ops.push(Op::GapU8 { x, y, qx: Q8 { scale: xi.scale, zero: xi.zero }, qy });
+                let y = self.b.tensor(
+                    &n.output[0],
+                    DType::U8,
+                    vec![xi.shape[0], 1, 1, xi.shape[3]],
+                    true,
+                    Some(qy),
+                );
+                self.b.ops.push(Op::GapU8 {
+                    x,
+                    y,
+                    qx: Q8 {
+                        scale: xi.scale,
+                        zero: xi.zero,
+                    },
+                    qy,
+                });
                 self.set_out(qi, y, &n.output[0]);
                 self.block_taps.push((n.input[0].clone(), x));
             }
@@ -341,7 +527,10 @@ impl<'g> Lowering<'g> {
         let n = &self.graph.node[idx];
         let x = self.deq(n, 0)?;
         let (wd, mut wq, ws, wz) = self.qconst(n, 1)?;
-        if wd.len() != 4 || wz.iter().any(|&z| z != 0) || wq.iter().any(|&v| !(-128..=127).contains(&v)) {
+        if wd.len() != 4
+            || wz.iter().any(|&z| z != 0)
+            || wq.iter().any(|&v| !(-128..=127).contains(&v))
+        {
             return Err(self.unsupported(n, "weights must be symmetric int8 OIHW"));
         }
         let xi = self.b.tensors[x as usize].clone();
@@ -354,7 +543,13 @@ impl<'g> Lowering<'g> {
         let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
         let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
         let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
-        if pads.len() != 4 || strides.len() != 2 || dil.len() != 2 || groups == 0 || icg * groups != ic || pads.iter().chain(&strides).chain(&dil).any(|&v| v < 0) {
+        if pads.len() != 4
+            || strides.len() != 2
+            || dil.len() != 2
+            || groups == 0
+            || icg * groups != ic
+            || pads.iter().chain(&strides).chain(&dil).any(|&v| v < 0)
+        {
             return Err(self.unsupported(n, "convolution attributes do not match the input"));
         }
         let geom = ConvGeom {
@@ -374,26 +569,60 @@ impl<'g> Lowering<'g> {
             pad_right: pads[3] as usize,
             groups,
         };
-        if geom.stride_h == 0 || geom.stride_w == 0 || h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1 {
+        if geom.stride_h == 0
+            || geom.stride_w == 0
+            || h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
+        {
             return Err(self.unsupported(n, "kernel larger than the padded input"));
         }
         let (bias, scale) = self.bias_scale(n, 2, oc, xi.scale, &ws, &mut wq, icg * kh * kw)?;
         let (qi, qy) = self.fused_q(n)?;
-        let y = self.b.tensor(&n.output[0], DType::U8, vec![xi.shape[0], geom.oh(), geom.ow(), oc], true, Some(qy));
+        let y = self.b.tensor(
+            &n.output[0],
+            DType::U8,
+            vec![xi.shape[0], geom.oh(), geom.ow(), oc],
+            true,
+            Some(qy),
+        );
         let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
         let (bias, scale) = (self.b.push(&bias), self.b.push(&scale));
         if groups == 1 {
             let k = kh * kw * ic;
             let mut packed = vec![0i8; pack::packed_i8_len(k, oc)];
             let mut colsum = vec![0i32; pack::i8_cols(oc)];
-            pack::pack_i8_with(k, oc, |kk, o| {
-                let (tap, i) = (kk / ic, kk % ic);
-                wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
-            }, &mut packed, &mut colsum);
+            pack::pack_i8_with(
+                k,
+                oc,
+                |kk, o| {
+                    let (tap, i) = (kk / ic, kk % ic);
+                    wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
+                },
+                &mut packed,
+                &mut colsum,
+            );
             let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
-            let scratch = (scratch_len > 0).then(|| self.b.tensor(&format!("{}#im2col", n.name), DType::U8, vec![scratch_len], false, None));
+            let scratch = (scratch_len > 0).then(|| {
+                self.b.tensor(
+                    &format!("{}#im2col", n.name),
+                    DType::U8,
+                    vec![scratch_len],
+                    false,
+                    None,
+                )
+            });
             let (w, colsum) = (self.b.push(&packed), self.b.push(&colsum));
-            self.b.ops.push(Op::ConvI8 { x, y, scratch, geom, x_zero: xi.zero, y_zero: qy.zero, w, colsum, bias, scale });
+            self.b.ops.push(Op::ConvI8 {
+                x,
+                y,
+                scratch,
+                geom,
+                x_zero: xi.zero,
+                y_zero: qy.zero,
+                w,
+                colsum,
+                bias,
+                scale,
+            });
         } else if groups == ic && oc == ic && icg == 1 {
             let mut wt = vec![0i16; kh * kw * oc];
             for c in 0..oc {
@@ -402,7 +631,16 @@ impl<'g> Lowering<'g> {
                 }
             }
             let w = self.b.push(&wt);
-            self.b.ops.push(Op::DwI8 { x, y, geom, x_zero: xi.zero, y_zero: qy.zero, w, bias, scale });
+            self.b.ops.push(Op::DwI8 {
+                x,
+                y,
+                geom,
+                x_zero: xi.zero,
+                y_zero: qy.zero,
+                w,
+                bias,
+                scale,
+            });
         } else {
             return Err(self.unsupported(n, "grouped convolution other than depthwise"));
         }
@@ -414,8 +652,19 @@ impl<'g> Lowering<'g> {
     /// bias would not fit the accumulator (dead channels with near-zero weight scales)
     /// has its weights requantised to a coarser scale first; `wq` holds the weights of
     /// channel `c` at `c·per..(c+1)·per`.
-    fn bias_scale(&self, n: &pb::NodeProto, i: usize, oc: usize, sx: f32, ws: &[f32], wq: &mut [i64], per: usize) -> Result<(Vec<i32>, Vec<f32>)> {
-        let mut sw: Vec<f32> = (0..oc).map(|c| if ws.len() == 1 { ws[0] } else { ws[c] }).collect();
+    fn bias_scale(
+        &self,
+        n: &pb::NodeProto,
+        i: usize,
+        oc: usize,
+        sx: f32,
+        ws: &[f32],
+        wq: &mut [i64],
+        per: usize,
+    ) -> Result<(Vec<i32>, Vec<f32>)> {
+        let mut sw: Vec<f32> = (0..oc)
+            .map(|c| if ws.len() == 1 { ws[0] } else { ws[c] })
+            .collect();
         let mut bias = vec![0i32; oc];
         let has_bias = n.input.len() > i && !n.input[i].is_empty();
         let real: Vec<f64> = if has_bias {
@@ -423,7 +672,12 @@ impl<'g> Lowering<'g> {
             if bd.iter().product::<usize>() != oc {
                 return Err(self.unsupported(n, "bias length differs from the output channels"));
             }
-            (0..oc).map(|c| (bq[c] - if bz.len() == 1 { bz[0] } else { bz[c] }) as f64 * (if bs.len() == 1 { bs[0] } else { bs[c] }) as f64).collect()
+            (0..oc)
+                .map(|c| {
+                    (bq[c] - if bz.len() == 1 { bz[0] } else { bz[c] }) as f64
+                        * (if bs.len() == 1 { bs[0] } else { bs[c] }) as f64
+                })
+                .collect()
         } else {
             vec![0.0; oc]
         };
@@ -455,29 +709,94 @@ impl<'g> Lowering<'g> {
         let k = xi.len() / xi.shape[0];
         let (wd, mut wq, ws, wz) = self.qconst(n, 1)?;
         let trans_b = attr_i(n, "transB", 0) == 1;
-        if attr_i(n, "transA", 0) != 0 || attr(n, "alpha").is_some_and(|a| a.f != 1.0) || attr(n, "beta").is_some_and(|a| a.f != 1.0) {
+        if attr_i(n, "transA", 0) != 0
+            || attr(n, "alpha").is_some_and(|a| a.f != 1.0)
+            || attr(n, "beta").is_some_and(|a| a.f != 1.0)
+        {
             return Err(self.unsupported(n, "transA, alpha and beta other than defaults"));
         }
         if wd.len() != 2 || wz.iter().any(|&z| z != 0) {
             return Err(self.unsupported(n, "weights must be symmetric int8 2-D"));
         }
-        let (nn, kk) = if trans_b { (wd[0], wd[1]) } else { (wd[1], wd[0]) };
+        let (nn, kk) = if trans_b {
+            (wd[0], wd[1])
+        } else {
+            (wd[1], wd[0])
+        };
         if kk != k || xi.shape[0] != 1 {
-            return Err(Error::ShapeMismatch { op: format!("Gemm '{}'", n.name), expected: vec![1, kk], got: xi.logical_shape() });
+            return Err(Error::ShapeMismatch {
+                op: format!("Gemm '{}'", n.name),
+                expected: vec![1, kk],
+                got: xi.logical_shape(),
+            });
         }
         if ws.len() > 1 && !trans_b {
             return Err(self.unsupported(n, "per-channel weights need transB=1"));
         }
-        let (bias, scale) = self.bias_scale(n, 2, nn, xi.scale, &ws, &mut wq, if trans_b { k } else { 0 })?;
+        let (bias, scale) = self.bias_scale(
+            n,
+            2,
+            nn,
+            xi.scale,
+            &ws,
+            &mut wq,
+            if trans_b { k } else { 0 },
+        )?;
         let (qi, qy) = self.fused_q(n)?;
         let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
         let mut packed = vec![0i8; pack::packed_i8_len(k, nn)];
         let mut colsum = vec![0i32; pack::i8_cols(nn)];
-        pack::pack_i8_with(k, nn, |r, c| if trans_b { wq[c * k + r] as i8 } else { wq[r * nn + c] as i8 }, &mut packed, &mut colsum);
-        let y = self.b.tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
-        let geom = ConvGeom { h: 1, w: 1, ic: k, oc: nn, kh: 1, kw: 1, stride_h: 1, stride_w: 1, dil_h: 1, dil_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, groups: 1 };
-        let (w, colsum, bias, scale) = (self.b.push(&packed), self.b.push(&colsum), self.b.push(&bias), self.b.push(&scale));
-        self.b.ops.push(Op::ConvI8 { x, y, scratch: None, geom, x_zero: xi.zero, y_zero: qy.zero, w, colsum, bias, scale });
+        pack::pack_i8_with(
+            k,
+            nn,
+            |r, c| {
+                if trans_b {
+                    wq[c * k + r] as i8
+                } else {
+                    wq[r * nn + c] as i8
+                }
+            },
+            &mut packed,
+            &mut colsum,
+        );
+        let y = self
+            .b
+            .tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
+        let geom = ConvGeom {
+            h: 1,
+            w: 1,
+            ic: k,
+            oc: nn,
+            kh: 1,
+            kw: 1,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            groups: 1,
+        };
+        let (w, colsum, bias, scale) = (
+            self.b.push(&packed),
+            self.b.push(&colsum),
+            self.b.push(&bias),
+            self.b.push(&scale),
+        );
+        self.b.ops.push(Op::ConvI8 {
+            x,
+            y,
+            scratch: None,
+            geom,
+            x_zero: xi.zero,
+            y_zero: qy.zero,
+            w,
+            colsum,
+            bias,
+            scale,
+        });
         self.set_out(qi, y, &n.output[0]);
         Ok(())
     }
@@ -486,11 +805,16 @@ impl<'g> Lowering<'g> {
 /// Parses ONNX bytes with tract-onnx.
 pub fn parse(bytes: &[u8]) -> Result<pb::ModelProto> {
     let mut r = bytes;
-    tract_onnx::onnx().proto_model_for_read(&mut r).map_err(|e| malformed(format!("{e:#}")))
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut r)
+        .map_err(|e| malformed(format!("{e:#}")))
 }
 
 pub fn import_path(path: &std::path::Path, opts: &ImportOptions) -> Result<PlanParts> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), detail: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
     import_bytes(&bytes, opts)
 }
 
@@ -502,7 +826,11 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
         vals: HashMap::new(),
         consumers: HashMap::new(),
         skip: HashSet::new(),
-        b: Builder { tensors: vec![], ops: vec![], blob: vec![] },
+        b: Builder {
+            tensors: vec![],
+            ops: vec![],
+            blob: vec![],
+        },
         produced: HashMap::new(),
         block_taps: vec![],
     };
@@ -524,56 +852,123 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
             None => value_info_shape(vi)?,
         };
         if shape.contains(&0) || shape.first() != Some(&1) {
-            return Err(Error::ShapeMismatch { op: format!("input '{}'", vi.name), expected: vec![1], got: shape });
+            return Err(Error::ShapeMismatch {
+                op: format!("input '{}'", vi.name),
+                expected: vec![1],
+                got: shape,
+            });
         }
         let t = lw.b.tensor(&vi.name, DType::F32, shape, false, None);
         lw.vals.insert(vi.name.clone(), Val::Act(t));
-        inputs.push(Port { name: vi.name.clone(), tensor: t });
+        inputs.push(Port {
+            name: vi.name.clone(),
+            tensor: t,
+        });
     }
     for i in 0..graph.node.len() {
         lw.node(i)?;
     }
     let mut outputs = vec![];
     for o in &graph.output {
-        let v = lw.vals.get(&o.name).cloned().ok_or_else(|| malformed(format!("output '{}' is never produced", o.name)))?;
+        let v = lw
+            .vals
+            .get(&o.name)
+            .cloned()
+            .ok_or_else(|| malformed(format!("output '{}' is never produced", o.name)))?;
         let t = match v {
             Val::Deq(t) => {
                 let ti = lw.b.tensors[t as usize].clone();
-                let shape = if ti.nhwc && ti.shape.iter().skip(1).take(2).all(|&d| d == 1) && ti.shape.len() == 4 { vec![ti.shape[0], ti.shape[3]] } else { ti.logical_shape() };
+                let shape = if ti.nhwc
+                    && ti.shape.iter().skip(1).take(2).all(|&d| d == 1)
+                    && ti.shape.len() == 4
+                {
+                    vec![ti.shape[0], ti.shape[3]]
+                } else {
+                    ti.logical_shape()
+                };
                 let y = lw.b.tensor(&o.name, DType::F32, shape, false, None);
-                lw.b.ops.push(Op::Dequantize { x: t, y, q: Q8 { scale: ti.scale, zero: ti.zero }, to_nchw: ti.nhwc && ti.shape[1] * ti.shape[2] > 1 });
+                lw.b.ops.push(Op::Dequantize {
+                    x: t,
+                    y,
+                    q: Q8 {
+                        scale: ti.scale,
+                        zero: ti.zero,
+                    },
+                    to_nchw: ti.nhwc && ti.shape[1] * ti.shape[2] > 1,
+                });
                 y
             }
             Val::Act(t) => t,
             _ => return Err(malformed(format!("output '{}' is a constant", o.name))),
         };
-        outputs.push(Port { name: o.name.clone(), tensor: t });
+        outputs.push(Port {
+            name: o.name.clone(),
+            tensor: t,
+        });
     }
     let taps: Vec<Port> = match &opts.taps {
         Taps::None => vec![],
-        Taps::Blocks => lw.block_taps.iter().map(|(n, t)| Port { name: n.clone(), tensor: *t }).collect(),
+        Taps::Blocks => lw
+            .block_taps
+            .iter()
+            .map(|(n, t)| Port {
+                name: n.clone(),
+                tensor: *t,
+            })
+            .collect(),
         Taps::Names(names) => names
             .iter()
-            .map(|n| match lw.produced.get(n).copied().or_else(|| match lw.vals.get(n) {
-                Some(Val::Act(t)) | Some(Val::Deq(t)) => Some(*t),
-                _ => None,
-            }) {
-                Some(t) => Ok(Port { name: n.clone(), tensor: t }),
-                None => Err(Error::Invalid { what: format!("tap '{n}' names no tensor of the graph") }),
+            .map(|n| {
+                match lw
+                    .produced
+                    .get(n)
+                    .copied()
+                    .or_else(|| match lw.vals.get(n) {
+                        Some(Val::Act(t)) | Some(Val::Deq(t)) => Some(*t),
+                        _ => None,
+                    }) {
+                    Some(t) => Ok(Port {
+                        name: n.clone(),
+                        tensor: t,
+                    }),
+                    None => Err(Error::Invalid {
+                        what: format!("tap '{n}' names no tensor of the graph"),
+                    }),
+                }
             })
             .collect::<Result<_>>()?,
     };
     let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
-    let Builder { mut tensors, ops, blob } = lw.b;
+    let Builder {
+        mut tensors,
+        ops,
+        blob,
+    } = lw.b;
     let arena_bytes = plan_arena(&mut tensors, &ops, &pin_start, &pin_end);
-    Ok(PlanParts { tensors, ops, inputs, outputs, taps, meta: opts.meta.clone(), blob, arena_bytes })
+    Ok(PlanParts {
+        tensors,
+        ops,
+        inputs,
+        outputs,
+        taps,
+        meta: opts.meta.clone(),
+        blob,
+        arena_bytes,
+    })
 }
 
 fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {
     use pb::tensor_shape_proto::dimension::Value;
     use pb::type_proto::Value as TV;
-    let err = |why: &str| Error::ShapeMismatch { op: format!("input '{}' ({why}; fix it with --input NAME:SHAPE)", vi.name), expected: vec![], got: vec![] };
+    let err = |why: &str| Error::ShapeMismatch {
+        op: format!(
+            "input '{}' ({why}; fix it with --input NAME:SHAPE)",
+            vi.name
+        ),
+        expected: vec![],
+        got: vec![],
+    };
     let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(TV::TensorType(t)) => t,
         _ => return Err(err("no tensor type")),

@@ -9,10 +9,10 @@ pub mod exec;
 pub mod features;
 #[cfg(feature = "std")]
 pub mod fsutil;
-#[cfg(feature = "std")]
-pub mod npy;
 #[cfg(feature = "onnx")]
 pub mod import;
+#[cfg(feature = "std")]
+pub mod npy;
 pub mod plan;
 pub mod preprocess;
 pub mod wire;

@@ -116,9 +116,19 @@ pub enum Unary {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// f32 → u8, NCHW → NHWC when `to_nhwc`.
-    Quantize { x: u32, y: u32, q: Q8, to_nhwc: bool },
+    Quantize {
+        x: u32,
+        y: u32,
+        q: Q8,
+        to_nhwc: bool,
+    },
     /// u8 → f32, NHWC → NCHW when `to_nchw`.
-    Dequantize { x: u32, y: u32, q: Q8, to_nchw: bool },
+    Dequantize {
+        x: u32,
+        y: u32,
+        q: Q8,
+        to_nchw: bool,
+    },
     /// Dense int8 convolution (also Gemm/MatMul as 1×1), per-channel requantisation.
     ConvI8 {
         x: u32,
@@ -133,14 +143,55 @@ pub enum Op {
         scale: Blob,
     },
     /// Depthwise int8 convolution.
-    DwI8 { x: u32, y: u32, geom: ConvGeom, x_zero: i32, y_zero: i32, w: Blob, bias: Blob, scale: Blob },
-    AddU8 { a: u32, b: u32, y: u32, qa: Q8, qb: Q8, qy: Q8 },
-    GapU8 { x: u32, y: u32, qx: Q8, qy: Q8 },
+    DwI8 {
+        x: u32,
+        y: u32,
+        geom: ConvGeom,
+        x_zero: i32,
+        y_zero: i32,
+        w: Blob,
+        bias: Blob,
+        scale: Blob,
+    },
+    AddU8 {
+        a: u32,
+        b: u32,
+        y: u32,
+        qa: Q8,
+        qb: Q8,
+        qy: Q8,
+    },
+    GapU8 {
+        x: u32,
+        y: u32,
+        qx: Q8,
+        qy: Q8,
+    },
     /// Dense f32 convolution / Gemm with fused bias and clamp.
-    ConvF32 { x: u32, y: u32, scratch: Option<u32>, geom: ConvGeom, w: Blob, bias: Blob, lo: f32, hi: f32 },
-    UnaryF32 { x: u32, y: u32, f: Unary },
-    AddF32 { a: u32, b: u32, y: u32 },
-    GapF32 { x: u32, y: u32 },
+    ConvF32 {
+        x: u32,
+        y: u32,
+        scratch: Option<u32>,
+        geom: ConvGeom,
+        w: Blob,
+        bias: Blob,
+        lo: f32,
+        hi: f32,
+    },
+    UnaryF32 {
+        x: u32,
+        y: u32,
+        f: Unary,
+    },
+    AddF32 {
+        a: u32,
+        b: u32,
+        y: u32,
+    },
+    GapF32 {
+        x: u32,
+        y: u32,
+    },
 }
 
 impl Op {
@@ -168,9 +219,10 @@ impl Op {
                 Some(s) => (v(&[x]), v(&[y, s])),
                 None => (v(&[x]), v(&[y])),
             },
-            Op::DwI8 { x, y, .. } | Op::GapU8 { x, y, .. } | Op::UnaryF32 { x, y, .. } | Op::GapF32 { x, y } => {
-                (v(&[x]), v(&[y]))
-            }
+            Op::DwI8 { x, y, .. }
+            | Op::GapU8 { x, y, .. }
+            | Op::UnaryF32 { x, y, .. }
+            | Op::GapF32 { x, y } => (v(&[x]), v(&[y])),
             Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } => (v(&[a, b]), v(&[y])),
         }
     }
@@ -196,7 +248,10 @@ pub struct AlignedBytes {
 
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> AlignedBytes {
-        AlignedBytes { lines: alloc::vec![Line([0; 64]); len.div_ceil(64)], len }
+        AlignedBytes {
+            lines: alloc::vec![Line([0; 64]); len.div_ceil(64)],
+            len,
+        }
     }
     pub fn from_slice(b: &[u8]) -> AlignedBytes {
         let mut a = AlignedBytes::zeroed(b.len());
@@ -230,7 +285,10 @@ pub struct Plan<'a> {
 }
 
 pub(crate) fn bad(detail: &str) -> Error {
-    Error::BadFile { what: "plan", detail: detail.into() }
+    Error::BadFile {
+        what: "plan",
+        detail: detail.into(),
+    }
 }
 
 pub fn fnv64(seed: u64, data: &[u8]) -> u64 {
@@ -297,7 +355,8 @@ impl PlanParts {
         let content = fnv64(FNV_BASIS, &out[64..]);
         let mut hash = [0u8; 16];
         hash[..8].copy_from_slice(&content.to_le_bytes());
-        hash[8..].copy_from_slice(&fnv64(content ^ 0x9e37_79b9_7f4a_7c15, &out[64..]).to_le_bytes());
+        hash[8..]
+            .copy_from_slice(&fnv64(content ^ 0x9e37_79b9_7f4a_7c15, &out[64..]).to_le_bytes());
         let header = Header {
             magic: MAGIC,
             version: VERSION,
@@ -348,10 +407,19 @@ impl<'a> Plan<'a> {
             return Err(bad("wrong magic (not an edgetune plan)"));
         }
         if header.version != VERSION {
-            return Err(Error::BadFile { what: "plan", detail: alloc::format!("version {} (supported: {VERSION})", header.version) });
+            return Err(Error::BadFile {
+                what: "plan",
+                detail: alloc::format!("version {} (supported: {VERSION})", header.version),
+            });
         }
-        let end = header.blob_off.checked_add(header.blob_len).ok_or_else(|| bad("blob range overflows"))?;
-        if 64 + header.meta_len as u64 > header.blob_off || end != data.len() as u64 || header.blob_off % 64 != 0 {
+        let end = header
+            .blob_off
+            .checked_add(header.blob_len)
+            .ok_or_else(|| bad("blob range overflows"))?;
+        if 64 + header.meta_len as u64 > header.blob_off
+            || end != data.len() as u64
+            || header.blob_off % 64 != 0
+        {
             return Err(bad("section sizes do not match the file size (truncated?)"));
         }
         if fnv64(FNV_BASIS, &data[64..]) != header.checksum {
@@ -372,9 +440,24 @@ impl<'a> Plan<'a> {
             for _ in 0..rank {
                 shape.push(r.u64()? as usize);
             }
-            let t = TensorInfo { name, dtype, shape, nhwc, scale, zero, offset };
-            let bytes = t.shape.iter().try_fold(t.dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| bad("tensor size overflows"))?;
-            if offset.checked_add(bytes).is_none_or(|e| e as u64 > header.arena_bytes) {
+            let t = TensorInfo {
+                name,
+                dtype,
+                shape,
+                nhwc,
+                scale,
+                zero,
+                offset,
+            };
+            let bytes = t
+                .shape
+                .iter()
+                .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad("tensor size overflows"))?;
+            if offset
+                .checked_add(bytes)
+                .is_none_or(|e| e as u64 > header.arena_bytes)
+            {
                 return Err(bad("tensor outside the arena"));
             }
             tensors.push(t);
@@ -399,7 +482,16 @@ impl<'a> Plan<'a> {
             meta.push((r.str()?, r.str()?));
         }
         let [inputs, outputs, taps] = ports;
-        let plan = Plan { header, tensors, ops, inputs, outputs, taps, meta, bytes };
+        let plan = Plan {
+            header,
+            tensors,
+            ops,
+            inputs,
+            outputs,
+            taps,
+            meta,
+            bytes,
+        };
         plan.validate()?;
         Ok(plan)
     }
@@ -436,7 +528,10 @@ impl<'a> Plan<'a> {
     }
 
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.meta
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn blob_bytes(&self, b: Blob) -> &[u8] {
@@ -451,7 +546,10 @@ impl<'a> Plan<'a> {
     }
 
     pub fn tap(&self, name: &str) -> Option<&TensorInfo> {
-        self.taps.iter().find(|p| p.name == name).map(|p| &self.tensors[p.tensor as usize])
+        self.taps
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &self.tensors[p.tensor as usize])
     }
 
     /// Parameters held in the blob (weights and per-channel data), in bytes.

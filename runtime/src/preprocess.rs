@@ -18,7 +18,11 @@ impl ImagePrep {
         if it.next()? != "image" {
             return None;
         }
-        Some(ImagePrep { size: it.next()?.parse().ok()?, mean: it.next()?.parse().ok()?, std: it.next()?.parse().ok()? })
+        Some(ImagePrep {
+            size: it.next()?.parse().ok()?,
+            mean: it.next()?.parse().ok()?,
+            std: it.next()?.parse().ok()?,
+        })
     }
 
     pub fn to_meta(&self) -> alloc::string::String {
@@ -32,10 +36,13 @@ impl ImagePrep {
         out.resize(3 * n * n, 0.0);
         for c in 0..3 {
             let src_c = if channels == 1 { 0 } else { c };
-            let plane: Vec<f32> = (0..w * h).map(|i| pixels[i * channels + src_c] as f32).collect();
+            let plane: Vec<f32> = (0..w * h)
+                .map(|i| pixels[i * channels + src_c] as f32)
+                .collect();
             let dst = &mut out[c * n * n..][..n * n];
             resize_bilinear(&plane, w, h, n, dst);
-            dst.iter_mut().for_each(|v| *v = (*v - self.mean) / self.std);
+            dst.iter_mut()
+                .for_each(|v| *v = (*v - self.mean) / self.std);
         }
     }
 }

@@ -93,7 +93,23 @@ impl<'a> Reader<'a> {
 }
 
 fn w_geom(w: &mut Writer, g: &ConvGeom) {
-    for v in [g.h, g.w, g.ic, g.oc, g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.pad_bottom, g.pad_right, g.groups] {
+    for v in [
+        g.h,
+        g.w,
+        g.ic,
+        g.oc,
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dil_h,
+        g.dil_w,
+        g.pad_top,
+        g.pad_left,
+        g.pad_bottom,
+        g.pad_right,
+        g.groups,
+    ] {
         w.u32(v as u32);
     }
 }
@@ -120,7 +136,13 @@ fn r_geom(r: &mut Reader) -> Result<ConvGeom> {
         pad_right: v[13],
         groups: v[14],
     };
-    let bad_geom = g.kh == 0 || g.kw == 0 || g.stride_h == 0 || g.stride_w == 0 || g.dil_h == 0 || g.dil_w == 0 || g.groups == 0;
+    let bad_geom = g.kh == 0
+        || g.kw == 0
+        || g.stride_h == 0
+        || g.stride_w == 0
+        || g.dil_h == 0
+        || g.dil_w == 0
+        || g.groups == 0;
     if bad_geom
         || g.ic % g.groups != 0
         || g.oc % g.groups != 0
@@ -138,7 +160,10 @@ fn w_blob(w: &mut Writer, b: Blob) {
 }
 
 fn r_blob(r: &mut Reader) -> Result<Blob> {
-    Ok(Blob { off: r.u32()?, len: r.u32()? })
+    Ok(Blob {
+        off: r.u32()?,
+        len: r.u32()?,
+    })
 }
 
 fn w_q(w: &mut Writer, q: Q8) {
@@ -147,7 +172,10 @@ fn w_q(w: &mut Writer, q: Q8) {
 }
 
 fn r_q(r: &mut Reader) -> Result<Q8> {
-    let q = Q8 { scale: r.f32()?, zero: r.i32()? };
+    let q = Q8 {
+        scale: r.f32()?,
+        zero: r.i32()?,
+    };
     if !(q.scale.is_finite() && q.scale > 0.0) || !(-128..=255).contains(&q.zero) {
         return Err(bad("invalid quantisation parameters"));
     }
@@ -179,7 +207,18 @@ pub fn write_op(w: &mut Writer, op: &Op) {
             w_q(w, *q);
             w.u8(*to_nchw as u8);
         }
-        Op::ConvI8 { x, y, scratch, geom, x_zero, y_zero, w: wt, colsum, bias, scale } => {
+        Op::ConvI8 {
+            x,
+            y,
+            scratch,
+            geom,
+            x_zero,
+            y_zero,
+            w: wt,
+            colsum,
+            bias,
+            scale,
+        } => {
             w.u8(2);
             w.u32(*x);
             w.u32(*y);
@@ -191,7 +230,16 @@ pub fn write_op(w: &mut Writer, op: &Op) {
                 w_blob(w, *b);
             }
         }
-        Op::DwI8 { x, y, geom, x_zero, y_zero, w: wt, bias, scale } => {
+        Op::DwI8 {
+            x,
+            y,
+            geom,
+            x_zero,
+            y_zero,
+            w: wt,
+            bias,
+            scale,
+        } => {
             w.u8(3);
             w.u32(*x);
             w.u32(*y);
@@ -202,7 +250,14 @@ pub fn write_op(w: &mut Writer, op: &Op) {
                 w_blob(w, *b);
             }
         }
-        Op::AddU8 { a, b, y, qa, qb, qy } => {
+        Op::AddU8 {
+            a,
+            b,
+            y,
+            qa,
+            qb,
+            qy,
+        } => {
             w.u8(4);
             w.u32(*a);
             w.u32(*b);
@@ -218,7 +273,16 @@ pub fn write_op(w: &mut Writer, op: &Op) {
             w_q(w, *qx);
             w_q(w, *qy);
         }
-        Op::ConvF32 { x, y, scratch, geom, w: wt, bias, lo, hi } => {
+        Op::ConvF32 {
+            x,
+            y,
+            scratch,
+            geom,
+            w: wt,
+            bias,
+            lo,
+            hi,
+        } => {
             w.u8(6);
             w.u32(*x);
             w.u32(*y);
@@ -251,8 +315,18 @@ pub fn write_op(w: &mut Writer, op: &Op) {
 
 pub fn read_op(r: &mut Reader) -> Result<Op> {
     Ok(match r.u8()? {
-        0 => Op::Quantize { x: r.u32()?, y: r.u32()?, q: r_q(r)?, to_nhwc: r.u8()? != 0 },
-        1 => Op::Dequantize { x: r.u32()?, y: r.u32()?, q: r_q(r)?, to_nchw: r.u8()? != 0 },
+        0 => Op::Quantize {
+            x: r.u32()?,
+            y: r.u32()?,
+            q: r_q(r)?,
+            to_nhwc: r.u8()? != 0,
+        },
+        1 => Op::Dequantize {
+            x: r.u32()?,
+            y: r.u32()?,
+            q: r_q(r)?,
+            to_nchw: r.u8()? != 0,
+        },
         2 => Op::ConvI8 {
             x: r.u32()?,
             y: r.u32()?,
@@ -275,8 +349,20 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
             bias: r_blob(r)?,
             scale: r_blob(r)?,
         },
-        4 => Op::AddU8 { a: r.u32()?, b: r.u32()?, y: r.u32()?, qa: r_q(r)?, qb: r_q(r)?, qy: r_q(r)? },
-        5 => Op::GapU8 { x: r.u32()?, y: r.u32()?, qx: r_q(r)?, qy: r_q(r)? },
+        4 => Op::AddU8 {
+            a: r.u32()?,
+            b: r.u32()?,
+            y: r.u32()?,
+            qa: r_q(r)?,
+            qb: r_q(r)?,
+            qy: r_q(r)?,
+        },
+        5 => Op::GapU8 {
+            x: r.u32()?,
+            y: r.u32()?,
+            qx: r_q(r)?,
+            qy: r_q(r)?,
+        },
         6 => Op::ConvF32 {
             x: r.u32()?,
             y: r.u32()?,
@@ -300,8 +386,15 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
                 _ => return Err(bad("unknown unary op")),
             },
         },
-        8 => Op::AddF32 { a: r.u32()?, b: r.u32()?, y: r.u32()? },
-        9 => Op::GapF32 { x: r.u32()?, y: r.u32()? },
+        8 => Op::AddF32 {
+            a: r.u32()?,
+            b: r.u32()?,
+            y: r.u32()?,
+        },
+        9 => Op::GapF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+        },
         _ => return Err(bad("unknown op tag")),
     })
 }
@@ -310,7 +403,13 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
 pub fn blobs(op: &Op) -> heapless::Vec<Blob, 4> {
     let mut v = heapless::Vec::new();
     let list: &[Blob] = match op {
-        Op::ConvI8 { w, colsum, bias, scale, .. } => &[*w, *colsum, *bias, *scale],
+        Op::ConvI8 {
+            w,
+            colsum,
+            bias,
+            scale,
+            ..
+        } => &[*w, *colsum, *bias, *scale],
         Op::DwI8 { w, bias, scale, .. } => &[*w, *bias, *scale],
         Op::ConvF32 { w, bias, .. } => &[*w, *bias],
         _ => &[],

@@ -21,14 +21,26 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn efficientnet_lite0_matches_onnxruntime() {
-    let parts = import_path(&root().join("models/efficientnet_lite0_int8.onnx"), &ImportOptions::default()).unwrap();
+    let parts = import_path(
+        &root().join("models/efficientnet_lite0_int8.onnx"),
+        &ImportOptions::default(),
+    )
+    .unwrap();
     let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
-    let (_, gf) = edgetune::npy::read_npy(&root().join("models/golden/effnet_features.npy")).unwrap();
+    let (_, gf) =
+        edgetune::npy::read_npy(&root().join("models/golden/effnet_features.npy")).unwrap();
     let (_, gl) = edgetune::npy::read_npy(&root().join("models/golden/effnet_logits.npy")).unwrap();
     let images = std::fs::read(root().join("examples/data/fashion_mnist_600-images.idx")).unwrap();
     let pixels = &images[16..];
-    let n: usize = std::env::var("EDGETUNE_GOLDEN_N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let prep = ImagePrep { size: 224, mean: 127.0, std: 128.0 };
+    let n: usize = std::env::var("EDGETUNE_GOLDEN_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let prep = ImagePrep {
+        size: 224,
+        mean: 127.0,
+        std: 128.0,
+    };
     let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 30).unwrap();
     let (fo, lo) = (plan.outputs[0].tensor, plan.outputs[1].tensor);
     let (mut f, mut l, mut input) = (vec![0.0; 1280], vec![0.0; 1000], vec![]);
@@ -41,7 +53,11 @@ fn efficientnet_lite0_matches_onnxruntime() {
         let (rf, rl) = (&gf[i * 1280..][..1280], &gl[i * 1000..][..1000]);
         worst_f = worst_f.min(cosine(&f, rf));
         worst_l = worst_l.min(cosine(&l, rl));
-        max_abs = f.iter().zip(rf).map(|(a, b)| (a - b).abs()).fold(max_abs, f32::max);
+        max_abs = f
+            .iter()
+            .zip(rf)
+            .map(|(a, b)| (a - b).abs())
+            .fold(max_abs, f32::max);
         top1 += (edgetune::adapt::argmax(&l) == edgetune::adapt::argmax(rl)) as usize;
     }
     println!("{n} images: features cosine min {worst_f:.5}, logits cosine min {worst_l:.5}, features max abs err {max_abs:.4}, top-1 agreement {top1}/{n}");

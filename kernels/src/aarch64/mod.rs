@@ -6,11 +6,21 @@ use crate::{F32GemmArgs, I8GemmArgs};
 use core::arch::aarch64::*;
 
 #[target_feature(enable = "neon")]
-unsafe fn f32_micro_8x16(k: usize, a: &[*const f32; 8], b: *const f32, acc: &mut [[f32; F32_NR]; 8]) {
+unsafe fn f32_micro_8x16(
+    k: usize,
+    a: &[*const f32; 8],
+    b: *const f32,
+    acc: &mut [[f32; F32_NR]; 8],
+) {
     let mut c = [[vdupq_n_f32(0.0); 4]; 8];
     for kk in 0..k {
         let bp = b.add(kk * F32_NR);
-        let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8)), vld1q_f32(bp.add(12))];
+        let bv = [
+            vld1q_f32(bp),
+            vld1q_f32(bp.add(4)),
+            vld1q_f32(bp.add(8)),
+            vld1q_f32(bp.add(12)),
+        ];
         for r in 0..8 {
             let av = vdupq_n_f32(*a[r].add(kk));
             for q in 0..4 {
@@ -42,13 +52,24 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn i8_micro_8x16_dot(k: usize, a: &[*const u8; 8], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 8]) {
+unsafe fn i8_micro_8x16_dot(
+    k: usize,
+    a: &[*const u8; 8],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 8],
+) {
     let mut c = [[vdupq_n_s32(0); 4]; 8];
     let mut wsum = [vdupq_n_s32(0); 4];
     let ones = vdupq_n_s8(1);
     for g in 0..k.div_ceil(4) {
         let bp = b.add(g * 64);
-        let w = [vld1q_s8(bp), vld1q_s8(bp.add(16)), vld1q_s8(bp.add(32)), vld1q_s8(bp.add(48))];
+        let w = [
+            vld1q_s8(bp),
+            vld1q_s8(bp.add(16)),
+            vld1q_s8(bp.add(32)),
+            vld1q_s8(bp.add(48)),
+        ];
         for q in 0..4 {
             wsum[q] = sdot(wsum[q], ones, w[q]);
         }

@@ -6,7 +6,12 @@ use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
 use crate::{DwI8Args, F32GemmArgs, I8GemmArgs};
 use wide::{f32x8, i32x8};
 
-unsafe fn f32_micro_4x16(k: usize, a: &[*const f32; 4], b: *const f32, acc: &mut [[f32; F32_NR]; 4]) {
+unsafe fn f32_micro_4x16(
+    k: usize,
+    a: &[*const f32; 4],
+    b: *const f32,
+    acc: &mut [[f32; F32_NR]; 4],
+) {
     let mut c = [[f32x8::ZERO; 2]; 4];
     for kk in 0..k {
         let bp = b.add(kk * F32_NR);
@@ -30,7 +35,13 @@ pub unsafe fn f32_gemm_4x16__portable(args: &F32GemmArgs) {
     drive_f32::<4>(args, f32_micro_4x16)
 }
 
-unsafe fn i8_micro_4x16(k: usize, a: &[*const u8; 4], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 4]) {
+unsafe fn i8_micro_4x16(
+    k: usize,
+    a: &[*const u8; 4],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 4],
+) {
     for g in 0..k.div_ceil(4) {
         let w = &*(b.add(g * 64) as *const [i8; 64]);
         for r in 0..4 {
@@ -89,7 +100,12 @@ pub unsafe fn dw_i8_8c__portable(a: &DwI8Args) {
                 for i in 0..nc {
                     let ch = c0 + i;
                     let t = acc[i] + if a.bias.is_null() { 0 } else { *a.bias.add(ch) };
-                    let y = crate::quant::requant(t as f32 * *a.scale.add(ch), a.y_zero, a.qmin, a.qmax);
+                    let y = crate::quant::requant(
+                        t as f32 * *a.scale.add(ch),
+                        a.y_zero,
+                        a.qmin,
+                        a.qmax,
+                    );
                     *a.y.add((oy * a.ow + ox) * a.c + ch) = y as u8;
                 }
                 c0 += 8;

@@ -15,7 +15,8 @@ pub unsafe fn dw_i8__reference(a: &DwI8Args) {
                         if iy < 0 || ix < 0 || iy >= a.h as isize || ix >= a.w as isize {
                             continue;
                         }
-                        let x = *a.x.add((iy as usize * a.w + ix as usize) * a.c + ch) as i32 - a.x_zero;
+                        let x = *a.x.add((iy as usize * a.w + ix as usize) * a.c + ch) as i32
+                            - a.x_zero;
                         acc += x * *a.weights.add((ky * a.kw + kx) * a.c + ch) as i32;
                     }
                 }
@@ -49,10 +50,12 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     pub fn oh(&self) -> usize {
-        (self.h + self.pad_top + self.pad_bottom - self.dil_h * (self.kh - 1) - 1) / self.stride_h + 1
+        (self.h + self.pad_top + self.pad_bottom - self.dil_h * (self.kh - 1) - 1) / self.stride_h
+            + 1
     }
     pub fn ow(&self) -> usize {
-        (self.w + self.pad_left + self.pad_right - self.dil_w * (self.kw - 1) - 1) / self.stride_w + 1
+        (self.w + self.pad_left + self.pad_right - self.dil_w * (self.kw - 1) - 1) / self.stride_w
+            + 1
     }
     /// Input coordinate of output `(oy, ox)` tap `(ky, kx)`, or None in the padding.
     #[inline]
@@ -87,7 +90,9 @@ pub fn conv_i8_naive(
                 let mut acc = 0i32;
                 for ky in 0..g.kh {
                     for kx in 0..g.kw {
-                        let Some((iy, ix)) = g.src(oy, ox, ky, kx) else { continue };
+                        let Some((iy, ix)) = g.src(oy, ox, ky, kx) else {
+                            continue;
+                        };
                         for i in 0..icg {
                             let xv = x[(iy * g.w + ix) * g.ic + grp * icg + i] as i32 - x_zero;
                             acc += xv * w[((o * g.kh + ky) * g.kw + kx) * icg + i] as i32;
@@ -95,14 +100,23 @@ pub fn conv_i8_naive(
                     }
                 }
                 let t = acc + bias.get(o).copied().unwrap_or(0);
-                y[(oy * g.ow() + ox) * g.oc + o] = requant(t as f32 * scale[o], y_zero, 0, 255) as u8;
+                y[(oy * g.ow() + ox) * g.oc + o] =
+                    requant(t as f32 * scale[o], y_zero, 0, 255) as u8;
             }
         }
     }
 }
 
 /// Naive grouped f32 convolution with bias and clamp.
-pub fn conv_f32_naive(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], lo: f32, hi: f32, y: &mut [f32]) {
+pub fn conv_f32_naive(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    lo: f32,
+    hi: f32,
+    y: &mut [f32],
+) {
     let (icg, ocg) = (g.ic / g.groups, g.oc / g.groups);
     for oy in 0..g.oh() {
         for ox in 0..g.ow() {
@@ -111,9 +125,12 @@ pub fn conv_f32_naive(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], lo: f32,
                 let mut acc = bias.get(o).copied().unwrap_or(0.0);
                 for ky in 0..g.kh {
                     for kx in 0..g.kw {
-                        let Some((iy, ix)) = g.src(oy, ox, ky, kx) else { continue };
+                        let Some((iy, ix)) = g.src(oy, ox, ky, kx) else {
+                            continue;
+                        };
                         for i in 0..icg {
-                            acc += x[(iy * g.w + ix) * g.ic + grp * icg + i] * w[((o * g.kh + ky) * g.kw + kx) * icg + i];
+                            acc += x[(iy * g.w + ix) * g.ic + grp * icg + i]
+                                * w[((o * g.kh + ky) * g.kw + kx) * icg + i];
                         }
                     }
                 }

@@ -38,7 +38,11 @@ pub unsafe fn i8_gemm__reference(args: &I8GemmArgs) {
                 colsum += w;
             }
             debug_assert_eq!(colsum, *args.colsum.add(j));
-            let bias = if args.bias.is_null() { 0 } else { *args.bias.add(j) };
+            let bias = if args.bias.is_null() {
+                0
+            } else {
+                *args.bias.add(j)
+            };
             let t = acc - zero * colsum + bias;
             i8_epilogue(args, t, *args.scale.add(j), i, j);
         }

@@ -4,7 +4,12 @@ use crate::F32GemmArgs;
 use core::arch::x86_64::*;
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_6x16_avx2(k: usize, a: &[*const f32; 6], b: *const f32, acc: &mut [[f32; F32_NR]; 6]) {
+unsafe fn micro_6x16_avx2(
+    k: usize,
+    a: &[*const f32; 6],
+    b: *const f32,
+    acc: &mut [[f32; F32_NR]; 6],
+) {
     let mut c = [[_mm256_setzero_ps(); 2]; 6];
     for kk in 0..k {
         let bp = b.add(kk * F32_NR);
@@ -29,7 +34,12 @@ pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_12x16_avx512(k: usize, a: &[*const f32; 12], b: *const f32, acc: &mut [[f32; F32_NR]; 12]) {
+unsafe fn micro_12x16_avx512(
+    k: usize,
+    a: &[*const f32; 12],
+    b: *const f32,
+    acc: &mut [[f32; F32_NR]; 12],
+) {
     let mut c = [_mm512_setzero_ps(); 12];
     for kk in 0..k {
         let bv = _mm512_loadu_ps(b.add(kk * F32_NR));

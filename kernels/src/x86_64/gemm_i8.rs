@@ -4,7 +4,13 @@ use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn micro_12x16_vnni(k: usize, a: &[*const u8; 12], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 12]) {
+unsafe fn micro_12x16_vnni(
+    k: usize,
+    a: &[*const u8; 12],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 12],
+) {
     let mut c = [_mm512_setzero_si512(); 12];
     let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
     let full = k / 4;
@@ -34,7 +40,13 @@ pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
 }
 
 #[target_feature(enable = "avx2,avxvnni")]
-unsafe fn micro_6x16_avxvnni(k: usize, a: &[*const u8; 6], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 6]) {
+unsafe fn micro_6x16_avxvnni(
+    k: usize,
+    a: &[*const u8; 6],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 6],
+) {
     let mut c = [[_mm256_setzero_si256(); 2]; 6];
     let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
     let groups = k.div_ceil(4);
@@ -67,7 +79,13 @@ pub unsafe fn i8_gemm_6x16__avxvnni(args: &I8GemmArgs) {
 /// AVX2 without VNNI: bytes widened to i16 and multiplied with `vpmaddwd`, exact for
 /// the full u8·i8 range (`vpmaddubsw` would saturate at 255·127·2).
 #[target_feature(enable = "avx2")]
-unsafe fn micro_4x16_avx2(k: usize, a: &[*const u8; 4], flip: bool, b: *const i8, acc: &mut [[i32; I8_NR]; 4]) {
+unsafe fn micro_4x16_avx2(
+    k: usize,
+    a: &[*const u8; 4],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 4],
+) {
     // c[r][q] holds pair sums for columns 4q..4q+4: lanes (col, half) interleaved.
     let mut c = [[_mm256_setzero_si256(); 4]; 4];
     for g in 0..k.div_ceil(4) {

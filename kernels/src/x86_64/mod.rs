@@ -1,7 +1,9 @@
 //! x86-64 tiers: AVX2+FMA, AVX-512F, AVX-512 VNNI and AVX-VNNI.
 
+mod dw;
 mod epilogue;
 mod gemm_f32;
 mod gemm_i8;
+pub use dw::*;
 pub use gemm_f32::*;
 pub use gemm_i8::*;

@@ -60,7 +60,10 @@ pub struct Adapter {
 }
 
 fn bad(detail: &str) -> Error {
-    Error::BadFile { what: "adapter", detail: detail.into() }
+    Error::BadFile {
+        what: "adapter",
+        detail: detail.into(),
+    }
 }
 
 fn floats(w: &mut Writer, v: &[f32]) {
@@ -77,7 +80,9 @@ fn read_floats(r: &mut Reader, expect: usize) -> Result<Vec<f32>> {
     for _ in 0..n {
         let x = r.f32()?;
         if !x.is_finite() {
-            return Err(Error::NonFinite { what: "adapter weights".into() });
+            return Err(Error::NonFinite {
+                what: "adapter weights".into(),
+            });
         }
         v.push(x);
     }
@@ -135,32 +140,45 @@ impl Adapter {
         }
         let version = u32::from_le_bytes(data[4..8].try_into().unwrap_or_default());
         if version != VERSION {
-            return Err(Error::BadFile { what: "adapter", detail: alloc::format!("version {version} (supported: {VERSION})") });
+            return Err(Error::BadFile {
+                what: "adapter",
+                detail: alloc::format!("version {version} (supported: {VERSION})"),
+            });
         }
         let len = u64::from_le_bytes(data[8..16].try_into().unwrap_or_default());
         if len != (data.len() - 48) as u64 {
             return Err(bad("body length does not match the file size (truncated?)"));
         }
         let body = &data[48..];
-        if fnv64(0xcbf2_9ce4_8422_2325, body) != u64::from_le_bytes(data[16..24].try_into().unwrap_or_default()) {
+        if fnv64(0xcbf2_9ce4_8422_2325, body)
+            != u64::from_le_bytes(data[16..24].try_into().unwrap_or_default())
+        {
             return Err(bad("checksum mismatch"));
         }
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&data[24..40]);
         if &hash != plan_hash {
-            return Err(Error::PlanMismatch { expected: *plan_hash, got: hash });
+            return Err(Error::PlanMismatch {
+                expected: *plan_hash,
+                got: hash,
+            });
         }
         let mut r = Reader::new(body);
         let source = r.str()?;
         let nc = r.count(4)?;
         let classes = (0..nc).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
         let nh = r.count(8)?;
-        let hyper = (0..nh).map(|_| Ok((r.str()?, r.str()?))).collect::<Result<Vec<_>>>()?;
+        let hyper = (0..nh)
+            .map(|_| Ok((r.str()?, r.str()?)))
+            .collect::<Result<Vec<_>>>()?;
         let tag = r.u8()?;
         let dim = r.u32()? as usize;
         let k = r.u32()? as usize;
-        if k != classes.len() || dim == 0 || dim.saturating_mul(k).saturating_mul(4) > r.remaining() {
-            return Err(bad("dimensions do not match the class list or the file size"));
+        if k != classes.len() || dim == 0 || dim.saturating_mul(k).saturating_mul(4) > r.remaining()
+        {
+            return Err(bad(
+                "dimensions do not match the class list or the file size",
+            ));
         }
         let method = match tag {
             0 => {
@@ -171,13 +189,24 @@ impl Adapter {
                 }
                 Method::Ncm(n)
             }
-            1 => Method::Linear(LinearHead { dim, classes: k, w: read_floats(&mut r, dim * k)?, b: read_floats(&mut r, k)? }),
+            1 => Method::Linear(LinearHead {
+                dim,
+                classes: k,
+                w: read_floats(&mut r, dim * k)?,
+                b: read_floats(&mut r, k)?,
+            }),
             _ => return Err(bad("unknown method")),
         };
         if r.remaining() != 0 {
             return Err(bad("trailing bytes"));
         }
-        Ok(Adapter { plan_hash: hash, source, classes, hyper, method })
+        Ok(Adapter {
+            plan_hash: hash,
+            source,
+            classes,
+            hyper,
+            method,
+        })
     }
 
     /// Writes atomically: temporary file in the same folder, fsync, rename. A crash at
@@ -189,7 +218,10 @@ impl Adapter {
 
     #[cfg(feature = "std")]
     pub fn load(path: &std::path::Path, plan_hash: &[u8; 16]) -> Result<Adapter> {
-        let data = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), detail: e.to_string() })?;
+        let data = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
         Adapter::from_bytes(&data, plan_hash)
     }
 }

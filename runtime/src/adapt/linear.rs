@@ -22,7 +22,15 @@ pub struct LinearConfig {
 
 impl Default for LinearConfig {
     fn default() -> Self {
-        LinearConfig { steps: 300, lr: 0.1, warmup: 10, c: 10.0, weight_decay: 0.0, label_smoothing: 0.0, seed: 0 }
+        LinearConfig {
+            steps: 300,
+            lr: 0.1,
+            warmup: 10,
+            c: 10.0,
+            weight_decay: 0.0,
+            label_smoothing: 0.0,
+            seed: 0,
+        }
     }
 }
 
@@ -51,7 +59,16 @@ impl LinearHead {
 /// Mean softmax cross-entropy (with label smoothing) plus the L2 penalty, and its
 /// gradient into `gw`, `gb`. `logits` is scratch of `n·classes`.
 #[allow(clippy::too_many_arguments)]
-pub fn loss_grad(x: &[f32], y: &[usize], head: &LinearHead, l2: f32, smooth: f32, logits: &mut [f32], gw: &mut [f32], gb: &mut [f32]) -> f32 {
+pub fn loss_grad(
+    x: &[f32],
+    y: &[usize],
+    head: &LinearHead,
+    l2: f32,
+    smooth: f32,
+    logits: &mut [f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+) -> f32 {
     let (d, k, n) = (head.dim, head.classes, y.len());
     gw.fill(0.0);
     gb.fill(0.0);
@@ -68,7 +85,11 @@ pub fn loss_grad(x: &[f32], y: &[usize], head: &LinearHead, l2: f32, smooth: f32
         let s: f32 = z.iter().map(|v| libm::expf(v - m)).sum();
         let lse = m + libm::logf(s);
         for (c, zc) in z.iter_mut().enumerate() {
-            let t = if c == label { 1.0 - smooth + smooth / k as f32 } else { smooth / k as f32 };
+            let t = if c == label {
+                1.0 - smooth + smooth / k as f32
+            } else {
+                smooth / k as f32
+            };
             loss -= t * (*zc - lse);
             // dL/dz = softmax - target, averaged over the batch.
             *zc = (libm::expf(*zc - lse) - t) / n as f32;
@@ -105,7 +126,11 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(n: usize) -> AdamW {
-        AdamW { m: alloc::vec![0.0; n], v: alloc::vec![0.0; n], t: 0 }
+        AdamW {
+            m: alloc::vec![0.0; n],
+            v: alloc::vec![0.0; n],
+            t: 0,
+        }
     }
     pub fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
         const B1: f32 = 0.9;
@@ -135,7 +160,12 @@ pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)
     let (d, k, n) = (s.dim, s.classes, s.y.len());
     let mut x = s.x.to_vec();
     l2_normalise(&mut x, d);
-    let mut head = LinearHead { dim: d, classes: k, w: alloc::vec![0.0; d * k], b: alloc::vec![0.0; k] };
+    let mut head = LinearHead {
+        dim: d,
+        classes: k,
+        w: alloc::vec![0.0; d * k],
+        b: alloc::vec![0.0; k],
+    };
     let mut gw = alloc::vec![0.0; d * k];
     let mut gb = alloc::vec![0.0; k];
     let mut logits = alloc::vec![0.0; n * k];
@@ -144,7 +174,16 @@ pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)
     let mut loss = 0.0;
     let mut last_good = head.clone();
     for step in 0..cfg.steps {
-        loss = loss_grad(&x, s.y, &head, l2, cfg.label_smoothing, &mut logits, &mut gw, &mut gb);
+        loss = loss_grad(
+            &x,
+            s.y,
+            &head,
+            l2,
+            cfg.label_smoothing,
+            &mut logits,
+            &mut gw,
+            &mut gb,
+        );
         if !loss.is_finite() {
             return Err(Error::Diverged { step, loss });
         }
@@ -155,7 +194,10 @@ pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)
         ob.step(&mut head.b, &gb, lr, 0.0);
     }
     if head.w.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Diverged { step: cfg.steps, loss });
+        return Err(Error::Diverged {
+            step: cfg.steps,
+            loss,
+        });
     }
     let _ = last_good;
     Ok((head, loss))
@@ -172,26 +214,71 @@ mod tests {
         let mut r = Rng::new(3);
         let x: Vec<f32> = (0..n * d).map(|_| r.f32() * 2.0 - 1.0).collect();
         let y: Vec<usize> = (0..n).map(|i| i % k).collect();
-        let mut head = LinearHead { dim: d, classes: k, w: (0..d * k).map(|_| r.f32() - 0.5).collect(), b: (0..k).map(|_| r.f32() - 0.5).collect() };
+        let mut head = LinearHead {
+            dim: d,
+            classes: k,
+            w: (0..d * k).map(|_| r.f32() - 0.5).collect(),
+            b: (0..k).map(|_| r.f32() - 0.5).collect(),
+        };
         let (mut gw, mut gb, mut lg) = (vec![0.0; d * k], vec![0.0; k], vec![0.0; n * k]);
         loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut gw, &mut gb);
         let eps = 1e-2;
         for i in 0..d * k {
             let w0 = head.w[i];
             head.w[i] = w0 + eps;
-            let lp = loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut vec![0.0; d * k], &mut vec![0.0; k]);
+            let lp = loss_grad(
+                &x,
+                &y,
+                &head,
+                0.1,
+                0.1,
+                &mut lg,
+                &mut vec![0.0; d * k],
+                &mut vec![0.0; k],
+            );
             head.w[i] = w0 - eps;
-            let lm = loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut vec![0.0; d * k], &mut vec![0.0; k]);
+            let lm = loss_grad(
+                &x,
+                &y,
+                &head,
+                0.1,
+                0.1,
+                &mut lg,
+                &mut vec![0.0; d * k],
+                &mut vec![0.0; k],
+            );
             head.w[i] = w0;
             let fd = (lp - lm) / (2.0 * eps);
-            assert!((fd - gw[i]).abs() < 2e-3, "w[{i}]: fd {fd} analytic {}", gw[i]);
+            assert!(
+                (fd - gw[i]).abs() < 2e-3,
+                "w[{i}]: fd {fd} analytic {}",
+                gw[i]
+            );
         }
         for c in 0..k {
             let b0 = head.b[c];
             head.b[c] = b0 + eps;
-            let lp = loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut vec![0.0; d * k], &mut vec![0.0; k]);
+            let lp = loss_grad(
+                &x,
+                &y,
+                &head,
+                0.1,
+                0.1,
+                &mut lg,
+                &mut vec![0.0; d * k],
+                &mut vec![0.0; k],
+            );
             head.b[c] = b0 - eps;
-            let lm = loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut vec![0.0; d * k], &mut vec![0.0; k]);
+            let lm = loss_grad(
+                &x,
+                &y,
+                &head,
+                0.1,
+                0.1,
+                &mut lg,
+                &mut vec![0.0; d * k],
+                &mut vec![0.0; k],
+            );
             head.b[c] = b0;
             assert!(((lp - lm) / (2.0 * eps) - gb[c]).abs() < 2e-3);
         }
@@ -210,7 +297,12 @@ mod tests {
             }
             y.push(c);
         }
-        let s = Support { x: &x, y: &y, dim: d, classes: k };
+        let s = Support {
+            x: &x,
+            y: &y,
+            dim: d,
+            classes: k,
+        };
         let (h1, _) = train_linear(&s, &LinearConfig::default()).unwrap();
         let (h2, _) = train_linear(&s, &LinearConfig::default()).unwrap();
         assert_eq!(h1, h2);

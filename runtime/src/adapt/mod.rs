@@ -45,23 +45,35 @@ impl Support<'_> {
     pub fn check(&self) -> crate::Result<()> {
         use crate::Error;
         if self.dim == 0 || self.x.len() != self.y.len() * self.dim {
-            return Err(Error::ShapeMismatch { op: "support".into(), expected: alloc::vec![self.y.len(), self.dim], got: alloc::vec![self.x.len()] });
+            return Err(Error::ShapeMismatch {
+                op: "support".into(),
+                expected: alloc::vec![self.y.len(), self.dim],
+                got: alloc::vec![self.x.len()],
+            });
         }
         if self.y.is_empty() || self.classes < 2 {
-            return Err(Error::Invalid { what: "need examples of at least two classes".into() });
+            return Err(Error::Invalid {
+                what: "need examples of at least two classes".into(),
+            });
         }
         let mut seen: Vec<bool> = alloc::vec![false; self.classes];
         for &l in self.y {
             if l >= self.classes {
-                return Err(Error::Invalid { what: alloc::format!("label {l} out of range ({} classes)", self.classes) });
+                return Err(Error::Invalid {
+                    what: alloc::format!("label {l} out of range ({} classes)", self.classes),
+                });
             }
             seen[l] = true;
         }
         if let Some(c) = seen.iter().position(|s| !s) {
-            return Err(Error::Invalid { what: alloc::format!("class {c} has no examples") });
+            return Err(Error::Invalid {
+                what: alloc::format!("class {c} has no examples"),
+            });
         }
         if self.x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { what: "support features".into() });
+            return Err(Error::NonFinite {
+                what: "support features".into(),
+            });
         }
         Ok(())
     }

@@ -14,7 +14,11 @@ pub struct Ncm {
 
 impl Ncm {
     pub fn new(dim: usize) -> Ncm {
-        Ncm { dim, sums: Vec::new(), counts: Vec::new() }
+        Ncm {
+            dim,
+            sums: Vec::new(),
+            counts: Vec::new(),
+        }
     }
 
     /// Adds one example (raw features) to class `c`, creating classes as needed.

@@ -13,10 +13,15 @@ use std::time::Instant;
 const DEFAULT_ONNX: &[u8] = include_bytes!("../../../models/efficientnet_lite0_int8.onnx");
 const DEMO_IMAGES: &[u8] = include_bytes!("../../../examples/data/fashion_mnist_600-images.idx");
 const DEMO_LABELS: &[u8] = include_bytes!("../../../examples/data/fashion_mnist_600-labels.idx");
-const FASHION: [&str; 10] = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"];
+const FASHION: [&str; 10] = [
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
+];
 
 #[derive(Parser)]
-#[command(name = "edgetune", about = "Personalise a frozen int8 backbone on the device")]
+#[command(
+    name = "edgetune",
+    about = "Personalise a frozen int8 backbone on the device"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,7 +63,10 @@ enum Cmd {
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: p.display().to_string(), detail: e.to_string() }
+    Error::Io {
+        path: p.display().to_string(),
+        detail: e.to_string(),
+    }
 }
 
 fn load_plan(path: &Path) -> Result<Plan<'static>> {
@@ -68,20 +76,37 @@ fn load_plan(path: &Path) -> Result<Plan<'static>> {
 
 fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
     // The shape follows the last ':'; names may contain ':' themselves.
-    let (name, shape) = s.rsplit_once(':').ok_or_else(|| Error::Invalid { what: format!("--input {s}: expected NAME:SHAPE") })?;
-    let dims = shape.split('x').map(|d| d.parse::<usize>()).collect::<std::result::Result<Vec<_>, _>>();
-    let dims = dims.map_err(|_| Error::Invalid { what: format!("--input {s}: bad shape '{shape}'") })?;
+    let (name, shape) = s.rsplit_once(':').ok_or_else(|| Error::Invalid {
+        what: format!("--input {s}: expected NAME:SHAPE"),
+    })?;
+    let dims = shape
+        .split('x')
+        .map(|d| d.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>();
+    let dims = dims.map_err(|_| Error::Invalid {
+        what: format!("--input {s}: bad shape '{shape}'"),
+    })?;
     Ok((name.to_string(), dims))
 }
 
 fn default_plan() -> Result<Plan<'static>> {
-    let opts = ImportOptions { taps: Taps::Blocks, meta: vec![("preprocess".into(), "image:224:127:128".into()), ("source".into(), "efficientnet_lite0_int8.onnx".into())], ..Default::default() };
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![
+            ("preprocess".into(), "image:224:127:128".into()),
+            ("source".into(), "efficientnet_lite0_int8.onnx".into()),
+        ],
+        ..Default::default()
+    };
     let parts = import_bytes(DEFAULT_ONNX, &opts)?;
     Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes()))
 }
 
 fn read_idx(data: &[u8]) -> Result<(Vec<usize>, &[u8])> {
-    let bad = || Error::BadFile { what: "idx", detail: "truncated or not an IDX file".into() };
+    let bad = || Error::BadFile {
+        what: "idx",
+        detail: "truncated or not an IDX file".into(),
+    };
     if data.len() < 4 || data[2] != 0x08 {
         return Err(bad());
     }
@@ -101,7 +126,11 @@ fn read_idx(data: &[u8]) -> Result<(Vec<usize>, &[u8])> {
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -117,8 +146,19 @@ fn demo(episodes: u64, shots: usize) -> Result<()> {
     let kernels = edgetune::kernels::Kernels::detect();
     println!("edgetune demo: EfficientNet-Lite0 int8 (embedded), Fashion-MNIST 10-way {shots}-shot, {episodes} episodes");
     println!("kernels: {:?}", kernels.describe());
-    println!("plan: {} ops, {:.1} MB weights, arena {:.1} MB, compiled in {:.2} s", plan.ops.len(), plan.weight_bytes() as f64 / 1e6, plan.arena_bytes() as f64 / 1e6, t0.elapsed().as_secs_f64());
-    let prep = plan.meta("preprocess").and_then(ImagePrep::parse).ok_or_else(|| Error::Invalid { what: "plan declares no image preprocessing".into() })?;
+    println!(
+        "plan: {} ops, {:.1} MB weights, arena {:.1} MB, compiled in {:.2} s",
+        plan.ops.len(),
+        plan.weight_bytes() as f64 / 1e6,
+        plan.arena_bytes() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    let prep = plan
+        .meta("preprocess")
+        .and_then(ImagePrep::parse)
+        .ok_or_else(|| Error::Invalid {
+            what: "plan declares no image preprocessing".into(),
+        })?;
     let (idims, pixels) = read_idx(DEMO_IMAGES)?;
     let (_, labels) = read_idx(DEMO_LABELS)?;
     let (n, h, w) = (idims[0], idims[1], idims[2]);
@@ -133,9 +173,14 @@ fn demo(episodes: u64, shots: usize) -> Result<()> {
         fx.features(&input, &mut feats[i * dim..][..dim])?;
     }
     let per = t1.elapsed().as_secs_f64() / n as f64;
-    println!("backbone: {n} images, {:.1} ms per image (one thread)", per * 1e3);
+    println!(
+        "backbone: {n} images, {:.1} ms per image (one thread)",
+        per * 1e3
+    );
     let classes = 10;
-    let by_class: Vec<Vec<usize>> = (0..classes).map(|c| (0..n).filter(|&i| labels[i] as usize == c).collect()).collect();
+    let by_class: Vec<Vec<usize>> = (0..classes)
+        .map(|c| (0..n).filter(|&i| labels[i] as usize == c).collect())
+        .collect();
     let mut acc_ncm = vec![];
     let mut acc_lin = vec![];
     let (mut t_ncm, mut t_lin) = (0.0, 0.0);
@@ -158,8 +203,19 @@ fn demo(episodes: u64, shots: usize) -> Result<()> {
         }
         t_ncm += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let support = Support { x: &sx, y: &sy, dim, classes };
-        let (head, _) = adapt::train_linear(&support, &LinearConfig { seed, ..Default::default() })?;
+        let support = Support {
+            x: &sx,
+            y: &sy,
+            dim,
+            classes,
+        };
+        let (head, _) = adapt::train_linear(
+            &support,
+            &LinearConfig {
+                seed,
+                ..Default::default()
+            },
+        )?;
         t_lin += t.elapsed().as_secs_f64();
         let mut scores = vec![0.0; classes];
         let (mut ok_n, mut ok_l) = (0, 0);
@@ -177,10 +233,20 @@ fn demo(episodes: u64, shots: usize) -> Result<()> {
     println!("\n| method | accuracy (mean ± std) | reference (onnxruntime features) | train time per episode |");
     println!("|---|---|---|---|");
     let (m, s) = mean_std(&acc_ncm);
-    println!("| ncm    | {m:.3} ± {s:.3} | 0.667 ± 0.023 (NCM) | {:.2} ms |", t_ncm / e * 1e3);
+    println!(
+        "| ncm    | {m:.3} ± {s:.3} | 0.667 ± 0.023 (NCM) | {:.2} ms |",
+        t_ncm / e * 1e3
+    );
     let (m, s) = mean_std(&acc_lin);
-    println!("| linear | {m:.3} ± {s:.3} | 0.730 ± 0.020 (logistic regression, C=10) | {:.1} ms |", t_lin / e * 1e3);
-    println!("\npeak RSS {:.1} MB; classes: {}", peak_rss_kb() as f64 / 1024.0, FASHION.join(", "));
+    println!(
+        "| linear | {m:.3} ± {s:.3} | 0.730 ± 0.020 (logistic regression, C=10) | {:.1} ms |",
+        t_lin / e * 1e3
+    );
+    println!(
+        "\npeak RSS {:.1} MB; classes: {}",
+        peak_rss_kb() as f64 / 1024.0,
+        FASHION.join(", ")
+    );
     Ok(())
 }
 
@@ -188,14 +254,29 @@ fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
     let plan = load_plan(plan_path)?;
     let mut feeds: Vec<Vec<f32>> = vec![Vec::new(); plan.inputs.len()];
     for (k, arg) in inputs.iter().enumerate() {
-        let (name, file) = match plan.inputs.iter().position(|p| arg.starts_with(&format!("{}=", p.name))) {
+        let (name, file) = match plan
+            .inputs
+            .iter()
+            .position(|p| arg.starts_with(&format!("{}=", p.name)))
+        {
             Some(i) => (i, &arg[plan.inputs[i].name.len() + 1..]),
             None if plan.inputs.len() == 1 && k == 0 => (0, arg.as_str()),
-            None => return Err(Error::Invalid { what: format!("{arg}: use NAME=FILE (inputs: {:?})", plan.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()) }),
+            None => {
+                return Err(Error::Invalid {
+                    what: format!(
+                        "{arg}: use NAME=FILE (inputs: {:?})",
+                        plan.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
+                    ),
+                })
+            }
         };
         feeds[name] = edgetune::npy::read_npy(Path::new(file))?.1;
     }
-    let mut exec = Executor::new(&plan, edgetune::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
+    let mut exec = Executor::new(
+        &plan,
+        edgetune::kernels::Kernels::detect(),
+        DEFAULT_ARENA_LIMIT,
+    )?;
     let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
     exec.run(&refs)?;
     for (i, p) in plan.outputs.iter().enumerate() {
@@ -203,10 +284,25 @@ fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
         let mut v = vec![0.0; t.len()];
         exec.tensor_f32(p.tensor, &mut v)?;
         let top = adapt::argmax(&v);
-        println!("{}: shape {:?}, argmax {top} ({:.4})", p.name, t.logical_shape(), v[top]);
+        println!(
+            "{}: shape {:?}, argmax {top} ({:.4})",
+            p.name,
+            t.logical_shape(),
+            v[top]
+        );
         if let Some(dir) = save {
             std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-            let safe: String = p.name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect();
+            let safe: String = p
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             edgetune::npy::write_npy(&dir.join(format!("{i}_{safe}.npy")), &t.logical_shape(), &v)?;
         }
     }
@@ -216,9 +312,18 @@ fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Compile { model, output, input, taps, preprocess } => (|| {
+        Cmd::Compile {
+            model,
+            output,
+            input,
+            taps,
+            preprocess,
+        } => (|| {
             let t = Instant::now();
-            let inputs = input.iter().map(|s| parse_input_shape(s)).collect::<Result<Vec<_>>>()?;
+            let inputs = input
+                .iter()
+                .map(|s| parse_input_shape(s))
+                .collect::<Result<Vec<_>>>()?;
             let taps = match taps.as_deref() {
                 None => Taps::None,
                 Some("blocks") => Taps::Blocks,
@@ -232,7 +337,14 @@ fn main() {
             let parts = import_bytes(&bytes, &ImportOptions { inputs, taps, meta })?;
             let out = parts.to_bytes();
             edgetune::fsutil::write_atomic(&output, &out)?;
-            println!("{} -> {} ({} ops, {:.2} MB) in {:.2} s", model.display(), output.display(), parts.ops.len(), out.len() as f64 / 1e6, t.elapsed().as_secs_f64());
+            println!(
+                "{} -> {} ({} ops, {:.2} MB) in {:.2} s",
+                model.display(),
+                output.display(),
+                parts.ops.len(),
+                out.len() as f64 / 1e6,
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         })(),
         Cmd::Inspect { plan } => load_plan(&plan).map(|p| {
@@ -245,21 +357,41 @@ fn main() {
             }
             println!("hash {}", edgetune::error::hex(&p.hash()));
             println!("ops {}: {counts:?}", p.ops.len());
-            println!("weights {} bytes, arena {} bytes", p.weight_bytes(), p.arena_bytes());
+            println!(
+                "weights {} bytes, arena {} bytes",
+                p.weight_bytes(),
+                p.arena_bytes()
+            );
             for i in &p.inputs {
-                println!("input  {} {:?}", i.name, p.tensors[i.tensor as usize].logical_shape());
+                println!(
+                    "input  {} {:?}",
+                    i.name,
+                    p.tensors[i.tensor as usize].logical_shape()
+                );
             }
             for o in &p.outputs {
-                println!("output {} {:?}", o.name, p.tensors[o.tensor as usize].logical_shape());
+                println!(
+                    "output {} {:?}",
+                    o.name,
+                    p.tensors[o.tensor as usize].logical_shape()
+                );
             }
             for t in &p.taps {
-                println!("tap    {} {:?}", t.name, p.tensors[t.tensor as usize].logical_shape());
+                println!(
+                    "tap    {} {:?}",
+                    t.name,
+                    p.tensors[t.tensor as usize].logical_shape()
+                );
             }
             for (k, v) in &p.meta {
                 println!("meta   {k} = {v}");
             }
         }),
-        Cmd::Run { plan, inputs, save_outputs } => run(&plan, &inputs, save_outputs.as_deref()),
+        Cmd::Run {
+            plan,
+            inputs,
+            save_outputs,
+        } => run(&plan, &inputs, save_outputs.as_deref()),
         Cmd::Demo { episodes, shots } => demo(episodes, shots),
     };
     if let Err(e) = res {

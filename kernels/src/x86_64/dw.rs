@@ -1,0 +1,61 @@
+use crate::DwI8Args;
+use core::arch::x86_64::*;
+
+/// Depthwise int8, 16 channels per zmm; taps outside the image are skipped, as in the
+/// reference. The epilogue is the reference's operations in the same order.
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
+/// AVX-512F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
+    let zero = _mm512_set1_epi32(a.x_zero);
+    let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm512_set1_epi32(a.y_zero);
+    for oy in 0..a.oh {
+        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
+        let ky0 = (-y0).max(0) as usize;
+        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        for ox in 0..a.ow {
+            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
+            let kx0 = (-x0).max(0) as usize;
+            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let mut c0 = 0;
+            while c0 < a.c {
+                let nc = (a.c - c0).min(16);
+                let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
+                let mut acc = _mm512_setzero_si512();
+                for ky in ky0..ky1 {
+                    let iy = (y0 + ky as isize) as usize;
+                    for kx in kx0..kx1 {
+                        let ix = (x0 + kx as isize) as usize;
+                        let xp = a.x.add((iy * a.w + ix) * a.c + c0);
+                        let wp = a.weights.add((ky * a.kw + kx) * a.c + c0);
+                        let xv = _mm512_sub_epi32(
+                            _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, xp as *const i8)),
+                            zero,
+                        );
+                        let wv = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, wp));
+                        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wv));
+                    }
+                }
+                if !a.bias.is_null() {
+                    acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, a.bias.add(c0)));
+                }
+                let v = _mm512_mul_ps(
+                    _mm512_cvtepi32_ps(acc),
+                    _mm512_maskz_loadu_ps(m, a.scale.add(c0)),
+                );
+                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                _mm_mask_storeu_epi8(
+                    a.y.add((oy * a.ow + ox) * a.c + c0) as *mut i8,
+                    m,
+                    _mm512_cvtepi32_epi8(q),
+                );
+                c0 += 16;
+            }
+        }
+    }
+}
