@@ -1,1 +1,83 @@
-fn main() {}
+//! Single-thread GEMM throughput per tier: `cargo bench -p edgetune-kernels --features std`.
+//! Prints GFLOP/s (f32) and GOP/s (int8, 2 ops per multiply-add) for the shapes of
+//! BENCHMARKS.md. Run pinned (`taskset -c 1`) for stable numbers.
+
+use edgetune_kernels::dispatch::{Cpu, Kernels};
+use edgetune_kernels::ops::{self, I8Dst, I8Quant};
+use edgetune_kernels::registry::{F32_GEMM, I8_GEMM};
+use edgetune_kernels::{pack, Act, I8Out, Tier};
+use std::time::Instant;
+
+fn time<F: FnMut()>(ops: f64, mut f: F) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed().as_secs_f64() < 0.05 {
+            f();
+            n += 1;
+        }
+        best = best.min(t.elapsed().as_secs_f64() / n as f64);
+    }
+    ops / best / 1e9
+}
+
+fn main() {
+    let cpu = Cpu::detect();
+    let shapes = [
+        (256, 256, 256),
+        (64, 768, 768),
+        (197, 768, 192),
+        (1, 1000, 1280),
+        (3136, 144, 24),
+        (784, 240, 40),
+    ];
+    println!("| kernel | m×n×k | G(FL)OP/s |");
+    println!("|---|---|---|");
+    for &(m, n, k) in &shapes {
+        let a = vec![0.5f32; m * k];
+        let mut bp = vec![0.25f32; pack::packed_f32_len(k, n)];
+        pack::pack_f32(&vec![0.25f32; k * n], k, n, &mut bp);
+        let mut c = vec![0f32; m * n];
+        for d in F32_GEMM
+            .iter()
+            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
+        {
+            let mut kern = Kernels::select(&cpu, None);
+            kern.f32_gemm = d;
+            let g = time(2.0 * (m * n * k) as f64, || {
+                ops::gemm_f32(&kern, (m, n, k), &a, k, &bp, None, &mut c, n, Act::None).unwrap()
+            });
+            println!("| {} | {m}×{n}×{k} | {g:.1} |", d.name);
+        }
+        let a8 = vec![3u8; m * k];
+        let mut b8 = vec![0i8; pack::packed_i8_len(k, n)];
+        let mut cs = vec![0i32; pack::i8_cols(n)];
+        pack::pack_i8(&vec![1i8; k * n], k, n, &mut b8, &mut cs);
+        let scale = vec![0.01f32; n];
+        let q = I8Quant {
+            a_zero: 3,
+            a_signed: false,
+            colsum: &cs,
+            bias: None,
+            scale: &scale,
+            out: I8Out::U8,
+            y_zero: 0,
+            qmin: 0,
+            qmax: 255,
+        };
+        let mut c8 = vec![0u8; m * n];
+        for d in I8_GEMM
+            .iter()
+            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
+        {
+            let mut kern = Kernels::select(&cpu, None);
+            kern.i8_gemm = d;
+            let g = time(2.0 * (m * n * k) as f64, || {
+                ops::gemm_i8(&kern, (m, n, k), &a8, k, &b8, &q, I8Dst::U8(&mut c8), n).unwrap()
+            });
+            println!("| {} | {m}×{n}×{k} | {g:.1} |", d.name);
+        }
+    }
+}

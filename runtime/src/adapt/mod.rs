@@ -7,7 +7,7 @@ mod ncm;
 pub mod rng;
 
 pub use file::{Adapter, Method};
-pub use linear::{train_linear, LinearConfig};
+pub use linear::{linear_memory, train_linear, LinearConfig};
 pub use ncm::Ncm;
 
 use alloc::vec::Vec;
