@@ -53,6 +53,30 @@ enum Cmd {
         #[arg(long)]
         save_outputs: Option<PathBuf>,
     },
+    /// Train an adapter from a folder with one sub-folder of images per class.
+    Adapt {
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long, default_value = "linear")]
+        method: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Refuse to train if the training peak would exceed this many bytes.
+        #[arg(long)]
+        max_memory: Option<usize>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Top-3 classes of images with a trained adapter.
+    Predict {
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        adapter: PathBuf,
+        inputs: Vec<PathBuf>,
+    },
     /// The few-shot demo on the bundled backbone and Fashion-MNIST sample.
     Demo {
         #[arg(long, default_value_t = 5)]
@@ -309,6 +333,183 @@ fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Loads an image as grey or RGB bytes.
+fn load_image(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
+    let img = image::open(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        detail: format!("unreadable image: {e}"),
+    })?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok((rgb.into_raw(), w as usize, h as usize, 3))
+}
+
+fn image_features(fx: &mut FeatureExtractor, prep: &ImagePrep, path: &Path) -> Result<Vec<f32>> {
+    let (px, w, h, c) = load_image(path)?;
+    let mut input = Vec::new();
+    prep.apply(&px, w, h, c, &mut input);
+    fx.features_vec(&input)
+}
+
+fn prep_of(plan: &Plan) -> Result<ImagePrep> {
+    plan.meta("preprocess").and_then(ImagePrep::parse).ok_or_else(|| Error::Invalid { what: "plan declares no image preprocessing (compile with --preprocess image:SIZE:MEAN:STD)".into() })
+}
+
+fn adapt_cmd(
+    plan_path: &Path,
+    train: &Path,
+    method: &str,
+    seed: u64,
+    max_memory: Option<usize>,
+    output: &Path,
+) -> Result<()> {
+    let plan = load_plan(plan_path)?;
+    let prep = prep_of(&plan)?;
+    let mut classes: Vec<(String, Vec<PathBuf>)> = vec![];
+    let rd = std::fs::read_dir(train).map_err(|e| io_err(train, e))?;
+    let mut dirs: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| io_err(&d, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if files.is_empty() {
+            return Err(Error::Invalid {
+                what: format!("class folder '{name}' is empty"),
+            });
+        }
+        classes.push((name, files));
+    }
+    if classes.len() < 2 {
+        return Err(Error::Invalid {
+            what: format!(
+                "{} needs at least two class folders, found {}",
+                train.display(),
+                classes.len()
+            ),
+        });
+    }
+    let exec = Executor::new(
+        &plan,
+        edgetune::kernels::Kernels::detect(),
+        DEFAULT_ARENA_LIMIT,
+    )?;
+    let mut fx = FeatureExtractor::new(exec, "features")?;
+    let dim = fx.dim;
+    let n: usize = classes.iter().map(|c| c.1.len()).sum();
+    let need = adapt::linear_memory(n, dim, classes.len());
+    println!(
+        "training memory: {need} bytes (features, parameters, gradients, AdamW state, logits)"
+    );
+    if let Some(limit) = max_memory {
+        if need > limit {
+            return Err(Error::OverBudget { need, limit });
+        }
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    let (mut x, mut y) = (vec![], vec![]);
+    for (c, (_, files)) in classes.iter().enumerate() {
+        for f in files {
+            x.extend(image_features(&mut fx, &prep, f)?);
+            y.push(c);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let m = match method {
+        "ncm" => {
+            let mut ncm = Ncm::new(dim);
+            for (i, &c) in y.iter().enumerate() {
+                ncm.enrol(c, &x[i * dim..][..dim]);
+            }
+            adapt::Method::Ncm(ncm)
+        }
+        "linear" => {
+            let (head, loss) = adapt::train_linear(
+                &Support {
+                    x: &x,
+                    y: &y,
+                    dim,
+                    classes: classes.len(),
+                },
+                &LinearConfig {
+                    seed,
+                    ..Default::default()
+                },
+            )?;
+            println!("final loss {loss:.4}");
+            adapt::Method::Linear(head)
+        }
+        other => {
+            return Err(Error::Invalid {
+                what: format!("unknown method '{other}' (available: ncm, linear)"),
+            })
+        }
+    };
+    let a = adapt::Adapter {
+        plan_hash: plan.hash(),
+        source: "features".into(),
+        classes: classes.into_iter().map(|c| c.0).collect(),
+        hyper: vec![("seed".into(), seed.to_string())],
+        method: m,
+    };
+    a.save(output)?;
+    println!(
+        "{} adapter, {} classes, {} bytes -> {}",
+        a.method.name(),
+        a.classes.len(),
+        a.to_bytes().len(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn predict_cmd(plan_path: &Path, adapter: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let plan = load_plan(plan_path)?;
+    let prep = prep_of(&plan)?;
+    let a = adapt::Adapter::load(adapter, &plan.hash())?;
+    let exec = Executor::new(
+        &plan,
+        edgetune::kernels::Kernels::detect(),
+        DEFAULT_ARENA_LIMIT,
+    )?;
+    let mut fx = FeatureExtractor::new(exec, &a.source)?;
+    if fx.dim != a.method.dim() {
+        return Err(Error::ShapeMismatch {
+            op: "adapter".into(),
+            expected: vec![a.method.dim()],
+            got: vec![fx.dim],
+        });
+    }
+    let mut scores = vec![0.0; a.classes.len()];
+    for p in inputs {
+        let f = image_features(&mut fx, &prep, p)?;
+        a.method.scores(&f, &mut scores);
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&i| format!("{} {:.3}", a.classes[i], scores[i]))
+            .collect();
+        println!("{}: {}", p.display(), top.join(", "));
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -393,6 +594,19 @@ fn main() {
             save_outputs,
         } => run(&plan, &inputs, save_outputs.as_deref()),
         Cmd::Demo { episodes, shots } => demo(episodes, shots),
+        Cmd::Adapt {
+            plan,
+            train,
+            method,
+            seed,
+            max_memory,
+            output,
+        } => adapt_cmd(&plan, &train, &method, seed, max_memory, &output),
+        Cmd::Predict {
+            plan,
+            adapter,
+            inputs,
+        } => predict_cmd(&plan, &adapter, &inputs),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");
