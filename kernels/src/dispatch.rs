@@ -10,6 +10,7 @@ pub struct Cpu {
     pub fma: bool,
     pub avx512f: bool,
     pub avx512bw: bool,
+    pub avx512vl: bool,
     pub avx512vnni: bool,
     pub avxvnni: bool,
     pub neon: bool,
@@ -25,6 +26,7 @@ impl Cpu {
             fma: cfg!(target_feature = "fma"),
             avx512f: cfg!(target_feature = "avx512f"),
             avx512bw: cfg!(target_feature = "avx512bw"),
+            avx512vl: cfg!(target_feature = "avx512vl"),
             avx512vnni: cfg!(target_feature = "avx512vnni"),
             avxvnni: cfg!(target_feature = "avxvnni"),
             neon: cfg!(all(target_arch = "aarch64", target_feature = "neon")),
@@ -44,6 +46,7 @@ impl Cpu {
             c.fma = std::is_x86_feature_detected!("fma");
             c.avx512f = std::is_x86_feature_detected!("avx512f");
             c.avx512bw = std::is_x86_feature_detected!("avx512bw");
+            c.avx512vl = std::is_x86_feature_detected!("avx512vl");
             c.avx512vnni = std::is_x86_feature_detected!("avx512vnni");
             c.avxvnni = std::is_x86_feature_detected!("avxvnni");
         }
@@ -62,6 +65,7 @@ impl Cpu {
             Feature::Fma => self.fma,
             Feature::Avx512f => self.avx512f,
             Feature::Avx512bw => self.avx512bw,
+            Feature::Avx512vl => self.avx512vl,
             Feature::Avx512vnni => self.avx512vnni,
             Feature::AvxVnni => self.avxvnni,
             Feature::Neon => self.neon,

@@ -58,6 +58,7 @@ pub enum Feature {
     Fma,
     Avx512f,
     Avx512bw,
+    Avx512vl,
     Avx512vnni,
     AvxVnni,
     Neon,
@@ -110,7 +111,7 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
     desc!(
         x86::i8_gemm_12x16__avx512vnni,
         Avx512Vnni,
-        [Avx512f, Avx512bw, Avx512vnni],
+        [Avx512f, Avx512bw, Avx512vl, Avx512vnni],
         12,
         16
     ),
@@ -122,5 +123,11 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     desc!(r::dw_i8__reference, Reference, [], 1, 1),
     desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),
     #[cfg(target_arch = "x86_64")]
-    desc!(x86::dw_i8_16c__avx512, Avx512, [Avx512f, Avx512bw], 1, 16),
+    desc!(
+        x86::dw_i8_16c__avx512,
+        Avx512,
+        [Avx512f, Avx512bw, Avx512vl],
+        1,
+        16
+    ),
 ];

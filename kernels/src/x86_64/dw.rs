@@ -7,7 +7,7 @@ use core::arch::x86_64::*;
 /// # Safety
 /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
 /// AVX-512F/BW.
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
     let zero = _mm512_set1_epi32(a.x_zero);
     let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);

@@ -7,7 +7,7 @@ use core::arch::x86_64::*;
 ///
 /// # Safety
 /// `row < m`, `col0 + ncols ≤ n`, buffers valid, CPU has AVX-512F/BW.
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) unsafe fn i8_epi_avx512(
     args: &I8GemmArgs,
     row: usize,

@@ -3,7 +3,7 @@ use crate::tile::{drive_i8, i8_epi_scalar, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn micro_12x16_vnni(
     k: usize,
     a: &[*const u8; 12],
