@@ -199,6 +199,19 @@ impl Builder {
         });
         (self.tensors.len() - 1) as u32
     }
+    /// Packs int8 weights `w(kk, col)` for the GEMM and stores them and their column sums.
+    fn push_packed_i8(
+        &mut self,
+        k: usize,
+        n: usize,
+        w: impl Fn(usize, usize) -> i8,
+    ) -> (Blob, Blob) {
+        let mut packed = vec![0i8; pack::packed_i8_len(k, n)];
+        let mut colsum = vec![0i32; pack::i8_cols(n)];
+        pack::pack_i8_with(k, n, w, &mut packed, &mut colsum);
+        (self.push(&packed), self.push(&colsum))
+    }
+
     fn push<T: bytemuck::Pod>(&mut self, v: &[T]) -> Blob {
         let off = self.blob.len().div_ceil(64) * 64;
         self.blob.resize(off, 0);
@@ -588,18 +601,10 @@ impl<'g> Lowering<'g> {
         let (bias, scale) = (self.b.push(&bias), self.b.push(&scale));
         if groups == 1 {
             let k = kh * kw * ic;
-            let mut packed = vec![0i8; pack::packed_i8_len(k, oc)];
-            let mut colsum = vec![0i32; pack::i8_cols(oc)];
-            pack::pack_i8_with(
-                k,
-                oc,
-                |kk, o| {
-                    let (tap, i) = (kk / ic, kk % ic);
-                    wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
-                },
-                &mut packed,
-                &mut colsum,
-            );
+            let (w, colsum) = self.b.push_packed_i8(k, oc, |kk, o| {
+                let (tap, i) = (kk / ic, kk % ic);
+                wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
+            });
             let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
             let scratch = (scratch_len > 0).then(|| {
                 self.b.tensor(
@@ -610,7 +615,6 @@ impl<'g> Lowering<'g> {
                     None,
                 )
             });
-            let (w, colsum) = (self.b.push(&packed), self.b.push(&colsum));
             self.b.ops.push(Op::ConvI8 {
                 x,
                 y,
@@ -744,21 +748,13 @@ impl<'g> Lowering<'g> {
         )?;
         let (qi, qy) = self.fused_q(n)?;
         let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
-        let mut packed = vec![0i8; pack::packed_i8_len(k, nn)];
-        let mut colsum = vec![0i32; pack::i8_cols(nn)];
-        pack::pack_i8_with(
-            k,
-            nn,
-            |r, c| {
-                if trans_b {
-                    wq[c * k + r] as i8
-                } else {
-                    wq[r * nn + c] as i8
-                }
-            },
-            &mut packed,
-            &mut colsum,
-        );
+        let (w, colsum) = self.b.push_packed_i8(k, nn, |r, c| {
+            if trans_b {
+                wq[c * k + r] as i8
+            } else {
+                wq[r * nn + c] as i8
+            }
+        });
         let y = self
             .b
             .tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
@@ -779,12 +775,7 @@ impl<'g> Lowering<'g> {
             pad_right: 0,
             groups: 1,
         };
-        let (w, colsum, bias, scale) = (
-            self.b.push(&packed),
-            self.b.push(&colsum),
-            self.b.push(&bias),
-            self.b.push(&scale),
-        );
+        let (bias, scale) = (self.b.push(&bias), self.b.push(&scale));
         self.b.ops.push(Op::ConvI8 {
             x,
             y,

@@ -222,65 +222,34 @@ mod tests {
         };
         let (mut gw, mut gb, mut lg) = (vec![0.0; d * k], vec![0.0; k], vec![0.0; n * k]);
         loss_grad(&x, &y, &head, 0.1, 0.1, &mut lg, &mut gw, &mut gb);
+        // Central difference of the loss in one parameter, chosen by `param`.
         let eps = 1e-2;
+        let fd = |head: &mut LinearHead, param: &dyn Fn(&mut LinearHead) -> &mut f32| {
+            let loss_at = |v: f32, head: &mut LinearHead| {
+                *param(head) = v;
+                let (mut lg, mut gw, mut gb) = (vec![0.0; n * k], vec![0.0; d * k], vec![0.0; k]);
+                loss_grad(&x, &y, head, 0.1, 0.1, &mut lg, &mut gw, &mut gb)
+            };
+            let v0 = *param(head);
+            let (lp, lm) = (loss_at(v0 + eps, head), loss_at(v0 - eps, head));
+            *param(head) = v0;
+            (lp - lm) / (2.0 * eps)
+        };
         for i in 0..d * k {
-            let w0 = head.w[i];
-            head.w[i] = w0 + eps;
-            let lp = loss_grad(
-                &x,
-                &y,
-                &head,
-                0.1,
-                0.1,
-                &mut lg,
-                &mut vec![0.0; d * k],
-                &mut vec![0.0; k],
-            );
-            head.w[i] = w0 - eps;
-            let lm = loss_grad(
-                &x,
-                &y,
-                &head,
-                0.1,
-                0.1,
-                &mut lg,
-                &mut vec![0.0; d * k],
-                &mut vec![0.0; k],
-            );
-            head.w[i] = w0;
-            let fd = (lp - lm) / (2.0 * eps);
+            let g = fd(&mut head, &|h: &mut LinearHead| &mut h.w[i]);
             assert!(
-                (fd - gw[i]).abs() < 2e-3,
-                "w[{i}]: fd {fd} analytic {}",
+                (g - gw[i]).abs() < 2e-3,
+                "w[{i}]: fd {g} analytic {}",
                 gw[i]
             );
         }
         for c in 0..k {
-            let b0 = head.b[c];
-            head.b[c] = b0 + eps;
-            let lp = loss_grad(
-                &x,
-                &y,
-                &head,
-                0.1,
-                0.1,
-                &mut lg,
-                &mut vec![0.0; d * k],
-                &mut vec![0.0; k],
+            let g = fd(&mut head, &|h: &mut LinearHead| &mut h.b[c]);
+            assert!(
+                (g - gb[c]).abs() < 2e-3,
+                "b[{c}]: fd {g} analytic {}",
+                gb[c]
             );
-            head.b[c] = b0 - eps;
-            let lm = loss_grad(
-                &x,
-                &y,
-                &head,
-                0.1,
-                0.1,
-                &mut lg,
-                &mut vec![0.0; d * k],
-                &mut vec![0.0; k],
-            );
-            head.b[c] = b0;
-            assert!(((lp - lm) / (2.0 * eps) - gb[c]).abs() < 2e-3);
         }
     }
 
