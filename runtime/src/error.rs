@@ -37,6 +37,8 @@ pub enum Error {
     OverBudget { need: usize, limit: usize },
     /// Training diverged; the previous adapter is kept.
     Diverged { step: usize, loss: f32 },
+    /// The progress callback asked to stop.
+    Cancelled { step: usize },
     #[cfg(feature = "std")]
     Io { path: String, detail: String },
 }
@@ -81,6 +83,7 @@ impl fmt::Display for Error {
                 f,
                 "training diverged at step {step} (loss {loss}); previous adapter kept"
             ),
+            Error::Cancelled { step } => write!(f, "training cancelled at step {step}"),
             #[cfg(feature = "std")]
             Error::Io { path, detail } => write!(f, "{path}: {detail}"),
         }

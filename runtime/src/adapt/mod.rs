@@ -1,10 +1,14 @@
 //! On-device adaptation: few-shot heads trained on features the frozen backbone produced.
 //! Everything here is no_std + alloc.
 
+pub mod cache;
 mod file;
+pub mod heads;
 mod linear;
 mod ncm;
+pub mod nn;
 pub mod rng;
+pub mod train;
 
 pub use file::{Adapter, Method};
 pub use linear::{linear_memory, train_linear, LinearConfig};
