@@ -9,16 +9,37 @@ pub fn requant(v: f32, zero: i32, qmin: i32, qmax: i32) -> i32 {
     round_even(v) as i32 + zero
 }
 
-/// Round half to even.
+/// Round half to even. Adding and removing 2^23 leaves no fraction bits, so the FPU's
+/// default round-to-nearest-even does the rounding; `|v| ≥ 2^23` is already integral.
+/// This avoids a libm `rintf` call on targets compiled without SSE4.1 `roundss`.
 #[inline(always)]
 pub fn round_even(v: f32) -> f32 {
-    #[cfg(feature = "std")]
-    {
-        v.round_ties_even()
+    const TWO23: f32 = 8_388_608.0;
+    if v.abs() < TWO23 {
+        let c = TWO23.copysign(v);
+        (v + c) - c
+    } else {
+        v
     }
-    #[cfg(not(feature = "std"))]
-    {
-        libm::rintf(v)
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    #[test]
+    fn round_even_matches_std() {
+        let mut vals = vec![
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 4194304.5, -4194303.5, 8388607.5,
+            8388608.0, -8388609.0, 1e10, -1e10, 0.0, -0.0, 127.5, 254.5,
+        ];
+        let mut x = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            vals.push(((x >> 8) as f32 / 65536.0 - 128.0) * 2.0);
+            vals.push(f32::from_bits(x));
+        }
+        for v in vals.into_iter().filter(|v| v.is_finite()) {
+            assert_eq!(super::round_even(v), v.round_ties_even(), "{v}");
+        }
     }
 }
 

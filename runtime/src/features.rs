@@ -44,3 +44,89 @@ impl<'p, 'm> FeatureExtractor<'p, 'm> {
         Ok(v)
     }
 }
+
+/// Runs the plan and reads several outputs or taps, each as `tokens × dim` (the last
+/// physical axis is the channel: NHWC maps give one token per spatial position).
+pub struct TapReader<'p, 'm> {
+    pub exec: Executor<'p, 'm>,
+    ids: Vec<u32>,
+    pub shapes: Vec<crate::adapt::cache::TapShape>,
+}
+
+impl<'p, 'm> TapReader<'p, 'm> {
+    pub fn new(exec: Executor<'p, 'm>, names: &[alloc::string::String]) -> Result<Self> {
+        let plan: &Plan = exec.plan();
+        let mut ids = Vec::new();
+        let mut shapes = Vec::new();
+        for name in names {
+            let port = plan
+                .outputs
+                .iter()
+                .chain(&plan.taps)
+                .find(|p| &p.name == name)
+                .ok_or_else(|| Error::Invalid {
+                    what: alloc::format!("plan has no output or tap named '{name}'"),
+                })?;
+            let t = &plan.tensors[port.tensor as usize];
+            let dim = t.shape.last().copied().unwrap_or(1).max(1);
+            ids.push(port.tensor);
+            shapes.push(crate::adapt::cache::TapShape {
+                name: name.clone(),
+                tokens: t.len() / dim,
+                dim,
+            });
+        }
+        Ok(TapReader { exec, ids, shapes })
+    }
+
+    /// Runs one example and writes tap `i` into `outs[i]`.
+    pub fn run(&mut self, input: &[f32], outs: &mut [Vec<f32>]) -> Result<()> {
+        self.exec.run(&[input])?;
+        for ((id, s), o) in self.ids.iter().zip(&self.shapes).zip(outs.iter_mut()) {
+            o.resize(s.len(), 0.0);
+            self.exec.tensor_f32(*id, o)?;
+        }
+        Ok(())
+    }
+}
+
+/// The taps a method reads by default on a plan: `features` (or the first output) for
+/// ncm and linear; the last spatial tap for moment; three spatial taps spread over the
+/// second half of the network for ladder; the last two spatial taps for query.
+pub fn default_taps(plan: &Plan, kind: crate::adapt::Kind) -> Vec<alloc::string::String> {
+    use crate::adapt::Kind;
+    let pooled = plan
+        .outputs
+        .iter()
+        .find(|p| p.name == "features")
+        .or(plan.outputs.first())
+        .map(|p| p.name.clone())
+        .into_iter()
+        .collect::<Vec<_>>();
+    let spatial: Vec<_> = plan
+        .taps
+        .iter()
+        .filter(|p| {
+            let t = &plan.tensors[p.tensor as usize];
+            t.len() / t.shape.last().copied().unwrap_or(1).max(1) > 1
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    let n = spatial.len();
+    if n == 0 {
+        return pooled;
+    }
+    match kind {
+        Kind::Ncm | Kind::Linear => pooled,
+        Kind::Moment => alloc::vec![spatial[n - 1].clone()],
+        Kind::Ladder => {
+            let mut v: Vec<_> = [n / 2, (3 * n) / 4, n - 1]
+                .iter()
+                .map(|&i| spatial[i].clone())
+                .collect();
+            v.dedup();
+            v
+        }
+        Kind::Query => spatial[n.saturating_sub(2)..].to_vec(),
+    }
+}

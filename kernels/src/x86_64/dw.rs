@@ -59,3 +59,76 @@ pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
         }
     }
 }
+
+/// Depthwise int8, 8 channels per ymm (AVX2 machines without AVX-512). A channel tail
+/// shorter than 8 goes through zero-padded stack copies.
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dw_i8_8c__avx2(a: &DwI8Args) {
+    let zero = _mm256_set1_epi32(a.x_zero);
+    let lo = _mm256_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm256_set1_epi32(a.y_zero);
+    for oy in 0..a.oh {
+        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
+        let ky0 = (-y0).max(0) as usize;
+        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        for ox in 0..a.ow {
+            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
+            let kx0 = (-x0).max(0) as usize;
+            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let mut c0 = 0;
+            while c0 < a.c {
+                let nc = (a.c - c0).min(8);
+                let mut acc = _mm256_setzero_si256();
+                for ky in ky0..ky1 {
+                    let iy = (y0 + ky as isize) as usize;
+                    for kx in kx0..kx1 {
+                        let ix = (x0 + kx as isize) as usize;
+                        let xp = a.x.add((iy * a.w + ix) * a.c + c0);
+                        let wp = a.weights.add((ky * a.kw + kx) * a.c + c0);
+                        let (xv, wv) = if nc == 8 {
+                            // SAFETY: 8 channels from c0 lie inside the row (nc == 8).
+                            (
+                                _mm256_cvtepu8_epi32(_mm_loadl_epi64(xp as *const __m128i)),
+                                _mm256_cvtepi16_epi32(_mm_loadu_si128(wp as *const __m128i)),
+                            )
+                        } else {
+                            let (mut xb, mut wb) = ([0u8; 8], [0i16; 8]);
+                            core::ptr::copy_nonoverlapping(xp, xb.as_mut_ptr(), nc);
+                            core::ptr::copy_nonoverlapping(wp, wb.as_mut_ptr(), nc);
+                            (
+                                _mm256_cvtepu8_epi32(
+                                    _mm_loadl_epi64(xb.as_ptr() as *const __m128i),
+                                ),
+                                _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                                    wb.as_ptr() as *const __m128i
+                                )),
+                            )
+                        };
+                        let xv = _mm256_sub_epi32(xv, zero);
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
+                    }
+                }
+                let (mut bias, mut scale) = ([0i32; 8], [0f32; 8]);
+                if !a.bias.is_null() {
+                    core::ptr::copy_nonoverlapping(a.bias.add(c0), bias.as_mut_ptr(), nc);
+                }
+                core::ptr::copy_nonoverlapping(a.scale.add(c0), scale.as_mut_ptr(), nc);
+                acc = _mm256_add_epi32(acc, _mm256_loadu_si256(bias.as_ptr() as *const __m256i));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(scale.as_ptr()));
+                let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                let q = _mm256_add_epi32(_mm256_cvtps_epi32(v), yz);
+                let mut out = [0i32; 8];
+                _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, q);
+                let yp = a.y.add((oy * a.ow + ox) * a.c + c0);
+                for (i, &o) in out.iter().enumerate().take(nc) {
+                    *yp.add(i) = o as u8;
+                }
+                c0 += 8;
+            }
+        }
+    }
+}

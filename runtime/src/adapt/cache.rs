@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use alloc::string::String;
 use alloc::vec::Vec;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheFormat {
@@ -126,7 +127,11 @@ impl TapCache {
         }
         for t in taps {
             match self.format {
-                CacheFormat::F16 => self.f16s.extend(t.iter().map(|&v| f16::from_f32(v))),
+                CacheFormat::F16 => {
+                    let at = self.f16s.len();
+                    self.f16s.resize(at + t.len(), f16::ZERO);
+                    self.f16s[at..].convert_from_f32_slice(t);
+                }
                 CacheFormat::I8 => {
                     let m = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     let scale = if m > 0.0 { m / 127.0 } else { 1.0 };
@@ -146,10 +151,8 @@ impl TapCache {
         let len = self.taps[tap].len();
         let at = i * self.stride + off;
         match self.format {
-            CacheFormat::F16 => out
-                .iter_mut()
-                .zip(&self.f16s[at..at + len])
-                .for_each(|(o, v)| *o = v.to_f32()),
+            // The slice conversion uses F16C / FP16 instructions when the CPU has them.
+            CacheFormat::F16 => self.f16s[at..at + len].convert_to_f32_slice(out),
             CacheFormat::I8 => {
                 let s = self.scales[i * self.taps.len() + tap];
                 out.iter_mut()

@@ -1,8 +1,11 @@
 //! Adapter files (`.eta`): method, hyper-parameters, class names and weights, bound to the
 //! hash of the plan they were trained on. Little-endian; a 48-byte header then a body.
 
+use super::heads::{Ladder, Query, TapDims};
 use super::linear::LinearHead;
+use super::method::Method;
 use super::ncm::Ncm;
+use super::train::Head;
 use crate::error::{Error, Result};
 use crate::plan::fnv64;
 use crate::wire::{Reader, Writer};
@@ -10,50 +13,19 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub const MAGIC: [u8; 4] = *b"ETA\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Method {
-    Ncm(Ncm),
-    Linear(LinearHead),
-}
-
-impl Method {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Ncm(_) => "ncm",
-            Method::Linear(_) => "linear",
-        }
-    }
-
-    pub fn classes(&self) -> usize {
-        match self {
-            Method::Ncm(n) => n.classes(),
-            Method::Linear(l) => l.classes,
-        }
-    }
-
-    pub fn dim(&self) -> usize {
-        match self {
-            Method::Ncm(n) => n.dim,
-            Method::Linear(l) => l.dim,
-        }
-    }
-
-    /// Class scores of one feature vector.
-    pub fn scores(&self, feat: &[f32], out: &mut [f32]) {
-        match self {
-            Method::Ncm(n) => n.scores(feat, out),
-            Method::Linear(l) => l.logits(feat, out),
-        }
-    }
-}
+/// Bounds on what an adapter may declare, checked before anything is sized from them.
+pub const MAX_TAPS: usize = 16;
+const MAX_TAP_LEN: usize = 1 << 26;
+const MAX_WIDTH: usize = 1 << 12;
+const MAX_QUERIES: usize = 256;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adapter {
     pub plan_hash: [u8; 16],
-    /// The plan output or tap the adapter reads.
-    pub source: String,
+    /// The plan outputs or taps the adapter reads, in order, with their shapes.
+    pub taps: Vec<(String, TapDims)>,
     pub classes: Vec<String>,
     pub hyper: Vec<(String, String)>,
     pub method: Method,
@@ -92,7 +64,12 @@ fn read_floats(r: &mut Reader, expect: usize) -> Result<Vec<f32>> {
 impl Adapter {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.str(&self.source);
+        w.u32(self.taps.len() as u32);
+        for (name, d) in &self.taps {
+            w.str(name);
+            w.u32(d.tokens as u32);
+            w.u32(d.dim as u32);
+        }
         w.u32(self.classes.len() as u32);
         self.classes.iter().for_each(|c| w.str(c));
         w.u32(self.hyper.len() as u32);
@@ -110,12 +87,38 @@ impl Adapter {
                     floats(&mut w, s);
                 }
             }
-            Method::Linear(l) => {
-                w.u8(1);
+            Method::Linear(l) | Method::Moment(l) => {
+                w.u8(if matches!(self.method, Method::Linear(_)) {
+                    1
+                } else {
+                    2
+                });
                 w.u32(l.dim as u32);
                 w.u32(l.classes as u32);
                 floats(&mut w, &l.w);
                 floats(&mut w, &l.b);
+            }
+            Method::Ladder {
+                width,
+                classes,
+                params,
+                ..
+            } => {
+                w.u8(3);
+                w.u32(*width as u32);
+                w.u32(*classes as u32);
+                floats(&mut w, params);
+            }
+            Method::Query {
+                queries,
+                classes,
+                params,
+                ..
+            } => {
+                w.u8(4);
+                w.u32(*queries as u32);
+                w.u32(*classes as u32);
+                floats(&mut w, params);
             }
         }
         let body = w.into_inner();
@@ -164,7 +167,20 @@ impl Adapter {
             });
         }
         let mut r = Reader::new(body);
-        let source = r.str()?;
+        let nt = r.count(12)?;
+        if nt == 0 || nt > MAX_TAPS {
+            return Err(bad("tap count out of range"));
+        }
+        let mut taps = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.str()?;
+            let (tokens, dim) = (r.u32()? as usize, r.u32()? as usize);
+            if tokens == 0 || dim == 0 || tokens.checked_mul(dim).is_none_or(|l| l > MAX_TAP_LEN) {
+                return Err(bad("tap shape out of range"));
+            }
+            taps.push((name, TapDims { tokens, dim }));
+        }
+        let dims: Vec<TapDims> = taps.iter().map(|t| t.1).collect();
         let nc = r.count(4)?;
         let classes = (0..nc).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
         let nh = r.count(8)?;
@@ -174,11 +190,21 @@ impl Adapter {
         let tag = r.u8()?;
         let dim = r.u32()? as usize;
         let k = r.u32()? as usize;
-        if k != classes.len() || dim == 0 || dim.saturating_mul(k).saturating_mul(4) > r.remaining()
+        if k != classes.len()
+            || k < 2
+            || dim == 0
+            || dim.saturating_mul(k).saturating_mul(4) > r.remaining()
         {
             return Err(bad(
                 "dimensions do not match the class list or the file size",
             ));
+        }
+        let probe_dim = match tag {
+            2 => 2 * dims[0].dim,
+            _ => dims[0].dim,
+        };
+        if tag <= 2 && dim != probe_dim {
+            return Err(bad("head width does not match its tap"));
         }
         let method = match tag {
             0 => {
@@ -189,12 +215,47 @@ impl Adapter {
                 }
                 Method::Ncm(n)
             }
-            1 => Method::Linear(LinearHead {
-                dim,
-                classes: k,
-                w: read_floats(&mut r, dim * k)?,
-                b: read_floats(&mut r, k)?,
-            }),
+            1 | 2 => {
+                let l = LinearHead {
+                    dim,
+                    classes: k,
+                    w: read_floats(&mut r, dim * k)?,
+                    b: read_floats(&mut r, k)?,
+                };
+                if tag == 1 {
+                    Method::Linear(l)
+                } else {
+                    Method::Moment(l)
+                }
+            }
+            3 => {
+                // `dim` is the side width here.
+                if dim > MAX_WIDTH {
+                    return Err(bad("side width out of range"));
+                }
+                let sel = (0..dims.len()).collect();
+                let h = Ladder::new(dims.clone(), sel, dim, k);
+                Method::Ladder {
+                    params: read_floats(&mut r, h.n_params())?,
+                    taps: dims,
+                    width: dim,
+                    classes: k,
+                }
+            }
+            4 => {
+                // `dim` is the number of queries per tap here.
+                if dim > MAX_QUERIES {
+                    return Err(bad("query count out of range"));
+                }
+                let sel = (0..dims.len()).collect();
+                let h = Query::new(dims.clone(), sel, dim, k);
+                Method::Query {
+                    params: read_floats(&mut r, h.n_params())?,
+                    taps: dims,
+                    queries: dim,
+                    classes: k,
+                }
+            }
             _ => return Err(bad("unknown method")),
         };
         if r.remaining() != 0 {
@@ -202,7 +263,7 @@ impl Adapter {
         }
         Ok(Adapter {
             plan_hash: hash,
-            source,
+            taps,
             classes,
             hyper,
             method,

@@ -5,13 +5,15 @@ pub mod cache;
 mod file;
 pub mod heads;
 mod linear;
+pub mod method;
 mod ncm;
 pub mod nn;
 pub mod rng;
 pub mod train;
 
-pub use file::{Adapter, Method};
-pub use linear::{linear_memory, train_linear, LinearConfig};
+pub use file::Adapter;
+pub use linear::{linear_memory, train_linear, LinearConfig, LinearHead};
+pub use method::{fit, fit_memory, Kind, Method, Spec};
 pub use ncm::Ncm;
 
 use alloc::vec::Vec;

@@ -159,6 +159,14 @@ pub fn train<H: Head>(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<(Vec<f32>, TrainReport)> {
     let k = head.classes();
+    if cache.taps.len() > 16 {
+        return Err(Error::Invalid {
+            what: alloc::format!(
+                "{} cached taps; the trainer reads at most 16",
+                cache.taps.len()
+            ),
+        });
+    }
     if idx.is_empty() || cfg.steps == 0 {
         return Err(Error::Invalid {
             what: "nothing to train on (no examples or zero steps)".into(),

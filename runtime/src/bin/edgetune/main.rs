@@ -1,0 +1,663 @@
+//! The `edgetune` command line: compile, inspect, run, demo.
+
+use clap::{Parser, Subcommand};
+mod fewshot;
+
+use edgetune::adapt::cache::CacheFormat;
+use edgetune::adapt::train::Optimizer;
+use edgetune::adapt::Kind;
+use edgetune::import::{import_bytes, ImportOptions, Taps};
+use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
+use edgetune::preprocess::ImagePrep;
+use edgetune::{Error, Executor, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const DEFAULT_ONNX: &[u8] = include_bytes!("../../../../models/efficientnet_lite0_int8.onnx");
+const DEMO_IMAGES: &[u8] = include_bytes!("../../../../examples/data/fashion_mnist_600-images.idx");
+const DEMO_LABELS: &[u8] = include_bytes!("../../../../examples/data/fashion_mnist_600-labels.idx");
+const FASHION: [&str; 10] = [
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
+];
+
+#[derive(Parser)]
+#[command(
+    name = "edgetune",
+    about = "Personalise a frozen int8 backbone on the device"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile an ONNX model into an edgetune plan (.etm).
+    Compile {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// NAME:SHAPE, e.g. image:1x3x224x224 (the name may contain ':').
+        #[arg(long)]
+        input: Vec<String>,
+        /// `blocks`, or a comma-separated list of tensor names.
+        #[arg(long)]
+        taps: Option<String>,
+        /// Preprocessing stored with the plan, e.g. image:224:127:128.
+        #[arg(long)]
+        preprocess: Option<String>,
+    },
+    /// Print a plan's ops, parameters, arena, taps and hash.
+    Inspect { plan: PathBuf },
+    /// Run a plan on .npy inputs ([NAME=]FILE).
+    Run {
+        plan: PathBuf,
+        inputs: Vec<String>,
+        #[arg(long)]
+        save_outputs: Option<PathBuf>,
+    },
+    /// Train an adapter from a folder with one sub-folder of images per class.
+    Adapt {
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        #[arg(long)]
+        train: PathBuf,
+        /// ncm, linear, moment, ladder or query.
+        #[arg(long, default_value = "linear")]
+        method: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Refuse to train if the training peak would exceed this many bytes.
+        #[arg(long)]
+        max_memory: Option<usize>,
+        #[command(flatten)]
+        fit: FitArgs,
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Top-k classes of images with a trained adapter.
+    Predict {
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+        inputs: Vec<PathBuf>,
+    },
+    /// Few-shot episodes on a folder of class folders: accuracy per method.
+    Eval {
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// DIR/<class>/*.png, or `bundled` for the bundled Fashion-MNIST sample.
+        #[arg(long)]
+        data: String,
+        #[arg(long, default_value_t = 5)]
+        ways: usize,
+        #[arg(long, default_value_t = 5)]
+        shots: usize,
+        #[arg(long, default_value_t = 5)]
+        episodes: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Comma-separated methods (default: all).
+        #[arg(long)]
+        method: Option<String>,
+        #[command(flatten)]
+        fit: FitArgs,
+        /// Accuracy vs shots (1, 2, 5, 10) per method, as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The few-shot demo on the bundled backbone and Fashion-MNIST sample.
+    Demo {
+        #[arg(long, default_value_t = 5)]
+        episodes: u64,
+        #[arg(long, default_value_t = 5)]
+        shots: usize,
+        #[command(flatten)]
+        fit: FitArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct FitArgs {
+    /// Taps the method reads (comma-separated; default per method and backbone).
+    #[arg(long)]
+    taps: Option<String>,
+    /// Tap cache precision: f16 or i8.
+    #[arg(long, default_value = "f16")]
+    cache: String,
+    /// Augmented views (mirror, shift) per example run through the backbone.
+    #[arg(long, default_value_t = 0)]
+    augment: usize,
+    /// Training steps (full-batch epochs) of trained methods.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// adamw or sgd (momentum 0.9).
+    #[arg(long, default_value = "adamw")]
+    optimizer: String,
+    /// Early stop on one held-out example per class.
+    #[arg(long)]
+    holdout: bool,
+    /// Ladder: side width = widest tap / reduction.
+    #[arg(long, default_value_t = 16)]
+    reduction: usize,
+    /// Query: learned tokens per tap.
+    #[arg(long, default_value_t = 4)]
+    queries: usize,
+}
+
+impl FitArgs {
+    fn opts(&self) -> Result<fewshot::FitOpts> {
+        Ok(fewshot::FitOpts {
+            taps: self
+                .taps
+                .as_ref()
+                .map(|t| t.split(',').map(String::from).collect()),
+            cache: CacheFormat::parse(&self.cache).ok_or_else(|| Error::Invalid {
+                what: format!("--cache {}: use f16 or i8", self.cache),
+            })?,
+            augment: self.augment,
+            steps: self.epochs,
+            optimizer: match self.optimizer.as_str() {
+                "adamw" => Optimizer::AdamW,
+                "sgd" => Optimizer::Sgd { momentum: 0.9 },
+                o => {
+                    return Err(Error::Invalid {
+                        what: format!("--optimizer {o}: use adamw or sgd"),
+                    })
+                }
+            },
+            holdout: self.holdout,
+            reduction: self.reduction.max(1),
+            queries: self.queries.clamp(1, 256),
+        })
+    }
+}
+
+fn parse_kinds(s: Option<&str>) -> Result<Vec<Kind>> {
+    match s {
+        None => Ok(Kind::ALL.to_vec()),
+        Some(list) => list
+            .split(',')
+            .map(|m| {
+                Kind::parse(m).ok_or_else(|| Error::Invalid {
+                    what: format!(
+                        "unknown method '{m}' (available: ncm, linear, moment, ladder, query)"
+                    ),
+                })
+            })
+            .collect(),
+    }
+}
+
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: p.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn load_plan(path: &Path) -> Result<Plan<'static>> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    Plan::from_owned(AlignedBytes::from_slice(&bytes))
+}
+
+fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
+    // The shape follows the last ':'; names may contain ':' themselves.
+    let (name, shape) = s.rsplit_once(':').ok_or_else(|| Error::Invalid {
+        what: format!("--input {s}: expected NAME:SHAPE"),
+    })?;
+    let dims = shape
+        .split('x')
+        .map(|d| d.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>();
+    let dims = dims.map_err(|_| Error::Invalid {
+        what: format!("--input {s}: bad shape '{shape}'"),
+    })?;
+    Ok((name.to_string(), dims))
+}
+
+fn default_plan() -> Result<Plan<'static>> {
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![
+            ("preprocess".into(), "image:224:127:128".into()),
+            ("source".into(), "efficientnet_lite0_int8.onnx".into()),
+        ],
+        ..Default::default()
+    };
+    let parts = import_bytes(DEFAULT_ONNX, &opts)?;
+    Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes()))
+}
+
+fn read_idx(data: &[u8]) -> Result<(Vec<usize>, &[u8])> {
+    let bad = || Error::BadFile {
+        what: "idx",
+        detail: "truncated or not an IDX file".into(),
+    };
+    if data.len() < 4 || data[2] != 0x08 {
+        return Err(bad());
+    }
+    let nd = data[3] as usize;
+    let mut dims = vec![];
+    for i in 0..nd {
+        let b = data.get(4 + 4 * i..8 + 4 * i).ok_or_else(bad)?;
+        dims.push(u32::from_be_bytes(b.try_into().unwrap()) as usize);
+    }
+    let body = &data[4 + 4 * nd..];
+    if body.len() != dims.iter().product::<usize>() {
+        return Err(bad());
+    }
+    Ok((dims, body))
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The bundled Fashion-MNIST sample as grey images with labels.
+fn bundled() -> Result<(Vec<String>, Vec<(fewshot::Image, usize)>)> {
+    let (idims, pixels) = read_idx(DEMO_IMAGES)?;
+    let (_, labels) = read_idx(DEMO_LABELS)?;
+    let (n, h, w) = (idims[0], idims[1], idims[2]);
+    let images = (0..n)
+        .map(|i| {
+            (
+                fewshot::Image {
+                    px: pixels[i * h * w..][..h * w].to_vec(),
+                    w,
+                    h,
+                    c: 1,
+                },
+                labels[i] as usize,
+            )
+        })
+        .collect();
+    Ok((FASHION.iter().map(|s| s.to_string()).collect(), images))
+}
+
+fn plan_or_default(p: Option<&Path>) -> Result<Plan<'static>> {
+    match p {
+        Some(p) => load_plan(p),
+        None => default_plan(),
+    }
+}
+
+fn reference(k: Kind) -> &'static str {
+    match k {
+        Kind::Ncm => "0.667 ± 0.023 (NCM, onnxruntime features)",
+        Kind::Linear => "0.730 ± 0.020 (logistic regression C=10)",
+        _ => "-",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval_cmd(
+    plan: Option<&Path>,
+    data: &str,
+    ways: usize,
+    shots: usize,
+    episodes: u64,
+    seed: u64,
+    kinds: &[Kind],
+    opts: &fewshot::FitOpts,
+    plot: Option<&Path>,
+    json: bool,
+) -> Result<()> {
+    let plan = plan_or_default(plan)?;
+    let (names, images) = if data == "bundled" {
+        bundled()?
+    } else {
+        let (names, files) = fewshot::class_folders(Path::new(data))?;
+        let imgs = files
+            .iter()
+            .map(|(p, l)| Ok((fewshot::load_image(p)?, *l)))
+            .collect::<Result<Vec<_>>>()?;
+        (names, imgs)
+    };
+    let (res, per) = fewshot::episodes(
+        &plan,
+        &images,
+        names.len(),
+        kinds,
+        ways,
+        shots,
+        episodes,
+        seed,
+        opts,
+        !json,
+    )?;
+    if !json {
+        println!(
+            "{ways}-way {shots}-shot, {episodes} episodes, seed {seed}; backbone {:.1} ms per image",
+            per * 1e3
+        );
+    }
+    fewshot::print_table(&res, &reference, json);
+    if let Some(path) = plot {
+        let shot_list: Vec<usize> = [1, 2, 5, 10].into_iter().filter(|&s| s != shots).collect();
+        let mut rows: Vec<(Kind, Vec<(usize, f64)>)> = res
+            .iter()
+            .map(|m| (m.kind, vec![(shots, fewshot::mean_std(&m.acc).0)]))
+            .collect();
+        for &s in &shot_list {
+            let (r, _) = fewshot::episodes(
+                &plan,
+                &images,
+                names.len(),
+                kinds,
+                ways,
+                s,
+                episodes,
+                seed,
+                opts,
+                false,
+            )?;
+            for (row, m) in rows.iter_mut().zip(&r) {
+                row.1.push((s, fewshot::mean_std(&m.acc).0));
+            }
+        }
+        let mut shots_sorted: Vec<usize> = rows[0].1.iter().map(|p| p.0).collect();
+        shots_sorted.sort();
+        let series: Vec<(Kind, Vec<f64>)> = rows
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by_key(|p| p.0);
+                (k, v.into_iter().map(|p| p.1).collect())
+            })
+            .collect();
+        fewshot::plot(path, &shots_sorted, &series)?;
+        if !json {
+            println!("plot -> {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn demo(episodes: u64, shots: usize, opts: &fewshot::FitOpts, json: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let plan = default_plan()?;
+    let kernels = edgetune::kernels::Kernels::detect();
+    if !json {
+        println!("edgetune demo: EfficientNet-Lite0 int8 (embedded), Fashion-MNIST 10-way {shots}-shot, {episodes} seeded episodes, every method");
+        println!("kernels: {:?}", kernels.describe());
+        println!(
+            "plan: {} ops, {:.1} MB weights, arena {:.1} MB, compiled in {:.2} s",
+            plan.ops.len(),
+            plan.weight_bytes() as f64 / 1e6,
+            plan.arena_bytes() as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let (names, images) = bundled()?;
+    let (res, per) = fewshot::episodes(
+        &plan,
+        &images,
+        names.len(),
+        &Kind::ALL,
+        10,
+        shots,
+        episodes,
+        0,
+        opts,
+        !json,
+    )?;
+    if !json {
+        println!(
+            "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image (one thread)\n",
+            images.len() * (1 + opts.augment),
+            opts.cache,
+            per * 1e3
+        );
+    }
+    fewshot::print_table(&res, &reference, json);
+    if !json {
+        println!(
+            "\npeak RSS {:.1} MB (whole run, incl. the {}-image tap cache); classes: {}",
+            peak_rss_kb() as f64 / 1024.0,
+            images.len(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
+    let plan = load_plan(plan_path)?;
+    let mut feeds: Vec<Vec<f32>> = vec![Vec::new(); plan.inputs.len()];
+    for (k, arg) in inputs.iter().enumerate() {
+        let (name, file) = match plan
+            .inputs
+            .iter()
+            .position(|p| arg.starts_with(&format!("{}=", p.name)))
+        {
+            Some(i) => (i, &arg[plan.inputs[i].name.len() + 1..]),
+            None if plan.inputs.len() == 1 && k == 0 => (0, arg.as_str()),
+            None => {
+                return Err(Error::Invalid {
+                    what: format!(
+                        "{arg}: use NAME=FILE (inputs: {:?})",
+                        plan.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
+                    ),
+                })
+            }
+        };
+        feeds[name] = edgetune::npy::read_npy(Path::new(file))?.1;
+    }
+    let mut exec = Executor::new(
+        &plan,
+        edgetune::kernels::Kernels::detect(),
+        DEFAULT_ARENA_LIMIT,
+    )?;
+    let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
+    exec.run(&refs)?;
+    for (i, p) in plan.outputs.iter().enumerate() {
+        let t = &plan.tensors[p.tensor as usize];
+        let mut v = vec![0.0; t.len()];
+        exec.tensor_f32(p.tensor, &mut v)?;
+        let top = edgetune::adapt::argmax(&v);
+        println!(
+            "{}: shape {:?}, argmax {top} ({:.4})",
+            p.name,
+            t.logical_shape(),
+            v[top]
+        );
+        if let Some(dir) = save {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            let safe: String = p
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            edgetune::npy::write_npy(&dir.join(format!("{i}_{safe}.npy")), &t.logical_shape(), &v)?;
+        }
+    }
+    Ok(())
+}
+
+fn prep_of(plan: &Plan) -> Result<ImagePrep> {
+    plan.meta("preprocess").and_then(ImagePrep::parse).ok_or_else(|| Error::Invalid {
+        what: "plan declares no image preprocessing (compile with --preprocess image:SIZE:MEAN:STD)".into(),
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Compile {
+            model,
+            output,
+            input,
+            taps,
+            preprocess,
+        } => (|| {
+            let t = Instant::now();
+            let inputs = input
+                .iter()
+                .map(|s| parse_input_shape(s))
+                .collect::<Result<Vec<_>>>()?;
+            let taps = match taps.as_deref() {
+                None => Taps::None,
+                Some("blocks") => Taps::Blocks,
+                Some(list) => Taps::Names(list.split(',').map(String::from).collect()),
+            };
+            let mut meta = vec![("source".to_string(), model.display().to_string())];
+            if let Some(p) = preprocess {
+                meta.push(("preprocess".into(), p));
+            }
+            let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
+            let parts = import_bytes(&bytes, &ImportOptions { inputs, taps, meta })?;
+            let out = parts.to_bytes();
+            edgetune::fsutil::write_atomic(&output, &out)?;
+            println!(
+                "{} -> {} ({} ops, {:.2} MB) in {:.2} s",
+                model.display(),
+                output.display(),
+                parts.ops.len(),
+                out.len() as f64 / 1e6,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        })(),
+        Cmd::Inspect { plan } => load_plan(&plan).map(|p| {
+            let mut counts: Vec<(&str, usize)> = vec![];
+            for op in &p.ops {
+                match counts.iter_mut().find(|(n, _)| *n == op.name()) {
+                    Some(c) => c.1 += 1,
+                    None => counts.push((op.name(), 1)),
+                }
+            }
+            println!("hash {}", edgetune::error::hex(&p.hash()));
+            println!("ops {}: {counts:?}", p.ops.len());
+            println!(
+                "weights {} bytes, arena {} bytes",
+                p.weight_bytes(),
+                p.arena_bytes()
+            );
+            for i in &p.inputs {
+                println!(
+                    "input  {} {:?}",
+                    i.name,
+                    p.tensors[i.tensor as usize].logical_shape()
+                );
+            }
+            for o in &p.outputs {
+                println!(
+                    "output {} {:?}",
+                    o.name,
+                    p.tensors[o.tensor as usize].logical_shape()
+                );
+            }
+            for t in &p.taps {
+                println!(
+                    "tap    {} {:?}",
+                    t.name,
+                    p.tensors[t.tensor as usize].logical_shape()
+                );
+            }
+            for (k, v) in &p.meta {
+                println!("meta   {k} = {v}");
+            }
+        }),
+        Cmd::Run {
+            plan,
+            inputs,
+            save_outputs,
+        } => run(&plan, &inputs, save_outputs.as_deref()),
+        Cmd::Demo {
+            episodes,
+            shots,
+            fit,
+            json,
+        } => fit.opts().and_then(|o| demo(episodes, shots, &o, json)),
+        Cmd::Adapt {
+            plan,
+            train,
+            method,
+            seed,
+            max_memory,
+            fit,
+            json,
+            output,
+        } => (|| {
+            let kind = parse_kinds(Some(&method))?;
+            if kind.len() != 1 {
+                return Err(Error::Invalid {
+                    what: "adapt trains one method".into(),
+                });
+            }
+            let plan = plan_or_default(plan.as_deref())?;
+            fewshot::adapt_cmd(
+                &plan,
+                &train,
+                kind[0],
+                &fit.opts()?,
+                seed,
+                max_memory,
+                json,
+                &output,
+            )
+        })(),
+        Cmd::Predict {
+            plan,
+            adapter,
+            top,
+            json,
+            inputs,
+        } => plan_or_default(plan.as_deref())
+            .and_then(|p| fewshot::predict_cmd(&p, &adapter, &inputs, top.max(1), json)),
+        Cmd::Eval {
+            plan,
+            data,
+            ways,
+            shots,
+            episodes,
+            seed,
+            method,
+            fit,
+            plot,
+            json,
+        } => (|| {
+            let kinds = parse_kinds(method.as_deref())?;
+            eval_cmd(
+                plan.as_deref(),
+                &data,
+                ways,
+                shots,
+                episodes,
+                seed,
+                &kinds,
+                &fit.opts()?,
+                plot.as_deref(),
+                json,
+            )
+        })(),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
