@@ -7,6 +7,8 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 // Kernel names follow `dtype_op_tile__isa`.
 #![allow(non_snake_case)]
+// Index loops over tiles and lanes mirror the maths of the kernels.
+#![allow(clippy::needless_range_loop)]
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;

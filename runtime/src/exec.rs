@@ -112,7 +112,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 limit: arena.len(),
             });
         }
-        if arena.as_ptr() as usize % 64 != 0 {
+        if !(arena.as_ptr() as usize).is_multiple_of(64) {
             return Err(Error::Invalid {
                 what: "arena must be 64-byte aligned".into(),
             });

@@ -1,6 +1,10 @@
 //! edgetune: run a frozen int8 backbone on edgetune's kernels and train small adapters
 //! beside it, on the device.
 #![cfg_attr(not(feature = "std"), no_std)]
+// Index loops over channels mirror the maths of the layers and their backward.
+#![allow(clippy::needless_range_loop)]
+// Kernel-style signatures and layouts: many plain arguments, explicit tuple types.
+#![allow(clippy::too_many_arguments, clippy::type_complexity)]
 extern crate alloc;
 
 pub mod adapt;

@@ -258,9 +258,11 @@ impl AlignedBytes {
         a.as_mut().copy_from_slice(b);
         a
     }
+    #[allow(clippy::should_implement_trait)]
     pub fn as_ref(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.lines)[..self.len]
     }
+    #[allow(clippy::should_implement_trait)]
     pub fn as_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
     }
@@ -376,7 +378,7 @@ impl PlanParts {
 impl<'a> Plan<'a> {
     /// Uses `bytes` in place when it is 64-aligned, else copies it once.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Plan<'a>> {
-        if bytes.as_ptr() as usize % 64 == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(64) {
             Plan::parse(Bytes::Borrowed(bytes))
         } else {
             Plan::parse(Bytes::Owned(AlignedBytes::from_slice(bytes)))
@@ -418,7 +420,7 @@ impl<'a> Plan<'a> {
             .ok_or_else(|| bad("blob range overflows"))?;
         if 64 + header.meta_len as u64 > header.blob_off
             || end != data.len() as u64
-            || header.blob_off % 64 != 0
+            || !header.blob_off.is_multiple_of(64)
         {
             return Err(bad("section sizes do not match the file size (truncated?)"));
         }

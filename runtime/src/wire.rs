@@ -144,8 +144,8 @@ fn r_geom(r: &mut Reader) -> Result<ConvGeom> {
         || g.dil_w == 0
         || g.groups == 0;
     if bad_geom
-        || g.ic % g.groups != 0
-        || g.oc % g.groups != 0
+        || !g.ic.is_multiple_of(g.groups)
+        || !g.oc.is_multiple_of(g.groups)
         || g.dil_h * (g.kh - 1) + 1 > g.h + g.pad_top + g.pad_bottom
         || g.dil_w * (g.kw - 1) + 1 > g.w + g.pad_left + g.pad_right
     {
@@ -176,7 +176,7 @@ fn r_q(r: &mut Reader) -> Result<Q8> {
         scale: r.f32()?,
         zero: r.i32()?,
     };
-    if !(q.scale.is_finite() && q.scale > 0.0) || !(-128..=255).contains(&q.zero) {
+    if q.scale.is_nan() || q.scale.is_infinite() || q.scale <= 0.0 || !(-128..=255).contains(&q.zero) {
         return Err(bad("invalid quantisation parameters"));
     }
     Ok(q)

@@ -1,4 +1,5 @@
-//! The `edgetune` command line: compile, inspect, run, demo.
+//! The `edgetune` command line: compile, inspect, run, adapt, predict, eval, demo.
+#![allow(clippy::too_many_arguments, clippy::type_complexity)]
 
 use clap::{Parser, Subcommand};
 mod fewshot;
