@@ -176,7 +176,11 @@ fn r_q(r: &mut Reader) -> Result<Q8> {
         scale: r.f32()?,
         zero: r.i32()?,
     };
-    if q.scale.is_nan() || q.scale.is_infinite() || q.scale <= 0.0 || !(-128..=255).contains(&q.zero) {
+    if q.scale.is_nan()
+        || q.scale.is_infinite()
+        || q.scale <= 0.0
+        || !(-128..=255).contains(&q.zero)
+    {
         return Err(bad("invalid quantisation parameters"));
     }
     Ok(q)
