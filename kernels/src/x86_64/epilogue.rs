@@ -44,3 +44,61 @@ pub(crate) unsafe fn i8_epi_avx512(
     let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(args.y_zero));
     _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
 }
+
+/// AVX2 form of [`crate::quant::i8_epilogue`] for full 16-column tiles (edge tiles take
+/// the scalar path); same operations in the same order, so bit-identical.
+///
+/// # Safety
+/// `row < m`, `col0 + ncols ≤ n`, buffers valid, CPU has AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn i8_epi_avx2(
+    args: &I8GemmArgs,
+    row: usize,
+    col0: usize,
+    ncols: usize,
+    acc: &[i32; I8_NR],
+) {
+    if ncols < 16 {
+        crate::tile::i8_epi_scalar(args, row, col0, ncols, acc);
+        return;
+    }
+    let zero = _mm256_set1_epi32(crate::quant::effective_a_zero(args));
+    let idx = row * args.ldc + col0;
+    let lo = _mm256_set1_ps((args.qmin - args.y_zero) as f32);
+    let hi = _mm256_set1_ps((args.qmax - args.y_zero) as f32);
+    let yz = _mm256_set1_epi32(args.y_zero);
+    let mut q = [0i32; 16];
+    for h in 0..2 {
+        let o = 8 * h;
+        let colsum = _mm256_loadu_si256(args.colsum.add(col0 + o) as *const __m256i);
+        let mut t = _mm256_sub_epi32(
+            _mm256_loadu_si256(acc.as_ptr().add(o) as *const __m256i),
+            _mm256_mullo_epi32(colsum, zero),
+        );
+        if !args.bias.is_null() {
+            t = _mm256_add_epi32(
+                t,
+                _mm256_loadu_si256(args.bias.add(col0 + o) as *const __m256i),
+            );
+        }
+        let v = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(t),
+            _mm256_loadu_ps(args.scale.add(col0 + o)),
+        );
+        if args.out == I8Out::F32 {
+            _mm256_storeu_ps((args.c as *mut f32).add(idx + o), v);
+            continue;
+        }
+        let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+        let r = _mm256_add_epi32(_mm256_cvtps_epi32(v), yz);
+        _mm256_storeu_si256(q.as_mut_ptr().add(o) as *mut __m256i, r);
+    }
+    if args.out != I8Out::F32 {
+        // Values are already in [qmin, qmax]: narrowing keeps the low byte, as the
+        // scalar `as u8` / `as i8` does.
+        let c = args.c.add(idx);
+        for (j, &v) in q.iter().enumerate() {
+            *c.add(j) = v as u8;
+        }
+    }
+}

@@ -1,5 +1,5 @@
 use crate::pack::I8_NR;
-use crate::tile::{drive_i8, i8_epi_scalar, load_a4};
+use crate::tile::{drive_i8, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
@@ -73,7 +73,7 @@ unsafe fn micro_6x16_avxvnni(
 /// # Safety
 /// `args` describes valid buffers and the CPU has AVX2 and AVX-VNNI.
 pub unsafe fn i8_gemm_6x16__avxvnni(args: &I8GemmArgs) {
-    drive_i8::<6>(args, micro_6x16_avxvnni, i8_epi_scalar)
+    drive_i8::<6>(args, micro_6x16_avxvnni, super::epilogue::i8_epi_avx2)
 }
 
 /// AVX2 without VNNI: bytes widened to i16 and multiplied with `vpmaddwd`, exact for
@@ -117,5 +117,5 @@ unsafe fn micro_4x16_avx2(
 /// # Safety
 /// `args` describes valid buffers and the CPU has AVX2.
 pub unsafe fn i8_gemm_4x16__avx2(args: &I8GemmArgs) {
-    drive_i8::<4>(args, micro_4x16_avx2, i8_epi_scalar)
+    drive_i8::<4>(args, micro_4x16_avx2, super::epilogue::i8_epi_avx2)
 }
