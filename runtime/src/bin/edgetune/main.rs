@@ -521,6 +521,14 @@ fn prep_of(plan: &Plan) -> Result<ImagePrep> {
 }
 
 fn main() {
+    // Like other Unix tools: a closed pipe (`edgetune predict ... | head`) ends the
+    // process quietly instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Compile {
