@@ -2,6 +2,7 @@
 //! AdamW and a cosine schedule. The gradient is hand-written and checked against finite
 //! differences in the tests.
 
+use super::train::{Opt, Optimizer};
 use super::{l2_normalise, Support};
 use crate::error::{Error, Result};
 use alloc::vec::Vec;
@@ -117,36 +118,6 @@ pub fn cosine_lr(base: f32, step: usize, warmup: usize, total: usize) -> f32 {
     0.5 * base * (1.0 + libm::cosf(core::f32::consts::PI * t))
 }
 
-/// AdamW state over a flat parameter vector.
-pub struct AdamW {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
-}
-
-impl AdamW {
-    pub fn new(n: usize) -> AdamW {
-        AdamW {
-            m: alloc::vec![0.0; n],
-            v: alloc::vec![0.0; n],
-            t: 0,
-        }
-    }
-    pub fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
-        const B1: f32 = 0.9;
-        const B2: f32 = 0.999;
-        self.t += 1;
-        let c1 = 1.0 - libm::powf(B1, self.t as f32);
-        let c2 = 1.0 - libm::powf(B2, self.t as f32);
-        for i in 0..p.len() {
-            self.m[i] = B1 * self.m[i] + (1.0 - B1) * g[i];
-            self.v[i] = B2 * self.v[i] + (1.0 - B2) * g[i] * g[i];
-            let upd = (self.m[i] / c1) / (libm::sqrtf(self.v[i] / c2) + 1e-8);
-            p[i] -= lr * (upd + wd * p[i]);
-        }
-    }
-}
-
 /// Bytes training will hold at its peak (features, parameters, gradients, optimiser
 /// state, logits), computed before any allocation.
 pub fn linear_memory(n: usize, dim: usize, classes: usize) -> usize {
@@ -169,7 +140,10 @@ pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)
     let mut gw = alloc::vec![0.0; d * k];
     let mut gb = alloc::vec![0.0; k];
     let mut logits = alloc::vec![0.0; n * k];
-    let (mut ow, mut ob) = (AdamW::new(d * k), AdamW::new(k));
+    let (mut ow, mut ob) = (
+        Opt::new(Optimizer::AdamW, d * k),
+        Opt::new(Optimizer::AdamW, k),
+    );
     let l2 = 1.0 / (cfg.c * n as f32);
     let mut loss = 0.0;
     let mut last_good = head.clone();

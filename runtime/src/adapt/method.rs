@@ -242,15 +242,19 @@ fn rows(
     out
 }
 
-/// Bytes a fit will hold at its peak, before anything is allocated.
-pub fn fit_memory(spec: &Spec, cache: &TapCache, sel: &[usize], n: usize, classes: usize) -> usize {
-    let dims: Vec<TapDims> = sel
-        .iter()
+/// Shapes of the cached taps `sel`, as the heads see them.
+fn cache_dims(cache: &TapCache, sel: &[usize]) -> Vec<TapDims> {
+    sel.iter()
         .map(|&i| TapDims {
             tokens: cache.taps[i].tokens,
             dim: cache.taps[i].dim,
         })
-        .collect();
+        .collect()
+}
+
+/// Bytes a fit will hold at its peak, before anything is allocated.
+pub fn fit_memory(spec: &Spec, cache: &TapCache, sel: &[usize], n: usize, classes: usize) -> usize {
+    let dims = cache_dims(cache, sel);
     let d0 = dims.first().map_or(0, |d| d.dim);
     match spec.kind {
         Kind::Ncm => cache.bytes() + 4 * (d0 * classes + 2 * d0),
@@ -298,13 +302,7 @@ pub fn fit(
             what: alloc::format!("{} reads exactly one tap", spec.kind.name()),
         });
     }
-    let dims: Vec<TapDims> = sel
-        .iter()
-        .map(|&i| TapDims {
-            tokens: cache.taps[i].tokens,
-            dim: cache.taps[i].dim,
-        })
-        .collect();
+    let dims = cache_dims(cache, sel);
     let y: Vec<usize> = idx.iter().map(|&i| cache.labels[i]).collect();
     let d0 = dims[0].dim;
     let support = |x: &[f32], dim| -> Result<()> {

@@ -96,7 +96,8 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
         + 8 * cache.len()
 }
 
-struct Opt {
+/// Optimiser state over a flat parameter vector (every trainer in `adapt` uses it).
+pub(crate) struct Opt {
     kind: Optimizer,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -104,7 +105,7 @@ struct Opt {
 }
 
 impl Opt {
-    fn new(kind: Optimizer, n: usize) -> Opt {
+    pub(crate) fn new(kind: Optimizer, n: usize) -> Opt {
         let v = match kind {
             Optimizer::AdamW => alloc::vec![0.0; n],
             Optimizer::Sgd { .. } => Vec::new(),
@@ -117,7 +118,7 @@ impl Opt {
         }
     }
 
-    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
+    pub(crate) fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
         self.t += 1;
         match self.kind {
             Optimizer::AdamW => {
