@@ -92,7 +92,8 @@ impl<'p, 'm> TapReader<'p, 'm> {
 
 /// The taps a method reads by default on a plan: `features` (or the first output) for
 /// ncm and linear; the last spatial tap for moment; three spatial taps spread over the
-/// second half of the network for ladder; the last two spatial taps for query.
+/// second half of the network for ladder; the last two spatial taps for query; the
+/// third-last spatial tap as the cut of the tail methods.
 pub fn default_taps(plan: &Plan, kind: crate::adapt::Kind) -> Vec<alloc::string::String> {
     use crate::adapt::Kind;
     let pooled = plan
@@ -128,5 +129,7 @@ pub fn default_taps(plan: &Plan, kind: crate::adapt::Kind) -> Vec<alloc::string:
             v
         }
         Kind::Query => spatial[n.saturating_sub(2)..].to_vec(),
+        // The cut before the last two blocks and the conv head: the third-last feature map.
+        Kind::Tail | Kind::Bias | Kind::Lora => alloc::vec![spatial[n.saturating_sub(3)].clone()],
     }
 }

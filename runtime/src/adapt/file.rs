@@ -3,7 +3,8 @@
 
 use super::heads::{Ladder, Query, TapDims};
 use super::linear::LinearHead;
-use super::method::Method;
+use super::method::{Kind, Method};
+use super::tail::Tail;
 use super::ncm::Ncm;
 use super::train::Head;
 use crate::error::{Error, Result};
@@ -120,6 +121,22 @@ impl Adapter {
                 w.u32(*classes as u32);
                 floats(&mut w, params);
             }
+            Method::Tail {
+                kind,
+                rank,
+                classes,
+                params,
+                ..
+            } => {
+                w.u8(match kind {
+                    Kind::Bias => 6,
+                    Kind::Lora => 7,
+                    _ => 5,
+                });
+                w.u32(*rank as u32);
+                w.u32(*classes as u32);
+                floats(&mut w, params);
+            }
         }
         let body = w.into_inner();
         let mut out = Vec::with_capacity(48 + body.len());
@@ -192,7 +209,7 @@ impl Adapter {
         let k = r.u32()? as usize;
         if k != classes.len()
             || k < 2
-            || dim == 0
+            || (dim == 0 && tag < 5)
             || dim.saturating_mul(k).saturating_mul(4) > r.remaining()
         {
             return Err(bad(
@@ -256,6 +273,31 @@ impl Adapter {
                     classes: k,
                 }
             }
+            5..=7 => {
+                // `dim` is the low-rank rank here; the parameters are checked against the
+                // plan's tail when the adapter is bound.
+                if dim > MAX_WIDTH {
+                    return Err(bad("rank out of range"));
+                }
+                let n = r.count(4).map_err(|_| bad("weights truncated"))?;
+                let mut params = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let x = r.f32()?;
+                    if !x.is_finite() {
+                        return Err(Error::NonFinite {
+                            what: "adapter weights".into(),
+                        });
+                    }
+                    params.push(x);
+                }
+                Method::Tail {
+                    kind: [Kind::Tail, Kind::Bias, Kind::Lora][tag as usize - 5],
+                    rank: dim,
+                    classes: k,
+                    params,
+                    tail: None,
+                }
+            }
             _ => return Err(bad("unknown method")),
         };
         if r.remaining() != 0 {
@@ -268,6 +310,41 @@ impl Adapter {
             hyper,
             method,
         })
+    }
+
+    /// Binds a tail adapter to its plan: rebuilds the float tail after the cut tap from the
+    /// frozen plan and checks the trained tensors fit it. Other methods need nothing.
+    pub fn bind(&mut self, plan: &crate::plan::Plan) -> Result<()> {
+        if plan.hash() != self.plan_hash {
+            return Err(Error::PlanMismatch {
+                expected: plan.hash(),
+                got: self.plan_hash,
+            });
+        }
+        let cut = self.taps[0].0.clone();
+        let cut_dims = self.taps[0].1;
+        if let Method::Tail {
+            kind,
+            rank,
+            classes,
+            params,
+            tail,
+        } = &mut self.method
+        {
+            let spec = super::Spec {
+                rank: *rank,
+                ..super::Spec::new(*kind)
+            }
+            .bind_tail(plan, &cut)?;
+            let net = spec.tail.clone().ok_or_else(|| bad("tail"))?;
+            let t = Tail::new(net, spec.variant(), *classes);
+            if t.n_params() != params.len() || t.net.cut_dims() != cut_dims {
+                return Err(bad("tail parameters do not match the plan's tail"));
+            }
+            t.prepare(params);
+            *tail = Some(alloc::boxed::Box::new(t));
+        }
+        Ok(())
     }
 
     /// Writes atomically: temporary file in the same folder, fsync, rename. A crash at

@@ -5,10 +5,26 @@ use super::cache::{TapCache, TapShape};
 use super::heads::{Ladder, Query, TapDims};
 use super::linear::{train_linear, LinearConfig, LinearHead};
 use super::ncm::Ncm;
-use super::train::{self, Progress, TrainConfig};
+use super::train::{self, Head, Progress, TrainConfig};
 use super::Support;
+use super::tail::{Tail, TailNet, Variant};
 use crate::error::{Error, Result};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+
+/// Training defaults per method. The tail methods take mini-batches of 10: a step through
+/// the tail costs as much as a backbone pass per example.
+fn tail_defaults(kind: Kind) -> TrainConfig {
+    let mut c = TrainConfig::default();
+    if kind.is_tail() {
+        c.steps = 150;
+        c.batch = 10;
+        c.lr = 3e-3;
+        c.warmup = 10;
+    }
+    c
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -17,16 +33,30 @@ pub enum Kind {
     Moment,
     Ladder,
     Query,
+    /// The backbone's last blocks after a cut tap, every weight trained.
+    Tail,
+    /// The tail's biases and per-channel scales only (after TinyTL).
+    Bias,
+    /// Low-rank updates of the tail's 1×1 convolutions.
+    Lora,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Ncm,
         Kind::Linear,
         Kind::Moment,
         Kind::Ladder,
         Kind::Query,
+        Kind::Tail,
+        Kind::Bias,
+        Kind::Lora,
     ];
+
+    /// Methods that tune a copy of the backbone's tail (they need the plan).
+    pub fn is_tail(self) -> bool {
+        matches!(self, Kind::Tail | Kind::Bias | Kind::Lora)
+    }
 
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == s)
@@ -39,6 +69,9 @@ impl Kind {
             Kind::Moment => "moment",
             Kind::Ladder => "ladder",
             Kind::Query => "query",
+            Kind::Tail => "tail",
+            Kind::Bias => "bias",
+            Kind::Lora => "lora",
         }
     }
 }
@@ -53,6 +86,10 @@ pub struct Spec {
     pub queries: usize,
     pub linear: LinearConfig,
     pub train: TrainConfig,
+    /// Tail methods: rank of the low-rank updates.
+    pub rank: usize,
+    /// Tail methods: the float copy of the plan after the cut ([`Spec::bind_tail`]).
+    pub tail: Option<Arc<TailNet>>,
 }
 
 impl Spec {
@@ -62,7 +99,25 @@ impl Spec {
             reduction: 16,
             queries: 4,
             linear: LinearConfig::default(),
-            train: TrainConfig::default(),
+            train: tail_defaults(kind),
+            rank: 4,
+            tail: None,
+        }
+    }
+
+    /// Builds the tail of `plan` after the tap `cut`, for the tail methods.
+    pub fn bind_tail(mut self, plan: &crate::plan::Plan, cut: &str) -> Result<Spec> {
+        self.tail = Some(Arc::new(TailNet::from_plan(plan, cut)?));
+        Ok(self)
+    }
+
+    pub(crate) fn variant(&self) -> Variant {
+        match self.kind {
+            Kind::Bias => Variant::Bias,
+            Kind::Lora => Variant::Lora {
+                rank: self.rank.max(1),
+            },
+            _ => Variant::Full,
         }
     }
 
@@ -90,6 +145,14 @@ pub enum Method {
         queries: usize,
         classes: usize,
         params: Vec<f32>,
+    },
+    /// A tuned tail; `tail` is `None` until the adapter is bound to its plan.
+    Tail {
+        kind: Kind,
+        rank: usize,
+        classes: usize,
+        params: Vec<f32>,
+        tail: Option<Box<Tail>>,
     },
 }
 
@@ -135,6 +198,7 @@ impl Method {
             Method::Moment(_) => Kind::Moment,
             Method::Ladder { .. } => Kind::Ladder,
             Method::Query { .. } => Kind::Query,
+            Method::Tail { kind, .. } => *kind,
         }
     }
 
@@ -142,7 +206,9 @@ impl Method {
         match self {
             Method::Ncm(n) => n.classes(),
             Method::Linear(l) | Method::Moment(l) => l.classes,
-            Method::Ladder { classes, .. } | Method::Query { classes, .. } => *classes,
+            Method::Ladder { classes, .. }
+            | Method::Query { classes, .. }
+            | Method::Tail { classes, .. } => *classes,
         }
     }
 
@@ -151,7 +217,9 @@ impl Method {
         match self {
             Method::Ncm(n) => n.dim * n.classes(),
             Method::Linear(l) | Method::Moment(l) => l.w.len() + l.b.len(),
-            Method::Ladder { params, .. } | Method::Query { params, .. } => params.len(),
+            Method::Ladder { params, .. }
+            | Method::Query { params, .. }
+            | Method::Tail { params, .. } => params.len(),
         }
     }
 
@@ -215,6 +283,13 @@ impl Method {
                 let h = Query::new(t.clone(), (0..t.len()).collect(), *queries, *classes);
                 train::predict(&h, params, taps, out);
             }
+            Method::Tail { tail, params, .. } => {
+                let t = tail.as_ref().ok_or_else(|| Error::Invalid {
+                    what: "tail adapter is not bound to its plan (Adapter::bind)".into(),
+                })?;
+                let mut s = alloc::vec![0.0f32; t.scratch_len()];
+                t.forward(params, taps, &mut s, out);
+            }
         }
         Ok(())
     }
@@ -268,6 +343,13 @@ pub fn fit_memory(spec: &Spec, cache: &TapCache, sel: &[usize], n: usize, classe
             cache,
             &spec.train,
         ),
+        Kind::Tail | Kind::Bias | Kind::Lora => match &spec.tail {
+            Some(net) => {
+                let t = Tail::new(net.clone(), spec.variant(), classes);
+                train::train_memory(&t, cache, &spec.train)
+            }
+            None => cache.bytes(),
+        },
     }
 }
 
@@ -393,6 +475,32 @@ pub fn fit(
                 params,
             })
         }
+        Kind::Tail | Kind::Bias | Kind::Lora => {
+            let net = spec.tail.clone().ok_or_else(|| Error::Invalid {
+                what: alloc::format!("{} needs the plan's tail (Spec::bind_tail)", spec.kind.name()),
+            })?;
+            let cut = net.cut_dims();
+            if sel.len() != 1 || dims[0] != cut {
+                return Err(Error::ShapeMismatch {
+                    op: alloc::format!("{} cut '{}'", spec.kind.name(), net.cut),
+                    expected: alloc::vec![cut.tokens, cut.dim],
+                    got: alloc::vec![dims[0].tokens, dims[0].dim],
+                });
+            }
+            let mut t = Tail::new(net, spec.variant(), classes);
+            t.tap = sel[0];
+            t.proto = tail_prototypes(&t, cache, idx, classes)?;
+            let (params, _) = train::train(&t, cache, idx, &spec.train, progress)?;
+            t.tap = 0;
+            t.prepare(&params);
+            Ok(Method::Tail {
+                kind: spec.kind,
+                rank: spec.rank,
+                classes,
+                params,
+                tail: Some(Box::new(t)),
+            })
+        }
         Kind::Query => {
             let h = Query::new(dims.clone(), sel.to_vec(), spec.queries, classes);
             let (params, _) = train::train(&h, cache, idx, &spec.train, progress)?;
@@ -404,4 +512,40 @@ pub fn fit(
             })
         }
     }
+}
+
+/// Unit-norm class means of the frozen tail's pooled features over the support set: the
+/// cosine classifier starts as nearest-class-mean.
+fn tail_prototypes(
+    t: &Tail,
+    cache: &TapCache,
+    idx: &[usize],
+    classes: usize,
+) -> Result<Vec<f32>> {
+    let fdim = t.net.feature_dim();
+    let mut rng = super::rng::Rng::new(0);
+    let mut p = alloc::vec![0.0; t.n_params()];
+    t.init(&mut rng, &mut p);
+    t.prepare(&p);
+    let mut s = alloc::vec![0.0; t.scratch_len()];
+    let mut x: Vec<Vec<f32>> = cache.taps.iter().map(|c| alloc::vec![0.0; c.len()]).collect();
+    let mut logits = alloc::vec![0.0; classes];
+    let mut proto = alloc::vec![0.0; classes * fdim];
+    for &i in idx {
+        for (j, b) in x.iter_mut().enumerate() {
+            cache.read(i, j, b);
+        }
+        let v: Vec<&[f32]> = x.iter().map(|b| &b[..]).collect();
+        t.forward(&p, &v, &mut s, &mut logits);
+        let f = t.features(&s);
+        let row = &mut proto[cache.labels[i] * fdim..][..fdim];
+        row.iter_mut().zip(f).for_each(|(o, v)| *o += v);
+    }
+    super::l2_normalise(&mut proto, fdim);
+    if proto.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "tail features of the support set".into(),
+        });
+    }
+    Ok(proto)
 }

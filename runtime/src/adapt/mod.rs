@@ -9,6 +9,7 @@ pub mod method;
 mod ncm;
 pub mod nn;
 pub mod rng;
+pub mod tail;
 pub mod train;
 
 pub use file::Adapter;

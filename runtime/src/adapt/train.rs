@@ -22,6 +22,16 @@ pub trait Head {
     fn forward(&self, p: &[f32], x: &[&[f32]], s: &mut [f32], logits: &mut [f32]);
     /// Accumulates the gradient of the loss into `g`, after `forward` on the same `s`.
     fn backward(&self, p: &[f32], x: &[&[f32]], s: &mut [f32], dlogits: &[f32], g: &mut [f32]);
+    /// Bytes the head holds outside parameters and scratch (frozen weights, packings).
+    fn fixed_bytes(&self) -> usize {
+        0
+    }
+    /// Per-parameter learning-rate multipliers; `false` leaves every one at 1.
+    fn lr_scales(&self, _out: &mut [f32]) -> bool {
+        false
+    }
+    /// Called whenever the parameters changed, before the next `forward`.
+    fn prepare(&self, _p: &[f32]) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,7 +102,8 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
     let copies = 4 + cfg.holdout as usize;
     let taps: usize = cache.taps.iter().map(|t| t.len()).sum();
     cache.bytes()
-        + 4 * (copies * p + head.scratch_len() + taps + 2 * head.classes())
+        + head.fixed_bytes()
+        + 4 * ((copies + 1) * p + head.scratch_len() + taps + 2 * head.classes())
         + 8 * cache.len()
 }
 
@@ -101,6 +112,8 @@ pub(crate) struct Opt {
     kind: Optimizer,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Per-parameter learning-rate multipliers (empty: all 1).
+    pub(crate) scale: Vec<f32>,
     t: i32,
 }
 
@@ -114,6 +127,7 @@ impl Opt {
             kind,
             m: alloc::vec![0.0; n],
             v,
+            scale: Vec::new(),
             t: 0,
         }
     }
@@ -130,13 +144,14 @@ impl Opt {
                     self.m[i] = B1 * self.m[i] + (1.0 - B1) * g[i];
                     self.v[i] = B2 * self.v[i] + (1.0 - B2) * g[i] * g[i];
                     let upd = (self.m[i] / c1) / (libm::sqrtf(self.v[i] / c2) + 1e-8);
+                    let lr = lr * self.scale.get(i).copied().unwrap_or(1.0);
                     p[i] -= lr * (upd + wd * p[i]);
                 }
             }
             Optimizer::Sgd { momentum } => {
                 for i in 0..p.len() {
                     self.m[i] = momentum * self.m[i] + g[i] + wd * p[i];
-                    p[i] -= lr * self.m[i];
+                    p[i] -= lr * self.scale.get(i).copied().unwrap_or(1.0) * self.m[i];
                 }
             }
         }
@@ -213,6 +228,11 @@ pub fn train<H: Head>(
     let mut g = alloc::vec![0.0f32; np];
     let mut best = if use_holdout { p.clone() } else { Vec::new() };
     let mut opt = Opt::new(cfg.optimizer, np);
+    let mut scales = alloc::vec![1.0f32; np];
+    if head.lr_scales(&mut scales) {
+        opt.scale = scales;
+    }
+    head.prepare(&p);
     let mut s = alloc::vec![0.0f32; head.scratch_len()];
     let mut bufs: Vec<Vec<f32>> = cache
         .taps
@@ -250,6 +270,7 @@ pub fn train<H: Head>(
         g.iter_mut().for_each(|v| *v *= inv);
         let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
         opt.step(&mut p, &g, lr, cfg.weight_decay);
+        head.prepare(&p);
         report.steps_run = step + 1;
         report.final_loss = loss;
         let prog = Progress {
@@ -293,6 +314,7 @@ pub fn train<H: Head>(
 
 /// Logits of one example with trained parameters.
 pub fn predict<H: Head>(head: &H, p: &[f32], taps: &[&[f32]], logits: &mut [f32]) {
+    head.prepare(p);
     let mut s = alloc::vec![0.0f32; head.scratch_len()];
     head.forward(p, taps, &mut s, logits);
 }

@@ -31,6 +31,7 @@ pub struct FitOpts {
     pub holdout: bool,
     pub reduction: usize,
     pub queries: usize,
+    pub rank: usize,
 }
 
 impl Default for FitOpts {
@@ -44,15 +45,18 @@ impl Default for FitOpts {
             holdout: false,
             reduction: 16,
             queries: 4,
+            rank: 4,
         }
     }
 }
 
 impl FitOpts {
-    pub fn spec(&self, kind: Kind, seed: u64) -> Spec {
+    /// The method's spec; the tail methods also get the plan's tail after their cut.
+    pub fn spec(&self, plan: &Plan, kind: Kind, seed: u64) -> Result<Spec> {
         let mut s = Spec::new(kind).seed(seed);
         s.reduction = self.reduction;
         s.queries = self.queries;
+        s.rank = self.rank;
         s.train.optimizer = self.optimizer;
         if let Optimizer::Sgd { .. } = self.optimizer {
             s.train.lr = 0.05;
@@ -62,12 +66,15 @@ impl FitOpts {
             s.train.steps = n;
             s.linear.steps = n;
         }
-        s
+        if kind.is_tail() {
+            s = s.bind_tail(plan, &self.taps_for(plan, kind)[0])?;
+        }
+        Ok(s)
     }
 
     fn taps_for(&self, plan: &Plan, kind: Kind) -> Vec<String> {
         match &self.taps {
-            Some(t) if !matches!(kind, Kind::Ncm | Kind::Linear | Kind::Moment) => t.clone(),
+            Some(t) if matches!(kind, Kind::Ladder | Kind::Query) => t.clone(),
             Some(t) => t[..1].to_vec(),
             None => default_taps(plan, kind),
         }
@@ -295,7 +302,7 @@ pub fn adapt_cmd(
     let shapes = TapReader::new(exec, &taps)?.shapes;
     let mut probe = TapCache::new(opts.cache, shapes);
     let rows = images.len() * (1 + opts.augment);
-    let spec = opts.spec(kind, seed);
+    let spec = opts.spec(plan, kind, seed)?;
     let sel: Vec<usize> = (0..taps.len()).collect();
     let need = adapt::fit_memory(&spec, &probe, &sel, rows, names.len())
         + rows * probe.bytes_per_example()
@@ -397,7 +404,8 @@ pub fn predict_cmd(
     json: bool,
 ) -> Result<()> {
     let prep = crate::prep_of(plan)?;
-    let a = Adapter::load(adapter, &plan.hash())?;
+    let mut a = Adapter::load(adapter, &plan.hash())?;
+    a.bind(plan)?;
     let exec = Executor::new(
         plan,
         edgetune::kernels::Kernels::detect(),
@@ -567,7 +575,7 @@ pub fn episodes(
         for m in res.iter_mut() {
             let names = opts.taps_for(plan, m.kind);
             let sel = tap_indices(&ep, &names)?;
-            let spec = opts.spec(m.kind, seed.wrapping_add(e));
+            let spec = opts.spec(plan, m.kind, seed.wrapping_add(e))?;
             m.peak = m
                 .peak
                 .max(adapt::fit_memory(&spec, &ep, &sel, ep.len(), ways));

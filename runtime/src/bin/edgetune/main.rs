@@ -155,6 +155,9 @@ struct FitArgs {
     /// Query: learned tokens per tap.
     #[arg(long, default_value_t = 4)]
     queries: usize,
+    /// Lora: rank of the low-rank updates of the tail's 1×1 convolutions.
+    #[arg(long, default_value_t = 4)]
+    rank: usize,
 }
 
 impl FitArgs {
@@ -181,6 +184,7 @@ impl FitArgs {
             holdout: self.holdout,
             reduction: self.reduction.max(1),
             queries: self.queries.clamp(1, 256),
+            rank: self.rank.clamp(1, 256),
         })
     }
 }
@@ -193,7 +197,7 @@ fn parse_kinds(s: Option<&str>) -> Result<Vec<Kind>> {
             .map(|m| {
                 Kind::parse(m).ok_or_else(|| Error::Invalid {
                     what: format!(
-                        "unknown method '{m}' (available: ncm, linear, moment, ladder, query)"
+                        "unknown method '{m}' (available: ncm, linear, moment, ladder, query, tail, bias, lora)"
                     ),
                 })
             })

@@ -1,0 +1,28 @@
+//! `.etm` loader: raw bytes, then the same bytes with the checksum repaired so mutations
+//! reach the metadata parser and the executor's checks.
+#![no_main]
+use edgetune::plan::{fnv64, Plan};
+use edgetune::{kernels::Kernels, Executor};
+use libfuzzer_sys::fuzz_target;
+
+fn try_run(data: &[u8]) {
+    let Ok(plan) = Plan::from_bytes(data) else { return };
+    let Ok(mut exec) = Executor::new(&plan, Kernels::detect(), 16 << 20) else { return };
+    let inputs: Vec<Vec<f32>> = plan
+        .inputs
+        .iter()
+        .map(|p| vec![0.5; plan.tensors[p.tensor as usize].len().min(1 << 22)])
+        .collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let _ = exec.run(&refs);
+}
+
+fuzz_target!(|data: &[u8]| {
+    try_run(data);
+    if data.len() >= 64 {
+        let mut fixed = data.to_vec();
+        let sum = fnv64(0xcbf2_9ce4_8422_2325, &fixed[64..]);
+        fixed[40..48].copy_from_slice(&sum.to_le_bytes());
+        try_run(&fixed);
+    }
+});

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs one fuzz target for SECONDS (default 60) on its committed corpus.
+#   fuzz/run.sh plan_load|adapter_load|onnx_import|exec_inputs|capi_bytes [SECONDS]
+# The ONNX target also gets the real backbone as a seed (copied, not committed).
+set -euo pipefail
+cd "$(dirname "$0")"
+t=$1; secs=${2:-60}
+mkdir -p corpus/$t artifacts/$t
+extra=(); len=(-max_len=16384)
+if [ "$t" = onnx_import ]; then
+  len=()
+  mkdir -p "$HOME/.cache/edgetune-fuzz-seeds"
+  cp ../models/efficientnet_lite0_int8.onnx "$HOME/.cache/edgetune-fuzz-seeds/"
+  extra=("$HOME/.cache/edgetune-fuzz-seeds")
+fi
+# max_len: plans and adapters of the seeds are a few KB; the real ONNX seed is kept whole.
+exec cargo +nightly fuzz run "$t" corpus/$t "${extra[@]}" -- \
+  -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 "${len[@]}" \
+  -artifact_prefix=artifacts/$t/ -print_final_stats=1
