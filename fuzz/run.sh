@@ -14,6 +14,8 @@ if [ "$t" = onnx_import ]; then
   extra=("$HOME/.cache/edgetune-fuzz-seeds")
 fi
 # max_len: plans and adapters of the seeds are a few KB; the real ONNX seed is kept whole.
-exec cargo +nightly fuzz run "$t" corpus/$t "${extra[@]}" -- \
+# The build cache lives outside the clone, like the workspace's.
+target_dir=${EDGETUNE_FUZZ_TARGET:-$HOME/.cache/edgetune-fuzz-target}
+exec cargo +nightly fuzz run --target-dir "$target_dir" "$t" corpus/$t "${extra[@]}" -- \
   -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 "${len[@]}" \
   -artifact_prefix=artifacts/$t/ -print_final_stats=1

@@ -5,6 +5,7 @@ use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::rng::Rng;
 use edgetune::adapt::train::{Optimizer, Progress};
 use edgetune::adapt::{self, Adapter, Kind, Spec};
+use edgetune::adapt::Method;
 use edgetune::features::{default_taps, TapReader};
 use edgetune::plan::{Plan, DEFAULT_ARENA_LIMIT};
 use edgetune::preprocess::ImagePrep;
@@ -32,6 +33,7 @@ pub struct FitOpts {
     pub reduction: usize,
     pub queries: usize,
     pub rank: usize,
+    pub export: Option<PathBuf>,
 }
 
 impl Default for FitOpts {
@@ -46,6 +48,7 @@ impl Default for FitOpts {
             reduction: 16,
             queries: 4,
             rank: 4,
+            export: None,
         }
     }
 }
@@ -466,6 +469,8 @@ pub fn predict_cmd(
 pub struct MethodResult {
     pub kind: Kind,
     pub acc: Vec<f64>,
+    /// Tail methods: accuracy of the same tail re-quantised to int8.
+    pub acc_int8: Vec<f64>,
     pub train_s: f64,
     pub peak: usize,
     pub params: usize,
@@ -534,6 +539,7 @@ pub fn episodes(
         .map(|&kind| MethodResult {
             kind,
             acc: vec![],
+            acc_int8: vec![],
             train_s: 0.0,
             peak: 0,
             params: 0,
@@ -572,6 +578,9 @@ pub fn episodes(
             ep.push(&v, w)?;
         }
         let idx: Vec<usize> = (0..ep.len()).collect();
+        if let Some(dir) = &opts.export {
+            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, e)?;
+        }
         for m in res.iter_mut() {
             let names = opts.taps_for(plan, m.kind);
             let sel = tap_indices(&ep, &names)?;
@@ -603,12 +612,94 @@ pub fn episodes(
                 ok += (adapt::argmax(&scores) == w) as usize;
             }
             m.acc.push(ok as f64 / query.len() as f64);
+            if let Method::Tail {
+                tail: Some(t),
+                params,
+                ..
+            } = &a.method
+            {
+                let cut = plan.tap(&names[0]).ok_or_else(|| Error::Invalid {
+                    what: format!("no tap {}", names[0]),
+                })?;
+                let q = edgetune::plan::Q8 {
+                    scale: cut.scale,
+                    zero: cut.zero,
+                };
+                let calib: Vec<Vec<f32>> = (0..ep.len())
+                    .map(|i| {
+                        let mut v = vec![0.0; ep.taps[sel[0]].len()];
+                        ep.read(i, sel[0], &mut v);
+                        v
+                    })
+                    .collect();
+                let views: Vec<&[f32]> = calib.iter().map(|v| &v[..]).collect();
+                let tq = edgetune::adapt::tail::TailQ::new(t, params, &views, q)?;
+                let mut ok = 0;
+                for &(r, w) in &query {
+                    cache.read(r, sel[0], &mut bufs[sel[0]]);
+                    tq.scores(&bufs[sel[0]], &mut scores)?;
+                    ok += (adapt::argmax(&scores) == w) as usize;
+                }
+                m.acc_int8.push(ok as f64 / query.len() as f64);
+            }
         }
     }
     for m in res.iter_mut() {
         m.train_s /= n_episodes as f64;
     }
     Ok((res, per))
+}
+
+/// Writes episode `e`'s support and query taps (`e{e}_{support|query}_t{j}.npy`, tap `j`
+/// of `taps.txt`) and labels, and once the frozen tail of each tail method's cut.
+#[allow(clippy::too_many_arguments)]
+fn export_episode(
+    dir: &Path,
+    plan: &Plan,
+    opts: &FitOpts,
+    kinds: &[Kind],
+    names: &[String],
+    ep: &TapCache,
+    cache: &TapCache,
+    query: &[(usize, usize)],
+    e: u64,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|x| io_err(dir, x))?;
+    let mut list = String::new();
+    for (j, n) in names.iter().enumerate() {
+        let t = &cache.taps[j];
+        list += &format!("t{j} {} {} {n}\n", t.tokens, t.dim);
+        for (part, c, rows) in [
+            ("support", ep, (0..ep.len()).collect::<Vec<_>>()),
+            ("query", cache, query.iter().map(|q| q.0).collect()),
+        ] {
+            let mut v = vec![0.0; rows.len() * t.len()];
+            for (k, &r) in rows.iter().enumerate() {
+                c.read(r, j, &mut v[k * t.len()..][..t.len()]);
+            }
+            let p = dir.join(format!("e{e}_{part}_t{j}.npy"));
+            edgetune::npy::write_npy(&p, &[rows.len(), t.tokens, t.dim], &v)?;
+        }
+    }
+    let ys: Vec<f32> = ep.labels.iter().map(|&l| l as f32).collect();
+    edgetune::npy::write_npy(&dir.join(format!("e{e}_support_y.npy")), &[ys.len()], &ys)?;
+    let yq: Vec<f32> = query.iter().map(|q| q.1 as f32).collect();
+    edgetune::npy::write_npy(&dir.join(format!("e{e}_query_y.npy")), &[yq.len()], &yq)?;
+    for &k in kinds {
+        let t = opts.taps_for(plan, k);
+        list += &format!("method {} {}\n", k.name(), t.join(","));
+    }
+    std::fs::write(dir.join("taps.txt"), list).map_err(|x| io_err(dir, x))?;
+    if let Some(&k) = kinds.iter().find(|k| k.is_tail()) {
+        let net = edgetune::adapt::tail::TailNet::from_plan(plan, &opts.taps_for(plan, k)[0])?;
+        let mut desc = format!("cut {} {}\n", net.slots[0].0, net.slots[0].1);
+        for l in &net.layers {
+            desc += &format!("{l:?}\n");
+        }
+        std::fs::write(dir.join("tail.txt"), desc).map_err(|x| io_err(dir, x))?;
+        edgetune::npy::write_npy(&dir.join("tail_frozen.npy"), &[net.frozen.len()], &net.frozen)?;
+    }
+    Ok(())
 }
 
 /// Accuracy against shots per method, as an SVG line chart.
@@ -667,9 +758,10 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> &'static str, js
             .map(|m| {
                 let (a, s) = mean_std(&m.acc);
                 format!(
-                    "{{\"method\":{},\"accuracy\":{a:.4},\"std\":{s:.4},\"episodes\":{:?},\"train_ms\":{:.2},\"peak_bytes\":{},\"params\":{},\"adapter_bytes\":{}}}",
+                    "{{\"method\":{},\"accuracy\":{a:.4},\"std\":{s:.4},\"episodes\":{:?},\"int8_episodes\":{:?},\"train_ms\":{:.2},\"peak_bytes\":{},\"params\":{},\"adapter_bytes\":{}}}",
                     json_str(m.kind.name()),
                     m.acc,
+                    m.acc_int8,
                     m.train_s * 1e3,
                     m.peak,
                     m.params,
@@ -693,5 +785,12 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> &'static str, js
             m.params,
             m.adapter_bytes as f64 / 1e3
         );
+        if !m.acc_int8.is_empty() {
+            let (a, s) = mean_std(&m.acc_int8);
+            println!(
+                "| {} (int8) | {a:.3} ± {s:.3} | - | (same) | - | - | - |",
+                m.kind.name()
+            );
+        }
     }
 }

@@ -158,6 +158,10 @@ struct FitArgs {
     /// Lora: rank of the low-rank updates of the tail's 1×1 convolutions.
     #[arg(long, default_value_t = 4)]
     rank: usize,
+    /// eval: write each episode's cached taps, labels and the frozen tail to DIR (.npy),
+    /// for reference trainers (tools/torch_reference.py).
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 impl FitArgs {
@@ -185,6 +189,7 @@ impl FitArgs {
             reduction: self.reduction.max(1),
             queries: self.queries.clamp(1, 256),
             rank: self.rank.clamp(1, 256),
+            export: self.export.clone(),
         })
     }
 }
