@@ -242,6 +242,21 @@ impl Method {
                 got: taps.iter().map(|t| t.len()).collect(),
             });
         }
+        // The tap widths the method was trained on.
+        let width_ok = match self {
+            Method::Ncm(n) => dims[0].dim == n.dim,
+            Method::Linear(l) => dims[0].dim == l.dim,
+            Method::Moment(l) => 2 * dims[0].dim == l.dim,
+            Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => dims[..t.len()] == t[..],
+            Method::Tail { tail, .. } => tail.as_ref().is_none_or(|t| dims[0] == t.net.cut_dims()),
+        };
+        if !width_ok {
+            return Err(Error::ShapeMismatch {
+                op: alloc::format!("{} adapter taps", self.name()),
+                expected: alloc::vec![],
+                got: dims.iter().map(|d| d.dim).collect(),
+            });
+        }
         if out.len() < self.classes() {
             return Err(Error::ShapeMismatch {
                 op: "scores".into(),
