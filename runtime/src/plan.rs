@@ -518,6 +518,93 @@ impl<'a> Plan<'a> {
                 return Err(bad("port refers to a tensor that does not exist"));
             }
         }
+        for op in &self.ops {
+            self.validate_int8(op)?;
+        }
+        Ok(())
+    }
+
+    /// Int8 ops cannot overflow their i32 accumulators: with u8 activations (zero points
+    /// in 0..=255), i8 weights and column sums that match the weights, `Σ(x - z_x)·w` is
+    /// at most 255·128·k < 2^30 for k ≤ I8_MAX_K = 2^15, and a bias within ±2^30 keeps the
+    /// sum below 2^31 (2 143 289 344 at the extremes). A plan that breaks any of these is
+    /// refused here.
+    fn validate_int8(&self, op: &Op) -> Result<()> {
+        const BIAS_MAX: i64 = 1 << 30;
+        let ints = |b: Blob, n: usize| -> Result<Vec<i32>> {
+            let bytes = self.blob_bytes(b);
+            if bytes.len() < 4 * n {
+                return Err(bad("int8 op: weight range too short"));
+            }
+            Ok(bytes[..4 * n]
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let zeros_ok = |zs: &[i32]| zs.iter().all(|z| (0..=255).contains(z));
+        match *op {
+            Op::ConvI8 {
+                ref geom,
+                x_zero,
+                y_zero,
+                w,
+                colsum,
+                bias,
+                ..
+            } => {
+                let groups = geom.groups.max(1);
+                let k = geom.kh.saturating_mul(geom.kw).saturating_mul(geom.ic) / groups;
+                let n = geom.oc;
+                if !zeros_ok(&[x_zero, y_zero]) || k > edgetune_kernels::I8_MAX_K || n > 1 << 20
+                {
+                    return Err(bad("int8 convolution: zero point or depth out of range"));
+                }
+                let wb = self.blob_bytes(w);
+                if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
+                    return Err(bad("int8 convolution: weights too short"));
+                }
+                let cs = ints(colsum, n)?;
+                for (c, &want) in cs.iter().enumerate() {
+                    let got: i32 = (0..k)
+                        .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
+                        .sum();
+                    if got != want {
+                        return Err(bad("int8 convolution: column sums do not match the weights"));
+                    }
+                }
+                if ints(bias, n)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
+                    return Err(bad("int8 convolution: bias beyond ±2^30"));
+                }
+            }
+            Op::DwI8 {
+                ref geom,
+                x_zero,
+                y_zero,
+                w,
+                bias,
+                ..
+            } => {
+                let taps = geom.kh.saturating_mul(geom.kw);
+                let c = geom.oc;
+                if !zeros_ok(&[x_zero, y_zero]) || taps > 1024 || c > 1 << 20 {
+                    return Err(bad("depthwise: zero point or kernel size out of range"));
+                }
+                let wb = self.blob_bytes(w);
+                if wb.len() < 2 * taps * c {
+                    return Err(bad("depthwise: weights too short"));
+                }
+                if wb[..2 * taps * c]
+                    .chunks_exact(2)
+                    .any(|v| !(-128..=127).contains(&i16::from_le_bytes([v[0], v[1]])))
+                {
+                    return Err(bad("depthwise: weight outside int8"));
+                }
+                if ints(bias, c)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
+                    return Err(bad("depthwise: bias beyond ±2^30"));
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
