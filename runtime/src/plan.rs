@@ -518,10 +518,54 @@ impl<'a> Plan<'a> {
                 return Err(bad("port refers to a tensor that does not exist"));
             }
         }
+        if self.tensors.iter().any(|t| t.offset % 64 != 0) {
+            return Err(bad("tensor not 64-byte aligned in the arena"));
+        }
         for op in &self.ops {
+            self.validate_shapes(op)?;
             self.validate_int8(op)?;
         }
         Ok(())
+    }
+
+    /// Each op's tensors have the element types and sizes the executor indexes them by.
+    fn validate_shapes(&self, op: &Op) -> Result<()> {
+        use DType::{F32, U8};
+        let t = |id: u32| &self.tensors[id as usize];
+        let is = |id: u32, d: DType| t(id).dtype == d;
+        let same = |a: u32, b: u32| t(a).len() == t(b).len();
+        let gap_ok = |x: u32, y: u32| {
+            let s = &t(x).shape;
+            s.len() == 4 && t(y).len() >= s[3] && s[1] * s[2] * s[3] <= t(x).len()
+        };
+        let ok = match *op {
+            Op::Quantize { x, y, .. } => is(x, F32) && is(y, U8) && same(x, y),
+            Op::Dequantize { x, y, .. } => is(x, U8) && is(y, F32) && same(x, y),
+            Op::ConvI8 { x, y, scratch, .. } => {
+                is(x, U8) && (is(y, U8) || is(y, F32)) && scratch.is_none_or(|s| is(s, U8))
+            }
+            Op::DwI8 { x, y, .. } => is(x, U8) && is(y, U8),
+            Op::AddU8 { a, b, y, .. } => {
+                is(a, U8) && is(b, U8) && is(y, U8) && same(a, b) && same(a, y)
+            }
+            Op::GapU8 { x, y, .. } => is(x, U8) && is(y, U8) && gap_ok(x, y),
+            Op::GapF32 { x, y } => is(x, F32) && is(y, F32) && gap_ok(x, y),
+            Op::ConvF32 { x, y, scratch, .. } => {
+                is(x, F32) && is(y, F32) && scratch.is_none_or(|s| is(s, F32))
+            }
+            Op::UnaryF32 { x, y, .. } => is(x, F32) && is(y, F32) && same(x, y),
+            Op::AddF32 { a, b, y } => {
+                is(a, F32) && is(b, F32) && is(y, F32) && same(a, b) && same(a, y)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadFile {
+                what: "plan",
+                detail: alloc::format!("{}: tensor types or sizes do not fit the op", op.name()),
+            })
+        }
     }
 
     /// Int8 ops cannot overflow their i32 accumulators: with u8 activations (zero points
