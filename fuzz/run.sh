@@ -13,9 +13,10 @@ if [ "$t" = onnx_import ]; then
   cp ../models/efficientnet_lite0_int8.onnx "$HOME/.cache/edgetune-fuzz-seeds/"
   extra=("$HOME/.cache/edgetune-fuzz-seeds")
 fi
+# The timeout is wall time: a long run niced beside other work can starve for a while.
 # max_len: plans and adapters of the seeds are a few KB; the real ONNX seed is kept whole.
 # The build cache lives outside the clone, like the workspace's.
 target_dir=${EDGETUNE_FUZZ_TARGET:-$HOME/.cache/edgetune-fuzz-target}
 exec cargo +nightly fuzz run --target-dir "$target_dir" "$t" corpus/$t "${extra[@]}" -- \
-  -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 "${len[@]}" \
+  -max_total_time="$secs" -rss_limit_mb=2048 -timeout=${FUZZ_TIMEOUT:-120} "${len[@]}" \
   -artifact_prefix=artifacts/$t/ -print_final_stats=1

@@ -112,9 +112,11 @@ def parse_tail(d):
 class Tail(torch.nn.Module):
     """The plan's tail in float, NHWC tokens × channels, weights from the plan."""
 
-    def __init__(self, spec, k, proto=None):
+    def __init__(self, spec, k, variant="tail", rank=4, proto=None):
         super().__init__()
         tokens, ch, frozen, layers = spec
+        self.variant, self.rank = variant, rank
+        self.extra = torch.nn.ParameterList()
         self.hw = int(math.isqrt(tokens))
         self.layers = layers
         self.p = torch.nn.ParameterList()
@@ -133,28 +135,49 @@ class Tail(torch.nn.Module):
                 self.idx.append(None)
                 continue
             self.idx.append(len(self.p))
-            self.p.append(torch.nn.Parameter(W))
-            self.p.append(torch.nn.Parameter(B))
+            train = variant == "tail"
+            self.p.append(torch.nn.Parameter(W, requires_grad=train))
+            self.p.append(torch.nn.Parameter(B, requires_grad=train or variant == "bias"))
+            cout = B.shape[0]
+            if variant == "bias":
+                self.extra.append(torch.nn.Parameter(torch.ones(cout)))
+            elif variant == "lora" and kind == "Pw":
+                cin = W.shape[0]
+                bound = 1 / math.sqrt(cin)
+                self.extra.append(torch.nn.Parameter((torch.rand(cin, rank) * 2 - 1) * bound))
+                self.extra.append(torch.nn.Parameter(torch.zeros(rank, cout)))
         self.head = torch.nn.Parameter(proto if proto is not None else torch.zeros(k, 1))
 
     def features(self, x):
         # x: (n, tokens, ch); slots as in edgetune's TailNet.
         slots = {0: x}
         n = x.shape[0]
+        ei = 0
         for (kind, f), pi in zip(self.layers, self.idx):
+            gamma = None
+            if pi is not None and self.variant == "bias":
+                gamma = self.extra[ei]
+                ei += 1
             y = int(f["y"])
             if kind == "Pw":
-                z = slots[int(f["x"])] @ self.p[pi] + self.p[pi + 1]
-                slots[y] = torch.clamp(z, float(f["lo"]), float(f["hi"]))
+                W = self.p[pi]
+                if self.variant == "lora":
+                    W = W + (2.0 / self.rank) * self.extra[ei] @ self.extra[ei + 1]
+                    ei += 2
+                z = slots[int(f["x"])] @ W
+                if gamma is not None:
+                    z = z * gamma
+                slots[y] = torch.clamp(z + self.p[pi + 1], float(f["lo"]), float(f["hi"]))
             elif kind == "Dw":
                 xi = slots[int(f["x"])]
-                h, w, c = int(f["h"]), int(f.get("w_", f["w"])), int(f["c"])
+                c = int(f["c"])
                 h = w = int(math.isqrt(xi.shape[1]))
                 img = xi.reshape(n, h, w, c).permute(0, 3, 1, 2)
-                st = int(f["stride"]) if "stride" in f else 1
-                z = F.conv2d(img, self.p[pi], self.p[pi + 1], stride=self.stride(f), padding=self.pad(f), groups=c)
+                z = F.conv2d(img, self.p[pi], None, stride=self.stride(f), padding=self.pad(f), groups=c)
                 z = z.permute(0, 2, 3, 1).reshape(n, -1, c)
-                slots[y] = torch.clamp(z, float(f["lo"]), float(f["hi"]))
+                if gamma is not None:
+                    z = z * gamma
+                slots[y] = torch.clamp(z + self.p[pi + 1], float(f["lo"]), float(f["hi"]))
             elif kind == "Add":
                 slots[y] = slots[int(f["a"])] + slots[int(f["b"])]
             elif kind == "Gap":
@@ -174,19 +197,13 @@ class Tail(torch.nn.Module):
         return 10.0 * self.features(x) @ self.head.t()
 
 
-def tail_spec_fixup(spec):
-    # Depthwise geometry from the Debug line: stride: (s, s), pad: (p, p).
-    tokens, ch, frozen, layers = spec
-    return spec
-
-
-def tail(spec, raw_layers, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=0.1):
-    m = Tail(spec, k)
+def tail(spec, variant, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=0.1):
+    m = Tail(spec, k, variant)
     with torch.no_grad():
         f = m.features(xs)
         proto = torch.stack([f[ys == c].mean(0) for c in range(k)])
         m.head = torch.nn.Parameter(F.normalize(proto, dim=1))
-    body = list(m.p.parameters())
+    body = [p for p in list(m.p.parameters()) + list(m.extra.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW([{"params": body, "lr": lr * body_lr, "scale": body_lr},
                              {"params": [m.head], "lr": lr, "scale": 1.0}], lr=lr, weight_decay=1e-2)
     g = torch.Generator().manual_seed(0)
@@ -212,7 +229,10 @@ def tail(spec, raw_layers, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=
 
 
 def main():
+    # tools/torch_reference.py EXPORT OUT.json [methods] [episodes]
     d, out = sys.argv[1], sys.argv[2]
+    only = sys.argv[3].split(",") if len(sys.argv) > 3 else ["linear", "ladder", "tail"]
+    last = int(sys.argv[4]) if len(sys.argv) > 4 else None
     taps, methods = {}, {}
     for l in open(f"{d}/taps.txt").read().splitlines():
         p = l.split()
@@ -236,29 +256,32 @@ def main():
     except FileNotFoundError:
         pass
     res = {"episodes": []}
-    for e in episodes:
+    for e in episodes[:last]:
         ys = torch.from_numpy(np.load(f"{d}/e{e}_support_y.npy")).long()
         yq = torch.from_numpy(np.load(f"{d}/e{e}_query_y.npy")).long()
         k = int(ys.max()) + 1
         row = {}
-        if "linear" in methods:
+        if "linear" in methods and "linear" in only:
             j = taps[methods["linear"][0]]
             t0 = time.perf_counter()
             pred = linear_probe(load(d, e, "support", j).mean(1), ys, load(d, e, "query", j).mean(1), k)
             row["linear"] = {"accuracy": (pred == yq).float().mean().item(), "train_s": time.perf_counter() - t0}
-        if "ladder" in methods:
+        if "ladder" in methods and "ladder" in only:
             js = [taps[t] for t in methods["ladder"]]
             ts = [load(d, e, "support", j).mean(1) for j in js]
             tq = [load(d, e, "query", j).mean(1) for j in js]
             t0 = time.perf_counter()
             pred = ladder(ts, ys, tq, k)
             row["ladder"] = {"accuracy": (pred == yq).float().mean().item(), "train_s": time.perf_counter() - t0}
-        if "tail" in methods and spec is not None:
+        for v in ("tail", "bias", "lora"):
+            if v not in only or spec is None or "tail" not in methods:
+                continue
             j = taps[methods["tail"][0]]
             xs, xq = load(d, e, "support", j), load(d, e, "query", j)
             t0 = time.perf_counter()
-            pred = tail(spec, None, xs, ys, xq, k)
-            row["tail"] = {"accuracy": (pred == yq).float().mean().item(), "train_s": time.perf_counter() - t0}
+            pred = tail(spec, v, xs, ys, xq, k)
+            row[v] = {"accuracy": (pred == yq).float().mean().item(), "train_s": time.perf_counter() - t0,
+                      "params": None}
         print(e, {m: round(v["accuracy"], 4) for m, v in row.items()}, {m: round(v["train_s"], 2) for m, v in row.items()}, flush=True)
         res["episodes"].append(row)
     for m in res["episodes"][0]:
@@ -266,7 +289,9 @@ def main():
         t = np.array([r[m]["train_s"] for r in res["episodes"]])
         res[m] = {"mean": float(a.mean()), "std": float(a.std()), "train_s": float(t.mean())}
         print(f"{m}: {a.mean():.3f} ± {a.std():.3f}, train {t.mean():.3f} s/episode")
+    import resource
     res["torch"] = torch.__version__
+    res["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     json.dump(res, open(out, "w"), indent=1)
 
 

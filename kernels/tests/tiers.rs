@@ -172,7 +172,7 @@ fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, 
 
 #[test]
 fn gemm_edges() {
-    for &(m, n, k) in &[
+    for &(m, n, k) in [
         (1, 1, 0),
         (1, 1, 1),
         (3, 5, 1),
@@ -181,7 +181,12 @@ fn gemm_edges() {
         (1, 1000, 1280),
         (25, 33, 64),
         (12, 48, 129),
-    ] {
+    ]
+    .iter()
+    // Under Miri (interpreted, slow) the small shapes cover every code path of the
+    // reference and portable tiers.
+    .filter(|s| !cfg!(miri) || s.0 * s.1 * s.2 < 300)
+    {
         for act in [Act::None, Act::Relu, Act::Relu6, Act::Clamp(-0.5, 0.25)] {
             check_f32(m, n, k, k + 3, act, (m * n + k) as u64);
         }
@@ -194,6 +199,7 @@ fn gemm_edges() {
 
 /// The accumulator at the extremes: all-255 × all-127 (and -128) at the deepest k.
 #[test]
+#[cfg_attr(miri, ignore = "k = 32768 is too slow interpreted; runs natively")]
 fn i8_extremes_do_not_overflow() {
     let (m, n, k) = (2, 3, edgetune_kernels::I8_MAX_K);
     let a = vec![255u8; m * k];
@@ -361,13 +367,16 @@ fn check_dw(h: usize, w: usize, c: usize, k: usize, s: usize, p: usize, seed: u6
 
 #[test]
 fn depthwise_edges() {
-    for &(h, w, c, k, s, p) in &[
+    for &(h, w, c, k, s, p) in [
         (1, 1, 1, 1, 1, 0),
         (7, 5, 3, 3, 1, 1),
         (8, 8, 17, 3, 2, 1),
         (9, 9, 40, 5, 2, 2),
         (6, 4, 64, 5, 1, 2),
-    ] {
+    ]
+    .iter()
+    .filter(|s| !cfg!(miri) || s.0 * s.1 * s.2 < 400)
+    {
         check_dw(h, w, c, k, s, p, (h * c) as u64);
     }
 }

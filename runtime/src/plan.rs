@@ -438,9 +438,16 @@ impl<'a> Plan<'a> {
             let zero = r.i32()?;
             let offset = r.u64()? as usize;
             let rank = r.count(8)?;
+            if rank > 8 {
+                return Err(bad("tensor rank above 8"));
+            }
             let mut shape = Vec::with_capacity(rank);
             for _ in 0..rank {
-                shape.push(r.u64()? as usize);
+                let d = r.u64()?;
+                if d > 1 << 31 {
+                    return Err(bad("tensor dimension above 2^31"));
+                }
+                shape.push(d as usize);
             }
             let t = TensorInfo {
                 name,

@@ -9,35 +9,60 @@ pub struct ImagePrep {
     pub size: usize,
     pub mean: f32,
     pub std: f32,
+    /// Channels of the input tensor: 3 (RGB; grey images replicated) or 1 (grey; RGB
+    /// images averaged).
+    pub channels: usize,
 }
 
 impl ImagePrep {
-    /// Parses `image:224:127:128`.
+    /// Parses `image:SIZE:MEAN:STD[:CHANNELS]`, e.g. `image:224:127:128` (RGB) or
+    /// `image:28:127:128:1` (grey).
     pub fn parse(s: &str) -> Option<ImagePrep> {
         let mut it = s.split(':');
         if it.next()? != "image" {
             return None;
         }
-        Some(ImagePrep {
+        let p = ImagePrep {
             size: it.next()?.parse().ok()?,
             mean: it.next()?.parse().ok()?,
             std: it.next()?.parse().ok()?,
-        })
+            channels: it.next().map_or(Some(3), |c| c.parse().ok())?,
+        };
+        let ok = (1..=4096).contains(&p.size)
+            && matches!(p.channels, 1 | 3)
+            && p.std.is_finite()
+            && p.std != 0.0
+            && p.mean.is_finite()
+            && it.next().is_none();
+        ok.then_some(p)
     }
 
     pub fn to_meta(&self) -> alloc::string::String {
-        alloc::format!("image:{}:{}:{}", self.size, self.mean, self.std)
+        if self.channels == 3 {
+            alloc::format!("image:{}:{}:{}", self.size, self.mean, self.std)
+        } else {
+            alloc::format!("image:{}:{}:{}:{}", self.size, self.mean, self.std, self.channels)
+        }
     }
 
-    /// Planar RGB (`channels` = 1 for grey, replicated to 3) of `w×h` bytes → NCHW f32.
+    /// Interleaved pixels (`channels` = 1 grey or 3 RGB) of `w×h` → NCHW f32 with
+    /// `self.channels` planes.
     pub fn apply(&self, pixels: &[u8], w: usize, h: usize, channels: usize, out: &mut Vec<f32>) {
         let n = self.size;
         out.clear();
-        out.resize(3 * n * n, 0.0);
-        for c in 0..3 {
-            let src_c = if channels == 1 { 0 } else { c };
+        out.resize(self.channels * n * n, 0.0);
+        for c in 0..self.channels {
             let plane: Vec<f32> = (0..w * h)
-                .map(|i| pixels[i * channels + src_c] as f32)
+                .map(|i| {
+                    let px = &pixels[i * channels..][..channels];
+                    if channels == 1 {
+                        px[0] as f32
+                    } else if self.channels == 1 {
+                        px.iter().map(|&v| v as f32).sum::<f32>() / channels as f32
+                    } else {
+                        px[c] as f32
+                    }
+                })
                 .collect();
             let dst = &mut out[c * n * n..][..n * n];
             resize_bilinear(&plane, w, h, n, dst);

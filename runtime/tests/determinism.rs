@@ -43,6 +43,7 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
         size: 224,
         mean: 127.0,
         std: 128.0,
+        channels: 3,
     };
     let cpu = Cpu::detect();
     let tiers: Vec<Tier> = Tier::ALL

@@ -40,6 +40,7 @@ fn efficientnet_lite0_matches_onnxruntime() {
         size: 224,
         mean: 127.0,
         std: 128.0,
+        channels: 3,
     };
     let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 30).unwrap();
     let (fo, lo) = (plan.outputs[0].tensor, plan.outputs[1].tensor);

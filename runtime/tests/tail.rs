@@ -52,6 +52,7 @@ fn cache(plan: &Plan, imgs: &[(Vec<u8>, usize)]) -> TapCache {
         size: 224,
         mean: 127.0,
         std: 128.0,
+        channels: 3,
     };
     let exec = Executor::new(plan, Kernels::detect(), 1 << 30).unwrap();
     let mut rd = TapReader::new(exec, &[CUT.to_string(), "features".to_string()]).unwrap();

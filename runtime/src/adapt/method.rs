@@ -88,6 +88,9 @@ pub struct Spec {
     pub train: TrainConfig,
     /// Tail methods: rank of the low-rank updates.
     pub rank: usize,
+    /// Tail methods: learning-rate multiplier of the tail's own weights (the classifier
+    /// takes the base rate).
+    pub body_lr: f32,
     /// Tail methods: the float copy of the plan after the cut ([`Spec::bind_tail`]).
     pub tail: Option<Arc<TailNet>>,
 }
@@ -101,6 +104,7 @@ impl Spec {
             linear: LinearConfig::default(),
             train: tail_defaults(kind),
             rank: 4,
+            body_lr: 0.1,
             tail: None,
         }
     }
@@ -503,6 +507,7 @@ pub fn fit(
                 });
             }
             let mut t = Tail::new(net, spec.variant(), classes);
+            t.body_lr = spec.body_lr;
             t.tap = sel[0];
             t.proto = tail_prototypes(&t, cache, idx, classes)?;
             let (params, _) = train::train(&t, cache, idx, &spec.train, progress)?;

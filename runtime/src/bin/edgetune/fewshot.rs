@@ -34,6 +34,11 @@ pub struct FitOpts {
     pub queries: usize,
     pub rank: usize,
     pub export: Option<PathBuf>,
+    pub select_folds: usize,
+    pub lr: Option<f32>,
+    pub batch: Option<usize>,
+    pub c: Option<f32>,
+    pub body_lr: Option<f32>,
 }
 
 impl Default for FitOpts {
@@ -49,6 +54,11 @@ impl Default for FitOpts {
             queries: 4,
             rank: 4,
             export: None,
+            select_folds: 0,
+            lr: None,
+            batch: None,
+            c: None,
+            body_lr: None,
         }
     }
 }
@@ -68,6 +78,19 @@ impl FitOpts {
         if let Some(n) = self.steps {
             s.train.steps = n;
             s.linear.steps = n;
+        }
+        if let Some(lr) = self.lr {
+            s.train.lr = lr;
+            s.linear.lr = lr;
+        }
+        if let Some(b) = self.batch {
+            s.train.batch = b;
+        }
+        if let Some(c) = self.c {
+            s.linear.c = c;
+        }
+        if let Some(b) = self.body_lr {
+            s.body_lr = b;
         }
         if kind.is_tail() {
             s = s.bind_tail(plan, &self.taps_for(plan, kind)[0])?;
@@ -552,7 +575,14 @@ pub fn episodes(
         rows_of[i].push(r);
     }
     let mut bufs: Vec<Vec<f32>> = cache.taps.iter().map(|t| vec![0.0; t.len()]).collect();
-    for e in 0..n_episodes {
+    let folds = opts.select_folds.min(shots);
+    if folds > 0 && shots < 2 {
+        return Err(Error::Invalid {
+            what: "--select-folds needs at least 2 shots (one is held out)".into(),
+        });
+    }
+    for run in 0..n_episodes * folds.max(1) as u64 {
+        let (e, fold) = (run / folds.max(1) as u64, run as usize % folds.max(1));
         let mut rng = Rng::new(seed.wrapping_add(e));
         let mut cls: Vec<usize> = (0..classes).collect();
         rng.shuffle(&mut cls);
@@ -562,6 +592,18 @@ pub fn episodes(
         for (w, &c) in cls.iter().enumerate() {
             let mut idx = by_class[c].clone();
             rng.shuffle(&mut idx);
+            if folds > 0 {
+                // Selection: the held-out shot is the only "query"; the real query set
+                // (idx[shots..]) is never read.
+                for (j, &i) in idx[..shots].iter().enumerate() {
+                    if j == fold {
+                        query.push((rows_of[i][0], w));
+                    } else {
+                        sup.extend(rows_of[i].iter().map(|&r| (r, w)));
+                    }
+                }
+                continue;
+            }
             for &i in &idx[..shots] {
                 sup.extend(rows_of[i].iter().map(|&r| (r, w)));
             }
@@ -645,7 +687,7 @@ pub fn episodes(
         }
     }
     for m in res.iter_mut() {
-        m.train_s /= n_episodes as f64;
+        m.train_s /= (n_episodes * folds.max(1) as u64) as f64;
     }
     Ok((res, per))
 }

@@ -158,6 +158,23 @@ struct FitArgs {
     /// Lora: rank of the low-rank updates of the tail's 1×1 convolutions.
     #[arg(long, default_value_t = 4)]
     rank: usize,
+    /// eval: choose hyper-parameters on the support set only: hold out shot `f` of each
+    /// class for folds f = 0..N, train on the other shots, report accuracy on the held-out
+    /// shots (the query set is not used).
+    #[arg(long, default_value_t = 0)]
+    select_folds: usize,
+    /// Base learning rate of trained methods (default per method).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Examples per training step (0 = the whole support set; default per method).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Linear and moment probes: inverse L2 strength C.
+    #[arg(long)]
+    c: Option<f32>,
+    /// Tail methods: learning-rate multiplier of the tail's own weights.
+    #[arg(long)]
+    body_lr: Option<f32>,
     /// eval: write each episode's cached taps, labels and the frozen tail to DIR (.npy),
     /// for reference trainers (tools/torch_reference.py).
     #[arg(long)]
@@ -190,6 +207,11 @@ impl FitArgs {
             queries: self.queries.clamp(1, 256),
             rank: self.rank.clamp(1, 256),
             export: self.export.clone(),
+            select_folds: self.select_folds,
+            lr: self.lr,
+            batch: self.batch,
+            c: self.c,
+            body_lr: self.body_lr,
         })
     }
 }
