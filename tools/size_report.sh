@@ -9,3 +9,16 @@ cargo build --profile size -p edgetune-examples --bin minimal --target aarch64-u
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/size/minimal"
 aarch64-linux-gnu-strip -o "$bin.stripped" "$bin"
 echo "minimal (aarch64, profile size): $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$bin.stripped") bytes (target <= 1.5 MB)"
+
+# Cortex-M4 firmware (targets/cortex-m): code and read-only data without the plan and the
+# flash-resident episode; RAM from the firmware's own report (arena + heap peak + painted
+# stack peak) when qemu-system-arm is here.
+(cd targets/cortex-m && cargo build --release -q)
+fw="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/edgetune-cortex-m"
+read -r text rodata bss <<<"$(size -A "$fw" | awk '$1==".text"{t=$2} $1==".rodata"{r=$2} $1==".bss"{b=$2} END{print t, r, b}')"
+plan=$(stat -c %s targets/cortex-m/assets/tiny_cnn.etm)
+episode=$((4 + 125 * 785))
+echo "firmware (thumbv7em, opt-level s): .text $text B, .rodata $rodata B of which plan $plan B and episode $episode B -> code + constants without weights/data $((text + rodata - plan - episode)) B (target code <= 128 KB)"
+if command -v qemu-system-arm >/dev/null; then
+  (cd targets/cortex-m && cargo run --release -q 2>/dev/null | grep -E "^memory|^accuracy|^firmware")
+fi

@@ -831,7 +831,10 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
     for (i, n) in graph.node.iter().enumerate() {
         // Every lowering reads the first output's name.
         if n.output.first().is_none_or(|o| o.is_empty()) {
-            return Err(malformed(format!("node '{}' ({}) has no output", n.name, n.op_type)));
+            return Err(malformed(format!(
+                "node '{}' ({}) has no output",
+                n.name, n.op_type
+            )));
         }
         for inp in &n.input {
             lw.consumers.entry(inp.clone()).or_default().push(i);

@@ -606,8 +606,7 @@ impl<'a> Plan<'a> {
                 let groups = geom.groups.max(1);
                 let k = geom.kh.saturating_mul(geom.kw).saturating_mul(geom.ic) / groups;
                 let n = geom.oc;
-                if !zeros_ok(&[x_zero, y_zero]) || k > edgetune_kernels::I8_MAX_K || n > 1 << 20
-                {
+                if !zeros_ok(&[x_zero, y_zero]) || k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
                     return Err(bad("int8 convolution: zero point or depth out of range"));
                 }
                 let wb = self.blob_bytes(w);
@@ -620,7 +619,9 @@ impl<'a> Plan<'a> {
                         .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
                         .sum();
                     if got != want {
-                        return Err(bad("int8 convolution: column sums do not match the weights"));
+                        return Err(bad(
+                            "int8 convolution: column sums do not match the weights",
+                        ));
                     }
                 }
                 if ints(bias, n)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {

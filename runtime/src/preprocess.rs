@@ -41,7 +41,13 @@ impl ImagePrep {
         if self.channels == 3 {
             alloc::format!("image:{}:{}:{}", self.size, self.mean, self.std)
         } else {
-            alloc::format!("image:{}:{}:{}:{}", self.size, self.mean, self.std, self.channels)
+            alloc::format!(
+                "image:{}:{}:{}:{}",
+                self.size,
+                self.mean,
+                self.std,
+                self.channels
+            )
         }
     }
 

@@ -162,57 +162,258 @@ fn every_bad_input_gives_its_typed_error_within_the_memory_bound() {
     let many_taps = with_adapter_checksum(set(NCM.to_vec(), 48, &1000u32.to_le_bytes()));
     let huge_str = with_adapter_checksum(set(NCM.to_vec(), 52, &u32::MAX.to_le_bytes()));
     let tensors_absurd = with_plan_checksum(set(PLAN.to_vec(), 64, &u32::MAX.to_le_bytes()));
-    let tensor_name_absurd = with_plan_checksum(set(PLAN.to_vec(), 68, &0x7fff_ffffu32.to_le_bytes()));
+    let tensor_name_absurd =
+        with_plan_checksum(set(PLAN.to_vec(), 68, &0x7fff_ffffu32.to_le_bytes()));
 
     let cases: Vec<(&str, usize, Box<dyn Fn() -> Result<(), Error>>, Check)> = vec![
         ("plan: empty", 0, Box::new(|| load_plan(&[])), bad_file),
-        ("plan: truncated header", 10, Box::new(|| load_plan(&PLAN[..10])), bad_file),
-        ("plan: wrong magic", PLAN.len(), Box::new(|| load_plan(&set(PLAN.to_vec(), 0, b"ONNX"))), bad_file),
-        ("plan: future version", PLAN.len(), Box::new(|| load_plan(&set(PLAN.to_vec(), 4, &9u32.to_le_bytes()))), bad_file),
-        ("plan: truncated body", PLAN.len(), Box::new(|| load_plan(&PLAN[..PLAN.len() / 2])), bad_file),
-        ("plan: bit flip", PLAN.len(), Box::new(move || load_plan(&flipped_plan)), bad_file),
-        ("plan: blob offset absurd", PLAN.len(), Box::new(|| load_plan(&set(PLAN.to_vec(), 16, &u64::MAX.to_le_bytes()))), bad_file),
-        ("plan: metadata length absurd", PLAN.len(), Box::new(|| load_plan(&set(PLAN.to_vec(), 8, &u32::MAX.to_le_bytes()))), bad_file),
-        ("plan: arena absurd", PLAN.len(), Box::new(|| load_plan(&set(PLAN.to_vec(), 32, &(1u64 << 60).to_le_bytes()))), |e| matches!(e, Error::BadFile { .. } | Error::ArenaTooLarge { .. })),
-        ("plan: arena over the caller's limit", PLAN.len(), Box::new(|| {
-            let p = Plan::from_bytes(PLAN)?;
-            Executor::new(&p, Kernels::detect(), 16).map(|_| ())
-        }), arena),
-        ("plan: tensor count absurd", PLAN.len(), Box::new(move || load_plan(&tensors_absurd)), bad_file),
-        ("plan: tensor name length absurd", PLAN.len(), Box::new(move || load_plan(&tensor_name_absurd)), bad_file),
-        ("adapter: empty", 0, Box::new(|| load_adapter(&[])), bad_file),
-        ("adapter: wrong magic", NCM.len(), Box::new(|| load_adapter(&set(NCM.to_vec(), 0, b"ETM\0"))), bad_file),
-        ("adapter: old version", NCM.len(), Box::new(|| load_adapter(&set(NCM.to_vec(), 4, &1u32.to_le_bytes()))), bad_file),
-        ("adapter: truncated", NCM.len(), Box::new(|| load_adapter(&NCM[..NCM.len() - 7])), bad_file),
-        ("adapter: body length lies", NCM.len(), Box::new(|| load_adapter(&set(NCM.to_vec(), 8, &(1u64 << 40).to_le_bytes()))), bad_file),
-        ("adapter: bit flip", LINEAR.len(), Box::new(move || load_adapter(&flipped_ad)), bad_file),
-        ("adapter: for another plan", NCM.len(), Box::new(move || load_adapter(&other_hash)), mismatch),
-        ("adapter: NaN weight", LINEAR.len(), Box::new(move || load_adapter(&nan_weight)), nonfinite),
-        ("adapter: unknown method", NCM.len(), Box::new(move || load_adapter(&ncm_tag)), bad_file),
-        ("adapter: trailing bytes", LINEAR.len(), Box::new(move || load_adapter(&trailing)), bad_file),
-        ("adapter: zero taps", NCM.len(), Box::new(move || load_adapter(&zero_taps)), bad_file),
-        ("adapter: 1000 taps", NCM.len(), Box::new(move || load_adapter(&many_taps)), bad_file),
-        ("adapter: string length absurd", NCM.len(), Box::new(move || load_adapter(&huge_str)), bad_file),
-        ("adapter: truncated query head", QUERY.len(), Box::new(|| load_adapter(&with_adapter_checksum(QUERY[..QUERY.len() - 40].to_vec()))), bad_file),
-        ("onnx: empty", 0, Box::new(|| import_bytes(&[], &ImportOptions::default()).map(|_| ())), malformed),
-        ("onnx: garbage", 64, Box::new(|| import_bytes(&[0xff; 64], &ImportOptions::default()).map(|_| ())), malformed),
-        ("onnx: truncated real model", ONNX.len() / 3, Box::new(|| import_bytes(&ONNX[..ONNX.len() / 3], &ImportOptions::default()).map(|_| ())), malformed),
-        ("onnx: float conv (unsupported form)", FLOAT_ONNX.len(), Box::new(|| import_bytes(FLOAT_ONNX, &ImportOptions::default()).map(|_| ())), unsupported),
-        ("input: NaN", 4 * n_in, Box::new(move || { let mut x = vec![0.1; n_in]; x[3] = f32::NAN; run_input(&x) }), nonfinite),
-        ("input: infinity", 4 * n_in, Box::new(move || { let mut x = vec![0.1; n_in]; x[0] = f32::INFINITY; run_input(&x) }), nonfinite),
-        ("input: too short", 4 * n_in, Box::new(move || run_input(&vec![0.1; n_in - 1])), shape),
+        (
+            "plan: truncated header",
+            10,
+            Box::new(|| load_plan(&PLAN[..10])),
+            bad_file,
+        ),
+        (
+            "plan: wrong magic",
+            PLAN.len(),
+            Box::new(|| load_plan(&set(PLAN.to_vec(), 0, b"ONNX"))),
+            bad_file,
+        ),
+        (
+            "plan: future version",
+            PLAN.len(),
+            Box::new(|| load_plan(&set(PLAN.to_vec(), 4, &9u32.to_le_bytes()))),
+            bad_file,
+        ),
+        (
+            "plan: truncated body",
+            PLAN.len(),
+            Box::new(|| load_plan(&PLAN[..PLAN.len() / 2])),
+            bad_file,
+        ),
+        (
+            "plan: bit flip",
+            PLAN.len(),
+            Box::new(move || load_plan(&flipped_plan)),
+            bad_file,
+        ),
+        (
+            "plan: blob offset absurd",
+            PLAN.len(),
+            Box::new(|| load_plan(&set(PLAN.to_vec(), 16, &u64::MAX.to_le_bytes()))),
+            bad_file,
+        ),
+        (
+            "plan: metadata length absurd",
+            PLAN.len(),
+            Box::new(|| load_plan(&set(PLAN.to_vec(), 8, &u32::MAX.to_le_bytes()))),
+            bad_file,
+        ),
+        (
+            "plan: arena absurd",
+            PLAN.len(),
+            Box::new(|| load_plan(&set(PLAN.to_vec(), 32, &(1u64 << 60).to_le_bytes()))),
+            |e| matches!(e, Error::BadFile { .. } | Error::ArenaTooLarge { .. }),
+        ),
+        (
+            "plan: arena over the caller's limit",
+            PLAN.len(),
+            Box::new(|| {
+                let p = Plan::from_bytes(PLAN)?;
+                Executor::new(&p, Kernels::detect(), 16).map(|_| ())
+            }),
+            arena,
+        ),
+        (
+            "plan: tensor count absurd",
+            PLAN.len(),
+            Box::new(move || load_plan(&tensors_absurd)),
+            bad_file,
+        ),
+        (
+            "plan: tensor name length absurd",
+            PLAN.len(),
+            Box::new(move || load_plan(&tensor_name_absurd)),
+            bad_file,
+        ),
+        (
+            "adapter: empty",
+            0,
+            Box::new(|| load_adapter(&[])),
+            bad_file,
+        ),
+        (
+            "adapter: wrong magic",
+            NCM.len(),
+            Box::new(|| load_adapter(&set(NCM.to_vec(), 0, b"ETM\0"))),
+            bad_file,
+        ),
+        (
+            "adapter: old version",
+            NCM.len(),
+            Box::new(|| load_adapter(&set(NCM.to_vec(), 4, &1u32.to_le_bytes()))),
+            bad_file,
+        ),
+        (
+            "adapter: truncated",
+            NCM.len(),
+            Box::new(|| load_adapter(&NCM[..NCM.len() - 7])),
+            bad_file,
+        ),
+        (
+            "adapter: body length lies",
+            NCM.len(),
+            Box::new(|| load_adapter(&set(NCM.to_vec(), 8, &(1u64 << 40).to_le_bytes()))),
+            bad_file,
+        ),
+        (
+            "adapter: bit flip",
+            LINEAR.len(),
+            Box::new(move || load_adapter(&flipped_ad)),
+            bad_file,
+        ),
+        (
+            "adapter: for another plan",
+            NCM.len(),
+            Box::new(move || load_adapter(&other_hash)),
+            mismatch,
+        ),
+        (
+            "adapter: NaN weight",
+            LINEAR.len(),
+            Box::new(move || load_adapter(&nan_weight)),
+            nonfinite,
+        ),
+        (
+            "adapter: unknown method",
+            NCM.len(),
+            Box::new(move || load_adapter(&ncm_tag)),
+            bad_file,
+        ),
+        (
+            "adapter: trailing bytes",
+            LINEAR.len(),
+            Box::new(move || load_adapter(&trailing)),
+            bad_file,
+        ),
+        (
+            "adapter: zero taps",
+            NCM.len(),
+            Box::new(move || load_adapter(&zero_taps)),
+            bad_file,
+        ),
+        (
+            "adapter: 1000 taps",
+            NCM.len(),
+            Box::new(move || load_adapter(&many_taps)),
+            bad_file,
+        ),
+        (
+            "adapter: string length absurd",
+            NCM.len(),
+            Box::new(move || load_adapter(&huge_str)),
+            bad_file,
+        ),
+        (
+            "adapter: truncated query head",
+            QUERY.len(),
+            Box::new(|| load_adapter(&with_adapter_checksum(QUERY[..QUERY.len() - 40].to_vec()))),
+            bad_file,
+        ),
+        (
+            "onnx: empty",
+            0,
+            Box::new(|| import_bytes(&[], &ImportOptions::default()).map(|_| ())),
+            malformed,
+        ),
+        (
+            "onnx: garbage",
+            64,
+            Box::new(|| import_bytes(&[0xff; 64], &ImportOptions::default()).map(|_| ())),
+            malformed,
+        ),
+        (
+            "onnx: truncated real model",
+            ONNX.len() / 3,
+            Box::new(|| {
+                import_bytes(&ONNX[..ONNX.len() / 3], &ImportOptions::default()).map(|_| ())
+            }),
+            malformed,
+        ),
+        (
+            "onnx: float conv (unsupported form)",
+            FLOAT_ONNX.len(),
+            Box::new(|| import_bytes(FLOAT_ONNX, &ImportOptions::default()).map(|_| ())),
+            unsupported,
+        ),
+        (
+            "input: NaN",
+            4 * n_in,
+            Box::new(move || {
+                let mut x = vec![0.1; n_in];
+                x[3] = f32::NAN;
+                run_input(&x)
+            }),
+            nonfinite,
+        ),
+        (
+            "input: infinity",
+            4 * n_in,
+            Box::new(move || {
+                let mut x = vec![0.1; n_in];
+                x[0] = f32::INFINITY;
+                run_input(&x)
+            }),
+            nonfinite,
+        ),
+        (
+            "input: too short",
+            4 * n_in,
+            Box::new(move || run_input(&vec![0.1; n_in - 1])),
+            shape,
+        ),
         ("input: empty", 0, Box::new(|| run_input(&[])), shape),
-        ("input: oversized", 4 << 20, Box::new(|| run_input(&vec![0.1; 1 << 20])), shape),
-        ("train: one class only", 64, Box::new(move || fit(Kind::Linear, &[good_row(0), good_row(0)], 1)), invalid),
-        ("train: a class with no examples", 64, Box::new(move || fit(Kind::Ladder, &[good_row(0), good_row(2)], 3)), invalid),
-        ("train: NaN in a cached tap", 64, Box::new(|| fit(Kind::Ncm, &[(vec![f32::NAN; 8], 0), (vec![0.5; 8], 1)], 2)), nonfinite),
-        ("train: tail without its plan", 64, Box::new(move || fit(Kind::Tail, &[good_row(0), good_row(1)], 2)), invalid),
-        ("predict: wrong tap shape", 64, Box::new(|| {
-            let p = Plan::from_bytes(PLAN)?;
-            let a = Adapter::from_bytes(NCM, &p.hash())?;
-            let d = [TapDims { tokens: 1, dim: 3 }];
-            a.method.scores(&[&[0.0; 3]], &d, &mut [0.0; 8])
-        }), shape),
+        (
+            "input: oversized",
+            4 << 20,
+            Box::new(|| run_input(&vec![0.1; 1 << 20])),
+            shape,
+        ),
+        (
+            "train: one class only",
+            64,
+            Box::new(move || fit(Kind::Linear, &[good_row(0), good_row(0)], 1)),
+            invalid,
+        ),
+        (
+            "train: a class with no examples",
+            64,
+            Box::new(move || fit(Kind::Ladder, &[good_row(0), good_row(2)], 3)),
+            invalid,
+        ),
+        (
+            "train: NaN in a cached tap",
+            64,
+            Box::new(|| fit(Kind::Ncm, &[(vec![f32::NAN; 8], 0), (vec![0.5; 8], 1)], 2)),
+            nonfinite,
+        ),
+        (
+            "train: tail without its plan",
+            64,
+            Box::new(move || fit(Kind::Tail, &[good_row(0), good_row(1)], 2)),
+            invalid,
+        ),
+        (
+            "predict: wrong tap shape",
+            64,
+            Box::new(|| {
+                let p = Plan::from_bytes(PLAN)?;
+                let a = Adapter::from_bytes(NCM, &p.hash())?;
+                let d = [TapDims { tokens: 1, dim: 3 }];
+                a.method.scores(&[&[0.0; 3]], &d, &mut [0.0; 8])
+            }),
+            shape,
+        ),
     ];
     let _ = plan_hash();
     assert!(cases.len() >= 30);
@@ -226,6 +427,9 @@ fn every_bad_input_gives_its_typed_error_within_the_memory_bound() {
             Ok(()) => panic!("{name}: accepted"),
         }
         let bound = (16 << 20) + 2 * input_len;
-        assert!(peak <= bound, "{name}: allocated {peak} bytes, bound {bound}");
+        assert!(
+            peak <= bound,
+            "{name}: allocated {peak} bytes, bound {bound}"
+        );
     }
 }

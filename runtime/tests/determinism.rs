@@ -81,8 +81,15 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
         let train: Vec<usize> = (0..picked.len()).filter(|r| r % 8 < 4).collect();
         let (mut bytes, mut accs) = (vec![], vec![]);
         for kind in [Kind::Ncm, Kind::Linear, Kind::Moment] {
-            let m = adapt::fit(&Spec::new(kind).seed(3), &cache, &[0], &train, 3, &mut |_| true)
-                .unwrap();
+            let m = adapt::fit(
+                &Spec::new(kind).seed(3),
+                &cache,
+                &[0],
+                &train,
+                3,
+                &mut |_| true,
+            )
+            .unwrap();
             let dims = [TapDims {
                 tokens: 1,
                 dim: 1280,
@@ -90,7 +97,8 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
             let mut ok = 0;
             let mut sc = [0.0; 3];
             for (r, &(_, l)) in picked.iter().enumerate().filter(|(r, _)| r % 8 >= 4) {
-                m.scores(&[&feats[r * 1280..][..1280]], &dims, &mut sc).unwrap();
+                m.scores(&[&feats[r * 1280..][..1280]], &dims, &mut sc)
+                    .unwrap();
                 ok += (adapt::argmax(&sc) == l) as usize;
             }
             accs.push(ok as f64 / 12.0);
@@ -106,16 +114,32 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
         match &first {
             None => first = Some((feats, bytes, accs)),
             Some((f0, b0, a0)) => {
-                let dot: f64 = f0.iter().zip(&feats).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+                let dot: f64 = f0
+                    .iter()
+                    .zip(&feats)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
                 let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                 let cos = dot / (n(f0) * n(&feats));
-                assert!(cos >= 0.9999, "{tier:?}: features cosine {cos} vs the reference tier");
+                assert!(
+                    cos >= 0.9999,
+                    "{tier:?}: features cosine {cos} vs the reference tier"
+                );
                 for (k, (a, b)) in a0.iter().zip(&accs).enumerate() {
-                    assert!((a - b).abs() <= 0.01, "{tier:?} method {k}: accuracy {b} vs {a}");
+                    assert!(
+                        (a - b).abs() <= 0.01,
+                        "{tier:?} method {k}: accuracy {b} vs {a}"
+                    );
                 }
                 // Int8 paths are exact: the features and so the adapters agree to the bit.
-                assert_eq!(f0, &feats, "{tier:?}: features differ from the reference tier");
-                assert_eq!(b0, &bytes, "{tier:?}: adapters differ from the reference tier");
+                assert_eq!(
+                    f0, &feats,
+                    "{tier:?}: features differ from the reference tier"
+                );
+                assert_eq!(
+                    b0, &bytes,
+                    "{tier:?}: adapters differ from the reference tier"
+                );
             }
         }
     }

@@ -21,8 +21,12 @@ fn cases(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn plan_case(data: &[u8]) {
-    let Ok(plan) = Plan::from_bytes(data) else { return };
-    let Ok(mut exec) = Executor::new(&plan, Kernels::detect(), 16 << 20) else { return };
+    let Ok(plan) = Plan::from_bytes(data) else {
+        return;
+    };
+    let Ok(mut exec) = Executor::new(&plan, Kernels::detect(), 16 << 20) else {
+        return;
+    };
     let inputs: Vec<Vec<f32>> = plan
         .inputs
         .iter()

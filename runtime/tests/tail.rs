@@ -77,7 +77,13 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 fn float_tail_reproduces_the_int8_plan_and_every_variant_learns() {
     let p = plan(&[CUT]);
     let net = Arc::new(TailNet::from_plan(&p, CUT).unwrap());
-    assert_eq!(net.cut_dims(), TapDims { tokens: 49, dim: 192 });
+    assert_eq!(
+        net.cut_dims(),
+        TapDims {
+            tokens: 49,
+            dim: 192
+        }
+    );
     assert_eq!(net.feature_dim(), 1280);
     let support = images(3, 4);
     let c = cache(&p, &support);
@@ -94,7 +100,10 @@ fn float_tail_reproduces_the_int8_plan_and_every_variant_learns() {
         c.read(i, 1, &mut f);
         t.forward(&prm, &[&x], &mut s, &mut z);
         let cs = cosine(t.features(&s), &f);
-        assert!(cs > 0.99, "example {i}: float tail vs int8 plan cosine {cs}");
+        assert!(
+            cs > 0.99,
+            "example {i}: float tail vs int8 plan cosine {cs}"
+        );
     }
 
     let query = images(3, 10);
@@ -170,7 +179,13 @@ fn bad_cuts_and_budgets_give_typed_errors() {
     let m = adapt::fit(&s2, &c, &[0], &idx, 2, &mut |_| true).unwrap();
     let mut a = Adapter {
         plan_hash: p.hash(),
-        taps: vec![(CUT.to_string(), TapDims { tokens: 49, dim: 192 })],
+        taps: vec![(
+            CUT.to_string(),
+            TapDims {
+                tokens: 49,
+                dim: 192,
+            },
+        )],
         classes: vec!["a".into(), "b".into()],
         hyper: vec![],
         method: m,
@@ -185,5 +200,8 @@ fn bad_cuts_and_budgets_give_typed_errors() {
     assert!(need > frozen + c.bytes(), "need {need}, frozen {frozen}");
     // Training the tail's cut on a cache of another tap shape is refused.
     let wrong = adapt::fit(&spec, &c, &[1], &idx, 2, &mut |_| true);
-    assert!(matches!(wrong, Err(Error::ShapeMismatch { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(Error::ShapeMismatch { .. })),
+        "{wrong:?}"
+    );
 }

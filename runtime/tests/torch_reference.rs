@@ -32,8 +32,18 @@ fn measured(json: &str, method: &str) -> f64 {
 fn linear_and_ladder_match_the_pytorch_reference() {
     let o = Command::new(BIN)
         .args([
-            "eval", "--data", "bundled", "--ways", "10", "--shots", "5", "--episodes", "5",
-            "--method", "linear,ladder", "--json",
+            "eval",
+            "--data",
+            "bundled",
+            "--ways",
+            "10",
+            "--shots",
+            "5",
+            "--episodes",
+            "5",
+            "--method",
+            "linear,ladder",
+            "--json",
         ])
         .output()
         .unwrap();

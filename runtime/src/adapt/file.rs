@@ -4,8 +4,8 @@
 use super::heads::{Ladder, Query, TapDims};
 use super::linear::LinearHead;
 use super::method::{Kind, Method};
-use super::tail::Tail;
 use super::ncm::Ncm;
+use super::tail::Tail;
 use super::train::Head;
 use crate::error::{Error, Result};
 use crate::plan::fnv64;

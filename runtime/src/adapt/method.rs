@@ -5,9 +5,9 @@ use super::cache::{TapCache, TapShape};
 use super::heads::{Ladder, Query, TapDims};
 use super::linear::{train_linear, LinearConfig, LinearHead};
 use super::ncm::Ncm;
+use super::tail::{Tail, TailNet, Variant};
 use super::train::{self, Head, Progress, TrainConfig};
 use super::Support;
-use super::tail::{Tail, TailNet, Variant};
 use crate::error::{Error, Result};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -251,7 +251,9 @@ impl Method {
             Method::Ncm(n) => dims[0].dim == n.dim,
             Method::Linear(l) => dims[0].dim == l.dim,
             Method::Moment(l) => 2 * dims[0].dim == l.dim,
-            Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => dims[..t.len()] == t[..],
+            Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => {
+                dims[..t.len()] == t[..]
+            }
             Method::Tail { tail, .. } => tail.as_ref().is_none_or(|t| dims[0] == t.net.cut_dims()),
         };
         if !width_ok {
@@ -496,7 +498,10 @@ pub fn fit(
         }
         Kind::Tail | Kind::Bias | Kind::Lora => {
             let net = spec.tail.clone().ok_or_else(|| Error::Invalid {
-                what: alloc::format!("{} needs the plan's tail (Spec::bind_tail)", spec.kind.name()),
+                what: alloc::format!(
+                    "{} needs the plan's tail (Spec::bind_tail)",
+                    spec.kind.name()
+                ),
             })?;
             let cut = net.cut_dims();
             if sel.len() != 1 || dims[0] != cut {
@@ -536,19 +541,18 @@ pub fn fit(
 
 /// Unit-norm class means of the frozen tail's pooled features over the support set: the
 /// cosine classifier starts as nearest-class-mean.
-fn tail_prototypes(
-    t: &Tail,
-    cache: &TapCache,
-    idx: &[usize],
-    classes: usize,
-) -> Result<Vec<f32>> {
+fn tail_prototypes(t: &Tail, cache: &TapCache, idx: &[usize], classes: usize) -> Result<Vec<f32>> {
     let fdim = t.net.feature_dim();
     let mut rng = super::rng::Rng::new(0);
     let mut p = alloc::vec![0.0; t.n_params()];
     t.init(&mut rng, &mut p);
     t.prepare(&p);
     let mut s = alloc::vec![0.0; t.scratch_len()];
-    let mut x: Vec<Vec<f32>> = cache.taps.iter().map(|c| alloc::vec![0.0; c.len()]).collect();
+    let mut x: Vec<Vec<f32>> = cache
+        .taps
+        .iter()
+        .map(|c| alloc::vec![0.0; c.len()])
+        .collect();
     let mut logits = alloc::vec![0.0; classes];
     let mut proto = alloc::vec![0.0; classes * fdim];
     for &i in idx {

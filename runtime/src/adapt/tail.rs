@@ -206,8 +206,7 @@ impl TailNet {
                     scale,
                     ..
                 } => {
-                    if geom.kh != 1 || geom.kw != 1 || geom.stride_h != 1 || geom.stride_w != 1
-                    {
+                    if geom.kh != 1 || geom.kw != 1 || geom.stride_h != 1 || geom.stride_w != 1 {
                         return Err(unsupported(
                             "ConvI8",
                             "a k×k dense convolution; the tail trainer differentiates 1×1 and \
@@ -217,11 +216,17 @@ impl TailNet {
                     let (cin, cout) = (geom.ic, geom.oc);
                     let sx = plan.tensors[x as usize].scale;
                     let yt = &plan.tensors[yo as usize];
-                    let sy = if yt.dtype == DType::F32 { 1.0 } else { yt.scale };
+                    let sy = if yt.dtype == DType::F32 {
+                        1.0
+                    } else {
+                        yt.scale
+                    };
                     let wq: &[i8] = plan.blob(w);
                     let bq: &[i32] = plan.blob(bias);
                     let ms: &[f32] = plan.blob(scale);
-                    if ms.len() < cout || bq.len() < cout || wq.len() < pack::packed_i8_len(cin, cout)
+                    if ms.len() < cout
+                        || bq.len() < cout
+                        || wq.len() < pack::packed_i8_len(cin, cout)
                     {
                         return Err(crate::plan::bad("convolution weights out of range"));
                     }
@@ -267,7 +272,12 @@ impl TailNet {
                     let bq: &[i32] = plan.blob(bias);
                     let ms: &[f32] = plan.blob(scale);
                     let taps = geom.kh * geom.kw;
-                    if ms.len() < c || bq.len() < c || wq.len() < taps * c || geom.dil_h != 1 || geom.dil_w != 1 {
+                    if ms.len() < c
+                        || bq.len() < c
+                        || wq.len() < taps * c
+                        || geom.dil_h != 1
+                        || geom.dil_w != 1
+                    {
                         return Err(crate::plan::bad("depthwise weights out of range"));
                     }
                     let wo = net.frozen.len();
@@ -277,7 +287,8 @@ impl TailNet {
                         }
                     }
                     let bo = net.frozen.len();
-                    net.frozen.extend((0..c).map(|ch| bq[ch] as f32 * ms[ch] * sy));
+                    net.frozen
+                        .extend((0..c).map(|ch| bq[ch] as f32 * ms[ch] * sy));
                     let (lo, hi) = fused_clamp(plan, yo);
                     let g = DwGeom {
                         c,
@@ -347,7 +358,9 @@ impl TailNet {
         }
         for l in &net.layers {
             let bad = match *l {
-                Layer::Pw { x, y, cin, cout, .. } => {
+                Layer::Pw {
+                    x, y, cin, cout, ..
+                } => {
                     net.slots[x].1 != cin
                         || net.slots[y].1 != cout
                         || net.slots[x].0 != net.slots[y].0
@@ -355,7 +368,9 @@ impl TailNet {
                 Layer::Dw { x, y, g, .. } => {
                     net.slots[x] != (g.h * g.w, g.c) || net.slots[y] != (g.oh * g.ow, g.c)
                 }
-                Layer::Add { a, b, y } => net.slots[a] != net.slots[b] || net.slots[a] != net.slots[y],
+                Layer::Add { a, b, y } => {
+                    net.slots[a] != net.slots[b] || net.slots[a] != net.slots[y]
+                }
                 Layer::Gap { x, y } => net.slots[y] != (1, net.slots[x].1),
                 Layer::Act { x, y, .. } => net.slots[x] != net.slots[y],
             };
@@ -774,7 +789,9 @@ impl Head for Tail {
         for (i, l) in self.net.layers.iter().enumerate() {
             let r = &self.pr[i];
             match *l {
-                Layer::Pw { cin, cout, w, b, .. } => {
+                Layer::Pw {
+                    cin, cout, w, b, ..
+                } => {
                     if let Some(rw) = &r.w {
                         p[rw.clone()].copy_from_slice(&self.net.frozen[w..w + cin * cout]);
                     }
@@ -826,7 +843,12 @@ impl Head for Tail {
     fn prepare(&self, p: &[f32]) {
         let mut prep = self.prep.borrow_mut();
         let n = prep.len();
-        let wmax = (n - self.packs.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>()) / 2;
+        let wmax = (n - self
+            .packs
+            .iter()
+            .map(|(a, b)| a.len() + b.len())
+            .sum::<usize>())
+            / 2;
         for (i, l) in self.net.layers.iter().enumerate() {
             let Layer::Pw { cin, cout, .. } = *l else {
                 continue;
@@ -852,7 +874,13 @@ impl Head for Tail {
         let input = x[self.tap];
         for (i, l) in self.net.layers.iter().enumerate() {
             match *l {
-                Layer::Pw { x: xi, y, cin, cout, .. } => {
+                Layer::Pw {
+                    x: xi,
+                    y,
+                    cin,
+                    cout,
+                    ..
+                } => {
                     let t = self.net.slots[y].0;
                     let zr = sc.z[i].clone();
                     {
@@ -880,8 +908,16 @@ impl Head for Tail {
                 Layer::Add { a, b, y } => {
                     let yr = sc.val[y].clone();
                     for k in 0..yr.len() {
-                        let va = if a == 0 { input[k] } else { s[sc.val[a].start + k] };
-                        let vb = if b == 0 { input[k] } else { s[sc.val[b].start + k] };
+                        let va = if a == 0 {
+                            input[k]
+                        } else {
+                            s[sc.val[a].start + k]
+                        };
+                        let vb = if b == 0 {
+                            input[k]
+                        } else {
+                            s[sc.val[b].start + k]
+                        };
                         s[yr.start + k] = va + vb;
                     }
                 }
@@ -904,7 +940,11 @@ impl Head for Tail {
                 Layer::Act { x: xi, y, f } => {
                     let yr = sc.val[y].clone();
                     for k in 0..yr.len() {
-                        let v = if xi == 0 { input[k] } else { s[sc.val[xi].start + k] };
+                        let v = if xi == 0 {
+                            input[k]
+                        } else {
+                            s[sc.val[xi].start + k]
+                        };
                         s[yr.start + k] = act1(f, v).0;
                     }
                 }
@@ -996,7 +1036,13 @@ impl Head for Tail {
                         s[gx + k] += s[gy + k] * act1(f, s[vx + k]).1;
                     }
                 }
-                Layer::Pw { x: xi, y, cin, cout, .. } => {
+                Layer::Pw {
+                    x: xi,
+                    y,
+                    cin,
+                    cout,
+                    ..
+                } => {
                     let t = self.net.slots[y].0;
                     self.affine_back(i, p, s, g, y);
                     // Now grad[y] holds dz.
@@ -1015,12 +1061,18 @@ impl Head for Tail {
                         }
                     }
                 }
-                Layer::Dw { x: xi, y, g: geo, .. } => {
+                Layer::Dw {
+                    x: xi, y, g: geo, ..
+                } => {
                     self.affine_back(i, p, s, g, y);
                     let dzr = sc.grad[y].clone();
                     let w = self.wdw(i, p);
                     if let Some(rw) = self.pr[i].w.clone() {
-                        let xv: &[f32] = if xi == 0 { input } else { &s[sc.val[xi].clone()] };
+                        let xv: &[f32] = if xi == 0 {
+                            input
+                        } else {
+                            &s[sc.val[xi].clone()]
+                        };
                         dw_backward(&geo, xv, w, &s[dzr.clone()], None, Some(&mut g[rw]));
                     }
                     if xi != 0 {
@@ -1212,7 +1264,8 @@ fn quant_cols(w: &[f32], rows: usize, cols: usize, gamma: Option<&[f32]>) -> (Ve
             sw[c] = sw[c].max((w[r * cols + c] * g(c)).abs());
         }
     }
-    sw.iter_mut().for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
+    sw.iter_mut()
+        .for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
     let q = (0..rows * cols)
         .map(|i| {
             let c = i % cols;
@@ -1250,14 +1303,18 @@ impl TailQ {
                 what: "int8 tail: no calibration examples".into(),
             });
         }
-        let mut q: Vec<Q8> = (0..net.slots.len()).map(|i| range_q(lo[i], hi[i])).collect();
+        let mut q: Vec<Q8> = (0..net.slots.len())
+            .map(|i| range_q(lo[i], hi[i]))
+            .collect();
         q[0] = cut_q;
         let mut weff = alloc::vec![0.0; net.frozen.len().max(1)];
         let mut layers = Vec::new();
         for (i, l) in net.layers.iter().enumerate() {
             let gamma = tail.pr[i].g.clone().map(|r| &params[r]);
             layers.push(match *l {
-                Layer::Pw { x, y, cin, cout, .. } => {
+                Layer::Pw {
+                    x, y, cin, cout, ..
+                } => {
                     let (t, _) = net.slots[y];
                     tail.weff(i, params, &mut weff[..cin * cout]);
                     let (wq, sw) = quant_cols(&weff[..cin * cout], cin, cout, gamma);
@@ -1288,7 +1345,9 @@ impl TailQ {
                         },
                         w,
                         colsum,
-                        bias: (0..cout).map(|c| libm::roundf(b[c] / acc[c]) as i32).collect(),
+                        bias: (0..cout)
+                            .map(|c| libm::roundf(b[c] / acc[c]) as i32)
+                            .collect(),
                         mult: acc.iter().map(|a| a / q[y].scale).collect(),
                     }
                 }
@@ -1313,12 +1372,18 @@ impl TailQ {
                             dil_w: 1,
                             pad_top: g.pad.0,
                             pad_left: g.pad.1,
-                            pad_bottom: (g.oh - 1) * g.stride.0 + g.kh - g.h - g.pad.0.min((g.oh - 1) * g.stride.0 + g.kh - g.h),
-                            pad_right: (g.ow - 1) * g.stride.1 + g.kw - g.w - g.pad.1.min((g.ow - 1) * g.stride.1 + g.kw - g.w),
+                            pad_bottom: (g.oh - 1) * g.stride.0 + g.kh
+                                - g.h
+                                - g.pad.0.min((g.oh - 1) * g.stride.0 + g.kh - g.h),
+                            pad_right: (g.ow - 1) * g.stride.1 + g.kw
+                                - g.w
+                                - g.pad.1.min((g.ow - 1) * g.stride.1 + g.kw - g.w),
                             groups: g.c,
                         },
                         w: wq.iter().map(|&v| v as i16).collect(),
-                        bias: (0..g.c).map(|c| libm::roundf(b[c] / acc[c]) as i32).collect(),
+                        bias: (0..g.c)
+                            .map(|c| libm::roundf(b[c] / acc[c]) as i32)
+                            .collect(),
                         mult: acc.iter().map(|a| a / q[y].scale).collect(),
                     }
                 }
@@ -1354,14 +1419,26 @@ impl TailQ {
                 got: alloc::vec![x.len(), out.len()],
             });
         }
-        let mut act: Vec<Vec<u8>> = self.slots.iter().map(|&(t, c)| alloc::vec![0u8; t * c]).collect();
+        let mut act: Vec<Vec<u8>> = self
+            .slots
+            .iter()
+            .map(|&(t, c)| alloc::vec![0u8; t * c])
+            .collect();
         let q0 = self.q[0];
         for (o, &v) in act[0].iter_mut().zip(x) {
             *o = libm::roundf(v / q0.scale + q0.zero as f32).clamp(0.0, 255.0) as u8;
         }
         for l in &self.layers {
             match l {
-                QLayer::Pw { x, y, geom, w, colsum, bias, mult } => {
+                QLayer::Pw {
+                    x,
+                    y,
+                    geom,
+                    w,
+                    colsum,
+                    bias,
+                    mult,
+                } => {
                     let (src, dst) = split2(&mut act, *x, *y);
                     let qi = I8Quant {
                         a_zero: self.q[*x].zero,
@@ -1376,7 +1453,14 @@ impl TailQ {
                     };
                     kops::conv_i8(&self.kern, geom, src, w, &qi, &mut [], I8Dst::U8(dst))?;
                 }
-                QLayer::Dw { x, y, geom, w, bias, mult } => {
+                QLayer::Dw {
+                    x,
+                    y,
+                    geom,
+                    w,
+                    bias,
+                    mult,
+                } => {
                     let (src, dst) = split2(&mut act, *x, *y);
                     kops::depthwise_i8(
                         &self.kern,
@@ -1460,19 +1544,76 @@ mod tests {
         };
         let inf = f32::INFINITY;
         let layers = alloc::vec![
-            Layer::Pw { x: 0, y: 1, cin: 3, cout: 6, w: take(18, 0.8), b: take(6, 0.3), lo: 0.0, hi: 6.0 },
-            Layer::Dw { x: 1, y: 2, g: dw(6, 1, 4), w: take(54, 0.5), b: take(6, 0.3), lo: 0.0, hi: 6.0 },
-            Layer::Pw { x: 2, y: 3, cin: 6, cout: 3, w: take(18, 0.8), b: take(3, 0.3), lo: -inf, hi: inf },
+            Layer::Pw {
+                x: 0,
+                y: 1,
+                cin: 3,
+                cout: 6,
+                w: take(18, 0.8),
+                b: take(6, 0.3),
+                lo: 0.0,
+                hi: 6.0
+            },
+            Layer::Dw {
+                x: 1,
+                y: 2,
+                g: dw(6, 1, 4),
+                w: take(54, 0.5),
+                b: take(6, 0.3),
+                lo: 0.0,
+                hi: 6.0
+            },
+            Layer::Pw {
+                x: 2,
+                y: 3,
+                cin: 6,
+                cout: 3,
+                w: take(18, 0.8),
+                b: take(3, 0.3),
+                lo: -inf,
+                hi: inf
+            },
             Layer::Add { a: 3, b: 0, y: 4 },
-            Layer::Act { x: 4, y: 5, f: Act1::HardSwish },
-            Layer::Pw { x: 5, y: 6, cin: 3, cout: 5, w: take(15, 0.8), b: take(5, 0.3), lo: -inf, hi: inf },
-            Layer::Dw { x: 6, y: 7, g: dw(5, 2, 2), w: take(45, 0.5), b: take(5, 0.3), lo: -inf, hi: inf },
+            Layer::Act {
+                x: 4,
+                y: 5,
+                f: Act1::HardSwish
+            },
+            Layer::Pw {
+                x: 5,
+                y: 6,
+                cin: 3,
+                cout: 5,
+                w: take(15, 0.8),
+                b: take(5, 0.3),
+                lo: -inf,
+                hi: inf
+            },
+            Layer::Dw {
+                x: 6,
+                y: 7,
+                g: dw(5, 2, 2),
+                w: take(45, 0.5),
+                b: take(5, 0.3),
+                lo: -inf,
+                hi: inf
+            },
             Layer::Gap { x: 7, y: 8 },
         ];
         TailNet {
             cut: "cut".into(),
             layers,
-            slots: alloc::vec![(16, 3), (16, 6), (16, 6), (16, 3), (16, 3), (16, 3), (16, 5), (4, 5), (1, 5)],
+            slots: alloc::vec![
+                (16, 3),
+                (16, 6),
+                (16, 6),
+                (16, 3),
+                (16, 3),
+                (16, 3),
+                (16, 5),
+                (4, 5),
+                (1, 5)
+            ],
             frozen,
             features: 8,
         }

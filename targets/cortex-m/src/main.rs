@@ -91,27 +91,44 @@ fn example(i: usize) -> (usize, &'static [u8]) {
     (r[0] as usize, &r[1..])
 }
 
+/// After a semihosting exit (or if the host ignores it): sleep forever.
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
 fn fail(what: &str, e: &Error) -> ! {
     hprintln!("error: {}: {}", what, e);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    halt()
 }
 
 #[entry]
 fn main() -> ! {
     let top = paint_stack();
     // SAFETY: called once, before any allocation; HEAP_MEM is used by nothing else.
-    unsafe { HEAP.0.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_BYTES) };
+    unsafe {
+        HEAP.0
+            .init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_BYTES)
+    };
     // SAFETY: the only reference to ARENA, taken once here.
     let arena: &'static mut [u8] = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
 
     let plan = Plan::from_bytes(&PLAN.0).unwrap_or_else(|e| fail("plan", &e));
-    let exec = Executor::with_arena(&plan, Kernels::detect(), arena)
-        .unwrap_or_else(|e| fail("arena", &e));
+    let exec =
+        Executor::with_arena(&plan, Kernels::detect(), arena).unwrap_or_else(|e| fail("arena", &e));
     let prep = plan
         .meta("preprocess")
         .and_then(ImagePrep::parse)
-        .unwrap_or_else(|| fail("plan", &Error::Invalid { what: "no preprocessing".into() }));
+        .unwrap_or_else(|| {
+            fail(
+                "plan",
+                &Error::Invalid {
+                    what: "no preprocessing".into(),
+                },
+            )
+        });
     let mut fx = FeatureExtractor::new(exec, "features").unwrap_or_else(|e| fail("plan", &e));
     let dim = fx.dim;
     let h = plan.hash();
@@ -134,8 +151,11 @@ fn main() -> ! {
     for i in 0..n_sup {
         let (label, px) = example(i);
         prep.apply(px, 28, 28, 1, &mut input);
-        fx.features(&input, &mut f).unwrap_or_else(|e| fail("backbone", &e));
-        cache.push(&[&f], label).unwrap_or_else(|e| fail("enrol", &e));
+        fx.features(&input, &mut f)
+            .unwrap_or_else(|e| fail("backbone", &e));
+        cache
+            .push(&[&f], label)
+            .unwrap_or_else(|e| fail("enrol", &e));
     }
     let classes = 5;
     let idx: Vec<usize> = (0..n_sup).collect();
@@ -145,7 +165,11 @@ fn main() -> ! {
             .unwrap_or_else(|e| fail("train", &e));
         methods.push((kind, m));
     }
-    hprintln!("enrolled {} support examples of {} unseen classes; trained ncm and linear on the device", n_sup, classes);
+    hprintln!(
+        "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
+        n_sup,
+        classes
+    );
 
     let dims = [TapDims { tokens: 1, dim }];
     let mut preds: Vec<Vec<u8>> = vec![Vec::new(); methods.len()];
@@ -154,9 +178,11 @@ fn main() -> ! {
     for q in 0..n_qry {
         let (label, px) = example(n_sup + q);
         prep.apply(px, 28, 28, 1, &mut input);
-        fx.features(&input, &mut f).unwrap_or_else(|e| fail("backbone", &e));
+        fx.features(&input, &mut f)
+            .unwrap_or_else(|e| fail("backbone", &e));
         for (j, (_, m)) in methods.iter().enumerate() {
-            m.scores(&[&f], &dims, &mut sc).unwrap_or_else(|e| fail("predict", &e));
+            m.scores(&[&f], &dims, &mut sc)
+                .unwrap_or_else(|e| fail("predict", &e));
             let p = adapt::argmax(&sc);
             preds[j].push(p as u8);
             right[j] += (p == label) as usize;
@@ -168,7 +194,13 @@ fn main() -> ! {
             hprint!(" {}", p);
         }
         hprintln!("");
-        hprintln!("accuracy {} {}/{} = {:.3}", k.name(), right[j], n_qry, right[j] as f32 / n_qry as f32);
+        hprintln!(
+            "accuracy {} {}/{} = {:.3}",
+            k.name(),
+            right[j],
+            n_qry,
+            right[j] as f32 / n_qry as f32
+        );
     }
 
     // Bad input on the device: each must be refused with a typed error.
@@ -229,12 +261,12 @@ fn main() -> ! {
         hprintln!("firmware: FAIL ({} of 3 bad inputs refused)", refused);
         debug::exit(debug::EXIT_FAILURE);
     }
-    loop {}
+    halt()
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     hprintln!("panic: {}", info);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    halt()
 }

@@ -4,8 +4,8 @@ use edgetune::adapt::cache::{CacheFormat, TapCache};
 use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::rng::Rng;
 use edgetune::adapt::train::{Optimizer, Progress};
-use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::adapt::Method;
+use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::features::{default_taps, TapReader};
 use edgetune::plan::{Plan, DEFAULT_ARENA_LIMIT};
 use edgetune::preprocess::ImagePrep;
@@ -739,7 +739,11 @@ fn export_episode(
             desc += &format!("{l:?}\n");
         }
         std::fs::write(dir.join("tail.txt"), desc).map_err(|x| io_err(dir, x))?;
-        edgetune::npy::write_npy(&dir.join("tail_frozen.npy"), &[net.frozen.len()], &net.frozen)?;
+        edgetune::npy::write_npy(
+            &dir.join("tail_frozen.npy"),
+            &[net.frozen.len()],
+            &net.frozen,
+        )?;
     }
     Ok(())
 }
