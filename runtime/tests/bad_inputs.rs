@@ -42,6 +42,7 @@ const ONNX: &[u8] = include_bytes!("../../models/efficientnet_lite0_int8.onnx");
 const FLOAT_ONNX: &[u8] = include_bytes!("../../fuzz/corpus/onnx_import/float_conv_gemm.onnx");
 
 type Check = fn(&Error) -> bool;
+type Case = Box<dyn Fn() -> Result<(), Error>>;
 
 fn plan_hash() -> [u8; 16] {
     Plan::from_bytes(PLAN).unwrap().hash()
@@ -165,7 +166,7 @@ fn every_bad_input_gives_its_typed_error_within_the_memory_bound() {
     let tensor_name_absurd =
         with_plan_checksum(set(PLAN.to_vec(), 68, &0x7fff_ffffu32.to_le_bytes()));
 
-    let cases: Vec<(&str, usize, Box<dyn Fn() -> Result<(), Error>>, Check)> = vec![
+    let cases: Vec<(&str, usize, Case, Check)> = vec![
         ("plan: empty", 0, Box::new(|| load_plan(&[])), bad_file),
         (
             "plan: truncated header",

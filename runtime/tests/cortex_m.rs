@@ -20,7 +20,10 @@ fn root() -> &'static Path {
 
 /// The episode the firmware's build script writes: classes 5-9, 5 support and 20 query
 /// images each, in file order.
-fn episode() -> (Vec<(usize, Vec<u8>)>, Vec<(usize, Vec<u8>)>) {
+/// (label, pixels) examples.
+type Examples = Vec<(usize, Vec<u8>)>;
+
+fn episode() -> (Examples, Examples) {
     let px = std::fs::read(root().join("examples/data/fashion_mnist_600-images.idx")).unwrap();
     let lb = std::fs::read(root().join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
     let (mut sup, mut qry) = (vec![], vec![]);

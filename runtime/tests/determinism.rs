@@ -55,7 +55,9 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
         })
         .collect();
     assert!(tiers.len() >= 2, "tiers here: {tiers:?}");
-    let mut first: Option<(Vec<f32>, Vec<Vec<u8>>, Vec<f64>)> = None;
+    // Features, adapter bytes and accuracies of the first tier.
+    type Run = (Vec<f32>, Vec<Vec<u8>>, Vec<f64>);
+    let mut first: Option<Run> = None;
     for &tier in &tiers {
         let kern = Kernels::select(&cpu, Some(tier));
         let mut exec = Executor::new(&plan, kern, 1 << 30).unwrap();
