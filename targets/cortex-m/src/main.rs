@@ -23,6 +23,15 @@ use edgetune::plan::Plan;
 use edgetune::preprocess::ImagePrep;
 use edgetune::{Error, Executor};
 
+/// Logging with defmt's macro names (`info!`, `error!`), printed as text over
+/// semihosting so the host test reads it without a decoder.
+macro_rules! info {
+    ($($t:tt)*) => { hprintln!("INFO  {}", format_args!($($t)*)) };
+}
+macro_rules! error {
+    ($($t:tt)*) => { hprintln!("ERROR {}", format_args!($($t)*)) };
+}
+
 /// The heap the runtime's metadata, tap cache and heads live in; counts its peak.
 struct Counting(embedded_alloc::LlffHeap);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -99,7 +108,7 @@ fn halt() -> ! {
 }
 
 fn fail(what: &str, e: &Error) -> ! {
-    hprintln!("error: {}: {}", what, e);
+    error!("{}: {}", what, e);
     debug::exit(debug::EXIT_FAILURE);
     halt()
 }
@@ -132,7 +141,7 @@ fn main() -> ! {
     let mut fx = FeatureExtractor::new(exec, "features").unwrap_or_else(|e| fail("plan", &e));
     let dim = fx.dim;
     let h = plan.hash();
-    hprintln!(
+    info!(
         "edgetune firmware: plan {:02x}{:02x}{:02x}{:02x}... in flash at {:p} (zero-copy), {} ops, arena {} of {} bytes",
         h[0], h[1], h[2], h[3], PLAN.0.as_ptr(), plan.ops.len(), plan.arena_bytes(), ARENA_BYTES
     );
@@ -165,7 +174,7 @@ fn main() -> ! {
             .unwrap_or_else(|e| fail("train", &e));
         methods.push((kind, m));
     }
-    hprintln!(
+    info!(
         "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
         n_sup,
         classes
@@ -209,18 +218,18 @@ fn main() -> ! {
     corrupt[100] ^= 0x40;
     match Plan::from_bytes(&corrupt) {
         Err(e) => {
-            hprintln!("bad input: corrupt plan -> {}", e);
+            info!("bad input: corrupt plan -> {}", e);
             refused += 1;
         }
-        Ok(_) => hprintln!("bad input: corrupt plan ACCEPTED"),
+        Ok(_) => error!("bad input: corrupt plan ACCEPTED"),
     }
     let mut small = Aligned([0u8; 1024]);
     match Executor::with_arena(&plan, Kernels::detect(), &mut small.0) {
         Err(e) => {
-            hprintln!("bad input: plan too large for the arena -> {}", e);
+            info!("bad input: plan too large for the arena -> {}", e);
             refused += 1;
         }
-        Ok(_) => hprintln!("bad input: small arena ACCEPTED"),
+        Ok(_) => error!("bad input: small arena ACCEPTED"),
     }
     let a = Adapter {
         plan_hash: [0x5a; 16],
@@ -231,10 +240,10 @@ fn main() -> ! {
     };
     match Adapter::from_bytes(&a.to_bytes(), &plan.hash()) {
         Err(e) => {
-            hprintln!("bad input: adapter for another plan -> {}", e);
+            info!("bad input: adapter for another plan -> {}", e);
             refused += 1;
         }
-        Ok(_) => hprintln!("bad input: foreign adapter ACCEPTED"),
+        Ok(_) => error!("bad input: foreign adapter ACCEPTED"),
     }
 
     extern "C" {
@@ -266,7 +275,7 @@ fn main() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    hprintln!("panic: {}", info);
+    error!("panic: {}", info);
     debug::exit(debug::EXIT_FAILURE);
     halt()
 }
