@@ -292,7 +292,13 @@ impl Method {
                 classes,
                 params,
             } => {
-                let h = Ladder::new(t.clone(), (0..t.len()).collect(), *width, *classes);
+                // Token counts come from the caller (a pooled or a full tap).
+                let h = Ladder::new(
+                    dims[..t.len()].to_vec(),
+                    (0..t.len()).collect(),
+                    *width,
+                    *classes,
+                );
                 train::predict(&h, params, taps, out);
             }
             Method::Query {

@@ -1,6 +1,6 @@
 //! The CLI's adaptation commands: adapt, predict, eval, demo.
 
-use edgetune::adapt::cache::{CacheFormat, TapCache};
+use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
 use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::rng::Rng;
 use edgetune::adapt::train::{Optimizer, Progress};
@@ -204,6 +204,7 @@ pub fn build_cache(
     augment: usize,
     seed: u64,
     bar: bool,
+    pool: bool,
 ) -> Result<(TapCache, Vec<usize>, f64)> {
     let exec = Executor::new(
         plan,
@@ -211,7 +212,17 @@ pub fn build_cache(
         DEFAULT_ARENA_LIMIT,
     )?;
     let mut rd = TapReader::new(exec, taps)?;
-    let mut cache = TapCache::new(format, rd.shapes.clone());
+    // A method that reads pooled taps only (the ladder) caches one token per tap.
+    let shapes: Vec<TapShape> = rd
+        .shapes
+        .iter()
+        .map(|t| TapShape {
+            tokens: if pool { 1 } else { t.tokens },
+            ..t.clone()
+        })
+        .collect();
+    let mut pooled_bufs: Vec<Vec<f32>> = shapes.iter().map(|t| vec![0.0; t.len()]).collect();
+    let mut cache = TapCache::new(format, shapes);
     let total = images.len() * (1 + augment);
     cache.reserve(total);
     let mut bufs: Vec<Vec<f32>> = rd.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
@@ -246,8 +257,20 @@ pub fn build_cache(
                 });
             }
             rd.run(&input, &mut bufs)?;
-            let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
-            cache.push(&views, *label)?;
+            if pool {
+                for ((b, o), t) in bufs.iter().zip(pooled_bufs.iter_mut()).zip(&rd.shapes) {
+                    let d = TapDims {
+                        tokens: t.tokens,
+                        dim: t.dim,
+                    };
+                    adapt::method::pooled(b, d, o);
+                }
+                let views: Vec<&[f32]> = pooled_bufs.iter().map(|b| &b[..]).collect();
+                cache.push(&views, *label)?;
+            } else {
+                let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
+                cache.push(&views, *label)?;
+            }
             src.push(i);
             pb.inc(1);
         }
@@ -326,7 +349,28 @@ pub fn adapt_cmd(
         DEFAULT_ARENA_LIMIT,
     )?;
     let shapes = TapReader::new(exec, &taps)?.shapes;
-    let mut probe = TapCache::new(opts.cache, shapes);
+    // The ladder reads pooled taps: cache one token per tap instead of the whole map.
+    let pool = kind == Kind::Ladder;
+    let reader_dims: Vec<(String, TapDims)> = shapes
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                TapDims {
+                    tokens: t.tokens,
+                    dim: t.dim,
+                },
+            )
+        })
+        .collect();
+    let probe_shapes = shapes
+        .into_iter()
+        .map(|t| TapShape {
+            tokens: if pool { 1 } else { t.tokens },
+            ..t
+        })
+        .collect();
+    let mut probe = TapCache::new(opts.cache, probe_shapes);
     let rows = images.len() * (1 + opts.augment);
     let spec = opts.spec(plan, kind, seed)?;
     let sel: Vec<usize> = (0..taps.len()).collect();
@@ -355,6 +399,7 @@ pub fn adapt_cmd(
         opts.augment,
         seed,
         !json,
+        pool,
     )?;
     let idx: Vec<usize> = (0..cache.len()).collect();
     let steps = if matches!(kind, Kind::Linear | Kind::Moment) {
@@ -382,7 +427,7 @@ pub fn adapt_cmd(
     let train_s = t.elapsed().as_secs_f64();
     let a = Adapter {
         plan_hash: plan.hash(),
-        taps: tap_dims(&cache, &sel),
+        taps: reader_dims,
         classes: names,
         hyper: vec![
             ("seed".into(), seed.to_string()),
@@ -545,6 +590,7 @@ pub fn episodes(
         opts.augment,
         seed,
         verbose,
+        false,
     )?;
     let by_class: Vec<Vec<usize>> = (0..classes)
         .map(|c| (0..images.len()).filter(|&i| images[i].1 == c).collect())
