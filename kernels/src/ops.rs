@@ -194,10 +194,67 @@ fn check_geom(op: &'static str, g: &ConvGeom) -> Result<(), ShapeError> {
             got: g.groups,
         });
     }
+    geom_bounds(op, g)?;
     let eh = g.dil_h * (g.kh - 1) + 1;
     let ew = g.dil_w * (g.kw - 1) + 1;
     need(op, "padded height", eh, g.h + g.pad_top + g.pad_bottom)?;
-    need(op, "padded width", ew, g.w + g.pad_left + g.pad_right)
+    need(op, "padded width", ew, g.w + g.pad_left + g.pad_right)?;
+    // Every extent the kernel walks must fit usize (32-bit targets included).
+    let m = g.oh().checked_mul(g.ow());
+    let big = [
+        g.h.checked_mul(g.w).and_then(|v| v.checked_mul(g.ic)),
+        m.and_then(|v| v.checked_mul(g.oc)),
+        m.and_then(|v| v.checked_mul(g.kh * g.kw))
+            .and_then(|v| v.checked_mul(g.ic)),
+    ];
+    if big.iter().any(|v| v.is_none()) {
+        return Err(ShapeError {
+            op,
+            what: "geometry overflows",
+            expected: usize::MAX,
+            got: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Each geometry field at most 2^16 (a 65536-wide map, kernel or channel count), so sums
+/// and the products checked above cannot wrap before they are checked.
+fn geom_bounds(op: &'static str, g: &ConvGeom) -> Result<(), ShapeError> {
+    let fields = [
+        g.h,
+        g.w,
+        g.ic,
+        g.oc,
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dil_h,
+        g.dil_w,
+        g.pad_top,
+        g.pad_left,
+        g.pad_bottom,
+        g.pad_right,
+        g.groups,
+    ];
+    match fields.iter().find(|&&v| v > 1 << 16) {
+        Some(&v) => Err(ShapeError {
+            op,
+            what: "geometry field",
+            expected: 1 << 16,
+            got: v,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn dst_len(y: &I8Dst) -> usize {
+    match y {
+        I8Dst::U8(v) => v.len(),
+        I8Dst::I8(v) => v.len(),
+        I8Dst::F32(v) => v.len(),
+    }
 }
 
 /// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`.
@@ -240,6 +297,8 @@ pub fn conv_i8(
     if is_pointwise(g) {
         return gemm_i8(kern, (m, g.oc, kdim), x, kdim, w, q, y, g.oc);
     }
+    // Output first: im2col must not walk a geometry the output cannot hold.
+    need(OP, "y", m * g.oc, dst_len(&y))?;
     need(OP, "scratch", conv_scratch_len(g), scratch.len())?;
     let fill = if q.a_signed {
         (q.a_zero as i8) as u8
@@ -270,6 +329,7 @@ pub fn conv_f32(
     if is_pointwise(g) {
         return gemm_f32(kern, (m, g.oc, kdim), x, kdim, w, bias, y, g.oc, act);
     }
+    need(OP, "y", m * g.oc, y.len())?;
     need(OP, "scratch", conv_scratch_len(g), scratch.len())?;
     im2col(g, x, 0.0, scratch);
     gemm_f32(kern, (m, g.oc, kdim), scratch, kdim, w, bias, y, g.oc, act)
@@ -304,8 +364,25 @@ pub fn depthwise_i8(
             got: g.groups,
         });
     }
+    geom_bounds(OP, g)?;
     need(OP, "padded height", g.kh, g.h + g.pad_top + g.pad_bottom)?;
     need(OP, "padded width", g.kw, g.w + g.pad_left + g.pad_right)?;
+    if g.h
+        .checked_mul(g.w)
+        .and_then(|v| v.checked_mul(c))
+        .is_none()
+        || g.oh()
+            .checked_mul(g.ow())
+            .and_then(|v| v.checked_mul(c))
+            .is_none()
+    {
+        return Err(ShapeError {
+            op: OP,
+            what: "geometry overflows",
+            expected: usize::MAX,
+            got: 0,
+        });
+    }
     need(OP, "x", g.h * g.w * c, x.len())?;
     need(OP, "weights", g.kh * g.kw * c, w.len())?;
     need(OP, "scale", c, scale.len())?;

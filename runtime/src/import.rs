@@ -547,6 +547,9 @@ impl<'g> Lowering<'g> {
             return Err(self.unsupported(n, "weights must be symmetric int8 OIHW"));
         }
         let xi = self.b.tensors[x as usize].clone();
+        if xi.shape.len() != 4 {
+            return Err(self.unsupported(n, "convolution input must be 4-D (N, C, H, W)"));
+        }
         let (oc, icg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
         let (h, w, ic) = (xi.shape[1], xi.shape[2], xi.shape[3]);
         let groups = attr_i(n, "group", 1) as usize;

@@ -660,6 +660,30 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// Multiply-adds (or element operations) one run performs, saturating: lets a caller
+    /// refuse a plan that asks for more compute than it will spend.
+    pub fn macs(&self) -> u64 {
+        let len = |t: u32| self.tensors[t as usize].len() as u64;
+        let conv = |g: &ConvGeom| {
+            [g.oh(), g.ow(), g.oc, g.kh, g.kw, g.ic / g.groups.max(1)]
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+        };
+        self.ops
+            .iter()
+            .map(|op| match *op {
+                Op::ConvI8 { ref geom, .. } | Op::ConvF32 { ref geom, .. } => conv(geom),
+                Op::DwI8 { ref geom, .. } => [geom.oh(), geom.ow(), geom.oc, geom.kh, geom.kw]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                _ => {
+                    let (i, o) = op.io();
+                    i.iter().chain(o.iter()).map(|&t| len(t)).sum()
+                }
+            })
+            .fold(0u64, |a, m| a.saturating_add(m))
+    }
+
     pub fn hash(&self) -> [u8; 16] {
         self.header.hash
     }
