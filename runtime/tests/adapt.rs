@@ -103,7 +103,8 @@ fn every_method_learns_and_round_trips() {
     for fmt in [CacheFormat::F16, CacheFormat::I8] {
         let c = cache(12, 1, fmt);
         let (train, test): (Vec<usize>, Vec<usize>) = (0..c.len()).partition(|i| i % 4 != 0);
-        for kind in Kind::ALL {
+        // The tail methods need a plan: tests/tail.rs covers them.
+        for kind in Kind::ALL.into_iter().filter(|k| !k.is_tail()) {
             let a = adapter(&c, kind, 7, &train);
             let acc = accuracy(&a, &c, &test);
             assert!(acc >= 0.9, "{kind:?} {fmt:?}: held-out accuracy {acc}");
@@ -166,7 +167,7 @@ fn one_class_or_an_empty_class_is_refused() {
     let c = cache(4, 5, CacheFormat::F16);
     let only0: Vec<usize> = (0..c.len()).filter(|&i| c.labels[i] == 0).collect();
     let no2: Vec<usize> = (0..c.len()).filter(|&i| c.labels[i] != 2).collect();
-    for kind in Kind::ALL {
+    for kind in Kind::ALL.into_iter().filter(|k| !k.is_tail()) {
         let s = sel(kind);
         for idx in [&only0, &no2] {
             let r = adapt::fit(&Spec::new(kind), &c, &s, idx, 3, &mut |_| true);

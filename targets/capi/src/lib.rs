@@ -375,7 +375,17 @@ pub unsafe extern "C" fn et_train(
         let classes = cache.classes();
         let idx: Vec<usize> = (0..cache.len()).collect();
         let sel: Vec<usize> = (0..cache.taps.len()).collect();
-        let spec = Spec::new(s.kind).seed(seed);
+        let mut spec = Spec::new(s.kind).seed(seed);
+        if s.kind.is_tail() {
+            // The tail methods train a float copy of the plan after their cut tap.
+            let cut = cache
+                .taps
+                .first()
+                .ok_or_else(|| arg("no cached tap"))?
+                .name
+                .clone();
+            spec = spec.bind_tail(s.plan_static(), &cut).map_err(err)?;
+        }
         let mut progress = |p: &Progress| match cb {
             // SAFETY: the caller promises `cb` is callable with `user`.
             Some(f) => unsafe { f(p.step as u32, p.steps as u32, p.loss, p.accuracy, user) == 0 },
@@ -490,8 +500,9 @@ pub unsafe extern "C" fn et_load_adapter_bytes(
         }
         // SAFETY: the caller promises `len` readable bytes.
         let data = unsafe { std::slice::from_raw_parts(bytes, len) };
-        let a = Adapter::from_bytes(data, &s.plan.hash()).map_err(err)?;
+        let mut a = Adapter::from_bytes(data, &s.plan.hash()).map_err(err)?;
         let plan = s.plan_static();
+        a.bind(plan).map_err(err)?;
         let kind = a.method.kind();
         s.reader = None;
         s.set_method(kind, plan).map_err(err)?;
