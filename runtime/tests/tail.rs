@@ -205,3 +205,21 @@ fn bad_cuts_and_budgets_give_typed_errors() {
         "{wrong:?}"
     );
 }
+
+#[test]
+fn a_cut_before_a_dense_kxk_convolution_is_refused_naming_the_op() {
+    // The tiny CNN's first op after its input is a 3×3 stride-2 dense convolution.
+    let opts = ImportOptions {
+        taps: Taps::Names(vec!["image_DequantizeLinear_Output".into()]),
+        ..Default::default()
+    };
+    let parts = import_path(&root().join("models/tiny_cnn_fmnist04_int8.onnx"), &opts).unwrap();
+    let p = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    match Spec::new(Kind::Lora).bind_tail(&p, "image_DequantizeLinear_Output") {
+        Err(Error::UnsupportedOp { op, why, .. }) => {
+            assert_eq!(op, "ConvI8");
+            assert!(why.contains("k×k"), "{why}");
+        }
+        r => panic!("dense conv in the tail: {:?}", r.map(|_| ())),
+    }
+}
