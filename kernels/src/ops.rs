@@ -179,7 +179,11 @@ fn is_pointwise(g: &ConvGeom) -> bool {
 }
 
 fn check_geom(op: &'static str, g: &ConvGeom) -> Result<(), ShapeError> {
+    // No channels means no work to size loops by: refused, so im2col cannot walk an
+    // output nobody holds.
     if g.groups != 1
+        || g.ic == 0
+        || g.oc == 0
         || g.kh == 0
         || g.kw == 0
         || g.stride_h == 0
@@ -350,7 +354,8 @@ pub fn depthwise_i8(
 ) -> Result<(), ShapeError> {
     const OP: &str = "depthwise_i8";
     let c = g.ic;
-    if g.groups != c
+    if c == 0
+        || g.groups != c
         || g.oc != c
         || g.stride_h != g.stride_w
         || g.dil_h != 1

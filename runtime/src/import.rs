@@ -669,6 +669,11 @@ impl<'g> Lowering<'g> {
         wq: &mut [i64],
         per: usize,
     ) -> Result<(Vec<i32>, Vec<f32>)> {
+        // Per-tensor (1) or per-channel (oc) quantisation parameters only.
+        let fits = |n: usize| n == 1 || n == oc;
+        if !fits(ws.len()) {
+            return Err(self.unsupported(n, "weight scales are neither per-tensor nor per-channel"));
+        }
         let mut sw: Vec<f32> = (0..oc)
             .map(|c| if ws.len() == 1 { ws[0] } else { ws[c] })
             .collect();
@@ -676,7 +681,11 @@ impl<'g> Lowering<'g> {
         let has_bias = n.input.len() > i && !n.input[i].is_empty();
         let real: Vec<f64> = if has_bias {
             let (bd, bq, bs, bz) = self.qconst(n, i)?;
-            if bd.iter().product::<usize>() != oc {
+            if bd.iter().product::<usize>() != oc
+                || bq.len() != oc
+                || !fits(bs.len())
+                || !fits(bz.len())
+            {
                 return Err(self.unsupported(n, "bias length differs from the output channels"));
             }
             (0..oc)
