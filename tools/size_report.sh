@@ -18,7 +18,7 @@ fw="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/edgetune-cortex-m"
 read -r text rodata bss <<<"$(size -A "$fw" | awk '$1==".text"{t=$2} $1==".rodata"{r=$2} $1==".bss"{b=$2} END{print t, r, b}')"
 plan=$(stat -c %s targets/cortex-m/assets/tiny_cnn.etm)
 episode=$((4 + 125 * 785))
-echo "firmware (thumbv7em, opt-level s): .text $text B, .rodata $rodata B of which plan $plan B and episode $episode B -> code + constants without weights/data $((text + rodata - plan - episode)) B (target code <= 128 KB)"
+echo "firmware (thumbv7em, opt-level z): .text $text B, .rodata $rodata B of which plan $plan B and episode $episode B -> code + constants without weights/data $((text + rodata - plan - episode)) B (target code <= 128 KB)"
 if command -v qemu-system-arm >/dev/null; then
   (cd targets/cortex-m && cargo run --release -q 2>/dev/null | grep -E "^memory|^accuracy|^firmware")
 fi
