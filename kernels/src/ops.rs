@@ -420,3 +420,101 @@ pub fn depthwise_i8(
     unsafe { (kern.dw_i8.f)(&args) };
     Ok(())
 }
+
+/// Max pool over NHWC u8. Taking the max of quantised codes is exact for any positive
+/// scale, so the quantised tensor keeps its parameters. Padded positions are ignored.
+pub fn max_pool_u8(g: &ConvGeom, x: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
+    const OP: &str = "max_pool_u8";
+    if g.ic == 0
+        || g.oc != g.ic
+        || g.kh == 0
+        || g.kw == 0
+        || g.stride_h == 0
+        || g.stride_w == 0
+        || g.dil_h == 0
+        || g.dil_w == 0
+    {
+        return Err(ShapeError {
+            op: OP,
+            what: "pooling geometry",
+            expected: g.ic,
+            got: g.oc,
+        });
+    }
+    geom_bounds(OP, g)?;
+    need(
+        OP,
+        "padded height",
+        g.dil_h * (g.kh - 1) + 1,
+        g.h + g.pad_top + g.pad_bottom,
+    )?;
+    need(
+        OP,
+        "padded width",
+        g.dil_w * (g.kw - 1) + 1,
+        g.w + g.pad_left + g.pad_right,
+    )?;
+    // Fields ≤ 2^16 each: the products below fit 64-bit usize but not always 32-bit.
+    let (inl, outl) = (
+        g.h.checked_mul(g.w).and_then(|v| v.checked_mul(g.ic)),
+        g.oh().checked_mul(g.ow()).and_then(|v| v.checked_mul(g.ic)),
+    );
+    let (Some(inl), Some(outl)) = (inl, outl) else {
+        return Err(ShapeError {
+            op: OP,
+            what: "geometry overflows",
+            expected: usize::MAX,
+            got: 0,
+        });
+    };
+    need(OP, "x", inl, x.len())?;
+    need(OP, "y", outl, y.len())?;
+    let (ow, c) = (g.ow(), g.ic);
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            let out = &mut y[(oy * ow + ox) * c..][..c];
+            out.fill(0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                        let row = &x[(iy * g.w + ix) * c..][..c];
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = (*o).max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-channel table lookup over NHWC u8: `y[i] = table[(i % channels)·256 + x[i]]`.
+/// Any elementwise function between two quantised tensors (an activation, a clamp, a
+/// batch norm) is exactly such a table.
+pub fn lut_u8(x: &[u8], channels: usize, table: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
+    const OP: &str = "lut_u8";
+    if channels == 0 || !x.len().is_multiple_of(channels) {
+        return Err(ShapeError {
+            op: OP,
+            what: "channels",
+            expected: x.len(),
+            got: channels,
+        });
+    }
+    need(OP, "table", channels * 256, table.len())?;
+    need(OP, "y", x.len(), y.len())?;
+    if channels == 1 {
+        let t: &[u8; 256] = table[..256].try_into().expect("256 entries checked above");
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = t[v as usize];
+        }
+    } else {
+        for (xr, yr) in x.chunks_exact(channels).zip(y.chunks_exact_mut(channels)) {
+            for (c, (o, &v)) in yr.iter_mut().zip(xr).enumerate() {
+                *o = table[c * 256 + v as usize];
+            }
+        }
+    }
+    Ok(())
+}

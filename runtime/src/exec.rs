@@ -330,6 +330,19 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 ew::global_avg_pool_u8(i[0], hw, c, qx, o, qy);
             }
+            Op::MaxPoolU8 { x, y, ref geom } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                kops::max_pool_u8(geom, i[0], o)?;
+            }
+            Op::LutU8 {
+                x,
+                y,
+                channels,
+                table,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                kops::lut_u8(i[0], channels as usize, plan.blob(table), o)?;
+            }
             Op::GapF32 { x, y } => {
                 let s = &tt(x).shape;
                 let (hw, c) = (s[1] * s[2], s[3]);

@@ -80,6 +80,9 @@ enum Val {
     Act(u32),
     /// The dequantised view of a quantised runtime tensor.
     Deq(u32),
+    /// Float elementwise function of a u8 tensor, as a table of `channels`·256 values
+    /// (per NHWC channel); lowered to one `LutU8` at the next QuantizeLinear.
+    Mapped(Mapped),
 }
 
 fn malformed(what: impl Into<String>) -> Error {
@@ -235,6 +238,21 @@ fn attr_i(n: &pb::NodeProto, name: &str, default: i64) -> i64 {
     attr(n, name).map_or(default, |a| a.i)
 }
 
+#[derive(Clone, Debug)]
+struct Mapped {
+    t: u32,
+    table: Vec<f32>,
+    channels: usize,
+    /// Non-decreasing in the code for every channel, so max pooling commutes with it.
+    monotone: bool,
+}
+
+impl Mapped {
+    fn value(&self, c: usize, code: usize) -> f32 {
+        self.table[(c % self.channels) * 256 + code]
+    }
+}
+
 struct Lowering<'g> {
     graph: &'g pb::GraphProto,
     vals: HashMap<String, Val>,
@@ -266,6 +284,7 @@ impl<'g> Lowering<'g> {
             Val::Const(c) => Some(c.dims.clone()),
             Val::QConst { dims, .. } => Some(dims.clone()),
             Val::Act(t) | Val::Deq(t) => Some(self.b.tensors[*t as usize].logical_shape()),
+            Val::Mapped(m) => Some(self.b.tensors[m.t as usize].logical_shape()),
         }
     }
 
@@ -456,10 +475,13 @@ impl<'g> Lowering<'g> {
                     Val::Deq(t) => {
                         let ti = &self.b.tensors[t as usize];
                         if ti.scale != q.scale || ti.zero != q.zero {
-                            return Err(self.unsupported(n, "requantisation to other parameters"));
+                            let m = self.mapped(n, 0)?;
+                            self.lut(n, m, q)?;
+                        } else {
+                            self.vals.insert(n.output[0].clone(), Val::Act(t));
                         }
-                        self.vals.insert(n.output[0].clone(), Val::Act(t));
                     }
+                    Val::Mapped(m) => self.lut(n, m, q)?,
                     _ => return Err(self.unsupported(n, "input must be a float tensor")),
                 }
             }
@@ -518,6 +540,10 @@ impl<'g> Lowering<'g> {
                 self.set_out(qi, y, &n.output[0]);
                 self.block_taps.push((n.input[0].clone(), x));
             }
+            "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Max" | "Min" | "BatchNormalization" => {
+                self.elementwise(n)?
+            }
+            "MaxPool" => self.max_pool(n)?,
             "Flatten" | "Reshape" => {
                 let v = self.val(n, 0)?.clone();
                 let t = match v {
@@ -533,6 +559,263 @@ impl<'g> Lowering<'g> {
             }
             _ => return Err(self.unsupported(n, "no lowering for this op")),
         }
+        Ok(())
+    }
+
+    /// The input `i` as a table over its u8 codes (a plain dequantisation is the identity).
+    fn mapped(&self, n: &pb::NodeProto, i: usize) -> Result<Mapped> {
+        match self.val(n, i)? {
+            Val::Deq(t) => {
+                let ti = &self.b.tensors[*t as usize];
+                Ok(Mapped {
+                    t: *t,
+                    table: (0..256).map(|c| (c - ti.zero) as f32 * ti.scale).collect(),
+                    channels: 1,
+                    monotone: true,
+                })
+            }
+            Val::Mapped(m) => Ok(m.clone()),
+            _ => Err(self.unsupported(
+                n,
+                format!("input {i} must be a function of a quantised tensor (QDQ form)"),
+            )),
+        }
+    }
+
+    /// A float constant input, plain or dequantised.
+    fn floats(&self, n: &pb::NodeProto, i: usize) -> Result<Vec<f32>> {
+        match self.val(n, i)? {
+            Val::Const(c) => c
+                .f32s()
+                .ok_or_else(|| self.unsupported(n, format!("input {i} must be f32"))),
+            Val::QConst { q, scale, zero, .. } => {
+                let per = q.len() / scale.len().max(1);
+                Ok(q.iter()
+                    .enumerate()
+                    .map(|(k, &v)| {
+                        let a = (k / per.max(1)).min(scale.len() - 1);
+                        (v - zero[a.min(zero.len() - 1)]) as f32 * scale[a]
+                    })
+                    .collect())
+            }
+            _ => Err(self.unsupported(n, format!("input {i} must be a constant"))),
+        }
+    }
+
+    /// Elementwise float ops on a quantised tensor fold into its table.
+    fn elementwise(&mut self, n: &pb::NodeProto) -> Result<()> {
+        let op = n.op_type.as_str();
+        // Max/Min: one operand is a scalar constant, the other the tensor.
+        let xi = if matches!(op, "Max" | "Min") {
+            if n.input.len() != 2 {
+                return Err(self.unsupported(n, "needs exactly two operands"));
+            }
+            match self.val(n, 0)? {
+                Val::Const(_) | Val::QConst { .. } => 1,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        let mut m = self.mapped(n, xi)?;
+        let scalar = |s: &Self, i: usize| -> Result<f32> {
+            match s.floats(n, i)?.as_slice() {
+                [v] if !v.is_nan() => Ok(*v),
+                _ => Err(s.unsupported(n, format!("input {i} must be a scalar constant"))),
+            }
+        };
+        let f: Box<dyn Fn(usize, f32) -> f32> = match op {
+            "Relu" => Box::new(|_, v: f32| v.max(0.0)),
+            "Sigmoid" => Box::new(|_, v| edgetune_kernels::elementwise::sigmoid1(v)),
+            "LeakyRelu" => {
+                let a = attr(n, "alpha").map_or(0.01, |a| a.f);
+                if !a.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: format!("alpha of '{}'", n.name),
+                    });
+                }
+                m.monotone &= a >= 0.0;
+                Box::new(move |_, v: f32| if v < 0.0 { a * v } else { v })
+            }
+            "Max" | "Min" => {
+                let c = scalar(self, 1 - xi)?;
+                if op == "Max" {
+                    Box::new(move |_, v: f32| v.max(c))
+                } else {
+                    Box::new(move |_, v: f32| v.min(c))
+                }
+            }
+            "Clip" => {
+                let get = |s: &Self, i: usize, d: f32| -> Result<f32> {
+                    if n.input.len() > i && !n.input[i].is_empty() {
+                        scalar(s, i)
+                    } else {
+                        Ok(d)
+                    }
+                };
+                let lo = get(self, 1, attr(n, "min").map_or(f32::NEG_INFINITY, |a| a.f))?;
+                let hi = get(self, 2, attr(n, "max").map_or(f32::INFINITY, |a| a.f))?;
+                Box::new(move |_, v: f32| v.max(lo).min(hi))
+            }
+            "BatchNormalization" => {
+                let c = self
+                    .b
+                    .tensors
+                    .get(m.t as usize)
+                    .and_then(|t| {
+                        if t.nhwc {
+                            t.shape.last().copied()
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or_else(|| self.unsupported(n, "needs an NHWC feature map"))?;
+                let p: Vec<Vec<f32>> = (1..5).map(|i| self.floats(n, i)).collect::<Result<_>>()?;
+                if p.iter().any(|v| v.len() != c) {
+                    return Err(self.unsupported(n, "parameters differ from the channel count"));
+                }
+                let eps = attr(n, "epsilon").map_or(1e-5, |a| a.f);
+                let (mul, add): (Vec<f32>, Vec<f32>) = (0..c)
+                    .map(|k| {
+                        let s = p[0][k] / (p[3][k] + eps).sqrt();
+                        (s, p[1][k] - p[2][k] * s)
+                    })
+                    .unzip();
+                if mul.iter().chain(&add).any(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite {
+                        what: format!("batch norm '{}'", n.name),
+                    });
+                }
+                m.monotone &= mul.iter().all(|&s| s >= 0.0);
+                if m.channels == 1 {
+                    m.table = m.table.repeat(c);
+                } else if m.channels != c {
+                    return Err(self.unsupported(n, "per-channel tables of different widths"));
+                }
+                m.channels = c;
+                Box::new(move |k, v: f32| v * mul[k] + add[k])
+            }
+            _ => return Err(self.unsupported(n, "no lowering for this op")),
+        };
+        for c in 0..m.channels {
+            for code in 0..256 {
+                m.table[c * 256 + code] = f(c, m.value(c, code));
+            }
+        }
+        self.vals.insert(n.output[0].clone(), Val::Mapped(m));
+        Ok(())
+    }
+
+    /// QuantizeLinear of a table-mapped tensor: one `LutU8`.
+    fn lut(&mut self, n: &pb::NodeProto, m: Mapped, q: Q8) -> Result<()> {
+        let ti = self.b.tensors[m.t as usize].clone();
+        if m.channels > 1 && !(ti.nhwc && ti.shape.last() == Some(&m.channels)) {
+            return Err(self.unsupported(n, "per-channel table over a non-NHWC tensor"));
+        }
+        if m.table.iter().any(|v| v.is_nan()) {
+            return Err(Error::NonFinite {
+                what: format!("values quantised by '{}'", n.name),
+            });
+        }
+        let codes: Vec<u8> = m
+            .table
+            .iter()
+            .map(|&v| edgetune_kernels::quant::requant(v / q.scale, q.zero, 0, 255) as u8)
+            .collect();
+        let y = self
+            .b
+            .tensor(&n.output[0], DType::U8, ti.shape.clone(), ti.nhwc, Some(q));
+        let table = self.b.push(&codes);
+        self.b.ops.push(Op::LutU8 {
+            x: m.t,
+            y,
+            channels: m.channels as u32,
+            table,
+        });
+        self.vals.insert(n.output[0].clone(), Val::Act(y));
+        self.produced.insert(n.input[0].clone(), y);
+        Ok(())
+    }
+
+    fn max_pool(&mut self, n: &pb::NodeProto) -> Result<()> {
+        let v = self.val(n, 0)?.clone();
+        let (t, mapped) = match v {
+            Val::Deq(t) => (t, None),
+            Val::Mapped(m) if m.monotone => (m.t, Some(m)),
+            _ => {
+                return Err(self.unsupported(
+                    n,
+                    "input must be a quantised tensor or a non-decreasing function of one",
+                ))
+            }
+        };
+        let xi = self.b.tensors[t as usize].clone();
+        if xi.shape.len() != 4 || !xi.nhwc {
+            return Err(self.unsupported(n, "needs a 4-D feature map"));
+        }
+        if attr_i(n, "ceil_mode", 0) != 0
+            || attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+            || n.output.len() > 1 && !n.output[1].is_empty()
+        {
+            return Err(self.unsupported(n, "ceil_mode, auto_pad and indices"));
+        }
+        let k = attr_ints(n, "kernel_shape").unwrap_or_default();
+        let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
+        let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
+        let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+        if k.len() != 2
+            || strides.len() != 2
+            || pads.len() != 4
+            || dil.len() != 2
+            || k.iter()
+                .chain(&strides)
+                .chain(&dil)
+                .any(|&v| !(1..=1 << 16).contains(&v))
+            || pads.iter().any(|&v| !(0..=1 << 16).contains(&v))
+        {
+            return Err(self.unsupported(n, "pooling attributes"));
+        }
+        let (h, w, c) = (xi.shape[1], xi.shape[2], xi.shape[3]);
+        let geom = ConvGeom {
+            h,
+            w,
+            ic: c,
+            oc: c,
+            kh: k[0] as usize,
+            kw: k[1] as usize,
+            stride_h: strides[0] as usize,
+            stride_w: strides[1] as usize,
+            dil_h: dil[0] as usize,
+            dil_w: dil[1] as usize,
+            pad_top: pads[0] as usize,
+            pad_left: pads[1] as usize,
+            pad_bottom: pads[2] as usize,
+            pad_right: pads[3] as usize,
+            groups: 1,
+        };
+        if h + geom.pad_top + geom.pad_bottom < geom.dil_h * (geom.kh - 1) + 1
+            || w + geom.pad_left + geom.pad_right < geom.dil_w * (geom.kw - 1) + 1
+        {
+            return Err(self.unsupported(n, "kernel larger than the padded input"));
+        }
+        let q = Q8 {
+            scale: xi.scale,
+            zero: xi.zero,
+        };
+        let y = self.b.tensor(
+            &n.output[0],
+            DType::U8,
+            vec![xi.shape[0], geom.oh(), geom.ow(), c],
+            true,
+            Some(q),
+        );
+        self.b.ops.push(Op::MaxPoolU8 { x: t, y, geom });
+        let out = match mapped {
+            None => Val::Deq(y),
+            Some(m) => Val::Mapped(Mapped { t: y, ..m }),
+        };
+        self.vals.insert(n.output[0].clone(), out);
+        self.block_taps.push((n.output[0].clone(), y));
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod adapt;
+pub mod audio;
 pub mod error;
 pub mod exec;
 pub mod features;

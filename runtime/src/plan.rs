@@ -192,6 +192,20 @@ pub enum Op {
         x: u32,
         y: u32,
     },
+    /// Max pool over u8 codes: exact, the quantisation passes through unchanged.
+    MaxPoolU8 {
+        x: u32,
+        y: u32,
+        geom: ConvGeom,
+    },
+    /// Per-channel 256-entry table (`channels`·256 bytes): any elementwise function
+    /// between two quantised tensors, e.g. a batch norm followed by LeakyReLU.
+    LutU8 {
+        x: u32,
+        y: u32,
+        channels: u32,
+        table: Blob,
+    },
 }
 
 impl Op {
@@ -207,6 +221,8 @@ impl Op {
             Op::UnaryF32 { .. } => "UnaryF32",
             Op::AddF32 { .. } => "AddF32",
             Op::GapF32 { .. } => "GlobalAvgPoolF32",
+            Op::MaxPoolU8 { .. } => "MaxPoolU8",
+            Op::LutU8 { .. } => "LutU8",
         }
     }
 
@@ -222,7 +238,9 @@ impl Op {
             Op::DwI8 { x, y, .. }
             | Op::GapU8 { x, y, .. }
             | Op::UnaryF32 { x, y, .. }
-            | Op::GapF32 { x, y } => (v(&[x]), v(&[y])),
+            | Op::GapF32 { x, y }
+            | Op::MaxPoolU8 { x, y, .. }
+            | Op::LutU8 { x, y, .. } => (v(&[x]), v(&[y])),
             Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } => (v(&[a, b]), v(&[y])),
         }
     }
@@ -561,6 +579,20 @@ impl<'a> Plan<'a> {
                 is(x, F32) && is(y, F32) && scratch.is_none_or(|s| is(s, F32))
             }
             Op::UnaryF32 { x, y, .. } => is(x, F32) && is(y, F32) && same(x, y),
+            // The kernel checks the geometry against the buffers it is given.
+            Op::MaxPoolU8 { x, y, .. } => is(x, U8) && is(y, U8),
+            Op::LutU8 {
+                x,
+                y,
+                channels,
+                table,
+            } => {
+                is(x, U8)
+                    && is(y, U8)
+                    && same(x, y)
+                    && (channels == 1 || t(x).shape.last() == Some(&(channels as usize)))
+                    && table.len as u64 == channels as u64 * 256
+            }
             Op::AddF32 { a, b, y } => {
                 is(a, F32) && is(b, F32) && is(y, F32) && same(a, b) && same(a, y)
             }

@@ -314,6 +314,24 @@ pub fn write_op(w: &mut Writer, op: &Op) {
             w.u32(*x);
             w.u32(*y);
         }
+        Op::MaxPoolU8 { x, y, geom } => {
+            w.u8(10);
+            w.u32(*x);
+            w.u32(*y);
+            w_geom(w, geom);
+        }
+        Op::LutU8 {
+            x,
+            y,
+            channels,
+            table,
+        } => {
+            w.u8(11);
+            w.u32(*x);
+            w.u32(*y);
+            w.u32(*channels);
+            w_blob(w, *table);
+        }
     }
 }
 
@@ -399,6 +417,17 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
             x: r.u32()?,
             y: r.u32()?,
         },
+        10 => Op::MaxPoolU8 {
+            x: r.u32()?,
+            y: r.u32()?,
+            geom: r_geom(r)?,
+        },
+        11 => Op::LutU8 {
+            x: r.u32()?,
+            y: r.u32()?,
+            channels: r.u32()?,
+            table: r_blob(r)?,
+        },
         _ => return Err(bad("unknown op tag")),
     })
 }
@@ -416,6 +445,7 @@ pub fn blobs(op: &Op) -> heapless::Vec<Blob, 4> {
         } => &[*w, *colsum, *bias, *scale],
         Op::DwI8 { w, bias, scale, .. } => &[*w, *bias, *scale],
         Op::ConvF32 { w, bias, .. } => &[*w, *bias],
+        Op::LutU8 { table, .. } => &[*table],
         _ => &[],
     };
     for b in list {

@@ -341,6 +341,12 @@ impl TailNet {
                     };
                     map_to(&mut net, Some(Layer::Act { x: xs[0], y, f }));
                 }
+                Op::MaxPoolU8 { .. } | Op::LutU8 { .. } => {
+                    return Err(unsupported(
+                        op.name(),
+                        "an op the tail trainer does not differentiate",
+                    ))
+                }
                 Op::ConvF32 { .. } => {
                     return Err(unsupported(
                         "ConvF32",
