@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
-cargo build --profile size -p edgetune-examples --bin minimal --target aarch64-unknown-linux-gnu
+cargo build --profile size -p edgetune-examples --no-default-features --bin minimal --target aarch64-unknown-linux-gnu
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/size/minimal"
 aarch64-linux-gnu-strip -o "$bin.stripped" "$bin"
 echo "minimal (aarch64, profile size): $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$bin.stripped") bytes (target <= 1.5 MB)"

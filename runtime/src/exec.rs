@@ -180,6 +180,35 @@ impl<'p, 'm> Executor<'p, 'm> {
 
     /// Runs the plan on one example. `inputs[i]` feeds `plan.inputs[i]` (f32, ONNX layout).
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
+        self.load_inputs(inputs)?;
+        for op in &self.plan.ops {
+            self.step(op)?;
+        }
+        Ok(())
+    }
+
+    /// [`run`](Self::run), adding each op's wall time to `per_op[i]` (one slot per op).
+    #[cfg(feature = "std")]
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[&[f32]],
+        per_op: &mut [std::time::Duration],
+    ) -> Result<()> {
+        if per_op.len() != self.plan.ops.len() {
+            return Err(Error::Invalid {
+                what: format!("{} op timers for {} ops", per_op.len(), self.plan.ops.len()),
+            });
+        }
+        self.load_inputs(inputs)?;
+        for (op, t) in self.plan.ops.iter().zip(per_op) {
+            let t0 = std::time::Instant::now();
+            self.step(op)?;
+            *t += t0.elapsed();
+        }
+        Ok(())
+    }
+
+    fn load_inputs(&mut self, inputs: &[&[f32]]) -> Result<()> {
         let plan = self.plan;
         if inputs.len() != plan.inputs.len() {
             return Err(Error::Invalid {
@@ -206,9 +235,6 @@ impl<'p, 'm> Executor<'p, 'm> {
             }
             let r = range(t);
             self.bytes_mut()[r].copy_from_slice(bytemuck::cast_slice(data));
-        }
-        for op in &plan.ops {
-            self.step(op)?;
         }
         Ok(())
     }

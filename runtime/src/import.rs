@@ -1233,6 +1233,7 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
     };
     let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
+    fuse_luts(&mut lw.b, &pin_start, &pin_end);
     let Builder {
         mut tensors,
         ops,
@@ -1249,6 +1250,69 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
         blob,
         arena_bytes,
     })
+}
+
+/// A table applied to a table's output, where nothing else reads the middle tensor, is
+/// one table: `t2[t1[x]]` (e.g. LeakyReLU then the clamp `Max(x, -0.4)`).
+fn fuse_luts(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    let mut j = 0;
+    while j < b.ops.len() {
+        let Op::LutU8 {
+            x: mid,
+            y,
+            channels: c2,
+            table: t2,
+        } = b.ops[j]
+        else {
+            j += 1;
+            continue;
+        };
+        let producer = b.ops[..j].iter().rposition(|op| op.io().1.contains(&mid));
+        let readers = b.ops.iter().filter(|op| op.io().0.contains(&mid)).count();
+        let pinned = pin_start.contains(&mid) || pin_end.contains(&mid);
+        let fusable = match producer.map(|i| &b.ops[i]) {
+            Some(&Op::LutU8 { channels: c1, .. }) => {
+                readers == 1 && !pinned && (c1 == c2 || c1 == 1 || c2 == 1)
+            }
+            _ => false,
+        };
+        if !fusable {
+            j += 1;
+            continue;
+        }
+        let i = producer.unwrap_or(j);
+        let Op::LutU8 {
+            x,
+            channels: c1,
+            table: t1,
+            ..
+        } = b.ops[i]
+        else {
+            unreachable!("checked above")
+        };
+        let c = c1.max(c2) as usize;
+        let (a, z) = (
+            b.blob[t1.off as usize..][..t1.len as usize].to_vec(),
+            b.blob[t2.off as usize..][..t2.len as usize].to_vec(),
+        );
+        let table: Vec<u8> = (0..c * 256)
+            .map(|k| {
+                let (ch, v) = (k / 256, k % 256);
+                let m = a[(ch % c1 as usize) * 256 + v] as usize;
+                z[(ch % c2 as usize) * 256 + m]
+            })
+            .collect();
+        let table = b.push(&table);
+        b.ops[j] = Op::LutU8 {
+            x,
+            y,
+            channels: c as u32,
+            table,
+        };
+        b.ops.remove(i);
+        // The op now at j-1 may fuse with its own producer: look again from there.
+        j = j.saturating_sub(1);
+    }
 }
 
 fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {

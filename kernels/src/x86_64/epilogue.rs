@@ -45,8 +45,9 @@ pub(crate) unsafe fn i8_epi_avx512(
     _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
 }
 
-/// AVX2 form of [`crate::quant::i8_epilogue`] for full 16-column tiles (edge tiles take
-/// the scalar path); same operations in the same order, so bit-identical.
+/// AVX2 form of [`crate::quant::i8_epilogue`], 8 columns at a time (the last `ncols % 8`
+/// columns of an edge tile take the scalar path); same operations in the same order, so
+/// bit-identical.
 ///
 /// # Safety
 /// `row < m`, `col0 + ncols ≤ n`, buffers valid, CPU has AVX2.
@@ -58,7 +59,8 @@ pub(crate) unsafe fn i8_epi_avx2(
     ncols: usize,
     acc: &[i32; I8_NR],
 ) {
-    if ncols < 16 {
+    let halves = ncols.min(16) / 8;
+    if halves == 0 {
         crate::tile::i8_epi_scalar(args, row, col0, ncols, acc);
         return;
     }
@@ -68,7 +70,7 @@ pub(crate) unsafe fn i8_epi_avx2(
     let hi = _mm256_set1_ps((args.qmax - args.y_zero) as f32);
     let yz = _mm256_set1_epi32(args.y_zero);
     let mut q = [0i32; 16];
-    for h in 0..2 {
+    for h in 0..halves {
         let o = 8 * h;
         let colsum = _mm256_loadu_si256(args.colsum.add(col0 + o) as *const __m256i);
         let mut t = _mm256_sub_epi32(
@@ -97,8 +99,19 @@ pub(crate) unsafe fn i8_epi_avx2(
         // Values are already in [qmin, qmax]: narrowing keeps the low byte, as the
         // scalar `as u8` / `as i8` does.
         let c = args.c.add(idx);
-        for (j, &v) in q.iter().enumerate() {
+        for (j, &v) in q.iter().enumerate().take(8 * halves) {
             *c.add(j) = v as u8;
         }
+    }
+    let zero = crate::quant::effective_a_zero(args);
+    for j in 8 * halves..ncols {
+        let col = col0 + j;
+        let bias = if args.bias.is_null() {
+            0
+        } else {
+            *args.bias.add(col)
+        };
+        let t = acc[j] - zero * *args.colsum.add(col) + bias;
+        crate::quant::i8_epilogue(args, t, *args.scale.add(col), row, col);
     }
 }

@@ -77,7 +77,8 @@ pub unsafe fn i8_gemm_6x16__avxvnni(args: &I8GemmArgs) {
 }
 
 /// AVX2 without VNNI: bytes widened to i16 and multiplied with `vpmaddwd`, exact for
-/// the full u8·i8 range (`vpmaddubsw` would saturate at 255·127·2).
+/// the full u8·i8 range (`vpmaddubsw` would saturate at 255·127·2). Two passes of 8
+/// columns keep 8 accumulators and 2 weight vectors within the 16 ymm registers.
 #[target_feature(enable = "avx2")]
 unsafe fn micro_4x16_avx2(
     k: usize,
@@ -86,30 +87,39 @@ unsafe fn micro_4x16_avx2(
     b: *const i8,
     acc: &mut [[i32; I8_NR]; 4],
 ) {
-    // c[r][q] holds pair sums for columns 4q..4q+4: lanes (col, half) interleaved.
-    let mut c = [[_mm256_setzero_si256(); 4]; 4];
-    for g in 0..k.div_ceil(4) {
-        let mut w = [_mm256_setzero_si256(); 4];
-        for (q, wq) in w.iter_mut().enumerate() {
-            *wq = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(g * 64 + q * 16) as *const _));
+    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
+    let full = k / 4;
+    for half in 0..2 {
+        let bh = b.add(half * 32);
+        // c[r][q] holds pair sums for columns 8·half + 4q .. +4: lanes (col, pair).
+        let mut c = [[_mm256_setzero_si256(); 2]; 4];
+        let mut step = |g: usize, av: [i32; 4]| {
+            let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64) as *const _));
+            let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64 + 16) as *const _));
+            for r in 0..4 {
+                // [a0 a1 a2 a3] as u16, repeated: one pair per vpmaddwd lane.
+                let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(av[r]));
+                c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(x, w0));
+                c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(x, w1));
+            }
+        };
+        for g in 0..full {
+            step(
+                g,
+                core::array::from_fn(|r| (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask),
+            );
+        }
+        if full * 4 < k {
+            step(
+                full,
+                core::array::from_fn(|r| load_a4(a[r], full, k, flip) as i32),
+            );
         }
         for r in 0..4 {
-            let av = load_a4(a[r], g, k, flip);
-            let lo = (av & 0xff) | ((av >> 8) & 0xff) << 16;
-            let hi = ((av >> 16) & 0xff) | (av >> 24) << 16;
-            let pair = ((hi as u64) << 32 | lo as u64) as i64;
-            let av = _mm256_set1_epi64x(pair);
-            for q in 0..4 {
-                c[r][q] = _mm256_add_epi32(c[r][q], _mm256_madd_epi16(av, w[q]));
-            }
-        }
-    }
-    for r in 0..4 {
-        for q in 0..2 {
-            // hadd within 128-bit lanes: [c0..c3 of q*2], then fix lane order.
-            let h = _mm256_hadd_epi32(c[r][2 * q], c[r][2 * q + 1]);
+            // hadd within 128-bit lanes, then restore column order.
+            let h = _mm256_hadd_epi32(c[r][0], c[r][1]);
             let h = _mm256_permute4x64_epi64(h, 0b11_01_10_00);
-            _mm256_storeu_si256(acc[r].as_mut_ptr().add(q * 8) as *mut _, h);
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(half * 8) as *mut _, h);
         }
     }
 }

@@ -56,6 +56,9 @@ enum Cmd {
         inputs: Vec<String>,
         #[arg(long)]
         save_outputs: Option<PathBuf>,
+        /// Run N more times and print the median latency and the time per op kind.
+        #[arg(long, value_name = "N")]
+        profile: Option<usize>,
     },
     /// Train an adapter from a folder with one sub-folder of images per class.
     Adapt {
@@ -486,7 +489,12 @@ fn demo(episodes: u64, shots: usize, opts: &fewshot::FitOpts, json: bool) -> Res
     Ok(())
 }
 
-fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
+fn run(
+    plan_path: &Path,
+    inputs: &[String],
+    save: Option<&Path>,
+    profile: Option<usize>,
+) -> Result<()> {
     let plan = load_plan(plan_path)?;
     let mut feeds: Vec<Vec<f32>> = vec![Vec::new(); plan.inputs.len()];
     for (k, arg) in inputs.iter().enumerate() {
@@ -515,6 +523,35 @@ fn run(plan_path: &Path, inputs: &[String], save: Option<&Path>) -> Result<()> {
     )?;
     let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
     exec.run(&refs)?;
+    if let Some(n) = profile.filter(|&n| n > 0) {
+        let mut per_op = vec![std::time::Duration::ZERO; plan.ops.len()];
+        let mut runs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            exec.run_profiled(&refs, &mut per_op)?;
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        runs.sort_by(f64::total_cmp);
+        let kern = edgetune::kernels::Kernels::detect().describe();
+        println!(
+            "median {:.3} ms over {n} runs ({kern:?})",
+            runs[n / 2] * 1e3
+        );
+        let mut kinds: Vec<(&str, f64, usize)> = vec![];
+        for (op, t) in plan.ops.iter().zip(&per_op) {
+            match kinds.iter_mut().find(|k| k.0 == op.name()) {
+                Some(k) => {
+                    k.1 += t.as_secs_f64();
+                    k.2 += 1;
+                }
+                None => kinds.push((op.name(), t.as_secs_f64(), 1)),
+            }
+        }
+        kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (name, t, count) in kinds {
+            println!("  {name:<18} x{count:<3} {:8.3} ms/run", t / n as f64 * 1e3);
+        }
+    }
     for (i, p) in plan.outputs.iter().enumerate() {
         let t = &plan.tensors[p.tensor as usize];
         let mut v = vec![0.0; t.len()];
@@ -641,7 +678,8 @@ fn main() {
             plan,
             inputs,
             save_outputs,
-        } => run(&plan, &inputs, save_outputs.as_deref()),
+            profile,
+        } => run(&plan, &inputs, save_outputs.as_deref(), profile),
         Cmd::Demo {
             episodes,
             shots,
