@@ -1,0 +1,77 @@
+//! One short run of each example, checking what it prints against what it must achieve.
+//! (The full runs and their figures are in BENCHMARKS.md.)
+#![cfg(feature = "host")]
+
+use std::process::Command;
+
+fn run(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("example starts");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    text
+}
+
+/// The number after `key` on the line that starts with it.
+fn figure(text: &str, key: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no line '{key}' in:\n{text}"));
+    line.trim_start()[key.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no number after '{key}' in '{line}'"))
+}
+
+#[test]
+fn wakeword_detects_the_enrolled_phrase_in_a_short_stream() {
+    // Needs espeak-ng and sox (.ci/run installs them); one minute of stream.
+    let data = std::env::temp_dir().join("edgetune-wakeword-test");
+    let text = run(
+        env!("CARGO_BIN_EXE_wakeword"),
+        &[
+            "--minutes",
+            "1.5",
+            "--seed",
+            "11",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    let rate = figure(&text, "detection rate");
+    let fa = figure(&text, "false accepts");
+    assert!(rate >= 0.75, "detection rate {rate}");
+    assert!(fa <= 1.0, "{fa} false accepts in 1.5 minutes");
+}
+
+#[test]
+fn grow_keeps_old_classes_and_reloads_identically() {
+    let text = run(
+        env!("CARGO_BIN_EXE_grow"),
+        &["--queries", "6", "--steps", "40"],
+    );
+    // The program itself fails unless the fresh process predicts identically.
+    assert!(text.contains("60/60 predictions identical"), "{text}");
+    // 10-way from 5 shots: ncm far above chance (0.1) on all classes.
+    let last = text
+        .lines()
+        .filter(|l| l.contains(" ncm "))
+        .last()
+        .expect("an ncm row");
+    let acc: f64 = last
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("accuracy on all classes");
+    assert!(acc >= 0.5, "ncm accuracy over 10 classes {acc}: {last}");
+}
