@@ -2,7 +2,7 @@
 //! nothing.
 
 use crate::error::{Error, Result};
-use crate::plan::{AlignedBytes, Op, Plan, TensorInfo, Unary};
+use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
 use alloc::format;
 use core::ops::Range;
 use edgetune_kernels::elementwise as ew;
@@ -411,6 +411,233 @@ impl<'p, 'm> Executor<'p, 'm> {
                     Unary::HardSwish => ew::hard_swish(o),
                     Unary::GeluErf => ew::gelu_erf(o),
                     Unary::Erf => ew::erf(o),
+                    Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
+                    Unary::Identity => {}
+                }
+            }
+            Op::BinF32 {
+                a,
+                b,
+                y,
+                f,
+                dims,
+                sa,
+                sb,
+            } => {
+                let ins: heapless::Vec<Range<usize>, 2> = [a, b]
+                    .iter()
+                    .filter_map(|s| s.tensor())
+                    .map(|t| range(tt(t)))
+                    .collect();
+                let (i, [o, _]) = split(arena, &ins, &[range(tt(y))])?;
+                let mut next = 0;
+                let mut operand = |s: Src| -> &[f32] {
+                    match s {
+                        Src::T(_) => {
+                            next += 1;
+                            f32s(i[next - 1])
+                        }
+                        Src::C(c) => plan.blob(c),
+                    }
+                };
+                let (av, bv) = (operand(a), operand(b));
+                binary(f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
+            }
+            Op::ClampF32 { x, y, lo, hi } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let (xi, o) = (f32s(i[0]), f32s_mut(o));
+                shape_need("ClampF32", xi.len(), o.len())?;
+                for (d, &v) in o.iter_mut().zip(xi) {
+                    *d = v.max(lo).min(hi);
+                }
+            }
+            Op::SumF32 {
+                x,
+                y,
+                outer,
+                len,
+                inner,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let (xi, o) = (f32s(i[0]), f32s_mut(o));
+                let (outer, len, inner) = (outer as usize, len as usize, inner as usize);
+                let n = checked(&[outer, len, inner])?;
+                shape_need("SumF32", n, xi.len())?;
+                shape_need("SumF32", outer * inner, o.len())?;
+                for a in 0..outer {
+                    let d = &mut o[a * inner..][..inner];
+                    d.fill(0.0);
+                    for l in 0..len {
+                        for (dv, &v) in d.iter_mut().zip(&xi[(a * len + l) * inner..][..inner]) {
+                            *dv += v;
+                        }
+                    }
+                }
+            }
+            Op::LayerNormF32 {
+                x,
+                y,
+                cols,
+                gamma,
+                beta,
+                eps,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let (xi, o) = (f32s(i[0]), f32s_mut(o));
+                let (g, b): (&[f32], &[f32]) = (plan.blob(gamma), plan.blob(beta));
+                let cols = cols as usize;
+                if cols == 0 || xi.len() % cols != 0 || g.len() < cols || b.len() < cols {
+                    return Err(shape_err("LayerNormF32", cols, xi.len()));
+                }
+                shape_need("LayerNormF32", xi.len(), o.len())?;
+                let o = &mut o[..xi.len()];
+                o.copy_from_slice(xi);
+                ew::layer_norm(o, cols, &g[..cols], &b[..cols], eps);
+            }
+            Op::SoftmaxF32 { x, y, cols } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let (xi, o) = (f32s(i[0]), f32s_mut(o));
+                let cols = cols as usize;
+                if cols == 0 || xi.len() % cols != 0 {
+                    return Err(shape_err("SoftmaxF32", cols, xi.len()));
+                }
+                shape_need("SoftmaxF32", xi.len(), o.len())?;
+                let o = &mut o[..xi.len()];
+                o.copy_from_slice(xi);
+                ew::softmax(o, cols);
+            }
+            Op::TransposeF32 { x, y, dims, perm } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                transpose(f32s(i[0]), dims, perm, f32s_mut(o))?;
+            }
+            Op::MatMulF32 {
+                a,
+                b,
+                y,
+                scratch,
+                batch,
+                m,
+                k,
+                n,
+            } => {
+                let (i, [o, s]) = split(
+                    arena,
+                    &[range(tt(a)), range(tt(b))],
+                    &[range(tt(y)), range(tt(scratch))],
+                )?;
+                let (av, bv, o, s) = (f32s(i[0]), f32s(i[1]), f32s_mut(o), f32s_mut(s));
+                let (batch, m, k, n) = (batch as usize, m as usize, k as usize, n as usize);
+                shape_need("MatMulF32", checked(&[batch, m, k])?, av.len())?;
+                shape_need("MatMulF32", checked(&[batch, k, n])?, bv.len())?;
+                shape_need("MatMulF32", checked(&[batch, m, n])?, o.len())?;
+                let packed = edgetune_kernels::pack::packed_f32_len(k, n);
+                shape_need("MatMulF32", packed, s.len())?;
+                for bi in 0..batch {
+                    edgetune_kernels::pack::pack_f32(
+                        &bv[bi * k * n..][..k * n],
+                        k,
+                        n,
+                        &mut s[..packed],
+                    );
+                    kops::gemm_f32(
+                        &kern,
+                        (m, n, k),
+                        &av[bi * m * k..][..m * k],
+                        k,
+                        &s[..packed],
+                        None,
+                        &mut o[bi * m * n..][..m * n],
+                        n,
+                        Act::None,
+                    )?;
+                }
+            }
+            Op::MatMulDynI8 {
+                x,
+                y,
+                scratch,
+                m,
+                k,
+                n,
+                w,
+                colsum,
+                wscale,
+            } => {
+                let (i, [o, s]) =
+                    split(arena, &[range(tt(x))], &[range(tt(y)), range(tt(scratch))])?;
+                let (xv, o) = (f32s(i[0]), f32s_mut(o));
+                let (m, k, n) = (m as usize, k as usize, n as usize);
+                let mk = checked(&[m, k])?;
+                shape_need("MatMulDynI8", mk, xv.len())?;
+                let scale_off = mk.div_ceil(4) * 4;
+                shape_need("MatMulDynI8", scale_off + 4 * n, s.len())?;
+                let ws: &[f32] = plan.blob(wscale);
+                shape_need("MatMulDynI8", n, ws.len())?;
+                let (xq, sc) = s.split_at_mut(scale_off);
+                let sc: &mut [f32] = bytemuck::cast_slice_mut(&mut sc[..4 * n]);
+                let (xs, xz) = dynamic_quantize(&xv[..mk], &mut xq[..mk]);
+                for (d, &w) in sc.iter_mut().zip(ws) {
+                    *d = xs * w;
+                }
+                let q = I8Quant {
+                    a_zero: xz,
+                    a_signed: false,
+                    colsum: plan.blob(colsum),
+                    bias: None,
+                    scale: sc,
+                    out: I8Out::F32,
+                    y_zero: 0,
+                    qmin: 0,
+                    qmax: 255,
+                };
+                kops::gemm_i8(
+                    &kern,
+                    (m, n, k),
+                    &xq[..mk],
+                    k,
+                    plan.blob(w),
+                    &q,
+                    I8Dst::F32(o),
+                    n,
+                )?;
+            }
+            Op::GatherF32 {
+                ids,
+                y,
+                table,
+                rows,
+                dim,
+                quant,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(ids))], &[range(tt(y))])?;
+                let (idv, o) = (f32s(i[0]), f32s_mut(o));
+                let (rows, dim) = (rows as usize, dim as usize);
+                shape_need("GatherF32", checked(&[idv.len(), dim])?, o.len())?;
+                let elem = if quant.is_some() { 1 } else { 4 };
+                shape_need(
+                    "GatherF32",
+                    checked(&[rows, dim, elem])?,
+                    plan.blob_bytes(table).len(),
+                )?;
+                for (r, &id) in idv.iter().enumerate() {
+                    // ONNX Gather counts negative indices from the end.
+                    let j = if id < 0.0 { id + rows as f32 } else { id };
+                    if !(j >= 0.0 && j < rows as f32 && j.fract() == 0.0) {
+                        return Err(Error::Invalid {
+                            what: format!("gather: index {id} outside 0..{rows}"),
+                        });
+                    }
+                    let j = j as usize;
+                    let d = &mut o[r * dim..][..dim];
+                    match quant {
+                        Some((sc, z)) => {
+                            let t = &plan.blob_bytes(table)[j * dim..][..dim];
+                            for (dv, &q) in d.iter_mut().zip(t) {
+                                *dv = (q as i8 as i32 - z) as f32 * sc;
+                            }
+                        }
+                        None => d.copy_from_slice(&plan.blob::<f32>(table)[j * dim..][..dim]),
+                    }
                 }
             }
             Op::AddF32 { a, b, y } => {
@@ -482,4 +709,129 @@ pub fn plan_arena(
         placed.push(i);
     }
     total
+}
+
+fn shape_err(op: &str, expected: usize, got: usize) -> Error {
+    Error::ShapeMismatch {
+        op: op.into(),
+        expected: alloc::vec![expected],
+        got: alloc::vec![got],
+    }
+}
+
+fn shape_need(op: &str, expected: usize, got: usize) -> Result<()> {
+    if got < expected {
+        Err(shape_err(op, expected, got))
+    } else {
+        Ok(())
+    }
+}
+
+fn checked(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| shape_err("size", usize::MAX, 0))
+}
+
+/// `y = a ∘ b` over the 4-D `dims` with per-operand element strides.
+fn binary(
+    f: BinOp,
+    dims: [u32; 4],
+    (a, sa): (&[f32], [u32; 4]),
+    (b, sb): (&[f32], [u32; 4]),
+    y: &mut [f32],
+) -> Result<()> {
+    let d = dims.map(|v| v as usize);
+    let n = checked(&d)?;
+    shape_need("BinF32", n, y.len())?;
+    // The last element each operand reads must exist.
+    let reach = |s: [u32; 4]| -> usize {
+        (0..4)
+            .map(|i| d[i].saturating_sub(1) * s[i] as usize)
+            .sum::<usize>()
+            + 1
+    };
+    if n > 0 {
+        shape_need("BinF32", reach(sa), a.len())?;
+        shape_need("BinF32", reach(sb), b.len())?;
+    }
+    let op = |x: f32, z: f32| match f {
+        BinOp::Add => x + z,
+        BinOp::Sub => x - z,
+        BinOp::Mul => x * z,
+        BinOp::Div => x / z,
+    };
+    let (sa, sb) = (sa.map(|v| v as usize), sb.map(|v| v as usize));
+    let mut o = 0;
+    for i0 in 0..d[0] {
+        for i1 in 0..d[1] {
+            for i2 in 0..d[2] {
+                let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+                let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+                let row = &mut y[o..o + d[3]];
+                if sa[3] == 1 && sb[3] == 1 {
+                    for ((v, &x), &z) in
+                        row.iter_mut().zip(&a[ba..ba + d[3]]).zip(&b[bb..bb + d[3]])
+                    {
+                        *v = op(x, z);
+                    }
+                } else {
+                    for (i3, v) in row.iter_mut().enumerate() {
+                        *v = op(a[ba + i3 * sa[3]], b[bb + i3 * sb[3]]);
+                    }
+                }
+                o += d[3];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `y = x.transpose(perm)`; `dims` is x's 4-D shape.
+fn transpose(x: &[f32], dims: [u32; 4], perm: [u8; 4], y: &mut [f32]) -> Result<()> {
+    let d = dims.map(|v| v as usize);
+    let n = checked(&d)?;
+    let mut seen = [false; 4];
+    for &p in &perm {
+        if p > 3 || seen[p as usize] {
+            return Err(shape_err("TransposeF32", 4, p as usize));
+        }
+        seen[p as usize] = true;
+    }
+    shape_need("TransposeF32", n, x.len())?;
+    shape_need("TransposeF32", n, y.len())?;
+    let stride = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
+    let p = perm.map(|v| v as usize);
+    let (od, os) = (p.map(|i| d[i]), p.map(|i| stride[i]));
+    let mut o = 0;
+    for i0 in 0..od[0] {
+        for i1 in 0..od[1] {
+            for i2 in 0..od[2] {
+                let base = i0 * os[0] + i1 * os[1] + i2 * os[2];
+                for i3 in 0..od[3] {
+                    y[o] = x[base + i3 * os[3]];
+                    o += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
+/// (scale, zero point). Division, not a reciprocal, so codes match onnxruntime's.
+fn dynamic_quantize(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let (lo, hi) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let scale = (hi - lo) / 255.0;
+    if scale == 0.0 || !scale.is_finite() {
+        q.fill(0);
+        return (if scale.is_finite() { 0.0 } else { f32::NAN }, 0);
+    }
+    let zero = edgetune_kernels::quant::requant(-lo / scale, 0, 0, 255);
+    for (d, &v) in q.iter_mut().zip(x) {
+        *d = edgetune_kernels::quant::requant(v / scale, zero, 0, 255) as u8;
+    }
+    (scale, zero)
 }

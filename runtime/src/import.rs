@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::exec::plan_arena;
-use crate::plan::{Blob, DType, Op, PlanParts, Port, TensorInfo, Q8};
+use crate::plan::{BinOp, Blob, DType, Op, PlanParts, Port, Src, TensorInfo, Unary, Q8};
 use edgetune_kernels::pack;
 use edgetune_kernels::reference::ConvGeom;
 use std::collections::{HashMap, HashSet};
@@ -83,6 +83,23 @@ enum Val {
     /// Float elementwise function of a u8 tensor, as a table of `channels`·256 values
     /// (per NHWC channel); lowered to one `LutU8` at the next QuantizeLinear.
     Mapped(Mapped),
+    /// DynamicQuantizeLinear of a float tensor: its codes, scale and zero point, which
+    /// only the MatMulInteger pattern consumes.
+    DynQ(u32),
+    DynScale(u32),
+    DynZero(u32),
+    /// The dynamic scale of tensor `t` times per-column weight scales.
+    ScaleProd {
+        t: u32,
+        ws: Vec<f32>,
+    },
+    /// MatMulInteger of `DynQ(t)` by constant int8 weights `[k, n]`, awaiting its scale.
+    IntMM {
+        t: u32,
+        k: usize,
+        n: usize,
+        w: Vec<i64>,
+    },
 }
 
 fn malformed(what: impl Into<String>) -> Error {
@@ -285,6 +302,7 @@ impl<'g> Lowering<'g> {
             Val::QConst { dims, .. } => Some(dims.clone()),
             Val::Act(t) | Val::Deq(t) => Some(self.b.tensors[*t as usize].logical_shape()),
             Val::Mapped(m) => Some(self.b.tensors[m.t as usize].logical_shape()),
+            _ => None,
         }
     }
 
@@ -388,8 +406,14 @@ impl<'g> Lowering<'g> {
     }
 
     fn node(&mut self, idx: usize) -> Result<()> {
+        if self.skip.contains(&idx) {
+            return Ok(());
+        }
         let n = &self.graph.node[idx];
         let op = n.op_type.as_str();
+        if self.float_seq(idx)? {
+            return Ok(());
+        }
         if !n.domain.is_empty() && n.domain != "ai.onnx" {
             return Err(self.unsupported(n, format!("domain {}", n.domain)));
         }
@@ -559,6 +583,581 @@ impl<'g> Lowering<'g> {
             }
             _ => return Err(self.unsupported(n, "no lowering for this op")),
         }
+        Ok(())
+    }
+
+    /// A float tensor input (row-major, not an NHWC feature map).
+    fn fact(&self, n: &pb::NodeProto, i: usize) -> Option<u32> {
+        match self.val(n, i).ok()? {
+            Val::Act(t) => {
+                let ti = &self.b.tensors[*t as usize];
+                (ti.dtype == DType::F32 && !ti.nhwc).then_some(*t)
+            }
+            _ => None,
+        }
+    }
+
+    fn fshape(&self, t: u32) -> Vec<usize> {
+        self.b.tensors[t as usize].shape.clone()
+    }
+
+    fn new_f32(&mut self, name: &str, shape: Vec<usize>) -> u32 {
+        self.b.tensor(name, DType::F32, shape, false, None)
+    }
+
+    fn out_f32(&mut self, n: &pb::NodeProto, t: u32) {
+        self.vals.insert(n.output[0].clone(), Val::Act(t));
+        self.produced.insert(n.output[0].clone(), t);
+    }
+
+    /// Lowers the float sequence ops (transformer encoders, mel front ends) when `idx` is
+    /// one of them applied to row-major float tensors; false leaves the node to the
+    /// quantised-CNN lowering.
+    fn float_seq(&mut self, idx: usize) -> Result<bool> {
+        let n = &self.graph.node[idx];
+        let op = n.op_type.as_str();
+        let x0 = self.fact(n, 0);
+        match op {
+            "Cast" => match self.val(n, 0)?.clone() {
+                // Every float-path tensor is f32; integer ids stay exact below 2^24.
+                v @ (Val::Act(_) | Val::IntMM { .. })
+                    if x0.is_some() || matches!(v, Val::IntMM { .. }) =>
+                {
+                    self.vals.insert(n.output[0].clone(), v);
+                }
+                Val::Const(c) => {
+                    let to = attr_i(n, "to", 1);
+                    let data = if to == 1 {
+                        Data::F32(c.ints().iter().map(|&v| v as f32).collect())
+                    } else {
+                        Data::I64(c.ints())
+                    };
+                    let data = match (&c.data, to) {
+                        (Data::F32(v), 1) => Data::F32(v.clone()),
+                        _ => data,
+                    };
+                    self.vals.insert(
+                        n.output[0].clone(),
+                        Val::Const(Const { dims: c.dims, data }),
+                    );
+                }
+                _ => return Ok(false),
+            },
+            "Reshape" | "Flatten" | "Unsqueeze" | "Squeeze" => {
+                let Some(x) = x0 else {
+                    return match self.val(n, 0)? {
+                        Val::Const(c) if op != "Reshape" && op != "Flatten" => {
+                            let mut c = c.clone();
+                            c.dims = self.reshaped(n, &c.dims)?;
+                            self.vals.insert(n.output[0].clone(), Val::Const(c));
+                            Ok(true)
+                        }
+                        _ => Ok(false),
+                    };
+                };
+                let shape = self.reshaped(n, &self.fshape(x))?;
+                let y = self.new_f32(&n.output[0], shape);
+                self.b.ops.push(Op::UnaryF32 {
+                    x,
+                    y,
+                    f: Unary::Identity,
+                });
+                self.out_f32(n, y);
+            }
+            "Gather" => {
+                let ids = self
+                    .fact(n, 1)
+                    .ok_or_else(|| self.unsupported(n, "indices must be a run-time tensor"))?;
+                let table = self.constant(n, 0)?;
+                if attr_i(n, "axis", 0) != 0 || table.dims.len() != 2 {
+                    return Err(self.unsupported(n, "only row gathers from a 2-D table"));
+                }
+                let (rows, dim) = (table.dims[0], table.dims[1]);
+                let mut shape = self.fshape(ids);
+                shape.push(dim);
+                let (blob, quant, name) = match &table.data {
+                    Data::F32(v) => (self.b.push(v), None, n.output[0].clone()),
+                    Data::I8(_) | Data::U8(_) => {
+                        // The DequantizeLinear that alone reads the gathered int8 rows.
+                        let cons = self
+                            .consumers
+                            .get(&n.output[0])
+                            .cloned()
+                            .unwrap_or_default();
+                        let [dq] = cons.as_slice() else {
+                            return Err(
+                                self.unsupported(n, "int8 rows must feed one DequantizeLinear")
+                            );
+                        };
+                        let dn = &self.graph.node[*dq];
+                        if dn.op_type != "DequantizeLinear" {
+                            return Err(
+                                self.unsupported(n, "int8 rows must feed one DequantizeLinear")
+                            );
+                        }
+                        let sc = self.constant(dn, 1)?.f32s().unwrap_or_default();
+                        let z = if dn.input.len() > 2 && !dn.input[2].is_empty() {
+                            self.constant(dn, 2)?.ints()
+                        } else {
+                            vec![0]
+                        };
+                        if sc.len() != 1 || z.len() != 1 || !sc[0].is_finite() {
+                            return Err(self.unsupported(dn, "per-tensor scale and zero point"));
+                        }
+                        self.skip.insert(*dq);
+                        // u8 codes become i8 with the zero point moved by 128: same values.
+                        let (bytes, z): (Vec<u8>, i32) = match &table.data {
+                            Data::U8(v) => {
+                                (v.iter().map(|&q| q ^ 0x80).collect(), z[0] as i32 - 128)
+                            }
+                            Data::I8(v) => (v.iter().map(|&q| q as u8).collect(), z[0] as i32),
+                            _ => unreachable!("matched above"),
+                        };
+                        (self.b.push(&bytes), Some((sc[0], z)), dn.output[0].clone())
+                    }
+                    _ => return Err(self.unsupported(n, "table must be f32 or int8")),
+                };
+                let y = self.new_f32(&name, shape);
+                self.b.ops.push(Op::GatherF32 {
+                    ids,
+                    y,
+                    table: blob,
+                    rows: rows as u32,
+                    dim: dim as u32,
+                    quant,
+                });
+                self.vals.insert(name.clone(), Val::Act(y));
+                self.produced.insert(name, y);
+            }
+            "DynamicQuantizeLinear" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let o = &n.output;
+                if o.len() != 3 {
+                    return Err(self.unsupported(n, "needs its three outputs"));
+                }
+                self.vals.insert(o[0].clone(), Val::DynQ(x));
+                self.vals.insert(o[1].clone(), Val::DynScale(x));
+                self.vals.insert(o[2].clone(), Val::DynZero(x));
+            }
+            "MatMulInteger" => {
+                let t = match (self.val(n, 0)?, n.input.get(2).map(|s| self.vals.get(s))) {
+                    (Val::DynQ(t), Some(Some(Val::DynZero(z)))) if t == z => *t,
+                    _ => {
+                        return Err(self.unsupported(
+                            n,
+                            "A must be DynamicQuantizeLinear's codes with its zero point",
+                        ))
+                    }
+                };
+                let w = self.constant(n, 1)?;
+                if w.dims.len() != 2 || !matches!(w.data, Data::I8(_)) {
+                    return Err(self.unsupported(n, "B must be constant int8 [K, N]"));
+                }
+                let wz = if n.input.len() > 3 && !n.input[3].is_empty() {
+                    self.constant(n, 3)?.ints()
+                } else {
+                    vec![0]
+                };
+                if wz.iter().any(|&z| z != 0) {
+                    return Err(self.unsupported(n, "weights must be symmetric (zero point 0)"));
+                }
+                let (k, nn) = (w.dims[0], w.dims[1]);
+                if self.fshape(t).last() != Some(&k) {
+                    return Err(self.unsupported(n, "inner dimensions differ"));
+                }
+                self.vals.insert(
+                    n.output[0].clone(),
+                    Val::IntMM {
+                        t,
+                        k,
+                        n: nn,
+                        w: w.ints(),
+                    },
+                );
+            }
+            "Add" | "Sub" | "Mul" | "Div" => {
+                let (a, b) = (self.val(n, 0)?.clone(), self.val(n, 1)?.clone());
+                match (&a, &b) {
+                    (Val::Deq(_), _) | (_, Val::Deq(_)) => return Ok(false),
+                    (Val::DynScale(t), Val::Const(c)) | (Val::Const(c), Val::DynScale(t))
+                        if op == "Mul" =>
+                    {
+                        let ws = c.f32s().ok_or_else(|| self.unsupported(n, "f32 scales"))?;
+                        self.vals
+                            .insert(n.output[0].clone(), Val::ScaleProd { t: *t, ws });
+                        return Ok(true);
+                    }
+                    (Val::IntMM { t, k, n: nn, w }, Val::ScaleProd { t: t2, ws })
+                    | (Val::ScaleProd { t: t2, ws }, Val::IntMM { t, k, n: nn, w })
+                        if op == "Mul" =>
+                    {
+                        if t != t2 || !(ws.len() == 1 || ws.len() == *nn) {
+                            return Err(self.unsupported(n, "scale of another quantisation"));
+                        }
+                        let ws: Vec<f32> = (0..*nn)
+                            .map(|c| ws[if ws.len() == 1 { 0 } else { c }])
+                            .collect();
+                        self.dyn_matmul(n, *t, *k, *nn, w, &ws)?;
+                        return Ok(true);
+                    }
+                    _ => {}
+                }
+                let (sa, sb) = (self.operand(n, 0)?, self.operand(n, 1)?);
+                if sa.0.tensor().is_none() && sb.0.tensor().is_none() {
+                    return Err(self.unsupported(n, "both operands constant"));
+                }
+                let out = broadcast(&sa.1, &sb.1)
+                    .ok_or_else(|| self.unsupported(n, "shapes do not broadcast (or rank > 4)"))?;
+                let f = match op {
+                    "Add" => BinOp::Add,
+                    "Sub" => BinOp::Sub,
+                    "Mul" => BinOp::Mul,
+                    _ => BinOp::Div,
+                };
+                let y = self.new_f32(&n.output[0], out.clone());
+                self.b.ops.push(Op::BinF32 {
+                    a: sa.0,
+                    b: sb.0,
+                    y,
+                    f,
+                    dims: pad4(&out).map(|v| v as u32),
+                    sa: strides4(&sa.1, &out),
+                    sb: strides4(&sb.1, &out),
+                });
+                self.out_f32(n, y);
+            }
+            "LayerNormalization" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let shape = self.fshape(x);
+                let cols = *shape.last().unwrap_or(&0);
+                let axis = attr_i(n, "axis", -1);
+                if !(axis == -1 || axis == shape.len() as i64 - 1) {
+                    return Err(self.unsupported(n, "normalises over the last axis only"));
+                }
+                let g = self.constant(n, 1)?.f32s().unwrap_or_default();
+                let bt = if n.input.len() > 2 && !n.input[2].is_empty() {
+                    self.constant(n, 2)?.f32s().unwrap_or_default()
+                } else {
+                    vec![0.0; cols]
+                };
+                if g.len() != cols
+                    || bt.len() != cols
+                    || n.output.iter().skip(1).any(|o| !o.is_empty())
+                {
+                    return Err(self.unsupported(n, "scale and bias of the row width; one output"));
+                }
+                let eps = attr(n, "epsilon").map_or(1e-5, |a| a.f);
+                let (gamma, beta) = (self.b.push(&g), self.b.push(&bt));
+                let y = self.new_f32(&n.output[0], shape);
+                self.b.ops.push(Op::LayerNormF32 {
+                    x,
+                    y,
+                    cols: cols as u32,
+                    gamma,
+                    beta,
+                    eps,
+                });
+                self.out_f32(n, y);
+            }
+            "Softmax" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let shape = self.fshape(x);
+                let axis = attr_i(n, "axis", -1);
+                if !(axis == -1 || axis == shape.len() as i64 - 1) {
+                    return Err(self.unsupported(n, "softmax over the last axis only"));
+                }
+                let y = self.new_f32(&n.output[0], shape.clone());
+                self.b.ops.push(Op::SoftmaxF32 {
+                    x,
+                    y,
+                    cols: *shape.last().unwrap_or(&1) as u32,
+                });
+                self.out_f32(n, y);
+            }
+            "Transpose" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let shape = self.fshape(x);
+                let r = shape.len();
+                let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
+                if r > 4 || perm.len() != r || perm.iter().any(|&p| p < 0 || p as usize >= r) {
+                    return Err(self.unsupported(n, "permutation of ≤ 4 axes"));
+                }
+                // Padded to 4-D on the left.
+                let off = 4 - r;
+                let mut p4 = [0u8, 1, 2, 3];
+                for (i, &p) in perm.iter().enumerate() {
+                    p4[off + i] = (off + p as usize) as u8;
+                }
+                let out: Vec<usize> = perm.iter().map(|&p| shape[p as usize]).collect();
+                let y = self.new_f32(&n.output[0], out);
+                self.b.ops.push(Op::TransposeF32 {
+                    x,
+                    y,
+                    dims: pad4(&shape).map(|v| v as u32),
+                    perm: p4,
+                });
+                self.out_f32(n, y);
+            }
+            "MatMul" => {
+                let (Some(a), Some(b)) = (x0, self.fact(n, 1)) else {
+                    return Ok(false);
+                };
+                let (sa, sb) = (self.fshape(a), self.fshape(b));
+                if sa.len() < 2 || sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2]
+                {
+                    return Err(self.unsupported(n, "batched operands of the same batch shape"));
+                }
+                let r = sa.len();
+                let (m, k, nn) = (sa[r - 2], sa[r - 1], sb[r - 1]);
+                if sb[r - 2] != k {
+                    return Err(self.unsupported(n, "inner dimensions differ"));
+                }
+                let batch: usize = sa[..r - 2].iter().product();
+                let mut out = sa.clone();
+                out[r - 1] = nn;
+                let y = self.new_f32(&n.output[0], out);
+                let packed = edgetune_kernels::pack::packed_f32_len(k, nn);
+                let scratch = self.new_f32(&format!("{}#packed", n.name), vec![packed]);
+                self.b.ops.push(Op::MatMulF32 {
+                    a,
+                    b,
+                    y,
+                    scratch,
+                    batch: batch as u32,
+                    m: m as u32,
+                    k: k as u32,
+                    n: nn as u32,
+                });
+                self.out_f32(n, y);
+            }
+            "ReduceSum" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let shape = self.fshape(x);
+                let axes = if n.input.len() > 1 && !n.input[1].is_empty() {
+                    self.constant(n, 1)?.ints()
+                } else {
+                    attr_ints(n, "axes").unwrap_or_default()
+                };
+                let r = shape.len() as i64;
+                let [ax] = axes.as_slice() else {
+                    return Err(self.unsupported(n, "one reduction axis"));
+                };
+                let ax = if *ax < 0 { ax + r } else { *ax };
+                if !(0..r).contains(&ax) {
+                    return Err(self.unsupported(n, "axis out of range"));
+                }
+                let ax = ax as usize;
+                let (outer, len, inner) = (
+                    shape[..ax].iter().product::<usize>(),
+                    shape[ax],
+                    shape[ax + 1..].iter().product::<usize>(),
+                );
+                let mut out = shape.clone();
+                if attr_i(n, "keepdims", 1) != 0 {
+                    out[ax] = 1;
+                } else {
+                    out.remove(ax);
+                }
+                let y = self.new_f32(&n.output[0], out);
+                self.b.ops.push(Op::SumF32 {
+                    x,
+                    y,
+                    outer: outer as u32,
+                    len: len as u32,
+                    inner: inner as u32,
+                });
+                self.out_f32(n, y);
+            }
+            "Clip" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let bound = |s: &Self, i: usize, d: f32| -> Result<f32> {
+                    if n.input.len() > i && !n.input[i].is_empty() {
+                        match s.constant(n, i)?.f32s().as_deref() {
+                            Some([v]) if !v.is_nan() => Ok(*v),
+                            _ => Err(s.unsupported(n, "bounds must be scalar constants")),
+                        }
+                    } else {
+                        Ok(d)
+                    }
+                };
+                let (lo, hi) = (
+                    bound(self, 1, f32::NEG_INFINITY)?,
+                    bound(self, 2, f32::INFINITY)?,
+                );
+                let y = self.new_f32(&n.output[0], self.fshape(x));
+                self.b.ops.push(Op::ClampF32 { x, y, lo, hi });
+                self.out_f32(n, y);
+            }
+            "Sqrt" | "Erf" | "Relu" | "Sigmoid" => {
+                let Some(x) = x0 else { return Ok(false) };
+                let f = match op {
+                    "Sqrt" => Unary::Sqrt,
+                    "Erf" => Unary::Erf,
+                    "Relu" => Unary::Relu,
+                    _ => Unary::Sigmoid,
+                };
+                let y = self.new_f32(&n.output[0], self.fshape(x));
+                self.b.ops.push(Op::UnaryF32 { x, y, f });
+                self.out_f32(n, y);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Output shape of a shape op on `shape`.
+    fn reshaped(&self, n: &pb::NodeProto, shape: &[usize]) -> Result<Vec<usize>> {
+        let total: usize = shape.iter().product();
+        let axes_of = |s: &Self| -> Result<Vec<i64>> {
+            if n.input.len() > 1 && !n.input[1].is_empty() {
+                Ok(s.constant(n, 1)?.ints())
+            } else {
+                Ok(attr_ints(n, "axes").unwrap_or_default())
+            }
+        };
+        let out = match n.op_type.as_str() {
+            "Reshape" => {
+                let spec = self.constant(n, 1)?.ints();
+                let mut out = vec![];
+                let mut infer = None;
+                for (i, &d) in spec.iter().enumerate() {
+                    match d {
+                        -1 if infer.is_none() => {
+                            infer = Some(i);
+                            out.push(1);
+                        }
+                        0 if attr_i(n, "allowzero", 0) == 0 => out.push(
+                            *shape
+                                .get(i)
+                                .ok_or_else(|| self.unsupported(n, "0 past the input rank"))?,
+                        ),
+                        d if d > 0 => out.push(d as usize),
+                        _ => return Err(self.unsupported(n, "bad target shape")),
+                    }
+                }
+                if let Some(i) = infer {
+                    let known: usize = out.iter().product();
+                    if known == 0 || !total.is_multiple_of(known) {
+                        return Err(self.unsupported(n, "cannot infer -1"));
+                    }
+                    out[i] = total / known;
+                }
+                out
+            }
+            "Flatten" => {
+                let r = shape.len() as i64;
+                let ax = attr_i(n, "axis", 1);
+                let ax = if ax < 0 { ax + r } else { ax };
+                if !(0..=r).contains(&ax) {
+                    return Err(self.unsupported(n, "axis out of range"));
+                }
+                let a: usize = shape[..ax as usize].iter().product();
+                vec![a, total / a.max(1)]
+            }
+            "Unsqueeze" => {
+                let axes = axes_of(self)?;
+                let r = (shape.len() + axes.len()) as i64;
+                let mut ax: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| if a < 0 { a + r } else { a })
+                    .filter(|a| (0..r).contains(a))
+                    .map(|a| a as usize)
+                    .collect();
+                ax.sort_unstable();
+                if ax.len() != axes.len() {
+                    return Err(self.unsupported(n, "axis out of range"));
+                }
+                let mut out = shape.to_vec();
+                for a in ax {
+                    out.insert(a, 1);
+                }
+                out
+            }
+            _ => {
+                let axes = axes_of(self)?;
+                let r = shape.len() as i64;
+                shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, &d)| {
+                        !(d == 1
+                            && (axes.is_empty()
+                                || axes
+                                    .iter()
+                                    .any(|&a| (if a < 0 { a + r } else { a }) == *i as i64)))
+                    })
+                    .map(|(_, &d)| d)
+                    .collect()
+            }
+        };
+        if out.iter().product::<usize>() != total {
+            return Err(self.unsupported(n, "element count changes"));
+        }
+        Ok(out)
+    }
+
+    /// Operand `i` of a float binary op: a run-time tensor or a constant in the blob.
+    fn operand(&mut self, n: &pb::NodeProto, i: usize) -> Result<(Src, Vec<usize>)> {
+        if let Some(t) = self.fact(n, i) {
+            return Ok((Src::T(t), self.fshape(t)));
+        }
+        match self.val(n, i)?.clone() {
+            Val::Const(c) => {
+                let v = c
+                    .f32s()
+                    .unwrap_or_else(|| c.ints().iter().map(|&x| x as f32).collect());
+                if v.iter().any(|x| x.is_nan()) {
+                    return Err(Error::NonFinite {
+                        what: format!("constant of '{}'", n.name),
+                    });
+                }
+                Ok((Src::C(self.b.push(&v)), c.dims.clone()))
+            }
+            _ => Err(self.unsupported(n, format!("operand {i} is not a float tensor"))),
+        }
+    }
+
+    fn dyn_matmul(
+        &mut self,
+        n: &pb::NodeProto,
+        t: u32,
+        k: usize,
+        nn: usize,
+        w: &[i64],
+        ws: &[f32],
+    ) -> Result<()> {
+        let shape = self.fshape(t);
+        let m: usize = shape[..shape.len() - 1].iter().product();
+        let (wp, colsum) = self.b.push_packed_i8(k, nn, |kk, c| w[kk * nn + c] as i8);
+        if ws.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("weight scales of '{}'", n.name),
+            });
+        }
+        let wscale = self.b.push(ws);
+        let mut out = shape.clone();
+        *out.last_mut().expect("rank checked by MatMulInteger") = nn;
+        let y = self.new_f32(&n.output[0], out);
+        let scratch_len = (m * k).div_ceil(4) * 4 + 4 * nn;
+        let scratch = self.b.tensor(
+            &format!("{}#dynq", n.name),
+            DType::U8,
+            vec![scratch_len],
+            false,
+            None,
+        );
+        self.b.ops.push(Op::MatMulDynI8 {
+            x: t,
+            y,
+            scratch,
+            m: m as u32,
+            k: k as u32,
+            n: nn as u32,
+            w: wp,
+            colsum,
+            wscale,
+        });
+        self.out_f32(n, y);
         Ok(())
     }
 
@@ -1250,6 +1849,51 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
         blob,
         arena_bytes,
     })
+}
+
+/// NumPy broadcast of two shapes, ≤ 4 axes.
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    if r > 4 {
+        return None;
+    }
+    let get = |s: &[usize], i: usize| {
+        if i + s.len() >= r {
+            s[i + s.len() - r]
+        } else {
+            1
+        }
+    };
+    (0..r)
+        .map(|i| match (get(a, i), get(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pad4(s: &[usize]) -> [usize; 4] {
+    let mut d = [1; 4];
+    d[4 - s.len()..].copy_from_slice(s);
+    d
+}
+
+/// Element strides of an operand of shape `s` read over the broadcast shape `out`.
+fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
+    let (d, o) = (pad4(s), pad4(out));
+    let mut st = [0u32; 4];
+    let mut acc = 1usize;
+    for i in (0..4).rev() {
+        st[i] = if d[i] == 1 && o[i] != 1 {
+            0
+        } else {
+            acc as u32
+        };
+        acc *= d[i];
+    }
+    st
 }
 
 /// A table applied to a table's output, where nothing else reads the middle tensor, is

@@ -111,6 +111,25 @@ pub enum Unary {
     HardSwish = 3,
     GeluErf = 4,
     Erf = 5,
+    Sqrt = 6,
+    /// A copy: Reshape, Flatten, Unsqueeze, Squeeze, Cast between float views.
+    Identity = 7,
+}
+
+/// A float operand: a runtime tensor or a constant in the weight blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Src {
+    T(u32),
+    C(Blob),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BinOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,6 +225,97 @@ pub enum Op {
         channels: u32,
         table: Blob,
     },
+    /// Elementwise `a ∘ b` with NumPy broadcasting over ≤ 4 axes: `dims` is y's shape,
+    /// `sa`/`sb` the element strides of a and b on it (0 on broadcast axes).
+    BinF32 {
+        a: Src,
+        b: Src,
+        y: u32,
+        f: BinOp,
+        dims: [u32; 4],
+        sa: [u32; 4],
+        sb: [u32; 4],
+    },
+    ClampF32 {
+        x: u32,
+        y: u32,
+        lo: f32,
+        hi: f32,
+    },
+    /// Sum over the middle axis of `x` viewed as `[outer, len, inner]`.
+    SumF32 {
+        x: u32,
+        y: u32,
+        outer: u32,
+        len: u32,
+        inner: u32,
+    },
+    /// Layer norm over rows of `cols`, `f32` gamma and beta in the blob.
+    LayerNormF32 {
+        x: u32,
+        y: u32,
+        cols: u32,
+        gamma: Blob,
+        beta: Blob,
+        eps: f32,
+    },
+    SoftmaxF32 {
+        x: u32,
+        y: u32,
+        cols: u32,
+    },
+    /// `y = x.transpose(perm)` over ≤ 4 axes; `dims` is x's shape.
+    TransposeF32 {
+        x: u32,
+        y: u32,
+        dims: [u32; 4],
+        perm: [u8; 4],
+    },
+    /// Batched `[batch, m, k] × [batch, k, n]`, both at run time; each B is packed into
+    /// `scratch` for the f32 GEMM.
+    MatMulF32 {
+        a: u32,
+        b: u32,
+        y: u32,
+        scratch: u32,
+        batch: u32,
+        m: u32,
+        k: u32,
+        n: u32,
+    },
+    /// DynamicQuantizeLinear + MatMulInteger + scaling: `x [m,k]` f32 is quantised to u8
+    /// per tensor at run time (into `scratch`, with the n column scales after it), times
+    /// packed int8 weights `[k,n]` with per-column scales; y is f32.
+    MatMulDynI8 {
+        x: u32,
+        y: u32,
+        scratch: u32,
+        m: u32,
+        k: u32,
+        n: u32,
+        w: Blob,
+        colsum: Blob,
+        wscale: Blob,
+    },
+    /// Rows of a `[rows, dim]` table picked by integer-valued f32 ids; an int8 table
+    /// (`quant` = scale, zero point) is dequantised on the way.
+    GatherF32 {
+        ids: u32,
+        y: u32,
+        table: Blob,
+        rows: u32,
+        dim: u32,
+        quant: Option<(f32, i32)>,
+    },
+}
+
+impl Src {
+    pub fn tensor(self) -> Option<u32> {
+        match self {
+            Src::T(t) => Some(t),
+            Src::C(_) => None,
+        }
+    }
 }
 
 impl Op {
@@ -223,6 +333,15 @@ impl Op {
             Op::GapF32 { .. } => "GlobalAvgPoolF32",
             Op::MaxPoolU8 { .. } => "MaxPoolU8",
             Op::LutU8 { .. } => "LutU8",
+            Op::BinF32 { .. } => "BinF32",
+            Op::ClampF32 { .. } => "ClampF32",
+            Op::SumF32 { .. } => "SumF32",
+            Op::LayerNormF32 { .. } => "LayerNormF32",
+            Op::SoftmaxF32 { .. } => "SoftmaxF32",
+            Op::TransposeF32 { .. } => "TransposeF32",
+            Op::MatMulF32 { .. } => "MatMulF32",
+            Op::MatMulDynI8 { .. } => "MatMulDynI8",
+            Op::GatherF32 { .. } => "GatherF32",
         }
     }
 
@@ -240,7 +359,21 @@ impl Op {
             | Op::UnaryF32 { x, y, .. }
             | Op::GapF32 { x, y }
             | Op::MaxPoolU8 { x, y, .. }
-            | Op::LutU8 { x, y, .. } => (v(&[x]), v(&[y])),
+            | Op::LutU8 { x, y, .. }
+            | Op::ClampF32 { x, y, .. }
+            | Op::SumF32 { x, y, .. }
+            | Op::LayerNormF32 { x, y, .. }
+            | Op::SoftmaxF32 { x, y, .. }
+            | Op::TransposeF32 { x, y, .. }
+            | Op::GatherF32 { ids: x, y, .. } => (v(&[x]), v(&[y])),
+            Op::BinF32 { a, b, y, .. } => {
+                let ins: heapless::Vec<u32, 2> = [a, b].iter().filter_map(|s| s.tensor()).collect();
+                (ins, v(&[y]))
+            }
+            Op::MatMulF32 {
+                a, b, y, scratch, ..
+            } => (v(&[a, b]), v(&[y, scratch])),
+            Op::MatMulDynI8 { x, y, scratch, .. } => (v(&[x]), v(&[y, scratch])),
             Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } => (v(&[a, b]), v(&[y])),
         }
     }
@@ -581,6 +714,20 @@ impl<'a> Plan<'a> {
             Op::UnaryF32 { x, y, .. } => is(x, F32) && is(y, F32) && same(x, y),
             // The kernel checks the geometry against the buffers it is given.
             Op::MaxPoolU8 { x, y, .. } => is(x, U8) && is(y, U8),
+            // The float sequence ops check their sizes against the buffers when they run.
+            Op::BinF32 { a, b, y, .. } => {
+                [a, b].iter().filter_map(|s| s.tensor()).all(|t| is(t, F32)) && is(y, F32)
+            }
+            Op::ClampF32 { x, y, .. }
+            | Op::SumF32 { x, y, .. }
+            | Op::LayerNormF32 { x, y, .. }
+            | Op::SoftmaxF32 { x, y, .. }
+            | Op::TransposeF32 { x, y, .. }
+            | Op::GatherF32 { ids: x, y, .. } => is(x, F32) && is(y, F32),
+            Op::MatMulF32 {
+                a, b, y, scratch, ..
+            } => is(a, F32) && is(b, F32) && is(y, F32) && is(scratch, F32),
+            Op::MatMulDynI8 { x, y, scratch, .. } => is(x, F32) && is(y, F32) && is(scratch, U8),
             Op::LutU8 {
                 x,
                 y,
@@ -658,6 +805,29 @@ impl<'a> Plan<'a> {
                 }
                 if ints(bias, n)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
                     return Err(bad("int8 convolution: bias beyond ±2^30"));
+                }
+            }
+            Op::MatMulDynI8 {
+                k, n, w, colsum, ..
+            } => {
+                let (k, n) = (k as usize, n as usize);
+                if k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
+                    return Err(bad("dynamic int8 matmul: depth out of range"));
+                }
+                let wb = self.blob_bytes(w);
+                if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
+                    return Err(bad("dynamic int8 matmul: weights too short"));
+                }
+                let cs = ints(colsum, n)?;
+                for (c, &want) in cs.iter().enumerate() {
+                    let got: i32 = (0..k)
+                        .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
+                        .sum();
+                    if got != want {
+                        return Err(bad(
+                            "dynamic int8 matmul: column sums do not match the weights",
+                        ));
+                    }
                 }
             }
             Op::DwI8 {

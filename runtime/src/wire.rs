@@ -1,7 +1,7 @@
 //! Little-endian encoding of plan metadata, with bounds-checked reads.
 
 use crate::error::Result;
-use crate::plan::{bad, Blob, Op, Unary, Q8};
+use crate::plan::{bad, BinOp, Blob, Op, Src, Unary, Q8};
 use alloc::string::String;
 use alloc::vec::Vec;
 use edgetune_kernels::reference::ConvGeom;
@@ -164,6 +164,27 @@ fn r_blob(r: &mut Reader) -> Result<Blob> {
         off: r.u32()?,
         len: r.u32()?,
     })
+}
+
+fn w_src(w: &mut Writer, s: Src) {
+    match s {
+        Src::T(t) => {
+            w.u8(0);
+            w.u32(t);
+        }
+        Src::C(b) => {
+            w.u8(1);
+            w_blob(w, b);
+        }
+    }
+}
+
+fn r_src(r: &mut Reader) -> Result<Src> {
+    match r.u8()? {
+        0 => Ok(Src::T(r.u32()?)),
+        1 => Ok(Src::C(r_blob(r)?)),
+        _ => Err(bad("bad operand tag")),
+    }
 }
 
 fn w_q(w: &mut Writer, q: Q8) {
@@ -332,6 +353,129 @@ pub fn write_op(w: &mut Writer, op: &Op) {
             w.u32(*channels);
             w_blob(w, *table);
         }
+        Op::BinF32 {
+            a,
+            b,
+            y,
+            f,
+            dims,
+            sa,
+            sb,
+        } => {
+            w.u8(12);
+            w_src(w, *a);
+            w_src(w, *b);
+            w.u32(*y);
+            w.u8(*f as u8);
+            for v in dims.iter().chain(sa).chain(sb) {
+                w.u32(*v);
+            }
+        }
+        Op::ClampF32 { x, y, lo, hi } => {
+            w.u8(13);
+            w.u32(*x);
+            w.u32(*y);
+            w.f32(*lo);
+            w.f32(*hi);
+        }
+        Op::SumF32 {
+            x,
+            y,
+            outer,
+            len,
+            inner,
+        } => {
+            w.u8(14);
+            for v in [x, y, outer, len, inner] {
+                w.u32(*v);
+            }
+        }
+        Op::LayerNormF32 {
+            x,
+            y,
+            cols,
+            gamma,
+            beta,
+            eps,
+        } => {
+            w.u8(15);
+            for v in [x, y, cols] {
+                w.u32(*v);
+            }
+            w_blob(w, *gamma);
+            w_blob(w, *beta);
+            w.f32(*eps);
+        }
+        Op::SoftmaxF32 { x, y, cols } => {
+            w.u8(16);
+            for v in [x, y, cols] {
+                w.u32(*v);
+            }
+        }
+        Op::TransposeF32 { x, y, dims, perm } => {
+            w.u8(17);
+            w.u32(*x);
+            w.u32(*y);
+            dims.iter().for_each(|d| w.u32(*d));
+            perm.iter().for_each(|p| w.u8(*p));
+        }
+        Op::MatMulF32 {
+            a,
+            b,
+            y,
+            scratch,
+            batch,
+            m,
+            k,
+            n,
+        } => {
+            w.u8(18);
+            for v in [a, b, y, scratch, batch, m, k, n] {
+                w.u32(*v);
+            }
+        }
+        Op::MatMulDynI8 {
+            x,
+            y,
+            scratch,
+            m,
+            k,
+            n,
+            w: wt,
+            colsum,
+            wscale,
+        } => {
+            w.u8(19);
+            for v in [x, y, scratch, m, k, n] {
+                w.u32(*v);
+            }
+            for b in [wt, colsum, wscale] {
+                w_blob(w, *b);
+            }
+        }
+        Op::GatherF32 {
+            ids,
+            y,
+            table,
+            rows,
+            dim,
+            quant,
+        } => {
+            w.u8(20);
+            w.u32(*ids);
+            w.u32(*y);
+            w_blob(w, *table);
+            w.u32(*rows);
+            w.u32(*dim);
+            match quant {
+                Some((s, z)) => {
+                    w.u8(1);
+                    w.f32(*s);
+                    w.i32(*z);
+                }
+                None => w.u8(0),
+            }
+        }
     }
 }
 
@@ -405,6 +549,8 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
                 3 => Unary::HardSwish,
                 4 => Unary::GeluErf,
                 5 => Unary::Erf,
+                6 => Unary::Sqrt,
+                7 => Unary::Identity,
                 _ => return Err(bad("unknown unary op")),
             },
         },
@@ -428,6 +574,94 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
             channels: r.u32()?,
             table: r_blob(r)?,
         },
+        12 => {
+            let (a, b, y) = (r_src(r)?, r_src(r)?, r.u32()?);
+            let f = match r.u8()? {
+                0 => BinOp::Add,
+                1 => BinOp::Sub,
+                2 => BinOp::Mul,
+                3 => BinOp::Div,
+                _ => return Err(bad("unknown binary op")),
+            };
+            let mut v = [0u32; 12];
+            for x in v.iter_mut() {
+                *x = r.u32()?;
+            }
+            Op::BinF32 {
+                a,
+                b,
+                y,
+                f,
+                dims: [v[0], v[1], v[2], v[3]],
+                sa: [v[4], v[5], v[6], v[7]],
+                sb: [v[8], v[9], v[10], v[11]],
+            }
+        }
+        13 => Op::ClampF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+            lo: r.f32()?,
+            hi: r.f32()?,
+        },
+        14 => Op::SumF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+            outer: r.u32()?,
+            len: r.u32()?,
+            inner: r.u32()?,
+        },
+        15 => Op::LayerNormF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+            cols: r.u32()?,
+            gamma: r_blob(r)?,
+            beta: r_blob(r)?,
+            eps: r.f32()?,
+        },
+        16 => Op::SoftmaxF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+            cols: r.u32()?,
+        },
+        17 => {
+            let (x, y) = (r.u32()?, r.u32()?);
+            let dims = [r.u32()?, r.u32()?, r.u32()?, r.u32()?];
+            let perm = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
+            Op::TransposeF32 { x, y, dims, perm }
+        }
+        18 => Op::MatMulF32 {
+            a: r.u32()?,
+            b: r.u32()?,
+            y: r.u32()?,
+            scratch: r.u32()?,
+            batch: r.u32()?,
+            m: r.u32()?,
+            k: r.u32()?,
+            n: r.u32()?,
+        },
+        19 => Op::MatMulDynI8 {
+            x: r.u32()?,
+            y: r.u32()?,
+            scratch: r.u32()?,
+            m: r.u32()?,
+            k: r.u32()?,
+            n: r.u32()?,
+            w: r_blob(r)?,
+            colsum: r_blob(r)?,
+            wscale: r_blob(r)?,
+        },
+        20 => Op::GatherF32 {
+            ids: r.u32()?,
+            y: r.u32()?,
+            table: r_blob(r)?,
+            rows: r.u32()?,
+            dim: r.u32()?,
+            quant: match r.u8()? {
+                0 => None,
+                1 => Some((r.f32()?, r.i32()?)),
+                _ => return Err(bad("bad gather quantisation flag")),
+            },
+        },
         _ => return Err(bad("unknown op tag")),
     })
 }
@@ -446,6 +680,19 @@ pub fn blobs(op: &Op) -> heapless::Vec<Blob, 4> {
         Op::DwI8 { w, bias, scale, .. } => &[*w, *bias, *scale],
         Op::ConvF32 { w, bias, .. } => &[*w, *bias],
         Op::LutU8 { table, .. } => &[*table],
+        Op::GatherF32 { table, .. } => &[*table],
+        Op::LayerNormF32 { gamma, beta, .. } => &[*gamma, *beta],
+        Op::MatMulDynI8 {
+            w, colsum, wscale, ..
+        } => &[*w, *colsum, *wscale],
+        Op::BinF32 { a, b, .. } => {
+            for s in [a, b] {
+                if let Src::C(c) = s {
+                    let _ = v.push(*c);
+                }
+            }
+            &[]
+        }
         _ => &[],
     };
     for b in list {

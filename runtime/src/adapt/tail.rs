@@ -341,7 +341,17 @@ impl TailNet {
                     };
                     map_to(&mut net, Some(Layer::Act { x: xs[0], y, f }));
                 }
-                Op::MaxPoolU8 { .. } | Op::LutU8 { .. } => {
+                Op::MaxPoolU8 { .. }
+                | Op::LutU8 { .. }
+                | Op::BinF32 { .. }
+                | Op::ClampF32 { .. }
+                | Op::SumF32 { .. }
+                | Op::LayerNormF32 { .. }
+                | Op::SoftmaxF32 { .. }
+                | Op::TransposeF32 { .. }
+                | Op::MatMulF32 { .. }
+                | Op::MatMulDynI8 { .. }
+                | Op::GatherF32 { .. } => {
                     return Err(unsupported(
                         op.name(),
                         "an op the tail trainer does not differentiate",

@@ -1,0 +1,64 @@
+//! all-MiniLM-L6-v2 int8 (DynamicQuantizeLinear + MatMulInteger) on edgetune against
+//! onnxruntime on the same token ids (models/golden/minilm_*, tools/convert_minilm.py).
+//! The int8 golden is onnxruntime on the graph with exact integer products: its own
+//! MatMulInteger saturates on AVX2 machines without VNNI (see the recipe).
+#![cfg(feature = "onnx")]
+
+use edgetune::import::{import_path, ImportOptions};
+use edgetune::npy::read_npy;
+use edgetune::plan::{AlignedBytes, Plan};
+use edgetune::{kernels::Kernels, Executor};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b)).max(1e-30)
+}
+
+#[test]
+fn minilm_int8_matches_onnxruntime() {
+    let parts = import_path(
+        &root().join("models/minilm_l6_int8.onnx"),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let g = |n: &str| read_npy(&root().join("models/golden").join(n)).unwrap().1;
+    let (ids, mask, g8, g32) = (
+        g("minilm_ids.npy"),
+        g("minilm_mask.npy"),
+        g("minilm_sentence_int8.npy"),
+        g("minilm_sentence_fp32.npy"),
+    );
+    let t = 128;
+    let zeros = vec![0.0; t];
+    let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 26).unwrap();
+    let mut e = vec![0.0; 384];
+    for r in 0..ids.len() / t {
+        exec.run(&[&ids[r * t..][..t], &mask[r * t..][..t], &zeros])
+            .unwrap();
+        exec.tensor_f32(plan.outputs[0].tensor, &mut e).unwrap();
+        let (r8, r32) = (&g8[r * 384..][..384], &g32[r * 384..][..384]);
+        let (c8, c32) = (cosine(&e, r8), cosine(&e, r32));
+        let d = e
+            .iter()
+            .zip(r8)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!(
+            "sentence {r}: cosine to the int8 graph {c8:.6} (max |Δ| {d:.1e}), to fp32 {c32:.5}"
+        );
+        // Same integer products; float parts (layer norm, softmax, GELU) round differently
+        // and can move a dynamic-quantisation code by one.
+        assert!(
+            c8 > 0.9999 && d < 2e-3,
+            "sentence {r}: cosine {c8}, max |Δ| {d}"
+        );
+        assert!(c32 > 0.98, "sentence {r}: cosine to fp32 {c32}");
+    }
+}
