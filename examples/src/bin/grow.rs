@@ -181,8 +181,8 @@ fn run() -> Result<()> {
     // Features of every request image, computed once as the device would see them.
     let mut served_feats: Vec<Vec<Vec<f32>>> = vec![];
     let mut order = vec![];
-    for c in 0..10 {
-        for &i in &queries[c] {
+    for (c, qs) in queries.iter().enumerate() {
+        for &i in qs {
             dev.see(img(i))?;
             served_feats.push(dev.bufs.clone());
             order.push((i, c));
