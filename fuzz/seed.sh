@@ -9,6 +9,8 @@ E=$CARGO_TARGET_DIR/release/edgetune
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 seed/models.py "$tmp"
 $E compile "$tmp/qdq_conv_dw_gap.onnx" --taps r1d,c2d --preprocess image:8:127:128 -o seed/tiny.etm
+$E compile "$tmp/qdq_lut_pool.onnx" -o "$tmp/lut_pool.etm"
+$E compile "$tmp/seq_dynq.onnx" -o "$tmp/seq_dynq.etm"
 python3 - "$tmp" <<'PY'
 import numpy as np, os, sys
 from PIL import Image
@@ -23,6 +25,7 @@ PY
 mkdir -p corpus/{plan_load,adapter_load,onnx_import,exec_inputs,capi_bytes}
 cp "$tmp"/*.onnx corpus/onnx_import/
 cp seed/tiny.etm corpus/plan_load/tiny.etm
+cp "$tmp/lut_pool.etm" "$tmp/seq_dynq.etm" corpus/plan_load/
 { printf '\0'; cat seed/tiny.etm; } > corpus/capi_bytes/plan.bin
 for m in ncm linear moment ladder query; do
   $E adapt --plan seed/tiny.etm --train "$tmp/train" --method $m --epochs 2 -o corpus/adapter_load/$m.eta >/dev/null

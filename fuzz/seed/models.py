@@ -5,11 +5,11 @@ from onnx import helper as h, TensorProto as T, numpy_helper as nh
 out = sys.argv[1]
 rng = np.random.default_rng(0)
 
-def save(name, nodes, inits, inp, outp):
+def save(name, nodes, inits, inp, outp, opset=13):
     for i, n in enumerate(nodes):
         n.name = f"{n.op_type}_{i}"
     g = h.make_graph(nodes, name, inp, outp, inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
     m.ir_version = 8
     onnx.checker.check_model(m)
     onnx.save(m, f"{out}/{name}.onnx")
@@ -65,3 +65,82 @@ nodes = [
     h.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1),
 ]
 save("float_conv_gemm", nodes, inits, [x], [y])
+
+# QDQ with table ops and pooling (the speech embedding's forms): 1x3 conv, batch norm,
+# LeakyRelu, Max with a constant, 2x2 max pool.
+x = h.make_tensor_value_info("x", T.FLOAT, [1, 1, 6, 8])
+y = h.make_tensor_value_info("y", T.FLOAT, [1, 3, 3, 4])
+inits = [s("sa", 0.05), z("za"), s("sb", 0.04), z("zb"), s("sc", 0.03), z("zc"),
+         s("sd", 0.02), z("zd"), s("se", 0.02), z("ze"),
+         nh.from_array(rng.integers(-90, 90, (3, 1, 1, 3)).astype(np.int8), "w1"),
+         nh.from_array(np.full(3, 0.01, np.float32), "sw1"),
+         nh.from_array(np.zeros(3, np.int8), "zw1"),
+         nh.from_array(rng.standard_normal(3).astype(np.float32) + 1, "g"),
+         nh.from_array(rng.standard_normal(3).astype(np.float32), "be"),
+         nh.from_array(rng.standard_normal(3).astype(np.float32), "mu"),
+         nh.from_array(rng.random(3).astype(np.float32) + 0.5, "var"),
+         s("floor", -0.4)]
+nodes = [
+    h.make_node("QuantizeLinear", ["x", "sa", "za"], ["xq"]),
+    h.make_node("DequantizeLinear", ["xq", "sa", "za"], ["xd"]),
+    h.make_node("DequantizeLinear", ["w1", "sw1", "zw1"], ["w1d"], axis=0),
+    h.make_node("Conv", ["xd", "w1d"], ["c1"], pads=[0, 1, 0, 1]),
+    h.make_node("QuantizeLinear", ["c1", "sb", "zb"], ["c1q"]),
+    h.make_node("DequantizeLinear", ["c1q", "sb", "zb"], ["c1d"]),
+    h.make_node("BatchNormalization", ["c1d", "g", "be", "mu", "var"], ["bn"]),
+    h.make_node("QuantizeLinear", ["bn", "sc", "zc"], ["bnq"]),
+    h.make_node("DequantizeLinear", ["bnq", "sc", "zc"], ["bnd"]),
+    h.make_node("LeakyRelu", ["bnd"], ["lr"], alpha=0.2),
+    h.make_node("QuantizeLinear", ["lr", "sd", "zd"], ["lrq"]),
+    h.make_node("DequantizeLinear", ["lrq", "sd", "zd"], ["lrd"]),
+    h.make_node("Max", ["lrd", "floor"], ["mx"]),
+    h.make_node("MaxPool", ["mx"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+    h.make_node("QuantizeLinear", ["mp", "se", "ze"], ["mpq"]),
+    h.make_node("DequantizeLinear", ["mpq", "se", "ze"], ["y"]),
+]
+save("qdq_lut_pool", nodes, inits, [x], [y])
+
+# Float sequence ops (the text encoder's forms): gather, layer norm, dynamic int8 matmul,
+# heads (reshape, transpose, batched matmul, softmax), GELU (erf), mean pooling, L2 norm.
+ids = h.make_tensor_value_info("ids", T.INT64, [1, 4])
+y = h.make_tensor_value_info("y", T.FLOAT, [1, 8])
+f = lambda n, a: nh.from_array(np.asarray(a, np.float32), n)
+inits = [f("table", rng.standard_normal((10, 8))), f("pos", rng.standard_normal((1, 4, 8))),
+         f("ln_g", rng.random(8) + 0.5), f("ln_b", rng.standard_normal(8)),
+         nh.from_array(rng.integers(-100, 100, (8, 8)).astype(np.int8), "wq"),
+         nh.from_array(np.zeros(8, np.int8), "wz"), f("ws", np.full(8, 0.01)),
+         f("bias", rng.standard_normal(8)), nh.from_array(np.array([1, 4, 2, 4], np.int64), "heads"),
+         f("rt2", 1.4142135), f("one", 1.0), f("half", 0.5), f("eps", 1e-9),
+         nh.from_array(np.array([1], np.int64), "ax1"), nh.from_array(np.array([-1], np.int64), "axl"),
+         nh.from_array(np.array([1, 4, 8], np.int64), "flat")]
+nodes = [
+    h.make_node("Gather", ["table", "ids"], ["e"]),
+    h.make_node("Add", ["e", "pos"], ["e2"]),
+    h.make_node("LayerNormalization", ["e2", "ln_g", "ln_b"], ["ln"], axis=-1, epsilon=1e-12),
+    h.make_node("DynamicQuantizeLinear", ["ln"], ["lq", "ls", "lz"]),
+    h.make_node("Mul", ["ls", "ws"], ["sp"]),
+    h.make_node("MatMulInteger", ["lq", "wq", "lz", "wz"], ["acc"]),
+    h.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
+    h.make_node("Mul", ["accf", "sp"], ["mm"]),
+    h.make_node("Add", ["bias", "mm"], ["q"]),
+    h.make_node("Reshape", ["q", "heads"], ["qh"]),
+    h.make_node("Transpose", ["qh"], ["qt"], perm=[0, 2, 1, 3]),
+    h.make_node("Transpose", ["qh"], ["kt"], perm=[0, 2, 3, 1]),
+    h.make_node("MatMul", ["qt", "kt"], ["sc"]),
+    h.make_node("Softmax", ["sc"], ["p"], axis=-1),
+    h.make_node("MatMul", ["p", "qt"], ["ctx"]),
+    h.make_node("Transpose", ["ctx"], ["ct"], perm=[0, 2, 1, 3]),
+    h.make_node("Reshape", ["ct", "flat"], ["h"]),
+    h.make_node("Div", ["h", "rt2"], ["hd"]),
+    h.make_node("Erf", ["hd"], ["he"]),
+    h.make_node("Add", ["he", "one"], ["h1"]),
+    h.make_node("Mul", ["h", "h1"], ["h2"]),
+    h.make_node("Mul", ["h2", "half"], ["gelu"]),
+    h.make_node("ReduceSum", ["gelu", "ax1"], ["s"], keepdims=0),
+    h.make_node("Mul", ["s", "s"], ["s2"]),
+    h.make_node("ReduceSum", ["s2", "axl"], ["n2"], keepdims=1),
+    h.make_node("Sqrt", ["n2"], ["n"]),
+    h.make_node("Clip", ["n", "eps"], ["nc"]),
+    h.make_node("Div", ["s", "nc"], ["y"]),
+]
+save("seq_dynq", nodes, inits, [ids], [y], opset=17)

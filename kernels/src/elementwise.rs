@@ -24,6 +24,47 @@ pub fn hard_swish(x: &mut [f32]) {
         .for_each(|v| *v *= (*v + 3.0).clamp(0.0, 6.0) / 6.0);
 }
 
+/// `e^x` within 2 ulp on [-87.3, 88.7] (0 below, +inf above): range reduction by ln 2
+/// and a degree-6 polynomial, branch-free in the loop so it vectorises; libm's `expf`
+/// is exact to 1 ulp but several times slower, and softmax calls it n² times.
+#[inline]
+pub fn exp_fast(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 88.7 {
+        return f32::INFINITY;
+    }
+    if x < -87.3 {
+        return 0.0;
+    }
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let n = crate::quant::round_even(x * core::f32::consts::LOG2_E);
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes expf coefficients.
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// erf within 5e-7 absolute (Abramowitz & Stegun 7.1.26, 1.5e-7, plus f32 rounding), for GELU.
+#[inline]
+pub fn erf_fast(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp_fast(-a * a);
+    y.copysign(x)
+}
+
 #[inline]
 pub fn sigmoid1(v: f32) -> f32 {
     1.0 / (1.0 + libm::expf(-v))
@@ -55,7 +96,7 @@ pub fn gelu_tanh(x: &mut [f32]) {
 }
 
 pub fn erf(x: &mut [f32]) {
-    x.iter_mut().for_each(|v| *v = libm::erff(*v));
+    x.iter_mut().for_each(|v| *v = erf_fast(*v));
 }
 
 pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
@@ -142,7 +183,7 @@ pub fn softmax(x: &mut [f32], cols: usize) {
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut s = 0.0;
         for v in row.iter_mut() {
-            *v = libm::expf(*v - m);
+            *v = exp_fast(*v - m);
             s += *v;
         }
         let inv = 1.0 / s;
@@ -162,5 +203,38 @@ pub fn layer_norm(x: &mut [f32], cols: usize, gamma: &[f32], beta: &[f32], eps: 
         for (i, v) in row.iter_mut().enumerate() {
             *v = (*v - mean) * inv * gamma[i] + beta[i];
         }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod approx_tests {
+    use super::{erf_fast, exp_fast};
+
+    #[test]
+    fn exp_fast_is_within_2_ulp_of_libm() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp_fast(x) as f64, libm::exp(x as f64));
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.001_3;
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert_eq!(exp_fast(100.0), f32::INFINITY);
+        assert!(exp_fast(f32::NAN).is_nan());
+        assert_eq!(exp_fast(0.0), 1.0);
+    }
+
+    #[test]
+    fn erf_fast_is_within_5e7_of_libm() {
+        let mut worst = 0.0f64;
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            worst = worst.max((erf_fast(x) as f64 - libm::erf(x as f64)).abs());
+            x += 0.000_7;
+        }
+        assert!(worst < 5e-7, "absolute error {worst}");
+        assert_eq!(erf_fast(0.0), 0.0);
     }
 }
