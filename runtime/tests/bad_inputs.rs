@@ -40,6 +40,30 @@ const LINEAR: &[u8] = include_bytes!("../../fuzz/corpus/adapter_load/linear.eta"
 const QUERY: &[u8] = include_bytes!("../../fuzz/corpus/adapter_load/query.eta");
 const ONNX: &[u8] = include_bytes!("../../models/efficientnet_lite0_int8.onnx");
 const FLOAT_ONNX: &[u8] = include_bytes!("../../fuzz/corpus/onnx_import/float_conv_gemm.onnx");
+const SEQ_ONNX: &[u8] = include_bytes!("../../fuzz/corpus/onnx_import/seq_dynq.onnx");
+const SEQ_PLAN: &[u8] = include_bytes!("../../fuzz/corpus/plan_load/seq_dynq.etm");
+
+/// `b` with every `from` replaced by `to` (same length: the protobuf stays valid).
+fn replace(b: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut v = b.to_vec();
+    let mut hit = false;
+    for i in 0..v.len().saturating_sub(from.len() - 1) {
+        if &v[i..i + from.len()] == from {
+            v[i..i + to.len()].copy_from_slice(to);
+            hit = true;
+        }
+    }
+    assert!(hit, "{:?} not found", String::from_utf8_lossy(from));
+    v
+}
+
+/// The small sequence plan (gather over a 10-row table) on token ids `ids`.
+fn run_seq(ids: &[f32]) -> Result<(), Error> {
+    let plan = Plan::from_bytes(SEQ_PLAN)?;
+    let mut e = Executor::new(&plan, Kernels::detect(), 1 << 20)?;
+    e.run(&[ids])
+}
 
 type Check = fn(&Error) -> bool;
 type Case = Box<dyn Fn() -> Result<(), Error>>;
@@ -346,6 +370,50 @@ fn every_bad_input_gives_its_typed_error_within_the_memory_bound() {
             FLOAT_ONNX.len(),
             Box::new(|| import_bytes(FLOAT_ONNX, &ImportOptions::default()).map(|_| ())),
             unsupported,
+        ),
+        (
+            "onnx: sequence model with an op the lowering lacks (Erf renamed Elu)",
+            SEQ_ONNX.len(),
+            Box::new(|| {
+                import_bytes(
+                    &replace(SEQ_ONNX, b"\x03Erf", b"\x03Elu"),
+                    &ImportOptions::default(),
+                )
+                .map(|_| ())
+            }),
+            unsupported,
+        ),
+        (
+            "onnx: sequence model truncated",
+            SEQ_ONNX.len() / 2,
+            Box::new(|| {
+                import_bytes(&SEQ_ONNX[..SEQ_ONNX.len() / 2], &ImportOptions::default()).map(|_| ())
+            }),
+            malformed,
+        ),
+        (
+            "sequence plan: token id beyond the table",
+            16,
+            Box::new(|| run_seq(&[1.0, 2.0, 99.0, 3.0])),
+            invalid,
+        ),
+        (
+            "sequence plan: fractional token id",
+            16,
+            Box::new(|| run_seq(&[1.0, 2.5, 3.0, 4.0])),
+            invalid,
+        ),
+        (
+            "sequence plan: NaN token id",
+            16,
+            Box::new(|| run_seq(&[1.0, f32::NAN, 3.0, 4.0])),
+            nonfinite,
+        ),
+        (
+            "sequence plan: too few token ids",
+            12,
+            Box::new(|| run_seq(&[1.0, 2.0, 3.0])),
+            shape,
         ),
         (
             "input: NaN",
