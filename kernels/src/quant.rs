@@ -75,18 +75,18 @@ pub fn effective_a_zero(args: &crate::I8GemmArgs) -> i32 {
 }
 
 /// `y = requant(x / scale)` over a slice, u8 output.
+/// Divides rather than multiplying by `1/scale`, as ONNX QuantizeLinear does: the two
+/// round differently at ties.
 pub fn quantize_u8(x: &[f32], scale: f32, zero: i32, y: &mut [u8]) {
-    let inv = 1.0 / scale;
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = requant(v * inv, zero, 0, 255) as u8;
+        *o = requant(v / scale, zero, 0, 255) as u8;
     }
 }
 
 /// `y = requant(x / scale)` over a slice, i8 output.
 pub fn quantize_i8(x: &[f32], scale: f32, zero: i32, y: &mut [i8]) {
-    let inv = 1.0 / scale;
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = requant(v * inv, zero, -128, 127) as i8;
+        *o = requant(v / scale, zero, -128, 127) as i8;
     }
 }
 

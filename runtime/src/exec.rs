@@ -251,11 +251,11 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let s = &tt(y).shape;
                 if to_nhwc && s.len() == 4 {
                     let (h, w, c) = (s[1], s[2], s[3]);
-                    let inv = 1.0 / q.scale;
+                    // Division, as QuantizeLinear defines it (a reciprocal rounds ties apart).
                     for n in 0..s[0] {
                         for ch in 0..c {
                             for p in 0..h * w {
-                                let v = src[(n * c + ch) * h * w + p] * inv;
+                                let v = src[(n * c + ch) * h * w + p] / q.scale;
                                 o[(n * h * w + p) * c + ch] =
                                     edgetune_kernels::quant::requant(v, q.zero, 0, 255) as u8;
                             }

@@ -1292,7 +1292,15 @@ impl<'g> Lowering<'g> {
                     return Err(self.unsupported(n, "per-channel tables of different widths"));
                 }
                 m.channels = c;
-                Box::new(move |k, v: f32| v * mul[k] + add[k])
+                // The ONNX formula in its own order, so table entries round as a float
+                // evaluation of the graph does.
+                let (g, b, mu, den): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
+                    p[0].clone(),
+                    p[1].clone(),
+                    p[2].clone(),
+                    p[3].iter().map(|v| (v + eps).sqrt()).collect(),
+                );
+                Box::new(move |k, v: f32| (v - mu[k]) / den[k] * g[k] + b[k])
             }
             _ => return Err(self.unsupported(n, "no lowering for this op")),
         };
