@@ -552,7 +552,7 @@ fn run(
             println!("  {name:<18} x{count:<3} {:8.3} ms/run", t / n as f64 * 1e3);
         }
     }
-    for (i, p) in plan.outputs.iter().enumerate() {
+    for (i, p) in plan.outputs.iter().chain(&plan.taps).enumerate() {
         let t = &plan.tensors[p.tensor as usize];
         let mut v = vec![0.0; t.len()];
         exec.tensor_f32(p.tensor, &mut v)?;
