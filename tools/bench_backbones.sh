@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Batch-1, single-thread latency of the three backbones on edgetune and onnxruntime in one
+# run (same core, median of N), with ratios; also compile time, .etm size and peak RSS.
+#   tools/bench_backbones.sh [N=30] [CORE=1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
+n=${1:-30}; core=${2:-1}
+cargo build --release -q -p edgetune --features cli
+E=$CARGO_TARGET_DIR/release/edgetune
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+python3 - "$tmp" <<'PY'
+import numpy as np, sys
+d = sys.argv[1]; r = np.random.default_rng(0)
+np.save(f"{d}/image.npy", r.standard_normal((1, 3, 224, 224)).astype(np.float32))
+np.save(f"{d}/mel.npy", np.load("models/golden/oww_windows.npy")[0])
+ids = np.load("models/golden/minilm_ids.npy"); m = np.load("models/golden/minilm_mask.npy")
+np.save(f"{d}/ids.npy", ids[3:4]); np.save(f"{d}/mask.npy", m[3:4])
+np.save(f"{d}/types.npy", np.zeros((1, 128), np.float32))
+PY
+printf "%-28s %12s %12s %10s %12s %12s %10s\n" backbone "edgetune ms" "ORT ms" ratio "compile s" ".etm MB" "RSS MB"
+for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/image.npy" \
+            "openWakeWord embedding int8|models/oww_embedding_int8.onnx|mel=$tmp/mel.npy" \
+            "MiniLM-L6 int8 (T=128)|models/minilm_l6_int8.onnx|input_ids=$tmp/ids.npy attention_mask=$tmp/mask.npy token_type_ids=$tmp/types.npy"; do
+  IFS='|' read -r name onnx inputs <<<"$spec"
+  t0=$(date +%s.%N); $E compile "$onnx" -o "$tmp/m.etm" >/dev/null; t1=$(date +%s.%N)
+  out=$(/usr/bin/time -f "rss %M" taskset -c "$core" $E run "$tmp/m.etm" $inputs --profile "$n" 2>&1)
+  et=$(grep -oP "median \K[0-9.]+" <<<"$out"); rss=$(grep -oP "^rss \K[0-9]+" <<<"$out")
+  ort=$(taskset -c "$core" python3 - "$onnx" "$tmp" "$n" <<'PY'
+import numpy as np, onnxruntime as ort, sys, time
+onnx, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+s = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+names = [i.name for i in s.get_inputs()]
+if "image" in names: f = {"image": np.load(f"{d}/image.npy")}
+elif "mel" in names: f = {"mel": np.load(f"{d}/mel.npy")}
+else: f = {"input_ids": np.load(f"{d}/ids.npy").astype(np.int64), "attention_mask": np.load(f"{d}/mask.npy").astype(np.int64), "token_type_ids": np.zeros((1, 128), np.int64)}
+for _ in range(5): s.run(None, f)
+t = []
+for _ in range(n):
+    a = time.perf_counter(); s.run(None, f); t.append(time.perf_counter() - a)
+print(f"{np.median(t) * 1e3:.3f}")
+PY
+)
+  printf "%-28s %12s %12s %9.2fx %12.2f %12.2f %10.1f\n" "$name" "$et" "$ort" "$(echo "$et / $ort" | bc -l)" \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+done
+echo "(onnxruntime $(python3 -c 'import onnxruntime; print(onnxruntime.__version__)'), intra_op_num_threads=1; edgetune kernels: $($E run "$tmp/m.etm" $inputs --profile 1 | grep -oP '\(\[\K[^]]*'))"
