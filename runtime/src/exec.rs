@@ -622,7 +622,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 for (r, &id) in idv.iter().enumerate() {
                     // ONNX Gather counts negative indices from the end.
                     let j = if id < 0.0 { id + rows as f32 } else { id };
-                    if !(j >= 0.0 && j < rows as f32 && j.fract() == 0.0) {
+                    if !(j >= 0.0 && j < rows as f32 && libm::truncf(j) == j) {
                         return Err(Error::Invalid {
                             what: format!("gather: index {id} outside 0..{rows}"),
                         });
