@@ -279,6 +279,9 @@ struct Lowering<'g> {
     /// Float output name of each fused node → the tensor holding it (for taps).
     produced: HashMap<String, u32>,
     block_taps: Vec<(String, u32)>,
+    /// Values holding integers (integer-typed graph inputs and their reshapes): float
+    /// arithmetic on them would not wrap or truncate as ONNX integer ops do.
+    int_names: HashSet<String>,
 }
 
 impl<'g> Lowering<'g> {
@@ -541,8 +544,8 @@ impl<'g> Lowering<'g> {
             "GlobalAveragePool" => {
                 let x = self.deq(n, 0)?;
                 let xi = self.b.tensors[x as usize].clone();
-                if xi.shape.len() != 4 {
-                    return Err(self.unsupported(n, "needs a 4-D input"));
+                if xi.shape.len() != 4 || xi.shape[0] != 1 {
+                    return Err(self.unsupported(n, "needs a 4-D input of batch 1"));
                 }
                 let (qi, qy) = self.fused_q(n)?;
                 let y = self.b.tensor(
@@ -644,6 +647,9 @@ impl<'g> Lowering<'g> {
                 _ => return Ok(false),
             },
             "Reshape" | "Flatten" | "Unsqueeze" | "Squeeze" => {
+                if self.int_names.contains(&n.input[0]) {
+                    self.int_names.insert(n.output[0].clone());
+                }
                 let Some(x) = x0 else {
                     return match self.val(n, 0)? {
                         Val::Const(c) if op != "Reshape" && op != "Flatten" => {
@@ -801,6 +807,11 @@ impl<'g> Lowering<'g> {
                         return Ok(true);
                     }
                     _ => {}
+                }
+                if n.input.iter().take(2).any(|i| self.int_names.contains(i)) {
+                    return Err(
+                        self.unsupported(n, "integer arithmetic (Cast the operands to float)")
+                    );
                 }
                 let (sa, sb) = (self.operand(n, 0)?, self.operand(n, 1)?);
                 if sa.0.tensor().is_none() && sb.0.tensor().is_none() {
@@ -1357,8 +1368,8 @@ impl<'g> Lowering<'g> {
             }
         };
         let xi = self.b.tensors[t as usize].clone();
-        if xi.shape.len() != 4 || !xi.nhwc {
-            return Err(self.unsupported(n, "needs a 4-D feature map"));
+        if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
+            return Err(self.unsupported(n, "needs a 4-D feature map of batch 1"));
         }
         if attr_i(n, "ceil_mode", 0) != 0
             || attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
@@ -1437,8 +1448,8 @@ impl<'g> Lowering<'g> {
             return Err(self.unsupported(n, "weights must be symmetric int8 OIHW"));
         }
         let xi = self.b.tensors[x as usize].clone();
-        if xi.shape.len() != 4 {
-            return Err(self.unsupported(n, "convolution input must be 4-D (N, C, H, W)"));
+        if xi.shape.len() != 4 || xi.shape[0] != 1 {
+            return Err(self.unsupported(n, "convolution input must be 4-D (1, C, H, W)"));
         }
         let (oc, icg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
         let (h, w, ic) = (xi.shape[1], xi.shape[2], xi.shape[3]);
@@ -1696,6 +1707,18 @@ impl<'g> Lowering<'g> {
 }
 
 /// Parses ONNX bytes with tract-onnx.
+/// A standalone serialised TensorProto (the ONNX test data's `input_0.pb`) as f32 values
+/// with its dims: integers and u8/i8 codes converted exactly (below 2^24).
+pub fn read_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    use prost::Message;
+    let t = pb::TensorProto::decode(bytes).map_err(|e| malformed(format!("tensor: {e}")))?;
+    let c = tensor_const(&t)?;
+    let v = c
+        .f32s()
+        .unwrap_or_else(|| c.ints().iter().map(|&x| x as f32).collect());
+    Ok((c.dims, v))
+}
+
 pub fn parse(bytes: &[u8]) -> Result<pb::ModelProto> {
     let mut r = bytes;
     tract_onnx::onnx()
@@ -1726,6 +1749,7 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
         },
         produced: HashMap::new(),
         block_taps: vec![],
+        int_names: HashSet::new(),
     };
     for t in &graph.initializer {
         lw.vals.insert(t.name.clone(), Val::Const(tensor_const(t)?));
@@ -1751,12 +1775,22 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
             Some((_, s)) => s.clone(),
             None => value_info_shape(vi)?,
         };
-        if shape.contains(&0) || shape.first() != Some(&1) {
+        // Any batch for the float sequence ops; the convolution and pooling lowerings
+        // refuse a batch other than 1 themselves.
+        if shape.is_empty() || shape.contains(&0) {
             return Err(Error::ShapeMismatch {
                 op: format!("input '{}'", vi.name),
                 expected: vec![1],
                 got: shape,
             });
+        }
+        use pb::type_proto::Value as TV;
+        let elem = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(TV::TensorType(t)) => t.elem_type,
+            _ => 1,
+        };
+        if !matches!(elem, 1 | 10 | 11 | 16) {
+            lw.int_names.insert(vi.name.clone());
         }
         let t = lw.b.tensor(&vi.name, DType::F32, shape, false, None);
         lw.vals.insert(vi.name.clone(), Val::Act(t));
