@@ -171,7 +171,7 @@ fn onnx_node_tests_of_claimed_ops() {
                 }
                 Outcome::Skip(why) => {
                     s += 1;
-                    if reasons.len() < 1 {
+                    if reasons.is_empty() {
                         reasons.push(format!(
                             "{d}: {}",
                             why.chars().take(110).collect::<String>()
