@@ -19,22 +19,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// SplitMix64: reproducible streams from a seed.
-pub struct Rng(u64);
+pub use edgetune::adapt::rng::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
+/// The runtime's seeded generator, started so that a seed gives the streams the
+/// examples' published figures were measured with (BENCHMARKS.md).
+pub fn seeded(seed: u64) -> Rng {
+    Rng::new(seed ^ 0x853c_49e6_748f_ea9b)
 }

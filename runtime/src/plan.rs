@@ -772,6 +772,25 @@ impl<'a> Plan<'a> {
                 .collect())
         };
         let zeros_ok = |zs: &[i32]| zs.iter().all(|z| (0..=255).contains(z));
+        // Packed weights long enough, and column sums equal to the weights' (the
+        // accumulator bound above relies on them).
+        let packed_i8_ok = |w: Blob, colsum: Blob, k: usize, n: usize, op: &str| -> Result<()> {
+            let wb = self.blob_bytes(w);
+            if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
+                return Err(bad(&alloc::format!("{op}: weights too short")));
+            }
+            for (c, &want) in ints(colsum, n)?.iter().enumerate() {
+                let got: i32 = (0..k)
+                    .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
+                    .sum();
+                if got != want {
+                    return Err(bad(&alloc::format!(
+                        "{op}: column sums do not match the weights"
+                    )));
+                }
+            }
+            Ok(())
+        };
         match *op {
             Op::ConvI8 {
                 ref geom,
@@ -788,21 +807,7 @@ impl<'a> Plan<'a> {
                 if !zeros_ok(&[x_zero, y_zero]) || k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
                     return Err(bad("int8 convolution: zero point or depth out of range"));
                 }
-                let wb = self.blob_bytes(w);
-                if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
-                    return Err(bad("int8 convolution: weights too short"));
-                }
-                let cs = ints(colsum, n)?;
-                for (c, &want) in cs.iter().enumerate() {
-                    let got: i32 = (0..k)
-                        .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
-                        .sum();
-                    if got != want {
-                        return Err(bad(
-                            "int8 convolution: column sums do not match the weights",
-                        ));
-                    }
-                }
+                packed_i8_ok(w, colsum, k, n, "int8 convolution")?;
                 if ints(bias, n)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
                     return Err(bad("int8 convolution: bias beyond ±2^30"));
                 }
@@ -814,21 +819,7 @@ impl<'a> Plan<'a> {
                 if k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
                     return Err(bad("dynamic int8 matmul: depth out of range"));
                 }
-                let wb = self.blob_bytes(w);
-                if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
-                    return Err(bad("dynamic int8 matmul: weights too short"));
-                }
-                let cs = ints(colsum, n)?;
-                for (c, &want) in cs.iter().enumerate() {
-                    let got: i32 = (0..k)
-                        .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
-                        .sum();
-                    if got != want {
-                        return Err(bad(
-                            "dynamic int8 matmul: column sums do not match the weights",
-                        ));
-                    }
-                }
+                packed_i8_ok(w, colsum, k, n, "dynamic int8 matmul")?;
             }
             Op::DwI8 {
                 ref geom,

@@ -15,7 +15,7 @@ use edgetune::features::TapReader;
 use edgetune::import::{import_path, ImportOptions, Taps};
 use edgetune::plan::{AlignedBytes, Plan};
 use edgetune::{kernels::Kernels, Error, Executor, Result};
-use edgetune_examples::{arg, root, Rng};
+use edgetune_examples::{arg, root, seeded, Rng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -235,7 +235,7 @@ fn run() -> Result<()> {
     ))?;
     let mut enc = Encoder::new(&plan)?;
     let new_cache = |enc: &Encoder| TapCache::new(CacheFormat::F16, enc.reader.shapes.clone());
-    let mut rng = Rng::new(0);
+    let mut rng = seeded(0);
 
     if only.as_deref() != Some("spam") {
         let topics = ["business", "entertainment", "politics", "sports", "tech"];
@@ -265,7 +265,7 @@ fn run() -> Result<()> {
             ("query", vec![], 0.0),
         ];
         for ep in 0..episodes {
-            let mut er = Rng::new(100 + ep as u64);
+            let mut er = seeded(100 + ep as u64);
             let (mut support, mut query) = (vec![], vec![]);
             for c in 0..topics.len() {
                 let rows: Vec<usize> = (0..cache.len()).filter(|&i| cache.labels[i] == c).collect();

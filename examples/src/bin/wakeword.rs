@@ -15,7 +15,7 @@ use edgetune::audio::{MelConfig, MelFrontEnd, MelStream};
 use edgetune::import::{import_path, ImportOptions};
 use edgetune::plan::{AlignedBytes, Plan};
 use edgetune::{kernels::Kernels, Error, Executor, Result};
-use edgetune_examples::{arg, root, Rng};
+use edgetune_examples::{arg, root, seeded, Rng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -341,7 +341,7 @@ fn run() -> Result<()> {
     let mel = MelFrontEnd::from_le_bytes(MelConfig::OPENWAKEWORD, &melw)?;
     let mut ear = Listener::new(&plan, &mel)?;
     let noise = noises(&data)?;
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded(seed);
 
     // Enrolment: the user says the phrase 3 times (one voice, natural variation).
     let t0 = Instant::now();
