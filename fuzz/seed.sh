@@ -25,7 +25,7 @@ PY
 mkdir -p corpus/{plan_load,adapter_load,onnx_import,exec_inputs,capi_bytes}
 cp "$tmp"/*.onnx corpus/onnx_import/
 cp seed/tiny.etm corpus/plan_load/tiny.etm
-cp "$tmp/lut_pool.etm" "$tmp/seq_dynq.etm" corpus/plan_load/
+cp "$tmp/lut_pool.etm" "$tmp/seq_dynq.etm" corpus/plan_load/   # *.etm is ignored: git add -f
 { printf '\0'; cat seed/tiny.etm; } > corpus/capi_bytes/plan.bin
 for m in ncm linear moment ladder query; do
   $E adapt --plan seed/tiny.etm --train "$tmp/train" --method $m --epochs 2 -o corpus/adapter_load/$m.eta >/dev/null

@@ -41,7 +41,6 @@ const QUERY: &[u8] = include_bytes!("../../fuzz/corpus/adapter_load/query.eta");
 const ONNX: &[u8] = include_bytes!("../../models/efficientnet_lite0_int8.onnx");
 const FLOAT_ONNX: &[u8] = include_bytes!("../../fuzz/corpus/onnx_import/float_conv_gemm.onnx");
 const SEQ_ONNX: &[u8] = include_bytes!("../../fuzz/corpus/onnx_import/seq_dynq.onnx");
-const SEQ_PLAN: &[u8] = include_bytes!("../../fuzz/corpus/plan_load/seq_dynq.etm");
 
 /// `b` with every `from` replaced by `to` (same length: the protobuf stays valid).
 fn replace(b: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -58,9 +57,10 @@ fn replace(b: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The small sequence plan (gather over a 10-row table) on token ids `ids`.
+/// The small sequence model (gather over a 10-row table), compiled, on token ids `ids`.
 fn run_seq(ids: &[f32]) -> Result<(), Error> {
-    let plan = Plan::from_bytes(SEQ_PLAN)?;
+    let bytes = import_bytes(SEQ_ONNX, &ImportOptions::default())?.to_bytes();
+    let plan = Plan::from_bytes(&bytes)?;
     let mut e = Executor::new(&plan, Kernels::detect(), 1 << 20)?;
     e.run(&[ids])
 }
