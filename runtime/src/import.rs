@@ -1018,7 +1018,14 @@ impl<'g> Lowering<'g> {
 
     /// Output shape of a shape op on `shape`.
     fn reshaped(&self, n: &pb::NodeProto, shape: &[usize]) -> Result<Vec<usize>> {
-        let total: usize = shape.iter().product();
+        // Sizes come from the file: products are checked, a shape past 2^31 elements refused.
+        let count = |s: &Self, d: &[usize]| -> Result<usize> {
+            d.iter()
+                .try_fold(1usize, |a, &v| a.checked_mul(v))
+                .filter(|&c| c <= 1 << 31)
+                .ok_or_else(|| s.unsupported(n, "more than 2^31 elements"))
+        };
+        let total = count(self, shape)?;
         let axes_of = |s: &Self| -> Result<Vec<i64>> {
             if n.input.len() > 1 && !n.input[1].is_empty() {
                 Ok(s.constant(n, 1)?.ints())
@@ -1047,7 +1054,7 @@ impl<'g> Lowering<'g> {
                     }
                 }
                 if let Some(i) = infer {
-                    let known: usize = out.iter().product();
+                    let known = count(self, &out)?;
                     if known == 0 || !total.is_multiple_of(known) {
                         return Err(self.unsupported(n, "cannot infer -1"));
                     }
@@ -1062,7 +1069,7 @@ impl<'g> Lowering<'g> {
                 if !(0..=r).contains(&ax) {
                     return Err(self.unsupported(n, "axis out of range"));
                 }
-                let a: usize = shape[..ax as usize].iter().product();
+                let a = count(self, &shape[..ax as usize])?;
                 vec![a, total / a.max(1)]
             }
             "Unsqueeze" => {
@@ -1101,7 +1108,7 @@ impl<'g> Lowering<'g> {
                     .collect()
             }
         };
-        if out.iter().product::<usize>() != total {
+        if count(self, &out)? != total {
             return Err(self.unsupported(n, "element count changes"));
         }
         Ok(out)
