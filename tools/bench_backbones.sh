@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Batch-1, single-thread latency of the three backbones on edgetune and onnxruntime in one
-# run (same core, median of N), with ratios; also compile time, .etm size and peak RSS.
+# Batch-1, single-thread latency of the three backbones on edgetune, onnxruntime and tract
+# (tract-onnx in process, tools/peers/src/bin/tract_run.rs) in one run (same core, median
+# of N), with ratios; also compile time, .etm size and peak RSS of each.
 #   tools/bench_backbones.sh [N=30] [CORE=1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
 n=${1:-30}; core=${2:-1}
 cargo build --release -q -p edgetune --features cli
+cargo build --release -q -p edgetune-peers --bin tract_run
 E=$CARGO_TARGET_DIR/release/edgetune
+TR=$CARGO_TARGET_DIR/release/tract_run
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 - "$tmp" <<'PY'
 import numpy as np, sys
@@ -18,11 +21,11 @@ ids = np.load("models/golden/minilm_ids.npy"); m = np.load("models/golden/minilm
 np.save(f"{d}/ids.npy", ids[3:4]); np.save(f"{d}/mask.npy", m[3:4])
 np.save(f"{d}/types.npy", np.zeros((1, 128), np.float32))
 PY
-printf "%-28s %12s %12s %10s %12s %12s %10s\n" backbone "edgetune ms" "ORT ms" ratio "compile s" ".etm MB" "RSS MB"
-for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/image.npy" \
-            "openWakeWord embedding int8|models/oww_embedding_int8.onnx|mel=$tmp/mel.npy" \
-            "MiniLM-L6 int8 (T=128)|models/minilm_l6_int8.onnx|input_ids=$tmp/ids.npy attention_mask=$tmp/mask.npy token_type_ids=$tmp/types.npy"; do
-  IFS='|' read -r name onnx inputs <<<"$spec"
+printf "%-28s %11s %8s %8s %9s %9s %9s %8s %8s %8s\n" backbone "edgetune ms" "ORT ms" "tract ms" "e/ORT" "e/tract" "compile s" ".etm MB" "RSS MB" "tract RSS"
+for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/image.npy|image:1x3x224x224" \
+            "openWakeWord embedding int8|models/oww_embedding_int8.onnx|mel=$tmp/mel.npy|mel:1x1x76x32" \
+            "MiniLM-L6 int8 (T=128)|models/minilm_l6_int8.onnx|input_ids=$tmp/ids.npy attention_mask=$tmp/mask.npy token_type_ids=$tmp/types.npy|input_ids:1x128:i64 attention_mask:1x128:i64 token_type_ids:1x128:i64"; do
+  IFS='|' read -r name onnx inputs tspec <<<"$spec"
   t0=$(date +%s.%N); $E compile "$onnx" -o "$tmp/m.etm" >/dev/null; t1=$(date +%s.%N)
   out=$(/usr/bin/time -f "rss %M" taskset -c "$core" $E run "$tmp/m.etm" $inputs --profile "$n" 2>&1)
   et=$(grep -oP "median \K[0-9.]+" <<<"$out"); rss=$(grep -oP "^rss \K[0-9]+" <<<"$out")
@@ -42,7 +45,11 @@ for _ in range(n):
 print(f"{np.median(t) * 1e3:.3f}")
 PY
 )
-  printf "%-28s %12s %12s %9.2fx %12.2f %12.2f %10.1f\n" "$name" "$et" "$ort" "$(echo "$et / $ort" | bc -l)" \
-    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+  # shellcheck disable=SC2086
+  tout=$(/usr/bin/time -f "rss %M" taskset -c "$core" "$TR" "$onnx" $tspec --runs "$n" 2>&1)
+  tt=$(grep -oP "median \K[0-9.]+" <<<"$tout" || echo nan); trss=$(grep -oP "^rss \K[0-9]+" <<<"$tout")
+  printf "%-28s %11s %8s %8s %8.2fx %8.2fx %9.2f %8.2f %8.1f %8.1f\n" "$name" "$et" "$ort" "$tt" "$(echo "$et / $ort" | bc -l)" \
+    "$(echo "$et / $tt" | bc -l)" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" \
+    "$(echo "$rss / 1024" | bc -l)" "$(echo "$trss / 1024" | bc -l)"
 done
 echo "(onnxruntime $(python3 -c 'import onnxruntime; print(onnxruntime.__version__)'), intra_op_num_threads=1; edgetune kernels: $($E run "$tmp/m.etm" $inputs --profile 1 | grep -oP '\(\[\K[^]]*'))"

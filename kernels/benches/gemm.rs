@@ -1,6 +1,8 @@
-//! Single-thread GEMM throughput per tier: `cargo bench -p edgetune-kernels --features std`.
-//! Prints GFLOP/s (f32) and GOP/s (int8, 2 ops per multiply-add) for the shapes of
-//! BENCHMARKS.md. Run pinned (`taskset -c 1`) for stable numbers.
+//! Single-thread GEMM throughput per tier without dependencies, for cross targets under
+//! qemu (`cargo bench -p edgetune-kernels --features std --target armv7-unknown-linux-gnueabihf`):
+//! prints GFLOP/s (f32) and GOP/s (int8, 2 ops per multiply-add). Emulated times compare
+//! tiers with each other only. On the host, `tools/bench_gemm.sh` (criterion, with tract and
+//! OpenBLAS beside) is the benchmark of record.
 
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops::{self, I8Dst, I8Quant};

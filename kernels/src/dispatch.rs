@@ -29,7 +29,7 @@ impl Cpu {
             avx512vl: cfg!(target_feature = "avx512vl"),
             avx512vnni: cfg!(target_feature = "avx512vnni"),
             avxvnni: cfg!(target_feature = "avxvnni"),
-            neon: cfg!(all(target_arch = "aarch64", target_feature = "neon")),
+            neon: cfg!(target_feature = "neon"),
             dotprod: cfg!(all(target_arch = "aarch64", target_feature = "dotprod")),
             i8mm: cfg!(all(target_arch = "aarch64", target_feature = "i8mm")),
         }
@@ -55,6 +55,10 @@ impl Cpu {
             c.neon = std::arch::is_aarch64_feature_detected!("neon");
             c.dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
             c.i8mm = std::arch::is_aarch64_feature_detected!("i8mm");
+        }
+        #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+        {
+            c.neon = crate::arm::detect_neon();
         }
         c
     }

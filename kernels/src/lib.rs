@@ -12,6 +12,8 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+#[cfg(all(target_arch = "arm", not(target_os = "none")))]
+pub mod arm;
 pub mod dispatch;
 pub mod elementwise;
 pub mod ops;

@@ -85,6 +85,8 @@ macro_rules! desc {
 
 #[cfg(target_arch = "aarch64")]
 use crate::aarch64 as a64;
+#[cfg(all(target_arch = "arm", not(target_os = "none")))]
+use crate::arm;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64 as x86;
 use crate::{portable as p, reference as r};
@@ -98,6 +100,8 @@ pub static F32_GEMM: &[KernelDesc<F32GemmFn>] = &[
     desc!(x86::f32_gemm_12x16__avx512, Avx512, [Avx512f], 12, 16),
     #[cfg(target_arch = "aarch64")]
     desc!(a64::f32_gemm_8x16__neon, Neon, [Neon], 8, 16),
+    #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+    desc!(arm::f32_gemm_4x16__neon, Neon, [Neon], 4, 16),
 ];
 
 pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
@@ -116,7 +120,11 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
         16
     ),
     #[cfg(target_arch = "aarch64")]
+    desc!(a64::i8_gemm_4x16__neon, Neon, [Neon], 4, 16),
+    #[cfg(target_arch = "aarch64")]
     desc!(a64::i8_gemm_8x16__neondot, NeonDot, [Neon, DotProd], 8, 16),
+    #[cfg(target_arch = "aarch64")]
+    desc!(a64::i8_gemm_8x16__i8mm, I8mm, [Neon, I8mm], 8, 16),
 ];
 
 pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[

@@ -1741,9 +1741,124 @@ pub fn import_path(path: &std::path::Path, opts: &ImportOptions) -> Result<PlanP
     import_bytes(&bytes, opts)
 }
 
+/// QOperator form → QDQ form: each `QLinearConv` becomes DequantizeLinear (input,
+/// weights, bias) → Conv → QuantizeLinear and each `QLinearMatMul` DequantizeLinear → Gemm
+/// → QuantizeLinear, so both lower through the same int8 kernels as QDQ models. The bias
+/// scale (`x_scale · w_scale[c]`) is computed here, so scales must be initializers.
+fn expand_qlinear(graph: &pb::GraphProto) -> Result<Option<pb::GraphProto>> {
+    if !graph
+        .node
+        .iter()
+        .any(|n| matches!(n.op_type.as_str(), "QLinearConv" | "QLinearMatMul"))
+    {
+        return Ok(None);
+    }
+    let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+    let mut g = graph.clone();
+    g.node.clear();
+    let node = |op: &str, name: String, input: Vec<String>, output: String| pb::NodeProto {
+        input,
+        output: vec![output],
+        name,
+        op_type: op.into(),
+        ..Default::default()
+    };
+    let unsupported = |n: &pb::NodeProto, why: &str| Error::UnsupportedOp {
+        op: n.op_type.clone(),
+        node: n.name.clone(),
+        inputs: vec![],
+        why: why.into(),
+    };
+    for n in &graph.node {
+        let conv = n.op_type == "QLinearConv";
+        if !conv && n.op_type != "QLinearMatMul" {
+            g.node.push(n.clone());
+            continue;
+        }
+        if n.input.len() < 8 || n.output.len() != 1 || !n.domain.is_empty() {
+            return Err(malformed(format!(
+                "{} '{}' needs 8 inputs and one output",
+                n.op_type, n.name
+            )));
+        }
+        let i = |k: usize| n.input[k].clone();
+        let p = format!("{}#qlinear", n.output[0]);
+        let dq_x = node(
+            "DequantizeLinear",
+            format!("{p}/x"),
+            vec![i(0), i(1), i(2)],
+            format!("{p}/x"),
+        );
+        let mut dq_w = node(
+            "DequantizeLinear",
+            format!("{p}/w"),
+            vec![i(3), i(4), i(5)],
+            format!("{p}/w"),
+        );
+        dq_w.attribute.push(pb::AttributeProto {
+            name: "axis".into(),
+            i: 0,
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            ..Default::default()
+        });
+        let mut core_in = vec![format!("{p}/x"), format!("{p}/w")];
+        let mut extra = vec![];
+        if conv && n.input.len() > 8 && !n.input[8].is_empty() {
+            let scalar = |name: &str| -> Result<Vec<f32>> {
+                let t = init(name).ok_or_else(|| unsupported(n, "scales must be initializers"))?;
+                tensor_const(t)?
+                    .f32s()
+                    .ok_or_else(|| unsupported(n, "scales must be f32"))
+            };
+            let (xs, ws) = (scalar(&n.input[1])?, scalar(&n.input[4])?);
+            if xs.len() != 1 || ws.is_empty() {
+                return Err(unsupported(n, "input scale must be per-tensor"));
+            }
+            let bs: Vec<u8> = ws.iter().flat_map(|w| (xs[0] * w).to_le_bytes()).collect();
+            g.initializer.push(pb::TensorProto {
+                name: format!("{p}/bias_scale"),
+                dims: vec![ws.len() as i64],
+                data_type: pb::tensor_proto::DataType::Float as i32,
+                raw_data: bs,
+                ..Default::default()
+            });
+            let mut dq_b = node(
+                "DequantizeLinear",
+                format!("{p}/b"),
+                vec![i(8), format!("{p}/bias_scale")],
+                format!("{p}/b"),
+            );
+            dq_b.attribute = dq_w.attribute.clone();
+            extra.push(dq_b);
+            core_in.push(format!("{p}/b"));
+        }
+        let mut core = node(
+            if conv { "Conv" } else { "Gemm" },
+            n.name.clone(),
+            core_in,
+            format!("{p}/y"),
+        );
+        if conv {
+            core.attribute = n.attribute.clone();
+        }
+        let q = node(
+            "QuantizeLinear",
+            format!("{p}/q"),
+            vec![format!("{p}/y"), i(6), i(7)],
+            n.output[0].clone(),
+        );
+        g.node.extend([dq_x, dq_w]);
+        g.node.extend(extra);
+        g.node.extend([core, q]);
+    }
+    Ok(Some(g))
+}
+
 pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
     let model = parse(bytes)?;
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    let expanded = expand_qlinear(graph)?;
+    let graph = expanded.as_ref().unwrap_or(graph);
     let mut lw = Lowering {
         graph,
         vals: HashMap::new(),

@@ -1,4 +1,6 @@
-//! aarch64 tiers: NEON (always present on aarch64), dotprod (`sdot`/`udot` by `asm!`).
+//! aarch64 tiers: NEON (always present on aarch64), dotprod (`sdot` by `asm!`), i8mm
+//! (`usmmla` by `asm!`). All int8 tiers read the same packed layout
+//! (`panel[k/4][16 columns][4 bytes]`), so one plan runs on every tier.
 
 use crate::pack::{F32_NR, I8_NR};
 use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
@@ -94,4 +96,139 @@ unsafe fn i8_micro_8x16_dot(
 /// `args` describes valid buffers and the CPU has dotprod.
 pub unsafe fn i8_gemm_8x16__neondot(args: &I8GemmArgs) {
     drive_i8::<8>(args, i8_micro_8x16_dot, i8_epi_scalar)
+}
+
+/// Widening multiply-accumulate tier for cores without dotprod (Cortex-A53/A55 class):
+/// `vld4q_s8` de-interleaves a packed group into four k-slices of 16 columns, and
+/// `smlal` by lane multiplies them with the u8 activations widened to i16.
+#[target_feature(enable = "neon")]
+unsafe fn i8_micro_4x16_neon(
+    k: usize,
+    a: &[*const u8; 4],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 4],
+) {
+    let mut c = [[vdupq_n_s32(0); 4]; 4];
+    for g in 0..k.div_ceil(4) {
+        let w = vld4q_s8(b.add(g * 64));
+        // bk[kk][q]: columns 4q..4q+4 of reduction step 4g+kk, as i16.
+        let wide = |v: int8x16_t| {
+            let lo = vmovl_s8(vget_low_s8(v));
+            let hi = vmovl_s8(vget_high_s8(v));
+            [
+                vget_low_s16(lo),
+                vget_high_s16(lo),
+                vget_low_s16(hi),
+                vget_high_s16(hi),
+            ]
+        };
+        let bk = [wide(w.0), wide(w.1), wide(w.2), wide(w.3)];
+        for r in 0..4 {
+            let av = vcreate_u8(load_a4(a[r], g, k, flip) as u64);
+            // u8 values widened to i16 stay non-negative: 0..=255.
+            let av = vget_low_s16(vreinterpretq_s16_u16(vmovl_u8(av)));
+            for q in 0..4 {
+                let mut s = c[r][q];
+                s = vmlal_lane_s16::<0>(s, bk[0][q], av);
+                s = vmlal_lane_s16::<1>(s, bk[1][q], av);
+                s = vmlal_lane_s16::<2>(s, bk[2][q], av);
+                s = vmlal_lane_s16::<3>(s, bk[3][q], av);
+                c[r][q] = s;
+            }
+        }
+    }
+    for r in 0..4 {
+        for q in 0..4 {
+            vst1q_s32(acc[r].as_mut_ptr().add(q * 4), c[r][q]);
+        }
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers.
+pub unsafe fn i8_gemm_4x16__neon(args: &I8GemmArgs) {
+    drive_i8::<4>(args, i8_micro_4x16_neon, i8_epi_scalar)
+}
+
+/// `acc(2×2) += a(2×8 u8) · b(2×8 i8)ᵀ`: one `usmmla`, 32 multiply-adds.
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn usmmla(acc: int32x4_t, a: uint8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut r = acc;
+    core::arch::asm!("usmmla {r:v}.4s, {a:v}.16b, {b:v}.16b", r = inout(vreg) r, a = in(vreg) a, b = in(vreg) b, options(pure, nomem, nostack));
+    r
+}
+
+/// Two packed groups (8 reduction bytes) of one row as the `usmmla` row operand half.
+#[inline(always)]
+unsafe fn load_a8(a: *const u8, g: usize, groups: usize, k: usize, flip: bool) -> u64 {
+    let lo = load_a4(a, g, k, flip) as u64;
+    let hi = if g + 1 < groups {
+        load_a4(a, g + 1, k, flip) as u64
+    } else {
+        0
+    };
+    lo | hi << 32
+}
+
+/// 8×16 tile in two passes of 8 columns (16 accumulators of 2×2 each). Pairs of packed
+/// groups are zipped per column pair (`zip1`/`zip2` on 32-bit lanes) into the 2×8 column
+/// operand; activations are u8 (`usmmla` is unsigned × signed), so no zero-point shift.
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn i8_micro_8x16_mmla(
+    k: usize,
+    a: &[*const u8; 8],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 8],
+) {
+    let groups = k.div_ceil(4);
+    for half in 0..2 {
+        let mut c = [[vdupq_n_s32(0); 4]; 4];
+        let mut g = 0;
+        while g < groups {
+            let p0 = b.add(g * 64 + half * 32);
+            let w0 = [
+                vld1q_s32(p0 as *const i32),
+                vld1q_s32(p0.add(16) as *const i32),
+            ];
+            let w1 = if g + 1 < groups {
+                let p1 = b.add((g + 1) * 64 + half * 32);
+                [
+                    vld1q_s32(p1 as *const i32),
+                    vld1q_s32(p1.add(16) as *const i32),
+                ]
+            } else {
+                [vdupq_n_s32(0); 2]
+            };
+            let bq = [
+                vreinterpretq_s8_s32(vzip1q_s32(w0[0], w1[0])),
+                vreinterpretq_s8_s32(vzip2q_s32(w0[0], w1[0])),
+                vreinterpretq_s8_s32(vzip1q_s32(w0[1], w1[1])),
+                vreinterpretq_s8_s32(vzip2q_s32(w0[1], w1[1])),
+            ];
+            for p in 0..4 {
+                let r0 = load_a8(a[2 * p], g, groups, k, flip);
+                let r1 = load_a8(a[2 * p + 1], g, groups, k, flip);
+                let av = vcombine_u8(vcreate_u8(r0), vcreate_u8(r1));
+                for q in 0..4 {
+                    c[p][q] = usmmla(c[p][q], av, bq[q]);
+                }
+            }
+            g += 2;
+        }
+        for p in 0..4 {
+            for q in 0..4 {
+                let col = half * 8 + 2 * q;
+                vst1_s32(acc[2 * p].as_mut_ptr().add(col), vget_low_s32(c[p][q]));
+                vst1_s32(acc[2 * p + 1].as_mut_ptr().add(col), vget_high_s32(c[p][q]));
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers and the CPU has i8mm.
+pub unsafe fn i8_gemm_8x16__i8mm(args: &I8GemmArgs) {
+    drive_i8::<8>(args, i8_micro_8x16_mmla, i8_epi_scalar)
 }
