@@ -291,3 +291,22 @@ impl MelStream {
         Ok(emitted)
     }
 }
+
+/// The `frames`-frame window (of `bands` values per frame) with the largest sum, the part
+/// of a clip a keyword sits in. `feat` must hold at least `frames` frames.
+pub fn loudest_window(feat: &[f32], bands: usize, frames: usize) -> Option<&[f32]> {
+    let total = feat.len() / bands.max(1);
+    if bands == 0 || frames == 0 || total < frames {
+        return None;
+    }
+    let energy: Vec<f32> = feat.chunks_exact(bands).map(|f| f.iter().sum()).collect();
+    let mut sum: f32 = energy[..frames].iter().sum();
+    let (mut best, mut at) = (sum, 0);
+    for s in 1..=total - frames {
+        sum += energy[s + frames - 1] - energy[s - 1];
+        if sum > best {
+            (best, at) = (sum, s);
+        }
+    }
+    Some(&feat[at * bands..][..frames * bands])
+}

@@ -81,7 +81,12 @@ impl<'p, 'm> TapReader<'p, 'm> {
 
     /// Runs one example and writes tap `i` into `outs[i]`.
     pub fn run(&mut self, input: &[f32], outs: &mut [Vec<f32>]) -> Result<()> {
-        self.exec.run(&[input])?;
+        self.run_inputs(&[input], outs)
+    }
+
+    /// [`run`](Self::run) for a plan with several inputs (in the plan's input order).
+    pub fn run_inputs(&mut self, inputs: &[&[f32]], outs: &mut [Vec<f32>]) -> Result<()> {
+        self.exec.run(inputs)?;
         for ((id, s), o) in self.ids.iter().zip(&self.shapes).zip(outs.iter_mut()) {
             o.resize(s.len(), 0.0);
             self.exec.tensor_f32(*id, o)?;

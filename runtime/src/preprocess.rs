@@ -1,7 +1,68 @@
 //! Input preprocessing declared by a backbone (stored in the plan's metadata as
-//! `preprocess=image:SIZE:MEAN:STD`), so apps and the CLI do not hard-code it.
+//! `preprocess=image:SIZE:MEAN:STD`, `audio:oww:FRAMES` or `text:TOKENS`), so apps and the
+//! CLI do not hard-code it. Audio plans carry their mel filter bank (metadata
+//! `mel_filters`, hex of little-endian f32) and text plans their tokenizer
+//! (`tokenizer`, the tokenizer.json text).
 
 use alloc::vec::Vec;
+
+/// The kinds of input a backbone declares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Preprocess {
+    Image(ImagePrep),
+    /// 16 kHz mono speech → openWakeWord's log-mel front end → the `frames`-frame window
+    /// with the most energy (clips shorter than a window are padded with silence).
+    Audio {
+        frames: usize,
+    },
+    /// Text → the plan's tokenizer → `tokens` ids (truncated or padded), attention mask
+    /// and token types, bound to the inputs by name.
+    Text {
+        tokens: usize,
+    },
+}
+
+impl Preprocess {
+    pub fn parse(s: &str) -> Option<Preprocess> {
+        if let Some(p) = ImagePrep::parse(s) {
+            return Some(Preprocess::Image(p));
+        }
+        let mut it = s.split(':');
+        let kind = it.next()?;
+        let p = match (kind, it.next(), it.next(), it.next()) {
+            ("audio", Some("oww"), Some(n), None) => Preprocess::Audio {
+                frames: n.parse().ok().filter(|n| (1..=4096).contains(n))?,
+            },
+            ("text", Some(n), None, None) => Preprocess::Text {
+                tokens: n.parse().ok().filter(|n| (1..=8192).contains(n))?,
+            },
+            _ => return None,
+        };
+        Some(p)
+    }
+}
+
+/// Hex of little-endian f32 values (how a plan's metadata carries a filter bank).
+pub fn f32_hex(v: &[f32]) -> alloc::string::String {
+    let mut s = alloc::string::String::with_capacity(v.len() * 8);
+    for b in v.iter().flat_map(|x| x.to_le_bytes()) {
+        s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+        s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+    }
+    s
+}
+
+/// Inverse of [`f32_hex`]; `None` on odd lengths or non-hex characters.
+pub fn hex_f32(s: &str) -> Option<Vec<u8>> {
+    let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    let b = s.as_bytes();
+    if b.len() % 8 != 0 {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
+        .collect()
+}
 
 /// How to turn an image into the backbone's input tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]

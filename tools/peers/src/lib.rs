@@ -147,7 +147,11 @@ impl InputSpec {
 
 /// Loads an ONNX file with tract, fixes the input shapes and optimises it.
 pub fn load_model(path: &str, inputs: &[InputSpec]) -> TractResult<Runnable> {
-    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    // The exported models keep intermediate shapes with batch 1 beside a symbolic batch
+    // input; tract would refuse to unify them.
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_path(path)?;
     for (i, spec) in inputs.iter().enumerate() {
         let fact = if spec.int64 {
             i64::fact(&spec.shape)

@@ -1,5 +1,6 @@
 //! The CLI's adaptation commands: adapt, predict, eval, demo.
 
+use crate::inputs::{Prep, Sample};
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
 use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::rng::Rng;
@@ -8,7 +9,6 @@ use edgetune::adapt::Method;
 use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::features::{default_taps, TapReader};
 use edgetune::plan::{Plan, DEFAULT_ARENA_LIMIT};
-use edgetune::preprocess::ImagePrep;
 use edgetune::{Error, Executor, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -197,8 +197,8 @@ fn view(img: &Image, v: usize, rng: &mut Rng) -> Image {
 /// the taps. Returns the cache and, per cached row, the index of its source image.
 pub fn build_cache(
     plan: &Plan,
-    prep: &ImagePrep,
-    images: &[(Image, usize)],
+    prep: &Prep,
+    images: &[(Sample, usize)],
     taps: &[String],
     format: CacheFormat,
     augment: usize,
@@ -226,7 +226,12 @@ pub fn build_cache(
     let total = images.len() * (1 + augment);
     cache.reserve(total);
     let mut bufs: Vec<Vec<f32>> = rd.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
-    let mut input = Vec::new();
+    if augment > 0 && !prep.is_image() {
+        return Err(Error::Invalid {
+            what: "--augment makes views of images; this plan's inputs are not images".into(),
+        });
+    }
+    let mut input: Vec<Vec<f32>> = Vec::new();
     let mut src = Vec::with_capacity(total);
     let mut rng = Rng::new(seed ^ 0xa5a5);
     let pb = if bar {
@@ -244,19 +249,21 @@ pub fn build_cache(
     for (i, (img, label)) in images.iter().enumerate() {
         for v in 0..=augment {
             let aug;
-            let im = if v == 0 {
-                img
-            } else {
-                aug = view(img, v, &mut rng);
-                &aug
+            let im = match img {
+                Sample::Image(im) if v > 0 => {
+                    aug = Sample::Image(view(im, v, &mut rng));
+                    &aug
+                }
+                _ => img,
             };
-            prep.apply(&im.px, im.w, im.h, im.c, &mut input);
-            if input.iter().any(|x| !x.is_finite()) {
-                return Err(Error::NonFinite {
+            prep.inputs(im, &mut input).map_err(|e| match e {
+                Error::NonFinite { .. } => Error::NonFinite {
                     what: format!("input {i}"),
-                });
-            }
-            rd.run(&input, &mut bufs)?;
+                },
+                e => e,
+            })?;
+            let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
+            rd.run_inputs(&refs, &mut bufs)?;
             if pool {
                 for ((b, o), t) in bufs.iter().zip(pooled_bufs.iter_mut()).zip(&rd.shapes) {
                     let d = TapDims {
@@ -335,12 +342,12 @@ pub fn adapt_cmd(
     json: bool,
     output: &Path,
 ) -> Result<()> {
-    let prep = crate::prep_of(plan)?;
+    let mut prep = crate::inputs::prep_of(plan)?;
     let (names, files) = class_folders(train)?;
     let taps = opts.taps_for(plan, kind);
     let images = files
         .iter()
-        .map(|(p, l)| Ok((load_image(p)?, *l)))
+        .map(|(p, l)| Ok((prep.load(p)?, *l)))
         .collect::<Result<Vec<_>>>()?;
     // The budget is checked on the cache's exact size before the backbone runs.
     let exec = Executor::new(
@@ -474,7 +481,7 @@ pub fn predict_cmd(
     top: usize,
     json: bool,
 ) -> Result<()> {
-    let prep = crate::prep_of(plan)?;
+    let mut prep = crate::inputs::prep_of(plan)?;
     let mut a = Adapter::load(adapter, &plan.hash())?;
     a.bind(plan)?;
     let exec = Executor::new(
@@ -498,9 +505,10 @@ pub fn predict_cmd(
     let mut scores = vec![0.0; a.classes.len()];
     let mut input = Vec::new();
     for p in inputs {
-        let im = load_image(p)?;
-        prep.apply(&im.px, im.w, im.h, im.c, &mut input);
-        rd.run(&input, &mut bufs)?;
+        let sample = prep.load(p)?;
+        prep.inputs(&sample, &mut input)?;
+        let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
+        rd.run_inputs(&refs, &mut bufs)?;
         let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
         a.method.scores(&views, &dims, &mut scores)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -556,7 +564,7 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 #[allow(clippy::too_many_arguments)]
 pub fn episodes(
     plan: &Plan,
-    images: &[(Image, usize)],
+    images: &[(Sample, usize)],
     classes: usize,
     kinds: &[Kind],
     ways: usize,
@@ -571,7 +579,7 @@ pub fn episodes(
             what: format!("--ways {ways}: the data has {classes} classes"),
         });
     }
-    let prep = crate::prep_of(plan)?;
+    let prep = crate::inputs::prep_of(plan)?;
     // One cache over every image with the union of the taps the methods read.
     let mut all: Vec<String> = vec![];
     for &k in kinds {

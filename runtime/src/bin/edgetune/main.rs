@@ -3,13 +3,14 @@
 
 use clap::{Parser, Subcommand};
 mod fewshot;
+mod inputs;
 
 use edgetune::adapt::cache::CacheFormat;
 use edgetune::adapt::train::Optimizer;
 use edgetune::adapt::Kind;
 use edgetune::import::{import_bytes, ImportOptions, Taps};
 use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
-use edgetune::preprocess::ImagePrep;
+use edgetune::preprocess::Preprocess;
 use edgetune::{Error, Executor, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,9 +45,17 @@ enum Cmd {
         /// `blocks`, or a comma-separated list of tensor names.
         #[arg(long)]
         taps: Option<String>,
-        /// Preprocessing stored with the plan, e.g. image:224:127:128.
+        /// Preprocessing stored with the plan: image:SIZE:MEAN:STD[:CHANNELS] (e.g.
+        /// image:224:127:128), audio:oww:FRAMES (16 kHz WAV → log-mel window; needs
+        /// --mel-filters) or text:TOKENS (needs --tokenizer).
         #[arg(long)]
         preprocess: Option<String>,
+        /// Mel filter bank (little-endian f32, `[bins][bands]`) stored with an audio plan.
+        #[arg(long)]
+        mel_filters: Option<PathBuf>,
+        /// tokenizer.json stored with a text plan.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Print a plan's ops, parameters, arena, taps and hash.
     Inspect { plan: PathBuf },
@@ -308,19 +317,19 @@ fn peak_rss_kb() -> u64 {
 }
 
 /// The bundled Fashion-MNIST sample as grey images with labels.
-fn bundled() -> Result<(Vec<String>, Vec<(fewshot::Image, usize)>)> {
+fn bundled() -> Result<(Vec<String>, Vec<(inputs::Sample, usize)>)> {
     let (idims, pixels) = read_idx(DEMO_IMAGES)?;
     let (_, labels) = read_idx(DEMO_LABELS)?;
     let (n, h, w) = (idims[0], idims[1], idims[2]);
     let images = (0..n)
         .map(|i| {
             (
-                fewshot::Image {
+                inputs::Sample::Image(fewshot::Image {
                     px: pixels[i * h * w..][..h * w].to_vec(),
                     w,
                     h,
                     c: 1,
-                },
+                }),
                 labels[i] as usize,
             )
         })
@@ -361,9 +370,10 @@ fn eval_cmd(
         bundled()?
     } else {
         let (names, files) = fewshot::class_folders(Path::new(data))?;
+        let mut prep = inputs::prep_of(&plan)?;
         let imgs = files
             .iter()
-            .map(|(p, l)| Ok((fewshot::load_image(p)?, *l)))
+            .map(|(p, l)| Ok((prep.load(p)?, *l)))
             .collect::<Result<Vec<_>>>()?;
         (names, imgs)
     };
@@ -582,12 +592,6 @@ fn run(
     Ok(())
 }
 
-fn prep_of(plan: &Plan) -> Result<ImagePrep> {
-    plan.meta("preprocess").and_then(ImagePrep::parse).ok_or_else(|| Error::Invalid {
-        what: "plan declares no image preprocessing (compile with --preprocess image:SIZE:MEAN:STD)".into(),
-    })
-}
-
 fn main() {
     // Like other Unix tools: a closed pipe (`edgetune predict ... | head`) ends the
     // process quietly instead of a panic in `println!`.
@@ -605,6 +609,8 @@ fn main() {
             input,
             taps,
             preprocess,
+            mel_filters,
+            tokenizer,
         } => (|| {
             let t = Instant::now();
             let inputs = input
@@ -618,6 +624,42 @@ fn main() {
             };
             let mut meta = vec![("source".to_string(), model.display().to_string())];
             if let Some(p) = preprocess {
+                let decl = Preprocess::parse(&p).ok_or_else(|| Error::Invalid {
+                    what: format!("--preprocess {p}: expected image:SIZE:MEAN:STD[:CHANNELS], audio:oww:FRAMES or text:TOKENS"),
+                })?;
+                match (decl, &mel_filters, &tokenizer) {
+                    (Preprocess::Audio { .. }, Some(f), _) => {
+                        let b = std::fs::read(f).map_err(|e| io_err(f, e))?;
+                        let cfg = edgetune::audio::MelConfig::OPENWAKEWORD;
+                        // Checked here so a bad file is refused at compile time.
+                        edgetune::audio::MelFrontEnd::from_le_bytes(cfg, &b)?;
+                        let v: Vec<f32> = b
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect();
+                        meta.push(("mel_filters".into(), edgetune::preprocess::f32_hex(&v)));
+                    }
+                    (Preprocess::Text { .. }, _, Some(t)) => {
+                        let json = std::fs::read_to_string(t).map_err(|e| io_err(t, e))?;
+                        <tokenizers::Tokenizer as std::str::FromStr>::from_str(&json).map_err(
+                            |e| Error::Invalid {
+                                what: format!("{}: {e}", t.display()),
+                            },
+                        )?;
+                        meta.push(("tokenizer".into(), json));
+                    }
+                    (Preprocess::Audio { .. }, None, _) => {
+                        return Err(Error::Invalid {
+                            what: "--preprocess audio:... needs --mel-filters FILE".into(),
+                        })
+                    }
+                    (Preprocess::Text { .. }, _, None) => {
+                        return Err(Error::Invalid {
+                            what: "--preprocess text:... needs --tokenizer FILE".into(),
+                        })
+                    }
+                    _ => {}
+                }
                 meta.push(("preprocess".into(), p));
             }
             let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
