@@ -130,6 +130,8 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
 pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     desc!(r::dw_i8__reference, Reference, [], 1, 1),
     desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),
+    #[cfg(target_arch = "aarch64")]
+    desc!(a64::dw_i8_8c__neon, Neon, [Neon], 1, 8),
     #[cfg(target_arch = "x86_64")]
     desc!(x86::dw_i8_8c__avx2, Avx2, [Avx2, Fma], 1, 8),
     #[cfg(target_arch = "x86_64")]

@@ -4,7 +4,7 @@
 
 use crate::pack::{F32_NR, I8_NR};
 use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
-use crate::{F32GemmArgs, I8GemmArgs};
+use crate::{DwI8Args, F32GemmArgs, I8GemmArgs};
 use core::arch::aarch64::*;
 
 #[target_feature(enable = "neon")]
@@ -231,4 +231,80 @@ unsafe fn i8_micro_8x16_mmla(
 /// `args` describes valid buffers and the CPU has i8mm.
 pub unsafe fn i8_gemm_8x16__i8mm(args: &I8GemmArgs) {
     drive_i8::<8>(args, i8_micro_8x16_mmla, i8_epi_scalar)
+}
+
+/// Depthwise int8, 8 channels per step: `x - x_zero` widened to i16, `smlal`/`smlal2`
+/// with the i16 weights into two i32x4, then the requantisation in NEON (`fcvtns` rounds
+/// half to even, as [`crate::quant::requant`] does). Channel tails go through a copy.
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]).
+#[target_feature(enable = "neon")]
+pub unsafe fn dw_i8_8c__neon(a: &DwI8Args) {
+    let zero = vdupq_n_s16(a.x_zero as i16);
+    let lo = vdupq_n_f32((a.qmin - a.y_zero) as f32);
+    let hi = vdupq_n_f32((a.qmax - a.y_zero) as f32);
+    let yz = vdupq_n_s32(a.y_zero);
+    for oy in 0..a.oh {
+        for ox in 0..a.ow {
+            let mut c0 = 0;
+            while c0 < a.c {
+                let nc = (a.c - c0).min(8);
+                let (mut acc0, mut acc1) = (vdupq_n_s32(0), vdupq_n_s32(0));
+                for ky in 0..a.kh {
+                    let iy = (oy * a.stride + ky) as isize - a.pad_top as isize;
+                    if iy < 0 || iy >= a.h as isize {
+                        continue;
+                    }
+                    for kx in 0..a.kw {
+                        let ix = (ox * a.stride + kx) as isize - a.pad_left as isize;
+                        if ix < 0 || ix >= a.w as isize {
+                            continue;
+                        }
+                        let xp = a.x.add((iy as usize * a.w + ix as usize) * a.c + c0);
+                        let wp = a.weights.add((ky * a.kw + kx) * a.c + c0);
+                        let (xv, wv) = if nc == 8 {
+                            (vld1_u8(xp), vld1q_s16(wp))
+                        } else {
+                            let mut xb = [a.x_zero as u8; 8];
+                            let mut wb = [0i16; 8];
+                            for i in 0..nc {
+                                xb[i] = *xp.add(i);
+                                wb[i] = *wp.add(i);
+                            }
+                            (vld1_u8(xb.as_ptr()), vld1q_s16(wb.as_ptr()))
+                        };
+                        // u8 - zero lies in -255..=255: exact in i16.
+                        let xs = vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(xv)), zero);
+                        acc0 = vmlal_s16(acc0, vget_low_s16(xs), vget_low_s16(wv));
+                        acc1 = vmlal_high_s16(acc1, xs, wv);
+                    }
+                }
+                let mut out = [0u8; 8];
+                let mut bias = [0i32; 8];
+                let mut scale = [0f32; 8];
+                for i in 0..nc {
+                    bias[i] = if a.bias.is_null() {
+                        0
+                    } else {
+                        *a.bias.add(c0 + i)
+                    };
+                    scale[i] = *a.scale.add(c0 + i);
+                }
+                let q = |acc: int32x4_t, j: usize| {
+                    let t = vaddq_s32(acc, vld1q_s32(bias.as_ptr().add(j)));
+                    let f = vmulq_f32(vcvtq_f32_s32(t), vld1q_f32(scale.as_ptr().add(j)));
+                    let f = vminq_f32(vmaxq_f32(f, lo), hi);
+                    vaddq_s32(vcvtnq_s32_f32(f), yz)
+                };
+                let (r0, r1) = (q(acc0, 0), q(acc1, 4));
+                // Values are within qmin..=qmax ⊂ 0..=255: the saturating narrows are exact.
+                let r = vqmovn_u16(vcombine_u16(vqmovun_s32(r0), vqmovun_s32(r1)));
+                vst1_u8(out.as_mut_ptr(), r);
+                let yp = a.y.add((oy * a.ow + ox) * a.c + c0);
+                core::ptr::copy_nonoverlapping(out.as_ptr(), yp, nc);
+                c0 += 8;
+            }
+        }
+    }
 }
