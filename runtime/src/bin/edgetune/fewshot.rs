@@ -193,6 +193,58 @@ fn view(img: &Image, v: usize, rng: &mut Rng) -> Image {
     Image { px, w, h, c }
 }
 
+/// What the tap cache keeps of each tap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    /// Every token (the methods that attend over or train on the whole map).
+    Full,
+    /// The mean token (the ladder reads pooled taps only).
+    Mean,
+    /// Two tokens `μ ± σ` per channel: their mean is `μ` and their standard deviation `σ`,
+    /// so the moment probe's statistics of the cached pair equal those of the whole map.
+    Moments,
+}
+
+impl Reduce {
+    pub fn of(kind: Kind) -> Reduce {
+        match kind {
+            Kind::Ladder => Reduce::Mean,
+            Kind::Moment => Reduce::Moments,
+            _ => Reduce::Full,
+        }
+    }
+
+    fn tokens(self, full: usize) -> usize {
+        match self {
+            Reduce::Full => full,
+            Reduce::Mean => 1,
+            Reduce::Moments => 2,
+        }
+    }
+
+    fn apply(self, x: &[f32], d: TapDims, out: &mut [f32]) {
+        match self {
+            Reduce::Full => out.copy_from_slice(x),
+            Reduce::Mean => adapt::method::pooled(x, d, out),
+            Reduce::Moments => {
+                let (mu, sd) = out.split_at_mut(d.dim);
+                adapt::method::pooled(x, d, mu);
+                sd.fill(0.0);
+                for row in x.chunks_exact(d.dim) {
+                    for c in 0..d.dim {
+                        let e = row[c] - mu[c];
+                        sd[c] += e * e;
+                    }
+                }
+                for (m, s) in mu.iter_mut().zip(sd.iter_mut()) {
+                    let sigma = (*s / d.tokens as f32).sqrt();
+                    (*m, *s) = (*m + sigma, *m - sigma);
+                }
+            }
+        }
+    }
+}
+
 /// Runs every image (and `augment` views of each) through the backbone once and caches
 /// the taps. Returns the cache and, per cached row, the index of its source image.
 pub fn build_cache(
@@ -204,7 +256,7 @@ pub fn build_cache(
     augment: usize,
     seed: u64,
     bar: bool,
-    pool: bool,
+    reduce: Reduce,
 ) -> Result<(TapCache, Vec<usize>, f64)> {
     let exec = Executor::new(
         plan,
@@ -212,12 +264,11 @@ pub fn build_cache(
         DEFAULT_ARENA_LIMIT,
     )?;
     let mut rd = TapReader::new(exec, taps)?;
-    // A method that reads pooled taps only (the ladder) caches one token per tap.
     let shapes: Vec<TapShape> = rd
         .shapes
         .iter()
         .map(|t| TapShape {
-            tokens: if pool { 1 } else { t.tokens },
+            tokens: reduce.tokens(t.tokens),
             ..t.clone()
         })
         .collect();
@@ -264,13 +315,13 @@ pub fn build_cache(
             })?;
             let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
             rd.run_inputs(&refs, &mut bufs)?;
-            if pool {
+            if reduce != Reduce::Full {
                 for ((b, o), t) in bufs.iter().zip(pooled_bufs.iter_mut()).zip(&rd.shapes) {
                     let d = TapDims {
                         tokens: t.tokens,
                         dim: t.dim,
                     };
-                    adapt::method::pooled(b, d, o);
+                    reduce.apply(b, d, o);
                 }
                 let views: Vec<&[f32]> = pooled_bufs.iter().map(|b| &b[..]).collect();
                 cache.push(&views, *label)?;
@@ -356,8 +407,9 @@ pub fn adapt_cmd(
         DEFAULT_ARENA_LIMIT,
     )?;
     let shapes = TapReader::new(exec, &taps)?.shapes;
-    // The ladder reads pooled taps: cache one token per tap instead of the whole map.
-    let pool = kind == Kind::Ladder;
+    // The ladder reads pooled taps and the moment probe two statistics per channel:
+    // cache those instead of the whole map.
+    let reduce = Reduce::of(kind);
     let reader_dims: Vec<(String, TapDims)> = shapes
         .iter()
         .map(|t| {
@@ -373,7 +425,7 @@ pub fn adapt_cmd(
     let probe_shapes = shapes
         .into_iter()
         .map(|t| TapShape {
-            tokens: if pool { 1 } else { t.tokens },
+            tokens: reduce.tokens(t.tokens),
             ..t
         })
         .collect();
@@ -406,7 +458,7 @@ pub fn adapt_cmd(
         opts.augment,
         seed,
         !json,
-        pool,
+        reduce,
     )?;
     let idx: Vec<usize> = (0..cache.len()).collect();
     let steps = if matches!(kind, Kind::Linear | Kind::Moment) {
@@ -598,7 +650,7 @@ pub fn episodes(
         opts.augment,
         seed,
         verbose,
-        false,
+        Reduce::Full,
     )?;
     let by_class: Vec<Vec<usize>> = (0..classes)
         .map(|c| (0..images.len()).filter(|&i| images[i].1 == c).collect())
@@ -891,6 +943,29 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> &'static str, js
                 "| {} (int8) | {a:.3} ± {s:.3} | - | (same) | - | - | - |",
                 m.kind.name()
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The moment probe's features of the two cached tokens equal those of the whole map.
+    #[test]
+    fn moment_pair_keeps_the_statistics() {
+        let mut rng = Rng::new(3);
+        for (tokens, dim) in [(49, 16), (1, 8), (196, 40)] {
+            let x: Vec<f32> = (0..tokens * dim).map(|_| rng.f32() * 6.0 - 2.0).collect();
+            let d = TapDims { tokens, dim };
+            let mut pair = vec![0.0; 2 * dim];
+            Reduce::Moments.apply(&x, d, &mut pair);
+            let (mut full, mut from_pair) = (vec![0.0; 2 * dim], vec![0.0; 2 * dim]);
+            adapt::method::moments(&x, d, &mut full);
+            adapt::method::moments(&pair, TapDims { tokens: 2, dim }, &mut from_pair);
+            for (a, b) in full.iter().zip(&from_pair) {
+                assert!((a - b).abs() < 1e-5, "{tokens}x{dim}: {a} vs {b}");
+            }
         }
     }
 }
