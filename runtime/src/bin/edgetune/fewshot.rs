@@ -26,6 +26,8 @@ pub struct Image {
 pub struct FitOpts {
     pub taps: Option<Vec<String>>,
     pub cache: CacheFormat,
+    /// `--cache` was given (otherwise `adapt` picks per method).
+    pub cache_set: bool,
     pub augment: usize,
     pub steps: Option<usize>,
     pub optimizer: Optimizer,
@@ -46,6 +48,7 @@ impl Default for FitOpts {
         FitOpts {
             taps: None,
             cache: CacheFormat::F16,
+            cache_set: false,
             augment: 0,
             steps: None,
             optimizer: Optimizer::AdamW,
@@ -394,6 +397,15 @@ pub fn adapt_cmd(
     output: &Path,
 ) -> Result<()> {
     let mut prep = crate::inputs::prep_of(plan)?;
+    // The query head caches every token of its taps: int8 unless asked otherwise.
+    let opts = &FitOpts {
+        cache: if kind == Kind::Query && !opts.cache_set {
+            CacheFormat::I8
+        } else {
+            opts.cache
+        },
+        ..opts.clone()
+    };
     let (names, files) = class_folders(train)?;
     let taps = opts.taps_for(plan, kind);
     let images = files
