@@ -56,7 +56,7 @@ pub fn f32_hex(v: &[f32]) -> alloc::string::String {
 pub fn hex_f32(s: &str) -> Option<Vec<u8>> {
     let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     let b = s.as_bytes();
-    if b.len() % 8 != 0 {
+    if !b.len().is_multiple_of(8) {
         return None;
     }
     b.chunks_exact(2)
