@@ -134,6 +134,13 @@ enum Cmd {
         episodes: u64,
         #[arg(long, default_value_t = 5)]
         shots: usize,
+        /// Comma-separated methods (default: all).
+        #[arg(long)]
+        method: Option<String>,
+        /// Use only the first N bundled images of each class (default: all 60), e.g. for
+        /// a shorter run under emulation.
+        #[arg(long)]
+        per_class: Option<usize>,
         #[command(flatten)]
         fit: FitArgs,
         #[arg(long)]
@@ -457,12 +464,29 @@ fn eval_cmd(
     Ok(())
 }
 
-fn demo(episodes: u64, shots: usize, opts: &fewshot::FitOpts, json: bool) -> Result<()> {
+fn demo(
+    episodes: u64,
+    shots: usize,
+    kinds: &[Kind],
+    per_class: Option<usize>,
+    opts: &fewshot::FitOpts,
+    json: bool,
+) -> Result<()> {
     let t0 = Instant::now();
     let plan = default_plan()?;
     let kernels = edgetune::kernels::Kernels::detect();
     if !json {
-        println!("edgetune demo: EfficientNet-Lite0 int8 (embedded), Fashion-MNIST 10-way {shots}-shot, {episodes} seeded episodes, every method");
+        let methods = if kinds.len() == Kind::ALL.len() {
+            "every method".to_string()
+        } else {
+            kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sample = per_class.map_or(String::new(), |n| format!(" (first {n} images per class)"));
+        println!("edgetune demo: EfficientNet-Lite0 int8 (embedded), Fashion-MNIST{sample} 10-way {shots}-shot, {episodes} seeded episodes, {methods}");
         println!("kernels: {:?}", kernels.describe());
         println!(
             "plan: {} ops, {:.1} MB weights, arena {:.1} MB, compiled in {:.2} s",
@@ -472,12 +496,19 @@ fn demo(episodes: u64, shots: usize, opts: &fewshot::FitOpts, json: bool) -> Res
             t0.elapsed().as_secs_f64()
         );
     }
-    let (names, images) = bundled()?;
+    let (names, mut images) = bundled()?;
+    if let Some(n) = per_class {
+        let mut seen = vec![0usize; names.len()];
+        images.retain(|(_, l)| {
+            seen[*l] += 1;
+            seen[*l] <= n
+        });
+    }
     let (res, per) = fewshot::episodes(
         &plan,
         &images,
         names.len(),
-        &Kind::ALL,
+        kinds,
         10,
         shots,
         episodes,
@@ -731,9 +762,14 @@ fn main() {
         Cmd::Demo {
             episodes,
             shots,
+            method,
+            per_class,
             fit,
             json,
-        } => fit.opts().and_then(|o| demo(episodes, shots, &o, json)),
+        } => fit.opts().and_then(|o| {
+            let kinds = parse_kinds(method.as_deref())?;
+            demo(episodes, shots, &kinds, per_class, &o, json)
+        }),
         Cmd::Adapt {
             plan,
             train,
