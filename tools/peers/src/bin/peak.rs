@@ -101,10 +101,18 @@ mod x86 {
             println!("peak: needs AVX2+FMA");
             return;
         }
-        // SAFETY (all three): AVX2 and FMA were detected above.
-        let f = rate(160, |n| unsafe { fma_loop(n) });
-        let w = rate(192, |n| unsafe { i16_loop(n) });
-        let b = rate(256, |n| unsafe { u8i8_loop(n) });
+        let f = rate(160, |n| {
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { fma_loop(n) }
+        });
+        let w = rate(192, |n| {
+            // SAFETY: AVX2 was detected above.
+            unsafe { i16_loop(n) }
+        });
+        let b = rate(256, |n| {
+            // SAFETY: AVX2 was detected above.
+            unsafe { u8i8_loop(n) }
+        });
         println!("peak f32 (vfmadd231ps ymm, 10 independent): {f:.1} GFLOP/s");
         println!("peak int8 exact (vpmaddwd + vpaddd on 16-bit operands): {w:.1} GOP/s");
         println!("peak int8 saturating (vpmaddubsw + vpmaddwd + vpaddd): {b:.1} GOP/s");
