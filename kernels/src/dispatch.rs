@@ -1,6 +1,7 @@
 //! Detects the CPU once and picks one kernel per family.
 
-use crate::registry::{Feature, KernelDesc, Tier, DW_I8, F32_GEMM, I8_GEMM};
+use crate::ew::EwFns;
+use crate::registry::{Feature, KernelDesc, Tier, DW_I8, EW, F32_GEMM, I8_GEMM};
 use crate::{DwI8Fn, F32GemmFn, I8GemmFn};
 
 /// The CPU features present, detected at run time (std) or from `cfg(target_feature)`.
@@ -13,6 +14,7 @@ pub struct Cpu {
     pub avx512vl: bool,
     pub avx512vnni: bool,
     pub avxvnni: bool,
+    pub f16c: bool,
     pub neon: bool,
     pub dotprod: bool,
     pub i8mm: bool,
@@ -29,6 +31,7 @@ impl Cpu {
             avx512vl: cfg!(target_feature = "avx512vl"),
             avx512vnni: cfg!(target_feature = "avx512vnni"),
             avxvnni: cfg!(target_feature = "avxvnni"),
+            f16c: cfg!(target_feature = "f16c"),
             neon: cfg!(target_feature = "neon"),
             dotprod: cfg!(all(target_arch = "aarch64", target_feature = "dotprod")),
             i8mm: cfg!(all(target_arch = "aarch64", target_feature = "i8mm")),
@@ -49,6 +52,7 @@ impl Cpu {
             c.avx512vl = std::is_x86_feature_detected!("avx512vl");
             c.avx512vnni = std::is_x86_feature_detected!("avx512vnni");
             c.avxvnni = std::is_x86_feature_detected!("avxvnni");
+            c.f16c = std::is_x86_feature_detected!("f16c");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -72,6 +76,7 @@ impl Cpu {
             Feature::Avx512vl => self.avx512vl,
             Feature::Avx512vnni => self.avx512vnni,
             Feature::AvxVnni => self.avxvnni,
+            Feature::F16c => self.f16c,
             Feature::Neon => self.neon,
             Feature::DotProd => self.dotprod,
             Feature::I8mm => self.i8mm,
@@ -109,6 +114,7 @@ pub struct Kernels {
     pub f32_gemm: &'static KernelDesc<F32GemmFn>,
     pub i8_gemm: &'static KernelDesc<I8GemmFn>,
     pub dw_i8: &'static KernelDesc<DwI8Fn>,
+    pub ew: &'static KernelDesc<&'static EwFns>,
 }
 
 impl Kernels {
@@ -117,6 +123,7 @@ impl Kernels {
             f32_gemm: pick(F32_GEMM, cpu, force),
             i8_gemm: pick(I8_GEMM, cpu, force),
             dw_i8: pick(DW_I8, cpu, force),
+            ew: pick(EW, cpu, force),
         }
     }
 
@@ -134,12 +141,13 @@ impl Kernels {
         Kernels::select(&Cpu::from_cfg(), None)
     }
 
-    /// `f32_gemm=…, i8_gemm=…, dw_i8=…`, for logs.
-    pub fn describe(&self) -> [(&'static str, &'static str); 3] {
+    /// `f32_gemm=…, i8_gemm=…, dw_i8=…, ew=…`, for logs.
+    pub fn describe(&self) -> [(&'static str, &'static str); 4] {
         [
             ("f32_gemm", self.f32_gemm.name),
             ("i8_gemm", self.i8_gemm.name),
             ("dw_i8", self.dw_i8.name),
+            ("ew", self.ew.name),
         ]
     }
 }

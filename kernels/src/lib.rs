@@ -16,6 +16,7 @@ pub mod aarch64;
 pub mod arm;
 pub mod dispatch;
 pub mod elementwise;
+pub mod ew;
 pub mod ops;
 pub mod pack;
 pub mod portable;

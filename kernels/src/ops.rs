@@ -1,5 +1,6 @@
 //! Safe entry points: check every length, then call the chosen tier.
 
+use crate::elementwise::Q8;
 use crate::pack::{i8_cols, packed_f32_len, packed_i8_len};
 use crate::reference::ConvGeom;
 use crate::{Act, DwI8Args, F32GemmArgs, I8GemmArgs, I8Out, Kernels, ShapeError, I8_MAX_K};
@@ -424,51 +425,7 @@ pub fn depthwise_i8(
 /// Max pool over NHWC u8. Taking the max of quantised codes is exact for any positive
 /// scale, so the quantised tensor keeps its parameters. Padded positions are ignored.
 pub fn max_pool_u8(g: &ConvGeom, x: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
-    const OP: &str = "max_pool_u8";
-    if g.ic == 0
-        || g.oc != g.ic
-        || g.kh == 0
-        || g.kw == 0
-        || g.stride_h == 0
-        || g.stride_w == 0
-        || g.dil_h == 0
-        || g.dil_w == 0
-    {
-        return Err(ShapeError {
-            op: OP,
-            what: "pooling geometry",
-            expected: g.ic,
-            got: g.oc,
-        });
-    }
-    geom_bounds(OP, g)?;
-    need(
-        OP,
-        "padded height",
-        g.dil_h * (g.kh - 1) + 1,
-        g.h + g.pad_top + g.pad_bottom,
-    )?;
-    need(
-        OP,
-        "padded width",
-        g.dil_w * (g.kw - 1) + 1,
-        g.w + g.pad_left + g.pad_right,
-    )?;
-    // Fields ≤ 2^16 each: the products below fit 64-bit usize but not always 32-bit.
-    let (inl, outl) = (
-        g.h.checked_mul(g.w).and_then(|v| v.checked_mul(g.ic)),
-        g.oh().checked_mul(g.ow()).and_then(|v| v.checked_mul(g.ic)),
-    );
-    let (Some(inl), Some(outl)) = (inl, outl) else {
-        return Err(ShapeError {
-            op: OP,
-            what: "geometry overflows",
-            expected: usize::MAX,
-            got: 0,
-        });
-    };
-    need(OP, "x", inl, x.len())?;
-    need(OP, "y", outl, y.len())?;
+    pool_check("max_pool_u8", g, x.len(), y.len())?;
     let (ow, c) = (g.ow(), g.ic);
     for oy in 0..g.oh() {
         for ox in 0..ow {
@@ -486,6 +443,68 @@ pub fn max_pool_u8(g: &ConvGeom, x: &[u8], y: &mut [u8]) -> Result<(), ShapeErro
             }
         }
     }
+    Ok(())
+}
+
+/// Max pool over NHWC f32; padded positions are ignored.
+pub fn max_pool_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    pool_check("max_pool_f32", g, x.len(), y.len())?;
+    // SAFETY: geometry and extents checked above; the tier's features were detected.
+    unsafe { (kern.ew.f.max_pool_f32)(g, x, y) };
+    Ok(())
+}
+
+/// A pooling geometry is well formed and `x`, `y` hold it.
+fn pool_check(op: &'static str, g: &ConvGeom, xl: usize, yl: usize) -> Result<(), ShapeError> {
+    if g.ic == 0
+        || g.oc != g.ic
+        || g.kh == 0
+        || g.kw == 0
+        || g.stride_h == 0
+        || g.stride_w == 0
+        || g.dil_h == 0
+        || g.dil_w == 0
+    {
+        return Err(ShapeError {
+            op,
+            what: "pooling geometry",
+            expected: g.ic,
+            got: g.oc,
+        });
+    }
+    geom_bounds(op, g)?;
+    need(
+        op,
+        "padded height",
+        g.dil_h * (g.kh - 1) + 1,
+        g.h + g.pad_top + g.pad_bottom,
+    )?;
+    need(
+        op,
+        "padded width",
+        g.dil_w * (g.kw - 1) + 1,
+        g.w + g.pad_left + g.pad_right,
+    )?;
+    // Fields ≤ 2^16 each: the products below fit 64-bit usize but not always 32-bit.
+    let (inl, outl) = (
+        g.h.checked_mul(g.w).and_then(|v| v.checked_mul(g.ic)),
+        g.oh().checked_mul(g.ow()).and_then(|v| v.checked_mul(g.ic)),
+    );
+    let (Some(inl), Some(outl)) = (inl, outl) else {
+        return Err(ShapeError {
+            op,
+            what: "geometry overflows",
+            expected: usize::MAX,
+            got: 0,
+        });
+    };
+    need(op, "x", inl, xl)?;
+    need(op, "y", outl, yl)?;
     Ok(())
 }
 
@@ -516,5 +535,245 @@ pub fn lut_u8(x: &[u8], channels: usize, table: &[u8], y: &mut [u8]) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// An f32 activation, applied in place by the chosen elementwise tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryF32 {
+    Relu,
+    Relu6,
+    HardSwish,
+    Sigmoid,
+    GeluErf,
+    GeluTanh,
+    Erf,
+}
+
+pub fn unary_f32(kern: &Kernels, f: UnaryF32, x: &mut [f32]) {
+    let t = kern.ew.f;
+    let g = match f {
+        UnaryF32::Relu => t.relu,
+        UnaryF32::Relu6 => t.relu6,
+        UnaryF32::HardSwish => t.hard_swish,
+        UnaryF32::Sigmoid => t.sigmoid,
+        UnaryF32::GeluErf => t.gelu_erf,
+        UnaryF32::GeluTanh => t.gelu_tanh,
+        UnaryF32::Erf => t.erf,
+    };
+    // SAFETY: the slice bounds the kernel; the tier's features were detected.
+    unsafe { g(x) }
+}
+
+fn same(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), ShapeError> {
+    if expected != got {
+        return Err(ShapeError {
+            op,
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// `y = a + b`, f32, equal lengths.
+pub fn add_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
+    same("add_f32", "b", a.len(), b.len())?;
+    same("add_f32", "y", a.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.add_f32)(a, b, y) };
+    Ok(())
+}
+
+/// `y = a · b`, f32, equal lengths.
+pub fn mul_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
+    same("mul_f32", "b", a.len(), b.len())?;
+    same("mul_f32", "y", a.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.mul_f32)(a, b, y) };
+    Ok(())
+}
+
+/// QLinearAdd over u8, equal lengths (see [`crate::elementwise::add_u8`]).
+pub fn add_u8(
+    kern: &Kernels,
+    a: &[u8],
+    qa: Q8,
+    b: &[u8],
+    qb: Q8,
+    y: &mut [u8],
+    qy: Q8,
+) -> Result<(), ShapeError> {
+    same("add_u8", "b", a.len(), b.len())?;
+    same("add_u8", "y", a.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.add_u8)(a, qa, b, qb, y, qy) };
+    Ok(())
+}
+
+/// Global average pool over NHWC u8 (`hw` positions × `c` channels), requantised.
+pub fn gap_u8(
+    kern: &Kernels,
+    x: &[u8],
+    hw: usize,
+    c: usize,
+    qx: Q8,
+    y: &mut [u8],
+    qy: Q8,
+) -> Result<(), ShapeError> {
+    let n = hw.checked_mul(c).ok_or(ShapeError {
+        op: "gap_u8",
+        what: "hw·c overflows",
+        expected: usize::MAX,
+        got: 0,
+    })?;
+    need("gap_u8", "x", n, x.len())?;
+    need("gap_u8", "y", c, y.len())?;
+    if hw == 0 {
+        return Err(ShapeError {
+            op: "gap_u8",
+            what: "positions",
+            expected: 1,
+            got: 0,
+        });
+    }
+    // SAFETY: extents checked; the tier's features were detected.
+    unsafe { (kern.ew.f.gap_u8)(x, hw, c, qx, y, qy) };
+    Ok(())
+}
+
+/// Global average pool over NHWC f32.
+pub fn gap_f32(
+    kern: &Kernels,
+    x: &[f32],
+    hw: usize,
+    c: usize,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    let n = hw.checked_mul(c).ok_or(ShapeError {
+        op: "gap_f32",
+        what: "hw·c overflows",
+        expected: usize::MAX,
+        got: 0,
+    })?;
+    need("gap_f32", "x", n, x.len())?;
+    need("gap_f32", "y", c, y.len())?;
+    // SAFETY: extents checked; the tier's features were detected.
+    unsafe { (kern.ew.f.gap_f32)(x, hw, c, y) };
+    Ok(())
+}
+
+fn rows(op: &'static str, len: usize, cols: usize) -> Result<(), ShapeError> {
+    if cols == 0 || !len.is_multiple_of(cols) {
+        return Err(ShapeError {
+            op,
+            what: "row length",
+            expected: len,
+            got: cols,
+        });
+    }
+    Ok(())
+}
+
+/// Softmax over each row of `cols` values, in place.
+pub fn softmax(kern: &Kernels, x: &mut [f32], cols: usize) -> Result<(), ShapeError> {
+    rows("softmax", x.len(), cols)?;
+    // SAFETY: rows checked; the tier's features were detected.
+    unsafe { (kern.ew.f.softmax)(x, cols) };
+    Ok(())
+}
+
+/// Layer norm over each row of `cols` values, in place: `(x-μ)/sqrt(σ²+eps)·γ + β`.
+pub fn layer_norm(
+    kern: &Kernels,
+    x: &mut [f32],
+    cols: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Result<(), ShapeError> {
+    rows("layer_norm", x.len(), cols)?;
+    need("layer_norm", "gamma", cols, gamma.len())?;
+    need("layer_norm", "beta", cols, beta.len())?;
+    // SAFETY: rows and parameters checked; the tier's features were detected.
+    unsafe { (kern.ew.f.layer_norm)(x, cols, gamma, beta, eps) };
+    Ok(())
+}
+
+/// `y = saturate(round(x / scale) + zero)`, u8.
+pub fn quantize_u8(
+    kern: &Kernels,
+    x: &[f32],
+    scale: f32,
+    zero: i32,
+    y: &mut [u8],
+) -> Result<(), ShapeError> {
+    same("quantize_u8", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.quantize_u8)(x, scale, zero, y) };
+    Ok(())
+}
+
+/// `y = saturate(round(x / scale) + zero)`, i8.
+pub fn quantize_i8(
+    kern: &Kernels,
+    x: &[f32],
+    scale: f32,
+    zero: i32,
+    y: &mut [i8],
+) -> Result<(), ShapeError> {
+    same("quantize_i8", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.quantize_i8)(x, scale, zero, y) };
+    Ok(())
+}
+
+/// `y = (x - zero) · scale` from u8.
+pub fn dequantize_u8(
+    kern: &Kernels,
+    x: &[u8],
+    scale: f32,
+    zero: i32,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    same("dequantize_u8", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.dequantize_u8)(x, scale, zero, y) };
+    Ok(())
+}
+
+/// `y = (x - zero) · scale` from i8.
+pub fn dequantize_i8(
+    kern: &Kernels,
+    x: &[i8],
+    scale: f32,
+    zero: i32,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    same("dequantize_i8", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.dequantize_i8)(x, scale, zero, y) };
+    Ok(())
+}
+
+/// f32 → f16, round to nearest even.
+pub fn f32_to_f16(kern: &Kernels, x: &[f32], y: &mut [half::f16]) -> Result<(), ShapeError> {
+    same("f32_to_f16", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.f32_to_f16)(x, y) };
+    Ok(())
+}
+
+/// f16 → f32 (exact).
+pub fn f16_to_f32(kern: &Kernels, x: &[half::f16], y: &mut [f32]) -> Result<(), ShapeError> {
+    same("f16_to_f32", "y", x.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.f16_to_f32)(x, y) };
     Ok(())
 }

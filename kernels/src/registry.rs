@@ -1,6 +1,7 @@
 //! Every kernel of every tier, with its tile and the CPU features it needs. Dispatch,
 //! tests and benchmarks all walk these tables.
 
+use crate::ew::EwFns;
 use crate::{DwI8Fn, F32GemmFn, I8GemmFn};
 
 /// Kernel tiers, from the specification to the most specialised ISA.
@@ -61,6 +62,7 @@ pub enum Feature {
     Avx512vl,
     Avx512vnni,
     AvxVnni,
+    F16c,
     Neon,
     DotProd,
     I8mm,
@@ -142,4 +144,43 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
         1,
         16
     ),
+];
+
+/// Elementwise ops, reductions and (de)quantisation: one table of functions per tier
+/// (`nr` = f32 lanes per step).
+pub static EW: &[KernelDesc<&'static EwFns>] = &[
+    KernelDesc {
+        name: "ew__reference",
+        tier: Tier::Reference,
+        features: &[],
+        mr: 1,
+        nr: 1,
+        f: &crate::ew::EW_REFERENCE,
+    },
+    KernelDesc {
+        name: "ew_8__portable",
+        tier: Tier::Portable,
+        features: &[],
+        mr: 1,
+        nr: 8,
+        f: &crate::ew::EW_PORTABLE,
+    },
+    #[cfg(target_arch = "x86_64")]
+    KernelDesc {
+        name: "ew_8__avx2",
+        tier: Tier::Avx2,
+        features: &[Feature::Avx2, Feature::Fma, Feature::F16c],
+        mr: 1,
+        nr: 8,
+        f: &x86::EW_AVX2,
+    },
+    #[cfg(target_arch = "aarch64")]
+    KernelDesc {
+        name: "ew_4__neon",
+        tier: Tier::Neon,
+        features: &[Feature::Neon],
+        mr: 1,
+        nr: 4,
+        f: &a64::EW_NEON,
+    },
 ];

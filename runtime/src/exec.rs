@@ -5,8 +5,7 @@ use crate::error::{Error, Result};
 use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
 use alloc::format;
 use core::ops::Range;
-use edgetune_kernels::elementwise as ew;
-use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant};
+use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant, UnaryF32};
 use edgetune_kernels::{Act, I8Out, Kernels};
 
 enum Arena<'m> {
@@ -161,15 +160,10 @@ impl<'p, 'm> Executor<'p, 'm> {
         let b = self.tensor_bytes(id);
         match t.dtype {
             crate::plan::DType::F32 => out.copy_from_slice(f32s(b)),
-            crate::plan::DType::U8 => {
-                edgetune_kernels::quant::dequantize_u8(b, t.scale, t.zero, out)
+            crate::plan::DType::U8 => kops::dequantize_u8(&self.kernels, b, t.scale, t.zero, out)?,
+            crate::plan::DType::I8 => {
+                kops::dequantize_i8(&self.kernels, bytemuck::cast_slice(b), t.scale, t.zero, out)?
             }
-            crate::plan::DType::I8 => edgetune_kernels::quant::dequantize_i8(
-                bytemuck::cast_slice(b),
-                t.scale,
-                t.zero,
-                out,
-            ),
             crate::plan::DType::I32 => out
                 .iter_mut()
                 .zip(bytemuck::cast_slice::<u8, i32>(b))
@@ -262,7 +256,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                         }
                     }
                 } else {
-                    edgetune_kernels::quant::quantize_u8(src, q.scale, q.zero, o);
+                    kops::quantize_u8(&kern, src, q.scale, q.zero, o)?;
                 }
             }
             Op::Dequantize { x, y, q, to_nchw } => {
@@ -281,7 +275,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                         }
                     }
                 } else {
-                    edgetune_kernels::quant::dequantize_u8(i[0], q.scale, q.zero, dst);
+                    kops::dequantize_u8(&kern, i[0], q.scale, q.zero, dst)?;
                 }
             }
             Op::ConvI8 {
@@ -348,13 +342,13 @@ impl<'p, 'm> Executor<'p, 'm> {
                 qy,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
-                ew::add_u8(i[0], qa, i[1], qb, o, qy);
+                kops::add_u8(&kern, i[0], qa, i[1], qb, o, qy)?;
             }
             Op::GapU8 { x, y, qx, qy } => {
                 let s = &tt(x).shape;
                 let (hw, c) = (s[1] * s[2], s[3]);
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                ew::global_avg_pool_u8(i[0], hw, c, qx, o, qy);
+                kops::gap_u8(&kern, i[0], hw, c, qx, o, qy)?;
             }
             Op::MaxPoolU8 { x, y, ref geom } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -373,7 +367,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let s = &tt(x).shape;
                 let (hw, c) = (s[1] * s[2], s[3]);
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                ew::global_avg_pool_f32(f32s(i[0]), hw, c, f32s_mut(o));
+                kops::gap_f32(&kern, f32s(i[0]), hw, c, f32s_mut(o))?;
             }
             Op::ConvF32 {
                 x,
@@ -405,12 +399,12 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let o = f32s_mut(o);
                 o.copy_from_slice(f32s(i[0]));
                 match f {
-                    Unary::Relu => ew::relu(o),
-                    Unary::Relu6 => ew::relu6(o),
-                    Unary::Sigmoid => ew::sigmoid(o),
-                    Unary::HardSwish => ew::hard_swish(o),
-                    Unary::GeluErf => ew::gelu_erf(o),
-                    Unary::Erf => ew::erf(o),
+                    Unary::Relu => kops::unary_f32(&kern, UnaryF32::Relu, o),
+                    Unary::Relu6 => kops::unary_f32(&kern, UnaryF32::Relu6, o),
+                    Unary::Sigmoid => kops::unary_f32(&kern, UnaryF32::Sigmoid, o),
+                    Unary::HardSwish => kops::unary_f32(&kern, UnaryF32::HardSwish, o),
+                    Unary::GeluErf => kops::unary_f32(&kern, UnaryF32::GeluErf, o),
+                    Unary::Erf => kops::unary_f32(&kern, UnaryF32::Erf, o),
                     Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
                     Unary::Identity => {}
                 }
@@ -492,7 +486,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("LayerNormF32", xi.len(), o.len())?;
                 let o = &mut o[..xi.len()];
                 o.copy_from_slice(xi);
-                ew::layer_norm(o, cols, &g[..cols], &b[..cols], eps);
+                kops::layer_norm(&kern, o, cols, &g[..cols], &b[..cols], eps)?;
             }
             Op::SoftmaxF32 { x, y, cols } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -504,7 +498,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("SoftmaxF32", xi.len(), o.len())?;
                 let o = &mut o[..xi.len()];
                 o.copy_from_slice(xi);
-                ew::softmax(o, cols);
+                kops::softmax(&kern, o, cols)?;
             }
             Op::TransposeF32 { x, y, dims, perm } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -642,7 +636,7 @@ impl<'p, 'm> Executor<'p, 'm> {
             }
             Op::AddF32 { a, b, y } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
-                ew::add(f32s(i[0]), f32s(i[1]), f32s_mut(o));
+                kops::add_f32(&kern, f32s(i[0]), f32s(i[1]), f32s_mut(o))?;
             }
         }
         Ok(())

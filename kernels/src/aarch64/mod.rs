@@ -2,6 +2,9 @@
 //! (`usmmla` by `asm!`). All int8 tiers read the same packed layout
 //! (`panel[k/4][16 columns][4 bytes]`), so one plan runs on every tier.
 
+mod ew;
+pub use ew::EW_NEON;
+
 use crate::pack::{F32_NR, I8_NR};
 use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
 use crate::{DwI8Args, F32GemmArgs, I8GemmArgs};

@@ -1,0 +1,761 @@
+//! Tiers of the elementwise ops, reductions and (de)quantisation.
+//!
+//! Each op is written once, generic over [`Lanes`] (a vector of f32 lanes), and
+//! instantiated per tier by [`ew_tier!`] inside a `#[target_feature]` function, where the
+//! lane methods inline to single instructions. The scalar definitions in
+//! [`crate::elementwise`] and [`crate::quant`] are the reference tier; every other tier
+//! finishes a slice's tail with them. Integer results (u8/i8) are bit-exact with the
+//! reference: the same f32 operations in the same order, without fused multiply-adds.
+
+use crate::elementwise::{self as sc, Q8};
+use crate::quant;
+use crate::reference::ConvGeom;
+use half::f16;
+use wide::{CmpGt, CmpLt};
+
+/// One tier's elementwise kernels. Every pointer is `unsafe` only because an ISA tier
+/// needs its CPU features; lengths are checked by the safe wrappers in [`crate::ops`].
+/// Quantised add: `(a, qa, b, qb, y, qy)`.
+pub type AddU8Fn = unsafe fn(&[u8], Q8, &[u8], Q8, &mut [u8], Q8);
+
+#[derive(Clone, Copy, Debug)]
+pub struct EwFns {
+    pub add_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    pub mul_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    pub relu: unsafe fn(&mut [f32]),
+    pub relu6: unsafe fn(&mut [f32]),
+    pub hard_swish: unsafe fn(&mut [f32]),
+    pub sigmoid: unsafe fn(&mut [f32]),
+    pub gelu_erf: unsafe fn(&mut [f32]),
+    pub gelu_tanh: unsafe fn(&mut [f32]),
+    pub erf: unsafe fn(&mut [f32]),
+    pub add_u8: AddU8Fn,
+    pub gap_u8: unsafe fn(&[u8], usize, usize, Q8, &mut [u8], Q8),
+    pub gap_f32: unsafe fn(&[f32], usize, usize, &mut [f32]),
+    pub max_pool_f32: unsafe fn(&ConvGeom, &[f32], &mut [f32]),
+    pub softmax: unsafe fn(&mut [f32], usize),
+    pub layer_norm: unsafe fn(&mut [f32], usize, &[f32], &[f32], f32),
+    pub quantize_u8: unsafe fn(&[f32], f32, i32, &mut [u8]),
+    pub quantize_i8: unsafe fn(&[f32], f32, i32, &mut [i8]),
+    pub dequantize_u8: unsafe fn(&[u8], f32, i32, &mut [f32]),
+    pub dequantize_i8: unsafe fn(&[i8], f32, i32, &mut [f32]),
+    pub f32_to_f16: unsafe fn(&[f32], &mut [f16]),
+    pub f16_to_f32: unsafe fn(&[f16], &mut [f32]),
+}
+
+/// The reference tier: the scalar definitions.
+pub static EW_REFERENCE: EwFns = EwFns {
+    add_f32: sc::add,
+    mul_f32: sc::mul,
+    relu: sc::relu,
+    relu6: sc::relu6,
+    hard_swish: sc::hard_swish,
+    sigmoid: sc::sigmoid,
+    gelu_erf: sc::gelu_erf,
+    gelu_tanh: sc::gelu_tanh,
+    erf: sc::erf,
+    add_u8: sc::add_u8,
+    gap_u8: sc::global_avg_pool_u8,
+    gap_f32: sc::global_avg_pool_f32,
+    max_pool_f32: sc::max_pool_f32,
+    softmax: sc::softmax,
+    layer_norm: sc::layer_norm,
+    quantize_u8: quant::quantize_u8,
+    quantize_i8: quant::quantize_i8,
+    dequantize_u8: quant::dequantize_u8,
+    dequantize_i8: quant::dequantize_i8,
+    f32_to_f16: quant::f32_to_f16,
+    f16_to_f32: quant::f16_to_f32,
+};
+
+/// A vector of `N` f32 lanes. Constructors are `unsafe`: a value exists only inside a
+/// kernel of its tier, which dispatch calls only on a CPU with the tier's features, so
+/// the arithmetic methods on an existing value are safe.
+pub(crate) trait Lanes: Copy {
+    const N: usize;
+    /// # Safety
+    /// The CPU has the tier's features.
+    unsafe fn splat(v: f32) -> Self;
+    /// # Safety
+    /// As `splat`; `p` is readable for `N` values.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` is writable for `N` values.
+    unsafe fn store(self, p: *mut f32);
+    /// # Safety
+    /// As `splat`; `p` is readable for `N` bytes.
+    unsafe fn load_u8(p: *const u8) -> Self;
+    /// # Safety
+    /// As `splat`; `p` is readable for `N` bytes.
+    unsafe fn load_i8(p: *const i8) -> Self;
+    /// Lanes are integral and within `[0, 255]`.
+    /// # Safety
+    /// `p` is writable for `N` bytes.
+    unsafe fn store_u8(self, p: *mut u8);
+    /// Lanes are integral and within `[-128, 127]`.
+    /// # Safety
+    /// `p` is writable for `N` bytes.
+    unsafe fn store_i8(self, p: *mut i8);
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    /// `self > o ? self : o` (x86 `maxps`: a NaN in `self` gives `o`, as `f32::max` does).
+    fn max(self, o: Self) -> Self;
+    /// `self < o ? self : o`.
+    fn min(self, o: Self) -> Self;
+    /// Round half to even; callers keep `|self| < 2^22` (clamped quantised values,
+    /// exponents).
+    fn round(self) -> Self;
+    /// `2^self` for integral lanes in `[-127, 128]` (−127 gives 0, 128 gives +inf).
+    fn exp2i(self) -> Self;
+    fn abs(self) -> Self;
+    /// Correctly rounded square root.
+    fn sqrt(self) -> Self;
+    /// Magnitude of `self`, sign of `s`.
+    fn copysign(self, s: Self) -> Self;
+    fn hsum(self) -> f32;
+    fn hmax(self) -> f32;
+}
+
+#[inline(always)]
+fn sp<V: Lanes>(v: f32) -> V {
+    // SAFETY: only called from kernels generic over `V`, which run on CPUs with `V`'s
+    // features (see `Lanes`).
+    unsafe { V::splat(v) }
+}
+
+/// `exp`, the vector form of [`sc::exp_fast`]; the input is clamped to its range, so
+/// the far tails give 2^-126 and +inf instead of 0 and +inf.
+#[inline(always)]
+fn exp_v<V: Lanes>(x: V) -> V {
+    let x = x.max(sp(-87.3)).min(sp(88.7));
+    let n = x.mul(sp(core::f32::consts::LOG2_E)).round();
+    let r = x
+        .sub(n.mul(sp(0.693_359_4)))
+        .sub(n.mul(sp(-2.121_944_4e-4)));
+    let mut p: V = sp(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = p.mul(r).add(sp(c));
+    }
+    let e = p.mul(r).mul(r).add(r).add(sp(1.0));
+    e.mul(n.exp2i())
+}
+
+/// erf, the vector form of [`sc::erf_fast`].
+#[inline(always)]
+fn erf_v<V: Lanes>(x: V) -> V {
+    let a = x.abs();
+    let t = sp::<V>(1.0).div(sp::<V>(1.0).add(a.mul(sp(0.327_591_1))));
+    let mut p: V = sp(1.061_405_4);
+    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+        p = p.mul(t).add(sp(c));
+    }
+    let y = sp::<V>(1.0).sub(p.mul(t).mul(exp_v(sp::<V>(0.0).sub(a.mul(a)))));
+    y.copysign(x)
+}
+
+#[inline(always)]
+fn sigmoid_v<V: Lanes>(x: V) -> V {
+    let one = sp::<V>(1.0);
+    one.div(one.add(exp_v(sp::<V>(0.0).sub(x))))
+}
+
+#[inline(always)]
+fn gelu_erf_v<V: Lanes>(x: V) -> V {
+    let e = erf_v(x.mul(sp(core::f32::consts::FRAC_1_SQRT_2)));
+    sp::<V>(0.5).mul(x).mul(sp::<V>(1.0).add(e))
+}
+
+/// `0.5·x·(1 + tanh(u))` with `1 + tanh(u) = 2 − 2/(1 + e^{2u})`.
+#[inline(always)]
+fn gelu_tanh_v<V: Lanes>(x: V) -> V {
+    let u = x
+        .add(sp::<V>(0.044715).mul(x).mul(x).mul(x))
+        .mul(sp(0.797_884_6));
+    let two = sp::<V>(2.0);
+    let t = two.sub(two.div(sp::<V>(1.0).add(exp_v(u.add(u)))));
+    sp::<V>(0.5).mul(x).mul(t)
+}
+
+#[inline(always)]
+fn hard_swish_v<V: Lanes>(x: V) -> V {
+    let c = x.add(sp(3.0)).max(sp(0.0)).min(sp(6.0));
+    x.mul(c.div(sp(6.0)))
+}
+
+/// ONNX QuantizeLinear on a scaled value, as [`quant::requant`]: clamp, round, add zero.
+#[inline(always)]
+fn requant_v<V: Lanes>(v: V, zero: i32, qmin: i32, qmax: i32) -> V {
+    v.max(sp((qmin - zero) as f32))
+        .min(sp((qmax - zero) as f32))
+        .round()
+        .add(sp(zero as f32))
+}
+
+macro_rules! unary_fns {
+    ($($name:ident => $v:ident),*) => {$(
+        /// # Safety
+        /// The CPU has `V`'s features.
+        #[inline(always)]
+        pub(crate) unsafe fn $name<V: Lanes>(x: &mut [f32]) {
+            let n = x.len() - x.len() % V::N;
+            let p = x.as_mut_ptr();
+            let mut i = 0;
+            while i < n {
+                $v(V::load(p.add(i))).store(p.add(i));
+                i += V::N;
+            }
+            sc::$name(&mut x[n..]);
+        }
+    )*};
+}
+
+#[inline(always)]
+fn relu_v<V: Lanes>(x: V) -> V {
+    x.max(sp(0.0))
+}
+
+#[inline(always)]
+fn relu6_v<V: Lanes>(x: V) -> V {
+    x.max(sp(0.0)).min(sp(6.0))
+}
+
+pub(crate) mod g {
+    //! The generic bodies, one per op.
+    use super::*;
+
+    unary_fns!(relu => relu_v, relu6 => relu6_v, hard_swish => hard_swish_v,
+        sigmoid => sigmoid_v, gelu_erf => gelu_erf_v, gelu_tanh => gelu_tanh_v, erf => erf_v);
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn add_f32<V: Lanes>(a: &[f32], b: &[f32], y: &mut [f32]) {
+        let len = y.len().min(a.len()).min(b.len());
+        let n = len - len % V::N;
+        let mut i = 0;
+        while i < n {
+            V::load(a.as_ptr().add(i))
+                .add(V::load(b.as_ptr().add(i)))
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        sc::add(&a[n..len], &b[n..len], &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn mul_f32<V: Lanes>(a: &[f32], b: &[f32], y: &mut [f32]) {
+        let len = y.len().min(a.len()).min(b.len());
+        let n = len - len % V::N;
+        let mut i = 0;
+        while i < n {
+            V::load(a.as_ptr().add(i))
+                .mul(V::load(b.as_ptr().add(i)))
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        sc::mul(&a[n..len], &b[n..len], &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn add_u8<V: Lanes>(
+        a: &[u8],
+        qa: Q8,
+        b: &[u8],
+        qb: Q8,
+        y: &mut [u8],
+        qy: Q8,
+    ) {
+        let len = y.len().min(a.len()).min(b.len());
+        let n = len - len % V::N;
+        let inv = 1.0 / qy.scale;
+        let (za, sa, zb, sb) = (
+            V::splat(qa.zero as f32),
+            V::splat(qa.scale),
+            V::splat(qb.zero as f32),
+            V::splat(qb.scale),
+        );
+        let mut i = 0;
+        while i < n {
+            let p = V::load_u8(a.as_ptr().add(i)).sub(za).mul(sa);
+            let q = V::load_u8(b.as_ptr().add(i)).sub(zb).mul(sb);
+            requant_v(p.add(q).mul(V::splat(inv)), qy.zero, 0, 255).store_u8(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        sc::add_u8(&a[n..len], qa, &b[n..len], qb, &mut y[n..len], qy);
+    }
+
+    /// Channels `V::N` at a time; the sums are exact in f32 (checked below 2^24).
+    /// # Safety
+    /// The CPU has `V`'s features; `x` holds `hw·c` values and `y` `c`.
+    #[inline(always)]
+    pub(crate) unsafe fn gap_u8<V: Lanes>(
+        x: &[u8],
+        hw: usize,
+        c: usize,
+        qx: Q8,
+        y: &mut [u8],
+        qy: Q8,
+    ) {
+        let bound = hw as u64 * (255 + qx.zero.unsigned_abs() as u64);
+        if bound >= 1 << 24 {
+            return sc::global_avg_pool_u8(x, hw, c, qx, y, qy);
+        }
+        let mult = V::splat(qx.scale / (qy.scale * hw as f32));
+        let corr = V::splat((qx.zero * hw as i32) as f32);
+        let n = c - c % V::N;
+        let mut ch = 0;
+        while ch < n {
+            let mut s = V::splat(0.0);
+            for p in 0..hw {
+                s = s.add(V::load_u8(x.as_ptr().add(p * c + ch)));
+            }
+            requant_v(s.sub(corr).mul(mult), qy.zero, 0, 255).store_u8(y.as_mut_ptr().add(ch));
+            ch += V::N;
+        }
+        let mult = qx.scale / (qy.scale * hw as f32);
+        for ch in n..c {
+            let mut s = 0i32;
+            for p in 0..hw {
+                s += x[p * c + ch] as i32;
+            }
+            let t = s - qx.zero * hw as i32;
+            y[ch] = quant::requant(t as f32 * mult, qy.zero, 0, 255) as u8;
+        }
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features; `x` holds `hw·c` values and `y` `c`.
+    #[inline(always)]
+    pub(crate) unsafe fn gap_f32<V: Lanes>(x: &[f32], hw: usize, c: usize, y: &mut [f32]) {
+        // Positions outer, channels inner: the reference's order (so bit-exact) and
+        // contiguous reads.
+        let inv = 1.0 / hw as f32;
+        let n = c - c % V::N;
+        let yp = y.as_mut_ptr();
+        y[..c].fill(0.0);
+        for p in 0..hw {
+            let row = x.as_ptr().add(p * c);
+            let mut ch = 0;
+            while ch < n {
+                V::load(yp.add(ch))
+                    .add(V::load(row.add(ch)))
+                    .store(yp.add(ch));
+                ch += V::N;
+            }
+            for ch in n..c {
+                y[ch] += x[p * c + ch];
+            }
+        }
+        let mut ch = 0;
+        while ch < n {
+            V::load(yp.add(ch)).mul(V::splat(inv)).store(yp.add(ch));
+            ch += V::N;
+        }
+        y[n..c].iter_mut().for_each(|v| *v *= inv);
+    }
+
+    /// Channels `V::N` at a time; padded positions are ignored.
+    /// # Safety
+    /// The CPU has `V`'s features; the buffers hold the geometry (checked by the caller).
+    #[inline(always)]
+    pub(crate) unsafe fn max_pool_f32<V: Lanes>(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
+        let (ow, c) = (g.ow(), g.ic);
+        let n = c - c % V::N;
+        for oy in 0..g.oh() {
+            for ox in 0..ow {
+                let out = (oy * ow + ox) * c;
+                let mut ch = 0;
+                while ch < n {
+                    let mut m = V::splat(f32::NEG_INFINITY);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                m = V::load(x.as_ptr().add((iy * g.w + ix) * c + ch)).max(m);
+                            }
+                        }
+                    }
+                    m.store(y.as_mut_ptr().add(out + ch));
+                    ch += V::N;
+                }
+                for ch in n..c {
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                m = m.max(x[(iy * g.w + ix) * c + ch]);
+                            }
+                        }
+                    }
+                    y[out + ch] = m;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn softmax<V: Lanes>(x: &mut [f32], cols: usize) {
+        if cols == 0 {
+            return;
+        }
+        let n = cols - cols % V::N;
+        for row in x.chunks_exact_mut(cols) {
+            let p = row.as_mut_ptr();
+            let mut mv = V::splat(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < n {
+                mv = V::load(p.add(i)).max(mv);
+                i += V::N;
+            }
+            let m = row[n..].iter().fold(mv.hmax(), |a, &b| b.max(a));
+            let (mut sv, mvec) = (V::splat(0.0), V::splat(m));
+            i = 0;
+            while i < n {
+                let e = exp_v(V::load(p.add(i)).sub(mvec));
+                e.store(p.add(i));
+                sv = sv.add(e);
+                i += V::N;
+            }
+            let mut s = sv.hsum();
+            for v in &mut row[n..] {
+                *v = sc::exp_fast(*v - m);
+                s += *v;
+            }
+            let inv = 1.0 / s;
+            i = 0;
+            while i < n {
+                V::load(p.add(i)).mul(V::splat(inv)).store(p.add(i));
+                i += V::N;
+            }
+            row[n..].iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features; `gamma` and `beta` hold `cols` values.
+    #[inline(always)]
+    pub(crate) unsafe fn layer_norm<V: Lanes>(
+        x: &mut [f32],
+        cols: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        if cols == 0 {
+            return;
+        }
+        let n = cols - cols % V::N;
+        let (gp, bp) = (gamma.as_ptr(), beta.as_ptr());
+        for row in x.chunks_exact_mut(cols) {
+            let p = row.as_mut_ptr();
+            let mut sv = V::splat(0.0);
+            let mut i = 0;
+            while i < n {
+                sv = sv.add(V::load(p.add(i)));
+                i += V::N;
+            }
+            let mean = (sv.hsum() + row[n..].iter().sum::<f32>()) / cols as f32;
+            let mv = V::splat(mean);
+            let mut qv = V::splat(0.0);
+            i = 0;
+            while i < n {
+                let d = V::load(p.add(i)).sub(mv);
+                qv = qv.add(d.mul(d));
+                i += V::N;
+            }
+            let var = (qv.hsum()
+                + row[n..]
+                    .iter()
+                    .map(|v| (v - mean) * (v - mean))
+                    .sum::<f32>())
+                / cols as f32;
+            // The lanes' own square root: libm's is legacy-SSE asm on x86-64, which
+            // costs a state transition inside AVX code.
+            let iv = V::splat(1.0).div(V::splat(var + eps).sqrt());
+            let inv = iv.hmax();
+            i = 0;
+            while i < n {
+                V::load(p.add(i))
+                    .sub(mv)
+                    .mul(iv)
+                    .mul(V::load(gp.add(i)))
+                    .add(V::load(bp.add(i)))
+                    .store(p.add(i));
+                i += V::N;
+            }
+            for j in n..cols {
+                row[j] = (row[j] - mean) * inv * gamma[j] + beta[j];
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn quantize_u8<V: Lanes>(x: &[f32], scale: f32, zero: i32, y: &mut [u8]) {
+        let len = x.len().min(y.len());
+        let n = len - len % V::N;
+        let s = V::splat(scale);
+        let mut i = 0;
+        while i < n {
+            requant_v(V::load(x.as_ptr().add(i)).div(s), zero, 0, 255)
+                .store_u8(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        quant::quantize_u8(&x[n..len], scale, zero, &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn quantize_i8<V: Lanes>(x: &[f32], scale: f32, zero: i32, y: &mut [i8]) {
+        let len = x.len().min(y.len());
+        let n = len - len % V::N;
+        let s = V::splat(scale);
+        let mut i = 0;
+        while i < n {
+            requant_v(V::load(x.as_ptr().add(i)).div(s), zero, -128, 127)
+                .store_i8(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        quant::quantize_i8(&x[n..len], scale, zero, &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn dequantize_u8<V: Lanes>(x: &[u8], scale: f32, zero: i32, y: &mut [f32]) {
+        let len = x.len().min(y.len());
+        let n = len - len % V::N;
+        let (s, z) = (V::splat(scale), V::splat(zero as f32));
+        let mut i = 0;
+        while i < n {
+            V::load_u8(x.as_ptr().add(i))
+                .sub(z)
+                .mul(s)
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        quant::dequantize_u8(&x[n..len], scale, zero, &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn dequantize_i8<V: Lanes>(x: &[i8], scale: f32, zero: i32, y: &mut [f32]) {
+        let len = x.len().min(y.len());
+        let n = len - len % V::N;
+        let (s, z) = (V::splat(scale), V::splat(zero as f32));
+        let mut i = 0;
+        while i < n {
+            V::load_i8(x.as_ptr().add(i))
+                .sub(z)
+                .mul(s)
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        quant::dequantize_i8(&x[n..len], scale, zero, &mut y[n..len]);
+    }
+}
+
+/// Instantiates every generic body for one lane type inside functions carrying the
+/// tier's target features, and the tier's [`EwFns`] table.
+macro_rules! ew_tier {
+    ($table:ident, $V:ty, $attrs:tt, f16: ($to16:path, $from16:path)) => {
+        mod ew_inst {
+            use super::*;
+            use crate::elementwise::Q8;
+            use crate::ew::g;
+            use crate::reference::ConvGeom;
+
+            ew_tier!(@fns $V, $attrs;
+                relu(x: &mut [f32]);
+                relu6(x: &mut [f32]);
+                hard_swish(x: &mut [f32]);
+                sigmoid(x: &mut [f32]);
+                gelu_erf(x: &mut [f32]);
+                gelu_tanh(x: &mut [f32]);
+                erf(x: &mut [f32]);
+                add_f32(a: &[f32], b: &[f32], y: &mut [f32]);
+                mul_f32(a: &[f32], b: &[f32], y: &mut [f32]);
+                add_u8(a: &[u8], qa: Q8, b: &[u8], qb: Q8, y: &mut [u8], qy: Q8);
+                gap_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8);
+                gap_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]);
+                max_pool_f32(geom: &ConvGeom, x: &[f32], y: &mut [f32]);
+                softmax(x: &mut [f32], cols: usize);
+                layer_norm(x: &mut [f32], cols: usize, gamma: &[f32], beta: &[f32], eps: f32);
+                quantize_u8(x: &[f32], scale: f32, zero: i32, y: &mut [u8]);
+                quantize_i8(x: &[f32], scale: f32, zero: i32, y: &mut [i8]);
+                dequantize_u8(x: &[u8], scale: f32, zero: i32, y: &mut [f32]);
+                dequantize_i8(x: &[i8], scale: f32, zero: i32, y: &mut [f32]);
+            );
+        }
+
+        pub static $table: crate::ew::EwFns = crate::ew::EwFns {
+            add_f32: ew_inst::add_f32,
+            mul_f32: ew_inst::mul_f32,
+            relu: ew_inst::relu,
+            relu6: ew_inst::relu6,
+            hard_swish: ew_inst::hard_swish,
+            sigmoid: ew_inst::sigmoid,
+            gelu_erf: ew_inst::gelu_erf,
+            gelu_tanh: ew_inst::gelu_tanh,
+            erf: ew_inst::erf,
+            add_u8: ew_inst::add_u8,
+            gap_u8: ew_inst::gap_u8,
+            gap_f32: ew_inst::gap_f32,
+            max_pool_f32: ew_inst::max_pool_f32,
+            softmax: ew_inst::softmax,
+            layer_norm: ew_inst::layer_norm,
+            quantize_u8: ew_inst::quantize_u8,
+            quantize_i8: ew_inst::quantize_i8,
+            dequantize_u8: ew_inst::dequantize_u8,
+            dequantize_i8: ew_inst::dequantize_i8,
+            f32_to_f16: $to16,
+            f16_to_f32: $from16,
+        };
+    };
+    (@fns $V:ty, $attrs:tt; $($name:ident $args:tt;)*) => {$(
+        ew_tier!(@one $V, $attrs, $name $args);
+    )*};
+    (@one $V:ty, [$(#[$m:meta])*], $name:ident($($arg:ident: $t:ty),*)) => {
+        /// # Safety
+        /// The CPU has the tier's features; lengths as checked by [`crate::ops`].
+        $(#[$m])*
+        pub(super) unsafe fn $name($($arg: $t),*) {
+            g::$name::<$V>($($arg),*)
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use ew_tier;
+
+/// Portable lanes: `wide::f32x8` (two SSE registers on x86-64, NEON pairs on aarch64,
+/// scalar arrays elsewhere).
+#[derive(Clone, Copy)]
+pub(crate) struct Wide(wide::f32x8);
+
+impl Lanes for Wide {
+    const N: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Wide(wide::f32x8::splat(v))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Wide(wide::f32x8::from((p as *const [f32; 8]).read_unaligned()))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        (p as *mut [f32; 8]).write_unaligned(self.0.to_array())
+    }
+    #[inline(always)]
+    unsafe fn load_u8(p: *const u8) -> Self {
+        let b = (p as *const [u8; 8]).read_unaligned();
+        Wide(wide::f32x8::from(b.map(|v| v as f32)))
+    }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const i8) -> Self {
+        let b = (p as *const [i8; 8]).read_unaligned();
+        Wide(wide::f32x8::from(b.map(|v| v as f32)))
+    }
+    #[inline(always)]
+    unsafe fn store_u8(self, p: *mut u8) {
+        (p as *mut [u8; 8]).write_unaligned(self.0.to_array().map(|v| v as i32 as u8))
+    }
+    #[inline(always)]
+    unsafe fn store_i8(self, p: *mut i8) {
+        (p as *mut [i8; 8]).write_unaligned(self.0.to_array().map(|v| v as i32 as i8))
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        Wide(self.0 + o.0)
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        Wide(self.0 - o.0)
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        Wide(self.0 * o.0)
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        Wide(self.0 / o.0)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        Wide(self.0.cmp_gt(o.0).blend(self.0, o.0))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        Wide(self.0.cmp_lt(o.0).blend(self.0, o.0))
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        // Adding and removing 1.5·2^23 leaves no fraction bits for |v| < 2^22, so the
+        // FPU's round-to-nearest-even does the rounding.
+        const M: f32 = 12_582_912.0;
+        let m = wide::f32x8::splat(M);
+        Wide((self.0 + m) - m)
+    }
+    #[inline(always)]
+    fn exp2i(self) -> Self {
+        Wide(wide::f32x8::from(
+            self.0
+                .to_array()
+                .map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)),
+        ))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        Wide(self.0.abs())
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        Wide(self.0.sqrt())
+    }
+    #[inline(always)]
+    fn copysign(self, s: Self) -> Self {
+        Wide(self.0.copysign(s.0))
+    }
+    #[inline(always)]
+    fn hsum(self) -> f32 {
+        self.0.to_array().iter().sum()
+    }
+    #[inline(always)]
+    fn hmax(self) -> f32 {
+        self.0
+            .to_array()
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| b.max(a))
+    }
+}
+
+ew_tier!(EW_PORTABLE, Wide, [], f16: (f32_to_f16_portable, f16_to_f32_portable));
+
+/// `half`'s slice conversion (F16C or NEON fp16 when the build enables them).
+pub fn f32_to_f16_portable(x: &[f32], y: &mut [f16]) {
+    use half::slice::HalfFloatSliceExt;
+    let n = x.len().min(y.len());
+    y[..n].convert_from_f32_slice(&x[..n]);
+}
+
+pub fn f16_to_f32_portable(x: &[f16], y: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let n = x.len().min(y.len());
+    x[..n].convert_to_f32_slice(&mut y[..n]);
+}

@@ -1,0 +1,334 @@
+//! Every elementwise tier against the reference tier, driven by the registry: random
+//! lengths and unaligned starts (proptest) plus the edges (0, 1, one below and above the
+//! lane count). Integer outputs, and the f32 ops that do the reference's arithmetic in
+//! the reference's order, must be bit-exact; the transcendental ones and the row
+//! reductions are held to the bounds in `BOUNDS`.
+
+use edgetune_kernels::dispatch::{Cpu, Kernels};
+use edgetune_kernels::elementwise::Q8;
+use edgetune_kernels::ops::{self, UnaryF32};
+use edgetune_kernels::reference::ConvGeom;
+use edgetune_kernels::registry::{KernelDesc, EW};
+use edgetune_kernels::{ew::EwFns, Tier};
+use half::f16;
+use proptest::prelude::*;
+
+type Desc = &'static KernelDesc<&'static EwFns>;
+
+fn tiers() -> Vec<(Desc, Kernels)> {
+    let cpu = Cpu::detect();
+    let mut out = Vec::new();
+    for d in EW.iter().filter(|d| d.tier != Tier::Reference) {
+        if cpu.supports(d) {
+            let mut k = Kernels::select(&cpu, Some(Tier::Reference));
+            k.ew = d;
+            out.push((d, k));
+        } else {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {} (CPU lacks {:?})",
+                d.name,
+                d.features
+            );
+        }
+    }
+    out
+}
+
+fn reference() -> Kernels {
+    Kernels::select(&Cpu::detect(), Some(Tier::Reference))
+}
+
+fn lcg(seed: u64) -> impl FnMut() -> u32 {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    }
+}
+
+/// Values in [-span, span] plus zeros, tiny and huge values and both infinities'
+/// neighbourhood, so range clamps are exercised.
+fn f32s(n: usize, span: f32, seed: u64) -> Vec<f32> {
+    let mut r = lcg(seed);
+    (0..n)
+        .map(|i| match r() % 23 {
+            0 => 0.0,
+            1 => -100.0,
+            2 => 100.0,
+            3 => 1e-30,
+            _ if i % 2 == 0 => (r() % 20001) as f32 / 10000.0 * span - span,
+            _ => ((r() % 2001) as f32 / 1000.0 - 1.0) * 0.5,
+        })
+        .collect()
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = lcg(seed);
+    (0..n).map(|_| r() as u8).collect()
+}
+
+/// Worst `|got − want| / max(1, |want|)`; infinities and NaNs must agree exactly.
+fn worst(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let mut w = 0.0f64;
+    for (i, (&g, &e)) in got.iter().zip(want).enumerate() {
+        if !e.is_finite() || !g.is_finite() {
+            assert!(
+                g == e || (g.is_nan() && e.is_nan()),
+                "element {i}: {g} vs {e}"
+            );
+            continue;
+        }
+        w = w.max((g as f64 - e as f64).abs() / (e.abs() as f64).max(1.0));
+    }
+    w
+}
+
+/// Bound on `worst` for the ops that are not bit-exact: polynomial `exp`/`erf` against
+/// libm (sigmoid, GELU tanh) or a reordered sum (softmax, layer norm).
+const BOUNDS: &[(UnaryF32, f64)] = &[
+    (UnaryF32::Sigmoid, 1e-6),
+    (UnaryF32::GeluErf, 2e-6),
+    (UnaryF32::GeluTanh, 2e-6),
+    (UnaryF32::Erf, 1e-6),
+];
+const EXACT: &[UnaryF32] = &[UnaryF32::Relu, UnaryF32::Relu6, UnaryF32::HardSwish];
+const ROW_BOUND: f64 = 1e-5;
+
+/// Every op of tier `k` against the reference on `n` values starting `off` elements
+/// into the buffers (unaligned starts).
+fn check_all(d: Desc, k: &Kernels, n: usize, off: usize, seed: u64) {
+    let r = reference();
+    let name = d.name;
+    let x = f32s(n + off, 9.0, seed);
+    let x = &x[off..];
+
+    for &f in EXACT {
+        let (mut a, mut b) = (x.to_vec(), x.to_vec());
+        ops::unary_f32(k, f, &mut a);
+        ops::unary_f32(&r, f, &mut b);
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name} {f:?} n={n}"
+        );
+    }
+    for &(f, bound) in BOUNDS {
+        let (mut a, mut b) = (x.to_vec(), x.to_vec());
+        ops::unary_f32(k, f, &mut a);
+        ops::unary_f32(&r, f, &mut b);
+        let w = worst(&a, &b);
+        assert!(w <= bound, "{name} {f:?} n={n}: {w:e} > {bound:e}");
+    }
+
+    let y2 = f32s(n + off, 5.0, seed ^ 7);
+    let y2 = &y2[off..];
+    for mul in [false, true] {
+        let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+        if mul {
+            ops::mul_f32(k, x, y2, &mut a).unwrap();
+            ops::mul_f32(&r, x, y2, &mut b).unwrap();
+        } else {
+            ops::add_f32(k, x, y2, &mut a).unwrap();
+            ops::add_f32(&r, x, y2, &mut b).unwrap();
+        }
+        assert_eq!(a, b, "{name} mul={mul} n={n}");
+    }
+
+    // Quantised tensors: random scales and zero points, the full u8 range.
+    let mut rr = lcg(seed ^ 99);
+    let mut q = || Q8 {
+        scale: 0.001 + (rr() % 1000) as f32 / 10_000.0,
+        zero: (rr() % 256) as i32,
+    };
+    let (qa, qb, qy) = (q(), q(), q());
+    let ua = bytes(n + off, seed ^ 1);
+    let ub = bytes(n + off, seed ^ 2);
+    let (ua, ub) = (&ua[off..], &ub[off..]);
+    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+    ops::add_u8(k, ua, qa, ub, qb, &mut a, qy).unwrap();
+    ops::add_u8(&r, ua, qa, ub, qb, &mut b, qy).unwrap();
+    assert_eq!(a, b, "{name} add_u8 n={n} {qa:?} {qb:?} {qy:?}");
+
+    let xs: Vec<f32> = x.iter().map(|v| v * 3.0).collect();
+    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+    ops::quantize_u8(k, &xs, qa.scale * 10.0, qa.zero, &mut a).unwrap();
+    ops::quantize_u8(&r, &xs, qa.scale * 10.0, qa.zero, &mut b).unwrap();
+    assert_eq!(a, b, "{name} quantize_u8 n={n}");
+    let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+    ops::quantize_i8(k, &xs, qa.scale * 10.0, qa.zero - 128, &mut a).unwrap();
+    ops::quantize_i8(&r, &xs, qa.scale * 10.0, qa.zero - 128, &mut b).unwrap();
+    assert_eq!(a, b, "{name} quantize_i8 n={n}");
+    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    ops::dequantize_u8(k, ua, qa.scale, qa.zero, &mut a).unwrap();
+    ops::dequantize_u8(&r, ua, qa.scale, qa.zero, &mut b).unwrap();
+    assert_eq!(a, b, "{name} dequantize_u8 n={n}");
+    let ia: Vec<i8> = ua.iter().map(|&v| v as i8).collect();
+    ops::dequantize_i8(k, &ia, qb.scale, qb.zero - 128, &mut a).unwrap();
+    ops::dequantize_i8(&r, &ia, qb.scale, qb.zero - 128, &mut b).unwrap();
+    assert_eq!(a, b, "{name} dequantize_i8 n={n}");
+
+    let (mut h1, mut h2) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+    let wide: Vec<f32> = x.iter().map(|v| v * 7919.0).collect();
+    ops::f32_to_f16(k, &wide, &mut h1).unwrap();
+    ops::f32_to_f16(&r, &wide, &mut h2).unwrap();
+    assert_eq!(
+        h1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        h2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{name} f32_to_f16 n={n}"
+    );
+    let hs: Vec<f16> = ua
+        .iter()
+        .zip(ub)
+        .map(|(&p, &q)| f16::from_bits(u16::from_le_bytes([p, q])))
+        .collect();
+    ops::f16_to_f32(k, &hs, &mut a).unwrap();
+    ops::f16_to_f32(&r, &hs, &mut b).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b), "{name} f16_to_f32 n={n}");
+}
+
+/// Row and channel reductions on `rows × cols` (softmax, layer norm) and `hw × c`
+/// (global average pool) shapes.
+fn check_rows(d: Desc, k: &Kernels, rows: usize, cols: usize, seed: u64) {
+    let r = reference();
+    let name = d.name;
+    let x = f32s(rows * cols, 12.0, seed);
+    let (mut a, mut b) = (x.clone(), x.clone());
+    ops::softmax(k, &mut a, cols).unwrap();
+    ops::softmax(&r, &mut b, cols).unwrap();
+    let w = worst(&a, &b);
+    assert!(w <= ROW_BOUND, "{name} softmax {rows}x{cols}: {w:e}");
+
+    let g = f32s(cols, 2.0, seed ^ 3);
+    let be = f32s(cols, 1.0, seed ^ 4);
+    let (mut a, mut b) = (x.clone(), x.clone());
+    ops::layer_norm(k, &mut a, cols, &g, &be, 1e-5).unwrap();
+    ops::layer_norm(&r, &mut b, cols, &g, &be, 1e-5).unwrap();
+    let w = worst(&a, &b);
+    assert!(w <= ROW_BOUND, "{name} layer_norm {rows}x{cols}: {w:e}");
+
+    // Global average pool: `rows` positions × `cols` channels.
+    let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+    if rows > 0 {
+        ops::gap_f32(k, &x, rows, cols, &mut a).unwrap();
+        ops::gap_f32(&r, &x, rows, cols, &mut b).unwrap();
+        assert_eq!(a, b, "{name} gap_f32 {rows}x{cols}");
+        let u = bytes(rows * cols, seed ^ 5);
+        let mut rr = lcg(seed ^ 6);
+        let qx = Q8 {
+            scale: 0.01 + (rr() % 100) as f32 / 1000.0,
+            zero: (rr() % 256) as i32,
+        };
+        let qy = Q8 {
+            scale: 0.005 + (rr() % 100) as f32 / 2000.0,
+            zero: (rr() % 256) as i32,
+        };
+        let (mut a, mut b) = (vec![0u8; cols], vec![0u8; cols]);
+        ops::gap_u8(k, &u, rows, cols, qx, &mut a, qy).unwrap();
+        ops::gap_u8(&r, &u, rows, cols, qx, &mut b, qy).unwrap();
+        assert_eq!(a, b, "{name} gap_u8 {rows}x{cols}");
+    }
+}
+
+fn check_max_pool(d: Desc, k: &Kernels, g: ConvGeom, seed: u64) {
+    let r = reference();
+    let x = f32s(g.h * g.w * g.ic, 4.0, seed);
+    let n = g.oh() * g.ow() * g.ic;
+    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    ops::max_pool_f32(k, &g, &x, &mut a).unwrap();
+    ops::max_pool_f32(&r, &g, &x, &mut b).unwrap();
+    assert_eq!(a, b, "{} max_pool_f32 {g:?}", d.name);
+}
+
+fn pool(h: usize, w: usize, c: usize, kk: usize, stride: usize, pad: usize) -> ConvGeom {
+    ConvGeom {
+        h,
+        w,
+        ic: c,
+        oc: c,
+        kh: kk,
+        kw: kk,
+        stride_h: stride,
+        stride_w: stride,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: pad,
+        pad_left: pad,
+        pad_bottom: pad,
+        pad_right: pad,
+        groups: c,
+    }
+}
+
+#[test]
+fn ew_edges() {
+    let ts = tiers();
+    for (d, k) in &ts {
+        for n in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100] {
+            for off in [0, 1, 3] {
+                check_all(d, k, n, off, n as u64 * 31 + off as u64);
+            }
+        }
+        for (rows, cols) in [(1, 1), (3, 1), (1, 7), (2, 8), (3, 9), (4, 384), (2, 1000)] {
+            check_rows(d, k, rows, cols, (rows * 1000 + cols) as u64);
+        }
+        for g in [
+            pool(5, 5, 3, 3, 1, 1),
+            pool(8, 8, 16, 3, 2, 1),
+            pool(7, 6, 9, 2, 2, 0),
+            pool(1, 1, 17, 1, 1, 0),
+        ] {
+            check_max_pool(d, k, g, g.ic as u64);
+        }
+    }
+}
+
+/// A deliberately wrong length is refused, not read past.
+#[test]
+fn ew_lengths_are_checked() {
+    let k = Kernels::detect();
+    let mut y = vec![0.0; 3];
+    assert!(ops::add_f32(&k, &[1.0; 4], &[1.0; 4], &mut y).is_err());
+    assert!(ops::softmax(&k, &mut [0.0; 5], 2).is_err());
+    assert!(ops::softmax(&k, &mut [0.0; 5], 0).is_err());
+    assert!(ops::layer_norm(&k, &mut [0.0; 8], 4, &[1.0; 3], &[0.0; 4], 1e-5).is_err());
+    let q = Q8 {
+        scale: 1.0,
+        zero: 0,
+    };
+    assert!(ops::gap_u8(&k, &[0; 5], 2, 3, q, &mut [0; 3], q).is_err());
+    assert!(ops::max_pool_f32(&k, &pool(4, 4, 2, 3, 1, 1), &[0.0; 31], &mut [0.0; 32]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn ew_random(n in 0usize..300, off in 0usize..8, seed in any::<u64>()) {
+        for (d, k) in &tiers() {
+            check_all(d, k, n, off, seed);
+        }
+    }
+
+    #[test]
+    fn ew_rows_random(rows in 0usize..6, cols in 1usize..200, seed in any::<u64>()) {
+        for (d, k) in &tiers() {
+            check_rows(d, k, rows, cols, seed);
+        }
+    }
+
+    #[test]
+    fn ew_max_pool_random(h in 1usize..9, w in 1usize..9, c in 1usize..20, kk in 1usize..4,
+                          stride in 1usize..3, seed in any::<u64>()) {
+        let pad = kk / 2;
+        for (d, k) in &tiers() {
+            check_max_pool(d, k, pool(h, w, c, kk, stride, pad), seed);
+        }
+    }
+}
