@@ -100,6 +100,9 @@ pub(crate) trait Lanes: Copy {
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
     fn div(self, o: Self) -> Self;
+    /// `self·a + b`, fused where the tier has FMA (only in approximations, never on a
+    /// bit-exact path).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// `self > o ? self : o` (x86 `maxps`: a NaN in `self` gives `o`, as `f32::max` does).
     fn max(self, o: Self) -> Self;
     /// `self < o ? self : o`.
@@ -114,6 +117,8 @@ pub(crate) trait Lanes: Copy {
     fn sqrt(self) -> Self;
     /// Magnitude of `self`, sign of `s`.
     fn copysign(self, s: Self) -> Self;
+    /// Per lane: `self > t ? a : b`.
+    fn select_gt(self, t: Self, a: Self, b: Self) -> Self;
     fn hsum(self) -> f32;
     fn hmax(self) -> f32;
 }
@@ -131,9 +136,8 @@ fn sp<V: Lanes>(v: f32) -> V {
 fn exp_v<V: Lanes>(x: V) -> V {
     let x = x.max(sp(-87.3)).min(sp(88.7));
     let n = x.mul(sp(core::f32::consts::LOG2_E)).round();
-    let r = x
-        .sub(n.mul(sp(0.693_359_4)))
-        .sub(n.mul(sp(-2.121_944_4e-4)));
+    let r = n.mul_add(sp(-0.693_359_4), x);
+    let r = n.mul_add(sp(2.121_944_4e-4), r);
     let mut p: V = sp(1.987_569_1e-4);
     for c in [
         1.398_199_9e-3,
@@ -142,23 +146,30 @@ fn exp_v<V: Lanes>(x: V) -> V {
         1.666_666_5e-1,
         0.5,
     ] {
-        p = p.mul(r).add(sp(c));
+        p = p.mul_add(r, sp(c));
     }
-    let e = p.mul(r).mul(r).add(r).add(sp(1.0));
+    let e = p.mul(r).mul_add(r, r).add(sp(1.0));
     e.mul(n.exp2i())
 }
 
-/// erf, the vector form of [`sc::erf_fast`].
+/// erf, the vector form of [`sc::erf_fast`]: both branches for every lane, then a blend.
 #[inline(always)]
 fn erf_v<V: Lanes>(x: V) -> V {
-    let a = x.abs();
-    let t = sp::<V>(1.0).div(sp::<V>(1.0).add(a.mul(sp(0.327_591_1))));
-    let mut p: V = sp(1.061_405_4);
-    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
-        p = p.mul(t).add(sp(c));
+    let t = x.abs();
+    let s = x.mul(x);
+    let mut lo: V = sp(-5.967_617e-4);
+    for c in sc::ERF_LO {
+        lo = lo.mul_add(s, sp(c));
     }
-    let y = sp::<V>(1.0).sub(p.mul(t).mul(exp_v(sp::<V>(0.0).sub(a.mul(a)))));
-    y.copysign(x)
+    let lo = lo.mul_add(t, t);
+    let r = sp::<V>(-1.728_534_7e-5).mul_add(t, sp(3.831_971_3e-4));
+    let u = sp::<V>(-3.883_964_4e-3).mul_add(t, sp(2.425_462_2e-2));
+    let mut hi = r.mul_add(s, u);
+    for c in sc::ERF_HI {
+        hi = hi.mul_add(t, sp(c));
+    }
+    let hi = sp::<V>(1.0).sub(exp_v(hi.mul_add(t, sp::<V>(0.0).sub(t))));
+    t.select_gt(sp(sc::ERF_SPLIT), hi, lo).copysign(x)
 }
 
 #[inline(always)]
@@ -697,6 +708,10 @@ impl Lanes for Wide {
         Wide(self.0 / o.0)
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        Wide(self.0.mul_add(a.0, b.0))
+    }
+    #[inline(always)]
     fn max(self, o: Self) -> Self {
         Wide(self.0.cmp_gt(o.0).blend(self.0, o.0))
     }
@@ -731,6 +746,10 @@ impl Lanes for Wide {
     #[inline(always)]
     fn copysign(self, s: Self) -> Self {
         Wide(self.0.copysign(s.0))
+    }
+    #[inline(always)]
+    fn select_gt(self, t: Self, a: Self, b: Self) -> Self {
+        Wide(self.0.cmp_gt(t.0).blend(a.0, b.0))
     }
     #[inline(always)]
     fn hsum(self) -> f32 {

@@ -332,3 +332,22 @@ proptest! {
         }
     }
 }
+
+/// GELU's erf feeds a dynamically quantised GEMM in MiniLM: a code that flips at a
+/// rounding boundary moves the sentence embedding, so erf is held to 1 ulp of libm's
+/// (correctly rounded) `erff` over [-6, 6].
+#[test]
+fn erf_within_1_ulp_of_libm() {
+    for (d, k) in &tiers() {
+        let xs: Vec<f32> = (0..400_000).map(|i| -6.0 + i as f32 * 3e-5).collect();
+        let mut a = xs.clone();
+        ops::unary_f32(k, UnaryF32::Erf, &mut a);
+        let worst = xs
+            .iter()
+            .zip(&a)
+            .map(|(x, g)| (g.to_bits() as i64 - libm::erff(*x).to_bits() as i64).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(worst <= 1, "{}: erf {worst} ulp from libm", d.name);
+    }
+}

@@ -40,6 +40,7 @@ fn minilm_int8_matches_onnxruntime() {
     let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 26).unwrap();
     let mut e = vec![0.0; 384];
     let mut worst = 1.0f64;
+    let mut cosines = Vec::new();
     for r in 0..ids.len() / t {
         exec.run(&[&ids[r * t..][..t], &mask[r * t..][..t], &zeros])
             .unwrap();
@@ -55,16 +56,32 @@ fn minilm_int8_matches_onnxruntime() {
             "input {r}: cosine to the int8 graph {c8:.6} (max |Δ| {d:.1e}), to fp32 {c32:.5}"
         );
         worst = worst.min(c8);
+        cosines.push(c8);
         // As close to fp32 as onnxruntime's own int8 graph is (0.988-0.997 here).
         assert!(c32 > 0.99, "sentence {r}: cosine to fp32 {c32}");
     }
-    // Same integer products; the float parts (layer norm, softmax, GELU) round
-    // differently and move dynamic-quantisation codes by a step, which the next layers
-    // carry: on full 128-token articles the agreement is 0.997-0.9999, below the issue's
-    // 0.999 on most of them (reported, not hidden), so the bar here is 0.995.
+    // Same integer products; the float parts (layer norm, softmax, GELU's erf) round
+    // differently from onnxruntime's and can move a dynamic-quantisation code by a step,
+    // which the next layers carry. With erf within 1 ulp of libm, 22 of 23 articles are
+    // at or above 0.999 and the worst is 0.9988 (x86-64, AVX2 tier); the count is held
+    // here so a regression in any float kernel shows.
+    // Other tiers round differently again (portable without FMA: 4 below; reference,
+    // with its own f32 GEMM order: 10 below, worst 0.9977), so the count is pinned on
+    // the AVX2 tiers, the bound on all.
+    let below = cosines.iter().filter(|&&c| c < 0.999).count();
+    let kern = Kernels::detect();
+    eprintln!(
+        "{below} of {} inputs below 0.999 ({}, {})",
+        cosines.len(),
+        kern.ew.name,
+        kern.f32_gemm.name
+    );
+    if kern.ew.name == "ew_8__avx2" && kern.f32_gemm.name.ends_with("__avx2") {
+        assert!(below <= 2, "{below} inputs below cosine 0.999: {cosines:?}");
+    }
     eprintln!(
         "worst cosine to the int8 graph over {} inputs: {worst:.5}",
         ids.len() / t
     );
-    assert!(worst > 0.995, "worst cosine {worst}");
+    assert!(worst > 0.997, "worst cosine {worst}");
 }

@@ -68,6 +68,11 @@ impl Lanes for Neon {
         unsafe { Neon(vdivq_f32(self.0, o.0)) }
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: as in `add` (the tier also requires NEON).
+        unsafe { Neon(vfmaq_f32(b.0, self.0, a.0)) }
+    }
+    #[inline(always)]
     fn max(self, o: Self) -> Self {
         // `fmax` would return NaN for a NaN lane; select gives `o` as `maxps` does.
         // SAFETY: as in `add`.
@@ -108,6 +113,11 @@ impl Lanes for Neon {
             let sign = vdupq_n_u32(0x8000_0000);
             Neon(vbslq_f32(sign, s.0, self.0))
         }
+    }
+    #[inline(always)]
+    fn select_gt(self, t: Self, a: Self, b: Self) -> Self {
+        // SAFETY: as in `add`.
+        unsafe { Neon(vbslq_f32(vcgtq_f32(self.0, t.0), a.0, b.0)) }
     }
     #[inline(always)]
     fn hsum(self) -> f32 {

@@ -68,6 +68,11 @@ impl Lanes for Avx {
         unsafe { Avx(_mm256_div_ps(self.0, o.0)) }
     }
     #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: as in `add` (the tier also requires FMA).
+        unsafe { Avx(_mm256_fmadd_ps(self.0, a.0, b.0)) }
+    }
+    #[inline(always)]
     fn max(self, o: Self) -> Self {
         // SAFETY: as in `add`.
         unsafe { Avx(_mm256_max_ps(self.0, o.0)) }
@@ -112,6 +117,17 @@ impl Lanes for Avx {
             Avx(_mm256_or_ps(
                 _mm256_andnot_ps(sign, self.0),
                 _mm256_and_ps(sign, s.0),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn select_gt(self, t: Self, a: Self, b: Self) -> Self {
+        // SAFETY: as in `add`.
+        unsafe {
+            Avx(_mm256_blendv_ps(
+                b.0,
+                a.0,
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, t.0),
             ))
         }
     }
