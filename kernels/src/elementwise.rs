@@ -198,6 +198,28 @@ pub fn max_pool_f32(g: &crate::reference::ConvGeom, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Max pool over NHWC u8; padded positions are ignored. The max of quantised codes is
+/// exact for any positive scale, so the tensor keeps its parameters.
+pub fn max_pool_u8(g: &crate::reference::ConvGeom, x: &[u8], y: &mut [u8]) {
+    let (ow, c) = (g.ow(), g.ic);
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            let out = &mut y[(oy * ow + ox) * c..][..c];
+            out.fill(0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                        let row = &x[(iy * g.w + ix) * c..][..c];
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = (*o).max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Softmax over each row of `cols` values, in place.
 pub fn softmax(x: &mut [f32], cols: usize) {
     if cols == 0 {

@@ -33,6 +33,7 @@ pub struct EwFns {
     pub gap_u8: unsafe fn(&[u8], usize, usize, Q8, &mut [u8], Q8),
     pub gap_f32: unsafe fn(&[f32], usize, usize, &mut [f32]),
     pub max_pool_f32: unsafe fn(&ConvGeom, &[f32], &mut [f32]),
+    pub max_pool_u8: unsafe fn(&ConvGeom, &[u8], &mut [u8]),
     pub softmax: unsafe fn(&mut [f32], usize),
     pub layer_norm: unsafe fn(&mut [f32], usize, &[f32], &[f32], f32),
     pub quantize_u8: unsafe fn(&[f32], f32, i32, &mut [u8]),
@@ -58,6 +59,7 @@ pub static EW_REFERENCE: EwFns = EwFns {
     gap_u8: sc::global_avg_pool_u8,
     gap_f32: sc::global_avg_pool_f32,
     max_pool_f32: sc::max_pool_f32,
+    max_pool_u8: sc::max_pool_u8,
     softmax: sc::softmax,
     layer_norm: sc::layer_norm,
     quantize_u8: quant::quantize_u8,
@@ -415,6 +417,44 @@ pub(crate) mod g {
         }
     }
 
+    /// Channels `V::N` at a time, as f32 (exact for u8 codes).
+    /// # Safety
+    /// The CPU has `V`'s features; the buffers hold the geometry (checked by the caller).
+    #[inline(always)]
+    pub(crate) unsafe fn max_pool_u8<V: Lanes>(g: &ConvGeom, x: &[u8], y: &mut [u8]) {
+        let (ow, c) = (g.ow(), g.ic);
+        let n = c - c % V::N;
+        for oy in 0..g.oh() {
+            for ox in 0..ow {
+                let out = (oy * ow + ox) * c;
+                let mut ch = 0;
+                while ch < n {
+                    let mut m = V::splat(0.0);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                m = V::load_u8(x.as_ptr().add((iy * g.w + ix) * c + ch)).max(m);
+                            }
+                        }
+                    }
+                    m.store_u8(y.as_mut_ptr().add(out + ch));
+                    ch += V::N;
+                }
+                for ch in n..c {
+                    let mut m = 0u8;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                m = m.max(x[(iy * g.w + ix) * c + ch]);
+                            }
+                        }
+                    }
+                    y[out + ch] = m;
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// The CPU has `V`'s features.
     #[inline(always)]
@@ -606,6 +646,7 @@ macro_rules! ew_tier {
                 gap_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8);
                 gap_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]);
                 max_pool_f32(geom: &ConvGeom, x: &[f32], y: &mut [f32]);
+                max_pool_u8(geom: &ConvGeom, x: &[u8], y: &mut [u8]);
                 softmax(x: &mut [f32], cols: usize);
                 layer_norm(x: &mut [f32], cols: usize, gamma: &[f32], beta: &[f32], eps: f32);
                 quantize_u8(x: &[f32], scale: f32, zero: i32, y: &mut [u8]);
@@ -629,6 +670,7 @@ macro_rules! ew_tier {
             gap_u8: ew_inst::gap_u8,
             gap_f32: ew_inst::gap_f32,
             max_pool_f32: ew_inst::max_pool_f32,
+            max_pool_u8: ew_inst::max_pool_u8,
             softmax: ew_inst::softmax,
             layer_norm: ew_inst::layer_norm,
             quantize_u8: ew_inst::quantize_u8,

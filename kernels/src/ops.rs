@@ -424,25 +424,10 @@ pub fn depthwise_i8(
 
 /// Max pool over NHWC u8. Taking the max of quantised codes is exact for any positive
 /// scale, so the quantised tensor keeps its parameters. Padded positions are ignored.
-pub fn max_pool_u8(g: &ConvGeom, x: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
+pub fn max_pool_u8(kern: &Kernels, g: &ConvGeom, x: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
     pool_check("max_pool_u8", g, x.len(), y.len())?;
-    let (ow, c) = (g.ow(), g.ic);
-    for oy in 0..g.oh() {
-        for ox in 0..ow {
-            let out = &mut y[(oy * ow + ox) * c..][..c];
-            out.fill(0);
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
-                        let row = &x[(iy * g.w + ix) * c..][..c];
-                        for (o, &v) in out.iter_mut().zip(row) {
-                            *o = (*o).max(v);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // SAFETY: geometry and extents checked above; the tier's features were detected.
+    unsafe { (kern.ew.f.max_pool_u8)(g, x, y) };
     Ok(())
 }
 

@@ -245,6 +245,11 @@ fn check_max_pool(d: Desc, k: &Kernels, g: ConvGeom, seed: u64) {
     ops::max_pool_f32(k, &g, &x, &mut a).unwrap();
     ops::max_pool_f32(&r, &g, &x, &mut b).unwrap();
     assert_eq!(a, b, "{} max_pool_f32 {g:?}", d.name);
+    let u = bytes(g.h * g.w * g.ic, seed ^ 11);
+    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+    ops::max_pool_u8(k, &g, &u, &mut a).unwrap();
+    ops::max_pool_u8(&r, &g, &u, &mut b).unwrap();
+    assert_eq!(a, b, "{} max_pool_u8 {g:?}", d.name);
 }
 
 fn pool(h: usize, w: usize, c: usize, kk: usize, stride: usize, pad: usize) -> ConvGeom {

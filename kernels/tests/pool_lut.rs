@@ -45,7 +45,7 @@ proptest! {
         let xf: Vec<f32> = x.iter().map(|&v| (v as i32 - zero) as f32 * scale).collect();
         let mut y = vec![0u8; g.oh() * g.ow() * c];
         let mut yf = vec![0.0f32; y.len()];
-        max_pool_u8(&g, &x, &mut y).unwrap();
+        max_pool_u8(&edgetune_kernels::Kernels::detect(), &g, &x, &mut y).unwrap();
         max_pool_f32(&g, &xf, &mut yf);
         for (a, b) in y.iter().zip(&yf) {
             prop_assert_eq!((*a as i32 - zero) as f32 * scale, *b);
@@ -67,11 +67,12 @@ proptest! {
 #[test]
 fn bad_buffers_are_refused() {
     let g = geom(4, 4, 2, 2, 2, 0);
+    let k = edgetune_kernels::Kernels::detect();
     let mut y = vec![0u8; 8];
-    assert!(max_pool_u8(&g, &[0u8; 31], &mut y).is_err());
-    assert!(max_pool_u8(&g, &[0u8; 32], &mut y[..7]).is_err());
-    assert!(max_pool_u8(&geom(4, 4, 0, 2, 2, 0), &[], &mut []).is_err());
-    assert!(max_pool_u8(&geom(1, 1, 1, 3, 1, 0), &[0], &mut [0]).is_err());
+    assert!(max_pool_u8(&k, &g, &[0u8; 31], &mut y).is_err());
+    assert!(max_pool_u8(&k, &g, &[0u8; 32], &mut y[..7]).is_err());
+    assert!(max_pool_u8(&k, &geom(4, 4, 0, 2, 2, 0), &[], &mut []).is_err());
+    assert!(max_pool_u8(&k, &geom(1, 1, 1, 3, 1, 0), &[0], &mut [0]).is_err());
     assert!(lut_u8(&[0u8; 6], 4, &[0u8; 1024], &mut [0u8; 6]).is_err());
     assert!(lut_u8(&[0u8; 8], 4, &[0u8; 1023], &mut [0u8; 8]).is_err());
     assert!(lut_u8(&[0u8; 8], 0, &[], &mut [0u8; 8]).is_err());

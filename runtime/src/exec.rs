@@ -245,13 +245,20 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let s = &tt(y).shape;
                 if to_nhwc && s.len() == 4 {
                     let (h, w, c) = (s[1], s[2], s[3]);
-                    // Division, as QuantizeLinear defines it (a reciprocal rounds ties apart).
+                    // Quantise each NCHW plane in runs with the tier's kernel (division,
+                    // as QuantizeLinear defines it), then scatter the bytes to NHWC.
+                    let hw = h * w;
+                    let mut run = [0u8; 256];
                     for n in 0..s[0] {
                         for ch in 0..c {
-                            for p in 0..h * w {
-                                let v = src[(n * c + ch) * h * w + p] / q.scale;
-                                o[(n * h * w + p) * c + ch] =
-                                    edgetune_kernels::quant::requant(v, q.zero, 0, 255) as u8;
+                            let plane = &src[(n * c + ch) * hw..][..hw];
+                            for (j, part) in plane.chunks(run.len()).enumerate() {
+                                let r = &mut run[..part.len()];
+                                kops::quantize_u8(&kern, part, q.scale, q.zero, r)?;
+                                let p0 = n * hw + j * 256;
+                                for (i, &b) in r.iter().enumerate() {
+                                    o[(p0 + i) * c + ch] = b;
+                                }
                             }
                         }
                     }
@@ -352,7 +359,7 @@ impl<'p, 'm> Executor<'p, 'm> {
             }
             Op::MaxPoolU8 { x, y, ref geom } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::max_pool_u8(geom, i[0], o)?;
+                kops::max_pool_u8(&kern, geom, i[0], o)?;
             }
             Op::LutU8 {
                 x,
