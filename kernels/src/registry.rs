@@ -174,6 +174,15 @@ pub static EW: &[KernelDesc<&'static EwFns>] = &[
         nr: 8,
         f: &x86::EW_AVX2,
     },
+    #[cfg(target_arch = "x86_64")]
+    KernelDesc {
+        name: "ew_16__avx512",
+        tier: Tier::Avx512,
+        features: &[Feature::Avx512f, Feature::F16c],
+        mr: 1,
+        nr: 16,
+        f: &x86::EW_AVX512,
+    },
     #[cfg(target_arch = "aarch64")]
     KernelDesc {
         name: "ew_4__neon",

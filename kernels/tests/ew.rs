@@ -24,13 +24,19 @@ fn tiers() -> Vec<(Desc, Kernels)> {
             k.ew = d;
             out.push((d, k));
         } else {
+            // Straight to stderr, past the harness's capture, once per kernel.
             use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIP {} (CPU lacks {:?})",
-                d.name,
-                d.features
-            );
+            static SEEN: std::sync::Mutex<Vec<&str>> = std::sync::Mutex::new(Vec::new());
+            let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&d.name) {
+                seen.push(d.name);
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIP {} (CPU lacks {:?})",
+                    d.name,
+                    d.features
+                );
+            }
         }
     }
     out

@@ -3,9 +3,11 @@
 mod dw;
 mod epilogue;
 mod ew;
+mod ew512;
 mod gemm_f32;
 mod gemm_i8;
 pub use dw::*;
 pub use ew::{f16_to_f32__f16c, f32_to_f16__f16c, EW_AVX2};
+pub use ew512::EW_AVX512;
 pub use gemm_f32::*;
 pub use gemm_i8::*;
