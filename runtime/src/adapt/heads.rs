@@ -12,7 +12,10 @@
 use super::nn;
 use super::rng::Rng;
 use super::train::Head;
+use crate::kernels::ops as kops;
+use crate::kernels::{pack, Act, Kernels};
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::ops::Range;
 
 /// Shape of one tap as a head sees it: `tokens × dim`.
@@ -90,6 +93,12 @@ pub struct Ladder {
     dtmp2: Range<usize>,
     np: usize,
     ns: usize,
+    /// The batched path's GEMM kernels and each rung's down-projection, packed by
+    /// `prepare` after every step.
+    kern: Kernels,
+    prep: RefCell<Vec<f32>>,
+    wpack: Vec<Range<usize>>,
+    dmax: usize,
 }
 
 impl Ladder {
@@ -132,6 +141,12 @@ impl Ladder {
         let ds = s.take(w);
         let dtmp = s.take(w);
         let dtmp2 = s.take(w);
+        let mut pk = Alloc(0);
+        let wpack = taps
+            .iter()
+            .map(|t| pk.take(pack::packed_f32_len(t.dim, w)))
+            .collect();
+        let dmax = taps.iter().map(|t| t.dim).max().unwrap_or(0);
         Ladder {
             taps,
             sel,
@@ -150,6 +165,10 @@ impl Ladder {
             dtmp2,
             np: p.0,
             ns: s.0,
+            kern: Kernels::detect(),
+            prep: RefCell::new(alloc::vec![0.0; pk.0]),
+            wpack,
+            dmax,
         }
     }
 }
@@ -174,6 +193,71 @@ fn parts<'a, const N: usize>(s: &'a mut [f32], r: [&Range<usize>; N]) -> [&'a mu
     core::array::from_fn(|i| unsafe {
         core::slice::from_raw_parts_mut(base.add(r[i].start), r[i].len())
     })
+}
+
+/// `y = x·W + bias` for `rows` scratch slots (stride `ns`; x at `xo`, `din` values; y at
+/// `yo`): the batched form of [`nn::linear`], same sums in the same order, reading each
+/// row of `W` once for the whole batch.
+#[allow(clippy::too_many_arguments)]
+fn linear_rows(
+    s: &mut [f32],
+    ns: usize,
+    rows: usize,
+    xo: usize,
+    din: usize,
+    w: &[f32],
+    bias: &[f32],
+    yo: usize,
+) {
+    let o = bias.len();
+    for b in 0..rows {
+        s[b * ns + yo..][..o].copy_from_slice(bias);
+    }
+    for i in 0..din {
+        let wr = &w[i * o..][..o];
+        for b in 0..rows {
+            let xv = s[b * ns + xo + i];
+            let y = &mut s[b * ns + yo..][..o];
+            y.iter_mut().zip(wr).for_each(|(y, w)| *y += xv * w);
+        }
+    }
+}
+
+/// Backward of [`linear_rows`] (dy at `dyo`, `o` values; dx to `dxo` when given), the
+/// batched form of [`nn::linear_back`] accumulating over rows in order.
+#[allow(clippy::too_many_arguments)]
+fn linear_rows_back(
+    s: &mut [f32],
+    ns: usize,
+    rows: usize,
+    (xo, din): (usize, usize),
+    w: &[f32],
+    (dyo, o): (usize, usize),
+    gw: &mut [f32],
+    gb: &mut [f32],
+    dxo: Option<usize>,
+) {
+    for i in 0..din {
+        let g = &mut gw[i * o..][..o];
+        for b in 0..rows {
+            let xv = s[b * ns + xo + i];
+            let dy = &s[b * ns + dyo..][..o];
+            g.iter_mut().zip(dy).for_each(|(g, d)| *g += xv * d);
+        }
+    }
+    for b in 0..rows {
+        gb.iter_mut()
+            .zip(&s[b * ns + dyo..][..o])
+            .for_each(|(g, d)| *g += d);
+    }
+    if let Some(dxo) = dxo {
+        for b in 0..rows {
+            for i in 0..din {
+                let v = nn::dot(&w[i * o..][..o], &s[b * ns + dyo..][..o]);
+                s[b * ns + dxo + i] = v;
+            }
+        }
+    }
 }
 
 impl Head for Ladder {
@@ -294,6 +378,237 @@ impl Head for Ladder {
             // The stream's gradient for the rung below was left in dh.
             if i > 0 {
                 dn.copy_from_slice(dh);
+            }
+        }
+    }
+
+    fn stage_len(&self) -> usize {
+        self.taps.iter().map(|t| t.dim).sum()
+    }
+
+    fn stage(&self, x: &[&[f32]], out: &mut [f32]) {
+        let mut off = 0;
+        for (i, t) in self.taps.iter().enumerate() {
+            mean_tokens(x[self.sel[i]], *t, &mut out[off..][..t.dim]);
+            off += t.dim;
+        }
+    }
+
+    fn fixed_bytes(&self) -> usize {
+        4 * self.prep.borrow().len()
+    }
+
+    fn prepare(&self, p: &[f32]) {
+        let mut prep = self.prep.borrow_mut();
+        for ((r, t), pr) in self.rungs.iter().zip(&self.taps).zip(&self.wpack) {
+            pack::pack_f32(
+                &p[r.down_w.clone()],
+                t.dim,
+                self.width,
+                &mut prep[pr.clone()],
+            );
+        }
+    }
+
+    fn batch_scratch_len(&self, rows: usize) -> usize {
+        let w = self.width;
+        // Slots, then Xᵀ of one rung, dZ gathered, dZ packed, and dW of one rung.
+        rows * self.ns + self.dmax * rows + rows * w + pack::packed_f32_len(rows, w) + self.dmax * w
+    }
+
+    fn forward_batch(&self, p: &[f32], xb: &[f32], nb: usize, s: &mut [f32], logits: &mut [f32]) {
+        let (ns, sl, k) = (self.ns, self.stage_len(), self.classes);
+        let prep = self.prep.borrow();
+        let mut off = 0;
+        for (i, r) in self.rungs.iter().enumerate() {
+            let dim = self.taps[i].dim;
+            // u = X·W + b for the whole batch on the GEMM kernel; the sizes come from
+            // `new` and `batch_scratch_len`, so an error here is a bug in this file.
+            kops::gemm_f32(
+                &self.kern,
+                (nb, self.width, dim),
+                &xb[off..],
+                sl,
+                &prep[self.wpack[i].clone()],
+                Some(&p[r.down_b.clone()]),
+                &mut s[r.u.start..],
+                ns,
+                Act::None,
+            )
+            .unwrap_or_else(|e| panic!("ladder down-projection gemm: {e}"));
+            off += dim;
+            if i > 0 {
+                let prev = self.rungs[i - 1].s.start;
+                let (sw, sb) = (&p[r.side_w.clone()], &p[r.side_b.clone()]);
+                linear_rows(s, ns, nb, prev, self.width, sw, sb, r.v.start);
+            }
+            let g = (&p[r.ln_g.clone()], &p[r.ln_b.clone()]);
+            for b in 0..nb {
+                let slot = &mut s[b * ns..][..ns];
+                let [u, xhat, n, z, v, h, st] =
+                    parts(slot, [&r.u, &r.xhat, &r.n, &r.z, &r.v, &r.h, &r.s]);
+                let rstd = nn::layer_norm(u, Some(g), xhat, n);
+                nn::gelu(n, z);
+                if i == 0 {
+                    st.copy_from_slice(z);
+                } else {
+                    nn::gelu(v, h);
+                    nn::gate(&p[r.gate.clone()], z, h, st);
+                }
+                slot[r.rstd] = rstd;
+            }
+        }
+        let last = &self.rungs[self.rungs.len() - 1].s;
+        let g = (&p[self.out_g.clone()], &p[self.out_b.clone()]);
+        for b in 0..nb {
+            let slot = &mut s[b * ns..][..ns];
+            let [st, xhat, n] = parts(slot, [last, &self.out_xhat, &self.out_n]);
+            let rstd = nn::layer_norm(st, Some(g), xhat, n);
+            slot[self.out_rstd] = rstd;
+        }
+        let (hw, hb) = (&p[self.head_w.clone()], &p[self.head_b.clone()]);
+        for b in 0..nb {
+            logits[b * k..][..k].copy_from_slice(hb);
+        }
+        for i in 0..self.width {
+            let wr = &hw[i * k..][..k];
+            for b in 0..nb {
+                let xv = s[b * ns + self.out_n.start + i];
+                let z = &mut logits[b * k..][..k];
+                z.iter_mut().zip(wr).for_each(|(z, w)| *z += xv * w);
+            }
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        p: &[f32],
+        xb: &[f32],
+        nb: usize,
+        s: &mut [f32],
+        dl: &[f32],
+        g: &mut [f32],
+    ) {
+        let (ns, k, w) = (self.ns, self.classes, self.width);
+        // Head: gW += nᵀ·dl, gb += dl, dt = W·dl per row.
+        {
+            let [gw, gb] = parts(g, [&self.head_w, &self.head_b]);
+            for i in 0..w {
+                let gr = &mut gw[i * k..][..k];
+                for b in 0..nb {
+                    let xv = s[b * ns + self.out_n.start + i];
+                    gr.iter_mut()
+                        .zip(&dl[b * k..][..k])
+                        .for_each(|(g, d)| *g += xv * d);
+                }
+            }
+            for b in 0..nb {
+                gb.iter_mut()
+                    .zip(&dl[b * k..][..k])
+                    .for_each(|(g, d)| *g += d);
+            }
+            let hw = &p[self.head_w.clone()];
+            for b in 0..nb {
+                for i in 0..w {
+                    s[b * ns + self.dtmp.start + i] = nn::dot(&hw[i * k..][..k], &dl[b * k..][..k]);
+                }
+            }
+        }
+        for b in 0..nb {
+            let slot = &mut s[b * ns..][..ns];
+            let rstd = slot[self.out_rstd];
+            let [xhat, ds, dt] = parts(slot, [&self.out_xhat, &self.ds, &self.dtmp]);
+            let [gg, gbeta] = parts(g, [&self.out_g, &self.out_b]);
+            nn::layer_norm_back(
+                xhat,
+                rstd,
+                Some((&p[self.out_g.clone()], gg, gbeta)),
+                dt,
+                ds,
+            );
+        }
+        let none = 0..0;
+        for i in (0..self.rungs.len()).rev() {
+            let r = &self.rungs[i];
+            let prev = if i == 0 { &none } else { &self.rungs[i - 1].s };
+            for b in 0..nb {
+                let slot = &mut s[b * ns..][..ns];
+                let [z, v, h, ds, dz, dh] =
+                    parts(slot, [&r.z, &r.v, &r.h, &self.ds, &self.dtmp, &self.dtmp2]);
+                if i == 0 {
+                    dz.copy_from_slice(ds);
+                } else {
+                    let [ga] = parts(g, [&r.gate]);
+                    nn::gate_back(&p[r.gate.clone()], z, h, ds, ga, dz, dh);
+                    nn::gelu_back(v, dh, ds);
+                }
+            }
+            if i > 0 {
+                let [gw, gb] = parts(g, [&r.side_w, &r.side_b]);
+                let sw = &p[r.side_w.clone()];
+                let dx = Some(self.dtmp2.start);
+                linear_rows_back(
+                    s,
+                    ns,
+                    nb,
+                    (prev.start, w),
+                    sw,
+                    (self.ds.start, w),
+                    gw,
+                    gb,
+                    dx,
+                );
+            }
+            for b in 0..nb {
+                let slot = &mut s[b * ns..][..ns];
+                let rstd = slot[r.rstd];
+                let [xhat, n, ds, dz] = parts(slot, [&r.xhat, &r.n, &self.ds, &self.dtmp]);
+                nn::gelu_back(n, dz, ds);
+                let [gg, gb] = parts(g, [&r.ln_g, &r.ln_b]);
+                nn::layer_norm_back(xhat, rstd, Some((&p[r.ln_g.clone()], gg, gb)), ds, dz);
+            }
+            // dW = Xᵀ·dZ on the GEMM kernel: Xᵀ and dZ gathered after the slots.
+            let dim = self.taps[i].dim;
+            let off: usize = self.taps[..i].iter().map(|t| t.dim).sum();
+            let sl = self.stage_len();
+            let (slots, rest) = s.split_at_mut(nb * ns);
+            let (xt, rest) = rest.split_at_mut(self.dmax * nb);
+            let (zc, rest) = rest.split_at_mut(nb * w);
+            let (zp, dwt) = rest.split_at_mut(pack::packed_f32_len(nb, w));
+            for b in 0..nb {
+                for c in 0..dim {
+                    xt[c * nb + b] = xb[b * sl + off + c];
+                }
+                zc[b * w..][..w].copy_from_slice(&slots[b * ns + self.dtmp.start..][..w]);
+            }
+            pack::pack_f32(zc, nb, w, zp);
+            kops::gemm_f32(
+                &self.kern,
+                (dim, w, nb),
+                xt,
+                nb,
+                zp,
+                None,
+                dwt,
+                w,
+                Act::None,
+            )
+            .unwrap_or_else(|e| panic!("ladder weight-gradient gemm: {e}"));
+            let [gw, gb] = parts(g, [&r.down_w, &r.down_b]);
+            gw.iter_mut()
+                .zip(&dwt[..dim * w])
+                .for_each(|(g, d)| *g += d);
+            for b in 0..nb {
+                gb.iter_mut()
+                    .zip(&slots[b * ns + self.dtmp.start..][..w])
+                    .for_each(|(g, d)| *g += d);
+            }
+            if i > 0 {
+                for b in 0..nb {
+                    let slot = &mut s[b * ns..][..ns];
+                    let [ds, dh] = parts(slot, [&self.ds, &self.dtmp2]);
+                    ds.copy_from_slice(dh);
+                }
             }
         }
     }
@@ -504,6 +819,70 @@ mod tests {
         // Taps passed in another order than the head reads them: `sel` maps.
         let xr = alloc::vec![x[2].clone(), x[0].clone(), x[1].clone()];
         check_head(&Ladder::new(taps, alloc::vec![1, 2, 0], 4, 3), &xr, 1);
+    }
+
+    /// The batched path (stage once, GEMMs over the batch) against the per-example path
+    /// checked against finite differences above: the same logits and gradient.
+    #[test]
+    fn ladder_batch_equals_per_example() {
+        let taps = alloc::vec![
+            TapDims { tokens: 4, dim: 6 },
+            TapDims { tokens: 2, dim: 5 },
+            TapDims { tokens: 1, dim: 7 },
+        ];
+        let h = Ladder::new(taps.clone(), alloc::vec![2, 0, 1], 4, 3);
+        let mut r = Rng::new(5);
+        let mut p = alloc::vec![0.0; h.n_params()];
+        h.init(&mut r, &mut p);
+        p.iter_mut().for_each(|v| *v += 0.2 * (r.f32() - 0.5));
+        let examples: Vec<Vec<Vec<f32>>> = (0..5)
+            .map(|_| {
+                let x = inputs(&mut r, &taps);
+                alloc::vec![x[1].clone(), x[2].clone(), x[0].clone()]
+            })
+            .collect();
+        let (k, sl) = (h.classes(), h.stage_len());
+        let labels = [0, 2, 1, 1, 0];
+        // Per example.
+        let mut g1 = alloc::vec![0.0; h.n_params()];
+        let mut z1 = Vec::new();
+        for (x, &l) in examples.iter().zip(&labels) {
+            let xs: Vec<&[f32]> = x.iter().map(|v| &v[..]).collect();
+            let mut s = alloc::vec![0.0; h.scratch_len()];
+            let (mut z, mut d) = (alloc::vec![0.0; k], alloc::vec![0.0; k]);
+            h.forward(&p, &xs, &mut s, &mut z);
+            softmax_ce(&z, l, 0.1, &mut d);
+            h.backward(&p, &xs, &mut s, &d, &mut g1);
+            z1.extend_from_slice(&z);
+        }
+        // Batched, rows in another order than staged.
+        let mut staged = alloc::vec![0.0; examples.len() * sl];
+        for (e, x) in examples.iter().enumerate() {
+            let xs: Vec<&[f32]> = x.iter().map(|v| &v[..]).collect();
+            h.stage(&xs, &mut staged[e * sl..][..sl]);
+        }
+        let nb = examples.len();
+        h.prepare(&p);
+        let mut s = alloc::vec![0.0; h.batch_scratch_len(nb)];
+        let (mut z2, mut d2) = (alloc::vec![0.0; nb * k], alloc::vec![0.0; nb * k]);
+        h.forward_batch(&p, &staged, nb, &mut s, &mut z2);
+        // The GEMM sums in its own order and adds the bias last: equal within rounding.
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{what} {i}: {x} vs {y}"
+                );
+            }
+        };
+        close(&z2, &z1, "logit");
+        for b in 0..nb {
+            softmax_ce(&z2[b * k..][..k], labels[b], 0.1, &mut d2[b * k..][..k]);
+        }
+        let mut g2 = alloc::vec![0.0; h.n_params()];
+        h.backward_batch(&p, &staged, nb, &mut s, &d2, &mut g2);
+        close(&g2, &g1, "gradient");
+        assert!(g1.iter().any(|v| v.abs() > 1e-4));
     }
 
     #[test]

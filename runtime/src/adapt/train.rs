@@ -32,6 +32,42 @@ pub trait Head {
     }
     /// Called whenever the parameters changed, before the next `forward`.
     fn prepare(&self, _p: &[f32]) {}
+    /// Length of a parameter-free summary of one example's taps (0: the head trains one
+    /// example at a time). A head with a summary trains a whole batch per call: the
+    /// trainer stages every example once, before the first step, gathers each batch's
+    /// summaries into one row-major matrix, and the head runs its layers as GEMMs.
+    fn stage_len(&self) -> usize {
+        0
+    }
+    /// Writes the summary of taps `x` into `out` (`stage_len` values).
+    fn stage(&self, _x: &[&[f32]], _out: &mut [f32]) {}
+    /// Scratch for a batch of `rows` (the per-row slots and the batch's shared buffers).
+    fn batch_scratch_len(&self, rows: usize) -> usize {
+        rows * self.scratch_len()
+    }
+    /// Logits of the `rows` summaries in `xb` (row-major, `stage_len` each) into
+    /// `logits` (`classes` per row), keeping what the backward needs in `s`
+    /// (`batch_scratch_len(rows)` values). Only called when `stage_len() > 0`.
+    fn forward_batch(
+        &self,
+        _p: &[f32],
+        _xb: &[f32],
+        _rows: usize,
+        _s: &mut [f32],
+        _logits: &mut [f32],
+    ) {
+    }
+    /// Accumulates the batch's gradient into `g`, after `forward_batch` on the same `s`.
+    fn backward_batch(
+        &self,
+        _p: &[f32],
+        _xb: &[f32],
+        _rows: usize,
+        _s: &mut [f32],
+        _dlogits: &[f32],
+        _g: &mut [f32],
+    ) {
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,9 +137,20 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
     let p = head.n_params();
     let copies = 4 + cfg.holdout as usize;
     let taps: usize = cache.taps.iter().map(|t| t.len()).sum();
+    // A batched head also holds every example's summary, a gathered copy, and scratch,
+    // logits and logit gradients for a batch of at most every example.
+    let (scratch, staged) = if head.stage_len() > 0 {
+        let n = cache.len();
+        (
+            head.batch_scratch_len(n) + n * 2 * head.classes(),
+            2 * n * head.stage_len(),
+        )
+    } else {
+        (head.scratch_len() + 2 * head.classes(), 0)
+    };
     cache.bytes()
         + head.fixed_bytes()
-        + 4 * ((copies + 1) * p + head.scratch_len() + taps + 2 * head.classes())
+        + 4 * ((copies + 1) * p + scratch + taps + staged)
         + 8 * cache.len()
 }
 
@@ -134,18 +181,30 @@ impl Opt {
 
     pub(crate) fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
         self.t += 1;
+        let p_len = p.len();
         match self.kind {
             Optimizer::AdamW => {
                 const B1: f32 = 0.9;
                 const B2: f32 = 0.999;
                 let c1 = 1.0 - libm::powf(B1, self.t as f32);
                 let c2 = 1.0 - libm::powf(B2, self.t as f32);
-                for i in 0..p.len() {
-                    self.m[i] = B1 * self.m[i] + (1.0 - B1) * g[i];
-                    self.v[i] = B2 * self.v[i] + (1.0 - B2) * g[i] * g[i];
-                    let upd = (self.m[i] / c1) / (libm::sqrtf(self.v[i] / c2) + 1e-8);
-                    let lr = lr * self.scale.get(i).copied().unwrap_or(1.0);
-                    p[i] -= lr * (upd + wd * p[i]);
+                // Zipped slices and one loop per case keep the body free of bounds
+                // checks and branches, so it vectorises.
+                let adam = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32, lr: f32| {
+                    *m = B1 * *m + (1.0 - B1) * g;
+                    *v = B2 * *v + (1.0 - B2) * g * g;
+                    let upd = (*m / c1) / (libm::sqrtf(*v / c2) + 1e-8);
+                    *p -= lr * (upd + wd * *p);
+                };
+                let it = p.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(g);
+                if self.scale.len() == p_len {
+                    for ((((p, m), v), &g), &s) in it.zip(&self.scale) {
+                        adam(p, m, v, g, lr * s);
+                    }
+                } else {
+                    for (((p, m), v), &g) in it {
+                        adam(p, m, v, g, lr);
+                    }
                 }
             }
             Optimizer::Sgd { momentum } => {
@@ -233,6 +292,25 @@ pub fn train<H: Head>(
         opt.scale = scales;
     }
     head.prepare(&p);
+    if head.stage_len() > 0 {
+        let ctx = Batched {
+            head,
+            cache,
+            cfg,
+            batch,
+        };
+        return ctx.run(
+            p,
+            g,
+            best,
+            opt,
+            train_idx,
+            val_idx,
+            use_holdout,
+            rng,
+            progress,
+        );
+    }
     let mut s = alloc::vec![0.0f32; head.scratch_len()];
     let mut bufs: Vec<Vec<f32>> = cache
         .taps
@@ -310,6 +388,143 @@ pub fn train<H: Head>(
         p = best;
     }
     Ok((p, report))
+}
+
+/// The training loop of a head with a per-example summary ([`Head::stage_len`]): the
+/// same schedule, batches and held-out checks as the per-example loop, and the same
+/// arithmetic in the same order, so both give the same parameters.
+struct Batched<'a, H: Head> {
+    head: &'a H,
+    cache: &'a TapCache,
+    cfg: &'a TrainConfig,
+    batch: usize,
+}
+
+impl<H: Head> Batched<'_, H> {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        mut p: Vec<f32>,
+        mut g: Vec<f32>,
+        mut best: Vec<f32>,
+        mut opt: Opt,
+        mut train_idx: Vec<usize>,
+        val_idx: Vec<usize>,
+        use_holdout: bool,
+        mut rng: Rng,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<(Vec<f32>, TrainReport)> {
+        let (head, cache, cfg, batch) = (self.head, self.cache, self.cfg, self.batch);
+        let (k, sl) = (head.classes(), head.stage_len());
+        // Stage every example once: its row in `staged` is its position in `order`.
+        let order: Vec<usize> = train_idx.iter().chain(&val_idx).copied().collect();
+        let mut staged = alloc::vec![0.0f32; order.len() * sl];
+        let mut bufs: Vec<Vec<f32>> = cache
+            .taps
+            .iter()
+            .map(|t| alloc::vec![0.0; t.len()])
+            .collect();
+        for (r, &i) in order.iter().enumerate() {
+            load(cache, i, &mut bufs);
+            let x: heapless::Vec<&[f32], 16> = bufs.iter().map(|b| &b[..]).collect();
+            head.stage(&x, &mut staged[r * sl..][..sl]);
+        }
+        drop(bufs);
+        let row_of = |i: usize| order.iter().position(|&j| j == i).unwrap_or(0);
+        // Train examples are rows 0..n, held-out ones follow.
+        let n = train_idx.len();
+        let mut train_rows: Vec<usize> = (0..n).collect();
+        let val_rows: Vec<usize> = (n..order.len()).collect();
+        let slots = batch.max(val_rows.len());
+        let mut s = alloc::vec![0.0f32; head.batch_scratch_len(slots)];
+        let mut xb = alloc::vec![0.0f32; slots * sl];
+        let (mut logits, mut dl) = (
+            alloc::vec![0.0f32; slots * k],
+            alloc::vec![0.0f32; slots * k],
+        );
+        let mut rows = Vec::with_capacity(batch);
+        let mut cursor = 0;
+        let mut report = TrainReport::default();
+        let (mut best_loss, mut stale) = (f32::INFINITY, 0);
+        let check_every = (cfg.steps / 20).max(1);
+        for step in 0..cfg.steps {
+            g.fill(0.0);
+            rows.clear();
+            for _ in 0..batch {
+                if cursor == 0 && batch < n {
+                    // Shuffle the cache indices as the per-example loop does, then map.
+                    rng.shuffle(&mut train_idx);
+                    for (r, &i) in train_rows.iter_mut().zip(&train_idx) {
+                        *r = row_of(i);
+                    }
+                }
+                rows.push(train_rows[cursor]);
+                cursor = (cursor + 1) % n;
+            }
+            for (b, &r) in rows.iter().enumerate() {
+                xb[b * sl..][..sl].copy_from_slice(&staged[r * sl..][..sl]);
+            }
+            let nb = rows.len();
+            head.forward_batch(&p, &xb[..nb * sl], nb, &mut s, &mut logits);
+            let (mut loss, mut correct) = (0.0f32, 0usize);
+            for (b, &r) in rows.iter().enumerate() {
+                let z = &logits[b * k..][..k];
+                let label = cache.labels[order[r]];
+                correct += (super::argmax(z) == label) as usize;
+                loss += softmax_ce(z, label, cfg.label_smoothing, &mut dl[b * k..][..k]);
+            }
+            head.backward_batch(&p, &xb[..nb * sl], nb, &mut s, &dl, &mut g);
+            loss /= batch as f32;
+            if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Diverged { step, loss });
+            }
+            let inv = 1.0 / batch as f32;
+            g.iter_mut().for_each(|v| *v *= inv);
+            let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
+            opt.step(&mut p, &g, lr, cfg.weight_decay);
+            head.prepare(&p);
+            report.steps_run = step + 1;
+            report.final_loss = loss;
+            let prog = Progress {
+                step: step + 1,
+                steps: cfg.steps,
+                loss,
+                accuracy: correct as f32 / batch as f32,
+            };
+            if !progress(&prog) {
+                return Err(Error::Cancelled { step: step + 1 });
+            }
+            if use_holdout && ((step + 1) % check_every == 0 || step + 1 == cfg.steps) {
+                let nv = val_rows.len();
+                xb[..nv * sl].copy_from_slice(&staged[n * sl..][..nv * sl]);
+                head.forward_batch(&p, &xb[..nv * sl], nv, &mut s, &mut logits);
+                let (mut vl, mut vc) = (0.0f32, 0usize);
+                for (b, &r) in val_rows.iter().enumerate() {
+                    let z = &logits[b * k..][..k];
+                    let label = cache.labels[order[r]];
+                    vc += (super::argmax(z) == label) as usize;
+                    vl += softmax_ce(z, label, 0.0, &mut dl[b * k..][..k]);
+                }
+                vl /= val_rows.len() as f32;
+                if vl < best_loss {
+                    best_loss = vl;
+                    best.copy_from_slice(&p);
+                    report.best_step = Some(step + 1);
+                    report.holdout_accuracy = Some(vc as f32 / val_rows.len() as f32);
+                    stale = 0;
+                } else {
+                    stale += 1;
+                    if stale >= cfg.patience {
+                        break;
+                    }
+                }
+            }
+        }
+        if use_holdout {
+            p = best;
+        }
+        Ok((p, report))
+    }
 }
 
 /// Logits of one example with trained parameters.
