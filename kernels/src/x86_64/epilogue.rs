@@ -51,6 +51,7 @@ pub(crate) unsafe fn i8_epi_avx512(
 ///
 /// # Safety
 /// `row < m`, `col0 + ncols ≤ n`, buffers valid, CPU has AVX2.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn i8_epi_avx2(
     args: &I8GemmArgs,

@@ -129,6 +129,7 @@ const WIDE_K: usize = 2048;
 
 /// The 4×16 tile with A already widened to u16 (sign-flipped, zero padded to a multiple
 /// of 4): each group of 4 activations is one 64-bit broadcast load, no shuffle.
+#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn micro_4x16_avx2_wide(
     groups: usize,
@@ -157,7 +158,11 @@ unsafe fn micro_4x16_avx2_wide(
 }
 
 /// # Safety
-/// `args` describes valid buffers and the CPU has AVX2.
+/// `args` describes valid buffers and the CPU has AVX2 and FMA.
+// The tile loop carries the features so the micro-kernel and the epilogue inline into
+// it: with small reductions (1×1 convolutions over 16-40 channels) two calls per tile
+// row cost as much as the arithmetic.
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn i8_gemm_4x16__avx2(args: &I8GemmArgs) {
     if args.k > WIDE_K || args.m == 0 || args.n == 0 {
         drive_i8::<4>(args, micro_4x16_avx2, super::epilogue::i8_epi_avx2);
