@@ -756,13 +756,34 @@ fn binary(
         shape_need("BinF32", reach(sa), a.len())?;
         shape_need("BinF32", reach(sb), b.len())?;
     }
-    let op = |x: f32, z: f32| match f {
-        BinOp::Add => x + z,
-        BinOp::Sub => x - z,
-        BinOp::Mul => x * z,
-        BinOp::Div => x / z,
-    };
     let (sa, sb) = (sa.map(|v| v as usize), sb.map(|v| v as usize));
+    // One monomorphic loop nest per operator: the row loops vectorise.
+    match f {
+        BinOp::Add => binary_rows(|x, z| x + z, d, (a, sa), (b, sb), y),
+        BinOp::Sub => binary_rows(|x, z| x - z, d, (a, sa), (b, sb), y),
+        BinOp::Mul => binary_rows(|x, z| x * z, d, (a, sa), (b, sb), y),
+        BinOp::Div => binary_rows(|x, z| x / z, d, (a, sa), (b, sb), y),
+    }
+    Ok(())
+}
+
+/// The loop nest of [`binary`] for one operator; extents were checked by the caller.
+#[inline(always)]
+fn binary_rows<F: Fn(f32, f32) -> f32 + Copy>(
+    op: F,
+    d: [usize; 4],
+    (a, sa): (&[f32], [usize; 4]),
+    (b, sb): (&[f32], [usize; 4]),
+    y: &mut [f32],
+) {
+    let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
+    let n = d.iter().product::<usize>();
+    if sa == dense && sb == dense {
+        for ((v, &x), &z) in y[..n].iter_mut().zip(&a[..n]).zip(&b[..n]) {
+            *v = op(x, z);
+        }
+        return;
+    }
     let mut o = 0;
     for i0 in 0..d[0] {
         for i1 in 0..d[1] {
@@ -770,22 +791,36 @@ fn binary(
                 let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
                 let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
                 let row = &mut y[o..o + d[3]];
-                if sa[3] == 1 && sb[3] == 1 {
-                    for ((v, &x), &z) in
-                        row.iter_mut().zip(&a[ba..ba + d[3]]).zip(&b[bb..bb + d[3]])
-                    {
-                        *v = op(x, z);
+                match (sa[3], sb[3]) {
+                    (1, 1) => {
+                        for ((v, &x), &z) in
+                            row.iter_mut().zip(&a[ba..ba + d[3]]).zip(&b[bb..bb + d[3]])
+                        {
+                            *v = op(x, z);
+                        }
                     }
-                } else {
-                    for (i3, v) in row.iter_mut().enumerate() {
-                        *v = op(a[ba + i3 * sa[3]], b[bb + i3 * sb[3]]);
+                    (1, 0) => {
+                        let z = b[bb];
+                        for (v, &x) in row.iter_mut().zip(&a[ba..ba + d[3]]) {
+                            *v = op(x, z);
+                        }
+                    }
+                    (0, 1) => {
+                        let x = a[ba];
+                        for (v, &z) in row.iter_mut().zip(&b[bb..bb + d[3]]) {
+                            *v = op(x, z);
+                        }
+                    }
+                    _ => {
+                        for (i3, v) in row.iter_mut().enumerate() {
+                            *v = op(a[ba + i3 * sa[3]], b[bb + i3 * sb[3]]);
+                        }
                     }
                 }
                 o += d[3];
             }
         }
     }
-    Ok(())
 }
 
 /// `y = x.transpose(perm)`; `dims` is x's 4-D shape.
