@@ -571,7 +571,11 @@ impl Tail {
             .max()
             .unwrap_or(0);
         let prep_len = pa.0 + 2 * wmax;
-        let sc = Tail::scratch_layout(&net, wmax);
+        let rank = match variant {
+            Variant::Lora { rank } => rank,
+            _ => 0,
+        };
+        let sc = Tail::scratch_layout(&net, wmax, rank);
         Tail {
             net,
             variant,
@@ -590,7 +594,7 @@ impl Tail {
         }
     }
 
-    fn scratch_layout(net: &TailNet, wmax: usize) -> Scratch {
+    fn scratch_layout(net: &TailNet, wmax: usize, rank: usize) -> Scratch {
         let mut a = Alloc(0);
         let mut s = Scratch::default();
         for (i, &(t, c)) in net.slots.iter().enumerate() {
@@ -604,7 +608,8 @@ impl Tail {
             s.z.push(match *l {
                 Layer::Pw { y, cin, cout, .. } => {
                     let t = net.slots[y].0;
-                    xt = xt.max(cin * t);
+                    // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
+                    xt = xt.max(cin * t).max(2 * t * rank);
                     zp = zp.max(pack::packed_f32_len(t, cout));
                     dx = dx.max(t * cin);
                     a.take(t * cout)
@@ -1159,6 +1164,61 @@ impl Tail {
             return;
         };
         let sc = &self.sc;
+        if let (
+            Variant::Lora { rank },
+            PRanges {
+                a: Some(ra),
+                bb: Some(rb),
+                ..
+            },
+        ) = (self.variant, &self.pr[i])
+        {
+            // ΔW = k·A·B, dW = Xᵀ·dZ: dA = k·Xᵀ·(dZ·Bᵀ) and dB = k·(X·A)ᵀ·dZ, without
+            // forming the cin × cout dW (t·rank·(cin + cout) products instead of
+            // t·cin·cout).
+            let k = self.lora_scale();
+            let (am, bm) = (&p[ra.clone()], &p[rb.clone()]);
+            let xo = if xi == 0 {
+                None
+            } else {
+                Some(sc.val[xi].start)
+            };
+            let (zb, xa) = (sc.xt.start, sc.xt.start + t * rank);
+            for tok in 0..t {
+                for j in 0..rank {
+                    let dz = &s[sc.grad[y].start + tok * cout..][..cout];
+                    let v = super::nn::dot(dz, &bm[j * cout..][..cout]);
+                    s[zb + tok * rank + j] = v;
+                    let x = match xo {
+                        None => &input[tok * cin..][..cin],
+                        Some(o) => &s[o + tok * cin..][..cin],
+                    };
+                    let mut u = 0.0;
+                    for (r, &xv) in x.iter().enumerate() {
+                        u += xv * am[r * rank + j];
+                    }
+                    s[xa + tok * rank + j] = u;
+                }
+            }
+            for tok in 0..t {
+                for r in 0..cin {
+                    let xv = match xo {
+                        None => input[tok * cin + r],
+                        Some(o) => s[o + tok * cin + r],
+                    };
+                    for j in 0..rank {
+                        g[ra.start + r * rank + j] += k * xv * s[zb + tok * rank + j];
+                    }
+                }
+                for j in 0..rank {
+                    let a = k * s[xa + tok * rank + j];
+                    let dz = &s[sc.grad[y].start + tok * cout..][..cout];
+                    let gb = &mut g[rb.start + j * cout..][..cout];
+                    gb.iter_mut().zip(dz).for_each(|(o, v)| *o += a * v);
+                }
+            }
+            return;
+        }
         // xᵀ into `xt`, dz packed into `zpack`, then dW = xᵀ·dz into `dw`.
         for tok in 0..t {
             for ch in 0..cin {
@@ -1182,36 +1242,8 @@ impl Tail {
             self.gemm((cin, cout, t), xt, zp, dw);
         }
         let dw = &s[sc.dw.start..sc.dw.start + cin * cout];
-        match (self.variant, &self.pr[i]) {
-            (Variant::Full, PRanges { w: Some(rw), .. }) => {
-                g[rw.clone()].iter_mut().zip(dw).for_each(|(o, v)| *o += v);
-            }
-            (
-                Variant::Lora { rank },
-                PRanges {
-                    a: Some(ra),
-                    bb: Some(rb),
-                    ..
-                },
-            ) => {
-                // ΔW = s·A·B: dA = s·dW·Bᵀ, dB = s·Aᵀ·dW.
-                let k = self.lora_scale();
-                let (am, bm) = (&p[ra.clone()], &p[rb.clone()]);
-                for r in 0..cin {
-                    let row = &dw[r * cout..(r + 1) * cout];
-                    for j in 0..rank {
-                        let br = &bm[j * cout..(j + 1) * cout];
-                        let d: f32 = row.iter().zip(br).map(|(a, b)| a * b).sum();
-                        g[ra.start + r * rank + j] += k * d;
-                        let a = k * am[r * rank + j];
-                        if a != 0.0 {
-                            let gb = &mut g[rb.start + j * cout..rb.start + (j + 1) * cout];
-                            gb.iter_mut().zip(row).for_each(|(o, v)| *o += a * v);
-                        }
-                    }
-                }
-            }
-            _ => {}
+        if let Some(rw) = &self.pr[i].w {
+            g[rw.clone()].iter_mut().zip(dw).for_each(|(o, v)| *o += v);
         }
     }
 }
