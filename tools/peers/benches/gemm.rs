@@ -6,11 +6,13 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops::{self, I8Dst, I8Quant};
-use edgetune_kernels::registry::{F32_GEMM, I8_GEMM};
+use edgetune_kernels::reference::ConvGeom;
+use edgetune_kernels::registry::{DW_I8, F32_GEMM, I8_GEMM};
 use edgetune_kernels::{pack, Act, I8Out, Tier};
 use std::time::Duration;
 
-/// The kernels issue's shapes (m×n×k) and two EfficientNet-Lite0 1×1 convolutions.
+/// The kernels issue's shapes (m×n×k) and two EfficientNet-Lite0 1×1 convolutions
+/// (its 3×3 depthwise is the `depthwise` group below).
 const SHAPES: [(usize, usize, usize); 6] = [
     (256, 256, 256),
     (64, 768, 768),
@@ -90,5 +92,60 @@ fn gemm(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, gemm);
+/// EfficientNet-Lite0's 3×3 depthwise convolution at 56×56×144 (stride 1, pad 1), per
+/// tier; 2·9 operations per output.
+fn depthwise(c: &mut Criterion) {
+    let cpu = Cpu::detect();
+    let (h, w, ch) = (56, 56, 144);
+    let geom = ConvGeom {
+        h,
+        w,
+        ic: ch,
+        oc: ch,
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 1,
+        pad_right: 1,
+        groups: ch,
+    };
+    let x: Vec<u8> = (0..h * w * ch).map(|i| (i * 31 % 251) as u8).collect();
+    let wt: Vec<i16> = (0..9 * ch).map(|i| (i as i16 * 7 % 255) - 127).collect();
+    let bias = vec![5i32; ch];
+    let scale = vec![0.002f32; ch];
+    let mut y = vec![0u8; h * w * ch];
+    let mut g = c.benchmark_group(format!("gemm_dw3x3_{h}x{w}x{ch}"));
+    g.throughput(Throughput::Elements(2 * 9 * (h * w * ch) as u64));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for d in DW_I8.iter().filter(|d| cpu.supports(d)) {
+        let mut kern = Kernels::select(&cpu, None);
+        kern.dw_i8 = d;
+        g.bench_function(BenchmarkId::new("dw_i8", d.name), |b| {
+            b.iter(|| {
+                ops::depthwise_i8(
+                    &kern,
+                    &geom,
+                    &x,
+                    3,
+                    &wt,
+                    Some(&bias),
+                    &scale,
+                    (0, 0, 255),
+                    &mut y,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm, depthwise);
 criterion_main!(benches);
