@@ -121,6 +121,8 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
         12,
         16
     ),
+    #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+    desc!(arm::i8_gemm_2x16__neon, Neon, [Neon], 2, 16),
     #[cfg(target_arch = "aarch64")]
     desc!(a64::i8_gemm_4x16__neon, Neon, [Neon], 4, 16),
     #[cfg(target_arch = "aarch64")]

@@ -3,9 +3,9 @@
 //! block with its own loop that enables NEON for the assembler (`.fpu neon`); the tier is
 //! picked only when the kernel reports NEON (`HWCAP_NEON`).
 
-use crate::pack::F32_NR;
-use crate::tile::drive_f32;
-use crate::F32GemmArgs;
+use crate::pack::{F32_NR, I8_NR};
+use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
+use crate::{F32GemmArgs, I8GemmArgs};
 
 /// 4×16 tile as two passes of 4×8: eight q accumulators (q8-q15 = d16-d31), the B row in
 /// q0-q1 and the four A values in d4-d5, `vmla.f32` by scalar. d16-d31 cannot be named as
@@ -78,6 +78,131 @@ unsafe fn f32_micro_4x16(
 /// `args` describes valid buffers and the CPU has NEON.
 pub unsafe fn f32_gemm_4x16__neon(args: &F32GemmArgs) {
     drive_f32::<4>(args, f32_micro_4x16)
+}
+
+/// 2×16 int8 tile: per group of 4 reductions, `vld4.8` splits the packed panel into one
+/// register per reduction index (16 columns in two halves), `vmovl.s8` widens the weights
+/// and `vmlal.s16` by scalar lane adds each activation's products (u8 widened to i16: exact).
+/// Accumulators q8-q15 (saved by the block, as in the f32 kernel); activations in d0-d1
+/// (16-bit scalars must sit in d0-d7); weights in d2-d9, widened in d10-d13.
+/// Groups past the last full one (k % 4) are added in Rust from the zero-padded panel.
+///
+/// # Safety
+/// The CPU has NEON; pointers as in [`crate::tile::drive_i8`].
+unsafe fn i8_micro_2x16(
+    k: usize,
+    a: &[*const u8; 2],
+    flip: bool,
+    b: *const i8,
+    acc: &mut [[i32; I8_NR]; 2],
+) {
+    let full = k / 4;
+    if full > 0 {
+        // SAFETY: `b` holds `full` groups of 64 bytes, each `a[r]` has `4·full ≤ k`
+        // readable bytes (`ldr` may be unaligned on ARMv7 Linux), and `acc` is 2 rows of
+        // 16 i32 written contiguously (128 bytes).
+        unsafe {
+            core::arch::asm!(
+                ".fpu neon",
+                "vpush {{d16-d31}}",
+                "vdup.8 d14, {m}",
+                "vmov.i32 q8, #0",
+                "vmov.i32 q9, #0",
+                "vmov.i32 q10, #0",
+                "vmov.i32 q11, #0",
+                "vmov.i32 q12, #0",
+                "vmov.i32 q13, #0",
+                "vmov.i32 q14, #0",
+                "vmov.i32 q15, #0",
+                "2:",
+                "vld4.8 {{d2, d3, d4, d5}}, [{b}]!",
+                "vld4.8 {{d6, d7, d8, d9}}, [{b}]!",
+                "ldr {t}, [{a0}], #4",
+                "vmov.32 d0[0], {t}",
+                "ldr {t}, [{a1}], #4",
+                "vmov.32 d0[1], {t}",
+                "veor d0, d0, d14",
+                "vmovl.u8 q0, d0",
+                "vmovl.s8 q5, d2",
+                "vmovl.s8 q6, d6",
+                "vmlal.s16 q8, d10, d0[0]",
+                "vmlal.s16 q9, d11, d0[0]",
+                "vmlal.s16 q10, d12, d0[0]",
+                "vmlal.s16 q11, d13, d0[0]",
+                "vmlal.s16 q12, d10, d1[0]",
+                "vmlal.s16 q13, d11, d1[0]",
+                "vmlal.s16 q14, d12, d1[0]",
+                "vmlal.s16 q15, d13, d1[0]",
+                "vmovl.s8 q5, d3",
+                "vmovl.s8 q6, d7",
+                "vmlal.s16 q8, d10, d0[1]",
+                "vmlal.s16 q9, d11, d0[1]",
+                "vmlal.s16 q10, d12, d0[1]",
+                "vmlal.s16 q11, d13, d0[1]",
+                "vmlal.s16 q12, d10, d1[1]",
+                "vmlal.s16 q13, d11, d1[1]",
+                "vmlal.s16 q14, d12, d1[1]",
+                "vmlal.s16 q15, d13, d1[1]",
+                "vmovl.s8 q5, d4",
+                "vmovl.s8 q6, d8",
+                "vmlal.s16 q8, d10, d0[2]",
+                "vmlal.s16 q9, d11, d0[2]",
+                "vmlal.s16 q10, d12, d0[2]",
+                "vmlal.s16 q11, d13, d0[2]",
+                "vmlal.s16 q12, d10, d1[2]",
+                "vmlal.s16 q13, d11, d1[2]",
+                "vmlal.s16 q14, d12, d1[2]",
+                "vmlal.s16 q15, d13, d1[2]",
+                "vmovl.s8 q5, d5",
+                "vmovl.s8 q6, d9",
+                "vmlal.s16 q8, d10, d0[3]",
+                "vmlal.s16 q9, d11, d0[3]",
+                "vmlal.s16 q10, d12, d0[3]",
+                "vmlal.s16 q11, d13, d0[3]",
+                "vmlal.s16 q12, d10, d1[3]",
+                "vmlal.s16 q13, d11, d1[3]",
+                "vmlal.s16 q14, d12, d1[3]",
+                "vmlal.s16 q15, d13, d1[3]",
+                "subs {k}, {k}, #1",
+                "bne 2b",
+                "vst1.32 {{d16-d19}}, [{c}]!",
+                "vst1.32 {{d20-d23}}, [{c}]!",
+                "vst1.32 {{d24-d27}}, [{c}]!",
+                "vst1.32 {{d28-d31}}, [{c}]",
+                "vpop {{d16-d31}}",
+                k = inout(reg) full => _,
+                b = inout(reg) b => _,
+                a0 = inout(reg) a[0] => _,
+                a1 = inout(reg) a[1] => _,
+                c = inout(reg) acc.as_mut_ptr().cast::<i32>() => _,
+                m = in(reg) if flip { 0x80u32 } else { 0 },
+                t = out(reg) _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+                out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                out("d12") _, out("d13") _, out("d14") _,
+            );
+        }
+    }
+    if full * 4 < k {
+        // SAFETY: the panel is zero padded to whole groups; `load_a4` reads only `k` bytes.
+        let w = unsafe { &*(b.add(full * 64) as *const [i8; 64]) };
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: `a[r]` has `k` readable bytes.
+            let av = unsafe { load_a4(a[r], full, k, flip) }.to_ne_bytes();
+            for (j, v) in row.iter_mut().enumerate() {
+                for q in 0..4 {
+                    *v += av[q] as i32 * w[j * 4 + q] as i32;
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `args` describes valid buffers and the CPU has NEON.
+pub unsafe fn i8_gemm_2x16__neon(args: &I8GemmArgs) {
+    drive_i8::<2>(args, i8_micro_2x16, i8_epi_scalar)
 }
 
 /// `HWCAP_NEON` from the auxiliary vector (`std::arch::is_arm_feature_detected!` is
