@@ -693,7 +693,11 @@ macro_rules! ew_tier {
         }
     };
 }
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "arm", not(target_os = "none"))
+))]
 pub(crate) use ew_tier;
 
 /// Portable lanes: `wide::f32x8` (two SSE registers on x86-64, NEON pairs on aarch64,

@@ -136,6 +136,8 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),
     #[cfg(target_arch = "aarch64")]
     desc!(a64::dw_i8_8c__neon, Neon, [Neon], 1, 8),
+    #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+    desc!(arm::dw_i8_8c__neon, Neon, [Neon], 1, 8),
     #[cfg(target_arch = "x86_64")]
     desc!(x86::dw_i8_8c__avx2, Avx2, [Avx2, Fma], 1, 8),
     #[cfg(target_arch = "x86_64")]
@@ -193,5 +195,14 @@ pub static EW: &[KernelDesc<&'static EwFns>] = &[
         mr: 1,
         nr: 4,
         f: &a64::EW_NEON,
+    },
+    #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+    KernelDesc {
+        name: "ew_2__neon",
+        tier: Tier::Neon,
+        features: &[Feature::Neon],
+        mr: 1,
+        nr: 2,
+        f: &arm::EW_NEON,
     },
 ];

@@ -3,9 +3,12 @@
 //! block with its own loop that enables NEON for the assembler (`.fpu neon`); the tier is
 //! picked only when the kernel reports NEON (`HWCAP_NEON`).
 
+mod ew;
+pub use ew::EW_NEON;
+
 use crate::pack::{F32_NR, I8_NR};
 use crate::tile::{drive_f32, drive_i8, i8_epi_scalar, load_a4};
-use crate::{F32GemmArgs, I8GemmArgs};
+use crate::{DwI8Args, F32GemmArgs, I8GemmArgs};
 
 /// 4×16 tile as two passes of 4×8: eight q accumulators (q8-q15 = d16-d31), the B row in
 /// q0-q1 and the four A values in d4-d5, `vmla.f32` by scalar. d16-d31 cannot be named as
@@ -203,6 +206,104 @@ unsafe fn i8_micro_2x16(
 /// `args` describes valid buffers and the CPU has NEON.
 pub unsafe fn i8_gemm_2x16__neon(args: &I8GemmArgs) {
     drive_i8::<2>(args, i8_micro_2x16, i8_epi_scalar)
+}
+
+/// Adds one row of `n ≥ 1` depthwise taps for 8 channels to `acc`: `vld1.8` the
+/// activations, `vmovl.u8` and subtract the zero point as i16, `vmlal.s16` with the i16
+/// weights, summed in i32 as the reference does.
+/// Accumulators in q2-q3 between memory and registers, the zero point in q4.
+///
+/// # Safety
+/// The CPU has NEON; `x` and `w` point at `n` taps of 8 readable channels `c` apart (`w`
+/// in i16 units), 2-byte aligned `w`.
+unsafe fn dw_row_8c(
+    x: *const u8,
+    w: *const i16,
+    n: usize,
+    c: usize,
+    zero: i32,
+    acc: &mut [i32; 8],
+) {
+    // SAFETY: per the contract above; `acc` is 8 contiguous i32.
+    unsafe {
+        core::arch::asm!(
+            ".fpu neon",
+            "vld1.32 {{d4-d7}}, [{acc}]",
+            "vdup.16 q4, {z}",
+            "2:",
+            "vld1.8 {{d0}}, [{x}], {cx}",
+            "vld1.16 {{d2, d3}}, [{w}], {cw}",
+            "vmovl.u8 q0, d0",
+            "vsub.i16 q0, q0, q4",
+            "vmlal.s16 q2, d0, d2",
+            "vmlal.s16 q3, d1, d3",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vst1.32 {{d4-d7}}, [{acc}]",
+            x = inout(reg) x => _,
+            w = inout(reg) w => _,
+            n = inout(reg) n => _,
+            cx = in(reg) c,
+            cw = in(reg) 2 * c,
+            z = in(reg) zero,
+            acc = in(reg) acc.as_mut_ptr(),
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _,
+        );
+    }
+}
+
+/// Depthwise int8, 8 channels per step with NEON taps (`dw_row_8c`); channels past the
+/// last multiple of 8 and the requantisation are the portable tier's scalar code, so the
+/// output is bit-identical to the reference.
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has NEON.
+pub unsafe fn dw_i8_8c__neon(a: &DwI8Args) {
+    let full = a.c - a.c % 8;
+    for oy in 0..a.oh {
+        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
+        let ky0 = (-y0).max(0) as usize;
+        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        for ox in 0..a.ow {
+            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
+            let kx0 = (-x0).max(0) as usize;
+            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let out = (oy * a.ow + ox) * a.c;
+            for c0 in (0..a.c).step_by(8) {
+                let nc = (a.c - c0).min(8);
+                let mut acc = [0i32; 8];
+                for ky in ky0..ky1 {
+                    let iy = (y0 + ky as isize) as usize;
+                    let ix = (x0 + kx0 as isize) as usize;
+                    let xp = a.x.add((iy * a.w + ix) * a.c + c0);
+                    let wp = a.weights.add((ky * a.kw + kx0) * a.c + c0);
+                    if c0 < full && kx1 > kx0 {
+                        dw_row_8c(xp, wp, kx1 - kx0, a.c, a.x_zero, &mut acc);
+                    } else {
+                        for t in 0..kx1.saturating_sub(kx0) {
+                            for (i, v) in acc.iter_mut().enumerate().take(nc) {
+                                let xv = *xp.add(t * a.c + i) as i32 - a.x_zero;
+                                *v += xv * *wp.add(t * a.c + i) as i32;
+                            }
+                        }
+                    }
+                }
+                for (i, &v) in acc.iter().enumerate().take(nc) {
+                    let ch = c0 + i;
+                    let t = v + if a.bias.is_null() { 0 } else { *a.bias.add(ch) };
+                    let y = crate::quant::requant(
+                        t as f32 * *a.scale.add(ch),
+                        a.y_zero,
+                        a.qmin,
+                        a.qmax,
+                    );
+                    *a.y.add(out + ch) = y as u8;
+                }
+            }
+        }
+    }
 }
 
 /// `HWCAP_NEON` from the auxiliary vector (`std::arch::is_arm_feature_detected!` is
