@@ -77,12 +77,16 @@ fn range(t: &TensorInfo) -> Range<usize> {
     t.offset..t.offset + t.bytes()
 }
 
+/// A tensor's bytes as f32. A crafted plan can give an f32 op a tensor whose size is not a
+/// multiple of 4 (or, through its offsets, misaligned): whole values only, and an empty
+/// view rather than a panic when misaligned; the ops' shape checks then refuse it.
 fn f32s(b: &[u8]) -> &[f32] {
-    bytemuck::cast_slice(b)
+    bytemuck::try_cast_slice(&b[..b.len() / 4 * 4]).unwrap_or(&[])
 }
 
 fn f32s_mut(b: &mut [u8]) -> &mut [f32] {
-    bytemuck::cast_slice_mut(b)
+    let n = b.len() / 4 * 4;
+    bytemuck::try_cast_slice_mut(&mut b[..n]).unwrap_or(&mut [])
 }
 
 impl<'p, 'm> Executor<'p, 'm> {
