@@ -1,5 +1,5 @@
 //! Input preprocessing declared by a backbone (stored in the plan's metadata as
-//! `preprocess=image:SIZE:MEAN:STD`, `audio:oww:FRAMES` or `text:TOKENS`), so apps and the
+//! `preprocess=image:SIZE:MEAN:STD`, `audio:oww:FRAMES` or `text:TOKENS[:CHUNKS]`), so apps and the
 //! CLI do not hard-code it. Audio plans carry their mel filter bank (metadata
 //! `mel_filters`, hex of little-endian f32) and text plans their tokenizer
 //! (`tokenizer`, the tokenizer.json text).
@@ -15,10 +15,14 @@ pub enum Preprocess {
     Audio {
         frames: usize,
     },
-    /// Text → the plan's tokenizer → `tokens` ids (truncated or padded), attention mask
-    /// and token types, bound to the inputs by name.
+    /// Text → the plan's tokenizer → `tokens` ids (padded), attention mask and token
+    /// types, bound to the inputs by name. A longer text is cut into up to `chunks`
+    /// consecutive windows of `tokens` (each with the tokenizer's special tokens), each
+    /// runs through the backbone and the example's taps are their mean; the rest is
+    /// dropped. One window reads a news article's first ~90 words only.
     Text {
         tokens: usize,
+        chunks: usize,
     },
 }
 
@@ -33,8 +37,12 @@ impl Preprocess {
             ("audio", Some("oww"), Some(n), None) => Preprocess::Audio {
                 frames: n.parse().ok().filter(|n| (1..=4096).contains(n))?,
             },
-            ("text", Some(n), None, None) => Preprocess::Text {
-                tokens: n.parse().ok().filter(|n| (1..=8192).contains(n))?,
+            ("text", Some(n), c, None) => Preprocess::Text {
+                tokens: n.parse().ok().filter(|n| (3..=8192).contains(n))?,
+                chunks: match c {
+                    None => 1,
+                    Some(c) => c.parse().ok().filter(|c| (1..=64).contains(c))?,
+                },
             },
             _ => return None,
         };
@@ -159,6 +167,29 @@ pub fn resize_bilinear(src: &[f32], w: usize, h: usize, n: usize, dst: &mut [f32
             let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
             let bot = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
             dst[oy * n + ox] = top * (1.0 - fy) + bot * fy;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_declarations_parse_with_optional_chunks() {
+        let t = |tokens, chunks| Some(Preprocess::Text { tokens, chunks });
+        assert_eq!(Preprocess::parse("text:128"), t(128, 1));
+        assert_eq!(Preprocess::parse("text:128:8"), t(128, 8));
+        for bad in [
+            "text",
+            "text:",
+            "text:2",
+            "text:128:0",
+            "text:128:65",
+            "text:128:x",
+            "text:128:8:1",
+        ] {
+            assert_eq!(Preprocess::parse(bad), None, "{bad}");
         }
     }
 }

@@ -23,6 +23,9 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 const T: usize = 128;
 const D: usize = 384;
+/// Windows of `T` tokens read per text: a BBC article has 4.3 on average (one window
+/// reads its first ~90 words; 8 windows: `edgetune eval` ncm 0.889 → 0.924 over 20 episodes).
+const CHUNKS: usize = 8;
 /// The encoder's last hidden state (before mean pooling), for the `query` head.
 const HIDDEN: &str = "/LayerNorm_12/LayerNormalization_output_0";
 
@@ -129,6 +132,7 @@ impl<'p> Encoder<'p> {
         let path = root().join("models/minilm_tokenizer.json");
         let mut tok =
             Tokenizer::from_file(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        // Longer texts come back as `overflowing` windows, each with its special tokens.
         tok.with_truncation(Some(TruncationParams {
             max_length: T,
             ..Default::default()
@@ -144,27 +148,43 @@ impl<'p> Encoder<'p> {
         Ok(Encoder { tok, reader, bufs })
     }
 
+    /// The text's first `CHUNKS` windows of 128 tokens, each through the backbone; the
+    /// sentence embedding and the token states (padding zeroed) are their means.
     fn encode(&mut self, text: &str) -> Result<()> {
         let e = self
             .tok
             .encode(text, true)
             .map_err(|e| invalid(format!("tokenizer: {e}")))?;
-        let ids: Vec<f32> = e.get_ids().iter().map(|&v| v as f32).collect();
-        let mask: Vec<f32> = e.get_attention_mask().iter().map(|&v| v as f32).collect();
-        let types = vec![0.0; T];
-        let ex = &mut self.reader.exec;
-        ex.run(&[&ids, &mask, &types])?;
-        let plan = ex.plan();
-        for (port, buf) in [&plan.outputs[0], &plan.taps[0]]
-            .into_iter()
-            .zip(&mut self.bufs)
-        {
-            ex.tensor_f32(port.tensor, buf)?;
-        }
-        for (row, &m) in self.bufs[1].chunks_exact_mut(D).zip(&mask) {
-            if m == 0.0 {
-                row.fill(0.0);
+        let windows: Vec<&tokenizers::Encoding> = std::iter::once(&e)
+            .chain(e.get_overflowing().iter())
+            .take(CHUNKS)
+            .collect();
+        let mut sum: Vec<Vec<f32>> = self.bufs.iter().map(|b| vec![0.0; b.len()]).collect();
+        for w in &windows {
+            let ids: Vec<f32> = w.get_ids().iter().map(|&v| v as f32).collect();
+            let mask: Vec<f32> = w.get_attention_mask().iter().map(|&v| v as f32).collect();
+            let types = vec![0.0; T];
+            let ex = &mut self.reader.exec;
+            ex.run(&[&ids, &mask, &types])?;
+            let plan = ex.plan();
+            for (port, buf) in [&plan.outputs[0], &plan.taps[0]]
+                .into_iter()
+                .zip(&mut self.bufs)
+            {
+                ex.tensor_f32(port.tensor, buf)?;
             }
+            for (row, &m) in self.bufs[1].chunks_exact_mut(D).zip(&mask) {
+                if m == 0.0 {
+                    row.fill(0.0);
+                }
+            }
+            for (s, b) in sum.iter_mut().zip(&self.bufs) {
+                s.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+            }
+        }
+        let k = 1.0 / windows.len() as f32;
+        for (b, s) in self.bufs.iter_mut().zip(&sum) {
+            b.iter_mut().zip(s).for_each(|(b, s)| *b = s * k);
         }
         Ok(())
     }
@@ -254,7 +274,7 @@ fn run() -> Result<()> {
         }
         let per = t0.elapsed().as_secs_f64() / cache.len() as f64;
         println!(
-            "BBC News: {} articles ({} per topic), first 128 tokens, encoded in {:.1} ms each on edgetune",
+            "BBC News: {} articles ({} per topic), up to {CHUNKS} windows of 128 tokens, encoded in {:.1} ms each on edgetune",
             cache.len(),
             articles / topics.len(),
             per * 1e3

@@ -310,14 +310,13 @@ pub fn build_cache(
                 }
                 _ => img,
             };
-            prep.inputs(im, &mut input).map_err(|e| match e {
-                Error::NonFinite { .. } => Error::NonFinite {
-                    what: format!("input {i}"),
-                },
-                e => e,
-            })?;
-            let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
-            rd.run_inputs(&refs, &mut bufs)?;
+            prep.run_taps(&mut rd, im, &mut input, &mut bufs)
+                .map_err(|e| match e {
+                    Error::NonFinite { .. } => Error::NonFinite {
+                        what: format!("input {i}"),
+                    },
+                    e => e,
+                })?;
             if reduce != Reduce::Full {
                 for ((b, o), t) in bufs.iter().zip(pooled_bufs.iter_mut()).zip(&rd.shapes) {
                     let d = TapDims {
@@ -570,9 +569,7 @@ pub fn predict_cmd(
     let mut input = Vec::new();
     for p in inputs {
         let sample = prep.load(p)?;
-        prep.inputs(&sample, &mut input)?;
-        let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
-        rd.run_inputs(&refs, &mut bufs)?;
+        prep.run_taps(&mut rd, &sample, &mut input, &mut bufs)?;
         let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
         a.method.scores(&views, &dims, &mut scores)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();

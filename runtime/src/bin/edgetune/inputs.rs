@@ -4,6 +4,7 @@
 
 use crate::fewshot::{load_image, Image};
 use edgetune::audio::{loudest_window, MelConfig, MelFrontEnd};
+use edgetune::features::TapReader;
 use edgetune::plan::Plan;
 use edgetune::preprocess::{hex_f32, ImagePrep, Preprocess};
 use edgetune::{Error, Result};
@@ -12,10 +13,10 @@ use std::str::FromStr;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// One decoded example: an image (resized at cache time, so it can be augmented) or the
-/// backbone's input tensors.
+/// backbone's input tensors, one set per chunk of a long text (the taps are their mean).
 pub enum Sample {
     Image(Image),
-    Inputs(Vec<Vec<f32>>),
+    Inputs(Vec<Vec<Vec<f32>>>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +35,7 @@ pub enum Prep {
     Text {
         tok: Box<Tokenizer>,
         tokens: usize,
+        chunks: usize,
         roles: Vec<Role>,
     },
 }
@@ -42,7 +44,7 @@ fn invalid(what: String) -> Error {
     Error::Invalid { what }
 }
 
-const HOW: &str = "compile with --preprocess image:SIZE:MEAN:STD, audio:oww:FRAMES --mel-filters FILE, or text:TOKENS --tokenizer FILE";
+const HOW: &str = "compile with --preprocess image:SIZE:MEAN:STD, audio:oww:FRAMES --mel-filters FILE, or text:TOKENS[:CHUNKS] --tokenizer FILE";
 
 /// The preprocessing `plan` declares, with what it carries (filter bank, tokenizer).
 pub fn prep_of(plan: &Plan) -> Result<Prep> {
@@ -86,7 +88,7 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                     frames,
                 }
             }
-            Preprocess::Text { tokens } => {
+            Preprocess::Text { tokens, chunks } => {
                 let json = plan
                     .meta("tokenizer")
                     .ok_or_else(|| invalid(format!("text plan carries no tokenizer ({HOW})")))?;
@@ -125,6 +127,7 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                 Prep::Text {
                     tok: Box::new(tok),
                     tokens,
+                    chunks,
                     roles,
                 }
             }
@@ -176,25 +179,39 @@ impl Prep {
                 front.features(&x, &mut feat)?;
                 let w = loudest_window(&feat, cfg.bands, *frames)
                     .ok_or_else(|| io(path, "clip shorter than one window".into()))?;
-                Ok(Sample::Inputs(vec![w.to_vec()]))
+                Ok(Sample::Inputs(vec![vec![w.to_vec()]]))
             }
-            Prep::Text { tok, tokens, roles } => {
+            Prep::Text {
+                tok,
+                tokens,
+                chunks,
+                roles,
+            } => {
                 let bytes = std::fs::read(path).map_err(|e| io(path, e.to_string()))?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| io(path, "unreadable text: not UTF-8".into()))?;
                 let e = tok
                     .encode(text, true)
                     .map_err(|e| io(path, format!("tokenizer: {e}")))?;
-                let ids: Vec<f32> = e.get_ids().iter().map(|&v| v as f32).collect();
-                let mask: Vec<f32> = e.get_attention_mask().iter().map(|&v| v as f32).collect();
-                debug_assert_eq!(ids.len(), *tokens);
+                // The tokenizer cuts a long text into windows (`overflowing`), each with
+                // its special tokens and padded to `tokens`.
+                let windows = std::iter::once(&e).chain(e.get_overflowing().iter());
                 Ok(Sample::Inputs(
-                    roles
-                        .iter()
-                        .map(|r| match r {
-                            Role::Ids => ids.clone(),
-                            Role::Mask => mask.clone(),
-                            Role::Types => vec![0.0; *tokens],
+                    windows
+                        .take(*chunks)
+                        .map(|w| {
+                            let ids: Vec<f32> = w.get_ids().iter().map(|&v| v as f32).collect();
+                            let mask: Vec<f32> =
+                                w.get_attention_mask().iter().map(|&v| v as f32).collect();
+                            debug_assert_eq!(ids.len(), *tokens);
+                            roles
+                                .iter()
+                                .map(|r| match r {
+                                    Role::Ids => ids.clone(),
+                                    Role::Mask => mask.clone(),
+                                    Role::Types => vec![0.0; *tokens],
+                                })
+                                .collect()
                         })
                         .collect(),
                 ))
@@ -202,16 +219,50 @@ impl Prep {
         }
     }
 
-    /// The backbone's input tensors for a sample (images resized and scaled here).
-    pub fn inputs(&self, s: &Sample, out: &mut Vec<Vec<f32>>) -> Result<()> {
+    /// Runs `s` through the backbone and leaves its taps in `outs`: the mean over the
+    /// chunks of a long text. `input` is scratch for the input tensors.
+    pub fn run_taps(
+        &self,
+        rd: &mut TapReader,
+        s: &Sample,
+        input: &mut Vec<Vec<f32>>,
+        outs: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let sets: &[Vec<Vec<f32>>] = match s {
+            Sample::Inputs(sets) if sets.len() > 1 => sets,
+            _ => {
+                self.inputs(s, 0, input)?;
+                let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
+                return rd.run_inputs(&refs, outs);
+            }
+        };
+        let mut sum: Vec<Vec<f32>> = outs.iter().map(|o| vec![0.0; o.len()]).collect();
+        for c in 0..sets.len() {
+            self.inputs(s, c, input)?;
+            let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
+            rd.run_inputs(&refs, outs)?;
+            for (a, o) in sum.iter_mut().zip(outs.iter()) {
+                a.iter_mut().zip(o).for_each(|(a, o)| *a += o);
+            }
+        }
+        let k = 1.0 / sets.len() as f32;
+        for (o, a) in outs.iter_mut().zip(&sum) {
+            o.iter_mut().zip(a).for_each(|(o, a)| *o = a * k);
+        }
+        Ok(())
+    }
+
+    /// The backbone's input tensors for chunk `chunk` of a sample (images resized and
+    /// scaled here).
+    pub fn inputs(&self, s: &Sample, chunk: usize, out: &mut Vec<Vec<f32>>) -> Result<()> {
         match (self, s) {
             (Prep::Image(p), Sample::Image(im)) => {
                 out.resize(1, Vec::new());
                 p.apply(&im.px, im.w, im.h, im.c, &mut out[0]);
             }
-            (_, Sample::Inputs(v)) => {
+            (_, Sample::Inputs(sets)) => {
                 out.clear();
-                out.extend(v.iter().cloned());
+                out.extend(sets.get(chunk).into_iter().flatten().cloned());
             }
             _ => {
                 return Err(invalid(
@@ -229,5 +280,78 @@ impl Prep {
 
     pub fn is_image(&self) -> bool {
         matches!(self, Prep::Image(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_prep(tokens: usize, chunks: usize) -> Prep {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/minilm_tokenizer.json"
+        );
+        let mut tok = Tokenizer::from_file(path).unwrap();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: tokens,
+            ..Default::default()
+        }))
+        .unwrap();
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(tokens),
+            ..Default::default()
+        }));
+        Prep::Text {
+            tok: Box::new(tok),
+            tokens,
+            chunks,
+            roles: vec![Role::Ids, Role::Mask, Role::Types],
+        }
+    }
+
+    #[test]
+    fn long_texts_become_consecutive_windows() {
+        let text = "The striker scored twice in the second half and the home side won the \
+                    match while our goalkeeper saved a penalty in the final minute of the \
+                    cup tie before the tennis champion came back to win the final set.";
+        // Oracle: the same tokenizer without truncation or padding.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/minilm_tokenizer.json"
+        );
+        let mut plain = Tokenizer::from_file(path).unwrap();
+        plain.with_truncation(None).unwrap();
+        plain.with_padding(None);
+        let all = plain.encode(text, true).unwrap().get_ids().to_vec();
+        let (cls, sep) = (all[0] as f32, all[all.len() - 1] as f32);
+        let body: Vec<f32> = all[1..all.len() - 1].iter().map(|&v| v as f32).collect();
+        let d = std::env::temp_dir().join(format!("edgetune-windows-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("t.txt");
+        std::fs::write(&f, text).unwrap();
+        let tokens = 16;
+        let need = body.len().div_ceil(tokens - 2);
+        assert!(need >= 3, "the text spans {need} windows");
+        for chunks in [1, 2, need, need + 5] {
+            let Sample::Inputs(sets) = text_prep(tokens, chunks).load(&f).unwrap() else {
+                panic!("text gives input tensors")
+            };
+            assert_eq!(sets.len(), chunks.min(need));
+            for (w, set) in sets.iter().enumerate() {
+                let (ids, mask) = (&set[0], &set[1]);
+                let part = &body[(w * (tokens - 2)).min(body.len())..]
+                    [..(tokens - 2).min(body.len() - (w * (tokens - 2)).min(body.len()))];
+                assert_eq!(ids.len(), tokens);
+                assert_eq!(ids[0], cls);
+                assert_eq!(&ids[1..1 + part.len()], part, "window {w}");
+                assert_eq!(ids[1 + part.len()], sep);
+                let real = part.len() + 2;
+                assert!(mask[..real].iter().all(|&m| m == 1.0));
+                assert!(mask[real..].iter().all(|&m| m == 0.0));
+                assert!(set[2].iter().all(|&t| t == 0.0));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -47,7 +47,8 @@ enum Cmd {
         taps: Option<String>,
         /// Preprocessing stored with the plan: image:SIZE:MEAN:STD[:CHANNELS] (e.g.
         /// image:224:127:128), audio:oww:FRAMES (16 kHz WAV → log-mel window; needs
-        /// --mel-filters) or text:TOKENS (needs --tokenizer).
+        /// --mel-filters) or text:TOKENS[:CHUNKS] (needs --tokenizer; a text longer than
+        /// TOKENS runs as up to CHUNKS windows whose taps are averaged, default 1).
         #[arg(long)]
         preprocess: Option<String>,
         /// Mel filter bank (little-endian f32, `[bins][bands]`) stored with an audio plan.
@@ -662,7 +663,7 @@ fn main() {
             let mut meta = vec![("source".to_string(), model.display().to_string())];
             if let Some(p) = preprocess {
                 let decl = Preprocess::parse(&p).ok_or_else(|| Error::Invalid {
-                    what: format!("--preprocess {p}: expected image:SIZE:MEAN:STD[:CHANNELS], audio:oww:FRAMES or text:TOKENS"),
+                    what: format!("--preprocess {p}: expected image:SIZE:MEAN:STD[:CHANNELS], audio:oww:FRAMES or text:TOKENS[:CHUNKS]"),
                 })?;
                 match (decl, &mel_filters, &tokenizer) {
                     (Preprocess::Audio { .. }, Some(f), _) => {
