@@ -110,7 +110,7 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
     desc!(r::i8_gemm__reference, Reference, [], 1, 1),
     desc!(p::i8_gemm_4x16__portable, Portable, [], 4, 16),
     #[cfg(target_arch = "x86_64")]
-    desc!(x86::i8_gemm_4x16__avx2, Avx2, [Avx2, Fma], 4, 16),
+    desc!(x86::i8_gemm_6x16__avx2, Avx2, [Avx2, Fma], 6, 16),
     #[cfg(target_arch = "x86_64")]
     desc!(x86::i8_gemm_6x16__avxvnni, AvxVnni, [Avx2, AvxVnni], 6, 16),
     #[cfg(target_arch = "x86_64")]

@@ -124,32 +124,34 @@ unsafe fn micro_4x16_avx2(
     }
 }
 
-/// Longest reduction the widened path keeps on the stack (4 rows × 2 KiB of u16).
+/// Longest reduction the widened path keeps on the stack (6 rows × 2 KiB of u16).
 const WIDE_K: usize = 2048;
 
-/// The 4×16 tile with A already widened to u16 (sign-flipped, zero padded to a multiple
-/// of 4): each group of 4 activations is one 64-bit broadcast load, no shuffle.
+/// The 6×16 tile with A already widened to u16 (sign-flipped, zero padded to a multiple
+/// of 4): each group of 4 activations is one 64-bit broadcast load, no shuffle. Per half
+/// (8 columns) 12 accumulators, 2 weight vectors and the broadcast fill 15 of the 16 ymm
+/// registers, so the weights widened per group serve six rows.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn micro_4x16_avx2_wide(
+unsafe fn micro_6x16_avx2_wide(
     groups: usize,
-    a: &[*const u16; 4],
+    a: &[*const u16; 6],
     b: *const i8,
-    acc: &mut [[i32; I8_NR]; 4],
+    acc: &mut [[i32; I8_NR]; 6],
 ) {
     for half in 0..2 {
         let bh = b.add(half * 32);
-        let mut c = [[_mm256_setzero_si256(); 2]; 4];
+        let mut c = [[_mm256_setzero_si256(); 2]; 6];
         for g in 0..groups {
             let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64) as *const _));
             let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64 + 16) as *const _));
-            for r in 0..4 {
+            for r in 0..6 {
                 let x = _mm256_set1_epi64x((a[r].add(g * 4) as *const i64).read_unaligned());
                 c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(x, w0));
                 c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(x, w1));
             }
         }
-        for r in 0..4 {
+        for r in 0..6 {
             let h = _mm256_hadd_epi32(c[r][0], c[r][1]);
             let h = _mm256_permute4x64_epi64(h, 0b11_01_10_00);
             _mm256_storeu_si256(acc[r].as_mut_ptr().add(half * 8) as *mut _, h);
@@ -163,17 +165,18 @@ unsafe fn micro_4x16_avx2_wide(
 // it: with small reductions (1×1 convolutions over 16-40 channels) two calls per tile
 // row cost as much as the arithmetic.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn i8_gemm_4x16__avx2(args: &I8GemmArgs) {
+pub unsafe fn i8_gemm_6x16__avx2(args: &I8GemmArgs) {
+    const MR: usize = 6;
     if args.k > WIDE_K || args.m == 0 || args.n == 0 {
         drive_i8::<4>(args, micro_4x16_avx2, super::epilogue::i8_epi_avx2);
         return;
     }
-    // Each 4-row tile is widened once and reused by every 16-column panel.
+    // Each 6-row tile is widened once and reused by every 16-column panel.
     let groups = args.k.div_ceil(4);
     let panels = args.n.div_ceil(I8_NR);
     let panel_bytes = groups * 4 * I8_NR;
     let flip = if args.a_signed { 0x80u8 } else { 0 };
-    let mut wide = [[0u16; WIDE_K]; 4];
+    let mut wide = [[0u16; WIDE_K]; MR];
     let mut i0 = 0;
     while i0 < args.m {
         for (r, row) in wide.iter_mut().enumerate() {
@@ -184,16 +187,16 @@ pub unsafe fn i8_gemm_4x16__avx2(args: &I8GemmArgs) {
             }
             row[args.k..groups * 4].fill(0);
         }
-        let rows: [*const u16; 4] = core::array::from_fn(|r| wide[r].as_ptr());
+        let rows: [*const u16; MR] = core::array::from_fn(|r| wide[r].as_ptr());
         for p in 0..panels {
-            let mut acc = [[0i32; I8_NR]; 4];
-            micro_4x16_avx2_wide(groups, &rows, args.b.add(p * panel_bytes), &mut acc);
+            let mut acc = [[0i32; I8_NR]; MR];
+            micro_6x16_avx2_wide(groups, &rows, args.b.add(p * panel_bytes), &mut acc);
             let col0 = p * I8_NR;
             let ncols = (args.n - col0).min(I8_NR);
-            for (r, row) in acc.iter().enumerate().take((args.m - i0).min(4)) {
+            for (r, row) in acc.iter().enumerate().take((args.m - i0).min(MR)) {
                 super::epilogue::i8_epi_avx2(args, i0 + r, col0, ncols, row);
             }
         }
-        i0 += 4;
+        i0 += MR;
     }
 }
