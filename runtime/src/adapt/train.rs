@@ -224,6 +224,98 @@ fn load(cache: &TapCache, i: usize, bufs: &mut [Vec<f32>]) {
     }
 }
 
+/// What both training loops do once a step's summed gradient is in `g`: the divergence
+/// check, the optimiser step on the schedule, the report and progress, and early
+/// stopping on the held-out loss.
+struct Stepper<'a> {
+    cfg: &'a TrainConfig,
+    opt: Opt,
+    report: TrainReport,
+    /// Parameters with the lowest held-out loss (empty without a held-out split).
+    best: Vec<f32>,
+    best_loss: f32,
+    stale: usize,
+    check_every: usize,
+}
+
+impl<'a> Stepper<'a> {
+    fn new(cfg: &'a TrainConfig, opt: Opt, best: Vec<f32>) -> Stepper<'a> {
+        Stepper {
+            cfg,
+            opt,
+            report: TrainReport::default(),
+            best,
+            best_loss: f32::INFINITY,
+            stale: 0,
+            check_every: (cfg.steps / 20).max(1),
+        }
+    }
+
+    /// Applies step `step` (0-based) from the gradient summed over `batch` examples.
+    #[allow(clippy::too_many_arguments)]
+    fn apply<H: Head>(
+        &mut self,
+        head: &H,
+        step: usize,
+        p: &mut [f32],
+        g: &mut [f32],
+        loss_sum: f32,
+        correct: usize,
+        batch: usize,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<()> {
+        let loss = loss_sum / batch as f32;
+        if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Diverged { step, loss });
+        }
+        let inv = 1.0 / batch as f32;
+        g.iter_mut().for_each(|v| *v *= inv);
+        let cfg = self.cfg;
+        let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
+        self.opt.step(p, g, lr, cfg.weight_decay);
+        head.prepare(p);
+        self.report.steps_run = step + 1;
+        self.report.final_loss = loss;
+        let prog = Progress {
+            step: step + 1,
+            steps: cfg.steps,
+            loss,
+            accuracy: correct as f32 / batch as f32,
+        };
+        if !progress(&prog) {
+            return Err(Error::Cancelled { step: step + 1 });
+        }
+        Ok(())
+    }
+
+    /// Whether the held-out split is checked after step `step`.
+    fn check_due(&self, step: usize) -> bool {
+        !self.best.is_empty()
+            && ((step + 1).is_multiple_of(self.check_every) || step + 1 == self.cfg.steps)
+    }
+
+    /// Records a held-out check (mean loss, accuracy); `true` when training should stop.
+    fn held_out(&mut self, step: usize, p: &[f32], loss: f32, accuracy: f32) -> bool {
+        if loss < self.best_loss {
+            self.best_loss = loss;
+            self.best.copy_from_slice(p);
+            self.report.best_step = Some(step + 1);
+            self.report.holdout_accuracy = Some(accuracy);
+            self.stale = 0;
+            false
+        } else {
+            self.stale += 1;
+            self.stale >= self.cfg.patience
+        }
+    }
+
+    /// The parameters to keep: the best held-out ones when there is a split.
+    fn finish(self, p: Vec<f32>) -> (Vec<f32>, TrainReport) {
+        let p = if self.best.is_empty() { p } else { self.best };
+        (p, self.report)
+    }
+}
+
 /// Trains `head` on the examples `idx` of the cache. `progress` is called after every
 /// step; returning `false` cancels training.
 pub fn train<H: Head>(
@@ -285,7 +377,7 @@ pub fn train<H: Head>(
     let mut p = alloc::vec![0.0f32; np];
     head.init(&mut rng, &mut p);
     let mut g = alloc::vec![0.0f32; np];
-    let mut best = if use_holdout { p.clone() } else { Vec::new() };
+    let best = if use_holdout { p.clone() } else { Vec::new() };
     let mut opt = Opt::new(cfg.optimizer, np);
     let mut scales = alloc::vec![1.0f32; np];
     if head.lr_scales(&mut scales) {
@@ -299,17 +391,7 @@ pub fn train<H: Head>(
             cfg,
             batch,
         };
-        return ctx.run(
-            p,
-            g,
-            best,
-            opt,
-            train_idx,
-            val_idx,
-            use_holdout,
-            rng,
-            progress,
-        );
+        return ctx.run(p, g, best, opt, train_idx, val_idx, rng, progress);
     }
     let mut s = alloc::vec![0.0f32; head.scratch_len()];
     let mut bufs: Vec<Vec<f32>> = cache
@@ -319,10 +401,7 @@ pub fn train<H: Head>(
         .collect();
     let (mut logits, mut dl) = (alloc::vec![0.0f32; k], alloc::vec![0.0f32; k]);
     let mut cursor = 0;
-    let mut report = TrainReport::default();
-    let (mut best_loss, mut stale) = (f32::INFINITY, 0);
-    let check_every = (cfg.steps / 20).max(1);
-
+    let mut st = Stepper::new(cfg, opt, best);
     for step in 0..cfg.steps {
         g.fill(0.0);
         let (mut loss, mut correct) = (0.0f32, 0usize);
@@ -340,27 +419,8 @@ pub fn train<H: Head>(
             loss += softmax_ce(&logits, label, cfg.label_smoothing, &mut dl);
             head.backward(&p, &x, &mut s, &dl, &mut g);
         }
-        loss /= batch as f32;
-        if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Diverged { step, loss });
-        }
-        let inv = 1.0 / batch as f32;
-        g.iter_mut().for_each(|v| *v *= inv);
-        let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
-        opt.step(&mut p, &g, lr, cfg.weight_decay);
-        head.prepare(&p);
-        report.steps_run = step + 1;
-        report.final_loss = loss;
-        let prog = Progress {
-            step: step + 1,
-            steps: cfg.steps,
-            loss,
-            accuracy: correct as f32 / batch as f32,
-        };
-        if !progress(&prog) {
-            return Err(Error::Cancelled { step: step + 1 });
-        }
-        if use_holdout && ((step + 1) % check_every == 0 || step + 1 == cfg.steps) {
+        st.apply(head, step, &mut p, &mut g, loss, correct, batch, progress)?;
+        if st.check_due(step) {
             let (mut vl, mut vc) = (0.0f32, 0usize);
             for &i in &val_idx {
                 load(cache, i, &mut bufs);
@@ -369,25 +429,13 @@ pub fn train<H: Head>(
                 vc += (super::argmax(&logits) == cache.labels[i]) as usize;
                 vl += softmax_ce(&logits, cache.labels[i], 0.0, &mut dl);
             }
-            vl /= val_idx.len() as f32;
-            if vl < best_loss {
-                best_loss = vl;
-                best.copy_from_slice(&p);
-                report.best_step = Some(step + 1);
-                report.holdout_accuracy = Some(vc as f32 / val_idx.len() as f32);
-                stale = 0;
-            } else {
-                stale += 1;
-                if stale >= cfg.patience {
-                    break;
-                }
+            let nv = val_idx.len() as f32;
+            if st.held_out(step, &p, vl / nv, vc as f32 / nv) {
+                break;
             }
         }
     }
-    if use_holdout {
-        p = best;
-    }
-    Ok((p, report))
+    Ok(st.finish(p))
 }
 
 /// The training loop of a head with a per-example summary ([`Head::stage_len`]): the
@@ -406,11 +454,10 @@ impl<H: Head> Batched<'_, H> {
         &self,
         mut p: Vec<f32>,
         mut g: Vec<f32>,
-        mut best: Vec<f32>,
-        mut opt: Opt,
+        best: Vec<f32>,
+        opt: Opt,
         mut train_idx: Vec<usize>,
         val_idx: Vec<usize>,
-        use_holdout: bool,
         mut rng: Rng,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<(Vec<f32>, TrainReport)> {
@@ -444,9 +491,7 @@ impl<H: Head> Batched<'_, H> {
         );
         let mut rows = Vec::with_capacity(batch);
         let mut cursor = 0;
-        let mut report = TrainReport::default();
-        let (mut best_loss, mut stale) = (f32::INFINITY, 0);
-        let check_every = (cfg.steps / 20).max(1);
+        let mut st = Stepper::new(cfg, opt, best);
         for step in 0..cfg.steps {
             g.fill(0.0);
             rows.clear();
@@ -474,27 +519,8 @@ impl<H: Head> Batched<'_, H> {
                 loss += softmax_ce(z, label, cfg.label_smoothing, &mut dl[b * k..][..k]);
             }
             head.backward_batch(&p, &xb[..nb * sl], nb, &mut s, &dl, &mut g);
-            loss /= batch as f32;
-            if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Diverged { step, loss });
-            }
-            let inv = 1.0 / batch as f32;
-            g.iter_mut().for_each(|v| *v *= inv);
-            let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
-            opt.step(&mut p, &g, lr, cfg.weight_decay);
-            head.prepare(&p);
-            report.steps_run = step + 1;
-            report.final_loss = loss;
-            let prog = Progress {
-                step: step + 1,
-                steps: cfg.steps,
-                loss,
-                accuracy: correct as f32 / batch as f32,
-            };
-            if !progress(&prog) {
-                return Err(Error::Cancelled { step: step + 1 });
-            }
-            if use_holdout && ((step + 1) % check_every == 0 || step + 1 == cfg.steps) {
+            st.apply(head, step, &mut p, &mut g, loss, correct, batch, progress)?;
+            if st.check_due(step) {
                 let nv = val_rows.len();
                 xb[..nv * sl].copy_from_slice(&staged[n * sl..][..nv * sl]);
                 head.forward_batch(&p, &xb[..nv * sl], nv, &mut s, &mut logits);
@@ -505,25 +531,12 @@ impl<H: Head> Batched<'_, H> {
                     vc += (super::argmax(z) == label) as usize;
                     vl += softmax_ce(z, label, 0.0, &mut dl[b * k..][..k]);
                 }
-                vl /= val_rows.len() as f32;
-                if vl < best_loss {
-                    best_loss = vl;
-                    best.copy_from_slice(&p);
-                    report.best_step = Some(step + 1);
-                    report.holdout_accuracy = Some(vc as f32 / val_rows.len() as f32);
-                    stale = 0;
-                } else {
-                    stale += 1;
-                    if stale >= cfg.patience {
-                        break;
-                    }
+                if st.held_out(step, &p, vl / nv as f32, vc as f32 / nv as f32) {
+                    break;
                 }
             }
         }
-        if use_holdout {
-            p = best;
-        }
-        Ok((p, report))
+        Ok(st.finish(p))
     }
 }
 
