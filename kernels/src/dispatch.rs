@@ -1,7 +1,7 @@
 //! Detects the CPU once and picks one kernel per family.
 
 use crate::ew::EwFns;
-use crate::registry::{Feature, KernelDesc, Tier, DW_I8, EW, F32_GEMM, I8_GEMM};
+use crate::registry::{Feature, KernelDesc, Tier, DW_I8, EW, F32_GEMM, I8_GEMM, I8_GEMM_SAT};
 use crate::{DwI8Fn, F32GemmFn, I8GemmFn};
 
 /// The CPU features present, detected at run time (std) or from `cfg(target_feature)`.
@@ -127,13 +127,34 @@ impl Kernels {
         }
     }
 
-    /// Detected CPU, honouring `EDGETUNE_KERNELS=reference|portable|<tier>`.
+    /// The int8 GEMM of the saturating family (`registry::I8_GEMM_SAT`) in place of the
+    /// exact one on x86 without VNNI: onnxruntime's arithmetic there (u8×s8 pairs
+    /// saturated to i16), for comparing like with like. Not exact: on EfficientNet-Lite0
+    /// its features are at cosine 0.71 from the exact ones (BENCHMARKS.md). With VNNI, or
+    /// on ARM, the exact kernels are kept.
+    pub fn saturating(mut self, cpu: &Cpu) -> Kernels {
+        if self.i8_gemm.tier == Tier::Avx2 {
+            let sat = pick(I8_GEMM_SAT, cpu, Some(Tier::Avx2));
+            if sat.tier == Tier::Avx2 {
+                self.i8_gemm = sat;
+            }
+        }
+        self
+    }
+
+    /// Detected CPU, honouring `EDGETUNE_KERNELS=reference|portable|<tier>` and
+    /// `EDGETUNE_INT8=saturating` (see [`Kernels::saturating`]).
     #[cfg(feature = "std")]
     pub fn detect() -> Kernels {
         let force = std::env::var("EDGETUNE_KERNELS")
             .ok()
             .and_then(|s| Tier::parse(&s));
-        Kernels::select(&Cpu::detect(), force)
+        let cpu = Cpu::detect();
+        let k = Kernels::select(&cpu, force);
+        match std::env::var("EDGETUNE_INT8").as_deref() {
+            Ok("saturating") => k.saturating(&cpu),
+            _ => k,
+        }
     }
 
     #[cfg(not(feature = "std"))]

@@ -131,6 +131,14 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
     desc!(a64::i8_gemm_8x16__i8mm, I8mm, [Neon, I8mm], 8, 16),
 ];
 
+/// The int8 GEMM with pair sums saturated to i16, as `vpmaddubsw` gives them (opt-in,
+/// [`crate::dispatch::Kernels::saturating`]); tested against its own reference.
+pub static I8_GEMM_SAT: &[KernelDesc<I8GemmFn>] = &[
+    desc!(r::i8_gemm_sat__reference, Reference, [], 1, 1),
+    #[cfg(target_arch = "x86_64")]
+    desc!(x86::i8_gemm_6x16__avx2sat, Avx2, [Avx2, Fma], 6, 16),
+];
+
 pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     desc!(r::dw_i8__reference, Reference, [], 1, 1),
     desc!(p::dw_i8_8c__portable, Portable, [], 1, 8),

@@ -6,7 +6,7 @@ use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops::{self, I8Dst, I8Quant};
 use edgetune_kernels::pack;
 use edgetune_kernels::reference::{conv_i8_naive, ConvGeom};
-use edgetune_kernels::registry::{KernelDesc, DW_I8, F32_GEMM, I8_GEMM};
+use edgetune_kernels::registry::{KernelDesc, DW_I8, F32_GEMM, I8_GEMM, I8_GEMM_SAT};
 use edgetune_kernels::{Act, I8Out};
 use proptest::prelude::*;
 
@@ -159,14 +159,18 @@ fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, 
             }
         }
     };
-    let want = run(&with_i8(&I8_GEMM[0]));
-    for d in I8_GEMM.iter().filter(|d| runnable(d)) {
-        assert_eq!(
-            run(&with_i8(d)),
-            want,
-            "{} m{m} n{n} k{k} signed {signed} {out:?}",
-            d.name
-        );
+    // The exact family and the saturating one, each against its own reference (random
+    // bytes make saturated pairs common).
+    for table in [I8_GEMM, I8_GEMM_SAT] {
+        let want = run(&with_i8(&table[0]));
+        for d in table.iter().filter(|d| runnable(d)) {
+            assert_eq!(
+                run(&with_i8(d)),
+                want,
+                "{} m{m} n{n} k{k} signed {signed} {out:?}",
+                d.name
+            );
+        }
     }
 }
 
@@ -242,6 +246,62 @@ fn i8_extremes_do_not_overflow() {
             );
         }
     }
+}
+
+/// The saturating family's reference is the exact GEMM while no pair can leave i16
+/// (|w| ≤ 64: 255·128 < 32768) and differs once one does.
+#[test]
+fn saturating_reference_saturates_only_out_of_range_pairs() {
+    let (m, n, k) = (3, 5, 9);
+    let run = |w: i8, a: u8| -> Vec<f32> {
+        let av = vec![a; m * k];
+        let b = vec![w; k * n];
+        let mut bp = vec![0; pack::packed_i8_len(k, n)];
+        let mut colsum = vec![0; pack::i8_cols(n)];
+        pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
+        let scale = vec![1.0f32; n];
+        let q = I8Quant {
+            a_zero: 0,
+            a_signed: false,
+            colsum: &colsum,
+            bias: None,
+            scale: &scale,
+            out: I8Out::F32,
+            y_zero: 0,
+            qmin: 0,
+            qmax: 255,
+        };
+        let mut out = vec![];
+        for table in [I8_GEMM, I8_GEMM_SAT] {
+            let mut c = vec![0f32; m * n];
+            ops::gemm_i8(
+                &with_i8(&table[0]),
+                (m, n, k),
+                &av,
+                k,
+                &bp,
+                &q,
+                I8Dst::F32(&mut c),
+                n,
+            )
+            .unwrap();
+            out.push(c[0]);
+        }
+        out
+    };
+    for (w, a) in [(64, 255), (-64, 255), (127, 128), (-128, 127)] {
+        let [exact, sat] = run(w, a)[..] else {
+            unreachable!()
+        };
+        assert_eq!(exact, (w as i32 * a as i32 * k as i32) as f32);
+        assert_eq!(sat, exact, "w {w} a {a}");
+    }
+    // 255·127·2 = 64770 → 32767 per pair; 4 pairs and a lone last product of k = 9.
+    let [exact, sat] = run(127, 255)[..] else {
+        unreachable!()
+    };
+    assert_eq!(exact, (255 * 127 * 9) as f32);
+    assert_eq!(sat, (32767 * 4 + 255 * 127) as f32);
 }
 
 #[test]
