@@ -101,7 +101,14 @@ pub fn sigmoid(x: &mut [f32]) {
 /// GELU, exact form `x·Φ(x)`.
 #[inline]
 pub fn gelu_erf1(v: f32) -> f32 {
-    0.5 * v * (1.0 + libm::erff(v * core::f32::consts::FRAC_1_SQRT_2))
+    0.5 * v * (1.0 + erf1(v * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf rounded once to f32 from libm's f64 `erf` (correctly rounded but for values within
+/// ~1e-16 of a rounding boundary).
+#[inline]
+pub fn erf1(v: f32) -> f32 {
+    libm::erf(v as f64) as f32
 }
 
 /// GELU, tanh approximation.
@@ -120,7 +127,7 @@ pub fn gelu_tanh(x: &mut [f32]) {
 }
 
 pub fn erf(x: &mut [f32]) {
-    x.iter_mut().for_each(|v| *v = libm::erff(*v));
+    x.iter_mut().for_each(|v| *v = erf1(*v));
 }
 
 pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {

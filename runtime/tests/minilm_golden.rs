@@ -62,9 +62,10 @@ fn minilm_int8_matches_onnxruntime() {
     }
     // Same integer products; the float parts (layer norm, softmax, GELU's erf) round
     // differently from onnxruntime's and can move a dynamic-quantisation code by a step,
-    // which the next layers carry. With erf within 1 ulp of libm, 22 of 23 articles are
-    // at or above 0.999 and the worst is 0.9988 (x86-64, AVX2 tier); the count is held
-    // here so a regression in any float kernel shows.
+    // which the next layers carry. With erf rounded once from f64 (the AVX2 tier's f64
+    // polynomials, bit for bit the reference's libm `erf`), all 23 articles are at or
+    // above 0.999, worst 0.99919 (x86-64, AVX2 tier; an f32 erf within 1 ulp left one at
+    // 0.99883); the count is held here so a regression in any float kernel shows.
     // Other tiers round differently again (portable without FMA: 4 below; reference,
     // with its own f32 GEMM order: 10 below, worst 0.9977), so the count is pinned on
     // the AVX2 tiers, the bound on all.
@@ -77,7 +78,7 @@ fn minilm_int8_matches_onnxruntime() {
         kern.f32_gemm.name
     );
     if kern.ew.name == "ew_8__avx2" && kern.f32_gemm.name.ends_with("__avx2") {
-        assert!(below <= 2, "{below} inputs below cosine 0.999: {cosines:?}");
+        assert_eq!(below, 0, "inputs below cosine 0.999: {cosines:?}");
     }
     eprintln!(
         "worst cosine to the int8 graph over {} inputs: {worst:.5}",

@@ -157,7 +157,196 @@ impl Lanes for Avx {
     }
 }
 
-ew_tier!(EW_AVX2, Avx, [#[target_feature(enable = "avx2,fma,f16c")]], f16: (f32_to_f16__f16c, f16_to_f32__f16c));
+ew_tier!(EW_AVX2_F32, Avx, [#[target_feature(enable = "avx2,fma,f16c")]], f16: (f32_to_f16__f16c, f16_to_f32__f16c));
+
+/// The AVX2 tier: the generic bodies, with erf and GELU-erf evaluated in f64 and rounded
+/// once to f32 (the reference's `erf`, bit for bit in practice). MiniLM's GELU feeds a
+/// dynamically quantised GEMM, where a 1-ulp difference in erf can move a code.
+pub static EW_AVX2: crate::ew::EwFns = crate::ew::EwFns {
+    erf: erf__avx2,
+    gelu_erf: gelu_erf__avx2,
+    ..EW_AVX2_F32
+};
+
+/// erf on four intervals of |x| ([0,1), [1,2), [2,3), [3,4)), degree-14 polynomials
+/// fitted in f64 (Chebyshev, numpy): `|x|·P(x²)` on the first, `P(|x| − centre)` on the
+/// others; |error| < 3e-15 against scipy's `erf` (tools/erf64.py). `ERF64[d][k]`:
+/// coefficient of degree 14 − d on interval k (Horner order).
+#[allow(clippy::excessive_precision)]
+const ERF64: [[f64; 4]; 15] = [
+    [
+        0.0,
+        -1.2611917581278657e-05,
+        3.54757926450291e-07,
+        9.102834359170512e-08,
+    ],
+    [
+        2.04148797474643e-09,
+        1.8347675609681148e-05,
+        4.102323781342235e-06,
+        -3.0303434395510325e-07,
+    ],
+    [
+        -1.313796293425525e-08,
+        7.709303966260339e-05,
+        -1.4151827189471642e-05,
+        4.4136150531264614e-07,
+    ],
+    [
+        3.670974041686171e-08,
+        -0.00025457586564641576,
+        5.355614690322173e-06,
+        4.442464911700011e-07,
+    ],
+    [
+        -4.87755105740576e-08,
+        -9.278809799413016e-05,
+        7.881700098126639e-05,
+        -4.63988097158595e-06,
+    ],
+    [
+        -9.458628464245078e-08,
+        0.0017098421138004886,
+        -0.0002503268579752834,
+        1.5331013889478678e-05,
+    ],
+    [
+        1.595235578669877e-06,
+        -0.002362692432190298,
+        0.00026066827252315436,
+        -3.4259382617431104e-05,
+    ],
+    [
+        -1.4899610185886118e-05,
+        -0.004743055406885861,
+        0.0005424142796684182,
+        5.819271065543297e-05,
+    ],
+    [
+        0.00012054412729151766,
+        0.0193261729434182,
+        -0.0027984900316285317,
+        -7.77442284300606e-05,
+    ],
+    [
+        -0.0008548304926116723,
+        -0.014866286040309285,
+        0.006117347993204838,
+        8.21162850525685e-05,
+    ],
+    [
+        0.005223977278448775,
+        -0.04459885848842898,
+        -0.008622375082548695,
+        -6.771781154704636e-05,
+    ],
+    [
+        -0.02686617061179279,
+        0.1387520040916672,
+        0.008350089554761684,
+        4.229550967717711e-05,
+    ],
+    [
+        0.11283791670780181,
+        -0.17839543383509124,
+        -0.005445710575831272,
+        -1.8897993710530906e-05,
+    ],
+    [
+        -0.3761263890317978,
+        0.11893028922364644,
+        0.002178284230318894,
+        5.399426777942425e-06,
+    ],
+    [
+        1.1283791670955128,
+        0.9661051464753106,
+        0.9995930479825557,
+        0.9999992569016284,
+    ],
+];
+const ERF64_CENTRE: [f64; 4] = [0.0, 1.5, 2.5, 3.5];
+
+/// erf of four f64 lanes to within 3e-15: the interval of each lane picks its
+/// coefficients with one `vpermd` per degree (the four intervals' values of a degree sit in
+/// one register).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn erf_pd(x: __m256d) -> __m256d {
+    let sign = _mm256_set1_pd(-0.0);
+    let ax = _mm256_andnot_pd(sign, x);
+    // Interval 0..3; NaN compares false everywhere and lands in interval 3.
+    let k = _mm256_cvttpd_epi32(_mm256_min_pd(ax, _mm256_set1_pd(3.0)));
+    let k2 = _mm256_slli_epi64::<1>(_mm256_cvtepu32_epi64(k));
+    // 32-bit indices (2k, 2k + 1) select the f64 of interval k.
+    let idx = _mm256_or_si256(
+        k2,
+        _mm256_slli_epi64::<32>(_mm256_add_epi64(k2, _mm256_set1_epi64x(1))),
+    );
+    let pick = |v: &[f64; 4]| {
+        let all = _mm256_loadu_si256(v.as_ptr() as *const __m256i);
+        _mm256_castsi256_pd(_mm256_permutevar8x32_epi32(all, idx))
+    };
+    let first = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+        _mm256_cvtepu32_epi64(k),
+        _mm256_setzero_si256(),
+    ));
+    let u = _mm256_blendv_pd(
+        _mm256_sub_pd(ax, pick(&ERF64_CENTRE)),
+        _mm256_mul_pd(ax, ax),
+        first,
+    );
+    let mut p = pick(&ERF64[0]);
+    for c in &ERF64[1..] {
+        p = _mm256_fmadd_pd(p, u, pick(c));
+    }
+    let r = _mm256_blendv_pd(p, _mm256_mul_pd(ax, p), first);
+    // From 4 on, erf rounds to 1 in f32 (erfc(x) < 2^-25 from x = 3.9192).
+    let r = _mm256_blendv_pd(
+        r,
+        _mm256_set1_pd(1.0),
+        _mm256_cmp_pd::<_CMP_GE_OQ>(ax, _mm256_set1_pd(4.0)),
+    );
+    _mm256_or_pd(r, _mm256_and_pd(x, sign))
+}
+
+/// erf of eight f32 lanes, through f64 and one rounding.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn erf_ps(x: __m256) -> __m256 {
+    let lo = _mm256_cvtpd_ps(erf_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x))));
+    let hi = _mm256_cvtpd_ps(erf_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x))));
+    _mm256_set_m128(hi, lo)
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn erf__avx2(x: &mut [f32]) {
+    let n = x.len() - x.len() % 8;
+    for c in x[..n].chunks_exact_mut(8) {
+        _mm256_storeu_ps(c.as_mut_ptr(), erf_ps(_mm256_loadu_ps(c.as_ptr())));
+    }
+    crate::elementwise::erf(&mut x[n..]);
+}
+
+/// `0.5·x·(1 + erf(x/√2))` in the reference's order of f32 operations.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_erf__avx2(x: &mut [f32]) {
+    let n = x.len() - x.len() % 8;
+    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    let k = _mm256_set1_ps(core::f32::consts::FRAC_1_SQRT_2);
+    for c in x[..n].chunks_exact_mut(8) {
+        let v = _mm256_loadu_ps(c.as_ptr());
+        let e = erf_ps(_mm256_mul_ps(v, k));
+        let y = _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e));
+        _mm256_storeu_ps(c.as_mut_ptr(), y);
+    }
+    crate::elementwise::gelu_erf(&mut x[n..]);
+}
 
 /// f32 → f16 with `vcvtps2ph`, round to nearest even as `half::f16::from_f32`.
 ///
