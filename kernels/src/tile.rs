@@ -76,6 +76,36 @@ pub(crate) unsafe fn drive_i8<const MR: usize>(args: &I8GemmArgs, micro: I8Micro
     }
 }
 
+/// Walks the reduction of `MR` rows of A in groups of 4 bytes (one `i32` per row, the sign
+/// bit of each byte flipped when `flip`; the last group zero padded) and calls `step`
+/// with the group index and the rows' words.
+///
+/// # Safety
+/// Each `a[r]` points at `k` readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn for_each_a4<const MR: usize>(
+    k: usize,
+    a: &[*const u8; MR],
+    flip: bool,
+    mut step: impl FnMut(usize, [i32; MR]),
+) {
+    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
+    let full = k / 4;
+    for g in 0..full {
+        step(
+            g,
+            core::array::from_fn(|r| (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask),
+        );
+    }
+    if full * 4 < k {
+        step(
+            full,
+            core::array::from_fn(|r| load_a4(a[r], full, k, flip) as i32),
+        );
+    }
+}
+
 /// Scalar epilogue: zero-point correction, bias, requantisation.
 ///
 /// # Safety

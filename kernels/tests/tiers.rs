@@ -201,42 +201,53 @@ fn gemm_edges() {
     }
 }
 
+/// `A·B` as f32 (zero points 0, scales 1, no bias) with A all `a` and B all `w`, on `d`.
+fn constant_gemm(
+    d: &'static KernelDesc<edgetune_kernels::I8GemmFn>,
+    (m, n, k): (usize, usize, usize),
+    a: u8,
+    w: i8,
+) -> Vec<f32> {
+    let av = vec![a; m * k];
+    let b = vec![w; k * n];
+    let mut bp = vec![0; pack::packed_i8_len(k, n)];
+    let mut colsum = vec![0; pack::i8_cols(n)];
+    pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
+    let scale = vec![1.0f32; n];
+    let q = I8Quant {
+        a_zero: 0,
+        a_signed: false,
+        colsum: &colsum,
+        bias: None,
+        scale: &scale,
+        out: I8Out::F32,
+        y_zero: 0,
+        qmin: 0,
+        qmax: 255,
+    };
+    let mut c = vec![0f32; m * n];
+    ops::gemm_i8(
+        &with_i8(d),
+        (m, n, k),
+        &av,
+        k,
+        &bp,
+        &q,
+        I8Dst::F32(&mut c),
+        n,
+    )
+    .unwrap();
+    c
+}
+
 /// The accumulator at the extremes: all-255 × all-127 (and -128) at the deepest k.
 #[test]
 #[cfg_attr(miri, ignore = "k = 32768 is too slow interpreted; runs natively")]
 fn i8_extremes_do_not_overflow() {
     let (m, n, k) = (2, 3, edgetune_kernels::I8_MAX_K);
-    let a = vec![255u8; m * k];
     for w in [127i8, -128] {
-        let b = vec![w; k * n];
-        let mut bp = vec![0; pack::packed_i8_len(k, n)];
-        let mut colsum = vec![0; pack::i8_cols(n)];
-        pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
-        let scale = vec![1.0f32; n];
-        let q = I8Quant {
-            a_zero: 0,
-            a_signed: false,
-            colsum: &colsum,
-            bias: None,
-            scale: &scale,
-            out: I8Out::F32,
-            y_zero: 0,
-            qmin: 0,
-            qmax: 255,
-        };
         for d in I8_GEMM.iter().filter(|d| runnable(d)) {
-            let mut c = vec![0f32; m * n];
-            ops::gemm_i8(
-                &with_i8(d),
-                (m, n, k),
-                &a,
-                k,
-                &bp,
-                &q,
-                I8Dst::F32(&mut c),
-                n,
-            )
-            .unwrap();
+            let c = constant_gemm(d, (m, n, k), 255, w);
             let exact = 255i64 * w as i64 * k as i64;
             assert!(
                 c.iter().all(|&v| v as i64 == exact),
@@ -254,40 +265,10 @@ fn i8_extremes_do_not_overflow() {
 fn saturating_reference_saturates_only_out_of_range_pairs() {
     let (m, n, k) = (3, 5, 9);
     let run = |w: i8, a: u8| -> Vec<f32> {
-        let av = vec![a; m * k];
-        let b = vec![w; k * n];
-        let mut bp = vec![0; pack::packed_i8_len(k, n)];
-        let mut colsum = vec![0; pack::i8_cols(n)];
-        pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
-        let scale = vec![1.0f32; n];
-        let q = I8Quant {
-            a_zero: 0,
-            a_signed: false,
-            colsum: &colsum,
-            bias: None,
-            scale: &scale,
-            out: I8Out::F32,
-            y_zero: 0,
-            qmin: 0,
-            qmax: 255,
-        };
-        let mut out = vec![];
-        for table in [I8_GEMM, I8_GEMM_SAT] {
-            let mut c = vec![0f32; m * n];
-            ops::gemm_i8(
-                &with_i8(&table[0]),
-                (m, n, k),
-                &av,
-                k,
-                &bp,
-                &q,
-                I8Dst::F32(&mut c),
-                n,
-            )
-            .unwrap();
-            out.push(c[0]);
-        }
-        out
+        [&I8_GEMM[0], &I8_GEMM_SAT[0]]
+            .iter()
+            .map(|d| constant_gemm(d, (m, n, k), a, w)[0])
+            .collect()
     };
     for (w, a) in [(64, 255), (-64, 255), (127, 128), (-128, 127)] {
         let [exact, sat] = run(w, a)[..] else {

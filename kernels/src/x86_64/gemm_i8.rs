@@ -1,5 +1,5 @@
 use crate::pack::I8_NR;
-use crate::tile::{drive_i8, load_a4};
+use crate::tile::{drive_i8, for_each_a4, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
@@ -87,13 +87,11 @@ unsafe fn micro_4x16_avx2(
     b: *const i8,
     acc: &mut [[i32; I8_NR]; 4],
 ) {
-    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
-    let full = k / 4;
     for half in 0..2 {
         let bh = b.add(half * 32);
         // c[r][q] holds pair sums for columns 8·half + 4q .. +4: lanes (col, pair).
         let mut c = [[_mm256_setzero_si256(); 2]; 4];
-        let mut step = |g: usize, av: [i32; 4]| {
+        for_each_a4(k, a, flip, |g, av: [i32; 4]| {
             let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64) as *const _));
             let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64 + 16) as *const _));
             for r in 0..4 {
@@ -102,19 +100,7 @@ unsafe fn micro_4x16_avx2(
                 c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(x, w0));
                 c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(x, w1));
             }
-        };
-        for g in 0..full {
-            step(
-                g,
-                core::array::from_fn(|r| (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask),
-            );
-        }
-        if full * 4 < k {
-            step(
-                full,
-                core::array::from_fn(|r| load_a4(a[r], full, k, flip) as i32),
-            );
-        }
+        });
         for r in 0..4 {
             // hadd within 128-bit lanes, then restore column order.
             let h = _mm256_hadd_epi32(c[r][0], c[r][1]);
@@ -130,7 +116,6 @@ unsafe fn micro_4x16_avx2(
 /// pair sum leaves i16 (255·(w0 + w1) > 32767); twin: `i8_gemm_sat__reference`.
 /// Six rows: 12 accumulators, 2 weight vectors, the ones and the broadcast fill the 16
 /// ymm registers.
-#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn micro_6x16_avx2sat(
     k: usize,
@@ -139,10 +124,9 @@ unsafe fn micro_6x16_avx2sat(
     b: *const i8,
     acc: &mut [[i32; I8_NR]; 6],
 ) {
-    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
     let ones = _mm256_set1_epi16(1);
     let mut c = [[_mm256_setzero_si256(); 2]; 6];
-    let mut step = |g: usize, av: [i32; 6]| {
+    for_each_a4(k, a, flip, |g, av: [i32; 6]| {
         let w0 = _mm256_loadu_si256(b.add(g * 64) as *const _);
         let w1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const _);
         for r in 0..6 {
@@ -152,20 +136,7 @@ unsafe fn micro_6x16_avx2sat(
             c[r][0] = _mm256_add_epi32(c[r][0], p0);
             c[r][1] = _mm256_add_epi32(c[r][1], p1);
         }
-    };
-    let full = k / 4;
-    for g in 0..full {
-        step(
-            g,
-            core::array::from_fn(|r| (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask),
-        );
-    }
-    if full * 4 < k {
-        step(
-            full,
-            core::array::from_fn(|r| load_a4(a[r], full, k, flip) as i32),
-        );
-    }
+    });
     for r in 0..6 {
         _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut _, c[r][0]);
         _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut _, c[r][1]);
@@ -174,37 +145,9 @@ unsafe fn micro_6x16_avx2sat(
 
 /// # Safety
 /// `args` describes valid buffers and the CPU has AVX2 and FMA.
-// The tile loop is written here (not `drive_i8`) so that the micro-kernel and the
-// epilogue inline into it, as in `i8_gemm_4x16__avx2`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn i8_gemm_6x16__avx2sat(args: &I8GemmArgs) {
-    const MR: usize = 6;
-    if args.m == 0 || args.n == 0 {
-        return;
-    }
-    let panels = args.n.div_ceil(I8_NR);
-    let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
-    let mut i0 = 0;
-    while i0 < args.m {
-        let rows: [*const u8; MR] =
-            core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
-        for p in 0..panels {
-            let mut acc = [[0i32; I8_NR]; MR];
-            micro_6x16_avx2sat(
-                args.k,
-                &rows,
-                args.a_signed,
-                args.b.add(p * panel_bytes),
-                &mut acc,
-            );
-            let col0 = p * I8_NR;
-            let ncols = (args.n - col0).min(I8_NR);
-            for (r, row) in acc.iter().enumerate().take((args.m - i0).min(MR)) {
-                super::epilogue::i8_epi_avx2(args, i0 + r, col0, ncols, row);
-            }
-        }
-        i0 += MR;
-    }
+    drive_i8::<6>(args, micro_6x16_avx2sat, super::epilogue::i8_epi_avx2)
 }
 
 /// Longest reduction the widened path keeps on the stack (6 rows × 2 KiB of u16).
