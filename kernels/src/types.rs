@@ -133,4 +133,22 @@ pub struct DwI8Args {
     pub qmax: i32,
 }
 
+impl DwI8Args {
+    /// Along one axis, for output index `o`: the input index under tap 0 and the taps
+    /// `k0..k1` that fall inside the input (the rest read padding).
+    #[inline(always)]
+    pub fn taps_inside(
+        o: usize,
+        stride: usize,
+        pad: usize,
+        size: usize,
+        k: usize,
+    ) -> (isize, usize, usize) {
+        let i0 = (o * stride) as isize - pad as isize;
+        let k0 = (-i0).max(0) as usize;
+        let k1 = ((size as isize - i0).min(k as isize)).max(0) as usize;
+        (i0, k0, k1)
+    }
+}
+
 pub type DwI8Fn = unsafe fn(&DwI8Args);

@@ -116,37 +116,12 @@ impl Lanes for Nd {
     #[inline(always)]
     fn max(self, o: Self) -> Self {
         // `self > o ? self : o` (`vmax` would return NaN for a NaN lane).
-        let r: f64;
-        // SAFETY: as in `neon2!`.
-        unsafe {
-            core::arch::asm!(
-                ".fpu neon",
-                "vcgt.f32 {m}, {a}, {b}",
-                "vbsl {m}, {a}, {b}",
-                m = out(dreg) r,
-                a = in(dreg) self.0,
-                b = in(dreg) o.0,
-                options(pure, nomem, nostack),
-            )
-        };
-        Nd(r)
+        self.select_gt(o, self, o)
     }
     #[inline(always)]
     fn min(self, o: Self) -> Self {
-        let r: f64;
-        // SAFETY: as in `neon2!`.
-        unsafe {
-            core::arch::asm!(
-                ".fpu neon",
-                "vcgt.f32 {m}, {b}, {a}",
-                "vbsl {m}, {a}, {b}",
-                m = out(dreg) r,
-                a = in(dreg) self.0,
-                b = in(dreg) o.0,
-                options(pure, nomem, nostack),
-            )
-        };
-        Nd(r)
+        // `o > self ? self : o`.
+        o.select_gt(self, self, o)
     }
     #[inline(always)]
     fn round(self) -> Self {

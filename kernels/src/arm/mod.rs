@@ -263,13 +263,9 @@ unsafe fn dw_row_8c(
 pub unsafe fn dw_i8_8c__neon(a: &DwI8Args) {
     let full = a.c - a.c % 8;
     for oy in 0..a.oh {
-        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
-        let ky0 = (-y0).max(0) as usize;
-        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        let (y0, ky0, ky1) = DwI8Args::taps_inside(oy, a.stride, a.pad_top, a.h, a.kh);
         for ox in 0..a.ow {
-            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
-            let kx0 = (-x0).max(0) as usize;
-            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let (x0, kx0, kx1) = DwI8Args::taps_inside(ox, a.stride, a.pad_left, a.w, a.kw);
             let out = (oy * a.ow + ox) * a.c;
             for c0 in (0..a.c).step_by(8) {
                 let nc = (a.c - c0).min(8);

@@ -14,13 +14,9 @@ pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
     let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
     let yz = _mm512_set1_epi32(a.y_zero);
     for oy in 0..a.oh {
-        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
-        let ky0 = (-y0).max(0) as usize;
-        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        let (y0, ky0, ky1) = DwI8Args::taps_inside(oy, a.stride, a.pad_top, a.h, a.kh);
         for ox in 0..a.ow {
-            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
-            let kx0 = (-x0).max(0) as usize;
-            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let (x0, kx0, kx1) = DwI8Args::taps_inside(ox, a.stride, a.pad_left, a.w, a.kw);
             let mut c0 = 0;
             while c0 < a.c {
                 let nc = (a.c - c0).min(16);
@@ -151,13 +147,9 @@ pub unsafe fn dw_i8_8c__avx2(a: &DwI8Args) {
     let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
     let yz = _mm256_set1_epi32(a.y_zero);
     for oy in 0..a.oh {
-        let y0 = (oy * a.stride) as isize - a.pad_top as isize;
-        let ky0 = (-y0).max(0) as usize;
-        let ky1 = ((a.h as isize - y0).min(a.kh as isize)).max(0) as usize;
+        let (y0, ky0, ky1) = DwI8Args::taps_inside(oy, a.stride, a.pad_top, a.h, a.kh);
         for ox in 0..a.ow {
-            let x0 = (ox * a.stride) as isize - a.pad_left as isize;
-            let kx0 = (-x0).max(0) as usize;
-            let kx1 = ((a.w as isize - x0).min(a.kw as isize)).max(0) as usize;
+            let (x0, kx0, kx1) = DwI8Args::taps_inside(ox, a.stride, a.pad_left, a.w, a.kw);
             let mut c0 = 0;
             while c0 < a.c {
                 if a.c - c0 >= 16 {
