@@ -1,0 +1,308 @@
+//! Convolutions and pooling on u8 NHWC feature maps in QDQ form: im2col and the int8 GEMM
+//! for dense convolutions, the depthwise kernel for depthwise ones, max pooling and global
+//! average pooling.
+
+use super::lower::Lowering;
+use super::value::{attr, attr_i, attr_ints, Mapped, Val};
+use crate::error::Result;
+use crate::plan::{DType, Op, Q8};
+use edgetune_kernels::reference::ConvGeom;
+use tract_onnx::pb;
+
+/// Conv of a u8 feature map by constant int8 weights into its QuantizeLinear: dense
+/// (im2col and the int8 GEMM) or depthwise.
+pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let x = lw.deq(n, 0)?;
+    let (wd, mut wq, ws, wz) = lw.qconst(n, 1)?;
+    if wd.len() != 4 || wz.iter().any(|&z| z != 0) || wq.iter().any(|&v| !(-128..=127).contains(&v))
+    {
+        return Err(lw.unsupported(n, "weights must be symmetric int8 OIHW"));
+    }
+    let xi = lw.b.tensors[x as usize].clone();
+    if xi.shape.len() != 4 || xi.shape[0] != 1 {
+        return Err(lw.unsupported(n, "convolution input must be 4-D (1, C, H, W)"));
+    }
+    let (oc, icg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let (h, w, ic) = (xi.shape[1], xi.shape[2], xi.shape[3]);
+    let groups = attr_i(n, "group", 1) as usize;
+    if attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
+        return Err(lw.unsupported(n, "auto_pad"));
+    }
+    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
+    let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
+    let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+    if pads.len() != 4
+        || strides.len() != 2
+        || dil.len() != 2
+        || groups == 0
+        || icg * groups != ic
+        || pads.iter().chain(&strides).chain(&dil).any(|&v| v < 0)
+    {
+        return Err(lw.unsupported(n, "convolution attributes do not match the input"));
+    }
+    let geom = ConvGeom {
+        h,
+        w,
+        ic,
+        oc,
+        kh,
+        kw,
+        stride_h: strides[0] as usize,
+        stride_w: strides[1] as usize,
+        dil_h: dil[0] as usize,
+        dil_w: dil[1] as usize,
+        pad_top: pads[0] as usize,
+        pad_left: pads[1] as usize,
+        pad_bottom: pads[2] as usize,
+        pad_right: pads[3] as usize,
+        groups,
+    };
+    if geom.stride_h == 0
+        || geom.stride_w == 0
+        || h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
+    {
+        return Err(lw.unsupported(n, "kernel larger than the padded input"));
+    }
+    let (bias, scale) = lw.bias_scale(n, 2, oc, xi.scale, &ws, &mut wq, icg * kh * kw)?;
+    let (qi, qy) = lw.fused_q(n)?;
+    let y = lw.b.tensor(
+        &n.output[0],
+        DType::U8,
+        vec![xi.shape[0], geom.oh(), geom.ow(), oc],
+        true,
+        Some(qy),
+    );
+    let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
+    let (bias, scale) = (lw.b.push(&bias), lw.b.push(&scale));
+    if groups == 1 {
+        let k = kh * kw * ic;
+        let (w, colsum) = lw.b.push_packed_i8(k, oc, |kk, o| {
+            let (tap, i) = (kk / ic, kk % ic);
+            wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
+        });
+        let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
+        let scratch = (scratch_len > 0).then(|| {
+            lw.b.tensor(
+                &format!("{}#im2col", n.name),
+                DType::U8,
+                vec![scratch_len],
+                false,
+                None,
+            )
+        });
+        lw.b.ops.push(Op::ConvI8 {
+            x,
+            y,
+            scratch,
+            geom,
+            x_zero: xi.zero,
+            y_zero: qy.zero,
+            w,
+            colsum,
+            bias,
+            scale,
+        });
+    } else if groups == ic && oc == ic && icg == 1 {
+        let mut wt = vec![0i16; kh * kw * oc];
+        for c in 0..oc {
+            for t in 0..kh * kw {
+                wt[t * oc + c] = wq[c * kh * kw + t] as i16;
+            }
+        }
+        let w = lw.b.push(&wt);
+        lw.b.ops.push(Op::DwI8 {
+            x,
+            y,
+            geom,
+            x_zero: xi.zero,
+            y_zero: qy.zero,
+            w,
+            bias,
+            scale,
+        });
+    } else {
+        return Err(lw.unsupported(n, "grouped convolution other than depthwise"));
+    }
+    lw.set_out(qi, y, &n.output[0]);
+    Ok(())
+}
+
+/// Max pooling of a u8 map, or of a non-decreasing table of one (the table moves past it).
+pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let v = lw.val(n, 0)?.clone();
+    let (t, mapped) = match v {
+        Val::Deq(t) => (t, None),
+        Val::Mapped(m) if m.monotone => (m.t, Some(m)),
+        _ => {
+            return Err(lw.unsupported(
+                n,
+                "input must be a quantised tensor or a non-decreasing function of one",
+            ))
+        }
+    };
+    let xi = lw.b.tensors[t as usize].clone();
+    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
+        return Err(lw.unsupported(n, "needs a 4-D feature map of batch 1"));
+    }
+    if attr_i(n, "ceil_mode", 0) != 0
+        || attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+        || n.output.len() > 1 && !n.output[1].is_empty()
+    {
+        return Err(lw.unsupported(n, "ceil_mode, auto_pad and indices"));
+    }
+    let k = attr_ints(n, "kernel_shape").unwrap_or_default();
+    let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
+    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
+    let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+    if k.len() != 2
+        || strides.len() != 2
+        || pads.len() != 4
+        || dil.len() != 2
+        || k.iter()
+            .chain(&strides)
+            .chain(&dil)
+            .any(|&v| !(1..=1 << 16).contains(&v))
+        || pads.iter().any(|&v| !(0..=1 << 16).contains(&v))
+    {
+        return Err(lw.unsupported(n, "pooling attributes"));
+    }
+    let (h, w, c) = (xi.shape[1], xi.shape[2], xi.shape[3]);
+    let geom = ConvGeom {
+        h,
+        w,
+        ic: c,
+        oc: c,
+        kh: k[0] as usize,
+        kw: k[1] as usize,
+        stride_h: strides[0] as usize,
+        stride_w: strides[1] as usize,
+        dil_h: dil[0] as usize,
+        dil_w: dil[1] as usize,
+        pad_top: pads[0] as usize,
+        pad_left: pads[1] as usize,
+        pad_bottom: pads[2] as usize,
+        pad_right: pads[3] as usize,
+        groups: 1,
+    };
+    if h + geom.pad_top + geom.pad_bottom < geom.dil_h * (geom.kh - 1) + 1
+        || w + geom.pad_left + geom.pad_right < geom.dil_w * (geom.kw - 1) + 1
+    {
+        return Err(lw.unsupported(n, "kernel larger than the padded input"));
+    }
+    let q = Q8 {
+        scale: xi.scale,
+        zero: xi.zero,
+    };
+    let y = lw.b.tensor(
+        &n.output[0],
+        DType::U8,
+        vec![xi.shape[0], geom.oh(), geom.ow(), c],
+        true,
+        Some(q),
+    );
+    lw.b.ops.push(Op::MaxPoolU8 { x: t, y, geom });
+    let out = match mapped {
+        None => Val::Deq(y),
+        Some(m) => Val::Mapped(Mapped { t: y, ..m }),
+    };
+    lw.vals.insert(n.output[0].clone(), out);
+    lw.block_taps.push((n.output[0].clone(), y));
+    Ok(())
+}
+
+/// Global average pooling of a u8 map into its QuantizeLinear.
+pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let x = lw.deq(n, 0)?;
+    let xi = lw.b.tensors[x as usize].clone();
+    if xi.shape.len() != 4 || xi.shape[0] != 1 {
+        return Err(lw.unsupported(n, "needs a 4-D input of batch 1"));
+    }
+    let (qi, qy) = lw.fused_q(n)?;
+    let y = lw.b.tensor(
+        &n.output[0],
+        DType::U8,
+        vec![xi.shape[0], 1, 1, xi.shape[3]],
+        true,
+        Some(qy),
+    );
+    lw.b.ops.push(Op::GapU8 {
+        x,
+        y,
+        qx: Q8 {
+            scale: xi.scale,
+            zero: xi.zero,
+        },
+        qy,
+    });
+    lw.set_out(qi, y, &n.output[0]);
+    lw.block_taps.push((n.input[0].clone(), x));
+    Ok(())
+}
+
+impl Lowering<'_> {
+    /// Bias in units of `s_x·s_w[c]` and the per-channel `s_x·s_w[c]`. A channel whose
+    /// bias would not fit the accumulator (dead channels with near-zero weight scales)
+    /// has its weights requantised to a coarser scale first; `wq` holds the weights of
+    /// channel `c` at `c·per..(c+1)·per`.
+    pub(super) fn bias_scale(
+        &self,
+        n: &pb::NodeProto,
+        i: usize,
+        oc: usize,
+        sx: f32,
+        ws: &[f32],
+        wq: &mut [i64],
+        per: usize,
+    ) -> Result<(Vec<i32>, Vec<f32>)> {
+        // Per-tensor (1) or per-channel (oc) quantisation parameters only.
+        let fits = |n: usize| n == 1 || n == oc;
+        if !fits(ws.len()) {
+            return Err(self.unsupported(n, "weight scales are neither per-tensor nor per-channel"));
+        }
+        let mut sw: Vec<f32> = (0..oc)
+            .map(|c| if ws.len() == 1 { ws[0] } else { ws[c] })
+            .collect();
+        let mut bias = vec![0i32; oc];
+        let has_bias = n.input.len() > i && !n.input[i].is_empty();
+        let real: Vec<f64> = if has_bias {
+            let (bd, bq, bs, bz) = self.qconst(n, i)?;
+            if bd.iter().product::<usize>() != oc
+                || bq.len() != oc
+                || !fits(bs.len())
+                || !fits(bz.len())
+            {
+                return Err(self.unsupported(n, "bias length differs from the output channels"));
+            }
+            (0..oc)
+                .map(|c| {
+                    (bq[c] - if bz.len() == 1 { bz[0] } else { bz[c] }) as f64
+                        * (if bs.len() == 1 { bs[0] } else { bs[c] }) as f64
+                })
+                .collect()
+        } else {
+            vec![0.0; oc]
+        };
+        const LIMIT: f64 = (1u64 << 29) as f64;
+        for c in 0..oc {
+            let need = (real[c].abs() / (sx as f64 * LIMIT)) as f32;
+            if need > sw[c] {
+                if ws.len() == 1 {
+                    return Err(self.unsupported(n, "bias does not fit the int32 accumulator"));
+                }
+                let ratio = sw[c] / need;
+                for v in &mut wq[c * per..(c + 1) * per] {
+                    *v = ((*v as f32 * ratio).round_ties_even() as i64).clamp(-127, 127);
+                }
+                sw[c] = need;
+            }
+        }
+        let acc_scale: Vec<f32> = (0..oc).map(|c| sx * sw[c]).collect();
+        for c in 0..oc {
+            bias[c] = (real[c] / acc_scale[c] as f64).round_ties_even() as i32;
+        }
+        Ok((bias, acc_scale))
+    }
+}

@@ -1,0 +1,394 @@
+//! Elementwise ops. On row-major float tensors: binary arithmetic with NumPy broadcasting
+//! and unary functions on the f32 kernels. On quantised tensors: Add of two u8 tensors,
+//! and every other function folded into a table over the u8 codes (one `LutU8` at the
+//! next QuantizeLinear; tables in a row fuse into one).
+
+use super::lower::Lowering;
+use super::value::{attr, Builder, Val};
+use crate::error::{Error, Result};
+use crate::plan::{BinOp, DType, Op, Unary, Q8};
+
+/// The float form: both operands row-major f32 tensors or constants, and the steps of the
+/// dynamic-quantised MatMul. False when an operand is a quantised tensor.
+fn binary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let op = n.op_type.as_str();
+    let (a, b) = (lw.val(n, 0)?.clone(), lw.val(n, 1)?.clone());
+    match (&a, &b) {
+        (Val::Deq(_), _) | (_, Val::Deq(_)) => return Ok(false),
+        (Val::DynScale(t), Val::Const(c)) | (Val::Const(c), Val::DynScale(t)) if op == "Mul" => {
+            let ws = c.f32s().ok_or_else(|| lw.unsupported(n, "f32 scales"))?;
+            lw.vals
+                .insert(n.output[0].clone(), Val::ScaleProd { t: *t, ws });
+            return Ok(true);
+        }
+        (Val::IntMM { t, k, n: nn, w }, Val::ScaleProd { t: t2, ws })
+        | (Val::ScaleProd { t: t2, ws }, Val::IntMM { t, k, n: nn, w })
+            if op == "Mul" =>
+        {
+            if t != t2 || !(ws.len() == 1 || ws.len() == *nn) {
+                return Err(lw.unsupported(n, "scale of another quantisation"));
+            }
+            let ws: Vec<f32> = (0..*nn)
+                .map(|c| ws[if ws.len() == 1 { 0 } else { c }])
+                .collect();
+            lw.dyn_matmul(n, *t, *k, *nn, w, &ws)?;
+            return Ok(true);
+        }
+        _ => {}
+    }
+    if n.input.iter().take(2).any(|i| lw.int_names.contains(i)) {
+        return Err(lw.unsupported(n, "integer arithmetic (Cast the operands to float)"));
+    }
+    let (sa, sb) = (lw.operand(n, 0)?, lw.operand(n, 1)?);
+    if sa.0.tensor().is_none() && sb.0.tensor().is_none() {
+        return Err(lw.unsupported(n, "both operands constant"));
+    }
+    let out = broadcast(&sa.1, &sb.1)
+        .ok_or_else(|| lw.unsupported(n, "shapes do not broadcast (or rank > 4)"))?;
+    let f = match op {
+        "Add" => BinOp::Add,
+        "Sub" => BinOp::Sub,
+        "Mul" => BinOp::Mul,
+        _ => BinOp::Div,
+    };
+    let y = lw.new_f32(&n.output[0], out.clone());
+    lw.b.ops.push(Op::BinF32 {
+        a: sa.0,
+        b: sb.0,
+        y,
+        f,
+        dims: pad4(&out).map(|v| v as u32),
+        sa: strides4(&sa.1, &out),
+        sb: strides4(&sb.1, &out),
+    });
+    lw.out_f32(n, y);
+    Ok(true)
+}
+
+/// Add of two u8 tensors of one shape into the QuantizeLinear that follows (QDQ form).
+fn add_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let (a, b) = (lw.deq(n, 0)?, lw.deq(n, 1)?);
+    let (sa, sb) = (
+        lw.b.tensors[a as usize].shape.clone(),
+        lw.b.tensors[b as usize].shape.clone(),
+    );
+    if sa != sb {
+        return Err(lw.unsupported(n, "int8 Add needs equal shapes"));
+    }
+    let (qi, qy) = lw.fused_q(n)?;
+    let nhwc = lw.b.tensors[a as usize].nhwc;
+    let y = lw.b.tensor(&n.output[0], DType::U8, sa, nhwc, Some(qy));
+    let q = |t: u32, b: &Builder| Q8 {
+        scale: b.tensors[t as usize].scale,
+        zero: b.tensors[t as usize].zero,
+    };
+    lw.b.ops.push(Op::AddU8 {
+        a,
+        b,
+        y,
+        qa: q(a, &lw.b),
+        qb: q(b, &lw.b),
+        qy,
+    });
+    lw.set_out(qi, y, &n.output[0]);
+    lw.block_taps.push((n.output[0].clone(), y));
+    Ok(())
+}
+
+/// Add, Sub, Mul and Div: float arithmetic with broadcasting, the dynamic-quantisation
+/// scale products (Mul), or Add of two quantised tensors.
+pub(super) fn binary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if binary_float(lw, idx)? {
+        Ok(())
+    } else if lw.graph.node[idx].op_type == "Add" {
+        add_quantised(lw, idx)
+    } else {
+        Err(lw.no_form(idx))
+    }
+}
+
+/// The float form; false when the input is not a row-major f32 tensor.
+fn unary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let op = n.op_type.as_str();
+    let x0 = lw.fact(n, 0);
+    let Some(x) = x0 else { return Ok(false) };
+    let f = match op {
+        "Sqrt" => Unary::Sqrt,
+        "Erf" => Unary::Erf,
+        "Relu" => Unary::Relu,
+        _ => Unary::Sigmoid,
+    };
+    let y = lw.new_f32(&n.output[0], lw.fshape(x));
+    lw.b.ops.push(Op::UnaryF32 { x, y, f });
+    lw.out_f32(n, y);
+    Ok(true)
+}
+
+/// Sqrt, Erf, Relu and Sigmoid of a float tensor; Relu and Sigmoid of a quantised tensor
+/// fold into its table.
+pub(super) fn unary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if unary_float(lw, idx)? {
+        Ok(())
+    } else if matches!(lw.graph.node[idx].op_type.as_str(), "Relu" | "Sigmoid") {
+        table(lw, idx)
+    } else {
+        Err(lw.no_form(idx))
+    }
+}
+
+/// The float form; false when the input is not a row-major f32 tensor.
+fn clip_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let x0 = lw.fact(n, 0);
+    let Some(x) = x0 else { return Ok(false) };
+    let bound = |s: &Lowering<'_>, i: usize, d: f32| -> Result<f32> {
+        if n.input.len() > i && !n.input[i].is_empty() {
+            match s.constant(n, i)?.f32s().as_deref() {
+                Some([v]) if !v.is_nan() => Ok(*v),
+                _ => Err(s.unsupported(n, "bounds must be scalar constants")),
+            }
+        } else {
+            Ok(d)
+        }
+    };
+    let (lo, hi) = (
+        bound(lw, 1, f32::NEG_INFINITY)?,
+        bound(lw, 2, f32::INFINITY)?,
+    );
+    let y = lw.new_f32(&n.output[0], lw.fshape(x));
+    lw.b.ops.push(Op::ClampF32 { x, y, lo, hi });
+    lw.out_f32(n, y);
+    Ok(true)
+}
+
+/// Clip of a float tensor by constant bounds, or folded into a quantised tensor's table.
+pub(super) fn clip(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if clip_float(lw, idx)? {
+        Ok(())
+    } else {
+        table(lw, idx)
+    }
+}
+
+/// Elementwise float ops on a quantised tensor fold into its table.
+pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let op = n.op_type.as_str();
+    // Max/Min: one operand is a scalar constant, the other the tensor.
+    let xi = if matches!(op, "Max" | "Min") {
+        if n.input.len() != 2 {
+            return Err(lw.unsupported(n, "needs exactly two operands"));
+        }
+        match lw.val(n, 0)? {
+            Val::Const(_) | Val::QConst { .. } => 1,
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let mut m = lw.mapped(n, xi)?;
+    let scalar = |s: &Lowering<'_>, i: usize| -> Result<f32> {
+        match s.floats(n, i)?.as_slice() {
+            [v] if !v.is_nan() => Ok(*v),
+            _ => Err(s.unsupported(n, format!("input {i} must be a scalar constant"))),
+        }
+    };
+    let f: Box<dyn Fn(usize, f32) -> f32> = match op {
+        "Relu" => Box::new(|_, v: f32| v.max(0.0)),
+        "Sigmoid" => Box::new(|_, v| edgetune_kernels::elementwise::sigmoid1(v)),
+        "LeakyRelu" => {
+            let a = attr(n, "alpha").map_or(0.01, |a| a.f);
+            if !a.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("alpha of '{}'", n.name),
+                });
+            }
+            m.monotone &= a >= 0.0;
+            Box::new(move |_, v: f32| if v < 0.0 { a * v } else { v })
+        }
+        "Max" | "Min" => {
+            let c = scalar(lw, 1 - xi)?;
+            if op == "Max" {
+                Box::new(move |_, v: f32| v.max(c))
+            } else {
+                Box::new(move |_, v: f32| v.min(c))
+            }
+        }
+        "Clip" => {
+            let get = |s: &Lowering<'_>, i: usize, d: f32| -> Result<f32> {
+                if n.input.len() > i && !n.input[i].is_empty() {
+                    scalar(s, i)
+                } else {
+                    Ok(d)
+                }
+            };
+            let lo = get(lw, 1, attr(n, "min").map_or(f32::NEG_INFINITY, |a| a.f))?;
+            let hi = get(lw, 2, attr(n, "max").map_or(f32::INFINITY, |a| a.f))?;
+            Box::new(move |_, v: f32| v.max(lo).min(hi))
+        }
+        "BatchNormalization" => {
+            let c =
+                lw.b.tensors
+                    .get(m.t as usize)
+                    .and_then(|t| {
+                        if t.nhwc {
+                            t.shape.last().copied()
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or_else(|| lw.unsupported(n, "needs an NHWC feature map"))?;
+            let p: Vec<Vec<f32>> = (1..5).map(|i| lw.floats(n, i)).collect::<Result<_>>()?;
+            if p.iter().any(|v| v.len() != c) {
+                return Err(lw.unsupported(n, "parameters differ from the channel count"));
+            }
+            let eps = attr(n, "epsilon").map_or(1e-5, |a| a.f);
+            let (mul, add): (Vec<f32>, Vec<f32>) = (0..c)
+                .map(|k| {
+                    let s = p[0][k] / (p[3][k] + eps).sqrt();
+                    (s, p[1][k] - p[2][k] * s)
+                })
+                .unzip();
+            if mul.iter().chain(&add).any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("batch norm '{}'", n.name),
+                });
+            }
+            m.monotone &= mul.iter().all(|&s| s >= 0.0);
+            if m.channels == 1 {
+                m.table = m.table.repeat(c);
+            } else if m.channels != c {
+                return Err(lw.unsupported(n, "per-channel tables of different widths"));
+            }
+            m.channels = c;
+            // The ONNX formula in its own order, so table entries round as a float
+            // evaluation of the graph does.
+            let (g, b, mu, den): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
+                p[0].clone(),
+                p[1].clone(),
+                p[2].clone(),
+                p[3].iter().map(|v| (v + eps).sqrt()).collect(),
+            );
+            Box::new(move |k, v: f32| (v - mu[k]) / den[k] * g[k] + b[k])
+        }
+        _ => return Err(lw.unsupported(n, "no lowering for this op")),
+    };
+    for c in 0..m.channels {
+        for code in 0..256 {
+            m.table[c * 256 + code] = f(c, m.value(c, code));
+        }
+    }
+    lw.vals.insert(n.output[0].clone(), Val::Mapped(m));
+    Ok(())
+}
+
+/// NumPy broadcast of two shapes, ≤ 4 axes.
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    if r > 4 {
+        return None;
+    }
+    let get = |s: &[usize], i: usize| {
+        if i + s.len() >= r {
+            s[i + s.len() - r]
+        } else {
+            1
+        }
+    };
+    (0..r)
+        .map(|i| match (get(a, i), get(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn pad4(s: &[usize]) -> [usize; 4] {
+    let mut d = [1; 4];
+    d[4 - s.len()..].copy_from_slice(s);
+    d
+}
+
+/// Element strides of an operand of shape `s` read over the broadcast shape `out`.
+fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
+    let (d, o) = (pad4(s), pad4(out));
+    let mut st = [0u32; 4];
+    let mut acc = 1usize;
+    for i in (0..4).rev() {
+        st[i] = if d[i] == 1 && o[i] != 1 {
+            0
+        } else {
+            acc as u32
+        };
+        acc *= d[i];
+    }
+    st
+}
+
+/// A table applied to a table's output, where nothing else reads the middle tensor, is
+/// one table: `t2[t1[x]]` (e.g. LeakyReLU then the clamp `Max(x, -0.4)`).
+pub(super) fn fuse_luts(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    let mut j = 0;
+    while j < b.ops.len() {
+        let Op::LutU8 {
+            x: mid,
+            y,
+            channels: c2,
+            table: t2,
+        } = b.ops[j]
+        else {
+            j += 1;
+            continue;
+        };
+        let producer = b.ops[..j].iter().rposition(|op| op.io().1.contains(&mid));
+        let readers = b.ops.iter().filter(|op| op.io().0.contains(&mid)).count();
+        let pinned = pin_start.contains(&mid) || pin_end.contains(&mid);
+        let fusable = match producer.map(|i| &b.ops[i]) {
+            Some(&Op::LutU8 { channels: c1, .. }) => {
+                readers == 1 && !pinned && (c1 == c2 || c1 == 1 || c2 == 1)
+            }
+            _ => false,
+        };
+        if !fusable {
+            j += 1;
+            continue;
+        }
+        let i = producer.unwrap_or(j);
+        let Op::LutU8 {
+            x,
+            channels: c1,
+            table: t1,
+            ..
+        } = b.ops[i]
+        else {
+            unreachable!("checked above")
+        };
+        let c = c1.max(c2) as usize;
+        let (a, z) = (
+            b.blob[t1.off as usize..][..t1.len as usize].to_vec(),
+            b.blob[t2.off as usize..][..t2.len as usize].to_vec(),
+        );
+        let table: Vec<u8> = (0..c * 256)
+            .map(|k| {
+                let (ch, v) = (k / 256, k % 256);
+                let m = a[(ch % c1 as usize) * 256 + v] as usize;
+                z[(ch % c2 as usize) * 256 + m]
+            })
+            .collect();
+        let table = b.push(&table);
+        b.ops[j] = Op::LutU8 {
+            x,
+            y,
+            channels: c as u32,
+            table,
+        };
+        b.ops.remove(i);
+        // The op now at j-1 may fuse with its own producer: look again from there.
+        j = j.saturating_sub(1);
+    }
+}

@@ -1,0 +1,138 @@
+//! Matrix products: Gemm in QDQ form on the int8 GEMM (as a 1×1 convolution), MatMul of
+//! float tensors on the f32 GEMM.
+
+use super::lower::Lowering;
+use super::value::{attr, attr_i};
+use crate::error::{Error, Result};
+use crate::plan::{DType, Op};
+use edgetune_kernels::reference::ConvGeom;
+
+/// Gemm of a u8 `[1, K]` tensor by constant int8 weights, as a 1×1 convolution.
+pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let x = lw.deq(n, 0)?;
+    let xi = lw.b.tensors[x as usize].clone();
+    let k = xi.len() / xi.shape[0];
+    let (wd, mut wq, ws, wz) = lw.qconst(n, 1)?;
+    let trans_b = attr_i(n, "transB", 0) == 1;
+    if attr_i(n, "transA", 0) != 0
+        || attr(n, "alpha").is_some_and(|a| a.f != 1.0)
+        || attr(n, "beta").is_some_and(|a| a.f != 1.0)
+    {
+        return Err(lw.unsupported(n, "transA, alpha and beta other than defaults"));
+    }
+    if wd.len() != 2 || wz.iter().any(|&z| z != 0) {
+        return Err(lw.unsupported(n, "weights must be symmetric int8 2-D"));
+    }
+    let (nn, kk) = if trans_b {
+        (wd[0], wd[1])
+    } else {
+        (wd[1], wd[0])
+    };
+    if kk != k || xi.shape[0] != 1 {
+        return Err(Error::ShapeMismatch {
+            op: format!("Gemm '{}'", n.name),
+            expected: vec![1, kk],
+            got: xi.logical_shape(),
+        });
+    }
+    if ws.len() > 1 && !trans_b {
+        return Err(lw.unsupported(n, "per-channel weights need transB=1"));
+    }
+    let (bias, scale) = lw.bias_scale(
+        n,
+        2,
+        nn,
+        xi.scale,
+        &ws,
+        &mut wq,
+        if trans_b { k } else { 0 },
+    )?;
+    let (qi, qy) = lw.fused_q(n)?;
+    let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
+    let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| {
+        if trans_b {
+            wq[c * k + r] as i8
+        } else {
+            wq[r * nn + c] as i8
+        }
+    });
+    let y =
+        lw.b.tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
+    let geom = ConvGeom {
+        h: 1,
+        w: 1,
+        ic: k,
+        oc: nn,
+        kh: 1,
+        kw: 1,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: 0,
+        pad_left: 0,
+        pad_bottom: 0,
+        pad_right: 0,
+        groups: 1,
+    };
+    let (bias, scale) = (lw.b.push(&bias), lw.b.push(&scale));
+    lw.b.ops.push(Op::ConvI8 {
+        x,
+        y,
+        scratch: None,
+        geom,
+        x_zero: xi.zero,
+        y_zero: qy.zero,
+        w,
+        colsum,
+        bias,
+        scale,
+    });
+    lw.set_out(qi, y, &n.output[0]);
+    Ok(())
+}
+
+/// The float form; false unless both operands are row-major f32 tensors.
+fn matmul_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let x0 = lw.fact(n, 0);
+    let (Some(a), Some(b)) = (x0, lw.fact(n, 1)) else {
+        return Ok(false);
+    };
+    let (sa, sb) = (lw.fshape(a), lw.fshape(b));
+    if sa.len() < 2 || sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
+        return Err(lw.unsupported(n, "batched operands of the same batch shape"));
+    }
+    let r = sa.len();
+    let (m, k, nn) = (sa[r - 2], sa[r - 1], sb[r - 1]);
+    if sb[r - 2] != k {
+        return Err(lw.unsupported(n, "inner dimensions differ"));
+    }
+    let batch: usize = sa[..r - 2].iter().product();
+    let mut out = sa.clone();
+    out[r - 1] = nn;
+    let y = lw.new_f32(&n.output[0], out);
+    let packed = edgetune_kernels::pack::packed_f32_len(k, nn);
+    let scratch = lw.new_f32(&format!("{}#packed", n.name), vec![packed]);
+    lw.b.ops.push(Op::MatMulF32 {
+        a,
+        b,
+        y,
+        scratch,
+        batch: batch as u32,
+        m: m as u32,
+        k: k as u32,
+        n: nn as u32,
+    });
+    lw.out_f32(n, y);
+    Ok(true)
+}
+
+pub(super) fn matmul(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if matmul_float(lw, idx)? {
+        Ok(())
+    } else {
+        Err(lw.no_form(idx))
+    }
+}

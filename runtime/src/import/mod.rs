@@ -1,0 +1,267 @@
+//! ONNX import (feature `onnx`): tract-onnx parses the protobuf; edgetune's lowering maps
+//! the graph onto its own op set, folding QDQ pairs into int8 kernels.
+//!
+//! The lowering reads the parsed ONNX graph rather than tract's typed graph: the QDQ
+//! patterns are visible there as written, and tract's internal op structs are not a stable
+//! interface to match on.
+//!
+//! Every node goes through one table, [`registry`]: `(domain, op) → lowering`, with one
+//! file per op family (`quant`, `conv`, `gemm`, `elementwise`, `norm`, `shape`). The table
+//! is the list of supported ops; [`check`] lists every node a model needs that it lacks.
+
+mod conv;
+mod elementwise;
+mod gemm;
+mod lower;
+mod norm;
+mod quant;
+pub mod registry;
+mod shape;
+mod value;
+
+use crate::error::{Error, Result};
+use crate::exec::plan_arena;
+use crate::plan::{DType, Op, PlanParts, Port, Q8};
+use lower::Lowering;
+use std::collections::{HashMap, HashSet};
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+use value::{malformed, tensor_const, Builder, Val};
+
+/// Which intermediate tensors to expose.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Taps {
+    #[default]
+    None,
+    /// The output of each residual block and of the last feature map.
+    Blocks,
+    Names(Vec<String>),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Fixed input shapes by name; symbolic batch dimensions default to 1.
+    pub inputs: Vec<(String, Vec<usize>)>,
+    pub taps: Taps,
+    /// Extra metadata stored in the plan (preprocessing, source).
+    pub meta: Vec<(String, String)>,
+}
+
+/// A standalone serialised TensorProto (the ONNX test data's `input_0.pb`) as f32 values
+/// with its dims: integers and u8/i8 codes converted exactly (below 2^24).
+pub fn read_tensor(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    use prost::Message;
+    let t = pb::TensorProto::decode(bytes).map_err(|e| malformed(format!("tensor: {e}")))?;
+    let c = tensor_const(&t)?;
+    let v = c
+        .f32s()
+        .unwrap_or_else(|| c.ints().iter().map(|&x| x as f32).collect());
+    Ok((c.dims, v))
+}
+
+/// Parses ONNX bytes with tract-onnx.
+pub fn parse(bytes: &[u8]) -> Result<pb::ModelProto> {
+    let mut r = bytes;
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut r)
+        .map_err(|e| malformed(format!("{e:#}")))
+}
+
+pub fn import_path(path: &std::path::Path, opts: &ImportOptions) -> Result<PlanParts> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    import_bytes(&bytes, opts)
+}
+
+/// Imports an ONNX model into plan parts; the first node that does not lower is the error.
+pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
+    import_model(&parse(bytes)?, opts)
+}
+
+fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanParts> {
+    let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    let expanded = registry::rewrite_forms(graph)?;
+    let graph = expanded.as_ref().unwrap_or(graph);
+    let mut lw = Lowering {
+        graph,
+        vals: HashMap::new(),
+        consumers: HashMap::new(),
+        skip: HashSet::new(),
+        b: Builder {
+            tensors: vec![],
+            ops: vec![],
+            blob: vec![],
+        },
+        produced: HashMap::new(),
+        block_taps: vec![],
+        int_names: HashSet::new(),
+    };
+    for t in &graph.initializer {
+        lw.vals.insert(t.name.clone(), Val::Const(tensor_const(t)?));
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        // Every lowering reads the first output's name.
+        if n.output.first().is_none_or(|o| o.is_empty()) {
+            return Err(malformed(format!(
+                "node '{}' ({}) has no output",
+                n.name, n.op_type
+            )));
+        }
+        for inp in &n.input {
+            lw.consumers.entry(inp.clone()).or_default().push(i);
+        }
+    }
+    let mut inputs = vec![];
+    for vi in &graph.input {
+        if lw.vals.contains_key(&vi.name) {
+            continue;
+        }
+        let shape = match opts.inputs.iter().find(|(n, _)| n == &vi.name) {
+            Some((_, s)) => s.clone(),
+            None => value_info_shape(vi)?,
+        };
+        // Any batch for the float sequence ops; the convolution and pooling lowerings
+        // refuse a batch other than 1 themselves.
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(Error::ShapeMismatch {
+                op: format!("input '{}'", vi.name),
+                expected: vec![1],
+                got: shape,
+            });
+        }
+        use pb::type_proto::Value as TV;
+        let elem = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(TV::TensorType(t)) => t.elem_type,
+            _ => 1,
+        };
+        if !matches!(elem, 1 | 10 | 11 | 16) {
+            lw.int_names.insert(vi.name.clone());
+        }
+        let t = lw.b.tensor(&vi.name, DType::F32, shape, false, None);
+        lw.vals.insert(vi.name.clone(), Val::Act(t));
+        inputs.push(Port {
+            name: vi.name.clone(),
+            tensor: t,
+        });
+    }
+    for i in 0..graph.node.len() {
+        lw.node(i)?;
+    }
+    let mut outputs = vec![];
+    for o in &graph.output {
+        let v = lw
+            .vals
+            .get(&o.name)
+            .cloned()
+            .ok_or_else(|| malformed(format!("output '{}' is never produced", o.name)))?;
+        let t = match v {
+            Val::Deq(t) => {
+                let ti = lw.b.tensors[t as usize].clone();
+                let shape = if ti.nhwc
+                    && ti.shape.iter().skip(1).take(2).all(|&d| d == 1)
+                    && ti.shape.len() == 4
+                {
+                    vec![ti.shape[0], ti.shape[3]]
+                } else {
+                    ti.logical_shape()
+                };
+                let y = lw.b.tensor(&o.name, DType::F32, shape, false, None);
+                lw.b.ops.push(Op::Dequantize {
+                    x: t,
+                    y,
+                    q: Q8 {
+                        scale: ti.scale,
+                        zero: ti.zero,
+                    },
+                    to_nchw: ti.nhwc && ti.shape[1] * ti.shape[2] > 1,
+                });
+                y
+            }
+            Val::Act(t) => t,
+            _ => return Err(malformed(format!("output '{}' is a constant", o.name))),
+        };
+        outputs.push(Port {
+            name: o.name.clone(),
+            tensor: t,
+        });
+    }
+    let taps: Vec<Port> = match &opts.taps {
+        Taps::None => vec![],
+        Taps::Blocks => lw
+            .block_taps
+            .iter()
+            .map(|(n, t)| Port {
+                name: n.clone(),
+                tensor: *t,
+            })
+            .collect(),
+        Taps::Names(names) => names
+            .iter()
+            .map(|n| {
+                match lw
+                    .produced
+                    .get(n)
+                    .copied()
+                    .or_else(|| match lw.vals.get(n) {
+                        Some(Val::Act(t)) | Some(Val::Deq(t)) => Some(*t),
+                        _ => None,
+                    }) {
+                    Some(t) => Ok(Port {
+                        name: n.clone(),
+                        tensor: t,
+                    }),
+                    None => Err(Error::Invalid {
+                        what: format!("tap '{n}' names no tensor of the graph"),
+                    }),
+                }
+            })
+            .collect::<Result<_>>()?,
+    };
+    let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
+    let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
+    elementwise::fuse_luts(&mut lw.b, &pin_start, &pin_end);
+    let Builder {
+        mut tensors,
+        ops,
+        blob,
+    } = lw.b;
+    let arena_bytes = plan_arena(&mut tensors, &ops, &pin_start, &pin_end);
+    Ok(PlanParts {
+        tensors,
+        ops,
+        inputs,
+        outputs,
+        taps,
+        meta: opts.meta.clone(),
+        blob,
+        arena_bytes,
+    })
+}
+
+fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TV;
+    let err = |why: &str| Error::ShapeMismatch {
+        op: format!(
+            "input '{}' ({why}; fix it with --input NAME:SHAPE)",
+            vi.name
+        ),
+        expected: vec![],
+        got: vec![],
+    };
+    let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TV::TensorType(t)) => t,
+        _ => return Err(err("no tensor type")),
+    };
+    let dims = &tt.shape.as_ref().ok_or_else(|| err("no shape"))?.dim;
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| match d.value {
+            Some(Value::DimValue(v)) if v > 0 => Ok(v as usize),
+            _ if i == 0 => Ok(1),
+            _ => Err(err("symbolic dimension")),
+        })
+        .collect()
+}

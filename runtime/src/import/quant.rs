@@ -1,0 +1,345 @@
+//! Quantisation: QuantizeLinear / DequantizeLinear pairs (QDQ) around the int8 kernels,
+//! the dynamic quantisation of transformer MatMuls (DynamicQuantizeLinear → MatMulInteger
+//! → Mul by the scales) and the rewrite of the QOperator ops into QDQ form.
+
+use super::lower::Lowering;
+use super::value::{attr_i, malformed, tensor_const, Data, Mapped, Val};
+use crate::error::{Error, Result};
+use crate::plan::{DType, Op, Q8};
+use tract_onnx::pb;
+
+/// Constant weights become a dequantised constant (per-tensor or per-channel on axis 0);
+/// a u8 tensor becomes its dequantised view.
+pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    match lw.val(n, 0)?.clone() {
+        Val::Const(c) => {
+            let scale = lw
+                .constant(n, 1)?
+                .f32s()
+                .ok_or_else(|| lw.unsupported(n, "scale must be f32"))?;
+            let zero = if n.input.len() > 2 && !n.input[2].is_empty() {
+                lw.constant(n, 2)?.ints()
+            } else {
+                vec![0; scale.len()]
+            };
+            if scale.iter().any(|s| !s.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("scale of '{}'", n.name),
+                });
+            }
+            let axis = attr_i(n, "axis", 1);
+            if scale.len() > 1 && (axis != 0 || c.dims.first() != Some(&scale.len())) {
+                return Err(lw.unsupported(n, "per-channel weights must be quantised along axis 0"));
+            }
+            lw.vals.insert(
+                n.output[0].clone(),
+                Val::QConst {
+                    dims: c.dims.clone(),
+                    q: c.ints(),
+                    scale,
+                    zero,
+                },
+            );
+        }
+        Val::Act(t) => {
+            let q = lw.q8_of(n)?;
+            let ti = &lw.b.tensors[t as usize];
+            if ti.dtype != DType::U8 || ti.scale != q.scale || ti.zero != q.zero {
+                return Err(lw.unsupported(
+                    n,
+                    "dequantises with parameters other than its QuantizeLinear",
+                ));
+            }
+            lw.vals.insert(n.output[0].clone(), Val::Deq(t));
+        }
+        _ => return Err(lw.unsupported(n, "input must be a constant or a quantised tensor")),
+    }
+    Ok(())
+}
+
+/// Per-tensor u8 quantisation of a float tensor, a requantisation, or the table of the
+/// float functions applied since the last dequantisation.
+pub(super) fn quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    if lw.skip.contains(&idx) {
+        return Ok(());
+    }
+    let q = lw.q8_of(n)?;
+    match lw.val(n, 0)?.clone() {
+        Val::Act(t) if lw.b.tensors[t as usize].dtype == DType::F32 => {
+            let ti = lw.b.tensors[t as usize].clone();
+            let s = ti.shape.clone();
+            let (shape, nhwc) = if s.len() == 4 {
+                (vec![s[0], s[2], s[3], s[1]], true)
+            } else {
+                (s, false)
+            };
+            let y = lw.b.tensor(&n.output[0], DType::U8, shape, nhwc, Some(q));
+            lw.b.ops.push(Op::Quantize {
+                x: t,
+                y,
+                q,
+                to_nhwc: nhwc,
+            });
+            lw.vals.insert(n.output[0].clone(), Val::Act(y));
+        }
+        Val::Deq(t) => {
+            let ti = &lw.b.tensors[t as usize];
+            if ti.scale != q.scale || ti.zero != q.zero {
+                let m = lw.mapped(n, 0)?;
+                lw.lut(n, m, q)?;
+            } else {
+                lw.vals.insert(n.output[0].clone(), Val::Act(t));
+            }
+        }
+        Val::Mapped(m) => lw.lut(n, m, q)?,
+        _ => return Err(lw.unsupported(n, "input must be a float tensor")),
+    }
+    Ok(())
+}
+
+/// False when the input is not a row-major f32 tensor.
+fn dynamic_quantize_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let x0 = lw.fact(n, 0);
+    let Some(x) = x0 else { return Ok(false) };
+    let o = &n.output;
+    if o.len() != 3 {
+        return Err(lw.unsupported(n, "needs its three outputs"));
+    }
+    lw.vals.insert(o[0].clone(), Val::DynQ(x));
+    lw.vals.insert(o[1].clone(), Val::DynScale(x));
+    lw.vals.insert(o[2].clone(), Val::DynZero(x));
+    Ok(true)
+}
+
+/// Marks a float tensor as dynamically quantised; MatMulInteger and Mul complete it.
+pub(super) fn dynamic_quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if dynamic_quantize_float(lw, idx)? {
+        Ok(())
+    } else {
+        Err(lw.no_form(idx))
+    }
+}
+
+/// Dynamic codes by constant symmetric int8 weights; the Mul by the scales lowers it.
+pub(super) fn matmul_integer(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let t = match (lw.val(n, 0)?, n.input.get(2).map(|s| lw.vals.get(s))) {
+        (Val::DynQ(t), Some(Some(Val::DynZero(z)))) if t == z => *t,
+        _ => {
+            return Err(lw.unsupported(
+                n,
+                "A must be DynamicQuantizeLinear's codes with its zero point",
+            ))
+        }
+    };
+    let w = lw.constant(n, 1)?;
+    if w.dims.len() != 2 || !matches!(w.data, Data::I8(_)) {
+        return Err(lw.unsupported(n, "B must be constant int8 [K, N]"));
+    }
+    let wz = if n.input.len() > 3 && !n.input[3].is_empty() {
+        lw.constant(n, 3)?.ints()
+    } else {
+        vec![0]
+    };
+    if wz.iter().any(|&z| z != 0) {
+        return Err(lw.unsupported(n, "weights must be symmetric (zero point 0)"));
+    }
+    let (k, nn) = (w.dims[0], w.dims[1]);
+    if lw.fshape(t).last() != Some(&k) {
+        return Err(lw.unsupported(n, "inner dimensions differ"));
+    }
+    lw.vals.insert(
+        n.output[0].clone(),
+        Val::IntMM {
+            t,
+            k,
+            n: nn,
+            w: w.ints(),
+        },
+    );
+    Ok(())
+}
+
+/// QOperator form → QDQ form: each `QLinearConv` becomes DequantizeLinear (input,
+/// weights, bias) → Conv → QuantizeLinear and each `QLinearMatMul` DequantizeLinear → Gemm
+/// → QuantizeLinear, so both lower through the same int8 kernels as QDQ models. The bias
+/// scale (`x_scale · w_scale[c]`) is computed here, so scales must be initializers.
+///
+/// Registered for both ops; `g` is the rewritten graph being built from `src`.
+pub(super) fn qlinear(
+    src: &pb::GraphProto,
+    n: &pb::NodeProto,
+    g: &mut pb::GraphProto,
+) -> Result<()> {
+    let init = |name: &str| src.initializer.iter().find(|t| t.name == name);
+    let node = |op: &str, name: String, input: Vec<String>, output: String| pb::NodeProto {
+        input,
+        output: vec![output],
+        name,
+        op_type: op.into(),
+        ..Default::default()
+    };
+    let unsupported = |n: &pb::NodeProto, why: &str| Error::UnsupportedOp {
+        op: n.op_type.clone(),
+        node: n.name.clone(),
+        inputs: vec![],
+        why: why.into(),
+    };
+    let conv = n.op_type == "QLinearConv";
+    if n.input.len() < 8 || n.output.len() != 1 {
+        return Err(malformed(format!(
+            "{} '{}' needs 8 inputs and one output",
+            n.op_type, n.name
+        )));
+    }
+    let i = |k: usize| n.input[k].clone();
+    let p = format!("{}#qlinear", n.output[0]);
+    let dq_x = node(
+        "DequantizeLinear",
+        format!("{p}/x"),
+        vec![i(0), i(1), i(2)],
+        format!("{p}/x"),
+    );
+    let mut dq_w = node(
+        "DequantizeLinear",
+        format!("{p}/w"),
+        vec![i(3), i(4), i(5)],
+        format!("{p}/w"),
+    );
+    dq_w.attribute.push(pb::AttributeProto {
+        name: "axis".into(),
+        i: 0,
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    });
+    let mut core_in = vec![format!("{p}/x"), format!("{p}/w")];
+    let mut extra = vec![];
+    if conv && n.input.len() > 8 && !n.input[8].is_empty() {
+        let scalar = |name: &str| -> Result<Vec<f32>> {
+            let t = init(name).ok_or_else(|| unsupported(n, "scales must be initializers"))?;
+            tensor_const(t)?
+                .f32s()
+                .ok_or_else(|| unsupported(n, "scales must be f32"))
+        };
+        let (xs, ws) = (scalar(&n.input[1])?, scalar(&n.input[4])?);
+        if xs.len() != 1 || ws.is_empty() {
+            return Err(unsupported(n, "input scale must be per-tensor"));
+        }
+        let bs: Vec<u8> = ws.iter().flat_map(|w| (xs[0] * w).to_le_bytes()).collect();
+        g.initializer.push(pb::TensorProto {
+            name: format!("{p}/bias_scale"),
+            dims: vec![ws.len() as i64],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data: bs,
+            ..Default::default()
+        });
+        let mut dq_b = node(
+            "DequantizeLinear",
+            format!("{p}/b"),
+            vec![i(8), format!("{p}/bias_scale")],
+            format!("{p}/b"),
+        );
+        dq_b.attribute = dq_w.attribute.clone();
+        extra.push(dq_b);
+        core_in.push(format!("{p}/b"));
+    }
+    let mut core = node(
+        if conv { "Conv" } else { "Gemm" },
+        n.name.clone(),
+        core_in,
+        format!("{p}/y"),
+    );
+    if conv {
+        core.attribute = n.attribute.clone();
+    }
+    let q = node(
+        "QuantizeLinear",
+        format!("{p}/q"),
+        vec![format!("{p}/y"), i(6), i(7)],
+        n.output[0].clone(),
+    );
+    g.node.extend([dq_x, dq_w]);
+    g.node.extend(extra);
+    g.node.extend([core, q]);
+    Ok(())
+}
+
+impl Lowering<'_> {
+    /// QuantizeLinear of a table-mapped tensor: one `LutU8`.
+    fn lut(&mut self, n: &pb::NodeProto, m: Mapped, q: Q8) -> Result<()> {
+        let ti = self.b.tensors[m.t as usize].clone();
+        if m.channels > 1 && !(ti.nhwc && ti.shape.last() == Some(&m.channels)) {
+            return Err(self.unsupported(n, "per-channel table over a non-NHWC tensor"));
+        }
+        if m.table.iter().any(|v| v.is_nan()) {
+            return Err(Error::NonFinite {
+                what: format!("values quantised by '{}'", n.name),
+            });
+        }
+        let codes: Vec<u8> = m
+            .table
+            .iter()
+            .map(|&v| edgetune_kernels::quant::requant(v / q.scale, q.zero, 0, 255) as u8)
+            .collect();
+        let y = self
+            .b
+            .tensor(&n.output[0], DType::U8, ti.shape.clone(), ti.nhwc, Some(q));
+        let table = self.b.push(&codes);
+        self.b.ops.push(Op::LutU8 {
+            x: m.t,
+            y,
+            channels: m.channels as u32,
+            table,
+        });
+        self.vals.insert(n.output[0].clone(), Val::Act(y));
+        self.produced.insert(n.input[0].clone(), y);
+        Ok(())
+    }
+
+    pub(super) fn dyn_matmul(
+        &mut self,
+        n: &pb::NodeProto,
+        t: u32,
+        k: usize,
+        nn: usize,
+        w: &[i64],
+        ws: &[f32],
+    ) -> Result<()> {
+        let shape = self.fshape(t);
+        let m: usize = shape[..shape.len() - 1].iter().product();
+        let (wp, colsum) = self.b.push_packed_i8(k, nn, |kk, c| w[kk * nn + c] as i8);
+        if ws.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("weight scales of '{}'", n.name),
+            });
+        }
+        let wscale = self.b.push(ws);
+        let mut out = shape.clone();
+        *out.last_mut().expect("rank checked by MatMulInteger") = nn;
+        let y = self.new_f32(&n.output[0], out);
+        let scratch_len = (m * k).div_ceil(4) * 4 + 4 * nn;
+        let scratch = self.b.tensor(
+            &format!("{}#dynq", n.name),
+            DType::U8,
+            vec![scratch_len],
+            false,
+            None,
+        );
+        self.b.ops.push(Op::MatMulDynI8 {
+            x: t,
+            y,
+            scratch,
+            m: m as u32,
+            k: k as u32,
+            n: nn as u32,
+            w: wp,
+            colsum,
+            wscale,
+        });
+        self.out_f32(n, y);
+        Ok(())
+    }
+}

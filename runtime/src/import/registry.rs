@@ -1,0 +1,277 @@
+//! The list of supported ONNX ops: one table `(domain, op) → lowering`, walked by the
+//! lowering, by `check`, by the README table and by the conformance test.
+//!
+//! Each op has one entry and one function. Where an op has both a quantised and a float
+//! form (Add of two u8 tensors or of two f32 tensors), that function picks the form from
+//! what its inputs hold, so no call order decides which lowering an op gets.
+
+use super::lower::Lowering;
+use super::{conv, elementwise as ew, gemm, norm, quant, shape};
+use crate::error::Result;
+use tract_onnx::pb;
+
+/// Lowers node `idx` of the graph into plan ops.
+pub(super) type LowerFn = fn(&mut Lowering<'_>, usize) -> Result<()>;
+
+/// Rewrites a node of `src` into registered ops appended to the graph being built.
+pub(super) type RewriteFn = fn(&pb::GraphProto, &pb::NodeProto, &mut pb::GraphProto) -> Result<()>;
+
+#[derive(Clone, Copy)]
+pub(super) enum Lower {
+    Node(LowerFn),
+    /// Rewritten before lowering (QOperator to QDQ form).
+    Rewrite(RewriteFn),
+}
+
+pub(super) struct Entry {
+    pub(super) domain: &'static str,
+    pub(super) op: &'static str,
+    pub(super) lower: Lower,
+    /// The forms that lower, in a line (the README table).
+    pub(super) doc: &'static str,
+}
+
+/// The default ONNX domain, spelt `""` or `"ai.onnx"` in files.
+pub const ONNX: &str = "ai.onnx";
+
+const fn node(op: &'static str, f: LowerFn, doc: &'static str) -> Entry {
+    Entry {
+        domain: ONNX,
+        op,
+        lower: Lower::Node(f),
+        doc,
+    }
+}
+
+const fn rewrite(op: &'static str, f: RewriteFn, doc: &'static str) -> Entry {
+    Entry {
+        domain: ONNX,
+        op,
+        lower: Lower::Rewrite(f),
+        doc,
+    }
+}
+
+static REGISTRY: &[Entry] = &[
+    // Quantisation.
+    node(
+        "QuantizeLinear",
+        quant::quantize_linear,
+        "per-tensor u8: of a float tensor, a requantisation, or the table of the float functions since the last dequantisation",
+    ),
+    node(
+        "DequantizeLinear",
+        quant::dequantize_linear,
+        "constant weights (per-tensor, or per-channel on axis 0); u8 tensors with the parameters of their QuantizeLinear",
+    ),
+    node(
+        "DynamicQuantizeLinear",
+        quant::dynamic_quantize_linear,
+        "a float tensor whose three outputs feed MatMulInteger and the Mul by its scale",
+    ),
+    node(
+        "MatMulInteger",
+        quant::matmul_integer,
+        "DynamicQuantizeLinear codes and zero point by constant symmetric int8 `[K, N]` weights, then a Mul by the scales",
+    ),
+    rewrite(
+        "QLinearConv",
+        quant::qlinear,
+        "rewritten to DequantizeLinear → Conv → QuantizeLinear; scales as initializers",
+    ),
+    rewrite(
+        "QLinearMatMul",
+        quant::qlinear,
+        "rewritten to DequantizeLinear → Gemm → QuantizeLinear",
+    ),
+    // Convolution and pooling.
+    node(
+        "Conv",
+        conv::conv,
+        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense or depthwise, explicit pads",
+    ),
+    node(
+        "MaxPool",
+        conv::max_pool,
+        "2-D on a u8 map (or a non-decreasing table of one), batch 1; no ceil_mode, auto_pad or indices",
+    ),
+    node(
+        "GlobalAveragePool",
+        conv::global_average_pool,
+        "QDQ u8 feature map, batch 1",
+    ),
+    // Matrix products.
+    node(
+        "Gemm",
+        gemm::gemm,
+        "QDQ: u8 `[1, K]` by symmetric int8 weights, alpha = beta = 1, no transA (per-channel weights need transB = 1)",
+    ),
+    node(
+        "MatMul",
+        gemm::matmul,
+        "float tensors of rank ≥ 2 with equal batch shapes",
+    ),
+    // Elementwise.
+    node(
+        "Add",
+        ew::binary,
+        "float with broadcasting (rank ≤ 4); two u8 tensors of one shape (QDQ)",
+    ),
+    node("Sub", ew::binary, "float with broadcasting (rank ≤ 4)"),
+    node(
+        "Mul",
+        ew::binary,
+        "float with broadcasting (rank ≤ 4); the scale product after MatMulInteger",
+    ),
+    node("Div", ew::binary, "float with broadcasting (rank ≤ 4)"),
+    node(
+        "Relu",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Sigmoid",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node("Sqrt", ew::unary, "float"),
+    node("Erf", ew::unary, "float"),
+    node(
+        "Clip",
+        ew::clip,
+        "float with scalar constant bounds; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "LeakyRelu",
+        ew::table,
+        "a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Max",
+        ew::table,
+        "a quantised tensor and a scalar constant (folded into its u8 table)",
+    ),
+    node(
+        "Min",
+        ew::table,
+        "a quantised tensor and a scalar constant (folded into its u8 table)",
+    ),
+    node(
+        "BatchNormalization",
+        ew::table,
+        "inference form on a quantised NHWC map (folded into a per-channel u8 table)",
+    ),
+    // Normalisation and reductions.
+    node(
+        "LayerNormalization",
+        norm::layer_norm,
+        "float, over the last axis, one output",
+    ),
+    node("Softmax", norm::softmax, "float, over the last axis"),
+    node("ReduceSum", norm::reduce_sum, "float, over one axis"),
+    // Shapes and data movement.
+    node("Constant", shape::constant, "a tensor `value`"),
+    node(
+        "Cast",
+        shape::cast,
+        "float tensors (a copy); constants to f32 or i64",
+    ),
+    node(
+        "Reshape",
+        shape::reshape,
+        "float tensors (with -1 and 0); a quantised 1×1 map or 2-D tensor",
+    ),
+    node(
+        "Flatten",
+        shape::reshape,
+        "float tensors, any axis; a quantised 1×1 map or 2-D tensor",
+    ),
+    node(
+        "Squeeze",
+        shape::reshape,
+        "float tensors and constants; axes as input or attribute",
+    ),
+    node(
+        "Unsqueeze",
+        shape::reshape,
+        "float tensors and constants; axes as input or attribute",
+    ),
+    node(
+        "Transpose",
+        shape::transpose,
+        "float tensors of rank ≤ 4",
+    ),
+    node(
+        "Gather",
+        shape::gather,
+        "axis 0 of a constant 2-D table (f32, or int8/u8 read by one DequantizeLinear) by run-time indices",
+    ),
+];
+
+/// `""` and `"ai.onnx"` both name the default domain.
+pub(super) fn is_default_domain(domain: &str) -> bool {
+    domain.is_empty() || domain == ONNX
+}
+
+fn entry(domain: &str, op: &str) -> Option<&'static Entry> {
+    let domain = if is_default_domain(domain) {
+        ONNX
+    } else {
+        domain
+    };
+    REGISTRY.iter().find(|e| e.domain == domain && e.op == op)
+}
+
+/// Whether `(domain, op)` has an entry.
+pub fn is_supported(domain: &str, op: &str) -> bool {
+    entry(domain, op).is_some()
+}
+
+/// The lowering of a node of `(domain, op)`, if it lowers in place.
+pub(super) fn lowering(domain: &str, op: &str) -> Option<LowerFn> {
+    match entry(domain, op)?.lower {
+        Lower::Node(f) => Some(f),
+        Lower::Rewrite(_) => None,
+    }
+}
+
+/// The supported ops as `(domain, op, forms that lower)`, in table order.
+pub fn supported_ops() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    REGISTRY.iter().map(|e| (e.domain, e.op, e.doc))
+}
+
+/// Applies the registered rewrites; `None` when no node has one.
+pub(super) fn rewrite_forms(graph: &pb::GraphProto) -> Result<Option<pb::GraphProto>> {
+    let rewrite_of = |n: &pb::NodeProto| match entry(&n.domain, &n.op_type)?.lower {
+        Lower::Rewrite(f) => Some(f),
+        Lower::Node(_) => None,
+    };
+    if !graph.node.iter().any(|n| rewrite_of(n).is_some()) {
+        return Ok(None);
+    }
+    let mut g = graph.clone();
+    g.node.clear();
+    for n in &graph.node {
+        match rewrite_of(n) {
+            Some(f) => f(graph, n, &mut g)?,
+            None => g.node.push(n.clone()),
+        }
+    }
+    Ok(Some(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_op_once_with_a_doc() {
+        let mut seen = std::collections::HashSet::new();
+        for (domain, op, doc) in supported_ops() {
+            assert!(seen.insert((domain, op)), "{domain} {op} registered twice");
+            assert!(!doc.is_empty() && !doc.contains('|'), "{op}: doc {doc:?}");
+        }
+        assert!(is_supported("", "Conv") && is_supported("ai.onnx", "Conv"));
+        assert!(!is_supported("com.microsoft", "Conv"));
+    }
+}
