@@ -80,6 +80,83 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<PlanParts> {
     import_model(&parse(bytes)?, opts)
 }
 
+/// A node that keeps a model from importing, as [`check`] lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unsupported {
+    pub op: String,
+    /// `ai.onnx` for the default domain.
+    pub domain: String,
+    pub node: String,
+    pub why: String,
+}
+
+/// Lists what keeps the model `bytes` from importing, without stopping at the first: every
+/// node whose `(domain, op)` has no entry in the [`registry`], or, when every op has one,
+/// the first lowering error (a form of a registered op that does not lower) as a single
+/// entry. Empty when the model imports. Errs only when the file does not parse.
+pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
+    let model = parse(bytes)?;
+    let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    let domain = |n: &pb::NodeProto| {
+        if registry::is_default_domain(&n.domain) {
+            registry::ONNX.to_string()
+        } else {
+            n.domain.clone()
+        }
+    };
+    let missing: Vec<Unsupported> = graph
+        .node
+        .iter()
+        .filter(|n| !registry::is_supported(&n.domain, &n.op_type))
+        .map(|n| Unsupported {
+            op: n.op_type.clone(),
+            domain: domain(n),
+            node: n.name.clone(),
+            why: if registry::is_default_domain(&n.domain) {
+                "no lowering for this op".into()
+            } else {
+                format!("no lowering for ops of domain {}", n.domain)
+            },
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Ok(missing);
+    }
+    Ok(match import_model(&model, opts) {
+        Ok(_) => vec![],
+        Err(Error::UnsupportedOp {
+            op,
+            node,
+            inputs,
+            why,
+        }) => {
+            let domain = graph
+                .node
+                .iter()
+                .find(|n| n.name == node && n.op_type == op)
+                .map_or_else(|| registry::ONNX.to_string(), domain);
+            let why = if inputs.is_empty() {
+                why
+            } else {
+                format!("{why} (input shapes {inputs:?})")
+            };
+            vec![Unsupported {
+                op,
+                domain,
+                node,
+                why,
+            }]
+        }
+        // Not tied to one node (a shape, a constant, the graph's outputs).
+        Err(e) => vec![Unsupported {
+            op: String::new(),
+            domain: String::new(),
+            node: String::new(),
+            why: e.to_string(),
+        }],
+    })
+}
+
 fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanParts> {
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     let expanded = registry::rewrite_forms(graph)?;
@@ -264,4 +341,141 @@ fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {
             _ => Err(err("symbolic dimension")),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::tensor_shape_proto::{dimension, Dimension};
+    use prost::Message;
+
+    fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A float chain `x → op₀ → … → y` over a `[2, 3]` input, as ONNX bytes.
+    fn chain(ops: &[(&str, &str)], attrs: Vec<pb::AttributeProto>) -> Vec<u8> {
+        let name = |i: usize| {
+            if i == 0 {
+                "x".to_string()
+            } else if i == ops.len() {
+                "y".to_string()
+            } else {
+                format!("t{i}")
+            }
+        };
+        let node = ops
+            .iter()
+            .enumerate()
+            .map(|(i, (domain, op))| pb::NodeProto {
+                name: format!("n{i}_{op}"),
+                op_type: op.to_string(),
+                domain: domain.to_string(),
+                input: vec![name(i)],
+                output: vec![name(i + 1)],
+                attribute: attrs.clone(),
+                ..Default::default()
+            })
+            .collect();
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node,
+                input: vec![value_info("x", &[2, 3])],
+                output: vec![value_info("y", &[2, 3])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn check_lists_every_unregistered_node() {
+        let bytes = chain(
+            &[
+                ("", "Relu"),
+                ("", "Tan"),
+                ("", "Sigmoid"),
+                ("com.microsoft", "FastGelu"),
+                ("", "Floor"),
+            ],
+            vec![],
+        );
+        let found = check(&bytes, &ImportOptions::default()).unwrap();
+        let got: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|u| (u.domain.as_str(), u.op.as_str(), u.node.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ai.onnx", "Tan", "n1_Tan"),
+                ("com.microsoft", "FastGelu", "n3_FastGelu"),
+                ("ai.onnx", "Floor", "n4_Floor"),
+            ]
+        );
+        assert!(found.iter().all(|u| !u.why.is_empty()));
+        // The import itself stops at the first.
+        match import_bytes(&bytes, &ImportOptions::default()) {
+            Err(Error::UnsupportedOp { op, .. }) => assert_eq!(op, "Tan"),
+            Err(e) => panic!("expected Tan to be refused, got {e}"),
+            Ok(_) => panic!("expected Tan to be refused, got a plan"),
+        }
+    }
+
+    #[test]
+    fn check_reports_the_first_form_that_does_not_lower() {
+        // Softmax lowers over the last axis only.
+        let axis0 = pb::AttributeProto {
+            name: "axis".into(),
+            i: 0,
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            ..Default::default()
+        };
+        let bytes = chain(&[("", "Softmax"), ("", "Softmax")], vec![axis0]);
+        let found = check(&bytes, &ImportOptions::default()).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].op.as_str(), found[0].node.as_str()),
+            ("Softmax", "n0_Softmax")
+        );
+        assert!(found[0].why.contains("last axis"), "{}", found[0].why);
+    }
+
+    #[test]
+    fn check_is_empty_when_the_model_imports() {
+        let bytes = chain(&[("", "Relu"), ("ai.onnx", "Sigmoid")], vec![]);
+        assert_eq!(check(&bytes, &ImportOptions::default()).unwrap(), vec![]);
+        assert!(import_bytes(&bytes, &ImportOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn check_errs_on_bytes_that_do_not_parse() {
+        // Field 7 (the graph) says 5 bytes follow; one does.
+        assert!(check(&[0x3a, 0x05, 0x01], &ImportOptions::default()).is_err());
+    }
 }
