@@ -1,6 +1,7 @@
 //! Runs a plan on the kernels. All memory is the arena sized at import: `run` allocates
 //! nothing.
 
+pub use crate::arena::plan_arena;
 use crate::error::{Error, Result};
 use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
 use alloc::format;
@@ -13,8 +14,33 @@ enum Arena<'m> {
     Borrowed(&'m mut [u8]),
 }
 
+/// The plan an executor runs: borrowed (a plan mapped in place, e.g. from flash) or
+/// shared (the executor keeps it alive; front ends hold no borrow across calls).
+#[derive(Clone)]
+enum PlanRef<'p> {
+    Borrowed(&'p Plan<'p>),
+    Shared(alloc::sync::Arc<Plan<'p>>),
+}
+
+impl<'p> core::ops::Deref for PlanRef<'p> {
+    type Target = Plan<'p>;
+    fn deref(&self) -> &Plan<'p> {
+        match self {
+            PlanRef::Borrowed(p) => p,
+            PlanRef::Shared(p) => p,
+        }
+    }
+}
+
+fn arena_mut<'a>(a: &'a mut Arena<'_>) -> &'a mut [u8] {
+    match a {
+        Arena::Owned(a) => a.as_mut(),
+        Arena::Borrowed(a) => a,
+    }
+}
+
 pub struct Executor<'p, 'm> {
-    plan: &'p Plan<'p>,
+    plan: PlanRef<'p>,
     kernels: Kernels,
     arena: Arena<'m>,
 }
@@ -92,6 +118,20 @@ fn f32s_mut(b: &mut [u8]) -> &mut [f32] {
 impl<'p, 'm> Executor<'p, 'm> {
     /// Allocates the arena, refusing plans that claim more than `arena_limit` bytes.
     pub fn new(plan: &'p Plan<'p>, kernels: Kernels, arena_limit: usize) -> Result<Self> {
+        Self::owning(PlanRef::Borrowed(plan), kernels, arena_limit)
+    }
+
+    /// [`new`](Self::new) for a shared plan: the executor keeps it alive, so it can be
+    /// stored beside the plan's other users without a borrow.
+    pub fn shared(
+        plan: alloc::sync::Arc<Plan<'p>>,
+        kernels: Kernels,
+        arena_limit: usize,
+    ) -> Result<Self> {
+        Self::owning(PlanRef::Shared(plan), kernels, arena_limit)
+    }
+
+    fn owning(plan: PlanRef<'p>, kernels: Kernels, arena_limit: usize) -> Result<Self> {
         let need = plan.arena_bytes();
         if need > arena_limit {
             return Err(Error::ArenaTooLarge {
@@ -121,26 +161,31 @@ impl<'p, 'm> Executor<'p, 'm> {
             });
         }
         Ok(Executor {
-            plan,
+            plan: PlanRef::Borrowed(plan),
             kernels,
             arena: Arena::Borrowed(arena),
         })
     }
 
-    pub fn plan(&self) -> &'p Plan<'p> {
-        self.plan
+    pub fn plan(&self) -> &Plan<'p> {
+        &self.plan
+    }
+
+    /// The plan as the shared handle it was given as, if any.
+    pub fn shared_plan(&self) -> Option<&alloc::sync::Arc<Plan<'p>>> {
+        match &self.plan {
+            PlanRef::Shared(p) => Some(p),
+            PlanRef::Borrowed(_) => None,
+        }
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     fn bytes(&self) -> &[u8] {
         match &self.arena {
             Arena::Owned(a) => a.as_ref(),
-            Arena::Borrowed(a) => a,
-        }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match &mut self.arena {
-            Arena::Owned(a) => a.as_mut(),
             Arena::Borrowed(a) => a,
         }
     }
@@ -179,8 +224,10 @@ impl<'p, 'm> Executor<'p, 'm> {
     /// Runs the plan on one example. `inputs[i]` feeds `plan.inputs[i]` (f32, ONNX layout).
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
         self.load_inputs(inputs)?;
-        for op in &self.plan.ops {
-            self.step(op)?;
+        let (plan, kern) = (&*self.plan, self.kernels);
+        let arena = arena_mut(&mut self.arena);
+        for op in &plan.ops {
+            Self::step(plan, kern, arena, op)?;
         }
         Ok(())
     }
@@ -198,16 +245,19 @@ impl<'p, 'm> Executor<'p, 'm> {
             });
         }
         self.load_inputs(inputs)?;
-        for (op, t) in self.plan.ops.iter().zip(per_op) {
+        let (plan, kern) = (&*self.plan, self.kernels);
+        let arena = arena_mut(&mut self.arena);
+        for (op, t) in plan.ops.iter().zip(per_op) {
             let t0 = std::time::Instant::now();
-            self.step(op)?;
+            Self::step(plan, kern, arena, op)?;
             *t += t0.elapsed();
         }
         Ok(())
     }
 
     fn load_inputs(&mut self, inputs: &[&[f32]]) -> Result<()> {
-        let plan = self.plan;
+        let plan = &*self.plan;
+        let arena = arena_mut(&mut self.arena);
         if inputs.len() != plan.inputs.len() {
             return Err(Error::Invalid {
                 what: format!(
@@ -232,16 +282,13 @@ impl<'p, 'm> Executor<'p, 'm> {
                 });
             }
             let r = range(t);
-            self.bytes_mut()[r].copy_from_slice(bytemuck::cast_slice(data));
+            arena[r].copy_from_slice(bytemuck::cast_slice(data));
         }
         Ok(())
     }
 
-    fn step(&mut self, op: &Op) -> Result<()> {
-        let plan = self.plan;
-        let kern = self.kernels;
+    fn step(plan: &Plan, kern: Kernels, arena: &mut [u8], op: &Op) -> Result<()> {
         let tt = |id: u32| &plan.tensors[id as usize];
-        let arena = self.bytes_mut();
         match *op {
             Op::Quantize { x, y, q, to_nhwc } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -652,68 +699,6 @@ impl<'p, 'm> Executor<'p, 'm> {
         }
         Ok(())
     }
-}
-
-/// Lifetime-based arena planning: each tensor lives from the op that writes it to the
-/// last op that reads it (inputs from the start, outputs and taps to the end). Tensors
-/// are placed largest first at the lowest 64-aligned offset that overlaps no tensor with
-/// an intersecting lifetime. Returns the arena size and fills `TensorInfo::offset`.
-pub fn plan_arena(
-    tensors: &mut [TensorInfo],
-    ops: &[Op],
-    pinned_start: &[u32],
-    pinned_end: &[u32],
-) -> usize {
-    let n = tensors.len();
-    let last = ops.len();
-    let mut first = alloc::vec![usize::MAX; n];
-    let mut end = alloc::vec![0usize; n];
-    for (i, op) in ops.iter().enumerate() {
-        let (ins, outs) = op.io();
-        for &t in outs.iter() {
-            first[t as usize] = first[t as usize].min(i);
-            end[t as usize] = end[t as usize].max(i);
-        }
-        for &t in ins.iter() {
-            first[t as usize] = first[t as usize].min(i);
-            end[t as usize] = end[t as usize].max(i);
-        }
-    }
-    for &t in pinned_start {
-        first[t as usize] = 0;
-    }
-    for &t in pinned_end {
-        end[t as usize] = last;
-    }
-    let mut order: alloc::vec::Vec<usize> = (0..n).filter(|&i| first[i] != usize::MAX).collect();
-    order.sort_by_key(|&i| core::cmp::Reverse(tensors[i].bytes()));
-    let mut placed: alloc::vec::Vec<usize> = alloc::vec::Vec::new();
-    let mut total = 0;
-    for &i in &order {
-        let size = tensors[i].bytes().div_ceil(64) * 64;
-        let mut busy: alloc::vec::Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|&&j| first[j] <= end[i] && first[i] <= end[j])
-            .map(|&j| {
-                (
-                    tensors[j].offset,
-                    tensors[j].offset + tensors[j].bytes().div_ceil(64) * 64,
-                )
-            })
-            .collect();
-        busy.sort_unstable();
-        let mut off = 0;
-        for (s, e) in busy {
-            if off + size <= s {
-                break;
-            }
-            off = off.max(e);
-        }
-        tensors[i].offset = off;
-        total = total.max(off + size);
-        placed.push(i);
-    }
-    total
 }
 
 fn shape_err(op: &str, expected: usize, got: usize) -> Error {

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod adapt;
+pub mod arena;
 pub mod audio;
 pub mod error;
 pub mod exec;
