@@ -13,6 +13,7 @@ pub mod audio;
 pub mod error;
 pub mod exec;
 pub mod features;
+pub mod frame;
 #[cfg(feature = "std")]
 pub mod fsutil;
 #[cfg(feature = "onnx")]
@@ -21,9 +22,13 @@ pub mod import;
 pub mod npy;
 pub mod plan;
 pub mod preprocess;
+#[cfg(feature = "std")]
+pub mod session;
 pub mod wire;
 
 pub use edgetune_kernels as kernels;
 pub use error::{Error, Result};
 pub use exec::Executor;
 pub use plan::Plan;
+#[cfg(feature = "std")]
+pub use session::Session;

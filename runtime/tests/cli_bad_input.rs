@@ -137,3 +137,102 @@ fn adapt_and_predict_refuse_bad_input_and_keep_the_old_adapter() {
     assert!(!ok && err.contains("trained on plan"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `compile --check` lists every node that cannot be imported (not just the first), with
+/// a count per op, exits non-zero and writes no plan; on a model that imports it says so.
+#[test]
+fn compile_check_lists_every_unsupported_node() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: [1i64, 4]
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let model = |ops: &[&str]| {
+        let name = |i: usize| match i {
+            0 => "x".to_string(),
+            i if i == ops.len() => "y".to_string(),
+            i => format!("t{i}"),
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: ops
+                    .iter()
+                    .enumerate()
+                    .map(|(i, op)| pb::NodeProto {
+                        name: format!("n{i}"),
+                        op_type: op.to_string(),
+                        input: vec![name(i)],
+                        output: vec![name(i + 1)],
+                        ..Default::default()
+                    })
+                    .collect(),
+                input: vec![vi("x")],
+                output: vec![vi("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let dir = std::env::temp_dir().join(format!("edgetune-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.onnx");
+    std::fs::write(&bad, model(&["Relu", "Tan", "Floor", "Sigmoid", "Tan"])).unwrap();
+    let out = dir.join("bad.etm");
+    let o = Command::new(BIN)
+        .args([
+            "compile",
+            "--check",
+            bad.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    eprintln!("{stdout}{stderr}");
+    assert!(!o.status.success());
+    for n in ["'n1'", "'n2'", "'n4'"] {
+        assert!(stdout.contains(n), "node {n} listed: {stdout}");
+    }
+    assert!(!stdout.contains("'n0'") && !stdout.contains("'n3'"));
+    assert!(
+        stderr.contains("3 node(s)") && stderr.contains("ai.onnx:Tan x2"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "--check writes no plan");
+    let good = dir.join("good.onnx");
+    std::fs::write(&good, model(&["Relu", "Sigmoid"])).unwrap();
+    let o = Command::new(BIN)
+        .args(["compile", "--check", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("every node imports"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

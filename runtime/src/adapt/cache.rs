@@ -34,6 +34,13 @@ pub struct TapShape {
 }
 
 impl TapShape {
+    /// The shape as a head reads it.
+    pub fn dims(&self) -> super::heads::TapDims {
+        super::heads::TapDims {
+            tokens: self.tokens,
+            dim: self.dim,
+        }
+    }
     pub fn len(&self) -> usize {
         self.tokens * self.dim
     }

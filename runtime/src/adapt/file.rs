@@ -63,6 +63,31 @@ fn read_floats(r: &mut Reader, expect: usize) -> Result<Vec<f32>> {
 }
 
 impl Adapter {
+    /// An adapter of `method` reading `taps` of `plan`, bound to the plan's hash.
+    pub fn new(
+        plan: &crate::plan::Plan,
+        taps: Vec<(String, TapDims)>,
+        classes: Vec<String>,
+        hyper: Vec<(String, String)>,
+        method: Method,
+    ) -> Adapter {
+        Adapter {
+            plan_hash: plan.hash(),
+            taps,
+            classes,
+            hyper,
+            method,
+        }
+    }
+
+    /// The value of hyper-parameter `key`, if recorded.
+    pub fn hyper(&self, key: &str) -> Option<&str> {
+        self.hyper
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u32(self.taps.len() as u32);

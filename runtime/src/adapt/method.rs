@@ -176,6 +176,25 @@ pub fn pooled(x: &[f32], d: TapDims, out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o /= d.tokens as f32);
 }
 
+/// Two tokens `μ + σ` and `μ − σ` per channel of a `tokens × dim` tap (`out` holds
+/// `2 · dim`): their mean is `μ` and their standard deviation `σ`, so [`moments`] of the
+/// pair equals [`moments`] of the whole map. What the tap cache keeps for the moment probe.
+pub fn moments_pair(x: &[f32], d: TapDims, out: &mut [f32]) {
+    let (mu, sd) = out.split_at_mut(d.dim);
+    pooled(x, d, mu);
+    sd.fill(0.0);
+    for row in x.chunks_exact(d.dim) {
+        for c in 0..d.dim {
+            let e = row[c] - mu[c];
+            sd[c] += e * e;
+        }
+    }
+    for (m, s) in mu.iter_mut().zip(sd.iter_mut()) {
+        let sigma = libm::sqrtf(*s / d.tokens as f32);
+        (*m, *s) = (*m + sigma, *m - sigma);
+    }
+}
+
 /// First- and second-order statistics of a tap: `[μ/‖μ‖, σ/‖σ‖]/√2` per channel.
 pub fn moments(x: &[f32], d: TapDims, out: &mut [f32]) {
     let (mu, sd) = out.split_at_mut(d.dim);
@@ -585,4 +604,28 @@ fn tail_prototypes(t: &Tail, cache: &TapCache, idx: &[usize], classes: usize) ->
         });
     }
     Ok(proto)
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::*;
+    use crate::adapt::rng::Rng;
+
+    /// The moment probe's features of the two cached tokens equal those of the whole map.
+    #[test]
+    fn moment_pair_keeps_the_statistics() {
+        let mut rng = Rng::new(3);
+        for (tokens, dim) in [(49, 16), (1, 8), (196, 40)] {
+            let x: Vec<f32> = (0..tokens * dim).map(|_| rng.f32() * 6.0 - 2.0).collect();
+            let d = TapDims { tokens, dim };
+            let mut pair = alloc::vec![0.0; 2 * dim];
+            moments_pair(&x, d, &mut pair);
+            let (mut full, mut from_pair) = (alloc::vec![0.0; 2 * dim], alloc::vec![0.0; 2 * dim]);
+            moments(&x, d, &mut full);
+            moments(&pair, TapDims { tokens: 2, dim }, &mut from_pair);
+            for (a, b) in full.iter().zip(&from_pair) {
+                assert!((a - b).abs() < 1e-5, "{tokens}x{dim}: {a} vs {b}");
+            }
+        }
+    }
 }

@@ -1327,6 +1327,14 @@ impl TailQ {
     /// Quantises `tail` with trained `params`, calibrating every activation on `calib`
     /// (cut-tap values of the support set). `cut_q` is the plan's quantisation of the cut.
     pub fn new(tail: &Tail, params: &[f32], calib: &[&[f32]], cut_q: Q8) -> Result<TailQ> {
+        let ranges = Self::calibrate(tail, params, calib)?;
+        Self::with_ranges(tail, params, &ranges, cut_q)
+    }
+
+    /// The activation range `(lo, hi)` of every tail slot over `calib` (slot 0, the cut,
+    /// keeps the plan's quantisation). An adapter stores these so an int8 tail is rebuilt
+    /// identically without the support set.
+    pub fn calibrate(tail: &Tail, params: &[f32], calib: &[&[f32]]) -> Result<Vec<(f32, f32)>> {
         let net = &tail.net;
         tail.prepare(params);
         let mut lo = alloc::vec![f32::INFINITY; net.slots.len()];
@@ -1351,9 +1359,35 @@ impl TailQ {
                 what: "int8 tail: no calibration examples".into(),
             });
         }
-        let mut q: Vec<Q8> = (0..net.slots.len())
-            .map(|i| range_q(lo[i], hi[i]))
-            .collect();
+        Ok(lo.into_iter().zip(hi).collect())
+    }
+
+    /// Quantises `tail` with trained `params` and the activation `ranges` of
+    /// [`calibrate`](Self::calibrate).
+    pub fn with_ranges(
+        tail: &Tail,
+        params: &[f32],
+        ranges: &[(f32, f32)],
+        cut_q: Q8,
+    ) -> Result<TailQ> {
+        let net = &tail.net;
+        if ranges.len() != net.slots.len()
+            || ranges
+                .iter()
+                .skip(1)
+                .any(|r| !(r.0.is_finite() && r.1.is_finite()))
+            || params.len() != tail.n_params()
+        {
+            return Err(Error::Invalid {
+                what: alloc::format!(
+                    "int8 tail: {} activation ranges for {} slots",
+                    ranges.len(),
+                    net.slots.len()
+                ),
+            });
+        }
+        tail.prepare(params);
+        let mut q: Vec<Q8> = ranges.iter().map(|&(lo, hi)| range_q(lo, hi)).collect();
         q[0] = cut_q;
         let mut weff = alloc::vec![0.0; net.frozen.len().max(1)];
         let mut layers = Vec::new();

@@ -45,7 +45,32 @@ typedef enum EtStatus {
 } EtStatus;
 
 /**
- * A plan with its executor, tap cache and adapter. Opaque to C.
+ * Pixel layouts of `et_example_image` and friends (pass the value as `uint32_t`).
+ */
+typedef enum EtPixelFormat {
+  ET_PIXEL_FORMAT_RGB = 0,
+  ET_PIXEL_FORMAT_RGBA = 1,
+  ET_PIXEL_FORMAT_BGRA = 2,
+  ET_PIXEL_FORMAT_GREY = 3,
+  /**
+   * YUV 4:2:0: Y plane, then interleaved V,U rows (Android camera).
+   */
+  ET_PIXEL_FORMAT_NV21 = 4,
+  /**
+   * YUV 4:2:0: Y plane, then interleaved U,V rows.
+   */
+  ET_PIXEL_FORMAT_NV12 = 5,
+  ET_PIXEL_FORMAT_BGR = 6,
+} EtPixelFormat;
+
+/**
+ * One example, preprocessed as the plan declares (image, audio, text or raw tensors).
+ * Opaque to C; free with `et_example_free`.
+ */
+typedef struct et_example et_example;
+
+/**
+ * A plan with its executor, tap cache and adapter ([`Session`]). Opaque to C.
  */
 typedef struct et_session et_session;
 
@@ -84,16 +109,17 @@ enum EtStatus et_open_plan_path(const char *path, struct et_session **out);
 void et_free(struct et_session *s);
 
 /**
- * Length of the f32 input the plan takes (NCHW).
+ * Length of the f32 input the plan takes (its first input, ONNX layout).
  *
  * # Safety
- * `s` is a live session.
+ * `s` is a live session; `out` is writable.
  */
 enum EtStatus et_input_len(struct et_session *s, uintptr_t *out);
 
 /**
- * Turns `w×h` pixels with `channels` interleaved bytes (1 = grey, 3 = RGB) into the
- * plan's input, with the preprocessing the plan declares. `out` holds `et_input_len`.
+ * Turns `w×h` pixels with `channels` interleaved bytes (1 = grey, 3 = RGB, 4 = RGBA) into
+ * the plan's input tensor, with the preprocessing the plan declares. `out` holds
+ * `et_input_len` floats.
  *
  * # Safety
  * `px` has `w·h·channels` bytes; `out` has `out_len` writable floats.
@@ -107,8 +133,9 @@ enum EtStatus et_preprocess_image(struct et_session *s,
                                   uintptr_t out_len);
 
 /**
- * Chooses the method (`ncm`, `linear`, `moment`, `ladder`, `query`) and clears the tap
- * cache. Call before enrolling.
+ * Chooses the method: `ncm`, `linear`, `moment`, `ladder`, `query`, `tail`, `bias` or
+ * `lora`. Examples enrolled so far are kept (cached again if the method reads other
+ * taps).
  *
  * # Safety
  * `s` is a live session; `method` a NUL-terminated string.
@@ -116,8 +143,103 @@ enum EtStatus et_preprocess_image(struct et_session *s,
 enum EtStatus et_set_method(struct et_session *s, const char *method);
 
 /**
- * Runs one preprocessed example through the backbone and adds its taps to the cache
- * under class `label`.
+ * Serving of trained tails (`tail`, `bias`, `lora`): 0 float, 1 int8 (re-quantised,
+ * activation ranges calibrated on the enrolled examples and saved with the adapter).
+ * Takes effect at the next `et_train`.
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_set_serve_int8(struct et_session *s, int32_t int8);
+
+/**
+ * Training steps of the trained methods (0 = the method's default).
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_set_steps(struct et_session *s, uint32_t steps);
+
+/**
+ * A camera frame or bitmap as an example: `format` is an `EtPixelFormat`, rows are
+ * `stride` bytes apart (0 = packed), `rotation` (0, 90, 180, 270) is the clockwise
+ * rotation that makes the picture upright (Android's `rotationDegrees`). `len` is the
+ * size of the buffer at `px` (checked against what the format needs).
+ *
+ * # Safety
+ * `s` is a live session; `px` has `len` readable bytes; `out` is writable.
+ */
+enum EtStatus et_example_image(struct et_session *s,
+                               const uint8_t *px,
+                               uintptr_t len,
+                               uint32_t format,
+                               uintptr_t w,
+                               uintptr_t h,
+                               uintptr_t stride,
+                               uint32_t rotation,
+                               struct et_example **out);
+
+/**
+ * 16 kHz mono 16-bit PCM as an example (audio plans).
+ *
+ * # Safety
+ * `s` is a live session; `pcm` has `n` samples; `out` is writable.
+ */
+enum EtStatus et_example_audio_i16(struct et_session *s,
+                                   const int16_t *pcm,
+                                   uintptr_t n,
+                                   struct et_example **out);
+
+/**
+ * 16 kHz mono float PCM in -1..1 as an example (audio plans).
+ *
+ * # Safety
+ * `s` is a live session; `pcm` has `n` samples; `out` is writable.
+ */
+enum EtStatus et_example_audio_f32(struct et_session *s,
+                                   const float *pcm,
+                                   uintptr_t n,
+                                   struct et_example **out);
+
+/**
+ * UTF-8 text as an example (text plans: the plan's tokenizer, its window length).
+ *
+ * # Safety
+ * `s` is a live session; `text` a NUL-terminated UTF-8 string; `out` is writable.
+ */
+enum EtStatus et_example_text(struct et_session *s, const char *text, struct et_example **out);
+
+/**
+ * The plan's input tensor, preprocessed by the caller, as an example (single-input
+ * plans; `len` = `et_input_len`).
+ *
+ * # Safety
+ * `s` is a live session; `input` has `len` floats; `out` is writable.
+ */
+enum EtStatus et_example_tensor(struct et_session *s,
+                                const float *input,
+                                uintptr_t len,
+                                struct et_example **out);
+
+/**
+ * Frees an example (null is fine).
+ *
+ * # Safety
+ * `x` comes from `et_example_*` and is not used afterwards.
+ */
+void et_example_free(struct et_example *x);
+
+/**
+ * Runs an example through the backbone and adds its taps to the cache under `label`
+ * (any integer below 4096; classes need not be consecutive).
+ *
+ * # Safety
+ * `s` is a live session; `x` a live example.
+ */
+enum EtStatus et_enrol_example(struct et_session *s, const struct et_example *x, uint32_t label);
+
+/**
+ * [`et_enrol_example`] of one preprocessed input tensor (`len` = `et_input_len`).
  *
  * # Safety
  * `s` is a live session; `input` has `len` floats.
@@ -125,7 +247,32 @@ enum EtStatus et_set_method(struct et_session *s, const char *method);
 enum EtStatus et_enrol(struct et_session *s, const float *input, uintptr_t len, uint32_t label);
 
 /**
- * Trains the chosen method on the enrolled examples (labels must be `0..classes`).
+ * [`et_enrol_example`] of a camera frame (see [`et_example_image`]).
+ *
+ * # Safety
+ * As [`et_example_image`].
+ */
+enum EtStatus et_enrol_image(struct et_session *s,
+                             const uint8_t *px,
+                             uintptr_t len,
+                             uint32_t format,
+                             uintptr_t w,
+                             uintptr_t h,
+                             uintptr_t stride,
+                             uint32_t rotation,
+                             uint32_t label);
+
+/**
+ * Drops every example of `label` and refits a trained adapter without it (`ncm`
+ * recomputes its prototypes; other methods train again on the cache).
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_remove_class(struct et_session *s, uint32_t label);
+
+/**
+ * Trains the chosen method on the enrolled examples (at least two classes).
  *
  * # Safety
  * `s` is a live session; `cb`, when set, is callable with `user`.
@@ -133,7 +280,19 @@ enum EtStatus et_enrol(struct et_session *s, const float *input, uintptr_t len, 
 enum EtStatus et_train(struct et_session *s, uint64_t seed, EtProgress cb, void *user);
 
 /**
- * Top-`k` classes of one preprocessed example, best first.
+ * Top-`k` labels of an example, best first (fewer when there are fewer classes).
+ *
+ * # Safety
+ * `s` is a live session; `x` a live example; `classes` and `scores` have `k` slots.
+ */
+enum EtStatus et_predict_example(struct et_session *s,
+                                 const struct et_example *x,
+                                 uint32_t k,
+                                 uint32_t *classes,
+                                 float *scores);
+
+/**
+ * Top-`k` labels of one preprocessed input tensor, best first.
  *
  * # Safety
  * `s` is a live session; `input` has `len` floats; `classes` and `scores` have `k` slots.
@@ -144,6 +303,24 @@ enum EtStatus et_predict(struct et_session *s,
                          uint32_t k,
                          uint32_t *classes,
                          float *scores);
+
+/**
+ * Top-`k` labels of a camera frame (see [`et_example_image`]).
+ *
+ * # Safety
+ * As [`et_example_image`]; `classes` and `scores` have `k` slots.
+ */
+enum EtStatus et_predict_image(struct et_session *s,
+                               const uint8_t *px,
+                               uintptr_t len,
+                               uint32_t format,
+                               uintptr_t w,
+                               uintptr_t h,
+                               uintptr_t stride,
+                               uint32_t rotation,
+                               uint32_t k,
+                               uint32_t *classes,
+                               float *scores);
 
 /**
  * Writes the adapter atomically (temporary file, fsync, rename).

@@ -1,18 +1,21 @@
-//! C ABI of edgetune for apps: open a plan, enrol labelled examples into the tap cache,
-//! train an adapter with a progress callback, predict, save and load adapters.
+//! C ABI of edgetune for apps, a thin layer over the library's [`Session`]: open a plan,
+//! turn camera frames, audio or text into examples with the preprocessing the plan
+//! declares, enrol them under integer labels, train any method with a progress callback
+//! that can cancel, predict, drop a class, save and load adapters (int8 tails included).
 //!
-//! Every function returns an [`EtStatus`]; on failure `et_last_error` gives the message.
-//! No panic crosses the boundary: each entry point catches it and returns
-//! `ET_ERR_PANIC`.
+//! Every function returns an [`EtStatus`]; on failure `et_last_error` gives the message
+//! (per thread). No panic crosses the boundary: each entry point catches it and returns
+//! `ET_STATUS_PANIC`.
+//!
+//! Threads: a session is used by one thread at a time (calls on one session are not
+//! synchronised); different sessions may run on different threads at once, and a session
+//! may move between threads.
 
-use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::train::Progress;
-use edgetune::adapt::{self, Adapter, Kind, Method, Spec};
-use edgetune::features::{default_taps, TapReader};
-use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
-use edgetune::preprocess::ImagePrep;
-use edgetune::{Error, Executor};
+use edgetune::adapt::Kind;
+use edgetune::frame::PixelFormat;
+use edgetune::session::{Sample, Serve, Session};
+use edgetune::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -87,77 +90,36 @@ fn arg(msg: &str) -> (EtStatus, String) {
     (EtStatus::InvalidArgument, msg.to_string())
 }
 
-/// A plan with its executor, tap cache and adapter. Opaque to C.
+/// A plan with its executor, tap cache and adapter ([`Session`]). Opaque to C.
 pub struct EtSession {
-    // `reader` borrows `plan`; it is declared first so that it is dropped first.
-    reader: Option<TapReader<'static, 'static>>,
-    plan: Box<Plan<'static>>,
-    kind: Kind,
-    taps: Vec<String>,
-    cache: Option<TapCache>,
-    bufs: Vec<Vec<f32>>,
-    adapter: Option<Adapter>,
+    s: Session,
 }
 
-impl EtSession {
-    fn new(plan: Plan<'static>) -> Result<Box<EtSession>, Error> {
-        let mut s = Box::new(EtSession {
-            reader: None,
-            plan: Box::new(plan),
-            kind: Kind::Linear,
-            taps: Vec::new(),
-            cache: None,
-            bufs: Vec::new(),
-            adapter: None,
-        });
-        // SAFETY: the plan lives in its own Box owned by the session and is never moved
-        // or replaced while `reader` (which borrows it) exists; `reader` is dropped
-        // before `plan` (field order), so the borrow never outlives the plan.
-        let plan: &'static Plan<'static> = unsafe { &*(s.plan.as_ref() as *const Plan<'static>) };
-        s.set_method(Kind::Linear, plan)?;
-        Ok(s)
-    }
-
-    fn set_method(&mut self, kind: Kind, plan: &'static Plan<'static>) -> Result<(), Error> {
-        let taps = default_taps(plan, kind);
-        let exec = Executor::new(
-            plan,
-            edgetune::kernels::Kernels::detect(),
-            DEFAULT_ARENA_LIMIT,
-        )?;
-        let reader = TapReader::new(exec, &taps)?;
-        self.bufs = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
-        self.cache = Some(TapCache::new(CacheFormat::F16, reader.shapes.clone()));
-        self.reader = Some(reader);
-        self.kind = kind;
-        self.taps = taps;
-        Ok(())
-    }
-
-    fn plan_static(&self) -> &'static Plan<'static> {
-        // SAFETY: as in `new`: the boxed plan outlives every borrow handed out here,
-        // which are only stored in `self.reader`.
-        unsafe { &*(self.plan.as_ref() as *const Plan<'static>) }
-    }
-
-    fn run(&mut self, input: &[f32]) -> Result<(), Error> {
-        let r = self.reader.as_mut().ok_or_else(|| Error::Invalid {
-            what: "no plan".into(),
-        })?;
-        r.run(input, &mut self.bufs)
-    }
+/// One example, preprocessed as the plan declares (image, audio, text or raw tensors).
+/// Opaque to C; free with `et_example_free`.
+pub struct EtExample {
+    x: Sample,
 }
 
-unsafe fn session<'a>(s: *mut EtSession) -> Result<&'a mut EtSession, (EtStatus, String)> {
+unsafe fn session<'a>(s: *mut EtSession) -> Result<&'a mut Session, (EtStatus, String)> {
     // SAFETY: the caller passes a pointer from `et_open_*` that it has not freed.
-    unsafe { s.as_mut() }.ok_or_else(|| arg("null session"))
+    unsafe { s.as_mut() }
+        .map(|s| &mut s.s)
+        .ok_or_else(|| arg("null session"))
 }
 
-unsafe fn floats<'a>(p: *const f32, n: usize) -> Result<&'a [f32], (EtStatus, String)> {
+unsafe fn example<'a>(x: *const EtExample) -> Result<&'a Sample, (EtStatus, String)> {
+    // SAFETY: the caller passes a pointer from `et_example_*` that it has not freed.
+    unsafe { x.as_ref() }
+        .map(|x| &x.x)
+        .ok_or_else(|| arg("null example"))
+}
+
+unsafe fn slice<'a, T>(p: *const T, n: usize) -> Result<&'a [T], (EtStatus, String)> {
     if p.is_null() {
         return Err(arg("null input"));
     }
-    // SAFETY: the caller promises `n` readable floats at `p`.
+    // SAFETY: the caller promises `n` readable values at `p`.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
@@ -171,10 +133,32 @@ unsafe fn cstr<'a>(p: *const c_char) -> Result<&'a str, (EtStatus, String)> {
         .map_err(|_| arg("string is not UTF-8"))
 }
 
+unsafe fn put<T>(out: *mut T, v: T) -> Result<(), (EtStatus, String)> {
+    if out.is_null() {
+        return Err(arg("null output pointer"));
+    }
+    // SAFETY: non-null; the caller promises it is writable.
+    unsafe { *out = v };
+    Ok(())
+}
+
+fn class_of(label: u32) -> Result<String, (EtStatus, String)> {
+    if label > 4095 {
+        return Err(arg("label out of range (0..4096)"));
+    }
+    Ok(label.to_string())
+}
+
 /// The message of the last failed call on this thread (valid until the next call).
 #[no_mangle]
 pub extern "C" fn et_last_error() -> *const c_char {
     LAST.with(|l| l.borrow().as_ptr())
+}
+
+fn open(data: &[u8], out: *mut *mut EtSession) -> Result<(), (EtStatus, String)> {
+    let s = Session::from_bytes(data).map_err(err)?;
+    // SAFETY: forwarded caller promise that `out` is writable.
+    unsafe { put(out, Box::into_raw(Box::new(EtSession { s }))) }
 }
 
 /// Opens a plan from `len` bytes at `bytes` (copied).
@@ -188,16 +172,9 @@ pub unsafe extern "C" fn et_open_plan(
     out: *mut *mut EtSession,
 ) -> EtStatus {
     guard(|| {
-        if bytes.is_null() || out.is_null() {
-            return Err(arg("null pointer"));
-        }
         // SAFETY: the caller promises `len` readable bytes.
-        let data = unsafe { std::slice::from_raw_parts(bytes, len) };
-        let plan = Plan::from_owned(AlignedBytes::from_slice(data)).map_err(err)?;
-        let s = EtSession::new(plan).map_err(err)?;
-        // SAFETY: `out` is non-null and writable (checked / promised).
-        unsafe { *out = Box::into_raw(s) };
-        Ok(())
+        let data = unsafe { slice(bytes, len) }?;
+        open(data, out)
     })
 }
 
@@ -213,15 +190,8 @@ pub unsafe extern "C" fn et_open_plan_path(
     guard(|| {
         // SAFETY: forwarded caller promise.
         let p = unsafe { cstr(path) }?;
-        if out.is_null() {
-            return Err(arg("null out"));
-        }
         let data = std::fs::read(p).map_err(|e| (EtStatus::Io, format!("{p}: {e}")))?;
-        let plan = Plan::from_owned(AlignedBytes::from_slice(&data)).map_err(err)?;
-        let s = EtSession::new(plan).map_err(err)?;
-        // SAFETY: `out` is non-null and writable.
-        unsafe { *out = Box::into_raw(s) };
-        Ok(())
+        open(&data, out)
     })
 }
 
@@ -237,28 +207,25 @@ pub unsafe extern "C" fn et_free(s: *mut EtSession) {
     }
 }
 
-/// Length of the f32 input the plan takes (NCHW).
+/// Length of the f32 input the plan takes (its first input, ONNX layout).
 ///
 /// # Safety
-/// `s` is a live session.
+/// `s` is a live session; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn et_input_len(s: *mut EtSession, out: *mut usize) -> EtStatus {
     guard(|| {
         // SAFETY: forwarded caller promise.
         let s = unsafe { session(s) }?;
-        let p = s.plan_static();
+        let p = s.plan();
         let t = p.inputs.first().ok_or_else(|| arg("plan has no input"))?;
-        if out.is_null() {
-            return Err(arg("null out"));
-        }
-        // SAFETY: non-null, caller-owned.
-        unsafe { *out = p.tensors[t.tensor as usize].len() };
-        Ok(())
+        // SAFETY: forwarded caller promise.
+        unsafe { put(out, p.tensors[t.tensor as usize].len()) }
     })
 }
 
-/// Turns `w×h` pixels with `channels` interleaved bytes (1 = grey, 3 = RGB) into the
-/// plan's input, with the preprocessing the plan declares. `out` holds `et_input_len`.
+/// Turns `w×h` pixels with `channels` interleaved bytes (1 = grey, 3 = RGB, 4 = RGBA) into
+/// the plan's input tensor, with the preprocessing the plan declares. `out` holds
+/// `et_input_len` floats.
 ///
 /// # Safety
 /// `px` has `w·h·channels` bytes; `out` has `out_len` writable floats.
@@ -275,31 +242,23 @@ pub unsafe extern "C" fn et_preprocess_image(
     guard(|| {
         // SAFETY: forwarded caller promise.
         let s = unsafe { session(s) }?;
-        if px.is_null() || out.is_null() || !(channels == 1 || channels == 3) || w == 0 || h == 0 {
-            return Err(arg("bad image arguments"));
-        }
-        let prep = s
-            .plan_static()
-            .meta("preprocess")
-            .and_then(ImagePrep::parse)
-            .ok_or_else(|| arg("plan declares no image preprocessing"))?;
+        let format = match channels {
+            1 => PixelFormat::Grey,
+            3 => PixelFormat::Rgb,
+            4 => PixelFormat::Rgba,
+            _ => return Err(arg("channels must be 1, 3 or 4")),
+        };
         let n = w
             .checked_mul(h)
             .and_then(|v| v.checked_mul(channels))
             .ok_or_else(|| arg("image too large"))?;
         // SAFETY: the caller promises `w·h·channels` bytes at `px`.
-        let pixels = unsafe { std::slice::from_raw_parts(px, n) };
-        // The preprocessing takes planar RGB; convert interleaved input.
-        let planar: Vec<u8> = if channels == 3 {
-            (0..3)
-                .flat_map(|c| pixels.iter().skip(c).step_by(3).copied())
-                .collect()
-        } else {
-            pixels.to_vec()
-        };
+        let pixels = unsafe { slice(px, n) }?;
+        let x = s.frame(pixels, format, w, h, 0, 0).map_err(err)?;
         let mut v = Vec::new();
-        prep.apply(&planar, w, h, channels, &mut v);
-        if v.len() != out_len {
+        s.prep().inputs(&x, 0, &mut v).map_err(err)?;
+        let v = v.into_iter().next().unwrap_or_default();
+        if v.len() != out_len || out.is_null() {
             return Err((
                 EtStatus::BadInput,
                 format!("output holds {out_len} floats, the plan takes {}", v.len()),
@@ -311,8 +270,9 @@ pub unsafe extern "C" fn et_preprocess_image(
     })
 }
 
-/// Chooses the method (`ncm`, `linear`, `moment`, `ladder`, `query`) and clears the tap
-/// cache. Call before enrolling.
+/// Chooses the method: `ncm`, `linear`, `moment`, `ladder`, `query`, `tail`, `bias` or
+/// `lora`. Examples enrolled so far are kept (cached again if the method reads other
+/// taps).
 ///
 /// # Safety
 /// `s` is a live session; `method` a NUL-terminated string.
@@ -321,16 +281,182 @@ pub unsafe extern "C" fn et_set_method(s: *mut EtSession, method: *const c_char)
     guard(|| {
         // SAFETY: forwarded caller promises.
         let (s, m) = unsafe { (session(s)?, cstr(method)?) };
-        let kind = Kind::parse(m)
-            .ok_or_else(|| arg("unknown method (ncm, linear, moment, ladder, query)"))?;
-        let plan = s.plan_static();
-        s.reader = None;
-        s.set_method(kind, plan).map_err(err)
+        let kind = Kind::parse(m).ok_or_else(|| {
+            arg("unknown method (ncm, linear, moment, ladder, query, tail, bias, lora)")
+        })?;
+        s.set_method(kind).map_err(err)
     })
 }
 
-/// Runs one preprocessed example through the backbone and adds its taps to the cache
-/// under class `label`.
+/// Serving of trained tails (`tail`, `bias`, `lora`): 0 float, 1 int8 (re-quantised,
+/// activation ranges calibrated on the enrolled examples and saved with the adapter).
+/// Takes effect at the next `et_train`.
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_set_serve_int8(s: *mut EtSession, int8: i32) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        let s = unsafe { session(s) }?;
+        s.opts.serve = if int8 != 0 { Serve::Int8 } else { Serve::Float };
+        Ok(())
+    })
+}
+
+/// Training steps of the trained methods (0 = the method's default).
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_set_steps(s: *mut EtSession, steps: u32) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        let s = unsafe { session(s) }?;
+        s.opts.steps = (steps > 0).then_some(steps as usize);
+        Ok(())
+    })
+}
+
+fn new_example(x: Sample, out: *mut *mut EtExample) -> Result<(), (EtStatus, String)> {
+    // SAFETY: forwarded caller promise that `out` is writable.
+    unsafe { put(out, Box::into_raw(Box::new(EtExample { x }))) }
+}
+
+/// A camera frame or bitmap as an example: `format` is an `EtPixelFormat`, rows are
+/// `stride` bytes apart (0 = packed), `rotation` (0, 90, 180, 270) is the clockwise
+/// rotation that makes the picture upright (Android's `rotationDegrees`). `len` is the
+/// size of the buffer at `px` (checked against what the format needs).
+///
+/// # Safety
+/// `s` is a live session; `px` has `len` readable bytes; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_image(
+    s: *mut EtSession,
+    px: *const u8,
+    len: usize,
+    format: u32,
+    w: usize,
+    h: usize,
+    stride: usize,
+    rotation: u32,
+    out: *mut *mut EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, px) = unsafe { (session(s)?, slice(px, len)?) };
+        let x = s
+            .frame(px, pixel_format(format)?, w, h, stride, rotation)
+            .map_err(err)?;
+        new_example(x, out)
+    })
+}
+
+/// 16 kHz mono 16-bit PCM as an example (audio plans).
+///
+/// # Safety
+/// `s` is a live session; `pcm` has `n` samples; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_audio_i16(
+    s: *mut EtSession,
+    pcm: *const i16,
+    n: usize,
+    out: *mut *mut EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, pcm) = unsafe { (session(s)?, slice(pcm, n)?) };
+        let v: Vec<f32> = pcm.iter().map(|&v| v as f32).collect();
+        new_example(s.audio(&v).map_err(err)?, out)
+    })
+}
+
+/// 16 kHz mono float PCM in -1..1 as an example (audio plans).
+///
+/// # Safety
+/// `s` is a live session; `pcm` has `n` samples; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_audio_f32(
+    s: *mut EtSession,
+    pcm: *const f32,
+    n: usize,
+    out: *mut *mut EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, pcm) = unsafe { (session(s)?, slice(pcm, n)?) };
+        let v: Vec<f32> = pcm.iter().map(|&v| v * 32768.0).collect();
+        new_example(s.audio(&v).map_err(err)?, out)
+    })
+}
+
+/// UTF-8 text as an example (text plans: the plan's tokenizer, its window length).
+///
+/// # Safety
+/// `s` is a live session; `text` a NUL-terminated UTF-8 string; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_text(
+    s: *mut EtSession,
+    text: *const c_char,
+    out: *mut *mut EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, t) = unsafe { (session(s)?, cstr(text)?) };
+        new_example(s.text(t).map_err(err)?, out)
+    })
+}
+
+/// The plan's input tensor, preprocessed by the caller, as an example (single-input
+/// plans; `len` = `et_input_len`).
+///
+/// # Safety
+/// `s` is a live session; `input` has `len` floats; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_tensor(
+    s: *mut EtSession,
+    input: *const f32,
+    len: usize,
+    out: *mut *mut EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, x) = unsafe { (session(s)?, slice(input, len)?) };
+        new_example(s.tensors(vec![x.to_vec()]).map_err(err)?, out)
+    })
+}
+
+/// Frees an example (null is fine).
+///
+/// # Safety
+/// `x` comes from `et_example_*` and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn et_example_free(x: *mut EtExample) {
+    if !x.is_null() {
+        // SAFETY: `x` was created by `Box::into_raw` in `et_example_*` and is freed once.
+        drop(unsafe { Box::from_raw(x) });
+    }
+}
+
+/// Runs an example through the backbone and adds its taps to the cache under `label`
+/// (any integer below 4096; classes need not be consecutive).
+///
+/// # Safety
+/// `s` is a live session; `x` a live example.
+#[no_mangle]
+pub unsafe extern "C" fn et_enrol_example(
+    s: *mut EtSession,
+    x: *const EtExample,
+    label: u32,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, x) = unsafe { (session(s)?, example(x)?) };
+        s.enrol(x.clone(), &class_of(label)?).map_err(err)
+    })
+}
+
+/// [`et_enrol_example`] of one preprocessed input tensor (`len` = `et_input_len`).
 ///
 /// # Safety
 /// `s` is a live session; `input` has `len` floats.
@@ -343,21 +469,56 @@ pub unsafe extern "C" fn et_enrol(
 ) -> EtStatus {
     guard(|| {
         // SAFETY: forwarded caller promises.
-        let (s, x) = unsafe { (session(s)?, floats(input, len)?) };
-        if label > 4096 {
-            return Err(arg("label out of range (0..4096)"));
-        }
-        s.run(x).map_err(err)?;
-        let v: Vec<&[f32]> = s.bufs.iter().map(|b| &b[..]).collect();
-        let cache = s.cache.as_mut().ok_or_else(|| arg("no cache"))?;
-        cache.push(&v, label as usize).map_err(err)
+        let (s, x) = unsafe { (session(s)?, slice(input, len)?) };
+        let x = s.tensors(vec![x.to_vec()]).map_err(err)?;
+        s.enrol(x, &class_of(label)?).map_err(err)
+    })
+}
+
+/// [`et_enrol_example`] of a camera frame (see [`et_example_image`]).
+///
+/// # Safety
+/// As [`et_example_image`].
+#[no_mangle]
+pub unsafe extern "C" fn et_enrol_image(
+    s: *mut EtSession,
+    px: *const u8,
+    len: usize,
+    format: u32,
+    w: usize,
+    h: usize,
+    stride: usize,
+    rotation: u32,
+    label: u32,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, px) = unsafe { (session(s)?, slice(px, len)?) };
+        let x = s
+            .frame(px, pixel_format(format)?, w, h, stride, rotation)
+            .map_err(err)?;
+        s.enrol(x, &class_of(label)?).map_err(err)
+    })
+}
+
+/// Drops every example of `label` and refits a trained adapter without it (`ncm`
+/// recomputes its prototypes; other methods train again on the cache).
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_remove_class(s: *mut EtSession, label: u32) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        let s = unsafe { session(s) }?;
+        s.remove_class(&class_of(label)?).map_err(err)
     })
 }
 
 /// Progress callback: step, steps, loss, accuracy, user pointer. Non-zero cancels.
 pub type EtProgress = Option<unsafe extern "C" fn(u32, u32, f32, f32, *mut c_void) -> i32>;
 
-/// Trains the chosen method on the enrolled examples (labels must be `0..classes`).
+/// Trains the chosen method on the enrolled examples (at least two classes).
 ///
 /// # Safety
 /// `s` is a live session; `cb`, when set, is callable with `user`.
@@ -371,51 +532,61 @@ pub unsafe extern "C" fn et_train(
     guard(|| {
         // SAFETY: forwarded caller promise.
         let s = unsafe { session(s) }?;
-        let cache = s.cache.as_ref().ok_or_else(|| arg("no cache"))?;
-        let classes = cache.classes();
-        let idx: Vec<usize> = (0..cache.len()).collect();
-        let sel: Vec<usize> = (0..cache.taps.len()).collect();
-        let mut spec = Spec::new(s.kind).seed(seed);
-        if s.kind.is_tail() {
-            // The tail methods train a float copy of the plan after their cut tap.
-            let cut = cache
-                .taps
-                .first()
-                .ok_or_else(|| arg("no cached tap"))?
-                .name
-                .clone();
-            spec = spec.bind_tail(s.plan_static(), &cut).map_err(err)?;
-        }
+        s.set_seed(seed);
         let mut progress = |p: &Progress| match cb {
             // SAFETY: the caller promises `cb` is callable with `user`.
             Some(f) => unsafe { f(p.step as u32, p.steps as u32, p.loss, p.accuracy, user) == 0 },
             None => true,
         };
-        let m = adapt::fit(&spec, cache, &sel, &idx, classes, &mut progress).map_err(err)?;
-        s.adapter = Some(Adapter {
-            plan_hash: s.plan.hash(),
-            taps: cache
-                .taps
-                .iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        TapDims {
-                            tokens: t.tokens,
-                            dim: t.dim,
-                        },
-                    )
-                })
-                .collect(),
-            classes: (0..classes).map(|c| c.to_string()).collect(),
-            hyper: vec![("seed".into(), seed.to_string())],
-            method: m,
-        });
-        Ok(())
+        s.fit(&mut progress).map(|_| ()).map_err(err)
     })
 }
 
-/// Top-`k` classes of one preprocessed example, best first.
+fn top_k(
+    s: &mut Session,
+    x: &Sample,
+    k: u32,
+    classes: *mut u32,
+    scores: *mut f32,
+) -> Result<(), (EtStatus, String)> {
+    if classes.is_null() || scores.is_null() || k == 0 {
+        return Err(arg("null output or k = 0"));
+    }
+    let top = s.predict(x, k as usize).map_err(err)?;
+    for (r, &(c, sc)) in top.iter().enumerate() {
+        let label = s
+            .class_name(c)
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| arg("the adapter's classes are not integer labels"))?;
+        // SAFETY: the caller promises `k` slots in both outputs; r < k.
+        unsafe {
+            *classes.add(r) = label;
+            *scores.add(r) = sc;
+        }
+    }
+    Ok(())
+}
+
+/// Top-`k` labels of an example, best first (fewer when there are fewer classes).
+///
+/// # Safety
+/// `s` is a live session; `x` a live example; `classes` and `scores` have `k` slots.
+#[no_mangle]
+pub unsafe extern "C" fn et_predict_example(
+    s: *mut EtSession,
+    x: *const EtExample,
+    k: u32,
+    classes: *mut u32,
+    scores: *mut f32,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, x) = unsafe { (session(s)?, example(x)?) };
+        top_k(s, x, k, classes, scores)
+    })
+}
+
+/// Top-`k` labels of one preprocessed input tensor, best first.
 ///
 /// # Safety
 /// `s` is a live session; `input` has `len` floats; `classes` and `scores` have `k` slots.
@@ -430,37 +601,37 @@ pub unsafe extern "C" fn et_predict(
 ) -> EtStatus {
     guard(|| {
         // SAFETY: forwarded caller promises.
-        let (s, x) = unsafe { (session(s)?, floats(input, len)?) };
-        if classes.is_null() || scores.is_null() || k == 0 {
-            return Err(arg("null output or k = 0"));
-        }
-        let a = s
-            .adapter
-            .as_ref()
-            .ok_or_else(|| arg("no adapter: train or load one first"))?;
-        let names: Vec<&str> = a.taps.iter().map(|t| t.0.as_str()).collect();
-        if names != s.taps.iter().map(|t| t.as_str()).collect::<Vec<_>>() {
-            return Err(arg(
-                "the adapter reads other taps than the session's method; call et_set_method",
-            ));
-        }
-        let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
-        let mut sc = vec![0.0; a.classes.len()];
-        s.run(x).map_err(err)?;
-        let a = s.adapter.as_ref().ok_or_else(|| arg("no adapter"))?;
-        let v: Vec<&[f32]> = s.bufs.iter().map(|b| &b[..]).collect();
-        a.method.scores(&v, &dims, &mut sc).map_err(err)?;
-        let mut order: Vec<usize> = (0..sc.len()).collect();
-        order.sort_by(|&i, &j| sc[j].total_cmp(&sc[i]));
-        let k = (k as usize).min(order.len());
-        for (r, &c) in order.iter().take(k).enumerate() {
-            // SAFETY: the caller promises `k` slots in both outputs.
-            unsafe {
-                *classes.add(r) = c as u32;
-                *scores.add(r) = sc[c];
-            }
-        }
-        Ok(())
+        let (s, x) = unsafe { (session(s)?, slice(input, len)?) };
+        let x = s.tensors(vec![x.to_vec()]).map_err(err)?;
+        top_k(s, &x, k, classes, scores)
+    })
+}
+
+/// Top-`k` labels of a camera frame (see [`et_example_image`]).
+///
+/// # Safety
+/// As [`et_example_image`]; `classes` and `scores` have `k` slots.
+#[no_mangle]
+pub unsafe extern "C" fn et_predict_image(
+    s: *mut EtSession,
+    px: *const u8,
+    len: usize,
+    format: u32,
+    w: usize,
+    h: usize,
+    stride: usize,
+    rotation: u32,
+    k: u32,
+    classes: *mut u32,
+    scores: *mut f32,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, px) = unsafe { (session(s)?, slice(px, len)?) };
+        let x = s
+            .frame(px, pixel_format(format)?, w, h, stride, rotation)
+            .map_err(err)?;
+        top_k(s, &x, k, classes, scores)
     })
 }
 
@@ -473,11 +644,7 @@ pub unsafe extern "C" fn et_save_adapter(s: *mut EtSession, path: *const c_char)
     guard(|| {
         // SAFETY: forwarded caller promises.
         let (s, p) = unsafe { (session(s)?, cstr(path)?) };
-        let a = s
-            .adapter
-            .as_ref()
-            .ok_or_else(|| arg("no adapter to save"))?;
-        a.save(std::path::Path::new(p)).map_err(err)
+        s.save(std::path::Path::new(p)).map_err(err)
     })
 }
 
@@ -494,31 +661,8 @@ pub unsafe extern "C" fn et_load_adapter_bytes(
 ) -> EtStatus {
     guard(|| {
         // SAFETY: forwarded caller promises.
-        let s = unsafe { session(s) }?;
-        if bytes.is_null() {
-            return Err(arg("null bytes"));
-        }
-        // SAFETY: the caller promises `len` readable bytes.
-        let data = unsafe { std::slice::from_raw_parts(bytes, len) };
-        let mut a = Adapter::from_bytes(data, &s.plan.hash()).map_err(err)?;
-        let plan = s.plan_static();
-        a.bind(plan).map_err(err)?;
-        let kind = a.method.kind();
-        s.reader = None;
-        s.set_method(kind, plan).map_err(err)?;
-        s.taps = a.taps.iter().map(|t| t.0.clone()).collect();
-        let exec = Executor::new(
-            plan,
-            edgetune::kernels::Kernels::detect(),
-            DEFAULT_ARENA_LIMIT,
-        )
-        .map_err(err)?;
-        let reader = TapReader::new(exec, &s.taps).map_err(err)?;
-        s.bufs = reader.shapes.iter().map(|t| vec![0.0; t.len()]).collect();
-        s.reader = Some(reader);
-        let _: &Method = &a.method;
-        s.adapter = Some(a);
-        Ok(())
+        let (s, data) = unsafe { (session(s)?, slice(bytes, len)?) };
+        s.load_adapter_bytes(data).map_err(err)
     })
 }
 
@@ -528,21 +672,59 @@ pub unsafe extern "C" fn et_load_adapter_bytes(
 /// `s` is a live session; `path` a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn et_load_adapter(s: *mut EtSession, path: *const c_char) -> EtStatus {
-    let data = match catch_unwind(|| {
-        // SAFETY: forwarded caller promise.
-        let p = unsafe { cstr(path) }?;
-        std::fs::read(p).map_err(|e| (EtStatus::Io, format!("{p}: {e}")))
-    }) {
-        Ok(Ok(d)) => d,
-        Ok(Err((st, m))) => {
-            set_error(&m);
-            return st;
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, p) = unsafe { (session(s)?, cstr(path)?) };
+        s.load_adapter(std::path::Path::new(p)).map_err(err)
+    })
+}
+
+/// Pixel layouts of `et_example_image` and friends (pass the value as `uint32_t`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtPixelFormat {
+    Rgb = 0,
+    Rgba = 1,
+    Bgra = 2,
+    Grey = 3,
+    /// YUV 4:2:0: Y plane, then interleaved V,U rows (Android camera).
+    Nv21 = 4,
+    /// YUV 4:2:0: Y plane, then interleaved U,V rows.
+    Nv12 = 5,
+    Bgr = 6,
+}
+
+/// A C caller's format value: an `EtPixelFormat`, checked (any other value is refused).
+fn pixel_format(v: u32) -> Result<PixelFormat, (EtStatus, String)> {
+    PixelFormat::from_u32(v).ok_or_else(|| arg("unknown pixel format (see EtPixelFormat)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The C enum's values are the library's.
+    #[test]
+    fn pixel_format_values_match_the_library() {
+        for (c, l) in [
+            (EtPixelFormat::Rgb, PixelFormat::Rgb),
+            (EtPixelFormat::Rgba, PixelFormat::Rgba),
+            (EtPixelFormat::Bgra, PixelFormat::Bgra),
+            (EtPixelFormat::Grey, PixelFormat::Grey),
+            (EtPixelFormat::Nv21, PixelFormat::Nv21),
+            (EtPixelFormat::Nv12, PixelFormat::Nv12),
+            (EtPixelFormat::Bgr, PixelFormat::Bgr),
+        ] {
+            assert_eq!(pixel_format(c as u32), Ok(l));
         }
-        Err(_) => {
-            set_error("internal error (panic caught at the C boundary)");
-            return EtStatus::Panic;
-        }
-    };
-    // SAFETY: `data` is a live buffer of `data.len()` bytes; `s` is forwarded.
-    unsafe { et_load_adapter_bytes(s, data.as_ptr(), data.len()) }
+        assert!(pixel_format(7).is_err());
+    }
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn sessions_and_examples_are_send() {
+        assert_send::<EtSession>();
+        assert_send::<EtExample>();
+    }
 }

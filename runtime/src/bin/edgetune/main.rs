@@ -3,7 +3,6 @@
 
 use clap::{Parser, Subcommand};
 mod fewshot;
-mod inputs;
 
 use edgetune::adapt::cache::CacheFormat;
 use edgetune::adapt::train::Optimizer;
@@ -11,6 +10,8 @@ use edgetune::adapt::Kind;
 use edgetune::import::{import_bytes, ImportOptions, Taps};
 use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
 use edgetune::preprocess::Preprocess;
+use edgetune::session::eval::{class_folders, episodes as run_episodes, mean_std};
+use edgetune::session::{Image, Options, Sample, Serve};
 use edgetune::{Error, Executor, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -37,8 +38,8 @@ enum Cmd {
     /// Compile an ONNX model into an edgetune plan (.etm).
     Compile {
         model: PathBuf,
-        #[arg(short, long)]
-        output: PathBuf,
+        #[arg(short, long, required_unless_present = "check")]
+        output: Option<PathBuf>,
         /// NAME:SHAPE, e.g. image:1x3x224x224 (the name may contain ':').
         #[arg(long)]
         input: Vec<String>,
@@ -57,6 +58,10 @@ enum Cmd {
         /// tokenizer.json stored with a text plan.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Only check the model: list every node that cannot be imported (op, domain,
+        /// node, why, and a count per op) and exit non-zero if there is any.
+        #[arg(long)]
+        check: bool,
     },
     /// Print a plan's ops, parameters, arena, taps and hash.
     Inspect { plan: PathBuf },
@@ -201,22 +206,25 @@ struct FitArgs {
     /// for reference trainers (tools/torch_reference.py).
     #[arg(long)]
     export: Option<PathBuf>,
+    /// Tail methods (tail, bias, lora): serve the trained tail in float or re-quantised
+    /// to int8 (activation ranges calibrated on the support set, stored in the adapter).
+    #[arg(long, default_value = "float")]
+    serve: String,
 }
 
 impl FitArgs {
-    fn opts(&self) -> Result<fewshot::FitOpts> {
-        Ok(fewshot::FitOpts {
+    fn opts(&self) -> Result<Options> {
+        Ok(Options {
             taps: self
                 .taps
                 .as_ref()
                 .map(|t| t.split(',').map(String::from).collect()),
             cache: match &self.cache {
-                None => CacheFormat::F16,
-                Some(c) => CacheFormat::parse(c).ok_or_else(|| Error::Invalid {
+                None => None,
+                Some(c) => Some(CacheFormat::parse(c).ok_or_else(|| Error::Invalid {
                     what: format!("--cache {c}: use f16 or i8"),
-                })?,
+                })?),
             },
-            cache_set: self.cache.is_some(),
             augment: self.augment,
             steps: self.epochs,
             optimizer: match self.optimizer.as_str() {
@@ -232,14 +240,42 @@ impl FitArgs {
             reduction: self.reduction.max(1),
             queries: self.queries.clamp(1, 256),
             rank: self.rank.clamp(1, 256),
-            export: self.export.clone(),
-            select_folds: self.select_folds,
             lr: self.lr,
             batch: self.batch,
             c: self.c,
             body_lr: self.body_lr,
+            serve: Serve::parse(&self.serve).ok_or_else(|| Error::Invalid {
+                what: format!("--serve {}: use float or int8", self.serve),
+            })?,
+            max_memory: None,
         })
     }
+}
+
+/// Prints every node `compile` cannot import, grouped per op; an error if there is any.
+fn check_cmd(model: &Path, bad: &[edgetune::import::Unsupported]) -> Result<()> {
+    if bad.is_empty() {
+        println!("{}: every node imports", model.display());
+        return Ok(());
+    }
+    let mut per_op: Vec<(String, usize)> = vec![];
+    for u in bad {
+        let key = format!("{}:{}", u.domain, u.op);
+        match per_op.iter_mut().find(|p| p.0 == key) {
+            Some(p) => p.1 += 1,
+            None => per_op.push((key, 1)),
+        }
+        println!("{} ({}) node '{}': {}", u.op, u.domain, u.node, u.why);
+    }
+    let summary: Vec<String> = per_op.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    Err(Error::Invalid {
+        what: format!(
+            "{}: {} node(s) cannot be imported: {}",
+            model.display(),
+            bad.len(),
+            summary.join(", ")
+        ),
+    })
 }
 
 fn parse_kinds(s: Option<&str>) -> Result<Vec<Kind>> {
@@ -331,14 +367,14 @@ fn peak_rss_kb() -> u64 {
 }
 
 /// The bundled Fashion-MNIST sample as grey images with labels.
-fn bundled() -> Result<(Vec<String>, Vec<(inputs::Sample, usize)>)> {
+fn bundled() -> Result<(Vec<String>, Vec<(Sample, usize)>)> {
     let (idims, pixels) = read_idx(DEMO_IMAGES)?;
     let (_, labels) = read_idx(DEMO_LABELS)?;
     let (n, h, w) = (idims[0], idims[1], idims[2]);
     let images = (0..n)
         .map(|i| {
             (
-                inputs::Sample::Image(fewshot::Image {
+                Sample::Image(Image {
                     px: pixels[i * h * w..][..h * w].to_vec(),
                     w,
                     h,
@@ -375,7 +411,8 @@ fn eval_cmd(
     episodes: u64,
     seed: u64,
     kinds: &[Kind],
-    opts: &fewshot::FitOpts,
+    opts: &Options,
+    fit: &FitArgs,
     plot: Option<&Path>,
     json: bool,
 ) -> Result<()> {
@@ -383,15 +420,16 @@ fn eval_cmd(
     let (names, images) = if data == "bundled" {
         bundled()?
     } else {
-        let (names, files) = fewshot::class_folders(Path::new(data))?;
-        let mut prep = inputs::prep_of(&plan)?;
+        let (names, files) = class_folders(Path::new(data))?;
+        let mut prep = edgetune::session::prep_of(&plan)?;
         let imgs = files
             .iter()
             .map(|(p, l)| Ok((prep.load(p)?, *l)))
             .collect::<Result<Vec<_>>>()?;
         (names, imgs)
     };
-    let (res, per) = fewshot::episodes(
+    let bar = fewshot::backbone_bar(!json, 0);
+    let (res, per) = run_episodes(
         &plan,
         &images,
         names.len(),
@@ -401,8 +439,14 @@ fn eval_cmd(
         episodes,
         seed,
         opts,
-        !json,
+        fit.select_folds,
+        fit.export.as_deref(),
+        &mut |i, n| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64);
+        },
     )?;
+    bar.finish_and_clear();
     if !json {
         println!(
             "{ways}-way {shots}-shot, {episodes} episodes, seed {seed}; backbone {:.1} ms per image",
@@ -429,10 +473,10 @@ fn eval_cmd(
             .collect();
         let mut rows: Vec<(Kind, Vec<(usize, f64)>)> = res
             .iter()
-            .map(|m| (m.kind, vec![(shots, fewshot::mean_std(&m.acc).0)]))
+            .map(|m| (m.kind, vec![(shots, mean_std(&m.acc).0)]))
             .collect();
         for &s in &shot_list {
-            let (r, _) = fewshot::episodes(
+            let (r, _) = run_episodes(
                 &plan,
                 &images,
                 names.len(),
@@ -442,10 +486,12 @@ fn eval_cmd(
                 episodes,
                 seed,
                 opts,
-                false,
+                fit.select_folds,
+                None,
+                &mut |_, _| {},
             )?;
             for (row, m) in rows.iter_mut().zip(&r) {
-                row.1.push((s, fewshot::mean_std(&m.acc).0));
+                row.1.push((s, mean_std(&m.acc).0));
             }
         }
         let mut shots_sorted: Vec<usize> = rows[0].1.iter().map(|p| p.0).collect();
@@ -470,7 +516,8 @@ fn demo(
     shots: usize,
     kinds: &[Kind],
     per_class: Option<usize>,
-    opts: &fewshot::FitOpts,
+    opts: &Options,
+    fit: &FitArgs,
     json: bool,
 ) -> Result<()> {
     let t0 = Instant::now();
@@ -505,7 +552,8 @@ fn demo(
             seen[*l] <= n
         });
     }
-    let (res, per) = fewshot::episodes(
+    let bar = fewshot::backbone_bar(!json, 0);
+    let (res, per) = run_episodes(
         &plan,
         &images,
         names.len(),
@@ -515,13 +563,19 @@ fn demo(
         episodes,
         0,
         opts,
-        !json,
+        fit.select_folds,
+        fit.export.as_deref(),
+        &mut |i, n| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64);
+        },
     )?;
+    bar.finish_and_clear();
     if !json {
         println!(
             "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image (one thread)\n",
             images.len() * (1 + opts.augment),
-            opts.cache,
+            opts.cache.unwrap_or(CacheFormat::F16),
             per * 1e3
         );
     }
@@ -649,6 +703,7 @@ fn main() {
             preprocess,
             mel_filters,
             tokenizer,
+            check,
         } => (|| {
             let t = Instant::now();
             let inputs = input
@@ -660,6 +715,18 @@ fn main() {
                 Some("blocks") => Taps::Blocks,
                 Some(list) => Taps::Names(list.split(',').map(String::from).collect()),
             };
+            if check {
+                let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
+                let opts = ImportOptions {
+                    inputs,
+                    taps,
+                    meta: vec![],
+                };
+                return check_cmd(&model, &edgetune::import::check(&bytes, &opts)?);
+            }
+            let output = output.ok_or_else(|| Error::Invalid {
+                what: "compile needs -o OUTPUT".into(),
+            })?;
             let mut meta = vec![("source".to_string(), model.display().to_string())];
             if let Some(p) = preprocess {
                 let decl = Preprocess::parse(&p).ok_or_else(|| Error::Invalid {
@@ -769,7 +836,7 @@ fn main() {
             json,
         } => fit.opts().and_then(|o| {
             let kinds = parse_kinds(method.as_deref())?;
-            demo(episodes, shots, &kinds, per_class, &o, json)
+            demo(episodes, shots, &kinds, per_class, &o, &fit, json)
         }),
         Cmd::Adapt {
             plan,
@@ -788,16 +855,11 @@ fn main() {
                 });
             }
             let plan = plan_or_default(plan.as_deref())?;
-            fewshot::adapt_cmd(
-                &plan,
-                &train,
-                kind[0],
-                &fit.opts()?,
-                seed,
+            let opts = Options {
                 max_memory,
-                json,
-                &output,
-            )
+                ..fit.opts()?
+            };
+            fewshot::adapt_cmd(plan, &train, kind[0], &opts, seed, json, &output)
         })(),
         Cmd::Predict {
             plan,
@@ -806,7 +868,7 @@ fn main() {
             json,
             inputs,
         } => plan_or_default(plan.as_deref())
-            .and_then(|p| fewshot::predict_cmd(&p, &adapter, &inputs, top.max(1), json)),
+            .and_then(|p| fewshot::predict_cmd(p, &adapter, &inputs, top.max(1), json)),
         Cmd::Eval {
             plan,
             data,
@@ -829,6 +891,7 @@ fn main() {
                 seed,
                 &kinds,
                 &fit.opts()?,
+                &fit,
                 plot.as_deref(),
                 json,
             )

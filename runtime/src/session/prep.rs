@@ -1,19 +1,24 @@
-//! Examples loaded as the plan declares them (`preprocess` metadata): images (the `image`
-//! crate), 16 kHz WAV clips (`hound`, then the log-mel front end stored with the plan) and
-//! text files (the `tokenizers` crate with the tokenizer stored with the plan).
+//! Examples as the plan declares them (`preprocess` metadata): images (frames from an app,
+//! or files decoded by the `image` crate with feature `files`), 16 kHz audio (PCM from an
+//! app, or WAV files read by `hound`; then the log-mel front end stored with the plan) and
+//! text (the `tokenizers` crate with the tokenizer stored with the plan, feature `text`).
 
-use crate::fewshot::{load_image, Image};
-use edgetune::audio::{loudest_window, MelConfig, MelFrontEnd};
-use edgetune::features::TapReader;
-use edgetune::plan::Plan;
-use edgetune::preprocess::{hex_f32, ImagePrep, Preprocess};
-use edgetune::{Error, Result};
+use crate::audio::{loudest_window, MelConfig, MelFrontEnd};
+use crate::features::TapReader;
+pub use crate::frame::Image;
+use crate::plan::Plan;
+use crate::preprocess::{hex_f32, ImagePrep, Preprocess};
+use crate::{Error, Result};
+#[cfg(feature = "files")]
 use std::path::Path;
+#[cfg(feature = "text")]
 use std::str::FromStr;
+#[cfg(feature = "text")]
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// One decoded example: an image (resized at cache time, so it can be augmented) or the
 /// backbone's input tensors, one set per chunk of a long text (the taps are their mean).
+#[derive(Clone, Debug)]
 pub enum Sample {
     Image(Image),
     Inputs(Vec<Vec<Vec<f32>>>),
@@ -27,11 +32,15 @@ pub enum Role {
 }
 
 pub enum Prep {
+    /// The plan declares no preprocessing: examples are its input tensors, prepared by
+    /// the caller.
+    Tensors,
     Image(ImagePrep),
     Audio {
         front: Box<MelFrontEnd>,
         frames: usize,
     },
+    #[cfg(feature = "text")]
     Text {
         tok: Box<Tokenizer>,
         tokens: usize,
@@ -88,6 +97,13 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                     frames,
                 }
             }
+            #[cfg(not(feature = "text"))]
+            Preprocess::Text { .. } => {
+                return Err(invalid(
+                    "a text plan needs edgetune built with feature `text`".into(),
+                ))
+            }
+            #[cfg(feature = "text")]
             Preprocess::Text { tokens, chunks } => {
                 let json = plan
                     .meta("tokenizer")
@@ -135,6 +151,7 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
     )
 }
 
+#[cfg(feature = "files")]
 fn io(p: &Path, detail: String) -> Error {
     Error::Io {
         path: p.display().to_string(),
@@ -143,6 +160,7 @@ fn io(p: &Path, detail: String) -> Error {
 }
 
 /// 16 kHz mono 16-bit PCM, in int16 units (what the openWakeWord front end expects).
+#[cfg(feature = "files")]
 fn read_wav(p: &Path) -> Result<Vec<f32>> {
     let mut r = hound::WavReader::open(p).map_err(|e| io(p, format!("unreadable WAV: {e}")))?;
     let s = r.spec();
@@ -163,36 +181,125 @@ fn read_wav(p: &Path) -> Result<Vec<f32>> {
         .collect()
 }
 
+/// Decodes an image file (PNG, JPEG) to RGB, turned upright by its EXIF orientation.
+#[cfg(feature = "files")]
+pub fn load_image(path: &Path) -> Result<Image> {
+    use image::ImageDecoder;
+    let bad = |e: String| Error::Io {
+        path: path.display().to_string(),
+        detail: format!("unreadable image: {e}"),
+    };
+    let mut dec = image::ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .into_decoder()
+        .map_err(|e| bad(e.to_string()))?;
+    let orient = dec
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(dec).map_err(|e| bad(e.to_string()))?;
+    img.apply_orientation(orient);
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(Image {
+        px: rgb.into_raw(),
+        w: w as usize,
+        h: h as usize,
+        c: 3,
+    })
+}
+
+fn unsupported_input(what: &str) -> Error {
+    invalid(format!("{what} given to a plan that does not take it"))
+}
+
 impl Prep {
     /// Decodes one file as this plan's kind of input.
+    #[cfg(feature = "files")]
     pub fn load(&mut self, path: &Path) -> Result<Sample> {
         match self {
             Prep::Image(_) => Ok(Sample::Image(load_image(path)?)),
-            Prep::Audio { front, frames } => {
-                let mut x = read_wav(path)?;
-                let cfg = front.cfg;
-                let need = (*frames - 1) * cfg.hop + cfg.n_fft;
-                if x.len() < need {
-                    x.resize(need, 0.0);
-                }
-                let mut feat = Vec::new();
-                front.features(&x, &mut feat)?;
-                let w = loudest_window(&feat, cfg.bands, *frames)
-                    .ok_or_else(|| io(path, "clip shorter than one window".into()))?;
-                Ok(Sample::Inputs(vec![vec![w.to_vec()]]))
+            Prep::Audio { .. } => self.audio(&read_wav(path)?).map_err(|e| match e {
+                Error::Invalid { what } => io(path, what),
+                e => e,
+            }),
+            Prep::Tensors => Err(io(
+                path,
+                format!("the plan declares no preprocessing, so files cannot be read ({HOW})"),
+            )),
+            #[cfg(feature = "text")]
+            Prep::Text { .. } => {
+                let bytes = std::fs::read(path).map_err(|e| io(path, e.to_string()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| io(path, "unreadable text: not UTF-8".into()))?;
+                self.text(&text).map_err(|e| match e {
+                    Error::Invalid { what } => io(path, what),
+                    e => e,
+                })
             }
+        }
+    }
+
+    /// An image (already decoded or converted from a camera frame).
+    pub fn image(&self, im: Image) -> Result<Sample> {
+        match self {
+            Prep::Image(_)
+                if im.w > 0
+                    && im.h > 0
+                    && matches!(im.c, 1 | 3)
+                    && im.px.len() == im.w * im.h * im.c =>
+            {
+                Ok(Sample::Image(im))
+            }
+            Prep::Image(_) => Err(invalid(format!(
+                "image of {}x{}x{} with {} bytes",
+                im.w,
+                im.h,
+                im.c,
+                im.px.len()
+            ))),
+            _ => Err(unsupported_input("an image")),
+        }
+    }
+
+    /// 16 kHz mono audio in int16 units (PCM i16 samples as f32): the log-mel window
+    /// with the most energy.
+    pub fn audio(&mut self, pcm: &[f32]) -> Result<Sample> {
+        let Prep::Audio { front, frames } = self else {
+            return Err(unsupported_input("audio"));
+        };
+        if pcm.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "audio samples".into(),
+            });
+        }
+        let mut x = pcm.to_vec();
+        let cfg = front.cfg;
+        let need = (*frames - 1) * cfg.hop + cfg.n_fft;
+        if x.len() < need {
+            x.resize(need, 0.0);
+        }
+        let mut feat = Vec::new();
+        front.features(&x, &mut feat)?;
+        let w = loudest_window(&feat, cfg.bands, *frames)
+            .ok_or_else(|| invalid("clip shorter than one window".into()))?;
+        Ok(Sample::Inputs(vec![vec![w.to_vec()]]))
+    }
+
+    /// UTF-8 text: token ids, attention mask and token types per window.
+    #[cfg(feature = "text")]
+    pub fn text(&self, text: &str) -> Result<Sample> {
+        match self {
             Prep::Text {
                 tok,
                 tokens,
                 chunks,
                 roles,
             } => {
-                let bytes = std::fs::read(path).map_err(|e| io(path, e.to_string()))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| io(path, "unreadable text: not UTF-8".into()))?;
                 let e = tok
                     .encode(text, true)
-                    .map_err(|e| io(path, format!("tokenizer: {e}")))?;
+                    .map_err(|e| invalid(format!("tokenizer: {e}")))?;
                 // The tokenizer cuts a long text into windows (`overflowing`), each with
                 // its special tokens and padded to `tokens`.
                 let windows = std::iter::once(&e).chain(e.get_overflowing().iter());
@@ -216,6 +323,7 @@ impl Prep {
                         .collect(),
                 ))
             }
+            _ => Err(unsupported_input("text")),
         }
     }
 
@@ -283,7 +391,7 @@ impl Prep {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "text", feature = "files"))]
 mod tests {
     use super::*;
 

@@ -1,0 +1,180 @@
+//! Filling the tap cache: each example goes through the backbone once (and each of its
+//! augmented views), and what the method reads of each tap is kept.
+
+use super::prep::{Image, Prep, Sample};
+use crate::adapt::cache::{TapCache, TapShape};
+use crate::adapt::heads::TapDims;
+use crate::adapt::method::{moments_pair, pooled};
+use crate::adapt::rng::Rng;
+use crate::adapt::Kind;
+use crate::features::TapReader;
+use crate::{Error, Result};
+
+/// What the tap cache keeps of each tap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    /// Every token (the methods that attend over or train on the whole map).
+    Full,
+    /// The mean token (the ladder reads pooled taps only).
+    Mean,
+    /// Two tokens `μ ± σ` per channel: their mean is `μ` and their standard deviation `σ`,
+    /// so the moment probe's statistics of the cached pair equal those of the whole map.
+    Moments,
+}
+
+impl Reduce {
+    pub fn of(kind: Kind) -> Reduce {
+        match kind {
+            Kind::Ladder => Reduce::Mean,
+            Kind::Moment => Reduce::Moments,
+            _ => Reduce::Full,
+        }
+    }
+
+    pub fn tokens(self, full: usize) -> usize {
+        match self {
+            Reduce::Full => full,
+            Reduce::Mean => 1,
+            Reduce::Moments => 2,
+        }
+    }
+
+    /// The cached shapes of taps read as `full`.
+    pub fn shapes(self, full: &[TapShape]) -> Vec<TapShape> {
+        full.iter()
+            .map(|t| TapShape {
+                tokens: self.tokens(t.tokens),
+                ..t.clone()
+            })
+            .collect()
+    }
+
+    pub fn apply(self, x: &[f32], d: TapDims, out: &mut [f32]) {
+        match self {
+            Reduce::Full => out.copy_from_slice(x),
+            Reduce::Mean => pooled(x, d, out),
+            Reduce::Moments => moments_pair(x, d, out),
+        }
+    }
+}
+
+/// Augmented view `v` (1-based) of an image: mirror on odd views, a shift of up to
+/// 1/14 of the size chosen by the seed.
+pub fn view(img: &Image, v: usize, rng: &mut Rng) -> Image {
+    let (w, h, c) = (img.w, img.h, img.c);
+    let max = (w.min(h) / 14).max(1) as i64;
+    let dx = (rng.below(2 * max as usize + 1) as i64) - max;
+    let dy = (rng.below(2 * max as usize + 1) as i64) - max;
+    let flip = v % 2 == 1;
+    let mut px = vec![0u8; img.px.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = if flip { w - 1 - x } else { x } as i64 - dx;
+            let sy = y as i64 - dy;
+            let sx = sx.clamp(0, w as i64 - 1) as usize;
+            let sy = sy.clamp(0, h as i64 - 1) as usize;
+            px[(y * w + x) * c..][..c].copy_from_slice(&img.px[(sy * w + sx) * c..][..c]);
+        }
+    }
+    Image { px, w, h, c }
+}
+
+/// Runs examples through the backbone into a cache: the reader, its scratch and the
+/// augmentation stream, shared by enrolment and by the evaluation's one-off caches.
+pub struct Filler<'r, 'p, 'm> {
+    pub reader: &'r mut TapReader<'p, 'm>,
+    pub reduce: Reduce,
+    pub augment: usize,
+    pub rng: Rng,
+    bufs: Vec<Vec<f32>>,
+    reduced: Vec<Vec<f32>>,
+    input: Vec<Vec<f32>>,
+}
+
+impl<'r, 'p, 'm> Filler<'r, 'p, 'm> {
+    pub fn new(
+        reader: &'r mut TapReader<'p, 'm>,
+        reduce: Reduce,
+        augment: usize,
+        seed: u64,
+    ) -> Self {
+        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
+        let reduced = reduce
+            .shapes(&reader.shapes)
+            .iter()
+            .map(|s| vec![0.0; s.len()])
+            .collect();
+        Filler {
+            reader,
+            reduce,
+            augment,
+            rng: Rng::new(seed ^ 0xa5a5),
+            bufs,
+            reduced,
+            input: Vec::new(),
+        }
+    }
+
+    /// The cached shapes of this filler's taps.
+    pub fn shapes(&self) -> Vec<TapShape> {
+        self.reduce.shapes(&self.reader.shapes)
+    }
+
+    /// Caches `s` and its augmented views under `label`; returns the rows added.
+    pub fn push(
+        &mut self,
+        prep: &Prep,
+        s: &Sample,
+        label: usize,
+        cache: &mut TapCache,
+    ) -> Result<usize> {
+        if self.augment > 0 && !prep.is_image() {
+            return Err(Error::Invalid {
+                what: "augmentation makes views of images; this plan's inputs are not images"
+                    .into(),
+            });
+        }
+        let views = if matches!(s, Sample::Image(_)) {
+            self.augment
+        } else {
+            0
+        };
+        for v in 0..=views {
+            let aug;
+            let x = match s {
+                Sample::Image(im) if v > 0 => {
+                    aug = Sample::Image(view(im, v, &mut self.rng));
+                    &aug
+                }
+                _ => s,
+            };
+            prep.run_taps(self.reader, x, &mut self.input, &mut self.bufs)?;
+            if self.reduce == Reduce::Full {
+                let t: Vec<&[f32]> = self.bufs.iter().map(|b| &b[..]).collect();
+                cache.push(&t, label)?;
+            } else {
+                for ((b, o), t) in self
+                    .bufs
+                    .iter()
+                    .zip(self.reduced.iter_mut())
+                    .zip(&self.reader.shapes)
+                {
+                    let d = TapDims {
+                        tokens: t.tokens,
+                        dim: t.dim,
+                    };
+                    self.reduce.apply(b, d, o);
+                }
+                let t: Vec<&[f32]> = self.reduced.iter().map(|b| &b[..]).collect();
+                cache.push(&t, label)?;
+            }
+        }
+        Ok(1 + views)
+    }
+
+    /// The taps of one example as the reader gives them (not reduced), for scoring.
+    pub fn taps(&mut self, prep: &Prep, s: &Sample) -> Result<&[Vec<f32>]> {
+        prep.run_taps(self.reader, s, &mut self.input, &mut self.bufs)?;
+        Ok(&self.bufs)
+    }
+}

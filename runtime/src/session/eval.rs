@@ -1,0 +1,372 @@
+//! Few-shot evaluation as library code: episodes drawn with a seed, every method fitted on
+//! the same support sets and scored on the same queries; folds of the support set alone
+//! for choosing settings (the query set is never read then).
+
+use super::cache::{Filler, Reduce};
+use super::options::Options;
+use super::prep::{Prep, Sample};
+use crate::adapt::cache::{CacheFormat, TapCache};
+use crate::adapt::heads::TapDims;
+use crate::adapt::rng::Rng;
+use crate::adapt::{self, Adapter, Kind, Method};
+use crate::features::TapReader;
+use crate::plan::{Plan, DEFAULT_ARENA_LIMIT};
+use crate::{Error, Executor, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: p.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// `DIR/<class>/*`: class names (sorted) and (file, label) pairs.
+pub fn class_folders(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>)> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let (mut names, mut files) = (vec![], vec![]);
+    for d in dirs {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| io_err(&d, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        f.sort();
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if f.is_empty() {
+            return Err(Error::Invalid {
+                what: format!("class folder '{name}' is empty"),
+            });
+        }
+        files.extend(f.into_iter().map(|p| (p, names.len())));
+        names.push(name);
+    }
+    if names.len() < 2 {
+        return Err(Error::Invalid {
+            what: format!(
+                "{} needs at least two class folders, found {}",
+                dir.display(),
+                names.len()
+            ),
+        });
+    }
+    Ok((names, files))
+}
+
+fn tap_indices(cache: &TapCache, names: &[String]) -> Result<Vec<usize>> {
+    names.iter().map(|n| cache.tap_index(n)).collect()
+}
+
+fn tap_dims(cache: &TapCache, sel: &[usize]) -> Vec<(String, TapDims)> {
+    sel.iter()
+        .map(|&i| {
+            let t = &cache.taps[i];
+            (
+                t.name.clone(),
+                TapDims {
+                    tokens: t.tokens,
+                    dim: t.dim,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Result of one method over the episodes.
+pub struct MethodResult {
+    pub kind: Kind,
+    pub acc: Vec<f64>,
+    /// Tail methods: accuracy of the same tail re-quantised to int8.
+    pub acc_int8: Vec<f64>,
+    pub train_s: f64,
+    pub peak: usize,
+    pub params: usize,
+    pub adapter_bytes: usize,
+}
+
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len().max(1) as f64;
+    (m, var.sqrt())
+}
+
+/// Few-shot episodes: `ways` classes drawn at random, `shots` support examples each, the
+/// rest of those classes as queries. Every method sees the same episodes.
+#[allow(clippy::too_many_arguments)]
+pub fn episodes(
+    plan: &Plan,
+    images: &[(Sample, usize)],
+    classes: usize,
+    kinds: &[Kind],
+    ways: usize,
+    shots: usize,
+    n_episodes: u64,
+    seed: u64,
+    opts: &Options,
+    select_folds: usize,
+    export: Option<&Path>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<MethodResult>, f64)> {
+    if ways < 2 || ways > classes {
+        return Err(Error::Invalid {
+            what: format!("--ways {ways}: the data has {classes} classes"),
+        });
+    }
+    let prep = super::prep::prep_of(plan)?;
+    // One cache over every image with the union of the taps the methods read.
+    let mut all: Vec<String> = vec![];
+    for &k in kinds {
+        for t in opts.taps_for(plan, k) {
+            if !all.contains(&t) {
+                all.push(t);
+            }
+        }
+    }
+    let (cache, src, per) = cache_all(plan, &prep, images, &all, opts, seed, progress)?;
+    let by_class: Vec<Vec<usize>> = (0..classes)
+        .map(|c| (0..images.len()).filter(|&i| images[i].1 == c).collect())
+        .collect();
+    if let Some(c) = by_class.iter().position(|v| v.len() <= shots) {
+        return Err(Error::Invalid {
+            what: format!(
+                "class {c} has {} examples; {shots} shots need more",
+                by_class[c].len()
+            ),
+        });
+    }
+    let mut res: Vec<MethodResult> = kinds
+        .iter()
+        .map(|&kind| MethodResult {
+            kind,
+            acc: vec![],
+            acc_int8: vec![],
+            train_s: 0.0,
+            peak: 0,
+            params: 0,
+            adapter_bytes: 0,
+        })
+        .collect();
+    // Rows of the cache per source image (the original first, then its views).
+    let mut rows_of: Vec<Vec<usize>> = vec![vec![]; images.len()];
+    for (r, &i) in src.iter().enumerate() {
+        rows_of[i].push(r);
+    }
+    let mut bufs: Vec<Vec<f32>> = cache.taps.iter().map(|t| vec![0.0; t.len()]).collect();
+    let folds = select_folds.min(shots);
+    if folds > 0 && shots < 2 {
+        return Err(Error::Invalid {
+            what: "--select-folds needs at least 2 shots (one is held out)".into(),
+        });
+    }
+    for run in 0..n_episodes * folds.max(1) as u64 {
+        let (e, fold) = (run / folds.max(1) as u64, run as usize % folds.max(1));
+        let mut rng = Rng::new(seed.wrapping_add(e));
+        let mut cls: Vec<usize> = (0..classes).collect();
+        rng.shuffle(&mut cls);
+        cls.truncate(ways);
+        cls.sort();
+        let (mut sup, mut query) = (vec![], vec![]);
+        for (w, &c) in cls.iter().enumerate() {
+            let mut idx = by_class[c].clone();
+            rng.shuffle(&mut idx);
+            if folds > 0 {
+                // Selection: the held-out shot is the only "query"; the real query set
+                // (idx[shots..]) is never read.
+                for (j, &i) in idx[..shots].iter().enumerate() {
+                    if j == fold {
+                        query.push((rows_of[i][0], w));
+                    } else {
+                        sup.extend(rows_of[i].iter().map(|&r| (r, w)));
+                    }
+                }
+                continue;
+            }
+            for &i in &idx[..shots] {
+                sup.extend(rows_of[i].iter().map(|&r| (r, w)));
+            }
+            query.extend(idx[shots..].iter().map(|&i| (rows_of[i][0], w)));
+        }
+        // Episode labels are 0..ways: relabel a copy of the support rows.
+        let mut ep = TapCache::new(cache.format, cache.taps.clone());
+        ep.reserve(sup.len());
+        for &(r, w) in &sup {
+            for (t, b) in bufs.iter_mut().enumerate() {
+                cache.read(r, t, b);
+            }
+            let v: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
+            ep.push(&v, w)?;
+        }
+        let idx: Vec<usize> = (0..ep.len()).collect();
+        if let Some(dir) = export {
+            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, e)?;
+        }
+        for m in res.iter_mut() {
+            let names = opts.taps_for(plan, m.kind);
+            let sel = tap_indices(&ep, &names)?;
+            let spec = opts.spec(plan, m.kind, seed.wrapping_add(e))?;
+            m.peak = m
+                .peak
+                .max(adapt::fit_memory(&spec, &ep, &sel, ep.len(), ways));
+            let t = Instant::now();
+            let method = adapt::fit(&spec, &ep, &sel, &idx, ways, &mut |_| true)?;
+            m.train_s += t.elapsed().as_secs_f64();
+            m.params = method.params();
+            let a = Adapter::new(
+                plan,
+                tap_dims(&ep, &sel),
+                (0..ways).map(|w| w.to_string()).collect(),
+                vec![],
+                method,
+            );
+            m.adapter_bytes = a.to_bytes().len();
+            let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+            let mut scores = vec![0.0; ways];
+            let mut ok = 0;
+            for &(r, w) in &query {
+                for &s in &sel {
+                    cache.read(r, s, &mut bufs[s]);
+                }
+                let v: Vec<&[f32]> = sel.iter().map(|&s| &bufs[s][..]).collect();
+                a.method.scores(&v, &dims, &mut scores)?;
+                ok += (adapt::argmax(&scores) == w) as usize;
+            }
+            m.acc.push(ok as f64 / query.len() as f64);
+            if let Method::Tail {
+                tail: Some(t),
+                params,
+                ..
+            } = &a.method
+            {
+                let cut = plan.tap(&names[0]).ok_or_else(|| Error::Invalid {
+                    what: format!("no tap {}", names[0]),
+                })?;
+                let q = crate::plan::Q8 {
+                    scale: cut.scale,
+                    zero: cut.zero,
+                };
+                let calib: Vec<Vec<f32>> = (0..ep.len())
+                    .map(|i| {
+                        let mut v = vec![0.0; ep.taps[sel[0]].len()];
+                        ep.read(i, sel[0], &mut v);
+                        v
+                    })
+                    .collect();
+                let views: Vec<&[f32]> = calib.iter().map(|v| &v[..]).collect();
+                let tq = crate::adapt::tail::TailQ::new(t, params, &views, q)?;
+                let mut ok = 0;
+                for &(r, w) in &query {
+                    cache.read(r, sel[0], &mut bufs[sel[0]]);
+                    tq.scores(&bufs[sel[0]], &mut scores)?;
+                    ok += (adapt::argmax(&scores) == w) as usize;
+                }
+                m.acc_int8.push(ok as f64 / query.len() as f64);
+            }
+        }
+    }
+    for m in res.iter_mut() {
+        m.train_s /= (n_episodes * folds.max(1) as u64) as f64;
+    }
+    Ok((res, per))
+}
+
+/// Writes episode `e`'s support and query taps (`e{e}_{support|query}_t{j}.npy`, tap `j`
+/// of `taps.txt`) and labels, and once the frozen tail of each tail method's cut.
+#[allow(clippy::too_many_arguments)]
+fn export_episode(
+    dir: &Path,
+    plan: &Plan,
+    opts: &Options,
+    kinds: &[Kind],
+    names: &[String],
+    ep: &TapCache,
+    cache: &TapCache,
+    query: &[(usize, usize)],
+    e: u64,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|x| io_err(dir, x))?;
+    let mut list = String::new();
+    for (j, n) in names.iter().enumerate() {
+        let t = &cache.taps[j];
+        list += &format!("t{j} {} {} {n}\n", t.tokens, t.dim);
+        for (part, c, rows) in [
+            ("support", ep, (0..ep.len()).collect::<Vec<_>>()),
+            ("query", cache, query.iter().map(|q| q.0).collect()),
+        ] {
+            let mut v = vec![0.0; rows.len() * t.len()];
+            for (k, &r) in rows.iter().enumerate() {
+                c.read(r, j, &mut v[k * t.len()..][..t.len()]);
+            }
+            let p = dir.join(format!("e{e}_{part}_t{j}.npy"));
+            crate::npy::write_npy(&p, &[rows.len(), t.tokens, t.dim], &v)?;
+        }
+    }
+    let ys: Vec<f32> = ep.labels.iter().map(|&l| l as f32).collect();
+    crate::npy::write_npy(&dir.join(format!("e{e}_support_y.npy")), &[ys.len()], &ys)?;
+    let yq: Vec<f32> = query.iter().map(|q| q.1 as f32).collect();
+    crate::npy::write_npy(&dir.join(format!("e{e}_query_y.npy")), &[yq.len()], &yq)?;
+    for &k in kinds {
+        let t = opts.taps_for(plan, k);
+        list += &format!("method {} {}\n", k.name(), t.join(","));
+    }
+    std::fs::write(dir.join("taps.txt"), list).map_err(|x| io_err(dir, x))?;
+    if let Some(&k) = kinds.iter().find(|k| k.is_tail()) {
+        let net = crate::adapt::tail::TailNet::from_plan(plan, &opts.taps_for(plan, k)[0])?;
+        let mut desc = format!("cut {} {}\n", net.slots[0].0, net.slots[0].1);
+        for l in &net.layers {
+            desc += &format!("{l:?}\n");
+        }
+        std::fs::write(dir.join("tail.txt"), desc).map_err(|x| io_err(dir, x))?;
+        crate::npy::write_npy(
+            &dir.join("tail_frozen.npy"),
+            &[net.frozen.len()],
+            &net.frozen,
+        )?;
+    }
+    Ok(())
+}
+
+/// One cache of every example (and `opts.augment` views of each) with the taps `taps`,
+/// whole; returns it, the source example of each row and the backbone's seconds per row.
+pub fn cache_all(
+    plan: &Plan,
+    prep: &Prep,
+    examples: &[(Sample, usize)],
+    taps: &[String],
+    opts: &Options,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(TapCache, Vec<usize>, f64)> {
+    let exec = Executor::new(plan, crate::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
+    let mut rd = TapReader::new(exec, taps)?;
+    let mut fill = Filler::new(&mut rd, Reduce::Full, opts.augment, seed);
+    let mut cache = TapCache::new(opts.cache.unwrap_or(CacheFormat::F16), fill.shapes());
+    let total = examples.len() * (1 + opts.augment);
+    cache.reserve(total);
+    let mut src = Vec::with_capacity(total);
+    let t = Instant::now();
+    for (i, (s, label)) in examples.iter().enumerate() {
+        let rows = fill
+            .push(prep, s, *label, &mut cache)
+            .map_err(|e| match e {
+                Error::NonFinite { .. } => Error::NonFinite {
+                    what: format!("input {i}"),
+                },
+                e => e,
+            })?;
+        src.extend(std::iter::repeat_n(i, rows));
+        progress(src.len(), total);
+    }
+    Ok((cache, src, t.elapsed().as_secs_f64() / total.max(1) as f64))
+}

@@ -1,0 +1,679 @@
+//! The one flow from an example to a prediction, for every front end (CLI, C ABI,
+//! bindings, examples): plan + executor + the plan's declared preprocessing + tap cache +
+//! method + adapter.
+//!
+//! ```text
+//! enrol(example, class) ──▶ backbone ──▶ taps ──▶ tap cache (what the method reads)
+//! fit() ──▶ adapter            predict(example) ──▶ backbone ──▶ taps ──▶ adapter ──▶ top-k
+//! ```
+//!
+//! A session keeps the decoded examples it enrolled, so it can re-cache them when the
+//! method changes (another method reads other taps) and drop a class without running the
+//! backbone again. One session is used from one thread at a time; it is `Send`, so
+//! sessions can live on worker threads, each with its own.
+
+pub mod cache;
+pub mod eval;
+pub mod options;
+pub mod prep;
+
+pub use cache::Reduce;
+pub use options::{Options, Serve};
+pub use prep::{prep_of, Image, Prep, Sample};
+
+use crate::adapt::cache::TapCache;
+use crate::adapt::heads::TapDims;
+use crate::adapt::rng::Rng;
+use crate::adapt::tail::TailQ;
+use crate::adapt::train::Progress;
+use crate::adapt::{self, Adapter, Kind, Method, Spec};
+use crate::features::TapReader;
+use crate::frame::{frame_to_image, PixelFormat};
+use crate::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
+use crate::{Error, Executor, Result};
+use alloc::sync::Arc;
+use cache::Filler;
+
+/// Memory a fit needs at its peak, before anything is allocated for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// The tap cache of the enrolled examples.
+    pub cache: usize,
+    /// The backbone's arena.
+    pub arena: usize,
+    /// Everything: cache, arena, parameters, gradients, optimiser state, activations.
+    pub peak: usize,
+}
+
+/// What a fit produced.
+#[derive(Clone, Debug)]
+pub struct Fitted {
+    pub kind: Kind,
+    pub params: usize,
+    pub steps: usize,
+    pub examples: usize,
+    pub cache_bytes: usize,
+    pub adapter_bytes: usize,
+    pub memory: Memory,
+    /// The last progress report (loss, training accuracy), if the method trains in steps.
+    pub last: Option<(f32, f32)>,
+}
+
+pub struct Session {
+    plan: Arc<Plan<'static>>,
+    prep: Prep,
+    pub opts: Options,
+    seed: u64,
+    kind: Kind,
+    taps: Vec<String>,
+    reader: TapReader<'static, 'static>,
+    cache: TapCache,
+    samples: Vec<(Sample, usize)>,
+    classes: Vec<String>,
+    adapter: Option<Adapter>,
+    int8: Option<TailQ>,
+    rng: Rng,
+}
+
+fn invalid(what: String) -> Error {
+    Error::Invalid { what }
+}
+
+impl Session {
+    /// A session on `plan` with the default method (`linear`) and options.
+    pub fn new(plan: Plan<'static>) -> Result<Session> {
+        Session::with_options(plan, Options::default())
+    }
+
+    pub fn with_options(plan: Plan<'static>, opts: Options) -> Result<Session> {
+        let plan = Arc::new(plan);
+        let prep = if plan.meta("preprocess").is_none() {
+            Prep::Tensors
+        } else {
+            prep_of(&plan)?
+        };
+        let kind = Kind::Linear;
+        let taps = opts.taps_for(&plan, kind);
+        let reader = Self::reader(&plan, &taps)?;
+        let cache = TapCache::new(
+            opts.cache_for(kind),
+            opts.reduce_for(kind).shapes(&reader.shapes),
+        );
+        Ok(Session {
+            plan,
+            prep,
+            opts,
+            seed: 0,
+            kind,
+            taps,
+            reader,
+            cache,
+            samples: Vec::new(),
+            classes: Vec::new(),
+            adapter: None,
+            int8: None,
+            rng: Rng::new(0xa5a5),
+        })
+    }
+
+    /// Opens a plan from its bytes (copied once into aligned memory).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Session> {
+        Session::new(Plan::from_owned(AlignedBytes::from_slice(bytes))?)
+    }
+
+    /// Opens a plan file.
+    pub fn open(path: &std::path::Path) -> Result<Session> {
+        let data = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Session::from_bytes(&data)
+    }
+
+    fn reader(plan: &Arc<Plan<'static>>, taps: &[String]) -> Result<TapReader<'static, 'static>> {
+        let exec = Executor::shared(
+            plan.clone(),
+            crate::kernels::Kernels::detect(),
+            DEFAULT_ARENA_LIMIT,
+        )?;
+        TapReader::new(exec, taps)
+    }
+
+    pub fn plan(&self) -> &Plan<'static> {
+        &self.plan
+    }
+
+    pub fn prep(&self) -> &Prep {
+        &self.prep
+    }
+
+    pub fn method(&self) -> Kind {
+        self.kind
+    }
+
+    /// The taps the current method reads.
+    pub fn taps(&self) -> &[String] {
+        &self.taps
+    }
+
+    /// Class names, in label order (the order they were first enrolled).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Rows in the tap cache (examples and their augmented views).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn examples(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn cache(&self) -> &TapCache {
+        &self.cache
+    }
+
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Seed of augmentation and of the fit's initialisation and batches.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.rng = Rng::new(seed ^ 0xa5a5);
+    }
+
+    /// Chooses the method (and re-reads `opts`). Examples already enrolled are cached
+    /// again when the method reads other taps or keeps them otherwise.
+    pub fn set_method(&mut self, kind: Kind) -> Result<()> {
+        let taps = self.opts.taps_for(&self.plan, kind);
+        let reduce = self.opts.reduce_for(kind);
+        let reader = Self::reader(&self.plan, &taps)?;
+        let shapes = reduce.shapes(&reader.shapes);
+        let format = self.opts.cache_for(kind);
+        let same = taps == self.taps && shapes == self.cache.taps && format == self.cache.format;
+        self.kind = kind;
+        if same {
+            return Ok(());
+        }
+        self.reader = reader;
+        self.taps = taps;
+        self.cache = TapCache::new(format, shapes);
+        self.recache()
+    }
+
+    /// Runs every kept example through the backbone into a fresh cache.
+    fn recache(&mut self) -> Result<()> {
+        let mut cache = TapCache::new(self.cache.format, self.cache.taps.clone());
+        cache.reserve(self.samples.len() * (1 + self.opts.augment));
+        let mut fill = Filler::new(
+            &mut self.reader,
+            self.opts.reduce_for(self.kind),
+            self.opts.augment,
+            self.seed,
+        );
+        for (s, l) in &self.samples {
+            fill.push(&self.prep, s, *l, &mut cache)?;
+        }
+        self.rng = fill.rng;
+        self.cache = cache;
+        Ok(())
+    }
+
+    // Inputs: what an example becomes, through the preprocessing the plan declares.
+
+    /// A decoded image (interleaved grey or RGB).
+    pub fn image(&self, im: Image) -> Result<Sample> {
+        self.prep.image(im)
+    }
+
+    /// A camera frame or bitmap in `format`, rows `stride` bytes apart (0: packed),
+    /// rotated clockwise by `rotation` degrees to be upright.
+    pub fn frame(
+        &self,
+        px: &[u8],
+        format: PixelFormat,
+        w: usize,
+        h: usize,
+        stride: usize,
+        rotation: u32,
+    ) -> Result<Sample> {
+        self.prep
+            .image(frame_to_image(px, format, w, h, stride, rotation)?)
+    }
+
+    /// 16 kHz mono audio in int16 units.
+    pub fn audio(&mut self, pcm: &[f32]) -> Result<Sample> {
+        self.prep.audio(pcm)
+    }
+
+    /// UTF-8 text.
+    #[cfg(feature = "text")]
+    pub fn text(&self, text: &str) -> Result<Sample> {
+        self.prep.text(text)
+    }
+
+    /// A file of the plan's kind of input (image, WAV, text).
+    #[cfg(feature = "files")]
+    pub fn load(&mut self, path: &std::path::Path) -> Result<Sample> {
+        self.prep.load(path)
+    }
+
+    /// The plan's input tensors, already preprocessed by the caller (one per plan input,
+    /// in the plan's input order).
+    pub fn tensors(&self, inputs: Vec<Vec<f32>>) -> Result<Sample> {
+        let lens: Vec<usize> = self
+            .plan
+            .inputs
+            .iter()
+            .map(|p| self.plan.tensors[p.tensor as usize].len())
+            .collect();
+        let got: Vec<usize> = inputs.iter().map(|v| v.len()).collect();
+        if lens != got {
+            return Err(Error::ShapeMismatch {
+                op: "plan inputs".into(),
+                expected: lens,
+                got,
+            });
+        }
+        Ok(Sample::Inputs(alloc::vec![inputs]))
+    }
+
+    // The flow.
+
+    fn label_of(&mut self, class: &str) -> Result<usize> {
+        if class.is_empty() || class.len() > 256 {
+            return Err(invalid("class names are 1 to 256 bytes long".into()));
+        }
+        Ok(match self.classes.iter().position(|c| c == class) {
+            Some(l) => l,
+            None => {
+                if self.classes.len() >= 4096 {
+                    return Err(invalid("at most 4096 classes".into()));
+                }
+                self.classes.push(class.into());
+                self.classes.len() - 1
+            }
+        })
+    }
+
+    /// Runs `s` through the backbone once (and each augmented view) and caches what the
+    /// method reads, under `class`.
+    pub fn enrol(&mut self, s: Sample, class: &str) -> Result<()> {
+        let known = self.classes.len();
+        let label = self.label_of(class)?;
+        let mut fill = Filler::new(
+            &mut self.reader,
+            self.opts.reduce_for(self.kind),
+            self.opts.augment,
+            0,
+        );
+        fill.rng = self.rng.clone();
+        let pushed = fill.push(&self.prep, &s, label, &mut self.cache);
+        self.rng = fill.rng;
+        if let Err(e) = pushed {
+            self.classes.truncate(known);
+            return Err(e);
+        }
+        self.samples.push((s, label));
+        Ok(())
+    }
+
+    /// [`enrol`](Self::enrol) for many examples.
+    pub fn enrol_batch<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (Sample, &'a str)>,
+    ) -> Result<()> {
+        for (s, c) in items {
+            self.enrol(s, c)?;
+        }
+        Ok(())
+    }
+
+    fn spec(&self) -> Result<Spec> {
+        self.opts.spec(&self.plan, self.kind, self.seed)
+    }
+
+    /// Memory a fit of the current method on `rows` cached rows would need at its peak.
+    pub fn memory_for(&self, rows: usize) -> Result<Memory> {
+        let spec = self.spec()?;
+        let probe = TapCache::new(self.cache.format, self.cache.taps.clone());
+        let sel: Vec<usize> = (0..self.taps.len()).collect();
+        let cache = rows * probe.bytes_per_example();
+        let arena = self.plan.arena_bytes();
+        let classes = self.classes.len().max(2);
+        Ok(Memory {
+            cache,
+            arena,
+            peak: adapt::fit_memory(&spec, &probe, &sel, rows, classes) + cache + arena,
+        })
+    }
+
+    /// Memory of a fit on what is enrolled now.
+    pub fn memory(&self) -> Result<Memory> {
+        self.memory_for(self.cache.len())
+    }
+
+    fn taps_dims(&self) -> Vec<(String, TapDims)> {
+        self.reader
+            .shapes
+            .iter()
+            .map(|t| (t.name.clone(), t.dims()))
+            .collect()
+    }
+
+    /// Trains the current method on everything enrolled. `progress` sees each step and
+    /// cancels the fit by returning `false`. Refused before anything is allocated when
+    /// the peak would pass `opts.max_memory`.
+    pub fn fit(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Fitted> {
+        let spec = self.spec()?;
+        let memory = self.memory()?;
+        if let Some(limit) = self.opts.max_memory {
+            if memory.peak > limit {
+                return Err(Error::OverBudget {
+                    need: memory.peak,
+                    limit,
+                });
+            }
+        }
+        let sel: Vec<usize> = (0..self.taps.len()).collect();
+        let idx: Vec<usize> = (0..self.cache.len()).collect();
+        let mut last = None;
+        let method = adapt::fit(
+            &spec,
+            &self.cache,
+            &sel,
+            &idx,
+            self.classes.len(),
+            &mut |p: &Progress| {
+                last = Some((p.loss, p.accuracy));
+                progress(p)
+            },
+        )?;
+        let steps = self.opts.steps_for(&spec);
+        let mut hyper = alloc::vec![
+            ("seed".into(), self.seed.to_string()),
+            ("steps".into(), steps.to_string()),
+            ("augment".into(), self.opts.augment.to_string()),
+            ("cache".into(), format!("{:?}", self.cache.format)),
+        ];
+        let mut int8 = None;
+        if self.opts.serve == Serve::Int8 {
+            let Method::Tail {
+                tail: Some(t),
+                params,
+                ..
+            } = &method
+            else {
+                return Err(invalid(format!(
+                    "int8 serving is for the tail methods (tail, bias, lora), not {}",
+                    self.kind.name()
+                )));
+            };
+            let calib: Vec<Vec<f32>> = (0..self.cache.len())
+                .map(|i| {
+                    let mut v = alloc::vec![0.0; self.cache.taps[0].len()];
+                    self.cache.read(i, 0, &mut v);
+                    v
+                })
+                .collect();
+            let views: Vec<&[f32]> = calib.iter().map(|v| &v[..]).collect();
+            let ranges = TailQ::calibrate(t, params, &views)?;
+            hyper.push(("int8_ranges".into(), ranges_to_str(&ranges)));
+            int8 = Some(TailQ::with_ranges(t, params, &ranges, self.cut_q()?)?);
+        }
+        let a = Adapter::new(
+            &self.plan,
+            self.taps_dims(),
+            self.classes.clone(),
+            hyper,
+            method,
+        );
+        let fitted = Fitted {
+            kind: self.kind,
+            params: a.method.params(),
+            steps,
+            examples: self.samples.len(),
+            cache_bytes: self.cache.bytes(),
+            adapter_bytes: a.to_bytes().len(),
+            memory,
+            last,
+        };
+        self.adapter = Some(a);
+        self.int8 = int8;
+        Ok(fitted)
+    }
+
+    /// The plan's quantisation of the tail methods' cut tap.
+    fn cut_q(&self) -> Result<crate::plan::Q8> {
+        let cut = self
+            .plan
+            .tap(&self.taps[0])
+            .ok_or_else(|| invalid(format!("plan has no tap '{}'", self.taps[0])))?;
+        Ok(crate::plan::Q8 {
+            scale: cut.scale,
+            zero: cut.zero,
+        })
+    }
+
+    /// Class scores of `s` (one per class, higher is better).
+    pub fn scores(&mut self, s: &Sample, out: &mut alloc::vec::Vec<f32>) -> Result<()> {
+        let a = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| invalid("no adapter: fit or load one first".into()))?;
+        out.clear();
+        out.resize(a.classes.len(), 0.0);
+        let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+        let mut fill = Filler::new(&mut self.reader, Reduce::Full, 0, 0);
+        let bufs = fill.taps(&self.prep, s)?;
+        match &self.int8 {
+            Some(q) => q.scores(&bufs[0], out),
+            None => {
+                let v: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
+                a.method.scores(&v, &dims, out)
+            }
+        }
+    }
+
+    /// The `top` best classes of `s`: (label, score), best first.
+    pub fn predict(&mut self, s: &Sample, top: usize) -> Result<Vec<(usize, f32)>> {
+        let mut sc = Vec::new();
+        self.scores(s, &mut sc)?;
+        let mut order: Vec<usize> = (0..sc.len()).collect();
+        order.sort_by(|&i, &j| sc[j].total_cmp(&sc[i]));
+        Ok(order.into_iter().take(top).map(|c| (c, sc[c])).collect())
+    }
+
+    /// The class name of label `l`.
+    pub fn class_name(&self, l: usize) -> Option<&str> {
+        self.adapter
+            .as_ref()
+            .map(|a| &a.classes)
+            .unwrap_or(&self.classes)
+            .get(l)
+            .map(|s| s.as_str())
+    }
+
+    /// Enrols the examples of a new class and, if an adapter is trained, refits it: `ncm`
+    /// recomputes its prototypes from the cache (no training), the others train again
+    /// on the cache (the backbone does not run for the classes already enrolled).
+    pub fn add_class(&mut self, class: &str, examples: Vec<Sample>) -> Result<()> {
+        if self.classes.iter().any(|c| c == class) {
+            return Err(invalid(format!("class '{class}' exists")));
+        }
+        if examples.is_empty() {
+            return Err(invalid(format!("class '{class}': no examples")));
+        }
+        for s in examples {
+            self.enrol(s, class)?;
+        }
+        self.refit()
+    }
+
+    /// Drops a class: its examples and cached rows go, later labels move down by one,
+    /// and a trained adapter is refitted as in [`add_class`](Self::add_class).
+    pub fn remove_class(&mut self, class: &str) -> Result<()> {
+        let l = self
+            .classes
+            .iter()
+            .position(|c| c == class)
+            .ok_or_else(|| invalid(format!("no class '{class}'")))?;
+        let relabel = |x: usize| if x > l { x - 1 } else { x };
+        let mut cache = TapCache::new(self.cache.format, self.cache.taps.clone());
+        let mut bufs: Vec<Vec<f32>> = self
+            .cache
+            .taps
+            .iter()
+            .map(|t| alloc::vec![0.0; t.len()])
+            .collect();
+        for r in 0..self.cache.len() {
+            let y = self.cache.labels[r];
+            if y == l {
+                continue;
+            }
+            for (t, b) in bufs.iter_mut().enumerate() {
+                self.cache.read(r, t, b);
+            }
+            let v: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
+            cache.push(&v, relabel(y))?;
+        }
+        self.cache = cache;
+        self.samples.retain(|s| s.1 != l);
+        self.samples.iter_mut().for_each(|s| s.1 = relabel(s.1));
+        self.classes.remove(l);
+        self.refit()
+    }
+
+    fn refit(&mut self) -> Result<()> {
+        if self.adapter.is_some() {
+            self.adapter = None;
+            self.int8 = None;
+            if self.classes.len() >= 2 {
+                self.fit(&mut |_| true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Uses a trained adapter (it must have been trained on this session's plan): the
+    /// session switches to its method and taps; int8 tails are rebuilt from the
+    /// activation ranges stored with them.
+    pub fn set_adapter(&mut self, mut a: Adapter) -> Result<()> {
+        a.bind(&self.plan)?;
+        let taps: Vec<String> = a.taps.iter().map(|t| t.0.clone()).collect();
+        let reader = Self::reader(&self.plan, &taps)?;
+        for (s, (n, d)) in reader.shapes.iter().zip(&a.taps) {
+            if s.tokens != d.tokens || s.dim != d.dim {
+                return Err(Error::ShapeMismatch {
+                    op: format!("adapter tap '{n}'"),
+                    expected: alloc::vec![d.tokens, d.dim],
+                    got: alloc::vec![s.tokens, s.dim],
+                });
+            }
+        }
+        let kind = a.method.kind();
+        self.int8 = match (a.hyper("int8_ranges"), &a.method) {
+            (
+                Some(r),
+                Method::Tail {
+                    tail: Some(t),
+                    params,
+                    ..
+                },
+            ) => {
+                let ranges = ranges_from_str(r)
+                    .ok_or_else(|| bad_adapter("int8 activation ranges unreadable"))?;
+                self.taps = taps.clone();
+                Some(TailQ::with_ranges(t, params, &ranges, self.cut_q()?)?)
+            }
+            (Some(_), _) => return Err(bad_adapter("int8 ranges on a method without a tail")),
+            _ => None,
+        };
+        let reduce = self.opts.reduce_for(kind);
+        self.cache = TapCache::new(self.opts.cache_for(kind), reduce.shapes(&reader.shapes));
+        self.reader = reader;
+        self.taps = taps;
+        self.kind = kind;
+        self.classes = a.classes.clone();
+        self.samples.clear();
+        self.adapter = Some(a);
+        Ok(())
+    }
+
+    /// Loads an adapter from its bytes; refused when trained on another plan.
+    pub fn load_adapter_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let a = Adapter::from_bytes(bytes, &self.plan.hash())?;
+        self.set_adapter(a)
+    }
+
+    pub fn load_adapter(&mut self, path: &std::path::Path) -> Result<()> {
+        let a = Adapter::load(path, &self.plan.hash())?;
+        self.set_adapter(a)
+    }
+
+    /// Writes the adapter atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.adapter
+            .as_ref()
+            .ok_or_else(|| invalid("no adapter to save: fit or load one first".into()))?
+            .save(path)
+    }
+
+    /// Whether predictions run the int8 re-quantised tail.
+    pub fn serves_int8(&self) -> bool {
+        self.int8.is_some()
+    }
+}
+
+fn bad_adapter(detail: &str) -> Error {
+    Error::BadFile {
+        what: "adapter",
+        detail: detail.into(),
+    }
+}
+
+/// `lo:hi,lo:hi,...` with Rust's shortest round-trip float formatting (exact).
+fn ranges_to_str(r: &[(f32, f32)]) -> String {
+    r.iter()
+        .map(|(a, b)| format!("{a:?}:{b:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn ranges_from_str(s: &str) -> Option<Vec<(f32, f32)>> {
+    s.split(',')
+        .map(|p| {
+            let (a, b) = p.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_ranges_round_trip_exactly() {
+        let r = [
+            (f32::INFINITY, f32::NEG_INFINITY),
+            (-1.5e-7, 3.25),
+            (0.1, 1.0 / 3.0),
+        ];
+        let back = ranges_from_str(&ranges_to_str(&r)).unwrap();
+        for (a, b) in r.iter().zip(&back) {
+            assert_eq!(a.0.to_bits(), b.0.to_bits());
+            assert_eq!(a.1.to_bits(), b.1.to_bits());
+        }
+        assert!(ranges_from_str("1:2,x").is_none());
+    }
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn sessions_can_move_between_threads() {
+        assert_send::<Session>();
+    }
+}

@@ -1,0 +1,111 @@
+//! Sessions on threads: two sessions driven from two threads at once, through the C ABI,
+//! give the results one thread gives (each session is used by one thread at a time).
+
+use edgetune_capi::*;
+use std::path::Path;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn plan_bytes() -> Vec<u8> {
+    let onnx = std::fs::read(Path::new(ROOT).join("models/efficientnet_lite0_int8.onnx")).unwrap();
+    let opts = edgetune::import::ImportOptions {
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    edgetune::import::import_bytes(&onnx, &opts)
+        .unwrap()
+        .to_bytes()
+}
+
+/// Grey 28x28 Fashion-MNIST images of classes 0, 1 and 8 with their labels.
+fn images() -> Vec<(Vec<u8>, u32)> {
+    let px =
+        std::fs::read(Path::new(ROOT).join("examples/data/fashion_mnist_600-images.idx")).unwrap();
+    let lb =
+        std::fs::read(Path::new(ROOT).join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
+    let mut seen = [0; 10];
+    let mut v = vec![];
+    for (i, &l) in lb[8..].iter().enumerate() {
+        if matches!(l, 0 | 1 | 8) && seen[l as usize] < 6 {
+            seen[l as usize] += 1;
+            v.push((px[16 + i * 784..][..784].to_vec(), l as u32));
+        }
+    }
+    v
+}
+
+/// Enrols the first four of each class, trains `method`, and returns the top class and
+/// score of every image.
+fn flow(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)]) -> Vec<(u32, f32)> {
+    let mut s: *mut EtSession = std::ptr::null_mut();
+    let m = std::ffi::CString::new(method).unwrap();
+    let grey = EtPixelFormat::Grey as u32;
+    // SAFETY: every pointer is live for the call; the session is freed once at the end.
+    unsafe {
+        assert_eq!(
+            et_open_plan(plan.as_ptr(), plan.len(), &mut s),
+            EtStatus::Ok
+        );
+        assert_eq!(et_set_method(s, m.as_ptr()), EtStatus::Ok);
+        let mut per = std::collections::HashMap::new();
+        for (px, l) in imgs {
+            let n = per.entry(*l).or_insert(0);
+            *n += 1;
+            if *n <= 4 {
+                let st = et_enrol_image(s, px.as_ptr(), px.len(), grey, 28, 28, 0, 0, *l);
+                assert_eq!(st, EtStatus::Ok);
+            }
+        }
+        assert_eq!(et_train(s, 3, None, std::ptr::null_mut()), EtStatus::Ok);
+        let out = imgs
+            .iter()
+            .map(|(px, _)| {
+                let (mut c, mut sc) = (0u32, 0f32);
+                let st = et_predict_image(
+                    s,
+                    px.as_ptr(),
+                    px.len(),
+                    grey,
+                    28,
+                    28,
+                    0,
+                    0,
+                    1,
+                    &mut c,
+                    &mut sc,
+                );
+                assert_eq!(st, EtStatus::Ok);
+                (c, sc)
+            })
+            .collect();
+        et_free(s);
+        out
+    }
+}
+
+#[test]
+fn two_sessions_on_two_threads_match_one_thread() {
+    let plan = plan_bytes();
+    let imgs = images();
+    let alone_a = flow(&plan, "linear", &imgs);
+    let alone_b = flow(&plan, "ncm", &imgs);
+    for round in 0..2 {
+        let (a, b) = std::thread::scope(|t| {
+            let a = t.spawn(|| flow(&plan, "linear", &imgs));
+            let b = t.spawn(|| flow(&plan, "ncm", &imgs));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a, alone_a, "round {round}: linear on a thread");
+        assert_eq!(b, alone_b, "round {round}: ncm on a thread");
+    }
+    let ok = alone_a
+        .iter()
+        .zip(&imgs)
+        .filter(|(p, i)| p.0 == i.1)
+        .count();
+    assert!(
+        ok * 10 >= imgs.len() * 8,
+        "linear: {ok} of {} right",
+        imgs.len()
+    );
+}
