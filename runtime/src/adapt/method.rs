@@ -277,9 +277,12 @@ impl Method {
             Method::Ncm(n) => dims[0].dim == n.dim,
             Method::Linear(l) => dims[0].dim == l.dim,
             Method::Moment(l) => 2 * dims[0].dim == l.dim,
-            Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => {
-                dims[..t.len()] == t[..]
+            // The ladder pools each tap, so only the widths must match (it is trained
+            // on pooled taps and served on whole ones).
+            Method::Ladder { taps: t, .. } => {
+                dims[..t.len()].iter().zip(t).all(|(a, b)| a.dim == b.dim)
             }
+            Method::Query { taps: t, .. } => dims[..t.len()] == t[..],
             Method::Tail { tail, .. } => tail.as_ref().is_none_or(|t| dims[0] == t.net.cut_dims()),
         };
         if !width_ok {

@@ -179,12 +179,6 @@ def test_memory(plan):
     assert s.fit()["peak_bytes"] == m["peak_bytes"]
 
 
-@pytest.mark.xfail(
-    reason="runtime: Session::predict right after a ladder fit fails ('ladder adapter taps: "
-    "expected shape []'): the adapter records the full tap shapes while the ladder was "
-    "trained on the mean-pooled cache; a reloaded adapter predicts",
-    raises=EdgetuneError,
-)
 def test_ladder_predicts_where_it_was_fitted(plan):
     s = enrolled(plan, "ladder")
     s.fit(steps=10)
