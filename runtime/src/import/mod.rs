@@ -11,6 +11,7 @@
 
 mod conv;
 mod elementwise;
+mod export;
 mod gemm;
 mod lower;
 mod norm;
@@ -22,6 +23,7 @@ mod value;
 use crate::error::{Error, Result};
 use crate::exec::plan_arena;
 use crate::plan::{DType, Op, PlanParts, Port, Q8};
+pub use export::export_onnx;
 use lower::Lowering;
 use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;

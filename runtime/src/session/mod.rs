@@ -621,6 +621,17 @@ impl Session {
             .save(path)
     }
 
+    /// The ONNX model `model` (the one this session's plan was compiled from) with the
+    /// trained head appended as an output `scores` (ncm, linear and moment heads).
+    #[cfg(feature = "onnx")]
+    pub fn export_onnx(&self, model: &[u8]) -> Result<Vec<u8>> {
+        let a = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| invalid("no adapter to export: fit or load one first".into()))?;
+        crate::import::export_onnx(model, &self.plan, a)
+    }
+
     /// Whether predictions run the int8 re-quantised tail.
     pub fn serves_int8(&self) -> bool {
         self.int8.is_some()

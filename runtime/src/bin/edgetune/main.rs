@@ -96,6 +96,19 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Write the backbone with a trained head (ncm, linear, moment) as one ONNX model
+    /// with an output `scores` (class names in the metadata `edgetune.classes`).
+    Export {
+        /// The ONNX model the plan was compiled from (default: the embedded backbone).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Top-k classes of images with a trained adapter.
     Predict {
         #[arg(long)]
@@ -860,6 +873,30 @@ fn main() {
                 ..fit.opts()?
             };
             fewshot::adapt_cmd(plan, &train, kind[0], &opts, seed, json, &output)
+        })(),
+        Cmd::Export {
+            model,
+            plan,
+            adapter,
+            output,
+        } => (|| {
+            let onnx = match &model {
+                Some(m) => std::fs::read(m).map_err(|e| io_err(m, e))?,
+                None => DEFAULT_ONNX.to_vec(),
+            };
+            let plan = plan_or_default(plan.as_deref())?;
+            let a = edgetune::adapt::Adapter::load(&adapter, &plan.hash())?;
+            let bytes = edgetune::import::export_onnx(&onnx, &plan, &a)?;
+            edgetune::fsutil::write_atomic(&output, &bytes)?;
+            println!(
+                "{} head ({} classes) on {} -> {} ({:.2} MB)",
+                a.method.name(),
+                a.classes.len(),
+                a.taps[0].0,
+                output.display(),
+                bytes.len() as f64 / 1e6
+            );
+            Ok(())
         })(),
         Cmd::Predict {
             plan,
