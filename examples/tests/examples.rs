@@ -96,3 +96,42 @@ fn topics_classifies_news_and_spam_from_few_examples() {
     assert!(acc(rows[0]) >= 0.7, "BBC linear: {}", rows[0]);
     assert!(acc(rows[1]) >= 0.65, "spam linear: {}", rows[1]);
 }
+
+/// The device program: enrols 5 images of 3 classes through the Session on a plan
+/// compiled here, and classifies held-out images.
+#[test]
+fn minimal_learns_three_classes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::temp_dir().join(format!("edgetune-minimal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = edgetune::import::ImportOptions {
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    let parts =
+        edgetune::import::import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
+            .unwrap();
+    let plan = dir.join("p.etm");
+    std::fs::write(&plan, parts.to_bytes()).unwrap();
+    let data = root.join("examples/data");
+    let text = run(
+        env!("CARGO_BIN_EXE_minimal"),
+        &[
+            plan.to_str().unwrap(),
+            data.join("fashion_mnist_600-images.idx").to_str().unwrap(),
+            data.join("fashion_mnist_600-labels.idx").to_str().unwrap(),
+        ],
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("held-out accuracy"))
+        .unwrap();
+    let frac = line.rsplit(' ').next().unwrap();
+    let (ok, n): (f64, f64) = frac
+        .split_once('/')
+        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
+        .unwrap();
+    assert_eq!(n, 15.0);
+    assert!(ok / n >= 0.8, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,16 +1,11 @@
 //! The smallest device program: load a plan, enrol 5 examples of 3 classes, train a
-//! linear adapter, predict held-out examples. No importer, no CLI crates — the size
-//! anchor of the targets issue (`--profile size`).
+//! linear adapter, predict held-out examples, all through the library's `Session`. No
+//! importer, no CLI crates — the size anchor of the targets (`--profile size`).
 //!
 //! usage: minimal PLAN.etm IMAGES.idx LABELS.idx
 
-use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::heads::TapDims;
-use edgetune::adapt::{self, Kind, Spec};
-use edgetune::features::{default_taps, TapReader};
-use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
-use edgetune::preprocess::ImagePrep;
-use edgetune::{Error, Executor, Result};
+use edgetune::frame::Image;
+use edgetune::{adapt::Kind, Error, Result, Session};
 
 fn main() {
     if let Err(e) = run() {
@@ -33,55 +28,42 @@ fn run() -> Result<()> {
             what: "usage: minimal PLAN.etm IMAGES.idx LABELS.idx".into(),
         });
     }
-    let plan = Plan::from_owned(AlignedBytes::from_slice(&read(&args[1])?))?;
+    let mut s = Session::from_bytes(&read(&args[1])?)?;
+    s.set_method(Kind::Linear)?;
     let (images, labels) = (read(&args[2])?, read(&args[3])?);
+    if images.len() < 16 || labels.len() < 8 || images.len() - 16 < (labels.len() - 8) * 784 {
+        return Err(Error::BadFile {
+            what: "idx",
+            detail: "images and labels do not match (28x28 grey images expected)".into(),
+        });
+    }
     let (px, labels) = (&images[16..], &labels[8..]);
-    let prep = plan
-        .meta("preprocess")
-        .and_then(ImagePrep::parse)
-        .ok_or_else(|| Error::Invalid {
-            what: "plan declares no preprocessing".into(),
-        })?;
-    let taps = default_taps(&plan, Kind::Linear);
-    let exec = Executor::new(
-        &plan,
-        edgetune::kernels::Kernels::detect(),
-        DEFAULT_ARENA_LIMIT,
-    )?;
-    let mut reader = TapReader::new(exec, &taps)?;
-    let mut cache = TapCache::new(CacheFormat::F16, reader.shapes.clone());
-    let mut bufs: Vec<Vec<f32>> = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
+    let image = |i: usize| Image {
+        px: px[i * 784..][..784].to_vec(),
+        w: 28,
+        h: 28,
+        c: 1,
+    };
     let classes = [0u8, 1, 8];
     let (mut seen, mut held) = ([0usize; 3], vec![]);
-    let mut input = Vec::new();
     for (i, &l) in labels.iter().enumerate() {
         let Some(c) = classes.iter().position(|&k| k == l) else {
             continue;
         };
         if seen[c] < 5 {
-            prep.apply(&px[i * 784..][..784], 28, 28, 1, &mut input);
-            reader.run(&input, &mut bufs)?;
-            let v: Vec<&[f32]> = bufs.iter().map(|b| &b[..]).collect();
-            cache.push(&v, c)?;
+            let x = s.image(image(i))?;
+            s.enrol(x, &l.to_string())?;
         } else if seen[c] < 10 {
-            held.push((i, c));
+            held.push((i, l));
         }
         seen[c] += 1;
     }
-    let idx: Vec<usize> = (0..cache.len()).collect();
-    let m = adapt::fit(&Spec::new(Kind::Linear), &cache, &[0], &idx, 3, &mut |_| {
-        true
-    })?;
-    let dims = [TapDims {
-        tokens: cache.taps[0].tokens,
-        dim: cache.taps[0].dim,
-    }];
-    let (mut ok, mut scores) = (0, [0.0f32; 3]);
-    for &(i, c) in &held {
-        prep.apply(&px[i * 784..][..784], 28, 28, 1, &mut input);
-        reader.run(&input, &mut bufs)?;
-        m.scores(&[&bufs[0]], &dims, &mut scores)?;
-        ok += (adapt::argmax(&scores) == c) as usize;
+    s.fit(&mut |_| true)?;
+    let mut ok = 0;
+    for &(i, l) in &held {
+        let x = s.image(image(i))?;
+        let top = s.predict(&x, 1)?;
+        ok += (s.class_name(top[0].0) == Some(l.to_string().as_str())) as usize;
     }
     println!("held-out accuracy {ok}/{}", held.len());
     Ok(())
