@@ -221,7 +221,7 @@ pub fn plot(path: &Path, shots: &[usize], rows: &[(Kind, Vec<f64>)]) -> Result<(
     Ok(())
 }
 
-pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> &'static str, json: bool) {
+pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> String, json: bool) {
     if json {
         let items: Vec<String> = res
             .iter()
