@@ -242,6 +242,37 @@ pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<(
     Ok(())
 }
 
+/// ReduceMean over the two spatial axes of a quantised 4-D map, keeping them: the
+/// global average pooling that torch's dynamo exporter writes (and onnxruntime's
+/// quantiser leaves in float between DequantizeLinear and QuantizeLinear).
+pub(super) fn reduce_mean(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let axes = match attr_ints(n, "axes") {
+        Some(a) => a,
+        // Opset 18 moved the axes to an input.
+        None if n.input.len() > 1 && !n.input[1].is_empty() => lw.constant(n, 1)?.ints(),
+        None => return Err(lw.unsupported(n, "reduces every axis (no axes)")),
+    };
+    let rank = lw.shape_of(&n.input[0]).map_or(0, |s| s.len());
+    let mut norm: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + 4 } else { a })
+        .collect();
+    norm.sort_unstable();
+    if rank != 4 || norm != [2, 3] {
+        return Err(lw.unsupported(
+            n,
+            format!(
+                "only the spatial mean of a 4-D map (axes 2, 3) lowers, got axes {axes:?} of a rank-{rank} tensor"
+            ),
+        ));
+    }
+    if attr_i(n, "keepdims", 1) != 1 {
+        return Err(lw.unsupported(n, "keepdims = 0 (the pooled map keeps its 1x1 axes)"));
+    }
+    global_average_pool(lw, idx)
+}
+
 impl Lowering<'_> {
     /// Bias in units of `s_x·s_w[c]` and the per-channel `s_x·s_w[c]`. A channel whose
     /// bias would not fit the accumulator (dead channels with near-zero weight scales)

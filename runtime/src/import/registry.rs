@@ -100,6 +100,11 @@ static REGISTRY: &[Entry] = &[
         conv::global_average_pool,
         "QDQ u8 feature map, batch 1",
     ),
+    node(
+        "ReduceMean",
+        conv::reduce_mean,
+        "QDQ u8 feature map, batch 1: the mean over axes 2 and 3 with keepdims = 1 (global average pooling as dynamo exports it)",
+    ),
     // Matrix products.
     node(
         "Gemm",
