@@ -412,6 +412,19 @@ impl PySession {
         self.with(py, |s| s.save(&path))
     }
 
+    /// Writes `onnx_path` (the model the plan was compiled from) with the trained head
+    /// appended as an output `scores` to `out_path` (ncm, linear and moment heads).
+    fn export_onnx(&self, py: Python<'_>, onnx_path: PathBuf, out_path: PathBuf) -> PyResult<()> {
+        self.with(py, |s| {
+            let model = std::fs::read(&onnx_path).map_err(|e| et::Error::Io {
+                path: onnx_path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let bytes = s.export_onnx(&model)?;
+            et::fsutil::write_atomic(&out_path, &bytes)
+        })
+    }
+
     /// Loads an adapter trained on this plan (its method and classes take over).
     fn load_adapter(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         self.with(py, |s| s.load_adapter(&path))

@@ -340,3 +340,32 @@ def test_sessions_on_threads_agree(plan, ncm):
     for t in ts:
         t.join()
     assert all(np.array_equal(g, want) for g in got)
+
+
+@pytest.mark.parametrize("method", ["ncm", "linear", "moment"])
+def test_export_onnx_runs_in_onnxruntime_with_the_same_top1(plan, tmp_path, method):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        pytest.skip("onnxruntime is not installed: the exported model is not run")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_check", REPO / "tools" / "export_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    s = enrolled(plan, method)
+    s.fit()
+    out = tmp_path / f"{method}.onnx"
+    s.export_onnx(MODEL, out)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    names = o.get_modelmeta().custom_metadata_map["edgetune.classes"].split("\n")
+    for p, _ in held_out():
+        scores = o.run(["scores"], {"image": check.prep(p, 224, 127.0, 128.0)})[0][0]
+        assert names[int(np.argmax(scores))] == s.predict(p, top=1)[0][0], p
+    # Heads that are not a function of one tap are refused with the library's message.
+    s = enrolled(plan, "ladder")
+    s.fit(steps=5)
+    with pytest.raises(EdgetuneError, match="closed-form"):
+        s.export_onnx(MODEL, tmp_path / "ladder.onnx")
