@@ -1,0 +1,384 @@
+//! The trainable tail: which parameters a variant trains, where they and the per-example
+//! scratch live, the effective weights, and the float kernels of the passes.
+
+use super::net::{DwGeom, Layer, TailNet};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::ops::Range;
+use edgetune_kernels::{ops as kops, pack, Act, Kernels};
+
+/// Which parameters of the tail are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Full,
+    Bias,
+    Lora { rank: usize },
+}
+
+/// Where each trained tensor of a layer lives in the flat parameter vector.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct PRanges {
+    pub(super) w: Option<Range<usize>>,
+    pub(super) b: Option<Range<usize>>,
+    pub(super) g: Option<Range<usize>>,
+    pub(super) a: Option<Range<usize>>,
+    pub(super) bb: Option<Range<usize>>,
+}
+
+/// The trainable tail with its classifier: a [`Head`] over the cut tap.
+pub struct Tail {
+    pub net: Arc<TailNet>,
+    pub variant: Variant,
+    pub classes: usize,
+    /// Cosine classifier temperature.
+    pub scale: f32,
+    /// Learning-rate multiplier of the tail's own weights (the classifier gets 1).
+    pub body_lr: f32,
+    /// Unit-norm class prototypes (`classes × features`) that initialise the classifier.
+    pub proto: Vec<f32>,
+    /// Which of the taps passed to `forward` is the cut.
+    pub tap: usize,
+    pub(super) pr: Vec<PRanges>,
+    pub(super) head: Range<usize>,
+    pub(super) n_params: usize,
+    /// Per 1×1 layer: packed `W` (forward) and packed `Wᵀ` (input gradient).
+    pub(super) packs: Vec<(Range<usize>, Range<usize>)>,
+    pub(super) prep: RefCell<Vec<f32>>,
+    pub(super) sc: Scratch,
+    pub(super) kern: Kernels,
+}
+
+impl core::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Tail {{ cut: {}, variant: {:?}, classes: {}, params: {} }}",
+            self.net.cut, self.variant, self.classes, self.n_params
+        )
+    }
+}
+
+impl Clone for Tail {
+    fn clone(&self) -> Tail {
+        let mut t = Tail::new(self.net.clone(), self.variant, self.classes);
+        t.scale = self.scale;
+        t.body_lr = self.body_lr;
+        t.proto = self.proto.clone();
+        t.tap = self.tap;
+        t
+    }
+}
+
+impl PartialEq for Tail {
+    fn eq(&self, o: &Tail) -> bool {
+        self.net == o.net
+            && self.variant == o.variant
+            && self.classes == o.classes
+            && self.scale == o.scale
+    }
+}
+
+/// Offsets of the per-example scratch.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Scratch {
+    pub(super) val: Vec<Range<usize>>,
+    pub(super) grad: Vec<Range<usize>>,
+    pub(super) z: Vec<Range<usize>>,
+    pub(super) fhat: Range<usize>,
+    pub(super) dw: Range<usize>,
+    pub(super) xt: Range<usize>,
+    pub(super) zpack: Range<usize>,
+    pub(super) dx: Range<usize>,
+    pub(super) len: usize,
+}
+
+struct Alloc(usize);
+impl Alloc {
+    fn take(&mut self, n: usize) -> Range<usize> {
+        let r = self.0..self.0 + n;
+        self.0 += n;
+        r
+    }
+}
+
+impl Tail {
+    pub fn new(net: Arc<TailNet>, variant: Variant, classes: usize) -> Tail {
+        let mut a = Alloc(0);
+        let mut pr = Vec::new();
+        let mut packs = Vec::new();
+        let mut pa = Alloc(0);
+        for l in &net.layers {
+            let mut r = PRanges::default();
+            match (*l, variant) {
+                (Layer::Pw { cin, cout, .. }, v) => {
+                    match v {
+                        Variant::Full => {
+                            r.w = Some(a.take(cin * cout));
+                            r.b = Some(a.take(cout));
+                        }
+                        Variant::Bias => {
+                            r.g = Some(a.take(cout));
+                            r.b = Some(a.take(cout));
+                        }
+                        Variant::Lora { rank } => {
+                            r.a = Some(a.take(cin * rank));
+                            r.bb = Some(a.take(rank * cout));
+                        }
+                    }
+                    packs.push((
+                        pa.take(pack::packed_f32_len(cin, cout)),
+                        pa.take(pack::packed_f32_len(cout, cin)),
+                    ));
+                }
+                (Layer::Dw { g, .. }, Variant::Full) => {
+                    r.w = Some(a.take(g.kh * g.kw * g.c));
+                    r.b = Some(a.take(g.c));
+                }
+                (Layer::Dw { g, .. }, Variant::Bias) => {
+                    r.g = Some(a.take(g.c));
+                    r.b = Some(a.take(g.c));
+                }
+                _ => {}
+            }
+            if packs.len() < pr.len() + 1 {
+                packs.push((0..0, 0..0));
+            }
+            pr.push(r);
+        }
+        let head = a.take(classes * net.feature_dim());
+        // Largest 1×1 weight, for the transposition / low-rank product buffer.
+        let wmax = net
+            .layers
+            .iter()
+            .map(|l| match *l {
+                Layer::Pw { cin, cout, .. } => cin * cout,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let prep_len = pa.0 + 2 * wmax;
+        let rank = match variant {
+            Variant::Lora { rank } => rank,
+            _ => 0,
+        };
+        let sc = Tail::scratch_layout(&net, wmax, rank);
+        Tail {
+            net,
+            variant,
+            classes,
+            scale: 10.0,
+            body_lr: 0.1,
+            proto: Vec::new(),
+            tap: 0,
+            pr,
+            head,
+            n_params: a.0,
+            packs,
+            prep: RefCell::new(alloc::vec![0.0; prep_len]),
+            sc,
+            kern: Kernels::detect(),
+        }
+    }
+
+    fn scratch_layout(net: &TailNet, wmax: usize, rank: usize) -> Scratch {
+        let mut a = Alloc(0);
+        let mut s = Scratch::default();
+        for (i, &(t, c)) in net.slots.iter().enumerate() {
+            s.val.push(if i == 0 { 0..0 } else { a.take(t * c) });
+        }
+        for (i, &(t, c)) in net.slots.iter().enumerate() {
+            s.grad.push(if i == 0 { 0..0 } else { a.take(t * c) });
+        }
+        let (mut xt, mut zp, mut dx) = (0, 0, 0);
+        for l in &net.layers {
+            s.z.push(match *l {
+                Layer::Pw { y, cin, cout, .. } => {
+                    let t = net.slots[y].0;
+                    // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
+                    xt = xt.max(cin * t).max(2 * t * rank);
+                    zp = zp.max(pack::packed_f32_len(t, cout));
+                    dx = dx.max(t * cin);
+                    a.take(t * cout)
+                }
+                Layer::Dw { y, .. } => a.take(net.slots[y].0 * net.slots[y].1),
+                _ => 0..0,
+            });
+        }
+        s.fhat = a.take(net.feature_dim() + 1);
+        // Order matters: `dweight` splits xt | zpack | dw.
+        s.xt = a.take(xt);
+        s.zpack = a.take(zp);
+        s.dw = a.take(wmax);
+        s.dx = a.take(dx);
+        s.len = a.0;
+        s
+    }
+
+    /// Bytes the tail holds besides parameters and scratch: the frozen weights and the
+    /// packed weights of every step.
+    pub fn fixed_bytes(&self) -> usize {
+        4 * (self.net.frozen.len() + self.prep.borrow().len())
+    }
+
+    /// Unit-norm pooled features of the last `forward`.
+    pub fn features<'a>(&self, s: &'a [f32]) -> &'a [f32] {
+        &s[self.sc.fhat.start..self.sc.fhat.end - 1]
+    }
+
+    pub(super) fn lora_scale(&self) -> f32 {
+        match self.variant {
+            Variant::Lora { rank } => 2.0 / rank.max(1) as f32,
+            _ => 0.0,
+        }
+    }
+
+    /// Effective weights of 1×1 layer `i` into `out` (`[cin][cout]`).
+    pub(super) fn weff(&self, i: usize, p: &[f32], out: &mut [f32]) {
+        let Layer::Pw { cin, cout, w, .. } = self.net.layers[i] else {
+            return;
+        };
+        let f = &self.net.frozen[w..w + cin * cout];
+        match (self.variant, &self.pr[i]) {
+            (Variant::Full, r) => out.copy_from_slice(&p[r.w.clone().unwrap_or(0..0)]),
+            (
+                Variant::Lora { rank },
+                PRanges {
+                    a: Some(ra),
+                    bb: Some(rb),
+                    ..
+                },
+            ) => {
+                let (am, bm, s) = (&p[ra.clone()], &p[rb.clone()], self.lora_scale());
+                out.copy_from_slice(f);
+                for i in 0..cin {
+                    let row = &mut out[i * cout..(i + 1) * cout];
+                    for j in 0..rank {
+                        let a = am[i * rank + j] * s;
+                        if a != 0.0 {
+                            let br = &bm[j * cout..(j + 1) * cout];
+                            row.iter_mut().zip(br).for_each(|(o, b)| *o += a * b);
+                        }
+                    }
+                }
+            }
+            _ => out.copy_from_slice(f),
+        }
+    }
+
+    pub(super) fn wdw<'a>(&'a self, i: usize, p: &'a [f32]) -> &'a [f32] {
+        match (&self.pr[i].w, &self.net.layers[i]) {
+            (Some(r), _) => &p[r.clone()],
+            (None, Layer::Dw { g, w, .. }) => &self.net.frozen[*w..*w + g.kh * g.kw * g.c],
+            _ => &[],
+        }
+    }
+
+    pub(super) fn bias<'a>(&'a self, i: usize, p: &'a [f32]) -> &'a [f32] {
+        match (&self.pr[i].b, &self.net.layers[i]) {
+            (Some(r), _) => &p[r.clone()],
+            (None, Layer::Pw { b, cout, .. }) => &self.net.frozen[*b..*b + cout],
+            (None, Layer::Dw { b, g, .. }) => &self.net.frozen[*b..*b + g.c],
+            _ => &[],
+        }
+    }
+
+    pub(super) fn clamp_bounds(l: &Layer) -> (f32, f32) {
+        match *l {
+            Layer::Pw { lo, hi, .. } | Layer::Dw { lo, hi, .. } => (lo, hi),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        }
+    }
+
+    pub(super) fn gemm(&self, mnk: (usize, usize, usize), a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (m, n, k) = mnk;
+        // The lengths are sized by `scratch_layout` and `new`; a mismatch is a bug here.
+        kops::gemm_f32(&self.kern, mnk, a, k, b, None, c, n, Act::None)
+            .unwrap_or_else(|e| panic!("tail gemm {m}×{n}×{k}: {e}"));
+    }
+}
+
+pub(super) fn dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) {
+    let c = g.c;
+    z.fill(0.0);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let zo = &mut z[(oy * g.ow + ox) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xi = &x[(iy as usize * g.w + ix as usize) * c..][..c];
+                    let wk = &w[(ky * g.kw + kx) * c..][..c];
+                    for ((o, a), b) in zo.iter_mut().zip(xi).zip(wk) {
+                        *o += a * b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates `dx` (when given) and `dw` (when given) of a depthwise convolution.
+pub(super) fn dw_backward(
+    g: &DwGeom,
+    x: &[f32],
+    w: &[f32],
+    dz: &[f32],
+    mut dx: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
+) {
+    let c = g.c;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let d = &dz[(oy * g.ow + ox) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xo = (iy as usize * g.w + ix as usize) * c;
+                    let wo = (ky * g.kw + kx) * c;
+                    if let Some(dw) = dw.as_deref_mut() {
+                        let (xi, dwk) = (&x[xo..xo + c], &mut dw[wo..wo + c]);
+                        for ((o, a), b) in dwk.iter_mut().zip(xi).zip(d) {
+                            *o += a * b;
+                        }
+                    }
+                    if let Some(dx) = dx.as_deref_mut() {
+                        let (wk, dxi) = (&w[wo..wo + c], &mut dx[xo..xo + c]);
+                        for ((o, a), b) in dxi.iter_mut().zip(wk).zip(d) {
+                            *o += a * b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Two disjoint ranges of one buffer, the first read-only.
+pub(super) fn two<'a>(
+    s: &'a mut [f32],
+    r: &Range<usize>,
+    w: &Range<usize>,
+) -> (&'a [f32], &'a mut [f32]) {
+    if r.end <= w.start {
+        let (a, b) = s.split_at_mut(w.start);
+        (&a[r.clone()], &mut b[..w.len()])
+    } else {
+        let (a, b) = s.split_at_mut(r.start);
+        (&b[..r.len()], &mut a[w.clone()])
+    }
+}
