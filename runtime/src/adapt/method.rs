@@ -181,23 +181,14 @@ pub fn pooled(x: &[f32], d: TapDims, out: &mut [f32]) {
 /// pair equals [`moments`] of the whole map. What the tap cache keeps for the moment probe.
 pub fn moments_pair(x: &[f32], d: TapDims, out: &mut [f32]) {
     let (mu, sd) = out.split_at_mut(d.dim);
-    pooled(x, d, mu);
-    sd.fill(0.0);
-    for row in x.chunks_exact(d.dim) {
-        for c in 0..d.dim {
-            let e = row[c] - mu[c];
-            sd[c] += e * e;
-        }
-    }
+    mean_sd(x, d, mu, sd);
     for (m, s) in mu.iter_mut().zip(sd.iter_mut()) {
-        let sigma = libm::sqrtf(*s / d.tokens as f32);
-        (*m, *s) = (*m + sigma, *m - sigma);
+        (*m, *s) = (*m + *s, *m - *s);
     }
 }
 
-/// First- and second-order statistics of a tap: `[μ/‖μ‖, σ/‖σ‖]/√2` per channel.
-pub fn moments(x: &[f32], d: TapDims, out: &mut [f32]) {
-    let (mu, sd) = out.split_at_mut(d.dim);
+/// Per-channel mean and (population) standard deviation over a tap's tokens.
+fn mean_sd(x: &[f32], d: TapDims, mu: &mut [f32], sd: &mut [f32]) {
     pooled(x, d, mu);
     sd.fill(0.0);
     for row in x.chunks_exact(d.dim) {
@@ -208,6 +199,12 @@ pub fn moments(x: &[f32], d: TapDims, out: &mut [f32]) {
     }
     sd.iter_mut()
         .for_each(|v| *v = libm::sqrtf(*v / d.tokens as f32));
+}
+
+/// First- and second-order statistics of a tap: `[μ/‖μ‖, σ/‖σ‖]/√2` per channel.
+pub fn moments(x: &[f32], d: TapDims, out: &mut [f32]) {
+    let (mu, sd) = out.split_at_mut(d.dim);
+    mean_sd(x, d, mu, sd);
     for half in [mu, sd] {
         let n = libm::sqrtf(half.iter().map(|v| v * v).sum::<f32>()) * core::f32::consts::SQRT_2;
         if n > 0.0 {

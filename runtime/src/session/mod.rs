@@ -557,8 +557,8 @@ impl Session {
         Ok(())
     }
 
-    /// Uses a trained adapter (it must have been trained on this session's plan): the
-    /// session switches to its method and taps; int8 tails are rebuilt from the
+    /// Uses a trained adapter (it must have been trained on the plan loaded here): the
+    /// method and taps switch to the adapter's; int8 tails are rebuilt from the
     /// activation ranges stored with them.
     pub fn set_adapter(&mut self, mut a: Adapter) -> Result<()> {
         a.bind(&self.plan)?;
@@ -621,7 +621,7 @@ impl Session {
             .save(path)
     }
 
-    /// The ONNX model `model` (the one this session's plan was compiled from) with the
+    /// The ONNX model `model` (the one the loaded plan was compiled from) with the
     /// trained head appended as an output `scores` (ncm, linear and moment heads).
     #[cfg(feature = "onnx")]
     pub fn export_onnx(&self, model: &[u8]) -> Result<Vec<u8>> {

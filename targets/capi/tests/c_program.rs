@@ -79,17 +79,7 @@ fn compile_c(cc: &str, src: &str, libdir: &Path, dir: &Path) -> PathBuf {
 }
 
 fn run_flow(cc: &str, libdir: &Path, runner: &[&str], dir: &Path, plan: &Path) {
-    let exe = dir.join(format!("flow-{cc}"));
-    let st = Command::new(cc)
-        .arg(Path::new(ROOT).join("examples/c/flow.c"))
-        .arg("-I")
-        .arg(Path::new(ROOT).join("targets/capi/include"))
-        .arg(libdir.join("libedgetune_capi.a"))
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .status()
-        .unwrap();
-    assert!(st.success(), "{cc} failed");
+    let exe = compile_c(cc, "flow", libdir, dir);
     let data = Path::new(ROOT).join("examples/data");
     let mut cmd = if runner.is_empty() {
         Command::new(&exe)
