@@ -464,6 +464,11 @@ impl<'p, 'm> Executor<'p, 'm> {
                     Unary::GeluErf => kops::unary_f32(&kern, UnaryF32::GeluErf, o),
                     Unary::Erf => kops::unary_f32(&kern, UnaryF32::Erf, o),
                     Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
+                    Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+                    Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
+                    Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
+                    Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
+                    Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
                     Unary::Identity => {}
                 }
             }
@@ -695,6 +700,132 @@ impl<'p, 'm> Executor<'p, 'm> {
             Op::AddF32 { a, b, y } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
                 kops::add_f32(&kern, f32s(i[0]), f32s(i[1]), f32s_mut(o))?;
+            }
+            Op::LutF32 {
+                x,
+                y,
+                channels,
+                table,
+                to_nchw,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let (src, dst) = (i[0], f32s_mut(o));
+                let table = plan.blob::<f32>(table);
+                let c = channels.max(1) as usize;
+                shape_need("LutF32", checked(&[c, 256])?, table.len())?;
+                shape_need("LutF32", src.len(), dst.len())?;
+                let s = &tt(x).shape;
+                if to_nchw && s.len() == 4 {
+                    let (h, w, ch) = (s[1], s[2], s[3]);
+                    for n in 0..s[0] {
+                        for p in 0..h * w {
+                            for k in 0..ch {
+                                let code = src[(n * h * w + p) * ch + k] as usize;
+                                dst[(n * ch + k) * h * w + p] = table[(k % c) * 256 + code];
+                            }
+                        }
+                    }
+                } else {
+                    for (j, (d, &code)) in dst.iter_mut().zip(src).enumerate() {
+                        *d = table[(j % c) * 256 + code as usize];
+                    }
+                }
+            }
+            Op::Pad {
+                x,
+                y,
+                dims,
+                before,
+                after,
+                value,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let f32s_ = tt(y).dtype == crate::plan::DType::F32;
+                let elem = if f32s_ { 4 } else { 1 };
+                let d = dims.map(|v| v as usize);
+                let od: [usize; 4] =
+                    core::array::from_fn(|k| d[k] + before[k] as usize + after[k] as usize);
+                shape_need("Pad", checked(&[checked(&d)?, elem])?, i[0].len())?;
+                shape_need("Pad", checked(&[checked(&od)?, elem])?, o.len())?;
+                let fill: [u8; 4] = if f32s_ {
+                    value.to_le_bytes()
+                } else {
+                    [value as u8; 4]
+                };
+                for chunk in o.chunks_exact_mut(elem) {
+                    chunk.copy_from_slice(&fill[..elem]);
+                }
+                let row = d[3] * elem;
+                for a in 0..d[0] {
+                    for b in 0..d[1] {
+                        for c in 0..d[2] {
+                            let src = ((a * d[1] + b) * d[2] + c) * row;
+                            let dst = (((a + before[0] as usize) * od[1] + b + before[1] as usize)
+                                * od[2]
+                                + c
+                                + before[2] as usize)
+                                * od[3]
+                                + before[3] as usize;
+                            o[dst * elem..][..row].copy_from_slice(&i[0][src..][..row]);
+                        }
+                    }
+                }
+            }
+            Op::Slice {
+                x,
+                y,
+                outer,
+                inner,
+                off,
+                len,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let (outer, inner, off, len) = (
+                    outer as usize,
+                    inner as usize * elem,
+                    off as usize * elem,
+                    len as usize * elem,
+                );
+                shape_need("Slice", checked(&[outer, len])?, o.len())?;
+                shape_need("Slice", checked(&[outer, inner])?, i[0].len())?;
+                shape_need("Slice", off + len, inner)?;
+                for k in 0..outer {
+                    o[k * len..][..len].copy_from_slice(&i[0][k * inner + off..][..len]);
+                }
+            }
+            Op::Concat {
+                a,
+                b,
+                y,
+                outer,
+                ia,
+                ib,
+                ta,
+                tb,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
+                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let (outer, ia, ib) = (outer as usize, ia as usize * elem, ib as usize * elem);
+                shape_need("Concat", checked(&[outer, ia + ib])?, o.len())?;
+                shape_need("Concat", checked(&[outer, ia])?, i[0].len())?;
+                shape_need("Concat", checked(&[outer, ib])?, i[1].len())?;
+                for (part, inner, tab, off) in
+                    [(i[0], ia, ta, 0), (i[1], ib, tb, ia)]
+                {
+                    let tab = plan.blob_bytes(tab);
+                    for k in 0..outer {
+                        let d = &mut o[k * (ia + ib) + off..][..inner];
+                        let s = &part[k * inner..][..inner];
+                        if tab.len() == 256 {
+                            for (dv, &sv) in d.iter_mut().zip(s) {
+                                *dv = tab[sv as usize];
+                            }
+                        } else {
+                            d.copy_from_slice(s);
+                        }
+                    }
+                }
             }
         }
         Ok(())

@@ -114,6 +114,11 @@ pub enum Unary {
     Sqrt = 6,
     /// A copy: Reshape, Flatten, Unsqueeze, Squeeze, Cast between float views.
     Identity = 7,
+    Tanh = 8,
+    Exp = 9,
+    Log = 10,
+    Abs = 11,
+    Neg = 12,
 }
 
 /// A float operand: a runtime tensor or a constant in the weight blob.
@@ -225,6 +230,49 @@ pub enum Op {
         channels: u32,
         table: Blob,
     },
+    /// Per-channel table from u8 codes to f32 values (`channels`·256 f32): the float view
+    /// of a quantised tensor after elementwise functions, NHWC → NCHW when `to_nchw`.
+    LutF32 {
+        x: u32,
+        y: u32,
+        channels: u32,
+        table: Blob,
+        to_nchw: bool,
+    },
+    /// `y` = `a` and `b` concatenated block by block: for each of `outer` blocks, `ia`
+    /// elements of a then `ib` of b. On u8 tensors `ta`/`tb` (256 bytes, or empty for a
+    /// plain copy) requantise each input to y's parameters; f32 tensors are copied.
+    Concat {
+        a: u32,
+        b: u32,
+        y: u32,
+        outer: u32,
+        ia: u32,
+        ib: u32,
+        ta: Blob,
+        tb: Blob,
+    },
+    /// `y` = a window of `x` along one axis: for each of `outer` blocks of `inner`
+    /// elements, the `len` elements from `off` (Slice with step 1, each output of Split).
+    Slice {
+        x: u32,
+        y: u32,
+        outer: u32,
+        inner: u32,
+        off: u32,
+        len: u32,
+    },
+    /// Constant padding of a ≤ 4-D tensor in its stored layout: `dims` is x's shape
+    /// (padded to 4 on the left), `before`/`after` the entries added per axis, `value` the
+    /// fill (a u8 code in the low byte for u8 tensors, else f32 bits).
+    Pad {
+        x: u32,
+        y: u32,
+        dims: [u32; 4],
+        before: [u32; 4],
+        after: [u32; 4],
+        value: u32,
+    },
     /// Elementwise `a ∘ b` with NumPy broadcasting over ≤ 4 axes: `dims` is y's shape,
     /// `sa`/`sb` the element strides of a and b on it (0 on broadcast axes).
     BinF32 {
@@ -333,6 +381,10 @@ impl Op {
             Op::GapF32 { .. } => "GlobalAvgPoolF32",
             Op::MaxPoolU8 { .. } => "MaxPoolU8",
             Op::LutU8 { .. } => "LutU8",
+            Op::LutF32 { .. } => "LutF32",
+            Op::Concat { .. } => "Concat",
+            Op::Slice { .. } => "Slice",
+            Op::Pad { .. } => "Pad",
             Op::BinF32 { .. } => "BinF32",
             Op::ClampF32 { .. } => "ClampF32",
             Op::SumF32 { .. } => "SumF32",
@@ -360,6 +412,9 @@ impl Op {
             | Op::GapF32 { x, y }
             | Op::MaxPoolU8 { x, y, .. }
             | Op::LutU8 { x, y, .. }
+            | Op::LutF32 { x, y, .. }
+            | Op::Slice { x, y, .. }
+            | Op::Pad { x, y, .. }
             | Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
             | Op::LayerNormF32 { x, y, .. }
@@ -374,7 +429,9 @@ impl Op {
                 a, b, y, scratch, ..
             } => (v(&[a, b]), v(&[y, scratch])),
             Op::MatMulDynI8 { x, y, scratch, .. } => (v(&[x]), v(&[y, scratch])),
-            Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } => (v(&[a, b]), v(&[y])),
+            Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } | Op::Concat { a, b, y, .. } => {
+                (v(&[a, b]), v(&[y]))
+            }
         }
     }
 }
@@ -742,6 +799,71 @@ impl<'a> Plan<'a> {
             }
             Op::AddF32 { a, b, y } => {
                 is(a, F32) && is(b, F32) && is(y, F32) && same(a, b) && same(a, y)
+            }
+            Op::LutF32 {
+                x,
+                y,
+                channels,
+                table,
+                to_nchw,
+            } => {
+                is(x, U8)
+                    && is(y, F32)
+                    && same(x, y)
+                    && (channels == 1 || t(x).shape.last() == Some(&(channels as usize)))
+                    && (!to_nchw || t(x).shape.len() == 4)
+                    && table.len as u64 == channels as u64 * 256 * 4
+            }
+            Op::Pad {
+                x,
+                y,
+                dims,
+                before,
+                after,
+                ..
+            } => {
+                let n_in: u64 = dims.iter().map(|&d| d as u64).product();
+                let n_out: u64 = (0..4)
+                    .map(|i| dims[i] as u64 + before[i] as u64 + after[i] as u64)
+                    .product();
+                t(x).dtype == t(y).dtype
+                    && t(x).len() as u64 == n_in
+                    && t(y).len() as u64 == n_out
+            }
+            Op::Slice {
+                x,
+                y,
+                outer,
+                inner,
+                off,
+                len,
+            } => {
+                let (o, i) = (outer as u64, inner as u64);
+                t(x).dtype == t(y).dtype
+                    && t(x).len() as u64 == o * i
+                    && t(y).len() as u64 == o * len as u64
+                    && off as u64 + len as u64 <= i
+            }
+            Op::Concat {
+                a,
+                b,
+                y,
+                outer,
+                ia,
+                ib,
+                ta,
+                tb,
+            } => {
+                let d = t(y).dtype;
+                let (o, ia, ib) = (outer as u64, ia as u64, ib as u64);
+                let table_ok = |tb: Blob| tb.len == 0 || (d == U8 && tb.len == 256);
+                is(a, d)
+                    && is(b, d)
+                    && t(a).len() as u64 == o * ia
+                    && t(b).len() as u64 == o * ib
+                    && t(y).len() as u64 == o * (ia + ib)
+                    && table_ok(ta)
+                    && table_ok(tb)
             }
         };
         if ok {

@@ -476,6 +476,66 @@ pub fn write_op(w: &mut Writer, op: &Op) {
                 None => w.u8(0),
             }
         }
+        Op::LutF32 {
+            x,
+            y,
+            channels,
+            table,
+            to_nchw,
+        } => {
+            w.u8(21);
+            w.u32(*x);
+            w.u32(*y);
+            w.u32(*channels);
+            w_blob(w, *table);
+            w.u8(*to_nchw as u8);
+        }
+        Op::Concat {
+            a,
+            b,
+            y,
+            outer,
+            ia,
+            ib,
+            ta,
+            tb,
+        } => {
+            w.u8(22);
+            for v in [a, b, y, outer, ia, ib] {
+                w.u32(*v);
+            }
+            w_blob(w, *ta);
+            w_blob(w, *tb);
+        }
+        Op::Slice {
+            x,
+            y,
+            outer,
+            inner,
+            off,
+            len,
+        } => {
+            w.u8(23);
+            for v in [x, y, outer, inner, off, len] {
+                w.u32(*v);
+            }
+        }
+        Op::Pad {
+            x,
+            y,
+            dims,
+            before,
+            after,
+            value,
+        } => {
+            w.u8(24);
+            w.u32(*x);
+            w.u32(*y);
+            for v in dims.iter().chain(before).chain(after) {
+                w.u32(*v);
+            }
+            w.u32(*value);
+        }
     }
 }
 
@@ -551,6 +611,11 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
                 5 => Unary::Erf,
                 6 => Unary::Sqrt,
                 7 => Unary::Identity,
+                8 => Unary::Tanh,
+                9 => Unary::Exp,
+                10 => Unary::Log,
+                11 => Unary::Abs,
+                12 => Unary::Neg,
                 _ => return Err(bad("unknown unary op")),
             },
         },
@@ -662,6 +727,48 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
                 _ => return Err(bad("bad gather quantisation flag")),
             },
         },
+        21 => Op::LutF32 {
+            x: r.u32()?,
+            y: r.u32()?,
+            channels: r.u32()?,
+            table: r_blob(r)?,
+            to_nchw: r.u8()? != 0,
+        },
+        22 => Op::Concat {
+            a: r.u32()?,
+            b: r.u32()?,
+            y: r.u32()?,
+            outer: r.u32()?,
+            ia: r.u32()?,
+            ib: r.u32()?,
+            ta: r_blob(r)?,
+            tb: r_blob(r)?,
+        },
+        23 => Op::Slice {
+            x: r.u32()?,
+            y: r.u32()?,
+            outer: r.u32()?,
+            inner: r.u32()?,
+            off: r.u32()?,
+            len: r.u32()?,
+        },
+        24 => {
+            let (x, y) = (r.u32()?, r.u32()?);
+            let mut a = [[0u32; 4]; 3];
+            for row in a.iter_mut() {
+                for v in row.iter_mut() {
+                    *v = r.u32()?;
+                }
+            }
+            Op::Pad {
+                x,
+                y,
+                dims: a[0],
+                before: a[1],
+                after: a[2],
+                value: r.u32()?,
+            }
+        }
         _ => return Err(bad("unknown op tag")),
     })
 }
@@ -679,7 +786,8 @@ pub fn blobs(op: &Op) -> heapless::Vec<Blob, 4> {
         } => &[*w, *colsum, *bias, *scale],
         Op::DwI8 { w, bias, scale, .. } => &[*w, *bias, *scale],
         Op::ConvF32 { w, bias, .. } => &[*w, *bias],
-        Op::LutU8 { table, .. } => &[*table],
+        Op::LutU8 { table, .. } | Op::LutF32 { table, .. } => &[*table],
+        Op::Concat { ta, tb, .. } => &[*ta, *tb],
         Op::GatherF32 { table, .. } => &[*table],
         Op::LayerNormF32 { gamma, beta, .. } => &[*gamma, *beta],
         Op::MatMulDynI8 {

@@ -13,7 +13,17 @@ use tract_onnx::pb;
 /// (im2col and the int8 GEMM) or depthwise.
 pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
-    let x = lw.deq(n, 0)?;
+    // A Pad before the convolution adds to its padding.
+    if lw.fact(n, 0).is_some() {
+        return Err(lw.unsupported(
+            n,
+            "a float convolution (only int8 ones lower): quantise the model with --calibrate DIR",
+        ));
+    }
+    let (x, extra) = match lw.val(n, 0)? {
+        Val::Padded { t, pads, deq: true } => (*t, *pads),
+        _ => (lw.deq(n, 0)?, [0; 4]),
+    };
     let (wd, mut wq, ws, wz) = lw.qconst(n, 1)?;
     if wd.len() != 4 || wz.iter().any(|&z| z != 0) || wq.iter().any(|&v| !(-128..=127).contains(&v))
     {
@@ -52,10 +62,10 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         stride_w: strides[1] as usize,
         dil_h: dil[0] as usize,
         dil_w: dil[1] as usize,
-        pad_top: pads[0] as usize,
-        pad_left: pads[1] as usize,
-        pad_bottom: pads[2] as usize,
-        pad_right: pads[3] as usize,
+        pad_top: pads[0] as usize + extra[0],
+        pad_left: pads[1] as usize + extra[1],
+        pad_bottom: pads[2] as usize + extra[2],
+        pad_right: pads[3] as usize + extra[3],
         groups,
     };
     if geom.stride_h == 0
@@ -212,13 +222,42 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     Ok(())
 }
 
-/// Global average pooling of a u8 map into its QuantizeLinear.
+/// Global average pooling of a u8 map into its QuantizeLinear; when no QuantizeLinear
+/// follows (onnxruntime's QOperator form leaves the pooled vector in float), in float.
 pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
     if xi.shape.len() != 4 || xi.shape[0] != 1 {
         return Err(lw.unsupported(n, "needs a 4-D input of batch 1"));
+    }
+    let single_q = matches!(
+        lw.consumers.get(&n.output[0]).map(|c| c.as_slice()),
+        Some([q]) if lw.graph.node[*q].op_type == "QuantizeLinear"
+    );
+    if !single_q {
+        // The map in float, still NHWC, pooled by the f32 kernel into [1, C, 1, 1].
+        let xf = lw.b.tensor(
+            &format!("{}#float", n.input[0]),
+            DType::F32,
+            xi.shape.clone(),
+            true,
+            None,
+        );
+        lw.b.ops.push(Op::Dequantize {
+            x,
+            y: xf,
+            q: Q8 {
+                scale: xi.scale,
+                zero: xi.zero,
+            },
+            to_nchw: false,
+        });
+        let y = lw.new_f32(&n.output[0], vec![1, xi.shape[3], 1, 1]);
+        lw.b.ops.push(Op::GapF32 { x: xf, y });
+        lw.out_f32(n, y);
+        lw.block_taps.push((n.output[0].clone(), y));
+        return Ok(());
     }
     let (qi, qy) = lw.fused_q(n)?;
     let y = lw.b.tensor(

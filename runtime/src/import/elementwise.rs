@@ -100,13 +100,90 @@ fn add_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// Add, Sub, Mul and Div: float arithmetic with broadcasting, the dynamic-quantisation
 /// scale products (Mul), or Add of two quantised tensors.
 pub(super) fn binary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if binary_float(lw, idx)? {
+    if binary_float(lw, idx)? || binary_table(lw, idx)? {
         Ok(())
     } else if lw.graph.node[idx].op_type == "Add" {
         add_quantised(lw, idx)
     } else {
         Err(lw.no_form(idx))
     }
+}
+
+/// A quantised tensor and a constant (one value, or one per channel of an NHWC map): the
+/// arithmetic folds into the tensor's table. False when the operands are not of that kind.
+fn binary_table(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let is_q = |v: &Val| matches!(v, Val::Deq(_) | Val::Mapped(_));
+    let is_c = |v: &Val| matches!(v, Val::Const(_) | Val::QConst { .. });
+    let (a, b) = (lw.val(n, 0)?, lw.val(n, 1)?);
+    let xi = if is_q(a) && is_c(b) {
+        0
+    } else if is_c(a) && is_q(b) {
+        1
+    } else {
+        return Ok(false);
+    };
+    let c = match lw.val(n, 1 - xi)? {
+        Val::Const(k) if k.f32s().is_none() => k.ints().iter().map(|&v| v as f32).collect(),
+        _ => lw.floats(n, 1 - xi)?,
+    };
+    if c.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("constant of '{}'", n.name),
+        });
+    }
+    let mut m = lw.mapped(n, xi)?;
+    let ti = lw.b.tensors[m.t as usize].clone();
+    let dims = lw.shape_of(&n.input[1 - xi]).unwrap_or_default();
+    let xshape = ti.logical_shape();
+    // One value, or one per channel: [C, 1, 1] / [1, C, 1, 1] against an NHWC [1, C, H, W].
+    let per_channel = c.len() > 1;
+    if per_channel {
+        let ch = ti.shape.last().copied().unwrap_or(0);
+        let ok = ti.nhwc
+            && xshape.len() == 4
+            && c.len() == ch
+            && dims.len() <= 4
+            && dims.len() >= 3
+            && dims[dims.len() - 3] == ch
+            && dims[dims.len() - 2..] == [1, 1];
+        if !ok {
+            return Ok(false);
+        }
+        if m.channels == 1 {
+            m.table = m.table.repeat(ch);
+        } else if m.channels != ch {
+            return Ok(false);
+        }
+        m.channels = ch;
+    } else if dims.len() > xshape.len() {
+        return Ok(false);
+    }
+    let op = n.op_type.clone();
+    let k = |ch: usize| c[if per_channel { ch } else { 0 }];
+    // Non-decreasing in x stays so: x + c, x - c, x·c and x / c with c ≥ 0 (> 0).
+    let rising = match (op.as_str(), xi) {
+        ("Add", _) | ("Sub", 0) => true,
+        ("Mul", _) => c.iter().all(|&v| v >= 0.0),
+        ("Div", 0) => c.iter().all(|&v| v > 0.0),
+        _ => false,
+    };
+    m.monotone &= rising;
+    for ch in 0..m.channels {
+        for code in 0..256 {
+            let v = m.value(ch, code);
+            m.table[ch * 256 + code] = match (op.as_str(), xi) {
+                ("Add", _) => v + k(ch),
+                ("Sub", 0) => v - k(ch),
+                ("Sub", _) => k(ch) - v,
+                ("Mul", _) => v * k(ch),
+                ("Div", 0) => v / k(ch),
+                _ => k(ch) / v,
+            };
+        }
+    }
+    lw.vals.insert(n.output[0].clone(), Val::Mapped(m));
+    Ok(true)
 }
 
 /// The float form; false when the input is not a row-major f32 tensor.
@@ -119,7 +196,46 @@ fn unary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         "Sqrt" => Unary::Sqrt,
         "Erf" => Unary::Erf,
         "Relu" => Unary::Relu,
-        _ => Unary::Sigmoid,
+        "Sigmoid" => Unary::Sigmoid,
+        "HardSwish" => Unary::HardSwish,
+        "Tanh" => Unary::Tanh,
+        "Exp" => Unary::Exp,
+        "Log" => Unary::Log,
+        "Abs" => Unary::Abs,
+        "Neg" => Unary::Neg,
+        "HardSigmoid" => {
+            // clamp(alpha·x + beta, 0, 1) on the float kernels.
+            let (alpha, beta) = hard_sigmoid_params(lw, idx)?;
+            let n = &lw.graph.node[idx];
+            let shape = lw.fshape(x);
+            let d = pad4(&shape).map(|v| v as u32);
+            let st = strides4(&shape, &shape);
+            let mut t = x;
+            for (f, c) in [(BinOp::Mul, alpha), (BinOp::Add, beta)] {
+                let y = lw.new_f32(&format!("{}#{f:?}", n.output[0]), shape.clone());
+                let c = lw.b.push(&[c]);
+                lw.b.ops.push(Op::BinF32 {
+                    a: crate::plan::Src::T(t),
+                    b: crate::plan::Src::C(c),
+                    y,
+                    f,
+                    dims: d,
+                    sa: st,
+                    sb: [0; 4],
+                });
+                t = y;
+            }
+            let y = lw.new_f32(&n.output[0], shape);
+            lw.b.ops.push(Op::ClampF32 {
+                x: t,
+                y,
+                lo: 0.0,
+                hi: 1.0,
+            });
+            lw.out_f32(n, y);
+            return Ok(true);
+        }
+        _ => return Ok(false),
     };
     let y = lw.new_f32(&n.output[0], lw.fshape(x));
     lw.b.ops.push(Op::UnaryF32 { x, y, f });
@@ -127,16 +243,37 @@ fn unary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     Ok(true)
 }
 
-/// Sqrt, Erf, Relu and Sigmoid of a float tensor; Relu and Sigmoid of a quantised tensor
-/// fold into its table.
+fn hard_sigmoid_params(lw: &Lowering<'_>, idx: usize) -> Result<(f32, f32)> {
+    let n = &lw.graph.node[idx];
+    let alpha = attr(n, "alpha").map_or(0.2, |a| a.f);
+    let beta = attr(n, "beta").map_or(0.5, |a| a.f);
+    if !(alpha.is_finite() && beta.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("alpha or beta of '{}'", n.name),
+        });
+    }
+    Ok((alpha, beta))
+}
+
+/// Unary functions: on a float tensor by the f32 kernels (where a float form exists), on a
+/// quantised tensor folded into its table.
 pub(super) fn unary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if unary_float(lw, idx)? {
         Ok(())
-    } else if matches!(lw.graph.node[idx].op_type.as_str(), "Relu" | "Sigmoid") {
+    } else if !matches!(lw.graph.node[idx].op_type.as_str(), "Sqrt" | "Erf") {
         table(lw, idx)
     } else {
         Err(lw.no_form(idx))
     }
+}
+
+/// Identity and Dropout (inference: the identity): the output is the input, whatever it
+/// holds.
+pub(super) fn identity(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let v = lw.val(n, 0)?.clone();
+    lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
 }
 
 /// The float form; false when the input is not a row-major f32 tensor.
@@ -199,6 +336,76 @@ pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let f: Box<dyn Fn(usize, f32) -> f32> = match op {
         "Relu" => Box::new(|_, v: f32| v.max(0.0)),
         "Sigmoid" => Box::new(|_, v| edgetune_kernels::elementwise::sigmoid1(v)),
+        "HardSigmoid" => {
+            let (a, b) = hard_sigmoid_params(lw, idx)?;
+            m.monotone &= a >= 0.0;
+            Box::new(move |_, v: f32| (a * v + b).clamp(0.0, 1.0))
+        }
+        "HardSwish" => {
+            m.monotone = false;
+            Box::new(|_, v: f32| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
+        }
+        "Tanh" => Box::new(|_, v: f32| libm::tanhf(v)),
+        "Exp" => Box::new(|_, v: f32| libm::expf(v)),
+        "Log" => Box::new(|_, v: f32| libm::logf(v)),
+        "Softplus" => Box::new(|_, v: f32| {
+            if v > 20.0 {
+                v
+            } else {
+                libm::log1pf(libm::expf(v))
+            }
+        }),
+        "Abs" => {
+            m.monotone = false;
+            Box::new(|_, v: f32| v.abs())
+        }
+        "Neg" => {
+            m.monotone = false;
+            Box::new(|_, v: f32| -v)
+        }
+        "Elu" => {
+            let a = attr(n, "alpha").map_or(1.0, |a| a.f);
+            if !a.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("alpha of '{}'", n.name),
+                });
+            }
+            m.monotone &= a >= 0.0;
+            Box::new(move |_, v: f32| if v < 0.0 { a * (libm::expf(v) - 1.0) } else { v })
+        }
+        "PRelu" => {
+            // One slope, or one per channel ([C], [C, 1, 1] or [1, C, 1, 1]).
+            let slope = lw.floats(n, 1)?;
+            if slope.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("slope of '{}'", n.name),
+                });
+            }
+            m.monotone &= slope.iter().all(|&s| s >= 0.0);
+            if slope.len() > 1 {
+                let c = lw
+                    .b
+                    .tensors
+                    .get(m.t as usize)
+                    .filter(|t| t.nhwc)
+                    .and_then(|t| t.shape.last().copied())
+                    .filter(|&c| c == slope.len())
+                    .ok_or_else(|| lw.unsupported(n, "per-channel slopes need an NHWC map of as many channels"))?;
+                if m.channels == 1 {
+                    m.table = m.table.repeat(c);
+                } else if m.channels != c {
+                    return Err(lw.unsupported(n, "per-channel tables of different widths"));
+                }
+                m.channels = c;
+            }
+            Box::new(move |k, v: f32| {
+                if v < 0.0 {
+                    slope[if slope.len() == 1 { 0 } else { k }] * v
+                } else {
+                    v
+                }
+            })
+        }
         "LeakyRelu" => {
             let a = attr(n, "alpha").map_or(0.01, |a| a.f);
             if !a.is_finite() {

@@ -10,11 +10,18 @@ use edgetune_kernels::reference::ConvGeom;
 /// Gemm of a u8 `[1, K]` tensor by constant int8 weights, as a 1×1 convolution.
 pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if lw.fact(n, 0).is_some() {
+        return Err(lw.unsupported(
+            n,
+            "a float Gemm (only int8 ones lower): quantise the model with --calibrate DIR",
+        ));
+    }
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
     let k = xi.len() / xi.shape[0];
-    let (wd, mut wq, ws, wz) = lw.qconst(n, 1)?;
     let trans_b = attr_i(n, "transB", 0) == 1;
+    // Per-channel weights are quantised along the output axis: 0 of [N, K], 1 of [K, N].
+    let (mut wd, mut wq, ws, wz) = lw.qconst_axis(n, 1, if trans_b { 0 } else { 1 })?;
     if attr_i(n, "transA", 0) != 0
         || attr(n, "alpha").is_some_and(|a| a.f != 1.0)
         || attr(n, "beta").is_some_and(|a| a.f != 1.0)
@@ -24,20 +31,19 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if wd.len() != 2 || wz.iter().any(|&z| z != 0) {
         return Err(lw.unsupported(n, "weights must be symmetric int8 2-D"));
     }
-    let (nn, kk) = if trans_b {
-        (wd[0], wd[1])
-    } else {
-        (wd[1], wd[0])
-    };
+    if !trans_b {
+        // [K, N] → [N, K]: the layout the bias check and the packing read.
+        let (kk, nn) = (wd[0], wd[1]);
+        wq = (0..nn * kk).map(|j| wq[(j % kk) * nn + j / kk]).collect();
+        wd = vec![nn, kk];
+    }
+    let (nn, kk) = (wd[0], wd[1]);
     if kk != k || xi.shape[0] != 1 {
         return Err(Error::ShapeMismatch {
             op: format!("Gemm '{}'", n.name),
             expected: vec![1, kk],
             got: xi.logical_shape(),
         });
-    }
-    if ws.len() > 1 && !trans_b {
-        return Err(lw.unsupported(n, "per-channel weights need transB=1"));
     }
     let (bias, scale) = lw.bias_scale(
         n,
@@ -46,17 +52,11 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         xi.scale,
         &ws,
         &mut wq,
-        if trans_b { k } else { 0 },
+        k,
     )?;
     let (qi, qy) = lw.fused_q(n)?;
     let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
-    let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| {
-        if trans_b {
-            wq[c * k + r] as i8
-        } else {
-            wq[r * nn + c] as i8
-        }
-    });
+    let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| wq[c * k + r] as i8);
     let y =
         lw.b.tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
     let geom = ConvGeom {

@@ -21,6 +21,17 @@ pub(super) struct Lowering<'g> {
     /// Values holding integers (integer-typed graph inputs and their reshapes): float
     /// arithmetic on them would not wrap or truncate as ONNX integer ops do.
     pub(super) int_names: HashSet<String>,
+    /// The float view made for a quantised value (its name → the f32 tensor).
+    pub(super) floated: HashMap<String, u32>,
+}
+
+/// The state a lowering can change, to undo it when the lowering fails.
+struct Mark {
+    tensors: usize,
+    ops: usize,
+    blob: usize,
+    taps: usize,
+    skip: HashSet<usize>,
 }
 
 impl<'g> Lowering<'g> {
@@ -31,14 +42,150 @@ impl<'g> Lowering<'g> {
         if self.skip.contains(&idx) {
             return Ok(());
         }
+        if self.fold(idx)? {
+            return Ok(());
+        }
         let n = &self.graph.node[idx];
         match registry::lowering(&n.domain, &n.op_type) {
-            Some(lower) => lower(self, idx),
+            Some(lower) => {
+                let mark = self.mark();
+                match lower(self, idx) {
+                    Err(e @ Error::UnsupportedOp { .. }) => {
+                        self.rollback(idx, mark);
+                        self.float_island(idx, lower, e)
+                    }
+                    r => r,
+                }
+            }
             None if !registry::is_default_domain(&n.domain) => {
                 Err(self.unsupported(n, format!("domain {}", n.domain)))
             }
             None => Err(self.unsupported(n, "no lowering for this op")),
         }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            tensors: self.b.tensors.len(),
+            ops: self.b.ops.len(),
+            blob: self.b.blob.len(),
+            taps: self.block_taps.len(),
+            skip: self.skip.clone(),
+        }
+    }
+
+    /// Undoes what a lowering of node `idx` that failed left behind.
+    fn rollback(&mut self, idx: usize, m: Mark) {
+        self.b.tensors.truncate(m.tensors);
+        self.b.ops.truncate(m.ops);
+        self.b.blob.truncate(m.blob);
+        self.block_taps.truncate(m.taps);
+        let mut outs: Vec<String> = self.graph.node[idx].output.clone();
+        for &k in self.skip.difference(&m.skip) {
+            outs.extend(self.graph.node[k].output.iter().cloned());
+        }
+        for o in outs {
+            self.vals.remove(&o);
+            self.produced.remove(&o);
+        }
+        self.skip = m.skip;
+    }
+
+    /// An op with no quantised form whose quantised inputs are dequantised to float
+    /// tensors (NCHW), so it runs in float between its DequantizeLinear and the
+    /// QuantizeLinear after it, as onnxruntime runs the ops its quantiser leaves in float.
+    /// `first` is the error of the quantised attempt, returned if the float one fails too.
+    fn float_island(&mut self, idx: usize, lower: registry::LowerFn, first: Error) -> Result<()> {
+        let n = &self.graph.node[idx];
+        let quantised: Vec<String> = n
+            .input
+            .iter()
+            .filter(|i| matches!(self.vals.get(*i), Some(Val::Deq(_) | Val::Mapped(_))))
+            .cloned()
+            .collect();
+        if quantised.is_empty() {
+            return Err(first);
+        }
+        let mark = self.mark();
+        let mut saved = vec![];
+        let fresh: Vec<String> = quantised
+            .iter()
+            .filter(|q| !self.floated.contains_key(*q))
+            .cloned()
+            .collect();
+        for name in &quantised {
+            let Some(f) = self.float_view(name) else {
+                self.restore(saved);
+                self.rollback(idx, mark);
+                fresh.iter().for_each(|q| {
+                    self.floated.remove(q);
+                });
+                return Err(first);
+            };
+            let old = self.vals.insert(name.clone(), Val::Act(f));
+            saved.push((name.clone(), old));
+        }
+        let r = lower(self, idx);
+        self.restore(saved);
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.rollback(idx, mark);
+                fresh.iter().for_each(|q| {
+                    self.floated.remove(q);
+                });
+                Err(first)
+            }
+        }
+    }
+
+    fn restore(&mut self, saved: Vec<(String, Option<Val>)>) {
+        for (name, old) in saved {
+            if let Some(v) = old {
+                self.vals.insert(name, v);
+            }
+        }
+    }
+
+    /// The float tensor (NCHW for a 4-D map) holding a quantised value, made once.
+    fn float_view(&mut self, name: &str) -> Option<u32> {
+        if let Some(&t) = self.floated.get(name) {
+            return Some(t);
+        }
+        let (x, table, channels) = match self.vals.get(name)? {
+            Val::Deq(t) => (*t, None, 1),
+            Val::Mapped(m) => (m.t, Some(m.table.clone()), m.channels),
+            _ => return None,
+        };
+        let ti = self.b.tensors[x as usize].clone();
+        if ti.dtype != DType::U8 || (channels > 1 && !ti.nhwc) {
+            return None;
+        }
+        let to_nchw = ti.nhwc && ti.shape.len() == 4;
+        let y = self.new_f32(&format!("{name}#float"), ti.logical_shape());
+        match table {
+            None => self.b.ops.push(crate::plan::Op::Dequantize {
+                x,
+                y,
+                q: Q8 {
+                    scale: ti.scale,
+                    zero: ti.zero,
+                },
+                to_nchw,
+            }),
+            Some(table) => {
+                let table = self.b.push(&table);
+                self.b.ops.push(crate::plan::Op::LutF32 {
+                    x,
+                    y,
+                    channels: channels as u32,
+                    table,
+                    to_nchw,
+                });
+            }
+        }
+        self.floated.insert(name.to_string(), y);
+        Some(y)
     }
 
     /// The error for a registered op whose inputs take none of its lowered forms (a float
@@ -124,8 +271,15 @@ impl<'g> Lowering<'g> {
                 data: Data::U8(vec![0]),
             }
         };
-        if scale.len() != 1 || !matches!(zero.data, Data::U8(_)) {
-            return Err(self.unsupported(qn, "activations must be per-tensor u8"));
+        // int8 activations are u8 codes shifted by 128: clamp(round(x/s) + z, -128, 127)
+        // + 128 = clamp(round(x/s) + z + 128, 0, 255), the same values exactly.
+        let shift = match zero.data {
+            Data::U8(_) => 0,
+            Data::I8(_) => 128,
+            _ => return Err(self.unsupported(qn, "activations must be u8 or int8")),
+        };
+        if scale.len() != 1 || zero.ints().len() != 1 {
+            return Err(self.unsupported(qn, "activations must be quantised per tensor"));
         }
         if !(scale[0].is_finite() && scale[0] > 0.0) {
             return Err(Error::NonFinite {
@@ -134,7 +288,7 @@ impl<'g> Lowering<'g> {
         }
         Ok(Q8 {
             scale: scale[0],
-            zero: zero.ints()[0] as i32,
+            zero: zero.ints()[0] as i32 + shift,
         })
     }
 
@@ -148,10 +302,21 @@ impl<'g> Lowering<'g> {
         }
     }
 
+    /// A dequantised constant whose per-channel parameters (if any) are on axis 0.
     pub(super) fn qconst(
         &self,
         n: &pb::NodeProto,
         i: usize,
+    ) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>, Vec<i64>)> {
+        self.qconst_axis(n, i, 0)
+    }
+
+    /// A dequantised constant whose per-channel parameters (if any) are on axis `want`.
+    pub(super) fn qconst_axis(
+        &self,
+        n: &pb::NodeProto,
+        i: usize,
+        want: usize,
     ) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>, Vec<i64>)> {
         match self.val(n, i)? {
             Val::QConst {
@@ -159,7 +324,16 @@ impl<'g> Lowering<'g> {
                 q,
                 scale,
                 zero,
-            } => Ok((dims.clone(), q.clone(), scale.clone(), zero.clone())),
+                axis,
+            } => {
+                if scale.len() > 1 && *axis != want {
+                    return Err(self.unsupported(
+                        n,
+                        format!("input {i}: per-channel parameters on axis {axis}, this op needs axis {want}"),
+                    ));
+                }
+                Ok((dims.clone(), q.clone(), scale.clone(), zero.clone()))
+            }
             _ => Err(self.unsupported(n, format!("input {i} must be a dequantised constant"))),
         }
     }
@@ -240,13 +414,24 @@ impl<'g> Lowering<'g> {
             Val::Const(c) => c
                 .f32s()
                 .ok_or_else(|| self.unsupported(n, format!("input {i} must be f32"))),
-            Val::QConst { q, scale, zero, .. } => {
-                let per = q.len() / scale.len().max(1);
+            Val::QConst {
+                dims,
+                q,
+                scale,
+                zero,
+                axis,
+            } => {
+                let inner: usize = dims.iter().skip(axis + 1).product();
+                let count = dims.get(*axis).copied().unwrap_or(1).max(1);
                 Ok(q.iter()
                     .enumerate()
                     .map(|(k, &v)| {
-                        let a = (k / per.max(1)).min(scale.len() - 1);
-                        (v - zero[a.min(zero.len() - 1)]) as f32 * scale[a]
+                        let a = if scale.len() == 1 {
+                            0
+                        } else {
+                            (k / inner.max(1)) % count
+                        };
+                        (v - zero[a.min(zero.len() - 1)]) as f32 * scale[a.min(scale.len() - 1)]
                     })
                     .collect())
             }

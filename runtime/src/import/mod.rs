@@ -11,7 +11,9 @@
 
 mod conv;
 mod elementwise;
+pub mod calibrate;
 mod export;
+mod fold;
 mod gemm;
 mod lower;
 mod norm;
@@ -75,6 +77,17 @@ pub fn import_path(path: &std::path::Path, opts: &ImportOptions) -> Result<PlanP
         detail: e.to_string(),
     })?;
     import_bytes(&bytes, opts)
+}
+
+/// Imports a float ONNX model quantised to int8 with activation ranges measured on
+/// `samples` (one f32 tensor per graph input each; see [`calibrate::quantise`]).
+pub fn import_calibrated(
+    bytes: &[u8],
+    opts: &ImportOptions,
+    samples: &[Vec<Vec<f32>>],
+) -> Result<(PlanParts, calibrate::CalibrationReport)> {
+    let (m, report) = calibrate::quantise(&parse(bytes)?, opts, samples)?;
+    Ok((import_model(&m, opts)?, report))
 }
 
 /// Imports an ONNX model into plan parts; the first node that does not lower is the error.
@@ -176,6 +189,7 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
         produced: HashMap::new(),
         block_taps: vec![],
         int_names: HashSet::new(),
+        floated: HashMap::new(),
     };
     for t in &graph.initializer {
         lw.vals.insert(t.name.clone(), Val::Const(tensor_const(t)?));
@@ -319,7 +333,7 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
     })
 }
 
-fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {
+pub(super) fn value_info_shape(vi: &pb::ValueInfoProto) -> Result<Vec<usize>> {
     use pb::tensor_shape_proto::dimension::Value;
     use pb::type_proto::Value as TV;
     let err = |why: &str| Error::ShapeMismatch {

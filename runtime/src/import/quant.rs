@@ -28,9 +28,23 @@ pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()>
                     what: format!("scale of '{}'", n.name),
                 });
             }
+            let rank = c.dims.len() as i64;
             let axis = attr_i(n, "axis", 1);
-            if scale.len() > 1 && (axis != 0 || c.dims.first() != Some(&scale.len())) {
-                return Err(lw.unsupported(n, "per-channel weights must be quantised along axis 0"));
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if scale.len() > 1
+                && !(0..rank).contains(&axis)
+            {
+                return Err(lw.unsupported(n, "per-channel axis outside the tensor"));
+            }
+            let axis = axis.max(0) as usize;
+            if scale.len() > 1 && c.dims.get(axis) != Some(&scale.len()) {
+                return Err(lw.unsupported(
+                    n,
+                    "per-channel scales differ in number from the quantised axis",
+                ));
+            }
+            if zero.len() != scale.len() && zero.len() != 1 {
+                return Err(lw.unsupported(n, "zero points differ in number from the scales"));
             }
             lw.vals.insert(
                 n.output[0].clone(),
@@ -39,6 +53,7 @@ pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()>
                     q: c.ints(),
                     scale,
                     zero,
+                    axis,
                 },
             );
         }
@@ -52,6 +67,18 @@ pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()>
                 ));
             }
             lw.vals.insert(n.output[0].clone(), Val::Deq(t));
+        }
+        Val::Padded { t, pads, deq: false } => {
+            let q = lw.q8_of(n)?;
+            let ti = &lw.b.tensors[t as usize];
+            if ti.scale != q.scale || ti.zero != q.zero {
+                return Err(lw.unsupported(
+                    n,
+                    "dequantises with parameters other than its QuantizeLinear",
+                ));
+            }
+            lw.vals
+                .insert(n.output[0].clone(), Val::Padded { t, pads, deq: true });
         }
         _ => return Err(lw.unsupported(n, "input must be a constant or a quantised tensor")),
     }
@@ -94,6 +121,36 @@ pub(super) fn quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             }
         }
         Val::Mapped(m) => lw.lut(n, m, q)?,
+        Val::Padded { t, pads, deq: false }
+            if lw.b.tensors[t as usize].dtype == DType::F32 && !lw.b.tensors[t as usize].nhwc =>
+        {
+            // A float map padded with zeros: quantised first, the padding still pending
+            // (0.0 quantises to the zero point, the value a convolution pads with).
+            let s = lw.b.tensors[t as usize].shape.clone();
+            let y = lw.b.tensor(
+                &n.output[0],
+                DType::U8,
+                vec![s[0], s[2], s[3], s[1]],
+                true,
+                Some(q),
+            );
+            lw.b.ops.push(Op::Quantize {
+                x: t,
+                y,
+                q,
+                to_nhwc: true,
+            });
+            lw.vals
+                .insert(n.output[0].clone(), Val::Padded { t: y, pads, deq: false });
+        }
+        Val::Padded { t, pads, deq: true } => {
+            let ti = &lw.b.tensors[t as usize];
+            if ti.scale != q.scale || ti.zero != q.zero {
+                return Err(lw.unsupported(n, "requantises a padded map"));
+            }
+            lw.vals
+                .insert(n.output[0].clone(), Val::Padded { t, pads, deq: false });
+        }
         _ => return Err(lw.unsupported(n, "input must be a float tensor")),
     }
     Ok(())
@@ -342,4 +399,195 @@ impl Lowering<'_> {
         self.out_f32(n, y);
         Ok(())
     }
+}
+
+/// onnxruntime's QOperator contrib ops (domain `com.microsoft`) → QDQ form: each
+/// quantised input becomes a DequantizeLinear, the op its float ONNX counterpart, and the
+/// output a QuantizeLinear with the op's output parameters, so they lower as QDQ models
+/// do. `QGemm` without an output scale keeps a float output; its int32 bias is
+/// dequantised with `a_scale · b_scale`, so those scales must be initializers.
+pub(super) fn qlinear_ms(
+    src: &pb::GraphProto,
+    n: &pb::NodeProto,
+    g: &mut pb::GraphProto,
+) -> Result<()> {
+    let p = format!("{}#{}", n.output[0], n.op_type);
+    let inp = |k: usize| n.input.get(k).cloned().unwrap_or_default();
+    let need = |count: usize| -> Result<()> {
+        if n.input.len() < count || n.output.len() != 1 {
+            Err(malformed(format!(
+                "{} '{}' needs {count} inputs and one output",
+                n.op_type, n.name
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let int_attr = |name: &str, i: i64| pb::AttributeProto {
+        name: name.into(),
+        i,
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    };
+    let mut nodes = vec![];
+    let mut dq = |x: String, s: String, z: String, tag: &str, axis: Option<i64>| {
+        let y = format!("{p}/{tag}");
+        let mut d = pb::NodeProto {
+            input: if z.is_empty() { vec![x, s] } else { vec![x, s, z] },
+            output: vec![y.clone()],
+            name: y.clone(),
+            op_type: "DequantizeLinear".into(),
+            ..Default::default()
+        };
+        if let Some(a) = axis {
+            d.attribute.push(int_attr("axis", a));
+        }
+        nodes.push(d);
+        y
+    };
+    // (float op, its inputs, the output's scale and zero point, attributes kept)
+    let (op, core_in, out_q, attrs): (&str, Vec<String>, Option<(String, String)>, Vec<pb::AttributeProto>) =
+        match n.op_type.as_str() {
+            "QLinearAdd" | "QLinearMul" => {
+                need(7)?;
+                let a = dq(inp(0), inp(1), inp(2), "a", None);
+                let b = dq(inp(3), inp(4), inp(5), "b", None);
+                (
+                    &n.op_type[7..],
+                    vec![a, b],
+                    Some((inp(6), inp(7))),
+                    vec![],
+                )
+            }
+            "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearGlobalAveragePool"
+            | "QLinearAveragePool" | "QLinearSoftmax" => {
+                need(4)?;
+                if n
+                    .attribute
+                    .iter()
+                    .any(|a| a.name == "channels_last" && a.i != 0)
+                {
+                    return Err(Error::UnsupportedOp {
+                        op: n.op_type.clone(),
+                        node: n.name.clone(),
+                        inputs: vec![],
+                        why: "channels_last".into(),
+                    });
+                }
+                let x = dq(inp(0), inp(1), inp(2), "x", None);
+                let attrs = n
+                    .attribute
+                    .iter()
+                    .filter(|a| a.name != "channels_last" && a.name != "opset")
+                    .cloned()
+                    .collect();
+                (&n.op_type[7..], vec![x], Some((inp(3), inp(4))), attrs)
+            }
+            "QLinearConcat" => {
+                need(5)?;
+                if (n.input.len() - 2) % 3 != 0 {
+                    return Err(malformed(format!(
+                        "QLinearConcat '{}' needs (tensor, scale, zero point) triples",
+                        n.name
+                    )));
+                }
+                let xs = (0..(n.input.len() - 2) / 3)
+                    .map(|j| {
+                        let k = 2 + 3 * j;
+                        dq(inp(k), inp(k + 1), inp(k + 2), &format!("x{j}"), None)
+                    })
+                    .collect();
+                (
+                    "Concat",
+                    xs,
+                    Some((inp(0), inp(1))),
+                    n.attribute.clone(),
+                )
+            }
+            "QGemm" => {
+                need(6)?;
+                let trans_b = n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "transB")
+                    .is_some_and(|a| a.i == 1);
+                let a = dq(inp(0), inp(1), inp(2), "a", None);
+                let b = dq(
+                    inp(3),
+                    inp(4),
+                    inp(5),
+                    "b",
+                    Some(if trans_b { 0 } else { 1 }),
+                );
+                let mut core_in = vec![a, b];
+                if !inp(6).is_empty() {
+                    let init = |name: &str| -> Result<Vec<f32>> {
+                        let t = src
+                            .initializer
+                            .iter()
+                            .find(|t| t.name == name)
+                            .ok_or_else(|| Error::UnsupportedOp {
+                                op: n.op_type.clone(),
+                                node: n.name.clone(),
+                                inputs: vec![],
+                                why: "scales must be initializers".into(),
+                            })?;
+                        tensor_const(t)?.f32s().ok_or_else(|| malformed("QGemm scales must be f32"))
+                    };
+                    let (sa, sb) = (init(&inp(1))?, init(&inp(4))?);
+                    if sa.len() != 1 {
+                        return Err(malformed("QGemm: a_scale must be per-tensor"));
+                    }
+                    let bs: Vec<u8> = sb.iter().flat_map(|w| (sa[0] * w).to_le_bytes()).collect();
+                    g.initializer.push(pb::TensorProto {
+                        name: format!("{p}/bias_scale"),
+                        dims: vec![sb.len() as i64],
+                        data_type: pb::tensor_proto::DataType::Float as i32,
+                        raw_data: bs,
+                        ..Default::default()
+                    });
+                    core_in.push(dq(inp(6), format!("{p}/bias_scale"), String::new(), "c", Some(0)));
+                }
+                let out_q = (!inp(7).is_empty()).then(|| (inp(7), inp(8)));
+                let attrs = n
+                    .attribute
+                    .iter()
+                    .filter(|a| a.name == "transA" || a.name == "transB" || a.name == "alpha")
+                    .cloned()
+                    .collect();
+                ("Gemm", core_in, out_q, attrs)
+            }
+            other => {
+                return Err(Error::UnsupportedOp {
+                    op: other.into(),
+                    node: n.name.clone(),
+                    inputs: vec![],
+                    why: "domain com.microsoft".into(),
+                })
+            }
+        };
+    let core_out = if out_q.is_some() {
+        format!("{p}/y")
+    } else {
+        n.output[0].clone()
+    };
+    nodes.push(pb::NodeProto {
+        input: core_in,
+        output: vec![core_out.clone()],
+        name: n.name.clone(),
+        op_type: op.into(),
+        attribute: attrs,
+        ..Default::default()
+    });
+    if let Some((s, z)) = out_q {
+        nodes.push(pb::NodeProto {
+            input: if z.is_empty() { vec![core_out, s] } else { vec![core_out, s, z] },
+            output: vec![n.output[0].clone()],
+            name: format!("{p}/q"),
+            op_type: "QuantizeLinear".into(),
+            ..Default::default()
+        });
+    }
+    g.node.extend(nodes);
+    Ok(())
 }

@@ -52,17 +52,30 @@ const fn rewrite(op: &'static str, f: RewriteFn, doc: &'static str) -> Entry {
     }
 }
 
+/// onnxruntime's contrib domain, where its quantiser writes the QOperator ops beyond
+/// QLinearConv and QLinearMatMul.
+pub const MS: &str = "com.microsoft";
+
+const fn ms(op: &'static str, doc: &'static str) -> Entry {
+    Entry {
+        domain: MS,
+        op,
+        lower: Lower::Rewrite(quant::qlinear_ms),
+        doc,
+    }
+}
+
 static REGISTRY: &[Entry] = &[
     // Quantisation.
     node(
         "QuantizeLinear",
         quant::quantize_linear,
-        "per-tensor u8: of a float tensor, a requantisation, or the table of the float functions since the last dequantisation",
+        "per-tensor u8, or int8 (held as u8 codes + 128): of a float tensor, a requantisation, or the table of the float functions since the last dequantisation",
     ),
     node(
         "DequantizeLinear",
         quant::dequantize_linear,
-        "constant weights (per-tensor, or per-channel on axis 0); u8 tensors with the parameters of their QuantizeLinear",
+        "constant weights (per-tensor, or per-channel on any axis: the op reading them says which); u8 tensors with the parameters of their QuantizeLinear",
     ),
     node(
         "DynamicQuantizeLinear",
@@ -84,11 +97,29 @@ static REGISTRY: &[Entry] = &[
         quant::qlinear,
         "rewritten to DequantizeLinear → Gemm → QuantizeLinear",
     ),
+    ms("QLinearAdd", "rewritten to DequantizeLinear → Add → QuantizeLinear"),
+    ms("QLinearMul", "rewritten to DequantizeLinear → Mul → QuantizeLinear"),
+    ms("QLinearSigmoid", "rewritten to DequantizeLinear → Sigmoid → QuantizeLinear"),
+    ms("QLinearLeakyRelu", "rewritten to DequantizeLinear → LeakyRelu → QuantizeLinear"),
+    ms(
+        "QLinearGlobalAveragePool",
+        "channels-first: rewritten to DequantizeLinear → GlobalAveragePool → QuantizeLinear",
+    ),
+    ms(
+        "QLinearAveragePool",
+        "channels-first: rewritten to DequantizeLinear → AveragePool → QuantizeLinear",
+    ),
+    ms("QLinearSoftmax", "rewritten to DequantizeLinear → Softmax → QuantizeLinear"),
+    ms("QLinearConcat", "rewritten to DequantizeLinear (each input) → Concat → QuantizeLinear"),
+    ms(
+        "QGemm",
+        "rewritten to DequantizeLinear → Gemm (→ QuantizeLinear when it has an output scale); int32 bias by a_scale·b_scale",
+    ),
     // Convolution and pooling.
     node(
         "Conv",
         conv::conv,
-        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense or depthwise, explicit pads",
+        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense or depthwise, explicit pads (plus those of a Pad before it)",
     ),
     node(
         "MaxPool",
@@ -109,7 +140,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Gemm",
         gemm::gemm,
-        "QDQ: u8 `[1, K]` by symmetric int8 weights, alpha = beta = 1, no transA (per-channel weights need transB = 1)",
+        "QDQ: u8 `[1, K]` by symmetric int8 weights, alpha = beta = 1, no transA; per-channel weights on the output axis (0 with transB = 1, 1 with transB = 0)",
     ),
     node(
         "MatMul",
@@ -140,6 +171,54 @@ static REGISTRY: &[Entry] = &[
         "float; a quantised tensor (folded into its u8 table)",
     ),
     node("Sqrt", ew::unary, "float"),
+    node(
+        "HardSigmoid",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "HardSwish",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Tanh",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Exp",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Log",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Abs",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "Neg",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
+    node("Elu", ew::table, "a quantised tensor (folded into its u8 table)"),
+    node(
+        "Softplus",
+        ew::table,
+        "a quantised tensor (folded into its u8 table)",
+    ),
+    node(
+        "PRelu",
+        ew::table,
+        "a quantised tensor with one slope or one per channel (folded into its u8 table)",
+    ),
+    node("Identity", ew::identity, "any value"),
+    node("Dropout", ew::identity, "inference: the identity"),
     node("Erf", ew::unary, "float"),
     node(
         "Clip",
@@ -200,6 +279,33 @@ static REGISTRY: &[Entry] = &[
         "Unsqueeze",
         shape::reshape,
         "float tensors and constants; axes as input or attribute",
+    ),
+    node(
+        "Pad",
+        shape::pad,
+        "constant 0 on the spatial axes of a quantised map before a convolution (added to its padding)",
+    ),
+    node(
+        "Concat",
+        shape::concat,
+        "quantised tensors (requantised to the output's parameters by a table) or float tensors, any axis; constants (folded)",
+    ),
+    node("Shape", shape::folded_only, "any tensor of known shape (folded to a constant)"),
+    node(
+        "Slice",
+        shape::slice,
+        "step 1 along one axis of a quantised or float tensor, constant bounds; constants (folded)",
+    ),
+    node(
+        "Split",
+        shape::split,
+        "a quantised or float tensor along one axis, constant sizes (or equal parts)",
+    ),
+    node("Range", shape::folded_only, "constants (folded)"),
+    node(
+        "ConstantOfShape",
+        shape::folded_only,
+        "a constant shape (folded)",
     ),
     node(
         "Transpose",

@@ -315,3 +315,412 @@ impl Lowering<'_> {
         Ok(out)
     }
 }
+
+/// Pad, constant mode, of a quantised map (its dequantised view or, in QOperator form,
+/// its u8 codes) or a float tensor of rank ≤ 4. Zero padding of the spatial axes that only
+/// convolutions read becomes extra padding of those convolutions; any other padding (the
+/// channel padding of BlazeFace-style residuals, say) is a `Pad` copy.
+pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    // 0: a dequantised view, 1: u8 codes, 2: a float tensor.
+    let (t, form) = match lw.val(n, 0)? {
+        Val::Deq(t) => (*t, 0),
+        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
+        _ => match lw.fact(n, 0) {
+            Some(t) => (t, 2),
+            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
+        },
+    };
+    let ti = lw.b.tensors[t as usize].clone();
+    let mode = attr(n, "mode").map_or(&b"constant"[..], |a| a.s.as_slice());
+    if mode != b"constant" {
+        return Err(lw.unsupported(n, "modes other than constant"));
+    }
+    let pads = if n.input.len() > 1 && !n.input[1].is_empty() {
+        lw.constant(n, 1)?.ints()
+    } else {
+        attr_ints(n, "pads").unwrap_or_default()
+    };
+    if n.input.len() > 3 && !n.input[3].is_empty() {
+        return Err(lw.unsupported(n, "the axes input"));
+    }
+    let value = if n.input.len() > 2 && !n.input[2].is_empty() {
+        match lw.val(n, 2)? {
+            Val::Const(c) => c
+                .f32s()
+                .unwrap_or_else(|| c.ints().iter().map(|&v| v as f32).collect()),
+            _ => lw.floats(n, 2)?,
+        }
+    } else {
+        vec![attr(n, "value").map_or(0.0, |a| a.f)]
+    };
+    let rank = ti.shape.len();
+    if value.len() != 1 || !value[0].is_finite() || rank > 4 || pads.len() != 2 * rank {
+        return Err(lw.unsupported(n, "pads for every axis of a tensor of rank ≤ 4, one finite value"));
+    }
+    if pads.iter().any(|&p| p < 0) {
+        return Err(lw.unsupported(n, "negative pads (cropping)"));
+    }
+    // The fill as a float value (form 1 holds codes).
+    let fill = if form == 1 {
+        (value[0] - ti.zero as f32) * ti.scale
+    } else {
+        value[0]
+    };
+    let spatial_only = rank == 4 && [pads[0], pads[1], pads[4], pads[5]].iter().all(|&p| p == 0);
+    if spatial_only && fill == 0.0 && form != 1 && lw.feeds_only_convs(&n.output[0]) {
+        let add = [pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize);
+        lw.vals.insert(
+            n.output[0].clone(),
+            Val::Padded {
+                t,
+                pads: add,
+                deq: form == 0,
+            },
+        );
+        return Ok(());
+    }
+    if form == 1 && spatial_only && fill == 0.0 && lw.feeds_only_convs(&n.output[0]) {
+        lw.vals.insert(
+            n.output[0].clone(),
+            Val::Padded {
+                t,
+                pads: [pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize),
+                deq: false,
+            },
+        );
+        return Ok(());
+    }
+    // The pads in the stored layout (NHWC maps keep the channel last), padded to 4 axes.
+    let logical: Vec<(usize, usize)> = (0..rank)
+        .map(|i| (pads[i] as usize, pads[i + rank] as usize))
+        .collect();
+    let stored: Vec<(usize, usize)> = if ti.nhwc && rank == 4 {
+        vec![logical[0], logical[2], logical[3], logical[1]]
+    } else {
+        logical
+    };
+    let mut before = [0u32; 4];
+    let mut after = [0u32; 4];
+    for (k, &(b, a)) in stored.iter().enumerate() {
+        before[4 - rank + k] = b as u32;
+        after[4 - rank + k] = a as u32;
+    }
+    let dims = pad4(&ti.shape).map(|v| v as u32);
+    let shape: Vec<usize> = ti
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| d + stored[k].0 + stored[k].1)
+        .collect();
+    let value = match form {
+        2 => fill.to_bits(),
+        _ => edgetune_kernels::quant::requant(fill / ti.scale, ti.zero, 0, 255) as u32,
+    };
+    let q = crate::plan::Q8 {
+        scale: ti.scale,
+        zero: ti.zero,
+    };
+    let y = lw
+        .b
+        .tensor(&n.output[0], ti.dtype, shape, ti.nhwc, (form < 2).then_some(q));
+    lw.b.ops.push(Op::Pad {
+        x: t,
+        y,
+        dims,
+        before,
+        after,
+        value,
+    });
+    let v = match form {
+        0 => Val::Deq(y),
+        _ => Val::Act(y),
+    };
+    if form == 2 {
+        lw.produced.insert(n.output[0].clone(), y);
+    }
+    lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
+}
+
+impl Lowering<'_> {
+    /// Whether every reader of `name`, through QuantizeLinear and DequantizeLinear, is the
+    /// data input of a Conv.
+    pub(super) fn feeds_only_convs(&self, name: &str) -> bool {
+        let mut stack = vec![name.to_string()];
+        let mut any = false;
+        while let Some(v) = stack.pop() {
+            let Some(cons) = self.consumers.get(&v) else {
+                return false;
+            };
+            for &c in cons {
+                let node = &self.graph.node[c];
+                match node.op_type.as_str() {
+                    "QuantizeLinear" | "DequantizeLinear" => {
+                        stack.push(node.output[0].clone())
+                    }
+                    "QLinearConv" | "Conv" if node.input.first() == Some(&v) => any = true,
+                    _ => return false,
+                }
+            }
+        }
+        any
+    }
+}
+
+/// Concat along one axis: quantised tensors (each requantised to the output's parameters
+/// by a table where they differ) or float tensors, as a chain of two-input copies.
+pub(super) fn concat(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let ins: Vec<&String> = n.input.iter().filter(|i| !i.is_empty()).collect();
+    if ins.is_empty() {
+        return Err(lw.unsupported(n, "no inputs"));
+    }
+    let quantised = (0..ins.len()).all(|i| matches!(lw.val(n, i), Ok(Val::Deq(_))));
+    let ts: Vec<u32> = if quantised {
+        (0..ins.len()).map(|i| lw.deq(n, i)).collect::<Result<_>>()?
+    } else {
+        (0..ins.len())
+            .map(|i| lw.fact(n, i).ok_or_else(|| lw.unsupported(n, format!("input {i} is neither quantised nor float"))))
+            .collect::<Result<_>>()?
+    };
+    let infos: Vec<_> = ts.iter().map(|&t| lw.b.tensors[t as usize].clone()).collect();
+    let logical = infos[0].logical_shape();
+    let rank = logical.len();
+    let a = attr_i(n, "axis", 0);
+    let a = if a < 0 { a + rank as i64 } else { a };
+    if !(0..rank as i64).contains(&a) {
+        return Err(lw.unsupported(n, "axis outside the rank"));
+    }
+    let a = a as usize;
+    let nhwc = infos[0].nhwc;
+    if infos.iter().any(|t| {
+        let s = t.logical_shape();
+        t.nhwc != nhwc || s.len() != rank || (0..rank).any(|i| i != a && s[i] != logical[i])
+    }) {
+        return Err(lw.unsupported(n, "inputs differ outside the concatenated axis"));
+    }
+    // The axis in the stored layout (NHWC maps store the channel last).
+    let stored = if nhwc && rank == 4 {
+        [0, 3, 1, 2][a]
+    } else {
+        a
+    };
+    let mut out_logical = logical.clone();
+    out_logical[a] = infos.iter().map(|t| t.logical_shape()[a]).sum();
+    let out_stored = |l: &[usize]| {
+        if nhwc && rank == 4 {
+            vec![l[0], l[2], l[3], l[1]]
+        } else {
+            l.to_vec()
+        }
+    };
+    let (qi, qy) = if quantised {
+        let (qi, q) = lw.fused_q(n)?;
+        (Some(qi), Some(q))
+    } else {
+        (None, None)
+    };
+    let dtype = infos[0].dtype;
+    let table = |lw: &mut Lowering<'_>, t: &crate::plan::TensorInfo| -> crate::plan::Blob {
+        match qy {
+            Some(q) if t.scale != q.scale || t.zero != q.zero => {
+                let codes: Vec<u8> = (0..256)
+                    .map(|c| {
+                        let v = (c - t.zero) as f32 * t.scale;
+                        edgetune_kernels::quant::requant(v / q.scale, q.zero, 0, 255) as u8
+                    })
+                    .collect();
+                lw.b.push(&codes)
+            }
+            _ => crate::plan::Blob { off: 0, len: 0 },
+        }
+    };
+    let outer_of = |s: &[usize]| s[..stored].iter().product::<usize>();
+    let inner_of = |s: &[usize]| s[stored..].iter().product::<usize>();
+    if ts.len() == 1 {
+        let v = lw.val(n, 0)?.clone();
+        lw.vals.insert(n.output[0].clone(), v);
+        return Ok(());
+    }
+    let mut acc = ts[0];
+    let mut acc_info = infos[0].clone();
+    let mut acc_table = table(lw, &infos[0]);
+    let mut width = infos[0].logical_shape()[a];
+    for j in 1..ts.len() {
+        width += infos[j].logical_shape()[a];
+        let mut l = logical.clone();
+        l[a] = width;
+        let last = j == ts.len() - 1;
+        let name = if last {
+            n.output[0].clone()
+        } else {
+            format!("{}#concat{j}", n.output[0])
+        };
+        let shape = out_stored(&l);
+        let y = lw.b.tensor(&name, dtype, shape.clone(), nhwc, qy);
+        let tb = table(lw, &infos[j]);
+        let (sa, sb) = (acc_info.shape.clone(), infos[j].shape.clone());
+        lw.b.ops.push(Op::Concat {
+            a: acc,
+            b: ts[j],
+            y,
+            outer: outer_of(&sa) as u32,
+            ia: inner_of(&sa) as u32,
+            ib: inner_of(&sb) as u32,
+            ta: acc_table,
+            tb,
+        });
+        acc = y;
+        acc_info = lw.b.tensors[y as usize].clone();
+        acc_table = crate::plan::Blob { off: 0, len: 0 };
+    }
+    debug_assert_eq!(width, out_logical[a]);
+    match qi {
+        Some(qi) => lw.set_out(qi, acc, &n.output[0]),
+        None => lw.out_f32(n, acc),
+    }
+    Ok(())
+}
+
+/// Ops lowered only by constant folding: reached here, an input is not a constant.
+pub(super) fn folded_only(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    Err(lw.unsupported(
+        &lw.graph.node[idx],
+        "only constant inputs (folded at compile time)",
+    ))
+}
+
+/// `len` entries from `off` along logical axis `a` of input `i` (a quantised or a float
+/// tensor) into a new tensor named `out`: one `Slice` copy.
+fn window(
+    lw: &mut Lowering<'_>,
+    n: &pb::NodeProto,
+    i: usize,
+    a: usize,
+    off: usize,
+    len: usize,
+    out: &str,
+) -> Result<Val> {
+    // 0: a dequantised view, 1: u8 codes (QOperator form), 2: a float tensor.
+    let (t, form) = match lw.val(n, i)? {
+        Val::Deq(t) => (*t, 0),
+        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
+        _ => match lw.fact(n, i) {
+            Some(t) => (t, 2),
+            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
+        },
+    };
+    let quantised = form < 2;
+    let ti = lw.b.tensors[t as usize].clone();
+    let rank = ti.shape.len();
+    let stored = if ti.nhwc && rank == 4 { [0, 3, 1, 2][a] } else { a };
+    let below: usize = ti.shape[stored + 1..].iter().product();
+    let mut shape = ti.shape.clone();
+    shape[stored] = len;
+    let q = crate::plan::Q8 {
+        scale: ti.scale,
+        zero: ti.zero,
+    };
+    let y = lw.b.tensor(out, ti.dtype, shape, ti.nhwc, quantised.then_some(q));
+    lw.b.ops.push(Op::Slice {
+        x: t,
+        y,
+        outer: ti.shape[..stored].iter().product::<usize>() as u32,
+        inner: ti.shape[stored..].iter().product::<usize>() as u32,
+        off: (off * below) as u32,
+        len: (len * below) as u32,
+    });
+    if form == 2 {
+        lw.produced.insert(out.to_string(), y);
+    }
+    Ok(if form == 0 { Val::Deq(y) } else { Val::Act(y) })
+}
+
+fn axis_in(lw: &Lowering<'_>, n: &pb::NodeProto, a: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if a < 0 { a + r } else { a };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(lw.unsupported(n, format!("axis {a} outside rank {rank}")))
+    }
+}
+
+/// Split of a quantised or float tensor along one axis: each output a window copy (a
+/// quantised output keeps the input's parameters; the QuantizeLinear after it requantises
+/// if it differs).
+pub(super) fn split(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let shape = lw
+        .shape_of(&n.input[0])
+        .ok_or_else(|| lw.unsupported(n, "input of unknown shape"))?;
+    let a = axis_in(lw, n, attr_i(n, "axis", 0), shape.len())?;
+    let d = shape[a];
+    let outs: Vec<String> = n.output.clone();
+    let sizes: Vec<usize> = if n.input.len() > 1 && !n.input[1].is_empty() {
+        lw.constant(n, 1)?.ints().iter().map(|&v| v.max(0) as usize).collect()
+    } else if let Some(s) = attr_ints(n, "split") {
+        s.iter().map(|&v| v.max(0) as usize).collect()
+    } else {
+        let k = outs.len().max(1);
+        let part = d.div_ceil(k);
+        (0..k).map(|j| part.min(d.saturating_sub(j * part))).collect()
+    };
+    if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != d {
+        return Err(lw.unsupported(n, "split sizes do not add up to the axis"));
+    }
+    let mut off = 0;
+    for (o, &len) in outs.iter().zip(&sizes) {
+        let v = window(lw, n, 0, a, off, len, o)?;
+        lw.vals.insert(o.clone(), v);
+        off += len;
+    }
+    Ok(())
+}
+
+/// Slice with step 1 along one axis of a quantised or float tensor (constant bounds);
+/// constant inputs fold instead.
+pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let shape = lw
+        .shape_of(&n.input[0])
+        .ok_or_else(|| lw.unsupported(n, "input of unknown shape"))?;
+    let ints = |lw: &Lowering<'_>, i: usize| -> Result<Option<Vec<i64>>> {
+        if n.input.len() > i && !n.input[i].is_empty() {
+            Ok(Some(lw.constant(n, i)?.ints()))
+        } else {
+            Ok(None)
+        }
+    };
+    let starts = ints(lw, 1)?.ok_or_else(|| lw.unsupported(n, "starts"))?;
+    let ends = ints(lw, 2)?.ok_or_else(|| lw.unsupported(n, "ends"))?;
+    let axes = ints(lw, 3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = ints(lw, 4)?.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(lw.unsupported(n, "starts, ends, axes and steps differ in length"));
+    }
+    let mut cut = None;
+    for j in 0..starts.len() {
+        let a = axis_in(lw, n, axes[j], shape.len())?;
+        let d = shape[a] as i64;
+        let norm = |v: i64| (if v < 0 { v + d } else { v }).clamp(0, d);
+        let (s, e) = (norm(starts[j]), norm(ends[j]));
+        if steps[j] != 1 {
+            return Err(lw.unsupported(n, "steps other than 1"));
+        }
+        if s == 0 && e == d {
+            continue;
+        }
+        if cut.is_some() || e <= s {
+            return Err(lw.unsupported(n, "a window on more than one axis, or an empty one"));
+        }
+        cut = Some((a, s as usize, (e - s) as usize));
+    }
+    let v = match cut {
+        Some((a, off, len)) => window(lw, n, 0, a, off, len, &n.output[0])?,
+        None => lw.val(n, 0)?.clone(),
+    };
+    lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
+}

@@ -43,12 +43,14 @@ impl Const {
 #[derive(Clone, Debug)]
 pub(super) enum Val {
     Const(Const),
-    /// Dequantised constant: integer values with per-axis scale and zero point.
+    /// Dequantised constant: integer values with per-axis scale and zero point (one
+    /// scale, or one per index of axis `axis`).
     QConst {
         dims: Vec<usize>,
         q: Vec<i64>,
         scale: Vec<f32>,
         zero: Vec<i64>,
+        axis: usize,
     },
     /// A runtime tensor.
     Act(u32),
@@ -57,6 +59,14 @@ pub(super) enum Val {
     /// Float elementwise function of a u8 tensor, as a table of `channels`·256 values
     /// (per NHWC channel); lowered to one `LutU8` at the next QuantizeLinear.
     Mapped(Mapped),
+    /// A feature map padded with zeros on the spatial axes (`pads`: top, left, bottom,
+    /// right), which only a convolution reads (after a QuantizeLinear when `t` is a float
+    /// NCHW tensor); `deq` for the dequantised view of a quantised map.
+    Padded {
+        t: u32,
+        pads: [usize; 4],
+        deq: bool,
+    },
     /// DynamicQuantizeLinear of a float tensor: its codes, scale and zero point, which
     /// only the MatMulInteger pattern consumes.
     DynQ(u32),

@@ -315,6 +315,10 @@ impl TailNet {
                 }
                 Op::MaxPoolU8 { .. }
                 | Op::LutU8 { .. }
+                | Op::LutF32 { .. }
+                | Op::Concat { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
                 | Op::BinF32 { .. }
                 | Op::ClampF32 { .. }
                 | Op::SumF32 { .. }

@@ -62,6 +62,14 @@ enum Cmd {
         /// node, why, and a count per op) and exit non-zero if there is any.
         #[arg(long)]
         check: bool,
+        /// Quantise a float model to int8: activation ranges from running it on the
+        /// inputs in DIR (images, read with the --preprocess image declaration, or .npy
+        /// tensors of the first input's shape), weights per channel.
+        #[arg(long, value_name = "DIR")]
+        calibrate: Option<PathBuf>,
+        /// How many files of the --calibrate folder to use (sorted by name).
+        #[arg(long, default_value_t = 32)]
+        calibrate_count: usize,
     },
     /// Print a plan's ops, parameters, arena, taps and hash.
     Inspect { plan: PathBuf },
@@ -266,6 +274,50 @@ impl FitArgs {
 }
 
 /// Prints every node `compile` cannot import, grouped per op; an error if there is any.
+/// The calibration inputs of a folder: `.npy` tensors as they are, images through the
+/// declared image preprocessing.
+fn calibration_samples(
+    dir: &std::path::Path,
+    count: usize,
+    image: Option<edgetune::preprocess::ImagePrep>,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut out = vec![];
+    for f in files.iter().take(count.max(1)) {
+        let ext = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ext == "npy" {
+            let (_, v) = edgetune::npy::read_npy(f)?;
+            out.push(vec![v]);
+        } else if matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "bmp") {
+            let ip = image.ok_or_else(|| Error::Invalid {
+                what: format!(
+                    "{}: calibrating on images needs --preprocess image:...",
+                    f.display()
+                ),
+            })?;
+            let im = edgetune::session::prep::load_image(f)?;
+            let mut v = vec![];
+            ip.apply(&im.px, im.w, im.h, im.c, &mut v);
+            out.push(vec![v]);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid {
+            what: format!("{}: no .npy or image files to calibrate on", dir.display()),
+        });
+    }
+    Ok(out)
+}
+
 fn check_cmd(model: &Path, bad: &[edgetune::import::Unsupported]) -> Result<()> {
     if bad.is_empty() {
         println!("{}: every node imports", model.display());
@@ -740,6 +792,8 @@ fn main() {
             mel_filters,
             tokenizer,
             check,
+            calibrate,
+            calibrate_count,
         } => (|| {
             let t = Instant::now();
             let inputs = input
@@ -804,7 +858,26 @@ fn main() {
                 meta.push(("preprocess".into(), p));
             }
             let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
-            let parts = import_bytes(&bytes, &ImportOptions { inputs, taps, meta })?;
+            let image_prep = meta.iter().find(|(k, _)| k == "preprocess").and_then(|(_, p)| {
+                match Preprocess::parse(p) {
+                    Some(Preprocess::Image(ip)) => Some(ip),
+                    _ => None,
+                }
+            });
+            let opts = ImportOptions { inputs, taps, meta };
+            let parts = match calibrate {
+                None => import_bytes(&bytes, &opts)?,
+                Some(dir) => {
+                    let samples = calibration_samples(&dir, calibrate_count, image_prep)?;
+                    let (parts, r) =
+                        edgetune::import::import_calibrated(&bytes, &opts, &samples)?;
+                    println!(
+                        "calibrated on {} inputs: {} activations and {} weight tensors quantised",
+                        r.samples, r.activations, r.weights
+                    );
+                    parts
+                }
+            };
             let out = parts.to_bytes();
             edgetune::fsutil::write_atomic(&output, &out)?;
             println!(

@@ -1,0 +1,433 @@
+//! Post-training quantisation of a float model at compile time: the float graph runs on
+//! calibration inputs (tract-onnx, on the host), every activation that an int8 op reads or
+//! writes gets the range it took, and the graph is rewritten into QDQ form — u8
+//! activations (min/max ranges widened to include 0, as onnxruntime's MinMax calibrator
+//! does), int8 weights symmetric per output channel, int32 biases in units of
+//! `x_scale·w_scale` — which then lowers like any quantised model.
+
+use super::value::{attr_i, malformed, tensor_const};
+use super::{registry, ImportOptions};
+use crate::error::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// Ops whose activations (float inputs that are not constants, and float outputs) are
+/// quantised.
+const QUANTISED: &[&str] = &[
+    "Conv",
+    "Gemm",
+    "Add",
+    "Mul",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
+    "PRelu",
+    "Tanh",
+    "Elu",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "MaxPool",
+    "Concat",
+    "Pad",
+    "BatchNormalization",
+];
+
+/// What the calibration measured and wrote, for the compile summary.
+#[derive(Clone, Debug, Default)]
+pub struct CalibrationReport {
+    pub samples: usize,
+    pub activations: usize,
+    pub weights: usize,
+}
+
+fn float_init(g: &pb::GraphProto, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+    let t = g.initializer.iter().find(|t| t.name == name)?;
+    let c = tensor_const(t).ok()?;
+    Some((c.dims.clone(), c.f32s()?))
+}
+
+fn tensor(name: String, dims: Vec<i64>, data_type: i32, raw: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name,
+        dims,
+        data_type,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: String, input: Vec<String>, output: String) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name,
+        input,
+        output: vec![output],
+        ..Default::default()
+    }
+}
+
+const F32: i32 = pb::tensor_proto::DataType::Float as i32;
+const U8: i32 = pb::tensor_proto::DataType::Uint8 as i32;
+const I8: i32 = pb::tensor_proto::DataType::Int8 as i32;
+const I32: i32 = pb::tensor_proto::DataType::Int32 as i32;
+
+/// u8 scale and zero point covering `[lo, hi]` widened to include 0.
+fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = ((hi - lo) / 255.0).max(1e-8);
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero)
+}
+
+/// The float model `model` in QDQ form, with activation ranges measured on `samples`
+/// (each: one f32 tensor per graph input, in graph-input order, of the shapes `opts`
+/// fixes or the model declares).
+pub fn quantise(
+    model: &pb::ModelProto,
+    opts: &ImportOptions,
+    samples: &[Vec<Vec<f32>>],
+) -> Result<(pb::ModelProto, CalibrationReport)> {
+    let g = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    if samples.is_empty() {
+        return Err(Error::Invalid {
+            what: "calibration needs at least one input".into(),
+        });
+    }
+    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let constants: HashSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant")
+        .flat_map(|n| n.output.iter().map(|s| s.as_str()))
+        .collect();
+    let is_const = |s: &str| inits.contains(s) || constants.contains(s);
+    // Graph inputs that are not initialisers, with their fixed shapes.
+    let mut inputs: Vec<(String, Vec<usize>)> = vec![];
+    for vi in &g.input {
+        if inits.contains(vi.name.as_str()) {
+            continue;
+        }
+        let shape = match opts.inputs.iter().find(|(n, _)| n == &vi.name) {
+            Some((_, s)) => s.clone(),
+            None => super::value_info_shape(vi)?,
+        };
+        inputs.push((vi.name.clone(), shape));
+    }
+    for (k, s) in samples.iter().enumerate() {
+        if s.len() != inputs.len()
+            || s.iter()
+                .zip(&inputs)
+                .any(|(v, (_, shape))| v.len() != shape.iter().product::<usize>())
+        {
+            return Err(Error::Invalid {
+                what: format!("calibration input {k} does not match the model's input shapes"),
+            });
+        }
+        if s.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("calibration input {k}"),
+            });
+        }
+    }
+    if g.node.iter().any(|n| {
+        n.op_type.starts_with("QLinear")
+            || matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear")
+    }) {
+        return Err(Error::Invalid {
+            what: "the model is already quantised; compile it without --calibrate".into(),
+        });
+    }
+    // Candidate activations: float inputs (not constants) and outputs of the ops above.
+    let mut wanted: Vec<String> = vec![];
+    let mut seen = HashSet::new();
+    for n in &g.node {
+        if !registry::is_default_domain(&n.domain) || !QUANTISED.contains(&n.op_type.as_str()) {
+            continue;
+        }
+        // Only the data inputs: Clip bounds, Pad amounts and BatchNormalization's
+        // statistics stay as they are.
+        let data_inputs = match n.op_type.as_str() {
+            "Conv" | "Gemm" | "Clip" | "Pad" | "BatchNormalization" | "PRelu" | "ReduceMean" => 1,
+            _ => n.input.len(),
+        };
+        for s in n.input.iter().take(data_inputs).chain(&n.output) {
+            if !s.is_empty() && !is_const(s) && seen.insert(s.clone()) {
+                wanted.push(s.clone());
+            }
+        }
+    }
+    // Run the float model with every candidate as an output.
+    let mut probe = model.clone();
+    {
+        let pg = probe.graph.as_mut().expect("checked above");
+        let outs: HashSet<String> = pg.output.iter().map(|o| o.name.clone()).collect();
+        for w in &wanted {
+            if !outs.contains(w) {
+                pg.output.push(pb::ValueInfoProto {
+                    name: w.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let run_err = |e: TractError| Error::Invalid {
+        what: format!("running the float model for calibration: {e:#}"),
+    };
+    let mut m = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(&probe)
+        .map_err(run_err)?;
+    for (i, (_, shape)) in inputs.iter().enumerate() {
+        m = m
+            .with_input_fact(i, f32::fact(shape.clone()).into())
+            .map_err(run_err)?;
+    }
+    let runnable = m
+        .into_optimized()
+        .map_err(run_err)?
+        .into_runnable()
+        .map_err(run_err)?;
+    let out_names: Vec<String> = probe
+        .graph
+        .as_ref()
+        .expect("checked above")
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    let mut range: HashMap<String, (f32, f32)> = HashMap::new();
+    let mut not_float: HashSet<String> = HashSet::new();
+    for s in samples {
+        let tv: TVec<TValue> = s
+            .iter()
+            .zip(&inputs)
+            .map(|(v, (_, shape))| {
+                Tensor::from_shape(shape, v)
+                    .map(|t| t.into())
+                    .map_err(run_err)
+            })
+            .collect::<Result<_>>()?;
+        let outs = runnable.run(tv).map_err(run_err)?;
+        // Graph inputs are not outputs of the run: their ranges come from the samples.
+        for (v, (name, _)) in s.iter().zip(&inputs) {
+            let (lo, hi) = v
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let r = range.entry(name.clone()).or_insert((lo, hi));
+            *r = (r.0.min(lo), r.1.max(hi));
+        }
+        for (name, t) in out_names.iter().zip(outs.iter()) {
+            match t.to_plain_array_view::<f32>() {
+                Ok(view) => {
+                    let (lo, hi) = view
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+                    if !(lo.is_finite() && hi.is_finite()) {
+                        return Err(Error::NonFinite {
+                            what: format!("value of '{name}' during calibration"),
+                        });
+                    }
+                    let r = range.entry(name.clone()).or_insert((lo, hi));
+                    *r = (r.0.min(lo), r.1.max(hi));
+                }
+                Err(_) => {
+                    not_float.insert(name.clone());
+                }
+            }
+        }
+    }
+    let quantised: HashSet<String> = wanted
+        .into_iter()
+        .filter(|w| !not_float.contains(w) && range.contains_key(w))
+        .collect();
+    let params: HashMap<String, (f32, u8)> = quantised
+        .iter()
+        .map(|w| (w.clone(), u8_params(range[w].0, range[w].1)))
+        .collect();
+
+    // The rewritten graph.
+    let mut out = g.clone();
+    out.node.clear();
+    let mut report = CalibrationReport {
+        samples: samples.len(),
+        activations: quantised.len(),
+        weights: 0,
+    };
+    let mut pre: Vec<pb::NodeProto> = vec![];
+    let add_qparams = |out: &mut pb::GraphProto, name: &str, (s, z): (f32, u8)| {
+        out.initializer.push(tensor(
+            format!("{name}#scale"),
+            vec![],
+            F32,
+            s.to_le_bytes().to_vec(),
+        ));
+        out.initializer
+            .push(tensor(format!("{name}#zero"), vec![], U8, vec![z]));
+    };
+    let qdq = |name: &str, src: String, dst: String| -> [pb::NodeProto; 2] {
+        [
+            node(
+                "QuantizeLinear",
+                format!("{name}#Q"),
+                vec![src, format!("{name}#scale"), format!("{name}#zero")],
+                format!("{name}#q"),
+            ),
+            node(
+                "DequantizeLinear",
+                format!("{name}#DQ"),
+                vec![
+                    format!("{name}#q"),
+                    format!("{name}#scale"),
+                    format!("{name}#zero"),
+                ],
+                dst,
+            ),
+        ]
+    };
+    // Graph inputs: quantised at the start, consumers read the dequantised copy.
+    let mut rename: HashMap<String, String> = HashMap::new();
+    for (name, _) in &inputs {
+        if let Some(&p) = params.get(name) {
+            add_qparams(&mut out, name, p);
+            pre.extend(qdq(name, name.clone(), format!("{name}#dq")));
+            rename.insert(name.clone(), format!("{name}#dq"));
+        }
+    }
+    // Weights and biases of convolutions and Gemms, per node.
+    let mut drop_inits: HashSet<String> = HashSet::new();
+    let mut body: Vec<pb::NodeProto> = vec![];
+    for (k, n0) in g.node.iter().enumerate() {
+        let mut n = n0.clone();
+        for i in n.input.iter_mut() {
+            if let Some(r) = rename.get(i) {
+                *i = r.clone();
+            }
+        }
+        let conv = n.op_type == "Conv";
+        let gemm = n.op_type == "Gemm";
+        let x_q = n0.input.first().and_then(|x| params.get(x)).copied();
+        if (conv || gemm) && x_q.is_some() && registry::is_default_domain(&n.domain) {
+            let (sx, _) = x_q.expect("checked");
+            if let Some((wd, w)) = n.input.get(1).and_then(|w| float_init(g, w)) {
+                let trans_b = attr_i(&n, "transB", 0) == 1;
+                // The output-channel axis: 0 of OIHW and of Gemm's [N, K], 1 of [K, N].
+                let axis = if gemm && !trans_b { 1 } else { 0 };
+                if wd.len() >= 2 {
+                    let oc = wd[axis];
+                    let inner: usize = wd[axis + 1..].iter().product();
+                    let ch = |j: usize| (j / inner) % oc;
+                    let mut amax = vec![0f32; oc];
+                    for (j, &v) in w.iter().enumerate() {
+                        if !v.is_finite() {
+                            return Err(Error::NonFinite {
+                                what: format!("weights of '{}'", n.name),
+                            });
+                        }
+                        amax[ch(j)] = amax[ch(j)].max(v.abs());
+                    }
+                    let sw: Vec<f32> = amax
+                        .iter()
+                        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
+                        .collect();
+                    let q: Vec<u8> = w
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &v)| (v / sw[ch(j)]).round().clamp(-127.0, 127.0) as i8 as u8)
+                        .collect();
+                    let wn = format!("{}#w{k}", n.input[1]);
+                    let dims: Vec<i64> = wd.iter().map(|&d| d as i64).collect();
+                    out.initializer
+                        .push(tensor(format!("{wn}#q"), dims, I8, q));
+                    out.initializer.push(tensor(
+                        format!("{wn}#scale"),
+                        vec![oc as i64],
+                        F32,
+                        sw.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    out.initializer
+                        .push(tensor(format!("{wn}#zero"), vec![oc as i64], I8, vec![0; oc]));
+                    let mut dq = node(
+                        "DequantizeLinear",
+                        format!("{wn}#DQ"),
+                        vec![format!("{wn}#q"), format!("{wn}#scale"), format!("{wn}#zero")],
+                        wn.clone(),
+                    );
+                    dq.attribute.push(pb::AttributeProto {
+                        name: "axis".into(),
+                        i: axis as i64,
+                        r#type: pb::attribute_proto::AttributeType::Int as i32,
+                        ..Default::default()
+                    });
+                    body.push(dq);
+                    drop_inits.insert(n.input[1].clone());
+                    n.input[1] = wn;
+                    report.weights += 1;
+                    // The bias, in units of x_scale·w_scale[c].
+                    if let Some((bd, b)) = n.input.get(2).and_then(|b| float_init(g, b)) {
+                        if b.len() == oc && bd.iter().product::<usize>() == oc {
+                            let bs: Vec<f32> = sw.iter().map(|&s| s * sx).collect();
+                            let bq: Vec<u8> = b
+                                .iter()
+                                .zip(&bs)
+                                .flat_map(|(&v, &s)| ((v / s).round() as i32).to_le_bytes())
+                                .collect();
+                            let bn = format!("{}#b{k}", n.input[2]);
+                            out.initializer
+                                .push(tensor(format!("{bn}#q"), vec![oc as i64], I32, bq));
+                            out.initializer.push(tensor(
+                                format!("{bn}#scale"),
+                                vec![oc as i64],
+                                F32,
+                                bs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                            ));
+                            let mut dq = node(
+                                "DequantizeLinear",
+                                format!("{bn}#DQ"),
+                                vec![format!("{bn}#q"), format!("{bn}#scale")],
+                                bn.clone(),
+                            );
+                            dq.attribute.push(pb::AttributeProto {
+                                name: "axis".into(),
+                                i: 0,
+                                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                                ..Default::default()
+                            });
+                            body.push(dq);
+                            drop_inits.insert(n.input[2].clone());
+                            n.input[2] = bn;
+                        }
+                    }
+                }
+            }
+        }
+        // Outputs: the node writes `T#f`, quantised into `T` for every reader.
+        let mut after = vec![];
+        for o in n.output.iter_mut() {
+            if let Some(&p) = params.get(o.as_str()) {
+                let name = o.clone();
+                add_qparams(&mut out, &name, p);
+                *o = format!("{name}#f");
+                after.extend(qdq(&name, o.clone(), name.clone()));
+            }
+        }
+        body.push(n);
+        body.extend(after);
+    }
+    // Initialisers still read elsewhere (a weight shared with a float op) stay.
+    let still_read: HashSet<&str> = body
+        .iter()
+        .chain(&pre)
+        .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+        .collect();
+    out.initializer
+        .retain(|t| !drop_inits.contains(&t.name) || still_read.contains(t.name.as_str()));
+    out.node = pre;
+    out.node.extend(body);
+    let mut m = model.clone();
+    m.graph = Some(out);
+    Ok((m, report))
+}

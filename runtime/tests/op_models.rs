@@ -1,0 +1,170 @@
+//! Blocks of mobile networks (SiLU, hard-swish, squeeze-excite, explicit Pad, channel Concat,
+//! the shape arithmetic before a Reshape, Gemm with transB = 0, Split, Slice, arithmetic
+//! with constants), quantised by onnxruntime's
+//! quantiser in QDQ form (u8 and int8 activations) and QOperator (com.microsoft) form, against onnxruntime's outputs on
+//! the same inputs (models/golden/ops, written by tools/make_op_models.py).
+#![cfg(feature = "onnx")]
+
+use edgetune::import::{import_path, ImportOptions};
+use edgetune::kernels::Kernels;
+use edgetune::npy::read_npy;
+use edgetune::plan::{AlignedBytes, Plan};
+use edgetune::Executor;
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/golden/ops")).to_path_buf()
+}
+
+/// Every model of the folder, run on every input: the worst difference to onnxruntime in
+/// output steps (the output's range over 255, the step of its u8 quantisation).
+#[test]
+fn quantised_blocks_match_onnxruntime() {
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    let mut models: Vec<PathBuf> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
+    assert!(models.len() >= 15, "expected the 15 generated models");
+    let mut failed = vec![];
+    for m in &models {
+        let stem = m.file_stem().unwrap().to_str().unwrap().to_string();
+        let parts = match import_path(m, &ImportOptions::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{stem}: does not import: {e}");
+                failed.push(stem);
+                continue;
+            }
+        };
+        let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+        let (_, y) = read_npy(&dir().join(format!("{stem}_y.npy"))).unwrap();
+        let yl = y.len() / xs[0];
+        let (lo, hi) = y
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (hi - lo).max(1e-6) / 255.0;
+        let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+        let mut out = vec![0.0; yl];
+        let mut worst = 0.0f32;
+        for i in 0..xs[0] {
+            exec.run(&[&x[i * xl..][..xl]]).unwrap();
+            exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&y[i * yl..][..yl]) {
+                worst = worst.max((a - b).abs() / step);
+            }
+        }
+        eprintln!(
+            "{stem}: worst difference {worst:.2} output steps over {} inputs ({} ops)",
+            xs[0],
+            plan.ops.len()
+        );
+        if worst > 2.0 {
+            failed.push(stem);
+        }
+    }
+    assert!(failed.is_empty(), "differ from onnxruntime: {failed:?}");
+}
+
+/// The same blocks as float models, quantised by `import_calibrated` on 16 calibration
+/// inputs, against onnxruntime's float outputs on 12 others. The yardstick is the error of
+/// onnxruntime's own post-training quantisation (`quantize_static`, same calibration
+/// inputs, the `_qdq` models): edgetune's may be at most 1.5 times that plus one step.
+#[test]
+fn calibrated_float_blocks_follow_onnxruntime_float() {
+    use edgetune::import::import_calibrated;
+    let (cs, c) = read_npy(&dir().join("calib.npy")).unwrap();
+    let cl = c.len() / cs[0];
+    let samples: Vec<Vec<Vec<f32>>> = (0..cs[0]).map(|i| vec![c[i * cl..][..cl].to_vec()]).collect();
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    let mut failed = vec![];
+    let mut count = 0;
+    for name in ["silu", "se_hardswish", "pad_concat", "shape_flatten", "split_scalar"] {
+        count += 1;
+        let bytes = std::fs::read(dir().join(format!("float/{name}.onnx"))).unwrap();
+        let (parts, report) = match import_calibrated(&bytes, &ImportOptions::default(), &samples) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{name}: does not calibrate: {e}");
+                failed.push(name);
+                continue;
+            }
+        };
+        let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+        assert!(
+            plan.ops.iter().any(|o| matches!(o, edgetune::plan::Op::ConvI8 { .. })),
+            "{name}: convolutions should run in int8"
+        );
+        let (_, y) = read_npy(&dir().join(format!("float/{name}_y.npy"))).unwrap();
+        let yl = y.len() / xs[0];
+        let (lo, hi) = y
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (hi - lo).max(1e-6) / 255.0;
+        let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+        let mut out = vec![0.0; yl];
+        let (_, ort_q) = read_npy(&dir().join(format!("{name}_qdq_y.npy"))).unwrap();
+        let ort_worst = ort_q
+            .iter()
+            .zip(&y)
+            .fold(0.0f32, |w, (a, b)| w.max((a - b).abs() / step));
+        let cosine = |a: &[f32], b: &[f32]| {
+            let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            d / (n(a) * n(b)).max(1e-12)
+        };
+        let ort_cos = cosine(&ort_q, &y);
+        let mut worst = 0.0f32;
+        let mut ours = vec![];
+        for i in 0..xs[0] {
+            exec.run(&[&x[i * xl..][..xl]]).unwrap();
+            exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&y[i * yl..][..yl]) {
+                worst = worst.max((a - b).abs() / step);
+            }
+            ours.extend_from_slice(&out);
+        }
+        let cos = cosine(&ours, &y);
+        eprintln!(
+            "{name}: calibrated on {} inputs ({} activations, {} weights quantised): worst \
+             {worst:.2} output steps from float (onnxruntime's quantize_static: \
+             {ort_worst:.2}), cosine {cos:.5} (onnxruntime's {ort_cos:.5}) over {} inputs",
+            report.samples, report.activations, report.weights, xs[0]
+        );
+        if worst > 1.5 * ort_worst + 1.0 || cos < ort_cos - 0.002 {
+            failed.push(name);
+        }
+    }
+    assert_eq!(count, 5);
+    assert!(failed.is_empty(), "far from onnxruntime's float outputs: {failed:?}");
+}
+
+/// A quantised model, a sample of the wrong size or a non-finite sample is a typed error.
+#[test]
+fn calibration_refuses_bad_input() {
+    use edgetune::import::import_calibrated;
+    use edgetune::Error;
+    let float = std::fs::read(dir().join("float/silu.onnx")).unwrap();
+    let good = vec![vec![vec![0.1f32; 3 * 16 * 16]]];
+    assert!(matches!(
+        import_calibrated(&float, &ImportOptions::default(), &[vec![vec![0.0; 5]]]),
+        Err(Error::Invalid { .. })
+    ));
+    assert!(matches!(
+        import_calibrated(&float, &ImportOptions::default(), &[vec![vec![f32::NAN; 3 * 16 * 16]]]),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        import_calibrated(&float, &ImportOptions::default(), &[]),
+        Err(Error::Invalid { .. })
+    ));
+    let quantised = std::fs::read(dir().join("silu_qdq.onnx")).unwrap();
+    match import_calibrated(&quantised, &ImportOptions::default(), &good) {
+        Err(Error::Invalid { what }) => assert!(what.contains("already quantised"), "{what}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}

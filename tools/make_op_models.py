@@ -1,0 +1,188 @@
+"""Small float models built from the blocks of mobile networks (SiLU, hard-swish,
+squeeze-excite, explicit Pad, channel Concat, shape arithmetic before a Reshape, Gemm with
+transB = 0), quantised by onnxruntime's own quantiser in QDQ (u8 and int8 activations) and QOperator form, with
+onnxruntime's outputs on them (graph optimisation off) for runtime/tests/op_models.rs.
+
+    python3 tools/make_op_models.py   # writes models/golden/ops/*.onnx, *_y.npy, x.npy, calib.npy,
+                                      # manifest.json and the float models under float/
+
+Each model: `<name>_<form>.onnx` (form qdq, qop or s8), input `x` [N, 3, 16, 16], output `y`.
+Needs onnx and onnxruntime (pip install onnx==1.17.0 onnxruntime==1.20.1).
+"""
+import json
+import os
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_static)
+
+OUT = "models/golden/ops"
+N_IN = 12
+rng = np.random.default_rng(5)
+
+
+class Nodes:
+    """A graph under construction: nodes, initialisers, fresh names."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.k = [], [], 0
+
+    def name(self, p):
+        self.k += 1
+        return f"{p}{self.k}"
+
+    def init(self, arr, p="w"):
+        n = self.name(p)
+        self.inits.append(nh.from_array(np.asarray(arr), n))
+        return n
+
+    def op(self, op, inputs, **attrs):
+        y = self.name(op.lower() + "_")
+        self.nodes.append(h.make_node(op, inputs, [y], name=y, **attrs))
+        return y
+
+    def conv(self, x, cin, cout, k=3, pads=1, group=1, stride=1):
+        w = rng.normal(0, (2.0 / (cin // group * k * k)) ** 0.5,
+                       (cout, cin // group, k, k)).astype(np.float32)
+        b = rng.normal(0, 0.1, cout).astype(np.float32)
+        return self.op("Conv", [x, self.init(w), self.init(b, "b")], kernel_shape=[k, k],
+                       pads=[pads] * 4, group=group, strides=[stride, stride])
+
+    def model(self, y, out_shape):
+        self.nodes[-1].output[0] = "y"
+        for n in self.nodes:
+            n.input[:] = ["y" if i == y else i for i in n.input]
+        g = h.make_graph(self.nodes, "ops", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                         [h.make_tensor_value_info("y", T.FLOAT, out_shape)], self.inits)
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+        m.ir_version = 8
+        onnx.checker.check_model(m)
+        return m
+
+
+def silu():
+    g = Nodes()
+    c = g.conv("x", 3, 8)
+    s = g.op("Sigmoid", [c])
+    m = g.op("Mul", [c, s])
+    c2 = g.conv(m, 8, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
+def se_hardswish():
+    g = Nodes()
+    c = g.conv("x", 3, 8, stride=2)
+    a = g.op("HardSwish", [c])
+    d = g.conv(a, 8, 8, group=8)
+    p = g.op("GlobalAveragePool", [d])
+    r = g.op("Relu", [g.conv(p, 8, 4, k=1, pads=0)])
+    s = g.op("HardSigmoid", [g.conv(r, 4, 8, k=1, pads=0)], alpha=1.0 / 6, beta=0.5)
+    m = g.op("Mul", [d, s])
+    c2 = g.conv(m, 8, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
+def pad_concat():
+    g = Nodes()
+    pads = g.init(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    p = g.op("Pad", ["x", pads], mode="constant")
+    a = g.op("Relu", [g.conv(p, 3, 6, pads=0)])
+    b = g.op("Relu", [g.conv("x", 3, 4, k=1, pads=0)])
+    c = g.op("Concat", [a, b], axis=1)
+    c2 = g.conv(c, 10, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
+def shape_flatten():
+    """Flatten written as the TorchScript exporter writes x.view(x.size(0), -1)."""
+    g = Nodes()
+    c = g.op("Relu", [g.conv("x", 3, 8, stride=2)])
+    p = g.op("GlobalAveragePool", [c])
+    s = g.op("Shape", [p])
+    n0 = g.op("Gather", [s, g.init(np.array(0, np.int64), "i")], axis=0)
+    u = g.op("Unsqueeze", [n0, g.init(np.array([0], np.int64), "ax")])
+    cat = g.op("Concat", [u, g.init(np.array([-1], np.int64), "m1")], axis=0)
+    r = g.op("Reshape", [p, cat])
+    # Gemm with transB = 0: per-channel weights quantised along axis 1.
+    w = rng.normal(0, 0.3, (8, 5)).astype(np.float32)
+    b = rng.normal(0, 0.1, 5).astype(np.float32)
+    y = g.op("Gemm", [r, g.init(w), g.init(b, "b")], transB=0)
+    return g.model(y, [1, 5])
+
+
+def split_scalar():
+    """A C2f-like split (YOLOv8) and arithmetic with constants (PaddleOCR's hard-swish
+    x·clip(x + 3, 0, 6)/6 and a learned scale), with a runtime Slice of channels."""
+    g = Nodes()
+    c = g.op("Relu", [g.conv("x", 3, 8)])
+    a, b = g.name("split_a"), g.name("split_b")
+    g.nodes.append(h.make_node("Split", [c, g.init(np.array([4, 4], np.int64), "sp")], [a, b],
+                               axis=1, name="split"))
+    a2 = g.op("Mul", [a, g.init(np.array([0.7], np.float32), "k")])
+    t = g.op("Clip", [g.op("Add", [b, g.init(np.array(3.0, np.float32), "three")]),
+                      g.init(np.array(0.0, np.float32), "lo"), g.init(np.array(6.0, np.float32), "hi")])
+    hs = g.op("Div", [g.op("Mul", [b, t]), g.init(np.array(6.0, np.float32), "six")])
+    sl = g.op("Slice", [hs, g.init(np.array([1], np.int64), "s0"), g.init(np.array([3], np.int64), "s1"),
+                        g.init(np.array([1], np.int64), "s2")])
+    cat = g.op("Concat", [a2, sl], axis=1)
+    c2 = g.conv(cat, 6, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
+MODELS = {"split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
+          "shape_flatten": shape_flatten}
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, xs):
+        self.it = iter([{"x": x} for x in xs])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # Smooth inputs, as images are: a random field upsampled.
+    coarse = rng.uniform(-1, 1, (N_IN + 16, 1, 3, 4, 4)).astype(np.float32)
+    xs = np.repeat(np.repeat(coarse, 4, axis=3), 4, axis=4)
+    xs += rng.normal(0, 0.2, xs.shape).astype(np.float32)
+    calib, test = xs[:16], xs[16:]
+    np.save(f"{OUT}/x.npy", test[:, 0])
+    np.save(f"{OUT}/calib.npy", calib[:, 0])
+    manifest = []
+    for name, make in MODELS.items():
+        fp = f"float/{name}.onnx"
+        os.makedirs(f"{OUT}/float", exist_ok=True)
+        onnx.save(make(), f"{OUT}/{fp}")
+        s = ort.InferenceSession(f"{OUT}/{fp}", so, providers=["CPUExecutionProvider"])
+        y = np.stack([s.run(None, {"x": x})[0] for x in test]).astype(np.float32)
+        np.save(f"{OUT}/float/{name}_y.npy", y)
+        fp = f"{OUT}/{fp}"
+        for form, qf, act in [("qdq", QuantFormat.QDQ, QuantType.QUInt8),
+                              ("qop", QuantFormat.QOperator, QuantType.QUInt8),
+                              ("s8", QuantFormat.QDQ, QuantType.QInt8)]:
+            path = f"{OUT}/{name}_{form}.onnx"
+            # QOperator models run on onnxruntime's integer kernels, which saturate int16
+            # pair sums on AVX2 machines without VNNI unless weights keep to 7 bits.
+            quantize_static(fp, path, Reader(calib), quant_format=qf, per_channel=True,
+                            reduce_range=form == "qop",
+                            activation_type=act, weight_type=QuantType.QInt8)
+            s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            y = np.stack([s.run(None, {"x": x})[0] for x in test]).astype(np.float32)
+            np.save(f"{OUT}/{name}_{form}_y.npy", y)
+            q = onnx.load(path)
+            ops = sorted({(n.domain or "ai.onnx", n.op_type) for n in q.graph.node})
+            manifest.append({"model": f"{name}_{form}.onnx", "y": f"{name}_{form}_y.npy",
+                             "ops": [f"{d}:{o}" for d, o in ops]})
+    with open(f"{OUT}/manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
