@@ -437,6 +437,11 @@ pub extern "system" fn Java_edgetune_Native_fit<'l>(
             };
             Ok(s.fit(&mut progress)?)
         })?;
+        // A listener that threw during a method that reports once and does not cancel
+        // (linear, moment): its exception is still pending and goes to the caller.
+        if env.exception_check() {
+            return Err(Fail::Jni(jni::errors::Error::JavaException));
+        }
         let (loss, acc) = f
             .last
             .map(|(l, a)| (l as f64, a as f64))

@@ -46,12 +46,12 @@ fn build_cli() -> PathBuf {
     target_dir().join("release/edgetune")
 }
 
-/// The shared library `cargo test --release` built for this test (the cdylib of this
-/// crate, beside the test's own profile directory).
+/// The shared library `cargo test --release` built for this test: this crate's cdylib in
+/// the test's `deps` directory (cargo copies it up to the profile directory only for
+/// `cargo build`, so the copy there may be older).
 fn jni_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let lib = profile_dir.join(format!(
+    let lib = exe.parent().unwrap().join(format!(
         "{}edgetune_jni{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
@@ -279,13 +279,30 @@ fn kotlin_and_java_flow_predicts_as_the_cli() {
         .arg(tests.join("JavaUse.java")));
     let cp = format!("{}:{}", jar.display(), classes_dir.display());
     let lib = jni_lib();
-    // Not on java.library.path: System.loadLibrary fails and the property is the fallback.
+    // Not on java.library.path (cargo's LD_LIBRARY_PATH, which the JVM adds to it, is
+    // removed): System.loadLibrary fails and the property is the fallback.
     let java = |main: &str, args: &[&std::ffi::OsStr]| {
         run(Command::new("java")
+            .env_remove("LD_LIBRARY_PATH")
             .arg(format!("-Dedgetune.jni.library={}", lib.display()))
             .args(["-cp", &cp, main])
             .args(args))
     };
+    // Without the property or EDGETUNE_JNI_LIBRARY the loader says how to point at it.
+    let o = Command::new("java")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("EDGETUNE_JNI_LIBRARY")
+        .args(["-cp", &cp, "JavaUse"])
+        .arg(&plan)
+        .arg(&manifest_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("UnsatisfiedLinkError") && stderr.contains("-Dedgetune.jni.library="),
+        "{stderr}"
+    );
     let out = java(
         "JvmFlowKt",
         &[
@@ -427,6 +444,10 @@ fn kotlin_and_java_flow_predicts_as_the_cli() {
     assert!(err("save").contains("no-such-dir"));
     assert!(err("closed").contains("closed"));
     assert!(out.contains("listener exception IllegalStateException: stop from the listener"));
+    assert!(
+        out.contains("listener exception (linear) IllegalStateException: stop from the listener")
+    );
+    assert!(err("busy").contains("busy"), "{}", err("busy"));
 
     // The same API from Java: its ncm prediction of the first query equals Kotlin's.
     let jout = java("JavaUse", &[plan.as_os_str(), manifest_path.as_os_str()]);

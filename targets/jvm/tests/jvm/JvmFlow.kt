@@ -145,6 +145,18 @@ fun main(args: Array<String>) {
         } catch (e: IllegalStateException) {
             println("listener exception IllegalStateException: ${e.message}")
         }
+        // Calling the session from its own listener is refused, not run on the busy session.
+        expectError("busy") {
+            s.fit("query", FitOptions(steps = 10), ProgressListener { _, _, _, _ -> s.examples > 0 })
+        }
+        // The same for a method that reports once, at its end.
+        try {
+            s.fit("linear", FitOptions(),
+                ProgressListener { _, _, _, _ -> throw IllegalStateException("stop from the listener") })
+            throw AssertionError("the listener's exception was lost (linear)")
+        } catch (e: IllegalStateException) {
+            println("listener exception (linear) IllegalStateException: ${e.message}")
+        }
         // Still usable after cancelled fits.
         check(s.fit("query", FitOptions(steps = 10)).steps == 10L, "refit after cancel")
         check(predictAs(s, queries[0], 1).size == 4, "predict after cancel")
