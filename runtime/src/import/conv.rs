@@ -85,11 +85,28 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     );
     let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
     let (bias, scale) = (lw.b.push(&bias), lw.b.push(&scale));
-    if groups == 1 {
+    let depthwise = groups == ic && oc == ic && icg == 1;
+    // The depthwise kernels take one stride for both axes and no dilation; other grouped
+    // convolutions (and depthwise ones outside that) run as a dense convolution whose
+    // weights are zero between groups.
+    let dw_kernel = depthwise
+        && geom.stride_h == geom.stride_w
+        && geom.dil_h == 1
+        && geom.dil_w == 1;
+    if groups != 1 && !dw_kernel && oc % groups != 0 {
+        return Err(lw.unsupported(n, "output channels not divisible by the groups"));
+    }
+    if !dw_kernel {
+        let geom = ConvGeom { groups: 1, ..geom };
         let k = kh * kw * ic;
+        let ocg = oc / groups;
         let (w, colsum) = lw.b.push_packed_i8(k, oc, |kk, o| {
             let (tap, i) = (kk / ic, kk % ic);
-            wq[((o * ic + i) * kh + tap / kw) * kw + tap % kw] as i8
+            let g = o / ocg;
+            if i / icg != g {
+                return 0;
+            }
+            wq[((o * icg + (i - g * icg)) * kh + tap / kw) * kw + tap % kw] as i8
         });
         let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
         let scratch = (scratch_len > 0).then(|| {
@@ -113,7 +130,7 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             bias,
             scale,
         });
-    } else if groups == ic && oc == ic && icg == 1 {
+    } else {
         let mut wt = vec![0i16; kh * kw * oc];
         for c in 0..oc {
             for t in 0..kh * kw {
@@ -131,8 +148,6 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             bias,
             scale,
         });
-    } else {
-        return Err(lw.unsupported(n, "grouped convolution other than depthwise"));
     }
     lw.set_out(qi, y, &n.output[0]);
     Ok(())
@@ -145,10 +160,50 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let (t, mapped) = match v {
         Val::Deq(t) => (t, None),
         Val::Mapped(m) if m.monotone => (m.t, Some(m)),
+        // A function that does not commute with max (a PReLU with negative slopes): its
+        // values quantised first, with the parameters of the QuantizeLinear after the
+        // pooling (max commutes with that rounding, which is non-decreasing).
+        Val::Mapped(m) => {
+            let q = match lw.consumers.get(&n.output[0]).map(|c| c.as_slice()) {
+                Some([qi]) if lw.graph.node[*qi].op_type == "QuantizeLinear" => {
+                    lw.q8_of(&lw.graph.node[*qi])?
+                }
+                _ => {
+                    return Err(lw.unsupported(
+                        n,
+                        "input must be a quantised tensor or a non-decreasing function of one",
+                    ))
+                }
+            };
+            let ti = lw.b.tensors[m.t as usize].clone();
+            if m.table.iter().any(|v| !v.is_finite()) || (m.channels > 1 && !ti.nhwc) {
+                return Err(lw.unsupported(n, "a table of non-finite values"));
+            }
+            let codes: Vec<u8> = m
+                .table
+                .iter()
+                .map(|&v| edgetune_kernels::quant::requant(v / q.scale, q.zero, 0, 255) as u8)
+                .collect();
+            let y = lw.b.tensor(
+                &format!("{}#quantised", n.input[0]),
+                DType::U8,
+                ti.shape.clone(),
+                ti.nhwc,
+                Some(q),
+            );
+            let table = lw.b.push(&codes);
+            lw.b.ops.push(Op::LutU8 {
+                x: m.t,
+                y,
+                channels: m.channels as u32,
+                table,
+            });
+            (y, None)
+        }
         _ => {
             return Err(lw.unsupported(
                 n,
-                "input must be a quantised tensor or a non-decreasing function of one",
+                "input must be a quantised tensor or a function of one",
             ))
         }
     };
@@ -156,12 +211,12 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
         return Err(lw.unsupported(n, "needs a 4-D feature map of batch 1"));
     }
-    if attr_i(n, "ceil_mode", 0) != 0
-        || attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+    if attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
         || n.output.len() > 1 && !n.output[1].is_empty()
     {
-        return Err(lw.unsupported(n, "ceil_mode, auto_pad and indices"));
+        return Err(lw.unsupported(n, "auto_pad and indices"));
     }
+    let ceil = attr_i(n, "ceil_mode", 0) != 0;
     let k = attr_ints(n, "kernel_shape").unwrap_or_default();
     let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
     let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
@@ -200,6 +255,23 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         || w + geom.pad_left + geom.pad_right < geom.dil_w * (geom.kw - 1) + 1
     {
         return Err(lw.unsupported(n, "kernel larger than the padded input"));
+    }
+    let mut geom = geom;
+    if ceil {
+        // ceil_mode: one more window where a partial one is left, as long as it starts
+        // inside the input or its leading padding; padded positions are ignored by the
+        // kernel, so extra trailing padding gives exactly those windows.
+        let extra = |len: usize, pa: usize, pb: usize, k: usize, d: usize, s: usize| {
+            let span = len + pa + pb;
+            let reach = d * (k - 1) + 1;
+            let mut out = (span - reach).div_ceil(s) + 1;
+            if (out - 1) * s >= len + pa {
+                out -= 1;
+            }
+            ((out - 1) * s + reach).saturating_sub(span)
+        };
+        geom.pad_bottom += extra(h, geom.pad_top, geom.pad_bottom, geom.kh, geom.dil_h, geom.stride_h);
+        geom.pad_right += extra(w, geom.pad_left, geom.pad_right, geom.kw, geom.dil_w, geom.stride_w);
     }
     let q = Q8 {
         scale: xi.scale,

@@ -383,14 +383,15 @@ pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             }
             m.monotone &= slope.iter().all(|&s| s >= 0.0);
             if slope.len() > 1 {
+                // The channel is the innermost stored axis of an NHWC map or a [N, C] tensor.
                 let c = lw
                     .b
                     .tensors
                     .get(m.t as usize)
-                    .filter(|t| t.nhwc)
+                    .filter(|t| t.nhwc || t.shape.len() == 2)
                     .and_then(|t| t.shape.last().copied())
                     .filter(|&c| c == slope.len())
-                    .ok_or_else(|| lw.unsupported(n, "per-channel slopes need an NHWC map of as many channels"))?;
+                    .ok_or_else(|| lw.unsupported(n, "per-channel slopes need an NHWC map or a [N, C] tensor of as many channels"))?;
                 if m.channels == 1 {
                     m.table = m.table.repeat(c);
                 } else if m.channels != c {

@@ -80,6 +80,7 @@ const FOLDS: &[&str] = &[
     "Identity",
     "Transpose",
     "Flatten",
+    "Expand",
 ];
 
 impl Lowering<'_> {
@@ -462,6 +463,27 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                 v,
                 float: x.float,
             }
+        }
+        "Expand" => {
+            // x broadcast to the shape: x + zeros of that shape.
+            let shape: Vec<usize> = get(ins, 1)?.ints().iter().map(|&d| d.max(0) as usize).collect();
+            let total: usize = shape.iter().product();
+            if total > 1 << 24 {
+                return Err(format!("{total} elements"));
+            }
+            let mut add = n.clone();
+            add.op_type = "Add".into();
+            let x2 = Num {
+                dims: x.dims.clone(),
+                v: x.v.clone(),
+                float: x.float,
+            };
+            let zeros = Num {
+                dims: shape,
+                v: vec![0.0; total],
+                float: x.float,
+            };
+            return eval(&add, &[Some(x2), Some(zeros)]);
         }
         "Add" | "Sub" | "Mul" | "Div" => {
             let y = get(ins, 1)?;

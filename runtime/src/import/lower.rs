@@ -158,7 +158,7 @@ impl<'g> Lowering<'g> {
             _ => return None,
         };
         let ti = self.b.tensors[x as usize].clone();
-        if ti.dtype != DType::U8 || (channels > 1 && !ti.nhwc) {
+        if ti.dtype != DType::U8 || (channels > 1 && !ti.nhwc && ti.shape.len() != 2) {
             return None;
         }
         let to_nchw = ti.nhwc && ti.shape.len() == 4;

@@ -55,9 +55,46 @@ fn softmax_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let x0 = lw.fact(n, 0);
     let Some(x) = x0 else { return Ok(false) };
     let shape = lw.fshape(x);
+    let r = shape.len();
     let axis = attr_i(n, "axis", -1);
-    if !(axis == -1 || axis == shape.len() as i64 - 1) {
-        return Err(lw.unsupported(n, "softmax over the last axis only"));
+    let axis = if axis < 0 { axis + r as i64 } else { axis };
+    if !(0..r as i64).contains(&axis) {
+        return Err(lw.unsupported(n, "axis outside the rank"));
+    }
+    let axis = axis as usize;
+    if axis != r - 1 {
+        // Another axis (a channel softmax over NCHW): swapped to the last one and back.
+        if r > 4 {
+            return Err(lw.unsupported(n, "softmax over an inner axis of a tensor of rank > 4"));
+        }
+        let off = 4 - r;
+        let mut perm = [0u8, 1, 2, 3];
+        perm.swap(off + axis, 3);
+        let mut swapped = shape.clone();
+        swapped.swap(axis, r - 1);
+        let dims = |s: &[usize]| super::elementwise::pad4(s).map(|v| v as u32);
+        let t1 = lw.new_f32(&format!("{}#swapped", n.output[0]), swapped.clone());
+        lw.b.ops.push(Op::TransposeF32 {
+            x,
+            y: t1,
+            dims: dims(&shape),
+            perm,
+        });
+        let t2 = lw.new_f32(&format!("{}#softmax", n.output[0]), swapped.clone());
+        lw.b.ops.push(Op::SoftmaxF32 {
+            x: t1,
+            y: t2,
+            cols: shape[axis] as u32,
+        });
+        let y = lw.new_f32(&n.output[0], shape.clone());
+        lw.b.ops.push(Op::TransposeF32 {
+            x: t2,
+            y,
+            dims: dims(&swapped),
+            perm,
+        });
+        lw.out_f32(n, y);
+        return Ok(true);
     }
     let y = lw.new_f32(&n.output[0], shape.clone());
     lw.b.ops.push(Op::SoftmaxF32 {

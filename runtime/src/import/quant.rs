@@ -328,7 +328,9 @@ impl Lowering<'_> {
     /// QuantizeLinear of a table-mapped tensor: one `LutU8`.
     fn lut(&mut self, n: &pb::NodeProto, m: Mapped, q: Q8) -> Result<()> {
         let ti = self.b.tensors[m.t as usize].clone();
-        if m.channels > 1 && !(ti.nhwc && ti.shape.last() == Some(&m.channels)) {
+        if m.channels > 1
+            && !((ti.nhwc || ti.shape.len() == 2) && ti.shape.last() == Some(&m.channels))
+        {
             return Err(self.unsupported(n, "per-channel table over a non-NHWC tensor"));
         }
         if m.table.iter().any(|v| v.is_nan()) {
