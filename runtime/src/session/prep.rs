@@ -7,7 +7,7 @@ use crate::audio::{loudest_window, MelConfig, MelFrontEnd};
 use crate::features::TapReader;
 pub use crate::frame::Image;
 use crate::plan::Plan;
-use crate::preprocess::{hex_f32, ImagePrep, Preprocess};
+use crate::preprocess::{hex_f32, ImageSpec, Preprocess};
 use crate::{Error, Result};
 #[cfg(feature = "files")]
 use std::path::Path;
@@ -35,7 +35,7 @@ pub enum Prep {
     /// The plan declares no preprocessing: examples are its input tensors, prepared by
     /// the caller.
     Tensors,
-    Image(ImagePrep),
+    Image(ImageSpec),
     Audio {
         front: Box<MelFrontEnd>,
         frames: usize,
@@ -53,7 +53,7 @@ fn invalid(what: String) -> Error {
     Error::Invalid { what }
 }
 
-const HOW: &str = "compile with --preprocess image:SIZE:MEAN:STD, audio:oww:FRAMES --mel-filters FILE, or text:TOKENS[:CHUNKS] --tokenizer FILE";
+const HOW: &str = "compile with --preprocess 'image size=N ...' (or a preset: torchvision, tf-keras, paddle, yolo), audio:oww:FRAMES --mel-filters FILE, or text:TOKENS[:CHUNKS] --tokenizer FILE";
 
 /// The preprocessing `plan` declares, with what it carries (filter bank, tokenizer).
 pub fn prep_of(plan: &Plan) -> Result<Prep> {
@@ -77,12 +77,30 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
         }
     };
     Ok(
-        match Preprocess::parse(decl).ok_or_else(|| {
+        match Preprocess::declare(decl).map_err(|e| {
             invalid(format!(
-                "plan preprocessing '{decl}' not understood ({HOW})"
+                "plan preprocessing '{decl}' not understood: {e} ({HOW})"
             ))
         })? {
-            Preprocess::Image(p) => Prep::Image(p),
+            Preprocess::Image(p) => {
+                if plan.inputs.len() != 1 {
+                    return Err(invalid(format!(
+                        "an image plan has one input, this one has {}",
+                        plan.inputs.len()
+                    )));
+                }
+                want("an image tensor", p.tensor_len())?;
+                let t = &plan.tensors[plan.inputs[0].tensor as usize];
+                let shape = t.logical_shape();
+                if shape.len() == 4 && shape[..] != p.shape()[..] {
+                    return Err(invalid(format!(
+                        "plan input '{}' has shape {shape:?} but the preprocessing declares {:?} (fields size, order and layout): {p}",
+                        plan.inputs[0].name,
+                        p.shape()
+                    )));
+                }
+                Prep::Image(p)
+            }
             Preprocess::Audio { frames } => {
                 let cfg = MelConfig::OPENWAKEWORD;
                 let bytes = plan.meta("mel_filters").and_then(hex_f32).ok_or_else(|| {
@@ -366,7 +384,7 @@ impl Prep {
         match (self, s) {
             (Prep::Image(p), Sample::Image(im)) => {
                 out.resize(1, Vec::new());
-                p.apply(&im.px, im.w, im.h, im.c, &mut out[0]);
+                p.apply(&im.px, im.w, im.h, im.c, &mut out[0])?;
             }
             (_, Sample::Inputs(sets)) => {
                 out.clear();
