@@ -23,8 +23,9 @@ pub enum Preprocess {
     Audio {
         frames: usize,
     },
-    /// Text → the plan's tokenizer → `tokens` ids (padded), attention mask and token
-    /// types, bound to the inputs by name. A longer text is cut into up to `chunks`
+    /// Text → the plan's tokenizer → `tokens` ids (padded; 0 = the model's own sequence
+    /// length, declared `text` or `text:auto`), attention mask and token types, bound to
+    /// the inputs by name. A longer text is cut into up to `chunks`
     /// consecutive windows of `tokens` (each with the tokenizer's special tokens), each
     /// runs through the backbone and the example's taps are their mean; the rest is
     /// dropped. One window reads a news article's first ~90 words only.
@@ -105,8 +106,8 @@ impl Preprocess {
                 },
             });
         }
-        if s == "audio" || s == "text" {
-            return Err(decl(s, "expected audio:oww:FRAMES or text:TOKENS[:CHUNKS]"));
+        if s == "audio" {
+            return Err(decl(s, "expected audio:oww:FRAMES"));
         }
         ImageSpec::parse(s).map(Preprocess::Image)
     }
@@ -121,6 +122,11 @@ impl Preprocess {
         match self {
             Preprocess::Image(p) => p.to_meta(),
             Preprocess::Audio { frames } => alloc::format!("audio:oww:{frames}"),
+            Preprocess::Text {
+                tokens: 0,
+                chunks: 1,
+            } => "text".into(),
+            Preprocess::Text { tokens: 0, chunks } => alloc::format!("text:auto:{chunks}"),
             Preprocess::Text { tokens, chunks: 1 } => alloc::format!("text:{tokens}"),
             Preprocess::Text { tokens, chunks } => alloc::format!("text:{tokens}:{chunks}"),
         }
@@ -1136,8 +1142,9 @@ mod tests {
         let t = |tokens, chunks| Some(Preprocess::Text { tokens, chunks });
         assert_eq!(Preprocess::parse("text:128"), t(128, 1));
         assert_eq!(Preprocess::parse("text:128:8"), t(128, 8));
+        assert_eq!(Preprocess::parse("text"), t(0, 1));
+        assert_eq!(Preprocess::parse("text:auto:4"), t(0, 4));
         for bad in [
-            "text",
             "text:",
             "text:2",
             "text:128:0",
