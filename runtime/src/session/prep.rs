@@ -89,10 +89,9 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                         plan.inputs.len()
                     )));
                 }
-                want("an image tensor", p.tensor_len())?;
                 let t = &plan.tensors[plan.inputs[0].tensor as usize];
                 let shape = t.logical_shape();
-                if shape.len() == 4 && shape[..] != p.shape()[..] {
+                if t.len() != p.tensor_len() || (shape.len() == 4 && shape[..] != p.shape()[..]) {
                     return Err(invalid(format!(
                         "plan input '{}' has shape {shape:?} but the preprocessing declares {:?} (fields size, order and layout): {p}",
                         plan.inputs[0].name,
@@ -186,12 +185,14 @@ pub fn read_wav(p: &Path) -> Result<Vec<f32>> {
             .samples::<f32>()
             .map(|v| v.map(|v| v * 32768.0).map_err(unreadable))
             .collect::<Result<_>>()?,
-        (f, b) => return Err(io(
-            p,
-            format!(
+        (f, b) => {
+            return Err(io(
+                p,
+                format!(
                 "unsupported WAV samples: {b}-bit {f:?} (need 8 to 32-bit integer or 32-bit float)"
             ),
-        )),
+            ))
+        }
     };
     if s.channels == 0 || s.sample_rate == 0 {
         return Err(io(p, "WAV with no channels or a rate of 0 Hz".into()));
