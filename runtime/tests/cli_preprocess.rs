@@ -83,6 +83,26 @@ fn compile_stores_and_shows_the_declaration() {
         assert!(!p.exists(), "{decl}: a plan was written");
     }
 
+    // Text without a length takes the model's own.
+    let minilm = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/minilm_l6_int8.onnx");
+    let tok = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/minilm_tokenizer.json"
+    );
+    let p = dir.join("text.etm");
+    let (ok, out, err) = cli(&[
+        "compile",
+        minilm,
+        "-o",
+        p.to_str().unwrap(),
+        "--preprocess",
+        "text",
+        "--tokenizer",
+        tok,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("preprocess: text:128:1"), "{out}");
+
     // The CLI front end reads the photos through the declared policy.
     let eta = dir.join("photos.eta");
     let (ok, _, err) = cli(&[

@@ -196,6 +196,30 @@ fn bad_declarations_name_their_field() {
     }
 }
 
+/// Fields set in code are checked before use: a typed error, never a panic.
+#[test]
+fn specs_built_in_code_are_checked_before_use() {
+    let base = ImageSpec::parse("torchvision").unwrap();
+    let px = vec![0u8; 8 * 6 * 3];
+    let mut out = vec![];
+    let zero = ImageSpec { width: 0, ..base };
+    let short = ImageSpec {
+        resize: edgetune::preprocess::Resize::Shorter { side: 0 },
+        ..base
+    };
+    let nan = ImageSpec {
+        std: [1.0, f32::NAN, 1.0],
+        ..base
+    };
+    for (spec, field) in [(zero, "`size`"), (short, "`resize`"), (nan, "`std`")] {
+        let e = spec.apply(&px, 8, 6, 3, &mut out).unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    assert!(base.apply(&px, 8, 6, 3, &mut out).is_ok());
+    assert!(base.apply(&px[..10], 8, 6, 3, &mut out).is_err());
+    assert!(base.apply(&px, 8, 6, 4, &mut out).is_err());
+}
+
 #[test]
 fn declarations_round_trip_through_the_plan_text() {
     let manifest = std::fs::read_to_string(dir().join("manifest.txt")).unwrap();

@@ -823,9 +823,10 @@ fn main() {
             // The declaration must fit the model's input (size, channels, layout) before
             // a plan is written.
             let plan = Plan::from_owned(AlignedBytes::from_slice(&out))?;
-            if plan.meta("preprocess").is_some() {
-                edgetune::session::prep_of(&plan)?;
-            }
+            let prep = match plan.meta("preprocess") {
+                Some(_) => Some(edgetune::session::prep_of(&plan)?),
+                None => None,
+            };
             edgetune::fsutil::write_atomic(&output, &out)?;
             println!(
                 "{} -> {} ({} ops, {:.2} MB) in {:.2} s",
@@ -836,7 +837,12 @@ fn main() {
                 t.elapsed().as_secs_f64()
             );
             if let Some(d) = plan.meta("preprocess") {
-                println!("preprocess: {}", describe_preprocess(d));
+                match prep {
+                    Some(edgetune::session::Prep::Text { tokens, chunks, .. }) => println!(
+                        "preprocess: text:{tokens}:{chunks} (tokenizer stored, {tokens} = the model's sequence length)"
+                    ),
+                    _ => println!("preprocess: {}", describe_preprocess(d)),
+                }
             }
             Ok(())
         })(),
