@@ -230,6 +230,18 @@ fn declarations_round_trip_through_the_plan_text() {
         .collect();
     decls.extend(Preset::ALL.map(|p| p.name().to_string()));
     decls.push("image size=320x240 resize=letterbox fill=1,2,3 interp=nearest".into());
+    let spelled = "image size=224 resize=256 crop=center mean=123.7,116.3,103.5 \
+                   std=58.4,57.1,57.4 order=rgb layout=nchw";
+    let s = ImageSpec::parse(spelled).unwrap();
+    assert_eq!(
+        (s.width, s.height, s.mean[2], s.std[0]),
+        (224, 224, 103.5, 58.4)
+    );
+    assert_eq!(
+        s.resize,
+        edgetune::preprocess::Resize::Shorter { side: 256 }
+    );
+    decls.push(spelled.into());
     for d in &decls {
         let p = Preprocess::declare(d).unwrap();
         let text = p.to_meta();
