@@ -310,3 +310,93 @@ pub fn loudest_window(feat: &[f32], bands: usize, frames: usize) -> Option<&[f32
     }
     Some(&feat[at * bands..][..frames * bands])
 }
+
+/// Interleaved samples of `channels` channels → their mean per frame (mono).
+pub fn mixdown(interleaved: &[f32], channels: usize) -> Vec<f32> {
+    if channels <= 1 {
+        return interleaved.to_vec();
+    }
+    let k = 1.0 / channels as f32;
+    interleaved
+        .chunks_exact(channels)
+        .map(|f| f.iter().sum::<f32>() * k)
+        .collect()
+}
+
+/// Zero crossings of the resampling kernel on each side, in periods of the lower rate.
+const SINC_ZEROS: f64 = 32.0;
+/// Cutoff of the resampling kernel, as a fraction of the lower rate's Nyquist frequency.
+const SINC_CUTOFF: f64 = 0.92;
+
+/// A whole mono clip from `from` Hz to `to` Hz, band-limited: output sample `n` is the
+/// clip at input time `t = n·from/to` through a windowed sinc (cutoff 0.92 of the lower
+/// rate's Nyquist frequency, 32 zero crossings each side, 4-term Blackman-Harris window;
+/// samples beyond the clip are 0). `ceil(len·to/from)` samples out. The rate ratio is
+/// reduced to `p/q`, so the kernel is tabulated once per phase when there are at most
+/// 4096 phases.
+pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    if from == 0 || to == 0 {
+        return Err(Error::Invalid {
+            what: alloc::format!("resampling {from} Hz to {to} Hz: a rate of 0 Hz"),
+        });
+    }
+    if from == to || x.is_empty() {
+        return Ok(x.to_vec());
+    }
+    let g = gcd(from as u64, to as u64);
+    let (p, q) = (to as u64 / g, from as u64 / g); // t = n·q/p input samples
+    let scale = (to as f64 / from as f64).min(1.0);
+    let fc = 0.5 * scale * SINC_CUTOFF; // cycles per input sample
+    let reach = SINC_ZEROS / scale; // kernel half-width in input samples
+    let m = libm::ceil(reach) as i64;
+    // Taps for input samples k0 - m + 1 ..= k0 + m at fractional offset `frac`.
+    let taps = |frac: f64| -> Vec<f64> {
+        (-m + 1..=m)
+            .map(|j| {
+                let d = frac - j as f64; // t - k
+                if libm::fabs(d) >= reach {
+                    return 0.0;
+                }
+                let a = core::f64::consts::PI * 2.0 * fc * d;
+                let sinc = if d == 0.0 { 1.0 } else { libm::sin(a) / a };
+                let u = core::f64::consts::PI * d / reach;
+                let w = 0.35875
+                    + 0.48829 * libm::cos(u)
+                    + 0.14128 * libm::cos(2.0 * u)
+                    + 0.01168 * libm::cos(3.0 * u);
+                2.0 * fc * sinc * w
+            })
+            .collect()
+    };
+    let table: Option<Vec<Vec<f64>>> =
+        (p <= 4096).then(|| (0..p).map(|ph| taps(ph as f64 / p as f64)).collect());
+    let n_out = (x.len() as u64 * p).div_ceil(q) as usize;
+    let mut out = Vec::with_capacity(n_out);
+    let mut scratch;
+    for n in 0..n_out as u64 {
+        let (k0, ph) = ((n * q / p) as i64, n * q % p);
+        let t: &[f64] = match &table {
+            Some(tab) => &tab[ph as usize],
+            None => {
+                scratch = taps(ph as f64 / p as f64);
+                &scratch
+            }
+        };
+        let mut acc = 0.0f64;
+        for (i, &c) in t.iter().enumerate() {
+            let k = k0 - m + 1 + i as i64;
+            if (0..x.len() as i64).contains(&k) {
+                acc += x[k as usize] as f64 * c;
+            }
+        }
+        out.push(acc as f32);
+    }
+    Ok(out)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}

@@ -1,5 +1,7 @@
 //! Camera frames and decoded pictures as the one pixel layout the preprocessing reads:
-//! interleaved RGB (or grey) rows of `w` pixels, upright.
+//! interleaved RGB (or grey) rows of `w` pixels, upright. From there the plan's declared
+//! policy ([`ImageSpec::apply`]: resize, crop or letterbox, filter, channel order, layout,
+//! mean and std) is the same code for frames and for files.
 //!
 //! Apps hand over what their camera or decoder gives: RGB/BGR, RGBA/BGRA (Android
 //! `Bitmap`, iOS `CVPixelBuffer` in 32BGRA), grey, or YUV 4:2:0 with interleaved chroma
@@ -7,6 +9,7 @@
 //! clockwise rotation that makes the picture upright (Android's `rotationDegrees`).
 
 use crate::error::{Error, Result};
+use crate::preprocess::ImageSpec;
 use alloc::vec::Vec;
 
 /// Decoded pixels: `c` interleaved bytes per pixel (1 grey, 3 RGB), `w × h`, row-major.
@@ -186,6 +189,23 @@ pub fn frame_to_image(
         }
     }
     Ok(rotate(Image { px: out, w, h, c }, rotation))
+}
+
+/// A frame straight to the input tensor `spec` declares: [`frame_to_image`], then
+/// [`ImageSpec::apply`], the code a decoded file goes through.
+#[allow(clippy::too_many_arguments)]
+pub fn frame_tensor(
+    px: &[u8],
+    format: PixelFormat,
+    w: usize,
+    h: usize,
+    stride: usize,
+    rotation: u32,
+    spec: &ImageSpec,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let im = frame_to_image(px, format, w, h, stride, rotation)?;
+    spec.apply(&im.px, im.w, im.h, im.c, out)
 }
 
 /// Rotates clockwise by 0, 90, 180 or 270 degrees.

@@ -7,7 +7,7 @@ use crate::audio::{loudest_window, MelConfig, MelFrontEnd};
 use crate::features::TapReader;
 pub use crate::frame::Image;
 use crate::plan::Plan;
-use crate::preprocess::{hex_f32, ImagePrep, Preprocess};
+use crate::preprocess::{hex_f32, ImageSpec, Preprocess};
 use crate::{Error, Result};
 #[cfg(feature = "files")]
 use std::path::Path;
@@ -35,7 +35,7 @@ pub enum Prep {
     /// The plan declares no preprocessing: examples are its input tensors, prepared by
     /// the caller.
     Tensors,
-    Image(ImagePrep),
+    Image(ImageSpec),
     Audio {
         front: Box<MelFrontEnd>,
         frames: usize,
@@ -53,7 +53,7 @@ fn invalid(what: String) -> Error {
     Error::Invalid { what }
 }
 
-const HOW: &str = "compile with --preprocess image:SIZE:MEAN:STD, audio:oww:FRAMES --mel-filters FILE, or text:TOKENS[:CHUNKS] --tokenizer FILE";
+const HOW: &str = "compile with --preprocess 'image size=N ...' (or a preset: torchvision, tf-keras, paddle, yolo), audio:oww:FRAMES --mel-filters FILE, or text:TOKENS[:CHUNKS] --tokenizer FILE";
 
 /// The preprocessing `plan` declares, with what it carries (filter bank, tokenizer).
 pub fn prep_of(plan: &Plan) -> Result<Prep> {
@@ -77,12 +77,29 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
         }
     };
     Ok(
-        match Preprocess::parse(decl).ok_or_else(|| {
+        match Preprocess::declare(decl).map_err(|e| {
             invalid(format!(
-                "plan preprocessing '{decl}' not understood ({HOW})"
+                "plan preprocessing '{decl}' not understood: {e} ({HOW})"
             ))
         })? {
-            Preprocess::Image(p) => Prep::Image(p),
+            Preprocess::Image(p) => {
+                if plan.inputs.len() != 1 {
+                    return Err(invalid(format!(
+                        "an image plan has one input, this one has {}",
+                        plan.inputs.len()
+                    )));
+                }
+                let t = &plan.tensors[plan.inputs[0].tensor as usize];
+                let shape = t.logical_shape();
+                if t.len() != p.tensor_len() || (shape.len() == 4 && shape[..] != p.shape()[..]) {
+                    return Err(invalid(format!(
+                        "plan input '{}' has shape {shape:?} but the preprocessing declares {:?} (fields size, order and layout): {p}",
+                        plan.inputs[0].name,
+                        p.shape()
+                    )));
+                }
+                Prep::Image(p)
+            }
             Preprocess::Audio { frames } => {
                 let cfg = MelConfig::OPENWAKEWORD;
                 let bytes = plan.meta("mel_filters").and_then(hex_f32).ok_or_else(|| {
@@ -108,17 +125,6 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                 let json = plan
                     .meta("tokenizer")
                     .ok_or_else(|| invalid(format!("text plan carries no tokenizer ({HOW})")))?;
-                let mut tok = Tokenizer::from_str(json)
-                    .map_err(|e| invalid(format!("plan's tokenizer: {e}")))?;
-                tok.with_truncation(Some(TruncationParams {
-                    max_length: tokens,
-                    ..Default::default()
-                }))
-                .map_err(|e| invalid(format!("plan's tokenizer: {e}")))?;
-                tok.with_padding(Some(PaddingParams {
-                    strategy: PaddingStrategy::Fixed(tokens),
-                    ..Default::default()
-                }));
                 let roles: Vec<Role> = plan
                     .inputs
                     .iter()
@@ -139,13 +145,14 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                         plan.inputs.iter().map(|p| &p.name).collect::<Vec<_>>()
                     )));
                 }
+                // `text` without a count: the model's own sequence length.
+                let tokens = if tokens == 0 {
+                    plan.tensors[plan.inputs[0].tensor as usize].len()
+                } else {
+                    tokens
+                };
                 want("token sequences", tokens)?;
-                Prep::Text {
-                    tok: Box::new(tok),
-                    tokens,
-                    chunks,
-                    roles,
-                }
+                Prep::text_json(json, tokens, chunks, roles)?
             }
         },
     )
@@ -159,26 +166,42 @@ fn io(p: &Path, detail: String) -> Error {
     }
 }
 
-/// 16 kHz mono 16-bit PCM, in int16 units (what the openWakeWord front end expects).
+/// A WAV file (8/16/24/32-bit integer or 32-bit float PCM, any rate, any number of
+/// channels) as 16 kHz mono in int16 units (what the openWakeWord front end expects):
+/// the channels averaged, then resampled ([`crate::audio::resample`]).
 #[cfg(feature = "files")]
-fn read_wav(p: &Path) -> Result<Vec<f32>> {
+pub fn read_wav(p: &Path) -> Result<Vec<f32>> {
     let mut r = hound::WavReader::open(p).map_err(|e| io(p, format!("unreadable WAV: {e}")))?;
     let s = r.spec();
-    if s.sample_rate != 16_000 || s.channels != 1 || s.bits_per_sample != 16 {
-        return Err(io(
-            p,
-            format!(
-                "need 16 kHz mono 16-bit PCM, got {} Hz, {} channel(s), {} bits",
-                s.sample_rate, s.channels, s.bits_per_sample
+    let unreadable = |e: hound::Error| io(p, format!("unreadable WAV: {e}"));
+    let x: Vec<f32> = match (s.sample_format, s.bits_per_sample) {
+        (hound::SampleFormat::Int, b @ 8..=32) => {
+            let k = 2f32.powi(16 - b as i32);
+            r.samples::<i32>()
+                .map(|v| v.map(|v| v as f32 * k).map_err(unreadable))
+                .collect::<Result<_>>()?
+        }
+        (hound::SampleFormat::Float, 32) => r
+            .samples::<f32>()
+            .map(|v| v.map(|v| v * 32768.0).map_err(unreadable))
+            .collect::<Result<_>>()?,
+        (f, b) => {
+            return Err(io(
+                p,
+                format!(
+                "unsupported WAV samples: {b}-bit {f:?} (need 8 to 32-bit integer or 32-bit float)"
             ),
-        ));
+            ))
+        }
+    };
+    if s.channels == 0 || s.sample_rate == 0 {
+        return Err(io(p, "WAV with no channels or a rate of 0 Hz".into()));
     }
-    r.samples::<i16>()
-        .map(|v| {
-            v.map(|v| v as f32)
-                .map_err(|e| io(p, format!("unreadable WAV: {e}")))
-        })
-        .collect()
+    let mono = crate::audio::mixdown(&x, s.channels as usize);
+    crate::audio::resample(&mono, s.sample_rate, 16_000).map_err(|e| match e {
+        Error::Invalid { what } => io(p, what),
+        e => e,
+    })
 }
 
 /// Decodes an image file (PNG, JPEG) to RGB, turned upright by its EXIF orientation.
@@ -208,6 +231,50 @@ pub fn load_image(path: &Path) -> Result<Image> {
         h: h as usize,
         c: 3,
     })
+}
+
+#[cfg(feature = "text")]
+impl Prep {
+    /// A text front end from a tokenizer.json (any model the `tokenizers` crate loads:
+    /// WordPiece, BPE, Unigram, ...): windows of `tokens` ids with the tokenizer's special
+    /// tokens, padded with its own pad token (its padding settings, else `[PAD]` or
+    /// `<pad>` if the vocabulary has one, else id 0), up to `chunks` windows, the inputs
+    /// bound by `roles`. The tokenizer's own truncation length gives way to `tokens`, the
+    /// model's.
+    pub fn text_json(json: &str, tokens: usize, chunks: usize, roles: Vec<Role>) -> Result<Prep> {
+        if !(1..=8192).contains(&tokens) || chunks == 0 {
+            return Err(invalid(format!(
+                "text front end: {tokens} tokens, {chunks} chunks"
+            )));
+        }
+        let mut tok =
+            Tokenizer::from_str(json).map_err(|e| invalid(format!("plan's tokenizer: {e}")))?;
+        tok.with_truncation(Some(TruncationParams {
+            max_length: tokens,
+            ..Default::default()
+        }))
+        .map_err(|e| invalid(format!("plan's tokenizer: {e}")))?;
+        let mut pad = tok.get_padding().cloned().unwrap_or_else(|| {
+            let mut p = PaddingParams::default();
+            if let Some((t, id)) = ["[PAD]", "<pad>"]
+                .iter()
+                .find_map(|t| tok.token_to_id(t).map(|id| (*t, id)))
+            {
+                p.pad_token = t.to_string();
+                p.pad_id = id;
+            }
+            p
+        });
+        pad.strategy = PaddingStrategy::Fixed(tokens);
+        pad.pad_to_multiple_of = None;
+        tok.with_padding(Some(pad));
+        Ok(Prep::Text {
+            tok: Box::new(tok),
+            tokens,
+            chunks,
+            roles,
+        })
+    }
 }
 
 fn unsupported_input(what: &str) -> Error {
@@ -310,13 +377,15 @@ impl Prep {
                             let ids: Vec<f32> = w.get_ids().iter().map(|&v| v as f32).collect();
                             let mask: Vec<f32> =
                                 w.get_attention_mask().iter().map(|&v| v as f32).collect();
+                            let types: Vec<f32> =
+                                w.get_type_ids().iter().map(|&v| v as f32).collect();
                             debug_assert_eq!(ids.len(), *tokens);
                             roles
                                 .iter()
                                 .map(|r| match r {
                                     Role::Ids => ids.clone(),
                                     Role::Mask => mask.clone(),
-                                    Role::Types => vec![0.0; *tokens],
+                                    Role::Types => types.clone(),
                                 })
                                 .collect()
                         })
@@ -366,7 +435,7 @@ impl Prep {
         match (self, s) {
             (Prep::Image(p), Sample::Image(im)) => {
                 out.resize(1, Vec::new());
-                p.apply(&im.px, im.w, im.h, im.c, &mut out[0]);
+                p.apply(&im.px, im.w, im.h, im.c, &mut out[0])?;
             }
             (_, Sample::Inputs(sets)) => {
                 out.clear();

@@ -46,10 +46,15 @@ enum Cmd {
         /// `blocks`, or a comma-separated list of tensor names.
         #[arg(long)]
         taps: Option<String>,
-        /// Preprocessing stored with the plan: image:SIZE:MEAN:STD[:CHANNELS] (e.g.
-        /// image:224:127:128), audio:oww:FRAMES (16 kHz WAV → log-mel window; needs
-        /// --mel-filters) or text:TOKENS[:CHUNKS] (needs --tokenizer; a text longer than
-        /// TOKENS runs as up to CHUNKS windows whose taps are averaged, default 1).
+        /// Preprocessing stored with the plan. Images: a preset (torchvision, tf-keras,
+        /// paddle, yolo) and/or fields, e.g. 'image size=224 resize=256 crop=center
+        /// mean=123.7,116.3,103.5 std=58.4,57.1,57.4 order=rgb layout=nchw' or
+        /// 'preset=torchvision size=384' (fields: size, resize, crop, fill, interp, mean,
+        /// std, scale, order, layout; see README), or the first form
+        /// image:SIZE:MEAN:STD[:CHANNELS]. Audio: audio:oww:FRAMES (WAV at any rate and
+        /// channel count → 16 kHz mono → log-mel window; needs --mel-filters). Text:
+        /// text:TOKENS[:CHUNKS] (needs --tokenizer; a text longer than TOKENS runs as up to
+        /// CHUNKS windows whose taps are averaged, default 1).
         #[arg(long)]
         preprocess: Option<String>,
         /// Mel filter bank (little-endian f32, `[bins][bands]`) stored with an audio plan.
@@ -384,6 +389,15 @@ fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
         what: format!("--input {s}: bad shape '{shape}'"),
     })?;
     Ok((name.to_string(), dims))
+}
+
+/// A plan's preprocessing with every field spelled out (the first image form expanded).
+fn describe_preprocess(d: &str) -> String {
+    match Preprocess::declare(d) {
+        Ok(Preprocess::Image(p)) => p.describe(),
+        Ok(other) => other.to_meta(),
+        Err(e) => format!("{d} (not understood: {e})"),
+    }
 }
 
 fn default_plan() -> Result<Plan<'static>> {
@@ -819,8 +833,8 @@ fn main() {
             })?;
             let mut meta = vec![("source".to_string(), model.display().to_string())];
             if let Some(p) = preprocess {
-                let decl = Preprocess::parse(&p).ok_or_else(|| Error::Invalid {
-                    what: format!("--preprocess {p}: expected image:SIZE:MEAN:STD[:CHANNELS], audio:oww:FRAMES or text:TOKENS[:CHUNKS]"),
+                let decl = Preprocess::declare(&p).map_err(|e| Error::Invalid {
+                    what: format!("--preprocess '{p}': {e}"),
                 })?;
                 match (decl, &mel_filters, &tokenizer) {
                     (Preprocess::Audio { .. }, Some(f), _) => {
@@ -855,7 +869,7 @@ fn main() {
                     }
                     _ => {}
                 }
-                meta.push(("preprocess".into(), p));
+                meta.push(("preprocess".into(), decl.to_meta()));
             }
             let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
             let image_prep = meta.iter().find(|(k, _)| k == "preprocess").and_then(|(_, p)| {
@@ -879,6 +893,13 @@ fn main() {
                 }
             };
             let out = parts.to_bytes();
+            // The declaration must fit the model's input (size, channels, layout) before
+            // a plan is written.
+            let plan = Plan::from_owned(AlignedBytes::from_slice(&out))?;
+            let prep = match plan.meta("preprocess") {
+                Some(_) => Some(edgetune::session::prep_of(&plan)?),
+                None => None,
+            };
             edgetune::fsutil::write_atomic(&output, &out)?;
             println!(
                 "{} -> {} ({} ops, {:.2} MB) in {:.2} s",
@@ -888,6 +909,14 @@ fn main() {
                 out.len() as f64 / 1e6,
                 t.elapsed().as_secs_f64()
             );
+            if let Some(d) = plan.meta("preprocess") {
+                match prep {
+                    Some(edgetune::session::Prep::Text { tokens, chunks, .. }) => println!(
+                        "preprocess: text:{tokens}:{chunks} (tokenizer stored, {tokens} = the model's sequence length)"
+                    ),
+                    _ => println!("preprocess: {}", describe_preprocess(d)),
+                }
+            }
             Ok(())
         })(),
         Cmd::Inspect { plan } => load_plan(&plan).map(|p| {
@@ -925,6 +954,9 @@ fn main() {
                     t.name,
                     p.tensors[t.tensor as usize].logical_shape()
                 );
+            }
+            if let Some(d) = p.meta("preprocess") {
+                println!("preprocess {}", describe_preprocess(d));
             }
             for (k, v) in &p.meta {
                 println!("meta   {k} = {v}");
