@@ -17,6 +17,7 @@ use tract_onnx::prelude::*;
 const QUANTISED: &[&str] = &[
     "Conv",
     "Gemm",
+    "MatMul",
     "Add",
     "Mul",
     "Relu",
@@ -44,8 +45,15 @@ pub struct CalibrationReport {
     pub weights: usize,
 }
 
+/// A float constant: an initializer, or the value of a Constant node.
 fn float_init(g: &pb::GraphProto, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-    let t = g.initializer.iter().find(|t| t.name == name)?;
+    let t = g.initializer.iter().find(|t| t.name == name).or_else(|| {
+        g.node
+            .iter()
+            .find(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))
+            .and_then(|n| n.attribute.iter().find(|a| a.name == "value"))
+            .and_then(|a| a.t.as_ref())
+    })?;
     let c = tensor_const(t).ok()?;
     Some((c.dims.clone(), c.f32s()?))
 }
@@ -152,6 +160,8 @@ pub fn quantise(
         // statistics stay as they are.
         let data_inputs = match n.op_type.as_str() {
             "Conv" | "Gemm" | "Clip" | "Pad" | "BatchNormalization" | "PRelu" | "ReduceMean" => 1,
+            // A MatMul by a constant is a Gemm; by another activation both are data.
+            "MatMul" if n.input.get(1).is_some_and(|b| is_const(b)) => 1,
             _ => n.input.len(),
         };
         for s in n.input.iter().take(data_inputs).chain(&n.output) {
@@ -308,7 +318,10 @@ pub fn quantise(
             }
         }
         let conv = n.op_type == "Conv";
-        let gemm = n.op_type == "Gemm";
+        // MatMul by constant [K, N] weights quantises like a Gemm with transB = 0.
+        let gemm = n.op_type == "Gemm"
+            || (n.op_type == "MatMul"
+                && n.input.get(1).and_then(|w| float_init(g, w)).is_some_and(|(d, _)| d.len() == 2));
         let x_q = n0.input.first().and_then(|x| params.get(x)).copied();
         if (conv || gemm) && x_q.is_some() && registry::is_default_domain(&n.domain) {
             let (sx, _) = x_q.expect("checked");
@@ -417,6 +430,16 @@ pub fn quantise(
         body.push(n);
         body.extend(after);
     }
+    // Constant nodes whose value became quantised weights are dropped unless still read.
+    let read: HashSet<String> = body
+        .iter()
+        .chain(&pre)
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    body.retain(|n| {
+        !(n.op_type == "Constant"
+            && n.output.first().is_some_and(|o| drop_inits.contains(o) && !read.contains(o)))
+    });
     // Initialisers still read elsewhere (a weight shared with a float op) stay.
     let still_read: HashSet<&str> = body
         .iter()

@@ -130,7 +130,14 @@ fn matmul_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
 }
 
 pub(super) fn matmul(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if matmul_float(lw, idx)? {
+    use super::value::Val;
+    let n = &lw.graph.node[idx];
+    let quantised_by_weights = matches!(lw.val(n, 0)?, Val::Deq(_))
+        && matches!(lw.val(n, 1)?, Val::QConst { dims, .. } if dims.len() == 2);
+    if quantised_by_weights {
+        // A u8 row by int8 weights [K, N]: a Gemm with transB = 0 and no bias.
+        gemm(lw, idx)
+    } else if matmul_float(lw, idx)? {
         Ok(())
     } else {
         Err(lw.no_form(idx))

@@ -121,6 +121,26 @@ pub(super) fn quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             }
         }
         Val::Mapped(m) => lw.lut(n, m, q)?,
+        // A constant (folded arithmetic): its codes, a constant too.
+        Val::Const(c) if c.f32s().is_some() => {
+            let v = c.f32s().unwrap_or_default();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("constant quantised by '{}'", n.name),
+                });
+            }
+            let codes: Vec<u8> = v
+                .iter()
+                .map(|&x| edgetune_kernels::quant::requant(x / q.scale, q.zero, 0, 255) as u8)
+                .collect();
+            lw.vals.insert(
+                n.output[0].clone(),
+                Val::Const(super::value::Const {
+                    dims: c.dims.clone(),
+                    data: Data::U8(codes),
+                }),
+            );
+        }
         Val::Padded { t, pads, deq: false }
             if lw.b.tensors[t as usize].dtype == DType::F32 && !lw.b.tensors[t as usize].nhwc =>
         {

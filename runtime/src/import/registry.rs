@@ -145,7 +145,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "MatMul",
         gemm::matmul,
-        "float tensors of rank ≥ 2 with equal batch shapes",
+        "float tensors of rank ≥ 2 with equal batch shapes; a quantised `[1, K]` row by int8 weights `[K, N]` (as Gemm)",
     ),
     // Elementwise.
     node(

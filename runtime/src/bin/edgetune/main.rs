@@ -284,7 +284,7 @@ impl FitArgs {
 fn calibration_samples(
     dir: &std::path::Path,
     count: usize,
-    image: Option<edgetune::preprocess::ImagePrep>,
+    image: Option<edgetune::preprocess::ImageSpec>,
 ) -> Result<Vec<Vec<Vec<f32>>>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io_err(dir, e))?
@@ -303,7 +303,7 @@ fn calibration_samples(
             let (_, v) = edgetune::npy::read_npy(f)?;
             out.push(vec![v]);
         } else if matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "bmp") {
-            let ip = image.ok_or_else(|| Error::Invalid {
+            let ip = image.as_ref().ok_or_else(|| Error::Invalid {
                 what: format!(
                     "{}: calibrating on images needs --preprocess image:...",
                     f.display()
@@ -311,7 +311,7 @@ fn calibration_samples(
             })?;
             let im = edgetune::session::prep::load_image(f)?;
             let mut v = vec![];
-            ip.apply(&im.px, im.w, im.h, im.c, &mut v);
+            ip.apply(&im.px, im.w, im.h, im.c, &mut v)?;
             out.push(vec![v]);
         }
     }

@@ -1,0 +1,107 @@
+//! `edgetune compile --calibrate DIR` on a float model (models/golden/ops/float): the plan
+//! it writes runs in int8 and gives, through `edgetune run`, the outputs of the library's
+//! `import_calibrated` on the same calibration inputs; a folder with nothing to calibrate
+//! on and a quantised model are refused with the reason, and no plan is written.
+
+use edgetune::import::{import_calibrated, ImportOptions};
+use edgetune::kernels::Kernels;
+use edgetune::npy::{read_npy, write_npy};
+use edgetune::plan::{AlignedBytes, Plan};
+use edgetune::Executor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ops() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/golden/ops")).to_path_buf()
+}
+
+fn edgetune(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
+    let dir = std::env::temp_dir().join(format!("et-calibrate-{}", std::process::id()));
+    let cal = dir.join("cal");
+    std::fs::create_dir_all(&cal).unwrap();
+    let (cs, c) = read_npy(&ops().join("calib.npy")).unwrap();
+    let cl = c.len() / cs[0];
+    let mut samples = vec![];
+    for i in 0..cs[0] {
+        let x = &c[i * cl..][..cl];
+        write_npy(&cal.join(format!("{i:02}.npy")), &[1, 3, 16, 16], x).unwrap();
+        samples.push(vec![x.to_vec()]);
+    }
+    let model = ops().join("float/split_scalar.onnx");
+    let plan = dir.join("p.etm");
+    let out = edgetune(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+        "--calibrate",
+        cal.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("calibrated on {} inputs", cs[0])), "{text}");
+    // The library on the same inputs, run in process.
+    let bytes = std::fs::read(&model).unwrap();
+    let (parts, _) = import_calibrated(&bytes, &ImportOptions::default(), &samples).unwrap();
+    let lib = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let cli = Plan::from_owned(AlignedBytes::from_slice(&std::fs::read(&plan).unwrap())).unwrap();
+    assert!(cli.ops == lib.ops, "the CLI's plan has the library's ops");
+    let (xs, x) = read_npy(&ops().join("x.npy")).unwrap();
+    let x0 = &x[..x.len() / xs[0]];
+    let input = dir.join("x0.npy");
+    write_npy(&input, &[1, 3, 16, 16], x0).unwrap();
+    let saved = dir.join("out");
+    let out = edgetune(&[
+        "run",
+        plan.to_str().unwrap(),
+        input.to_str().unwrap(),
+        "--save-outputs",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = std::fs::read_dir(&saved).unwrap().next().unwrap().unwrap().path();
+    let (_, y_cli) = read_npy(&file).unwrap();
+    let mut exec = Executor::new(&lib, Kernels::detect(), 1 << 24).unwrap();
+    exec.run(&[x0]).unwrap();
+    let mut y = vec![0.0; y_cli.len()];
+    exec.tensor_f32(lib.outputs[0].tensor, &mut y).unwrap();
+    assert_eq!(y, y_cli);
+
+    // Nothing to calibrate on: refused, no plan written.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let none = dir.join("none.etm");
+    let out = edgetune(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        none.to_str().unwrap(),
+        "--calibrate",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no .npy or image files"));
+    assert!(!none.exists());
+    // A quantised model is not calibrated again.
+    let q = ops().join("silu_qdq.onnx");
+    let out = edgetune(&[
+        "compile",
+        q.to_str().unwrap(),
+        "-o",
+        none.to_str().unwrap(),
+        "--calibrate",
+        cal.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already quantised"));
+    assert!(!none.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
