@@ -131,7 +131,19 @@ def split_scalar():
     return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
 
 
-MODELS = {"split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
+def upsample():
+    """A feature-pyramid step (YOLOv8, PP-OCR det): a strided branch upsampled by Resize
+    (nearest, scale 2) and concatenated with the full-resolution one."""
+    g = Nodes()
+    a = g.op("Relu", [g.conv("x", 3, 6)])
+    b = g.op("Relu", [g.conv(a, 6, 6, stride=2)])
+    up = g.op("Resize", [b, "", g.init(np.array([1, 1, 2, 2], np.float32), "scales")], mode="nearest")
+    cat = g.op("Concat", [a, up], axis=1)
+    c2 = g.conv(cat, 12, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
+MODELS = {"upsample": upsample, "split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
           "shape_flatten": shape_flatten}
 
 

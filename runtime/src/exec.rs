@@ -731,6 +731,33 @@ impl<'p, 'm> Executor<'p, 'm> {
                     }
                 }
             }
+            Op::Upsample {
+                x,
+                y,
+                outer,
+                h,
+                w,
+                inner,
+                fh,
+                fw,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let [outer, h, w, inner, fh, fw] = [outer, h, w, inner, fh, fw].map(|v| v as usize);
+                let run = inner * elem;
+                shape_need("Upsample", checked(&[outer, h, w, run])?, i[0].len())?;
+                shape_need("Upsample", checked(&[outer, h, fh, w, fw, run])?, o.len())?;
+                let (ow, oh) = (w * fw, h * fh);
+                for a in 0..outer {
+                    for yy in 0..oh {
+                        for xx in 0..ow {
+                            let src = ((a * h + yy / fh) * w + xx / fw) * run;
+                            let dst = ((a * oh + yy) * ow + xx) * run;
+                            o[dst..][..run].copy_from_slice(&i[0][src..][..run]);
+                        }
+                    }
+                }
+            }
             Op::Pad {
                 x,
                 y,

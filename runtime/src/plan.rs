@@ -273,6 +273,18 @@ pub enum Op {
         after: [u32; 4],
         value: u32,
     },
+    /// Nearest-neighbour upsampling by whole factors: `x` viewed as `[outer, h, w, inner]`
+    /// becomes `[outer, h·fh, w·fw, inner]`, each entry repeated (Resize, nearest).
+    Upsample {
+        x: u32,
+        y: u32,
+        outer: u32,
+        h: u32,
+        w: u32,
+        inner: u32,
+        fh: u32,
+        fw: u32,
+    },
     /// Elementwise `a ∘ b` with NumPy broadcasting over ≤ 4 axes: `dims` is y's shape,
     /// `sa`/`sb` the element strides of a and b on it (0 on broadcast axes).
     BinF32 {
@@ -385,6 +397,7 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
+            Op::Upsample { .. } => "Upsample",
             Op::BinF32 { .. } => "BinF32",
             Op::ClampF32 { .. } => "ClampF32",
             Op::SumF32 { .. } => "SumF32",
@@ -415,6 +428,7 @@ impl Op {
             | Op::LutF32 { x, y, .. }
             | Op::Slice { x, y, .. }
             | Op::Pad { x, y, .. }
+            | Op::Upsample { x, y, .. }
             | Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
             | Op::LayerNormF32 { x, y, .. }
@@ -813,6 +827,21 @@ impl<'a> Plan<'a> {
                     && (channels == 1 || t(x).shape.last() == Some(&(channels as usize)))
                     && (!to_nchw || t(x).shape.len() == 4)
                     && table.len as u64 == channels as u64 * 256 * 4
+            }
+            Op::Upsample {
+                x,
+                y,
+                outer,
+                h,
+                w,
+                inner,
+                fh,
+                fw,
+            } => {
+                let n_in = [outer, h, w, inner].iter().map(|&v| v as u64).product::<u64>();
+                t(x).dtype == t(y).dtype
+                    && t(x).len() as u64 == n_in
+                    && t(y).len() as u64 == n_in * fh as u64 * fw as u64
             }
             Op::Pad {
                 x,

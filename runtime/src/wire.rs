@@ -536,6 +536,21 @@ pub fn write_op(w: &mut Writer, op: &Op) {
             }
             w.u32(*value);
         }
+        Op::Upsample {
+            x,
+            y,
+            outer,
+            h,
+            w: width,
+            inner,
+            fh,
+            fw,
+        } => {
+            w.u8(25);
+            for v in [x, y, outer, h, width, inner, fh, fw] {
+                w.u32(*v);
+            }
+        }
     }
 }
 
@@ -769,6 +784,16 @@ pub fn read_op(r: &mut Reader) -> Result<Op> {
                 value: r.u32()?,
             }
         }
+        25 => Op::Upsample {
+            x: r.u32()?,
+            y: r.u32()?,
+            outer: r.u32()?,
+            h: r.u32()?,
+            w: r.u32()?,
+            inner: r.u32()?,
+            fh: r.u32()?,
+            fw: r.u32()?,
+        },
         _ => return Err(bad("unknown op tag")),
     })
 }

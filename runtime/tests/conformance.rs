@@ -39,6 +39,12 @@ const NO_PASSING_TEST: &[(&str, &str)] = &[
          (tests/op_models.rs checks the lowered forms against onnxruntime)",
     ),
     (
+        "Resize",
+        "lowers nearest by whole factors with constant scales or sizes; the node tests pass \
+         them as graph inputs or use linear, cubic or fractional factors \
+         (tests/op_models.rs checks the lowered form against onnxruntime)",
+    ),
+    (
         "Shape",
         "folds to a constant at compile time; the node tests output it, and a plan's outputs \
          are run-time tensors",

@@ -1,6 +1,6 @@
 //! Blocks of mobile networks (SiLU, hard-swish, squeeze-excite, explicit Pad, channel Concat,
 //! the shape arithmetic before a Reshape, Gemm with transB = 0, Split, Slice, arithmetic
-//! with constants), quantised by onnxruntime's
+//! with constants, nearest upsampling), quantised by onnxruntime's
 //! quantiser in QDQ form (u8 and int8 activations) and QOperator (com.microsoft) form, against onnxruntime's outputs on
 //! the same inputs (models/golden/ops, written by tools/make_op_models.py).
 #![cfg(feature = "onnx")]
@@ -28,7 +28,7 @@ fn quantised_blocks_match_onnxruntime() {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     models.sort();
-    assert!(models.len() >= 15, "expected the 15 generated models");
+    assert!(models.len() >= 18, "expected the 18 generated models");
     let mut failed = vec![];
     for m in &models {
         let stem = m.file_stem().unwrap().to_str().unwrap().to_string();
@@ -83,7 +83,7 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
     let xl = x.len() / xs[0];
     let mut failed = vec![];
     let mut count = 0;
-    for name in ["silu", "se_hardswish", "pad_concat", "shape_flatten", "split_scalar"] {
+    for name in ["silu", "se_hardswish", "pad_concat", "shape_flatten", "split_scalar", "upsample"] {
         count += 1;
         let bytes = std::fs::read(dir().join(format!("float/{name}.onnx"))).unwrap();
         let (parts, report) = match import_calibrated(&bytes, &ImportOptions::default(), &samples) {
@@ -139,7 +139,7 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
             failed.push(name);
         }
     }
-    assert_eq!(count, 5);
+    assert_eq!(count, 6);
     assert!(failed.is_empty(), "far from onnxruntime's float outputs: {failed:?}");
 }
 

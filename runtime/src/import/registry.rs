@@ -119,17 +119,17 @@ static REGISTRY: &[Entry] = &[
     node(
         "Conv",
         conv::conv,
-        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense or depthwise, explicit pads (plus those of a Pad before it)",
+        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense, depthwise or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
     ),
     node(
         "MaxPool",
         conv::max_pool,
-        "2-D on a u8 map (or a non-decreasing table of one), batch 1; no ceil_mode, auto_pad or indices",
+        "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode; no auto_pad or indices",
     ),
     node(
         "GlobalAveragePool",
         conv::global_average_pool,
-        "QDQ u8 feature map, batch 1",
+        "QDQ u8 feature map, batch 1 (a float output where no QuantizeLinear follows)",
     ),
     node(
         "ReduceMean",
@@ -251,7 +251,7 @@ static REGISTRY: &[Entry] = &[
         norm::layer_norm,
         "float, over the last axis, one output",
     ),
-    node("Softmax", norm::softmax, "float, over the last axis"),
+    node("Softmax", norm::softmax, "float, over any axis (an inner one transposed to the last and back)"),
     node("ReduceSum", norm::reduce_sum, "float, over one axis"),
     // Shapes and data movement.
     node("Constant", shape::constant, "a tensor `value`"),
@@ -283,7 +283,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Pad",
         shape::pad,
-        "constant 0 on the spatial axes of a quantised map before a convolution (added to its padding)",
+        "constant mode, constant pads, of a quantised map (u8 codes or dequantised) or a float tensor of rank ≤ 4; zero spatial padding read only by convolutions is added to theirs",
     ),
     node(
         "Concat",
@@ -295,6 +295,11 @@ static REGISTRY: &[Entry] = &[
         "Slice",
         shape::slice,
         "step 1 along one axis of a quantised or float tensor, constant bounds; constants (folded)",
+    ),
+    node(
+        "Resize",
+        shape::resize,
+        "nearest, whole factors on the spatial axes of a 4-D quantised or float tensor (scales or sizes constant)",
     ),
     node(
         "Split",

@@ -724,3 +724,93 @@ pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     lw.vals.insert(n.output[0].clone(), v);
     Ok(())
 }
+
+/// Resize, nearest neighbour, by whole factors on the two spatial axes of a 4-D tensor
+/// (quantised: the codes are repeated, the parameters kept; or float): the upsampling of
+/// feature pyramids (YOLO, FPN). For whole factors every nearest mode and the asymmetric
+/// and half-pixel coordinate transforms pick the same source entries.
+pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let (t, form) = match lw.val(n, 0)? {
+        Val::Deq(t) => (*t, 0),
+        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
+        _ => match lw.fact(n, 0) {
+            Some(t) => (t, 2),
+            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
+        },
+    };
+    let mode = attr(n, "mode").map_or(&b"nearest"[..], |a| a.s.as_slice());
+    if mode != b"nearest" {
+        return Err(lw.unsupported(n, "modes other than nearest"));
+    }
+    let ct = attr(n, "coordinate_transformation_mode").map_or(&b"half_pixel"[..], |a| a.s.as_slice());
+    if !matches!(ct, b"asymmetric" | b"half_pixel" | b"pytorch_half_pixel") {
+        return Err(lw.unsupported(n, "coordinate transforms other than asymmetric and half_pixel"));
+    }
+    let ti = lw.b.tensors[t as usize].clone();
+    let logical = ti.logical_shape();
+    if logical.len() != 4 {
+        return Err(lw.unsupported(n, "only 4-D tensors"));
+    }
+    let present = |i: usize| n.input.len() > i && !n.input[i].is_empty() && lw.shape_of(&n.input[i]).is_some_and(|s| s.iter().product::<usize>() > 0);
+    let (fh, fw) = if present(3) {
+        let s = lw.constant(n, 3)?.ints();
+        if s.len() != 4 || s[0] as usize != logical[0] || s[1] as usize != logical[1] {
+            return Err(lw.unsupported(n, "sizes must keep batch and channels"));
+        }
+        let (oh, ow) = (s[2] as usize, s[3] as usize);
+        if oh % logical[2] != 0 || ow % logical[3] != 0 || oh == 0 || ow == 0 {
+            return Err(lw.unsupported(n, "sizes that are not whole multiples"));
+        }
+        (oh / logical[2], ow / logical[3])
+    } else if present(2) {
+        let s = lw.floats(n, 2)?;
+        if s.len() != 4 || s[0] != 1.0 || s[1] != 1.0 {
+            return Err(lw.unsupported(n, "scales must keep batch and channels"));
+        }
+        let whole = |v: f32| (v >= 1.0 && v.fract() == 0.0 && v <= 64.0).then_some(v as usize);
+        match (whole(s[2]), whole(s[3])) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(lw.unsupported(n, "scales that are not whole numbers")),
+        }
+    } else {
+        return Err(lw.unsupported(n, "neither scales nor sizes"));
+    };
+    // Stored view [outer, h, w, inner]: NHWC maps [N, H, W, C]; float NCHW [N·C, H, W, 1].
+    let (outer, h, w, inner) = if ti.nhwc {
+        (ti.shape[0], ti.shape[1], ti.shape[2], ti.shape[3])
+    } else {
+        (logical[0] * logical[1], logical[2], logical[3], 1)
+    };
+    let shape = if ti.nhwc {
+        vec![ti.shape[0], h * fh, w * fw, ti.shape[3]]
+    } else {
+        vec![logical[0], logical[1], h * fh, w * fw]
+    };
+    let q = crate::plan::Q8 {
+        scale: ti.scale,
+        zero: ti.zero,
+    };
+    let y = lw
+        .b
+        .tensor(&n.output[0], ti.dtype, shape, ti.nhwc, (form < 2).then_some(q));
+    lw.b.ops.push(Op::Upsample {
+        x: t,
+        y,
+        outer: outer as u32,
+        h: h as u32,
+        w: w as u32,
+        inner: inner as u32,
+        fh: fh as u32,
+        fw: fw as u32,
+    });
+    let v = match form {
+        0 => Val::Deq(y),
+        _ => Val::Act(y),
+    };
+    if form == 2 {
+        lw.produced.insert(n.output[0].clone(), y);
+    }
+    lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
+}

@@ -319,6 +319,7 @@ impl TailNet {
                 | Op::Concat { .. }
                 | Op::Slice { .. }
                 | Op::Pad { .. }
+                | Op::Upsample { .. }
                 | Op::BinF32 { .. }
                 | Op::ClampF32 { .. }
                 | Op::SumF32 { .. }
