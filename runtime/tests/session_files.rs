@@ -9,7 +9,11 @@ use edgetune::Error;
 use std::path::{Path, PathBuf};
 
 fn plan_path() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seed/tiny.etm")).to_path_buf()
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seed/tiny.etm"
+    ))
+    .to_path_buf()
 }
 
 /// A fresh folder of its own for each test.
@@ -82,7 +86,10 @@ fn open_enrol_save_and_load_through_files() {
     // The oracle: the same scores from a second session that reads both files back.
     let mut t = Session::open(&plan_path()).unwrap();
     t.load_adapter(&eta).unwrap();
-    assert_eq!(t.classes().to_vec(), vec!["red".to_string(), "blue".to_string()]);
+    assert_eq!(
+        t.classes().to_vec(),
+        vec!["red".to_string(), "blue".to_string()]
+    );
     let x = t.load(&query).unwrap();
     let mut after = Vec::new();
     t.scores(&x, &mut after).unwrap();
@@ -109,7 +116,10 @@ fn bad_files_give_typed_errors_and_leave_nothing() {
     let text = dir.join("not_an_image.png");
     std::fs::write(&text, b"plain text").unwrap();
     assert!(matches!(s.load(&text), Err(Error::Io { .. })));
-    assert!(matches!(s.load(&dir.join("none.png")), Err(Error::Io { .. })));
+    assert!(matches!(
+        s.load(&dir.join("none.png")),
+        Err(Error::Io { .. })
+    ));
 
     // Nothing to save yet; then an adapter saved into a folder that does not exist.
     let nowhere = dir.join("no/such/folder/user.eta");
@@ -131,10 +141,7 @@ fn bad_files_give_typed_errors_and_leave_nothing() {
     let short = dir.join("short.eta");
     std::fs::write(&short, &bytes[..bytes.len() - 3]).unwrap();
     let mut t = Session::open(&plan_path()).unwrap();
-    assert!(matches!(
-        t.load_adapter(&short),
-        Err(Error::BadFile { .. })
-    ));
+    assert!(matches!(t.load_adapter(&short), Err(Error::BadFile { .. })));
     let mut foreign = bytes.clone();
     // The plan hash sits in the adapter's header; any other plan's hash is refused.
     let h = s.plan().hash();
