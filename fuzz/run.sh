@@ -17,6 +17,10 @@ fi
 # max_len: plans and adapters of the seeds are a few KB; the real ONNX seed is kept whole.
 # The build cache lives outside the clone, like the workspace's.
 target_dir=${EDGETUNE_FUZZ_TARGET:-$HOME/.cache/edgetune-fuzz-target}
-exec cargo +nightly fuzz run --target-dir "$target_dir" "$t" corpus/$t "${extra[@]}" -- \
+# The pinned nightly and cargo-fuzz that .ci/run installs (cargo-fuzz from the tools cache
+# when it is there, else from PATH).
+. ../.ci/pins
+export PATH="$EDGETUNE_TOOLS/bin:$PATH"
+exec cargo +"$EDGETUNE_NIGHTLY" fuzz run --target-dir "$target_dir" "$t" corpus/$t "${extra[@]}" -- \
   -max_total_time="$secs" -rss_limit_mb=2048 -timeout=${FUZZ_TIMEOUT:-120} "${len[@]}" \
   -artifact_prefix=artifacts/$t/ -print_final_stats=1

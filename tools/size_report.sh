@@ -1,31 +1,118 @@
 #!/usr/bin/env bash
-# Size of the smallest device program (examples/src/bin/minimal.rs: load a plan, enrol,
-# train a linear adapter, predict; no importer), aarch64 Linux, size-optimised profile,
-# stripped; with --tract also the peer: tract-onnx loading and running the same model
-# (tools/peers/src/bin/tract_run.rs), same target and profile (a cold build takes ~20 min).
+# Program sizes against their budgets; README.md's size table is written from them.
+#   - minimal device program (examples/src/bin/minimal.rs: load a plan, enrol, train a
+#     linear adapter, predict; no importer), aarch64 Linux, profile `size`, stripped:
+#     <= 1.5 MB (1,572,864 B);
+#   - Cortex-M4 firmware (targets/cortex-m, opt-level z): .text <= 128 KB (131,072 B), and
+#     when qemu-system-arm is here, its RAM in use from its own report (arena + heap peak +
+#     painted stack peak + other statics) <= 256 KB (262,144 B).
+# Exits non-zero when a budget is exceeded (after listing that program's largest symbols)
+# or when README.md's table differs from what was measured.
+#   tools/size_report.sh            measure, check the budgets and README.md
+#   tools/size_report.sh --readme   measure, check the budgets, rewrite README.md's table
+#   tools/size_report.sh --tract    also the peer: tract-onnx loading and running the same
+#                                   model (tools/peers/src/bin/tract_run.rs), same target
+#                                   and profile (a cold build takes ~20 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
-cargo build --profile size -p edgetune-examples --no-default-features --bin minimal --target aarch64-unknown-linux-gnu
-bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/size/minimal"
+mode=${1:-}
+
+MINIMAL_BUDGET=$((3 * 512 * 1024))
+FW_TEXT_BUDGET=$((128 * 1024))
+FW_RAM_BUDGET=$((256 * 1024))
+
+# The executable a cargo build made, as cargo reports it (whatever target directory a
+# wrapper or config chose).
+built() {
+  cargo build --message-format=json-render-diagnostics "$@" |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+}
+commas() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
+failed=0
+# check NAME BYTES BUDGET ELF: one line per budget; on excess the largest code symbols.
+check() {
+  if [ "$2" -le "$3" ]; then
+    echo "$1: $(commas "$2") B, budget $(commas "$3") B: ok ($(commas $(($3 - $2))) B to spare)"
+  else
+    echo "$1: $(commas "$2") B, budget $(commas "$3") B: OVER BUDGET by $(commas $(($2 - $3))) B"
+    if [ -n "${4:-}" ]; then
+      echo "  largest code symbols of $4:"
+      nm --size-sort -S -C -t d "$4" | awk '$3 ~ /^[tTwW]$/' | tail -25 | sed 's/^/    /'
+    fi
+    failed=1
+  fi
+}
+
+bin=$(built -q --profile size -p edgetune-examples --no-default-features --bin minimal \
+  --target aarch64-unknown-linux-gnu)
 aarch64-linux-gnu-strip -o "$bin.stripped" "$bin"
-echo "minimal (aarch64, profile size): $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$bin.stripped") bytes (target <= 1.5 MB)"
-if [ "${1:-}" = "--tract" ]; then
-  cargo build -q --profile size -p edgetune-peers --bin tract_run --target aarch64-unknown-linux-gnu
-  tb="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/size/tract_run"
+minimal=$(stat -c %s "$bin.stripped")
+echo "minimal (aarch64, profile size): $(stat -c %s "$bin") B, stripped $minimal B"
+check "minimal, stripped" "$minimal" "$MINIMAL_BUDGET" "$bin"
+if [ "$mode" = "--tract" ]; then
+  tb=$(built -q --profile size -p edgetune-peers --bin tract_run --target aarch64-unknown-linux-gnu)
   aarch64-linux-gnu-strip -o "$tb.stripped" "$tb"
-  echo "tract_run (tract-onnx 0.23, aarch64, profile size): $(stat -c %s "$tb") bytes, stripped $(stat -c %s "$tb.stripped") bytes; edgetune/tract $(echo "scale=3; $(stat -c %s "$bin.stripped") / $(stat -c %s "$tb.stripped")" | bc)"
+  echo "tract_run (tract-onnx 0.23, aarch64, profile size): $(stat -c %s "$tb") bytes, stripped $(stat -c %s "$tb.stripped") bytes; edgetune/tract $(echo "scale=3; $minimal / $(stat -c %s "$tb.stripped")" | bc)"
 fi
 
-# Cortex-M4 firmware (targets/cortex-m): code and read-only data without the plan and the
-# flash-resident episode; RAM from the firmware's own report (arena + heap peak + painted
-# stack peak) when qemu-system-arm is here.
-(cd targets/cortex-m && cargo build --release -q)
-fw="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/edgetune-cortex-m"
-read -r text rodata bss <<<"$(size -A "$fw" | awk '$1==".text"{t=$2} $1==".rodata"{r=$2} $1==".bss"{b=$2} END{print t, r, b}')"
+# Cortex-M4 firmware: sections; read-only data holds the plan and the flash-resident
+# episode besides the code's constants.
+fw=$(cd targets/cortex-m && built -q --release)
+read -r vt text rodata bss <<<"$(size -A "$fw" | awk '$1==".vector_table"{v=$2} $1==".text"{t=$2}
+  $1==".rodata"{r=$2} $1==".bss"{b=$2} END{print v, t, r, b}')"
 plan=$(stat -c %s targets/cortex-m/assets/tiny_cnn.etm)
 episode=$((4 + 125 * 785))
-echo "firmware (thumbv7em, opt-level z): .text $text B, .rodata $rodata B of which plan $plan B and episode $episode B -> code + constants without weights/data $((text + rodata - plan - episode)) B (target code <= 128 KB)"
+echo "firmware (thumbv7em, opt-level z): .vector_table $vt B, .text $text B, .rodata $rodata B (plan $plan B, episode $episode B, other constants $((rodata - plan - episode)) B), .bss $bss B"
+check "firmware .text" "$text" "$FW_TEXT_BUDGET" "$fw"
+ram=""
 if command -v qemu-system-arm >/dev/null; then
-  (cd targets/cortex-m && cargo run --release -q 2>/dev/null | grep -E "^memory|^accuracy|^firmware")
+  out=$(cd targets/cortex-m && cargo run --release -q 2>/dev/null | grep -E "^memory|^accuracy|^firmware" || true)
+  echo "$out"
+  ram=$(echo "$out" | sed -n 's/.*RAM in use \([0-9]*\) B.*/\1/p')
+  if [ -z "$ram" ] || ! echo "$out" | grep -qx "firmware: PASS"; then
+    echo "firmware did not run to PASS under qemu-system-arm"
+    failed=1
+  else
+    check "firmware RAM in use" "$ram" "$FW_RAM_BUDGET"
+  fi
+else
+  echo "SKIPPED: firmware RAM needs qemu-system-arm (apt install qemu-system-arm)"
 fi
+
+# README.md's table, between its markers, from the numbers above.
+table=$(mktemp)
+trap 'rm -f "$table"' EXIT
+{
+  echo "| program | measure | bytes | budget |"
+  echo "|---|---|---|---|"
+  echo "| \`minimal\` (examples/src/bin/minimal.rs), aarch64, profile \`size\` | stripped file | $(commas "$minimal") | $(commas $MINIMAL_BUDGET) (1.5 MB) |"
+  echo "| Cortex-M4 firmware (targets/cortex-m), thumbv7em, opt-level z | \`.text\` | $(commas "$text") | $(commas $FW_TEXT_BUDGET) (128 KB) |"
+  if [ -n "$ram" ]; then
+    echo "| the same firmware under qemu-system-arm | RAM in use (arena, heap peak, stack peak, other statics) | $(commas "$ram") | $(commas $FW_RAM_BUDGET) (256 KB) |"
+  fi
+} >"$table"
+begin='<!-- size_report: begin -->'
+end='<!-- size_report: end -->'
+current=$(awk -v b="$begin" -v e="$end" '$0==e{p=0} p{print} $0==b{p=1}' README.md)
+if [ -z "$ram" ]; then
+  # Without qemu only the other rows were measured.
+  current=$(echo "$current" | grep -v "^| the same firmware under qemu" || true)
+fi
+if [ "$current" = "$(cat "$table")" ]; then
+  echo "README.md size table: matches"
+elif [ "$mode" = "--readme" ] && [ -n "$ram" ]; then
+  new=$(mktemp -p .)
+  chmod --reference=README.md "$new"
+  awk -v b="$begin" -v e="$end" -v t="$table" '
+    $0==b {print; while ((getline l < t) > 0) print l; skip=1; next}
+    $0==e {skip=0}
+    !skip {print}' README.md >"$new"
+  mv "$new" README.md
+  echo "README.md size table: rewritten"
+else
+  echo "README.md size table differs from the measurement (run tools/size_report.sh --readme):"
+  diff <(echo "$current") "$table" | sed 's/^/  /' || true
+  failed=1
+fi
+exit "$failed"

@@ -356,8 +356,9 @@ pub(crate) mod g {
         // contiguous reads.
         let inv = 1.0 / hw as f32;
         let n = c - c % V::N;
-        let yp = y.as_mut_ptr();
         y[..c].fill(0.0);
+        // Taken after the fill: the fill's `&mut` to the slice would invalidate it.
+        let yp = y.as_mut_ptr();
         for p in 0..hw {
             let row = x.as_ptr().add(p * c);
             let mut ch = 0;
@@ -486,6 +487,8 @@ pub(crate) mod g {
                 s += *v;
             }
             let inv = 1.0 / s;
+            // Taken again: the tail's `&mut row[n..]` above invalidated the first pointer.
+            let p = row.as_mut_ptr();
             i = 0;
             while i < n {
                 V::load(p.add(i)).mul(V::splat(inv)).store(p.add(i));

@@ -169,6 +169,10 @@ pub static EW: &[KernelDesc<&'static EwFns>] = &[
         nr: 1,
         f: &crate::ew::EW_REFERENCE,
     },
+    // Not on bare-metal Arm: `wide` has no SIMD there, so its eight lanes are the
+    // reference loops unrolled, twice the code for no vector speed in firmware that counts
+    // its bytes (the reference tier serves; integer results are bit-exact between them).
+    #[cfg(not(all(target_arch = "arm", target_os = "none")))]
     KernelDesc {
         name: "ew_8__portable",
         tier: Tier::Portable,

@@ -16,7 +16,8 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprint, hprintln};
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
 use edgetune::adapt::heads::TapDims;
-use edgetune::adapt::{self, Adapter, Kind, Method, Spec};
+use edgetune::adapt::method::pooled;
+use edgetune::adapt::{self, train_linear, Adapter, Kind, Method, Ncm, Spec, Support};
 use edgetune::features::FeatureExtractor;
 use edgetune::kernels::Kernels;
 use edgetune::plan::Plan;
@@ -113,6 +114,49 @@ fn fail(what: &str, e: &Error) -> ! {
     halt()
 }
 
+/// Trains the two heads the firmware serves, ncm and linear, as `adapt::fit` does for
+/// them (the same pooled rows of the cache, the same `Spec` defaults; tests/cortex_m.rs
+/// checks the predictions against `fit` on the host). Calling the heads' own trainers
+/// rather than `fit` keeps the trainers of the other methods (ladder, query, tail: about
+/// 40 KB of code this firmware never runs) out of flash.
+fn fit_heads(cache: &TapCache, classes: usize) -> Result<[(Kind, Method); 2], Error> {
+    let dim = cache.taps[0].dim;
+    let one = TapDims { tokens: 1, dim };
+    let n = cache.labels.len();
+    let (mut buf, mut x) = (vec![0.0f32; dim], vec![0.0f32; n * dim]);
+    for (i, row) in x.chunks_exact_mut(dim).enumerate() {
+        cache.read(i, 0, &mut buf);
+        pooled(&buf, one, row);
+    }
+    let support = Support {
+        x: &x,
+        y: &cache.labels,
+        dim,
+        classes,
+    };
+    support.check()?;
+    let mut ncm = Ncm::new(dim);
+    for (row, &c) in x.chunks_exact(dim).zip(&cache.labels) {
+        ncm.enrol(c, row);
+    }
+    let (linear, _loss) = train_linear(&support, &Spec::new(Kind::Linear).linear)?;
+    Ok([
+        (Kind::Ncm, Method::Ncm(ncm)),
+        (Kind::Linear, Method::Linear(linear)),
+    ])
+}
+
+/// Class scores of one feature vector, as `Method::scores` gives them for ncm and linear.
+fn scores(m: &Method, f: &[f32], d: TapDims, out: &mut [f32]) {
+    let mut p = vec![0.0f32; d.dim];
+    pooled(f, d, &mut p);
+    match m {
+        Method::Ncm(n) => n.scores(&p, out),
+        Method::Linear(l) => l.logits(&p, out),
+        _ => unreachable!("the firmware trains ncm and linear only"),
+    }
+}
+
 #[entry]
 fn main() -> ! {
     let top = paint_stack();
@@ -167,13 +211,7 @@ fn main() -> ! {
             .unwrap_or_else(|e| fail("enrol", &e));
     }
     let classes = 5;
-    let idx: Vec<usize> = (0..n_sup).collect();
-    let mut methods: Vec<(Kind, Method)> = Vec::new();
-    for kind in [Kind::Ncm, Kind::Linear] {
-        let m = adapt::fit(&Spec::new(kind), &cache, &[0], &idx, classes, &mut |_| true)
-            .unwrap_or_else(|e| fail("train", &e));
-        methods.push((kind, m));
-    }
+    let methods = fit_heads(&cache, classes).unwrap_or_else(|e| fail("train", &e));
     info!(
         "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
         n_sup,
@@ -190,8 +228,7 @@ fn main() -> ! {
         fx.features(&input, &mut f)
             .unwrap_or_else(|e| fail("backbone", &e));
         for (j, (_, m)) in methods.iter().enumerate() {
-            m.scores(&[&f], &dims, &mut sc)
-                .unwrap_or_else(|e| fail("predict", &e));
+            scores(m, &f, dims[0], &mut sc);
             let p = adapt::argmax(&sc);
             preds[j].push(p as u8);
             right[j] += (p == label) as usize;
