@@ -139,8 +139,19 @@ def quantise(fp32, out, form, calib=None, input_name=None):
     from onnxruntime.quantization import (quantize_static, quantize_dynamic,
                                           CalibrationDataReader, QuantType, QuantFormat)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx
     pre = out + ".pre.onnx"
-    quant_pre_process(fp32, pre)
+    m = onnx.load(fp32)
+    if next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # Per-channel DequantizeLinear (axis) needs opset 13; the paddle2onnx models are 11/12.
+        from onnx import version_converter
+        fp32 = out + ".op13.onnx"
+        onnx.save(version_converter.convert_version(m, 13), fp32)
+    try:
+        quant_pre_process(fp32, pre)
+    except Exception as e:  # symbolic shape inference gives up on some exported graphs
+        print(f"quant_pre_process: {type(e).__name__} {e}; again without symbolic shapes", flush=True)
+        quant_pre_process(fp32, pre, skip_symbolic_shape=True)
     if form == "dynamic":
         quantize_dynamic(pre, out, weight_type=QuantType.QInt8)
     else:
@@ -155,6 +166,8 @@ def quantise(fp32, out, form, calib=None, input_name=None):
         quantize_static(pre, out, Reader(), quant_format=fmt, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     os.remove(pre)
+    if fp32.endswith(".op13.onnx"):
+        os.remove(fp32)
 
 
 QFORMS = {
@@ -494,6 +507,71 @@ NUDE = ("nudenet", "3.4.2")
 def _(d):
     from_wheel(*NUDE, "nudenet/320n.onnx", os.path.join(d, "model.onnx"))
     return [{"images": x} for x in vision_refs(320, 320, [0.0] * 3, [255.0] * 3)]
+
+# Int8 forms of float models above, as a user would quantise them before bringing them.
+
+@model("nudenet_320n_qdq", packages=[NUDE], producer="ultralytics YOLOv8n export (ONNX shipped in the wheel)",
+       quant="qdq", task="object detector 320x320", layout="NCHW",
+       preprocess="RGB, whole photo resized bilinear to 320x320, x/255")
+def _(d):
+    fp = os.path.join(d, "fp32.onnx")
+    from_wheel(*NUDE, "nudenet/320n.onnx", fp)
+    norm = dict(mean=[0.0] * 3, std=[255.0] * 3)
+    quantise(fp, os.path.join(d, "model.onnx"), "qdq", vision_calib(320, 320, **norm), "images")
+    return [{"images": x} for x in vision_refs(320, 320, **norm)]
+
+
+@model("mtcnn_pnet_ts_qdq", packages=[("facenet-pytorch", "2.6.0")],
+       producer="torch.onnx.export (TorchScript, dynamo=False), opset 17", quant="qdq",
+       task="MTCNN face proposal net (fully convolutional)", layout="NCHW",
+       preprocess="RGB, whole photo resized bilinear to 120x160 (HxW), (x-127.5)/128")
+def _(d):
+    import torch
+    fp = os.path.join(d, "fp32.onnx")
+    torch_export(mtcnn("pnet"), torch.zeros(1, 3, 120, 160), fp, ["image"], ["box_reg", "face_prob"], False)
+    quantise(fp, os.path.join(d, "model.onnx"), "qdq", vision_calib(120, 160, **MTCNN), "image")
+    return [{"image": x} for x in vision_refs(120, 160, **MTCNN)]
+
+
+@model("ppocr_v4_det_qdq", packages=[RAPID], producer="paddle2onnx (PP-OCRv4 det, shipped in the wheel)",
+       quant="qdq", task="text detection (DB), dynamic HxW fixed to 480x640", layout="NCHW",
+       preprocess="BGR, whole photo resized bilinear to 480x640 (HxW), (x-127.5)/127.5")
+def _(d):
+    fp = os.path.join(d, "fp32.onnx")
+    from_wheel(*RAPID, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", fp)
+    fix_dims(fp, {"x": [1, 3, 480, 640]})
+    quantise(fp, os.path.join(d, "model.onnx"), "qdq", vision_calib(480, 640, **PPN, bgr=True), "x")
+    return [{"x": x} for x in vision_refs(480, 640, **PPN, bgr=True)]
+
+
+CALIB_TEXTS = ["The quick brown fox", "jumps over 13 lazy dogs", "Invoice No. 4471", "SALE -50%",
+               "Main Street 12", "Total: 99.95", "open 9am-5pm", "www example org",
+               "Chapter IV", "(c) 2026 edge", "pH 7.4 buffer", "Exit / Sortie"]
+
+
+@model("ppocr_mobile_v2_cls_qdq", packages=[RAPID], producer="paddle2onnx (PP-OCR mobile v2.0 cls, shipped in the wheel)",
+       quant="qdq", task="text-line orientation classifier 0/180", layout="NCHW",
+       preprocess="BGR rendered text line 48x192, (x-127.5)/127.5")
+def _(d):
+    fp = os.path.join(d, "fp32.onnx")
+    from_wheel(*RAPID, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", fp)
+    fix_dims(fp, {"x": [1, 3, 48, 192]})
+    calib = [text_input(t, 48, 192) for t in CALIB_TEXTS]
+    calib += [np.ascontiguousarray(x[..., ::-1, ::-1]) for x in calib]  # upside-down lines too
+    quantise(fp, os.path.join(d, "model.onnx"), "qdq", calib, "x")
+    return [{"x": text_input(t, 48, 192)} for t in TEXTS]
+
+
+@model("mp_face_detection_short_tf2onnx_qdq", packages=[MP, ("tf2onnx", "1.17.0"), ("tensorflow-cpu", "2.21.0")],
+       producer="TFLite (mediapipe wheel) -> tf2onnx 1.17.0 --tflite, opset 17", quant="qdq",
+       task="BlazeFace short-range face detector", layout="NHWC",
+       preprocess="RGB, whole photo resized bilinear to 128x128, (x-127.5)/127.5")
+def _(d):
+    src = from_wheel(*MP, "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+                     os.path.join(d, "model.tflite"))
+    fp = os.path.join(d, "fp32.onnx")
+    tf2onnx_convert(src, fp)
+    return [(128, 128, "NHWC", fp, "qdq", MPN)]
 
 # ------------------------------------------------------------------ driver
 
