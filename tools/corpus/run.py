@@ -83,6 +83,17 @@ def ort_median(model, feed, runs):
     return float(np.median(ts)) * 1e3
 
 
+def feed_file(d, od, k, inp):
+    """The input as `edgetune run` reads it: float32 .npy (integer ids cast to float)."""
+    src = os.path.join(d, "inputs", str(k), inp["file"])
+    a = np.load(src)
+    if a.dtype == np.float32:
+        return src
+    dst = os.path.join(od, f"in{k}_{inp['file']}")
+    np.save(dst, a.astype(np.float32))
+    return dst
+
+
 def measure(et, name, out_dir, runs, core):
     d = os.path.join(CORPUS, name)
     meta = json.load(open(os.path.join(d, "meta.json")))
@@ -117,11 +128,11 @@ def measure(et, name, out_dir, runs, core):
         r["float_ops"] = {k: int(c) for k, c in kinds if k.endswith("F32")}
 
     # Accuracy: every reference input, every output the plan and onnxruntime share.
-    cos, notes = [], []
+    cos, cos_f, notes = [], [], []
     for k in range(meta["n_refs"]):
         feeds = []
         for i in meta["inputs"]:
-            feeds.append(f"{i['name']}=" + os.path.join(d, "inputs", str(k), i["file"]))
+            feeds.append(f"{i['name']}=" + feed_file(d, od, k, i))
         sd = os.path.join(od, f"out{k}")
         shutil.rmtree(sd, ignore_errors=True)
         code, out = sh([et, "run", plan] + feeds + ["--save-outputs", sd], os.path.join(od, f"run-{k}.txt"))
@@ -141,16 +152,24 @@ def measure(et, name, out_dir, runs, core):
                 notes.append(f"output {o['name']}: {e.size} values, onnxruntime {ref.size}")
                 continue
             cos.append((o["name"], k, cosine(e, ref)))
+            fref = os.path.join(d, "ref_fp32", str(k), o["file"])
+            if os.path.exists(fref):
+                f32 = np.load(fref)
+                cos_f.append((o["name"], k, cosine(e, f32), cosine(ref, f32)))
     if cos:
         worst = min(cos, key=lambda c: c[2])
         r["cosine_min"] = worst[2]
         r["cosine_worst"] = f"{worst[0]} (input {worst[1]})"
         r["cosines"] = cos
+    if cos_f:
+        r["cosine_float_min"] = min(c[2] for c in cos_f)
+        r["ort_cosine_float_min"] = min(c[3] for c in cos_f)
+        r["cosines_float"] = cos_f
     if notes:
         r["output_notes"] = sorted(set(notes))
 
     if "run_error" not in r:
-        feeds = [f"{i['name']}=" + os.path.join(d, "inputs", "0", i["file"]) for i in meta["inputs"]]
+        feeds = [f"{i['name']}=" + feed_file(d, od, 0, i) for i in meta["inputs"]]
         code, out = sh(["taskset", "-c", str(core), et, "run", plan] + feeds + ["--profile", str(runs)],
                        os.path.join(od, "profile.txt"))
         m = re.search(r"median ([\d.]+) ms", out)
@@ -170,8 +189,8 @@ def cell_compiles(r):
 
 def table(results):
     rows = ["| model | producer | quantisation | compiles (yes / first error) | cosine vs ORT (min) | "
-            "latency edgetune / ORT (ms, ratio) | float ops in plan |",
-            "|---|---|---|---|---|---|---|"]
+            "cosine vs float model: edgetune / ORT (min) | latency edgetune / ORT (ms, ratio) | float ops in plan |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in results:
         cos = f"{r['cosine_min']:.4f}" if "cosine_min" in r else ("run error: " + r["run_error"] if "run_error" in r else "-")
         if "edgetune_ms" in r and "ort_ms" in r:
@@ -187,8 +206,12 @@ def table(results):
             fops = f"{fl} of {tot}" + (f" ({kinds})" if kinds else "")
         else:
             fops = "-"
+        if "cosine_float_min" in r:
+            cf = f"{r['cosine_float_min']:.4f} / {r['ort_cosine_float_min']:.4f}"
+        else:
+            cf = "-"
         rows.append(f"| {r['name']} | {r['producer']} | {r['quantisation']} | {cell_compiles(r)} | "
-                    f"{cos} | {lat} | {fops} |")
+                    f"{cos} | {cf} | {lat} | {fops} |")
     rows += ["", "`edgetune compile --check` per model (its closing line):", ""]
     for r in results:
         rows.append(f"- {r['name']}: " + r.get("check_summary", "-").replace(CORPUS + "/", ""))
