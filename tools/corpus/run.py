@@ -183,8 +183,10 @@ def measure(et, name, out_dir, runs, core):
 def cell_compiles(r):
     if r.get("compiles"):
         return "yes"
-    e = r.get("first_error", "")
-    return "no: " + e.replace("|", "\\|")[:300]
+    e = r.get("first_error", "").replace(CORPUS + "/", "")
+    # Converters name nodes after every fused source op; the table keeps the start.
+    e = re.sub(r"node '([^']{48})[^']+'", lambda m: f"node '{m.group(1)}...'", e)
+    return "no: " + e.replace("|", "\\|")
 
 
 def table(results):
