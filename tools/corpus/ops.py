@@ -32,6 +32,7 @@ def histogram(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
+    ap.add_argument("--compact", action="store_true", help="one line per model")
     ap.add_argument("--corpus", default=os.environ.get(
         "EDGETUNE_CORPUS", os.path.expanduser("~/.cache/edgetune/corpus")))
     a = ap.parse_args()
@@ -50,13 +51,23 @@ def main():
         ins = "; ".join(
             f"{i.name} {[d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]}"
             for i in m.graph.input)
-        print(f"## {name}: {sum(hist.values())} nodes (opsets: {opsets}; inputs: {ins})")
-        for (dom, op), c in sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])):
-            print(f"  {dom:<20} {op:<32} {c}")
+        items = sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))
+        for (dom, op), c in items:
             total[(dom, op)] += c
             used_by[(dom, op)] += 1
+        if a.compact:
+            ops = ", ".join(f"{'' if dom == 'ai.onnx' else dom + ':'}{op} {c}" for (dom, op), c in items)
+            print(f"- {name} ({sum(hist.values())} nodes): {ops}")
+            continue
+        print(f"## {name}: {sum(hist.values())} nodes (opsets: {opsets}; inputs: {ins})")
+        for (dom, op), c in items:
+            print(f"  {dom:<20} {op:<32} {c}")
         print()
-    if len(paths) > 1:
+    if len(paths) > 1 and a.compact:
+        print(f"- whole corpus ({len(paths)} models), op: nodes/models: " + ", ".join(
+            f"{'' if dom == 'ai.onnx' else dom + ':'}{op} {c}/{used_by[(dom, op)]}"
+            for (dom, op), c in sorted(total.items(), key=lambda kv: (-used_by[kv[0]], -kv[1]))))
+    elif len(paths) > 1:
         print(f"## whole corpus ({len(paths)} models): op, nodes, models using it")
         for (dom, op), c in sorted(total.items(), key=lambda kv: (-used_by[kv[0]], -kv[1])):
             print(f"  {dom:<20} {op:<32} {c:>5} {used_by[(dom, op)]:>3}")
