@@ -95,7 +95,8 @@ def speech(text, out, voice="en", speed=160, pitch=50):
     raw = out + ".raw.wav"
     subprocess.check_call(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
                            "-w", raw, text])
-    subprocess.check_call(["sox", raw, "-r", "16000", "-c", "1", "-b", "16", out])
+    # -D: no dither, so the samples (and every reference built on them) are reproducible.
+    subprocess.check_call(["sox", "-D", raw, "-r", "16000", "-c", "1", "-b", "16", out])
     os.remove(raw)
 
 
