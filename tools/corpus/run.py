@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Measures an edgetune binary on the import corpus (tools/corpus/build.py).
+
+    python3 tools/corpus/run.py --bin PATH/TO/edgetune [--out DIR] [NAME ...]
+    (EDGETUNE_BIN may stand for --bin; tools/corpus/run.sh builds the binary first)
+
+Per model: `edgetune compile --check` (printed verbatim), `edgetune compile` with the
+model's fixed input shapes, `edgetune inspect` (ops of the plan; those named *F32 run in
+float), then `edgetune run` on every reference input: cosine of each output against
+onnxruntime's, and the median latency of `edgetune run --profile N` against onnxruntime's
+median on the same input, both with one thread on one pinned core. One model's failure
+(error, crash, time-out) is recorded and the next model runs.
+
+Writes DIR/<name>/{check,compile,inspect,run-*}.txt, DIR/results.json and DIR/table.md
+(also printed). Needs numpy and onnxruntime.
+"""
+import argparse, datetime, json, os, re, shutil, subprocess, sys, time
+import numpy as np
+
+CORPUS = os.environ.get("EDGETUNE_CORPUS", os.path.expanduser("~/.cache/edgetune/corpus"))
+TIMEOUT = 600
+
+
+def sh(cmd, log, timeout=TIMEOUT):
+    """Runs cmd, writes the command and its combined output to log; (exit code, output)."""
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        code, out = p.returncode, p.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        code, out = "timeout", (e.stdout or b"").decode("utf-8", "replace") + f"\n[timed out after {timeout} s]"
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n" + out + f"\n[exit {code}, {time.perf_counter() - t:.1f} s]\n")
+    return code, out
+
+
+def first_error(code, out):
+    """The CLI's error line (the last line naming an error), else a note of the exit."""
+    if code == "timeout":
+        return "timed out"
+    if isinstance(code, int) and code < 0:
+        return f"killed by signal {-code}"
+    lines = [l.strip() for l in out.splitlines() if l.strip()]
+    for l in reversed(lines):
+        if re.search(r"error|panicked|cannot|unsupported", l, re.I):
+            return l
+    return lines[-1] if lines else f"exit {code}"
+
+
+def cosine(a, b):
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+def safe(name):
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
+
+
+def pin():
+    """Pins this process (onnxruntime) to the core `taskset -c` pins edgetune to."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[-1]
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def ort_median(model, feed, runs):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    s.run(None, feed)
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, feed)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def feed_file(d, od, k, inp):
+    """The input as `edgetune run` reads it: float32 .npy (integer ids cast to float)."""
+    src = os.path.join(d, "inputs", str(k), inp["file"])
+    a = np.load(src)
+    if a.dtype == np.float32:
+        return src
+    dst = os.path.join(od, f"in{k}_{inp['file']}")
+    np.save(dst, a.astype(np.float32))
+    return dst
+
+
+def measure(et, name, out_dir, runs, core):
+    d = os.path.join(CORPUS, name)
+    meta = json.load(open(os.path.join(d, "meta.json")))
+    od = os.path.join(out_dir, name)
+    os.makedirs(od, exist_ok=True)
+    model = os.path.join(d, "model.onnx")
+    shapes = []
+    for s in meta["edgetune_input_args"]:
+        shapes += ["--input", s]
+    r = {"name": name, "producer": meta["producer"], "quantisation": meta["quantisation"],
+         "layout": meta["layout"], "inputs": meta["edgetune_input_args"]}
+
+    code, out = sh([et, "compile", "--check", model] + shapes, os.path.join(od, "check.txt"))
+    r["check_ok"] = code == 0
+    r["check_output"] = out.strip()
+    r["check_summary"] = "every node imports" if code == 0 else first_error(code, out)
+
+    plan = os.path.join(od, "plan.etm")
+    code, out = sh([et, "compile", model, "-o", plan] + shapes, os.path.join(od, "compile.txt"))
+    r["compile_output"] = out.strip()
+    if code != 0 or not os.path.exists(plan):
+        r["compiles"] = False
+        r["first_error"] = first_error(code, out)
+        return r
+    r["compiles"] = True
+
+    code, out = sh([et, "inspect", plan], os.path.join(od, "inspect.txt"))
+    m = re.search(r"^ops (\d+): (.*)$", out, re.M)
+    if m:
+        kinds = re.findall(r'\("(\w+)", (\d+)\)', m.group(2))
+        r["plan_ops"] = {k: int(c) for k, c in kinds}
+        r["float_ops"] = {k: int(c) for k, c in kinds if k.endswith("F32")}
+
+    # Accuracy: every reference input, every output the plan and onnxruntime share.
+    cos, cos_f, notes = [], [], []
+    for k in range(meta["n_refs"]):
+        feeds = []
+        for i in meta["inputs"]:
+            feeds.append(f"{i['name']}=" + feed_file(d, od, k, i))
+        sd = os.path.join(od, f"out{k}")
+        shutil.rmtree(sd, ignore_errors=True)
+        code, out = sh([et, "run", plan] + feeds + ["--save-outputs", sd], os.path.join(od, f"run-{k}.txt"))
+        if code != 0:
+            r["run_error"] = first_error(code, out)
+            break
+        got, by_index = {}, {}
+        for f in os.listdir(sd) if os.path.isdir(sd) else []:
+            m = re.match(r"^(\d+)_(.*)$", f)
+            if m:
+                got[m.group(2)] = by_index[int(m.group(1))] = np.load(os.path.join(sd, f))
+        for j, o in enumerate(meta["outputs"]):
+            ref = np.load(os.path.join(d, "ref", str(k), o["file"]))
+            e = got.get(o["file"])
+            if e is None and j in by_index and len(by_index) >= len(meta["outputs"]):
+                e = by_index[j]  # the plan renamed its outputs: take them in graph order
+                notes.append(f"output {o['name']} matched by position")
+            if e is None:
+                notes.append(f"output {o['name']} not in the plan's outputs")
+                continue
+            if e.size != ref.size:
+                notes.append(f"output {o['name']}: {e.size} values, onnxruntime {ref.size}")
+                continue
+            cos.append((o["name"], k, cosine(e, ref)))
+            fref = os.path.join(d, "ref_fp32", str(k), o["file"])
+            if os.path.exists(fref):
+                f32 = np.load(fref)
+                cos_f.append((o["name"], k, cosine(e, f32), cosine(ref, f32)))
+    if cos:
+        worst = min(cos, key=lambda c: c[2])
+        r["cosine_min"] = worst[2]
+        r["cosine_worst"] = f"{worst[0]} (input {worst[1]})"
+        r["cosines"] = cos
+    if cos_f:
+        r["cosine_float_min"] = min(c[2] for c in cos_f)
+        r["ort_cosine_float_min"] = min(c[3] for c in cos_f)
+        r["cosines_float"] = cos_f
+    if notes:
+        r["output_notes"] = sorted(set(notes))
+
+    if "run_error" not in r:
+        feeds = [f"{i['name']}=" + feed_file(d, od, 0, i) for i in meta["inputs"]]
+        code, out = sh(["taskset", "-c", str(core), et, "run", plan] + feeds + ["--profile", str(runs)],
+                       os.path.join(od, "profile.txt"))
+        m = re.search(r"median ([\d.]+) ms", out)
+        if code == 0 and m:
+            r["edgetune_ms"] = float(m.group(1))
+        feed = {i["name"]: np.load(os.path.join(d, "inputs", "0", i["file"])) for i in meta["inputs"]}
+        r["ort_ms"] = ort_median(model, feed, runs)
+    return r
+
+
+def cell_compiles(r):
+    if r.get("compiles"):
+        return "yes"
+    e = r.get("first_error", "").replace(CORPUS + "/", "")
+    # Converters name nodes after every fused source op; the table keeps the start.
+    e = re.sub(r"node '([^']{48})[^']+'", lambda m: f"node '{m.group(1)}...'", e)
+    return "no: " + e.replace("|", "\\|")
+
+
+def table(results):
+    rows = ["| model | producer | quantisation | compiles (yes / first error) | cosine vs ORT (min) | "
+            "cosine vs float model: edgetune / ORT (min) | latency edgetune / ORT (ms, ratio) | float ops in plan |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        cos = f"{r['cosine_min']:.4f}" if "cosine_min" in r else ("run error: " + r["run_error"] if "run_error" in r else "-")
+        if "edgetune_ms" in r and "ort_ms" in r:
+            lat = f"{r['edgetune_ms']:.2f} / {r['ort_ms']:.2f} ({r['edgetune_ms'] / r['ort_ms']:.2f}x)"
+        elif "ort_ms" in r:
+            lat = f"- / {r['ort_ms']:.2f}"
+        else:
+            lat = "-"
+        if "float_ops" in r:
+            tot = sum(r["plan_ops"].values())
+            fl = sum(r["float_ops"].values())
+            kinds = ", ".join(f"{k} {c}" for k, c in r["float_ops"].items())
+            fops = f"{fl} of {tot}" + (f" ({kinds})" if kinds else "")
+        else:
+            fops = "-"
+        if "cosine_float_min" in r:
+            cf = f"{r['cosine_float_min']:.4f} / {r['ort_cosine_float_min']:.4f}"
+        else:
+            cf = "-"
+        rows.append(f"| {r['name']} | {r['producer']} | {r['quantisation']} | {cell_compiles(r)} | "
+                    f"{cos} | {cf} | {lat} | {fops} |")
+    rows += ["", "`edgetune compile --check` per model (its closing line):", ""]
+    for r in results:
+        rows.append(f"- {r['name']}: " + r.get("check_summary", "-").replace(CORPUS + "/", ""))
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--bin", default=os.environ.get("EDGETUNE_BIN"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per latency median")
+    a = ap.parse_args()
+    if not a.bin or not os.access(a.bin, os.X_OK):
+        sys.exit(f"no edgetune binary at {a.bin!r}: pass --bin or set EDGETUNE_BIN")
+    names = a.names or sorted(n for n in os.listdir(CORPUS) if os.path.exists(os.path.join(CORPUS, n, "meta.json")))
+    out = a.out or os.path.join(os.path.dirname(CORPUS), "corpus-runs",
+                                datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    os.makedirs(out, exist_ok=True)
+    core = pin()
+    results = []
+    for n in names:
+        print(f"== {n}", flush=True)
+        try:
+            r = measure(a.bin, n, out, a.runs, core)
+        except Exception as e:  # the runner's own failure on one model must not stop the rest
+            r = {"name": n, "producer": "?", "quantisation": "?", "compiles": False,
+                 "first_error": f"runner: {type(e).__name__}: {e}"}
+        results.append(r)
+        print("   compiles:", cell_compiles(r), "| cosine:", r.get("cosine_min"),
+              "| ms:", r.get("edgetune_ms"), "/", r.get("ort_ms"), flush=True)
+        if not r.get("check_ok", True):
+            print("   --check:\n" + "\n".join("     " + l for l in r["check_output"].splitlines()), flush=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"bin": a.bin, "corpus": CORPUS, "results": results}, f, indent=1)
+    t = table(results)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(t + "\n")
+    print("\n" + t)
+    print(f"\nlogs, results.json and table.md in {out}")
+
+
+if __name__ == "__main__":
+    main()
