@@ -742,7 +742,11 @@ impl<'p, 'm> Executor<'p, 'm> {
                 fw,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let elem = if tt(y).dtype == crate::plan::DType::F32 {
+                    4
+                } else {
+                    1
+                };
                 let [outer, h, w, inner, fh, fw] = [outer, h, w, inner, fh, fw].map(|v| v as usize);
                 let run = inner * elem;
                 shape_need("Upsample", checked(&[outer, h, w, run])?, i[0].len())?;
@@ -807,7 +811,11 @@ impl<'p, 'm> Executor<'p, 'm> {
                 len,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let elem = if tt(y).dtype == crate::plan::DType::F32 {
+                    4
+                } else {
+                    1
+                };
                 let (outer, inner, off, len) = (
                     outer as usize,
                     inner as usize * elem,
@@ -832,14 +840,16 @@ impl<'p, 'm> Executor<'p, 'm> {
                 tb,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
-                let elem = if tt(y).dtype == crate::plan::DType::F32 { 4 } else { 1 };
+                let elem = if tt(y).dtype == crate::plan::DType::F32 {
+                    4
+                } else {
+                    1
+                };
                 let (outer, ia, ib) = (outer as usize, ia as usize * elem, ib as usize * elem);
                 shape_need("Concat", checked(&[outer, ia + ib])?, o.len())?;
                 shape_need("Concat", checked(&[outer, ia])?, i[0].len())?;
                 shape_need("Concat", checked(&[outer, ib])?, i[1].len())?;
-                for (part, inner, tab, off) in
-                    [(i[0], ia, ta, 0), (i[1], ib, tb, ia)]
-                {
+                for (part, inner, tab, off) in [(i[0], ia, ta, 0), (i[1], ib, tb, ia)] {
                     let tab = plan.blob_bytes(tab);
                     for k in 0..outer {
                         let d = &mut o[k * (ia + ib) + off..][..inner];

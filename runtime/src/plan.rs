@@ -838,7 +838,10 @@ impl<'a> Plan<'a> {
                 fh,
                 fw,
             } => {
-                let n_in = [outer, h, w, inner].iter().map(|&v| v as u64).product::<u64>();
+                let n_in = [outer, h, w, inner]
+                    .iter()
+                    .map(|&v| v as u64)
+                    .product::<u64>();
                 t(x).dtype == t(y).dtype
                     && t(x).len() as u64 == n_in
                     && t(y).len() as u64 == n_in * fh as u64 * fw as u64
@@ -855,9 +858,7 @@ impl<'a> Plan<'a> {
                 let n_out: u64 = (0..4)
                     .map(|i| dims[i] as u64 + before[i] as u64 + after[i] as u64)
                     .product();
-                t(x).dtype == t(y).dtype
-                    && t(x).len() as u64 == n_in
-                    && t(y).len() as u64 == n_out
+                t(x).dtype == t(y).dtype && t(x).len() as u64 == n_in && t(y).len() as u64 == n_out
             }
             Op::Slice {
                 x,

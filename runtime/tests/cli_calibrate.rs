@@ -46,8 +46,15 @@ fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
         cal.to_str().unwrap(),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("calibrated on {} inputs", cs[0])), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("calibrated on {} inputs", cs[0])),
+        "{text}"
+    );
     // The library on the same inputs, run in process.
     let bytes = std::fs::read(&model).unwrap();
     let (parts, _) = import_calibrated(&bytes, &ImportOptions::default(), &samples).unwrap();
@@ -66,8 +73,17 @@ fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
         "--save-outputs",
         saved.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let file = std::fs::read_dir(&saved).unwrap().next().unwrap().unwrap().path();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = std::fs::read_dir(&saved)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let (_, y_cli) = read_npy(&file).unwrap();
     let mut exec = Executor::new(&lib, Kernels::detect(), 1 << 24).unwrap();
     exec.run(&[x0]).unwrap();

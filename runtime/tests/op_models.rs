@@ -78,12 +78,21 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
     use edgetune::import::import_calibrated;
     let (cs, c) = read_npy(&dir().join("calib.npy")).unwrap();
     let cl = c.len() / cs[0];
-    let samples: Vec<Vec<Vec<f32>>> = (0..cs[0]).map(|i| vec![c[i * cl..][..cl].to_vec()]).collect();
+    let samples: Vec<Vec<Vec<f32>>> = (0..cs[0])
+        .map(|i| vec![c[i * cl..][..cl].to_vec()])
+        .collect();
     let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
     let xl = x.len() / xs[0];
     let mut failed = vec![];
     let mut count = 0;
-    for name in ["silu", "se_hardswish", "pad_concat", "shape_flatten", "split_scalar", "upsample"] {
+    for name in [
+        "silu",
+        "se_hardswish",
+        "pad_concat",
+        "shape_flatten",
+        "split_scalar",
+        "upsample",
+    ] {
         count += 1;
         let bytes = std::fs::read(dir().join(format!("float/{name}.onnx"))).unwrap();
         let (parts, report) = match import_calibrated(&bytes, &ImportOptions::default(), &samples) {
@@ -96,7 +105,9 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
         };
         let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
         assert!(
-            plan.ops.iter().any(|o| matches!(o, edgetune::plan::Op::ConvI8 { .. })),
+            plan.ops
+                .iter()
+                .any(|o| matches!(o, edgetune::plan::Op::ConvI8 { .. })),
             "{name}: convolutions should run in int8"
         );
         let (_, y) = read_npy(&dir().join(format!("float/{name}_y.npy"))).unwrap();
@@ -140,7 +151,10 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
         }
     }
     assert_eq!(count, 6);
-    assert!(failed.is_empty(), "far from onnxruntime's float outputs: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "far from onnxruntime's float outputs: {failed:?}"
+    );
 }
 
 /// A quantised model, a sample of the wrong size or a non-finite sample is a typed error.
@@ -155,7 +169,11 @@ fn calibration_refuses_bad_input() {
         Err(Error::Invalid { .. })
     ));
     assert!(matches!(
-        import_calibrated(&float, &ImportOptions::default(), &[vec![vec![f32::NAN; 3 * 16 * 16]]]),
+        import_calibrated(
+            &float,
+            &ImportOptions::default(),
+            &[vec![vec![f32::NAN; 3 * 16 * 16]]]
+        ),
         Err(Error::NonFinite { .. })
     ));
     assert!(matches!(

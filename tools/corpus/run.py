@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures an edgetune binary on the import corpus (tools/corpus/build.py).
 
-    python3 tools/corpus/run.py --bin PATH/TO/edgetune [--out DIR] [NAME ...]
+    python3 tools/corpus/run.py --bin PATH/TO/edgetune [--out DIR] [--calibrate] [NAME ...]
     (EDGETUNE_BIN may stand for --bin; tools/corpus/run.sh builds the binary first)
 
 Per model: `edgetune compile --check` (printed verbatim), `edgetune compile` with the
@@ -94,7 +94,7 @@ def feed_file(d, od, k, inp):
     return dst
 
 
-def measure(et, name, out_dir, runs, core):
+def measure(et, name, out_dir, runs, core, calibrate=False):
     d = os.path.join(CORPUS, name)
     meta = json.load(open(os.path.join(d, "meta.json")))
     od = os.path.join(out_dir, name)
@@ -112,7 +112,14 @@ def measure(et, name, out_dir, runs, core):
     r["check_summary"] = "every node imports" if code == 0 else first_error(code, out)
 
     plan = os.path.join(od, "plan.etm")
-    code, out = sh([et, "compile", model, "-o", plan] + shapes, os.path.join(od, "compile.txt"))
+    # A float model with calibration inputs (tools/corpus/calib.py) is quantised by
+    # edgetune itself on the inputs onnxruntime's quantiser used for the int8 entries.
+    calib = os.path.join(d, "calib")
+    extra = []
+    if calibrate and meta["quantisation"] == "float" and os.path.isdir(calib):
+        extra = ["--calibrate", calib, "--calibrate-count", "64"]
+        r["quantisation"] = "float → edgetune --calibrate"
+    code, out = sh([et, "compile", model, "-o", plan] + shapes + extra, os.path.join(od, "compile.txt"))
     r["compile_output"] = out.strip()
     if code != 0 or not os.path.exists(plan):
         r["compiles"] = False
@@ -231,6 +238,8 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("EDGETUNE_BIN"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--runs", type=int, default=20, help="timed runs per latency median")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="compile float entries that have calib/ (tools/corpus/calib.py) with --calibrate")
     a = ap.parse_args()
     if not a.bin or not os.access(a.bin, os.X_OK):
         sys.exit(f"no edgetune binary at {a.bin!r}: pass --bin or set EDGETUNE_BIN")
@@ -243,7 +252,7 @@ def main():
     for n in names:
         print(f"== {n}", flush=True)
         try:
-            r = measure(a.bin, n, out, a.runs, core)
+            r = measure(a.bin, n, out, a.runs, core, a.calibrate)
         except Exception as e:  # the runner's own failure on one model must not stop the rest
             r = {"name": n, "producer": "?", "quantisation": "?", "compiles": False,
                  "first_error": f"runner: {type(e).__name__}: {e}"}

@@ -143,7 +143,10 @@ pub fn quantise(
     }
     if g.node.iter().any(|n| {
         n.op_type.starts_with("QLinear")
-            || matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear")
+            || matches!(
+                n.op_type.as_str(),
+                "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear"
+            )
     }) {
         return Err(Error::Invalid {
             what: "the model is already quantised; compile it without --calibrate".into(),
@@ -321,10 +324,15 @@ pub fn quantise(
         // MatMul by constant [K, N] weights quantises like a Gemm with transB = 0.
         let gemm = n.op_type == "Gemm"
             || (n.op_type == "MatMul"
-                && n.input.get(1).and_then(|w| float_init(g, w)).is_some_and(|(d, _)| d.len() == 2));
+                && n.input
+                    .get(1)
+                    .and_then(|w| float_init(g, w))
+                    .is_some_and(|(d, _)| d.len() == 2));
         let x_q = n0.input.first().and_then(|x| params.get(x)).copied();
-        if (conv || gemm) && x_q.is_some() && registry::is_default_domain(&n.domain) {
-            let (sx, _) = x_q.expect("checked");
+        if let (true, Some((sx, _))) = (
+            (conv || gemm) && registry::is_default_domain(&n.domain),
+            x_q,
+        ) {
             if let Some((wd, w)) = n.input.get(1).and_then(|w| float_init(g, w)) {
                 let trans_b = attr_i(&n, "transB", 0) == 1;
                 // The output-channel axis: 0 of OIHW and of Gemm's [N, K], 1 of [K, N].
@@ -353,20 +361,27 @@ pub fn quantise(
                         .collect();
                     let wn = format!("{}#w{k}", n.input[1]);
                     let dims: Vec<i64> = wd.iter().map(|&d| d as i64).collect();
-                    out.initializer
-                        .push(tensor(format!("{wn}#q"), dims, I8, q));
+                    out.initializer.push(tensor(format!("{wn}#q"), dims, I8, q));
                     out.initializer.push(tensor(
                         format!("{wn}#scale"),
                         vec![oc as i64],
                         F32,
                         sw.iter().flat_map(|v| v.to_le_bytes()).collect(),
                     ));
-                    out.initializer
-                        .push(tensor(format!("{wn}#zero"), vec![oc as i64], I8, vec![0; oc]));
+                    out.initializer.push(tensor(
+                        format!("{wn}#zero"),
+                        vec![oc as i64],
+                        I8,
+                        vec![0; oc],
+                    ));
                     let mut dq = node(
                         "DequantizeLinear",
                         format!("{wn}#DQ"),
-                        vec![format!("{wn}#q"), format!("{wn}#scale"), format!("{wn}#zero")],
+                        vec![
+                            format!("{wn}#q"),
+                            format!("{wn}#scale"),
+                            format!("{wn}#zero"),
+                        ],
                         wn.clone(),
                     );
                     dq.attribute.push(pb::AttributeProto {
@@ -389,8 +404,12 @@ pub fn quantise(
                                 .flat_map(|(&v, &s)| ((v / s).round() as i32).to_le_bytes())
                                 .collect();
                             let bn = format!("{}#b{k}", n.input[2]);
-                            out.initializer
-                                .push(tensor(format!("{bn}#q"), vec![oc as i64], I32, bq));
+                            out.initializer.push(tensor(
+                                format!("{bn}#q"),
+                                vec![oc as i64],
+                                I32,
+                                bq,
+                            ));
                             out.initializer.push(tensor(
                                 format!("{bn}#scale"),
                                 vec![oc as i64],
@@ -438,7 +457,9 @@ pub fn quantise(
         .collect();
     body.retain(|n| {
         !(n.op_type == "Constant"
-            && n.output.first().is_some_and(|o| drop_inits.contains(o) && !read.contains(o)))
+            && n.output
+                .first()
+                .is_some_and(|o| drop_inits.contains(o) && !read.contains(o)))
     });
     // Initialisers still read elsewhere (a weight shared with a float op) stay.
     let still_read: HashSet<&str> = body

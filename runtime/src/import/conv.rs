@@ -89,10 +89,8 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     // The depthwise kernels take one stride for both axes and no dilation; other grouped
     // convolutions (and depthwise ones outside that) run as a dense convolution whose
     // weights are zero between groups.
-    let dw_kernel = depthwise
-        && geom.stride_h == geom.stride_w
-        && geom.dil_h == 1
-        && geom.dil_w == 1;
+    let dw_kernel =
+        depthwise && geom.stride_h == geom.stride_w && geom.dil_h == 1 && geom.dil_w == 1;
     if groups != 1 && !dw_kernel && oc % groups != 0 {
         return Err(lw.unsupported(n, "output channels not divisible by the groups"));
     }
@@ -200,12 +198,7 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             });
             (y, None)
         }
-        _ => {
-            return Err(lw.unsupported(
-                n,
-                "input must be a quantised tensor or a function of one",
-            ))
-        }
+        _ => return Err(lw.unsupported(n, "input must be a quantised tensor or a function of one")),
     };
     let xi = lw.b.tensors[t as usize].clone();
     if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
@@ -270,8 +263,22 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             }
             ((out - 1) * s + reach).saturating_sub(span)
         };
-        geom.pad_bottom += extra(h, geom.pad_top, geom.pad_bottom, geom.kh, geom.dil_h, geom.stride_h);
-        geom.pad_right += extra(w, geom.pad_left, geom.pad_right, geom.kw, geom.dil_w, geom.stride_w);
+        geom.pad_bottom += extra(
+            h,
+            geom.pad_top,
+            geom.pad_bottom,
+            geom.kh,
+            geom.dil_h,
+            geom.stride_h,
+        );
+        geom.pad_right += extra(
+            w,
+            geom.pad_left,
+            geom.pad_right,
+            geom.kw,
+            geom.dil_w,
+            geom.stride_w,
+        );
     }
     let q = Q8 {
         scale: xi.scale,

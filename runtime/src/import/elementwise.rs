@@ -371,7 +371,13 @@ pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
                 });
             }
             m.monotone &= a >= 0.0;
-            Box::new(move |_, v: f32| if v < 0.0 { a * (libm::expf(v) - 1.0) } else { v })
+            Box::new(move |_, v: f32| {
+                if v < 0.0 {
+                    a * (libm::expf(v) - 1.0)
+                } else {
+                    v
+                }
+            })
         }
         "PRelu" => {
             // One slope, or one per channel ([C], [C, 1, 1] or [1, C, 1, 1]).

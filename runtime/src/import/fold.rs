@@ -87,8 +87,7 @@ impl Lowering<'_> {
     /// Folds node `idx` to a constant where it can; true when it did.
     pub(super) fn fold(&mut self, idx: usize) -> Result<bool> {
         let n = &self.graph.node[idx];
-        if !super::registry::is_default_domain(&n.domain) || !FOLDS.contains(&n.op_type.as_str())
-        {
+        if !super::registry::is_default_domain(&n.domain) || !FOLDS.contains(&n.op_type.as_str()) {
             return Ok(false);
         }
         if n.op_type == "Shape" {
@@ -111,7 +110,8 @@ impl Lowering<'_> {
                 v,
                 float: false,
             };
-            self.vals.insert(n.output[0].clone(), Val::Const(c.into_const()));
+            self.vals
+                .insert(n.output[0].clone(), Val::Const(c.into_const()));
             return Ok(true);
         }
         if let Some(Val::QConst { .. }) = n.input.first().and_then(|i| self.vals.get(i)) {
@@ -132,7 +132,8 @@ impl Lowering<'_> {
             return Ok(false);
         }
         let out = eval(n, &ins).map_err(|why| self.unsupported(n, why))?;
-        self.vals.insert(n.output[0].clone(), Val::Const(out.into_const()));
+        self.vals
+            .insert(n.output[0].clone(), Val::Const(out.into_const()));
         Ok(true)
     }
 }
@@ -193,7 +194,10 @@ impl Lowering<'_> {
                 acc *= d;
             }
             found.ok_or_else(|| {
-                self.unsupported(n, "a reshape that splits the per-channel axis of quantised weights")
+                self.unsupported(
+                    n,
+                    "a reshape that splits the per-channel axis of quantised weights",
+                )
             })?
         };
         self.vals.insert(
@@ -210,7 +214,7 @@ impl Lowering<'_> {
     }
 }
 
-fn get<'a>(ins: &'a [Option<Num>], i: usize) -> std::result::Result<&'a Num, String> {
+fn get(ins: &[Option<Num>], i: usize) -> std::result::Result<&Num, String> {
     ins.get(i)
         .and_then(|x| x.as_ref())
         .ok_or_else(|| format!("missing input {i}"))
@@ -334,7 +338,7 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
             }
             let known: usize = dims.iter().product();
             if let Some(i) = infer {
-                if known == 0 || total % known != 0 {
+                if known == 0 || !total.is_multiple_of(known) {
                     return Err(format!("shape {s:?} does not divide {total}"));
                 }
                 dims[i] = total / known;
@@ -351,10 +355,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
         "Concat" => {
             let parts: Vec<&Num> = ins.iter().flatten().collect();
             let a = ax(attr_i(n, "axis", 0), rank)?;
-            if parts
-                .iter()
-                .any(|p| p.dims.len() != rank || p.dims[..a] != x.dims[..a] || p.dims[a + 1..] != x.dims[a + 1..])
-            {
+            if parts.iter().any(|p| {
+                p.dims.len() != rank
+                    || p.dims[..a] != x.dims[..a]
+                    || p.dims[a + 1..] != x.dims[a + 1..]
+            }) {
                 return Err("inputs differ outside the concatenated axis".into());
             }
             let outer: usize = x.dims[..a].iter().product();
@@ -384,7 +389,9 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                 Some(s) => s.ints(),
                 None => vec![1; starts.len()],
             };
-            if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len()
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
             {
                 return Err("starts, ends, axes and steps differ in length".into());
             }
@@ -466,7 +473,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
         }
         "Expand" => {
             // x broadcast to the shape: x + zeros of that shape.
-            let shape: Vec<usize> = get(ins, 1)?.ints().iter().map(|&d| d.max(0) as usize).collect();
+            let shape: Vec<usize> = get(ins, 1)?
+                .ints()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
             let total: usize = shape.iter().product();
             if total > 1 << 24 {
                 return Err(format!("{total} elements"));

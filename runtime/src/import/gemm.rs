@@ -45,15 +45,7 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             got: xi.logical_shape(),
         });
     }
-    let (bias, scale) = lw.bias_scale(
-        n,
-        2,
-        nn,
-        xi.scale,
-        &ws,
-        &mut wq,
-        k,
-    )?;
+    let (bias, scale) = lw.bias_scale(n, 2, nn, xi.scale, &ws, &mut wq, k)?;
     let (qi, qy) = lw.fused_q(n)?;
     let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
     let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| wq[c * k + r] as i8);

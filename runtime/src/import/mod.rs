@@ -9,9 +9,9 @@
 //! file per op family (`quant`, `conv`, `gemm`, `elementwise`, `norm`, `shape`). The table
 //! is the list of supported ops; [`check`] lists every node a model needs that it lacks.
 
+pub mod calibrate;
 mod conv;
 mod elementwise;
-pub mod calibrate;
 mod export;
 mod fold;
 mod gemm;
@@ -479,7 +479,11 @@ mod tests {
             (found[0].op.as_str(), found[0].node.as_str()),
             ("Softmax", "n0_Softmax")
         );
-        assert!(found[0].why.contains("outside the rank"), "{}", found[0].why);
+        assert!(
+            found[0].why.contains("outside the rank"),
+            "{}",
+            found[0].why
+        );
     }
 
     #[test]

@@ -31,9 +31,7 @@ pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()>
             let rank = c.dims.len() as i64;
             let axis = attr_i(n, "axis", 1);
             let axis = if axis < 0 { axis + rank } else { axis };
-            if scale.len() > 1
-                && !(0..rank).contains(&axis)
-            {
+            if scale.len() > 1 && !(0..rank).contains(&axis) {
                 return Err(lw.unsupported(n, "per-channel axis outside the tensor"));
             }
             let axis = axis.max(0) as usize;
@@ -68,7 +66,11 @@ pub(super) fn dequantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()>
             }
             lw.vals.insert(n.output[0].clone(), Val::Deq(t));
         }
-        Val::Padded { t, pads, deq: false } => {
+        Val::Padded {
+            t,
+            pads,
+            deq: false,
+        } => {
             let q = lw.q8_of(n)?;
             let ti = &lw.b.tensors[t as usize];
             if ti.scale != q.scale || ti.zero != q.zero {
@@ -141,9 +143,11 @@ pub(super) fn quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
                 }),
             );
         }
-        Val::Padded { t, pads, deq: false }
-            if lw.b.tensors[t as usize].dtype == DType::F32 && !lw.b.tensors[t as usize].nhwc =>
-        {
+        Val::Padded {
+            t,
+            pads,
+            deq: false,
+        } if lw.b.tensors[t as usize].dtype == DType::F32 && !lw.b.tensors[t as usize].nhwc => {
             // A float map padded with zeros: quantised first, the padding still pending
             // (0.0 quantises to the zero point, the value a convolution pads with).
             let s = lw.b.tensors[t as usize].shape.clone();
@@ -160,16 +164,28 @@ pub(super) fn quantize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
                 q,
                 to_nhwc: true,
             });
-            lw.vals
-                .insert(n.output[0].clone(), Val::Padded { t: y, pads, deq: false });
+            lw.vals.insert(
+                n.output[0].clone(),
+                Val::Padded {
+                    t: y,
+                    pads,
+                    deq: false,
+                },
+            );
         }
         Val::Padded { t, pads, deq: true } => {
             let ti = &lw.b.tensors[t as usize];
             if ti.scale != q.scale || ti.zero != q.zero {
                 return Err(lw.unsupported(n, "requantises a padded map"));
             }
-            lw.vals
-                .insert(n.output[0].clone(), Val::Padded { t, pads, deq: false });
+            lw.vals.insert(
+                n.output[0].clone(),
+                Val::Padded {
+                    t,
+                    pads,
+                    deq: false,
+                },
+            );
         }
         _ => return Err(lw.unsupported(n, "input must be a float tensor")),
     }
@@ -455,7 +471,11 @@ pub(super) fn qlinear_ms(
     let mut dq = |x: String, s: String, z: String, tag: &str, axis: Option<i64>| {
         let y = format!("{p}/{tag}");
         let mut d = pb::NodeProto {
-            input: if z.is_empty() { vec![x, s] } else { vec![x, s, z] },
+            input: if z.is_empty() {
+                vec![x, s]
+            } else {
+                vec![x, s, z]
+            },
             output: vec![y.clone()],
             name: y.clone(),
             op_type: "DequantizeLinear".into(),
@@ -468,126 +488,130 @@ pub(super) fn qlinear_ms(
         y
     };
     // (float op, its inputs, the output's scale and zero point, attributes kept)
-    let (op, core_in, out_q, attrs): (&str, Vec<String>, Option<(String, String)>, Vec<pb::AttributeProto>) =
-        match n.op_type.as_str() {
-            "QLinearAdd" | "QLinearMul" => {
-                need(7)?;
-                let a = dq(inp(0), inp(1), inp(2), "a", None);
-                let b = dq(inp(3), inp(4), inp(5), "b", None);
-                (
-                    &n.op_type[7..],
-                    vec![a, b],
-                    Some((inp(6), inp(7))),
-                    vec![],
-                )
-            }
-            "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearGlobalAveragePool"
-            | "QLinearAveragePool" | "QLinearSoftmax" => {
-                need(4)?;
-                if n
-                    .attribute
-                    .iter()
-                    .any(|a| a.name == "channels_last" && a.i != 0)
-                {
-                    return Err(Error::UnsupportedOp {
-                        op: n.op_type.clone(),
-                        node: n.name.clone(),
-                        inputs: vec![],
-                        why: "channels_last".into(),
-                    });
-                }
-                let x = dq(inp(0), inp(1), inp(2), "x", None);
-                let attrs = n
-                    .attribute
-                    .iter()
-                    .filter(|a| a.name != "channels_last" && a.name != "opset")
-                    .cloned()
-                    .collect();
-                (&n.op_type[7..], vec![x], Some((inp(3), inp(4))), attrs)
-            }
-            "QLinearConcat" => {
-                need(5)?;
-                if (n.input.len() - 2) % 3 != 0 {
-                    return Err(malformed(format!(
-                        "QLinearConcat '{}' needs (tensor, scale, zero point) triples",
-                        n.name
-                    )));
-                }
-                let xs = (0..(n.input.len() - 2) / 3)
-                    .map(|j| {
-                        let k = 2 + 3 * j;
-                        dq(inp(k), inp(k + 1), inp(k + 2), &format!("x{j}"), None)
-                    })
-                    .collect();
-                (
-                    "Concat",
-                    xs,
-                    Some((inp(0), inp(1))),
-                    n.attribute.clone(),
-                )
-            }
-            "QGemm" => {
-                need(6)?;
-                let trans_b = n
-                    .attribute
-                    .iter()
-                    .find(|a| a.name == "transB")
-                    .is_some_and(|a| a.i == 1);
-                let a = dq(inp(0), inp(1), inp(2), "a", None);
-                let b = dq(
-                    inp(3),
-                    inp(4),
-                    inp(5),
-                    "b",
-                    Some(if trans_b { 0 } else { 1 }),
-                );
-                let mut core_in = vec![a, b];
-                if !inp(6).is_empty() {
-                    let init = |name: &str| -> Result<Vec<f32>> {
-                        let t = src
-                            .initializer
-                            .iter()
-                            .find(|t| t.name == name)
-                            .ok_or_else(|| Error::UnsupportedOp {
-                                op: n.op_type.clone(),
-                                node: n.name.clone(),
-                                inputs: vec![],
-                                why: "scales must be initializers".into(),
-                            })?;
-                        tensor_const(t)?.f32s().ok_or_else(|| malformed("QGemm scales must be f32"))
-                    };
-                    let (sa, sb) = (init(&inp(1))?, init(&inp(4))?);
-                    if sa.len() != 1 {
-                        return Err(malformed("QGemm: a_scale must be per-tensor"));
-                    }
-                    let bs: Vec<u8> = sb.iter().flat_map(|w| (sa[0] * w).to_le_bytes()).collect();
-                    g.initializer.push(pb::TensorProto {
-                        name: format!("{p}/bias_scale"),
-                        dims: vec![sb.len() as i64],
-                        data_type: pb::tensor_proto::DataType::Float as i32,
-                        raw_data: bs,
-                        ..Default::default()
-                    });
-                    core_in.push(dq(inp(6), format!("{p}/bias_scale"), String::new(), "c", Some(0)));
-                }
-                let out_q = (!inp(7).is_empty()).then(|| (inp(7), inp(8)));
-                let attrs = n
-                    .attribute
-                    .iter()
-                    .filter(|a| a.name == "transA" || a.name == "transB" || a.name == "alpha")
-                    .cloned()
-                    .collect();
-                ("Gemm", core_in, out_q, attrs)
-            }
-            other => {
+    let (op, core_in, out_q, attrs): (
+        &str,
+        Vec<String>,
+        Option<(String, String)>,
+        Vec<pb::AttributeProto>,
+    ) = match n.op_type.as_str() {
+        "QLinearAdd" | "QLinearMul" => {
+            need(7)?;
+            let a = dq(inp(0), inp(1), inp(2), "a", None);
+            let b = dq(inp(3), inp(4), inp(5), "b", None);
+            (&n.op_type[7..], vec![a, b], Some((inp(6), inp(7))), vec![])
+        }
+        "QLinearSigmoid"
+        | "QLinearLeakyRelu"
+        | "QLinearGlobalAveragePool"
+        | "QLinearAveragePool"
+        | "QLinearSoftmax" => {
+            need(4)?;
+            if n.attribute
+                .iter()
+                .any(|a| a.name == "channels_last" && a.i != 0)
+            {
                 return Err(Error::UnsupportedOp {
-                    op: other.into(),
+                    op: n.op_type.clone(),
                     node: n.name.clone(),
                     inputs: vec![],
-                    why: "domain com.microsoft".into(),
-                })
+                    why: "channels_last".into(),
+                });
             }
-        };
+            let x = dq(inp(0), inp(1), inp(2), "x", None);
+            let attrs = n
+                .attribute
+                .iter()
+                .filter(|a| a.name != "channels_last" && a.name != "opset")
+                .cloned()
+                .collect();
+            (&n.op_type[7..], vec![x], Some((inp(3), inp(4))), attrs)
+        }
+        "QLinearConcat" => {
+            need(5)?;
+            if !(n.input.len() - 2).is_multiple_of(3) {
+                return Err(malformed(format!(
+                    "QLinearConcat '{}' needs (tensor, scale, zero point) triples",
+                    n.name
+                )));
+            }
+            let xs = (0..(n.input.len() - 2) / 3)
+                .map(|j| {
+                    let k = 2 + 3 * j;
+                    dq(inp(k), inp(k + 1), inp(k + 2), &format!("x{j}"), None)
+                })
+                .collect();
+            ("Concat", xs, Some((inp(0), inp(1))), n.attribute.clone())
+        }
+        "QGemm" => {
+            need(6)?;
+            let trans_b = n
+                .attribute
+                .iter()
+                .find(|a| a.name == "transB")
+                .is_some_and(|a| a.i == 1);
+            let a = dq(inp(0), inp(1), inp(2), "a", None);
+            let b = dq(
+                inp(3),
+                inp(4),
+                inp(5),
+                "b",
+                Some(if trans_b { 0 } else { 1 }),
+            );
+            let mut core_in = vec![a, b];
+            if !inp(6).is_empty() {
+                let init = |name: &str| -> Result<Vec<f32>> {
+                    let t = src
+                        .initializer
+                        .iter()
+                        .find(|t| t.name == name)
+                        .ok_or_else(|| Error::UnsupportedOp {
+                            op: n.op_type.clone(),
+                            node: n.name.clone(),
+                            inputs: vec![],
+                            why: "scales must be initializers".into(),
+                        })?;
+                    tensor_const(t)?
+                        .f32s()
+                        .ok_or_else(|| malformed("QGemm scales must be f32"))
+                };
+                let (sa, sb) = (init(&inp(1))?, init(&inp(4))?);
+                if sa.len() != 1 {
+                    return Err(malformed("QGemm: a_scale must be per-tensor"));
+                }
+                let bs: Vec<u8> = sb.iter().flat_map(|w| (sa[0] * w).to_le_bytes()).collect();
+                g.initializer.push(pb::TensorProto {
+                    name: format!("{p}/bias_scale"),
+                    dims: vec![sb.len() as i64],
+                    data_type: pb::tensor_proto::DataType::Float as i32,
+                    raw_data: bs,
+                    ..Default::default()
+                });
+                core_in.push(dq(
+                    inp(6),
+                    format!("{p}/bias_scale"),
+                    String::new(),
+                    "c",
+                    Some(0),
+                ));
+            }
+            let out_q = (!inp(7).is_empty()).then(|| (inp(7), inp(8)));
+            let attrs = n
+                .attribute
+                .iter()
+                .filter(|a| a.name == "transA" || a.name == "transB" || a.name == "alpha")
+                .cloned()
+                .collect();
+            ("Gemm", core_in, out_q, attrs)
+        }
+        other => {
+            return Err(Error::UnsupportedOp {
+                op: other.into(),
+                node: n.name.clone(),
+                inputs: vec![],
+                why: "domain com.microsoft".into(),
+            })
+        }
+    };
     let core_out = if out_q.is_some() {
         format!("{p}/y")
     } else {
@@ -603,7 +627,11 @@ pub(super) fn qlinear_ms(
     });
     if let Some((s, z)) = out_q {
         nodes.push(pb::NodeProto {
-            input: if z.is_empty() { vec![core_out, s] } else { vec![core_out, s, z] },
+            input: if z.is_empty() {
+                vec![core_out, s]
+            } else {
+                vec![core_out, s, z]
+            },
             output: vec![n.output[0].clone()],
             name: format!("{p}/q"),
             op_type: "QuantizeLinear".into(),

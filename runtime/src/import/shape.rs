@@ -356,7 +356,10 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     };
     let rank = ti.shape.len();
     if value.len() != 1 || !value[0].is_finite() || rank > 4 || pads.len() != 2 * rank {
-        return Err(lw.unsupported(n, "pads for every axis of a tensor of rank ≤ 4, one finite value"));
+        return Err(lw.unsupported(
+            n,
+            "pads for every axis of a tensor of rank ≤ 4, one finite value",
+        ));
     }
     if pads.iter().any(|&p| p < 0) {
         return Err(lw.unsupported(n, "negative pads (cropping)"));
@@ -421,9 +424,13 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         scale: ti.scale,
         zero: ti.zero,
     };
-    let y = lw
-        .b
-        .tensor(&n.output[0], ti.dtype, shape, ti.nhwc, (form < 2).then_some(q));
+    let y = lw.b.tensor(
+        &n.output[0],
+        ti.dtype,
+        shape,
+        ti.nhwc,
+        (form < 2).then_some(q),
+    );
     lw.b.ops.push(Op::Pad {
         x: t,
         y,
@@ -456,9 +463,7 @@ impl Lowering<'_> {
             for &c in cons {
                 let node = &self.graph.node[c];
                 match node.op_type.as_str() {
-                    "QuantizeLinear" | "DequantizeLinear" => {
-                        stack.push(node.output[0].clone())
-                    }
+                    "QuantizeLinear" | "DequantizeLinear" => stack.push(node.output[0].clone()),
                     "QLinearConv" | "Conv" if node.input.first() == Some(&v) => any = true,
                     _ => return false,
                 }
@@ -478,13 +483,22 @@ pub(super) fn concat(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
     let quantised = (0..ins.len()).all(|i| matches!(lw.val(n, i), Ok(Val::Deq(_))));
     let ts: Vec<u32> = if quantised {
-        (0..ins.len()).map(|i| lw.deq(n, i)).collect::<Result<_>>()?
+        (0..ins.len())
+            .map(|i| lw.deq(n, i))
+            .collect::<Result<_>>()?
     } else {
         (0..ins.len())
-            .map(|i| lw.fact(n, i).ok_or_else(|| lw.unsupported(n, format!("input {i} is neither quantised nor float"))))
+            .map(|i| {
+                lw.fact(n, i).ok_or_else(|| {
+                    lw.unsupported(n, format!("input {i} is neither quantised nor float"))
+                })
+            })
             .collect::<Result<_>>()?
     };
-    let infos: Vec<_> = ts.iter().map(|&t| lw.b.tensors[t as usize].clone()).collect();
+    let infos: Vec<_> = ts
+        .iter()
+        .map(|&t| lw.b.tensors[t as usize].clone())
+        .collect();
     let logical = infos[0].logical_shape();
     let rank = logical.len();
     let a = attr_i(n, "axis", 0);
@@ -614,7 +628,11 @@ fn window(
     let quantised = form < 2;
     let ti = lw.b.tensors[t as usize].clone();
     let rank = ti.shape.len();
-    let stored = if ti.nhwc && rank == 4 { [0, 3, 1, 2][a] } else { a };
+    let stored = if ti.nhwc && rank == 4 {
+        [0, 3, 1, 2][a]
+    } else {
+        a
+    };
     let below: usize = ti.shape[stored + 1..].iter().product();
     let mut shape = ti.shape.clone();
     shape[stored] = len;
@@ -622,7 +640,8 @@ fn window(
         scale: ti.scale,
         zero: ti.zero,
     };
-    let y = lw.b.tensor(out, ti.dtype, shape, ti.nhwc, quantised.then_some(q));
+    let y =
+        lw.b.tensor(out, ti.dtype, shape, ti.nhwc, quantised.then_some(q));
     lw.b.ops.push(Op::Slice {
         x: t,
         y,
@@ -659,13 +678,19 @@ pub(super) fn split(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let d = shape[a];
     let outs: Vec<String> = n.output.clone();
     let sizes: Vec<usize> = if n.input.len() > 1 && !n.input[1].is_empty() {
-        lw.constant(n, 1)?.ints().iter().map(|&v| v.max(0) as usize).collect()
+        lw.constant(n, 1)?
+            .ints()
+            .iter()
+            .map(|&v| v.max(0) as usize)
+            .collect()
     } else if let Some(s) = attr_ints(n, "split") {
         s.iter().map(|&v| v.max(0) as usize).collect()
     } else {
         let k = outs.len().max(1);
         let part = d.div_ceil(k);
-        (0..k).map(|j| part.min(d.saturating_sub(j * part))).collect()
+        (0..k)
+            .map(|j| part.min(d.saturating_sub(j * part)))
+            .collect()
     };
     if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != d {
         return Err(lw.unsupported(n, "split sizes do not add up to the axis"));
@@ -743,16 +768,26 @@ pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if mode != b"nearest" {
         return Err(lw.unsupported(n, "modes other than nearest"));
     }
-    let ct = attr(n, "coordinate_transformation_mode").map_or(&b"half_pixel"[..], |a| a.s.as_slice());
+    let ct =
+        attr(n, "coordinate_transformation_mode").map_or(&b"half_pixel"[..], |a| a.s.as_slice());
     if !matches!(ct, b"asymmetric" | b"half_pixel" | b"pytorch_half_pixel") {
-        return Err(lw.unsupported(n, "coordinate transforms other than asymmetric and half_pixel"));
+        return Err(lw.unsupported(
+            n,
+            "coordinate transforms other than asymmetric and half_pixel",
+        ));
     }
     let ti = lw.b.tensors[t as usize].clone();
     let logical = ti.logical_shape();
     if logical.len() != 4 {
         return Err(lw.unsupported(n, "only 4-D tensors"));
     }
-    let present = |i: usize| n.input.len() > i && !n.input[i].is_empty() && lw.shape_of(&n.input[i]).is_some_and(|s| s.iter().product::<usize>() > 0);
+    let present = |i: usize| {
+        n.input.len() > i
+            && !n.input[i].is_empty()
+            && lw
+                .shape_of(&n.input[i])
+                .is_some_and(|s| s.iter().product::<usize>() > 0)
+    };
     let (fh, fw) = if present(3) {
         let s = lw.constant(n, 3)?.ints();
         if s.len() != 4 || s[0] as usize != logical[0] || s[1] as usize != logical[1] {
@@ -791,9 +826,13 @@ pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         scale: ti.scale,
         zero: ti.zero,
     };
-    let y = lw
-        .b
-        .tensor(&n.output[0], ti.dtype, shape, ti.nhwc, (form < 2).then_some(q));
+    let y = lw.b.tensor(
+        &n.output[0],
+        ti.dtype,
+        shape,
+        ti.nhwc,
+        (form < 2).then_some(q),
+    );
     lw.b.ops.push(Op::Upsample {
         x: t,
         y,

@@ -872,19 +872,19 @@ fn main() {
                 meta.push(("preprocess".into(), decl.to_meta()));
             }
             let bytes = std::fs::read(&model).map_err(|e| io_err(&model, e))?;
-            let image_prep = meta.iter().find(|(k, _)| k == "preprocess").and_then(|(_, p)| {
-                match Preprocess::parse(p) {
+            let image_prep = meta
+                .iter()
+                .find(|(k, _)| k == "preprocess")
+                .and_then(|(_, p)| match Preprocess::parse(p) {
                     Some(Preprocess::Image(ip)) => Some(ip),
                     _ => None,
-                }
-            });
+                });
             let opts = ImportOptions { inputs, taps, meta };
             let parts = match calibrate {
                 None => import_bytes(&bytes, &opts)?,
                 Some(dir) => {
                     let samples = calibration_samples(&dir, calibrate_count, image_prep)?;
-                    let (parts, r) =
-                        edgetune::import::import_calibrated(&bytes, &opts, &samples)?;
+                    let (parts, r) = edgetune::import::import_calibrated(&bytes, &opts, &samples)?;
                     println!(
                         "calibrated on {} inputs: {} activations and {} weight tensors quantised",
                         r.samples, r.activations, r.weights
