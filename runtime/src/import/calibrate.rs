@@ -257,6 +257,30 @@ pub fn quantise(
         .into_iter()
         .filter(|w| !not_float.contains(w) && range.contains_key(w))
         .collect();
+    // A tensor read only by a Relu or a Clip (ReLU6) takes that activation's output range,
+    // as onnxruntime's quantiser folds them: the clamp happens in the quantisation, and the
+    // activation after it is exact on the codes that are left.
+    let mut readers: HashMap<&str, Vec<&pb::NodeProto>> = HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            readers.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    let mut range = range;
+    for w in &quantised {
+        let Some([r]) = readers.get(w.as_str()).map(|v| v.as_slice()) else {
+            continue;
+        };
+        if outputs.contains(w.as_str()) || !matches!(r.op_type.as_str(), "Relu" | "Clip") {
+            continue;
+        }
+        if let Some(&(lo, hi)) = r.output.first().and_then(|o| range.get(o)) {
+            if lo >= 0.0 {
+                range.insert(w.clone(), (lo, hi));
+            }
+        }
+    }
     let params: HashMap<String, (f32, u8)> = quantised
         .iter()
         .map(|w| (w.clone(), u8_params(range[w].0, range[w].1)))
