@@ -267,7 +267,6 @@ pub fn quantise(
         }
     }
     let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
-    let mut range = range;
     for w in &quantised {
         let Some([r]) = readers.get(w.as_str()).map(|v| v.as_slice()) else {
             continue;
