@@ -323,14 +323,7 @@ impl Lowering<'_> {
 pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     // 0: a dequantised view, 1: u8 codes, 2: a float tensor.
-    let (t, form) = match lw.val(n, 0)? {
-        Val::Deq(t) => (*t, 0),
-        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
-        _ => match lw.fact(n, 0) {
-            Some(t) => (t, 2),
-            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
-        },
-    };
+    let (t, form) = lw.data_input(n, 0)?;
     let ti = lw.b.tensors[t as usize].clone();
     let mode = attr(n, "mode").map_or(&b"constant"[..], |a| a.s.as_slice());
     if mode != b"constant" {
@@ -420,17 +413,7 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         2 => fill.to_bits(),
         _ => edgetune_kernels::quant::requant(fill / ti.scale, ti.zero, 0, 255) as u32,
     };
-    let q = crate::plan::Q8 {
-        scale: ti.scale,
-        zero: ti.zero,
-    };
-    let y = lw.b.tensor(
-        &n.output[0],
-        ti.dtype,
-        shape,
-        ti.nhwc,
-        (form < 2).then_some(q),
-    );
+    let y = lw.moved_tensor(&n.output[0], &ti, shape, form);
     lw.b.ops.push(Op::Pad {
         x: t,
         y,
@@ -439,13 +422,7 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         after,
         value,
     });
-    let v = match form {
-        0 => Val::Deq(y),
-        _ => Val::Act(y),
-    };
-    if form == 2 {
-        lw.produced.insert(n.output[0].clone(), y);
-    }
+    let v = lw.moved_value(&n.output[0], y, form);
     lw.vals.insert(n.output[0].clone(), v);
     Ok(())
 }
@@ -616,16 +593,7 @@ fn window(
     len: usize,
     out: &str,
 ) -> Result<Val> {
-    // 0: a dequantised view, 1: u8 codes (QOperator form), 2: a float tensor.
-    let (t, form) = match lw.val(n, i)? {
-        Val::Deq(t) => (*t, 0),
-        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
-        _ => match lw.fact(n, i) {
-            Some(t) => (t, 2),
-            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
-        },
-    };
-    let quantised = form < 2;
+    let (t, form) = lw.data_input(n, i)?;
     let ti = lw.b.tensors[t as usize].clone();
     let rank = ti.shape.len();
     let stored = if ti.nhwc && rank == 4 {
@@ -636,12 +604,7 @@ fn window(
     let below: usize = ti.shape[stored + 1..].iter().product();
     let mut shape = ti.shape.clone();
     shape[stored] = len;
-    let q = crate::plan::Q8 {
-        scale: ti.scale,
-        zero: ti.zero,
-    };
-    let y =
-        lw.b.tensor(out, ti.dtype, shape, ti.nhwc, quantised.then_some(q));
+    let y = lw.moved_tensor(out, &ti, shape, form);
     lw.b.ops.push(Op::Slice {
         x: t,
         y,
@@ -650,10 +613,7 @@ fn window(
         off: (off * below) as u32,
         len: (len * below) as u32,
     });
-    if form == 2 {
-        lw.produced.insert(out.to_string(), y);
-    }
-    Ok(if form == 0 { Val::Deq(y) } else { Val::Act(y) })
+    Ok(lw.moved_value(out, y, form))
 }
 
 fn axis_in(lw: &Lowering<'_>, n: &pb::NodeProto, a: i64, rank: usize) -> Result<usize> {
@@ -756,14 +716,7 @@ pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// and half-pixel coordinate transforms pick the same source entries.
 pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
-    let (t, form) = match lw.val(n, 0)? {
-        Val::Deq(t) => (*t, 0),
-        Val::Act(t) if lw.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => (*t, 1),
-        _ => match lw.fact(n, 0) {
-            Some(t) => (t, 2),
-            None => return Err(lw.unsupported(n, "input is neither quantised nor float")),
-        },
-    };
+    let (t, form) = lw.data_input(n, 0)?;
     let mode = attr(n, "mode").map_or(&b"nearest"[..], |a| a.s.as_slice());
     if mode != b"nearest" {
         return Err(lw.unsupported(n, "modes other than nearest"));
@@ -822,17 +775,7 @@ pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     } else {
         vec![logical[0], logical[1], h * fh, w * fw]
     };
-    let q = crate::plan::Q8 {
-        scale: ti.scale,
-        zero: ti.zero,
-    };
-    let y = lw.b.tensor(
-        &n.output[0],
-        ti.dtype,
-        shape,
-        ti.nhwc,
-        (form < 2).then_some(q),
-    );
+    let y = lw.moved_tensor(&n.output[0], &ti, shape, form);
     lw.b.ops.push(Op::Upsample {
         x: t,
         y,
@@ -843,13 +786,52 @@ pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         fh: fh as u32,
         fw: fw as u32,
     });
-    let v = match form {
-        0 => Val::Deq(y),
-        _ => Val::Act(y),
-    };
-    if form == 2 {
-        lw.produced.insert(n.output[0].clone(), y);
-    }
+    let v = lw.moved_value(&n.output[0], y, form);
     lw.vals.insert(n.output[0].clone(), v);
     Ok(())
+}
+
+impl Lowering<'_> {
+    /// Input `i` of a data-movement op and its form: 0, the dequantised view of a u8 map;
+    /// 1, u8 codes (QOperator form); 2, a row-major float tensor.
+    fn data_input(&self, n: &pb::NodeProto, i: usize) -> Result<(u32, u8)> {
+        match self.val(n, i)? {
+            Val::Deq(t) => Ok((*t, 0)),
+            Val::Act(t) if self.b.tensors[*t as usize].dtype == crate::plan::DType::U8 => {
+                Ok((*t, 1))
+            }
+            _ => match self.fact(n, i) {
+                Some(t) => Ok((t, 2)),
+                None => Err(self.unsupported(n, "input is neither quantised nor float")),
+            },
+        }
+    }
+
+    /// A tensor `name` of `shape` in the layout, type and quantisation of `like`.
+    fn moved_tensor(
+        &mut self,
+        name: &str,
+        like: &crate::plan::TensorInfo,
+        shape: Vec<usize>,
+        form: u8,
+    ) -> u32 {
+        let q = crate::plan::Q8 {
+            scale: like.scale,
+            zero: like.zero,
+        };
+        self.b
+            .tensor(name, like.dtype, shape, like.nhwc, (form < 2).then_some(q))
+    }
+
+    /// The value tensor `y` of form `form` holds, recorded under `name`.
+    fn moved_value(&mut self, name: &str, y: u32, form: u8) -> Val {
+        if form == 2 {
+            self.produced.insert(name.to_string(), y);
+        }
+        if form == 0 {
+            Val::Deq(y)
+        } else {
+            Val::Act(y)
+        }
+    }
 }
