@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use tract_onnx::pb;
 
 /// A constant as numbers: f64 holds every f32 and every integer below 2^53 exactly.
+#[derive(Debug)]
 struct Num {
     dims: Vec<usize>,
     v: Vec<f64>,
@@ -450,8 +451,9 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                     .collect::<std::result::Result<_, _>>()?,
                 None => (0..rank).rev().collect(),
             };
-            if perm.len() != rank {
-                return Err("perm differs from the rank".into());
+            let mut seen = vec![false; rank];
+            if perm.len() != rank || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
+                return Err("perm is not a permutation of the axes".into());
             }
             let st = strides(&x.dims);
             let dims: Vec<usize> = perm.iter().map(|&p| x.dims[p]).collect();
@@ -478,10 +480,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                 .iter()
                 .map(|&d| d.max(0) as usize)
                 .collect();
-            let total: usize = shape.iter().product();
-            if total > 1 << 24 {
-                return Err(format!("{total} elements"));
-            }
+            let total = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let mut add = n.clone();
             add.op_type = "Add".into();
             let x2 = Num {
@@ -559,10 +562,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
         }
         "ConstantOfShape" => {
             let dims: Vec<usize> = x.ints().iter().map(|&d| d.max(0) as usize).collect();
-            let total: usize = dims.iter().product();
-            if total > 1 << 24 {
-                return Err(format!("{total} elements"));
-            }
+            let total = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let (val, float) = match attr(n, "value").and_then(|a| a.t.as_ref()) {
                 Some(t) => {
                     let c = tensor_const(t).map_err(|e: Error| e.to_string())?;
@@ -628,6 +632,20 @@ mod tests {
         let r = eval(&t, &[y]).unwrap();
         assert_eq!(r.dims, vec![3, 1, 2]);
         assert_eq!(r.v, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+
+    #[test]
+    fn a_repeated_axis_in_perm_is_an_error_not_a_panic() {
+        let mut t = node("Transpose");
+        t.attribute.push(pb::AttributeProto {
+            name: "perm".into(),
+            ints: vec![0, 0],
+            ..Default::default()
+        });
+        let x = num(&[2, 3], &[0.0; 6]);
+        assert!(eval(&t, &[x]).unwrap_err().contains("permutation"));
+        let huge = num(&[2], &[(1u64 << 40) as f64, (1u64 << 40) as f64]);
+        assert!(eval(&node("ConstantOfShape"), &[huge]).is_err());
     }
 
     #[test]
