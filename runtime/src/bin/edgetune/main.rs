@@ -78,7 +78,8 @@ enum Cmd {
     },
     /// Print a plan's ops, parameters, arena, taps and hash.
     Inspect { plan: PathBuf },
-    /// Run a plan on .npy inputs ([NAME=]FILE).
+    /// Run a plan on .npy inputs ([NAME=]FILE), or on a photo, WAV or text file read with
+    /// the preprocessing the plan declares.
     Run {
         plan: PathBuf,
         inputs: Vec<String>,
@@ -718,7 +719,31 @@ fn run(
                 })
             }
         };
-        feeds[name] = edgetune::npy::read_npy(Path::new(file))?.1;
+        let path = Path::new(file);
+        feeds[name] = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            edgetune::npy::read_npy(path)?.1
+        } else {
+            // Any other file (a photo, a WAV, a text) goes through the preprocessing the
+            // plan declares, as `adapt` and `predict` read it.
+            let mut prep = edgetune::session::prep_of(&plan)?;
+            let sample = prep.load(path)?;
+            let mut v = Vec::new();
+            prep.inputs(&sample, 0, &mut v)?;
+            if v.len() != plan.inputs.len() {
+                return Err(Error::Invalid {
+                    what: format!(
+                        "{file}: the plan's preprocessing makes {} input(s), the plan takes {}",
+                        v.len(),
+                        plan.inputs.len()
+                    ),
+                });
+            }
+            if plan.inputs.len() > 1 {
+                feeds = v;
+                continue;
+            }
+            v.swap_remove(0)
+        };
     }
     let mut exec = Executor::new(
         &plan,
