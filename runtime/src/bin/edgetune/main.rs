@@ -720,7 +720,10 @@ fn run(
             }
         };
         let path = Path::new(file);
-        feeds[name] = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        feeds[name] = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        {
             edgetune::npy::read_npy(path)?.1
         } else {
             // Any other file (a photo, a WAV, a text) goes through the preprocessing the

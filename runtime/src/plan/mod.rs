@@ -6,9 +6,12 @@
 
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
+
+mod ops;
 use alloc::string::String;
 use alloc::vec::Vec;
 use edgetune_kernels::reference::ConvGeom;
+pub use ops::Op;
 
 pub const MAGIC: [u8; 4] = *b"ETM\0";
 pub const VERSION: u32 = 1;
@@ -121,6 +124,25 @@ pub enum Unary {
     Neg = 12,
 }
 
+impl Unary {
+    /// Every function, indexed by its tag.
+    pub const ALL: [Unary; 13] = [
+        Unary::Relu,
+        Unary::Relu6,
+        Unary::Sigmoid,
+        Unary::HardSwish,
+        Unary::GeluErf,
+        Unary::Erf,
+        Unary::Sqrt,
+        Unary::Identity,
+        Unary::Tanh,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Abs,
+        Unary::Neg,
+    ];
+}
+
 /// A float operand: a runtime tensor or a constant in the weight blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Src {
@@ -137,236 +159,9 @@ pub enum BinOp {
     Div = 3,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    /// f32 → u8, NCHW → NHWC when `to_nhwc`.
-    Quantize {
-        x: u32,
-        y: u32,
-        q: Q8,
-        to_nhwc: bool,
-    },
-    /// u8 → f32, NHWC → NCHW when `to_nchw`.
-    Dequantize {
-        x: u32,
-        y: u32,
-        q: Q8,
-        to_nchw: bool,
-    },
-    /// Dense int8 convolution (also Gemm/MatMul as 1×1), per-channel requantisation.
-    ConvI8 {
-        x: u32,
-        y: u32,
-        scratch: Option<u32>,
-        geom: ConvGeom,
-        x_zero: i32,
-        y_zero: i32,
-        w: Blob,
-        colsum: Blob,
-        bias: Blob,
-        scale: Blob,
-    },
-    /// Depthwise int8 convolution.
-    DwI8 {
-        x: u32,
-        y: u32,
-        geom: ConvGeom,
-        x_zero: i32,
-        y_zero: i32,
-        w: Blob,
-        bias: Blob,
-        scale: Blob,
-    },
-    AddU8 {
-        a: u32,
-        b: u32,
-        y: u32,
-        qa: Q8,
-        qb: Q8,
-        qy: Q8,
-    },
-    GapU8 {
-        x: u32,
-        y: u32,
-        qx: Q8,
-        qy: Q8,
-    },
-    /// Dense f32 convolution / Gemm with fused bias and clamp.
-    ConvF32 {
-        x: u32,
-        y: u32,
-        scratch: Option<u32>,
-        geom: ConvGeom,
-        w: Blob,
-        bias: Blob,
-        lo: f32,
-        hi: f32,
-    },
-    UnaryF32 {
-        x: u32,
-        y: u32,
-        f: Unary,
-    },
-    AddF32 {
-        a: u32,
-        b: u32,
-        y: u32,
-    },
-    GapF32 {
-        x: u32,
-        y: u32,
-    },
-    /// Max pool over u8 codes: exact, the quantisation passes through unchanged.
-    MaxPoolU8 {
-        x: u32,
-        y: u32,
-        geom: ConvGeom,
-    },
-    /// Per-channel 256-entry table (`channels`·256 bytes): any elementwise function
-    /// between two quantised tensors, e.g. a batch norm followed by LeakyReLU.
-    LutU8 {
-        x: u32,
-        y: u32,
-        channels: u32,
-        table: Blob,
-    },
-    /// Per-channel table from u8 codes to f32 values (`channels`·256 f32): the float view
-    /// of a quantised tensor after elementwise functions, NHWC → NCHW when `to_nchw`.
-    LutF32 {
-        x: u32,
-        y: u32,
-        channels: u32,
-        table: Blob,
-        to_nchw: bool,
-    },
-    /// `y` = `a` and `b` concatenated block by block: for each of `outer` blocks, `ia`
-    /// elements of a then `ib` of b. On u8 tensors `ta`/`tb` (256 bytes, or empty for a
-    /// plain copy) requantise each input to y's parameters; f32 tensors are copied.
-    Concat {
-        a: u32,
-        b: u32,
-        y: u32,
-        outer: u32,
-        ia: u32,
-        ib: u32,
-        ta: Blob,
-        tb: Blob,
-    },
-    /// `y` = a window of `x` along one axis: for each of `outer` blocks of `inner`
-    /// elements, the `len` elements from `off` (Slice with step 1, each output of Split).
-    Slice {
-        x: u32,
-        y: u32,
-        outer: u32,
-        inner: u32,
-        off: u32,
-        len: u32,
-    },
-    /// Constant padding of a ≤ 4-D tensor in its stored layout: `dims` is x's shape
-    /// (padded to 4 on the left), `before`/`after` the entries added per axis, `value` the
-    /// fill (a u8 code in the low byte for u8 tensors, else f32 bits).
-    Pad {
-        x: u32,
-        y: u32,
-        dims: [u32; 4],
-        before: [u32; 4],
-        after: [u32; 4],
-        value: u32,
-    },
-    /// Nearest-neighbour upsampling by whole factors: `x` viewed as `[outer, h, w, inner]`
-    /// becomes `[outer, h·fh, w·fw, inner]`, each entry repeated (Resize, nearest).
-    Upsample {
-        x: u32,
-        y: u32,
-        outer: u32,
-        h: u32,
-        w: u32,
-        inner: u32,
-        fh: u32,
-        fw: u32,
-    },
-    /// Elementwise `a ∘ b` with NumPy broadcasting over ≤ 4 axes: `dims` is y's shape,
-    /// `sa`/`sb` the element strides of a and b on it (0 on broadcast axes).
-    BinF32 {
-        a: Src,
-        b: Src,
-        y: u32,
-        f: BinOp,
-        dims: [u32; 4],
-        sa: [u32; 4],
-        sb: [u32; 4],
-    },
-    ClampF32 {
-        x: u32,
-        y: u32,
-        lo: f32,
-        hi: f32,
-    },
-    /// Sum over the middle axis of `x` viewed as `[outer, len, inner]`.
-    SumF32 {
-        x: u32,
-        y: u32,
-        outer: u32,
-        len: u32,
-        inner: u32,
-    },
-    /// Layer norm over rows of `cols`, `f32` gamma and beta in the blob.
-    LayerNormF32 {
-        x: u32,
-        y: u32,
-        cols: u32,
-        gamma: Blob,
-        beta: Blob,
-        eps: f32,
-    },
-    SoftmaxF32 {
-        x: u32,
-        y: u32,
-        cols: u32,
-    },
-    /// `y = x.transpose(perm)` over ≤ 4 axes; `dims` is x's shape.
-    TransposeF32 {
-        x: u32,
-        y: u32,
-        dims: [u32; 4],
-        perm: [u8; 4],
-    },
-    /// Batched `[batch, m, k] × [batch, k, n]`, both at run time; each B is packed into
-    /// `scratch` for the f32 GEMM.
-    MatMulF32 {
-        a: u32,
-        b: u32,
-        y: u32,
-        scratch: u32,
-        batch: u32,
-        m: u32,
-        k: u32,
-        n: u32,
-    },
-    /// DynamicQuantizeLinear + MatMulInteger + scaling: `x [m,k]` f32 is quantised to u8
-    /// per tensor at run time (into `scratch`, with the n column scales after it), times
-    /// packed int8 weights `[k,n]` with per-column scales; y is f32.
-    MatMulDynI8 {
-        x: u32,
-        y: u32,
-        scratch: u32,
-        m: u32,
-        k: u32,
-        n: u32,
-        w: Blob,
-        colsum: Blob,
-        wscale: Blob,
-    },
-    /// Rows of a `[rows, dim]` table picked by integer-valued f32 ids; an int8 table
-    /// (`quant` = scale, zero point) is dequantised on the way.
-    GatherF32 {
-        ids: u32,
-        y: u32,
-        table: Blob,
-        rows: u32,
-        dim: u32,
-        quant: Option<(f32, i32)>,
-    },
+impl BinOp {
+    /// Every operation, indexed by its tag.
+    pub const ALL: [BinOp; 4] = [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div];
 }
 
 impl Src {
@@ -374,78 +169,6 @@ impl Src {
         match self {
             Src::T(t) => Some(t),
             Src::C(_) => None,
-        }
-    }
-}
-
-impl Op {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Quantize { .. } => "Quantize",
-            Op::Dequantize { .. } => "Dequantize",
-            Op::ConvI8 { .. } => "ConvI8",
-            Op::DwI8 { .. } => "DepthwiseI8",
-            Op::AddU8 { .. } => "AddU8",
-            Op::GapU8 { .. } => "GlobalAvgPoolU8",
-            Op::ConvF32 { .. } => "ConvF32",
-            Op::UnaryF32 { .. } => "UnaryF32",
-            Op::AddF32 { .. } => "AddF32",
-            Op::GapF32 { .. } => "GlobalAvgPoolF32",
-            Op::MaxPoolU8 { .. } => "MaxPoolU8",
-            Op::LutU8 { .. } => "LutU8",
-            Op::LutF32 { .. } => "LutF32",
-            Op::Concat { .. } => "Concat",
-            Op::Slice { .. } => "Slice",
-            Op::Pad { .. } => "Pad",
-            Op::Upsample { .. } => "Upsample",
-            Op::BinF32 { .. } => "BinF32",
-            Op::ClampF32 { .. } => "ClampF32",
-            Op::SumF32 { .. } => "SumF32",
-            Op::LayerNormF32 { .. } => "LayerNormF32",
-            Op::SoftmaxF32 { .. } => "SoftmaxF32",
-            Op::TransposeF32 { .. } => "TransposeF32",
-            Op::MatMulF32 { .. } => "MatMulF32",
-            Op::MatMulDynI8 { .. } => "MatMulDynI8",
-            Op::GatherF32 { .. } => "GatherF32",
-        }
-    }
-
-    /// (inputs, outputs) tensor ids, for the memory planner.
-    pub fn io(&self) -> (heapless::Vec<u32, 2>, heapless::Vec<u32, 2>) {
-        let v = |s: &[u32]| heapless::Vec::from_slice(s).unwrap_or_default();
-        match *self {
-            Op::Quantize { x, y, .. } | Op::Dequantize { x, y, .. } => (v(&[x]), v(&[y])),
-            Op::ConvI8 { x, y, scratch, .. } | Op::ConvF32 { x, y, scratch, .. } => match scratch {
-                Some(s) => (v(&[x]), v(&[y, s])),
-                None => (v(&[x]), v(&[y])),
-            },
-            Op::DwI8 { x, y, .. }
-            | Op::GapU8 { x, y, .. }
-            | Op::UnaryF32 { x, y, .. }
-            | Op::GapF32 { x, y }
-            | Op::MaxPoolU8 { x, y, .. }
-            | Op::LutU8 { x, y, .. }
-            | Op::LutF32 { x, y, .. }
-            | Op::Slice { x, y, .. }
-            | Op::Pad { x, y, .. }
-            | Op::Upsample { x, y, .. }
-            | Op::ClampF32 { x, y, .. }
-            | Op::SumF32 { x, y, .. }
-            | Op::LayerNormF32 { x, y, .. }
-            | Op::SoftmaxF32 { x, y, .. }
-            | Op::TransposeF32 { x, y, .. }
-            | Op::GatherF32 { ids: x, y, .. } => (v(&[x]), v(&[y])),
-            Op::BinF32 { a, b, y, .. } => {
-                let ins: heapless::Vec<u32, 2> = [a, b].iter().filter_map(|s| s.tensor()).collect();
-                (ins, v(&[y]))
-            }
-            Op::MatMulF32 {
-                a, b, y, scratch, ..
-            } => (v(&[a, b]), v(&[y, scratch])),
-            Op::MatMulDynI8 { x, y, scratch, .. } => (v(&[x]), v(&[y, scratch])),
-            Op::AddU8 { a, b, y, .. } | Op::AddF32 { a, b, y } | Op::Concat { a, b, y, .. } => {
-                (v(&[a, b]), v(&[y]))
-            }
         }
     }
 }
@@ -557,7 +280,7 @@ impl PlanParts {
         }
         w.u32(self.ops.len() as u32);
         for op in &self.ops {
-            crate::wire::write_op(&mut w, op);
+            op.write(&mut w);
         }
         for ports in [&self.inputs, &self.outputs, &self.taps] {
             w.u32(ports.len() as u32);
@@ -696,7 +419,7 @@ impl<'a> Plan<'a> {
         let no = r.count(8)?;
         let mut ops = Vec::with_capacity(no);
         for _ in 0..no {
-            ops.push(crate::wire::read_op(&mut r)?);
+            ops.push(Op::read(&mut r)?);
         }
         let mut ports = [Vec::new(), Vec::new(), Vec::new()];
         for p in ports.iter_mut() {
@@ -736,7 +459,7 @@ impl<'a> Plan<'a> {
             if i.iter().chain(o.iter()).any(|&t| t >= nt) {
                 return Err(bad("op refers to a tensor that does not exist"));
             }
-            for b in crate::wire::blobs(op) {
+            for b in op.blobs() {
                 if b.off % 64 != 0 || b.off as u64 + b.len as u64 > blob_len {
                     return Err(bad("weight range outside the blob"));
                 }
