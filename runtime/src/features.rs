@@ -50,7 +50,7 @@ impl<'p, 'm> FeatureExtractor<'p, 'm> {
 pub struct TapReader<'p, 'm> {
     pub exec: Executor<'p, 'm>,
     ids: Vec<u32>,
-    pub shapes: Vec<crate::adapt::cache::TapShape>,
+    pub shapes: Vec<crate::adapt::cache::NamedTap>,
 }
 
 impl<'p, 'm> TapReader<'p, 'm> {
@@ -70,11 +70,10 @@ impl<'p, 'm> TapReader<'p, 'm> {
             let t = &plan.tensors[port.tensor as usize];
             let dim = t.shape.last().copied().unwrap_or(1).max(1);
             ids.push(port.tensor);
-            shapes.push(crate::adapt::cache::TapShape {
-                name: name.clone(),
-                tokens: t.len() / dim,
-                dim,
-            });
+            shapes.push((
+                name.clone(),
+                crate::adapt::cache::TapShape::new(t.len() / dim, dim),
+            ));
         }
         Ok(TapReader { exec, ids, shapes })
     }
@@ -88,7 +87,7 @@ impl<'p, 'm> TapReader<'p, 'm> {
     pub fn run_inputs(&mut self, inputs: &[&[f32]], outs: &mut [Vec<f32>]) -> Result<()> {
         self.exec.run(inputs)?;
         for ((id, s), o) in self.ids.iter().zip(&self.shapes).zip(outs.iter_mut()) {
-            o.resize(s.len(), 0.0);
+            o.resize(s.1.len(), 0.0);
             self.exec.tensor_f32(*id, o)?;
         }
         Ok(())

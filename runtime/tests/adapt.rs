@@ -3,7 +3,6 @@
 //! gets a typed error.
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::rng::Rng;
 use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::Error;
@@ -15,11 +14,7 @@ fn cache(n_per: usize, seed: u64, fmt: CacheFormat) -> TapCache {
     let shapes = TAPS
         .iter()
         .enumerate()
-        .map(|(i, &(tokens, dim))| TapShape {
-            name: format!("t{i}"),
-            tokens,
-            dim,
-        })
+        .map(|(i, &(tokens, dim))| (format!("t{i}"), TapShape::new(tokens, dim)))
         .collect();
     let mut c = TapCache::new(fmt, shapes);
     let mut r = Rng::new(seed);
@@ -67,8 +62,8 @@ fn adapter(c: &TapCache, kind: Kind, seed: u64, idx: &[usize]) -> Adapter {
             .iter()
             .map(|&i| {
                 (
-                    c.taps[i].name.clone(),
-                    TapDims {
+                    c.names[i].clone(),
+                    TapShape {
                         tokens: c.taps[i].tokens,
                         dim: c.taps[i].dim,
                     },
@@ -82,7 +77,7 @@ fn adapter(c: &TapCache, kind: Kind, seed: u64, idx: &[usize]) -> Adapter {
 }
 
 fn accuracy(a: &Adapter, c: &TapCache, idx: &[usize]) -> f64 {
-    let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+    let dims: Vec<TapShape> = a.taps.iter().map(|t| t.1).collect();
     let s: Vec<usize> = a.taps.iter().map(|t| c.tap_index(&t.0).unwrap()).collect();
     let mut bufs: Vec<Vec<f32>> = s.iter().map(|&i| vec![0.0; c.taps[i].len()]).collect();
     let mut scores = vec![0.0; 3];
@@ -181,7 +176,7 @@ fn adapter_with_wrong_tap_shapes_is_refused_at_scoring() {
     let c = cache(4, 6, CacheFormat::F16);
     let idx: Vec<usize> = (0..c.len()).collect();
     let a = adapter(&c, Kind::Ladder, 1, &idx);
-    let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+    let dims: Vec<TapShape> = a.taps.iter().map(|t| t.1).collect();
     let short = vec![0.0; 3];
     let r = a
         .method

@@ -4,7 +4,6 @@
 #![cfg(feature = "onnx")]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::import::{import_bytes, ImportOptions};
 use edgetune::plan::{fnv64, Plan};
@@ -109,14 +108,7 @@ fn run_input(x: &[f32]) -> Result<(), Error> {
 }
 
 fn fit(kind: Kind, rows: &[(Vec<f32>, usize)], classes: usize) -> Result<(), Error> {
-    let mut c = TapCache::new(
-        CacheFormat::F16,
-        vec![TapShape {
-            name: "t".into(),
-            tokens: 2,
-            dim: 4,
-        }],
-    );
+    let mut c = TapCache::new(CacheFormat::F16, vec![("t".into(), TapShape::new(2, 4))]);
     for (x, l) in rows {
         c.push(&[x], *l)?;
     }
@@ -478,7 +470,7 @@ fn every_bad_input_gives_its_typed_error_within_the_memory_bound() {
             Box::new(|| {
                 let p = Plan::from_bytes(PLAN)?;
                 let a = Adapter::from_bytes(NCM, &p.hash())?;
-                let d = [TapDims { tokens: 1, dim: 3 }];
+                let d = [TapShape { tokens: 1, dim: 3 }];
                 a.method.scores(&[&[0.0; 3]], &d, &mut [0.0; 8])
             }),
             shape,

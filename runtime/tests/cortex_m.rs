@@ -4,7 +4,6 @@
 #![cfg(feature = "onnx")]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Kind, Spec};
 use edgetune::features::FeatureExtractor;
 use edgetune::import::{import_path, ImportOptions};
@@ -52,11 +51,7 @@ fn host_predictions(plan: &Plan) -> Vec<(Kind, Vec<usize>)> {
     let (sup, qry) = episode();
     let mut cache = TapCache::new(
         CacheFormat::F16,
-        vec![TapShape {
-            name: "features".into(),
-            tokens: 1,
-            dim,
-        }],
+        vec![("features".into(), TapShape::new(1, dim))],
     );
     let (mut input, mut f) = (vec![], vec![0.0; dim]);
     for (l, px) in &sup {
@@ -65,7 +60,7 @@ fn host_predictions(plan: &Plan) -> Vec<(Kind, Vec<usize>)> {
         cache.push(&[&f], *l).unwrap();
     }
     let idx: Vec<usize> = (0..sup.len()).collect();
-    let dims = [TapDims { tokens: 1, dim }];
+    let dims = [TapShape { tokens: 1, dim }];
     let mut out = vec![];
     for kind in [Kind::Ncm, Kind::Linear] {
         let m = adapt::fit(&Spec::new(kind), &cache, &[0], &idx, 5, &mut |_| true).unwrap();

@@ -7,7 +7,6 @@
 #![cfg(feature = "onnx")]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Adapter, Kind, Spec};
 use edgetune::import::{import_path, ImportOptions};
 use edgetune::kernels::{dispatch::Cpu, registry::Tier, Kernels};
@@ -71,11 +70,7 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
         }
         let mut cache = TapCache::new(
             CacheFormat::F16,
-            vec![TapShape {
-                name: "features".into(),
-                tokens: 1,
-                dim: 1280,
-            }],
+            vec![("features".into(), TapShape::new(1, 1280))],
         );
         for (r, &(_, l)) in picked.iter().enumerate() {
             cache.push(&[&feats[r * 1280..][..1280]], l).unwrap();
@@ -92,7 +87,7 @@ fn every_tier_gives_the_same_features_adapters_and_accuracy() {
                 &mut |_| true,
             )
             .unwrap();
-            let dims = [TapDims {
+            let dims = [TapShape {
                 tokens: 1,
                 dim: 1280,
             }];

@@ -1,6 +1,6 @@
 //! Plan and adapter files: round trips and the typed errors of bad input.
 
-use edgetune::adapt::heads::TapDims;
+use edgetune::adapt::cache::TapShape;
 use edgetune::adapt::{Adapter, Method, Ncm};
 use edgetune::exec::plan_arena;
 use edgetune::plan::{DType, Op, Plan, PlanParts, Port, TensorInfo, Q8};
@@ -122,7 +122,7 @@ fn adapter_round_trip_and_refusals() {
     ncm.enrol(1, &[0.0, 2.0, 0.0]);
     let a = Adapter {
         plan_hash: [7; 16],
-        taps: vec![("features".into(), TapDims { tokens: 1, dim: 3 })],
+        taps: vec![("features".into(), TapShape { tokens: 1, dim: 3 })],
         classes: vec!["a".into(), "b".into()],
         hyper: vec![("k".into(), "v".into())],
         method: Method::Ncm(ncm),
@@ -160,7 +160,7 @@ fn adapter_save_is_atomic_and_loads() {
     ncm.enrol(1, &[0.0, 1.0]);
     let a = Adapter {
         plan_hash: [1; 16],
-        taps: vec![("f".into(), TapDims { tokens: 1, dim: 2 })],
+        taps: vec![("f".into(), TapShape { tokens: 1, dim: 2 })],
         classes: vec!["x".into(), "y".into()],
         hyper: vec![],
         method: Method::Ncm(ncm),

@@ -2,8 +2,8 @@
 //! int8 plan, each variant learns, adapters round-trip through `bind`, bad cuts are typed.
 #![cfg(feature = "onnx")]
 
+use edgetune::adapt::cache::TapShape;
 use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::tail::{Tail, TailNet, Variant};
 use edgetune::adapt::train::Head;
 use edgetune::adapt::{self, Adapter, Kind, Spec};
@@ -79,7 +79,7 @@ fn float_tail_reproduces_the_int8_plan_and_every_variant_learns() {
     let net = Arc::new(TailNet::from_plan(&p, CUT).unwrap());
     assert_eq!(
         net.cut_dims(),
-        TapDims {
+        TapShape {
             tokens: 49,
             dim: 192
         }
@@ -181,7 +181,7 @@ fn bad_cuts_and_budgets_give_typed_errors() {
         plan_hash: p.hash(),
         taps: vec![(
             CUT.to_string(),
-            TapDims {
+            TapShape {
                 tokens: 49,
                 dim: 192,
             },

@@ -12,8 +12,8 @@
 //! usage: grow [--queries N] [--steps N]      (N query images per class, default 20)
 //!        grow --predict ADAPTER.eta --queries N   (the fresh process)
 
+use edgetune::adapt::cache::TapShape;
 use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Adapter, Kind, Method, Spec};
 use edgetune::features::{default_taps, TapReader};
 use edgetune::import::{import_path, ImportOptions, Taps};
@@ -110,7 +110,7 @@ impl<'p> Device<'p> {
             })?;
         let exec = Executor::new(plan, Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
         let reader = TapReader::new(exec, taps)?;
-        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
+        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.1.len()]).collect();
         Ok(Device {
             reader,
             prep,
@@ -124,22 +124,15 @@ impl<'p> Device<'p> {
         self.reader.run(&self.input, &mut self.bufs)
     }
 
-    fn dims(&self) -> Vec<TapDims> {
-        self.reader
-            .shapes
-            .iter()
-            .map(|s| TapDims {
-                tokens: s.tokens,
-                dim: s.dim,
-            })
-            .collect()
+    fn dims(&self) -> Vec<TapShape> {
+        self.reader.shapes.iter().map(|s| s.1).collect()
     }
 
     /// Class (index into the classes enrolled so far) of the image last seen.
     fn predict(&self, m: &Method, sel: &[usize], classes: usize) -> Result<usize> {
         let taps: Vec<&[f32]> = sel.iter().map(|&i| &self.bufs[i][..]).collect();
         let all = self.dims();
-        let dims: Vec<TapDims> = sel.iter().map(|&i| all[i]).collect();
+        let dims: Vec<TapShape> = sel.iter().map(|&i| all[i]).collect();
         let mut s = vec![0.0; classes];
         m.scores(&taps, &dims, &mut s)?;
         Ok(adapt::argmax(&s))

@@ -8,8 +8,8 @@
 //!
 //! usage: topics [--data DIR] [--articles N] [--episodes E] [--spam-test N] [--only bbc|spam]
 
+use edgetune::adapt::cache::TapShape;
 use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Kind, Method, Spec};
 use edgetune::features::TapReader;
 use edgetune::import::{import_path, ImportOptions, Taps};
@@ -144,7 +144,7 @@ impl<'p> Encoder<'p> {
         }));
         let exec = Executor::new(plan, Kernels::detect(), 1 << 26)?;
         let reader = TapReader::new(exec, &["sentence".to_string(), HIDDEN.to_string()])?;
-        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
+        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.1.len()]).collect();
         Ok(Encoder { tok, reader, bufs })
     }
 
@@ -208,9 +208,9 @@ fn accuracy(
     idx: &[usize],
     classes: usize,
 ) -> Result<Vec<usize>> {
-    let dims: Vec<TapDims> = sel
+    let dims: Vec<TapShape> = sel
         .iter()
-        .map(|&s| TapDims {
+        .map(|&s| TapShape {
             tokens: cache.taps[s].tokens,
             dim: cache.taps[s].dim,
         })

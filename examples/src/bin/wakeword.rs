@@ -9,7 +9,6 @@
 //! usage: wakeword [--phrase TEXT] [--minutes M] [--data DIR] [--threshold P] [--seed S]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::{self, Kind, Method, Spec};
 use edgetune::audio::{MelConfig, MelFrontEnd, MelStream};
 use edgetune::import::{import_path, ImportOptions};
@@ -357,11 +356,7 @@ fn run() -> Result<()> {
     }
     let mut cache = TapCache::new(
         CacheFormat::F16,
-        vec![TapShape {
-            name: "embeddings".into(),
-            tokens: 1,
-            dim: CONTEXT * DIM,
-        }],
+        vec![("embeddings".into(), TapShape::new(1, CONTEXT * DIM))],
     );
     // Every clip's features in stream order, with its fold (recording or phrase mod 3;
     // noise is in no fold) and whether the phrase is in it.
@@ -429,7 +424,7 @@ fn run() -> Result<()> {
     }
     let npos = cache.labels.iter().filter(|&&l| l == 1).count();
     let nneg = cache.len() - npos;
-    let dims = [TapDims {
+    let dims = [TapShape {
         tokens: 1,
         dim: CONTEXT * DIM,
     }];
@@ -594,7 +589,7 @@ fn run() -> Result<()> {
 }
 
 /// P(wake word) of one feature.
-fn score(m: &Method, f: &[f32], dims: &[TapDims]) -> Result<f32> {
+fn score(m: &Method, f: &[f32], dims: &[TapShape]) -> Result<f32> {
     let mut s = [0.0f32; 2];
     m.scores(&[f], dims, &mut s)?;
     Ok(1.0 / (1.0 + (s[0] - s[1]).exp()))
@@ -609,7 +604,7 @@ struct Clip {
 
 impl Clip {
     /// The highest two-feature average score, as the detector smooths.
-    fn peak(&self, m: &Method, dims: &[TapDims]) -> Result<f32> {
+    fn peak(&self, m: &Method, dims: &[TapShape]) -> Result<f32> {
         let mut last = 0.0;
         let mut peak = 0.0f32;
         for (_, f) in &self.rows {

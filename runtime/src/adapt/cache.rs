@@ -24,22 +24,22 @@ impl CacheFormat {
     }
 }
 
-/// One cached tap: `tokens` rows of `dim` channels (spatial positions of an NHWC map,
-/// the tokens of a transformer, or one row for a pooled vector).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The shape of one tap, as the cache stores it and the heads read it: `tokens` rows of
+/// `dim` channels (spatial positions of an NHWC map, the tokens of a transformer, or one
+/// row for a pooled vector). Where a tap's name matters it travels beside its shape, as
+/// `(name, shape)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TapShape {
-    pub name: String,
     pub tokens: usize,
     pub dim: usize,
 }
 
+/// A tap by name and shape.
+pub type NamedTap = (String, TapShape);
+
 impl TapShape {
-    /// The shape as a head reads it.
-    pub fn dims(&self) -> super::heads::TapDims {
-        super::heads::TapDims {
-            tokens: self.tokens,
-            dim: self.dim,
-        }
+    pub fn new(tokens: usize, dim: usize) -> TapShape {
+        TapShape { tokens, dim }
     }
     pub fn len(&self) -> usize {
         self.tokens * self.dim
@@ -52,6 +52,8 @@ impl TapShape {
 pub struct TapCache {
     pub format: CacheFormat,
     pub taps: Vec<TapShape>,
+    /// The taps' names, beside `taps`.
+    pub names: Vec<String>,
     pub labels: Vec<usize>,
     stride: usize,
     f16s: Vec<f16>,
@@ -60,11 +62,13 @@ pub struct TapCache {
 }
 
 impl TapCache {
-    pub fn new(format: CacheFormat, taps: Vec<TapShape>) -> TapCache {
+    pub fn new(format: CacheFormat, taps: Vec<NamedTap>) -> TapCache {
+        let (names, taps): (Vec<String>, Vec<TapShape>) = taps.into_iter().unzip();
         let stride = taps.iter().map(|t| t.len()).sum();
         TapCache {
             format,
             taps,
+            names,
             labels: Vec::new(),
             stride,
             f16s: Vec::new(),
@@ -118,17 +122,17 @@ impl TapCache {
                 got: alloc::vec![taps.len()],
             });
         }
-        for (t, s) in taps.iter().zip(&self.taps) {
+        for ((t, s), name) in taps.iter().zip(&self.taps).zip(&self.names) {
             if t.len() != s.len() {
                 return Err(Error::ShapeMismatch {
-                    op: alloc::format!("tap cache: tap '{}'", s.name),
+                    op: alloc::format!("tap cache: tap '{name}'"),
                     expected: alloc::vec![s.tokens, s.dim],
                     got: alloc::vec![t.len()],
                 });
             }
             if t.iter().any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite {
-                    what: alloc::format!("tap '{}'", s.name),
+                    what: alloc::format!("tap '{name}'"),
                 });
             }
         }
@@ -169,11 +173,20 @@ impl TapCache {
         }
     }
 
+    /// The cached taps by name and shape.
+    pub fn named(&self) -> Vec<NamedTap> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.taps.iter().copied())
+            .collect()
+    }
+
     /// Index of the tap called `name`.
     pub fn tap_index(&self, name: &str) -> Result<usize> {
-        self.taps
+        self.names
             .iter()
-            .position(|t| t.name == name)
+            .position(|t| t == name)
             .ok_or_else(|| Error::Invalid {
                 what: alloc::format!("tap '{name}' is not in the cache"),
             })
@@ -188,16 +201,8 @@ mod tests {
     #[test]
     fn round_trip_within_format_precision() {
         let shapes = alloc::vec![
-            TapShape {
-                name: "a".into(),
-                tokens: 4,
-                dim: 3
-            },
-            TapShape {
-                name: "b".into(),
-                tokens: 1,
-                dim: 5
-            },
+            ("a".into(), TapShape::new(4, 3)),
+            ("b".into(), TapShape::new(1, 5)),
         ];
         let mut r = Rng::new(9);
         for fmt in [CacheFormat::F16, CacheFormat::I8] {
@@ -236,11 +241,7 @@ mod tests {
     fn rejects_wrong_shapes_and_non_finite() {
         let mut c = TapCache::new(
             CacheFormat::F16,
-            alloc::vec![TapShape {
-                name: "a".into(),
-                tokens: 2,
-                dim: 2
-            }],
+            alloc::vec![("a".into(), TapShape::new(2, 2))],
         );
         assert!(matches!(
             c.push(&[&[1.0; 3]], 0),

@@ -1,7 +1,8 @@
 //! Adapter files (`.eta`): method, hyper-parameters, class names and weights, bound to the
 //! hash of the plan they were trained on. Little-endian; a 48-byte header then a body.
 
-use super::heads::{Ladder, Query, TapDims};
+use super::cache::TapShape;
+use super::heads::{Ladder, Query};
 use super::linear::LinearHead;
 use super::method::{Kind, Method};
 use super::ncm::Ncm;
@@ -26,7 +27,7 @@ const MAX_QUERIES: usize = 256;
 pub struct Adapter {
     pub plan_hash: [u8; 16],
     /// The plan outputs or taps the adapter reads, in order, with their shapes.
-    pub taps: Vec<(String, TapDims)>,
+    pub taps: Vec<(String, TapShape)>,
     pub classes: Vec<String>,
     pub hyper: Vec<(String, String)>,
     pub method: Method,
@@ -66,7 +67,7 @@ impl Adapter {
     /// An adapter of `method` reading `taps` of `plan`, bound to the plan's hash.
     pub fn new(
         plan: &crate::plan::Plan,
-        taps: Vec<(String, TapDims)>,
+        taps: Vec<(String, TapShape)>,
         classes: Vec<String>,
         hyper: Vec<(String, String)>,
         method: Method,
@@ -220,9 +221,9 @@ impl Adapter {
             if tokens == 0 || dim == 0 || tokens.checked_mul(dim).is_none_or(|l| l > MAX_TAP_LEN) {
                 return Err(bad("tap shape out of range"));
             }
-            taps.push((name, TapDims { tokens, dim }));
+            taps.push((name, TapShape { tokens, dim }));
         }
-        let dims: Vec<TapDims> = taps.iter().map(|t| t.1).collect();
+        let dims: Vec<TapShape> = taps.iter().map(|t| t.1).collect();
         let nc = r.count(4)?;
         let classes = (0..nc).map(|_| r.str()).collect::<Result<Vec<_>>>()?;
         let nh = r.count(8)?;

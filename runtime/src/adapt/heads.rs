@@ -9,6 +9,7 @@
 //!
 //! Both read `x[sel[j]]` for their tap `j`: the caller passes every cached tap.
 
+use super::cache::TapShape;
 use super::nn;
 use super::rng::Rng;
 use super::train::Head;
@@ -17,13 +18,6 @@ use crate::kernels::{pack, Act, Kernels};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::ops::Range;
-
-/// Shape of one tap as a head sees it: `tokens × dim`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TapDims {
-    pub tokens: usize,
-    pub dim: usize,
-}
 
 struct Alloc(usize);
 impl Alloc {
@@ -42,7 +36,7 @@ fn normal(rng: &mut Rng, p: &mut [f32], std: f32) {
     }
 }
 
-fn mean_tokens(x: &[f32], d: TapDims, out: &mut [f32]) {
+fn mean_tokens(x: &[f32], d: TapShape, out: &mut [f32]) {
     out.fill(0.0);
     for row in x.chunks_exact(d.dim) {
         out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
@@ -75,7 +69,7 @@ struct Rung {
 
 /// Ladder side network; see the module docs.
 pub struct Ladder {
-    pub taps: Vec<TapDims>,
+    pub taps: Vec<TapShape>,
     pub sel: Vec<usize>,
     pub width: usize,
     pub classes: usize,
@@ -103,7 +97,7 @@ pub struct Ladder {
 
 impl Ladder {
     /// `width` is the side stream's width: the largest tap width over the reduction factor.
-    pub fn new(taps: Vec<TapDims>, sel: Vec<usize>, width: usize, classes: usize) -> Ladder {
+    pub fn new(taps: Vec<TapShape>, sel: Vec<usize>, width: usize, classes: usize) -> Ladder {
         let (mut p, mut s) = (Alloc(0), Alloc(0));
         let w = width;
         let rungs = taps
@@ -624,7 +618,7 @@ struct QTap {
 /// Query head; see the module docs. Tokens are layer-normalised (no affine part) and
 /// serve as keys and values; the queries start near uniform attention, i.e. pooling.
 pub struct Query {
-    pub taps: Vec<TapDims>,
+    pub taps: Vec<TapShape>,
     pub sel: Vec<usize>,
     pub queries: usize,
     pub classes: usize,
@@ -645,7 +639,7 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn new(taps: Vec<TapDims>, sel: Vec<usize>, queries: usize, classes: usize) -> Query {
+    pub fn new(taps: Vec<TapShape>, sel: Vec<usize>, queries: usize, classes: usize) -> Query {
         let (mut p, mut s) = (Alloc(0), Alloc(0));
         let mut off = 0;
         let qt = taps
@@ -801,7 +795,7 @@ mod tests {
         assert!(g.iter().any(|v| v.abs() > 1e-4), "gradient is all zero");
     }
 
-    fn inputs(r: &mut Rng, taps: &[TapDims]) -> Vec<Vec<f32>> {
+    fn inputs(r: &mut Rng, taps: &[TapShape]) -> Vec<Vec<f32>> {
         taps.iter()
             .map(|t| (0..t.tokens * t.dim).map(|_| r.f32() * 2.0 - 1.0).collect())
             .collect()
@@ -810,9 +804,9 @@ mod tests {
     #[test]
     fn ladder_gradient_matches_finite_differences() {
         let taps = alloc::vec![
-            TapDims { tokens: 4, dim: 6 },
-            TapDims { tokens: 2, dim: 5 },
-            TapDims { tokens: 1, dim: 7 },
+            TapShape { tokens: 4, dim: 6 },
+            TapShape { tokens: 2, dim: 5 },
+            TapShape { tokens: 1, dim: 7 },
         ];
         let mut r = Rng::new(1);
         let x = inputs(&mut r, &taps);
@@ -826,9 +820,9 @@ mod tests {
     #[test]
     fn ladder_batch_equals_per_example() {
         let taps = alloc::vec![
-            TapDims { tokens: 4, dim: 6 },
-            TapDims { tokens: 2, dim: 5 },
-            TapDims { tokens: 1, dim: 7 },
+            TapShape { tokens: 4, dim: 6 },
+            TapShape { tokens: 2, dim: 5 },
+            TapShape { tokens: 1, dim: 7 },
         ];
         let h = Ladder::new(taps.clone(), alloc::vec![2, 0, 1], 4, 3);
         let mut r = Rng::new(5);
@@ -887,7 +881,10 @@ mod tests {
 
     #[test]
     fn query_gradient_matches_finite_differences() {
-        let taps = alloc::vec![TapDims { tokens: 5, dim: 4 }, TapDims { tokens: 3, dim: 6 }];
+        let taps = alloc::vec![
+            TapShape { tokens: 5, dim: 4 },
+            TapShape { tokens: 3, dim: 6 }
+        ];
         let mut r = Rng::new(2);
         let x = inputs(&mut r, &taps);
         check_head(&Query::new(taps, alloc::vec![0, 1], 2, 3), &x, 2);

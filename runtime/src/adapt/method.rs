@@ -1,8 +1,8 @@
 //! The adaptation methods behind one interface: fit on the tap cache, score an example
 //! from its taps.
 
-use super::cache::{TapCache, TapShape};
-use super::heads::{Ladder, Query, TapDims};
+use super::cache::{NamedTap, TapCache, TapShape};
+use super::heads::{Ladder, Query};
 use super::linear::{train_linear, LinearConfig, LinearHead};
 use super::ncm::Ncm;
 use super::tail::{Tail, TailNet, Variant};
@@ -146,13 +146,13 @@ pub enum Method {
     /// A linear probe on per-channel mean and standard deviation over a tap's tokens.
     Moment(LinearHead),
     Ladder {
-        taps: Vec<TapDims>,
+        taps: Vec<TapShape>,
         width: usize,
         classes: usize,
         params: Vec<f32>,
     },
     Query {
-        taps: Vec<TapDims>,
+        taps: Vec<TapShape>,
         queries: usize,
         classes: usize,
         params: Vec<f32>,
@@ -168,7 +168,7 @@ pub enum Method {
 }
 
 /// Mean over tokens of a `tokens × dim` tap.
-pub fn pooled(x: &[f32], d: TapDims, out: &mut [f32]) {
+pub fn pooled(x: &[f32], d: TapShape, out: &mut [f32]) {
     out.fill(0.0);
     for row in x.chunks_exact(d.dim) {
         out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
@@ -179,7 +179,7 @@ pub fn pooled(x: &[f32], d: TapDims, out: &mut [f32]) {
 /// Two tokens `μ + σ` and `μ − σ` per channel of a `tokens × dim` tap (`out` holds
 /// `2 · dim`): their mean is `μ` and their standard deviation `σ`, so [`moments`] of the
 /// pair equals [`moments`] of the whole map. What the tap cache keeps for the moment probe.
-pub fn moments_pair(x: &[f32], d: TapDims, out: &mut [f32]) {
+pub fn moments_pair(x: &[f32], d: TapShape, out: &mut [f32]) {
     let (mu, sd) = out.split_at_mut(d.dim);
     mean_sd(x, d, mu, sd);
     for (m, s) in mu.iter_mut().zip(sd.iter_mut()) {
@@ -188,7 +188,7 @@ pub fn moments_pair(x: &[f32], d: TapDims, out: &mut [f32]) {
 }
 
 /// Per-channel mean and (population) standard deviation over a tap's tokens.
-fn mean_sd(x: &[f32], d: TapDims, mu: &mut [f32], sd: &mut [f32]) {
+fn mean_sd(x: &[f32], d: TapShape, mu: &mut [f32], sd: &mut [f32]) {
     pooled(x, d, mu);
     sd.fill(0.0);
     for row in x.chunks_exact(d.dim) {
@@ -202,7 +202,7 @@ fn mean_sd(x: &[f32], d: TapDims, mu: &mut [f32], sd: &mut [f32]) {
 }
 
 /// First- and second-order statistics of a tap: `[μ/‖μ‖, σ/‖σ‖]/√2` per channel.
-pub fn moments(x: &[f32], d: TapDims, out: &mut [f32]) {
+pub fn moments(x: &[f32], d: TapShape, out: &mut [f32]) {
     let (mu, sd) = out.split_at_mut(d.dim);
     mean_sd(x, d, mu, sd);
     for half in [mu, sd] {
@@ -251,7 +251,7 @@ impl Method {
     }
 
     /// Class scores of one example from its taps (in the adapter's tap order).
-    pub fn scores(&self, taps: &[&[f32]], dims: &[TapDims], out: &mut [f32]) -> Result<()> {
+    pub fn scores(&self, taps: &[&[f32]], dims: &[TapShape], out: &mut [f32]) -> Result<()> {
         let need = match self {
             Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => t.len(),
             _ => 1,
@@ -354,14 +354,10 @@ fn rows(
     tap: usize,
     idx: &[usize],
     width: usize,
-    f: fn(&[f32], TapDims, &mut [f32]),
+    f: fn(&[f32], TapShape, &mut [f32]),
 ) -> Vec<f32> {
-    let t = &cache.taps[tap];
-    let d = TapDims {
-        tokens: t.tokens,
-        dim: t.dim,
-    };
-    let mut buf = alloc::vec![0.0; t.len()];
+    let d = cache.taps[tap];
+    let mut buf = alloc::vec![0.0; d.len()];
     let mut out = alloc::vec![0.0; idx.len() * width];
     for (r, &i) in idx.iter().enumerate() {
         cache.read(i, tap, &mut buf);
@@ -371,13 +367,8 @@ fn rows(
 }
 
 /// Shapes of the cached taps `sel`, as the heads see them.
-fn cache_dims(cache: &TapCache, sel: &[usize]) -> Vec<TapDims> {
-    sel.iter()
-        .map(|&i| TapDims {
-            tokens: cache.taps[i].tokens,
-            dim: cache.taps[i].dim,
-        })
-        .collect()
+fn cache_dims(cache: &TapCache, sel: &[usize]) -> Vec<TapShape> {
+    sel.iter().map(|&i| cache.taps[i]).collect()
 }
 
 /// Bytes a fit will hold at its peak, before anything is allocated.
@@ -406,7 +397,7 @@ pub fn fit_memory(spec: &Spec, cache: &TapCache, sel: &[usize], n: usize, classe
     }
 }
 
-fn ladder_head(spec: &Spec, dims: &[TapDims], sel: &[usize], classes: usize) -> Ladder {
+fn ladder_head(spec: &Spec, dims: &[TapShape], sel: &[usize], classes: usize) -> Ladder {
     let widest = dims.iter().map(|d| d.dim).max().unwrap_or(1);
     // A side stream narrower than 16 leaves the layer norms too little to normalise.
     let width = (widest / spec.reduction.max(1)).max(16);
@@ -460,7 +451,7 @@ pub fn fit(
             Ok(Method::Ncm(n))
         }
         Kind::Linear | Kind::Moment => {
-            let (f, w): (fn(&[f32], TapDims, &mut [f32]), usize) = if spec.kind == Kind::Linear {
+            let (f, w): (fn(&[f32], TapShape, &mut [f32]), usize) = if spec.kind == Kind::Linear {
                 (pooled, d0)
             } else {
                 (moments, 2 * d0)
@@ -488,13 +479,9 @@ pub fn fit(
         Kind::Ladder => {
             // The ladder reads pooled taps only: pool once into a small cache instead of
             // decoding every token of every tap at every step.
-            let pooled_taps: Vec<TapShape> = sel
+            let pooled_taps: Vec<NamedTap> = sel
                 .iter()
-                .map(|&s| TapShape {
-                    name: cache.taps[s].name.clone(),
-                    tokens: 1,
-                    dim: cache.taps[s].dim,
-                })
+                .map(|&s| (cache.names[s].clone(), TapShape::new(1, cache.taps[s].dim)))
                 .collect();
             let mut pc = TapCache::new(cache.format, pooled_taps);
             pc.reserve(idx.len());
@@ -511,9 +498,9 @@ pub fn fit(
                 let v: Vec<&[f32]> = outs.iter().map(|o| &o[..]).collect();
                 pc.push(&v, cache.labels[i])?;
             }
-            let one: Vec<TapDims> = dims
+            let one: Vec<TapShape> = dims
                 .iter()
-                .map(|d| TapDims {
+                .map(|d| TapShape {
                     tokens: 1,
                     dim: d.dim,
                 })
@@ -617,12 +604,12 @@ mod pair_tests {
         let mut rng = Rng::new(3);
         for (tokens, dim) in [(49, 16), (1, 8), (196, 40)] {
             let x: Vec<f32> = (0..tokens * dim).map(|_| rng.f32() * 6.0 - 2.0).collect();
-            let d = TapDims { tokens, dim };
+            let d = TapShape { tokens, dim };
             let mut pair = alloc::vec![0.0; 2 * dim];
             moments_pair(&x, d, &mut pair);
             let (mut full, mut from_pair) = (alloc::vec![0.0; 2 * dim], alloc::vec![0.0; 2 * dim]);
             moments(&x, d, &mut full);
-            moments(&pair, TapDims { tokens: 2, dim }, &mut from_pair);
+            moments(&pair, TapShape { tokens: 2, dim }, &mut from_pair);
             for (a, b) in full.iter().zip(&from_pair) {
                 assert!((a - b).abs() < 1e-5, "{tokens}x{dim}: {a} vs {b}");
             }

@@ -2,8 +2,7 @@
 //! augmented views), and what the method reads of each tap is kept.
 
 use super::prep::{Image, Prep, Sample};
-use crate::adapt::cache::{TapCache, TapShape};
-use crate::adapt::heads::TapDims;
+use crate::adapt::cache::{NamedTap, TapCache, TapShape};
 use crate::adapt::method::{moments_pair, pooled};
 use crate::adapt::rng::Rng;
 use crate::adapt::Kind;
@@ -40,16 +39,13 @@ impl Reduce {
     }
 
     /// The cached shapes of taps read as `full`.
-    pub fn shapes(self, full: &[TapShape]) -> Vec<TapShape> {
+    pub fn shapes(self, full: &[NamedTap]) -> Vec<NamedTap> {
         full.iter()
-            .map(|t| TapShape {
-                tokens: self.tokens(t.tokens),
-                ..t.clone()
-            })
+            .map(|(n, t)| (n.clone(), TapShape::new(self.tokens(t.tokens), t.dim)))
             .collect()
     }
 
-    pub fn apply(self, x: &[f32], d: TapDims, out: &mut [f32]) {
+    pub fn apply(self, x: &[f32], d: TapShape, out: &mut [f32]) {
         match self {
             Reduce::Full => out.copy_from_slice(x),
             Reduce::Mean => pooled(x, d, out),
@@ -98,11 +94,11 @@ impl<'r, 'p, 'm> Filler<'r, 'p, 'm> {
         augment: usize,
         seed: u64,
     ) -> Self {
-        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.len()]).collect();
+        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.1.len()]).collect();
         let reduced = reduce
             .shapes(&reader.shapes)
             .iter()
-            .map(|s| vec![0.0; s.len()])
+            .map(|s| vec![0.0; s.1.len()])
             .collect();
         Filler {
             reader,
@@ -116,7 +112,7 @@ impl<'r, 'p, 'm> Filler<'r, 'p, 'm> {
     }
 
     /// The cached shapes of this filler's taps.
-    pub fn shapes(&self) -> Vec<TapShape> {
+    pub fn shapes(&self) -> Vec<NamedTap> {
         self.reduce.shapes(&self.reader.shapes)
     }
 
@@ -159,11 +155,7 @@ impl<'r, 'p, 'm> Filler<'r, 'p, 'm> {
                     .zip(self.reduced.iter_mut())
                     .zip(&self.reader.shapes)
                 {
-                    let d = TapDims {
-                        tokens: t.tokens,
-                        dim: t.dim,
-                    };
-                    self.reduce.apply(b, d, o);
+                    self.reduce.apply(b, t.1, o);
                 }
                 let t: Vec<&[f32]> = self.reduced.iter().map(|b| &b[..]).collect();
                 cache.push(&t, label)?;

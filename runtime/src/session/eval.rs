@@ -5,8 +5,7 @@
 use super::cache::{Filler, Reduce};
 use super::options::Options;
 use super::prep::{Prep, Sample};
-use crate::adapt::cache::{CacheFormat, TapCache};
-use crate::adapt::heads::TapDims;
+use crate::adapt::cache::{CacheFormat, NamedTap, TapCache, TapShape};
 use crate::adapt::rng::Rng;
 use crate::adapt::{self, Adapter, Kind, Method};
 use crate::features::TapReader;
@@ -69,18 +68,9 @@ fn tap_indices(cache: &TapCache, names: &[String]) -> Result<Vec<usize>> {
     names.iter().map(|n| cache.tap_index(n)).collect()
 }
 
-fn tap_dims(cache: &TapCache, sel: &[usize]) -> Vec<(String, TapDims)> {
+fn tap_dims(cache: &TapCache, sel: &[usize]) -> Vec<NamedTap> {
     sel.iter()
-        .map(|&i| {
-            let t = &cache.taps[i];
-            (
-                t.name.clone(),
-                TapDims {
-                    tokens: t.tokens,
-                    dim: t.dim,
-                },
-            )
-        })
+        .map(|&i| (cache.names[i].clone(), cache.taps[i]))
         .collect()
 }
 
@@ -199,7 +189,7 @@ pub fn episodes(
             query.extend(idx[shots..].iter().map(|&i| (rows_of[i][0], w)));
         }
         // Episode labels are 0..ways: relabel a copy of the support rows.
-        let mut ep = TapCache::new(cache.format, cache.taps.clone());
+        let mut ep = TapCache::new(cache.format, cache.named());
         ep.reserve(sup.len());
         for &(r, w) in &sup {
             for (t, b) in bufs.iter_mut().enumerate() {
@@ -231,7 +221,7 @@ pub fn episodes(
                 method,
             );
             m.adapter_bytes = a.to_bytes().len();
-            let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+            let dims: Vec<TapShape> = a.taps.iter().map(|t| t.1).collect();
             let mut scores = vec![0.0; ways];
             let mut ok = 0;
             for &(r, w) in &query {

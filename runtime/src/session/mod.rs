@@ -21,8 +21,7 @@ pub use cache::Reduce;
 pub use options::{Options, Serve};
 pub use prep::{prep_of, Image, Prep, Sample};
 
-use crate::adapt::cache::TapCache;
-use crate::adapt::heads::TapDims;
+use crate::adapt::cache::{NamedTap, TapCache, TapShape};
 use crate::adapt::rng::Rng;
 use crate::adapt::tail::TailQ;
 use crate::adapt::train::Progress;
@@ -192,7 +191,7 @@ impl Session {
         let reader = Self::reader(&self.plan, &taps)?;
         let shapes = reduce.shapes(&reader.shapes);
         let format = self.opts.cache_for(kind);
-        let same = taps == self.taps && shapes == self.cache.taps && format == self.cache.format;
+        let same = taps == self.taps && shapes == self.cache.named() && format == self.cache.format;
         self.kind = kind;
         if same {
             return Ok(());
@@ -205,7 +204,7 @@ impl Session {
 
     /// Runs every kept example through the backbone into a fresh cache.
     fn recache(&mut self) -> Result<()> {
-        let mut cache = TapCache::new(self.cache.format, self.cache.taps.clone());
+        let mut cache = TapCache::new(self.cache.format, self.cache.named());
         cache.reserve(self.samples.len() * (1 + self.opts.augment));
         let mut fill = Filler::new(
             &mut self.reader,
@@ -338,7 +337,7 @@ impl Session {
     /// Memory a fit of the current method on `rows` cached rows would need at its peak.
     pub fn memory_for(&self, rows: usize) -> Result<Memory> {
         let spec = self.spec()?;
-        let probe = TapCache::new(self.cache.format, self.cache.taps.clone());
+        let probe = TapCache::new(self.cache.format, self.cache.named());
         let sel: Vec<usize> = (0..self.taps.len()).collect();
         let cache = rows * probe.bytes_per_example();
         let arena = self.plan.arena_bytes();
@@ -355,12 +354,8 @@ impl Session {
         self.memory_for(self.cache.len())
     }
 
-    fn taps_dims(&self) -> Vec<(String, TapDims)> {
-        self.reader
-            .shapes
-            .iter()
-            .map(|t| (t.name.clone(), t.dims()))
-            .collect()
+    fn taps_dims(&self) -> Vec<NamedTap> {
+        self.reader.shapes.clone()
     }
 
     /// Trains the current method on everything enrolled. `progress` sees each step and
@@ -465,7 +460,7 @@ impl Session {
             .ok_or_else(|| invalid("no adapter: fit or load one first".into()))?;
         out.clear();
         out.resize(a.classes.len(), 0.0);
-        let dims: Vec<TapDims> = a.taps.iter().map(|t| t.1).collect();
+        let dims: Vec<TapShape> = a.taps.iter().map(|t| t.1).collect();
         let mut fill = Filler::new(&mut self.reader, Reduce::Full, 0, 0);
         let bufs = fill.taps(&self.prep, s)?;
         match &self.int8 {
@@ -521,7 +516,7 @@ impl Session {
             .position(|c| c == class)
             .ok_or_else(|| invalid(format!("no class '{class}'")))?;
         let relabel = |x: usize| if x > l { x - 1 } else { x };
-        let mut cache = TapCache::new(self.cache.format, self.cache.taps.clone());
+        let mut cache = TapCache::new(self.cache.format, self.cache.named());
         let mut bufs: Vec<Vec<f32>> = self
             .cache
             .taps
@@ -564,8 +559,8 @@ impl Session {
         a.bind(&self.plan)?;
         let taps: Vec<String> = a.taps.iter().map(|t| t.0.clone()).collect();
         let reader = Self::reader(&self.plan, &taps)?;
-        for (s, (n, d)) in reader.shapes.iter().zip(&a.taps) {
-            if s.tokens != d.tokens || s.dim != d.dim {
+        for ((_, s), (n, d)) in reader.shapes.iter().zip(&a.taps) {
+            if s != d {
                 return Err(Error::ShapeMismatch {
                     op: format!("adapter tap '{n}'"),
                     expected: alloc::vec![d.tokens, d.dim],

@@ -15,7 +15,6 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprint, hprintln};
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::heads::TapDims;
 use edgetune::adapt::method::pooled;
 use edgetune::adapt::{self, train_linear, Adapter, Kind, Method, Ncm, Spec, Support};
 use edgetune::features::FeatureExtractor;
@@ -121,7 +120,7 @@ fn fail(what: &str, e: &Error) -> ! {
 /// 40 KB of code this firmware never runs) out of flash.
 fn fit_heads(cache: &TapCache, classes: usize) -> Result<[(Kind, Method); 2], Error> {
     let dim = cache.taps[0].dim;
-    let one = TapDims { tokens: 1, dim };
+    let one = TapShape { tokens: 1, dim };
     let n = cache.labels.len();
     let (mut buf, mut x) = (vec![0.0f32; dim], vec![0.0f32; n * dim]);
     for (i, row) in x.chunks_exact_mut(dim).enumerate() {
@@ -147,7 +146,7 @@ fn fit_heads(cache: &TapCache, classes: usize) -> Result<[(Kind, Method); 2], Er
 }
 
 /// Class scores of one feature vector, as `Method::scores` gives them for ncm and linear.
-fn scores(m: &Method, f: &[f32], d: TapDims, out: &mut [f32]) {
+fn scores(m: &Method, f: &[f32], d: TapShape, out: &mut [f32]) {
     let mut p = vec![0.0f32; d.dim];
     pooled(f, d, &mut p);
     match m {
@@ -194,11 +193,7 @@ fn main() -> ! {
     let n_qry = u16::from_le_bytes([EPISODE[2], EPISODE[3]]) as usize;
     let mut cache = TapCache::new(
         CacheFormat::F16,
-        vec![TapShape {
-            name: "features".into(),
-            tokens: 1,
-            dim,
-        }],
+        vec![("features".into(), TapShape::new(1, dim))],
     );
     let (mut input, mut f) = (Vec::new(), vec![0.0f32; dim]);
     for i in 0..n_sup {
@@ -214,11 +209,10 @@ fn main() -> ! {
     let methods = fit_heads(&cache, classes).unwrap_or_else(|e| fail("train", &e));
     info!(
         "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
-        n_sup,
-        classes
+        n_sup, classes
     );
 
-    let dims = [TapDims { tokens: 1, dim }];
+    let dims = [TapShape { tokens: 1, dim }];
     let mut preds: Vec<Vec<u8>> = vec![Vec::new(); methods.len()];
     let mut right = [0usize; 2];
     let mut sc = [0.0f32; 5];

@@ -1,6 +1,6 @@
 //! The float copy of the plan after a cut: its layers, geometry and construction.
 
-use crate::adapt::heads::TapDims;
+use crate::adapt::cache::TapShape;
 use crate::error::{Error, Result};
 use crate::plan::{DType, Op, Plan, Unary};
 use alloc::string::String;
@@ -374,8 +374,8 @@ impl TailNet {
         Ok(net)
     }
 
-    pub fn cut_dims(&self) -> TapDims {
-        TapDims {
+    pub fn cut_dims(&self) -> TapShape {
+        TapShape {
             tokens: self.slots[0].0,
             dim: self.slots[0].1,
         }
