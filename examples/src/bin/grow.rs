@@ -1,25 +1,22 @@
 //! Growing an image classifier on the device, one class at a time, while it keeps serving.
 //!
 //! EfficientNet-Lite0 int8 and the bundled Fashion-MNIST sample: start with 3 classes
-//! from 5 shots each, then add the other 7 one by one. Each new class is served at once
-//! by `ncm` (enrolling is an average); a `ladder` adapter over three spatial taps is
-//! retrained in a background thread (progress bar) while the main thread keeps answering
-//! requests with what it has, and replaces `ncm` when done. After each addition the
-//! program prints the accuracy on every class seen so far and on the first three (what
-//! the old classes forget). Finally it exports the adapter, reloads it in a fresh process
-//! and checks the predictions are identical.
+//! from 5 shots each, then add the other 7 one by one. Two library `Session`s share the
+//! work: one serves with `ncm` (a new class is served at once: enrolling is an average),
+//! the other retrains a `ladder` adapter over three spatial taps in a background thread
+//! (progress bar), warm-started from the adapter it had (`Session::fit_warm`; `--cold`
+//! trains each from scratch), while the main thread keeps answering requests. After each
+//! addition the program prints the accuracy on every class seen so far and on the first
+//! three (what the old classes forget). Finally it saves the adapter, reloads it in a
+//! fresh process and checks the predictions are identical.
 //!
-//! usage: grow [--queries N] [--steps N]      (N query images per class, default 20)
-//!        grow --predict ADAPTER.eta --queries N   (the fresh process)
+//! usage: grow [--queries N] [--steps N] [--cold]   (N query images per class, default 20)
+//!        grow --predict ADAPTER.eta --queries N     (the fresh process)
 
-use edgetune::adapt::cache::TapShape;
-use edgetune::adapt::cache::{CacheFormat, TapCache};
-use edgetune::adapt::{self, Adapter, Kind, Method, Spec};
-use edgetune::features::{default_taps, TapReader};
+use edgetune::adapt::Kind;
 use edgetune::import::{import_path, ImportOptions, Taps};
-use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
-use edgetune::preprocess::ImagePrep;
-use edgetune::{kernels::Kernels, Error, Executor, Result};
+use edgetune::session::{Image, Options, Sample, Session};
+use edgetune::{kernels::Kernels, Error, Result};
 use edgetune_examples::{arg, root};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,14 +44,14 @@ fn main() {
     }
 }
 
-fn plan() -> Result<Plan<'static>> {
+/// The backbone compiled with its taps and its preprocessing declared.
+fn plan_bytes() -> Result<Vec<u8>> {
     let opts = ImportOptions {
         taps: Taps::Blocks,
         meta: vec![("preprocess".into(), "image:224:127:128".into())],
         ..Default::default()
     };
-    let parts = import_path(&root().join("models/efficientnet_lite0_int8.onnx"), &opts)?;
-    Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes()))
+    Ok(import_path(&root().join("models/efficientnet_lite0_int8.onnx"), &opts)?.to_bytes())
 }
 
 /// The bundled sample: 28×28 pixels and labels.
@@ -93,50 +90,19 @@ fn split(labels: &[u8], q: usize) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
     (shots, queries)
 }
 
-struct Device<'p> {
-    reader: TapReader<'p, 'static>,
-    prep: ImagePrep,
-    bufs: Vec<Vec<f32>>,
-    input: Vec<f32>,
+/// A grey 28×28 picture as the session takes it (the plan's preprocessing resizes it).
+fn picture(pixels: &[u8], i: usize) -> Sample {
+    Sample::Image(Image {
+        px: pixels[i * 784..][..784].to_vec(),
+        w: 28,
+        h: 28,
+        c: 1,
+    })
 }
 
-impl<'p> Device<'p> {
-    fn new(plan: &'p Plan<'p>, taps: &[String]) -> Result<Device<'p>> {
-        let prep = plan
-            .meta("preprocess")
-            .and_then(ImagePrep::parse)
-            .ok_or_else(|| Error::Invalid {
-                what: "plan declares no preprocessing".into(),
-            })?;
-        let exec = Executor::new(plan, Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
-        let reader = TapReader::new(exec, taps)?;
-        let bufs = reader.shapes.iter().map(|s| vec![0.0; s.1.len()]).collect();
-        Ok(Device {
-            reader,
-            prep,
-            bufs,
-            input: vec![],
-        })
-    }
-
-    fn see(&mut self, pixels: &[u8]) -> Result<()> {
-        self.prep.apply(pixels, 28, 28, 1, &mut self.input);
-        self.reader.run(&self.input, &mut self.bufs)
-    }
-
-    fn dims(&self) -> Vec<TapShape> {
-        self.reader.shapes.iter().map(|s| s.1).collect()
-    }
-
-    /// Class (index into the classes enrolled so far) of the image last seen.
-    fn predict(&self, m: &Method, sel: &[usize], classes: usize) -> Result<usize> {
-        let taps: Vec<&[f32]> = sel.iter().map(|&i| &self.bufs[i][..]).collect();
-        let all = self.dims();
-        let dims: Vec<TapShape> = sel.iter().map(|&i| all[i]).collect();
-        let mut s = vec![0.0; classes];
-        m.scores(&taps, &dims, &mut s)?;
-        Ok(adapt::argmax(&s))
-    }
+/// The best class of `s` (labels are the classes in the order they were enrolled).
+fn best(session: &mut Session, s: &Sample) -> Result<usize> {
+    Ok(session.predict(s, 1)?[0].0)
 }
 
 fn run() -> Result<()> {
@@ -147,94 +113,95 @@ fn run() -> Result<()> {
     if let Some(path) = arg(&args, "--predict") {
         return predict_fresh(&path, q);
     }
-    let steps: Option<usize> = arg(&args, "--steps").and_then(|s| s.parse().ok());
-    let plan = plan()?;
+    let cold = args.iter().any(|a| a == "--cold");
+    let opts = Options {
+        steps: arg(&args, "--steps").and_then(|s| s.parse().ok()),
+        ..Default::default()
+    };
+    let bytes = plan_bytes()?;
+    let mut serve = Session::from_bytes(&bytes)?;
+    serve.set_method(Kind::Ncm)?;
+    let mut learn = Session::with_options(
+        edgetune::Plan::from_owned(edgetune::plan::AlignedBytes::from_slice(&bytes))?,
+        opts,
+    )?;
+    learn.set_method(Kind::Ladder)?;
     let (pixels, labels) = data()?;
     let (shots, queries) = split(&labels, q);
-    let img = |i: usize| &pixels[i * 784..][..784];
-
-    // Tap 0: pooled features (ncm); taps 1..: the ladder's spatial taps.
-    let ladder_taps = default_taps(&plan, Kind::Ladder);
-    let mut taps = default_taps(&plan, Kind::Ncm);
-    taps.extend(ladder_taps.iter().cloned());
-    let (ncm_sel, ladder_sel): (Vec<usize>, Vec<usize>) = (vec![0], (1..taps.len()).collect());
-    let mut dev = Device::new(&plan, &taps)?;
-    let mut cache = TapCache::new(CacheFormat::F16, dev.reader.shapes.clone());
-    let mut spec = Spec::new(Kind::Ladder);
-    if let Some(s) = steps {
-        spec.train.steps = s;
-    }
     println!(
-        "EfficientNet-Lite0 int8 on {:?}; ladder reads {} taps, {} steps per retraining",
+        "EfficientNet-Lite0 int8 on {:?}; ladder reads {} taps, each retraining {}",
         Kernels::detect().describe(),
-        ladder_sel.len(),
-        spec.train.steps
+        learn.taps().len(),
+        if cold {
+            "from scratch"
+        } else {
+            "warm-started from the last adapter"
+        }
     );
 
-    // Features of every request image, computed once as the device would see them.
-    let mut served_feats: Vec<Vec<Vec<f32>>> = vec![];
-    let mut order = vec![];
-    for (c, qs) in queries.iter().enumerate() {
-        for &i in qs {
-            dev.see(img(i))?;
-            served_feats.push(dev.bufs.clone());
-            order.push((i, c));
+    // Requests: (image, class) in class order.
+    let order: Vec<(usize, usize)> = queries
+        .iter()
+        .enumerate()
+        .flat_map(|(c, qs)| qs.iter().map(move |&i| (i, c)))
+        .collect();
+    let accuracy = |s: &mut Session, seen: usize, only: usize| -> Result<f64> {
+        let (mut ok, mut n) = (0, 0);
+        for &(i, c) in order.iter().filter(|r| r.1 < only.min(seen)) {
+            ok += (best(s, &picture(&pixels, i))? == c) as usize;
+            n += 1;
         }
-    }
-    let accuracy =
-        |m: &Method, sel: &[usize], seen: usize, only: usize, dev: &mut Device| -> Result<f64> {
-            let (mut ok, mut n) = (0, 0);
-            for ((_, c), f) in order.iter().zip(&served_feats) {
-                if *c < only {
-                    dev.bufs.clone_from(f);
-                    ok += (dev.predict(m, sel, seen)? == *c) as usize;
-                    n += 1;
-                }
-            }
-            Ok(ok as f64 / n.max(1) as f64)
-        };
+        Ok(ok as f64 / n.max(1) as f64)
+    };
 
-    let mut ladder: Option<Method> = None;
     let mut rows = vec![];
     println!("\nclasses     method  all seen  first 3   served during training");
     for seen in FIRST..=10 {
-        // Enrol the new class(es): 5 shots through the backbone into the cache.
+        // The new class(es): 5 shots each, enrolled in both sessions.
         let new = if seen == FIRST {
             0..FIRST
         } else {
             seen - 1..seen
         };
         for c in new {
-            for &i in &shots[c] {
-                dev.see(img(i))?;
-                let v: Vec<&[f32]> = dev.bufs.iter().map(|b| &b[..]).collect();
-                cache.push(&v, c)?;
+            let examples: Vec<Sample> = shots[c].iter().map(|&i| picture(&pixels, i)).collect();
+            if seen == FIRST {
+                for s in examples.iter().cloned() {
+                    serve.enrol(s, NAMES[c])?;
+                }
+            } else {
+                // Served at once: ncm's refit is an average.
+                serve.add_class(NAMES[c], examples.clone())?;
+            }
+            for s in examples {
+                learn.enrol(s, NAMES[c])?;
             }
         }
-        let idx: Vec<usize> = (0..cache.len()).collect();
-        let ncm = adapt::fit(
-            &Spec::new(Kind::Ncm),
-            &cache,
-            &ncm_sel,
-            &idx,
-            seen,
-            &mut |_| true,
-        )?;
+        if seen == FIRST {
+            serve.fit(&mut |_| true)?;
+        }
 
         // Retrain the ladder in the background; serve with ncm meanwhile.
-        let bar = ProgressBar::new(spec.train.steps as u64).with_style(
+        let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("  retraining ladder {bar:30} {pos}/{len} loss {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let done = AtomicBool::new(false);
         let t = Instant::now();
-        let (trained, served) = std::thread::scope(|s| -> Result<(Method, usize)> {
+        let (fitted, served) = std::thread::scope(|s| -> Result<_> {
+            let learn = &mut learn;
             let job = s.spawn(|| {
-                let r = adapt::fit(&spec, &cache, &ladder_sel, &idx, seen, &mut |p| {
+                let mut report = |p: &edgetune::adapt::train::Progress| {
+                    bar.set_length(p.steps as u64);
                     bar.set_position(p.step as u64);
                     bar.set_message(format!("{:.3}", p.loss));
                     true
-                });
+                };
+                let r = if cold {
+                    learn.fit(&mut report)
+                } else {
+                    learn.fit_warm(&mut report)
+                };
                 done.store(true, Ordering::Release);
                 r
             });
@@ -247,26 +214,23 @@ fn run() -> Result<()> {
                 if c >= seen {
                     continue;
                 }
-                dev.see(img(i))?;
-                dev.predict(&ncm, &ncm_sel, seen)?;
+                best(&mut serve, &picture(&pixels, i))?;
                 served += 1;
             }
-            let m = job.join().map_err(|_| Error::Invalid {
+            let fitted = job.join().map_err(|_| Error::Invalid {
                 what: "training thread panicked".into(),
             })??;
-            Ok((m, served))
+            Ok((fitted, served))
         })?;
         bar.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
-        ladder = Some(trained);
-        let lad = ladder.as_ref().expect("just trained");
         let a_ncm = (
-            accuracy(&ncm, &ncm_sel, seen, seen, &mut dev)?,
-            accuracy(&ncm, &ncm_sel, seen, FIRST, &mut dev)?,
+            accuracy(&mut serve, seen, seen)?,
+            accuracy(&mut serve, seen, FIRST)?,
         );
         let a_lad = (
-            accuracy(lad, &ladder_sel, seen, seen, &mut dev)?,
-            accuracy(lad, &ladder_sel, seen, FIRST, &mut dev)?,
+            accuracy(&mut learn, seen, seen)?,
+            accuracy(&mut learn, seen, FIRST)?,
         );
         rows.push((a_ncm, a_lad));
         let name = if seen == FIRST {
@@ -276,8 +240,8 @@ fn run() -> Result<()> {
         };
         println!("{name:<12}ncm     {:.3}     {:.3}", a_ncm.0, a_ncm.1);
         println!(
-            "{:<12}ladder  {:.3}     {:.3}     {served} requests answered by ncm in {secs:.1} s",
-            "", a_lad.0, a_lad.1
+            "{:<12}ladder  {:.3}     {:.3}     {served} requests answered by ncm in {secs:.1} s ({} steps)",
+            "", a_lad.0, a_lad.1, fitted.steps
         );
     }
     if let (Some(f), Some(l)) = (rows.first(), rows.last()) {
@@ -292,27 +256,13 @@ fn run() -> Result<()> {
         );
     }
 
-    // Export, reload in a fresh process, compare.
-    let lad = ladder.ok_or_else(|| Error::Invalid {
-        what: "no adapter trained".into(),
-    })?;
-    let all = dev.dims();
-    let adapter = Adapter {
-        plan_hash: plan.hash(),
-        taps: ladder_sel
-            .iter()
-            .map(|&i| (taps[i].clone(), all[i]))
-            .collect(),
-        classes: NAMES.iter().map(|s| s.to_string()).collect(),
-        hyper: vec![("steps".into(), spec.train.steps.to_string())],
-        method: lad,
-    };
+    // Save, reload in a fresh process, compare.
     let path = std::env::temp_dir().join(format!("edgetune-grow-{}.eta", std::process::id()));
-    adapter.save(&path)?;
+    learn.save(&path)?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut mine = vec![];
-    for f in &served_feats {
-        dev.bufs.clone_from(f);
-        mine.push(dev.predict(&adapter.method, &ladder_sel, 10)?);
+    for &(i, _) in &order {
+        mine.push(best(&mut learn, &picture(&pixels, i))?);
     }
     let out = std::process::Command::new(std::env::current_exe().map_err(|e| Error::Invalid {
         what: e.to_string(),
@@ -342,8 +292,7 @@ fn run() -> Result<()> {
         .collect();
     let same = mine.iter().zip(&theirs).filter(|(a, b)| a == b).count();
     println!(
-        "adapter exported ({} bytes), reloaded in a fresh process: {same}/{} predictions identical{}",
-        adapter.to_bytes().len(),
+        "adapter exported ({size} bytes), reloaded in a fresh process: {same}/{} predictions identical{}",
         mine.len(),
         if same == mine.len() && theirs.len() == mine.len() { "" } else { "  MISMATCH" }
     );
@@ -357,22 +306,14 @@ fn run() -> Result<()> {
 
 /// The fresh process: the plan, the adapter file, the request images; prints the classes.
 fn predict_fresh(path: &str, q: usize) -> Result<()> {
-    let plan = plan()?;
-    let mut adapter = Adapter::load(std::path::Path::new(path), &plan.hash())?;
-    adapter.bind(&plan)?;
-    let names: Vec<String> = adapter.taps.iter().map(|t| t.0.clone()).collect();
-    let mut dev = Device::new(&plan, &names)?;
-    let sel: Vec<usize> = (0..names.len()).collect();
+    let mut s = Session::from_bytes(&plan_bytes()?)?;
+    s.load_adapter(std::path::Path::new(path))?;
     let (pixels, labels) = data()?;
     let (_, queries) = split(&labels, q);
     let mut out = String::new();
     for qs in &queries {
         for &i in qs {
-            dev.see(&pixels[i * 784..][..784])?;
-            out += &format!(
-                "{} ",
-                dev.predict(&adapter.method, &sel, adapter.classes.len())?
-            );
+            out += &format!("{} ", best(&mut s, &picture(&pixels, i))?);
         }
     }
     println!("{out}");

@@ -57,6 +57,18 @@ impl LinearHead {
     }
 }
 
+/// Copies a classifier over `k0` classes (`w[rows][k0]`, `b[k0]`) into the first `k0`
+/// columns of one over `k1 >= k0` classes; the other columns keep what they hold.
+pub fn widen_classes(w0: &[f32], b0: &[f32], k0: usize, w1: &mut [f32], b1: &mut [f32], k1: usize) {
+    for (r0, r1) in w0
+        .chunks_exact(k0.max(1))
+        .zip(w1.chunks_exact_mut(k1.max(1)))
+    {
+        r1[..k0].copy_from_slice(r0);
+    }
+    b1[..k0].copy_from_slice(b0);
+}
+
 /// Mean softmax cross-entropy (with label smoothing) plus the L2 penalty, and its
 /// gradient into `gw`, `gb`. `logits` is scratch of `n·classes`.
 #[allow(clippy::too_many_arguments)]
@@ -127,6 +139,16 @@ pub fn linear_memory(n: usize, dim: usize, classes: usize) -> usize {
 
 /// Trains the probe. All buffers are allocated once before the first step.
 pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)> {
+    train_linear_from(s, cfg, None)
+}
+
+/// [`train_linear`] from `init` (a warm start: a probe trained on the first classes,
+/// the new classes' weights starting at zero) instead of all zeros.
+pub fn train_linear_from(
+    s: &Support,
+    cfg: &LinearConfig,
+    init: Option<&LinearHead>,
+) -> Result<(LinearHead, f32)> {
     s.check()?;
     let (d, k, n) = (s.dim, s.classes, s.y.len());
     let mut x = s.x.to_vec();
@@ -137,6 +159,16 @@ pub fn train_linear(s: &Support, cfg: &LinearConfig) -> Result<(LinearHead, f32)
         w: alloc::vec![0.0; d * k],
         b: alloc::vec![0.0; k],
     };
+    if let Some(old) = init {
+        if old.dim != d || old.classes > k {
+            return Err(Error::ShapeMismatch {
+                op: "warm start".into(),
+                expected: alloc::vec![d, k],
+                got: alloc::vec![old.dim, old.classes],
+            });
+        }
+        widen_classes(&old.w, &old.b, old.classes, &mut head.w, &mut head.b, k);
+    }
     let mut gw = alloc::vec![0.0; d * k];
     let mut gb = alloc::vec![0.0; k];
     let mut logits = alloc::vec![0.0; n * k];

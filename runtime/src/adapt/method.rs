@@ -3,7 +3,7 @@
 
 use super::cache::{NamedTap, TapCache, TapShape};
 use super::heads::{Ladder, Query};
-use super::linear::{train_linear, LinearConfig, LinearHead};
+use super::linear::{train_linear_from, widen_classes, LinearConfig, LinearHead};
 use super::ncm::Ncm;
 use super::tail::{Tail, TailNet, Variant};
 use super::train::{self, Head, Progress, TrainConfig};
@@ -371,6 +371,18 @@ fn cache_dims(cache: &TapCache, sel: &[usize]) -> Vec<TapShape> {
     sel.iter().map(|&i| cache.taps[i]).collect()
 }
 
+/// A fresh initialisation of `h` with the trained parameters of the same head over its
+/// first `k0` classes copied in; `None` when the layouts do not correspond.
+fn warm_init<H: Head>(h: &H, old: &[f32], k0: usize, spec: &Spec) -> Option<Vec<f32>> {
+    let mut p = alloc::vec![0.0; h.n_params()];
+    h.init(
+        &mut super::rng::Rng::new(spec.train.seed ^ 0x5741_524d),
+        &mut p,
+    );
+    widen_head(old, k0, &mut p, h.classes())?;
+    Some(p)
+}
+
 /// Bytes a fit will hold at its peak, before anything is allocated.
 pub fn fit_memory(spec: &Spec, cache: &TapCache, sel: &[usize], n: usize, classes: usize) -> usize {
     let dims = cache_dims(cache, sel);
@@ -412,6 +424,47 @@ pub fn fit(
     sel: &[usize],
     idx: &[usize],
     classes: usize,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Method> {
+    fit_from(spec, cache, sel, idx, classes, None, progress)
+}
+
+/// The parameters of a head whose classifier (weights `[rows][classes]` then biases) is
+/// its last block, grown from `k0` to `k1` classes: everything trained in `old` is kept,
+/// the new classes' columns keep the fresh values already in `new`.
+fn widen_head(old: &[f32], k0: usize, new: &mut [f32], k1: usize) -> Option<()> {
+    if k1 < k0 || k0 == 0 {
+        return None;
+    }
+    if k1 == k0 {
+        (old.len() == new.len()).then(|| new.copy_from_slice(old))?;
+        return Some(());
+    }
+    let grown = new.len().checked_sub(old.len())?;
+    if grown % (k1 - k0) != 0 {
+        return None;
+    }
+    let rows = (grown / (k1 - k0)).checked_sub(1)?;
+    let prefix = old.len().checked_sub((rows + 1) * k0)?;
+    new[..prefix].copy_from_slice(&old[..prefix]);
+    let (w0, b0) = old[prefix..].split_at(rows * k0);
+    let (w1, b1) = new[prefix..].split_at_mut(rows * k1);
+    widen_classes(w0, b0, k0, w1, b1, k1);
+    Some(())
+}
+
+/// [`fit`], warm-started from `prev` when it is the same method on the same taps with
+/// the first classes of this fit (a class was added): `linear` and `moment` start from
+/// its weights (new classes at zero), `ladder` and `query` from all its parameters (new
+/// classes freshly initialised). `ncm` has nothing to train; the tail methods, and a
+/// `prev` that does not fit, start from scratch.
+pub fn fit_from(
+    spec: &Spec,
+    cache: &TapCache,
+    sel: &[usize],
+    idx: &[usize],
+    classes: usize,
+    prev: Option<&Method>,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Method> {
     if sel.is_empty() || sel.len() > 16 || sel.iter().any(|&s| s >= cache.taps.len()) {
@@ -463,7 +516,13 @@ pub fn fit(
                 dim: w,
                 classes,
             };
-            let (head, loss) = train_linear(&s, &spec.linear)?;
+            let init = match prev {
+                Some(Method::Linear(h)) if spec.kind == Kind::Linear => Some(h),
+                Some(Method::Moment(h)) if spec.kind == Kind::Moment => Some(h),
+                _ => None,
+            }
+            .filter(|h| h.dim == w && h.classes <= classes);
+            let (head, loss) = train_linear_from(&s, &spec.linear, init)?;
             progress(&Progress {
                 step: spec.linear.steps,
                 steps: spec.linear.steps,
@@ -507,7 +566,20 @@ pub fn fit(
                 .collect();
             let h = ladder_head(spec, &one, &(0..sel.len()).collect::<Vec<_>>(), classes);
             let pidx: Vec<usize> = (0..idx.len()).collect();
-            let (params, _) = train::train(&h, &pc, &pidx, &spec.train, progress)?;
+            let warm = match prev {
+                Some(Method::Ladder {
+                    taps,
+                    width,
+                    classes: k0,
+                    params,
+                }) if *taps == dims && *width == h.width => warm_init(&h, params, *k0, spec),
+                _ => None,
+            };
+            let cfg = TrainConfig {
+                init: warm,
+                ..spec.train.clone()
+            };
+            let (params, _) = train::train(&h, &pc, &pidx, &cfg, progress)?;
             Ok(Method::Ladder {
                 taps: dims,
                 width: h.width,
@@ -547,7 +619,20 @@ pub fn fit(
         }
         Kind::Query => {
             let h = Query::new(dims.clone(), sel.to_vec(), spec.queries, classes);
-            let (params, _) = train::train(&h, cache, idx, &spec.train, progress)?;
+            let warm = match prev {
+                Some(Method::Query {
+                    taps,
+                    queries,
+                    classes: k0,
+                    params,
+                }) if *taps == dims && *queries == spec.queries => warm_init(&h, params, *k0, spec),
+                _ => None,
+            };
+            let cfg = TrainConfig {
+                init: warm,
+                ..spec.train.clone()
+            };
+            let (params, _) = train::train(&h, cache, idx, &cfg, progress)?;
             Ok(Method::Query {
                 taps: dims,
                 queries: spec.queries,
@@ -614,5 +699,61 @@ mod pair_tests {
                 assert!((a - b).abs() < 1e-5, "{tokens}x{dim}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn widening_keeps_every_trained_parameter() {
+        // A head with a 5-value prefix and a classifier over 3 rows: 2 classes -> 4.
+        let (rows, k0, k1, prefix) = (3, 2, 4, 5);
+        let old: Vec<f32> = (0..prefix + (rows + 1) * k0)
+            .map(|i| i as f32 + 1.0)
+            .collect();
+        let mut new = vec![-7.0; prefix + (rows + 1) * k1];
+        widen_head(&old, k0, &mut new, k1).unwrap();
+        assert_eq!(&new[..prefix], &old[..prefix]);
+        for r in 0..rows {
+            assert_eq!(&new[prefix + r * k1..][..k0], &old[prefix + r * k0..][..k0]);
+            assert_eq!(&new[prefix + r * k1 + k0..][..k1 - k0], &[-7.0, -7.0]);
+        }
+        assert_eq!(&new[prefix + rows * k1..][..k0], &old[prefix + rows * k0..]);
+        assert_eq!(&new[prefix + rows * k1 + k0..], &[-7.0, -7.0]);
+        // Fewer classes, or a size that is no such growth, is refused.
+        assert!(widen_head(&new, k1, &mut old.clone(), k0).is_none());
+        assert!(widen_head(&old, k0, &mut vec![0.0; new.len() + 1], k1).is_none());
+    }
+
+    #[test]
+    fn a_warm_linear_fit_starts_from_the_old_classes() {
+        use crate::adapt::linear::train_linear_from;
+        let (d, k0, k1) = (4, 2, 3);
+        let x: Vec<f32> = (0..6 * d).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        let y = [0, 1, 2, 0, 1, 2];
+        let s = Support {
+            x: &x,
+            y: &y,
+            dim: d,
+            classes: k1,
+        };
+        let old = LinearHead {
+            dim: d,
+            classes: k0,
+            w: (0..d * k0).map(|i| i as f32 * 0.1).collect(),
+            b: vec![0.5, -0.5],
+        };
+        let cfg = LinearConfig {
+            steps: 0,
+            ..Default::default()
+        };
+        let (h, _) = train_linear_from(&s, &cfg, Some(&old)).unwrap();
+        for r in 0..d {
+            assert_eq!(&h.w[r * k1..][..k0], &old.w[r * k0..][..k0]);
+            assert_eq!(h.w[r * k1 + 2], 0.0);
+        }
+        assert_eq!(h.b, vec![0.5, -0.5, 0.0]);
+        let wide = LinearHead {
+            dim: d + 1,
+            ..old.clone()
+        };
+        assert!(train_linear_from(&s, &cfg, Some(&wide)).is_err());
     }
 }

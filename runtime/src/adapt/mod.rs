@@ -14,7 +14,7 @@ pub mod train;
 
 pub use file::Adapter;
 pub use linear::{linear_memory, train_linear, LinearConfig, LinearHead};
-pub use method::{fit, fit_memory, Kind, Method, Spec};
+pub use method::{fit, fit_from, fit_memory, Kind, Method, Spec};
 pub use ncm::Ncm;
 
 use alloc::vec::Vec;

@@ -92,6 +92,9 @@ pub struct TrainConfig {
     pub holdout: bool,
     pub patience: usize,
     pub seed: u64,
+    /// Start from these parameters instead of a fresh initialisation (a warm start; the
+    /// random draws are the same either way).
+    pub init: Option<Vec<f32>>,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +110,7 @@ impl Default for TrainConfig {
             holdout: false,
             patience: 5,
             seed: 0,
+            init: None,
         }
     }
 }
@@ -376,6 +380,16 @@ pub fn train<H: Head>(
     let np = head.n_params();
     let mut p = alloc::vec![0.0f32; np];
     head.init(&mut rng, &mut p);
+    if let Some(init) = &cfg.init {
+        if init.len() != np {
+            return Err(Error::ShapeMismatch {
+                op: "warm start".into(),
+                expected: alloc::vec![np],
+                got: alloc::vec![init.len()],
+            });
+        }
+        p.copy_from_slice(init);
+    }
     let mut g = alloc::vec![0.0f32; np];
     let best = if use_holdout { p.clone() } else { Vec::new() };
     let mut opt = Opt::new(cfg.optimizer, np);

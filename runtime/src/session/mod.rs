@@ -362,7 +362,36 @@ impl Session {
     /// cancels the fit by returning `false`. Refused before anything is allocated when
     /// the peak would pass `opts.max_memory`.
     pub fn fit(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Fitted> {
-        let spec = self.spec()?;
+        self.fit_with(false, progress)
+    }
+
+    /// [`fit`](Self::fit) warm-started from the adapter trained before, when that is the
+    /// same method on the same taps and its classes are the first of the enrolled ones
+    /// (classes were added since): `linear` and `moment` keep its weights, `ladder` and
+    /// `query` all its parameters, and the fit runs a quarter of the steps. Otherwise,
+    /// and for the tail methods, a full fit.
+    pub fn fit_warm(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Fitted> {
+        self.fit_with(true, progress)
+    }
+
+    fn fit_with(
+        &mut self,
+        warm: bool,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<Fitted> {
+        let mut spec = self.spec()?;
+        let dims = self.taps_dims();
+        let prev = self.adapter.as_ref().filter(|a| {
+            warm && a.method.kind() == self.kind
+                && !matches!(self.kind, Kind::Tail | Kind::Bias | Kind::Lora)
+                && a.classes.len() <= self.classes.len()
+                && a.classes[..] == self.classes[..a.classes.len()]
+                && a.taps == dims
+        });
+        if prev.is_some() {
+            spec.train.steps = spec.train.steps.div_ceil(4);
+            spec.linear.steps = spec.linear.steps.div_ceil(4);
+        }
         let memory = self.memory()?;
         if let Some(limit) = self.opts.max_memory {
             if memory.peak > limit {
@@ -375,12 +404,13 @@ impl Session {
         let sel: Vec<usize> = (0..self.taps.len()).collect();
         let idx: Vec<usize> = (0..self.cache.len()).collect();
         let mut last = None;
-        let method = adapt::fit(
+        let method = adapt::fit_from(
             &spec,
             &self.cache,
             &sel,
             &idx,
             self.classes.len(),
+            prev.map(|a| &a.method),
             &mut |p: &Progress| {
                 last = Some((p.loss, p.accuracy));
                 progress(p)
@@ -491,9 +521,11 @@ impl Session {
             .map(|s| s.as_str())
     }
 
-    /// Enrols the examples of a new class and, if an adapter is trained, refits it: `ncm`
-    /// recomputes its prototypes from the cache (no training), the others train again
-    /// on the cache (the backbone does not run for the classes already enrolled).
+    /// Enrols the examples of a new class and, if an adapter is trained, refits it on the
+    /// cache (the backbone does not run for the classes already enrolled): `ncm`
+    /// recomputes its prototypes (no training), the others continue from the adapter
+    /// they had ([`fit_warm`](Self::fit_warm): a quarter of the steps; the tail methods
+    /// train again from scratch).
     pub fn add_class(&mut self, class: &str, examples: Vec<Sample>) -> Result<()> {
         if self.classes.iter().any(|c| c == class) {
             return Err(invalid(format!("class '{class}' exists")));
@@ -504,7 +536,7 @@ impl Session {
         for s in examples {
             self.enrol(s, class)?;
         }
-        self.refit()
+        self.refit(true)
     }
 
     /// Drops a class: its examples and cached rows go, later labels move down by one,
@@ -538,16 +570,22 @@ impl Session {
         self.samples.retain(|s| s.1 != l);
         self.samples.iter_mut().for_each(|s| s.1 = relabel(s.1));
         self.classes.remove(l);
-        self.refit()
+        self.refit(false)
     }
 
-    fn refit(&mut self) -> Result<()> {
+    fn refit(&mut self, warm: bool) -> Result<()> {
         if self.adapter.is_some() {
-            self.adapter = None;
             self.int8 = None;
-            if self.classes.len() >= 2 {
-                self.fit(&mut |_| true)?;
+            if !warm {
+                self.adapter = None;
             }
+            if self.classes.len() >= 2 {
+                if let Err(e) = self.fit_with(warm, &mut |_| true) {
+                    self.adapter = None;
+                    return Err(e);
+                }
+            }
+            self.adapter = self.adapter.take().filter(|a| a.classes == self.classes);
         }
         Ok(())
     }
