@@ -410,7 +410,9 @@ impl Prep {
             _ => {
                 self.inputs(s, 0, input)?;
                 let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
-                return rd.run_inputs(&refs, outs);
+                rd.run_inputs(&refs, outs)?;
+                self.zero_padding(rd, input, outs);
+                return Ok(());
             }
         };
         let mut sum: Vec<Vec<f32>> = outs.iter().map(|o| vec![0.0; o.len()]).collect();
@@ -418,6 +420,7 @@ impl Prep {
             self.inputs(s, c, input)?;
             let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
             rd.run_inputs(&refs, outs)?;
+            self.zero_padding(rd, input, outs);
             for (a, o) in sum.iter_mut().zip(outs.iter()) {
                 a.iter_mut().zip(o).for_each(|(a, o)| *a += o);
             }
@@ -427,6 +430,33 @@ impl Prep {
             o.iter_mut().zip(a).for_each(|(o, a)| *o = a * k);
         }
         Ok(())
+    }
+
+    /// Text: the token-state taps (one row per token of the window) read zeros at the
+    /// padding positions, so that what a head learns from them does not depend on how
+    /// much of the window the text fills.
+    fn zero_padding(&self, rd: &TapReader, input: &[Vec<f32>], outs: &mut [Vec<f32>]) {
+        #[cfg(feature = "text")]
+        if let Prep::Text { tokens, roles, .. } = self {
+            let Some(mask) = roles
+                .iter()
+                .position(|r| *r == Role::Mask)
+                .and_then(|i| input.get(i))
+            else {
+                return;
+            };
+            for (o, (_, t)) in outs.iter_mut().zip(&rd.shapes) {
+                if t.tokens == *tokens && t.tokens > 1 && mask.len() == t.tokens {
+                    for (row, &m) in o.chunks_exact_mut(t.dim).zip(mask) {
+                        if m == 0.0 {
+                            row.fill(0.0);
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(feature = "text"))]
+        let _ = (rd, input, outs);
     }
 
     /// The backbone's input tensors for chunk `chunk` of a sample (images resized and
