@@ -36,12 +36,9 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let (oc, icg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
     let (h, w, ic) = (xi.shape[1], xi.shape[2], xi.shape[3]);
     let groups = attr_i(n, "group", 1) as usize;
-    if attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
-        return Err(lw.unsupported(n, "auto_pad"));
-    }
-    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
     let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
     let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+    let pads = pads_of(lw, n, [h, w], [kh, kw], &strides, &dil)?;
     if pads.len() != 4
         || strides.len() != 2
         || dil.len() != 2
@@ -204,16 +201,24 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
         return Err(lw.unsupported(n, "needs a 4-D feature map of batch 1"));
     }
-    if attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
-        || n.output.len() > 1 && !n.output[1].is_empty()
-    {
-        return Err(lw.unsupported(n, "auto_pad and indices"));
+    if n.output.len() > 1 && !n.output[1].is_empty() {
+        return Err(lw.unsupported(n, "the indices output"));
     }
     let ceil = attr_i(n, "ceil_mode", 0) != 0;
     let k = attr_ints(n, "kernel_shape").unwrap_or_default();
     let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
-    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
     let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+    if k.len() != 2 || k.iter().any(|&v| !(1..=1 << 16).contains(&v)) {
+        return Err(lw.unsupported(n, "pooling attributes"));
+    }
+    let pads = pads_of(
+        lw,
+        n,
+        [xi.shape[1], xi.shape[2]],
+        [k[0] as usize, k[1] as usize],
+        &strides,
+        &dil,
+    )?;
     if k.len() != 2
         || strides.len() != 2
         || pads.len() != 4
@@ -453,5 +458,68 @@ impl Lowering<'_> {
             bias[c] = (real[c] / acc_scale[c] as f64).round_ties_even() as i32;
         }
         Ok((bias, acc_scale))
+    }
+}
+
+/// The pads of a 2-D convolution or pooling over an `hw` input: `pads`, or what
+/// `auto_pad` asks for (`SAME_UPPER`/`SAME_LOWER`: an output of ceil(in / stride), the odd
+/// padding at the end or the start; `VALID`: none).
+fn pads_of(
+    lw: &Lowering,
+    n: &pb::NodeProto,
+    hw: [usize; 2],
+    k: [usize; 2],
+    strides: &[i64],
+    dil: &[i64],
+) -> Result<Vec<i64>> {
+    let mode = attr(n, "auto_pad").map(|a| a.s.clone()).unwrap_or_default();
+    match &mode[..] {
+        b"" | b"NOTSET" => Ok(attr_ints(n, "pads").unwrap_or(vec![0; 4])),
+        b"VALID" => Ok(vec![0; 4]),
+        b"SAME_UPPER" | b"SAME_LOWER" => {
+            if strides.len() != 2 || dil.len() != 2 || strides.iter().chain(dil).any(|&v| v < 1) {
+                return Err(lw.unsupported(n, "auto_pad with these strides or dilations"));
+            }
+            let upper = &mode[..] == b"SAME_UPPER";
+            let (t, b) = same_pads(hw[0] as i64, k[0] as i64, strides[0], dil[0], upper);
+            let (l, r) = same_pads(hw[1] as i64, k[1] as i64, strides[1], dil[1], upper);
+            Ok(vec![t, l, b, r])
+        }
+        _ => Err(lw.unsupported(n, "unknown auto_pad")),
+    }
+}
+
+/// `auto_pad = SAME_*` along one axis (ONNX's rule): the output has ceil(len / stride)
+/// entries, the padding it needs is split in two, the odd one at the end (`upper`) or
+/// the start.
+fn same_pads(len: i64, k: i64, stride: i64, dil: i64, upper: bool) -> (i64, i64) {
+    let out = (len + stride - 1) / stride;
+    let total = ((out - 1) * stride + dil * (k - 1) + 1 - len).max(0);
+    let small = total / 2;
+    if upper {
+        (small, total - small)
+    } else {
+        (total - small, small)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_pads;
+
+    #[test]
+    fn same_padding_follows_the_onnx_rule() {
+        // ONNX's own node tests: MaxPool 5x5 input, 3x3 kernel, stride 1 (pads 1 each
+        // side); 32x32, 2x2 kernel, stride 1 (upper: 0 then 1; lower: 1 then 0).
+        assert_eq!(same_pads(5, 3, 1, 1, true), (1, 1));
+        assert_eq!(same_pads(32, 2, 1, 1, true), (0, 1));
+        assert_eq!(same_pads(32, 2, 1, 1, false), (1, 0));
+        // Stride 2 over an odd and an even input; dilation widens the kernel.
+        assert_eq!(same_pads(5, 3, 2, 1, true), (1, 1));
+        assert_eq!(same_pads(4, 3, 2, 1, true), (0, 1));
+        assert_eq!(same_pads(4, 3, 2, 1, false), (1, 0));
+        assert_eq!(same_pads(8, 3, 1, 2, true), (2, 2));
+        // A kernel covered by the stride needs no padding.
+        assert_eq!(same_pads(8, 2, 2, 1, true), (0, 0));
     }
 }

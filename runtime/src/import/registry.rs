@@ -124,7 +124,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "MaxPool",
         conv::max_pool,
-        "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode; no auto_pad or indices",
+        "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode, auto_pad; no indices",
     ),
     node(
         "GlobalAveragePool",
