@@ -143,8 +143,25 @@ def upsample():
     return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
 
 
+def anchors():
+    """YOLOv8's box decoding: anchor centres computed from the feature map's shape
+    (Shape, Gather, Cast, Range, + 0.5; the quantiser puts a QuantizeLinear and a
+    DequantizeLinear on the folded constant) added to and subtracted from activations."""
+    g = Nodes()
+    c = g.op("Relu", [g.conv("x", 3, 4)])
+    w = g.op("Gather", [g.op("Shape", [c]), g.init(np.array(3, np.int64), "i3")], axis=0)
+    r = g.op("Range", [g.init(np.array(0.0, np.float32), "r0"), g.op("Cast", [w], to=T.FLOAT),
+                       g.init(np.array(1.0, np.float32), "r1")])
+    a = g.op("Mul", [g.op("Add", [r, g.init(np.array(0.5, np.float32), "half")]),
+                     g.init(np.array(0.25, np.float32), "q")])
+    lt = g.op("Sub", [a, c])
+    rb = g.op("Add", [a, c])
+    c2 = g.conv(g.op("Concat", [lt, rb], axis=1), 8, 8, k=1, pads=0)
+    return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
+
+
 MODELS = {"upsample": upsample, "split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
-          "shape_flatten": shape_flatten}
+          "shape_flatten": shape_flatten, "anchors": anchors}
 
 
 class Reader(CalibrationDataReader):

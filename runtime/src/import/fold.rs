@@ -82,6 +82,7 @@ const FOLDS: &[&str] = &[
     "Transpose",
     "Flatten",
     "Expand",
+    "QuantizeLinear",
 ];
 
 impl Lowering<'_> {
@@ -115,8 +116,13 @@ impl Lowering<'_> {
                 .insert(n.output[0].clone(), Val::Const(c.into_const()));
             return Ok(true);
         }
+        if n.op_type == "QuantizeLinear" {
+            return self.fold_quantize(idx);
+        }
         if let Some(Val::QConst { .. }) = n.input.first().and_then(|i| self.vals.get(i)) {
-            return self.fold_qconst(idx);
+            if MOVES.contains(&n.op_type.as_str()) {
+                return self.fold_qconst(idx);
+            }
         }
         let mut ins = vec![];
         for name in &n.input {
@@ -126,6 +132,12 @@ impl Lowering<'_> {
             }
             match self.vals.get(name) {
                 Some(Val::Const(c)) => ins.push(Some(Num::of(c))),
+                // Arithmetic on a quantised constant (a quantiser's Q/DQ pair around a
+                // folded shape computation) reads its dequantised values.
+                Some(v @ Val::QConst { .. }) => match dequantised(v) {
+                    Some(num) => ins.push(Some(num)),
+                    None => return Ok(false),
+                },
                 _ => return Ok(false),
             }
         }
@@ -139,16 +151,96 @@ impl Lowering<'_> {
     }
 }
 
+/// The values of a constant, dequantised when it is quantised.
+fn dequantised(v: &Val) -> Option<Num> {
+    match v {
+        Val::Const(c) => {
+            let n = Num::of(c);
+            Some(Num { float: true, ..n })
+        }
+        v @ Val::QConst { .. } => {
+            let (dims, v) = v.dequantised_qconst()?;
+            Some(Num {
+                dims,
+                v: v.iter().map(|&x| x as f64).collect(),
+                float: true,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Ops that move a quantised constant's integers without changing them.
+const MOVES: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Identity",
+];
+
 impl Lowering<'_> {
+    /// QuantizeLinear of a float constant (per tensor): its integer codes, as
+    /// onnxruntime computes them (round half to even, saturated to the zero point's type).
+    fn fold_quantize(&mut self, idx: usize) -> Result<bool> {
+        let n = &self.graph.node[idx];
+        let get = |i: usize| match n.input.get(i).filter(|s| !s.is_empty()) {
+            Some(name) => match self.vals.get(name) {
+                Some(Val::Const(c)) => Some(Some(c.clone())),
+                _ => None,
+            },
+            None => Some(None),
+        };
+        let Some(x) = n
+            .input
+            .first()
+            .and_then(|i| self.vals.get(i))
+            .and_then(dequantised)
+        else {
+            return Ok(false);
+        };
+        let (Some(Some(scale)), Some(zero)) = (get(1), get(2)) else {
+            return Ok(false);
+        };
+        let Some(s) = scale.f32s() else {
+            return Ok(false);
+        };
+        let xs: Vec<f32> = x.v.iter().map(|&v| v as f32).collect();
+        if s.len() != 1 || !(s[0].is_finite() && s[0] > 0.0) {
+            return Ok(false);
+        }
+        let (z, lo, hi, signed) = match zero.as_ref().map(|z| &z.data) {
+            None => (0, 0.0, 255.0, false),
+            Some(Data::U8(v)) if v.len() == 1 => (v[0] as i64, 0.0, 255.0, false),
+            Some(Data::I8(v)) if v.len() == 1 => (v[0] as i64, -128.0, 127.0, true),
+            _ => return Ok(false),
+        };
+        let q: Vec<f64> = xs
+            .iter()
+            .map(|&v| ((v / s[0]).round_ties_even() as f64 + z as f64).clamp(lo, hi))
+            .collect();
+        let data = if signed {
+            Data::I8(q.iter().map(|&v| v as i8).collect())
+        } else {
+            Data::U8(q.iter().map(|&v| v as u8).collect())
+        };
+        self.vals.insert(
+            n.output[0].clone(),
+            Val::Const(Const {
+                dims: x.dims.clone(),
+                data,
+            }),
+        );
+        Ok(true)
+    }
+
     /// Reshape, Transpose and the like of a dequantised constant (weights that a converter
     /// reshapes after their DequantizeLinear): the integers move, the scales stay, and a
     /// per-channel axis follows its dimension.
     fn fold_qconst(&mut self, idx: usize) -> Result<bool> {
         let n = &self.graph.node[idx];
-        if !matches!(
-            n.op_type.as_str(),
-            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Transpose" | "Identity"
-        ) {
+        if !MOVES.contains(&n.op_type.as_str()) {
             return Ok(false);
         }
         let Some(Val::QConst {

@@ -385,6 +385,12 @@ impl<'g> Lowering<'g> {
                 }
                 Ok((Src::C(self.b.push(&v)), c.dims.clone()))
             }
+            v @ Val::QConst { .. } => {
+                let (dims, v) = v
+                    .dequantised_qconst()
+                    .ok_or_else(|| self.unsupported(n, format!("operand {i}: quantisation")))?;
+                Ok((Src::C(self.b.push(&v)), dims))
+            }
             _ => Err(self.unsupported(n, format!("operand {i} is not a float tensor"))),
         }
     }

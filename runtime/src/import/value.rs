@@ -86,6 +86,40 @@ pub(super) enum Val {
     },
 }
 
+impl Val {
+    /// The shape and values of a quantised constant, dequantised (per tensor, or per
+    /// index of its axis).
+    pub(super) fn dequantised_qconst(&self) -> Option<(Vec<usize>, Vec<f32>)> {
+        let Val::QConst {
+            dims,
+            q,
+            scale,
+            zero,
+            axis,
+        } = self
+        else {
+            return None;
+        };
+        if zero.is_empty() || scale.is_empty() {
+            return None;
+        }
+        let inner: usize = dims.get(*axis + 1..).map_or(1, |d| d.iter().product());
+        let v = q
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let k = if scale.len() == 1 {
+                    0
+                } else {
+                    (i / inner.max(1)) % scale.len()
+                };
+                (x - zero[k.min(zero.len() - 1)]) as f32 * scale[k]
+            })
+            .collect();
+        Some((dims.clone(), v))
+    }
+}
+
 pub(super) fn malformed(what: impl Into<String>) -> Error {
     Error::Malformed { what: what.into() }
 }
