@@ -160,8 +160,23 @@ def anchors():
     return g.model(g.op("GlobalAveragePool", [c2]), [1, 8, 1, 1])
 
 
+def deconv():
+    """A segmentation/detection head's upsampling (PP-OCR det, FPN decoders): ConvTranspose
+    with kernel 2 and stride 2, then one with kernel 3, stride 2, pads 1, output_padding 1."""
+    g = Nodes()
+    a = g.op("Relu", [g.conv("x", 3, 6, stride=2)])
+    w1 = rng.normal(0, 0.4, (6, 5, 2, 2)).astype(np.float32)
+    b1 = rng.normal(0, 0.1, 5).astype(np.float32)
+    u = g.op("Relu", [g.op("ConvTranspose", [a, g.init(w1), g.init(b1, "b")], kernel_shape=[2, 2],
+                           strides=[2, 2])])
+    w2 = rng.normal(0, 0.3, (5, 4, 3, 3)).astype(np.float32)
+    v = g.op("ConvTranspose", [u, g.init(w2)], kernel_shape=[3, 3], strides=[2, 2],
+             pads=[1, 1, 1, 1], output_padding=[1, 1])
+    return g.model(g.op("GlobalAveragePool", [g.op("Relu", [v])]), [1, 4, 1, 1])
+
+
 MODELS = {"upsample": upsample, "split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
-          "shape_flatten": shape_flatten, "anchors": anchors}
+          "shape_flatten": shape_flatten, "anchors": anchors, "deconv": deconv}
 
 
 class Reader(CalibrationDataReader):

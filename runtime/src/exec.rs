@@ -731,6 +731,30 @@ impl<'p, 'm> Executor<'p, 'm> {
                     }
                 }
             }
+            Op::Dilate {
+                x,
+                y,
+                h,
+                w,
+                c,
+                sh,
+                sw,
+                fill,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let [h, w, c, sh, sw] = [h, w, c, sh, sw].map(|v| v as usize);
+                let ow = (w - 1) * sw + 1;
+                shape_need("Dilate", checked(&[h, w, c])?, i[0].len())?;
+                shape_need("Dilate", checked(&[(h - 1) * sh + 1, ow, c])?, o.len())?;
+                o.fill(fill as u8);
+                for yy in 0..h {
+                    for xx in 0..w {
+                        let src = (yy * w + xx) * c;
+                        let dst = (yy * sh * ow + xx * sw) * c;
+                        o[dst..][..c].copy_from_slice(&i[0][src..][..c]);
+                    }
+                }
+            }
             Op::Upsample {
                 x,
                 y,

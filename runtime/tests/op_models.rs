@@ -18,6 +18,13 @@ fn dir() -> PathBuf {
 
 /// Every model of the folder, run on every input: the worst difference to onnxruntime in
 /// output steps (the output's range over 255, the step of its u8 quantisation).
+/// Generated models that do not import yet, with the reason.
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "deconv_qop",
+    "onnxruntime's QOperator form leaves ConvTranspose (and the Relu after it) in float, and \
+     edgetune has no float convolution",
+)];
+
 #[test]
 fn quantised_blocks_match_onnxruntime() {
     let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
@@ -28,10 +35,19 @@ fn quantised_blocks_match_onnxruntime() {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     models.sort();
-    assert!(models.len() >= 18, "expected the 18 generated models");
+    assert!(models.len() >= 24, "expected the 24 generated models");
     let mut failed = vec![];
     for m in &models {
         let stem = m.file_stem().unwrap().to_str().unwrap().to_string();
+        if let Some((_, why)) = UNSUPPORTED.iter().find(|u| u.0 == stem) {
+            // Known not to import: it must still fail, so that support, when it comes,
+            // moves it into the comparison.
+            match import_path(m, &ImportOptions::default()) {
+                Err(e) => eprintln!("SKIPPED {stem}: {why} ({e})"),
+                Ok(_) => failed.push(format!("{stem} imports now: drop it from UNSUPPORTED")),
+            }
+            continue;
+        }
         let parts = match import_path(m, &ImportOptions::default()) {
             Ok(p) => p,
             Err(e) => {
@@ -92,6 +108,8 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
         "shape_flatten",
         "split_scalar",
         "upsample",
+        "anchors",
+        "deconv",
     ] {
         count += 1;
         let bytes = std::fs::read(dir().join(format!("float/{name}.onnx"))).unwrap();
@@ -150,7 +168,7 @@ fn calibrated_float_blocks_follow_onnxruntime_float() {
             failed.push(name);
         }
     }
-    assert_eq!(count, 6);
+    assert_eq!(count, 8);
     assert!(
         failed.is_empty(),
         "far from onnxruntime's float outputs: {failed:?}"

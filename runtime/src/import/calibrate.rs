@@ -16,6 +16,7 @@ use tract_onnx::prelude::*;
 /// quantised.
 const QUANTISED: &[&str] = &[
     "Conv",
+    "ConvTranspose",
     "Gemm",
     "MatMul",
     "Add",
@@ -162,7 +163,8 @@ pub fn quantise(
         // Only the data inputs: Clip bounds, Pad amounts and BatchNormalization's
         // statistics stay as they are.
         let data_inputs = match n.op_type.as_str() {
-            "Conv" | "Gemm" | "Clip" | "Pad" | "BatchNormalization" | "PRelu" | "ReduceMean" => 1,
+            "Conv" | "ConvTranspose" | "Gemm" | "Clip" | "Pad" | "BatchNormalization" | "PRelu"
+            | "ReduceMean" => 1,
             // A MatMul by a constant is a Gemm; by another activation both are data.
             "MatMul" if n.input.get(1).is_some_and(|b| is_const(b)) => 1,
             _ => n.input.len(),
@@ -344,6 +346,7 @@ pub fn quantise(
             }
         }
         let conv = n.op_type == "Conv";
+        let conv_t = n.op_type == "ConvTranspose";
         // MatMul by constant [K, N] weights quantises like a Gemm with transB = 0.
         let gemm = n.op_type == "Gemm"
             || (n.op_type == "MatMul"
@@ -353,13 +356,14 @@ pub fn quantise(
                     .is_some_and(|(d, _)| d.len() == 2));
         let x_q = n0.input.first().and_then(|x| params.get(x)).copied();
         if let (true, Some((sx, _))) = (
-            (conv || gemm) && registry::is_default_domain(&n.domain),
+            (conv || conv_t || gemm) && registry::is_default_domain(&n.domain),
             x_q,
         ) {
             if let Some((wd, w)) = n.input.get(1).and_then(|w| float_init(g, w)) {
                 let trans_b = attr_i(&n, "transB", 0) == 1;
-                // The output-channel axis: 0 of OIHW and of Gemm's [N, K], 1 of [K, N].
-                let axis = if gemm && !trans_b { 1 } else { 0 };
+                // The output-channel axis: 0 of OIHW and of Gemm's [N, K], 1 of [K, N] and
+                // of ConvTranspose's [C_in, C_out, kH, kW].
+                let axis = if conv_t || (gemm && !trans_b) { 1 } else { 0 };
                 if wd.len() >= 2 {
                     let oc = wd[axis];
                     let inner: usize = wd[axis + 1..].iter().product();

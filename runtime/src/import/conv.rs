@@ -12,7 +12,139 @@ use tract_onnx::pb;
 /// Conv of a u8 feature map by constant int8 weights into its QuantizeLinear: dense
 /// (im2col and the int8 GEMM) or depthwise.
 pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    let n = &lw.graph.node[idx];
+    let n = lw.graph.node[idx].clone();
+    conv_node(lw, &n)
+}
+
+/// ConvTranspose of a u8 feature map by constant int8 weights, as the convolution it
+/// equals: zeros inserted between the input pixels (`stride - 1` of them), padded by
+/// `dilation·(kernel - 1) - pads` (plus `output_padding` at the end), convolved with the
+/// weights flipped in space and with input and output channels exchanged.
+pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = lw.graph.node[idx].clone();
+    if lw.fact(&n, 0).is_some() {
+        return Err(lw.unsupported(
+            &n,
+            "a float transposed convolution (only int8 ones lower): quantise the model with --calibrate DIR",
+        ));
+    }
+    let x = lw.deq(&n, 0)?;
+    let xi = lw.b.tensors[x as usize].clone();
+    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
+        return Err(lw.unsupported(&n, "input must be a 4-D feature map of batch 1"));
+    }
+    let (wd, wq, ws, wz) = lw.qconst_axis(&n, 1, 1)?;
+    if wd.len() != 4 {
+        return Err(lw.unsupported(&n, "weights must be [C_in, C_out, kH, kW]"));
+    }
+    let (ci, co, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let (h, w, c) = (xi.shape[1], xi.shape[2], xi.shape[3]);
+    let group = attr_i(&n, "group", 1);
+    let auto = attr(&n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET");
+    if group != 1 || auto || attr(&n, "output_shape").is_some() {
+        return Err(lw.unsupported(&n, "group, auto_pad or output_shape"));
+    }
+    if ci != c {
+        return Err(lw.unsupported(&n, "weights do not match the input channels"));
+    }
+    let strides = attr_ints(&n, "strides").unwrap_or(vec![1, 1]);
+    let dil = attr_ints(&n, "dilations").unwrap_or(vec![1, 1]);
+    let pads = attr_ints(&n, "pads").unwrap_or(vec![0; 4]);
+    let out_pad = attr_ints(&n, "output_padding").unwrap_or(vec![0, 0]);
+    let ok = |v: &[i64], len: usize, lo: i64| {
+        v.len() == len && v.iter().all(|&a| (lo..=1 << 12).contains(&a))
+    };
+    if !ok(&strides, 2, 1) || !ok(&dil, 2, 1) || !ok(&pads, 4, 0) || !ok(&out_pad, 2, 0) {
+        return Err(lw.unsupported(&n, "transposed convolution attributes"));
+    }
+    let (sh, sw) = (strides[0] as usize, strides[1] as usize);
+    // The equivalent convolution's padding on each side.
+    let reach = [dil[0] * (kh as i64 - 1), dil[1] * (kw as i64 - 1)];
+    let conv_pads = [
+        reach[0] - pads[0],
+        reach[1] - pads[1],
+        reach[0] - pads[2] + out_pad[0],
+        reach[1] - pads[3] + out_pad[1],
+    ];
+    if conv_pads.iter().any(|&p| p < 0) {
+        return Err(lw.unsupported(&n, "pads larger than the kernel's reach"));
+    }
+    let xin = if sh > 1 || sw > 1 {
+        let (dh, dw) = ((h - 1) * sh + 1, (w - 1) * sw + 1);
+        let y = lw.b.tensor(
+            &format!("{}#dilated", n.name),
+            DType::U8,
+            vec![1, dh, dw, c],
+            true,
+            Some(Q8 {
+                scale: xi.scale,
+                zero: xi.zero,
+            }),
+        );
+        lw.b.ops.push(Op::Dilate {
+            x,
+            y,
+            h: h as u32,
+            w: w as u32,
+            c: c as u32,
+            sh: sh as u32,
+            sw: sw as u32,
+            fill: xi.zero as u32,
+        });
+        y
+    } else {
+        x
+    };
+    let x_name = format!("{}#input", n.name);
+    lw.vals.insert(
+        x_name.clone(),
+        Val::Padded {
+            t: xin,
+            pads: conv_pads.map(|p| p as usize),
+            deq: true,
+        },
+    );
+    // [C_in, C_out, kH, kW] → [C_out, C_in, kH, kW], flipped in space.
+    let mut q = vec![0i64; wq.len()];
+    for i in 0..ci {
+        for o in 0..co {
+            for y in 0..kh {
+                for xx in 0..kw {
+                    q[((o * ci + i) * kh + y) * kw + xx] =
+                        wq[((i * co + o) * kh + (kh - 1 - y)) * kw + (kw - 1 - xx)];
+                }
+            }
+        }
+    }
+    let w_name = format!("{}#weights", n.name);
+    lw.vals.insert(
+        w_name.clone(),
+        Val::QConst {
+            dims: vec![co, ci, kh, kw],
+            q,
+            scale: ws,
+            zero: wz,
+            axis: 0,
+        },
+    );
+    let mut conv = pb::NodeProto {
+        op_type: "Conv".into(),
+        name: n.name.clone(),
+        input: vec![x_name, w_name],
+        output: n.output.clone(),
+        ..Default::default()
+    };
+    conv.input.extend(n.input.get(2).cloned());
+    conv.attribute.push(pb::AttributeProto {
+        name: "dilations".into(),
+        ints: dil,
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    });
+    conv_node(lw, &conv)
+}
+
+fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
     // A Pad before the convolution adds to its padding.
     if lw.fact(n, 0).is_some() {
         return Err(lw.unsupported(

@@ -122,6 +122,11 @@ static REGISTRY: &[Entry] = &[
         "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense, depthwise or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
     ),
     node(
+        "ConvTranspose",
+        conv::conv_transpose,
+        "QDQ, 2-D, batch 1, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`), dilations, pads, output_padding; no auto_pad or output_shape",
+    ),
+    node(
         "MaxPool",
         conv::max_pool,
         "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode, auto_pad; no indices",

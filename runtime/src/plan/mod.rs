@@ -569,6 +569,27 @@ impl<'a> Plan<'a> {
                     && t(x).len() as u64 == n_in
                     && t(y).len() as u64 == n_in * fh as u64 * fw as u64
             }
+            Op::Dilate {
+                x,
+                y,
+                h,
+                w,
+                c,
+                sh,
+                sw,
+                fill,
+            } => {
+                let (h, w, c, sh, sw) = (h as u64, w as u64, c as u64, sh as u64, sw as u64);
+                t(x).dtype == DType::U8
+                    && t(y).dtype == DType::U8
+                    && h > 0
+                    && w > 0
+                    && sh > 0
+                    && sw > 0
+                    && fill <= 255
+                    && t(x).len() as u64 == h * w * c
+                    && t(y).len() as u64 == ((h - 1) * sh + 1) * ((w - 1) * sw + 1) * c
+            }
             Op::Pad {
                 x,
                 y,

@@ -507,6 +507,19 @@ plan_ops! {
         fh: u32,
         fw: u32,
     } reads [x] writes [y];
+    /// Zeros inserted between the pixels of a u8 NHWC map (a transposed convolution's
+    /// stride): `x` `[h, w, c]` becomes `[(h-1)·sh+1, (w-1)·sw+1, c]`, the new positions
+    /// holding the code `fill` (the zero point: the value 0).
+    26 "DilateU8" Dilate {
+        x: u32,
+        y: u32,
+        h: u32,
+        w: u32,
+        c: u32,
+        sh: u32,
+        sw: u32,
+        fill: u32,
+    } reads [x] writes [y];
 }
 
 #[cfg(test)]

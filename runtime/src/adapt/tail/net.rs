@@ -320,6 +320,7 @@ impl TailNet {
                 | Op::Slice { .. }
                 | Op::Pad { .. }
                 | Op::Upsample { .. }
+                | Op::Dilate { .. }
                 | Op::BinF32 { .. }
                 | Op::ClampF32 { .. }
                 | Op::SumF32 { .. }
