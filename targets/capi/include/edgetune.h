@@ -280,6 +280,16 @@ enum EtStatus et_remove_class(struct et_session *s, uint32_t label);
 enum EtStatus et_train(struct et_session *s, uint64_t seed, EtProgress cb, void *user);
 
 /**
+ * [`et_train`] continuing from the adapter trained before, after classes were added
+ * (`Session::fit_warm`): linear, moment, ladder and query keep what they learned and run
+ * a quarter of the steps; otherwise, and for the tail methods, a full training.
+ *
+ * # Safety
+ * `s` is a live session; `cb`, when set, is callable with `user`.
+ */
+enum EtStatus et_train_warm(struct et_session *s, uint64_t seed, EtProgress cb, void *user);
+
+/**
  * Top-`k` labels of an example, best first (fewer when there are fewer classes).
  *
  * # Safety

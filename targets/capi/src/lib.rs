@@ -542,6 +542,32 @@ pub unsafe extern "C" fn et_train(
     })
 }
 
+/// [`et_train`] continuing from the adapter trained before, after classes were added
+/// (`Session::fit_warm`): linear, moment, ladder and query keep what they learned and run
+/// a quarter of the steps; otherwise, and for the tail methods, a full training.
+///
+/// # Safety
+/// `s` is a live session; `cb`, when set, is callable with `user`.
+#[no_mangle]
+pub unsafe extern "C" fn et_train_warm(
+    s: *mut EtSession,
+    seed: u64,
+    cb: EtProgress,
+    user: *mut c_void,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        let s = unsafe { session(s) }?;
+        s.set_seed(seed);
+        let mut progress = |p: &Progress| match cb {
+            // SAFETY: the caller promises `cb` is callable with `user`.
+            Some(f) => unsafe { f(p.step as u32, p.steps as u32, p.loss, p.accuracy, user) == 0 },
+            None => true,
+        };
+        s.fit_warm(&mut progress).map(|_| ()).map_err(err)
+    })
+}
+
 fn top_k(
     s: &mut Session,
     x: &Sample,

@@ -109,3 +109,95 @@ fn two_sessions_on_two_threads_match_one_thread() {
         imgs.len()
     );
 }
+
+unsafe extern "C" fn steps_of(
+    _: u32,
+    steps: u32,
+    _: f32,
+    _: f32,
+    user: *mut std::ffi::c_void,
+) -> i32 {
+    // SAFETY: the test passes a live u32 as `user`.
+    unsafe { *(user as *mut u32) = steps };
+    0
+}
+
+/// A class enrolled after training: `et_train_warm` continues from the trained adapter
+/// (a quarter of the linear probe's steps) and classifies the held-out images as well as
+/// training again from scratch.
+#[test]
+fn a_class_added_after_training_trains_warm() {
+    let plan = plan_bytes();
+    let imgs = images();
+    let grey = EtPixelFormat::Grey as u32;
+    let run = |warm: bool| -> (usize, u32) {
+        let mut s: *mut EtSession = std::ptr::null_mut();
+        let m = std::ffi::CString::new("linear").unwrap();
+        // SAFETY: every pointer is live for the call; the session is freed once at the end.
+        unsafe {
+            assert_eq!(
+                et_open_plan(plan.as_ptr(), plan.len(), &mut s),
+                EtStatus::Ok
+            );
+            assert_eq!(et_set_method(s, m.as_ptr()), EtStatus::Ok);
+            let enrol = |classes: &[u32]| {
+                let mut per = std::collections::HashMap::new();
+                for (px, l) in imgs.iter().filter(|i| classes.contains(&i.1)) {
+                    let n = per.entry(*l).or_insert(0);
+                    *n += 1;
+                    if *n <= 4 {
+                        let st = et_enrol_image(s, px.as_ptr(), px.len(), grey, 28, 28, 0, 0, *l);
+                        assert_eq!(st, EtStatus::Ok);
+                    }
+                }
+            };
+            enrol(&[0, 1]);
+            let mut steps = 0u32;
+            let user = &mut steps as *mut u32 as *mut std::ffi::c_void;
+            assert_eq!(et_train(s, 3, Some(steps_of), user), EtStatus::Ok);
+            let full = steps;
+            enrol(&[8]);
+            let st = if warm {
+                et_train_warm(s, 3, Some(steps_of), user)
+            } else {
+                et_train(s, 3, Some(steps_of), user)
+            };
+            assert_eq!(st, EtStatus::Ok);
+            assert_eq!(steps, if warm { full.div_ceil(4) } else { full });
+            // The two held-out images of each class.
+            let mut per = std::collections::HashMap::new();
+            let mut ok = 0;
+            for (px, l) in &imgs {
+                let n = per.entry(*l).or_insert(0);
+                *n += 1;
+                if *n > 4 {
+                    let (mut c, mut sc) = (0u32, 0f32);
+                    let st = et_predict_image(
+                        s,
+                        px.as_ptr(),
+                        px.len(),
+                        grey,
+                        28,
+                        28,
+                        0,
+                        0,
+                        1,
+                        &mut c,
+                        &mut sc,
+                    );
+                    assert_eq!(st, EtStatus::Ok);
+                    ok += (c == *l) as usize;
+                }
+            }
+            et_free(s);
+            (ok, steps)
+        }
+    };
+    let (warm, ws) = run(true);
+    let (cold, cs) = run(false);
+    println!("held out: warm {warm}/6 in {ws} steps, from scratch {cold}/6 in {cs} steps");
+    assert!(
+        warm + 1 >= cold && warm >= 4,
+        "warm {warm}/6, from scratch {cold}/6"
+    );
+}
