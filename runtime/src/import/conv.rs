@@ -44,8 +44,8 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if group != 1 || auto || attr(&n, "output_shape").is_some() {
         return Err(lw.unsupported(&n, "group, auto_pad or output_shape"));
     }
-    if ci != c {
-        return Err(lw.unsupported(&n, "weights do not match the input channels"));
+    if ci != c || h == 0 || w == 0 || kh == 0 || kw == 0 {
+        return Err(lw.unsupported(&n, "weights do not match the input, or an empty axis"));
     }
     let strides = attr_ints(&n, "strides").unwrap_or(vec![1, 1]);
     let dil = attr_ints(&n, "dilations").unwrap_or(vec![1, 1]);

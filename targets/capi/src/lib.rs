@@ -529,17 +529,8 @@ pub unsafe extern "C" fn et_train(
     cb: EtProgress,
     user: *mut c_void,
 ) -> EtStatus {
-    guard(|| {
-        // SAFETY: forwarded caller promise.
-        let s = unsafe { session(s) }?;
-        s.set_seed(seed);
-        let mut progress = |p: &Progress| match cb {
-            // SAFETY: the caller promises `cb` is callable with `user`.
-            Some(f) => unsafe { f(p.step as u32, p.steps as u32, p.loss, p.accuracy, user) == 0 },
-            None => true,
-        };
-        s.fit(&mut progress).map(|_| ()).map_err(err)
-    })
+    // SAFETY: forwarded caller promise.
+    unsafe { train(s, seed, cb, user, false) }
 }
 
 /// [`et_train`] continuing from the adapter trained before, after classes were added
@@ -555,6 +546,19 @@ pub unsafe extern "C" fn et_train_warm(
     cb: EtProgress,
     user: *mut c_void,
 ) -> EtStatus {
+    // SAFETY: forwarded caller promise.
+    unsafe { train(s, seed, cb, user, true) }
+}
+
+/// # Safety
+/// As [`et_train`].
+unsafe fn train(
+    s: *mut EtSession,
+    seed: u64,
+    cb: EtProgress,
+    user: *mut c_void,
+    warm: bool,
+) -> EtStatus {
     guard(|| {
         // SAFETY: forwarded caller promise.
         let s = unsafe { session(s) }?;
@@ -564,7 +568,12 @@ pub unsafe extern "C" fn et_train_warm(
             Some(f) => unsafe { f(p.step as u32, p.steps as u32, p.loss, p.accuracy, user) == 0 },
             None => true,
         };
-        s.fit_warm(&mut progress).map(|_| ()).map_err(err)
+        let fitted = if warm {
+            s.fit_warm(&mut progress)
+        } else {
+            s.fit(&mut progress)
+        };
+        fitted.map(|_| ()).map_err(err)
     })
 }
 
