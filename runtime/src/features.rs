@@ -50,7 +50,15 @@ impl<'p, 'm> FeatureExtractor<'p, 'm> {
 pub struct TapReader<'p, 'm> {
     pub exec: Executor<'p, 'm>,
     ids: Vec<u32>,
+    /// The taps of one example. With a context of `c` runs ([`with_context`]) each is
+    /// `c` runs' values one after the other, as one token.
+    ///
+    /// [`with_context`]: Self::with_context
     pub shapes: Vec<crate::adapt::cache::NamedTap>,
+    /// Values of each tap in one run.
+    pub single: Vec<usize>,
+    /// Runs per example.
+    pub context: usize,
 }
 
 impl<'p, 'm> TapReader<'p, 'm> {
@@ -75,7 +83,27 @@ impl<'p, 'm> TapReader<'p, 'm> {
                 crate::adapt::cache::TapShape::new(t.len() / dim, dim),
             ));
         }
-        Ok(TapReader { exec, ids, shapes })
+        let single = shapes.iter().map(|s| s.1.len()).collect();
+        Ok(TapReader {
+            exec,
+            ids,
+            shapes,
+            single,
+            context: 1,
+        })
+    }
+
+    /// Examples of `c` consecutive runs (an audio context): each tap of an example is the
+    /// `c` runs' values one after the other, read as one token.
+    pub fn with_context(mut self, c: usize) -> Self {
+        let c = c.max(1);
+        if c > 1 {
+            for ((_, t), &n) in self.shapes.iter_mut().zip(&self.single) {
+                *t = crate::adapt::cache::TapShape::new(1, c * n);
+            }
+        }
+        self.context = c;
+        self
     }
 
     /// Runs one example and writes tap `i` into `outs[i]`.
@@ -84,10 +112,11 @@ impl<'p, 'm> TapReader<'p, 'm> {
     }
 
     /// [`run`](Self::run) for a plan with several inputs (in the plan's input order).
+    /// Each `outs[i]` gets one run's values of tap `i` (`single[i]`).
     pub fn run_inputs(&mut self, inputs: &[&[f32]], outs: &mut [Vec<f32>]) -> Result<()> {
         self.exec.run(inputs)?;
-        for ((id, s), o) in self.ids.iter().zip(&self.shapes).zip(outs.iter_mut()) {
-            o.resize(s.1.len(), 0.0);
+        for ((id, &n), o) in self.ids.iter().zip(&self.single).zip(outs.iter_mut()) {
+            o.resize(n, 0.0);
             self.exec.tensor_f32(*id, o)?;
         }
         Ok(())

@@ -14,14 +14,23 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+/// Frames (10 ms each) between consecutive windows of an audio context: 80 ms, the hop of
+/// openWakeWord's embedding stream.
+pub const AUDIO_STRIDE: usize = 8;
+
 /// The kinds of input a backbone declares.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Preprocess {
     Image(ImageSpec),
     /// 16 kHz mono speech → openWakeWord's log-mel front end → the `frames`-frame window
     /// with the most energy (clips shorter than a window are padded with silence).
+    /// With `context` > 1 an example is `context` consecutive windows, 80 ms
+    /// ([`AUDIO_STRIDE`] frames) apart, and its taps are theirs one after the other: a
+    /// wake-word detector reads 16 embeddings (1.28 s) at a time. Such plans also stream
+    /// (`Session::listen`): one example every 80 ms, each window through the backbone once.
     Audio {
         frames: usize,
+        context: usize,
     },
     /// Text → the plan's tokenizer → `tokens` ids (padded; 0 = the model's own sequence
     /// length, declared `text` or `text:auto`), attention mask and token types, bound to
@@ -66,13 +75,13 @@ fn decl(field: &str, detail: impl Into<String>) -> DeclError {
 impl Preprocess {
     /// Parses a declaration: an image declaration (`image size=... ...`, a preset name
     /// such as `torchvision`, or the first form `image:SIZE:MEAN:STD[:CHANNELS]`),
-    /// `audio:oww:FRAMES` or `text:TOKENS[:CHUNKS]`.
+    /// `audio:oww:FRAMES[:CONTEXT]` or `text:TOKENS[:CHUNKS]`.
     pub fn declare(s: &str) -> Result<Preprocess, DeclError> {
         let s = s.trim();
         if let Some(rest) = s.strip_prefix("audio:") {
             let mut it = rest.split(':');
-            return match (it.next(), it.next(), it.next()) {
-                (Some("oww"), Some(n), None) => Ok(Preprocess::Audio {
+            return match (it.next(), it.next(), it.next(), it.next()) {
+                (Some("oww"), Some(n), c, None) => Ok(Preprocess::Audio {
                     frames: n
                         .parse()
                         .ok()
@@ -80,8 +89,18 @@ impl Preprocess {
                         .ok_or_else(|| {
                             decl("audio", alloc::format!("frames '{n}': need 1..=4096"))
                         })?,
+                    context: match c {
+                        None => 1,
+                        Some(c) => c
+                            .parse()
+                            .ok()
+                            .filter(|c| (1..=256).contains(c))
+                            .ok_or_else(|| {
+                                decl("audio", alloc::format!("context '{c}': need 1..=256"))
+                            })?,
+                    },
                 }),
-                _ => Err(decl("audio", "expected audio:oww:FRAMES")),
+                _ => Err(decl("audio", "expected audio:oww:FRAMES[:CONTEXT]")),
             };
         }
         if s == "text" {
@@ -121,7 +140,7 @@ impl Preprocess {
             });
         }
         if s == "audio" {
-            return Err(decl(s, "expected audio:oww:FRAMES"));
+            return Err(decl(s, "expected audio:oww:FRAMES[:CONTEXT]"));
         }
         ImageSpec::parse(s).map(Preprocess::Image)
     }
@@ -135,7 +154,10 @@ impl Preprocess {
     pub fn to_meta(&self) -> String {
         match self {
             Preprocess::Image(p) => p.to_meta(),
-            Preprocess::Audio { frames } => alloc::format!("audio:oww:{frames}"),
+            Preprocess::Audio { frames, context: 1 } => alloc::format!("audio:oww:{frames}"),
+            Preprocess::Audio { frames, context } => {
+                alloc::format!("audio:oww:{frames}:{context}")
+            }
             Preprocess::Text {
                 tokens: 0,
                 chunks: 1,

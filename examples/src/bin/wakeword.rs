@@ -1,19 +1,19 @@
 //! Custom wake word: enrol a new phrase from 3 recordings, then detect it in a stream.
 //!
 //! The recordings are synthesised with espeak-ng (one voice) and sox when absent. The
-//! device runs openWakeWord's log-mel front end and its speech embedding (int8) on
-//! edgetune, trains a `linear` adapter on 16 consecutive embeddings (1.28 s of context)
-//! against other phrases and noise, then listens to a synthetic recording in 80 ms chunks:
-//! the phrase said by other voices at other speeds and pitches, other phrases, noise.
+//! device runs openWakeWord's log-mel front end and its speech embedding (int8) in an
+//! edgetune `Session` on a plan declared `audio:oww:76:16` (an example is 16 consecutive
+//! embeddings, 1.28 s of context), trains a `linear` adapter on the phrase against other
+//! phrases and noise, then listens (`Session::listen`) to a synthetic recording in 80 ms
+//! chunks: the phrase said by other voices at other speeds and pitches, other phrases,
+//! noise.
 //!
 //! usage: wakeword [--phrase TEXT] [--minutes M] [--data DIR] [--threshold P] [--seed S]
 
-use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::{self, Kind, Method, Spec};
-use edgetune::audio::{MelConfig, MelFrontEnd, MelStream};
 use edgetune::import::{import_path, ImportOptions};
-use edgetune::plan::{AlignedBytes, Plan};
-use edgetune::{kernels::Kernels, Error, Executor, Result};
+use edgetune::preprocess::f32_hex;
+use edgetune::session::{Sample, Session};
+use edgetune::{Error, Result};
 use edgetune_examples::{arg, root, seeded, Rng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +21,9 @@ use std::time::Instant;
 
 const RATE: usize = 16000;
 const CHUNK: usize = 1280; // 80 ms
-const CONTEXT: usize = 16; // embeddings per feature: 1.28 s
-const DIM: usize = 96;
+const CONTEXT: usize = 16; // embeddings per example: 1.28 s
+/// Class names, by the label the enrolment gives each feature.
+const CLASSES: [&str; 2] = ["other", "wake"];
 
 /// The enrolling user's voice.
 const ENROL_VOICE: &str = "en-us";
@@ -224,66 +225,18 @@ fn speech_span(x: &[f32]) -> (usize, usize) {
     (first * frame, ((last + 1) * frame).min(x.len()))
 }
 
-/// The embedding backbone and the streaming front end it reads.
-struct Listener<'p> {
-    exec: Executor<'p, 'static>,
-    out: u32,
-    stream: MelStream,
-    ring: Vec<[f32; DIM]>,
-}
-
-impl<'p> Listener<'p> {
-    fn new(plan: &'p Plan<'p>, mel: &MelFrontEnd) -> Result<Listener<'p>> {
-        Ok(Listener {
-            exec: Executor::new(plan, Kernels::detect(), 1 << 24)?,
-            out: plan.outputs[0].tensor,
-            stream: MelStream::new(mel.clone(), 76, 8)?,
-            ring: Vec::new(),
-        })
-    }
-
-    fn reset(&mut self) {
-        self.stream.reset();
-        self.ring.clear();
-    }
-
-    /// Feeds one chunk; for each new embedding with a full context, calls `f` with the
-    /// feature (the last 16 embeddings, oldest first).
-    fn push(&mut self, chunk: &[f32], f: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
-        let (exec, out, ring) = (&mut self.exec, self.out, &mut self.ring);
-        let mut feat = vec![0.0; CONTEXT * DIM];
-        self.stream.push(chunk, &mut |w| {
-            exec.run(&[w])?;
-            let mut e = [0.0; DIM];
-            exec.tensor_f32(out, &mut e)?;
-            ring.push(e);
-            if ring.len() > CONTEXT {
-                ring.remove(0);
-            }
-            if ring.len() == CONTEXT {
-                for (d, e) in feat.chunks_exact_mut(DIM).zip(ring.iter()) {
-                    d.copy_from_slice(e);
-                }
-                f(&feat)?;
-            }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Features of a whole clip, with the sample index each one ends at.
-    fn features(&mut self, x: &[f32]) -> Result<Vec<(usize, Vec<f32>)>> {
-        self.reset();
-        let mut v = vec![];
-        for (i, chunk) in x.chunks(CHUNK).enumerate() {
-            let end = i * CHUNK + chunk.len();
-            self.push(chunk, &mut |f| {
-                v.push((end, f.to_vec()));
-                Ok(())
-            })?;
+/// The examples a clip yields as the session listens to it in 80 ms chunks, each with the
+/// sample index it ends at.
+fn features(ear: &mut Session, x: &[f32]) -> Result<Vec<(usize, Sample)>> {
+    ear.listen_reset();
+    let mut v = vec![];
+    for (i, chunk) in x.chunks(CHUNK).enumerate() {
+        let end = i * CHUNK + chunk.len();
+        for f in ear.listen(chunk)? {
+            v.push((end, f));
         }
-        Ok(v)
     }
+    Ok(v)
 }
 
 /// `speech` placed in a noise bed: `lead` s of noise before, `tail` s after, noise at
@@ -331,14 +284,21 @@ fn run() -> Result<()> {
     tool("espeak-ng", "espeak-ng")?;
     tool("sox", "sox")?;
 
-    let parts = import_path(
-        &root().join("models/oww_embedding_int8.onnx"),
-        &ImportOptions::default(),
-    )?;
-    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes()))?;
+    // The plan: the embedding backbone, its log-mel filter bank and the declared context.
     let melw = std::fs::read(root().join("models/oww_melw.f32")).map_err(|e| io(&root(), e))?;
-    let mel = MelFrontEnd::from_le_bytes(MelConfig::OPENWAKEWORD, &melw)?;
-    let mut ear = Listener::new(&plan, &mel)?;
+    let filters: Vec<f32> = melw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let opts = ImportOptions {
+        meta: vec![
+            ("preprocess".into(), format!("audio:oww:76:{CONTEXT}")),
+            ("mel_filters".into(), f32_hex(&filters)),
+        ],
+        ..Default::default()
+    };
+    let plan = import_path(&root().join("models/oww_embedding_int8.onnx"), &opts)?.to_bytes();
+    let mut ear = Session::from_bytes(&plan)?;
     let noise = noises(&data)?;
     let mut rng = seeded(seed);
 
@@ -354,18 +314,13 @@ fn run() -> Result<()> {
             others.push(say(&data, t, v, 150 + 10 * ((i + j) % 3) as u32, 50)?);
         }
     }
-    let mut cache = TapCache::new(
-        CacheFormat::F16,
-        vec![("embeddings".into(), TapShape::new(1, CONTEXT * DIM))],
-    );
-    // Every clip's features in stream order, with its fold (recording or phrase mod 3;
-    // noise is in no fold) and whether the phrase is in it.
+    // Every clip's examples in stream order, with its fold (recording or phrase mod 3;
+    // noise is in no fold) and whether the phrase is in it; the labelled ones are enrolled.
     let mut clips: Vec<Clip> = vec![];
-    let mut add = |cache: &mut TapCache,
-                   x: &[f32],
+    let mut add = |x: &[f32],
                    span: Option<(usize, usize)>,
                    fold,
-                   ear: &mut Listener,
+                   ear: &mut Session,
                    rng: &mut Rng|
      -> Result<()> {
         let mut clip = Clip {
@@ -373,7 +328,7 @@ fn run() -> Result<()> {
             positive: span.is_some(),
             rows: vec![],
         };
-        for (end, f) in ear.features(x)? {
+        for (end, f) in features(ear, x)? {
             // Positives: features that end just after the phrase. Features ending before
             // its midpoint are negatives: the first half of the phrase must not fire.
             let label = match span {
@@ -384,9 +339,9 @@ fn run() -> Result<()> {
                 None => None,
             };
             if let Some(l) = label {
-                cache.push(&[&f], l)?;
+                ear.enrol(f.clone(), CLASSES[l])?;
             }
-            clip.rows.push((label.map(|_| cache.len() - 1), f));
+            clip.rows.push((label, f));
         }
         clips.push(clip);
         Ok(())
@@ -400,7 +355,7 @@ fn run() -> Result<()> {
                 for gain in [1.0, 0.5] {
                     let (x, span) =
                         mix(&rec, &noise[k % noise.len()], &mut rng, 1.5, 0.6, snr, gain);
-                    add(&mut cache, &x, Some(span), r, &mut ear, &mut rng)?;
+                    add(&x, Some(span), r, &mut ear, &mut rng)?;
                 }
             }
         }
@@ -408,27 +363,16 @@ fn run() -> Result<()> {
     for (i, o) in others.iter().enumerate() {
         for snr in [25.0, 10.0] {
             let (x, _) = mix(o, &noise[i % noise.len()], &mut rng, 1.0, 0.8, snr, 1.0);
-            add(
-                &mut cache,
-                &x,
-                None,
-                (i / OTHER_VOICES.len()) % 3,
-                &mut ear,
-                &mut rng,
-            )?;
+            add(&x, None, (i / OTHER_VOICES.len()) % 3, &mut ear, &mut rng)?;
         }
     }
     for nz in &noise {
         let (x, _) = mix(&enrol[0][..1600], nz, &mut rng, 2.0, 2.0, -40.0, 0.0);
-        add(&mut cache, &x, None, usize::MAX, &mut ear, &mut rng)?;
+        add(&x, None, usize::MAX, &mut ear, &mut rng)?;
     }
-    let npos = cache.labels.iter().filter(|&&l| l == 1).count();
-    let nneg = cache.len() - npos;
-    let dims = [TapShape {
-        tokens: 1,
-        dim: CONTEXT * DIM,
-    }];
-    let spec = Spec::new(Kind::Linear);
+    let labelled = || clips.iter().flat_map(|c| c.rows.iter().filter_map(|r| r.0));
+    let npos = labelled().filter(|&l| l == 1).count();
+    let nneg = labelled().count() - npos;
 
     // Threshold from the enrolment material alone: train without one recording and a third
     // of the other phrases, take the peak score on each held-out clip, and put the
@@ -439,14 +383,19 @@ fn run() -> Result<()> {
         None => {
             let (mut pos, mut neg) = (vec![], vec![]);
             for fold in 0..3 {
-                let idx: Vec<usize> = clips
-                    .iter()
-                    .filter(|c| c.fold != fold)
-                    .flat_map(|c| c.rows.iter().filter_map(|r| r.0))
-                    .collect();
-                let m = adapt::fit(&spec, &cache, &[0], &idx, 2, &mut |_| true)?;
+                // A session of its own per fold: it enrols the other folds' examples
+                // (taps already computed: the backbone does not run again).
+                let mut s = Session::from_bytes(&plan)?;
+                for c in clips.iter().filter(|c| c.fold != fold) {
+                    for (l, f) in &c.rows {
+                        if let Some(l) = l {
+                            s.enrol(f.clone(), CLASSES[*l])?;
+                        }
+                    }
+                }
+                s.fit(&mut |_| true)?;
                 for c in clips.iter().filter(|c| c.fold == fold) {
-                    let peak = c.peak(&m, &dims)?;
+                    let peak = c.peak(&mut s)?;
                     if c.positive {
                         pos.push(peak)
                     } else {
@@ -469,12 +418,11 @@ fn run() -> Result<()> {
             t
         }
     };
-    let idx: Vec<usize> = (0..cache.len()).collect();
-    let method = adapt::fit(&spec, &cache, &[0], &idx, 2, &mut |_| true)?;
+    let fitted = ear.fit(&mut |_| true)?;
     println!(
         "enrolled \"{phrase}\" from 3 recordings ({ENROL_VOICE}): {npos} positive and {nneg} negative features, \
          linear adapter ({} parameters), {:.1} s in all",
-        method.params(),
+        fitted.params,
         t0.elapsed().as_secs_f32()
     );
 
@@ -514,17 +462,16 @@ fn run() -> Result<()> {
         at += sp.len() + RATE + rng.below(4 * RATE);
     }
 
-    ear.reset();
+    ear.listen_reset();
     let (mut detections, mut times) = (vec![], vec![]);
     let (mut last, mut refractory_until) = (0.0f32, 0usize);
     for (i, chunk) in stream.chunks_exact(CHUNK).enumerate() {
         let end = (i + 1) * CHUNK;
         let t = Instant::now();
         let mut p = None;
-        ear.push(chunk, &mut |f| {
-            p = Some(score(&method, f, &dims)?);
-            Ok(())
-        })?;
+        for f in ear.listen(chunk)? {
+            p = Some(score(&mut ear, &f)?);
+        }
         times.push(t.elapsed().as_secs_f64());
         if let Some(p) = p {
             // Two-chunk average: one loud chunk alone does not fire.
@@ -588,27 +535,35 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// P(wake word) of one feature.
-fn score(m: &Method, f: &[f32], dims: &[TapShape]) -> Result<f32> {
-    let mut s = [0.0f32; 2];
-    m.scores(&[f], dims, &mut s)?;
-    Ok(1.0 / (1.0 + (s[0] - s[1]).exp()))
+/// P(wake word) of one example.
+fn score(s: &mut Session, f: &Sample) -> Result<f32> {
+    let mut sc = Vec::with_capacity(2);
+    s.scores(f, &mut sc)?;
+    let at = |name: &str| {
+        (0..sc.len())
+            .find(|&l| s.class_name(l) == Some(name))
+            .ok_or_else(|| Error::Invalid {
+                what: format!("no class '{name}' was enrolled"),
+            })
+    };
+    let (wake, other) = (at(CLASSES[1])?, at(CLASSES[0])?);
+    Ok(1.0 / (1.0 + (sc[other] - sc[wake]).exp()))
 }
 
-/// One enrolment clip: its features in order, each with its cache row if it was kept.
+/// One enrolment clip: its examples in order, each with its label if it was enrolled.
 struct Clip {
     fold: usize,
     positive: bool,
-    rows: Vec<(Option<usize>, Vec<f32>)>,
+    rows: Vec<(Option<usize>, Sample)>,
 }
 
 impl Clip {
-    /// The highest two-feature average score, as the detector smooths.
-    fn peak(&self, m: &Method, dims: &[TapShape]) -> Result<f32> {
+    /// The highest two-example average score, as the detector smooths.
+    fn peak(&self, s: &mut Session) -> Result<f32> {
         let mut last = 0.0;
         let mut peak = 0.0f32;
         for (_, f) in &self.rows {
-            let p = score(m, f, dims)?;
+            let p = score(s, f)?;
             peak = peak.max(0.5 * (p + last));
             last = p;
         }

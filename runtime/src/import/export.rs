@@ -162,6 +162,15 @@ pub fn export_onnx(model: &[u8], plan: &Plan, adapter: &Adapter) -> Result<alloc
         .find(|p| p.name == tap)
         .map(|p| plan.tensors[p.tensor as usize].logical_shape())
         .ok_or_else(|| malformed(format!("plan has no tap '{tap}'")))?;
+    let one_run: usize = shape.iter().product();
+    if dims.len() != one_run {
+        return Err(unsupported(&format!(
+            "it reads {} values of '{tap}' where one run of the model gives {one_run}: the \
+             windows of an audio context (the plan's `audio:oww:FRAMES:CONTEXT`) are several \
+             runs, which one ONNX graph of the backbone does not hold",
+            dims.len()
+        )));
+    }
     let produced =
         g.node.iter().any(|n| n.output.contains(&tap)) || g.input.iter().any(|i| i.name == tap);
     if !produced {

@@ -26,10 +26,13 @@ use crate::adapt::rng::Rng;
 use crate::adapt::tail::TailQ;
 use crate::adapt::train::Progress;
 use crate::adapt::{self, Adapter, Kind, Method, Spec};
+use crate::audio::MelStream;
 use crate::features::TapReader;
 use crate::frame::{frame_to_image, PixelFormat};
 use crate::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
+use crate::preprocess::AUDIO_STRIDE;
 use crate::{Error, Executor, Result};
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use cache::Filler;
 
@@ -68,6 +71,7 @@ pub struct Session {
     reader: TapReader<'static, 'static>,
     cache: TapCache,
     samples: Vec<(Sample, usize)>,
+    listening: Option<Listening>,
     classes: Vec<String>,
     adapter: Option<Adapter>,
     int8: Option<TailQ>,
@@ -76,6 +80,13 @@ pub struct Session {
 
 fn invalid(what: String) -> Error {
     Error::Invalid { what }
+}
+
+/// A stream being listened to: its log-mel frames and the taps of its last windows.
+struct Listening {
+    mel: MelStream,
+    ring: VecDeque<Vec<Vec<f32>>>,
+    one: Vec<Vec<f32>>,
 }
 
 impl Session {
@@ -93,7 +104,7 @@ impl Session {
         };
         let kind = Kind::Linear;
         let taps = opts.taps_for(&plan, kind);
-        let reader = Self::reader(&plan, &taps)?;
+        let reader = Self::reader(&plan, &prep, &taps)?;
         let cache = TapCache::new(
             opts.cache_for(kind),
             opts.reduce_for(kind).shapes(&reader.shapes),
@@ -108,6 +119,7 @@ impl Session {
             reader,
             cache,
             samples: Vec::new(),
+            listening: None,
             classes: Vec::new(),
             adapter: None,
             int8: None,
@@ -129,13 +141,17 @@ impl Session {
         Session::from_bytes(&data)
     }
 
-    fn reader(plan: &Arc<Plan<'static>>, taps: &[String]) -> Result<TapReader<'static, 'static>> {
+    fn reader(
+        plan: &Arc<Plan<'static>>,
+        prep: &Prep,
+        taps: &[String],
+    ) -> Result<TapReader<'static, 'static>> {
         let exec = Executor::shared(
             plan.clone(),
             crate::kernels::Kernels::detect(),
             DEFAULT_ARENA_LIMIT,
         )?;
-        TapReader::new(exec, taps)
+        Ok(TapReader::new(exec, taps)?.with_context(prep.context()))
     }
 
     pub fn plan(&self) -> &Plan<'static> {
@@ -188,7 +204,7 @@ impl Session {
     pub fn set_method(&mut self, kind: Kind) -> Result<()> {
         let taps = self.opts.taps_for(&self.plan, kind);
         let reduce = self.opts.reduce_for(kind);
-        let reader = Self::reader(&self.plan, &taps)?;
+        let reader = Self::reader(&self.plan, &self.prep, &taps)?;
         let shapes = reduce.shapes(&reader.shapes);
         let format = self.opts.cache_for(kind);
         let same = taps == self.taps && shapes == self.cache.named() && format == self.cache.format;
@@ -197,6 +213,7 @@ impl Session {
             return Ok(());
         }
         self.reader = reader;
+        self.listening = None;
         self.taps = taps;
         self.cache = TapCache::new(format, shapes);
         self.recache()
@@ -245,6 +262,73 @@ impl Session {
     /// 16 kHz mono audio in int16 units.
     pub fn audio(&mut self, pcm: &[f32]) -> Result<Sample> {
         self.prep.audio(pcm)
+    }
+
+    /// Streaming audio (16 kHz mono, int16 units), on a plan declared
+    /// `audio:oww:FRAMES[:CONTEXT]`: feeds `pcm` (any length) and returns the examples it
+    /// completed, one every 80 ms once `CONTEXT` windows are in, ready for
+    /// [`scores`](Self::scores) or [`enrol`](Self::enrol). Each window runs through the
+    /// backbone once; an example is the taps of the last `CONTEXT` windows, as
+    /// [`audio`](Self::audio) gives for a clip. [`listen_reset`](Self::listen_reset)
+    /// starts a new stream.
+    pub fn listen(&mut self, pcm: &[f32]) -> Result<Vec<Sample>> {
+        let Prep::Audio {
+            front,
+            frames,
+            context,
+        } = &self.prep
+        else {
+            return Err(invalid(
+                "listening needs a plan declared audio:oww:FRAMES[:CONTEXT]".into(),
+            ));
+        };
+        if pcm.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "audio samples".into(),
+            });
+        }
+        let context = *context;
+        if self.listening.is_none() {
+            let stride = if context > 1 { AUDIO_STRIDE } else { *frames };
+            self.listening = Some(Listening {
+                mel: MelStream::new((**front).clone(), *frames, stride)?,
+                ring: VecDeque::with_capacity(context + 1),
+                one: alloc::vec![Vec::new(); self.taps.len()],
+            });
+        }
+        let Some(Listening { mel, ring, one }) = &mut self.listening else {
+            unreachable!()
+        };
+        let reader = &mut self.reader;
+        let mut out = Vec::new();
+        let pushed = mel.push(pcm, &mut |w| {
+            reader.run_inputs(&[w], one)?;
+            let mut taps = if ring.len() == context {
+                ring.pop_front().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            taps.clone_from(one);
+            ring.push_back(taps);
+            if ring.len() == context {
+                out.push(Sample::Taps(
+                    (0..one.len())
+                        .map(|i| ring.iter().flat_map(|w| w[i].iter().copied()).collect())
+                        .collect(),
+                ));
+            }
+            Ok(())
+        });
+        if let Err(e) = pushed {
+            self.listening = None;
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Forgets the stream being listened to.
+    pub fn listen_reset(&mut self) {
+        self.listening = None;
     }
 
     /// UTF-8 text.
@@ -596,7 +680,7 @@ impl Session {
     pub fn set_adapter(&mut self, mut a: Adapter) -> Result<()> {
         a.bind(&self.plan)?;
         let taps: Vec<String> = a.taps.iter().map(|t| t.0.clone()).collect();
-        let reader = Self::reader(&self.plan, &taps)?;
+        let reader = Self::reader(&self.plan, &self.prep, &taps)?;
         for ((_, s), (n, d)) in reader.shapes.iter().zip(&a.taps) {
             if s != d {
                 return Err(Error::ShapeMismatch {
@@ -627,6 +711,7 @@ impl Session {
         let reduce = self.opts.reduce_for(kind);
         self.cache = TapCache::new(self.opts.cache_for(kind), reduce.shapes(&reader.shapes));
         self.reader = reader;
+        self.listening = None;
         self.taps = taps;
         self.kind = kind;
         self.classes = a.classes.clone();

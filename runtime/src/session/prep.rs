@@ -7,7 +7,7 @@ use crate::audio::{loudest_window, MelConfig, MelFrontEnd};
 use crate::features::TapReader;
 pub use crate::frame::Image;
 use crate::plan::Plan;
-use crate::preprocess::{hex_f32, ImageSpec, Preprocess};
+use crate::preprocess::{hex_f32, ImageSpec, Preprocess, AUDIO_STRIDE};
 use crate::{Error, Result};
 #[cfg(feature = "files")]
 use std::path::Path;
@@ -16,12 +16,15 @@ use std::str::FromStr;
 #[cfg(feature = "text")]
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-/// One decoded example: an image (resized at cache time, so it can be augmented) or the
-/// backbone's input tensors, one set per chunk of a long text (the taps are their mean).
+/// One decoded example: an image (resized at cache time, so it can be augmented), the
+/// backbone's input tensors (one set per chunk of a long text, whose taps are their mean,
+/// or per window of an audio context, whose taps follow each other), or the example's
+/// taps themselves, as a stream gives them ([`Session::listen`](super::Session::listen)).
 #[derive(Clone, Debug)]
 pub enum Sample {
     Image(Image),
     Inputs(Vec<Vec<Vec<f32>>>),
+    Taps(Vec<Vec<f32>>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,6 +42,8 @@ pub enum Prep {
     Audio {
         front: Box<MelFrontEnd>,
         frames: usize,
+        /// Windows per example, [`AUDIO_STRIDE`] frames apart.
+        context: usize,
     },
     #[cfg(feature = "text")]
     Text {
@@ -100,7 +105,7 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                 }
                 Prep::Image(p)
             }
-            Preprocess::Audio { frames } => {
+            Preprocess::Audio { frames, context } => {
                 let cfg = MelConfig::OPENWAKEWORD;
                 let bytes = plan.meta("mel_filters").and_then(hex_f32).ok_or_else(|| {
                     invalid(format!("audio plan carries no mel filter bank ({HOW})"))
@@ -109,9 +114,15 @@ pub fn prep_of(plan: &Plan) -> Result<Prep> {
                     return Err(invalid("an audio plan has one input".into()));
                 }
                 want("a log-mel window", frames * cfg.bands)?;
+                if context > 1 && frames < AUDIO_STRIDE {
+                    return Err(invalid(format!(
+                        "an audio context steps {AUDIO_STRIDE} frames between windows of {frames}: windows need at least {AUDIO_STRIDE} frames"
+                    )));
+                }
                 Prep::Audio {
                     front: Box::new(MelFrontEnd::from_le_bytes(cfg, &bytes)?),
                     frames,
+                    context,
                 }
             }
             #[cfg(not(feature = "text"))]
@@ -331,11 +342,19 @@ impl Prep {
     }
 
     /// 16 kHz mono audio in int16 units (PCM i16 samples as f32): the log-mel window
+    /// with the most energy; with a context, the run of `context` windows (80 ms apart)
     /// with the most energy.
     pub fn audio(&mut self, pcm: &[f32]) -> Result<Sample> {
-        let Prep::Audio { front, frames } = self else {
+        let Prep::Audio {
+            front,
+            frames,
+            context,
+        } = self
+        else {
             return Err(unsupported_input("audio"));
         };
+        let (frames, context) = (*frames, *context);
+        let span = frames + AUDIO_STRIDE * (context - 1);
         if pcm.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 what: "audio samples".into(),
@@ -343,15 +362,19 @@ impl Prep {
         }
         let mut x = pcm.to_vec();
         let cfg = front.cfg;
-        let need = (*frames - 1) * cfg.hop + cfg.n_fft;
+        let need = (span - 1) * cfg.hop + cfg.n_fft;
         if x.len() < need {
             x.resize(need, 0.0);
         }
         let mut feat = Vec::new();
         front.features(&x, &mut feat)?;
-        let w = loudest_window(&feat, cfg.bands, *frames)
+        let w = loudest_window(&feat, cfg.bands, span)
             .ok_or_else(|| invalid("clip shorter than one window".into()))?;
-        Ok(Sample::Inputs(vec![vec![w.to_vec()]]))
+        Ok(Sample::Inputs(
+            (0..context)
+                .map(|k| vec![w[k * AUDIO_STRIDE * cfg.bands..][..frames * cfg.bands].to_vec()])
+                .collect(),
+        ))
     }
 
     /// UTF-8 text: token ids, attention mask and token types per window.
@@ -405,6 +428,30 @@ impl Prep {
         input: &mut Vec<Vec<f32>>,
         outs: &mut [Vec<f32>],
     ) -> Result<()> {
+        if let Sample::Taps(t) = s {
+            let expected: Vec<usize> = rd.shapes.iter().map(|s| s.1.len()).collect();
+            let got: Vec<usize> = t.iter().map(|v| v.len()).collect();
+            if got != expected || outs.len() != t.len() {
+                return Err(Error::ShapeMismatch {
+                    op: "taps of an example".into(),
+                    expected,
+                    got,
+                });
+            }
+            if t.iter().flatten().any(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: "taps".into(),
+                });
+            }
+            for (o, v) in outs.iter_mut().zip(t) {
+                o.clear();
+                o.extend_from_slice(v);
+            }
+            return Ok(());
+        }
+        if rd.context > 1 {
+            return self.run_context(rd, s, input, outs);
+        }
         let sets: &[Vec<Vec<f32>>] = match s {
             Sample::Inputs(sets) if sets.len() > 1 => sets,
             _ => {
@@ -430,6 +477,48 @@ impl Prep {
             o.iter_mut().zip(a).for_each(|(o, a)| *o = a * k);
         }
         Ok(())
+    }
+
+    /// An audio context: each window through the backbone, its taps one after another.
+    fn run_context(
+        &self,
+        rd: &mut TapReader,
+        s: &Sample,
+        input: &mut Vec<Vec<f32>>,
+        outs: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let n = match s {
+            Sample::Inputs(sets) => sets.len(),
+            _ => 1,
+        };
+        if n != rd.context {
+            return Err(Error::ShapeMismatch {
+                op: "windows of an audio context".into(),
+                expected: vec![rd.context],
+                got: vec![n],
+            });
+        }
+        let mut one: Vec<Vec<f32>> = vec![Vec::new(); outs.len()];
+        for (o, &len) in outs.iter_mut().zip(&rd.single) {
+            o.resize(rd.context * len, 0.0);
+        }
+        for k in 0..n {
+            self.inputs(s, k, input)?;
+            let refs: Vec<&[f32]> = input.iter().map(|v| &v[..]).collect();
+            rd.run_inputs(&refs, &mut one)?;
+            for (o, v) in outs.iter_mut().zip(&one) {
+                o[k * v.len()..][..v.len()].copy_from_slice(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Backbone runs per example: the windows of an audio context, else 1.
+    pub fn context(&self) -> usize {
+        match self {
+            Prep::Audio { context, .. } => *context,
+            _ => 1,
+        }
     }
 
     /// Text: the token-state taps (one row per token of the window) read zeros at the
@@ -470,6 +559,11 @@ impl Prep {
             (_, Sample::Inputs(sets)) => {
                 out.clear();
                 out.extend(sets.get(chunk).into_iter().flatten().cloned());
+            }
+            (_, Sample::Taps(_)) => {
+                return Err(invalid(
+                    "an example given as taps has no input tensors".into(),
+                ))
             }
             _ => {
                 return Err(invalid(

@@ -202,6 +202,46 @@ enum EtStatus et_example_audio_f32(struct et_session *s,
                                    struct et_example **out);
 
 /**
+ * Streaming 16 kHz mono 16-bit PCM (plans declared `audio:oww:FRAMES:CONTEXT`): feeds
+ * `n` samples of a stream and writes the examples they completed (one every 80 ms once
+ * the context is full) to `out` as new handles, the most recent `cap` of them, and their
+ * count to `*got`. Each is scored with `et_predict_example` or enrolled with
+ * `et_enrol_example`, and freed with `et_example_free`. `et_listen_reset` starts a new
+ * stream. An 80 ms chunk (1280 samples) completes at most one.
+ *
+ * # Safety
+ * `s` is a live session; `pcm` has `n` samples; `out` has `cap` writable slots; `got`
+ * is writable.
+ */
+enum EtStatus et_listen_i16(struct et_session *s,
+                            const int16_t *pcm,
+                            uintptr_t n,
+                            struct et_example **out,
+                            uintptr_t cap,
+                            uintptr_t *got);
+
+/**
+ * [`et_listen_i16`] of float PCM in -1..1.
+ *
+ * # Safety
+ * As [`et_listen_i16`].
+ */
+enum EtStatus et_listen_f32(struct et_session *s,
+                            const float *pcm,
+                            uintptr_t n,
+                            struct et_example **out,
+                            uintptr_t cap,
+                            uintptr_t *got);
+
+/**
+ * Forgets the stream being listened to.
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_listen_reset(struct et_session *s);
+
+/**
  * UTF-8 text as an example (text plans: the plan's tokenizer, its window length).
  *
  * # Safety

@@ -390,6 +390,88 @@ pub unsafe extern "C" fn et_example_audio_f32(
     })
 }
 
+fn listen(
+    s: &mut Session,
+    pcm: Vec<f32>,
+    out: *mut *mut EtExample,
+    cap: usize,
+    got: *mut usize,
+) -> Result<(), (EtStatus, String)> {
+    if out.is_null() && cap > 0 {
+        return Err(arg("null output pointer"));
+    }
+    let done = s.listen(&pcm).map_err(err)?;
+    // The most recent `cap` examples; the older ones are dropped.
+    let keep = &done[done.len().saturating_sub(cap)..];
+    for (i, x) in keep.iter().enumerate() {
+        let h = Box::into_raw(Box::new(EtExample { x: x.clone() }));
+        // SAFETY: non-null (checked above when cap > 0); the caller promises `cap`
+        // writable slots and i < keep.len() <= cap.
+        unsafe { *out.add(i) = h };
+    }
+    // SAFETY: forwarded caller promise that `got` is writable.
+    unsafe { put(got, keep.len()) }
+}
+
+/// Streaming 16 kHz mono 16-bit PCM (plans declared `audio:oww:FRAMES:CONTEXT`): feeds
+/// `n` samples of a stream and writes the examples they completed (one every 80 ms once
+/// the context is full) to `out` as new handles, the most recent `cap` of them, and their
+/// count to `*got`. Each is scored with `et_predict_example` or enrolled with
+/// `et_enrol_example`, and freed with `et_example_free`. `et_listen_reset` starts a new
+/// stream. An 80 ms chunk (1280 samples) completes at most one.
+///
+/// # Safety
+/// `s` is a live session; `pcm` has `n` samples; `out` has `cap` writable slots; `got`
+/// is writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_listen_i16(
+    s: *mut EtSession,
+    pcm: *const i16,
+    n: usize,
+    out: *mut *mut EtExample,
+    cap: usize,
+    got: *mut usize,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, pcm) = unsafe { (session(s)?, slice(pcm, n)?) };
+        listen(s, pcm.iter().map(|&v| v as f32).collect(), out, cap, got)
+    })
+}
+
+/// [`et_listen_i16`] of float PCM in -1..1.
+///
+/// # Safety
+/// As [`et_listen_i16`].
+#[no_mangle]
+pub unsafe extern "C" fn et_listen_f32(
+    s: *mut EtSession,
+    pcm: *const f32,
+    n: usize,
+    out: *mut *mut EtExample,
+    cap: usize,
+    got: *mut usize,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, pcm) = unsafe { (session(s)?, slice(pcm, n)?) };
+        listen(s, pcm.iter().map(|&v| v * 32768.0).collect(), out, cap, got)
+    })
+}
+
+/// Forgets the stream being listened to.
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_listen_reset(s: *mut EtSession) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        unsafe { session(s)? }.listen_reset();
+        Ok(())
+    })
+}
+
 /// UTF-8 text as an example (text plans: the plan's tokenizer, its window length).
 ///
 /// # Safety

@@ -51,8 +51,9 @@ enum Cmd {
         /// mean=123.7,116.3,103.5 std=58.4,57.1,57.4 order=rgb layout=nchw' or
         /// 'preset=torchvision size=384' (fields: size, resize, crop, fill, interp, mean,
         /// std, scale, order, layout; see README), or the first form
-        /// image:SIZE:MEAN:STD[:CHANNELS]. Audio: audio:oww:FRAMES (WAV at any rate and
-        /// channel count → 16 kHz mono → log-mel window; needs --mel-filters). Text:
+        /// image:SIZE:MEAN:STD[:CHANNELS]. Audio: audio:oww:FRAMES[:CONTEXT] (WAV at any
+        /// rate and channel count → 16 kHz mono → log-mel window, or CONTEXT windows 80 ms
+        /// apart; needs --mel-filters). Text:
         /// text:TOKENS[:CHUNKS] (needs --tokenizer; a text longer than TOKENS runs as up to
         /// CHUNKS windows whose taps are averaged, default 1).
         #[arg(long)]
