@@ -6,7 +6,9 @@ onnxruntime's outputs on them (graph optimisation off) for runtime/tests/op_mode
     python3 tools/make_op_models.py   # writes models/golden/ops/*.onnx, *_y.npy, x.npy, calib.npy,
                                       # manifest.json and the float models under float/
 
-Each model: `<name>_<form>.onnx` (form qdq, qop or s8), input `x` [N, 3, 16, 16], output `y`.
+Each model: `<name>_<form>.onnx` (form qdq, qop or s8), input `x` [N, 3, 16, 16], output `y`;
+and under dyn/ each float model quantised by `quantize_dynamic` (ConvInteger, MatMulInteger,
+u8 weights) with onnxruntime's outputs, for `import_calibrated`, which undoes it.
 Needs onnx and onnxruntime (pip install onnx==1.17.0 onnxruntime==1.20.1).
 """
 import json
@@ -16,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper as h, numpy_helper as nh, TensorProto as T
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                      quantize_static)
+                                      quantize_dynamic, quantize_static)
 
 OUT = "models/golden/ops"
 N_IN = 12
@@ -223,6 +225,14 @@ def main():
             ops = sorted({(n.domain or "ai.onnx", n.op_type) for n in q.graph.node})
             manifest.append({"model": f"{name}_{form}.onnx", "y": f"{name}_{form}_y.npy",
                              "ops": [f"{d}:{o}" for d, o in ops]})
+    os.makedirs(f"{OUT}/dyn", exist_ok=True)
+    for name in MODELS:
+        path = f"{OUT}/dyn/{name}.onnx"
+        # u8 weights: onnxruntime 1.20 has no CPU ConvInteger for int8 weights.
+        quantize_dynamic(f"{OUT}/float/{name}.onnx", path, weight_type=QuantType.QUInt8)
+        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        y = np.stack([s.run(None, {"x": x})[0] for x in test]).astype(np.float32)
+        np.save(f"{OUT}/dyn/{name}_y.npy", y)
     with open(f"{OUT}/manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

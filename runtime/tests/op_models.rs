@@ -204,3 +204,105 @@ fn calibration_refuses_bad_input() {
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 }
+
+/// The blocks quantised by onnxruntime's `quantize_dynamic` (DynamicQuantizeLinear →
+/// ConvInteger / MatMulInteger → Cast → Mul by the scales; models/golden/ops/dyn). Without
+/// calibration they are refused with the way around it; `import_calibrated` undoes the
+/// dynamic quantisation and quantises statically. Against onnxruntime's float outputs,
+/// the yardstick is the worse of onnxruntime's two quantisations of the same block
+/// (dynamic, and static on the same calibration inputs): at most 1.5 times its error plus
+/// one step, and a cosine within 0.002 of its.
+#[test]
+fn dynamically_quantised_blocks_calibrate_like_float_ones() {
+    use edgetune::import::{import_bytes, import_calibrated};
+    use edgetune::Error;
+    let (cs, c) = read_npy(&dir().join("calib.npy")).unwrap();
+    let cl = c.len() / cs[0];
+    let samples: Vec<Vec<Vec<f32>>> = (0..cs[0])
+        .map(|i| vec![c[i * cl..][..cl].to_vec()])
+        .collect();
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    let cosine = |a: &[f32], b: &[f32]| {
+        let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        d / (n(a) * n(b)).max(1e-12)
+    };
+    let mut failed = vec![];
+    let mut count = 0;
+    for name in [
+        "silu",
+        "se_hardswish",
+        "pad_concat",
+        "shape_flatten",
+        "split_scalar",
+        "upsample",
+        "anchors",
+        "deconv",
+    ] {
+        let bytes = std::fs::read(dir().join(format!("dyn/{name}.onnx"))).unwrap();
+        match import_bytes(&bytes, &ImportOptions::default()) {
+            Err(Error::UnsupportedOp { op, why, .. }) => {
+                assert!(
+                    op != "ConvInteger" || why.contains("--calibrate"),
+                    "{name}: {op}: {why}"
+                )
+            }
+            other => panic!("{name}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        let (parts, report) = match import_calibrated(&bytes, &ImportOptions::default(), &samples) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{name}: does not calibrate: {e}");
+                failed.push(name);
+                continue;
+            }
+        };
+        count += 1;
+        let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+        assert!(
+            plan.ops
+                .iter()
+                .any(|o| matches!(o, edgetune::plan::Op::ConvI8 { .. })),
+            "{name}: convolutions should run in int8"
+        );
+        let (_, y) = read_npy(&dir().join(format!("float/{name}_y.npy"))).unwrap();
+        let yl = y.len() / xs[0];
+        let (lo, hi) = y
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (hi - lo).max(1e-6) / 255.0;
+        let worst_of = |q: &[f32]| {
+            q.iter()
+                .zip(&y)
+                .fold(0.0f32, |w, (a, b)| w.max((a - b).abs() / step))
+        };
+        let (_, ort_dyn) = read_npy(&dir().join(format!("dyn/{name}_y.npy"))).unwrap();
+        let (_, ort_static) = read_npy(&dir().join(format!("{name}_qdq_y.npy"))).unwrap();
+        let ort_worst = worst_of(&ort_dyn).max(worst_of(&ort_static));
+        let ort_cos = cosine(&ort_dyn, &y).min(cosine(&ort_static, &y));
+        let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+        let mut out = vec![0.0; yl];
+        let mut ours = vec![];
+        for i in 0..xs[0] {
+            exec.run(&[&x[i * xl..][..xl]]).unwrap();
+            exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+            ours.extend_from_slice(&out);
+        }
+        let (worst, cos) = (worst_of(&ours), cosine(&ours, &y));
+        eprintln!(
+            "{name} (dynamic): calibrated on {} inputs ({} activations, {} weights): worst \
+             {worst:.2} output steps from float (onnxruntime's worse quantisation: \
+             {ort_worst:.2}), cosine {cos:.5} (onnxruntime's {ort_cos:.5})",
+            report.samples, report.activations, report.weights
+        );
+        if worst > 1.5 * ort_worst + 1.0 || cos < ort_cos - 0.002 {
+            failed.push(name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "far from onnxruntime's float outputs: {failed:?}"
+    );
+    assert_eq!(count, 8);
+}

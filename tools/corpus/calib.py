@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Calibration inputs for the corpus's float vision, OCR and speech models, for
-`edgetune compile --calibrate` (tools/corpus/run.py --calibrate): the same inputs
+"""Calibration inputs for the corpus's float (and dynamically quantised) vision, OCR and
+speech models, for `edgetune compile --calibrate` (tools/corpus/run.py --calibrate): the same inputs
 onnxruntime's quantize_static calibrates the corpus's int8 entries on (all twenty photos,
 the rendered calibration text lines, or the calibration phrases), written as `<entry>/calib/NN.npy`.
 
@@ -16,6 +16,9 @@ ZERO_ONE = dict(mean=[0.0] * 3, std=[255.0] * 3)
 CALIB = {
     "effnet_lite2_dynamo_f32": lambda d: b.vision_calib(260, 260, **b.EFF),
     "mtcnn_pnet_ts_f32": lambda d: b.vision_calib(120, 160, **b.MTCNN),
+    # Dynamically quantised: `--calibrate` undoes the dynamic quantisation first.
+    "mtcnn_onet_dynamo_dyn": lambda d: b.vision_calib(48, 48, **b.MTCNN),
+    "ppocr_v4_rec_dyn": lambda d: [b.text_input(t, 48, 320) for t in b.CALIB_TEXTS],
     "ppocr_v4_det_f32": lambda d: b.vision_calib(480, 640, **b.PPN, bgr=True),
     "ppocr_mobile_v2_cls_f32": lambda d: [b.text_input(t, 48, 192) for t in b.CALIB_TEXTS],
     "nudenet_320n_f32": lambda d: b.vision_calib(320, 320, **ZERO_ONE),

@@ -116,9 +116,9 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
     # edgetune itself on the inputs onnxruntime's quantiser used for the int8 entries.
     calib = os.path.join(d, "calib")
     extra = []
-    if calibrate and meta["quantisation"] == "float" and os.path.isdir(calib):
+    if calibrate and meta["quantisation"] in ("float", "dynamic") and os.path.isdir(calib):
         extra = ["--calibrate", calib, "--calibrate-count", "64"]
-        r["quantisation"] = "float → edgetune --calibrate"
+        r["quantisation"] = meta["quantisation"] + " → edgetune --calibrate"
     code, out = sh([et, "compile", model, "-o", plan] + shapes + extra, os.path.join(od, "compile.txt"))
     r["compile_output"] = out.strip()
     if code != 0 or not os.path.exists(plan):

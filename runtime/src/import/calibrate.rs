@@ -84,6 +84,190 @@ const U8: i32 = pb::tensor_proto::DataType::Uint8 as i32;
 const I8: i32 = pb::tensor_proto::DataType::Int8 as i32;
 const I32: i32 = pb::tensor_proto::DataType::Int32 as i32;
 
+/// Dynamic quantisation (onnxruntime's `quantize_dynamic`) undone, so that calibration
+/// can quantise the model statically: each DynamicQuantizeLinear whose codes feed only
+/// ConvInteger and MatMulInteger (with its zero point) is dropped, those become Conv and
+/// MatMul on its float input with the weights `w - w_zero` as floats, the Casts of their
+/// int32 results go, and its scale becomes 1, so the Mul by `x_scale · w_scale` that
+/// follows multiplies by `w_scale` alone. What remains is the float model with the weights
+/// rounded as the producer rounded them. `None` when there is no dynamic quantisation.
+pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>> {
+    let g = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    let dyn_q: Vec<usize> = (0..g.node.len())
+        .filter(|&i| {
+            let n = &g.node[i];
+            registry::is_default_domain(&n.domain) && n.op_type == "DynamicQuantizeLinear"
+        })
+        .collect();
+    if dyn_q.is_empty() {
+        return Ok(None);
+    }
+    let unsupported = |n: &pb::NodeProto, why: String| Error::UnsupportedOp {
+        op: n.op_type.clone(),
+        node: n.name.clone(),
+        inputs: vec![],
+        why,
+    };
+    let consumers = |name: &str| -> Vec<usize> {
+        (0..g.node.len())
+            .filter(|&i| g.node[i].input.iter().any(|s| s == name))
+            .collect()
+    };
+    let init = |name: &str| g.initializer.iter().find(|t| t.name == name);
+    let mut out = model.clone();
+    let og = out.graph.as_mut().expect("checked above");
+    let mut drop: HashSet<usize> = HashSet::new();
+    // Node index → its replacement; value renames (a dropped Cast's output is its input's).
+    let mut replace: HashMap<usize, pb::NodeProto> = HashMap::new();
+    let mut rename: HashMap<String, String> = HashMap::new();
+    for &d in &dyn_q {
+        let dn = &g.node[d];
+        if dn.input.len() != 1 || dn.output.len() != 3 {
+            return Err(malformed(format!(
+                "DynamicQuantizeLinear '{}' needs one input and three outputs",
+                dn.name
+            )));
+        }
+        let (x, q, sc, z) = (&dn.input[0], &dn.output[0], &dn.output[1], &dn.output[2]);
+        let users = consumers(q);
+        for &u in &users {
+            let n = &g.node[u];
+            let integer = registry::is_default_domain(&n.domain)
+                && matches!(n.op_type.as_str(), "ConvInteger" | "MatMulInteger");
+            if !integer
+                || n.input[0] != *q
+                || n.input.iter().skip(1).any(|s| s == q)
+                || n.input.get(2).is_some_and(|s| !s.is_empty() && s != z)
+            {
+                return Err(unsupported(
+                    dn,
+                    format!(
+                        "its codes feed {} '{}'; only ConvInteger and MatMulInteger (with its zero point) are undone",
+                        n.op_type, n.name
+                    ),
+                ));
+            }
+            let w = n
+                .input
+                .get(1)
+                .and_then(|w| init(w))
+                .ok_or_else(|| unsupported(n, "weights must be an initializer".into()))?;
+            let w = tensor_const(w)?;
+            let wz = match n.input.get(3).filter(|s| !s.is_empty()) {
+                Some(name) => tensor_const(init(name).ok_or_else(|| {
+                    unsupported(n, "weight zero point must be an initializer".into())
+                })?)?
+                .ints(),
+                None => vec![0],
+            };
+            let conv = n.op_type == "ConvInteger";
+            let wv = w.ints();
+            // Per output channel (axis 0) for a convolution, per column for a MatMul.
+            let outer = if conv {
+                w.dims.first().copied().unwrap_or(1)
+            } else {
+                1
+            };
+            let cols = if conv {
+                1
+            } else {
+                w.dims.last().copied().unwrap_or(1)
+            };
+            if wz.len() != 1 && wz.len() != if conv { outer } else { cols } {
+                return Err(unsupported(
+                    n,
+                    format!("weight zero point of {} values", wz.len()),
+                ));
+            }
+            let per = wv.len() / outer.max(1);
+            let f: Vec<u8> = wv
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &v)| {
+                    let zi = if wz.len() == 1 {
+                        0
+                    } else if conv {
+                        i / per.max(1)
+                    } else {
+                        i % cols.max(1)
+                    };
+                    ((v - wz[zi]) as f32).to_le_bytes()
+                })
+                .collect();
+            let wname = format!("{}#float_w", n.output[0]);
+            og.initializer.push(tensor(
+                wname.clone(),
+                w.dims.iter().map(|&d| d as i64).collect(),
+                F32,
+                f,
+            ));
+            let mut r = n.clone();
+            r.op_type = if conv { "Conv" } else { "MatMul" }.into();
+            r.input = vec![x.clone(), wname];
+            // The int32 result's Casts to float go: their readers read the float result.
+            for c in consumers(&n.output[0]) {
+                let cn = &g.node[c];
+                if cn.op_type == "Cast" && attr_i(cn, "to", 0) == F32 as i64 {
+                    rename.insert(cn.output[0].clone(), n.output[0].clone());
+                    drop.insert(c);
+                }
+            }
+            replace.insert(u, r);
+        }
+        // The scale is 1 now: a Mul of it by a constant is that constant.
+        for u in consumers(sc) {
+            let n = &g.node[u];
+            let other = n.input.iter().find(|s| *s != sc);
+            match other.and_then(|o| init(o)) {
+                Some(t) if n.op_type == "Mul" && n.input.len() == 2 => {
+                    let mut t = t.clone();
+                    t.name = n.output[0].clone();
+                    og.initializer.push(t);
+                    drop.insert(u);
+                }
+                _ => {}
+            }
+        }
+        if !og.initializer.iter().any(|t| &t.name == sc) {
+            og.initializer
+                .push(tensor(sc.clone(), vec![], F32, 1f32.to_le_bytes().to_vec()));
+        }
+        drop.insert(d);
+    }
+    let mut nodes = vec![];
+    for (i, n) in g.node.iter().enumerate() {
+        if drop.contains(&i) {
+            continue;
+        }
+        let mut n = replace.remove(&i).unwrap_or_else(|| n.clone());
+        for s in n.input.iter_mut() {
+            if let Some(r) = rename.get(s) {
+                *s = r.clone();
+            }
+        }
+        nodes.push(n);
+    }
+    og.node = nodes;
+    // A graph output that was a dropped Cast's keeps its name: the float result is renamed.
+    for o in og.output.iter() {
+        if let Some(src) = rename.get(&o.name) {
+            for n in og.node.iter_mut() {
+                for out in n.output.iter_mut() {
+                    if out == src {
+                        *out = o.name.clone();
+                    }
+                }
+                for i in n.input.iter_mut() {
+                    if i == src {
+                        *i = o.name.clone();
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 /// u8 scale and zero point covering `[lo, hi]` widened to include 0.
 fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
@@ -100,6 +284,8 @@ pub fn quantise(
     opts: &ImportOptions,
     samples: &[Vec<Vec<f32>>],
 ) -> Result<(pb::ModelProto, CalibrationReport)> {
+    let undone = dynamic_to_float(model)?;
+    let model = undone.as_ref().unwrap_or(model);
     let g = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     if samples.is_empty() {
         return Err(Error::Invalid {

@@ -60,7 +60,7 @@ impl<'g> Lowering<'g> {
             None if !registry::is_default_domain(&n.domain) => {
                 Err(self.unsupported(n, format!("domain {}", n.domain)))
             }
-            None => Err(self.unsupported(n, "no lowering for this op")),
+            None => Err(self.unsupported(n, registry::missing_why(&n.op_type))),
         }
     }
 

@@ -128,7 +128,7 @@ pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
             domain: domain(n),
             node: n.name.clone(),
             why: if registry::is_default_domain(&n.domain) {
-                "no lowering for this op".into()
+                registry::missing_why(&n.op_type)
             } else {
                 format!("no lowering for ops of domain {}", n.domain)
             },

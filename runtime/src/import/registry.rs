@@ -343,6 +343,15 @@ fn entry(domain: &str, op: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.domain == domain && e.op == op)
 }
 
+/// Why a default-domain op without an entry does not lower, with the way around it
+/// where there is one.
+pub(super) fn missing_why(op: &str) -> String {
+    match op {
+        "ConvInteger" => "no lowering for this op: a dynamically quantised convolution; compile with --calibrate DIR, which undoes the dynamic quantisation and quantises the model statically".into(),
+        _ => "no lowering for this op".into(),
+    }
+}
+
 /// Whether `(domain, op)` has an entry.
 pub fn is_supported(domain: &str, op: &str) -> bool {
     entry(domain, op).is_some()
