@@ -177,8 +177,38 @@ def deconv():
     return g.model(g.op("GlobalAveragePool", [g.op("Relu", [v])]), [1, 4, 1, 1])
 
 
+def avgpool():
+    """PP-OCR's recogniser: AveragePool with kernel [3, 2] and stride [3, 2] between
+    convolutions; then a padded 3x3 average that counts the padding (count_include_pad)."""
+    g = Nodes()
+    a = g.op("Relu", [g.conv("x", 3, 6)])
+    p = g.op("AveragePool", [a], kernel_shape=[3, 2], strides=[3, 2])
+    b = g.op("Relu", [g.conv(p, 6, 5)])
+    q = g.op("AveragePool", [b], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
+    return g.model(g.op("GlobalAveragePool", [q]), [1, 5, 1, 1])
+
+
+def tokens():
+    """A transformer block's start, as PP-OCR's recogniser writes it: a feature map as
+    tokens (Reshape, Transpose), a layer norm written out (ReduceMean, Sub, Pow 2, Sqrt,
+    Div) and every token by constant weights (MatMul of a [1, 64, 8] tensor)."""
+    g = Nodes()
+    a = g.op("Relu", [g.conv("x", 3, 8, stride=2)])
+    r = g.op("Reshape", [a, g.init(np.array([1, 8, 64], np.int64), "s")])
+    t = g.op("Transpose", [r], perm=[0, 2, 1])
+    mu = g.op("ReduceMean", [t], axes=[-1])
+    d = g.op("Sub", [t, mu])
+    var = g.op("ReduceMean", [g.op("Pow", [d, g.init(np.array(2.0, np.float32), "e")])], axes=[-1])
+    sd = g.op("Sqrt", [g.op("Add", [var, g.init(np.array(1e-5, np.float32), "eps")])])
+    nrm = g.op("Div", [d, sd])
+    w = rng.normal(0, 0.35, (8, 6)).astype(np.float32)
+    y = g.op("Relu", [g.op("MatMul", [nrm, g.init(w)])])
+    return g.model(g.op("ReduceMean", [y], axes=[1]), [1, 1, 6])
+
+
 MODELS = {"upsample": upsample, "split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
-          "shape_flatten": shape_flatten, "anchors": anchors, "deconv": deconv}
+          "shape_flatten": shape_flatten, "anchors": anchors, "deconv": deconv, "avgpool": avgpool,
+          "tokens": tokens}
 
 
 class Reader(CalibrationDataReader):

@@ -33,6 +33,7 @@ const QUANTISED: &[&str] = &[
     "GlobalAveragePool",
     "ReduceMean",
     "MaxPool",
+    "AveragePool",
     "Concat",
     "Pad",
     "BatchNormalization",
@@ -350,7 +351,7 @@ pub fn quantise(
         // statistics stay as they are.
         let data_inputs = match n.op_type.as_str() {
             "Conv" | "ConvTranspose" | "Gemm" | "Clip" | "Pad" | "BatchNormalization" | "PRelu"
-            | "ReduceMean" => 1,
+            | "ReduceMean" | "AveragePool" => 1,
             // A MatMul by a constant is a Gemm; by another activation both are data.
             "MatMul" if n.input.get(1).is_some_and(|b| is_const(b)) => 1,
             _ => n.input.len(),

@@ -144,6 +144,82 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     conv_node(lw, &conv)
 }
 
+/// AveragePool on a u8 map as the depthwise convolution it is: every weight `1/(kH·kW)`
+/// (the int8 code 127 at scale `1/(127·kH·kW)`, exact), so the depthwise kernels run it with
+/// their requantisation to the QuantizeLinear that follows. Padding counts as zeros
+/// (`count_include_pad = 1`); without it only unpadded windows lower.
+pub(super) fn average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = lw.graph.node[idx].clone();
+    if lw.fact(&n, 0).is_some() {
+        return Err(lw.unsupported(
+            &n,
+            "a float average pooling (only int8 ones lower): quantise the model with --calibrate DIR",
+        ));
+    }
+    let x = lw.deq(&n, 0)?;
+    let xi = lw.b.tensors[x as usize].clone();
+    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
+        return Err(lw.unsupported(&n, "input must be a 4-D feature map of batch 1"));
+    }
+    let c = xi.shape[3];
+    let k = attr_ints(&n, "kernel_shape").unwrap_or_default();
+    if k.len() != 2 || k.iter().any(|&v| !(1..=1 << 10).contains(&v)) {
+        return Err(lw.unsupported(&n, "kernel_shape must be 2-D"));
+    }
+    let (kh, kw) = (k[0] as usize, k[1] as usize);
+    let pads = attr_ints(&n, "pads").unwrap_or(vec![0; 4]);
+    let auto = attr(&n, "auto_pad")
+        .map(|a| a.s.clone())
+        .unwrap_or_default();
+    let padded = pads.iter().any(|&p| p != 0) || !matches!(&auto[..], b"" | b"NOTSET" | b"VALID");
+    if attr_i(&n, "ceil_mode", 0) != 0 {
+        return Err(lw.unsupported(&n, "ceil_mode"));
+    }
+    if padded && attr_i(&n, "count_include_pad", 0) == 0 {
+        return Err(lw.unsupported(&n, "padded windows that exclude the padding from the count"));
+    }
+    let w_name = format!("{}#weights", n.name);
+    lw.vals.insert(
+        w_name.clone(),
+        Val::QConst {
+            dims: vec![c, 1, kh, kw],
+            q: vec![127; c * kh * kw],
+            scale: vec![1.0 / (127.0 * (kh * kw) as f32); c],
+            zero: vec![0; c],
+            axis: 0,
+        },
+    );
+    let mut conv = pb::NodeProto {
+        op_type: "Conv".into(),
+        name: n.name.clone(),
+        input: vec![n.input[0].clone(), w_name],
+        output: n.output.clone(),
+        ..Default::default()
+    };
+    let ints = |name: &str, v: Vec<i64>| pb::AttributeProto {
+        name: name.into(),
+        ints: v,
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    };
+    conv.attribute.push(ints("kernel_shape", k));
+    for name in ["strides", "pads"] {
+        if let Some(v) = attr_ints(&n, name) {
+            conv.attribute.push(ints(name, v));
+        }
+    }
+    if let Some(a) = attr(&n, "auto_pad") {
+        conv.attribute.push(a.clone());
+    }
+    conv.attribute.push(pb::AttributeProto {
+        name: "group".into(),
+        i: c as i64,
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    });
+    conv_node(lw, &conv)
+}
+
 fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
     // A Pad before the convolution adds to its padding.
     if lw.fact(n, 0).is_some() {
@@ -501,6 +577,9 @@ pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<(
 /// global average pooling that torch's dynamo exporter writes (and onnxruntime's
 /// quantiser leaves in float between DequantizeLinear and QuantizeLinear).
 pub(super) fn reduce_mean(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if super::norm::reduce_float(lw, idx, true)? {
+        return Ok(());
+    }
     let n = &lw.graph.node[idx];
     let axes = match attr_ints(n, "axes") {
         Some(a) => a,

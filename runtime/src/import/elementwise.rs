@@ -267,6 +267,53 @@ pub(super) fn unary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
 }
 
+/// Pow by one constant exponent: on a float tensor `x·x` (2, the variance of a layer
+/// norm written out), `√x` (0.5) or `x` (1) by the f32 kernels; on a quantised tensor any
+/// exponent, folded into its table.
+pub(super) fn pow(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let e = match lw.floats(n, 1).as_deref() {
+        Ok([e]) if e.is_finite() => *e,
+        _ => return Err(lw.unsupported(n, "the exponent must be one finite constant")),
+    };
+    let Some(x) = lw.fact(n, 0) else {
+        return table(lw, idx);
+    };
+    let shape = lw.fshape(x);
+    if e == 1.0 {
+        lw.out_f32(n, x);
+        return Ok(());
+    }
+    let y = lw.new_f32(&n.output[0], shape.clone());
+    if e == 2.0 {
+        let st = strides4(&shape, &shape);
+        lw.b.ops.push(Op::BinF32 {
+            a: crate::plan::Src::T(x),
+            b: crate::plan::Src::T(x),
+            y,
+            f: BinOp::Mul,
+            dims: pad4(&shape).map(|v| v as u32),
+            sa: st,
+            sb: st,
+        });
+    } else if e == 0.5 {
+        lw.b.ops.push(Op::UnaryF32 {
+            x,
+            y,
+            f: Unary::Sqrt,
+        });
+    } else {
+        let n = &lw.graph.node[idx];
+        return Err(lw.unsupported(
+            n,
+            format!("exponent {e} on a float tensor: 2, 0.5 and 1 run in float"),
+        ));
+    }
+    let n = &lw.graph.node[idx];
+    lw.out_f32(n, y);
+    Ok(())
+}
+
 /// Identity and Dropout (inference: the identity): the output is the input, whatever it
 /// holds.
 pub(super) fn identity(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
@@ -423,6 +470,11 @@ pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             m.monotone &= a >= 0.0;
             Box::new(move |_, v: f32| if v < 0.0 { a * v } else { v })
         }
+        "Pow" => {
+            let e = scalar(lw, 1)?;
+            m.monotone &= e == 1.0;
+            Box::new(move |_, v: f32| v.powf(e))
+        }
         "Max" | "Min" => {
             let c = scalar(lw, 1 - xi)?;
             if op == "Max" {
@@ -529,7 +581,7 @@ pub(super) fn pad4(s: &[usize]) -> [usize; 4] {
 }
 
 /// Element strides of an operand of shape `s` read over the broadcast shape `out`.
-fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
+pub(super) fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
     let (d, o) = (pad4(s), pad4(out));
     let mut st = [0u32; 4];
     let mut acc = 1usize;

@@ -18,7 +18,6 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
-    let k = xi.len() / xi.shape[0];
     let trans_b = attr_i(n, "transB", 0) == 1;
     // Per-channel weights are quantised along the output axis: 0 of [N, K], 1 of [K, N].
     let (mut wd, mut wq, ws, wz) = lw.qconst_axis(n, 1, if trans_b { 0 } else { 1 })?;
@@ -38,22 +37,38 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         wd = vec![nn, kk];
     }
     let (nn, kk) = (wd[0], wd[1]);
-    if kk != k || xi.shape[0] != 1 {
+    let k = kk;
+    // One row (a pooled vector, any layout), or rows of a row-major tensor whose last axis
+    // is K (tokens by channels): each row is a pixel of a 1x1 convolution.
+    let rows = if xi.len() == kk {
+        1
+    } else if !xi.nhwc && kk > 0 && xi.shape.last() == Some(&kk) {
+        xi.len() / kk
+    } else {
         return Err(Error::ShapeMismatch {
             op: format!("Gemm '{}'", n.name),
             expected: vec![1, kk],
             got: xi.logical_shape(),
         });
-    }
+    };
+    let out_shape = if rows == 1 {
+        vec![1, nn]
+    } else {
+        let mut s = xi.logical_shape();
+        if let Some(l) = s.last_mut() {
+            *l = nn;
+        }
+        s
+    };
     let (bias, scale) = lw.bias_scale(n, 2, nn, xi.scale, &ws, &mut wq, k)?;
     let (qi, qy) = lw.fused_q(n)?;
     let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
     let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| wq[c * k + r] as i8);
     let y =
-        lw.b.tensor(&n.output[0], DType::U8, vec![1, nn], false, Some(qy));
+        lw.b.tensor(&n.output[0], DType::U8, out_shape, false, Some(qy));
     let geom = ConvGeom {
         h: 1,
-        w: 1,
+        w: rows,
         ic: k,
         oc: nn,
         kh: 1,

@@ -114,8 +114,9 @@ pub(super) fn softmax(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
 }
 
-/// False when the input is not a row-major f32 tensor.
-fn reduce_sum_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+/// ReduceSum, or with `mean` ReduceMean, of a row-major f32 tensor over one axis or
+/// several adjacent ones; false when the input is not such a tensor.
+pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, mean: bool) -> Result<bool> {
     let n = &lw.graph.node[idx];
     let x0 = lw.fact(n, 0);
     let Some(x) = x0 else { return Ok(false) };
@@ -126,39 +127,67 @@ fn reduce_sum_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         attr_ints(n, "axes").unwrap_or_default()
     };
     let r = shape.len() as i64;
-    let [ax] = axes.as_slice() else {
-        return Err(lw.unsupported(n, "one reduction axis"));
-    };
-    let ax = if *ax < 0 { ax + r } else { *ax };
-    if !(0..r).contains(&ax) {
-        return Err(lw.unsupported(n, "axis out of range"));
+    let mut ax: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + r } else { a })
+        .collect();
+    ax.sort_unstable();
+    ax.dedup();
+    if ax.is_empty() || ax.iter().any(|a| !(0..r).contains(a)) {
+        return Err(lw.unsupported(n, "axes out of range, or none"));
     }
-    let ax = ax as usize;
+    if ax.windows(2).any(|w| w[1] != w[0] + 1) {
+        return Err(lw.unsupported(n, "reduction axes must be adjacent"));
+    }
+    let (a0, a1) = (ax[0] as usize, *ax.last().unwrap_or(&0) as usize + 1);
     let (outer, len, inner) = (
-        shape[..ax].iter().product::<usize>(),
-        shape[ax],
-        shape[ax + 1..].iter().product::<usize>(),
+        shape[..a0].iter().product::<usize>(),
+        shape[a0..a1].iter().product::<usize>(),
+        shape[a1..].iter().product::<usize>(),
     );
     let mut out = shape.clone();
     if attr_i(n, "keepdims", 1) != 0 {
-        out[ax] = 1;
+        out[a0..a1].iter_mut().for_each(|d| *d = 1);
     } else {
-        out.remove(ax);
+        out.drain(a0..a1);
     }
-    let y = lw.new_f32(&n.output[0], out);
+    let name = if mean {
+        format!("{}#sum", n.output[0])
+    } else {
+        n.output[0].clone()
+    };
+    let sum = lw.new_f32(&name, out.clone());
     lw.b.ops.push(Op::SumF32 {
         x,
-        y,
+        y: sum,
         outer: outer as u32,
         len: len as u32,
         inner: inner as u32,
     });
+    let y = if mean {
+        let n = &lw.graph.node[idx];
+        let y = lw.new_f32(&n.output[0], out.clone());
+        let k = lw.b.push(&[1.0 / len.max(1) as f32]);
+        lw.b.ops.push(Op::BinF32 {
+            a: crate::plan::Src::T(sum),
+            b: crate::plan::Src::C(k),
+            y,
+            f: crate::plan::BinOp::Mul,
+            dims: super::elementwise::pad4(&out).map(|v| v as u32),
+            sa: super::elementwise::strides4(&out, &out),
+            sb: [0; 4],
+        });
+        y
+    } else {
+        sum
+    };
+    let n = &lw.graph.node[idx];
     lw.out_f32(n, y);
     Ok(true)
 }
 
 pub(super) fn reduce_sum(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if reduce_sum_float(lw, idx)? {
+    if reduce_float(lw, idx, false)? {
         Ok(())
     } else {
         Err(lw.no_form(idx))

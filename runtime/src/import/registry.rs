@@ -127,6 +127,11 @@ static REGISTRY: &[Entry] = &[
         "QDQ, 2-D, batch 1, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`), dilations, pads, output_padding; no auto_pad or output_shape",
     ),
     node(
+        "AveragePool",
+        conv::average_pool,
+        "2-D on a u8 map as a depthwise convolution, batch 1; padding counted (count_include_pad) or none; no ceil_mode",
+    ),
+    node(
         "MaxPool",
         conv::max_pool,
         "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode, auto_pad; no indices",
@@ -139,7 +144,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "ReduceMean",
         conv::reduce_mean,
-        "QDQ u8 feature map, batch 1: the mean over axes 2 and 3 with keepdims = 1 (global average pooling as dynamo exports it)",
+        "QDQ u8 feature map, batch 1: the mean over axes 2 and 3 with keepdims = 1 (global average pooling as dynamo exports it); float (or a dequantised int8 tensor): over one axis or adjacent ones",
     ),
     // Matrix products.
     node(
@@ -176,6 +181,11 @@ static REGISTRY: &[Entry] = &[
         "float; a quantised tensor (folded into its u8 table)",
     ),
     node("Sqrt", ew::unary, "float"),
+    node(
+        "Pow",
+        ew::pow,
+        "a constant exponent: 2, 0.5 or 1 on a float tensor; any on a quantised tensor (folded into its u8 table)",
+    ),
     node(
         "HardSigmoid",
         ew::unary,
@@ -257,7 +267,7 @@ static REGISTRY: &[Entry] = &[
         "float, over the last axis, one output",
     ),
     node("Softmax", norm::softmax, "float, over any axis (an inner one transposed to the last and back)"),
-    node("ReduceSum", norm::reduce_sum, "float, over one axis"),
+    node("ReduceSum", norm::reduce_sum, "float, over one axis or adjacent ones"),
     // Shapes and data movement.
     node("Constant", shape::constant, "a tensor `value`"),
     node(
