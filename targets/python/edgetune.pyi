@@ -7,7 +7,8 @@ A thin layer over the Rust library's ``edgetune::Session``. What an example ``x`
 - ``numpy.uint8`` array ``HxW``, ``HxWx1`` or ``HxWx3``: a grey or RGB image;
   ``HxWx4``: RGBA;
 - 1-D ``numpy.int16`` array: 16 kHz mono audio; 1-D ``numpy.float32``: the same in -1..1;
-- list or tuple of ``numpy.float32`` arrays: the plan's input tensors, already prepared.
+- list or tuple of ``numpy.float32`` arrays: the plan's input tensors, already prepared;
+- ``StreamExample``: what ``Session.listen`` made of a stream.
 """
 
 import os
@@ -20,8 +21,11 @@ __version__: str
 METHODS: List[str]
 """ncm, linear, moment, ladder, query, tail, bias, lora."""
 
+class StreamExample:
+    """An example made from a stream by ``Session.listen`` (its taps, computed once)."""
+
 Example = Union[str, "os.PathLike[str]", npt.NDArray[np.uint8], npt.NDArray[np.int16],
-                npt.NDArray[np.float32], Sequence[npt.NDArray[np.float32]]]
+                npt.NDArray[np.float32], Sequence[npt.NDArray[np.float32]], StreamExample]
 
 class EdgetuneError(ValueError):
     """Every error of the library; the message is the library's."""
@@ -46,6 +50,12 @@ class Session:
     @property
     def method(self) -> str: ...
     def set_seed(self, seed: int) -> None: ...
+    def listen(self, pcm: Union[npt.NDArray[np.int16], npt.NDArray[np.float32]]) -> List[StreamExample]:
+        """Streaming audio (plans compiled with ``preprocess="audio:oww:FRAMES:CONTEXT"``):
+        feeds 16 kHz samples (int16, or float32 in -1..1), any length, and returns the
+        examples completed, one every 80 ms once CONTEXT windows are in."""
+    def listen_reset(self) -> None:
+        """Forgets the stream being listened to."""
     def enrol(self, x: Example, label: str) -> None:
         """Runs x through the backbone and caches what the method reads, under label."""
     def fit(

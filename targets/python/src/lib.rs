@@ -78,6 +78,7 @@ enum Input {
     Rgba { px: Vec<u8>, w: usize, h: usize },
     Audio(Vec<f32>),
     Tensors(Vec<Vec<f32>>),
+    Example(Sample),
 }
 
 fn shape_str(s: &[usize]) -> String {
@@ -87,6 +88,9 @@ fn shape_str(s: &[usize]) -> String {
 
 /// Reads `x` (the module doc's table). `text_plan`: a `str` is text, not a path.
 fn read_input(x: &Bound<'_, PyAny>, text_plan: bool) -> PyResult<Input> {
+    if let Ok(e) = x.cast::<PyExample>() {
+        return Ok(Input::Example(e.get().x.clone()));
+    }
     if let Ok(s) = x.cast::<PyString>() {
         let s = s.to_cow()?.into_owned();
         return Ok(if text_plan {
@@ -200,7 +204,15 @@ fn sample(s: &mut et::Session, x: Input) -> et::Result<Sample> {
         Input::Rgba { px, w, h } => s.frame(&px, PixelFormat::Rgba, w, h, 0, 0),
         Input::Audio(v) => s.audio(&v),
         Input::Tensors(t) => s.tensors(t),
+        Input::Example(x) => Ok(x),
     }
+}
+
+/// An example a session made from a stream (`Session.listen`): `enrol`, `predict` and
+/// `scores` take it like any other input.
+#[pyclass(module = "edgetune", name = "StreamExample", frozen)]
+struct PyExample {
+    x: Sample,
 }
 
 /// A plan, its preprocessing, the enrolled examples' tap cache, a method and an adapter:
@@ -306,6 +318,27 @@ impl PySession {
     #[getter]
     fn method(&self) -> &'static str {
         self.lock().method().name()
+    }
+
+    /// Streaming audio (plans declared `audio:oww:FRAMES:CONTEXT`): feeds a 1-D int16 or
+    /// float32 (-1..1) array of 16 kHz samples, any length, and returns the examples it
+    /// completed (one every 80 ms once the context is full) as `StreamExample`s.
+    fn listen(&self, py: Python<'_>, pcm: &Bound<'_, PyAny>) -> PyResult<Vec<PyExample>> {
+        let v = match read_input(pcm, false)? {
+            Input::Audio(v) => v,
+            _ => {
+                return Err(bad(
+                    "listen takes a 1-D int16 or float32 numpy array of 16 kHz samples",
+                ))
+            }
+        };
+        let done = self.with(py, |s| s.listen(&v))?;
+        Ok(done.into_iter().map(|x| PyExample { x }).collect())
+    }
+
+    /// Forgets the stream being listened to.
+    fn listen_reset(&self) {
+        self.lock().listen_reset()
     }
 
     /// Seed of augmentation and of the fit's initialisation and batches.
@@ -680,6 +713,7 @@ fn eval<'py>(
 fn edgetune_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EdgetuneError", m.py().get_type::<EdgetuneError>())?;
     m.add_class::<PySession>()?;
+    m.add_class::<PyExample>()?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(eval, m)?)?;
     let methods: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();

@@ -259,6 +259,47 @@ def test_bad_input_raises_edgetune_error(plan, ncm, tmp_path):
     assert issubclass(EdgetuneError, ValueError)
 
 
+def test_listening_streams_examples_like_the_library(tmp_path):
+    """listen() on an audio:oww:76:4 plan: one example per 80 ms once 4 windows are in, the
+    same whatever the chunking; they enrol and predict like any input, and the same stream
+    fed again gives the same predictions."""
+    onnx = REPO / "models" / "oww_embedding_int8.onnx"
+    mel = REPO / "models" / "oww_melw.f32"
+    p = tmp_path / "oww4.etm"
+    edgetune.compile(onnx, p, preprocess="audio:oww:76:4", mel_filters=mel)
+    s = edgetune.Session(p, method="ncm")
+    rng = np.random.default_rng(1)
+    t = np.arange(40000) / 16000.0
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    noise = rng.normal(0, 0.1, 40000).astype(np.float32)
+    stream = np.concatenate([tone, noise])
+    chunked = []
+    for i in range(0, len(stream), 1280):
+        chunked += s.listen(stream[i:i + 1280])
+    s.listen_reset()
+    whole = s.listen(stream)
+    assert len(chunked) == len(whole) >= 40
+    assert all(isinstance(e, edgetune.StreamExample) for e in whole)
+    # Windows are 0.76 s; examples end every 80 ms from 0.76 + 3 * 0.08 s on.
+    half = len(whole) // 2
+    for i, e in enumerate(chunked):
+        s.enrol(e, "tone" if i < half - 8 else "noise" if i > half + 8 else "mixed")
+    s.fit()
+    a = [s.predict(e, top=1)[0][0] for e in chunked]
+    b = [s.predict(e, top=1)[0][0] for e in whole]
+    assert a == b
+    tone, noise = a[:half - 8], a[half + 9:]
+    assert tone.count("tone") >= 0.9 * len(tone), a
+    assert noise.count("noise") >= 0.9 * len(noise), a
+    np.testing.assert_array_equal(s.scores(chunked[3]), s.scores(whole[3]))
+    with pytest.raises(EdgetuneError, match="1-D int16 or float32"):
+        s.listen(np.zeros((2, 2), np.uint8))
+    bad = np.zeros(1280, np.float32)
+    bad[5] = np.inf
+    with pytest.raises(EdgetuneError, match="non-finite"):
+        s.listen(bad)
+
+
 def test_audio_plan_arrays(tmp_path):
     """An audio plan takes 1-D int16 or float32 arrays; NaN is refused."""
     onnx = REPO / "models" / "oww_embedding_int8.onnx"
