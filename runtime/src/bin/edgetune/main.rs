@@ -70,7 +70,8 @@ enum Cmd {
         check: bool,
         /// Quantise a float model to int8: activation ranges from running it on the
         /// inputs in DIR (images, read with the --preprocess image declaration, or .npy
-        /// tensors of the first input's shape), weights per channel.
+        /// tensors of the first input's shape), weights per channel. A model quantised
+        /// dynamically (onnxruntime's quantize_dynamic) is turned back into float first.
         #[arg(long, value_name = "DIR")]
         calibrate: Option<PathBuf>,
         /// How many files of the --calibrate folder to use (sorted by name).
