@@ -514,19 +514,31 @@ impl<'p, 'm> Executor<'p, 'm> {
                 outer,
                 len,
                 inner,
+            }
+            | Op::MaxF32 {
+                x,
+                y,
+                outer,
+                len,
+                inner,
             } => {
+                let max = matches!(op, Op::MaxF32 { .. });
+                let what = if max { "MaxF32" } else { "SumF32" };
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 let (xi, o) = (f32s(i[0]), f32s_mut(o));
                 let (outer, len, inner) = (outer as usize, len as usize, inner as usize);
                 let n = checked(&[outer, len, inner])?;
-                shape_need("SumF32", n, xi.len())?;
-                shape_need("SumF32", outer * inner, o.len())?;
+                shape_need(what, n, xi.len())?;
+                shape_need(what, outer * inner, o.len())?;
                 for a in 0..outer {
                     let d = &mut o[a * inner..][..inner];
-                    d.fill(0.0);
+                    d.fill(if max { f32::NEG_INFINITY } else { 0.0 });
                     for l in 0..len {
-                        for (dv, &v) in d.iter_mut().zip(&xi[(a * len + l) * inner..][..inner]) {
-                            *dv += v;
+                        let row = &xi[(a * len + l) * inner..][..inner];
+                        if max {
+                            d.iter_mut().zip(row).for_each(|(dv, &v)| *dv = dv.max(v));
+                        } else {
+                            d.iter_mut().zip(row).for_each(|(dv, &v)| *dv += v);
                         }
                     }
                 }
@@ -565,7 +577,11 @@ impl<'p, 'm> Executor<'p, 'm> {
             }
             Op::TransposeF32 { x, y, dims, perm } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                transpose(f32s(i[0]), dims, perm, f32s_mut(o))?;
+                if tt(y).dtype == crate::plan::DType::F32 {
+                    transpose(f32s(i[0]), dims, perm, f32s_mut(o))?;
+                } else {
+                    transpose(i[0], dims, perm, o)?;
+                }
             }
             Op::MatMulF32 {
                 a,
@@ -742,11 +758,18 @@ impl<'p, 'm> Executor<'p, 'm> {
                 fill,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let f32s_ = tt(y).dtype == crate::plan::DType::F32;
+                let elem = if f32s_ { 4 } else { 1 };
                 let [h, w, c, sh, sw] = [h, w, c, sh, sw].map(|v| v as usize);
+                let c = c * elem;
                 let ow = (w - 1) * sw + 1;
                 shape_need("Dilate", checked(&[h, w, c])?, i[0].len())?;
                 shape_need("Dilate", checked(&[(h - 1) * sh + 1, ow, c])?, o.len())?;
-                o.fill(fill as u8);
+                if f32s_ {
+                    f32s_mut(o).fill(f32::from_bits(fill));
+                } else {
+                    o.fill(fill as u8);
+                }
                 for yy in 0..h {
                     for xx in 0..w {
                         let src = (yy * w + xx) * c;
@@ -785,6 +808,25 @@ impl<'p, 'm> Executor<'p, 'm> {
                         }
                     }
                 }
+            }
+            Op::ResizeLinearF32 {
+                x,
+                y,
+                outer,
+                h,
+                w,
+                oh,
+                ow,
+                ct,
+                sh,
+                sw,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let [outer, h, w, oh, ow] = [outer, h, w, oh, ow].map(|v| v as usize);
+                let (xi, o) = (f32s(i[0]), f32s_mut(o));
+                shape_need("ResizeLinearF32", checked(&[outer, h, w])?, xi.len())?;
+                shape_need("ResizeLinearF32", checked(&[outer, oh, ow])?, o.len())?;
+                resize_linear(xi, o, outer, [h, w], [oh, ow], ct, [sh, sw]);
             }
             Op::Pad {
                 x,
@@ -944,6 +986,8 @@ fn binary(
         BinOp::Sub => binary_rows(|x, z| x - z, d, (a, sa), (b, sb), y),
         BinOp::Mul => binary_rows(|x, z| x * z, d, (a, sa), (b, sb), y),
         BinOp::Div => binary_rows(|x, z| x / z, d, (a, sa), (b, sb), y),
+        BinOp::Max => binary_rows(f32::max, d, (a, sa), (b, sb), y),
+        BinOp::Min => binary_rows(f32::min, d, (a, sa), (b, sb), y),
     }
     Ok(())
 }
@@ -1004,8 +1048,55 @@ fn binary_rows<F: Fn(f32, f32) -> f32 + Copy>(
     }
 }
 
+/// Source index pairs and the weight of the second along one axis of a linear resize
+/// (ONNX Resize's coordinate transforms; the source coordinate clamped to the input).
+fn linear_tap(o: usize, len: usize, out: usize, ct: u32, scale: f32) -> (usize, usize, f32) {
+    let of = o as f32;
+    let src = match ct {
+        1 if out <= 1 => 0.0,
+        0 | 1 => (of + 0.5) / scale - 0.5,
+        // The resized length is len · scale, unrounded (ONNX's reference).
+        2 if len as f32 * scale <= 1.0 => 0.0,
+        2 => of * (len as f32 - 1.0) / (len as f32 * scale - 1.0),
+        _ => of / scale,
+    };
+    let last = len.saturating_sub(1);
+    let src = src.clamp(0.0, last as f32);
+    let a = (src as usize).min(last);
+    (a, (a + 1).min(last), src - a as f32)
+}
+
+/// Bilinear resize of `outer` planes `[h, w]` to `[oh, ow]`.
+fn resize_linear(
+    x: &[f32],
+    y: &mut [f32],
+    outer: usize,
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    ct: u32,
+    [sh, sw]: [f32; 2],
+) {
+    if h == 0 || w == 0 {
+        y.fill(0.0);
+        return;
+    }
+    for p in 0..outer {
+        let plane = &x[p * h * w..][..h * w];
+        for r in 0..oh {
+            let (y0, y1, fy) = linear_tap(r, h, oh, ct, sh);
+            let row = &mut y[(p * oh + r) * ow..][..ow];
+            for (c, d) in row.iter_mut().enumerate() {
+                let (x0, x1, fx) = linear_tap(c, w, ow, ct, sw);
+                let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+                let bot = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+                *d = top * (1.0 - fy) + bot * fy;
+            }
+        }
+    }
+}
+
 /// `y = x.transpose(perm)`; `dims` is x's 4-D shape.
-fn transpose(x: &[f32], dims: [u32; 4], perm: [u8; 4], y: &mut [f32]) -> Result<()> {
+fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Result<()> {
     let d = dims.map(|v| v as usize);
     let n = checked(&d)?;
     let mut seen = [false; 4];

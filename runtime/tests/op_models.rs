@@ -20,18 +20,7 @@ fn dir() -> PathBuf {
 /// Every model of the folder, run on every input: the worst difference to onnxruntime in
 /// output steps (the output's range over 255, the step of its u8 quantisation).
 /// Generated models that do not import yet, with the reason.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "deconv_qop",
-        "onnxruntime's QOperator form leaves ConvTranspose (and the Relu after it) in float, \
-         and edgetune has no float convolution",
-    ),
-    (
-        "tokens_qop",
-        "onnxruntime's QOperator form reshapes the u8 feature map into tokens, and edgetune \
-         reshapes u8 maps only by flattening 1x1 ones (the QDQ forms reshape in float)",
-    ),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[];
 
 #[test]
 fn quantised_blocks_match_onnxruntime() {

@@ -22,11 +22,8 @@ pub(super) fn conv(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// weights flipped in space and with input and output channels exchanged.
 pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = lw.graph.node[idx].clone();
-    if lw.fact(&n, 0).is_some() {
-        return Err(lw.unsupported(
-            &n,
-            "a float transposed convolution (only int8 ones lower): quantise the model with --calibrate DIR",
-        ));
+    if let Some(x) = lw.fact(&n, 0) {
+        return conv_transpose_float(lw, &n, x);
     }
     let x = lw.deq(&n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
@@ -220,14 +217,304 @@ pub(super) fn average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     conv_node(lw, &conv)
 }
 
-fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
-    // A Pad before the convolution adds to its padding.
-    if lw.fact(n, 0).is_some() {
+/// Conv of a float tensor (1-D `[1, C, L]` or 2-D `[1, C, H, W]`) by constant weights:
+/// NCHW to NHWC, im2col and the f32 GEMM (grouped convolutions as dense ones with zeros
+/// between groups), back to NCHW. The spectrogram front ends of audio models are such
+/// convolutions (an STFT as a strided 1-D convolution).
+fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
+    let xs = lw.fshape(x);
+    let one_d = xs.len() == 3;
+    if !(xs.len() == 3 || xs.len() == 4) || xs[0] != 1 {
         return Err(lw.unsupported(
             n,
-            "a float convolution (only int8 ones lower): quantise the model with --calibrate DIR",
+            "float convolution input must be (1, C, L) or (1, C, H, W)",
         ));
     }
+    let (ic, h, w) = if one_d {
+        (xs[1], 1, xs[2])
+    } else {
+        (xs[1], xs[2], xs[3])
+    };
+    let wd = lw
+        .shape_of(&n.input[1])
+        .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
+    let wf = lw.floats(n, 1)?;
+    if wd.len() != xs.len() || wf.len() != wd.iter().product::<usize>() {
+        return Err(lw.unsupported(n, "weights must be OIHW (OIL for 1-D) constants"));
+    }
+    let (oc, icg, kh, kw) = if one_d {
+        (wd[0], wd[1], 1, wd[2])
+    } else {
+        (wd[0], wd[1], wd[2], wd[3])
+    };
+    let groups = attr_i(n, "group", 1) as usize;
+    let two = |v: Option<Vec<i64>>, one: i64| -> Vec<i64> {
+        match v {
+            Some(v) if one_d && v.len() == 1 => vec![one, v[0]],
+            Some(v) => v,
+            None => vec![one, one],
+        }
+    };
+    let strides = two(attr_ints(n, "strides"), 1);
+    let dil = two(attr_ints(n, "dilations"), 1);
+    let pads = match attr_ints(n, "pads") {
+        Some(p) if one_d && p.len() == 2 => vec![0, p[0], 0, p[1]],
+        _ => pads_of(lw, n, [h, w], [kh, kw], &strides, &dil)?,
+    };
+    if pads.len() != 4
+        || strides.len() != 2
+        || dil.len() != 2
+        || groups == 0
+        || icg * groups != ic
+        || oc % groups != 0
+        || pads.iter().chain(&strides).chain(&dil).any(|&v| v < 0)
+        || strides.iter().chain(&dil).any(|&v| v == 0)
+    {
+        return Err(lw.unsupported(n, "convolution attributes do not match the input"));
+    }
+    let geom = ConvGeom {
+        h,
+        w,
+        ic,
+        oc,
+        kh,
+        kw,
+        stride_h: strides[0] as usize,
+        stride_w: strides[1] as usize,
+        dil_h: dil[0] as usize,
+        dil_w: dil[1] as usize,
+        pad_top: pads[0] as usize,
+        pad_left: pads[1] as usize,
+        pad_bottom: pads[2] as usize,
+        pad_right: pads[3] as usize,
+        groups,
+    };
+    let bias = float_bias(lw, n, oc)?;
+    // NHWC in: a copy only when channels and positions both exceed one.
+    let xin = if ic > 1 && h * w > 1 {
+        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![1, h, w, ic]);
+        lw.b.ops.push(Op::TransposeF32 {
+            x,
+            y: t,
+            dims: [1, ic as u32, (h * w) as u32, 1],
+            perm: [0, 2, 1, 3],
+        });
+        t
+    } else {
+        x
+    };
+    conv_float_nhwc(lw, n, xin, geom, &wf, icg, &bias, one_d)
+}
+
+/// The float bias of a convolution (input 2), or none.
+fn float_bias(lw: &Lowering<'_>, n: &pb::NodeProto, oc: usize) -> Result<Vec<f32>> {
+    if n.input.len() > 2 && !n.input[2].is_empty() {
+        let b = lw.floats(n, 2)?;
+        if b.len() != oc {
+            return Err(lw.unsupported(n, "bias length differs from the output channels"));
+        }
+        Ok(b)
+    } else {
+        Ok(vec![])
+    }
+}
+
+/// The float convolution of `geom` over the NHWC tensor `x` by OIHW weights `wf` (`icg`
+/// input channels per group) into n's output, NCHW (`[1, C, L]` when `one_d`).
+#[allow(clippy::too_many_arguments)]
+fn conv_float_nhwc(
+    lw: &mut Lowering<'_>,
+    n: &pb::NodeProto,
+    x: u32,
+    geom: ConvGeom,
+    wf: &[f32],
+    icg: usize,
+    bias: &[f32],
+    one_d: bool,
+) -> Result<()> {
+    let ConvGeom {
+        h,
+        w,
+        ic,
+        oc,
+        kh,
+        kw,
+        groups,
+        ..
+    } = geom;
+    let geom = ConvGeom { groups: 1, ..geom };
+    if geom.stride_h == 0
+        || geom.stride_w == 0
+        || h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
+        || w + geom.pad_left + geom.pad_right < geom.dil_w * (kw - 1) + 1
+    {
+        return Err(lw.unsupported(n, "kernel larger than the padded input"));
+    }
+    // B[(ky, kx, i)][o], zero where i and o are in different groups.
+    let k = kh * kw * ic;
+    let ocg = oc / groups;
+    let mut b = vec![0f32; k * oc];
+    for o in 0..oc {
+        let g = o / ocg;
+        for i in g * icg..(g + 1) * icg {
+            for t in 0..kh * kw {
+                b[(t * ic + i) * oc + o] = wf[((o * icg + (i - g * icg)) * kh * kw) + t];
+            }
+        }
+    }
+    let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, oc)];
+    edgetune_kernels::pack::pack_f32(&b, k, oc, &mut packed);
+    let (oh, ow) = (geom.oh(), geom.ow());
+    let out_shape = if one_d {
+        vec![1, oc, ow]
+    } else {
+        vec![1, oc, oh, ow]
+    };
+    let direct = oc == 1 || oh * ow == 1;
+    let y = if direct {
+        lw.new_f32(&n.output[0], out_shape.clone())
+    } else {
+        lw.new_f32(&format!("{}#nhwc_out", n.name), vec![1, oh, ow, oc])
+    };
+    let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
+    let scratch =
+        (scratch_len > 0).then(|| lw.new_f32(&format!("{}#im2col", n.name), vec![scratch_len]));
+    let (w, bias) = (lw.b.push(&packed), lw.b.push(bias));
+    lw.b.ops.push(Op::ConvF32 {
+        x,
+        y,
+        scratch,
+        geom,
+        w,
+        bias,
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    });
+    let y = if direct {
+        y
+    } else {
+        let t = lw.new_f32(&n.output[0], out_shape);
+        lw.b.ops.push(Op::TransposeF32 {
+            x: y,
+            y: t,
+            dims: [1, (oh * ow) as u32, oc as u32, 1],
+            perm: [0, 2, 1, 3],
+        });
+        t
+    };
+    lw.out_f32(n, y);
+    Ok(())
+}
+
+/// ConvTranspose of a float `[1, C, H, W]` tensor, group 1: the input to NHWC, zeros
+/// inserted for the stride, the convolution with the weights flipped in space and the
+/// channel axes exchanged (as for int8 maps).
+fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
+    let xs = lw.fshape(x);
+    if xs.len() != 4 || xs[0] != 1 {
+        return Err(lw.unsupported(n, "float transposed convolution input must be (1, C, H, W)"));
+    }
+    let (c, h, w) = (xs[1], xs[2], xs[3]);
+    let wd = lw
+        .shape_of(&n.input[1])
+        .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
+    let wf = lw.floats(n, 1)?;
+    if wd.len() != 4 || wf.len() != wd.iter().product::<usize>() {
+        return Err(lw.unsupported(n, "weights must be [C_in, C_out, kH, kW] constants"));
+    }
+    let (ci, co, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let auto = attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET");
+    if attr_i(n, "group", 1) != 1 || auto || attr(n, "output_shape").is_some() {
+        return Err(lw.unsupported(n, "group, auto_pad or output_shape"));
+    }
+    if ci != c || h == 0 || w == 0 || kh == 0 || kw == 0 {
+        return Err(lw.unsupported(n, "weights do not match the input, or an empty axis"));
+    }
+    let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
+    let dil = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+    let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
+    let out_pad = attr_ints(n, "output_padding").unwrap_or(vec![0, 0]);
+    let ok = |v: &[i64], len: usize, lo: i64| {
+        v.len() == len && v.iter().all(|&a| (lo..=1 << 12).contains(&a))
+    };
+    if !ok(&strides, 2, 1) || !ok(&dil, 2, 1) || !ok(&pads, 4, 0) || !ok(&out_pad, 2, 0) {
+        return Err(lw.unsupported(n, "transposed convolution attributes"));
+    }
+    let (sh, sw) = (strides[0] as usize, strides[1] as usize);
+    let reach = [dil[0] * (kh as i64 - 1), dil[1] * (kw as i64 - 1)];
+    let conv_pads = [
+        reach[0] - pads[0],
+        reach[1] - pads[1],
+        reach[0] - pads[2] + out_pad[0],
+        reach[1] - pads[3] + out_pad[1],
+    ];
+    if conv_pads.iter().any(|&p| p < 0) {
+        return Err(lw.unsupported(n, "pads larger than the kernel's reach"));
+    }
+    let mut xin = x;
+    if c > 1 && h * w > 1 {
+        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![1, h, w, c]);
+        lw.b.ops.push(Op::TransposeF32 {
+            x,
+            y: t,
+            dims: [1, c as u32, (h * w) as u32, 1],
+            perm: [0, 2, 1, 3],
+        });
+        xin = t;
+    }
+    let (dh, dw) = ((h - 1) * sh + 1, (w - 1) * sw + 1);
+    if sh > 1 || sw > 1 {
+        let t = lw.new_f32(&format!("{}#dilated", n.name), vec![1, dh, dw, c]);
+        lw.b.ops.push(Op::Dilate {
+            x: xin,
+            y: t,
+            h: h as u32,
+            w: w as u32,
+            c: c as u32,
+            sh: sh as u32,
+            sw: sw as u32,
+            fill: 0f32.to_bits(),
+        });
+        xin = t;
+    }
+    // [C_in, C_out, kH, kW] → [C_out, C_in, kH, kW], flipped in space.
+    let mut f = vec![0f32; wf.len()];
+    for i in 0..ci {
+        for o in 0..co {
+            for y in 0..kh {
+                for xx in 0..kw {
+                    f[((o * ci + i) * kh + y) * kw + xx] =
+                        wf[((i * co + o) * kh + (kh - 1 - y)) * kw + (kw - 1 - xx)];
+                }
+            }
+        }
+    }
+    let geom = ConvGeom {
+        h: dh,
+        w: dw,
+        ic: c,
+        oc: co,
+        kh,
+        kw,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: dil[0] as usize,
+        dil_w: dil[1] as usize,
+        pad_top: conv_pads[0] as usize,
+        pad_left: conv_pads[1] as usize,
+        pad_bottom: conv_pads[2] as usize,
+        pad_right: conv_pads[3] as usize,
+        groups: 1,
+    };
+    let bias = float_bias(lw, n, co)?;
+    conv_float_nhwc(lw, n, xin, geom, &f, ci, &bias, false)
+}
+
+fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
+    if let Some(x) = lw.fact(n, 0) {
+        return conv_float(lw, n, x);
+    }
+    // A Pad before the convolution adds to its padding.
     let (x, extra) = match lw.val(n, 0)? {
         Val::Padded { t, pads, deq: true } => (*t, *pads),
         _ => (lw.deq(n, 0)?, [0; 4]),
@@ -518,6 +805,40 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// follows (onnxruntime's QOperator form leaves the pooled vector in float), in float.
 pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if let Some(x) = lw.fact(n, 0) {
+        // A float NCHW tensor: the mean over its spatial axes.
+        let s = lw.fshape(x);
+        if s.len() < 3 {
+            return Err(lw.unsupported(n, "needs a (N, C, spatial...) input"));
+        }
+        let (outer, len) = (
+            s[..2].iter().product::<usize>(),
+            s[2..].iter().product::<usize>(),
+        );
+        let mut out = s.clone();
+        out[2..].iter_mut().for_each(|d| *d = 1);
+        let sum = lw.new_f32(&format!("{}#sum", n.output[0]), out.clone());
+        lw.b.ops.push(Op::SumF32 {
+            x,
+            y: sum,
+            outer: outer as u32,
+            len: len as u32,
+            inner: 1,
+        });
+        let y = lw.new_f32(&n.output[0], out);
+        let k = lw.b.push(&[1.0 / len.max(1) as f32]);
+        lw.b.ops.push(Op::BinF32 {
+            a: crate::plan::Src::T(sum),
+            b: crate::plan::Src::C(k),
+            y,
+            f: crate::plan::BinOp::Mul,
+            dims: [1, 1, 1, outer as u32],
+            sa: [0, 0, 0, 1],
+            sb: [0; 4],
+        });
+        lw.out_f32(n, y);
+        return Ok(());
+    }
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
     if xi.shape.len() != 4 || xi.shape[0] != 1 {
@@ -577,7 +898,7 @@ pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<(
 /// global average pooling that torch's dynamo exporter writes (and onnxruntime's
 /// quantiser leaves in float between DequantizeLinear and QuantizeLinear).
 pub(super) fn reduce_mean(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if super::norm::reduce_float(lw, idx, true)? {
+    if super::norm::reduce_float(lw, idx, super::norm::Reduce::Mean)? {
         return Ok(());
     }
     let n = &lw.graph.node[idx];

@@ -50,6 +50,8 @@ fn binary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         "Add" => BinOp::Add,
         "Sub" => BinOp::Sub,
         "Mul" => BinOp::Mul,
+        "Max" => BinOp::Max,
+        "Min" => BinOp::Min,
         _ => BinOp::Div,
     };
     let y = lw.new_f32(&n.output[0], out.clone());
@@ -328,6 +330,41 @@ fn clip_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let n = &lw.graph.node[idx];
     let x0 = lw.fact(n, 0);
     let Some(x) = x0 else { return Ok(false) };
+    let given = |i: usize| n.input.len() > i && !n.input[i].is_empty();
+    if (1..3).any(|i| given(i) && lw.fact(n, i).is_some()) {
+        // Bounds computed at run time: Max by the lower, Min by the upper.
+        let mut cur = x;
+        for (i, f) in [(1, BinOp::Max), (2, BinOp::Min)] {
+            if !given(i) {
+                continue;
+            }
+            let n = &lw.graph.node[idx];
+            let (b, bs) = lw.operand(n, i)?;
+            let xs = lw.fshape(cur);
+            if broadcast(&xs, &bs).as_ref() != Some(&xs) {
+                return Err(lw.unsupported(n, "bounds must broadcast to the input"));
+            }
+            let name = if i == 2 || !given(2) {
+                n.output[0].clone()
+            } else {
+                format!("{}#lo", n.output[0])
+            };
+            let y = lw.new_f32(&name, xs.clone());
+            lw.b.ops.push(Op::BinF32 {
+                a: crate::plan::Src::T(cur),
+                b,
+                y,
+                f,
+                dims: pad4(&xs).map(|v| v as u32),
+                sa: strides4(&xs, &xs),
+                sb: strides4(&bs, &xs),
+            });
+            cur = y;
+        }
+        let n = &lw.graph.node[idx];
+        lw.out_f32(n, cur);
+        return Ok(true);
+    }
     let bound = |s: &Lowering<'_>, i: usize, d: f32| -> Result<f32> {
         if n.input.len() > i && !n.input[i].is_empty() {
             match s.constant(n, i)?.f32s().as_deref() {
@@ -346,6 +383,18 @@ fn clip_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     lw.b.ops.push(Op::ClampF32 { x, y, lo, hi });
     lw.out_f32(n, y);
     Ok(true)
+}
+
+/// Max and Min: of two float tensors (broadcasting), or of a quantised tensor and a
+/// scalar constant (folded into its table).
+pub(super) fn max_min(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    if n.input.len() == 2 && (lw.fact(n, 0).is_some() || lw.fact(n, 1).is_some()) {
+        if binary_float(lw, idx)? {
+            return Ok(());
+        }
+    }
+    table(lw, idx)
 }
 
 /// Clip of a float tensor by constant bounds, or folded into a quantised tensor's table.

@@ -104,8 +104,9 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 fn matmul_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let n = &lw.graph.node[idx];
     let x0 = lw.fact(n, 0);
-    let (Some(a), Some(b)) = (x0, lw.fact(n, 1)) else {
-        return Ok(false);
+    let Some(a) = x0 else { return Ok(false) };
+    let Some(b) = lw.fact(n, 1) else {
+        return matmul_float_by_constant(lw, idx, a);
     };
     let (sa, sb) = (lw.fshape(a), lw.fshape(b));
     if sa.len() < 2 || sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
@@ -131,6 +132,62 @@ fn matmul_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         m: m as u32,
         k: k as u32,
         n: nn as u32,
+    });
+    lw.out_f32(n, y);
+    Ok(true)
+}
+
+/// A float `[..., M, K]` tensor by constant `[K, N]` weights (plain or dequantised): every
+/// row through the f32 GEMM with the weights packed at compile time (a 1×1 convolution).
+fn matmul_float_by_constant(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let Some(wd) = lw.shape_of(&n.input[1]) else {
+        return Ok(false);
+    };
+    let Ok(w) = lw.floats(n, 1) else {
+        return Ok(false);
+    };
+    let sa = lw.fshape(a);
+    if wd.len() != 2 || sa.is_empty() || sa[sa.len() - 1] != wd[0] {
+        return Err(lw.unsupported(
+            n,
+            "constant weights must be [K, N] with K the input's last axis",
+        ));
+    }
+    let (k, nn) = (wd[0], wd[1]);
+    let rows: usize = sa[..sa.len() - 1].iter().product();
+    let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, nn)];
+    edgetune_kernels::pack::pack_f32(&w, k, nn, &mut packed);
+    let mut out = sa.clone();
+    *out.last_mut().unwrap_or(&mut 0) = nn;
+    let y = lw.new_f32(&n.output[0], out);
+    let geom = edgetune_kernels::reference::ConvGeom {
+        h: 1,
+        w: rows,
+        ic: k,
+        oc: nn,
+        kh: 1,
+        kw: 1,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: 0,
+        pad_left: 0,
+        pad_bottom: 0,
+        pad_right: 0,
+        groups: 1,
+    };
+    let (w, bias) = (lw.b.push(&packed), lw.b.push::<f32>(&[]));
+    lw.b.ops.push(Op::ConvF32 {
+        x: a,
+        y,
+        scratch: None,
+        geom,
+        w,
+        bias,
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
     });
     lw.out_f32(n, y);
     Ok(true)

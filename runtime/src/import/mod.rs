@@ -49,6 +49,11 @@ pub struct ImportOptions {
     pub taps: Taps,
     /// Extra metadata stored in the plan (preprocessing, source).
     pub meta: Vec<(String, String)>,
+    /// Graph inputs fixed to a value at compile time, by name: `(name, values)`, in the
+    /// input's shape (its declared or `inputs` shape; one value for a scalar). A sample
+    /// rate, a mode flag, or weights a graph takes as inputs become constants, fold, and
+    /// leave the plan's inputs.
+    pub constants: Vec<(String, Vec<f32>)>,
 }
 
 /// A standalone serialised TensorProto (the ONNX test data's `input_0.pb`) as f32 values
@@ -205,6 +210,43 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
         for inp in &n.input {
             lw.consumers.entry(inp.clone()).or_default().push(i);
         }
+    }
+    for (name, values) in &opts.constants {
+        let Some(vi) = graph.input.iter().find(|vi| &vi.name == name) else {
+            return Err(Error::Invalid {
+                what: format!(
+                    "constant for '{name}', which is not an input of the model (inputs: {:?})",
+                    graph
+                        .input
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            });
+        };
+        let dims = match opts.inputs.iter().find(|(n, _)| n == name) {
+            Some((_, s)) => s.clone(),
+            None => value_info_shape(vi).unwrap_or_else(|_| vec![values.len()]),
+        };
+        if dims.iter().product::<usize>() != values.len() || values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::ShapeMismatch {
+                op: format!("constant for input '{name}'"),
+                expected: dims,
+                got: vec![values.len()],
+            });
+        }
+        use pb::type_proto::Value as TV;
+        let elem = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(TV::TensorType(t)) => t.elem_type,
+            _ => 1,
+        };
+        let data = if matches!(elem, 1 | 10 | 11 | 16) {
+            value::Data::F32(values.clone())
+        } else {
+            value::Data::I64(values.iter().map(|&v| v.round() as i64).collect())
+        };
+        lw.vals
+            .insert(name.clone(), Val::Const(value::Const { dims, data }));
     }
     let mut inputs = vec![];
     for vi in &graph.input {

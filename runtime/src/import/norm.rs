@@ -116,7 +116,15 @@ pub(super) fn softmax(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 
 /// ReduceSum, or with `mean` ReduceMean, of a row-major f32 tensor over one axis or
 /// several adjacent ones; false when the input is not such a tensor.
-pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, mean: bool) -> Result<bool> {
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Reduce {
+    Sum,
+    Mean,
+    Max,
+}
+
+pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, how: Reduce) -> Result<bool> {
+    let mean = how == Reduce::Mean;
     let n = &lw.graph.node[idx];
     let x0 = lw.fact(n, 0);
     let Some(x) = x0 else { return Ok(false) };
@@ -131,6 +139,13 @@ pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, mean: bool) -> Res
         .iter()
         .map(|&a| if a < 0 { a + r } else { a })
         .collect();
+    if ax.is_empty() {
+        // No axes: all of them, unless noop_with_empty_axes asks for the identity.
+        if attr_i(n, "noop_with_empty_axes", 0) != 0 {
+            return Err(lw.unsupported(n, "noop_with_empty_axes"));
+        }
+        ax = (0..r).collect();
+    }
     ax.sort_unstable();
     ax.dedup();
     if ax.is_empty() || ax.iter().any(|a| !(0..r).contains(a)) {
@@ -157,12 +172,23 @@ pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, mean: bool) -> Res
         n.output[0].clone()
     };
     let sum = lw.new_f32(&name, out.clone());
-    lw.b.ops.push(Op::SumF32 {
-        x,
-        y: sum,
-        outer: outer as u32,
-        len: len as u32,
-        inner: inner as u32,
+    let (outer, len32, inner) = (outer as u32, len as u32, inner as u32);
+    lw.b.ops.push(if how == Reduce::Max {
+        Op::MaxF32 {
+            x,
+            y: sum,
+            outer,
+            len: len32,
+            inner,
+        }
+    } else {
+        Op::SumF32 {
+            x,
+            y: sum,
+            outer,
+            len: len32,
+            inner,
+        }
     });
     let y = if mean {
         let n = &lw.graph.node[idx];
@@ -186,8 +212,16 @@ pub(super) fn reduce_float(lw: &mut Lowering<'_>, idx: usize, mean: bool) -> Res
     Ok(true)
 }
 
+pub(super) fn reduce_max(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    if reduce_float(lw, idx, Reduce::Max)? {
+        Ok(())
+    } else {
+        Err(lw.no_form(idx))
+    }
+}
+
 pub(super) fn reduce_sum(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if reduce_float(lw, idx, false)? {
+    if reduce_float(lw, idx, Reduce::Sum)? {
         Ok(())
     } else {
         Err(lw.no_form(idx))

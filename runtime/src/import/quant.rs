@@ -257,7 +257,7 @@ pub(super) fn matmul_integer(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 }
 
 /// QOperator form → QDQ form: each `QLinearConv` becomes DequantizeLinear (input,
-/// weights, bias) → Conv → QuantizeLinear and each `QLinearMatMul` DequantizeLinear → Gemm
+/// weights, bias) → Conv → QuantizeLinear and each `QLinearMatMul` DequantizeLinear → MatMul
 /// → QuantizeLinear, so both lower through the same int8 kernels as QDQ models. The bias
 /// scale (`x_scale · w_scale[c]`) is computed here, so scales must be initializers.
 ///
@@ -302,9 +302,11 @@ pub(super) fn qlinear(
         vec![i(3), i(4), i(5)],
         format!("{p}/w"),
     );
+    // Per-channel weights: QLinearConv's on the output axis 0, QLinearMatMul's on B's
+    // last axis (the columns).
     dq_w.attribute.push(pb::AttributeProto {
         name: "axis".into(),
-        i: 0,
+        i: if conv { 0 } else { -1 },
         r#type: pb::attribute_proto::AttributeType::Int as i32,
         ..Default::default()
     });
@@ -340,7 +342,7 @@ pub(super) fn qlinear(
         core_in.push(format!("{p}/b"));
     }
     let mut core = node(
-        if conv { "Conv" } else { "Gemm" },
+        if conv { "Conv" } else { "MatMul" },
         n.name.clone(),
         core_in,
         format!("{p}/y"),

@@ -95,7 +95,7 @@ static REGISTRY: &[Entry] = &[
     rewrite(
         "QLinearMatMul",
         quant::qlinear,
-        "rewritten to DequantizeLinear → Gemm → QuantizeLinear",
+        "rewritten to DequantizeLinear → MatMul → QuantizeLinear; per-channel weights on B's last axis",
     ),
     ms("QLinearAdd", "rewritten to DequantizeLinear → Add → QuantizeLinear"),
     ms("QLinearMul", "rewritten to DequantizeLinear → Mul → QuantizeLinear"),
@@ -238,7 +238,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Clip",
         ew::clip,
-        "float with scalar constant bounds; a quantised tensor (folded into its u8 table)",
+        "float with constant or run-time bounds; a quantised tensor (folded into its u8 table)",
     ),
     node(
         "LeakyRelu",
@@ -247,13 +247,13 @@ static REGISTRY: &[Entry] = &[
     ),
     node(
         "Max",
-        ew::table,
-        "a quantised tensor and a scalar constant (folded into its u8 table)",
+        ew::max_min,
+        "two float tensors (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
     ),
     node(
         "Min",
-        ew::table,
-        "a quantised tensor and a scalar constant (folded into its u8 table)",
+        ew::max_min,
+        "two float tensors (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
     ),
     node(
         "BatchNormalization",
@@ -267,7 +267,8 @@ static REGISTRY: &[Entry] = &[
         "float, over the last axis, one output",
     ),
     node("Softmax", norm::softmax, "float, over any axis (an inner one transposed to the last and back)"),
-    node("ReduceSum", norm::reduce_sum, "float, over one axis or adjacent ones"),
+    node("ReduceSum", norm::reduce_sum, "float, over one axis, adjacent ones or all"),
+    node("ReduceMax", norm::reduce_max, "float, over one axis, adjacent ones or all"),
     // Shapes and data movement.
     node("Constant", shape::constant, "a tensor `value`"),
     node(
@@ -314,7 +315,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Resize",
         shape::resize,
-        "nearest, whole factors on the spatial axes of a 4-D quantised or float tensor (scales or sizes constant)",
+        "nearest, whole factors on the spatial axes of a 4-D quantised or float tensor; linear (bilinear), any factor, over the last two axes of a float tensor (a quantised one in float); scales or sizes constant",
     ),
     node(
         "Split",

@@ -90,7 +90,7 @@ fn reshape_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     Ok(true)
 }
 
-/// Reshape or Flatten of a quantised tensor where NHWC and NCHW bytes agree.
+/// Reshape, Flatten, Squeeze or Unsqueeze of a quantised tensor whose bytes stay put.
 fn flatten_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     let v = lw.val(n, 0)?.clone();
@@ -98,26 +98,61 @@ fn flatten_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         Val::Deq(t) | Val::Act(t) => t,
         _ => return Err(lw.unsupported(n, "constant input")),
     };
-    let s = lw.b.tensors[t as usize].shape.clone();
-    // A 1×1 spatial map has the same bytes in NHWC and NCHW: flattening is free.
-    if !(s.len() == 4 && s[1] == 1 && s[2] == 1) && s.len() != 2 {
-        return Err(lw.unsupported(n, "only flattening of 1×1 feature maps"));
+    let ti = lw.b.tensors[t as usize].clone();
+    let s = &ti.shape;
+    let out = lw.reshaped(n, &ti.logical_shape())?;
+    if ti.nhwc && s.len() == 4 {
+        // A 1×1 spatial map has the same bytes in NHWC and NCHW: flattening is free.
+        if s[1] == 1 && s[2] == 1 && out.len() <= 2 {
+            lw.vals.insert(n.output[0].clone(), v);
+            return Ok(());
+        }
+        // The codes move to NCHW order (a u8 transpose) under the new shape.
+        let form = if matches!(v, Val::Deq(_)) { 0 } else { 1 };
+        let q = crate::plan::Q8 {
+            scale: ti.scale,
+            zero: ti.zero,
+        };
+        let y = lw.b.tensor(&n.output[0], ti.dtype, out, false, Some(q));
+        lw.b.ops.push(Op::TransposeF32 {
+            x: t,
+            y,
+            dims: [1, (s[1] * s[2]) as u32, s[3] as u32, 1],
+            perm: [0, 2, 1, 3],
+        });
+        let v = lw.moved_value(&n.output[0], y, form);
+        lw.vals.insert(n.output[0].clone(), v);
+        return Ok(());
     }
+    if &out == s {
+        lw.vals.insert(n.output[0].clone(), v);
+        return Ok(());
+    }
+    // Row-major codes: the bytes stay where they are; one copy under the new shape.
+    let form = if matches!(v, Val::Deq(_)) { 0 } else { 1 };
+    let y = lw.moved_tensor(&n.output[0], &ti, out, form);
+    let len = s.iter().product::<usize>() as u32;
+    lw.b.ops.push(Op::Slice {
+        x: t,
+        y,
+        outer: 1,
+        inner: len,
+        off: 0,
+        len,
+    });
+    let v = lw.moved_value(&n.output[0], y, form);
     lw.vals.insert(n.output[0].clone(), v);
     Ok(())
 }
 
 /// Reshape, Flatten, Squeeze and Unsqueeze: a copy into the new shape for float tensors
-/// and constants; Reshape and Flatten of a quantised tensor only where the bytes do not
-/// move.
+/// and constants; of a quantised tensor only where the bytes do not move (row-major
+/// codes, or a 1×1 feature map).
 pub(super) fn reshape(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if reshape_float(lw, idx)? {
         return Ok(());
     }
-    match lw.graph.node[idx].op_type.as_str() {
-        "Reshape" | "Flatten" => flatten_quantised(lw, idx),
-        _ => Err(lw.no_form(idx)),
-    }
+    flatten_quantised(lw, idx)
 }
 
 /// False when the input is not a row-major f32 tensor.
@@ -128,33 +163,126 @@ fn transpose_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let shape = lw.fshape(x);
     let r = shape.len();
     let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
-    if r > 4 || perm.len() != r || perm.iter().any(|&p| p < 0 || p as usize >= r) {
-        return Err(lw.unsupported(n, "permutation of ≤ 4 axes"));
+    let mut seen = vec![false; r];
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p < 0 || p as usize >= r || std::mem::replace(&mut seen[p as usize], true))
+    {
+        return Err(lw.unsupported(n, "perm is not a permutation of the input's axes"));
     }
+    let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
+    let Some((dims, p)) = fewer_axes(&shape, &perm) else {
+        return Err(lw.unsupported(
+            n,
+            "a permutation of more than 4 groups of axes that move together",
+        ));
+    };
     // Padded to 4-D on the left.
-    let off = 4 - r;
+    let off = 4 - dims.len();
     let mut p4 = [0u8, 1, 2, 3];
-    for (i, &p) in perm.iter().enumerate() {
-        p4[off + i] = (off + p as usize) as u8;
+    for (i, &q) in p.iter().enumerate() {
+        p4[off + i] = (off + q) as u8;
     }
-    let out: Vec<usize> = perm.iter().map(|&p| shape[p as usize]).collect();
+    let out: Vec<usize> = perm.iter().map(|&q| shape[q]).collect();
     let y = lw.new_f32(&n.output[0], out);
     lw.b.ops.push(Op::TransposeF32 {
         x,
         y,
-        dims: pad4(&shape).map(|v| v as u32),
+        dims: pad4(&dims).map(|v| v as u32),
         perm: p4,
     });
     lw.out_f32(n, y);
     Ok(true)
 }
 
+/// The same data movement over fewer axes: axes of size 1 dropped and axes that stay
+/// neighbours in the output merged. None when more than 4 axes remain.
+pub(super) fn fewer_axes(shape: &[usize], perm: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let kept: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
+    // Runs of input axes a, a+1, ... that appear in that order in the output.
+    let mut runs: Vec<(usize, usize)> = vec![];
+    for &a in &kept {
+        match runs.last_mut() {
+            Some((_, last)) if a > *last && (*last + 1..a).all(|b| shape[b] == 1) => *last = a,
+            _ => runs.push((a, a)),
+        }
+    }
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| runs[i].0);
+    let dims: Vec<usize> = order
+        .iter()
+        .map(|&i| (runs[i].0..=runs[i].1).map(|a| shape[a]).product())
+        .collect();
+    // Output group i is input group p[i].
+    let mut p = vec![0; runs.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        p[i] = pos;
+    }
+    match dims.len() {
+        0 => Some((vec![1], vec![0])),
+        1..=4 => Some((dims, p)),
+        _ => None,
+    }
+}
+
 pub(super) fn transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if transpose_float(lw, idx)? {
         Ok(())
     } else {
-        Err(lw.no_form(idx))
+        transpose_quantised(lw, idx)
     }
+}
+
+/// Transpose of a quantised tensor: its u8 codes move (the parameters stay) into a
+/// row-major tensor; an NHWC map's stored order is composed into the permutation.
+fn transpose_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let (t, form) = lw.data_input(n, 0)?;
+    if form == 2 {
+        return Err(lw.no_form(idx));
+    }
+    let ti = lw.b.tensors[t as usize].clone();
+    let logical = ti.logical_shape();
+    let r = logical.len();
+    let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
+    let mut seen = vec![false; r];
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p < 0 || p as usize >= r || std::mem::replace(&mut seen[p as usize], true))
+    {
+        return Err(lw.unsupported(n, "perm is not a permutation of the input's axes"));
+    }
+    let nhwc = ti.nhwc && r == 4;
+    let stored = |a: usize| if nhwc { [0, 3, 1, 2][a] } else { a };
+    let sperm: Vec<usize> = perm.iter().map(|&p| stored(p as usize)).collect();
+    let Some((dims, p)) = fewer_axes(&ti.shape, &sperm) else {
+        return Err(lw.unsupported(
+            n,
+            "a permutation of more than 4 groups of axes that move together",
+        ));
+    };
+    let out: Vec<usize> = perm.iter().map(|&q| logical[q as usize]).collect();
+    let q = crate::plan::Q8 {
+        scale: ti.scale,
+        zero: ti.zero,
+    };
+    let y = lw.b.tensor(&n.output[0], ti.dtype, out, false, Some(q));
+    let off = 4 - dims.len();
+    let mut p4 = [0u8, 1, 2, 3];
+    for (i, &q) in p.iter().enumerate() {
+        p4[off + i] = (off + q) as u8;
+    }
+    lw.b.ops.push(Op::TransposeF32 {
+        x: t,
+        y,
+        dims: pad4(&dims).map(|v| v as u32),
+        perm: p4,
+    });
+    let v = lw.moved_value(&n.output[0], y, form);
+    lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
 }
 
 /// Rows of a constant 2-D table by run-time indices; int8 rows carry their dequantisation.
@@ -712,14 +840,23 @@ pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 
 /// Resize, nearest neighbour, by whole factors on the two spatial axes of a 4-D tensor
 /// (quantised: the codes are repeated, the parameters kept; or float): the upsampling of
-/// feature pyramids (YOLO, FPN). For whole factors every nearest mode and the asymmetric
-/// and half-pixel coordinate transforms pick the same source entries.
+/// feature pyramids (YOLO, FPN). For whole factors the floor and round_prefer_floor modes
+/// under the asymmetric and half-pixel coordinate transforms pick the same source entries.
 pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
-    let (t, form) = lw.data_input(n, 0)?;
     let mode = attr(n, "mode").map_or(&b"nearest"[..], |a| a.s.as_slice());
+    if mode == b"linear" {
+        return resize_linear(lw, idx);
+    }
+    let (t, form) = lw.data_input(n, 0)?;
     if mode != b"nearest" {
-        return Err(lw.unsupported(n, "modes other than nearest"));
+        return Err(lw.unsupported(n, "modes other than nearest and linear"));
+    }
+    // By a whole factor f, floor and round_prefer_floor pick source x / f under the
+    // asymmetric and half-pixel transforms; the ceiling modes pick others.
+    let nearest = attr(n, "nearest_mode").map_or(&b"round_prefer_floor"[..], |a| a.s.as_slice());
+    if !matches!(nearest, b"round_prefer_floor" | b"floor") {
+        return Err(lw.unsupported(n, "nearest_mode ceil or round_prefer_ceil"));
     }
     let ct =
         attr(n, "coordinate_transformation_mode").map_or(&b"half_pixel"[..], |a| a.s.as_slice());
@@ -788,6 +925,93 @@ pub(super) fn resize(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     });
     let v = lw.moved_value(&n.output[0], y, form);
     lw.vals.insert(n.output[0].clone(), v);
+    Ok(())
+}
+
+/// Resize, linear, over the last two axes of a float tensor of rank ≥ 2 (a quantised one
+/// runs as a float island): any scales or sizes, every coordinate transform but
+/// tf_crop_and_resize.
+fn resize_linear(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let Some(x) = lw.fact(n, 0) else {
+        return Err(lw.unsupported(
+            n,
+            "linear resize of a float tensor (a quantised one is dequantised first)",
+        ));
+    };
+    let ct = match attr(n, "coordinate_transformation_mode")
+        .map_or(&b"half_pixel"[..], |a| a.s.as_slice())
+    {
+        b"half_pixel" => 0,
+        b"pytorch_half_pixel" => 1,
+        b"align_corners" => 2,
+        b"asymmetric" => 3,
+        _ => return Err(lw.unsupported(n, "coordinate transform tf_crop_and_resize")),
+    };
+    let shape = lw.fshape(x);
+    let r = shape.len();
+    if r < 2 {
+        return Err(lw.unsupported(n, "rank below 2"));
+    }
+    let present = |i: usize| {
+        n.input.len() > i
+            && !n.input[i].is_empty()
+            && lw
+                .shape_of(&n.input[i])
+                .is_some_and(|s| s.iter().product::<usize>() > 0)
+    };
+    let (h, w) = (shape[r - 2], shape[r - 1]);
+    let (oh, ow, sh, sw) = if present(3) {
+        let s = lw.constant(n, 3)?.ints();
+        if s.len() != r
+            || s.iter()
+                .zip(&shape)
+                .take(r - 2)
+                .any(|(&a, &b)| a as usize != b)
+        {
+            return Err(lw.unsupported(n, "sizes may change only the last two axes"));
+        }
+        let (oh, ow) = (s[r - 2].max(0) as usize, s[r - 1].max(0) as usize);
+        (
+            oh,
+            ow,
+            oh as f32 / h.max(1) as f32,
+            ow as f32 / w.max(1) as f32,
+        )
+    } else if present(2) {
+        let s = lw.floats(n, 2)?;
+        if s.len() != r
+            || s[..r - 2].iter().any(|&v| v != 1.0)
+            || s[r - 2..].iter().any(|&v| !(v > 0.0 && v <= 64.0))
+        {
+            return Err(lw.unsupported(n, "scales may change only the last two axes"));
+        }
+        let (sh, sw) = (s[r - 2], s[r - 1]);
+        ((h as f32 * sh) as usize, (w as f32 * sw) as usize, sh, sw)
+    } else {
+        return Err(lw.unsupported(n, "neither scales nor sizes"));
+    };
+    if oh == 0 || ow == 0 || oh > 1 << 16 || ow > 1 << 16 {
+        return Err(lw.unsupported(n, "output size"));
+    }
+    let mut out = shape.clone();
+    out[r - 2] = oh;
+    out[r - 1] = ow;
+    let outer: usize = shape[..r - 2].iter().product();
+    let y = lw.new_f32(&n.output[0], out);
+    lw.b.ops.push(Op::ResizeLinearF32 {
+        x,
+        y,
+        outer: outer as u32,
+        h: h as u32,
+        w: w as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        ct,
+        sh,
+        sw,
+    });
+    lw.out_f32(n, y);
     Ok(())
 }
 

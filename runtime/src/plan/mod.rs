@@ -157,11 +157,20 @@ pub enum BinOp {
     Sub = 1,
     Mul = 2,
     Div = 3,
+    Max = 4,
+    Min = 5,
 }
 
 impl BinOp {
     /// Every operation, indexed by its tag.
-    pub const ALL: [BinOp; 4] = [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div];
+    pub const ALL: [BinOp; 6] = [
+        BinOp::Add,
+        BinOp::Sub,
+        BinOp::Mul,
+        BinOp::Div,
+        BinOp::Max,
+        BinOp::Min,
+    ];
 }
 
 impl Src {
@@ -514,10 +523,13 @@ impl<'a> Plan<'a> {
             }
             Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
+            | Op::MaxF32 { x, y, .. }
+            | Op::ResizeLinearF32 { x, y, .. }
             | Op::LayerNormF32 { x, y, .. }
             | Op::SoftmaxF32 { x, y, .. }
-            | Op::TransposeF32 { x, y, .. }
             | Op::GatherF32 { ids: x, y, .. } => is(x, F32) && is(y, F32),
+            // f32 values or u8 codes, both the same.
+            Op::TransposeF32 { x, y, .. } => (is(x, F32) || is(x, U8)) && t(x).dtype == t(y).dtype,
             Op::MatMulF32 {
                 a, b, y, scratch, ..
             } => is(a, F32) && is(b, F32) && is(y, F32) && is(scratch, F32),
@@ -580,13 +592,12 @@ impl<'a> Plan<'a> {
                 fill,
             } => {
                 let (h, w, c, sh, sw) = (h as u64, w as u64, c as u64, sh as u64, sw as u64);
-                t(x).dtype == DType::U8
-                    && t(y).dtype == DType::U8
+                let u8s = t(x).dtype == DType::U8 && t(y).dtype == DType::U8;
+                (u8s && fill <= 255 || t(x).dtype == DType::F32 && t(y).dtype == DType::F32)
                     && h > 0
                     && w > 0
                     && sh > 0
                     && sw > 0
-                    && fill <= 255
                     && t(x).len() as u64 == h * w * c
                     && t(y).len() as u64 == ((h - 1) * sh + 1) * ((w - 1) * sw + 1) * c
             }
@@ -772,7 +783,13 @@ impl<'a> Plan<'a> {
                 Op::BinF32 { dims, .. } | Op::TransposeF32 { dims, .. } => {
                     dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
                 }
+                Op::ResizeLinearF32 { outer, oh, ow, .. } => [outer, oh, ow]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
                 Op::SumF32 {
+                    outer, len, inner, ..
+                }
+                | Op::MaxF32 {
                     outer, len, inner, ..
                 } => [outer, len, inner]
                     .iter()

@@ -424,7 +424,8 @@ plan_ops! {
         eps: f32,
     } reads [x] writes [y];
     16 "SoftmaxF32" SoftmaxF32 { x: u32, y: u32, cols: u32 } reads [x] writes [y];
-    /// `y = x.transpose(perm)` over ≤ 4 axes; `dims` is x's shape.
+    /// `y = x.transpose(perm)` over ≤ 4 axes; `dims` is x's shape. f32 values, or u8
+    /// codes (a quantised tensor's bytes moved between layouts).
     17 "TransposeF32" TransposeF32 { x: u32, y: u32, dims: [u32; 4], perm: [u8; 4] }
         reads [x] writes [y];
     /// Batched `[batch, m, k] × [batch, k, n]`, both at run time; each B is packed into
@@ -507,9 +508,9 @@ plan_ops! {
         fh: u32,
         fw: u32,
     } reads [x] writes [y];
-    /// Zeros inserted between the pixels of a u8 NHWC map (a transposed convolution's
+    /// Zeros inserted between the pixels of an NHWC map (a transposed convolution's
     /// stride): `x` `[h, w, c]` becomes `[(h-1)·sh+1, (w-1)·sw+1, c]`, the new positions
-    /// holding the code `fill` (the zero point: the value 0).
+    /// holding `fill`: for u8 codes the zero point (the value 0), for f32 the bits of 0.0.
     26 "DilateU8" Dilate {
         x: u32,
         y: u32,
@@ -519,6 +520,23 @@ plan_ops! {
         sh: u32,
         sw: u32,
         fill: u32,
+    } reads [x] writes [y];
+    /// Maximum over the middle axis of `x` viewed as `[outer, len, inner]`.
+    27 "MaxF32" MaxF32 { x: u32, y: u32, outer: u32, len: u32, inner: u32 } reads [x] writes [y];
+    /// Bilinear resize of `outer` f32 planes `[h, w]` to `[oh, ow]` (ONNX Resize, mode
+    /// linear): `ct` the coordinate transform (0 half_pixel, 1 pytorch_half_pixel,
+    /// 2 align_corners, 3 asymmetric), `sh`/`sw` the scales.
+    28 "ResizeLinearF32" ResizeLinearF32 {
+        x: u32,
+        y: u32,
+        outer: u32,
+        h: u32,
+        w: u32,
+        oh: u32,
+        ow: u32,
+        ct: u32,
+        sh: f32,
+        sw: f32,
     } reads [x] writes [y];
 }
 
@@ -657,6 +675,13 @@ mod tests {
                 len: 4,
                 inner: 5,
             },
+            Op::MaxF32 {
+                x: 1,
+                y: 2,
+                outer: 3,
+                len: 4,
+                inner: 5,
+            },
             Op::LayerNormF32 {
                 x: 1,
                 y: 2,
@@ -747,6 +772,28 @@ mod tests {
                 inner: 4,
                 fh: 2,
                 fw: 2,
+            },
+            Op::Dilate {
+                x: 1,
+                y: 2,
+                h: 3,
+                w: 4,
+                c: 5,
+                sh: 2,
+                sw: 3,
+                fill: 7,
+            },
+            Op::ResizeLinearF32 {
+                x: 1,
+                y: 2,
+                outer: 3,
+                h: 2,
+                w: 3,
+                oh: 4,
+                ow: 6,
+                ct: 0,
+                sh: 2.0,
+                sw: 2.0,
             },
         ]
     }

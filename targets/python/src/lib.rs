@@ -621,6 +621,7 @@ fn compile<'py>(
                 inputs: inputs.unwrap_or_default(),
                 taps,
                 meta,
+                constants: vec![],
             };
             let parts = import_bytes(&bytes, &opts)?;
             let out = parts.to_bytes();

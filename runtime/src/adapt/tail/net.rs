@@ -324,6 +324,8 @@ impl TailNet {
                 | Op::BinF32 { .. }
                 | Op::ClampF32 { .. }
                 | Op::SumF32 { .. }
+                | Op::MaxF32 { .. }
+                | Op::ResizeLinearF32 { .. }
                 | Op::LayerNormF32 { .. }
                 | Op::SoftmaxF32 { .. }
                 | Op::TransposeF32 { .. }

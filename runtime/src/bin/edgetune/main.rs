@@ -43,6 +43,10 @@ enum Cmd {
         /// NAME:SHAPE, e.g. image:1x3x224x224 (the name may contain ':').
         #[arg(long)]
         input: Vec<String>,
+        /// NAME=V[,V...]: fix an input to a value at compile time (a sample rate, a mode
+        /// flag); it folds into the plan and leaves its inputs, e.g. sr=16000.
+        #[arg(long, value_name = "NAME=VALUES")]
+        constant: Vec<String>,
         /// `blocks`, or a comma-separated list of tensor names.
         #[arg(long)]
         taps: Option<String>,
@@ -392,6 +396,19 @@ fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>)> {
         what: format!("--input {s}: bad shape '{shape}'"),
     })?;
     Ok((name.to_string(), dims))
+}
+
+fn parse_constant(s: &str) -> Result<(String, Vec<f32>)> {
+    let bad = |why: &str| Error::Invalid {
+        what: format!("--constant {s}: {why} (expected NAME=V[,V...])"),
+    };
+    let (name, vals) = s.rsplit_once('=').ok_or_else(|| bad("no '='"))?;
+    let vals = vals
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| bad("a value is not a number"))?;
+    Ok((name.to_string(), vals))
 }
 
 /// A plan's preprocessing with every field spelled out (the first image form expanded).
@@ -831,6 +848,7 @@ fn main() {
             model,
             output,
             input,
+            constant,
             taps,
             preprocess,
             mel_filters,
@@ -844,6 +862,10 @@ fn main() {
                 .iter()
                 .map(|s| parse_input_shape(s))
                 .collect::<Result<Vec<_>>>()?;
+            let constants = constant
+                .iter()
+                .map(|s| parse_constant(s))
+                .collect::<Result<Vec<_>>>()?;
             let taps = match taps.as_deref() {
                 None => Taps::None,
                 Some("blocks") => Taps::Blocks,
@@ -855,6 +877,7 @@ fn main() {
                     inputs,
                     taps,
                     meta: vec![],
+                    constants: constants.clone(),
                 };
                 return check_cmd(&model, &edgetune::import::check(&bytes, &opts)?);
             }
@@ -909,7 +932,12 @@ fn main() {
                     Some(Preprocess::Image(ip)) => Some(ip),
                     _ => None,
                 });
-            let opts = ImportOptions { inputs, taps, meta };
+            let opts = ImportOptions {
+                inputs,
+                taps,
+                meta,
+                constants,
+            };
             let parts = match calibrate {
                 None => import_bytes(&bytes, &opts)?,
                 Some(dir) => {

@@ -1,0 +1,121 @@
+//! Float models compiled as they are, against onnxruntime's outputs on the same inputs
+//! (models/golden/ops/f32, written by tools/make_float_op_models.py): float convolutions
+//! (1-D strided, 2-D grouped, dilated, asymmetrically padded, transposed), bilinear Resize under each
+//! coordinate transform, ReduceMax, Clip with run-time bounds, Max/Min of two tensors,
+//! MatMul by constant weights, a 5-D Transpose of attention heads; and a model quantised by
+//! onnxruntime whose bilinear Resize runs as a float island.
+#![cfg(feature = "onnx")]
+
+use edgetune::import::{import_path, ImportOptions};
+use edgetune::kernels::Kernels;
+use edgetune::npy::read_npy;
+use edgetune::plan::{AlignedBytes, Op, Plan};
+use edgetune::Executor;
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/golden/ops/f32"
+    ))
+    .to_path_buf()
+}
+
+/// Runs model `stem` on its inputs; the worst difference to onnxruntime relative to the
+/// output's largest magnitude, and the plan.
+fn worst(stem: &str) -> (f32, Plan<'static>) {
+    let parts = import_path(
+        &dir().join(format!("{stem}.onnx")),
+        &ImportOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let (xs, x) = read_npy(&dir().join(format!("{stem}_x.npy"))).unwrap();
+    let (_, y) = read_npy(&dir().join(format!("{stem}_y.npy"))).unwrap();
+    let (xl, yl) = (x.len() / xs[0], y.len() / xs[0]);
+    let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+    let mut out = vec![0.0; yl];
+    let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let mut worst = 0.0f32;
+    for i in 0..xs[0] {
+        exec.run(&[&x[i * xl..][..xl]]).unwrap();
+        exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+        for (a, b) in out.iter().zip(&y[i * yl..][..yl]) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    }
+    eprintln!(
+        "{stem}: worst difference {worst:.2e} of the largest output over {} inputs ({} ops)",
+        xs[0],
+        plan.ops.len()
+    );
+    (worst, plan)
+}
+
+fn count(plan: &Plan, f: impl Fn(&Op) -> bool) -> usize {
+    plan.ops.iter().filter(|o| f(o)).count()
+}
+
+#[test]
+fn float_models_match_onnxruntime() {
+    let mut failed = vec![];
+    for stem in [
+        "conv1d_stft",
+        "conv2d_grouped",
+        "deconv",
+        "resize_linear",
+        "reduce_clip",
+        "matmul_heads",
+        "upsample_linear",
+    ] {
+        let (w, plan) = worst(stem);
+        if w > 1e-4 {
+            failed.push(format!("{stem}: {w:.2e}"));
+        }
+        // Nothing of a float model is quantised.
+        assert_eq!(
+            count(&plan, |o| matches!(o, Op::ConvI8 { .. } | Op::DwI8 { .. })),
+            0,
+            "{stem}"
+        );
+    }
+    assert!(failed.is_empty(), "differ from onnxruntime: {failed:?}");
+}
+
+#[test]
+fn each_op_lowers_to_its_float_kernel() {
+    let ops = |stem: &str| worst(stem).1;
+    let p = ops("conv1d_stft");
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
+    let p = ops("conv2d_grouped");
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 3);
+    let p = ops("deconv");
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 1);
+    let p = ops("resize_linear");
+    assert_eq!(count(&p, |o| matches!(o, Op::ResizeLinearF32 { .. })), 4);
+    let p = ops("reduce_clip");
+    assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
+    let p = ops("matmul_heads");
+    // The 5-D transpose runs as one transpose over fewer axes.
+    assert!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })) >= 3);
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
+}
+
+/// onnxruntime's quantiser leaves the bilinear Resize between a DequantizeLinear and a
+/// QuantizeLinear: the convolutions run in int8, the Resize in float, and the output is
+/// within two of its quantisation steps of onnxruntime's.
+#[test]
+fn a_quantised_model_resizes_bilinearly_in_a_float_island() {
+    let (w, plan) = worst("upsample_linear_qdq");
+    assert_eq!(count(&plan, |o| matches!(o, Op::ConvI8 { .. })), 2);
+    assert_eq!(count(&plan, |o| matches!(o, Op::ResizeLinearF32 { .. })), 1);
+    let (_, y) = read_npy(&dir().join("upsample_linear_qdq_y.npy")).unwrap();
+    let (lo, hi) = y
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let steps = w * scale / ((hi - lo) / 255.0);
+    eprintln!("upsample_linear_qdq: worst {steps:.2} output steps");
+    assert!(steps <= 2.0, "{steps} output steps from onnxruntime");
+}

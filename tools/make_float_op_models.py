@@ -1,0 +1,186 @@
+"""Small float models of the ops that run on edgetune's float kernels without being
+quantised (a float model compiled as it is, or a float island between a DequantizeLinear
+and a QuantizeLinear): float convolutions (1-D strided like an STFT front end, 2-D grouped,
+dilated, asymmetrically padded; transposed ones with strides, pads and output padding), bilinear Resize under each coordinate transform,
+ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
+constant weights, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
+dim]); with onnxruntime's outputs (graph optimisation off) for runtime/tests/float_ops.rs.
+One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
+Resize is left in float between a DequantizeLinear and a QuantizeLinear.
+
+    python3 tools/make_float_op_models.py   # writes models/golden/ops/f32/
+
+Each model: `<name>.onnx` with input `x`, output `y`, and `<name>_x.npy`, `<name>_y.npy`
+(N inputs stacked on a leading axis). Needs onnx and onnxruntime
+(pip install onnx==1.17.0 onnxruntime==1.20.1).
+"""
+import os
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+OUT = "models/golden/ops/f32"
+N_IN = 6
+rng = np.random.default_rng(11)
+
+
+class G:
+    def __init__(self):
+        self.nodes, self.inits, self.k = [], [], 0
+
+    def init(self, arr, p="w"):
+        self.k += 1
+        n = f"{p}{self.k}"
+        self.inits.append(nh.from_array(np.asarray(arr), n))
+        return n
+
+    def op(self, op, inputs, **attrs):
+        self.k += 1
+        y = f"{op.lower()}_{self.k}"
+        self.nodes.append(h.make_node(op, inputs, [y], name=y, **attrs))
+        return y
+
+    def model(self, y, in_shape, out_shape):
+        self.nodes[-1].output[0] = "y"
+        g = h.make_graph(self.nodes, "f32ops", [h.make_tensor_value_info("x", T.FLOAT, in_shape)],
+                         [h.make_tensor_value_info("y", T.FLOAT, out_shape)], self.inits)
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+
+
+def w(*shape, s=0.3):
+    return rng.normal(0, s, shape).astype(np.float32)
+
+
+def conv1d_stft():
+    # [1, 1, 400] framed by a stride-40 kernel of 64 taps into 17 channels, then power.
+    g = G()
+    re = g.op("Conv", ["x", g.init(w(17, 1, 64))], kernel_shape=[64], strides=[40], pads=[0, 0])
+    im = g.op("Conv", ["x", g.init(w(17, 1, 64))], kernel_shape=[64], strides=[40], pads=[0, 0])
+    p = g.op("Add", [g.op("Pow", [re, g.init(np.array(2.0, np.float32))]),
+                     g.op("Pow", [im, g.init(np.array(2.0, np.float32))])])
+    return g.model(p, [1, 1, 400], None), (1, 1, 400)
+
+
+def conv2d_grouped():
+    # Grouped, dilated, strided, asymmetric pads, with bias; then a 1-D style pointwise.
+    g = G()
+    a = g.op("Conv", ["x", g.init(w(6, 2, 3, 3)), g.init(w(6), "b")], kernel_shape=[3, 3],
+             group=2, strides=[2, 1], dilations=[1, 2], pads=[1, 2, 0, 1])
+    b = g.op("Conv", [a, g.init(w(5, 6, 1, 1)), g.init(w(5), "b")], kernel_shape=[1, 1])
+    c = g.op("Conv", [b, g.init(w(5, 1, 3, 3))], kernel_shape=[3, 3], group=5,
+             auto_pad="SAME_UPPER")
+    return g.model(c, [1, 4, 9, 10], None), (1, 4, 9, 10)
+
+
+def deconv():
+    # Transposed convolutions: stride 2 with pads and output_padding, then stride 1 dilated.
+    g = G()
+    a = g.op("ConvTranspose", ["x", g.init(w(3, 4, 3, 3)), g.init(w(4), "b")], kernel_shape=[3, 3],
+             strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 0])
+    b = g.op("ConvTranspose", [a, g.init(w(4, 2, 2, 2))], kernel_shape=[2, 2], dilations=[2, 1])
+    return g.model(b, [1, 3, 5, 6], None), (1, 3, 5, 6)
+
+
+def resize_linear():
+    # Each coordinate transform, by scales and by sizes, whole and fractional factors.
+    g = G()
+    outs = []
+    for ct, scales, sizes in [("half_pixel", [1, 1, 2, 2], None),
+                              ("pytorch_half_pixel", [1, 1, 1.5, 2.5], None),
+                              ("align_corners", None, [1, 3, 7, 9]),
+                              ("asymmetric", [1, 1, 0.5, 3], None)]:
+        ins = ["x", "", g.init(np.array(scales, np.float32), "s")] if scales else \
+            ["x", "", "", g.init(np.array(sizes, np.int64), "z")]
+        r = g.op("Resize", ins, mode="linear", coordinate_transformation_mode=ct)
+        outs.append(g.op("Flatten", [r], axis=1))
+    return g.model(g.op("Concat", outs, axis=1), [1, 3, 6, 5], None), (1, 3, 6, 5)
+
+
+def reduce_clip():
+    # The log-mel tail: ReduceMax over all axes, a run-time lower bound for Clip; ReduceMax
+    # over one axis; Max and Min of two tensors with broadcasting.
+    g = G()
+    top = g.op("ReduceMax", ["x"], keepdims=0)
+    lo = g.op("Sub", [top, g.init(np.array(1.5, np.float32))])
+    c = g.op("Clip", ["x", lo])
+    m1 = g.op("ReduceMax", ["x"], axes=[2], keepdims=1)
+    mx = g.op("Max", [c, m1])
+    mn = g.op("Min", [mx, g.init(w(1, 1, 7, s=1.0), "k")])
+    return g.model(mn, [1, 2, 5, 7], None), (1, 2, 5, 7)
+
+
+def matmul_heads():
+    # Tokens by constant weights into q, k, v heads: a 5-D Reshape, Transpose
+    # [2, 0, 3, 1, 4], attention scores, back to tokens by constant weights.
+    g = G()
+    qkv = g.op("MatMul", ["x", g.init(w(12, 36))])
+    r = g.op("Reshape", [qkv, g.init(np.array([1, 5, 3, 2, 6], np.int64), "shape")])
+    t = g.op("Transpose", [r], perm=[2, 0, 3, 1, 4])
+    q, k, v = (g.op("Squeeze", [g.op("Slice", [t, g.init(np.array([i], np.int64), "st"),
+                                                g.init(np.array([i + 1], np.int64), "en"),
+                                                g.init(np.array([0], np.int64), "ax")]),
+                                  g.init(np.array([0], np.int64), "sq")]) for i in range(3))
+    s = g.op("Softmax", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=-1)
+    o = g.op("Transpose", [g.op("MatMul", [s, v])], perm=[0, 2, 1, 3])
+    o = g.op("Reshape", [o, g.init(np.array([1, 5, 12], np.int64), "shape")])
+    return g.model(g.op("MatMul", [o, g.init(w(12, 4))]), [1, 5, 12], None), (1, 5, 12)
+
+
+def upsample_linear():
+    # An FPN-style block: conv, bilinear 2x upsampling, conv; quantised below.
+    g = G()
+    a = g.op("Relu", [g.op("Conv", ["x", g.init(w(6, 3, 3, 3)), g.init(w(6), "b")],
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])])
+    u = g.op("Resize", [a, "", g.init(np.array([1, 1, 2, 2], np.float32), "s")], mode="linear",
+             coordinate_transformation_mode="half_pixel")
+    c = g.op("Conv", [u, g.init(w(4, 6, 3, 3)), g.init(w(4), "b")], kernel_shape=[3, 3],
+             pads=[1, 1, 1, 1])
+    return g.model(c, [1, 3, 12, 12], None), (1, 3, 12, 12)
+
+
+MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
+          "resize_linear": resize_linear, "reduce_clip": reduce_clip,
+          "matmul_heads": matmul_heads, "upsample_linear": upsample_linear}
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, xs):
+        self.it = iter([{"x": x} for x in xs])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for name, make in MODELS.items():
+        m, shape = make()
+        path = f"{OUT}/{name}.onnx"
+        xs = rng.normal(0, 1, (N_IN + 8,) + shape).astype(np.float32)
+        test, calib = xs[:N_IN], xs[N_IN:]
+        np.save(f"{OUT}/{name}_x.npy", test)
+        # The output's shape, as onnxruntime computes it, written into the file.
+        s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        dims = s.run(None, {"x": test[0]})[0].shape
+        m.graph.output[0].CopyFrom(h.make_tensor_value_info("y", T.FLOAT, list(dims)))
+        onnx.checker.check_model(m)
+        onnx.save(m, path)
+        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        np.save(f"{OUT}/{name}_y.npy", np.stack([s.run(None, {"x": x})[0] for x in test]))
+        if name == "upsample_linear":
+            q = f"{OUT}/{name}_qdq.onnx"
+            quantize_static(path, q, Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            s = ort.InferenceSession(q, so, providers=["CPUExecutionProvider"])
+            np.save(f"{OUT}/{name}_qdq_x.npy", test)
+            np.save(f"{OUT}/{name}_qdq_y.npy", np.stack([s.run(None, {"x": x})[0] for x in test]))
+
+
+if __name__ == "__main__":
+    main()
