@@ -7,6 +7,7 @@ use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
 use alloc::format;
 use core::ops::Range;
 use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant, UnaryF32};
+use edgetune_kernels::reference::ConvGeom;
 use edgetune_kernels::{Act, I8Out, Kernels};
 
 enum Arena<'m> {
@@ -51,7 +52,7 @@ fn split<'b>(
     arena: &'b mut [u8],
     ins: &[Range<usize>],
     outs: &[Range<usize>],
-) -> Result<([&'b [u8]; 2], [&'b mut [u8]; 2])> {
+) -> Result<([&'b [u8]; 3], [&'b mut [u8]; 2])> {
     let overlap = |a: &Range<usize>, b: &Range<usize>| {
         a.start < b.end && b.start < a.end && !a.is_empty() && !b.is_empty()
     };
@@ -82,8 +83,8 @@ fn split<'b>(
         base = r.end;
     }
     let _ = gaps.push((base, rest));
-    let mut views: [&'b [u8]; 2] = [&[], &[]];
-    for (k, r) in ins.iter().enumerate() {
+    let mut views: [&'b [u8]; 3] = [&[], &[], &[]];
+    for (k, r) in ins.iter().take(3).enumerate() {
         let g = gaps
             .iter()
             .find(|(s, g)| r.start >= *s && r.end <= s + g.len());
@@ -469,6 +470,23 @@ impl<'p, 'm> Executor<'p, 'm> {
                     Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
                     Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
                     Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
+                    Unary::Softplus => o.iter_mut().for_each(|v| {
+                        // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
+                        *v = if *v > 0.0 {
+                            *v + libm::log1pf(libm::expf(-*v))
+                        } else {
+                            libm::log1pf(libm::expf(*v))
+                        }
+                    }),
+                    Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
+                    Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
+                    Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
+                    Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
+                    Unary::GeluTanh => o.iter_mut().for_each(|v| {
+                        let x = *v;
+                        let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+                        *v = 0.5 * x * (1.0 + libm::tanhf(u));
+                    }),
                     Unary::Identity => {}
                 }
             }
@@ -499,6 +517,63 @@ impl<'p, 'm> Executor<'p, 'm> {
                 };
                 let (av, bv) = (operand(a), operand(b));
                 binary(f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
+            }
+            Op::WhereF32 {
+                c,
+                a,
+                b,
+                y,
+                dims,
+                sc,
+                sa,
+                sb,
+            } => {
+                let ins: heapless::Vec<Range<usize>, 3> = [c, a, b]
+                    .iter()
+                    .filter_map(|s| s.tensor())
+                    .map(|t| range(tt(t)))
+                    .collect();
+                let (i, [o, _]) = split(arena, &ins, &[range(tt(y))])?;
+                let mut next = 0;
+                let mut operand = |s: Src| -> &[f32] {
+                    match s {
+                        Src::T(_) => {
+                            next += 1;
+                            f32s(i[next - 1])
+                        }
+                        Src::C(c) => plan.blob(c),
+                    }
+                };
+                let (cv, av, bv) = (operand(c), operand(a), operand(b));
+                select(dims, (cv, sc), (av, sa), (bv, sb), f32s_mut(o))?;
+            }
+            Op::Take { x, y, idx, run } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                let elem = if tt(y).dtype == crate::plan::DType::F32 {
+                    4
+                } else {
+                    1
+                };
+                let run = run as usize * elem;
+                let idx: &[u32] = plan.blob(idx);
+                shape_need("Take", checked(&[idx.len(), run])?, o.len())?;
+                for (d, &at) in o.chunks_exact_mut(run.max(1)).zip(idx) {
+                    let at = at as usize * elem;
+                    let src = i[0]
+                        .get(at..at + run)
+                        .ok_or_else(|| shape_err("Take", at + run, i[0].len()))?;
+                    d.copy_from_slice(src);
+                }
+            }
+            Op::PoolF32 {
+                x,
+                y,
+                ref geom,
+                max,
+                count_pad,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                pool_f32(geom, f32s(i[0]), max, count_pad, f32s_mut(o))?;
             }
             Op::ClampF32 { x, y, lo, hi } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -988,6 +1063,33 @@ fn binary(
         BinOp::Div => binary_rows(|x, z| x / z, d, (a, sa), (b, sb), y),
         BinOp::Max => binary_rows(f32::max, d, (a, sa), (b, sb), y),
         BinOp::Min => binary_rows(f32::min, d, (a, sa), (b, sb), y),
+        BinOp::Pow => binary_rows(libm::powf, d, (a, sa), (b, sb), y),
+        BinOp::PRelu => binary_rows(
+            |x, s| if x < 0.0 { x * s } else { x },
+            d,
+            (a, sa),
+            (b, sb),
+            y,
+        ),
+        BinOp::Elu => binary_rows(
+            |x, s| {
+                if x < 0.0 {
+                    s * (libm::expf(x) - 1.0)
+                } else {
+                    x
+                }
+            },
+            d,
+            (a, sa),
+            (b, sb),
+            y,
+        ),
+        BinOp::Eq => binary_rows(|x, z| (x == z) as u8 as f32, d, (a, sa), (b, sb), y),
+        BinOp::Ne => binary_rows(|x, z| (x != z) as u8 as f32, d, (a, sa), (b, sb), y),
+        BinOp::Lt => binary_rows(|x, z| (x < z) as u8 as f32, d, (a, sa), (b, sb), y),
+        BinOp::Le => binary_rows(|x, z| (x <= z) as u8 as f32, d, (a, sa), (b, sb), y),
+        BinOp::Gt => binary_rows(|x, z| (x > z) as u8 as f32, d, (a, sa), (b, sb), y),
+        BinOp::Ge => binary_rows(|x, z| (x >= z) as u8 as f32, d, (a, sa), (b, sb), y),
     }
     Ok(())
 }
@@ -1046,6 +1148,91 @@ fn binary_rows<F: Fn(f32, f32) -> f32 + Copy>(
             }
         }
     }
+}
+
+/// `y = c != 0 ? a : b` over `dims`, each operand read through its strides.
+fn select(
+    dims: [u32; 4],
+    (c, sc): (&[f32], [u32; 4]),
+    (a, sa): (&[f32], [u32; 4]),
+    (b, sb): (&[f32], [u32; 4]),
+    y: &mut [f32],
+) -> Result<()> {
+    let d = dims.map(|v| v as usize);
+    let n = checked(&d)?;
+    shape_need("WhereF32", n, y.len())?;
+    let reach = |s: [u32; 4]| -> usize {
+        (0..4)
+            .map(|i| d[i].saturating_sub(1) * s[i] as usize)
+            .sum::<usize>()
+            + 1
+    };
+    if n > 0 {
+        shape_need("WhereF32", reach(sc), c.len())?;
+        shape_need("WhereF32", reach(sa), a.len())?;
+        shape_need("WhereF32", reach(sb), b.len())?;
+    }
+    let (sc, sa, sb) = (
+        sc.map(|v| v as usize),
+        sa.map(|v| v as usize),
+        sb.map(|v| v as usize),
+    );
+    let at = |s: [usize; 4], i: [usize; 4]| i[0] * s[0] + i[1] * s[1] + i[2] * s[2] + i[3] * s[3];
+    let mut o = 0;
+    for i0 in 0..d[0] {
+        for i1 in 0..d[1] {
+            for i2 in 0..d[2] {
+                for i3 in 0..d[3] {
+                    let ix = [i0, i1, i2, i3];
+                    y[o] = if c[at(sc, ix)] != 0.0 {
+                        a[at(sa, ix)]
+                    } else {
+                        b[at(sb, ix)]
+                    };
+                    o += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Max or average pooling of `g.ic` planes `[g.h, g.w]` into `[g.oh(), g.ow()]` each.
+fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) -> Result<()> {
+    if g.stride_h == 0 || g.stride_w == 0 || g.kh == 0 || g.kw == 0 || g.dil_h == 0 || g.dil_w == 0
+    {
+        return Err(shape_err("PoolF32", 1, 0));
+    }
+    if g.h + g.pad_top + g.pad_bottom < g.dil_h * (g.kh - 1) + 1
+        || g.w + g.pad_left + g.pad_right < g.dil_w * (g.kw - 1) + 1
+    {
+        return Err(shape_err("PoolF32", g.kh, g.h));
+    }
+    let (oh, ow) = (g.oh(), g.ow());
+    shape_need("PoolF32", checked(&[g.ic, g.h, g.w])?, x.len())?;
+    shape_need("PoolF32", checked(&[g.ic, oh, ow])?, y.len())?;
+    for p in 0..g.ic {
+        let plane = &x[p * g.h * g.w..][..g.h * g.w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut acc, mut n) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        match g.src(oy, ox, ky, kx) {
+                            Some((iy, ix)) => {
+                                let v = plane[iy * g.w + ix];
+                                acc = if max { acc.max(v) } else { acc + v };
+                                n += 1;
+                            }
+                            None => n += count_pad as usize,
+                        }
+                    }
+                }
+                y[(p * oh + oy) * ow + ox] = if max { acc } else { acc / n.max(1) as f32 };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Source index pairs and the weight of the second along one axis of a linear resize

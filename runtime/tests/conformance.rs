@@ -21,23 +21,6 @@ const NODE: &str = "/usr/share/libonnx-testdata/data/node";
 /// Registered ops that have node tests of which none passes, and why that is expected.
 const NO_PASSING_TEST: &[(&str, &str)] = &[
     (
-        "AveragePool",
-        "lowers on a u8 map, as a depthwise convolution (checked against onnxruntime on the \
-         avgpool op models, runtime/tests/op_models.rs); the node tests are float",
-    ),
-    (
-        "Elu",
-        "lowers on a quantised tensor (folded into its table); the node tests are float",
-    ),
-    (
-        "Softplus",
-        "lowers on a quantised tensor (folded into its table); the node tests are float",
-    ),
-    (
-        "PRelu",
-        "lowers on a quantised tensor (folded into its table); the node tests are float",
-    ),
-    (
         "Shape",
         "folds to a constant at compile time; the node tests output it, and a plan's outputs \
          are run-time tensors",
@@ -73,19 +56,6 @@ const NO_PASSING_TEST: &[(&str, &str)] = &[
     (
         "QLinearMatMul",
         "scales are graph inputs; the rewrite to QDQ needs them as initializers",
-    ),
-    (
-        "MaxPool",
-        "float pooling; only a quantised feature map lowers",
-    ),
-    ("Gemm", "float Gemm; only the QDQ form lowers"),
-    (
-        "LeakyRelu",
-        "float input; it lowers only folded into a quantised tensor's table",
-    ),
-    (
-        "BatchNormalization",
-        "float input; it lowers only folded into a quantised map's table",
     ),
     (
         "LayerNormalization",

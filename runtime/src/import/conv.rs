@@ -147,11 +147,8 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// (`count_include_pad = 1`); without it only unpadded windows lower.
 pub(super) fn average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = lw.graph.node[idx].clone();
-    if lw.fact(&n, 0).is_some() {
-        return Err(lw.unsupported(
-            &n,
-            "a float average pooling (only int8 ones lower): quantise the model with --calibrate DIR",
-        ));
+    if let Some(x) = lw.fact(&n, 0) {
+        return pool_float(lw, &n, x, false);
     }
     let x = lw.deq(&n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
@@ -304,6 +301,108 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
         x
     };
     conv_float_nhwc(lw, n, xin, geom, &wf, icg, &bias, one_d)
+}
+
+/// MaxPool or AveragePool of a float `[N, C, L]` or `[N, C, H, W]` tensor: every plane
+/// pooled by the f32 loop. No indices output; ceil_mode only where it adds no window.
+fn pool_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32, max: bool) -> Result<()> {
+    let xs = lw.fshape(x);
+    let one_d = xs.len() == 3;
+    if !(xs.len() == 3 || xs.len() == 4) {
+        return Err(lw.unsupported(n, "float pooling input must be (N, C, L) or (N, C, H, W)"));
+    }
+    if n.output.len() > 1 && !n.output[1].is_empty() {
+        return Err(lw.unsupported(n, "the indices output"));
+    }
+    let planes = xs[0] * xs[1];
+    let (h, w) = if one_d { (1, xs[2]) } else { (xs[2], xs[3]) };
+    let two = |v: Option<Vec<i64>>, one: i64| -> Vec<i64> {
+        match v {
+            Some(v) if one_d && v.len() == 1 => vec![one, v[0]],
+            Some(v) => v,
+            None => vec![one, one],
+        }
+    };
+    let k = two(attr_ints(n, "kernel_shape"), 1);
+    let strides = two(attr_ints(n, "strides"), 1);
+    let dil = two(attr_ints(n, "dilations"), 1);
+    if k.len() != 2 || k.iter().any(|&v| !(1..=1 << 12).contains(&v)) {
+        return Err(lw.unsupported(n, "kernel_shape"));
+    }
+    let (kh, kw) = (k[0] as usize, k[1] as usize);
+    let pads = match attr_ints(n, "pads") {
+        Some(p) if one_d && p.len() == 2 => vec![0, p[0], 0, p[1]],
+        _ => pads_of(lw, n, [h, w], [kh, kw], &strides, &dil)?,
+    };
+    if pads.len() != 4
+        || strides.len() != 2
+        || dil.len() != 2
+        || pads.iter().any(|&v| v < 0)
+        || strides.iter().chain(&dil).any(|&v| v < 1)
+    {
+        return Err(lw.unsupported(n, "pooling attributes do not match the input"));
+    }
+    let geom = ConvGeom {
+        h,
+        w,
+        ic: planes,
+        oc: planes,
+        kh,
+        kw,
+        stride_h: strides[0] as usize,
+        stride_w: strides[1] as usize,
+        dil_h: dil[0] as usize,
+        dil_w: dil[1] as usize,
+        pad_top: pads[0] as usize,
+        pad_left: pads[1] as usize,
+        pad_bottom: pads[2] as usize,
+        pad_right: pads[3] as usize,
+        groups: 1,
+    };
+    if h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
+        || w + geom.pad_left + geom.pad_right < geom.dil_w * (kw - 1) + 1
+    {
+        return Err(lw.unsupported(n, "kernel larger than the padded input"));
+    }
+    if attr_i(n, "ceil_mode", 0) != 0 {
+        // Ceil mode adds a window where the last one does not end at the padded edge.
+        let extra = |len: usize, p: usize, k: usize, d: usize, s: usize| {
+            (len + p - d * (k - 1) - 1) % s != 0
+        };
+        if extra(
+            h,
+            geom.pad_top + geom.pad_bottom,
+            kh,
+            geom.dil_h,
+            geom.stride_h,
+        ) || extra(
+            w,
+            geom.pad_left + geom.pad_right,
+            kw,
+            geom.dil_w,
+            geom.stride_w,
+        ) {
+            return Err(lw.unsupported(n, "ceil_mode where it adds a window"));
+        }
+    }
+    let count_pad = attr_i(n, "count_include_pad", 0) != 0;
+    let mut out = xs.clone();
+    if one_d {
+        out[2] = geom.ow();
+    } else {
+        out[2] = geom.oh();
+        out[3] = geom.ow();
+    }
+    let y = lw.new_f32(&n.output[0], out);
+    lw.b.ops.push(Op::PoolF32 {
+        x,
+        y,
+        geom,
+        max,
+        count_pad,
+    });
+    lw.out_f32(n, y);
+    Ok(())
 }
 
 /// The float bias of a convolution (input 2), or none.
@@ -646,6 +745,10 @@ fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
 /// Max pooling of a u8 map, or of a non-decreasing table of one (the table moves past it).
 pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if let Some(x) = lw.fact(n, 0) {
+        let n = n.clone();
+        return pool_float(lw, &n, x, true);
+    }
     let v = lw.val(n, 0)?.clone();
     let (t, mapped) = match v {
         Val::Deq(t) => (t, None),

@@ -52,6 +52,7 @@ fn binary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         "Mul" => BinOp::Mul,
         "Max" => BinOp::Max,
         "Min" => BinOp::Min,
+        "Pow" => BinOp::Pow,
         _ => BinOp::Div,
     };
     let y = lw.new_f32(&n.output[0], out.clone());
@@ -205,6 +206,43 @@ fn unary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         "Log" => Unary::Log,
         "Abs" => Unary::Abs,
         "Neg" => Unary::Neg,
+        "Softplus" => Unary::Softplus,
+        "Reciprocal" => Unary::Reciprocal,
+        "Floor" => Unary::Floor,
+        "Ceil" => Unary::Ceil,
+        "Round" => Unary::Round,
+        "Gelu" => match attr(n, "approximate").map_or(&b"none"[..], |a| a.s.as_slice()) {
+            b"tanh" => Unary::GeluTanh,
+            _ => Unary::GeluErf,
+        },
+        "LeakyRelu" | "Elu" => {
+            // x < 0: alpha·x, or alpha·(e^x - 1); the constant alpha as the operand.
+            let (d, f) = if op == "Elu" {
+                (1.0, BinOp::Elu)
+            } else {
+                (0.01, BinOp::PRelu)
+            };
+            let alpha = attr(n, "alpha").map_or(d, |a| a.f);
+            if !alpha.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("alpha of '{}'", n.name),
+                });
+            }
+            let shape = lw.fshape(x);
+            let y = lw.new_f32(&n.output[0], shape.clone());
+            let c = lw.b.push(&[alpha]);
+            lw.b.ops.push(Op::BinF32 {
+                a: crate::plan::Src::T(x),
+                b: crate::plan::Src::C(c),
+                y,
+                f,
+                dims: pad4(&shape).map(|v| v as u32),
+                sa: strides4(&shape, &shape),
+                sb: [0; 4],
+            });
+            lw.out_f32(n, y);
+            return Ok(true);
+        }
         "HardSigmoid" => {
             // clamp(alpha·x + beta, 0, 1) on the float kernels.
             let (alpha, beta) = hard_sigmoid_params(lw, idx)?;
@@ -262,7 +300,10 @@ fn hard_sigmoid_params(lw: &Lowering<'_>, idx: usize) -> Result<(f32, f32)> {
 pub(super) fn unary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if unary_float(lw, idx)? {
         Ok(())
-    } else if !matches!(lw.graph.node[idx].op_type.as_str(), "Sqrt" | "Erf") {
+    } else if !matches!(
+        lw.graph.node[idx].op_type.as_str(),
+        "Sqrt" | "Erf" | "Reciprocal" | "Floor" | "Ceil" | "Round" | "Gelu"
+    ) {
         table(lw, idx)
     } else {
         Err(lw.no_form(idx))
@@ -276,6 +317,14 @@ pub(super) fn pow(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     let e = match lw.floats(n, 1).as_deref() {
         Ok([e]) if e.is_finite() => *e,
+        _ if lw.fact(n, 0).is_some() => {
+            // Exponents computed at run time, or one per element: powf elementwise.
+            return if binary_float(lw, idx)? {
+                Ok(())
+            } else {
+                Err(lw.no_form(idx))
+            };
+        }
         _ => return Err(lw.unsupported(n, "the exponent must be one finite constant")),
     };
     let Some(x) = lw.fact(n, 0) else {
@@ -305,11 +354,16 @@ pub(super) fn pow(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             f: Unary::Sqrt,
         });
     } else {
-        let n = &lw.graph.node[idx];
-        return Err(lw.unsupported(
-            n,
-            format!("exponent {e} on a float tensor: 2, 0.5 and 1 run in float"),
-        ));
+        let c = lw.b.push(&[e]);
+        lw.b.ops.push(Op::BinF32 {
+            a: crate::plan::Src::T(x),
+            b: crate::plan::Src::C(c),
+            y,
+            f: BinOp::Pow,
+            dims: pad4(&shape).map(|v| v as u32),
+            sa: strides4(&shape, &shape),
+            sb: [0; 4],
+        });
     }
     let n = &lw.graph.node[idx];
     lw.out_f32(n, y);
@@ -383,6 +437,91 @@ fn clip_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     lw.b.ops.push(Op::ClampF32 { x, y, lo, hi });
     lw.out_f32(n, y);
     Ok(true)
+}
+
+/// BatchNormalization (inference): of a float `[N, C, ...]` tensor as `x·s + t` per
+/// channel, or folded into a quantised map's table.
+pub(super) fn batch_norm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let Some(x) = lw.fact(n, 0) else {
+        return table(lw, idx);
+    };
+    if n.output.len() > 1 && n.output[1..].iter().any(|o| !o.is_empty()) {
+        return Err(lw.unsupported(n, "training mode (running statistics outputs)"));
+    }
+    let xs = lw.fshape(x);
+    if xs.len() < 2 || xs.len() > 4 {
+        return Err(lw.unsupported(n, "input rank 2 to 4"));
+    }
+    let c = xs[1];
+    let p: Vec<Vec<f32>> = (1..5).map(|i| lw.floats(n, i)).collect::<Result<_>>()?;
+    if p.iter().any(|v| v.len() != c) {
+        return Err(lw.unsupported(n, "parameters differ from the channel count"));
+    }
+    let eps = attr(n, "epsilon").map_or(1e-5, |a| a.f);
+    let (mul, add): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|k| {
+            let s = p[0][k] / (p[3][k] + eps).sqrt();
+            (s, p[1][k] - p[2][k] * s)
+        })
+        .unzip();
+    if mul.iter().chain(&add).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("batch norm '{}'", n.name),
+        });
+    }
+    // [C, 1, ...]: broadcast over the axes after the channels.
+    let mut cs = vec![c];
+    cs.extend(std::iter::repeat_n(1, xs.len() - 2));
+    let name = n.output[0].clone();
+    let mut t = x;
+    for (f, v, last) in [(BinOp::Mul, &mul, false), (BinOp::Add, &add, true)] {
+        let y = if last {
+            lw.new_f32(&name, xs.clone())
+        } else {
+            lw.new_f32(&format!("{name}#scaled"), xs.clone())
+        };
+        let k = lw.b.push(v);
+        lw.b.ops.push(Op::BinF32 {
+            a: crate::plan::Src::T(t),
+            b: crate::plan::Src::C(k),
+            y,
+            f,
+            dims: pad4(&xs).map(|v| v as u32),
+            sa: strides4(&xs, &xs),
+            sb: strides4(&cs, &xs),
+        });
+        t = y;
+    }
+    lw.out_f32(&lw.graph.node[idx], t);
+    Ok(())
+}
+
+/// PRelu: of a float tensor by a slope that broadcasts to it, or folded into a quantised
+/// tensor's table.
+pub(super) fn prelu(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let Some(x) = lw.fact(n, 0) else {
+        return table(lw, idx);
+    };
+    let xs = lw.fshape(x);
+    let (s, ss) = lw.operand(n, 1)?;
+    if broadcast(&xs, &ss).as_ref() != Some(&xs) {
+        return Err(lw.unsupported(n, "the slope must broadcast to the input (rank ≤ 4)"));
+    }
+    let n = &lw.graph.node[idx];
+    let y = lw.new_f32(&n.output[0], xs.clone());
+    lw.b.ops.push(Op::BinF32 {
+        a: crate::plan::Src::T(x),
+        b: s,
+        y,
+        f: BinOp::PRelu,
+        dims: pad4(&xs).map(|v| v as u32),
+        sa: strides4(&xs, &xs),
+        sb: strides4(&ss, &xs),
+    });
+    lw.out_f32(n, y);
+    Ok(())
 }
 
 /// Max and Min: of two float tensors (broadcasting), or of a quantised tensor and a
@@ -601,7 +740,7 @@ pub(super) fn table(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 }
 
 /// NumPy broadcast of two shapes, ≤ 4 axes.
-fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+pub(super) fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     if r > 4 {
         return None;

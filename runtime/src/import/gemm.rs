@@ -10,11 +10,8 @@ use edgetune_kernels::reference::ConvGeom;
 /// Gemm of a u8 `[1, K]` tensor by constant int8 weights, as a 1×1 convolution.
 pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
-    if lw.fact(n, 0).is_some() {
-        return Err(lw.unsupported(
-            n,
-            "a float Gemm (only int8 ones lower): quantise the model with --calibrate DIR",
-        ));
+    if let Some(a) = lw.fact(n, 0) {
+        return gemm_float(lw, idx, a);
     }
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
@@ -155,12 +152,20 @@ fn matmul_float_by_constant(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result
         ));
     }
     let (k, nn) = (wd[0], wd[1]);
-    let rows: usize = sa[..sa.len() - 1].iter().product();
-    let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, nn)];
-    edgetune_kernels::pack::pack_f32(&w, k, nn, &mut packed);
     let mut out = sa.clone();
     *out.last_mut().unwrap_or(&mut 0) = nn;
     let y = lw.new_f32(&n.output[0], out);
+    dense_f32(lw, a, y, k, nn, &w, &[]);
+    lw.out_f32(&lw.graph.node[idx], y);
+    Ok(true)
+}
+
+/// `y = a · w + bias` on the f32 GEMM, every row of `a` (last axis `k`) by `w` `[k, n]`
+/// packed at compile time (a 1×1 convolution).
+fn dense_f32(lw: &mut Lowering<'_>, a: u32, y: u32, k: usize, nn: usize, w: &[f32], bias: &[f32]) {
+    let rows = lw.fshape(a).iter().product::<usize>() / k.max(1);
+    let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, nn)];
+    edgetune_kernels::pack::pack_f32(w, k, nn, &mut packed);
     let geom = edgetune_kernels::reference::ConvGeom {
         h: 1,
         w: rows,
@@ -178,7 +183,7 @@ fn matmul_float_by_constant(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result
         pad_right: 0,
         groups: 1,
     };
-    let (w, bias) = (lw.b.push(&packed), lw.b.push::<f32>(&[]));
+    let (w, bias) = (lw.b.push(&packed), lw.b.push(bias));
     lw.b.ops.push(Op::ConvF32 {
         x: a,
         y,
@@ -189,8 +194,120 @@ fn matmul_float_by_constant(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result
         lo: f32::NEG_INFINITY,
         hi: f32::INFINITY,
     });
-    lw.out_f32(n, y);
-    Ok(true)
+}
+
+/// Gemm of a float `[M, K]` tensor (`[K, M]` with transA) by constant weights: alpha
+/// folded into the weights, beta·C into the bias when C is a vector of N (or one value),
+/// else added after.
+fn gemm_float(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let sa = lw.fshape(a);
+    let wd = lw
+        .shape_of(&n.input[1])
+        .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
+    let w = lw
+        .floats(n, 1)
+        .map_err(|_| lw.unsupported(n, "B must be a constant"))?;
+    if sa.len() != 2 || wd.len() != 2 {
+        return Err(lw.unsupported(n, "A and B must be 2-D"));
+    }
+    let (trans_a, trans_b) = (attr_i(n, "transA", 0) == 1, attr_i(n, "transB", 0) == 1);
+    let (m, k) = if trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
+    let (kb, nn) = if trans_b {
+        (wd[1], wd[0])
+    } else {
+        (wd[0], wd[1])
+    };
+    if kb != k {
+        return Err(lw.unsupported(n, "inner dimensions differ"));
+    }
+    let alpha = attr(n, "alpha").map_or(1.0, |a| a.f);
+    let beta = attr(n, "beta").map_or(1.0, |a| a.f);
+    if !alpha.is_finite() || !beta.is_finite() {
+        return Err(Error::NonFinite {
+            what: format!("alpha or beta of '{}'", n.name),
+        });
+    }
+    // W as [K, N], times alpha.
+    let wkn: Vec<f32> = (0..k * nn)
+        .map(|j| {
+            let (kk, c) = (j / nn, j % nn);
+            alpha
+                * if trans_b {
+                    w[c * k + kk]
+                } else {
+                    w[kk * nn + c]
+                }
+        })
+        .collect();
+    let x = if trans_a {
+        let t = lw.new_f32(&format!("{}#at", n.name), vec![m, k]);
+        lw.b.ops.push(Op::TransposeF32 {
+            x: a,
+            y: t,
+            dims: [1, 1, k as u32, m as u32],
+            perm: [0, 1, 3, 2],
+        });
+        t
+    } else {
+        a
+    };
+    let n = &lw.graph.node[idx];
+    let c = (n.input.len() > 2 && !n.input[2].is_empty()).then(|| n.input[2].clone());
+    let cshape = c.as_ref().and_then(|c| lw.shape_of(c));
+    let cvals = c.as_ref().and_then(|_| lw.floats(n, 2).ok());
+    let vector = match (&cshape, &cvals) {
+        (Some(s), Some(v)) if s.iter().product::<usize>() == 1 => Some(vec![beta * v[0]; nn]),
+        (Some(s), Some(v)) if s.last() == Some(&nn) && s.iter().product::<usize>() == nn => {
+            Some(v.iter().map(|x| beta * x).collect())
+        }
+        _ => None,
+    };
+    let y_name = n.output[0].clone();
+    match (c, vector) {
+        (None, bias) | (Some(_), bias @ Some(_)) => {
+            let y = lw.new_f32(&y_name, vec![m, nn]);
+            let bias = bias.unwrap_or_default();
+            dense_f32(lw, x, y, k, nn, &wkn, &bias);
+            lw.out_f32(&lw.graph.node[idx], y);
+        }
+        (Some(_), None) => {
+            // C of another shape (or at run time): beta·C added after the product.
+            let p = lw.new_f32(&format!("{y_name}#ab"), vec![m, nn]);
+            dense_f32(lw, x, p, k, nn, &wkn, &[]);
+            let n = &lw.graph.node[idx];
+            let (cs, cshape) = lw.operand(n, 2)?;
+            let out = vec![m, nn];
+            if super::elementwise::broadcast(&out, &cshape).as_ref() != Some(&out) {
+                return Err(lw.unsupported(n, "C does not broadcast to [M, N]"));
+            }
+            let cs = if beta == 1.0 {
+                cs
+            } else {
+                let Some(v) = cvals else {
+                    return Err(lw.unsupported(n, "beta other than 1 with C at run time"));
+                };
+                let v: Vec<f32> = v.iter().map(|x| beta * x).collect();
+                crate::plan::Src::C(lw.b.push(&v))
+            };
+            let y = lw.new_f32(&y_name, out.clone());
+            lw.b.ops.push(Op::BinF32 {
+                a: crate::plan::Src::T(p),
+                b: cs,
+                y,
+                f: crate::plan::BinOp::Add,
+                dims: super::elementwise::pad4(&out).map(|v| v as u32),
+                sa: super::elementwise::strides4(&out, &out),
+                sb: super::elementwise::strides4(&cshape, &out),
+            });
+            lw.out_f32(&lw.graph.node[idx], y);
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn matmul(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {

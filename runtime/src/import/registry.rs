@@ -184,7 +184,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Pow",
         ew::pow,
-        "a constant exponent: 2, 0.5 or 1 on a float tensor; any on a quantised tensor (folded into its u8 table)",
+        "float, any exponent (a constant, or a tensor that broadcasts); a constant exponent on a quantised tensor (folded into its u8 table)",
     ),
     node(
         "HardSigmoid",
@@ -221,17 +221,26 @@ static REGISTRY: &[Entry] = &[
         ew::unary,
         "float; a quantised tensor (folded into its u8 table)",
     ),
-    node("Elu", ew::table, "a quantised tensor (folded into its u8 table)"),
+    node(
+        "Elu",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
+    ),
     node(
         "Softplus",
-        ew::table,
-        "a quantised tensor (folded into its u8 table)",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
     ),
     node(
         "PRelu",
-        ew::table,
-        "a quantised tensor with one slope or one per channel (folded into its u8 table)",
+        ew::prelu,
+        "float, a slope that broadcasts; a quantised tensor with one slope or one per channel (folded into its u8 table)",
     ),
+    node("Reciprocal", ew::unary, "float"),
+    node("Floor", ew::unary, "float"),
+    node("Ceil", ew::unary, "float"),
+    node("Round", ew::unary, "float (halves to even)"),
+    node("Gelu", ew::unary, "float, exact (erf) or tanh approximation"),
     node("Identity", ew::identity, "any value"),
     node("Dropout", ew::identity, "inference: the identity"),
     node("Erf", ew::unary, "float"),
@@ -242,8 +251,8 @@ static REGISTRY: &[Entry] = &[
     ),
     node(
         "LeakyRelu",
-        ew::table,
-        "a quantised tensor (folded into its u8 table)",
+        ew::unary,
+        "float; a quantised tensor (folded into its u8 table)",
     ),
     node(
         "Max",
@@ -257,8 +266,8 @@ static REGISTRY: &[Entry] = &[
     ),
     node(
         "BatchNormalization",
-        ew::table,
-        "inference form on a quantised NHWC map (folded into a per-channel u8 table)",
+        ew::batch_norm,
+        "inference form: float (a per-channel scale and shift), or on a quantised NHWC map (folded into a per-channel u8 table)",
     ),
     // Normalisation and reductions.
     node(

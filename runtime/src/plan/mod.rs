@@ -122,11 +122,20 @@ pub enum Unary {
     Log = 10,
     Abs = 11,
     Neg = 12,
+    /// `ln(1 + e^x)`.
+    Softplus = 13,
+    Reciprocal = 14,
+    Floor = 15,
+    Ceil = 16,
+    /// Halves to even, as ONNX's Round.
+    Round = 17,
+    /// GELU with the tanh approximation.
+    GeluTanh = 18,
 }
 
 impl Unary {
     /// Every function, indexed by its tag.
-    pub const ALL: [Unary; 13] = [
+    pub const ALL: [Unary; 19] = [
         Unary::Relu,
         Unary::Relu6,
         Unary::Sigmoid,
@@ -140,6 +149,12 @@ impl Unary {
         Unary::Log,
         Unary::Abs,
         Unary::Neg,
+        Unary::Softplus,
+        Unary::Reciprocal,
+        Unary::Floor,
+        Unary::Ceil,
+        Unary::Round,
+        Unary::GeluTanh,
     ];
 }
 
@@ -159,17 +174,39 @@ pub enum BinOp {
     Div = 3,
     Max = 4,
     Min = 5,
+    /// `a^b` (powf).
+    Pow = 6,
+    /// `a < 0 ? a·b : a` (PRelu, LeakyRelu with a constant slope).
+    PRelu = 7,
+    /// `a < 0 ? b·(e^a - 1) : a`.
+    Elu = 8,
+    /// Comparisons: 1.0 where true, 0.0 where not (ONNX booleans as f32).
+    Eq = 9,
+    Ne = 10,
+    Lt = 11,
+    Le = 12,
+    Gt = 13,
+    Ge = 14,
 }
 
 impl BinOp {
     /// Every operation, indexed by its tag.
-    pub const ALL: [BinOp; 6] = [
+    pub const ALL: [BinOp; 15] = [
         BinOp::Add,
         BinOp::Sub,
         BinOp::Mul,
         BinOp::Div,
         BinOp::Max,
         BinOp::Min,
+        BinOp::Pow,
+        BinOp::PRelu,
+        BinOp::Elu,
+        BinOp::Eq,
+        BinOp::Ne,
+        BinOp::Lt,
+        BinOp::Le,
+        BinOp::Gt,
+        BinOp::Ge,
     ];
 }
 
@@ -521,6 +558,18 @@ impl<'a> Plan<'a> {
             Op::BinF32 { a, b, y, .. } => {
                 [a, b].iter().filter_map(|s| s.tensor()).all(|t| is(t, F32)) && is(y, F32)
             }
+            Op::WhereF32 { c, a, b, y, .. } => {
+                [c, a, b]
+                    .iter()
+                    .filter_map(|s| s.tensor())
+                    .all(|t| is(t, F32))
+                    && is(y, F32)
+            }
+            // Offsets are checked against the input when the op runs.
+            Op::Take { x, y, run, .. } => {
+                (is(x, F32) || is(x, U8)) && t(x).dtype == t(y).dtype && run > 0
+            }
+            Op::PoolF32 { x, y, .. } => is(x, F32) && is(y, F32),
             Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
             | Op::MaxF32 { x, y, .. }
@@ -780,9 +829,14 @@ impl<'a> Plan<'a> {
                     .iter()
                     .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
                 // Loops run over the op's own sizes, whatever the tensors hold.
-                Op::BinF32 { dims, .. } | Op::TransposeF32 { dims, .. } => {
+                Op::BinF32 { dims, .. }
+                | Op::TransposeF32 { dims, .. }
+                | Op::WhereF32 { dims, .. } => {
                     dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
                 }
+                Op::PoolF32 { ref geom, .. } => [geom.oh(), geom.ow(), geom.ic, geom.kh, geom.kw]
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
                 Op::ResizeLinearF32 { outer, oh, ow, .. } => [outer, oh, ow]
                     .iter()
                     .fold(1u64, |a, &d| a.saturating_mul(d as u64)),

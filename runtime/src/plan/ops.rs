@@ -21,7 +21,7 @@ pub(crate) trait Field: Sized {
 
 /// A field naming runtime tensors: what the memory planner sees an op read or write.
 pub(crate) trait Tensors {
-    fn tensors(&self, out: &mut heapless::Vec<u32, 2>);
+    fn tensors(&self, out: &mut heapless::Vec<u32, 3>);
 }
 
 impl Field for u32 {
@@ -260,13 +260,13 @@ impl Field for ConvGeom {
 }
 
 impl Tensors for u32 {
-    fn tensors(&self, out: &mut heapless::Vec<u32, 2>) {
+    fn tensors(&self, out: &mut heapless::Vec<u32, 3>) {
         let _ = out.push(*self);
     }
 }
 
 impl Tensors for Option<u32> {
-    fn tensors(&self, out: &mut heapless::Vec<u32, 2>) {
+    fn tensors(&self, out: &mut heapless::Vec<u32, 3>) {
         if let Some(t) = self {
             let _ = out.push(*t);
         }
@@ -274,7 +274,7 @@ impl Tensors for Option<u32> {
 }
 
 impl Tensors for Src {
-    fn tensors(&self, out: &mut heapless::Vec<u32, 2>) {
+    fn tensors(&self, out: &mut heapless::Vec<u32, 3>) {
         if let Src::T(t) = self {
             let _ = out.push(*t);
         }
@@ -311,7 +311,7 @@ macro_rules! plan_ops {
             }
 
             /// (inputs, outputs) tensor ids, for the memory planner.
-            pub fn io(&self) -> (heapless::Vec<u32, 2>, heapless::Vec<u32, 2>) {
+            pub fn io(&self) -> (heapless::Vec<u32, 3>, heapless::Vec<u32, 3>) {
                 let (mut ins, mut outs) = (heapless::Vec::new(), heapless::Vec::new());
                 match self {
                     $(Op::$name { $($i,)* $($o,)* .. } => {
@@ -538,6 +538,26 @@ plan_ops! {
         sh: f32,
         sw: f32,
     } reads [x] writes [y];
+    /// `y = c != 0 ? a : b` with NumPy broadcasting over ≤ 4 axes (ONNX Where; booleans
+    /// are f32 0.0 and 1.0): `dims` is y's shape, the strides as for `BinF32`.
+    29 "WhereF32" WhereF32 {
+        c: Src,
+        a: Src,
+        b: Src,
+        y: u32,
+        dims: [u32; 4],
+        sc: [u32; 4],
+        sa: [u32; 4],
+        sb: [u32; 4],
+    } reads [c, a, b] writes [y];
+    /// Runs of `run` elements picked from `x` at the element offsets in `idx` (u32), one
+    /// after the other into `y`: Gather and GatherND of a run-time tensor by constant
+    /// indices. f32 values or u8 codes.
+    30 "Take" Take { x: u32, y: u32, idx: Blob, run: u32 } reads [x] writes [y];
+    /// Max or average pooling of `geom.ic` f32 planes `[h, w]` (NCHW); the average counts
+    /// the padding when `count_pad`.
+    31 "PoolF32" PoolF32 { x: u32, y: u32, geom: ConvGeom, max: bool, count_pad: bool }
+        reads [x] writes [y];
 }
 
 #[cfg(test)]
@@ -782,6 +802,45 @@ mod tests {
                 sh: 2,
                 sw: 3,
                 fill: 7,
+            },
+            Op::WhereF32 {
+                c: Src::T(1),
+                a: Src::C(b(1)),
+                b: Src::T(2),
+                y: 3,
+                dims: [1, 2, 3, 4],
+                sc: [0, 0, 1, 0],
+                sa: [0; 4],
+                sb: [24, 12, 4, 1],
+            },
+            Op::Take {
+                x: 1,
+                y: 2,
+                idx: b(3),
+                run: 4,
+            },
+            Op::PoolF32 {
+                x: 1,
+                y: 2,
+                geom: ConvGeom {
+                    h: 5,
+                    w: 6,
+                    ic: 3,
+                    oc: 3,
+                    kh: 2,
+                    kw: 3,
+                    stride_h: 2,
+                    stride_w: 1,
+                    dil_h: 1,
+                    dil_w: 2,
+                    pad_top: 1,
+                    pad_left: 0,
+                    pad_bottom: 1,
+                    pad_right: 2,
+                    groups: 1,
+                },
+                max: true,
+                count_pad: false,
             },
             Op::ResizeLinearF32 {
                 x: 1,

@@ -326,6 +326,9 @@ impl TailNet {
                 | Op::SumF32 { .. }
                 | Op::MaxF32 { .. }
                 | Op::ResizeLinearF32 { .. }
+                | Op::WhereF32 { .. }
+                | Op::Take { .. }
+                | Op::PoolF32 { .. }
                 | Op::LayerNormF32 { .. }
                 | Op::SoftmaxF32 { .. }
                 | Op::TransposeF32 { .. }
