@@ -199,7 +199,7 @@ fn compile_check_lists_every_unsupported_node() {
     let dir = std::env::temp_dir().join(format!("edgetune-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.onnx");
-    std::fs::write(&bad, model(&["Relu", "Tan", "Floor", "Sigmoid", "Tan"])).unwrap();
+    std::fs::write(&bad, model(&["Relu", "Tan", "Acos", "Sigmoid", "Tan"])).unwrap();
     let out = dir.join("bad.etm");
     let o = Command::new(BIN)
         .args([
