@@ -3,7 +3,8 @@ quantised (a float model compiled as it is, or a float island between a Dequanti
 and a QuantizeLinear): float convolutions (1-D strided like an STFT front end, 2-D grouped,
 dilated, asymmetrically padded; transposed ones with strides, pads and output padding), bilinear Resize under each coordinate transform,
 ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
-constant weights, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
+constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
+transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
 dim]); with onnxruntime's outputs (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -130,6 +131,27 @@ def matmul_heads():
     return g.model(g.op("MatMul", [o, g.init(w(12, 4))]), [1, 5, 12], None), (1, 5, 12)
 
 
+def mask_logic():
+    # The attention mask of transformers' exporters: booleans from comparisons, And, Or,
+    # Xor, Not, Cast to bool, an additive mask by Where(mask, 0, -inf), Softmax and the
+    # Where(IsNaN(.), 0, .) guard; Gather and GatherND by constant indices, Expand.
+    g = G()
+    top = g.op("ReduceMax", ["x"], axes=[2], keepdims=1)
+    m = g.op("Cast", [g.op("Less", [top, g.init(np.array(1.6, np.float32))])], to=T.BOOL)
+    keep = g.init(np.array([[[[1, 1, 0, 1, 1, 1]]]], bool), "keep")
+    m2 = g.op("And", [m, keep])
+    m3 = g.op("Or", [g.op("Xor", [m2, g.op("Not", [m])]), g.op("Equal", [top, top])])
+    m4 = g.op("And", [m2, m3])
+    add = g.op("Where", [m4, g.init(np.array(0.0, np.float32)), g.init(np.array(-np.inf, np.float32))])
+    s = g.op("Softmax", [g.op("Add", ["x", add])], axis=-1)
+    s = g.op("Where", [g.op("IsNaN", [s]), g.init(np.array(0.0, np.float32)), s])
+    s = g.op("Gather", [s, g.init(np.array([5, 0, 2], np.int64), "ix")], axis=3)
+    s = g.op("Mul", [s, g.op("Cast", [g.op("GreaterOrEqual", [s, g.init(np.array(0.05, np.float32))])], to=T.FLOAT)])
+    nd = g.op("GatherND", [s, g.init(np.array([[0, 1], [0, 0]], np.int64), "nd")])
+    e = g.op("Expand", [nd, g.init(np.array([2, 1, 1, 1], np.int64), "to")])
+    return g.model(e, [1, 2, 4, 6], None), (1, 2, 4, 6)
+
+
 def upsample_linear():
     # An FPN-style block: conv, bilinear 2x upsampling, conv; quantised below.
     g = G()
@@ -144,7 +166,8 @@ def upsample_linear():
 
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
-          "matmul_heads": matmul_heads, "upsample_linear": upsample_linear}
+          "matmul_heads": matmul_heads, "mask_logic": mask_logic,
+          "upsample_linear": upsample_linear}
 
 
 class Reader(CalibrationDataReader):

@@ -71,8 +71,9 @@ const NO_PASSING_TEST: &[(&str, &str)] = &[
         "every test casts from or to f64, f16, bf16 or strings (plans hold f32) or feeds NaN",
     ),
     (
-        "Gather",
-        "the table is a graph input; only constant tables lower",
+        "IsNaN",
+        "its one test feeds NaN, which the executor refuses as input; the MiniLM models of \
+         the corpus run it after Softmax (tools/corpus)",
     ),
 ];
 

@@ -2,7 +2,9 @@
 //! (models/golden/ops/f32, written by tools/make_float_op_models.py): float convolutions
 //! (1-D strided, 2-D grouped, dilated, asymmetrically padded, transposed), bilinear Resize under each
 //! coordinate transform, ReduceMax, Clip with run-time bounds, Max/Min of two tensors,
-//! MatMul by constant weights, a 5-D Transpose of attention heads; and a model quantised by
+//! MatMul by constant weights, comparisons, boolean logic and Where (the attention masks
+//! of transformers' exporters), Gather/GatherND by constant indices, Expand, a 5-D
+//! Transpose of attention heads; and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
@@ -66,6 +68,7 @@ fn float_models_match_onnxruntime() {
         "resize_linear",
         "reduce_clip",
         "matmul_heads",
+        "mask_logic",
         "upsample_linear",
     ] {
         let (w, plan) = worst(stem);
@@ -96,6 +99,9 @@ fn each_op_lowers_to_its_float_kernel() {
     assert_eq!(count(&p, |o| matches!(o, Op::ResizeLinearF32 { .. })), 4);
     let p = ops("reduce_clip");
     assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
+    let p = ops("mask_logic");
+    assert_eq!(count(&p, |o| matches!(o, Op::WhereF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::Take { .. })), 2);
     let p = ops("matmul_heads");
     // The 5-D transpose runs as one transpose over fewer axes.
     assert!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })) >= 3);

@@ -367,7 +367,7 @@ fn pool_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32, max: bool) -> Re
     if attr_i(n, "ceil_mode", 0) != 0 {
         // Ceil mode adds a window where the last one does not end at the padded edge.
         let extra = |len: usize, p: usize, k: usize, d: usize, s: usize| {
-            (len + p - d * (k - 1) - 1) % s != 0
+            !(len + p - d * (k - 1) - 1).is_multiple_of(s)
         };
         if extra(
             h,

@@ -4,7 +4,7 @@
 //! next QuantizeLinear; tables in a row fuse into one).
 
 use super::lower::Lowering;
-use super::value::{attr, Builder, Val};
+use super::value::{attr, attr_i, Builder, Val};
 use crate::error::{Error, Result};
 use crate::plan::{BinOp, DType, Op, Unary, Q8};
 
@@ -374,6 +374,20 @@ pub(super) fn pow(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// holds.
 pub(super) fn identity(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if n.op_type == "Dropout" {
+        // Training mode (input 2, or opset ≤ 6's is_test = 0) drops values at random.
+        let training = n.input.len() > 2
+            && !n.input[2].is_empty()
+            && lw
+                .constant(n, 2)
+                .map_or(true, |c| c.ints().iter().any(|&v| v != 0));
+        if training || attr_i(n, "is_test", 1) == 0 {
+            return Err(lw.unsupported(n, "training mode (only inference lowers)"));
+        }
+        if n.output.len() > 1 && !n.output[1].is_empty() {
+            return Err(lw.unsupported(n, "the mask output"));
+        }
+    }
     let v = lw.val(n, 0)?.clone();
     lw.vals.insert(n.output[0].clone(), v);
     Ok(())
@@ -528,10 +542,11 @@ pub(super) fn prelu(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// scalar constant (folded into its table).
 pub(super) fn max_min(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
-    if n.input.len() == 2 && (lw.fact(n, 0).is_some() || lw.fact(n, 1).is_some()) {
-        if binary_float(lw, idx)? {
-            return Ok(());
-        }
+    if n.input.len() == 2
+        && (lw.fact(n, 0).is_some() || lw.fact(n, 1).is_some())
+        && binary_float(lw, idx)?
+    {
+        return Ok(());
     }
     table(lw, idx)
 }

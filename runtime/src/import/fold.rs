@@ -83,6 +83,19 @@ const FOLDS: &[&str] = &[
     "Flatten",
     "Expand",
     "QuantizeLinear",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "IsNaN",
+    "Where",
+    "Max",
+    "Min",
 ];
 
 impl Lowering<'_> {
@@ -591,7 +604,60 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
             };
             return eval(&add, &[Some(x2), Some(zeros)]);
         }
-        "Add" | "Sub" | "Mul" | "Div" => {
+        "Not" | "IsNaN" => Num {
+            dims: x.dims.clone(),
+            v: x
+                .v
+                .iter()
+                .map(|&p| if n.op_type == "Not" { p == 0.0 } else { p.is_nan() } as u8 as f64)
+                .collect(),
+            float: false,
+        },
+        "Where" => {
+            // Broadcast the three by folding twice: c·1 shapes, then pick.
+            let (a, b) = (get(ins, 1)?, get(ins, 2)?);
+            let r = rank.max(a.dims.len()).max(b.dims.len());
+            let pad = |d: &[usize]| {
+                let mut p = vec![1; r - d.len()];
+                p.extend_from_slice(d);
+                p
+            };
+            let ds = [pad(&x.dims), pad(&a.dims), pad(&b.dims)];
+            let mut dims = vec![1; r];
+            for i in 0..r {
+                for d in &ds {
+                    if d[i] != 1 {
+                        if dims[i] != 1 && dims[i] != d[i] {
+                            return Err("shapes do not broadcast".into());
+                        }
+                        dims[i] = d[i];
+                    }
+                }
+            }
+            let st: Vec<Vec<usize>> = ds.iter().map(|d| strides(d)).collect();
+            let total: usize = dims.iter().product();
+            let mut v = Vec::with_capacity(total);
+            for flat in 0..total {
+                let (mut rem, mut o) = (flat, [0usize; 3]);
+                for ax in (0..r).rev() {
+                    let i = rem % dims[ax];
+                    rem /= dims[ax];
+                    for k in 0..3 {
+                        if ds[k][ax] > 1 {
+                            o[k] += i * st[k][ax];
+                        }
+                    }
+                }
+                v.push(if x.v[o[0]] != 0.0 { a.v[o[1]] } else { b.v[o[2]] });
+            }
+            Num {
+                dims,
+                v,
+                float: a.float || b.float,
+            }
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Less" | "LessOrEqual" | "Greater"
+        | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Max" | "Min" => {
             let y = get(ins, 1)?;
             let r = rank.max(y.dims.len());
             let pad = |d: &[usize]| {
@@ -610,7 +676,8 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                 });
             }
             let (sa, sb) = (strides(&da), strides(&db));
-            let float = x.float || y.float;
+            let logic = !matches!(n.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min");
+            let float = (x.float || y.float) && !logic;
             let total: usize = dims.iter().product();
             let mut v = Vec::with_capacity(total);
             for flat in 0..total {
@@ -626,7 +693,18 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                     }
                 }
                 let (p, q) = (x.v[oa], y.v[ob]);
+                let b = |t: bool| t as u8 as f64;
                 v.push(match n.op_type.as_str() {
+                    "Equal" => b(p == q),
+                    "Less" => b(p < q),
+                    "LessOrEqual" => b(p <= q),
+                    "Greater" => b(p > q),
+                    "GreaterOrEqual" => b(p >= q),
+                    "And" => b(p != 0.0 && q != 0.0),
+                    "Or" => b(p != 0.0 || q != 0.0),
+                    "Xor" => b((p != 0.0) != (q != 0.0)),
+                    "Max" => p.max(q),
+                    "Min" => p.min(q),
                     "Add" => p + q,
                     "Sub" => p - q,
                     "Mul" => p * q,

@@ -15,6 +15,7 @@ mod elementwise;
 mod export;
 mod fold;
 mod gemm;
+mod logic;
 mod lower;
 mod norm;
 mod quant;

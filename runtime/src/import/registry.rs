@@ -6,7 +6,7 @@
 //! what its inputs hold, so no call order decides which lowering an op gets.
 
 use super::lower::Lowering;
-use super::{conv, elementwise as ew, gemm, norm, quant, shape};
+use super::{conv, elementwise as ew, gemm, logic, norm, quant, shape};
 use crate::error::Result;
 use tract_onnx::pb;
 
@@ -283,7 +283,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Cast",
         shape::cast,
-        "float tensors (a copy); constants to f32 or i64",
+        "float tensors (a copy; to bool: x != 0 as 0/1); constants to f32, i64 or bool",
     ),
     node(
         "Reshape",
@@ -340,12 +340,46 @@ static REGISTRY: &[Entry] = &[
     node(
         "Transpose",
         shape::transpose,
-        "float tensors of rank ≤ 4",
+        "float tensors or quantised codes, any rank whose moving axis groups number ≤ 4",
     ),
     node(
         "Gather",
         shape::gather,
-        "axis 0 of a constant 2-D table (f32, or int8/u8 read by one DequantizeLinear) by run-time indices",
+        "axis 0 of a constant 2-D table (f32, or int8/u8 read by one DequantizeLinear) by run-time indices; a run-time float or quantised tensor by constant indices, any axis",
+    ),
+    node(
+        "GatherND",
+        shape::gather_nd,
+        "batch_dims 0: a run-time float or quantised tensor by constant index tuples",
+    ),
+    node(
+        "Expand",
+        logic::expand,
+        "a float tensor to a constant shape (rank ≤ 4); constants (folded)",
+    ),
+    // Comparisons and logic: booleans as f32 0 and 1.
+    node("Equal", logic::compare, "float tensors, broadcasting (rank ≤ 4); 1.0 where true"),
+    node("Less", logic::compare, "float tensors, broadcasting (rank ≤ 4); 1.0 where true"),
+    node(
+        "LessOrEqual",
+        logic::compare,
+        "float tensors, broadcasting (rank ≤ 4); 1.0 where true",
+    ),
+    node("Greater", logic::compare, "float tensors, broadcasting (rank ≤ 4); 1.0 where true"),
+    node(
+        "GreaterOrEqual",
+        logic::compare,
+        "float tensors, broadcasting (rank ≤ 4); 1.0 where true",
+    ),
+    node("And", logic::logical, "booleans as 0/1 floats, broadcasting"),
+    node("Or", logic::logical, "booleans as 0/1 floats, broadcasting"),
+    node("Xor", logic::logical, "booleans as 0/1 floats, broadcasting"),
+    node("Not", logic::not_isnan, "booleans as 0/1 floats"),
+    node("IsNaN", logic::not_isnan, "float tensors"),
+    node(
+        "Where",
+        logic::where_,
+        "a condition and two values, any of them run-time or constant, broadcasting (rank ≤ 4)",
     ),
 ];
 

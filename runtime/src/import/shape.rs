@@ -24,6 +24,10 @@ pub(super) fn constant(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 fn cast_form(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let n = &lw.graph.node[idx];
     let x0 = lw.fact(n, 0);
+    if let (Some(x), 9) = (x0, attr_i(n, "to", 1)) {
+        super::logic::to_bool(lw, idx, x)?;
+        return Ok(true);
+    }
     match lw.val(n, 0)?.clone() {
         // Every float-path tensor is f32; integer ids stay exact below 2^24.
         v @ (Val::Act(_) | Val::IntMM { .. }) if x0.is_some() || matches!(v, Val::IntMM { .. }) => {
@@ -33,6 +37,12 @@ fn cast_form(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
             let to = attr_i(n, "to", 1);
             let data = if to == 1 {
                 Data::F32(c.ints().iter().map(|&v| v as f32).collect())
+            } else if to == 9 {
+                let nz: Vec<i64> = match &c.data {
+                    Data::F32(v) => v.iter().map(|&x| (x != 0.0) as i64).collect(),
+                    _ => c.ints().iter().map(|&x| (x != 0) as i64).collect(),
+                };
+                Data::I64(nz)
             } else {
                 Data::I64(c.ints())
             };
@@ -286,8 +296,120 @@ fn transpose_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 }
 
 /// Rows of a constant 2-D table by run-time indices; int8 rows carry their dequantisation.
+/// Gather of a run-time tensor (float, or quantised codes) by constant indices along any
+/// axis: the runs below the axis copied by one `Take`.
+fn gather_take(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let (t, form) = lw.data_input(n, 0)?;
+    let ti = lw.b.tensors[t as usize].clone();
+    if ti.nhwc && ti.shape.len() == 4 && form < 2 {
+        return Err(lw.unsupported(n, "a gather from an NHWC feature map"));
+    }
+    let shape = ti.shape.clone();
+    let a = axis_in(lw, n, attr_i(n, "axis", 0), shape.len())?;
+    let ids_c = lw.constant(n, 1)?;
+    let d = shape[a] as i64;
+    let ids: Vec<usize> = ids_c
+        .ints()
+        .iter()
+        .map(|&i| {
+            let i = if i < 0 { i + d } else { i };
+            (0..d).contains(&i).then_some(i as usize)
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| lw.unsupported(n, "an index outside the axis"))?;
+    let (outer, inner) = (
+        shape[..a].iter().product::<usize>(),
+        shape[a + 1..].iter().product::<usize>(),
+    );
+    let mut offs = Vec::with_capacity(outer * ids.len());
+    for o in 0..outer {
+        for &i in &ids {
+            offs.push(((o * shape[a] + i) * inner) as u32);
+        }
+    }
+    let mut out = shape[..a].to_vec();
+    out.extend_from_slice(&ids_c.dims);
+    out.extend_from_slice(&shape[a + 1..]);
+    take(lw, idx, t, form, &ti, out, &offs, inner)
+}
+
+/// One `Take` of runs of `run` elements at `offs` from `t` into n's output of `shape`.
+#[allow(clippy::too_many_arguments)]
+fn take(
+    lw: &mut Lowering<'_>,
+    idx: usize,
+    t: u32,
+    form: u8,
+    ti: &crate::plan::TensorInfo,
+    shape: Vec<usize>,
+    offs: &[u32],
+    run: usize,
+) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    if run == 0 || offs.is_empty() {
+        return Err(lw.unsupported(n, "an empty result"));
+    }
+    let out = n.output[0].clone();
+    let y = lw.moved_tensor(&out, ti, shape, form);
+    let idx_blob = lw.b.push(offs);
+    lw.b.ops.push(Op::Take {
+        x: t,
+        y,
+        idx: idx_blob,
+        run: run as u32,
+    });
+    if lw.int_names.contains(&lw.graph.node[idx].input[0]) {
+        lw.int_names.insert(out.clone());
+    }
+    let v = lw.moved_value(&out, y, form);
+    lw.vals.insert(out, v);
+    Ok(())
+}
+
+/// GatherND (batch_dims 0) of a run-time tensor by constant index tuples.
+pub(super) fn gather_nd(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    if attr_i(n, "batch_dims", 0) != 0 {
+        return Err(lw.unsupported(n, "batch_dims other than 0"));
+    }
+    let (t, form) = lw.data_input(n, 0)?;
+    let ti = lw.b.tensors[t as usize].clone();
+    if ti.nhwc && ti.shape.len() == 4 && form < 2 {
+        return Err(lw.unsupported(n, "a gather from an NHWC feature map"));
+    }
+    let shape = ti.shape.clone();
+    let ic = lw.constant(n, 1)?;
+    let k = *ic.dims.last().unwrap_or(&0);
+    if k == 0 || k > shape.len() {
+        return Err(lw.unsupported(n, "index tuples longer than the data's rank"));
+    }
+    let run: usize = shape[k..].iter().product();
+    let strides: Vec<usize> = (0..k).map(|j| shape[j + 1..].iter().product()).collect();
+    let ints = ic.ints();
+    let mut offs = Vec::with_capacity(ints.len() / k);
+    for tuple in ints.chunks_exact(k) {
+        let mut off = 0usize;
+        for (j, &i) in tuple.iter().enumerate() {
+            let d = shape[j] as i64;
+            let i = if i < 0 { i + d } else { i };
+            if !(0..d).contains(&i) {
+                return Err(lw.unsupported(n, "an index outside the data"));
+            }
+            off += i as usize * strides[j];
+        }
+        offs.push(off as u32);
+    }
+    let mut out = ic.dims[..ic.dims.len() - 1].to_vec();
+    out.extend_from_slice(&shape[k..]);
+    take(lw, idx, t, form, &ti, out, &offs, run)
+}
+
 pub(super) fn gather(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if matches!(lw.val(n, 1)?, Val::Const(_)) && !matches!(lw.val(n, 0)?, Val::Const(_)) {
+        return gather_take(lw, idx);
+    }
     let ids = lw
         .fact(n, 1)
         .ok_or_else(|| lw.unsupported(n, "indices must be a run-time tensor"))?;

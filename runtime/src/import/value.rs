@@ -186,6 +186,16 @@ pub(super) fn tensor_const(t: &pb::TensorProto) -> Result<Const> {
             check(v.len())?;
             Data::I32(v)
         }
+        // Booleans as the integers 0 and 1.
+        9 => {
+            let v: Vec<i64> = if raw.is_empty() {
+                t.int32_data.iter().map(|&x| (x != 0) as i64).collect()
+            } else {
+                raw.iter().map(|&x| (x != 0) as i64).collect()
+            };
+            check(v.len())?;
+            Data::I64(v)
+        }
         7 => {
             let v: Vec<i64> = if raw.is_empty() {
                 t.int64_data.clone()
