@@ -532,7 +532,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
             }
             let st = strides(&x.dims);
             let dims: Vec<usize> = keep.iter().map(|k| k.len()).collect();
-            let total: usize = dims.iter().product();
+            let total = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let mut v = Vec::with_capacity(total);
             for flat in 0..total {
                 let (mut rem, mut off) = (flat, 0);
@@ -562,7 +566,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
             }
             let st = strides(&x.dims);
             let dims: Vec<usize> = perm.iter().map(|&p| x.dims[p]).collect();
-            let total: usize = dims.iter().product();
+            let total = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let mut v = Vec::with_capacity(total);
             for flat in 0..total {
                 let (mut rem, mut off) = (flat, 0);
@@ -635,7 +643,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
                 }
             }
             let st: Vec<Vec<usize>> = ds.iter().map(|d| strides(d)).collect();
-            let total: usize = dims.iter().product();
+            let total = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let mut v = Vec::with_capacity(total);
             for flat in 0..total {
                 let (mut rem, mut o) = (flat, [0usize; 3]);
@@ -678,7 +690,11 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
             let (sa, sb) = (strides(&da), strides(&db));
             let logic = !matches!(n.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min");
             let float = (x.float || y.float) && !logic;
-            let total: usize = dims.iter().product();
+            let total = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&t| t <= 1 << 24)
+                .ok_or("more than 2^24 elements")?;
             let mut v = Vec::with_capacity(total);
             for flat in 0..total {
                 let (mut rem, mut oa, mut ob) = (flat, 0, 0);

@@ -153,6 +153,14 @@ pub(super) fn expand(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     let out = broadcast(&xs, &to)
         .ok_or_else(|| lw.unsupported(n, "shapes do not broadcast (or rank > 4)"))?;
+    // Sizes come from the file: a shape past 2^31 elements is refused.
+    if out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_none_or(|c| c > 1 << 31)
+    {
+        return Err(lw.unsupported(n, "more than 2^31 elements"));
+    }
     let y = lw.new_f32(&n.output[0], out.clone());
     lw.b.ops.push(Op::BinF32 {
         a: Src::T(x),

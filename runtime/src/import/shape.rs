@@ -350,6 +350,9 @@ fn take(
     if run == 0 || offs.is_empty() {
         return Err(lw.unsupported(n, "an empty result"));
     }
+    if ti.len() > u32::MAX as usize || offs.len().checked_mul(run).is_none_or(|c| c > 1 << 31) {
+        return Err(lw.unsupported(n, "more than 2^31 elements"));
+    }
     let out = n.output[0].clone();
     let y = lw.moved_tensor(&out, ti, shape, form);
     let idx_blob = lw.b.push(offs);
