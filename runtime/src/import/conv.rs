@@ -364,28 +364,48 @@ fn pool_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32, max: bool) -> Re
     {
         return Err(lw.unsupported(n, "kernel larger than the padded input"));
     }
+    let count_pad = attr_i(n, "count_include_pad", 0) != 0;
+    let mut geom = geom;
     if attr_i(n, "ceil_mode", 0) != 0 {
-        // Ceil mode adds a window where the last one does not end at the padded edge.
-        let extra = |len: usize, p: usize, k: usize, d: usize, s: usize| {
-            !(len + p - d * (k - 1) - 1).is_multiple_of(s)
+        // Ceil mode adds a last window where the strides do not end at the padded edge
+        // (one that starts inside the input or its leading padding): extra padding at the
+        // end makes the floor count include it. Max ignores padding; an average counting
+        // padding would count that extra padding too, so that form is refused.
+        let extra = |len: usize, p0: usize, p1: usize, k: usize, d: usize, s: usize| {
+            let span = len + p0 + p1 - d * (k - 1) - 1;
+            let (fl, ce) = (span / s, span.div_ceil(s));
+            // ONNX drops a last window that would start in the end padding.
+            let ce = if ce > fl && ce * s >= len + p0 {
+                fl
+            } else {
+                ce
+            };
+            (ce - fl) * s
         };
-        if extra(
+        let eh = extra(
             h,
-            geom.pad_top + geom.pad_bottom,
+            geom.pad_top,
+            geom.pad_bottom,
             kh,
             geom.dil_h,
             geom.stride_h,
-        ) || extra(
+        );
+        let ew = extra(
             w,
-            geom.pad_left + geom.pad_right,
+            geom.pad_left,
+            geom.pad_right,
             kw,
             geom.dil_w,
             geom.stride_w,
-        ) {
-            return Err(lw.unsupported(n, "ceil_mode where it adds a window"));
+        );
+        if (eh > 0 || ew > 0) && count_pad && !max {
+            return Err(
+                lw.unsupported(n, "ceil_mode with count_include_pad where it adds a window")
+            );
         }
+        geom.pad_bottom += eh;
+        geom.pad_right += ew;
     }
-    let count_pad = attr_i(n, "count_include_pad", 0) != 0;
     let mut out = xs.clone();
     if one_d {
         out[2] = geom.ow();

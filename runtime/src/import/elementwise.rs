@@ -37,8 +37,24 @@ fn binary_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         }
         _ => {}
     }
-    if n.input.iter().take(2).any(|i| lw.int_names.contains(i)) {
-        return Err(lw.unsupported(n, "integer arithmetic (Cast the operands to float)"));
+    // Integers ride the float path exactly below 2^24; a quotient would need truncating.
+    let ints = n
+        .input
+        .iter()
+        .take(2)
+        .filter(|i| lw.int_names.contains(*i))
+        .count();
+    if ints > 0 && op == "Div" {
+        return Err(lw.unsupported(n, "integer division (Cast the operands to float)"));
+    }
+    let int_const = |name: &String| matches!(lw.vals.get(name), Some(Val::Const(c)) if !matches!(c.data, super::value::Data::F32(_)));
+    if ints > 0
+        && n.input
+            .iter()
+            .take(2)
+            .all(|i| lw.int_names.contains(i) || int_const(i))
+    {
+        lw.int_names.insert(n.output[0].clone());
     }
     let (sa, sb) = (lw.operand(n, 0)?, lw.operand(n, 1)?);
     if sa.0.tensor().is_none() && sb.0.tensor().is_none() {
@@ -542,6 +558,9 @@ pub(super) fn prelu(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// scalar constant (folded into its table).
 pub(super) fn max_min(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
+    if n.input.len() != 2 && (0..n.input.len()).any(|i| lw.fact(n, i).is_some()) {
+        return variadic(lw, idx);
+    }
     if n.input.len() == 2
         && (lw.fact(n, 0).is_some() || lw.fact(n, 1).is_some())
         && binary_float(lw, idx)?
@@ -549,6 +568,74 @@ pub(super) fn max_min(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         return Ok(());
     }
     table(lw, idx)
+}
+
+/// Max, Min, Sum and Mean of any number of float tensors (broadcasting): a chain of
+/// binary ops (Mean: the Sum times 1/count).
+pub(super) fn variadic(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let op = n.op_type.clone();
+    let f = match op.as_str() {
+        "Max" => BinOp::Max,
+        "Min" => BinOp::Min,
+        _ => BinOp::Add,
+    };
+    if n.input.is_empty() || (0..n.input.len()).all(|i| lw.fact(n, i).is_none()) {
+        return Err(lw.unsupported(n, "needs a float tensor among the inputs"));
+    }
+    let out_name = n.output[0].clone();
+    let count = n.input.len();
+    let (mut acc, mut shape) = lw.operand(n, 0)?;
+    for i in 1..count {
+        let n = &lw.graph.node[idx];
+        let (b, sb) = lw.operand(n, i)?;
+        let n = &lw.graph.node[idx];
+        let out = broadcast(&shape, &sb)
+            .ok_or_else(|| lw.unsupported(n, "shapes do not broadcast (or rank > 4)"))?;
+        let last = i + 1 == count && op != "Mean";
+        let name = if last {
+            out_name.clone()
+        } else {
+            format!("{out_name}#{i}")
+        };
+        let y = lw.new_f32(&name, out.clone());
+        lw.b.ops.push(Op::BinF32 {
+            a: acc,
+            b,
+            y,
+            f,
+            dims: pad4(&out).map(|v| v as u32),
+            sa: strides4(&shape, &out),
+            sb: strides4(&sb, &out),
+        });
+        acc = crate::plan::Src::T(y);
+        shape = out;
+    }
+    let n = &lw.graph.node[idx];
+    let y = match acc {
+        crate::plan::Src::T(t) => {
+            if op == "Mean" {
+                let y = lw.new_f32(&out_name, shape.clone());
+                let k = lw.b.push(&[1.0 / count as f32]);
+                lw.b.ops.push(Op::BinF32 {
+                    a: crate::plan::Src::T(t),
+                    b: crate::plan::Src::C(k),
+                    y,
+                    f: BinOp::Mul,
+                    dims: pad4(&shape).map(|v| v as u32),
+                    sa: strides4(&shape, &shape),
+                    sb: [0; 4],
+                });
+                y
+            } else {
+                t
+            }
+        }
+        crate::plan::Src::C(_) => return Err(lw.unsupported(n, "a single constant input")),
+    };
+    let n = &lw.graph.node[idx];
+    lw.out_f32(n, y);
+    Ok(())
 }
 
 /// Clip of a float tensor by constant bounds, or folded into a quantised tensor's table.

@@ -65,6 +65,7 @@ fn axis_of(a: i64, rank: usize) -> Option<usize> {
 /// The ops this folds when every input is a constant (`Shape` needs only a known shape).
 const FOLDS: &[&str] = &[
     "Shape",
+    "Size",
     "Gather",
     "Unsqueeze",
     "Squeeze",
@@ -104,6 +105,19 @@ impl Lowering<'_> {
         let n = &self.graph.node[idx];
         if !super::registry::is_default_domain(&n.domain) || !FOLDS.contains(&n.op_type.as_str()) {
             return Ok(false);
+        }
+        if n.op_type == "Size" {
+            let Some(shape) = n.input.first().and_then(|i| self.shape_of(i)) else {
+                return Ok(false);
+            };
+            let c = Num {
+                dims: vec![],
+                v: vec![shape.iter().product::<usize>() as f64],
+                float: false,
+            };
+            self.vals
+                .insert(n.output[0].clone(), Val::Const(c.into_const()));
+            return Ok(true);
         }
         if n.op_type == "Shape" {
             let Some(shape) = n.input.first().and_then(|i| self.shape_of(i)) else {

@@ -12,14 +12,54 @@ fn layer_norm_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
     let x0 = lw.fact(n, 0);
     let Some(x) = x0 else { return Ok(false) };
     let shape = lw.fshape(x);
-    let cols = *shape.last().unwrap_or(&0);
+    let r = shape.len() as i64;
     let axis = attr_i(n, "axis", -1);
-    if !(axis == -1 || axis == shape.len() as i64 - 1) {
-        return Err(lw.unsupported(n, "normalises over the last axis only"));
+    let axis = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&axis) {
+        return Err(lw.unsupported(n, "axis outside the input"));
     }
-    let g = lw.constant(n, 1)?.f32s().unwrap_or_default();
+    // Rows of every axis from `axis` on; scale and bias broadcast over them.
+    let inner = &shape[axis as usize..];
+    let cols: usize = inner.iter().product();
+    let spread = |s: &Lowering<'_>, i: usize| -> Result<Vec<f32>> {
+        let c = s.constant(n, i)?;
+        let v = c.f32s().unwrap_or_default();
+        if v.len() == cols {
+            return Ok(v);
+        }
+        let dims = &c.dims;
+        let ok = dims.len() <= inner.len()
+            && dims
+                .iter()
+                .rev()
+                .zip(inner.iter().rev())
+                .all(|(&d, &e)| d == e || d == 1);
+        if !ok || v.is_empty() {
+            return Err(s.unsupported(
+                n,
+                "scale or bias does not broadcast over the normalised axes",
+            ));
+        }
+        // Index of row element j in the broadcast constant.
+        let st = super::elementwise::strides4(dims, inner);
+        let d4 = super::elementwise::pad4(inner);
+        Ok((0..cols)
+            .map(|j| {
+                let (mut rem, mut o) = (j, 0usize);
+                for k in (0..4).rev() {
+                    o += (rem % d4[k]) * st[k] as usize;
+                    rem /= d4[k];
+                }
+                v[o]
+            })
+            .collect())
+    };
+    if inner.len() > 4 {
+        return Err(lw.unsupported(n, "more than 4 normalised axes"));
+    }
+    let g = spread(lw, 1)?;
     let bt = if n.input.len() > 2 && !n.input[2].is_empty() {
-        lw.constant(n, 2)?.f32s().unwrap_or_default()
+        spread(lw, 2)?
     } else {
         vec![0.0; cols]
     };

@@ -255,14 +255,24 @@ static REGISTRY: &[Entry] = &[
         "float; a quantised tensor (folded into its u8 table)",
     ),
     node(
+        "Sum",
+        ew::variadic,
+        "float tensors, any number, broadcasting (rank ≤ 4)",
+    ),
+    node(
+        "Mean",
+        ew::variadic,
+        "float tensors, any number, broadcasting (rank ≤ 4)",
+    ),
+    node(
         "Max",
         ew::max_min,
-        "two float tensors (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
+        "float tensors, any number (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
     ),
     node(
         "Min",
         ew::max_min,
-        "two float tensors (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
+        "float tensors, any number (broadcasting, rank ≤ 4); a quantised tensor and a scalar constant (folded into its u8 table)",
     ),
     node(
         "BatchNormalization",
@@ -332,6 +342,11 @@ static REGISTRY: &[Entry] = &[
         "a quantised or float tensor along one axis, constant sizes (or equal parts)",
     ),
     node("Range", shape::folded_only, "constants (folded)"),
+    node(
+        "Size",
+        shape::folded_only,
+        "any tensor of known shape (folded to a constant)",
+    ),
     node(
         "ConstantOfShape",
         shape::folded_only,

@@ -370,6 +370,101 @@ fn take(
     Ok(())
 }
 
+/// A data movement given per logical axis as the source index of every output index
+/// (`maps[a][o]`): Slice with any steps, Pad in reflect and edge modes. One `Take` over
+/// the stored layout; the trailing axes that map onto themselves are copied as runs.
+fn take_by_axes(lw: &mut Lowering<'_>, idx: usize, maps: Vec<Vec<usize>>) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let (t, form) = lw.data_input(n, 0)?;
+    let ti = lw.b.tensors[t as usize].clone();
+    let nhwc = ti.nhwc && ti.shape.len() == 4;
+    // Stored axis k holds logical axis order[k].
+    let order: Vec<usize> = if nhwc {
+        vec![0, 2, 3, 1]
+    } else {
+        (0..ti.shape.len()).collect()
+    };
+    if maps.len() != order.len() {
+        return Err(lw.unsupported(n, "one index map per axis"));
+    }
+    let s = &ti.shape;
+    let maps: Vec<&Vec<usize>> = order.iter().map(|&a| &maps[a]).collect();
+    let out: Vec<usize> = maps.iter().map(|m| m.len()).collect();
+    if out.contains(&0) {
+        return Err(lw.unsupported(n, "an empty result"));
+    }
+    if out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_none_or(|c| c > 1 << 31)
+    {
+        return Err(lw.unsupported(n, "more than 2^31 elements"));
+    }
+    // Trailing axes copied whole form the run.
+    let mut k = out.len();
+    while k > 0
+        && maps[k - 1].len() == s[k - 1]
+        && maps[k - 1].iter().enumerate().all(|(i, &v)| i == v)
+    {
+        k -= 1;
+    }
+    let run: usize = s[k..].iter().product();
+    let strides: Vec<usize> = (0..s.len()).map(|a| s[a + 1..].iter().product()).collect();
+    let count: usize = out[..k].iter().product();
+    let mut offs = Vec::with_capacity(count);
+    let mut ix = vec![0usize; k];
+    for _ in 0..count {
+        offs.push((0..k).map(|a| maps[a][ix[a]] * strides[a]).sum::<usize>() as u32);
+        for a in (0..k).rev() {
+            ix[a] += 1;
+            if ix[a] < out[a] {
+                break;
+            }
+            ix[a] = 0;
+        }
+    }
+    take(lw, idx, t, form, &ti, out, &offs, run)
+}
+
+/// Pad in reflect or edge mode: every output index mapped to its source.
+fn pad_modes(lw: &mut Lowering<'_>, idx: usize, pads: &[i64], reflect: bool) -> Result<()> {
+    let n = &lw.graph.node[idx];
+    let shape = lw
+        .shape_of(&n.input[0])
+        .ok_or_else(|| lw.unsupported(n, "input of unknown shape"))?;
+    let r = shape.len();
+    if pads.len() != 2 * r || pads.iter().any(|&p| !(0..=1 << 16).contains(&p)) {
+        return Err(lw.unsupported(n, "pads for every axis, none negative"));
+    }
+    let mut maps = vec![];
+    for (a, &d) in shape.iter().enumerate() {
+        let (b, e) = (pads[a] as usize, pads[a + r] as usize);
+        if reflect && (d < 2 && b + e > 0 || b >= d || e >= d) {
+            return Err(lw.unsupported(n, "reflect pads as wide as the axis"));
+        }
+        maps.push(
+            (0..b + d + e)
+                .map(|o| {
+                    let i = o as i64 - b as i64;
+                    let last = d as i64 - 1;
+                    (if reflect {
+                        if i < 0 {
+                            -i
+                        } else if i > last {
+                            2 * last - i
+                        } else {
+                            i
+                        }
+                    } else {
+                        i.clamp(0, last)
+                    }) as usize
+                })
+                .collect(),
+        );
+    }
+    take_by_axes(lw, idx, maps)
+}
+
 /// GatherND (batch_dims 0) of a run-time tensor by constant index tuples.
 pub(super) fn gather_nd(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
@@ -579,9 +674,6 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let (t, form) = lw.data_input(n, 0)?;
     let ti = lw.b.tensors[t as usize].clone();
     let mode = attr(n, "mode").map_or(&b"constant"[..], |a| a.s.as_slice());
-    if mode != b"constant" {
-        return Err(lw.unsupported(n, "modes other than constant"));
-    }
     let pads = if n.input.len() > 1 && !n.input[1].is_empty() {
         lw.constant(n, 1)?.ints()
     } else {
@@ -589,6 +681,11 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     };
     if n.input.len() > 3 && !n.input[3].is_empty() {
         return Err(lw.unsupported(n, "the axes input"));
+    }
+    match mode {
+        b"constant" => {}
+        b"reflect" | b"edge" => return pad_modes(lw, idx, &pads, mode == b"reflect"),
+        _ => return Err(lw.unsupported(n, "modes other than constant, reflect and edge")),
     }
     let value = if n.input.len() > 2 && !n.input[2].is_empty() {
         match lw.val(n, 2)? {
@@ -938,23 +1035,42 @@ pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err(lw.unsupported(n, "starts, ends, axes and steps differ in length"));
     }
-    let mut cut = None;
+    // The source index of every output index, per axis (ONNX's clamping rules).
+    let mut maps: Vec<Vec<usize>> = shape.iter().map(|&d| (0..d).collect()).collect();
+    let mut cuts = vec![];
     for j in 0..starts.len() {
         let a = axis_in(lw, n, axes[j], shape.len())?;
         let d = shape[a] as i64;
-        let norm = |v: i64| (if v < 0 { v + d } else { v }).clamp(0, d);
-        let (s, e) = (norm(starts[j]), norm(ends[j]));
-        if steps[j] != 1 {
-            return Err(lw.unsupported(n, "steps other than 1"));
+        let step = steps[j];
+        if step == 0 || d == 0 {
+            return Err(lw.unsupported(n, "a step of 0, or an empty axis"));
         }
-        if s == 0 && e == d {
-            continue;
+        let norm = |v: i64, lo: i64, hi: i64| (if v < 0 { v + d } else { v }).clamp(lo, hi);
+        let (s, e) = if step > 0 {
+            (norm(starts[j], 0, d), norm(ends[j], 0, d))
+        } else {
+            (norm(starts[j], 0, d - 1), norm(ends[j], -1, d - 1))
+        };
+        let mut m = vec![];
+        let mut i = s;
+        while (step > 0 && i < e) || (step < 0 && i > e) {
+            m.push(i as usize);
+            i += step;
         }
-        if cut.is_some() || e <= s {
-            return Err(lw.unsupported(n, "a window on more than one axis, or an empty one"));
+        if m.is_empty() {
+            return Err(lw.unsupported(n, "an empty window"));
         }
-        cut = Some((a, s as usize, (e - s) as usize));
+        if m.len() as i64 != d || step != 1 {
+            cuts.push(a);
+        }
+        maps[a] = m;
     }
+    let single = match cuts.as_slice() {
+        [a] if steps.iter().all(|&s| s == 1) => Some(*a),
+        [] => None,
+        _ => return take_by_axes(lw, idx, maps),
+    };
+    let cut = single.map(|a| (a, maps[a][0], maps[a].len()));
     let v = match cut {
         Some((a, off, len)) => window(lw, n, 0, a, off, len, &n.output[0])?,
         None => lw.val(n, 0)?.clone(),
