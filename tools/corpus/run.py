@@ -6,8 +6,11 @@
 
 Per model: `edgetune compile --check` (printed verbatim), `edgetune compile` with the
 model's fixed input shapes, `edgetune inspect` (ops of the plan; those named *F32 run in
-float), then `edgetune run` on every reference input: cosine of each output against
-onnxruntime's, and the median latency of `edgetune run --profile N` against onnxruntime's
+float), then `edgetune run` on every reference input (8 per model): cosine of each output
+against onnxruntime with graph optimisation off (the graph as written), beside the cosine of
+onnxruntime's own optimised session to it (the yardstick where quantised arithmetic
+differs), the top-1 class of classifiers against it, the cosine against onnxruntime's
+default session and, for quantised entries, both against the float model; and the median latency of `edgetune run --profile N` against onnxruntime's
 median on the same input, both with one thread on one pinned core. One model's failure
 (error, crash, time-out) is recorded and the next model runs.
 
@@ -47,9 +50,17 @@ def first_error(code, out):
     return lines[-1] if lines else f"exit {code}"
 
 
+# Outputs whose every value is below this (a detector's probability map of a photo without
+# text: sigmoids of very negative logits, which onnxruntime flushes to 0 and edgetune keeps
+# near 1e-8) have no direction to compare: two such outputs count as equal.
+NEAR_ZERO = 1e-5
+
+
 def cosine(a, b):
     a = a.astype(np.float64).ravel()
     b = b.astype(np.float64).ravel()
+    if np.abs(a).max(initial=0) < NEAR_ZERO and np.abs(b).max(initial=0) < NEAR_ZERO:
+        return 1.0
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
@@ -135,7 +146,8 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
         r["float_ops"] = {k: int(c) for k, c in kinds if k.endswith("F32")}
 
     # Accuracy: every reference input, every output the plan and onnxruntime share.
-    cos, cos_f, notes = [], [], []
+    cos, cos_f, cos_n, top1, notes = [], [], [], [], []
+    classifier = "classifier" in meta.get("task", "").lower()
     for k in range(meta["n_refs"]):
         feeds = []
         for i in meta["inputs"]:
@@ -164,6 +176,15 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
                 notes.append(f"output {o['name']}: {e.size} values, onnxruntime {ref.size}")
                 continue
             cos.append((o["name"], k, cosine(e, ref)))
+            # The yardstick: onnxruntime with graph optimisation off runs the graph as
+            # written; how close its own optimised session stays to that bounds what to ask.
+            nref = os.path.join(d, "ref_noopt", str(k), o["file"])
+            if os.path.exists(nref):
+                n0 = np.load(nref)
+                cos_n.append((o["name"], k, cosine(e, n0), cosine(ref, n0)))
+                if classifier and j == 0:
+                    top1.append((k, int(np.argmax(e)) == int(np.argmax(n0)),
+                                 int(np.argmax(ref)) == int(np.argmax(n0))))
             fref = os.path.join(d, "ref_fp32", str(k), o["file"])
             if os.path.exists(fref):
                 f32 = np.load(fref)
@@ -173,6 +194,15 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
         r["cosine_min"] = worst[2]
         r["cosine_worst"] = f"{worst[0]} (input {worst[1]})"
         r["cosines"] = cos
+    if cos_n:
+        r["cosine_noopt_min"] = min(c[2] for c in cos_n)
+        r["ort_opt_cosine_noopt_min"] = min(c[3] for c in cos_n)
+        r["cosines_noopt"] = cos_n
+        r["n_inputs"] = len({c[1] for c in cos_n})
+    if top1:
+        r["top1_agree"] = sum(t[1] for t in top1)
+        r["ort_opt_top1_agree"] = sum(t[2] for t in top1)
+        r["top1_of"] = len(top1)
     if cos_f:
         r["cosine_float_min"] = min(c[2] for c in cos_f)
         r["ort_cosine_float_min"] = min(c[3] for c in cos_f)
@@ -202,9 +232,11 @@ def cell_compiles(r):
 
 
 def table(results):
-    rows = ["| model | producer | quantisation | compiles (yes / first error) | cosine vs ORT (min) | "
+    rows = ["| model | producer | quantisation | compiles (yes / first error) | inputs | "
+            "cosine vs ORT with optimisation off: edgetune / ORT optimised (min) | "
+            "top-1 = ORT (classifiers) | cosine vs ORT default (min) | "
             "cosine vs float model: edgetune / ORT (min) | latency edgetune / ORT (ms, ratio) | float ops in plan |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cos = f"{r['cosine_min']:.4f}" if "cosine_min" in r else ("run error: " + r["run_error"] if "run_error" in r else "-")
         if "edgetune_ms" in r and "ort_ms" in r:
@@ -224,8 +256,17 @@ def table(results):
             cf = f"{r['cosine_float_min']:.4f} / {r['ort_cosine_float_min']:.4f}"
         else:
             cf = "-"
+        if "cosine_noopt_min" in r:
+            cn = f"{r['cosine_noopt_min']:.4f} / {r['ort_opt_cosine_noopt_min']:.4f}"
+        else:
+            cn = "-"
+        if "top1_of" in r:
+            t1 = f"{r['top1_agree']}/{r['top1_of']} (ORT optimised {r['ort_opt_top1_agree']}/{r['top1_of']})"
+        else:
+            t1 = "-"
+        n_in = str(r.get("n_inputs", "-"))
         rows.append(f"| {r['name']} | {r['producer']} | {r['quantisation']} | {cell_compiles(r)} | "
-                    f"{cos} | {cf} | {lat} | {fops} |")
+                    f"{n_in} | {cn} | {t1} | {cos} | {cf} | {lat} | {fops} |")
     rows += ["", "`edgetune compile --check` per model (its closing line):", ""]
     for r in results:
         rows.append(f"- {r['name']}: " + r.get("check_summary", "-").replace(CORPUS + "/", ""))

@@ -287,6 +287,30 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
         groups,
     };
     let bias = float_bias(lw, n, oc)?;
+    if groups > 1 {
+        // Grouped and depthwise: directly on the NCHW planes.
+        if h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
+            || w + geom.pad_left + geom.pad_right < geom.dil_w * (kw - 1) + 1
+        {
+            return Err(lw.unsupported(n, "kernel larger than the padded input"));
+        }
+        let out = if one_d {
+            vec![1, oc, geom.ow()]
+        } else {
+            vec![1, oc, geom.oh(), geom.ow()]
+        };
+        let y = lw.new_f32(&n.output[0], out);
+        let (wb, bb) = (lw.b.push(&wf), lw.b.push(&bias));
+        lw.b.ops.push(Op::GroupConvF32 {
+            x,
+            y,
+            geom,
+            w: wb,
+            bias: bb,
+        });
+        lw.out_f32(n, y);
+        return Ok(());
+    }
     // NHWC in: a copy only when channels and positions both exceed one.
     let xin = if ic > 1 && h * w > 1 {
         let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![1, h, w, ic]);

@@ -569,7 +569,7 @@ impl<'a> Plan<'a> {
             Op::Take { x, y, run, .. } => {
                 (is(x, F32) || is(x, U8)) && t(x).dtype == t(y).dtype && run > 0
             }
-            Op::PoolF32 { x, y, .. } => is(x, F32) && is(y, F32),
+            Op::PoolF32 { x, y, .. } | Op::GroupConvF32 { x, y, .. } => is(x, F32) && is(y, F32),
             Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
             | Op::MaxF32 { x, y, .. }
@@ -834,6 +834,16 @@ impl<'a> Plan<'a> {
                 | Op::WhereF32 { dims, .. } => {
                     dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
                 }
+                Op::GroupConvF32 { ref geom, .. } => [
+                    geom.oh(),
+                    geom.ow(),
+                    geom.oc,
+                    geom.ic / geom.groups.max(1),
+                    geom.kh,
+                    geom.kw,
+                ]
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
                 Op::PoolF32 { ref geom, .. } => [geom.oh(), geom.ow(), geom.ic, geom.kh, geom.kw]
                     .iter()
                     .fold(1u64, |a, &d| a.saturating_mul(d as u64)),

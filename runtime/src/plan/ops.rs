@@ -558,6 +558,10 @@ plan_ops! {
     /// the padding when `count_pad`.
     31 "PoolF32" PoolF32 { x: u32, y: u32, geom: ConvGeom, max: bool, count_pad: bool }
         reads [x] writes [y];
+    /// Grouped (depthwise among them) f32 convolution over NCHW planes, directly: weights
+    /// `[oc][ic / groups][kh][kw]` as ONNX holds them, bias of `oc` values or none.
+    32 "GroupConvF32" GroupConvF32 { x: u32, y: u32, geom: ConvGeom, w: Blob, bias: Blob }
+        reads [x] writes [y];
 }
 
 #[cfg(test)]
@@ -841,6 +845,29 @@ mod tests {
                 },
                 max: true,
                 count_pad: false,
+            },
+            Op::GroupConvF32 {
+                x: 1,
+                y: 2,
+                geom: ConvGeom {
+                    h: 5,
+                    w: 6,
+                    ic: 4,
+                    oc: 4,
+                    kh: 3,
+                    kw: 3,
+                    stride_h: 1,
+                    stride_w: 2,
+                    dil_h: 1,
+                    dil_w: 1,
+                    pad_top: 1,
+                    pad_left: 1,
+                    pad_bottom: 1,
+                    pad_right: 1,
+                    groups: 4,
+                },
+                w: b(1),
+                bias: b(2),
             },
             Op::ResizeLinearF32 {
                 x: 1,

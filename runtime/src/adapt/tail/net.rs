@@ -329,6 +329,7 @@ impl TailNet {
                 | Op::WhereF32 { .. }
                 | Op::Take { .. }
                 | Op::PoolF32 { .. }
+                | Op::GroupConvF32 { .. }
                 | Op::LayerNormF32 { .. }
                 | Op::SoftmaxF32 { .. }
                 | Op::TransposeF32 { .. }
