@@ -180,6 +180,23 @@ pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
 
 fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanParts> {
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
+    // Dynamically quantised convolutions (ConvInteger) have no int8 form here: the model
+    // is turned back into its float model (the weights as the producer rounded them) and
+    // runs in float; `--calibrate` quantises it statically instead.
+    let conv_integer = graph
+        .node
+        .iter()
+        .any(|n| registry::is_default_domain(&n.domain) && n.op_type == "ConvInteger");
+    if conv_integer {
+        if let Some(float) = calibrate::dynamic_to_float(model)? {
+            let mut opts = opts.clone();
+            opts.meta.push((
+                "dynamic_quantisation".into(),
+                "undone: ConvInteger and MatMulInteger run in float".into(),
+            ));
+            return import_model(&float, &opts);
+        }
+    }
     let expanded = registry::rewrite_forms(graph)?;
     let graph = expanded.as_ref().unwrap_or(graph);
     let mut lw = Lowering {

@@ -714,7 +714,8 @@ pub(super) fn pad(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         value[0]
     };
     let spatial_only = rank == 4 && [pads[0], pads[1], pads[4], pads[5]].iter().all(|&p| p == 0);
-    if spatial_only && fill == 0.0 && form != 1 && lw.feeds_only_convs(&n.output[0]) {
+    // (A float tensor is padded by a copy: the float convolutions take no extra padding.)
+    if spatial_only && fill == 0.0 && form == 0 && lw.feeds_only_convs(&n.output[0]) {
         let add = [pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize);
         lw.vals.insert(
             n.output[0].clone(),
