@@ -244,7 +244,11 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
     } else {
         (wd[0], wd[1], wd[2], wd[3])
     };
-    let groups = attr_i(n, "group", 1) as usize;
+    let groups = attr_i(n, "group", 1);
+    if [oc, icg, kh, kw].contains(&0) || !(1..=ic.max(1) as i64).contains(&groups) {
+        return Err(lw.unsupported(n, "empty weights, or a group count outside 1..=channels"));
+    }
+    let groups = groups as usize;
     let two = |v: Option<Vec<i64>>, one: i64| -> Vec<i64> {
         match v {
             Some(v) if one_d && v.len() == 1 => vec![one, v[0]],
@@ -264,7 +268,11 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
         || groups == 0
         || icg * groups != ic
         || oc % groups != 0
-        || pads.iter().chain(&strides).chain(&dil).any(|&v| v < 0)
+        || pads
+            .iter()
+            .chain(&strides)
+            .chain(&dil)
+            .any(|&v| !(0..=1 << 16).contains(&v))
         || strides.iter().chain(&dil).any(|&v| v == 0)
     {
         return Err(lw.unsupported(n, "convolution attributes do not match the input"));
@@ -361,8 +369,11 @@ fn pool_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32, max: bool) -> Re
     if pads.len() != 4
         || strides.len() != 2
         || dil.len() != 2
-        || pads.iter().any(|&v| v < 0)
-        || strides.iter().chain(&dil).any(|&v| v < 1)
+        || pads.iter().any(|&v| !(0..=1 << 16).contains(&v))
+        || strides
+            .iter()
+            .chain(&dil)
+            .any(|&v| !(1..=1 << 16).contains(&v))
     {
         return Err(lw.unsupported(n, "pooling attributes do not match the input"));
     }

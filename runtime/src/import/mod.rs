@@ -117,6 +117,16 @@ pub struct Unsupported {
 /// entry. Empty when the model imports. Errs only when the file does not parse.
 pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
     let model = parse(bytes)?;
+    // A ConvInteger model imports as the float model it came from: that is what to check.
+    let conv_integer = model.graph.as_ref().is_some_and(|g| {
+        g.node
+            .iter()
+            .any(|n| registry::is_default_domain(&n.domain) && n.op_type == "ConvInteger")
+    });
+    let model = match conv_integer {
+        true => calibrate::dynamic_to_float(&model)?.unwrap_or(model),
+        false => model,
+    };
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     let domain = |n: &pb::NodeProto| {
         if registry::is_default_domain(&n.domain) {

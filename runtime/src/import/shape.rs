@@ -411,6 +411,9 @@ fn take_by_axes(lw: &mut Lowering<'_>, idx: usize, maps: Vec<Vec<usize>>) -> Res
     let run: usize = s[k..].iter().product();
     let strides: Vec<usize> = (0..s.len()).map(|a| s[a + 1..].iter().product()).collect();
     let count: usize = out[..k].iter().product();
+    if count > 1 << 24 {
+        return Err(lw.unsupported(n, "more than 2^24 runs to move"));
+    }
     let mut offs = Vec::with_capacity(count);
     let mut ix = vec![0usize; k];
     for _ in 0..count {
@@ -435,6 +438,9 @@ fn pad_modes(lw: &mut Lowering<'_>, idx: usize, pads: &[i64], reflect: bool) -> 
     let r = shape.len();
     if pads.len() != 2 * r || pads.iter().any(|&p| !(0..=1 << 16).contains(&p)) {
         return Err(lw.unsupported(n, "pads for every axis, none negative"));
+    }
+    if shape.iter().any(|&d| d > 1 << 24) {
+        return Err(lw.unsupported(n, "an axis longer than 2^24"));
     }
     let mut maps = vec![];
     for (a, &d) in shape.iter().enumerate() {
@@ -1035,6 +1041,10 @@ pub(super) fn slice(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let steps = ints(lw, 4)?.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err(lw.unsupported(n, "starts, ends, axes and steps differ in length"));
+    }
+    // Sizes come from the file: index maps are built for axes up to 2^24 long only.
+    if shape.iter().any(|&d| d > 1 << 24) {
+        return Err(lw.unsupported(n, "an axis longer than 2^24"));
     }
     // The source index of every output index, per axis (ONNX's clamping rules).
     let mut maps: Vec<Vec<usize>> = shape.iter().map(|&d| (0..d).collect()).collect();
