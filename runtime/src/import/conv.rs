@@ -233,7 +233,7 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
         (xs[1], xs[2], xs[3])
     };
     let wd = lw
-        .shape_of(&n.input[1])
+        .shape_of(n.input.get(1).map_or("", |s| s.as_str()))
         .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
     let wf = lw.floats(n, 1)?;
     if wd.len() != xs.len() || wf.len() != wd.iter().product::<usize>() {
@@ -570,7 +570,7 @@ fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Res
     }
     let (c, h, w) = (xs[1], xs[2], xs[3]);
     let wd = lw
-        .shape_of(&n.input[1])
+        .shape_of(n.input.get(1).map_or("", |s| s.as_str()))
         .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
     let wf = lw.floats(n, 1)?;
     if wd.len() != 4 || wf.len() != wd.iter().product::<usize>() {

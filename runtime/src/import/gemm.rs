@@ -138,7 +138,7 @@ fn matmul_float(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
 /// row through the f32 GEMM with the weights packed at compile time (a 1×1 convolution).
 fn matmul_float_by_constant(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result<bool> {
     let n = &lw.graph.node[idx];
-    let Some(wd) = lw.shape_of(&n.input[1]) else {
+    let Some(wd) = lw.shape_of(n.input.get(1).map_or("", |s| s.as_str())) else {
         return Ok(false);
     };
     let Ok(w) = lw.floats(n, 1) else {
@@ -203,7 +203,7 @@ fn gemm_float(lw: &mut Lowering<'_>, idx: usize, a: u32) -> Result<()> {
     let n = &lw.graph.node[idx];
     let sa = lw.fshape(a);
     let wd = lw
-        .shape_of(&n.input[1])
+        .shape_of(n.input.get(1).map_or("", |s| s.as_str()))
         .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
     let w = lw
         .floats(n, 1)
