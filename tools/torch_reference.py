@@ -4,15 +4,24 @@
         --method linear,ladder,tail --epochs 1 --export /tmp/export
     python3 tools/torch_reference.py /tmp/export tools/reference/torch_fmnist.json
 
+(`--epochs 1` only shortens edgetune's own training in that run: the export holds the
+cached taps, labels and frozen tail, which do not depend on it.)
+
 Same episodes, same cached taps, an independent implementation of the same methods and
-recipes: the linear probe (L2-normalised pooled features, softmax regression with an L2
-penalty 1/(C·n), C = 10, AdamW lr 0.1, 300 full-batch steps, cosine with 10 warm-up
-steps), the ladder side network (pooled taps → down-projection → LayerNorm → GELU, gated
-side stream, LayerNorm + linear head; AdamW lr 3e-3, weight decay 1e-2, label smoothing
-0.1, 200 full-batch steps) and the tail (the plan's float tail after the cut, cosine
-classifier initialised from prototypes, τ = 10; AdamW lr 3e-3, body lr × 0.1, weight decay
-1e-2, label smoothing 0.1, 150 steps of 10 examples). One CPU thread, like edgetune's
-measurement. Writes per-episode accuracy and training time (seconds) as JSON.
+recipes as edgetune's defaults (runtime/src/adapt/method.rs `Spec::new`, train.rs and
+linear.rs `Default`s; no augmentation): the linear probe (L2-normalised pooled features,
+softmax regression with an L2 penalty 1/(C·n) on the weights, C = 10, zero init, AdamW
+lr 0.1 without weight decay or label smoothing, 300 full-batch steps, cosine with 10
+warm-up steps), the ladder side network (pooled taps → down-projection → LayerNorm → GELU,
+gated side stream, LayerNorm + linear head, width = widest tap / 16 but at least 16; AdamW
+lr 3e-3, weight decay 1e-2, label smoothing 0.1, 200 full-batch steps, cosine with 10
+warm-up steps) and the three tail variants (the plan's float tail after the cut, cosine
+classifier initialised from the class prototypes, scale 10; AdamW lr 3e-3 for the
+classifier and lr × body_lr for the tail's own parameters, body_lr 0.3 for `tail`, 1.0 for
+`bias`, 0.1 for `lora`; weight decay 1e-2 on every parameter, label smoothing 0.1, 150
+steps of 10 examples, cosine with 10 warm-up steps; `lora` rank 4, ΔW = A·B·(2/4), A
+uniform ±1/√cin, B zero; `bias` unit scales). One CPU thread, like edgetune's measurement.
+Writes per-episode accuracy and training time (seconds) as JSON.
 """
 import json, math, re, sys, time
 import numpy as np
@@ -197,8 +206,14 @@ class Tail(torch.nn.Module):
         return 10.0 * self.features(x) @ self.head.t()
 
 
-def tail(spec, variant, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=0.1):
-    m = Tail(spec, k, variant)
+# Learning-rate multiplier of the tail's own parameters per variant: edgetune's
+# `Spec::new` defaults (chosen on held-out support shots, tools/select_defaults.sh).
+BODY_LR = {"tail": 0.3, "bias": 1.0, "lora": 0.1}
+
+
+def tail(spec, variant, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=None, rank=4):
+    body_lr = BODY_LR[variant] if body_lr is None else body_lr
+    m = Tail(spec, k, variant, rank=rank)
     with torch.no_grad():
         f = m.features(xs)
         proto = torch.stack([f[ys == c].mean(0) for c in range(k)])
@@ -231,7 +246,7 @@ def tail(spec, variant, xs, ys, xq, k, steps=150, batch=10, lr=3e-3, body_lr=0.1
 def main():
     # tools/torch_reference.py EXPORT OUT.json [methods] [episodes]
     d, out = sys.argv[1], sys.argv[2]
-    only = sys.argv[3].split(",") if len(sys.argv) > 3 else ["linear", "ladder", "tail"]
+    only = sys.argv[3].split(",") if len(sys.argv) > 3 else ["linear", "ladder", "tail", "bias", "lora"]
     last = int(sys.argv[4]) if len(sys.argv) > 4 else None
     taps, methods = {}, {}
     for l in open(f"{d}/taps.txt").read().splitlines():
@@ -281,7 +296,7 @@ def main():
             t0 = time.perf_counter()
             pred = tail(spec, v, xs, ys, xq, k)
             row[v] = {"accuracy": (pred == yq).float().mean().item(), "train_s": time.perf_counter() - t0,
-                      "params": None}
+                      "body_lr": BODY_LR[v]}
         print(e, {m: round(v["accuracy"], 4) for m, v in row.items()}, {m: round(v["train_s"], 2) for m, v in row.items()}, flush=True)
         res["episodes"].append(row)
     for m in res["episodes"][0]:
