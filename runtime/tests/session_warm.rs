@@ -88,3 +88,20 @@ fn a_warm_refit_after_a_new_class_matches_a_full_one() {
         assert!(warm >= 6, "{kind:?}: warm {warm}/8");
     }
 }
+
+/// The tail methods continue from the trained tail: the body and the old classes' rows,
+/// the new class's row from its prototype through the trained tail.
+#[test]
+fn a_warm_tail_refit_after_a_new_class_matches_a_full_one() {
+    for kind in [Kind::Tail, Kind::Bias, Kind::Lora] {
+        let (warm, ws, classes) = grown(kind, true);
+        let (cold, cs, _) = grown(kind, false);
+        println!("{kind:?}: warm {warm}/8 in {ws} steps, from scratch {cold}/8 in {cs} steps");
+        assert_eq!(classes, CLASSES);
+        assert!(
+            warm + 1 >= cold,
+            "{kind:?}: warm {warm}/8, from scratch {cold}/8"
+        );
+        assert!(warm >= 6, "{kind:?}: warm {warm}/8");
+    }
+}

@@ -2,7 +2,7 @@
 //! AdamW and a cosine schedule. The gradient is hand-written and checked against finite
 //! differences in the tests.
 
-use super::train::{Opt, Optimizer};
+use super::train::{Opt, Optimizer, Progress};
 use super::{l2_normalise, Support};
 use crate::error::{Error, Result};
 use alloc::vec::Vec;
@@ -121,6 +121,24 @@ pub fn loss_grad(
     loss / n as f32 + 0.5 * l2 * reg
 }
 
+/// Training accuracy from what [`loss_grad`] leaves in its scratch: `(p − t)/n` per
+/// class, so the probabilities `p` are recovered with the targets `t`.
+fn accuracy(dz: &[f32], y: &[usize], k: usize, smooth: f32) -> f32 {
+    let n = y.len();
+    let off = smooth / k as f32;
+    let ok = y
+        .iter()
+        .enumerate()
+        .filter(|&(i, &label)| {
+            let p = |c: usize| {
+                dz[i * k + c] * n as f32 + off + if c == label { 1.0 - smooth } else { 0.0 }
+            };
+            (0..k).all(|c| c == label || p(c) < p(label))
+        })
+        .count();
+    ok as f32 / n.max(1) as f32
+}
+
 /// Learning rate at `step`: linear warm-up then cosine decay to zero.
 pub fn cosine_lr(base: f32, step: usize, warmup: usize, total: usize) -> f32 {
     if step < warmup {
@@ -148,6 +166,17 @@ pub fn train_linear_from(
     s: &Support,
     cfg: &LinearConfig,
     init: Option<&LinearHead>,
+) -> Result<(LinearHead, f32)> {
+    train_linear_with(s, cfg, init, &mut |_| true)
+}
+
+/// [`train_linear_from`] reporting each step to `progress` (loss, training accuracy);
+/// returning `false` cancels ([`Error::Cancelled`]).
+pub fn train_linear_with(
+    s: &Support,
+    cfg: &LinearConfig,
+    init: Option<&LinearHead>,
+    progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<(LinearHead, f32)> {
     s.check()?;
     let (d, k, n) = (s.dim, s.classes, s.y.len());
@@ -198,6 +227,15 @@ pub fn train_linear_from(
         let lr = cosine_lr(cfg.lr, step, cfg.warmup, cfg.steps);
         ow.step(&mut head.w, &gw, lr, cfg.weight_decay);
         ob.step(&mut head.b, &gb, lr, 0.0);
+        let prog = Progress {
+            step: step + 1,
+            steps: cfg.steps,
+            loss,
+            accuracy: accuracy(&logits, s.y, k, cfg.label_smoothing),
+        };
+        if !progress(&prog) {
+            return Err(Error::Cancelled { step: step + 1 });
+        }
     }
     if head.w.iter().any(|v| !v.is_finite()) {
         return Err(Error::Diverged {
@@ -286,5 +324,25 @@ mod tests {
             h1.logits(&x[i * d..][..d], &mut out);
             assert_eq!(crate::adapt::argmax(&out), y[i]);
         }
+        // Each step is reported; the training accuracy of the last step is the head's.
+        let mut seen = Vec::new();
+        let cfg = LinearConfig::default();
+        let (h3, _) = train_linear_with(&s, &cfg, None, &mut |p| {
+            seen.push(*p);
+            true
+        })
+        .unwrap();
+        assert_eq!(h3, h1);
+        assert_eq!(seen.len(), cfg.steps);
+        assert_eq!((seen[0].step, seen[0].steps), (1, cfg.steps));
+        assert_eq!(seen.last().unwrap().accuracy, 1.0);
+        // Returning false stops at that step.
+        let mut n = 0;
+        let r = train_linear_with(&s, &cfg, None, &mut |_| {
+            n += 1;
+            n < 5
+        });
+        assert!(matches!(r, Err(Error::Cancelled { step: 5 })), "{r:?}");
+        assert_eq!(n, 5);
     }
 }

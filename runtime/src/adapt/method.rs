@@ -3,7 +3,7 @@
 
 use super::cache::{NamedTap, TapCache, TapShape};
 use super::heads::{Ladder, Query};
-use super::linear::{train_linear_from, widen_classes, LinearConfig, LinearHead};
+use super::linear::{train_linear_with, widen_classes, LinearConfig, LinearHead};
 use super::ncm::Ncm;
 use super::tail::{Tail, TailNet, Variant};
 use super::train::{self, Head, Progress, TrainConfig};
@@ -348,6 +348,113 @@ impl Method {
     }
 }
 
+impl Method {
+    /// Forgets class `label` without training: its prototype, classifier column or row
+    /// goes, every other parameter stays, and later labels move down by one. The scores
+    /// of the remaining classes are the ones the method gave before (a cosine or linear
+    /// score per class does not depend on the other classes). Refused when fewer than two
+    /// classes would remain, and for a tail not bound to its plan.
+    pub fn drop_class(&mut self, label: usize) -> Result<()> {
+        let k = self.classes();
+        if label >= k || k < 3 {
+            return Err(Error::Invalid {
+                what: alloc::format!(
+                    "{}: cannot drop class {label} of {k} (two must remain)",
+                    self.name()
+                ),
+            });
+        }
+        match self {
+            Method::Ncm(n) => n.remove_class(label),
+            Method::Linear(h) | Method::Moment(h) => {
+                h.w = narrow_cols(&h.w, k, label);
+                h.b.remove(label);
+                h.classes -= 1;
+            }
+            Method::Ladder {
+                taps,
+                width,
+                classes,
+                params,
+            } => {
+                let sel: Vec<usize> = (0..taps.len()).collect();
+                let n1 = Ladder::new(taps.clone(), sel.clone(), *width, k - 1).n_params();
+                let n0 = Ladder::new(taps.clone(), sel, *width, k).n_params();
+                *params = narrow_head(params, k, label, n0 - n1)?;
+                *classes -= 1;
+            }
+            Method::Query {
+                taps,
+                queries,
+                classes,
+                params,
+            } => {
+                let sel: Vec<usize> = (0..taps.len()).collect();
+                let n1 = Query::new(taps.clone(), sel.clone(), *queries, k - 1).n_params();
+                let n0 = Query::new(taps.clone(), sel, *queries, k).n_params();
+                *params = narrow_head(params, k, label, n0 - n1)?;
+                *classes -= 1;
+            }
+            Method::Tail {
+                classes,
+                params,
+                tail,
+                ..
+            } => {
+                let t = tail.as_ref().ok_or_else(|| Error::Invalid {
+                    what: "tail adapter is not bound to its plan (Adapter::bind)".into(),
+                })?;
+                let (body, fdim) = (t.body_len(), t.net.feature_dim());
+                if params.len() != body + k * fdim {
+                    return Err(Error::ShapeMismatch {
+                        op: "tail classifier".into(),
+                        expected: alloc::vec![body + k * fdim],
+                        got: alloc::vec![params.len()],
+                    });
+                }
+                let mut t1 = Tail::new(t.net.clone(), t.variant, k - 1);
+                t1.scale = t.scale;
+                t1.body_lr = t.body_lr;
+                params.drain(body + label * fdim..body + (label + 1) * fdim);
+                t1.prepare(params);
+                *tail = Some(Box::new(t1));
+                *classes -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `w[rows][k]` without column `c`.
+fn narrow_cols(w: &[f32], k: usize, c: usize) -> Vec<f32> {
+    w.chunks_exact(k)
+        .flat_map(|r| r[..c].iter().chain(&r[c + 1..]))
+        .copied()
+        .collect()
+}
+
+/// The parameters of a head whose classifier (weights `[rows][k]` then biases) is its
+/// last block, without class `c`; `per_class` is what one class holds (`rows + 1`). The
+/// reverse of [`widen_head`].
+fn narrow_head(old: &[f32], k: usize, c: usize, per_class: usize) -> Result<Vec<f32>> {
+    let prefix = old
+        .len()
+        .checked_sub(per_class * k)
+        .filter(|_| per_class >= 1)
+        .ok_or_else(|| Error::ShapeMismatch {
+            op: "classifier".into(),
+            expected: alloc::vec![per_class * k],
+            got: alloc::vec![old.len()],
+        })?;
+    let rows = per_class - 1;
+    let (w, b) = old[prefix..].split_at(rows * k);
+    let mut out = Vec::with_capacity(old.len() - per_class);
+    out.extend_from_slice(&old[..prefix]);
+    out.extend(narrow_cols(w, k, c));
+    out.extend(narrow_cols(b, k, c));
+    Ok(out)
+}
+
 /// Rows of one cached tap for the examples `idx`, reduced by `f` to `width` values each.
 fn rows(
     cache: &TapCache,
@@ -456,8 +563,9 @@ fn widen_head(old: &[f32], k0: usize, new: &mut [f32], k1: usize) -> Option<()> 
 /// [`fit`], warm-started from `prev` when it is the same method on the same taps with
 /// the first classes of this fit (a class was added): `linear` and `moment` start from
 /// its weights (new classes at zero), `ladder` and `query` from all its parameters (new
-/// classes freshly initialised). `ncm` has nothing to train; the tail methods, and a
-/// `prev` that does not fit, start from scratch.
+/// classes freshly initialised), the tail methods from the trained tail and classifier
+/// rows (new classes' rows from prototypes through the trained tail). `ncm` has nothing
+/// to train; a `prev` that does not fit starts from scratch.
 pub fn fit_from(
     spec: &Spec,
     cache: &TapCache,
@@ -501,6 +609,15 @@ pub fn fit_from(
             for (r, &c) in y.iter().enumerate() {
                 n.enrol(c, &x[r * d0..][..d0]);
             }
+            // Nothing is trained: one report, which can still cancel.
+            if !progress(&Progress {
+                step: 0,
+                steps: 0,
+                loss: f32::NAN,
+                accuracy: f32::NAN,
+            }) {
+                return Err(Error::Cancelled { step: 0 });
+            }
             Ok(Method::Ncm(n))
         }
         Kind::Linear | Kind::Moment => {
@@ -522,13 +639,7 @@ pub fn fit_from(
                 _ => None,
             }
             .filter(|h| h.dim == w && h.classes <= classes);
-            let (head, loss) = train_linear_from(&s, &spec.linear, init)?;
-            progress(&Progress {
-                step: spec.linear.steps,
-                steps: spec.linear.steps,
-                loss,
-                accuracy: f32::NAN,
-            });
+            let (head, _) = train_linear_with(&s, &spec.linear, init, progress)?;
             Ok(if spec.kind == Kind::Linear {
                 Method::Linear(head)
             } else {
@@ -605,8 +716,11 @@ pub fn fit_from(
             let mut t = Tail::new(net, spec.variant(), classes);
             t.body_lr = spec.body_lr;
             t.tap = sel[0];
-            t.proto = tail_prototypes(&t, cache, idx, classes)?;
-            let (params, _) = train::train(&t, cache, idx, &spec.train, progress)?;
+            let cfg = TrainConfig {
+                init: tail_start(&mut t, spec, prev, cache, idx)?,
+                ..spec.train.clone()
+            };
+            let (params, _) = train::train(&t, cache, idx, &cfg, progress)?;
             t.tap = 0;
             t.prepare(&params);
             Ok(Method::Tail {
@@ -643,13 +757,74 @@ pub fn fit_from(
     }
 }
 
-/// Unit-norm class means of the frozen tail's pooled features over the support set: the
-/// cosine classifier starts as nearest-class-mean.
-fn tail_prototypes(t: &Tail, cache: &TapCache, idx: &[usize], classes: usize) -> Result<Vec<f32>> {
+/// The parameters of a tail trained before that a fit of `t` can start from: the same
+/// method (and rank) over the first of its classes, so its list is `t`'s body followed by
+/// the classifier rows of those classes.
+fn tail_prev<'a>(t: &Tail, spec: &Spec, prev: Option<&'a Method>) -> Option<&'a [f32]> {
+    match prev {
+        Some(Method::Tail {
+            kind,
+            rank,
+            classes: k0,
+            params,
+            ..
+        }) if *kind == spec.kind
+            && (*kind != Kind::Lora || *rank == spec.rank)
+            && *k0 >= 1
+            && *k0 <= t.classes
+            && params.len() == t.body_len() + k0 * t.net.feature_dim() =>
+        {
+            Some(params)
+        }
+        _ => None,
+    }
+}
+
+/// Sets the prototypes of `t` and returns the parameters a warm fit starts from (`None`:
+/// from scratch, when `prev` is no tail `t` can continue).
+fn tail_start(
+    t: &mut Tail,
+    spec: &Spec,
+    prev: Option<&Method>,
+    cache: &TapCache,
+    idx: &[usize],
+) -> Result<Option<Vec<f32>>> {
+    let old = tail_prev(t, spec, prev);
+    let body = old.map(|o| &o[..t.body_len()]);
+    t.proto = tail_prototypes(t, body, cache, idx, t.classes)?;
+    Ok(old.map(|o| tail_warm_init(t, o, spec)))
+}
+
+/// A fresh initialisation of `t` (the classifier from its prototypes) with the trained
+/// list `old` copied over its beginning: the whole body and the rows of the old classes
+/// are kept, the new classes' rows are their prototypes.
+fn tail_warm_init(t: &Tail, old: &[f32], spec: &Spec) -> Vec<f32> {
+    let mut p = alloc::vec![0.0; t.n_params()];
+    t.init(
+        &mut super::rng::Rng::new(spec.train.seed ^ 0x5741_524d),
+        &mut p,
+    );
+    p[..old.len()].copy_from_slice(old);
+    p
+}
+
+/// Unit-norm class means of the tail's pooled features over the support set: the cosine
+/// classifier starts as nearest-class-mean. The tail is the frozen one, or `body` (the
+/// parameters of a tail trained before) for a warm start.
+fn tail_prototypes(
+    t: &Tail,
+    body: Option<&[f32]>,
+    cache: &TapCache,
+    idx: &[usize],
+    classes: usize,
+) -> Result<Vec<f32>> {
     let fdim = t.net.feature_dim();
     let mut rng = super::rng::Rng::new(0);
     let mut p = alloc::vec![0.0; t.n_params()];
     t.init(&mut rng, &mut p);
+    if let Some(b) = body {
+        p[..b.len()].copy_from_slice(b);
+    }
     t.prepare(&p);
     let mut s = alloc::vec![0.0; t.scratch_len()];
     let mut x: Vec<Vec<f32>> = cache
@@ -755,5 +930,149 @@ mod pair_tests {
             ..old.clone()
         };
         assert!(train_linear_from(&s, &cfg, Some(&wide)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod tail_warm_tests {
+    use super::*;
+    use crate::adapt::cache::CacheFormat;
+    use crate::adapt::rng::Rng;
+    use crate::adapt::tail::Layer;
+
+    /// cut (4 tokens × 3) → 1×1 3→6 ReLU6 → 1×1 6→5 → pool.
+    fn net() -> TailNet {
+        let mut r = Rng::new(11);
+        let frozen: Vec<f32> = (0..18 + 6 + 30 + 5).map(|_| r.f32() * 1.6 - 0.8).collect();
+        let inf = f32::INFINITY;
+        TailNet {
+            cut: "cut".into(),
+            layers: alloc::vec![
+                Layer::Pw {
+                    x: 0,
+                    y: 1,
+                    cin: 3,
+                    cout: 6,
+                    w: 0,
+                    b: 18,
+                    lo: 0.0,
+                    hi: 6.0
+                },
+                Layer::Pw {
+                    x: 1,
+                    y: 2,
+                    cin: 6,
+                    cout: 5,
+                    w: 24,
+                    b: 54,
+                    lo: -inf,
+                    hi: inf
+                },
+                Layer::Gap { x: 2, y: 3 },
+            ],
+            slots: alloc::vec![(4, 3), (4, 6), (4, 5), (1, 5)],
+            frozen,
+            features: 3,
+        }
+    }
+
+    /// Three rows per class around a class centre, classes `0..k`.
+    fn cache(k: usize) -> TapCache {
+        let mut c = TapCache::new(
+            CacheFormat::F16,
+            alloc::vec![("cut".into(), TapShape::new(4, 3))],
+        );
+        let mut r = Rng::new(4);
+        for class in 0..k {
+            let centre: Vec<f32> = (0..12).map(|_| r.f32() * 2.0 - 0.5).collect();
+            for _ in 0..3 {
+                let x: Vec<f32> = centre.iter().map(|v| v + 0.2 * r.f32()).collect();
+                c.push(&[&x[..]], class).unwrap();
+            }
+        }
+        c
+    }
+
+    /// The warm start of a tail fit keeps every parameter trained before (the tail's
+    /// body and the old classes' rows), and the new class's row is the unit-norm mean of
+    /// its features through the trained tail, computed here with a separate forward pass.
+    #[test]
+    fn a_warm_tail_start_keeps_the_trained_parameters() {
+        for kind in [Kind::Tail, Kind::Bias, Kind::Lora] {
+            let mut spec = Spec::new(kind).seed(3);
+            spec.tail = Some(Arc::new(net()));
+            spec.train.steps = 40;
+            spec.train.batch = 0;
+            spec.train.lr = 3e-2;
+            let c2 = cache(2);
+            let idx2: Vec<usize> = (0..c2.len()).collect();
+            let old = fit(&spec, &c2, &[0], &idx2, 2, &mut |_| true).unwrap();
+            let Method::Tail {
+                params: ref op,
+                tail: Some(ref ot),
+                ..
+            } = old
+            else {
+                panic!("{kind:?}: not a tail")
+            };
+            let c3 = cache(3);
+            let idx3: Vec<usize> = (0..c3.len()).collect();
+            let mut t = Tail::new(spec.tail.clone().unwrap(), spec.variant(), 3);
+            let p = tail_start(&mut t, &spec, Some(&old), &c3, &idx3)
+                .unwrap()
+                .expect("a warm start");
+            let body = t.body_len();
+            let fdim = t.net.feature_dim();
+            assert_eq!(body, ot.body_len(), "{kind:?}");
+            assert_eq!(p.len(), body + 3 * fdim);
+            // Bit for bit: the body and the two old rows.
+            assert!(
+                p[..op.len()]
+                    .iter()
+                    .zip(op)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{kind:?}: a trained parameter changed"
+            );
+            // The body did train: it is not the frozen initialisation.
+            let mut fresh = alloc::vec![0.0; t.n_params()];
+            t.init(&mut Rng::new(0), &mut fresh);
+            let moved = fresh[..body]
+                .iter()
+                .zip(&op[..body])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(moved > 1e-4, "{kind:?}: the body did not train ({moved})");
+            // Oracle of the new row: the old two-class tail's features of class 2.
+            ot.prepare(op);
+            let mut s = alloc::vec![0.0; ot.scratch_len()];
+            let (mut logits, mut buf) = (alloc::vec![0.0; 2], alloc::vec![0.0; 12]);
+            let mut mean = alloc::vec![0.0f32; fdim];
+            for i in 6..9 {
+                c3.read(i, 0, &mut buf);
+                ot.forward(op, &[&buf[..]], &mut s, &mut logits);
+                mean.iter_mut()
+                    .zip(ot.features(&s))
+                    .for_each(|(m, f)| *m += f);
+            }
+            let n = libm::sqrtf(mean.iter().map(|v| v * v).sum::<f32>());
+            for (a, m) in p[body + 2 * fdim..].iter().zip(&mean) {
+                assert!(
+                    (a - m / n).abs() < 1e-5,
+                    "{kind:?}: new row {a} vs {}",
+                    m / n
+                );
+            }
+            // Another kind starts from scratch.
+            let mut other = spec.clone();
+            other.kind = if kind == Kind::Tail {
+                Kind::Bias
+            } else {
+                Kind::Tail
+            };
+            let mut t2 = Tail::new(spec.tail.clone().unwrap(), other.variant(), 3);
+            assert!(tail_start(&mut t2, &other, Some(&old), &c3, &idx3)
+                .unwrap()
+                .is_none());
+        }
     }
 }

@@ -41,6 +41,14 @@ impl Ncm {
         }
     }
 
+    /// Removes class `c`: later classes move down by one, keeping their prototypes.
+    pub fn remove_class(&mut self, c: usize) {
+        if c < self.sums.len() {
+            self.sums.remove(c);
+            self.counts.remove(c);
+        }
+    }
+
     pub fn classes(&self) -> usize {
         self.sums.len()
     }

@@ -451,9 +451,9 @@ impl Session {
 
     /// [`fit`](Self::fit) warm-started from the adapter trained before, when that is the
     /// same method on the same taps and its classes are the first of the enrolled ones
-    /// (classes were added since): `linear` and `moment` keep its weights, `ladder` and
-    /// `query` all its parameters, and the fit runs a quarter of the steps. Otherwise,
-    /// and for the tail methods, a full fit.
+    /// (classes were added since): `linear` and `moment` keep its weights, `ladder`,
+    /// `query` and the tail methods (`tail`, `bias`, `lora` of the same rank) all its
+    /// parameters, and the fit runs a quarter of the steps. Otherwise a full fit.
     pub fn fit_warm(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Fitted> {
         self.fit_with(true, progress)
     }
@@ -467,7 +467,6 @@ impl Session {
         let dims = self.taps_dims();
         let prev = self.adapter.as_ref().filter(|a| {
             warm && a.method.kind() == self.kind
-                && !matches!(self.kind, Kind::Tail | Kind::Bias | Kind::Lora)
                 && a.classes.len() <= self.classes.len()
                 && a.classes[..] == self.classes[..a.classes.len()]
                 && a.taps == dims
@@ -496,7 +495,10 @@ impl Session {
             self.classes.len(),
             prev.map(|a| &a.method),
             &mut |p: &Progress| {
-                last = Some((p.loss, p.accuracy));
+                // ncm reports once with no steps: it has no loss to keep.
+                if p.steps > 0 {
+                    last = Some((p.loss, p.accuracy));
+                }
                 progress(p)
             },
         )?;
@@ -606,10 +608,11 @@ impl Session {
     }
 
     /// Enrols the examples of a new class and, if an adapter is trained, refits it on the
-    /// cache (the backbone does not run for the classes already enrolled): `ncm`
-    /// recomputes its prototypes (no training), the others continue from the adapter
-    /// they had ([`fit_warm`](Self::fit_warm): a quarter of the steps; the tail methods
-    /// train again from scratch).
+    /// cache (the backbone does not run for the classes already enrolled): `ncm` adds the
+    /// new class's prototype (no training), the others continue from the adapter they had
+    /// ([`fit_warm`](Self::fit_warm): a quarter of the steps). The trained methods need
+    /// examples of every class: after [`load_adapter`](Self::load_adapter) they are
+    /// refused (the adapter is kept) until examples of each class are enrolled again.
     pub fn add_class(&mut self, class: &str, examples: Vec<Sample>) -> Result<()> {
         if self.classes.iter().any(|c| c == class) {
             return Err(invalid(format!("class '{class}' exists")));
@@ -617,20 +620,66 @@ impl Session {
         if examples.is_empty() {
             return Err(invalid(format!("class '{class}': no examples")));
         }
+        let ncm = match &self.adapter {
+            Some(a) if a.method.kind() == Kind::Ncm && a.classes == self.classes => true,
+            Some(a) => {
+                if let Some(c) =
+                    (0..self.classes.len()).find(|&c| !self.samples.iter().any(|s| s.1 == c))
+                {
+                    return Err(invalid(format!(
+                        "cannot add class '{class}': class '{}' has no enrolled examples to \
+                         train the {} adapter on (after loading an adapter, enrol examples \
+                         of every class first); the adapter is unchanged",
+                        self.classes[c],
+                        a.method.name()
+                    )));
+                }
+                false
+            }
+            None => false,
+        };
+        let first = self.cache.len();
         for s in examples {
             self.enrol(s, class)?;
         }
-        self.refit(true)
+        if ncm {
+            return self.ncm_add(first);
+        }
+        self.refit_warm()
     }
 
-    /// Drops a class: its examples and cached rows go, later labels move down by one,
-    /// and a trained adapter is refitted as in [`add_class`](Self::add_class).
+    /// Adds the cached rows from `first` on (one new class) to the ncm adapter.
+    fn ncm_add(&mut self, first: usize) -> Result<()> {
+        let Some(a) = &mut self.adapter else {
+            return Ok(());
+        };
+        let Method::Ncm(n) = &mut a.method else {
+            return Ok(());
+        };
+        let d = self.cache.taps[0];
+        let (mut x, mut f) = (alloc::vec![0.0; d.len()], alloc::vec![0.0; d.dim]);
+        let label = self.classes.len() - 1;
+        for r in first..self.cache.len() {
+            self.cache.read(r, 0, &mut x);
+            adapt::method::pooled(&x, d, &mut f);
+            n.enrol(label, &f);
+        }
+        a.classes = self.classes.clone();
+        Ok(())
+    }
+
+    /// Drops a class: its examples and cached rows go, later labels move down by one, and
+    /// a trained adapter forgets the class without training ([`Method::drop_class`]: the
+    /// other classes score as before; an int8 tail is rebuilt from its stored activation
+    /// ranges). This works on a loaded adapter too. An adapter left with one class is
+    /// dropped.
     pub fn remove_class(&mut self, class: &str) -> Result<()> {
         let l = self
             .classes
             .iter()
             .position(|c| c == class)
             .ok_or_else(|| invalid(format!("no class '{class}'")))?;
+        self.adapter_drop(class)?;
         let relabel = |x: usize| if x > l { x - 1 } else { x };
         let mut cache = TapCache::new(self.cache.format, self.cache.named());
         let mut bufs: Vec<Vec<f32>> = self
@@ -654,17 +703,61 @@ impl Session {
         self.samples.retain(|s| s.1 != l);
         self.samples.iter_mut().for_each(|s| s.1 = relabel(s.1));
         self.classes.remove(l);
-        self.refit(false)
+        Ok(())
     }
 
-    fn refit(&mut self, warm: bool) -> Result<()> {
-        if self.adapter.is_some() {
+    /// The adapter without `class` (when it has it).
+    fn adapter_drop(&mut self, class: &str) -> Result<()> {
+        let Some(a) = &mut self.adapter else {
+            return Ok(());
+        };
+        let Some(la) = a.classes.iter().position(|c| c == class) else {
+            return Ok(());
+        };
+        if a.classes.len() <= 2 {
+            self.adapter = None;
             self.int8 = None;
-            if !warm {
+            return Ok(());
+        }
+        a.method.drop_class(la)?;
+        a.classes.remove(la);
+        if self.int8.is_some() {
+            let rebuilt = self.int8_of_stored();
+            if rebuilt.is_err() {
                 self.adapter = None;
             }
+            self.int8 = Some(rebuilt?);
+        }
+        Ok(())
+    }
+
+    /// The int8 tail of the adapter from the activation ranges stored with it.
+    fn int8_of_stored(&self) -> Result<TailQ> {
+        let a = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| invalid("no adapter".into()))?;
+        let (
+            Some(r),
+            Method::Tail {
+                tail: Some(t),
+                params,
+                ..
+            },
+        ) = (a.hyper("int8_ranges"), &a.method)
+        else {
+            return Err(bad_adapter("int8 ranges on a method without a tail"));
+        };
+        let ranges =
+            ranges_from_str(r).ok_or_else(|| bad_adapter("int8 activation ranges unreadable"))?;
+        TailQ::with_ranges(t, params, &ranges, self.cut_q()?)
+    }
+
+    fn refit_warm(&mut self) -> Result<()> {
+        if self.adapter.is_some() {
+            self.int8 = None;
             if self.classes.len() >= 2 {
-                if let Err(e) = self.fit_with(warm, &mut |_| true) {
+                if let Err(e) = self.fit_with(true, &mut |_| true) {
                     self.adapter = None;
                     return Err(e);
                 }

@@ -358,3 +358,149 @@ fn split2(act: &mut [Vec<u8>], x: usize, y: usize) -> (&[u8], &mut [u8]) {
         (&b[0], &mut a[y])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapt::rng::Rng;
+    use crate::adapt::tail::{DwGeom, TailNet, Variant};
+    use alloc::sync::Arc;
+
+    /// cut (4×4×4) → 1×1 4→8 ReLU6 → depthwise 3×3 ReLU6 → 1×1 8→4 → + cut → 1×1 4→6
+    /// ReLU6 → pool: every layer kind the int8 tail runs.
+    fn net() -> TailNet {
+        let mut r = Rng::new(21);
+        let mut frozen = Vec::new();
+        let mut take = |n: usize, scale: f32| {
+            let o = frozen.len();
+            frozen.extend((0..n).map(|_| (r.f32() * 2.0 - 1.0) * scale));
+            o
+        };
+        let inf = f32::INFINITY;
+        let layers = alloc::vec![
+            Layer::Pw {
+                x: 0,
+                y: 1,
+                cin: 4,
+                cout: 8,
+                w: take(32, 0.6),
+                b: take(8, 0.3),
+                lo: 0.0,
+                hi: 6.0
+            },
+            Layer::Dw {
+                x: 1,
+                y: 2,
+                g: DwGeom {
+                    c: 8,
+                    h: 4,
+                    w: 4,
+                    kh: 3,
+                    kw: 3,
+                    stride: (1, 1),
+                    pad: (1, 1),
+                    oh: 4,
+                    ow: 4,
+                },
+                w: take(72, 0.4),
+                b: take(8, 0.3),
+                lo: 0.0,
+                hi: 6.0
+            },
+            Layer::Pw {
+                x: 2,
+                y: 3,
+                cin: 8,
+                cout: 4,
+                w: take(32, 0.5),
+                b: take(4, 0.3),
+                lo: -inf,
+                hi: inf
+            },
+            Layer::Add { a: 3, b: 0, y: 4 },
+            Layer::Pw {
+                x: 4,
+                y: 5,
+                cin: 4,
+                cout: 6,
+                w: take(24, 0.6),
+                b: take(6, 0.3),
+                lo: 0.0,
+                hi: 6.0
+            },
+            Layer::Gap { x: 5, y: 6 },
+        ];
+        TailNet {
+            cut: "cut".into(),
+            layers,
+            slots: alloc::vec![(16, 4), (16, 8), (16, 8), (16, 4), (16, 4), (16, 6), (1, 6)],
+            frozen,
+            features: 6,
+        }
+    }
+
+    /// Cut values on the cut's int8 grid (what the plan hands the tail).
+    fn inputs(r: &mut Rng, n: usize, q: Q8) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                (0..64)
+                    .map(|_| ((r.f32() * 120.0) as i32 - q.zero) as f32 * q.scale)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The re-quantised tail against the float tail it came from, on examples it was not
+    /// calibrated on: the same top-1 on nearly every one, scores close.
+    #[test]
+    fn int8_scores_follow_the_float_tail() {
+        let cut_q = Q8 {
+            scale: 0.05,
+            zero: 10,
+        };
+        let classes = 5;
+        for v in [Variant::Full, Variant::Bias, Variant::Lora { rank: 2 }] {
+            let t = Tail::new(Arc::new(net()), v, classes);
+            let mut r = Rng::new(8);
+            let mut p = alloc::vec![0.0; t.n_params()];
+            t.init(&mut r, &mut p);
+            // As trained: away from the initialisation, classifier rows spread out.
+            p.iter_mut().for_each(|x| *x += 0.1 * (r.f32() - 0.5));
+            p[t.head.clone()]
+                .iter_mut()
+                .for_each(|x| *x = r.f32() * 2.0 - 1.0);
+            let calib = inputs(&mut r, 64, cut_q);
+            let views: Vec<&[f32]> = calib.iter().map(|x| &x[..]).collect();
+            let q = TailQ::new(&t, &p, &views, cut_q).unwrap();
+            t.prepare(&p);
+            let test = inputs(&mut r, 200, cut_q);
+            let mut s = alloc::vec![0.0; t.scratch_len()];
+            let (mut f, mut g) = (alloc::vec![0.0; classes], alloc::vec![0.0; classes]);
+            let (mut same, mut worst) = (0, 0.0f32);
+            for x in &test {
+                t.forward(&p, &[&x[..]], &mut s, &mut f);
+                q.scores(x, &mut g).unwrap();
+                let (tf, tq) = (crate::adapt::argmax(&f), crate::adapt::argmax(&g));
+                same += (tf == tq) as usize;
+                let d = f
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                worst = worst.max(d);
+            }
+            #[cfg(feature = "std")]
+            std::println!(
+                "{v:?}: int8 top-1 = float top-1 on {same}/{}; largest score difference {worst:.4} (scores within ±{})",
+                test.len(),
+                t.scale
+            );
+            assert!(
+                same * 100 >= test.len() * 95,
+                "{v:?}: {same}/{}",
+                test.len()
+            );
+            assert!(worst < 0.02 * t.scale, "{v:?}: {worst}");
+        }
+    }
+}

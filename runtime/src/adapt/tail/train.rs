@@ -221,6 +221,12 @@ impl Tail {
         4 * (self.net.frozen.len() + self.prep.borrow().len())
     }
 
+    /// Parameters of the tail itself, before the classifier (independent of the class
+    /// count): a trained parameter list over any number of classes starts with these.
+    pub fn body_len(&self) -> usize {
+        self.head.start
+    }
+
     /// Unit-norm pooled features of the last `forward`.
     pub fn features<'a>(&self, s: &'a [f32]) -> &'a [f32] {
         &s[self.sc.fhat.start..self.sc.fhat.end - 1]
