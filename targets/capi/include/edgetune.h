@@ -303,8 +303,9 @@ enum EtStatus et_enrol_image(struct et_session *s,
                              uint32_t label);
 
 /**
- * Drops every example of `label` and refits a trained adapter without it (`ncm`
- * recomputes its prototypes; other methods train again on the cache).
+ * Drops every example of `label`; a trained or loaded adapter forgets the class
+ * without training (the other classes score as before; an int8 tail is rebuilt from
+ * its stored activation ranges). An adapter left with one class is dropped.
  *
  * # Safety
  * `s` is a live session.
@@ -321,8 +322,8 @@ enum EtStatus et_train(struct et_session *s, uint64_t seed, EtProgress cb, void 
 
 /**
  * [`et_train`] continuing from the adapter trained before, after classes were added
- * (`Session::fit_warm`): linear, moment, ladder and query keep what they learned and run
- * a quarter of the steps; otherwise, and for the tail methods, a full training.
+ * (`Session::fit_warm`): every trained method (linear, moment, ladder, query, tail, bias,
+ * lora) keeps what it learned and runs a quarter of the steps; otherwise a full training.
  *
  * # Safety
  * `s` is a live session; `cb`, when set, is callable with `user`.
@@ -396,5 +397,18 @@ enum EtStatus et_load_adapter_bytes(struct et_session *s, const uint8_t *bytes, 
  * `s` is a live session; `path` a NUL-terminated string.
  */
 enum EtStatus et_load_adapter(struct et_session *s, const char *path);
+
+#if defined(ET_WITH_ONNX)
+/**
+ * Writes the ONNX model at `onnx_path` (the one the session's plan was compiled from)
+ * with the trained head appended as an output `scores` to `out_path`, atomically (ncm,
+ * linear and moment heads). Only in a library built with the importer (feature `onnx`,
+ * `ET_WITH_ONNX` in C); the Android and iOS libraries are built without it.
+ *
+ * # Safety
+ * `s` is a live session; `onnx_path` and `out_path` are NUL-terminated strings.
+ */
+enum EtStatus et_export_onnx(struct et_session *s, const char *onnx_path, const char *out_path);
+#endif
 
 #endif  /* EDGETUNE_H */

@@ -583,8 +583,9 @@ pub unsafe extern "C" fn et_enrol_image(
     })
 }
 
-/// Drops every example of `label` and refits a trained adapter without it (`ncm`
-/// recomputes its prototypes; other methods train again on the cache).
+/// Drops every example of `label`; a trained or loaded adapter forgets the class
+/// without training (the other classes score as before; an int8 tail is rebuilt from
+/// its stored activation ranges). An adapter left with one class is dropped.
 ///
 /// # Safety
 /// `s` is a live session.
@@ -616,8 +617,8 @@ pub unsafe extern "C" fn et_train(
 }
 
 /// [`et_train`] continuing from the adapter trained before, after classes were added
-/// (`Session::fit_warm`): linear, moment, ladder and query keep what they learned and run
-/// a quarter of the steps; otherwise, and for the tail methods, a full training.
+/// (`Session::fit_warm`): every trained method (linear, moment, ladder, query, tail, bias,
+/// lora) keeps what it learned and runs a quarter of the steps; otherwise a full training.
 ///
 /// # Safety
 /// `s` is a live session; `cb`, when set, is callable with `user`.
@@ -793,6 +794,29 @@ pub unsafe extern "C" fn et_load_adapter(s: *mut EtSession, path: *const c_char)
         // SAFETY: forwarded caller promises.
         let (s, p) = unsafe { (session(s)?, cstr(path)?) };
         s.load_adapter(std::path::Path::new(p)).map_err(err)
+    })
+}
+
+/// Writes the ONNX model at `onnx_path` (the one the session's plan was compiled from)
+/// with the trained head appended as an output `scores` to `out_path`, atomically (ncm,
+/// linear and moment heads). Only in a library built with the importer (feature `onnx`,
+/// `ET_WITH_ONNX` in C); the Android and iOS libraries are built without it.
+///
+/// # Safety
+/// `s` is a live session; `onnx_path` and `out_path` are NUL-terminated strings.
+#[cfg(feature = "onnx")]
+#[no_mangle]
+pub unsafe extern "C" fn et_export_onnx(
+    s: *mut EtSession,
+    onnx_path: *const c_char,
+    out_path: *const c_char,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, src, dst) = unsafe { (session(s)?, cstr(onnx_path)?, cstr(out_path)?) };
+        let model = std::fs::read(src).map_err(|e| (EtStatus::Io, format!("{src}: {e}")))?;
+        let bytes = s.export_onnx(&model).map_err(err)?;
+        edgetune::fsutil::write_atomic(std::path::Path::new(dst), &bytes).map_err(err)
     })
 }
 
