@@ -5,11 +5,11 @@ dilated, asymmetrically padded; transposed ones with strides, pads and output pa
 ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
 constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
 transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
-dim]); with onnxruntime's outputs (graph optimisation off) for runtime/tests/float_ops.rs.
+dim]), a bidirectional LSTM with peepholes, nested If on the input's shape; with onnxruntime's outputs (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
 
-    python3 tools/make_float_op_models.py   # writes models/golden/ops/f32/
+    python3 tools/make_float_op_models.py [NAME ...]  # writes models/golden/ops/f32/
 
 Each model: `<name>.onnx` with input `x`, output `y`, and `<name>_x.npy`, `<name>_y.npy`
 (N inputs stacked on a leading axis). Needs onnx and onnxruntime
@@ -164,10 +164,45 @@ def upsample_linear():
     return g.model(c, [1, 3, 12, 12], None), (1, 3, 12, 12)
 
 
+def lstm_bidir():
+    # A bidirectional LSTM over 5 steps with bias, peepholes and initial states (the
+    # recurrent part of speech models), then its outputs flattened per step.
+    g = G()
+    hid, inp = 6, 8
+    y = g.op("LSTM", ["x", g.init(w(2, 4 * hid, inp)), g.init(w(2, 4 * hid, hid)),
+                      g.init(w(2, 8 * hid, s=0.1), "b"), "", g.init(w(2, 1, hid), "h0"),
+                      g.init(w(2, 1, hid), "c0"), g.init(w(2, 3 * hid, s=0.2), "p")],
+             hidden_size=hid, direction="bidirectional")
+    r = g.op("Reshape", [y, g.init(np.array([5, 2 * hid], np.int64), "shape")])
+    return g.model(r, [5, 1, inp], None), (5, 1, inp)
+
+
+def if_shape():
+    # Branches chosen by the input's shape, as exporters write shape checks (silero-vad):
+    # the condition folds once the shape is fixed; the branch taken holds another If.
+    g = G()
+    d = g.op("Gather", [g.op("Shape", ["x"]), g.init(np.array(2, np.int64), "i")], axis=0)
+    cond = g.op("Equal", [d, g.init(np.array(6, np.int64), "six")])
+    inner_cond = g.op("Greater", [d, g.init(np.array(10, np.int64), "ten")])
+    inner_then = h.make_graph([h.make_node("Neg", ["x"], ["neg_x"])], "inner_then", [],
+                              [h.make_tensor_value_info("neg_x", T.FLOAT, None)])
+    inner_else = h.make_graph([h.make_node("Sigmoid", ["x"], ["sig_x"])], "inner_else", [],
+                              [h.make_tensor_value_info("sig_x", T.FLOAT, None)])
+    then_b = h.make_graph(
+        [h.make_node("If", [inner_cond], ["inner_y"], then_branch=inner_then, else_branch=inner_else),
+         h.make_node("Mul", ["inner_y", "x"], ["then_y"])],
+        "then", [], [h.make_tensor_value_info("then_y", T.FLOAT, None)])
+    else_b = h.make_graph([h.make_node("Tanh", ["x"], ["else_y"])], "else", [],
+                          [h.make_tensor_value_info("else_y", T.FLOAT, None)])
+    g.nodes.append(h.make_node("If", [cond], ["if_y"], then_branch=then_b, else_branch=else_b))
+    a = g.op("Add", ["if_y", g.init(np.array([1.0], np.float32), "one")])
+    return g.model(a, [1, 4, 6], None), (1, 4, 6)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
-          "upsample_linear": upsample_linear}
+          "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape}
 
 
 class Reader(CalibrationDataReader):
@@ -182,7 +217,11 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    import sys
+    only = sys.argv[1:]
     for name, make in MODELS.items():
+        if only and name not in only:
+            continue
         m, shape = make()
         path = f"{OUT}/{name}.onnx"
         xs = rng.normal(0, 1, (N_IN + 8,) + shape).astype(np.float32)

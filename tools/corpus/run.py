@@ -114,6 +114,14 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
     shapes = []
     for s in meta["edgetune_input_args"]:
         shapes += ["--input", s]
+    # A scalar input (a sample rate, a mode flag) holds one value on every reference
+    # input: it is fixed at compile time, so the branches it selects fold.
+    consts = [i for i in meta["inputs"] if i["shape"] == []]
+    for i in consts:
+        vals = {np.load(os.path.join(d, "inputs", str(k), i["file"])).item() for k in range(meta["n_refs"])}
+        if len(vals) != 1:
+            raise SystemExit(f"{name}: scalar input {i['name']} differs between inputs: {vals}")
+        shapes += ["--constant", f"{i['name']}={vals.pop()}"]
     r = {"name": name, "producer": meta["producer"], "quantisation": meta["quantisation"],
          "layout": meta["layout"], "inputs": meta["edgetune_input_args"]}
 
@@ -151,6 +159,8 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
     for k in range(meta["n_refs"]):
         feeds = []
         for i in meta["inputs"]:
+            if i in consts:
+                continue
             feeds.append(f"{i['name']}=" + feed_file(d, od, k, i))
         sd = os.path.join(od, f"out{k}")
         shutil.rmtree(sd, ignore_errors=True)
@@ -211,7 +221,7 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
         r["output_notes"] = sorted(set(notes))
 
     if "run_error" not in r:
-        feeds = [f"{i['name']}=" + feed_file(d, od, 0, i) for i in meta["inputs"]]
+        feeds = [f"{i['name']}=" + feed_file(d, od, 0, i) for i in meta["inputs"] if i not in consts]
         code, out = sh(["taskset", "-c", str(core), et, "run", plan] + feeds + ["--profile", str(runs)],
                        os.path.join(od, "profile.txt"))
         m = re.search(r"median ([\d.]+) ms", out)

@@ -92,7 +92,15 @@ const I32: i32 = pb::tensor_proto::DataType::Int32 as i32;
 /// int32 results go, and its scale becomes 1, so the Mul by `x_scale · w_scale` that
 /// follows multiplies by `w_scale` alone. What remains is the float model with the weights
 /// rounded as the producer rounded them. `None` when there is no dynamic quantisation.
-pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>> {
+///
+/// With `codes`, the input keeps its dynamic quantisation: it is replaced by its codes
+/// less their zero point, `q - zero`, with the scale and zero point computed from its
+/// range at run time as DynamicQuantizeLinear computes them (in float ops), and the scale
+/// stays the run-time scale. The convolution sums the integer products the integer kernel
+/// sums (exactly, below 2^24), the Mul by `x_scale · w_scale` after it is the model's, and
+/// the model computes what onnxruntime computes for it; without `codes`, calibration sees
+/// the float model.
+pub fn dynamic_to_float(model: &pb::ModelProto, codes: bool) -> Result<Option<pb::ModelProto>> {
     let g = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     let dyn_q: Vec<usize> = (0..g.node.len())
         .filter(|&i| {
@@ -121,6 +129,8 @@ pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>
     // Node index → its replacement; value renames (a dropped Cast's output is its input's).
     let mut replace: HashMap<usize, pb::NodeProto> = HashMap::new();
     let mut rename: HashMap<String, String> = HashMap::new();
+    // Node index → the nodes that take its place.
+    let mut spell: HashMap<usize, Vec<pb::NodeProto>> = HashMap::new();
     for &d in &dyn_q {
         let dn = &g.node[d];
         if dn.input.len() != 1 || dn.output.len() != 3 {
@@ -129,7 +139,15 @@ pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>
                 dn.name
             )));
         }
-        let (x, q, sc, z) = (&dn.input[0], &dn.output[0], &dn.output[1], &dn.output[2]);
+        let (x0, q, sc, z) = (&dn.input[0], &dn.output[0], &dn.output[1], &dn.output[2]);
+        let x = &if codes {
+            let (nodes, inits, xq) = dequantised_codes(x0, sc, &format!("{q}#codes"));
+            og.initializer.extend(inits);
+            spell.insert(d, nodes);
+            xq
+        } else {
+            x0.clone()
+        };
         let users = consumers(q);
         for &u in &users {
             let n = &g.node[u];
@@ -215,6 +233,11 @@ pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>
             }
             replace.insert(u, r);
         }
+        if codes {
+            // The scale is the run-time scale the spelt-out nodes compute.
+            drop.insert(d);
+            continue;
+        }
         // The scale is 1 now: a Mul of it by a constant is that constant.
         for u in consumers(sc) {
             let n = &g.node[u];
@@ -237,6 +260,9 @@ pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>
     }
     let mut nodes = vec![];
     for (i, n) in g.node.iter().enumerate() {
+        if let Some(v) = spell.remove(&i) {
+            nodes.extend(v);
+        }
         if drop.contains(&i) {
             continue;
         }
@@ -269,6 +295,60 @@ pub fn dynamic_to_float(model: &pb::ModelProto) -> Result<Option<pb::ModelProto>
     Ok(Some(out))
 }
 
+/// DynamicQuantizeLinear of `x` in float ops: `min` and `max` over the tensor widened to
+/// include 0, `scale = (max - min) / 255` (1 when 0; written to `scale_out`), `zero =
+/// round(clamp(-min / scale, 0, 255))`, `q = clamp(round(x / scale) + zero, 0, 255)`,
+/// rounding half to even. Returns the nodes, their constants and the name of `q - zero`.
+fn dequantised_codes(
+    x: &str,
+    scale_out: &str,
+    p: &str,
+) -> (Vec<pb::NodeProto>, Vec<pb::TensorProto>, String) {
+    let scalar =
+        |name: &str, v: f32| tensor(format!("{p}/{name}"), vec![], F32, v.to_le_bytes().to_vec());
+    let inits = vec![scalar("0", 0.0), scalar("1", 1.0), scalar("255", 255.0)];
+    let c = |name: &str| format!("{p}/{name}");
+    let mut nodes = vec![];
+    let mut op = |op: &str, out: &str, ins: &[String]| {
+        let out = match out {
+            "scale" => scale_out.to_string(),
+            _ => c(out),
+        };
+        let mut n = node(op, out.clone(), ins.to_vec(), out.clone());
+        if op == "ReduceMax" {
+            n.attribute.push(pb::AttributeProto {
+                name: "keepdims".into(),
+                i: 1,
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                ..Default::default()
+            });
+        }
+        nodes.push(n);
+        out
+    };
+    let x = x.to_string();
+    let hi = op("ReduceMax", "max", std::slice::from_ref(&x));
+    let neg = op("Neg", "neg", std::slice::from_ref(&x));
+    let nlo = op("ReduceMax", "negmin", &[neg]);
+    let lo = op("Neg", "min", &[nlo]);
+    let hi = op("Max", "max0", &[hi, c("0")]);
+    let lo = op("Min", "min0", &[lo, c("0")]);
+    let range = op("Sub", "range", &[hi, lo.clone()]);
+    let s = op("Div", "scale255", &[range, c("255")]);
+    let zero_s = op("Equal", "scale_is_0", &[s.clone(), c("0")]);
+    let s = op("Where", "scale", &[zero_s, c("1"), s]);
+    let lo_s = op("Div", "min_over_scale", &[lo, s.clone()]);
+    let z = op("Sub", "zero_f", &[c("0"), lo_s]);
+    let z = op("Clip", "zero_c", &[z, c("0"), c("255")]);
+    let z = op("Round", "zero", &[z]);
+    let xs = op("Div", "x_over_scale", &[x, s.clone()]);
+    let r = op("Round", "x_round", &[xs]);
+    let qz = op("Add", "q_f", &[r, z.clone()]);
+    let q = op("Clip", "q", &[qz, c("0"), c("255")]);
+    let d = op("Sub", "q_minus_zero", &[q, z]);
+    (nodes, inits, d)
+}
+
 /// u8 scale and zero point covering `[lo, hi]` widened to include 0.
 fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
@@ -285,7 +365,7 @@ pub fn quantise(
     opts: &ImportOptions,
     samples: &[Vec<Vec<f32>>],
 ) -> Result<(pb::ModelProto, CalibrationReport)> {
-    let undone = dynamic_to_float(model)?;
+    let undone = dynamic_to_float(model, false)?;
     let model = undone.as_ref().unwrap_or(model);
     let g = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     if samples.is_empty() {

@@ -97,6 +97,7 @@ const FOLDS: &[&str] = &[
     "Where",
     "Max",
     "Min",
+    "MatMul",
 ];
 
 impl Lowering<'_> {
@@ -352,6 +353,44 @@ fn eval(n: &pb::NodeProto, ins: &[Option<Num>]) -> std::result::Result<Num, Stri
         }
     };
     Ok(match n.op_type.as_str() {
+        "MatMul" => {
+            // [.., m, k] by [k, n] or by [.., k, n] with the same leading dimensions.
+            let y = get(ins, 1)?;
+            let (m, k) = match x.dims[..] {
+                [.., m, k] => (m, k),
+                _ => return Err("MatMul of a vector".into()),
+            };
+            let (k2, nn) = match y.dims[..] {
+                [.., k2, nn] => (k2, nn),
+                _ => return Err("MatMul by a vector".into()),
+            };
+            let batch: usize = x.dims[..rank - 2].iter().product();
+            let shared = y.dims.len() == 2;
+            if k != k2 || (!shared && y.dims[..y.dims.len() - 2] != x.dims[..rank - 2]) {
+                return Err(format!("MatMul of {:?} by {:?}", x.dims, y.dims));
+            }
+            if batch.saturating_mul(m).saturating_mul(nn).saturating_mul(k) > 1 << 26 {
+                return Err("MatMul too large to fold".into());
+            }
+            let mut v = vec![0.0; batch * m * nn];
+            for b in 0..batch {
+                let yb = if shared { 0 } else { b * k * nn };
+                for i in 0..m {
+                    for j in 0..nn {
+                        v[(b * m + i) * nn + j] = (0..k)
+                            .map(|t| x.v[(b * m + i) * k + t] * y.v[yb + t * nn + j])
+                            .sum();
+                    }
+                }
+            }
+            let mut dims = x.dims.clone();
+            dims[rank - 1] = nn;
+            Num {
+                dims,
+                v,
+                float: x.float || y.float,
+            }
+        }
         "Identity" => Num {
             dims: x.dims.clone(),
             v: x.v.clone(),

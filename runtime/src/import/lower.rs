@@ -23,6 +23,9 @@ pub(super) struct Lowering<'g> {
     pub(super) int_names: HashSet<String>,
     /// The float view made for a quantised value (its name → the f32 tensor).
     pub(super) floated: HashMap<String, u32>,
+    /// Set by a lowering that replaces its node with other nodes (an inlined `If`, a
+    /// spelt-out `LSTM`): the import splices them in and lowers the graph again.
+    pub(super) expand: Option<super::control::Expansion>,
 }
 
 /// The state a lowering can change, to undo it when the lowering fails.

@@ -10,6 +10,7 @@
 //! is the list of supported ops; [`check`] lists every node a model needs that it lacks.
 
 pub mod calibrate;
+mod control;
 mod conv;
 mod elementwise;
 mod export;
@@ -124,7 +125,7 @@ pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
             .any(|n| registry::is_default_domain(&n.domain) && n.op_type == "ConvInteger")
     });
     let model = match conv_integer {
-        true => calibrate::dynamic_to_float(&model)?.unwrap_or(model),
+        true => calibrate::dynamic_to_float(&model, true)?.unwrap_or(model),
         false => model,
     };
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
@@ -189,6 +190,14 @@ pub fn check(bytes: &[u8], opts: &ImportOptions) -> Result<Vec<Unsupported>> {
 }
 
 fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanParts> {
+    import_at(model, opts, 0)
+}
+
+/// How many nodes (an `If` taking its branch, an `LSTM` spelt out) may be replaced by
+/// others, each replacement lowering the graph again.
+const MAX_EXPANSIONS: usize = 256;
+
+fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Result<PlanParts> {
     let graph = model.graph.as_ref().ok_or_else(|| malformed("no graph"))?;
     // Dynamically quantised convolutions (ConvInteger) have no int8 form here: the model
     // is turned back into its float model (the weights as the producer rounded them) and
@@ -198,13 +207,13 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
         .iter()
         .any(|n| registry::is_default_domain(&n.domain) && n.op_type == "ConvInteger");
     if conv_integer {
-        if let Some(float) = calibrate::dynamic_to_float(model)? {
+        if let Some(float) = calibrate::dynamic_to_float(model, true)? {
             let mut opts = opts.clone();
             opts.meta.push((
                 "dynamic_quantisation".into(),
-                "undone: ConvInteger and MatMulInteger run in float".into(),
+                "ConvInteger and MatMulInteger run in float on the values of the codes quantised at run time".into(),
             ));
-            return import_model(&float, &opts);
+            return import_at(&float, &opts, depth);
         }
     }
     let expanded = registry::rewrite_forms(graph)?;
@@ -223,13 +232,19 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
         block_taps: vec![],
         int_names: HashSet::new(),
         floated: HashMap::new(),
+        expand: None,
     };
     for t in &graph.initializer {
         lw.vals.insert(t.name.clone(), Val::Const(tensor_const(t)?));
     }
     for (i, n) in graph.node.iter().enumerate() {
-        // Every lowering reads the first output's name.
-        if n.output.first().is_none_or(|o| o.is_empty()) {
+        // Every lowering reads the first output's name, but an LSTM's outputs are each
+        // optional (its spelt-out cell writes those that are named).
+        let named = match n.op_type.as_str() {
+            "LSTM" => n.output.iter().any(|o| !o.is_empty()),
+            _ => n.output.first().is_some_and(|o| !o.is_empty()),
+        };
+        if !named {
             return Err(malformed(format!(
                 "node '{}' ({}) has no output",
                 n.name, n.op_type
@@ -311,6 +326,24 @@ fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> Result<PlanPart
     }
     for i in 0..graph.node.len() {
         lw.node(i)?;
+        if let Some(e) = lw.expand.take() {
+            if depth >= MAX_EXPANSIONS {
+                return Err(Error::Invalid {
+                    what: format!(
+                        "more than {MAX_EXPANSIONS} nested If branches and LSTMs to spell out"
+                    ),
+                });
+            }
+            let mut m = model.clone();
+            let mut g = graph.clone();
+            let rest = g.node.split_off(i + 1);
+            g.node.pop();
+            g.node.extend(e.nodes);
+            g.node.extend(rest);
+            g.initializer.extend(e.initializers);
+            m.graph = Some(g);
+            return import_at(&m, opts, depth + 1);
+        }
     }
     let mut outputs = vec![];
     for o in &graph.output {

@@ -6,7 +6,7 @@
 //! what its inputs hold, so no call order decides which lowering an op gets.
 
 use super::lower::Lowering;
-use super::{conv, elementwise as ew, gemm, logic, norm, quant, shape};
+use super::{control, conv, elementwise as ew, gemm, logic, norm, quant, shape};
 use crate::error::Result;
 use tract_onnx::pb;
 
@@ -395,6 +395,17 @@ static REGISTRY: &[Entry] = &[
         "Where",
         logic::where_,
         "a condition and two values, any of them run-time or constant, broadcasting (rank ≤ 4)",
+    ),
+    // Control flow and recurrence, spelt out in the ops above.
+    node(
+        "If",
+        control::if_,
+        "a condition that folds to a constant (fix the inputs it reads with --constant): the branch taken is inlined",
+    ),
+    node(
+        "LSTM",
+        control::lstm,
+        "forward, reverse or bidirectional, default activations, layout 0, with bias, initial states and peepholes: the cell over each time step in float",
     ),
 ];
 
