@@ -353,7 +353,7 @@ impl PySession {
     }
 
     /// Trains the method on everything enrolled. `steps` (None: the method's default) holds
-    /// for this fit and for the refits of `add_class`/`remove_class`. `progress(step, steps,
+    /// for this fit and for the warm refits of `add_class`. `progress(step, steps,
     /// loss, accuracy)` is called at each step; returning False cancels the fit, and an
     /// exception it raises cancels the fit and is raised again here.
     #[pyo3(signature = (method=None, steps=None, progress=None))]
@@ -479,7 +479,8 @@ impl PySession {
         })
     }
 
-    /// Drops a class (its examples and cached rows) and refits a trained adapter.
+    /// Drops a class (its examples and cached rows) and removes it from a trained adapter
+    /// without training (its column or prototype goes; the other classes score as before).
     fn remove_class(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let name = name.to_owned();
         self.with(py, move |s| s.remove_class(&name))

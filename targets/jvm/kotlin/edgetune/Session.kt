@@ -164,7 +164,7 @@ class Session private constructor(private var handle: Long) : Closeable {
     @Synchronized
     fun loadAdapter(path: String) = Native.loadAdapter(live(), path)
 
-    /** Drops a class (its examples and cached rows) and refits a trained adapter. */
+    /** Drops a class (its examples and cached rows) and removes it from a trained adapter without training. */
     @Synchronized
     fun removeClass(label: String) = Native.removeClass(live(), label)
 
