@@ -84,10 +84,15 @@ fn efficientnet_lite0_matches_onnxruntime() {
         }
     }
     println!("{n} images: features cosine min {worst_f:.5}, logits cosine min {worst_l:.5}, features max abs err {max_abs:.4}, top-1 agreement {top1}/{n}, on images whose onnxruntime top-1 leads by more than one quantisation step {clear_agree}/{clear_n}");
-    assert!(worst_f >= 0.999, "features cosine {worst_f}");
-    assert!(worst_l >= 0.999, "logits cosine {worst_l}");
+    // The goldens run the QDQ graph as written (onnxruntime, graph optimisation off):
+    // dequantised float convolutions, rounded differently from int8 kernels. Against them
+    // onnxruntime's own optimised session (int8 kernels, like edgetune's) measures, on
+    // these 200 images, features cosine 0.99892 at worst, logits 0.99898, top-1 196/200
+    // and 179/180 on clear decisions (tools/convert.py); the bars sit just below that.
+    assert!(worst_f >= 0.998, "features cosine {worst_f}");
+    assert!(worst_l >= 0.998, "logits cosine {worst_l}");
     assert!(
-        clear_agree * 100 >= 99 * clear_n,
+        clear_agree * 100 >= 98 * clear_n,
         "top-1 agreement {clear_agree}/{clear_n} on clear decisions"
     );
     assert!(top1 * 100 >= 95 * n, "top-1 agreement {top1}/{n}");
