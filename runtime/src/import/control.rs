@@ -162,6 +162,9 @@ pub(super) fn lstm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
             "only the default activations (Sigmoid, Tanh, Tanh), no clip, no input_forget, layout 0",
         ));
     }
+    if n.input.len() < 3 {
+        return Err(malformed(format!("LSTM '{}' needs X, W and R", n.name)));
+    }
     let xs = lw
         .shape_of(&n.input[0])
         .ok_or_else(|| lw.unsupported(&n, "input X has no known shape"))?;
