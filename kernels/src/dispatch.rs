@@ -18,6 +18,7 @@ pub struct Cpu {
     pub neon: bool,
     pub dotprod: bool,
     pub i8mm: bool,
+    pub simd128: bool,
 }
 
 impl Cpu {
@@ -35,6 +36,7 @@ impl Cpu {
             neon: cfg!(target_feature = "neon"),
             dotprod: cfg!(all(target_arch = "aarch64", target_feature = "dotprod")),
             i8mm: cfg!(all(target_arch = "aarch64", target_feature = "i8mm")),
+            simd128: cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
         }
     }
 
@@ -80,6 +82,7 @@ impl Cpu {
             Feature::Neon => self.neon,
             Feature::DotProd => self.dotprod,
             Feature::I8mm => self.i8mm,
+            Feature::Simd128 => self.simd128,
         }
     }
 

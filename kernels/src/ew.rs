@@ -699,7 +699,8 @@ macro_rules! ew_tier {
 #[cfg(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
-    all(target_arch = "arm", not(target_os = "none"))
+    all(target_arch = "arm", not(target_os = "none")),
+    all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 pub(crate) use ew_tier;
 

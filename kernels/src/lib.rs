@@ -25,6 +25,8 @@ pub mod reference;
 pub mod registry;
 mod tile;
 pub mod types;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm32;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

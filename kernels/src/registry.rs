@@ -16,10 +16,11 @@ pub enum Tier {
     Neon,
     NeonDot,
     I8mm,
+    Simd128,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 9] = [
+    pub const ALL: [Tier; 10] = [
         Tier::Reference,
         Tier::Portable,
         Tier::Avx2,
@@ -29,6 +30,7 @@ impl Tier {
         Tier::Neon,
         Tier::NeonDot,
         Tier::I8mm,
+        Tier::Simd128,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Tier {
             Tier::Neon => "neon",
             Tier::NeonDot => "dotprod",
             Tier::I8mm => "i8mm",
+            Tier::Simd128 => "simd128",
         }
     }
 
@@ -66,6 +69,7 @@ pub enum Feature {
     Neon,
     DotProd,
     I8mm,
+    Simd128,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +93,8 @@ macro_rules! desc {
 use crate::aarch64 as a64;
 #[cfg(all(target_arch = "arm", not(target_os = "none")))]
 use crate::arm;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use crate::wasm32 as wasm;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64 as x86;
 use crate::{portable as p, reference as r};
@@ -104,6 +110,8 @@ pub static F32_GEMM: &[KernelDesc<F32GemmFn>] = &[
     desc!(a64::f32_gemm_8x16__neon, Neon, [Neon], 8, 16),
     #[cfg(all(target_arch = "arm", not(target_os = "none")))]
     desc!(arm::f32_gemm_4x16__neon, Neon, [Neon], 4, 16),
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    desc!(wasm::f32_gemm_4x16__simd128, Simd128, [Simd128], 4, 16),
 ];
 
 pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
@@ -129,6 +137,8 @@ pub static I8_GEMM: &[KernelDesc<I8GemmFn>] = &[
     desc!(a64::i8_gemm_8x16__neondot, NeonDot, [Neon, DotProd], 8, 16),
     #[cfg(target_arch = "aarch64")]
     desc!(a64::i8_gemm_8x16__i8mm, I8mm, [Neon, I8mm], 8, 16),
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    desc!(wasm::i8_gemm_4x16__simd128, Simd128, [Simd128], 4, 16),
 ];
 
 /// The int8 GEMM with pair sums saturated to i16, as `vpmaddubsw` gives them (opt-in,
@@ -156,6 +166,8 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
         1,
         16
     ),
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    desc!(wasm::dw_i8_8c__simd128, Simd128, [Simd128], 1, 8),
 ];
 
 /// Elementwise ops, reductions and (de)quantisation: one table of functions per tier
@@ -216,5 +228,14 @@ pub static EW: &[KernelDesc<&'static EwFns>] = &[
         mr: 1,
         nr: 2,
         f: &arm::EW_NEON,
+    },
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    KernelDesc {
+        name: "ew_4__simd128",
+        tier: Tier::Simd128,
+        features: &[Feature::Simd128],
+        mr: 1,
+        nr: 4,
+        f: &wasm::EW_SIMD128,
     },
 ];
