@@ -3,6 +3,7 @@
 
 pub use crate::arena::plan_arena;
 use crate::error::{Error, Result};
+use crate::par::{self, Par};
 use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
 use alloc::format;
 use core::ops::Range;
@@ -44,6 +45,7 @@ pub struct Executor<'p, 'm> {
     plan: PlanRef<'p>,
     kernels: Kernels,
     arena: Arena<'m>,
+    par: Par,
 }
 
 /// Splits the arena into the input views and disjoint output views of one op. The
@@ -144,6 +146,7 @@ impl<'p, 'm> Executor<'p, 'm> {
             plan,
             kernels,
             arena: Arena::Owned(AlignedBytes::zeroed(need)),
+            par: Par::single(),
         })
     }
 
@@ -165,6 +168,7 @@ impl<'p, 'm> Executor<'p, 'm> {
             plan: PlanRef::Borrowed(plan),
             kernels,
             arena: Arena::Borrowed(arena),
+            par: Par::single(),
         })
     }
 
@@ -182,6 +186,16 @@ impl<'p, 'm> Executor<'p, 'm> {
 
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// Threads each op may use (one by default). Results do not depend on it: every op
+    /// splits its output, never a sum, so any thread count gives the same bits.
+    pub fn set_par(&mut self, par: Par) {
+        self.par = par;
+    }
+
+    pub fn par(&self) -> &Par {
+        &self.par
     }
 
     fn bytes(&self) -> &[u8] {
@@ -225,10 +239,10 @@ impl<'p, 'm> Executor<'p, 'm> {
     /// Runs the plan on one example. `inputs[i]` feeds `plan.inputs[i]` (f32, ONNX layout).
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
         self.load_inputs(inputs)?;
-        let (plan, kern) = (&*self.plan, self.kernels);
+        let (plan, kern, par) = (&*self.plan, self.kernels, &self.par);
         let arena = arena_mut(&mut self.arena);
         for op in &plan.ops {
-            Self::step(plan, kern, arena, op)?;
+            Self::step(plan, kern, par, arena, op)?;
         }
         Ok(())
     }
@@ -246,11 +260,11 @@ impl<'p, 'm> Executor<'p, 'm> {
             });
         }
         self.load_inputs(inputs)?;
-        let (plan, kern) = (&*self.plan, self.kernels);
+        let (plan, kern, par) = (&*self.plan, self.kernels, &self.par);
         let arena = arena_mut(&mut self.arena);
         for (op, t) in plan.ops.iter().zip(per_op) {
             let t0 = std::time::Instant::now();
-            Self::step(plan, kern, arena, op)?;
+            Self::step(plan, kern, par, arena, op)?;
             *t += t0.elapsed();
         }
         Ok(())
@@ -288,7 +302,7 @@ impl<'p, 'm> Executor<'p, 'm> {
         Ok(())
     }
 
-    fn step(plan: &Plan, kern: Kernels, arena: &mut [u8], op: &Op) -> Result<()> {
+    fn step(plan: &Plan, kern: Kernels, par: &Par, arena: &mut [u8], op: &Op) -> Result<()> {
         let tt = |id: u32| &plan.tensors[id as usize];
         match *op {
             Op::Quantize { x, y, q, to_nhwc } => {
@@ -367,7 +381,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                     qmin: 0,
                     qmax: 255,
                 };
-                kops::conv_i8(&kern, geom, i[0], plan.blob(w), &q, s, dst)?;
+                par::conv_i8(par, &kern, geom, i[0], plan.blob(w), &q, s, dst)?;
             }
             Op::DwI8 {
                 x,
@@ -380,7 +394,8 @@ impl<'p, 'm> Executor<'p, 'm> {
                 scale,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::depthwise_i8(
+                par::depthwise_i8(
+                    par,
                     &kern,
                     geom,
                     i[0],
@@ -442,7 +457,8 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
                 let bias = plan.blob::<f32>(bias);
                 let bias = if bias.is_empty() { None } else { Some(bias) };
-                kops::conv_f32(
+                par::conv_f32(
+                    par,
                     &kern,
                     geom,
                     f32s(i[0]),
@@ -455,40 +471,44 @@ impl<'p, 'm> Executor<'p, 'm> {
             }
             Op::UnaryF32 { x, y, f } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                let o = f32s_mut(o);
-                o.copy_from_slice(f32s(i[0]));
-                match f {
-                    Unary::Relu => kops::unary_f32(&kern, UnaryF32::Relu, o),
-                    Unary::Relu6 => kops::unary_f32(&kern, UnaryF32::Relu6, o),
-                    Unary::Sigmoid => kops::unary_f32(&kern, UnaryF32::Sigmoid, o),
-                    Unary::HardSwish => kops::unary_f32(&kern, UnaryF32::HardSwish, o),
-                    Unary::GeluErf => kops::unary_f32(&kern, UnaryF32::GeluErf, o),
-                    Unary::Erf => kops::unary_f32(&kern, UnaryF32::Erf, o),
-                    Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
-                    Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
-                    Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
-                    Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
-                    Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
-                    Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
-                    Unary::Softplus => o.iter_mut().for_each(|v| {
-                        // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
-                        *v = if *v > 0.0 {
-                            *v + libm::log1pf(libm::expf(-*v))
-                        } else {
-                            libm::log1pf(libm::expf(*v))
-                        }
-                    }),
-                    Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
-                    Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
-                    Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
-                    Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
-                    Unary::GeluTanh => o.iter_mut().for_each(|v| {
-                        let x = *v;
-                        let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
-                        *v = 0.5 * x * (1.0 + libm::tanhf(u));
-                    }),
-                    Unary::Identity => {}
-                }
+                // Runs of 64 values: each run starts where the whole op has a full SIMD
+                // block, so every value takes the same path as on one thread.
+                par::map_runs(par, 64, f32s(i[0]), f32s_mut(o), 16, |x, o| {
+                    o.copy_from_slice(x);
+                    match f {
+                        Unary::Relu => kops::unary_f32(&kern, UnaryF32::Relu, o),
+                        Unary::Relu6 => kops::unary_f32(&kern, UnaryF32::Relu6, o),
+                        Unary::Sigmoid => kops::unary_f32(&kern, UnaryF32::Sigmoid, o),
+                        Unary::HardSwish => kops::unary_f32(&kern, UnaryF32::HardSwish, o),
+                        Unary::GeluErf => kops::unary_f32(&kern, UnaryF32::GeluErf, o),
+                        Unary::Erf => kops::unary_f32(&kern, UnaryF32::Erf, o),
+                        Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
+                        Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+                        Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
+                        Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
+                        Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
+                        Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
+                        Unary::Softplus => o.iter_mut().for_each(|v| {
+                            // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
+                            *v = if *v > 0.0 {
+                                *v + libm::log1pf(libm::expf(-*v))
+                            } else {
+                                libm::log1pf(libm::expf(*v))
+                            }
+                        }),
+                        Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
+                        Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
+                        Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
+                        Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
+                        Unary::GeluTanh => o.iter_mut().for_each(|v| {
+                            let x = *v;
+                            let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+                            *v = 0.5 * x * (1.0 + libm::tanhf(u));
+                        }),
+                        Unary::Identity => {}
+                    }
+                    Ok(())
+                })?;
             }
             Op::BinF32 {
                 a,
@@ -697,15 +717,14 @@ impl<'p, 'm> Executor<'p, 'm> {
                         n,
                         &mut s[..packed],
                     );
-                    kops::gemm_f32(
+                    par::gemm_f32(
+                        par,
                         &kern,
                         (m, n, k),
                         &av[bi * m * k..][..m * k],
-                        k,
                         &s[..packed],
                         None,
                         &mut o[bi * m * n..][..m * n],
-                        n,
                         Act::None,
                     )?;
                 }
@@ -748,7 +767,8 @@ impl<'p, 'm> Executor<'p, 'm> {
                     qmin: 0,
                     qmax: 255,
                 };
-                kops::gemm_i8(
+                par::gemm_i8(
+                    par,
                     &kern,
                     (m, n, k),
                     &xq[..mk],
@@ -756,7 +776,6 @@ impl<'p, 'm> Executor<'p, 'm> {
                     plan.blob(w),
                     &q,
                     I8Dst::F32(o),
-                    n,
                 )?;
             }
             Op::GatherF32 {

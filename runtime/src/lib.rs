@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod import;
 #[cfg(feature = "std")]
 pub mod npy;
+pub mod par;
 pub mod plan;
 pub mod preprocess;
 #[cfg(feature = "std")]

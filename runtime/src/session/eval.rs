@@ -338,7 +338,8 @@ pub fn cache_all(
     seed: u64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(TapCache, Vec<usize>, f64)> {
-    let exec = Executor::new(plan, crate::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
+    let mut exec = Executor::new(plan, crate::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
+    exec.set_par(crate::par::Par::new(0)?);
     let mut rd = TapReader::new(exec, taps)?.with_context(prep.context());
     let mut fill = Filler::new(&mut rd, Reduce::Full, opts.augment, seed);
     let mut cache = TapCache::new(opts.cache.unwrap_or(CacheFormat::F16), fill.shapes());

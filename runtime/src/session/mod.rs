@@ -29,6 +29,7 @@ use crate::adapt::{self, Adapter, Kind, Method, Spec};
 use crate::audio::MelStream;
 use crate::features::TapReader;
 use crate::frame::{frame_to_image, PixelFormat};
+use crate::par::Par;
 use crate::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
 use crate::preprocess::AUDIO_STRIDE;
 use crate::{Error, Executor, Result};
@@ -76,6 +77,7 @@ pub struct Session {
     adapter: Option<Adapter>,
     int8: Option<TailQ>,
     rng: Rng,
+    par: Par,
 }
 
 fn invalid(what: String) -> Error {
@@ -104,7 +106,8 @@ impl Session {
         };
         let kind = Kind::Linear;
         let taps = opts.taps_for(&plan, kind);
-        let reader = Self::reader(&plan, &prep, &taps)?;
+        let par = Par::new(0)?;
+        let reader = Self::reader(&plan, &prep, &taps, &par)?;
         let cache = TapCache::new(
             opts.cache_for(kind),
             opts.reduce_for(kind).shapes(&reader.shapes),
@@ -124,6 +127,7 @@ impl Session {
             adapter: None,
             int8: None,
             rng: Rng::new(0xa5a5),
+            par,
         })
     }
 
@@ -145,13 +149,28 @@ impl Session {
         plan: &Arc<Plan<'static>>,
         prep: &Prep,
         taps: &[String],
+        par: &Par,
     ) -> Result<TapReader<'static, 'static>> {
-        let exec = Executor::shared(
+        let mut exec = Executor::shared(
             plan.clone(),
             crate::kernels::Kernels::detect(),
             DEFAULT_ARENA_LIMIT,
         )?;
+        exec.set_par(par.clone());
         Ok(TapReader::new(exec, taps)?.with_context(prep.context()))
+    }
+
+    /// Threads the backbone may use for one example (the caller's included); 0 means one
+    /// per available core, the default. Any count gives the same results.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.par = Par::new(threads)?;
+        self.reader.exec.set_par(self.par.clone());
+        Ok(())
+    }
+
+    /// Threads the backbone uses.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
     }
 
     pub fn plan(&self) -> &Plan<'static> {
@@ -204,7 +223,7 @@ impl Session {
     pub fn set_method(&mut self, kind: Kind) -> Result<()> {
         let taps = self.opts.taps_for(&self.plan, kind);
         let reduce = self.opts.reduce_for(kind);
-        let reader = Self::reader(&self.plan, &self.prep, &taps)?;
+        let reader = Self::reader(&self.plan, &self.prep, &taps, &self.par)?;
         let shapes = reduce.shapes(&reader.shapes);
         let format = self.opts.cache_for(kind);
         let same = taps == self.taps && shapes == self.cache.named() && format == self.cache.format;
@@ -773,7 +792,7 @@ impl Session {
     pub fn set_adapter(&mut self, mut a: Adapter) -> Result<()> {
         a.bind(&self.plan)?;
         let taps: Vec<String> = a.taps.iter().map(|t| t.0.clone()).collect();
-        let reader = Self::reader(&self.plan, &self.prep, &taps)?;
+        let reader = Self::reader(&self.plan, &self.prep, &taps, &self.par)?;
         for ((_, s), (n, d)) in reader.shapes.iter().zip(&a.taps) {
             if s != d {
                 return Err(Error::ShapeMismatch {

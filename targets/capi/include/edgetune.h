@@ -161,6 +161,15 @@ enum EtStatus et_set_serve_int8(struct et_session *s, int32_t int8);
 enum EtStatus et_set_steps(struct et_session *s, uint32_t steps);
 
 /**
+ * Threads each backbone run may use, the caller's included (0 = one per available core,
+ * the default). Predictions and training are identical for any count.
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_set_threads(struct et_session *s, uint32_t threads);
+
+/**
  * A camera frame or bitmap as an example: `format` is an `EtPixelFormat`, rows are
  * `stride` bytes apart (0 = packed), `rotation` (0, 90, 180, 270) is the clockwise
  * rotation that makes the picture upright (Android's `rotationDegrees`). `len` is the

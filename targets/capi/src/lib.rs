@@ -318,6 +318,20 @@ pub unsafe extern "C" fn et_set_steps(s: *mut EtSession, steps: u32) -> EtStatus
     })
 }
 
+/// Threads each backbone run may use, the caller's included (0 = one per available core,
+/// the default). Predictions and training are identical for any count.
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_set_threads(s: *mut EtSession, threads: u32) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promise.
+        let s = unsafe { session(s) }?;
+        s.set_threads(threads as usize).map_err(err)
+    })
+}
+
 fn new_example(x: Sample, out: *mut *mut EtExample) -> Result<(), (EtStatus, String)> {
     // SAFETY: forwarded caller promise that `out` is writable.
     unsafe { put(out, Box::into_raw(Box::new(EtExample { x }))) }

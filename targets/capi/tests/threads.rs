@@ -37,6 +37,11 @@ fn images() -> Vec<(Vec<u8>, u32)> {
 /// Enrols the first four of each class, trains `method`, and returns the top class and
 /// score of every image.
 fn flow(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)]) -> Vec<(u32, f32)> {
+    flow_on(plan, method, imgs, 1)
+}
+
+/// [`flow`] with `threads` threads per backbone run.
+fn flow_on(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)], threads: u32) -> Vec<(u32, f32)> {
     let mut s: *mut EtSession = std::ptr::null_mut();
     let m = std::ffi::CString::new(method).unwrap();
     let grey = EtPixelFormat::Grey as u32;
@@ -47,6 +52,7 @@ fn flow(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)]) -> Vec<(u32, f32)> {
             EtStatus::Ok
         );
         assert_eq!(et_set_method(s, m.as_ptr()), EtStatus::Ok);
+        assert_eq!(et_set_threads(s, threads), EtStatus::Ok);
         let mut per = std::collections::HashMap::new();
         for (px, l) in imgs {
             let n = per.entry(*l).or_insert(0);
@@ -108,6 +114,36 @@ fn two_sessions_on_two_threads_match_one_thread() {
         "linear: {ok} of {} right",
         imgs.len()
     );
+}
+
+/// Threads inside a session change no bit: the same scores on 1, 2 and 3 threads per
+/// backbone run, and a thread count past the limit is refused with the reason.
+#[test]
+fn threads_within_a_session_change_nothing() {
+    let plan = plan_bytes();
+    let imgs = images();
+    for method in ["linear", "ncm"] {
+        let one = flow_on(&plan, method, &imgs, 1);
+        for t in [2, 3] {
+            assert_eq!(
+                flow_on(&plan, method, &imgs, t),
+                one,
+                "{method} on {t} threads"
+            );
+        }
+    }
+    let mut s: *mut EtSession = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call; the session is freed once at the end.
+    unsafe {
+        assert_eq!(
+            et_open_plan(plan.as_ptr(), plan.len(), &mut s),
+            EtStatus::Ok
+        );
+        assert_ne!(et_set_threads(s, 100_000), EtStatus::Ok);
+        let msg = std::ffi::CStr::from_ptr(et_last_error()).to_string_lossy();
+        assert!(msg.contains("threads"), "{msg}");
+        et_free(s);
+    }
 }
 
 unsafe extern "C" fn steps_of(

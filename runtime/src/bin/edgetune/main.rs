@@ -31,6 +31,10 @@ const FASHION: [&str; 10] = [
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Threads for each backbone run, the caller's included (default: one per available
+    /// core). Results are identical for any count.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -795,6 +799,7 @@ fn run(
         edgetune::kernels::Kernels::detect(),
         DEFAULT_ARENA_LIMIT,
     )?;
+    exec.set_par(edgetune::par::Par::new(0)?);
     let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
     exec.run(&refs)?;
     if let Some(n) = profile.filter(|&n| n > 0) {
@@ -808,8 +813,9 @@ fn run(
         runs.sort_by(f64::total_cmp);
         let kern = edgetune::kernels::Kernels::detect().describe();
         println!(
-            "median {:.3} ms over {n} runs ({kern:?})",
-            runs[n / 2] * 1e3
+            "median {:.3} ms over {n} runs, {} threads ({kern:?})",
+            runs[n / 2] * 1e3,
+            exec.par().threads()
         );
         let mut kinds: Vec<(&str, f64, usize)> = vec![];
         for (op, t) in plan.ops.iter().zip(&per_op) {
@@ -866,6 +872,9 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        edgetune::par::set_default_threads(t);
+    }
     let res = match cli.cmd {
         Cmd::Compile {
             model,

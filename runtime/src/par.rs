@@ -1,0 +1,840 @@
+//! Intra-op parallelism. On std builds a [`Par`] can own a small pool of worker threads;
+//! an op splits its output into disjoint parts (rows of a convolution's output map, rows
+//! or 16-column panels of a GEMM, runs of an elementwise op) and each part is computed
+//! exactly as one thread computes the whole, so results are bit-identical for every thread
+//! count. The calling thread computes the first part itself. no_std builds run every part
+//! on the calling thread.
+
+#[cfg(feature = "std")]
+use crate::error::Error;
+use crate::error::Result;
+use alloc::vec::Vec;
+use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant};
+use edgetune_kernels::pack::{packed_i8_len, I8_NR};
+use edgetune_kernels::reference::ConvGeom;
+use edgetune_kernels::{Act, Kernels};
+
+/// Most threads a pool takes.
+pub const MAX_THREADS: usize = 64;
+
+/// Multiply-adds (or element visits) below which an op is not split: waking a worker
+/// costs microseconds, about what this much work takes on one core.
+/// (Unit tests split the smallest ops, to test every split.)
+const MIN_WORK_PER_PART: usize = if cfg!(test) { 1 } else { 1 << 17 };
+
+/// The threads an executor may use for one op.
+#[derive(Clone, Default)]
+pub struct Par {
+    #[cfg(feature = "std")]
+    pool: Option<alloc::sync::Arc<rayon::ThreadPool>>,
+}
+
+impl core::fmt::Debug for Par {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Par({} threads)", self.threads())
+    }
+}
+
+impl Par {
+    /// One thread: the caller's.
+    pub fn single() -> Self {
+        Par::default()
+    }
+
+    /// `threads` threads in all (the caller and `threads - 1` workers); 0 means the
+    /// process default ([`set_default_threads`]; unless set, one per available core).
+    #[cfg(feature = "std")]
+    pub fn new(threads: usize) -> Result<Self> {
+        let n = match (
+            threads,
+            DEFAULT_THREADS.load(core::sync::atomic::Ordering::Relaxed),
+        ) {
+            (0, 0) => available_threads(),
+            (0, d) => d,
+            (t, _) => t,
+        };
+        if n > MAX_THREADS {
+            return Err(Error::Invalid {
+                what: alloc::format!("threads: {n} is more than {MAX_THREADS}"),
+            });
+        }
+        if n <= 1 {
+            return Ok(Par::single());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n - 1)
+            .thread_name(|i| alloc::format!("edgetune-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid {
+                what: alloc::format!("threads: cannot start {} workers: {e}", n - 1),
+            })?;
+        Ok(Par {
+            pool: Some(alloc::sync::Arc::new(pool)),
+        })
+    }
+
+    /// Threads an op may use, the caller's included.
+    pub fn threads(&self) -> usize {
+        #[cfg(feature = "std")]
+        if let Some(p) = &self.pool {
+            return p.current_num_threads() + 1;
+        }
+        1
+    }
+
+    /// Parts to split `n` units into, when the whole costs `work`: at most one per thread
+    /// and per unit, and none smaller than [`MIN_WORK_PER_PART`].
+    pub fn parts(&self, n: usize, work: usize) -> usize {
+        self.threads().min(n).min(work / MIN_WORK_PER_PART).max(1)
+    }
+
+    /// Calls `f` on every item, the first on the calling thread and the others on the
+    /// workers, and returns when all are done (the first error, if any).
+    pub fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+        #[cfg(feature = "std")]
+        if let (Some(pool), true) = (&self.pool, items.len() > 1) {
+            let err: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+            let keep = |r: Result<()>| {
+                if let Err(e) = r {
+                    let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(e);
+                }
+            };
+            let mut it = items.into_iter();
+            let first = it.next();
+            pool.in_place_scope(|s| {
+                for item in it {
+                    let (f, keep) = (&f, &keep);
+                    s.spawn(move |_| keep(f(item)));
+                }
+                if let Some(x) = first {
+                    keep(f(x));
+                }
+            });
+            return match err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        }
+        items.into_iter().try_for_each(f)
+    }
+}
+
+#[cfg(feature = "std")]
+static DEFAULT_THREADS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The thread count `Par::new(0)` (and so every new `Session`) takes; 0 restores one per
+/// available core. The CLI's `--threads` sets it.
+#[cfg(feature = "std")]
+pub fn set_default_threads(threads: usize) {
+    DEFAULT_THREADS.store(threads, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Cores this process may use (1 when unknown).
+#[cfg(feature = "std")]
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `n` units in `parts` contiguous runs, as even as can be.
+pub fn runs(n: usize, parts: usize) -> impl Iterator<Item = core::ops::Range<usize>> {
+    let parts = parts.max(1);
+    (0..parts).map(move |p| n * p / parts..n * (p + 1) / parts)
+}
+
+/// Output rows `r0..r1` of a convolution as a convolution of their own: the input rows
+/// they read (from the returned first row) and the padding among them. Each output pixel
+/// of the part reads the same inputs and padding as in the whole.
+pub fn conv_rows(g: &ConvGeom, r0: usize, r1: usize) -> (ConvGeom, usize) {
+    let eh = g.dil_h * (g.kh - 1) + 1;
+    // Padded coordinates of the first and one past the last input row read.
+    let start = r0 * g.stride_h;
+    let end = (r1 - 1) * g.stride_h + eh;
+    let (top, bottom) = (g.pad_top, g.pad_top + g.h);
+    if start >= bottom || end <= top {
+        // Only padding: no convolution of its own (h = 0 tells the caller).
+        return (ConvGeom { h: 0, ..*g }, 0);
+    }
+    let (lo, hi) = (start.max(top), end.min(bottom));
+    let sub = ConvGeom {
+        h: hi - lo,
+        pad_top: lo - start,
+        pad_bottom: end - hi,
+        ..*g
+    };
+    (sub, lo - top)
+}
+
+fn split_rows<T>(mut v: &mut [T], sizes: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    for n in sizes {
+        let at = n.min(v.len());
+        let (a, b) = core::mem::take(&mut v).split_at_mut(at);
+        out.push(a);
+        v = b;
+    }
+    out
+}
+
+enum DstPart<'a> {
+    U8(&'a mut [u8]),
+    I8(&'a mut [i8]),
+    F32(&'a mut [f32]),
+}
+
+impl<'a> DstPart<'a> {
+    fn as_dst(&mut self) -> I8Dst<'_> {
+        match self {
+            DstPart::U8(v) => I8Dst::U8(v),
+            DstPart::I8(v) => I8Dst::I8(v),
+            DstPart::F32(v) => I8Dst::F32(v),
+        }
+    }
+}
+
+/// Splits an int8 GEMM's output into runs of `sizes` elements.
+fn split_dst<'a>(y: I8Dst<'a>, sizes: &[usize]) -> Vec<DstPart<'a>> {
+    let it = sizes.iter().copied();
+    match y {
+        I8Dst::U8(v) => split_rows(v, it).into_iter().map(DstPart::U8).collect(),
+        I8Dst::I8(v) => split_rows(v, it).into_iter().map(DstPart::I8).collect(),
+        I8Dst::F32(v) => split_rows(v, it).into_iter().map(DstPart::F32).collect(),
+    }
+}
+
+/// Rows of each part of an output map `oh` rows high, for `work` multiply-adds.
+fn row_parts(par: &Par, oh: usize, work: usize) -> Vec<core::ops::Range<usize>> {
+    runs(oh, par.parts(oh, work)).collect()
+}
+
+/// [`kops::conv_i8`] with its output rows spread over the threads.
+pub fn conv_i8(
+    par: &Par,
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[u8],
+    w: &[i8],
+    q: &I8Quant,
+    scratch: &mut [u8],
+    y: I8Dst,
+) -> Result<()> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
+    let rows = row_parts(par, oh, work);
+    if rows.len() <= 1 || conv_rows_empty(g, &rows) {
+        if oh * ow == 1 && kops::conv_scratch_len(g) == 0 {
+            return gemm_i8_cols(par, kern, (1, g.oc, g.ic), x, g.ic, w, q, y, g.oc);
+        }
+        return Ok(kops::conv_i8(kern, g, x, w, q, scratch, y)?);
+    }
+    let kdim = g.kh * g.kw * g.ic;
+    let ysizes: Vec<usize> = rows.iter().map(|r| r.len() * ow * g.oc).collect();
+    let pointwise = kops::conv_scratch_len(g) == 0;
+    let ssizes: Vec<usize> = rows
+        .iter()
+        .map(|r| if pointwise { 0 } else { r.len() * ow * kdim })
+        .collect();
+    let ys = split_dst(y, &ysizes);
+    let ss = split_rows(scratch, ssizes.iter().copied());
+    let items: Vec<_> = rows.into_iter().zip(ys).zip(ss).collect();
+    par.each(items, |((r, mut yp), sp)| {
+        let (sub, first) = conv_rows(g, r.start, r.end);
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        Ok(kops::conv_i8(kern, &sub, xs, w, q, sp, yp.as_dst())?)
+    })
+}
+
+/// A part that reads no input row (all padding) is left to the whole-op path.
+fn conv_rows_empty(g: &ConvGeom, rows: &[core::ops::Range<usize>]) -> bool {
+    rows.iter().any(|r| conv_rows(g, r.start, r.end).0.h == 0)
+}
+
+/// [`kops::conv_f32`] with its output rows spread over the threads.
+pub fn conv_f32(
+    par: &Par,
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Result<()> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
+    let rows = row_parts(par, oh, work);
+    if rows.len() <= 1 || conv_rows_empty(g, &rows) {
+        return Ok(kops::conv_f32(kern, g, x, w, bias, act, scratch, y)?);
+    }
+    let kdim = g.kh * g.kw * g.ic;
+    let pointwise = kops::conv_scratch_len(g) == 0;
+    let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.oc));
+    let ss = split_rows(
+        scratch,
+        rows.iter()
+            .map(|r| if pointwise { 0 } else { r.len() * ow * kdim }),
+    );
+    let items: Vec<_> = rows.into_iter().zip(ys).zip(ss).collect();
+    par.each(items, |((r, yp), sp)| {
+        let (sub, first) = conv_rows(g, r.start, r.end);
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        Ok(kops::conv_f32(kern, &sub, xs, w, bias, act, sp, yp)?)
+    })
+}
+
+/// [`kops::depthwise_i8`] with its output rows spread over the threads.
+pub fn depthwise_i8(
+    par: &Par,
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[u8],
+    x_zero: i32,
+    w: &[i16],
+    bias: Option<&[i32]>,
+    scale: &[f32],
+    clamp: (i32, i32, i32),
+    y: &mut [u8],
+) -> Result<()> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let work = oh * ow * g.ic * g.kh * g.kw;
+    let rows = row_parts(par, oh, work);
+    if rows.len() <= 1 || conv_rows_empty(g, &rows) {
+        return Ok(kops::depthwise_i8(
+            kern, g, x, x_zero, w, bias, scale, clamp, y,
+        )?);
+    }
+    let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.ic));
+    let items: Vec<_> = rows.into_iter().zip(ys).collect();
+    par.each(items, |(r, yp)| {
+        let (sub, first) = conv_rows(g, r.start, r.end);
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        Ok(kops::depthwise_i8(
+            kern, &sub, xs, x_zero, w, bias, scale, clamp, yp,
+        )?)
+    })
+}
+
+/// [`kops::gemm_i8`] (`ldc == n`, dense rows) with rows spread over the threads, or for
+/// a few rows, its 16-column panels.
+pub fn gemm_i8(
+    par: &Par,
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[u8],
+    lda: usize,
+    b: &[i8],
+    q: &I8Quant,
+    c: I8Dst,
+) -> Result<()> {
+    let work = m * n * k;
+    if m < 2 * par.threads() * 4 {
+        return gemm_i8_cols(par, kern, (m, n, k), a, lda, b, q, c, n);
+    }
+    let rows: Vec<_> = runs(m, par.parts(m, work)).collect();
+    if rows.len() <= 1 {
+        return Ok(kops::gemm_i8(kern, (m, n, k), a, lda, b, q, c, n)?);
+    }
+    let cs = split_dst(c, &rows.iter().map(|r| r.len() * n).collect::<Vec<_>>());
+    let items: Vec<_> = rows.into_iter().zip(cs).collect();
+    par.each(items, |(r, mut cp)| {
+        let ap = a.get(r.start * lda..).unwrap_or(&[]);
+        Ok(kops::gemm_i8(
+            kern,
+            (r.len(), n, k),
+            ap,
+            lda,
+            b,
+            q,
+            cp.as_dst(),
+            n,
+        )?)
+    })
+}
+
+/// An int8 GEMM of few rows split by 16-column panels of B: each part reads its panels,
+/// column sums, bias and scales and writes its columns of every row.
+fn gemm_i8_cols(
+    par: &Par,
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[u8],
+    lda: usize,
+    b: &[i8],
+    q: &I8Quant,
+    c: I8Dst,
+    ldc: usize,
+) -> Result<()> {
+    let panels = n.div_ceil(I8_NR);
+    let parts = par.parts(panels, m * n * k);
+    if parts <= 1 || m != 1 {
+        return Ok(kops::gemm_i8(kern, (m, n, k), a, lda, b, q, c, ldc)?);
+    }
+    // One row: the output is `n` contiguous values, split at panel boundaries.
+    let cols: Vec<_> = runs(panels, parts)
+        .map(|p| p.start * I8_NR..(p.end * I8_NR).min(n))
+        .collect();
+    let cs = split_dst(c, &cols.iter().map(|r| r.len()).collect::<Vec<_>>());
+    let panel = packed_i8_len(k, I8_NR);
+    let items: Vec<_> = cols.into_iter().zip(cs).collect();
+    par.each(items, |(cr, mut cp)| {
+        let p0 = cr.start / I8_NR;
+        let sub = I8Quant {
+            colsum: q.colsum.get(cr.start..).unwrap_or(&[]),
+            bias: q.bias.map(|b| b.get(cr.start..).unwrap_or(&[])),
+            scale: q.scale.get(cr.start..).unwrap_or(&[]),
+            ..*q
+        };
+        let bp = b.get(p0 * panel..).unwrap_or(&[]);
+        Ok(kops::gemm_i8(
+            kern,
+            (1, cr.len(), k),
+            a,
+            lda,
+            bp,
+            &sub,
+            cp.as_dst(),
+            cr.len(),
+        )?)
+    })
+}
+
+/// [`kops::gemm_f32`] (`ldc == n`) with rows spread over the threads.
+pub fn gemm_f32(
+    par: &Par,
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    act: Act,
+) -> Result<()> {
+    let rows: Vec<_> = runs(m, par.parts(m / 4, m * n * k)).collect();
+    if rows.len() <= 1 {
+        return Ok(kops::gemm_f32(kern, (m, n, k), a, k, b, bias, c, n, act)?);
+    }
+    let cs = split_rows(c, rows.iter().map(|r| r.len() * n));
+    let items: Vec<_> = rows.into_iter().zip(cs).collect();
+    par.each(items, |(r, cp)| {
+        let ap = a.get(r.start * k..).unwrap_or(&[]);
+        Ok(kops::gemm_f32(
+            kern,
+            (r.len(), n, k),
+            ap,
+            k,
+            b,
+            bias,
+            cp,
+            n,
+            act,
+        )?)
+    })
+}
+
+/// Applies `f` to runs of `y` and the same runs of `x`, spread over the threads. Every
+/// run starts at a multiple of `unit` values; the last takes the remainder.
+pub fn map_runs<T: Send + Sync>(
+    par: &Par,
+    unit: usize,
+    x: &[T],
+    y: &mut [T],
+    cost: usize,
+    f: impl Fn(&[T], &mut [T]) -> Result<()> + Sync,
+) -> Result<()> {
+    let unit = unit.max(1);
+    let units = y.len() / unit;
+    let parts = par.parts(units, y.len() * cost);
+    if parts <= 1 || x.len() != y.len() {
+        return f(x, y);
+    }
+    let n = y.len();
+    let rs: Vec<_> = runs(units, parts)
+        .map(|r| r.start * unit..if r.end == units { n } else { r.end * unit })
+        .collect();
+    let ys = split_rows(y, rs.iter().map(|r| r.len()));
+    let items: Vec<_> = rs.into_iter().zip(ys).collect();
+    par.each(items, |(r, yp)| f(&x[r], yp))
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    fn geom(h: usize, k: usize, s: usize, pt: usize, pb: usize, d: usize) -> ConvGeom {
+        ConvGeom {
+            h,
+            w: 5,
+            ic: 3,
+            oc: 4,
+            kh: k,
+            kw: 3,
+            stride_h: s,
+            stride_w: 1,
+            dil_h: d,
+            dil_w: 1,
+            pad_top: pt,
+            pad_left: 1,
+            pad_bottom: pb,
+            pad_right: 1,
+            groups: 1,
+        }
+    }
+
+    /// Every output row of a part reads, tap for tap, the input row (or the padding) it
+    /// reads in the whole convolution.
+    #[test]
+    fn conv_rows_read_what_the_whole_reads() {
+        for h in 1..12 {
+            for k in 1..5 {
+                for s in 1..4 {
+                    for d in 1..3 {
+                        for pt in 0..4 {
+                            for pb in 0..4 {
+                                let g = geom(h, k, s, pt, pb, d);
+                                let eh = d * (k - 1) + 1;
+                                if h + pt + pb < eh {
+                                    continue;
+                                }
+                                let oh = g.oh();
+                                for r0 in 0..oh {
+                                    for r1 in r0 + 1..=oh {
+                                        let (sub, first) = conv_rows(&g, r0, r1);
+                                        if sub.h == 0 {
+                                            // Only padding: every tap of the whole is too.
+                                            for oy in r0..r1 {
+                                                for ky in 0..k {
+                                                    let iy =
+                                                        (oy * s + ky * d) as isize - pt as isize;
+                                                    assert!(!(0..h as isize).contains(&iy));
+                                                }
+                                            }
+                                            continue;
+                                        }
+                                        assert_eq!(sub.oh(), r1 - r0, "{g:?} {r0}..{r1}");
+                                        assert!(first + sub.h <= h);
+                                        for oy in r0..r1 {
+                                            for ky in 0..k {
+                                                let whole =
+                                                    (oy * s + ky * d) as isize - pt as isize;
+                                                let whole = (0..h as isize)
+                                                    .contains(&whole)
+                                                    .then_some(whole);
+                                                let part = ((oy - r0) * s + ky * d) as isize
+                                                    - sub.pad_top as isize;
+                                                let part = (0..sub.h as isize)
+                                                    .contains(&part)
+                                                    .then_some(part + first as isize);
+                                                assert_eq!(
+                                                    whole, part,
+                                                    "{g:?} {r0}..{r1} {oy} {ky}"
+                                                );
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        fn below(&mut self, n: usize) -> usize {
+            self.next() as usize % n
+        }
+        fn f32(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32 - 1.0
+        }
+    }
+
+    fn pars() -> Vec<Par> {
+        [2, 3, 5].iter().map(|&t| Par::new(t).unwrap()).collect()
+    }
+
+    fn random_geom(r: &mut Lcg, depthwise: bool) -> ConvGeom {
+        loop {
+            let k = 1 + r.below(5);
+            let s = 1 + r.below(3);
+            let ic = 1 + r.below(20);
+            let g = ConvGeom {
+                h: 1 + r.below(14),
+                w: 1 + r.below(9),
+                ic,
+                oc: if depthwise { ic } else { 1 + r.below(40) },
+                kh: k,
+                kw: 1 + r.below(4),
+                stride_h: s,
+                stride_w: if depthwise { s } else { 1 + r.below(2) },
+                dil_h: if depthwise { 1 } else { 1 + r.below(2) },
+                dil_w: 1,
+                pad_top: r.below(3),
+                pad_left: r.below(2),
+                pad_bottom: r.below(4),
+                pad_right: r.below(2),
+                groups: if depthwise { ic } else { 1 },
+            };
+            let eh = g.dil_h * (g.kh - 1) + 1;
+            let ew = g.dil_w * (g.kw - 1) + 1;
+            if g.h + g.pad_top + g.pad_bottom >= eh && g.w + g.pad_left + g.pad_right >= ew {
+                return g;
+            }
+        }
+    }
+
+    /// Every split of an int8 convolution (rows; one-row GEMMs by column panels) gives the
+    /// bytes of the whole op on one thread, u8 and f32 outputs alike.
+    #[test]
+    fn conv_i8_splits_are_bit_identical() {
+        use edgetune_kernels::pack::{i8_cols, pack_i8};
+        use edgetune_kernels::I8Out;
+        let kern = Kernels::detect();
+        let mut r = Lcg(7);
+        for case in 0..300 {
+            let g = random_geom(&mut r, false);
+            let (m, kdim) = (g.oh() * g.ow(), g.kh * g.kw * g.ic);
+            let x: Vec<u8> = (0..g.h * g.w * g.ic).map(|_| r.next() as u8).collect();
+            let wr: Vec<i8> = (0..kdim * g.oc).map(|_| r.next() as i8).collect();
+            let mut w = vec![0i8; packed_i8_len(kdim, g.oc)];
+            let mut colsum = vec![0i32; i8_cols(g.oc)];
+            pack_i8(&wr, kdim, g.oc, &mut w, &mut colsum);
+            let bias: Vec<i32> = (0..g.oc).map(|_| r.next() as i32 % 5000).collect();
+            let scale: Vec<f32> = (0..g.oc).map(|_| 1e-3 + r.f32().abs() * 1e-2).collect();
+            let f32_out = case % 3 == 0;
+            let q = I8Quant {
+                a_zero: r.below(256) as i32,
+                a_signed: false,
+                colsum: &colsum,
+                bias: Some(&bias),
+                scale: &scale,
+                out: if f32_out { I8Out::F32 } else { I8Out::U8 },
+                y_zero: r.below(256) as i32,
+                qmin: 0,
+                qmax: 255,
+            };
+            let mut scratch = vec![0u8; kops::conv_scratch_len(&g)];
+            let (mut y8, mut yf) = (vec![0u8; m * g.oc], vec![0f32; m * g.oc]);
+            let whole = |y8: &mut [u8], yf: &mut [f32], s: &mut [u8]| {
+                let d = if f32_out {
+                    I8Dst::F32(yf)
+                } else {
+                    I8Dst::U8(y8)
+                };
+                kops::conv_i8(&kern, &g, &x, &w, &q, s, d).unwrap();
+            };
+            whole(&mut y8, &mut yf, &mut scratch);
+            for p in pars() {
+                let (mut p8, mut pf) = (vec![1u8; m * g.oc], vec![1f32; m * g.oc]);
+                let d = if f32_out {
+                    I8Dst::F32(&mut pf)
+                } else {
+                    I8Dst::U8(&mut p8)
+                };
+                conv_i8(&p, &kern, &g, &x, &w, &q, &mut scratch, d).unwrap();
+                if f32_out {
+                    assert!(
+                        yf.iter().zip(&pf).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{g:?} {p:?}"
+                    );
+                } else {
+                    assert_eq!(y8, p8, "{g:?} {p:?}");
+                }
+            }
+        }
+    }
+
+    /// GEMMs of one row (split by 16-column panels) and of many (split by rows).
+    #[test]
+    fn gemm_i8_splits_are_bit_identical() {
+        use edgetune_kernels::pack::{i8_cols, pack_i8};
+        use edgetune_kernels::I8Out;
+        let kern = Kernels::detect();
+        let mut r = Lcg(19);
+        for m in [1, 2, 5, 24, 61] {
+            for n in [1, 15, 16, 17, 100, 1000] {
+                let k = 1 + r.below(300);
+                let a: Vec<u8> = (0..m * k).map(|_| r.next() as u8).collect();
+                let br: Vec<i8> = (0..k * n).map(|_| r.next() as i8).collect();
+                let mut b = vec![0i8; packed_i8_len(k, n)];
+                let mut colsum = vec![0i32; i8_cols(n)];
+                pack_i8(&br, k, n, &mut b, &mut colsum);
+                let bias: Vec<i32> = (0..n).map(|_| r.next() as i32 % 5000).collect();
+                let scale: Vec<f32> = (0..n).map(|_| 1e-4 + r.f32().abs() * 1e-3).collect();
+                let q = I8Quant {
+                    a_zero: r.below(256) as i32,
+                    a_signed: false,
+                    colsum: &colsum,
+                    bias: Some(&bias),
+                    scale: &scale,
+                    out: I8Out::F32,
+                    y_zero: 0,
+                    qmin: 0,
+                    qmax: 255,
+                };
+                let mut y = vec![0f32; m * n];
+                kops::gemm_i8(&kern, (m, n, k), &a, k, &b, &q, I8Dst::F32(&mut y), n).unwrap();
+                for p in pars() {
+                    let mut yp = vec![1f32; m * n];
+                    gemm_i8(&p, &kern, (m, n, k), &a, k, &b, &q, I8Dst::F32(&mut yp)).unwrap();
+                    assert!(
+                        y.iter().zip(&yp).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{m}x{n}x{k} {p:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_splits_are_bit_identical() {
+        let kern = Kernels::detect();
+        let mut r = Lcg(11);
+        for _ in 0..300 {
+            let g = random_geom(&mut r, true);
+            let c = g.ic;
+            let x: Vec<u8> = (0..g.h * g.w * c).map(|_| r.next() as u8).collect();
+            let w: Vec<i16> = (0..g.kh * g.kw * c)
+                .map(|_| r.next() as i8 as i16)
+                .collect();
+            let bias: Vec<i32> = (0..c).map(|_| r.next() as i32 % 3000).collect();
+            let scale: Vec<f32> = (0..c).map(|_| 1e-3 + r.f32().abs() * 1e-2).collect();
+            let xz = r.below(256) as i32;
+            let clamp = (r.below(256) as i32, 0, 255);
+            let n = g.oh() * g.ow() * c;
+            let mut y = vec![0u8; n];
+            kops::depthwise_i8(&kern, &g, &x, xz, &w, Some(&bias), &scale, clamp, &mut y).unwrap();
+            for p in pars() {
+                let mut yp = vec![1u8; n];
+                depthwise_i8(
+                    &p,
+                    &kern,
+                    &g,
+                    &x,
+                    xz,
+                    &w,
+                    Some(&bias),
+                    &scale,
+                    clamp,
+                    &mut yp,
+                )
+                .unwrap();
+                assert_eq!(y, yp, "{g:?} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn float_splits_are_bit_identical() {
+        use edgetune_kernels::pack::{pack_f32, packed_f32_len};
+        let kern = Kernels::detect();
+        let mut r = Lcg(13);
+        for case in 0..200 {
+            let g = random_geom(&mut r, false);
+            let (m, kdim) = (g.oh() * g.ow(), g.kh * g.kw * g.ic);
+            let x: Vec<f32> = (0..g.h * g.w * g.ic).map(|_| r.f32()).collect();
+            let wr: Vec<f32> = (0..kdim * g.oc).map(|_| r.f32()).collect();
+            let mut w = vec![0f32; packed_f32_len(kdim, g.oc)];
+            pack_f32(&wr, kdim, g.oc, &mut w);
+            let bias: Vec<f32> = (0..g.oc).map(|_| r.f32()).collect();
+            let bias = (case % 2 == 0).then_some(&bias[..]);
+            let act = Act::Clamp(-0.5, 2.0);
+            let mut scratch = vec![0f32; kops::conv_scratch_len(&g)];
+            let mut y = vec![0f32; m * g.oc];
+            kops::conv_f32(&kern, &g, &x, &w, bias, act, &mut scratch, &mut y).unwrap();
+            // The same product as a GEMM over the im2col rows.
+            let (gm, gk) = (m, kdim);
+            let a: Vec<f32> = if kops::conv_scratch_len(&g) == 0 {
+                x.clone()
+            } else {
+                scratch.clone()
+            };
+            let mut yg = vec![0f32; gm * g.oc];
+            kops::gemm_f32(&kern, (gm, g.oc, gk), &a, gk, &w, bias, &mut yg, g.oc, act).unwrap();
+            for p in pars() {
+                let mut yp = vec![1f32; m * g.oc];
+                conv_f32(&p, &kern, &g, &x, &w, bias, act, &mut scratch, &mut yp).unwrap();
+                assert!(
+                    y.iter().zip(&yp).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?}"
+                );
+                let mut ypg = vec![1f32; gm * g.oc];
+                gemm_f32(&p, &kern, (gm, g.oc, gk), &a, &w, bias, &mut ypg, act).unwrap();
+                assert!(
+                    yg.iter().zip(&ypg).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?}"
+                );
+            }
+        }
+    }
+
+    /// Runs of an elementwise op start on whole SIMD blocks: the same bits as one call.
+    #[test]
+    fn unary_runs_are_bit_identical() {
+        use edgetune_kernels::ops::{unary_f32, UnaryF32};
+        let kern = Kernels::detect();
+        let mut r = Lcg(17);
+        for n in [1, 7, 63, 64, 65, 129, 1000, 4099] {
+            let x: Vec<f32> = (0..n).map(|_| 6.0 * r.f32()).collect();
+            for f in [UnaryF32::Sigmoid, UnaryF32::GeluErf, UnaryF32::HardSwish] {
+                let mut y = x.clone();
+                unary_f32(&kern, f, &mut y);
+                for p in pars() {
+                    let mut yp = vec![0f32; n];
+                    map_runs(&p, 64, &x, &mut yp, 16, |x, o| {
+                        o.copy_from_slice(x);
+                        unary_f32(&kern, f, o);
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert!(
+                        y.iter().zip(&yp).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{n}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// An error in any part is returned, whichever thread met it.
+    #[test]
+    fn errors_from_workers_are_returned() {
+        let p = Par::new(3).unwrap();
+        let r = p.each((0..6).collect(), |i: usize| {
+            if i == 4 {
+                Err(Error::Invalid {
+                    what: "part 4".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(r, Err(Error::Invalid { what }) if what == "part 4"));
+        assert_eq!(p.threads(), 3);
+        assert!(Par::new(MAX_THREADS + 1).is_err());
+    }
+
+    #[test]
+    fn runs_cover_evenly() {
+        for n in 0..40 {
+            for p in 1..9 {
+                let rs: Vec<_> = runs(n, p).collect();
+                assert_eq!(rs.len(), p);
+                assert_eq!(rs.iter().map(|r| r.len()).sum::<usize>(), n);
+                for w in rs.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                    assert!(w[0].len().abs_diff(w[1].len()) <= 1);
+                }
+            }
+        }
+    }
+}
