@@ -148,8 +148,11 @@ pub fn predict_cmd(
     let mut s = Session::new(plan)?;
     s.load_adapter(adapter)?;
     for p in inputs {
+        // Decoding, preprocessing, backbone and head: what one image costs.
+        let t = Instant::now();
         let x = s.load(p)?;
         let top = s.predict(&x, top)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         let name = |c: usize| s.class_name(c).unwrap_or("?").to_string();
         if json {
             let items: Vec<String> = top
@@ -157,7 +160,7 @@ pub fn predict_cmd(
                 .map(|&(c, sc)| format!("{{\"class\":{},\"score\":{:.5}}}", json_str(&name(c)), sc))
                 .collect();
             println!(
-                "{{\"input\":{},\"top\":[{}]}}",
+                "{{\"input\":{},\"top\":[{}],\"ms\":{ms:.2}}}",
                 json_str(&p.display().to_string()),
                 items.join(",")
             );
