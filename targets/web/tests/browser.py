@@ -123,8 +123,16 @@ const [method, train, query, done] = arguments;
   const enrol = [];
   for (const [url, label] of train) enrol.push(await api.enrolUrl(url, label));
   const fit = await api.fit(0);
+  // Twice over: the second pass times code the engine has already optimised; each
+  // image's latency is the lower of its two.
   const preds = [];
   for (const url of query) preds.push(await api.predictUrl(url, 4));
+  for (const [i, url] of query.entries()) {
+    const again = await api.predictUrl(url, 4);
+    if (JSON.stringify(again.top) !== JSON.stringify(preds[i].top)) throw new Error(`${url}: two predictions differ`);
+    preds[i].ms = Math.min(preds[i].ms, again.ms);
+    preds[i].decode_ms = Math.min(preds[i].decode_ms, again.decode_ms);
+  }
   done({ ok: true, info, enrol, fit, preds, agent: navigator.userAgent });
 })().catch((e) => done({ ok: false, error: String(e && e.stack || e) }));
 """
@@ -140,9 +148,17 @@ def native(method, classes, plan, tmp):
     subprocess.run([str(CLI), "adapt", "--plan", str(plan), "--train", str(train), "--method", method,
                     "--seed", "0", "--json", "-o", str(adapter)], check=True, capture_output=True)
     files = [PHOTOS / c / f"{i}.jpg" for c in classes for i in QUERY]
-    out = subprocess.run([str(CLI), "predict", "--plan", str(plan), "--adapter", str(adapter), "--top", "4",
-                          "--json"] + [str(f) for f in files], check=True, capture_output=True, text=True).stdout
-    return [json.loads(l) for l in out.splitlines() if l.strip()]
+    # One thread, as in the page; every image twice, its latency the lower of the two.
+    out = subprocess.run([str(CLI), "--threads", "1", "predict", "--plan", str(plan), "--adapter", str(adapter),
+                          "--top", "4", "--json"] + [str(f) for f in files * 2],
+                         check=True, capture_output=True, text=True).stdout
+    lines = [json.loads(l) for l in out.splitlines() if l.strip()]
+    assert len(lines) == 2 * len(files), out
+    first, second = lines[:len(files)], lines[len(files):]
+    for a, b in zip(first, second):
+        assert a["top"] == b["top"], (a, b)
+        a["ms"] = min(a["ms"], b["ms"])
+    return first
 
 
 def main():
@@ -183,14 +199,14 @@ def main():
     enrol_ms = [e["ms"] for e in got["enrol"]]
     print(f"page: {len(enrol_ms)} enrolled ({sum(enrol_ms) / len(enrol_ms):.1f} ms each in wasm), "
           f"{args.method} trained in the worker: {got['fit']['steps']} steps, {got['fit']['ms']:.0f} ms")
-    print(f"{'image':<22} {'native top-1':<22} {'page top-1':<22} {'native ms':>9} "
+    print(f"{'image':<22} {'native top-1':<22} {'page top-1':<22} {'native ms (1 thread)':>20} "
           f"{'page ms (decode+wasm)':>22}")
     bad = []
     for f, n, p in zip([q for q in (f"{c}/{i}.jpg" for c in classes for i in QUERY)], want, got["preds"]):
         nt, pt = n["top"], p["top"]
         page_ms = p["decode_ms"] + p["ms"]
         print(f"{f:<22} {nt[0]['class'] + ' ' + format(nt[0]['score'], '.4f'):<22} "
-              f"{pt[0]['class'] + ' ' + format(pt[0]['score'], '.4f'):<22} {n['ms']:>9.1f} "
+              f"{pt[0]['class'] + ' ' + format(pt[0]['score'], '.4f'):<22} {n['ms']:>20.1f} "
               f"{page_ms:>10.1f} ({p['decode_ms']:.1f}+{p['ms']:.1f})")
         if [t["class"] for t in nt] != [t["class"] for t in pt]:
             bad.append(f"{f}: ranking {[t['class'] for t in pt]} in the page, {[t['class'] for t in nt]} native")
