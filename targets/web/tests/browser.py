@@ -123,6 +123,9 @@ const [method, train, query, done] = arguments;
   const enrol = [];
   for (const [url, label] of train) enrol.push(await api.enrolUrl(url, label));
   const fit = await api.fit(0);
+  // The progress bar, as the worker's progress messages left it.
+  await new Promise((r) => setTimeout(r, 100));
+  fit.bar = [document.getElementById("bar").value, document.getElementById("bar").max];
   // Twice over: the second pass times code the engine has already optimised; each
   // image's latency is the lower of its two.
   const preds = [];
@@ -198,7 +201,8 @@ def main():
     print(f"page: plan {got['info']['ops']} ops, kernels {got['info']['kernels']}")
     enrol_ms = [e["ms"] for e in got["enrol"]]
     print(f"page: {len(enrol_ms)} enrolled ({sum(enrol_ms) / len(enrol_ms):.1f} ms each in wasm), "
-          f"{args.method} trained in the worker: {got['fit']['steps']} steps, {got['fit']['ms']:.0f} ms")
+          f"{args.method} trained in the worker: {got['fit']['steps']} steps, {got['fit']['ms']:.0f} ms, "
+          f"progress bar {got['fit']['bar'][0]}/{got['fit']['bar'][1]}")
     print(f"{'image':<22} {'native top-1':<22} {'page top-1':<22} {'native ms (1 thread)':>20} "
           f"{'page ms (decode+wasm)':>22}")
     bad = []
@@ -213,6 +217,8 @@ def main():
         worst = max(abs(a["score"] - b["score"]) for a, b in zip(nt, pt))
         if worst > SCORE_TOL:
             bad.append(f"{f}: scores differ by {worst:.4f} (> {SCORE_TOL})")
+    if args.method != "ncm" and got["fit"]["bar"] != [got["fit"]["steps"]] * 2:
+        bad.append(f"progress bar at {got['fit']['bar']} after {got['fit']['steps']} steps")
     nat = [n["ms"] for n in want]
     pag = [p["decode_ms"] + p["ms"] for p in got["preds"]]
     wasm = [p["ms"] for p in got["preds"]]
