@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Batch-1, single-thread latency of the three backbones on edgetune, onnxruntime and tract
+# Batch-1 latency on one and two threads of the three backbones on edgetune, onnxruntime and tract
 # (tract-onnx in process, tools/peers/src/bin/tract_run.rs) in one run (same core, median
 # of N, best of ROUNDS=3 alternating rounds for edgetune and onnxruntime), with ratios; also
 # compile time, .etm size and peak RSS of each. onnxruntime runs twice: its default session
@@ -25,23 +25,29 @@ ids = np.load("models/golden/minilm_ids.npy"); m = np.load("models/golden/minilm
 np.save(f"{d}/ids.npy", ids[3:4]); np.save(f"{d}/mask.npy", m[3:4])
 np.save(f"{d}/types.npy", np.zeros((1, 128), np.float32))
 PY
-printf "%-28s %11s %8s %9s %8s %9s %9s %9s %9s %8s %8s %8s\n" backbone "edgetune ms" "ORT ms" "ORT exact" "tract ms" "e/ORT" "e/ORTexact" "e/tract" "compile s" ".etm MB" "RSS MB" "tract RSS"
+printf "%-28s %9s %8s %9s %8s %8s %10s %8s %9s %8s %8s %7s %8s %8s %8s\n" backbone "e 1T ms" "ORT 1T" "ORTexact" "tract" "e/ORT" "e/ORTexact" "e/tract" "e 2T ms" "ORT 2T" "e/ORT 2T" "e 1T/2T" "compile s" ".etm MB" "RSS MB"
 for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/image.npy|image:1x3x224x224" \
             "openWakeWord embedding int8|models/oww_embedding_int8.onnx|mel=$tmp/mel.npy|mel:1x1x76x32" \
             "MiniLM-L6 int8 (T=128)|models/minilm_l6_int8.onnx|input_ids=$tmp/ids.npy attention_mask=$tmp/mask.npy token_type_ids=$tmp/types.npy|input_ids:1x128:i64 attention_mask:1x128:i64 token_type_ids:1x128:i64"; do
   IFS='|' read -r name onnx inputs tspec <<<"$spec"
   t0=$(date +%s.%N); $E compile "$onnx" -o "$tmp/m.etm" >/dev/null; t1=$(date +%s.%N)
   # The machine is shared: edgetune and onnxruntime alternate for $rounds rounds and each
-  # keeps its best median, so a noisy stretch does not land on one side only.
-  et=""; ort=""; ortx=""
+  # keeps its best median, so a noisy stretch does not land on one side only. One thread:
+  # pinned to core $core; two threads: cores 0 and 1.
+  et=""; ort=""; ortx=""; et2=""; ort2=""
   for _ in $(seq "$rounds"); do
-    out=$(/usr/bin/time -f "rss %M" taskset -c "$core" $E run "$tmp/m.etm" $inputs --profile "$n" 2>&1)
-    e1=$(grep -oP "median \K[0-9.]+" <<<"$out"); rss=$(grep -oP "^rss \K[0-9]+" <<<"$out")
-    for level in ORT_ENABLE_ALL ORT_DISABLE_ALL; do
-      o1=$(taskset -c "$core" python3 - "$onnx" "$tmp" "$n" "$level" <<'PY'
+    for th in 1 2; do
+      cores=$core; [ "$th" = 2 ] && cores=0,1
+      out=$(/usr/bin/time -f "rss %M" taskset -c "$cores" $E run "$tmp/m.etm" $inputs --profile "$n" --threads "$th" 2>&1)
+      e1=$(grep -oP "median \K[0-9.]+" <<<"$out")
+      if [ "$th" = 1 ]; then rss=$(grep -oP "^rss \K[0-9]+" <<<"$out"); et=$(python3 -c "print(min(x for x in [$e1, ${et:-1e9}]))")
+      else et2=$(python3 -c "print(min(x for x in [$e1, ${et2:-1e9}]))"); fi
+      levels="ORT_ENABLE_ALL ORT_DISABLE_ALL"; [ "$th" = 2 ] && levels=ORT_ENABLE_ALL
+      for level in $levels; do
+        o1=$(taskset -c "$cores" python3 - "$onnx" "$tmp" "$n" "$level" "$th" <<'PY'
 import numpy as np, onnxruntime as ort, sys, time
 onnx, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+so = ort.SessionOptions(); so.intra_op_num_threads = int(sys.argv[5]); so.inter_op_num_threads = 1
 so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, sys.argv[4])
 s = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
 names = [i.name for i in s.get_inputs()]
@@ -54,17 +60,20 @@ for _ in range(n):
     a = time.perf_counter(); s.run(None, f); t.append(time.perf_counter() - a)
 print(f"{np.median(t) * 1e3:.3f}")
 PY
-  )
-      if [ "$level" = ORT_ENABLE_ALL ]; then ort=$(python3 -c "print(min(x for x in [$o1, ${ort:-1e9}]))")
-      else ortx=$(python3 -c "print(min(x for x in [$o1, ${ortx:-1e9}]))"); fi
+        )
+        if [ "$th" = 2 ]; then ort2=$(python3 -c "print(min(x for x in [$o1, ${ort2:-1e9}]))")
+        elif [ "$level" = ORT_ENABLE_ALL ]; then ort=$(python3 -c "print(min(x for x in [$o1, ${ort:-1e9}]))")
+        else ortx=$(python3 -c "print(min(x for x in [$o1, ${ortx:-1e9}]))"); fi
+      done
     done
-    et=$(python3 -c "print(min(x for x in [$e1, ${et:-1e9}]))")
   done
   # shellcheck disable=SC2086
   tout=$(/usr/bin/time -f "rss %M" taskset -c "$core" "$TR" "$onnx" $tspec --runs "$n" 2>&1)
-  tt=$(grep -oP "median \K[0-9.]+" <<<"$tout" || echo nan); trss=$(grep -oP "^rss \K[0-9]+" <<<"$tout")
-  printf "%-28s %11s %8s %9s %8s %8.2fx %9.2fx %8.2fx %9.2f %8.2f %8.1f %8.1f\n" "$name" "$et" "$ort" "$ortx" "$tt" "$(echo "$et / $ort" | bc -l)" "$(echo "$et / $ortx" | bc -l)" \
-    "$(echo "$et / $tt" | bc -l)" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" \
-    "$(echo "$rss / 1024" | bc -l)" "$(echo "$trss / 1024" | bc -l)"
+  tt=$(grep -oP "median \K[0-9.]+" <<<"$tout" || echo nan)
+  printf "%-28s %9s %8s %9s %8s %7.2fx %9.2fx %7.2fx %9s %8s %8.2fx %7.2fx %8.2f %8.2f %8.1f\n" "$name" "$et" "$ort" "$ortx" "$tt" \
+    "$(echo "$et / $ort" | bc -l)" "$(echo "$et / $ortx" | bc -l)" "$(echo "$et / $tt" | bc -l)" \
+    "$et2" "$ort2" "$(echo "$et2 / $ort2" | bc -l)" "$(echo "$et / $et2" | bc -l)" \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" \
+    "$(echo "$rss / 1024" | bc -l)"
 done
-echo "(onnxruntime $(python3 -c 'import onnxruntime; print(onnxruntime.__version__)'), intra_op_num_threads=1; edgetune kernels: $($E run "$tmp/m.etm" $inputs --profile 1 | grep -oP '\(\[\K[^]]*'))"
+echo "(onnxruntime $(python3 -c 'import onnxruntime; print(onnxruntime.__version__)'), intra_op_num_threads=1 and 2 (2T); edgetune --threads 1 and 2; e 1T/2T is edgetune's speed-up on two threads; edgetune kernels: $($E run "$tmp/m.etm" $inputs --profile 1 | grep -oP '\(\[\K[^]]*'))"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Training time and memory per method, edgetune vs PyTorch (CPU, one thread) on the same
-# cached taps of the same episode, in one run, pinned to one core:
-#   tools/bench_tail.sh [EPISODES]
+# Training time and memory per method, edgetune vs PyTorch (CPU, THREADS threads, default
+# one) on the same cached taps of the same episode, in one run, pinned to THREADS cores:
+#   [THREADS=1] tools/bench_tail.sh [EPISODES]
 # edgetune: `eval` train time per episode (backbone passes excluded) and its training-peak
 # figure; PyTorch: tools/torch_reference.py per method in its own process, peak RSS above
 # a process that loads the same data and trains nothing.
@@ -13,10 +13,12 @@ E=$CARGO_TARGET_DIR/release/edgetune
 n=${1:-1}
 d=$(mktemp -d)
 methods=linear,ladder,tail,bias,lora
-/usr/bin/time -f "%M" -o "$d/edgetune.rss" taskset -c 1 "$E" eval --data bundled --ways 10 --shots 5 \
+export THREADS=${THREADS:-1}
+cores=1; [ "$THREADS" -gt 1 ] && cores=0-$((THREADS - 1))
+/usr/bin/time -f "%M" -o "$d/edgetune.rss" taskset -c $cores "$E" --threads "$THREADS" eval --data bundled --ways 10 --shots 5 \
   --episodes "$n" --method $methods --export "$d" --json > "$d/edgetune.json"
 for m in none ${methods//,/ }; do
-  taskset -c 1 python3 tools/torch_reference.py "$d" "$d/torch_$m.json" "$m" "$n" > /dev/null
+  taskset -c $cores python3 tools/torch_reference.py "$d" "$d/torch_$m.json" "$m" "$n" > /dev/null
 done
 python3 - "$d" <<'PY'
 import json, sys

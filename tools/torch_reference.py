@@ -25,10 +25,11 @@ Writes per-episode accuracy and training time (seconds) as JSON.
 """
 import json, math, re, sys, time
 import numpy as np
+import os
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("THREADS", "1")))
 torch.manual_seed(0)
 
 

@@ -2,7 +2,7 @@
 //! GEMMs of many rows and of one, the dynamic-int8 MatMuls and float ops of the text
 //! encoder) gives the same bytes in every output and tap on 1, 2 and 3 threads, for
 //! inputs the models take.
-#![cfg(feature = "onnx")]
+#![cfg(all(feature = "onnx", feature = "files"))]
 
 use edgetune::exec::Executor;
 use edgetune::import::{import_path, ImportOptions, Taps};
@@ -79,4 +79,56 @@ fn bundled_backbones_are_bit_identical_on_any_thread_count() {
             one.len()
         );
     }
+}
+
+/// Training reads the tap cache through the same GEMMs: a `tail` adapter trained with one
+/// thread and with two (the process default, which the trainer's GEMMs take) is the same
+/// file, byte for byte, on RGB photos.
+#[test]
+fn tail_training_is_bit_identical_on_any_thread_count() {
+    use edgetune::adapt::Kind;
+    use edgetune::session::Session;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    let plan = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
+        .unwrap()
+        .to_bytes();
+    let train = |threads: usize| {
+        edgetune::par::set_default_threads(threads);
+        let mut s = Session::from_bytes(&plan).unwrap();
+        assert_eq!(s.threads(), threads);
+        s.set_method(Kind::Tail).unwrap();
+        s.opts.steps = Some(12);
+        for class in ["cat", "coffee", "rocket"] {
+            for i in 0..3 {
+                let p = s
+                    .load(&root.join(format!("examples/data/photos/{class}/{i}.jpg")))
+                    .unwrap();
+                s.enrol(p, class).unwrap();
+            }
+        }
+        s.fit(&mut |_| true).unwrap();
+        let p = s
+            .load(&root.join("examples/data/photos/cat/4.jpg"))
+            .unwrap();
+        let mut scores = vec![];
+        s.scores(&p, &mut scores).unwrap();
+        (s.adapter().unwrap().to_bytes(), scores)
+    };
+    let one = train(1);
+    let two = train(2);
+    edgetune::par::set_default_threads(0);
+    assert!(one.0 == two.0, "adapters differ");
+    assert_eq!(
+        one.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        two.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    println!(
+        "tail adapter ({} bytes) and scores identical on 1 and 2 threads",
+        one.0.len()
+    );
 }

@@ -160,8 +160,10 @@ impl Session {
         Ok(TapReader::new(exec, taps)?.with_context(prep.context()))
     }
 
-    /// Threads the backbone may use for one example (the caller's included); 0 means one
-    /// per available core, the default. Any count gives the same results.
+    /// Threads the backbone may use for one example (the caller's included); 0 means the
+    /// process default (one per available core unless [`crate::par::set_default_threads`]
+    /// says otherwise). The trainer's GEMMs take the process default. Any count gives the
+    /// same results.
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
         self.par = Par::new(threads)?;
         self.reader.exec.set_par(self.par.clone());

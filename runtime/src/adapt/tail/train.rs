@@ -6,7 +6,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::ops::Range;
-use edgetune_kernels::{ops as kops, pack, Act, Kernels};
+use edgetune_kernels::{pack, Act, Kernels};
 
 /// Which parameters of the tail are trained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,9 @@ pub struct Tail {
     pub(super) prep: RefCell<Vec<f32>>,
     pub(super) sc: Scratch,
     pub(super) kern: Kernels,
+    /// Threads of the tail's GEMMs (std builds: the process default; any count gives the
+    /// same bits).
+    pub(super) par: crate::par::Par,
 }
 
 impl core::fmt::Debug for Tail {
@@ -178,6 +181,10 @@ impl Tail {
             prep: RefCell::new(alloc::vec![0.0; prep_len]),
             sc,
             kern: Kernels::detect(),
+            #[cfg(feature = "std")]
+            par: crate::par::Par::new(0).unwrap_or_default(),
+            #[cfg(not(feature = "std"))]
+            par: crate::par::Par::single(),
         }
     }
 
@@ -299,7 +306,7 @@ impl Tail {
     pub(super) fn gemm(&self, mnk: (usize, usize, usize), a: &[f32], b: &[f32], c: &mut [f32]) {
         let (m, n, k) = mnk;
         // The lengths are sized by `scratch_layout` and `new`; a mismatch is a bug here.
-        kops::gemm_f32(&self.kern, mnk, a, k, b, None, c, n, Act::None)
+        crate::par::gemm_f32(&self.par, &self.kern, mnk, a, b, None, c, Act::None)
             .unwrap_or_else(|e| panic!("tail gemm {m}×{n}×{k}: {e}"));
     }
 }
