@@ -90,6 +90,78 @@ impl fmt::Display for Error {
     }
 }
 
+/// The same text as `Display`, formatted on the host that decodes the log.
+#[cfg(feature = "defmt")]
+impl defmt::Format for Error {
+    fn format(&self, f: defmt::Formatter) {
+        use defmt::write;
+        match self {
+            Error::UnsupportedOp {
+                op,
+                node,
+                inputs,
+                why,
+            } => {
+                write!(
+                    f,
+                    "unsupported op {=str} at node '{=str}' (input shapes [",
+                    op.as_str(),
+                    node.as_str()
+                );
+                for (i, s) in inputs.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{=str}{=[?]}", sep, s.as_slice());
+                }
+                write!(f, "]): {=str}", why.as_str())
+            }
+            Error::Malformed { what } => write!(f, "malformed model: {=str}", what.as_str()),
+            Error::ShapeMismatch { op, expected, got } => write!(
+                f,
+                "{=str}: expected shape {=[?]}, got {=[?]}",
+                op.as_str(),
+                expected.as_slice(),
+                got.as_slice()
+            ),
+            Error::Kernel(e) => write!(
+                f,
+                "kernel: {=str}: {=str} expected {} got {}",
+                e.op, e.what, e.expected, e.got
+            ),
+            Error::BadFile { what, detail } => {
+                write!(f, "bad {=str}: {=str}", what, detail.as_str())
+            }
+            Error::PlanMismatch { expected, got } => {
+                write!(f, "adapter was trained on plan ");
+                got.iter().for_each(|b| write!(f, "{=u8:02x}", *b));
+                write!(f, " but this plan is ");
+                expected.iter().for_each(|b| write!(f, "{=u8:02x}", *b));
+            }
+            Error::ArenaTooLarge { need, limit } => {
+                write!(
+                    f,
+                    "plan needs an arena of {} bytes, limit is {}",
+                    need, limit
+                )
+            }
+            Error::NonFinite { what } => write!(f, "non-finite value in {=str}", what.as_str()),
+            Error::Invalid { what } => write!(f, "{=str}", what.as_str()),
+            Error::OverBudget { need, limit } => {
+                write!(f, "training needs {} bytes, budget is {}", need, limit)
+            }
+            Error::Diverged { step, loss } => write!(
+                f,
+                "training diverged at step {} (loss {}); previous adapter kept",
+                step, loss
+            ),
+            Error::Cancelled { step } => write!(f, "training cancelled at step {}", step),
+            #[cfg(feature = "std")]
+            Error::Io { path, detail } => {
+                write!(f, "{=str}: {=str}", path.as_str(), detail.as_str())
+            }
+        }
+    }
+}
+
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
 

@@ -18,6 +18,7 @@ pub mod frame;
 pub mod fsutil;
 #[cfg(feature = "onnx")]
 pub mod import;
+mod logging;
 #[cfg(feature = "std")]
 pub mod npy;
 pub mod par;

@@ -841,8 +841,12 @@ impl ImageSpec {
         let (rw, rh, dx, dy) = self.geometry(w, h);
         // Working channels: one for grey tensors and grey pictures, else R, G, B.
         let wc = if self.channels() == 1 { 1 } else { channels };
+        // A picture of the tensor's size needs no resizing (bilinear at scale 1 is the
+        // identity): its values are read in place, with no allocation.
+        let direct = self.interp == Interp::BilinearNoAa && (rw, rh) == (w, h);
         // The resized picture, one f32 plane per working channel.
         let planes: Vec<Vec<f32>> = match self.interp {
+            _ if direct => Vec::new(),
             Interp::Bilinear | Interp::Nearest => {
                 let src = self.working_bytes(pixels, w * h, channels);
                 let r = if self.interp == Interp::Bilinear {
@@ -878,14 +882,19 @@ impl ImageSpec {
                 Order::Bgr => 2 - oc,
                 _ => oc,
             };
-            let plane = &planes[if wc == 1 { 0 } else { pc }];
+            let wch = if wc == 1 { 0 } else { pc };
             let (m, s) = (self.mean[oc], self.std[oc]);
             for y in 0..th {
                 let sy = y as isize + dy;
                 for x in 0..tw {
                     let sx = x as isize + dx;
                     let v = if (0..rw as isize).contains(&sx) && (0..rh as isize).contains(&sy) {
-                        plane[sy as usize * rw + sx as usize]
+                        let at = sy as usize * rw + sx as usize;
+                        if direct {
+                            self.working_value(&pixels[at * channels..][..channels], wch)
+                        } else {
+                            planes[wch][at]
+                        }
                     } else {
                         fill[pc]
                     };

@@ -1,6 +1,9 @@
-//! The Cortex-M firmware (targets/cortex-m) under `qemu-system-arm -machine mps2-an386`:
-//! it must pass its own checks, and its ncm and linear predictions on the held-out
-//! examples must be identical to the same episode run here on the host.
+//! The Cortex-M firmware (targets/cortex-m) under `qemu-system-arm -machine mps2-an386`,
+//! its defmt log decoded here by defmt-print (targets/cortex-m/run.sh): it must pass its
+//! own checks, allocate nothing on the heap while it infers, and its predictions on the
+//! held-out examples (the backbone's own classes, and the ncm and linear heads it trains)
+//! must be identical to the same episode run here on the host. Both builds run: with
+//! training (the default) and inference only (`--no-default-features`).
 #![cfg(feature = "onnx")]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
@@ -41,6 +44,30 @@ fn episode() -> (Examples, Examples) {
         }
     }
     (sup, qry)
+}
+
+/// The backbone's own class (argmax of its `logits` output) for each held-out example.
+fn host_backbone(plan: &Plan) -> Vec<usize> {
+    let prep = ImagePrep::parse(plan.meta("preprocess").unwrap()).unwrap();
+    let mut exec = Executor::new(plan, Kernels::detect(), 1 << 20).unwrap();
+    let id = plan
+        .outputs
+        .iter()
+        .find(|p| p.name == "logits")
+        .unwrap()
+        .tensor;
+    let mut logits = vec![0.0; plan.tensors[id as usize].len()];
+    let mut input = vec![];
+    episode()
+        .1
+        .iter()
+        .map(|(_, px)| {
+            prep.apply(px, 28, 28, 1, &mut input);
+            exec.run(&[&input]).unwrap();
+            exec.tensor_f32(id, &mut logits).unwrap();
+            adapt::argmax(&logits)
+        })
+        .collect()
 }
 
 fn host_predictions(plan: &Plan) -> Vec<(Kind, Vec<usize>)> {
@@ -100,6 +127,7 @@ fn firmware_matches_the_host_on_the_same_episode() {
         "assets/tiny_cnn.etm is stale: see targets/README.md"
     );
     let host = host_predictions(&plan);
+    let backbone = host_backbone(&plan);
 
     if Command::new("qemu-system-arm")
         .arg("--version")
@@ -111,31 +139,112 @@ fn firmware_matches_the_host_on_the_same_episode() {
         );
         return;
     }
+    let Some(defmt_print) = defmt_print() else {
+        eprintln!(
+            "SKIP firmware run: defmt-print is not installed (./.ci/run installs it into the tools cache)"
+        );
+        return;
+    };
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| format!("{}/target", root().display()));
-    let o = Command::new(env!("CARGO"))
-        .args(["run", "--release", "-q"])
-        .current_dir(&fw)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    eprintln!("{text}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "firmware failed");
-    assert!(text.contains("firmware: PASS"));
-    for (kind, preds) in host {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("predictions {}:", kind.name())))
-            .unwrap_or_else(|| panic!("no {} predictions printed", kind.name()));
-        let fw_preds: Vec<usize> = line
-            .split(':')
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .map(|v| v.parse().unwrap())
-            .collect();
-        assert_eq!(fw_preds, preds, "{}: firmware and host differ", kind.name());
+    for train in [true, false] {
+        let mut args = vec!["run", "--release", "-q"];
+        if !train {
+            args.push("--no-default-features");
+        }
+        let o = Command::new(env!("CARGO"))
+            .args(&args)
+            .current_dir(&fw)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("DEFMT_PRINT", &defmt_print)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let build = if train {
+            "with training"
+        } else {
+            "inference only"
+        };
+        eprintln!(
+            "--- firmware {build}: cargo {}, defmt log decoded by defmt-print:\n{text}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "firmware ({build}) failed");
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+        assert!(has("INFO  firmware: PASS"), "{build}: no PASS line");
+        // The runtime's own log point, through the firmware's defmt logger.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("INFO  plan loaded: ") && l.ends_with("(in place)")),
+            "{build}: no plan-loaded line from the runtime, or the plan was copied"
+        );
+        assert!(
+            has(&format!(
+                "INFO  inference: {} held-out examples, 0 heap allocations",
+                backbone.len()
+            )),
+            "{build}: inference allocated on the heap"
+        );
+        assert_eq!(
+            predictions(&lines, "backbone"),
+            backbone,
+            "{build}: backbone classes differ from the host's"
+        );
+        if train {
+            assert!(has("INFO  linear head: step 300/300, loss "));
+            for (kind, preds) in &host {
+                assert_eq!(
+                    &predictions(&lines, kind.name()),
+                    preds,
+                    "{}: firmware and host differ",
+                    kind.name()
+                );
+            }
+        } else {
+            assert!(
+                !has("INFO  predictions ncm"),
+                "the inference-only build trained"
+            );
+        }
     }
+}
+
+/// The classes of a decoded `INFO  predictions NAME: [a, b, ...]` line.
+fn predictions(lines: &[&str], name: &str) -> Vec<usize> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("INFO  predictions {name}: ")))
+        .unwrap_or_else(|| panic!("no {name} predictions printed"));
+    line.trim_matches(['[', ']'])
+        .split(", ")
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// defmt-print: `DEFMT_PRINT`, else on PATH, else in the tools cache `.ci/run` fills.
+fn defmt_print() -> Option<String> {
+    let works = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let cache = std::env::var("EDGETUNE_TOOLS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/edgetune-tools",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    [
+        std::env::var("DEFMT_PRINT").ok(),
+        Some("defmt-print".to_string()),
+        Some(format!("{cache}/bin/defmt-print")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| works(p))
 }

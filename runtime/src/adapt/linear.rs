@@ -220,7 +220,16 @@ pub fn train_linear_with(
             &mut gb,
         );
         if !loss.is_finite() {
+            crate::logging::warning!("linear head: loss {} at step {}, diverged", loss, step);
             return Err(Error::Diverged { step, loss });
+        }
+        if step == 0 || (step + 1).is_multiple_of(cfg.steps.div_ceil(4)) || step + 1 == cfg.steps {
+            crate::logging::info!(
+                "linear head: step {}/{}, loss {}",
+                step + 1,
+                cfg.steps,
+                loss
+            );
         }
         last_good.w.copy_from_slice(&head.w);
         last_good.b.copy_from_slice(&head.b);

@@ -270,7 +270,12 @@ impl<'a> Stepper<'a> {
     ) -> Result<()> {
         let loss = loss_sum / batch as f32;
         if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
+            crate::logging::warning!("training: loss {} at step {}, diverged", loss, step);
             return Err(Error::Diverged { step, loss });
+        }
+        let steps = self.cfg.steps;
+        if step == 0 || (step + 1).is_multiple_of(steps.div_ceil(4)) || step + 1 == steps {
+            crate::logging::info!("training: step {}/{}, loss {}", step + 1, steps, loss);
         }
         let inv = 1.0 / batch as f32;
         g.iter_mut().for_each(|v| *v *= inv);

@@ -370,14 +370,34 @@ impl<'a> Plan<'a> {
     /// Uses `bytes` in place when it is 64-aligned, else copies it once.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Plan<'a>> {
         if (bytes.as_ptr() as usize).is_multiple_of(64) {
-            Plan::parse(Bytes::Borrowed(bytes))
+            Plan::loaded(Plan::parse(Bytes::Borrowed(bytes)))
         } else {
-            Plan::parse(Bytes::Owned(AlignedBytes::from_slice(bytes)))
+            Plan::loaded(Plan::parse(Bytes::Owned(AlignedBytes::from_slice(bytes))))
         }
     }
 
     pub fn from_owned(bytes: AlignedBytes) -> Result<Plan<'static>> {
-        Plan::parse(Bytes::Owned(bytes))
+        Plan::loaded(Plan::parse(Bytes::Owned(bytes)))
+    }
+
+    /// The log point of every load.
+    fn loaded<'b>(p: Result<Plan<'b>>) -> Result<Plan<'b>> {
+        match &p {
+            Ok(p) => crate::logging::info!(
+                "plan loaded: {} ops, {} tensors, arena {} B, weights {} B ({})",
+                p.ops.len(),
+                p.tensors.len(),
+                p.arena_bytes(),
+                p.header.blob_len,
+                if matches!(p.bytes, Bytes::Borrowed(_)) {
+                    "in place"
+                } else {
+                    "copied"
+                }
+            ),
+            Err(e) => crate::logging::warning!("plan rejected: {}", e),
+        }
+        p
     }
 
     fn data(&self) -> &[u8] {

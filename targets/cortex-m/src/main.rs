@@ -1,45 +1,45 @@
 //! edgetune on a Cortex-M4 (mps2-an386 under qemu-system-arm, semihosting): loads the
-//! int8 backbone plan from flash without copying, runs it from a static arena, enrols the
-//! few-shot support set stored in flash, trains an `ncm` and a `linear` head on the
-//! device, classifies the held-out examples, reports accuracy and memory, checks that bad
-//! input is refused, and exits with a status the host test reads.
+//! int8 backbone plan from flash without copying its weights, runs it from a static arena,
+//! enrols the few-shot support set stored in flash, trains an `ncm` and a `linear` head on
+//! the device (feature `train`, on by default), classifies the held-out examples with no
+//! heap allocation at all (the allocator fails any), reports accuracy and memory, checks
+//! that bad input is refused, and exits with a status the host test reads. Its log is
+//! defmt frames over semihosting, decoded on the host (run.sh).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-use alloc::vec;
-use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprint, hprintln};
-use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
-use edgetune::adapt::method::pooled;
-use edgetune::adapt::{self, train_linear, Adapter, Kind, Method, Ncm, Spec, Support};
-use edgetune::features::FeatureExtractor;
+use cortex_m_semihosting::debug;
+use defmt::{error, info};
+use defmt_semihosting as _;
 use edgetune::kernels::Kernels;
 use edgetune::plan::Plan;
 use edgetune::preprocess::ImagePrep;
 use edgetune::{Error, Executor};
+#[cfg(feature = "train")]
+use train::*;
 
-/// Logging with defmt's macro names (`info!`, `error!`), printed as text over
-/// semihosting so the host test reads it without a decoder.
-macro_rules! info {
-    ($($t:tt)*) => { hprintln!("INFO  {}", format_args!($($t)*)) };
-}
-macro_rules! error {
-    ($($t:tt)*) => { hprintln!("ERROR {}", format_args!($($t)*)) };
-}
-
-/// The heap the runtime's metadata, tap cache and heads live in; counts its peak.
+/// The heap: the plan's tables at load and, with `train`, the tap cache and the heads.
+/// Counts its live bytes and peak, and fails every allocation while `INFERRING` is set.
 struct Counting(embedded_alloc::LlffHeap);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static INFERRING: AtomicBool = AtomicBool::new(false);
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: forwards to the heap unchanged; only counts bytes.
+// SAFETY: forwards to the heap unchanged (or returns null, which `GlobalAlloc` allows);
+// only counts bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if INFERRING.load(Ordering::Relaxed) {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            error!("heap allocation of {} B during inference", l.size());
+            return core::ptr::null_mut();
+        }
         // SAFETY: same contract as the caller's.
         let p = unsafe { self.0.alloc(l) };
         if !p.is_null() {
@@ -55,9 +55,18 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// The peak since the last call, which starts the next phase from what is live now.
+fn phase_peak() -> usize {
+    PEAK.swap(LIVE.load(Ordering::Relaxed), Ordering::Relaxed)
+}
+
 #[global_allocator]
 static HEAP: Counting = Counting(embedded_alloc::LlffHeap::empty());
+#[cfg(feature = "train")]
 const HEAP_BYTES: usize = 96 * 1024;
+/// Inference only: the plan's tables (about 2.3 KB for this plan) and the input buffer.
+#[cfg(not(feature = "train"))]
+const HEAP_BYTES: usize = 8 * 1024;
 static mut HEAP_MEM: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
 
 #[repr(C, align(64))]
@@ -68,6 +77,10 @@ static PLAN: &Aligned<[u8]> = &Aligned(*include_bytes!("../assets/tiny_cnn.etm")
 static EPISODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/episode.bin"));
 const ARENA_BYTES: usize = 16 * 1024;
 static mut ARENA: Aligned<[u8; ARENA_BYTES]> = Aligned([0; ARENA_BYTES]);
+/// Most held-out examples and classes the firmware keeps results for.
+const MAX_QUERIES: usize = 128;
+#[cfg(feature = "train")]
+const CLASSES: usize = 5;
 
 const PAINT: u32 = 0xDEAD_BEEF;
 const PAINT_BYTES: usize = 48 * 1024;
@@ -108,51 +121,68 @@ fn halt() -> ! {
 }
 
 fn fail(what: &str, e: &Error) -> ! {
-    error!("{}: {}", what, e);
+    error!("{=str}: {}", what, e);
     debug::exit(debug::EXIT_FAILURE);
     halt()
 }
 
-/// Trains the two heads the firmware serves, ncm and linear, as `adapt::fit` does for
-/// them (the same pooled rows of the cache, the same `Spec` defaults; tests/cortex_m.rs
-/// checks the predictions against `fit` on the host). Calling the heads' own trainers
-/// rather than `fit` keeps the trainers of the other methods (ladder, query, tail: about
-/// 40 KB of code this firmware never runs) out of flash.
-fn fit_heads(cache: &TapCache, classes: usize) -> Result<[(Kind, Method); 2], Error> {
-    let dim = cache.taps[0].dim;
-    let one = TapShape { tokens: 1, dim };
-    let n = cache.labels.len();
-    let (mut buf, mut x) = (vec![0.0f32; dim], vec![0.0f32; n * dim]);
-    for (i, row) in x.chunks_exact_mut(dim).enumerate() {
-        cache.read(i, 0, &mut buf);
-        pooled(&buf, one, row);
-    }
-    let support = Support {
-        x: &x,
-        y: &cache.labels,
-        dim,
-        classes,
-    };
-    support.check()?;
-    let mut ncm = Ncm::new(dim);
-    for (row, &c) in x.chunks_exact(dim).zip(&cache.labels) {
-        ncm.enrol(c, row);
-    }
-    let (linear, _loss) = train_linear(&support, &Spec::new(Kind::Linear).linear)?;
-    Ok([
-        (Kind::Ncm, Method::Ncm(ncm)),
-        (Kind::Linear, Method::Linear(linear)),
-    ])
+fn invalid(what: &str) -> Error {
+    Error::Invalid { what: what.into() }
 }
 
-/// Class scores of one feature vector, as `Method::scores` gives them for ncm and linear.
-fn scores(m: &Method, f: &[f32], d: TapShape, out: &mut [f32]) {
-    let mut p = vec![0.0f32; d.dim];
-    pooled(f, d, &mut p);
-    match m {
-        Method::Ncm(n) => n.scores(&p, out),
-        Method::Linear(l) => l.logits(&p, out),
-        _ => unreachable!("the firmware trains ncm and linear only"),
+/// The index of the largest score (the first on ties), as `adapt::argmax`.
+fn argmax(s: &[f32]) -> usize {
+    edgetune::adapt::argmax(s)
+}
+
+#[cfg(feature = "train")]
+mod train {
+    pub use alloc::vec;
+    pub use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
+    use edgetune::adapt::method::pooled;
+    pub use edgetune::adapt::{train_linear, Adapter, Kind, Method, Ncm, Spec, Support};
+    use edgetune::Error;
+
+    /// Trains the two heads the firmware serves, ncm and linear, as `adapt::fit` does for
+    /// them (the same pooled rows of the cache, the same `Spec` defaults;
+    /// tests/cortex_m.rs checks the predictions against `fit` on the host). Calling the
+    /// heads' own trainers rather than `fit` keeps the trainers of the other methods
+    /// (ladder, query, tail: about 40 KB of code this firmware never runs) out of flash.
+    pub fn fit_heads(cache: &TapCache, classes: usize) -> Result<[(Kind, Method); 2], Error> {
+        let dim = cache.taps[0].dim;
+        let one = TapShape { tokens: 1, dim };
+        let n = cache.labels.len();
+        let (mut buf, mut x) = (vec![0.0f32; dim], vec![0.0f32; n * dim]);
+        for (i, row) in x.chunks_exact_mut(dim).enumerate() {
+            cache.read(i, 0, &mut buf);
+            pooled(&buf, one, row);
+        }
+        let support = Support {
+            x: &x,
+            y: &cache.labels,
+            dim,
+            classes,
+        };
+        support.check()?;
+        let mut ncm = Ncm::new(dim);
+        for (row, &c) in x.chunks_exact(dim).zip(&cache.labels) {
+            ncm.enrol(c, row);
+        }
+        let (linear, _loss) = train_linear(&support, &Spec::new(Kind::Linear).linear)?;
+        Ok([
+            (Kind::Ncm, Method::Ncm(ncm)),
+            (Kind::Linear, Method::Linear(linear)),
+        ])
+    }
+
+    /// Class scores of one feature vector (features are one token, so pooling is the
+    /// identity), as `Method::scores` gives them for ncm and linear; no allocation.
+    pub fn scores(m: &Method, f: &[f32], out: &mut [f32]) {
+        match m {
+            Method::Ncm(n) => n.scores(f, out),
+            Method::Linear(l) => l.logits(f, out),
+            _ => unreachable!("the firmware trains ncm and linear only"),
+        }
     }
 }
 
@@ -167,75 +197,114 @@ fn main() -> ! {
     // SAFETY: the only reference to ARENA, taken once here.
     let arena: &'static mut [u8] = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
 
+    // Load: the plan's weights stay in flash; its tables (tensors, ops, names) are read
+    // into the heap once.
     let plan = Plan::from_bytes(&PLAN.0).unwrap_or_else(|e| fail("plan", &e));
     let exec =
         Executor::with_arena(&plan, Kernels::detect(), arena).unwrap_or_else(|e| fail("arena", &e));
     let prep = plan
         .meta("preprocess")
         .and_then(ImagePrep::parse)
-        .unwrap_or_else(|| {
-            fail(
-                "plan",
-                &Error::Invalid {
-                    what: "no preprocessing".into(),
-                },
-            )
-        });
-    let mut fx = FeatureExtractor::new(exec, "features").unwrap_or_else(|e| fail("plan", &e));
+        .unwrap_or_else(|| fail("plan", &invalid("no preprocessing")));
+    let logits_id = plan
+        .outputs
+        .iter()
+        .find(|p| p.name == "logits")
+        .unwrap_or_else(|| fail("plan", &invalid("no output named logits")))
+        .tensor;
+    let n_logits = plan.tensors[logits_id as usize].len();
+    let mut fx = edgetune::features::FeatureExtractor::new(exec, "features")
+        .unwrap_or_else(|e| fail("plan", &e));
     let dim = fx.dim;
+    let (mut f, mut input) = (
+        alloc::vec![0.0f32; dim],
+        alloc::vec::Vec::with_capacity(784),
+    );
+    let mut logits = [0.0f32; 16];
+    if n_logits > logits.len() {
+        fail("plan", &invalid("more than 16 backbone classes"));
+    }
+    let logits = &mut logits[..n_logits];
     let h = plan.hash();
     info!(
-        "edgetune firmware: plan {:02x}{:02x}{:02x}{:02x}... in flash at {:p} (zero-copy), {} ops, arena {} of {} bytes",
-        h[0], h[1], h[2], h[3], PLAN.0.as_ptr(), plan.ops.len(), plan.arena_bytes(), ARENA_BYTES
+        "edgetune firmware: plan {=[u8]:02x}... in flash at {=usize:#x} (weights in place), {} ops, arena {} of {} B",
+        h[..4], PLAN.0.as_ptr() as usize, plan.ops.len(), plan.arena_bytes(), ARENA_BYTES
     );
+    let load_heap = phase_peak();
 
     let n_sup = u16::from_le_bytes([EPISODE[0], EPISODE[1]]) as usize;
     let n_qry = u16::from_le_bytes([EPISODE[2], EPISODE[3]]) as usize;
-    let mut cache = TapCache::new(
-        CacheFormat::F16,
-        vec![("features".into(), TapShape::new(1, dim))],
-    );
-    let (mut input, mut f) = (Vec::new(), vec![0.0f32; dim]);
-    for i in 0..n_sup {
-        let (label, px) = example(i);
-        prep.apply(px, 28, 28, 1, &mut input);
-        fx.features(&input, &mut f)
-            .unwrap_or_else(|e| fail("backbone", &e));
-        cache
-            .push(&[&f], label)
-            .unwrap_or_else(|e| fail("enrol", &e));
+    if n_qry > MAX_QUERIES {
+        fail("episode", &invalid("too many held-out examples"));
     }
-    let classes = 5;
-    let methods = fit_heads(&cache, classes).unwrap_or_else(|e| fail("train", &e));
-    info!(
-        "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
-        n_sup, classes
-    );
 
-    let dims = [TapShape { tokens: 1, dim }];
-    let mut preds: Vec<Vec<u8>> = vec![Vec::new(); methods.len()];
-    let mut right = [0usize; 2];
-    let mut sc = [0.0f32; 5];
-    for q in 0..n_qry {
-        let (label, px) = example(n_sup + q);
+    // Training (feature `train`): enrol the support set, fit the heads, on the heap.
+    #[cfg(feature = "train")]
+    let methods = {
+        let mut cache = TapCache::new(
+            CacheFormat::F16,
+            vec![("features".into(), TapShape::new(1, dim))],
+        );
+        for i in 0..n_sup {
+            let (label, px) = example(i);
+            prep.apply(px, 28, 28, 1, &mut input);
+            fx.features(&input, &mut f)
+                .unwrap_or_else(|e| fail("backbone", &e));
+            cache
+                .push(&[&f], label)
+                .unwrap_or_else(|e| fail("enrol", &e));
+        }
+        let methods = fit_heads(&cache, CLASSES).unwrap_or_else(|e| fail("train", &e));
+        info!(
+            "enrolled {} support examples of {} unseen classes; trained ncm and linear on the device",
+            n_sup, CLASSES
+        );
+        methods
+    };
+    let train_heap = if cfg!(feature = "train") {
+        phase_peak()
+    } else {
+        0
+    };
+
+    // Inference: every held-out example through the backbone (its own classes read from
+    // its output) and, with `train`, the two heads. The heap refuses any allocation here.
+    let mut backbone = [0u8; MAX_QUERIES];
+    #[cfg(feature = "train")]
+    let (mut preds, mut right) = ([[0u8; MAX_QUERIES]; 2], [0usize; 2]);
+    let live_before = LIVE.load(Ordering::Relaxed);
+    INFERRING.store(true, Ordering::Relaxed);
+    for (q, class) in backbone[..n_qry].iter_mut().enumerate() {
+        let (_label, px) = example(n_sup + q);
         prep.apply(px, 28, 28, 1, &mut input);
         fx.features(&input, &mut f)
             .unwrap_or_else(|e| fail("backbone", &e));
+        fx.exec
+            .tensor_f32(logits_id, logits)
+            .unwrap_or_else(|e| fail("backbone", &e));
+        *class = argmax(logits) as u8;
+        #[cfg(feature = "train")]
         for (j, (_, m)) in methods.iter().enumerate() {
-            scores(m, &f, dims[0], &mut sc);
-            let p = adapt::argmax(&sc);
-            preds[j].push(p as u8);
-            right[j] += (p == label) as usize;
+            let mut sc = [0.0f32; CLASSES];
+            scores(m, &f, &mut sc);
+            let p = argmax(&sc);
+            preds[j][q] = p as u8;
+            right[j] += (p == _label) as usize;
         }
     }
+    INFERRING.store(false, Ordering::Relaxed);
+    let refused = REFUSED.load(Ordering::Relaxed);
+    let inference_heap = PEAK.load(Ordering::Relaxed) - live_before;
+    info!(
+        "inference: {} held-out examples, {} heap allocations (heap {} B above the load's)",
+        n_qry, refused, inference_heap
+    );
+    info!("predictions backbone: {=[u8]}", backbone[..n_qry]);
+    #[cfg(feature = "train")]
     for (j, (k, _)) in methods.iter().enumerate() {
-        hprint!("predictions {}:", k.name());
-        for p in &preds[j] {
-            hprint!(" {}", p);
-        }
-        hprintln!("");
-        hprintln!(
-            "accuracy {} {}/{} = {:.3}",
+        info!("predictions {=str}: {=[u8]}", k.name(), preds[j][..n_qry]);
+        info!(
+            "accuracy {=str} {}/{} = {=f32}",
             k.name(),
             right[j],
             n_qry,
@@ -244,37 +313,41 @@ fn main() -> ! {
     }
 
     // Bad input on the device: each must be refused with a typed error.
-    let mut refused = 0;
-    let mut corrupt = PLAN.0.to_vec();
-    corrupt[100] ^= 0x40;
-    match Plan::from_bytes(&corrupt) {
-        Err(e) => {
-            info!("bad input: corrupt plan -> {}", e);
-            refused += 1;
+    let mut bad_refused = 0;
+    let mut bad_inputs = 0;
+    let mut refuse = |what: &str, r: Result<(), Error>| {
+        bad_inputs += 1;
+        match r {
+            Err(e) => {
+                info!("bad input: {=str} -> {}", what, e);
+                bad_refused += 1;
+            }
+            Ok(()) => error!("bad input: {=str} ACCEPTED", what),
         }
-        Ok(_) => error!("bad input: corrupt plan ACCEPTED"),
-    }
-    let mut small = Aligned([0u8; 1024]);
-    match Executor::with_arena(&plan, Kernels::detect(), &mut small.0) {
-        Err(e) => {
-            info!("bad input: plan too large for the arena -> {}", e);
-            refused += 1;
-        }
-        Ok(_) => error!("bad input: small arena ACCEPTED"),
-    }
-    let a = Adapter {
-        plan_hash: [0x5a; 16],
-        taps: vec![("features".into(), dims[0])],
-        classes: (0..5).map(|c| alloc::format!("{c}")).collect(),
-        hyper: Vec::new(),
-        method: methods[0].1.clone(),
     };
-    match Adapter::from_bytes(&a.to_bytes(), &plan.hash()) {
-        Err(e) => {
-            info!("bad input: adapter for another plan -> {}", e);
-            refused += 1;
-        }
-        Ok(_) => error!("bad input: foreign adapter ACCEPTED"),
+    let truncated = &PLAN.0[..PLAN.0.len() - 64];
+    refuse("truncated plan", Plan::from_bytes(truncated).map(drop));
+    let mut small = Aligned([0u8; 1024]);
+    refuse(
+        "plan too large for the arena",
+        Executor::with_arena(&plan, Kernels::detect(), &mut small.0).map(drop),
+    );
+    #[cfg(feature = "train")]
+    {
+        let mut corrupt = PLAN.0.to_vec();
+        corrupt[100] ^= 0x40;
+        refuse("corrupt plan", Plan::from_bytes(&corrupt).map(drop));
+        let a = Adapter {
+            plan_hash: [0x5a; 16],
+            taps: vec![("features".into(), TapShape { tokens: 1, dim })],
+            classes: (0..CLASSES).map(|c| alloc::format!("{c}")).collect(),
+            hyper: alloc::vec::Vec::new(),
+            method: methods[0].1.clone(),
+        };
+        refuse(
+            "adapter for another plan",
+            Adapter::from_bytes(&a.to_bytes(), &plan.hash()).map(drop),
+        );
     }
 
     extern "C" {
@@ -283,22 +356,28 @@ fn main() -> ! {
     }
     // Linker symbols: only their addresses are taken.
     let statics = core::ptr::addr_of!(__ebss) as usize - core::ptr::addr_of!(__sdata) as usize;
-    let heap = PEAK.load(Ordering::Relaxed);
+    let heap = load_heap.max(train_heap);
     let stack = stack_used(top);
-    hprintln!(
-        "memory: arena {} B (plan needs {}), heap peak {} B, stack peak {} B, static RAM {} B (arena and heap region included); RAM in use {} B",
+    info!(
+        "memory: arena {} B (plan needs {}), heap {} B (peak at load {} B, in training {} B, in inference {} allocations), stack peak {} B, static RAM {} B (arena and heap region included); RAM in use {} B",
         ARENA_BYTES,
         plan.arena_bytes(),
-        heap,
+        HEAP_BYTES,
+        load_heap,
+        train_heap,
+        refused,
         stack,
         statics,
         plan.arena_bytes() + heap + stack + (statics - ARENA_BYTES - HEAP_BYTES)
     );
-    if refused == 3 {
-        hprintln!("firmware: PASS");
+    if bad_refused == bad_inputs && refused == 0 {
+        info!("firmware: PASS");
         debug::exit(debug::EXIT_SUCCESS);
     } else {
-        hprintln!("firmware: FAIL ({} of 3 bad inputs refused)", refused);
+        error!(
+            "firmware: FAIL ({} of {} bad inputs refused, {} allocations in inference)",
+            bad_refused, bad_inputs, refused
+        );
         debug::exit(debug::EXIT_FAILURE);
     }
     halt()
@@ -306,7 +385,11 @@ fn main() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    error!("panic: {}", info);
+    let msg = info.message().as_str().unwrap_or("(formatted message)");
+    match info.location() {
+        Some(l) => error!("panic at {=str}:{}: {=str}", l.file(), l.line(), msg),
+        None => error!("panic: {=str}", msg),
+    }
     debug::exit(debug::EXIT_FAILURE);
     halt()
 }
