@@ -202,9 +202,18 @@ fn split_dst<'a>(y: I8Dst<'a>, sizes: &[usize]) -> Vec<DstPart<'a>> {
     }
 }
 
+/// The runs of `n` units in `parts`, or none when there is one part: the op then runs
+/// whole, and one thread (every op of a no_std build) allocates nothing.
+fn parts_of(n: usize, parts: usize) -> Vec<core::ops::Range<usize>> {
+    if parts <= 1 {
+        return Vec::new();
+    }
+    runs(n, parts).collect()
+}
+
 /// Rows of each part of an output map `oh` rows high, for `work` multiply-adds.
 fn row_parts(par: &Par, oh: usize, work: usize) -> Vec<core::ops::Range<usize>> {
-    runs(oh, par.parts(oh, work)).collect()
+    parts_of(oh, par.parts(oh, work))
 }
 
 /// [`kops::conv_i8`] with its output rows spread over the threads.
@@ -331,7 +340,7 @@ pub fn gemm_i8(
     if m < 2 * par.threads() * 4 {
         return gemm_i8_cols(par, kern, (m, n, k), a, lda, b, q, c, n);
     }
-    let rows: Vec<_> = runs(m, par.parts(m, work)).collect();
+    let rows = parts_of(m, par.parts(m, work));
     if rows.len() <= 1 {
         return Ok(kops::gemm_i8(kern, (m, n, k), a, lda, b, q, c, n)?);
     }
@@ -410,7 +419,7 @@ pub fn gemm_f32(
     c: &mut [f32],
     act: Act,
 ) -> Result<()> {
-    let rows: Vec<_> = runs(m, par.parts(m / 4, m * n * k)).collect();
+    let rows = parts_of(m, par.parts(m / 4, m * n * k));
     if rows.len() <= 1 {
         return Ok(kops::gemm_f32(kern, (m, n, k), a, k, b, bias, c, n, act)?);
     }
