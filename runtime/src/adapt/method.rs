@@ -7,6 +7,7 @@ use super::linear::{train_linear_with, widen_classes, LinearConfig, LinearHead};
 use super::ncm::Ncm;
 use super::tail::{Tail, TailNet, Variant};
 use super::train::{self, Head, Progress, TrainConfig};
+use super::unlabeled::{soft_kmeans, softmax, Unlabeled, UnlabeledConfig};
 use super::Support;
 use crate::error::{Error, Result};
 use alloc::boxed::Box;
@@ -58,6 +59,11 @@ impl Kind {
         matches!(self, Kind::Tail | Kind::Bias | Kind::Lora)
     }
 
+    /// Methods that learn from unlabeled examples too ([`fit_semi`]).
+    pub fn uses_unlabeled(self) -> bool {
+        matches!(self, Kind::Ncm | Kind::Linear | Kind::Moment)
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == s)
     }
@@ -93,6 +99,8 @@ pub struct Spec {
     pub body_lr: f32,
     /// Tail methods: the float copy of the plan after the cut ([`Spec::bind_tail`]).
     pub tail: Option<Arc<TailNet>>,
+    /// How unlabeled examples are used, when a fit has some ([`fit_semi`]).
+    pub unlabeled: UnlabeledConfig,
 }
 
 impl Spec {
@@ -113,6 +121,7 @@ impl Spec {
                 _ => 0.1,
             },
             tail: None,
+            unlabeled: UnlabeledConfig::default(),
         }
     }
 
@@ -473,6 +482,76 @@ fn rows(
     out
 }
 
+fn finite(x: &[f32]) -> Result<()> {
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "unlabeled features".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Self-training of a probe `head` fitted on `s`: unlabeled rows `xu` (raw features of
+/// `s.dim` values) whose softmax probability of the predicted class passes the threshold
+/// take that class as their label, for good (the most confident `per_class` of each
+/// class per round), and the probe is refitted on the support set and every
+/// pseudo-labelled row; at most `rounds` times, until a round labels nothing.
+fn self_train(
+    mut head: LinearHead,
+    s: &Support,
+    xu: &[f32],
+    spec: &Spec,
+    init: Option<&LinearHead>,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<LinearHead> {
+    let (d, k) = (s.dim, s.classes);
+    let m = xu.len() / d;
+    let mut label: Vec<Option<usize>> = alloc::vec![None; m];
+    let mut p = alloc::vec![0.0f32; k];
+    let (mut x, mut y) = (s.x.to_vec(), s.y.to_vec());
+    let cap = match spec.unlabeled.per_class {
+        0 => m,
+        c => c,
+    };
+    for _ in 0..spec.unlabeled.rounds {
+        // (confidence, row, class) of the rows not yet labelled that pass the threshold.
+        let mut cand: Vec<(f32, usize, usize)> = Vec::new();
+        for (u, _) in label.iter().enumerate().filter(|(_, l)| l.is_none()) {
+            let row = &xu[u * d..][..d];
+            head.logits(row, &mut p);
+            softmax(&mut p);
+            let c = super::argmax(&p);
+            if p[c] > spec.unlabeled.threshold {
+                cand.push((p[c], u, c));
+            }
+        }
+        // Most confident first (ties: the earlier row), at most `cap` per class.
+        cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut taken = alloc::vec![0usize; k];
+        let mut added = 0;
+        for &(_, u, c) in &cand {
+            if taken[c] < cap {
+                taken[c] += 1;
+                label[u] = Some(c);
+                x.extend_from_slice(&xu[u * d..][..d]);
+                y.push(c);
+                added += 1;
+            }
+        }
+        if added == 0 {
+            break;
+        }
+        let all = Support {
+            x: &x,
+            y: &y,
+            dim: d,
+            classes: k,
+        };
+        head = train_linear_with(&all, &spec.linear, init, progress)?.0;
+    }
+    Ok(head)
+}
+
 /// Shapes of the cached taps `sel`, as the heads see them.
 fn cache_dims(cache: &TapCache, sel: &[usize]) -> Vec<TapShape> {
     sel.iter().map(|&i| cache.taps[i]).collect()
@@ -575,6 +654,50 @@ pub fn fit_from(
     prev: Option<&Method>,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Method> {
+    fit_semi(spec, cache, sel, idx, classes, prev, None, progress)
+}
+
+/// [`fit_from`] that also learns from unlabeled examples `unl` (same taps as `cache`):
+/// `ncm` refines its prototypes by soft k-means over them, `linear` and `moment` self-train
+/// (each round labels the unlabeled examples the probe is confident of, above
+/// `spec.unlabeled.threshold`, at most `per_class` new ones per class, and refits on the
+/// support set and those; a pseudo-label once given is kept; it stops when a round labels
+/// nothing new). Other methods refuse
+/// unlabeled examples. With none it is [`fit_from`].
+#[allow(clippy::too_many_arguments)]
+pub fn fit_semi(
+    spec: &Spec,
+    cache: &TapCache,
+    sel: &[usize],
+    idx: &[usize],
+    classes: usize,
+    prev: Option<&Method>,
+    unl: Option<Unlabeled>,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Method> {
+    let unl = unl.filter(|u| !u.idx.is_empty());
+    if let Some(u) = unl {
+        if !spec.kind.uses_unlabeled() {
+            return Err(Error::Invalid {
+                what: alloc::format!(
+                    "{} does not learn from unlabeled examples (ncm, linear and moment do)",
+                    spec.kind.name()
+                ),
+            });
+        }
+        if u.cache.taps != cache.taps {
+            return Err(Error::ShapeMismatch {
+                op: "unlabeled examples' taps".into(),
+                expected: cache.taps.iter().map(|t| t.len()).collect(),
+                got: u.cache.taps.iter().map(|t| t.len()).collect(),
+            });
+        }
+        if let Some(&i) = u.idx.iter().find(|&&i| i >= u.cache.len()) {
+            return Err(Error::Invalid {
+                what: alloc::format!("unlabeled row {i} of a cache of {} rows", u.cache.len()),
+            });
+        }
+    }
     if sel.is_empty() || sel.len() > 16 || sel.iter().any(|&s| s >= cache.taps.len()) {
         return Err(Error::Invalid {
             what: alloc::format!(
@@ -609,6 +732,17 @@ pub fn fit_from(
             for (r, &c) in y.iter().enumerate() {
                 n.enrol(c, &x[r * d0..][..d0]);
             }
+            if let Some(u) = unl {
+                let mut xu = rows(u.cache, sel[0], u.idx, d0, pooled);
+                finite(&xu)?;
+                super::l2_normalise(&mut xu, d0);
+                let cfg = &spec.unlabeled;
+                let flat: Vec<f32> = n.sums.concat();
+                let refined = soft_kmeans(&flat, &xu, d0, classes, cfg.scale, cfg.iters);
+                for (s, r) in n.sums.iter_mut().zip(refined.chunks_exact(d0)) {
+                    s.copy_from_slice(r);
+                }
+            }
             // Nothing is trained: one report, which can still cancel.
             if !progress(&Progress {
                 step: 0,
@@ -639,7 +773,12 @@ pub fn fit_from(
                 _ => None,
             }
             .filter(|h| h.dim == w && h.classes <= classes);
-            let (head, _) = train_linear_with(&s, &spec.linear, init, progress)?;
+            let (mut head, _) = train_linear_with(&s, &spec.linear, init, progress)?;
+            if let Some(u) = unl {
+                let xu = rows(u.cache, sel[0], u.idx, w, f);
+                finite(&xu)?;
+                head = self_train(head, &s, &xu, spec, init, progress)?;
+            }
             Ok(if spec.kind == Kind::Linear {
                 Method::Linear(head)
             } else {

@@ -11,11 +11,13 @@ pub mod nn;
 pub mod rng;
 pub mod tail;
 pub mod train;
+pub mod unlabeled;
 
 pub use file::Adapter;
 pub use linear::{linear_memory, train_linear, LinearConfig, LinearHead};
-pub use method::{fit, fit_from, fit_memory, Kind, Method, Spec};
+pub use method::{fit, fit_from, fit_memory, fit_semi, Kind, Method, Spec};
 pub use ncm::Ncm;
+pub use unlabeled::{Unlabeled, UnlabeledConfig};
 
 use alloc::vec::Vec;
 

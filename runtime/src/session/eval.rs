@@ -7,7 +7,7 @@ use super::options::Options;
 use super::prep::{Prep, Sample};
 use crate::adapt::cache::{CacheFormat, NamedTap, TapCache, TapShape};
 use crate::adapt::rng::Rng;
-use crate::adapt::{self, Adapter, Kind, Method};
+use crate::adapt::{self, Adapter, Kind, Method, Unlabeled};
 use crate::features::TapReader;
 use crate::plan::{Plan, DEFAULT_ARENA_LIMIT};
 use crate::{Error, Executor, Result};
@@ -77,6 +77,8 @@ fn tap_dims(cache: &TapCache, sel: &[usize]) -> Vec<NamedTap> {
 /// Result of one method over the episodes.
 pub struct MethodResult {
     pub kind: Kind,
+    /// Fitted with the episode's unlabeled examples too.
+    pub unlabeled: bool,
     pub acc: Vec<f64>,
     /// Tail methods: accuracy of the same tail re-quantised to int8.
     pub acc_int8: Vec<f64>,
@@ -86,6 +88,17 @@ pub struct MethodResult {
     pub adapter_bytes: usize,
 }
 
+impl MethodResult {
+    /// The method's name, `+unlabeled` when it learned from unlabeled examples too.
+    pub fn label(&self) -> String {
+        if self.unlabeled {
+            format!("{}+unlabeled", self.kind.name())
+        } else {
+            self.kind.name().to_string()
+        }
+    }
+}
+
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
     let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len().max(1) as f64;
@@ -93,7 +106,11 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// Few-shot episodes: `ways` classes drawn at random, `shots` support examples each, the
-/// rest of those classes as queries. Every method sees the same episodes.
+/// rest of those classes as queries. Every method sees the same episodes. With
+/// `unlabeled` > 0, that many further examples of each class (neither support nor query)
+/// are the episode's unlabeled examples, and each method that learns from them
+/// ([`Kind::uses_unlabeled`]) is reported twice on the same queries: without them and
+/// with them (`MethodResult::unlabeled`).
 #[allow(clippy::too_many_arguments)]
 pub fn episodes(
     plan: &Plan,
@@ -106,6 +123,7 @@ pub fn episodes(
     seed: u64,
     opts: &Options,
     select_folds: usize,
+    unlabeled: usize,
     export: Option<&Path>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<MethodResult>, f64)> {
@@ -128,18 +146,25 @@ pub fn episodes(
     let by_class: Vec<Vec<usize>> = (0..classes)
         .map(|c| (0..images.len()).filter(|&i| images[i].1 == c).collect())
         .collect();
-    if let Some(c) = by_class.iter().position(|v| v.len() <= shots) {
+    if let Some(c) = by_class.iter().position(|v| v.len() <= shots + unlabeled) {
         return Err(Error::Invalid {
             what: format!(
-                "class {c} has {} examples; {shots} shots need more",
+                "class {c} has {} examples; {shots} shots and {unlabeled} unlabeled need more",
                 by_class[c].len()
             ),
         });
     }
     let mut res: Vec<MethodResult> = kinds
         .iter()
-        .map(|&kind| MethodResult {
+        .flat_map(|&kind| {
+            let both = unlabeled > 0 && kind.uses_unlabeled();
+            [(kind, false)]
+                .into_iter()
+                .chain(both.then_some((kind, true)))
+        })
+        .map(|(kind, unlabeled)| MethodResult {
             kind,
+            unlabeled,
             acc: vec![],
             acc_int8: vec![],
             train_s: 0.0,
@@ -167,10 +192,12 @@ pub fn episodes(
         rng.shuffle(&mut cls);
         cls.truncate(ways);
         cls.sort();
-        let (mut sup, mut query) = (vec![], vec![]);
+        let (mut sup, mut query, mut unl) = (vec![], vec![], vec![]);
         for (w, &c) in cls.iter().enumerate() {
             let mut idx = by_class[c].clone();
             rng.shuffle(&mut idx);
+            // Unlabeled: the originals of the next `unlabeled` examples (labels unread).
+            unl.extend(idx[shots..shots + unlabeled].iter().map(|&i| rows_of[i][0]));
             if folds > 0 {
                 // Selection: the held-out shot is the only "query"; the real query set
                 // (idx[shots..]) is never read.
@@ -186,7 +213,7 @@ pub fn episodes(
             for &i in &idx[..shots] {
                 sup.extend(rows_of[i].iter().map(|&r| (r, w)));
             }
-            query.extend(idx[shots..].iter().map(|&i| (rows_of[i][0], w)));
+            query.extend(idx[shots + unlabeled..].iter().map(|&i| (rows_of[i][0], w)));
         }
         // Episode labels are 0..ways: relabel a copy of the support rows.
         let mut ep = TapCache::new(cache.format, cache.named());
@@ -200,17 +227,31 @@ pub fn episodes(
         }
         let idx: Vec<usize> = (0..ep.len()).collect();
         if let Some(dir) = export {
-            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, e)?;
+            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, &unl, e)?;
         }
         for m in res.iter_mut() {
             let names = opts.taps_for(plan, m.kind);
             let sel = tap_indices(&ep, &names)?;
             let spec = opts.spec(plan, m.kind, seed.wrapping_add(e))?;
+            let u = m.unlabeled.then_some(Unlabeled {
+                cache: &cache,
+                idx: &unl,
+            });
+            // The unlabeled examples' cached taps, beside the support set's.
+            let unl_bytes = if m.unlabeled {
+                let named = sel
+                    .iter()
+                    .map(|&s| (ep.names[s].clone(), ep.taps[s]))
+                    .collect();
+                unl.len() * TapCache::new(ep.format, named).bytes_per_example()
+            } else {
+                0
+            };
             m.peak = m
                 .peak
-                .max(adapt::fit_memory(&spec, &ep, &sel, ep.len(), ways));
+                .max(adapt::fit_memory(&spec, &ep, &sel, ep.len(), ways) + unl_bytes);
             let t = Instant::now();
-            let method = adapt::fit(&spec, &ep, &sel, &idx, ways, &mut |_| true)?;
+            let method = adapt::fit_semi(&spec, &ep, &sel, &idx, ways, None, u, &mut |_| true)?;
             m.train_s += t.elapsed().as_secs_f64();
             m.params = method.params();
             let a = Adapter::new(
@@ -271,8 +312,8 @@ pub fn episodes(
     Ok((res, per))
 }
 
-/// Writes episode `e`'s support and query taps (`e{e}_{support|query}_t{j}.npy`, tap `j`
-/// of `taps.txt`) and labels, and once the frozen tail of each tail method's cut.
+/// Writes episode `e`'s support, query and unlabeled taps
+/// (`e{e}_{support|query|unlabeled}_t{j}.npy`, tap `j` of `taps.txt`) and labels, and once the frozen tail of each tail method's cut.
 #[allow(clippy::too_many_arguments)]
 fn export_episode(
     dir: &Path,
@@ -283,6 +324,7 @@ fn export_episode(
     ep: &TapCache,
     cache: &TapCache,
     query: &[(usize, usize)],
+    unl: &[usize],
     e: u64,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|x| io_err(dir, x))?;
@@ -293,7 +335,11 @@ fn export_episode(
         for (part, c, rows) in [
             ("support", ep, (0..ep.len()).collect::<Vec<_>>()),
             ("query", cache, query.iter().map(|q| q.0).collect()),
+            ("unlabeled", cache, unl.to_vec()),
         ] {
+            if part == "unlabeled" && rows.is_empty() {
+                continue;
+            }
             let mut v = vec![0.0; rows.len() * t.len()];
             for (k, &r) in rows.iter().enumerate() {
                 c.read(r, j, &mut v[k * t.len()..][..t.len()]);

@@ -72,6 +72,10 @@ pub struct Session {
     reader: TapReader<'static, 'static>,
     cache: TapCache,
     samples: Vec<(Sample, usize)>,
+    /// Unlabeled examples: their cached taps (same layout and precision as `cache`, no
+    /// augmented views) and the examples, kept to cache again when the method changes.
+    unl_cache: TapCache,
+    unl_samples: Vec<Sample>,
     listening: Option<Listening>,
     classes: Vec<String>,
     adapter: Option<Adapter>,
@@ -112,6 +116,7 @@ impl Session {
             opts.cache_for(kind),
             opts.reduce_for(kind).shapes(&reader.shapes),
         );
+        let unl_cache = TapCache::new(cache.format, cache.named());
         Ok(Session {
             plan,
             prep,
@@ -122,6 +127,8 @@ impl Session {
             reader,
             cache,
             samples: Vec::new(),
+            unl_cache,
+            unl_samples: Vec::new(),
             listening: None,
             classes: Vec::new(),
             adapter: None,
@@ -237,6 +244,7 @@ impl Session {
         self.listening = None;
         self.taps = taps;
         self.cache = TapCache::new(format, shapes);
+        self.unl_cache = TapCache::new(self.cache.format, self.cache.named());
         self.recache()
     }
 
@@ -255,7 +263,37 @@ impl Session {
         }
         self.rng = fill.rng;
         self.cache = cache;
+        let mut unl = TapCache::new(self.cache.format, self.cache.named());
+        unl.reserve(self.unl_samples.len());
+        let mut fill = Filler::new(&mut self.reader, self.opts.reduce_for(self.kind), 0, 0);
+        for s in &self.unl_samples {
+            fill.push(&self.prep, s, 0, &mut unl)?;
+        }
+        self.unl_cache = unl;
         Ok(())
+    }
+
+    /// Runs `s` through the backbone once and caches what the method reads, without a
+    /// label: the methods that learn from unlabeled examples ([`Kind::uses_unlabeled`])
+    /// use it at the next fit (`ncm` refines its prototypes, `linear` and `moment`
+    /// self-train). The unlabeled cache has the enrolled examples' precision and
+    /// counts in [`memory`](Self::memory).
+    pub fn add_unlabeled(&mut self, s: Sample) -> Result<()> {
+        let mut fill = Filler::new(&mut self.reader, self.opts.reduce_for(self.kind), 0, 0);
+        fill.push(&self.prep, &s, 0, &mut self.unl_cache)?;
+        self.unl_samples.push(s);
+        Ok(())
+    }
+
+    /// Unlabeled examples kept for the next fit.
+    pub fn unlabeled(&self) -> usize {
+        self.unl_samples.len()
+    }
+
+    /// Forgets every unlabeled example.
+    pub fn clear_unlabeled(&mut self) {
+        self.unl_samples.clear();
+        self.unl_cache = TapCache::new(self.cache.format, self.cache.named());
     }
 
     // Inputs: what an example becomes, through the preprocessing the plan declares.
@@ -444,7 +482,7 @@ impl Session {
         let spec = self.spec()?;
         let probe = TapCache::new(self.cache.format, self.cache.named());
         let sel: Vec<usize> = (0..self.taps.len()).collect();
-        let cache = rows * probe.bytes_per_example();
+        let cache = (rows + self.unl_cache.len()) * probe.bytes_per_example();
         let arena = self.plan.arena_bytes();
         let classes = self.classes.len().max(2);
         Ok(Memory {
@@ -508,13 +546,19 @@ impl Session {
         let sel: Vec<usize> = (0..self.taps.len()).collect();
         let idx: Vec<usize> = (0..self.cache.len()).collect();
         let mut last = None;
-        let method = adapt::fit_from(
+        let unl_idx: Vec<usize> = (0..self.unl_cache.len()).collect();
+        let unl = (!unl_idx.is_empty()).then_some(adapt::Unlabeled {
+            cache: &self.unl_cache,
+            idx: &unl_idx,
+        });
+        let method = adapt::fit_semi(
             &spec,
             &self.cache,
             &sel,
             &idx,
             self.classes.len(),
             prev.map(|a| &a.method),
+            unl,
             &mut |p: &Progress| {
                 // ncm reports once with no steps: it has no loss to keep.
                 if p.steps > 0 {
@@ -530,6 +574,9 @@ impl Session {
             ("augment".into(), self.opts.augment.to_string()),
             ("cache".into(), format!("{:?}", self.cache.format)),
         ];
+        if !unl_idx.is_empty() {
+            hyper.push(("unlabeled".into(), unl_idx.len().to_string()));
+        }
         let mut int8 = None;
         if self.opts.serve == Serve::Int8 {
             let Method::Tail {

@@ -685,6 +685,7 @@ fn eval<'py>(
                 seed,
                 &Options::default(),
                 0,
+                0,
                 None,
                 &mut |_, _| {},
             )

@@ -51,9 +51,39 @@ pub fn backbone_bar(show: bool, total: usize) -> indicatif::ProgressBar {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The files of `dir` and of its sub-folders (one level), sorted.
+fn unlabeled_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let list = |d: &Path| -> Result<Vec<std::path::PathBuf>> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .map_err(|e| Error::Io {
+                path: d.display().to_string(),
+                detail: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut out = vec![];
+    for p in list(dir)? {
+        if p.is_dir() {
+            out.extend(list(&p)?.into_iter().filter(|f| f.is_file()));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid {
+            what: format!("--unlabeled {}: no files", dir.display()),
+        });
+    }
+    Ok(out)
+}
+
 pub fn adapt_cmd(
     plan: Plan<'static>,
     train: &Path,
+    unlabeled: Option<&Path>,
     kind: Kind,
     opts: &Options,
     seed: u64,
@@ -69,7 +99,12 @@ pub fn adapt_cmd(
         .map(|(p, l)| Ok((s.load(p)?, *l)))
         .collect::<Result<Vec<_>>>()?;
     // The budget is checked on the cache's exact size before the backbone runs.
-    let mem = s.memory_for(samples.len() * (1 + opts.augment))?;
+    let unl_files = match unlabeled {
+        Some(d) => unlabeled_files(d)?,
+        None => vec![],
+    };
+    // Unlabeled examples are cached once each, beside the enrolled ones.
+    let mem = s.memory_for(samples.len() * (1 + opts.augment) + unl_files.len())?;
     if !json {
         println!(
             "training peak: {} bytes (tap cache {} + backbone arena {} + parameters, gradients, optimiser state, activations)",
@@ -84,9 +119,14 @@ pub fn adapt_cmd(
             });
         }
     }
-    let bar = backbone_bar(!json, samples.len());
+    let bar = backbone_bar(!json, samples.len() + unl_files.len());
     for (x, l) in samples {
         s.enrol(x, &names[l])?;
+        bar.inc(1);
+    }
+    for f in &unl_files {
+        let x = s.load(f)?;
+        s.add_unlabeled(x)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -232,7 +272,7 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> String, json: bo
                 let (a, s) = mean_std(&m.acc);
                 format!(
                     "{{\"method\":{},\"accuracy\":{a:.4},\"std\":{s:.4},\"episodes\":{:?},\"int8_episodes\":{:?},\"train_ms\":{:.2},\"peak_bytes\":{},\"params\":{},\"adapter_bytes\":{}}}",
-                    json_str(m.kind.name()),
+                    json_str(&m.label()),
                     m.acc,
                     m.acc_int8,
                     m.train_s * 1e3,
@@ -251,8 +291,12 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> String, json: bo
         let (a, s) = mean_std(&m.acc);
         println!(
             "| {} | {a:.3} ± {s:.3} | {} | {:.1} ms | {:.2} MB | {} | {:.1} KB |",
-            m.kind.name(),
-            refs(m.kind),
+            m.label(),
+            if m.unlabeled {
+                "-".into()
+            } else {
+                refs(m.kind)
+            },
             m.train_s * 1e3,
             m.peak as f64 / 1e6,
             m.params,

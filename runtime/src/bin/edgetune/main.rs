@@ -113,6 +113,11 @@ enum Cmd {
         /// Refuse to train if the training peak would exceed this many bytes.
         #[arg(long)]
         max_memory: Option<usize>,
+        /// Unlabeled images of the same classes (the files of DIR and of its
+        /// sub-folders, whose names are not read): ncm refines its prototypes by soft
+        /// k-means over them, linear and moment self-train on confident pseudo-labels.
+        #[arg(long, value_name = "DIR")]
+        unlabeled: Option<PathBuf>,
         #[command(flatten)]
         fit: FitArgs,
         #[arg(long)]
@@ -163,6 +168,11 @@ enum Cmd {
         /// Comma-separated methods (default: all).
         #[arg(long)]
         method: Option<String>,
+        /// U further examples per class, neither support nor query, given to the methods
+        /// without their labels: ncm, linear and moment are then reported without and
+        /// with them (`+unlabeled`) on the same queries.
+        #[arg(long, default_value_t = 0, value_name = "U")]
+        unlabeled: usize,
         #[command(flatten)]
         fit: FitArgs,
         /// Accuracy vs shots (1, 2, 5, 10) per method, as SVG.
@@ -553,6 +563,7 @@ fn eval_cmd(
     episodes: u64,
     seed: u64,
     kinds: &[Kind],
+    unlabeled: usize,
     opts: &Options,
     fit: &FitArgs,
     plot: Option<&Path>,
@@ -582,6 +593,7 @@ fn eval_cmd(
         seed,
         opts,
         fit.select_folds,
+        unlabeled,
         fit.export.as_deref(),
         &mut |i, n| {
             bar.set_length(n as u64);
@@ -590,15 +602,25 @@ fn eval_cmd(
     )?;
     bar.finish_and_clear();
     if !json {
+        let unl = if unlabeled > 0 {
+            format!(", {unlabeled} unlabeled per class")
+        } else {
+            String::new()
+        };
         println!(
-            "{ways}-way {shots}-shot, {episodes} episodes, seed {seed}; backbone {:.1} ms per image",
+            "{ways}-way {shots}-shot{unl}, {episodes} episodes, seed {seed}; backbone {:.1} ms per image",
             per * 1e3
         );
     }
     // The references hold for the bundled 10-way 5-shot, 5-episode, seed-0 protocol with
     // the methods' default recipes only.
     let none = |_: Kind| "-".to_string();
-    let same = data == "bundled" && ways == 10 && shots == 5 && episodes == 5 && seed == 0;
+    let same = data == "bundled"
+        && ways == 10
+        && shots == 5
+        && episodes == 5
+        && seed == 0
+        && unlabeled == 0;
     let refs: &dyn Fn(Kind) -> String = if same && fit.is_default_recipe() {
         &reference
     } else {
@@ -617,6 +639,7 @@ fn eval_cmd(
             .collect();
         let mut rows: Vec<(Kind, Vec<(usize, f64)>)> = res
             .iter()
+            .filter(|m| !m.unlabeled)
             .map(|m| (m.kind, vec![(shots, mean_std(&m.acc).0)]))
             .collect();
         for &s in &shot_list {
@@ -631,6 +654,7 @@ fn eval_cmd(
                 seed,
                 opts,
                 fit.select_folds,
+                0,
                 None,
                 &mut |_, _| {},
             )?;
@@ -708,6 +732,7 @@ fn demo(
         0,
         opts,
         fit.select_folds,
+        0,
         fit.export.as_deref(),
         &mut |i, n| {
             bar.set_length(n as u64);
@@ -1075,6 +1100,7 @@ fn main() {
             method,
             seed,
             max_memory,
+            unlabeled,
             fit,
             json,
             output,
@@ -1090,7 +1116,16 @@ fn main() {
                 max_memory,
                 ..fit.opts()?
             };
-            fewshot::adapt_cmd(plan, &train, kind[0], &opts, seed, json, &output)
+            fewshot::adapt_cmd(
+                plan,
+                &train,
+                unlabeled.as_deref(),
+                kind[0],
+                &opts,
+                seed,
+                json,
+                &output,
+            )
         })(),
         Cmd::Export {
             model,
@@ -1132,6 +1167,7 @@ fn main() {
             episodes,
             seed,
             method,
+            unlabeled,
             fit,
             plot,
             json,
@@ -1145,6 +1181,7 @@ fn main() {
                 episodes,
                 seed,
                 &kinds,
+                unlabeled,
                 &fit.opts()?,
                 &fit,
                 plot.as_deref(),
