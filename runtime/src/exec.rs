@@ -800,8 +800,13 @@ impl<'p, 'm> Executor<'p, 'm> {
                     // ONNX Gather counts negative indices from the end.
                     let j = if id < 0.0 { id + rows as f32 } else { id };
                     if !(j >= 0.0 && j < rows as f32 && libm::truncf(j) == j) {
+                        // The index as an integer: formatting an f32 would link the
+                        // float formatter (about 10 KB of a microcontroller's code).
                         return Err(Error::Invalid {
-                            what: format!("gather: index {id} outside 0..{rows}"),
+                            what: format!(
+                                "gather: index {} outside 0..{rows} or not whole",
+                                id as i64
+                            ),
                         });
                     }
                     let j = j as usize;
@@ -1353,7 +1358,9 @@ fn linear_tap(o: usize, len: usize, out: usize, ct: u32, scale: f32) -> (usize, 
         _ => of / scale,
     };
     let last = len.saturating_sub(1);
-    let src = src.clamp(0.0, last as f32);
+    // Not `clamp`: its bounds assertion formats floats (linking the float formatter),
+    // and a NaN coordinate (a zero scale) reads the first pixel rather than NaN weights.
+    let src = src.max(0.0).min(last as f32);
     let a = (src as usize).min(last);
     (a, (a + 1).min(last), src - a as f32)
 }
