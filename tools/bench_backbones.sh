@@ -6,11 +6,15 @@
 # (on x86 without VNNI its fused int8 kernels saturate u8·s8 pairs to i16, see
 # tools/ort_saturation.py) and with graph optimisation off (the QDQ graph as written:
 # exact integer products, what edgetune computes).
-#   [ROUNDS=3] tools/bench_backbones.sh [N=30] [CORE=1]
+#   [ROUNDS=3] [RT=1] tools/bench_backbones.sh [N=30] [CORE=1]
+# RT=1 runs every timed process (both sides) under `chrt -f 10` (root): on a machine shared
+# with builds, the benchmark's threads then run whenever they are ready, as on an idle
+# device; spinning workers otherwise lose their core to the background load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
 n=${1:-30}; core=${2:-1}; rounds=${ROUNDS:-3}
+rt=""; [ "${RT:-0}" = 1 ] && rt="chrt -f 10"
 cargo build --release -q -p edgetune --features cli
 cargo build --release -q -p edgetune-peers --bin tract_run
 E=$CARGO_TARGET_DIR/release/edgetune
@@ -38,13 +42,13 @@ for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/im
   for _ in $(seq "$rounds"); do
     for th in 1 2; do
       cores=$core; [ "$th" = 2 ] && cores=0,1
-      out=$(/usr/bin/time -f "rss %M" taskset -c "$cores" $E run "$tmp/m.etm" $inputs --profile "$n" --threads "$th" 2>&1)
+      out=$(/usr/bin/time -f "rss %M" $rt taskset -c "$cores" $E run "$tmp/m.etm" $inputs --profile "$n" --threads "$th" 2>&1)
       e1=$(grep -oP "median \K[0-9.]+" <<<"$out")
       if [ "$th" = 1 ]; then rss=$(grep -oP "^rss \K[0-9]+" <<<"$out"); et=$(python3 -c "print(min(x for x in [$e1, ${et:-1e9}]))")
       else et2=$(python3 -c "print(min(x for x in [$e1, ${et2:-1e9}]))"); fi
       levels="ORT_ENABLE_ALL ORT_DISABLE_ALL"; [ "$th" = 2 ] && levels=ORT_ENABLE_ALL
       for level in $levels; do
-        o1=$(taskset -c "$cores" python3 - "$onnx" "$tmp" "$n" "$level" "$th" <<'PY'
+        o1=$($rt taskset -c "$cores" python3 - "$onnx" "$tmp" "$n" "$level" "$th" <<'PY'
 import numpy as np, onnxruntime as ort, sys, time
 onnx, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 so = ort.SessionOptions(); so.intra_op_num_threads = int(sys.argv[5]); so.inter_op_num_threads = 1
@@ -68,7 +72,7 @@ PY
     done
   done
   # shellcheck disable=SC2086
-  tout=$(/usr/bin/time -f "rss %M" taskset -c "$core" "$TR" "$onnx" $tspec --runs "$n" 2>&1)
+  tout=$(/usr/bin/time -f "rss %M" $rt taskset -c "$core" "$TR" "$onnx" $tspec --runs "$n" 2>&1)
   tt=$(grep -oP "median \K[0-9.]+" <<<"$tout" || echo nan)
   printf "%-28s %9s %8s %9s %8s %7.2fx %9.2fx %7.2fx %9s %8s %8.2fx %7.2fx %8.2f %8.2f %8.1f\n" "$name" "$et" "$ort" "$ortx" "$tt" \
     "$(echo "$et / $ort" | bc -l)" "$(echo "$et / $ortx" | bc -l)" "$(echo "$et / $tt" | bc -l)" \

@@ -26,7 +26,7 @@ const MIN_WORK_PER_PART: usize = if cfg!(test) { 1 } else { 1 << 17 };
 #[derive(Clone, Default)]
 pub struct Par {
     #[cfg(feature = "std")]
-    pool: Option<alloc::sync::Arc<rayon::ThreadPool>>,
+    pool: Option<alloc::sync::Arc<pool::Pool>>,
 }
 
 impl core::fmt::Debug for Par {
@@ -61,13 +61,9 @@ impl Par {
         if n <= 1 {
             return Ok(Par::single());
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n - 1)
-            .thread_name(|i| alloc::format!("edgetune-{i}"))
-            .build()
-            .map_err(|e| Error::Invalid {
-                what: alloc::format!("threads: cannot start {} workers: {e}", n - 1),
-            })?;
+        let pool = pool::Pool::new(n - 1).map_err(|e| Error::Invalid {
+            what: alloc::format!("threads: cannot start {} workers: {e}", n - 1),
+        })?;
         Ok(Par {
             pool: Some(alloc::sync::Arc::new(pool)),
         })
@@ -77,7 +73,7 @@ impl Par {
     pub fn threads(&self) -> usize {
         #[cfg(feature = "std")]
         if let Some(p) = &self.pool {
-            return p.current_num_threads() + 1;
+            return p.workers() + 1;
         }
         1
     }
@@ -88,29 +84,29 @@ impl Par {
         self.threads().min(n).min(work / MIN_WORK_PER_PART).max(1)
     }
 
-    /// Calls `f` on every item, the first on the calling thread and the others on the
-    /// workers, and returns when all are done (the first error, if any).
+    /// Calls `f` on every item, on the calling thread and the workers, and returns when
+    /// all are done (the first error, if any).
     pub fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
         #[cfg(feature = "std")]
         if let (Some(pool), true) = (&self.pool, items.len() > 1) {
-            let err: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
-            let keep = |r: Result<()>| {
-                if let Err(e) = r {
-                    let mut slot = err.lock().unwrap_or_else(|p| p.into_inner());
-                    slot.get_or_insert(e);
+            use std::sync::Mutex;
+            let err: Mutex<Option<Error>> = Mutex::new(None);
+            let slots: Vec<Mutex<Option<T>>> =
+                items.into_iter().map(|x| Mutex::new(Some(x))).collect();
+            let run = |i: usize| {
+                let item = slots[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(x) = item {
+                    if let Err(e) = f(x) {
+                        err.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
                 }
             };
-            let mut it = items.into_iter();
-            let first = it.next();
-            pool.in_place_scope(|s| {
-                for item in it {
-                    let (f, keep) = (&f, &keep);
-                    s.spawn(move |_| keep(f(item)));
-                }
-                if let Some(x) = first {
-                    keep(f(x));
-                }
-            });
+            if !pool.run(slots.len(), &run) {
+                // Another thread holds this pool: the caller does every part.
+                (0..slots.len()).for_each(run);
+            }
             return match err.into_inner().unwrap_or_else(|p| p.into_inner()) {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -464,6 +460,206 @@ pub fn map_runs<T: Send + Sync>(
     let ys = split_rows(y, rs.iter().map(|r| r.len()));
     let items: Vec<_> = rs.into_iter().zip(ys).collect();
     par.each(items, |(r, yp)| f(&x[r], yp))
+}
+
+/// The worker pool: `n` threads that spin for a while after each job, then sleep. Ops come
+/// back to back within a run, so a spinning worker starts the next part at once; waking
+/// a sleeping thread costs tens of microseconds on a virtual machine, the length of a
+/// small op.
+#[cfg(feature = "std")]
+mod pool {
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// How long an idle worker spins before it sleeps.
+    const SPIN: Duration = Duration::from_micros(300);
+
+    type Job = dyn Fn(usize) + Sync;
+
+    /// The caller's closure while its job runs (its lifetime erased: see `Pool::run`).
+    #[derive(Clone, Copy)]
+    struct JobPtr(*const Job);
+    // SAFETY: the closure is `Sync`, so sharing a pointer to it with the workers is sound
+    // while it lives, which `Pool::run` ensures.
+    unsafe impl Send for JobPtr {}
+
+    struct Shared {
+        /// Bumped for every job (and at shutdown).
+        seq: AtomicU64,
+        /// The current job: the caller's closure, valid while `pending > 0`.
+        job: Mutex<Option<JobPtr>>,
+        /// Next part to take.
+        next: AtomicUsize,
+        /// Parts of the current job.
+        count: AtomicUsize,
+        /// Workers still in the current job.
+        pending: AtomicUsize,
+        /// A part panicked.
+        panicked: AtomicBool,
+        shutdown: AtomicBool,
+        sleepers: AtomicUsize,
+        lock: Mutex<()>,
+        wake: Condvar,
+    }
+
+    pub struct Pool {
+        shared: Arc<Shared>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+        /// One caller at a time.
+        busy: Mutex<()>,
+    }
+
+    impl Pool {
+        pub fn new(workers: usize) -> std::io::Result<Pool> {
+            let shared = Arc::new(Shared {
+                seq: AtomicU64::new(0),
+                job: Mutex::new(None),
+                next: AtomicUsize::new(0),
+                count: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                panicked: AtomicBool::new(false),
+                shutdown: AtomicBool::new(false),
+                sleepers: AtomicUsize::new(0),
+                lock: Mutex::new(()),
+                wake: Condvar::new(),
+            });
+            let mut pool = Pool {
+                shared: shared.clone(),
+                threads: Vec::with_capacity(workers),
+                busy: Mutex::new(()),
+            };
+            for i in 0..workers {
+                let sh = shared.clone();
+                let t = std::thread::Builder::new()
+                    .name(alloc::format!("edgetune-{i}"))
+                    .spawn(move || worker(&sh))?;
+                pool.threads.push(t);
+            }
+            Ok(pool)
+        }
+
+        pub fn workers(&self) -> usize {
+            self.threads.len()
+        }
+
+        /// Runs `f(0..count)` on the caller and the workers; false (nothing run) when
+        /// another thread is using the pool.
+        pub fn run(&self, count: usize, f: &(dyn Fn(usize) + Sync + '_)) -> bool {
+            let Ok(_busy) = self.busy.try_lock() else {
+                return false;
+            };
+            let sh = &*self.shared;
+            let short: *const (dyn Fn(usize) + Sync + '_) = f;
+            // SAFETY: only the lifetime bound changes (same pointer, same layout). Workers
+            // use the pointer only until they decrement `pending`, and this call does not
+            // return before `pending` is zero, so the closure outlives every use.
+            let ptr = unsafe {
+                core::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Job>(short)
+            };
+            *sh.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(JobPtr(ptr));
+            sh.next.store(0, SeqCst);
+            sh.count.store(count, SeqCst);
+            sh.pending.store(self.threads.len(), SeqCst);
+            sh.seq.fetch_add(1, SeqCst);
+            if sh.sleepers.load(SeqCst) > 0 {
+                let _g = sh.lock.lock().unwrap_or_else(|p| p.into_inner());
+                sh.wake.notify_all();
+            }
+            let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+                let i = sh.next.fetch_add(1, SeqCst);
+                if i >= count {
+                    break;
+                }
+                f(i);
+            }));
+            // Every worker leaves the job before the closure may go.
+            let mut spins = 0u32;
+            while sh.pending.load(SeqCst) > 0 {
+                spins += 1;
+                if !spins.is_multiple_of(32) {
+                    core::hint::spin_loop();
+                } else {
+                    // A worker that shares this core gets it.
+                    std::thread::yield_now();
+                }
+            }
+            *sh.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if let Err(p) = mine {
+                std::panic::resume_unwind(p);
+            }
+            if sh.panicked.swap(false, SeqCst) {
+                panic!("a worker thread panicked in a parallel op");
+            }
+            true
+        }
+    }
+
+    fn worker(sh: &Shared) {
+        let mut seen = 0u64;
+        loop {
+            // Spin, then sleep, until a new job (or shutdown) is posted.
+            let t0 = Instant::now();
+            let mut n = 0u32;
+            while sh.seq.load(SeqCst) == seen {
+                n += 1;
+                if !n.is_multiple_of(32) {
+                    core::hint::spin_loop();
+                    continue;
+                }
+                if t0.elapsed() < SPIN {
+                    // Other threads that want this core get it (a yield returns at once
+                    // when none does).
+                    std::thread::yield_now();
+                    continue;
+                }
+                let mut g = sh.lock.lock().unwrap_or_else(|p| p.into_inner());
+                sh.sleepers.fetch_add(1, SeqCst);
+                while sh.seq.load(SeqCst) == seen {
+                    g = sh.wake.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+                sh.sleepers.fetch_sub(1, SeqCst);
+                break;
+            }
+            seen = sh.seq.load(SeqCst);
+            if sh.shutdown.load(SeqCst) {
+                return;
+            }
+            let job = *sh.job.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(JobPtr(ptr)) = job {
+                // SAFETY: the job is posted and `run` waits for `pending` to reach zero,
+                // which this worker's decrement below comes after.
+                let f = unsafe { &*ptr };
+                let count = sh.count.load(SeqCst);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+                    let i = sh.next.fetch_add(1, SeqCst);
+                    if i >= count {
+                        break;
+                    }
+                    f(i);
+                }));
+                if r.is_err() {
+                    sh.panicked.store(true, SeqCst);
+                }
+            }
+            sh.pending.fetch_sub(1, SeqCst);
+        }
+    }
+
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            let sh = &*self.shared;
+            sh.shutdown.store(true, SeqCst);
+            sh.seq.fetch_add(1, SeqCst);
+            {
+                let _g = sh.lock.lock().unwrap_or_else(|p| p.into_inner());
+                sh.wake.notify_all();
+            }
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 #[cfg(all(test, feature = "std"))]
