@@ -45,13 +45,10 @@ impl Par {
     /// process default ([`set_default_threads`]; unless set, one per available core).
     #[cfg(feature = "std")]
     pub fn new(threads: usize) -> Result<Self> {
-        let n = match (
-            threads,
-            DEFAULT_THREADS.load(core::sync::atomic::Ordering::Relaxed),
-        ) {
-            (0, 0) => available_threads(),
-            (0, d) => d,
-            (t, _) => t,
+        let n = if threads == 0 {
+            default_threads()
+        } else {
+            threads
         };
         if n > MAX_THREADS {
             return Err(Error::Invalid {
@@ -124,6 +121,15 @@ static DEFAULT_THREADS: core::sync::atomic::AtomicUsize = core::sync::atomic::At
 #[cfg(feature = "std")]
 pub fn set_default_threads(threads: usize) {
     DEFAULT_THREADS.store(threads, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The thread count `Par::new(0)` takes.
+#[cfg(feature = "std")]
+pub fn default_threads() -> usize {
+    match DEFAULT_THREADS.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => available_threads(),
+        d => d,
+    }
 }
 
 /// Cores this process may use (1 when unknown).

@@ -742,10 +742,11 @@ fn demo(
     bar.finish_and_clear();
     if !json {
         println!(
-            "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image (one thread)\n",
+            "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image ({} threads)\n",
             images.len() * (1 + opts.augment),
             opts.cache.unwrap_or(CacheFormat::F16),
-            per * 1e3
+            per * 1e3,
+            edgetune::par::default_threads()
         );
     }
     // The reference's protocol: every bundled image, 5 shots, 5 episodes, seed 0, the
