@@ -229,13 +229,18 @@ pub fn conv_i8(
     scratch: &mut [u8],
     y: I8Dst,
 ) -> Result<()> {
+    if !sane(g) {
+        return Ok(kops::conv_i8(kern, g, x, w, q, scratch, y)?);
+    }
     let (oh, ow) = (g.oh(), g.ow());
+    if let Some(m) = pointwise_rows(g, par) {
+        // A 1×1 convolution is a GEMM over its pixels: split them evenly (a 7×7 map in
+        // 25 and 24 pixels rather than 4 and 3 rows), or one pixel's output channels.
+        return gemm_i8(par, kern, (m, g.oc, g.ic), x, g.ic, w, q, y);
+    }
     let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
     let rows = row_parts(par, oh, work);
     if rows.len() <= 1 || conv_rows_empty(g, &rows) {
-        if oh * ow == 1 && kops::conv_scratch_len(g) == 0 {
-            return gemm_i8_cols(par, kern, (1, g.oc, g.ic), x, g.ic, w, q, y, g.oc);
-        }
         return Ok(kops::conv_i8(kern, g, x, w, q, scratch, y)?);
     }
     let kdim = g.kh * g.kw * g.ic;
@@ -255,6 +260,52 @@ pub fn conv_i8(
     })
 }
 
+/// A geometry whose output size can be computed (every field at most 2^16, strides,
+/// dilations and kernel sizes at least 1, the dilated kernel inside the padded input).
+/// Any other goes to the kernels' own entry points, which refuse it with the reason.
+fn sane(g: &ConvGeom) -> bool {
+    let fields = [
+        g.h,
+        g.w,
+        g.ic,
+        g.oc,
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dil_h,
+        g.dil_w,
+        g.pad_top,
+        g.pad_left,
+        g.pad_bottom,
+        g.pad_right,
+        g.groups,
+    ];
+    fields.iter().all(|&v| v <= 1 << 16)
+        && [g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w]
+            .iter()
+            .all(|&v| v >= 1)
+        && g.h + g.pad_top + g.pad_bottom > g.dil_h * (g.kh - 1)
+        && g.w + g.pad_left + g.pad_right > g.dil_w * (g.kw - 1)
+}
+
+/// Pixels of a 1×1, stride-1, unpadded, ungrouped convolution worth splitting as a GEMM;
+/// None for any other (or an ill-formed) geometry, which takes the convolution's own path
+/// and checks.
+fn pointwise_rows(g: &ConvGeom, par: &Par) -> Option<usize> {
+    let pointwise = g.groups == 1
+        && g.ic > 0
+        && g.oc > 0
+        && g.dil_h > 0
+        && g.dil_w > 0
+        && kops::conv_scratch_len(g) == 0
+        && g.h <= 1 << 16
+        && g.w <= 1 << 16;
+    let m = g.h.checked_mul(g.w)?;
+    let work = m.checked_mul(g.oc)?.checked_mul(g.ic)?;
+    (pointwise && par.threads() > 1 && work >= 2 * MIN_WORK_PER_PART).then_some(m)
+}
+
 /// A part that reads no input row (all padding) is left to the whole-op path.
 fn conv_rows_empty(g: &ConvGeom, rows: &[core::ops::Range<usize>]) -> bool {
     rows.iter().any(|r| conv_rows(g, r.start, r.end).0.h == 0)
@@ -272,7 +323,16 @@ pub fn conv_f32(
     scratch: &mut [f32],
     y: &mut [f32],
 ) -> Result<()> {
+    if !sane(g) {
+        return Ok(kops::conv_f32(kern, g, x, w, bias, act, scratch, y)?);
+    }
     let (oh, ow) = (g.oh(), g.ow());
+    if let Some(m) = pointwise_rows(g, par) {
+        if x.len() < m * g.ic {
+            return Ok(kops::conv_f32(kern, g, x, w, bias, act, scratch, y)?);
+        }
+        return gemm_f32(par, kern, (m, g.oc, g.ic), x, w, bias, y, act);
+    }
     let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
     let rows = row_parts(par, oh, work);
     if rows.len() <= 1 || conv_rows_empty(g, &rows) {
@@ -307,6 +367,11 @@ pub fn depthwise_i8(
     clamp: (i32, i32, i32),
     y: &mut [u8],
 ) -> Result<()> {
+    if !sane(g) {
+        return Ok(kops::depthwise_i8(
+            kern, g, x, x_zero, w, bias, scale, clamp, y,
+        )?);
+    }
     let (oh, ow) = (g.oh(), g.ow());
     let work = oh * ow * g.ic * g.kh * g.kw;
     let rows = row_parts(par, oh, work);
@@ -1012,6 +1077,62 @@ mod tests {
                         "{n}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Geometries the kernels refuse are refused through the split entry points too, with
+    /// the kernels' typed error and no panic, on any thread count.
+    #[test]
+    fn ill_formed_geometries_are_errors() {
+        let kern = Kernels::detect();
+        let good = random_geom(&mut Lcg(3), false);
+        let bad = [
+            ConvGeom {
+                stride_h: 0,
+                ..good
+            },
+            ConvGeom { kh: 0, ..good },
+            ConvGeom { dil_w: 0, ..good },
+            ConvGeom {
+                h: 1,
+                pad_top: 0,
+                pad_bottom: 0,
+                kh: 3,
+                ..good
+            },
+            ConvGeom { groups: 2, ..good },
+            ConvGeom { w: 1 << 20, ..good },
+        ];
+        for p in pars().into_iter().chain([Par::single()]) {
+            for g in &bad {
+                let (x, w) = (vec![0u8; 64], vec![0i8; 64]);
+                let (cs, sc) = (vec![0i32; 64], vec![1f32; 64]);
+                let q = I8Quant {
+                    a_zero: 0,
+                    a_signed: false,
+                    colsum: &cs,
+                    bias: None,
+                    scale: &sc,
+                    out: edgetune_kernels::I8Out::U8,
+                    y_zero: 0,
+                    qmin: 0,
+                    qmax: 255,
+                };
+                let mut y = vec![0u8; 64];
+                let r = conv_i8(&p, &kern, g, &x, &w, &q, &mut [], I8Dst::U8(&mut y));
+                assert!(matches!(r, Err(Error::Kernel(_))), "{g:?}: {r:?}");
+                let (xf, wf, mut yf) = (vec![0f32; 64], vec![0f32; 64], vec![0f32; 64]);
+                let r = conv_f32(&p, &kern, g, &xf, &wf, None, Act::None, &mut [], &mut yf);
+                assert!(matches!(r, Err(Error::Kernel(_))), "{g:?}: {r:?}");
+                let dg = ConvGeom {
+                    oc: g.ic,
+                    groups: g.ic,
+                    ..*g
+                };
+                let wd = vec![0i16; 64];
+                let r = depthwise_i8(&p, &kern, &dg, &x, 0, &wd, None, &sc, (0, 0, 255), &mut y);
+                assert!(matches!(r, Err(Error::Kernel(_))), "{dg:?}: {r:?}");
             }
         }
     }
