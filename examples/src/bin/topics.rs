@@ -196,6 +196,7 @@ fn run() -> Result<()> {
             100,
             &Options::default(),
             0,
+            0,
             None,
             &mut |_, _| {},
         )?;
