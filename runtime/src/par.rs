@@ -132,9 +132,13 @@ pub fn default_threads() -> usize {
     }
 }
 
-/// Cores this process may use (1 when unknown).
+/// Cores this process may use (1 when unknown, and under Miri, where spinning workers
+/// would only slow the interpreter down).
 #[cfg(feature = "std")]
 pub fn available_threads() -> usize {
+    if cfg!(miri) {
+        return 1;
+    }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
