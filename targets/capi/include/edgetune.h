@@ -312,6 +312,48 @@ enum EtStatus et_enrol_image(struct et_session *s,
                              uint32_t label);
 
 /**
+ * Runs an example through the backbone and caches its taps without a label: at the next
+ * training `ncm` refines its prototypes by soft k-means over the unlabeled examples,
+ * `linear` and `moment` self-train on confident pseudo-labels; the other methods refuse
+ * them (`ET_STATUS_INVALID_ARGUMENT` from training) until [`et_clear_unlabeled`].
+ *
+ * # Safety
+ * `s` is a live session; `x` a live example.
+ */
+enum EtStatus et_add_unlabeled_example(struct et_session *s, const struct et_example *x);
+
+/**
+ * [`et_add_unlabeled_example`] of one preprocessed input tensor (`len` = `et_input_len`).
+ *
+ * # Safety
+ * `s` is a live session; `input` has `len` floats.
+ */
+enum EtStatus et_add_unlabeled(struct et_session *s, const float *input, uintptr_t len);
+
+/**
+ * [`et_add_unlabeled_example`] of a camera frame (see [`et_example_image`]).
+ *
+ * # Safety
+ * As [`et_example_image`].
+ */
+enum EtStatus et_add_unlabeled_image(struct et_session *s,
+                                     const uint8_t *px,
+                                     uintptr_t len,
+                                     uint32_t format,
+                                     uintptr_t w,
+                                     uintptr_t h,
+                                     uintptr_t stride,
+                                     uint32_t rotation);
+
+/**
+ * Forgets every unlabeled example.
+ *
+ * # Safety
+ * `s` is a live session.
+ */
+enum EtStatus et_clear_unlabeled(struct et_session *s);
+
+/**
  * Drops every example of `label`; a trained or loaded adapter forgets the class
  * without training (the other classes score as before; an int8 tail is rebuilt from
  * its stored activation ranges). An adapter left with one class is dropped.

@@ -1,6 +1,7 @@
 //! C ABI of edgetune for apps, a thin layer over the library's [`Session`]: open a plan,
 //! turn camera frames, audio or text into examples with the preprocessing the plan
-//! declares, enrol them under integer labels, train any method with a progress callback
+//! declares, enrol them under integer labels (and add unlabeled ones that `ncm`, `linear`
+//! and `moment` learn from), train any method with a progress callback
 //! that can cancel, predict, drop a class, save and load adapters (int8 tails included).
 //!
 //! Every function returns an [`EtStatus`]; on failure `et_last_error` gives the message
@@ -594,6 +595,82 @@ pub unsafe extern "C" fn et_enrol_image(
             .frame(px, pixel_format(format)?, w, h, stride, rotation)
             .map_err(err)?;
         s.enrol(x, &class_of(label)?).map_err(err)
+    })
+}
+
+/// Runs an example through the backbone and caches its taps without a label: at the next
+/// training `ncm` refines its prototypes by soft k-means over the unlabeled examples,
+/// `linear` and `moment` self-train on confident pseudo-labels; the other methods refuse
+/// them (`ET_STATUS_INVALID_ARGUMENT` from training) until [`et_clear_unlabeled`].
+///
+/// # Safety
+/// `s` is a live session; `x` a live example.
+#[no_mangle]
+pub unsafe extern "C" fn et_add_unlabeled_example(
+    s: *mut EtSession,
+    x: *const EtExample,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, x) = unsafe { (session(s)?, example(x)?) };
+        s.add_unlabeled(x.clone()).map_err(err)
+    })
+}
+
+/// [`et_add_unlabeled_example`] of one preprocessed input tensor (`len` = `et_input_len`).
+///
+/// # Safety
+/// `s` is a live session; `input` has `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn et_add_unlabeled(
+    s: *mut EtSession,
+    input: *const f32,
+    len: usize,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, x) = unsafe { (session(s)?, slice(input, len)?) };
+        let x = s.tensors(vec![x.to_vec()]).map_err(err)?;
+        s.add_unlabeled(x).map_err(err)
+    })
+}
+
+/// [`et_add_unlabeled_example`] of a camera frame (see [`et_example_image`]).
+///
+/// # Safety
+/// As [`et_example_image`].
+#[no_mangle]
+pub unsafe extern "C" fn et_add_unlabeled_image(
+    s: *mut EtSession,
+    px: *const u8,
+    len: usize,
+    format: u32,
+    w: usize,
+    h: usize,
+    stride: usize,
+    rotation: u32,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, px) = unsafe { (session(s)?, slice(px, len)?) };
+        let x = s
+            .frame(px, pixel_format(format)?, w, h, stride, rotation)
+            .map_err(err)?;
+        s.add_unlabeled(x).map_err(err)
+    })
+}
+
+/// Forgets every unlabeled example.
+///
+/// # Safety
+/// `s` is a live session.
+#[no_mangle]
+pub unsafe extern "C" fn et_clear_unlabeled(s: *mut EtSession) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let s = unsafe { session(s)? };
+        s.clear_unlabeled();
+        Ok(())
     })
 }
 
