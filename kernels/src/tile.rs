@@ -21,11 +21,33 @@ pub(crate) unsafe fn drive_f32<const MR: usize>(args: &F32GemmArgs, micro: F32Mi
         return;
     }
     let panels = args.n.div_ceil(F32_NR);
+    // Column blocks of packed B that stay in a 256 KiB L2 while every row tile of A
+    // walks them (each output still sums its whole reduction in one micro-kernel call,
+    // so the blocking changes no result).
+    let block = (F32_L2_FLOATS / (args.k * F32_NR).max(1)).max(1);
+    let mut p0 = 0;
+    while p0 < panels {
+        let p1 = (p0 + block).min(panels);
+        drive_f32_cols(args, micro, p0..p1);
+        p0 = p1;
+    }
+}
+
+/// Floats of packed B one column block of [`drive_f32`] holds.
+const F32_L2_FLOATS: usize = 64 * 1024;
+
+/// # Safety
+/// As [`drive_f32`]; `cols` are panels of B.
+unsafe fn drive_f32_cols<const MR: usize>(
+    args: &F32GemmArgs,
+    micro: F32Micro<MR>,
+    cols: core::ops::Range<usize>,
+) {
     let mut i0 = 0;
     while i0 < args.m {
         let rows: [*const f32; MR] =
             core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
-        for p in 0..panels {
+        for p in cols.clone() {
             let mut acc = [[0.0f32; F32_NR]; MR];
             micro(args.k, &rows, args.b.add(p * args.k * F32_NR), &mut acc);
             let col0 = p * F32_NR;

@@ -185,6 +185,8 @@ fn gemm_edges() {
         (1, 1000, 1280),
         (25, 33, 64),
         (12, 48, 129),
+        // Several row tiles over several of the f32 driver's column blocks.
+        (14, 400, 200),
     ]
     .iter()
     // Under Miri (interpreted, slow) the small shapes cover every code path of the

@@ -141,13 +141,18 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
     let p = head.n_params();
     let copies = 4 + cfg.holdout as usize;
     let taps: usize = cache.taps.iter().map(|t| t.len()).sum();
-    // A batched head also holds every example's summary, a gathered copy, and scratch,
-    // logits and logit gradients for a batch of at most every example.
+    // A batched head also holds every example's summary, a gathered copy of a batch,
+    // and scratch, logits and logit gradients for a batch: `cfg.batch` examples (every
+    // one for 0) or the held-out split (one per class), whichever is larger.
     let (scratch, staged) = if head.stage_len() > 0 {
         let n = cache.len();
+        let rows = match cfg.batch {
+            0 => n,
+            b => b.max(if cfg.holdout { head.classes() } else { 0 }).min(n),
+        };
         (
-            head.batch_scratch_len(n) + n * 2 * head.classes(),
-            2 * n * head.stage_len(),
+            head.batch_scratch_len(rows) + rows * 2 * head.classes(),
+            (n + rows) * head.stage_len(),
         )
     } else {
         (head.scratch_len() + 2 * head.classes(), 0)

@@ -1,10 +1,16 @@
 //! Forward and backward passes of the tail: its [`Head`] implementation.
+//!
+//! One pass runs a whole batch: activations are `[rows][tokens][channels]`, so a 1×1
+//! convolution over the batch is one GEMM with `rows · tokens` rows, and its weight
+//! gradient one GEMM whose reduction runs over the batch's tokens. The per-example
+//! [`Head::forward`] / [`Head::backward`] are the same passes with one row.
 
 use super::net::{Act1, Layer};
-use super::train::{dw_backward, dw_forward, two, PRanges, Tail, Variant};
+use super::train::{dw_backward, dw_forward, two, PRanges, Scratch, Tail, Variant};
 use crate::adapt::rng::Rng;
 use crate::adapt::train::Head;
-use edgetune_kernels::pack;
+use core::ops::Range;
+use edgetune_kernels::{pack, Act};
 
 fn clamp_mask(y: f32, lo: f32, hi: f32) -> bool {
     y > lo && y < hi
@@ -23,6 +29,26 @@ fn act1(f: Act1, x: f32) -> (f32, f32) {
                 (x * (x + 3.0) / 6.0, (2.0 * x + 3.0) / 6.0)
             }
         }
+    }
+}
+
+/// The first `n` values of `r`.
+fn head(r: &Range<usize>, n: usize) -> Range<usize> {
+    r.start..r.start + n
+}
+
+/// Two disjoint ranges of one buffer, both writable.
+fn two_mut<'a>(
+    g: &'a mut [f32],
+    a: &Range<usize>,
+    b: &Range<usize>,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    if a.end <= b.start {
+        let (x, y) = g.split_at_mut(b.start);
+        (&mut x[a.clone()], &mut y[..b.len()])
+    } else {
+        let (x, y) = g.split_at_mut(a.start);
+        (&mut y[..a.len()], &mut x[b.clone()])
     }
 }
 
@@ -96,37 +122,112 @@ impl Head for Tail {
     }
 
     fn prepare(&self, p: &[f32]) {
-        let mut prep = self.prep.borrow_mut();
-        let n = prep.len();
-        let wmax = (n - self
-            .packs
-            .iter()
-            .map(|(a, b)| a.len() + b.len())
-            .sum::<usize>())
-            / 2;
-        for (i, l) in self.net.layers.iter().enumerate() {
-            let Layer::Pw { cin, cout, .. } = *l else {
-                continue;
-            };
-            let (fr, br) = self.packs[i].clone();
-            let (packs, tmp) = prep.split_at_mut(n - 2 * wmax);
-            let (we, wt) = tmp.split_at_mut(wmax);
-            let (we, wt) = (&mut we[..cin * cout], &mut wt[..cin * cout]);
-            self.weff(i, p, we);
-            pack::pack_f32(we, cin, cout, &mut packs[fr]);
-            for r in 0..cin {
-                for c in 0..cout {
-                    wt[c * cin + r] = we[r * cout + c];
-                }
-            }
-            pack::pack_f32(wt, cout, cin, &mut packs[br]);
+        // `bias` trains no weight: its packings were made once, by `new`.
+        if self.variant != Variant::Bias {
+            self.pack_weights(p);
         }
     }
 
     fn forward(&self, p: &[f32], x: &[&[f32]], s: &mut [f32], logits: &mut [f32]) {
+        self.fwd(p, x[self.tap], 1, &self.sc, s, logits, false);
+    }
+
+    fn backward(&self, p: &[f32], x: &[&[f32]], s: &mut [f32], dl: &[f32], g: &mut [f32]) {
+        self.bwd(p, x[self.tap], 1, &self.sc, s, dl, g);
+    }
+
+    /// The cut's activations, then (`bias`, whose first 1×1 weights are frozen) that
+    /// layer's product `z = x·W`, the same for every step.
+    fn stage_len(&self) -> usize {
+        let (t, c) = self.net.slots[0];
+        t * c + self.staged_z0()
+    }
+
+    fn stage(&self, x: &[&[f32]], out: &mut [f32]) {
+        let (t, c) = self.net.slots[0];
+        let input = &x[self.tap][..t * c];
+        let (xo, zo) = out.split_at_mut(t * c);
+        xo.copy_from_slice(input);
+        if let (n @ 1.., Some(&Layer::Pw { y, cin, cout, .. })) =
+            (self.staged_z0(), self.net.layers.first())
+        {
+            let prep = self.prep.borrow();
+            let t = self.net.slots[y].0;
+            self.gemm(
+                (t, cout, cin),
+                input,
+                &prep[self.packs[0].0.clone()],
+                &mut zo[..n],
+            );
+        }
+    }
+
+    fn batch_scratch_len(&self, rows: usize) -> usize {
+        self.batch_layout(rows);
+        self.bsc.borrow().as_ref().map_or(0, |b| b.len)
+    }
+
+    fn forward_batch(&self, p: &[f32], xb: &[f32], rows: usize, s: &mut [f32], logits: &mut [f32]) {
+        self.batch_layout(rows);
+        let bsc = self.bsc.borrow();
+        let Some(sc) = bsc.as_ref() else {
+            return;
+        };
+        let (t, c) = self.net.slots[0];
+        let (n0, nz, sl) = (t * c, self.staged_z0(), self.stage_len());
+        // The inputs and staged products of the rows, each contiguous over the batch.
+        let (s, inp) = s.split_at_mut(sc.inp.start);
+        for r in 0..rows {
+            let row = &xb[r * sl..][..sl];
+            inp[r * n0..][..n0].copy_from_slice(&row[..n0]);
+            if nz > 0 {
+                s[sc.z[0].start + r * nz..][..nz].copy_from_slice(&row[n0..]);
+            }
+        }
+        self.fwd(p, &inp[..rows * n0], rows, sc, s, logits, nz > 0);
+    }
+
+    fn backward_batch(
+        &self,
+        p: &[f32],
+        _xb: &[f32],
+        rows: usize,
+        s: &mut [f32],
+        dl: &[f32],
+        g: &mut [f32],
+    ) {
+        let bsc = self.bsc.borrow();
+        let Some(sc) = bsc.as_ref().filter(|b| b.rows >= rows) else {
+            return;
+        };
+        let n0 = self.net.slots[0].0 * self.net.slots[0].1;
+        // `forward_batch` left the batch's inputs after the layout's other buffers.
+        let (s, inp) = s.split_at_mut(sc.inp.start);
+        self.bwd(p, &inp[..rows * n0], rows, sc, s, dl, g);
+    }
+}
+
+impl Tail {
+    /// Values of slot `i` for `rows` examples.
+    fn n_of(&self, i: usize, rows: usize) -> usize {
+        rows * self.net.slots[i].0 * self.net.slots[i].1
+    }
+
+    /// Logits of `rows` examples whose cut activations are `input` (row-major); keeps
+    /// what [`Tail::bwd`] needs in `s`, laid out as `sc`. With `z0_ready`, the first
+    /// layer's `z` is already in place.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fwd(
+        &self,
+        p: &[f32],
+        input: &[f32],
+        rows: usize,
+        sc: &Scratch,
+        s: &mut [f32],
+        logits: &mut [f32],
+        z0_ready: bool,
+    ) {
         let prep = self.prep.borrow();
-        let sc = &self.sc;
-        let input = x[self.tap];
         for (i, l) in self.net.layers.iter().enumerate() {
             match *l {
                 Layer::Pw {
@@ -136,32 +237,50 @@ impl Head for Tail {
                     cout,
                     ..
                 } => {
-                    let t = self.net.slots[y].0;
-                    let zr = sc.z[i].clone();
-                    {
-                        let (xv, z) = if xi == 0 {
-                            (input, &mut s[zr.clone()])
+                    let t = rows * self.net.slots[y].0;
+                    if self.pr[i].g.is_none() {
+                        // Without a trained scale, y = clamp(x·W + b) comes straight out
+                        // of the GEMM's epilogue (the backward needs no z).
+                        let (lo, hi) = Tail::clamp_bounds(l);
+                        let yr = head(&sc.val[y], t * cout);
+                        let (xv, yv) = if xi == 0 {
+                            (&input[..t * cin], &mut s[yr])
                         } else {
-                            two(s, &sc.val[xi], &zr)
+                            two(s, &head(&sc.val[xi], t * cin), &yr)
+                        };
+                        let pk = &prep[self.packs[i].0.clone()];
+                        let bias = Some(self.bias(i, p));
+                        self.gemm_act((t, cout, cin), xv, pk, bias, Act::Clamp(lo, hi), yv);
+                        continue;
+                    }
+                    let zr = head(&sc.z[i], t * cout);
+                    if !(i == 0 && z0_ready) {
+                        let (xv, z) = if xi == 0 {
+                            (&input[..t * cin], &mut s[zr])
+                        } else {
+                            two(s, &head(&sc.val[xi], t * cin), &zr)
                         };
                         self.gemm((t, cout, cin), xv, &prep[self.packs[i].0.clone()], z);
                     }
-                    self.affine(i, p, s, y);
+                    self.affine(i, p, s, sc, rows, y);
                 }
                 Layer::Dw { x: xi, y, g, .. } => {
-                    let zr = sc.z[i].clone();
-                    {
+                    let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+                    let w = self.wdw(i, p);
+                    for r in 0..rows {
+                        let zr = sc.z[i].start + r * nz..sc.z[i].start + (r + 1) * nz;
                         let (xv, z) = if xi == 0 {
-                            (input, &mut s[zr.clone()])
+                            (&input[r * nx..][..nx], &mut s[zr])
                         } else {
-                            two(s, &sc.val[xi], &zr)
+                            let xr = sc.val[xi].start + r * nx..sc.val[xi].start + (r + 1) * nx;
+                            two(s, &xr, &zr)
                         };
-                        dw_forward(&g, xv, self.wdw(i, p), z);
+                        dw_forward(&g, xv, w, z);
                     }
-                    self.affine(i, p, s, y);
+                    self.affine(i, p, s, sc, rows, y);
                 }
                 Layer::Add { a, b, y } => {
-                    let yr = sc.val[y].clone();
+                    let yr = head(&sc.val[y], self.n_of(y, rows));
                     for k in 0..yr.len() {
                         let va = if a == 0 {
                             input[k]
@@ -178,22 +297,25 @@ impl Head for Tail {
                 }
                 Layer::Gap { x: xi, y } => {
                     let (t, c) = self.net.slots[xi];
-                    let yr = sc.val[y].clone();
-                    s[yr.clone()].fill(0.0);
-                    for tok in 0..t {
-                        for ch in 0..c {
-                            let v = if xi == 0 {
-                                input[tok * c + ch]
-                            } else {
-                                s[sc.val[xi].start + tok * c + ch]
-                            };
-                            s[yr.start + ch] += v;
+                    for r in 0..rows {
+                        let yr = sc.val[y].start + r * c..sc.val[y].start + (r + 1) * c;
+                        s[yr.clone()].fill(0.0);
+                        for tok in 0..t {
+                            for ch in 0..c {
+                                let k = (r * t + tok) * c + ch;
+                                let v = if xi == 0 {
+                                    input[k]
+                                } else {
+                                    s[sc.val[xi].start + k]
+                                };
+                                s[yr.start + ch] += v;
+                            }
                         }
+                        s[yr].iter_mut().for_each(|v| *v /= t as f32);
                     }
-                    s[yr].iter_mut().for_each(|v| *v /= t as f32);
                 }
                 Layer::Act { x: xi, y, f } => {
-                    let yr = sc.val[y].clone();
+                    let yr = head(&sc.val[y], self.n_of(y, rows));
                     for k in 0..yr.len() {
                         let v = if xi == 0 {
                             input[k]
@@ -207,52 +329,71 @@ impl Head for Tail {
         }
         // Cosine classifier.
         let fdim = self.net.feature_dim();
-        let (f, fh) = two(s, &sc.val[self.net.features], &sc.fhat);
-        let norm = libm::sqrtf(f.iter().map(|v| v * v).sum::<f32>()) + 1e-6;
-        for (o, v) in fh.iter_mut().zip(f) {
-            *o = v / norm;
-        }
-        fh[fdim] = norm;
         let hw = &p[self.head.clone()];
-        for (k, l) in logits.iter_mut().enumerate().take(self.classes) {
-            let row = &hw[k * fdim..(k + 1) * fdim];
-            *l = self.scale * row.iter().zip(&fh[..fdim]).map(|(a, b)| a * b).sum::<f32>();
+        for r in 0..rows {
+            let fr = sc.val[self.net.features].start + r * fdim;
+            let hr = sc.fhat.start + r * (fdim + 1);
+            let (f, fh) = two(s, &(fr..fr + fdim), &(hr..hr + fdim + 1));
+            let norm = libm::sqrtf(f.iter().map(|v| v * v).sum::<f32>()) + 1e-6;
+            for (o, v) in fh.iter_mut().zip(f) {
+                *o = v / norm;
+            }
+            fh[fdim] = norm;
+            for k in 0..self.classes {
+                let row = &hw[k * fdim..(k + 1) * fdim];
+                logits[r * self.classes + k] =
+                    self.scale * row.iter().zip(&fh[..fdim]).map(|(a, b)| a * b).sum::<f32>();
+            }
         }
     }
 
-    fn backward(&self, p: &[f32], x: &[&[f32]], s: &mut [f32], dl: &[f32], g: &mut [f32]) {
+    /// Accumulates the gradient of `rows` examples into `g`, after [`Tail::fwd`] on the
+    /// same `s`; `dl` holds `classes` logit gradients per row.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bwd(
+        &self,
+        p: &[f32],
+        input: &[f32],
+        rows: usize,
+        sc: &Scratch,
+        s: &mut [f32],
+        dl: &[f32],
+        g: &mut [f32],
+    ) {
         let prep = self.prep.borrow();
-        let sc = &self.sc;
-        let input = x[self.tap];
         let fdim = self.net.feature_dim();
-        for r in &sc.grad {
-            s[r.clone()].fill(0.0);
+        for (i, r) in sc.grad.iter().enumerate().skip(1) {
+            s[head(r, self.n_of(i, rows))].fill(0.0);
         }
-        // Classifier and the normalisation.
-        {
-            let hw = &p[self.head.clone()];
-            let fh = &s[sc.fhat.clone()];
-            let norm = fh[fdim];
-            let gh = &mut g[self.head.clone()];
-            let mut dot = 0.0;
-            for k in 0..self.classes {
-                let d = self.scale * dl[k];
-                for i in 0..fdim {
-                    gh[k * fdim + i] += d * fh[i];
+        // Classifier and the normalisation, row by row.
+        let hw = &p[self.head.clone()];
+        for r in 0..rows {
+            let dl = &dl[r * self.classes..][..self.classes];
+            let hr = sc.fhat.start + r * (fdim + 1);
+            let gr = sc.grad[self.net.features].start + r * fdim;
+            let norm = s[hr + fdim];
+            {
+                let fh = &s[hr..hr + fdim];
+                let gh = &mut g[self.head.clone()];
+                for k in 0..self.classes {
+                    let d = self.scale * dl[k];
+                    for i in 0..fdim {
+                        gh[k * fdim + i] += d * fh[i];
+                    }
                 }
             }
-            let gr = sc.grad[self.net.features].clone();
+            let mut dot = 0.0;
             for i in 0..fdim {
                 let mut v = 0.0;
                 for k in 0..self.classes {
                     v += self.scale * dl[k] * hw[k * fdim + i];
                 }
-                s[gr.start + i] = v;
-                dot += v * s[sc.fhat.start + i];
+                s[gr + i] = v;
+                dot += v * s[hr + i];
             }
             for i in 0..fdim {
-                let fhi = s[sc.fhat.start + i];
-                s[gr.start + i] = (s[gr.start + i] - fhi * dot) / norm;
+                let fhi = s[hr + i];
+                s[gr + i] = (s[gr + i] - fhi * dot) / norm;
             }
         }
         for (i, l) in self.net.layers.iter().enumerate().rev() {
@@ -262,17 +403,24 @@ impl Head for Tail {
                         continue;
                     }
                     let (t, c) = self.net.slots[xi];
-                    let (dy, dx) = two(s, &sc.grad[y], &sc.grad[xi]);
-                    for tok in 0..t {
-                        for ch in 0..c {
-                            dx[tok * c + ch] += dy[ch] / t as f32;
+                    let (dy, dx) = two(
+                        s,
+                        &head(&sc.grad[y], rows * c),
+                        &head(&sc.grad[xi], rows * t * c),
+                    );
+                    for r in 0..rows {
+                        for tok in 0..t {
+                            for ch in 0..c {
+                                dx[(r * t + tok) * c + ch] += dy[r * c + ch] / t as f32;
+                            }
                         }
                     }
                 }
                 Layer::Add { a, b, y } => {
+                    let n = self.n_of(y, rows);
                     for src in [a, b] {
                         if src != 0 {
-                            let (dy, dx) = two(s, &sc.grad[y], &sc.grad[src]);
+                            let (dy, dx) = two(s, &head(&sc.grad[y], n), &head(&sc.grad[src], n));
                             dx.iter_mut().zip(dy).for_each(|(o, v)| *o += v);
                         }
                     }
@@ -282,7 +430,7 @@ impl Head for Tail {
                         continue;
                     }
                     let (n, gy, gx, vx) = (
-                        sc.val[y].len(),
+                        self.n_of(y, rows),
                         sc.grad[y].start,
                         sc.grad[xi].start,
                         sc.val[xi].start,
@@ -298,15 +446,14 @@ impl Head for Tail {
                     cout,
                     ..
                 } => {
-                    let t = self.net.slots[y].0;
-                    self.affine_back(i, p, s, g, y);
+                    let t = rows * self.net.slots[y].0;
+                    self.affine_back(i, p, s, g, sc, rows, y);
                     // Now grad[y] holds dz.
-                    let dzr = sc.grad[y].clone();
                     if self.pr[i].w.is_some() || self.pr[i].a.is_some() {
-                        self.dweight(i, p, input, s, g, (t, cin, cout));
+                        self.dweight(i, p, input, s, g, sc, (t, cin, cout));
                     }
                     if xi != 0 {
-                        let (dz, dx) = two(s, &dzr, &sc.dx);
+                        let (dz, dx) = two(s, &head(&sc.grad[y], t * cout), &sc.dx);
                         let dx = &mut dx[..t * cin];
                         self.gemm((t, cin, cout), dz, &prep[self.packs[i].1.clone()], dx);
                         let gx = sc.grad[xi].start;
@@ -319,72 +466,144 @@ impl Head for Tail {
                 Layer::Dw {
                     x: xi, y, g: geo, ..
                 } => {
-                    self.affine_back(i, p, s, g, y);
-                    let dzr = sc.grad[y].clone();
+                    self.affine_back(i, p, s, g, sc, rows, y);
                     let w = self.wdw(i, p);
-                    if let Some(rw) = self.pr[i].w.clone() {
-                        let xv: &[f32] = if xi == 0 {
-                            input
-                        } else {
-                            &s[sc.val[xi].clone()]
-                        };
-                        dw_backward(&geo, xv, w, &s[dzr.clone()], None, Some(&mut g[rw]));
-                    }
-                    if xi != 0 {
-                        let (dz, dx) = two(s, &dzr, &sc.grad[xi]);
-                        dw_backward(&geo, &[], w, dz, Some(dx), None);
+                    let (nx, nz) = (geo.h * geo.w * geo.c, geo.oh * geo.ow * geo.c);
+                    for r in 0..rows {
+                        let dzr = sc.grad[y].start + r * nz..sc.grad[y].start + (r + 1) * nz;
+                        let xr = sc.val[xi].start + r * nx..sc.val[xi].start + (r + 1) * nx;
+                        if let Some(rw) = self.pr[i].w.clone() {
+                            let xv: &[f32] = if xi == 0 {
+                                &input[r * nx..][..nx]
+                            } else {
+                                &s[xr.clone()]
+                            };
+                            dw_backward(&geo, xv, w, &s[dzr.clone()], None, Some(&mut g[rw]));
+                        }
+                        if xi != 0 {
+                            let gx = sc.grad[xi].start + r * nx..sc.grad[xi].start + (r + 1) * nx;
+                            let (dz, dx) = two(s, &dzr, &gx);
+                            dw_backward(&geo, &[], w, dz, Some(dx), None);
+                        }
                     }
                 }
             }
         }
     }
-}
 
-impl Tail {
-    /// `y = clamp(γ·z + b)` of conv layer `i` from its stored `z`.
-    fn affine(&self, i: usize, p: &[f32], s: &mut [f32], y: usize) {
+    /// `y = clamp(γ·z + b)` of conv layer `i` from its stored `z`, for `rows` examples.
+    fn affine(&self, i: usize, p: &[f32], s: &mut [f32], sc: &Scratch, rows: usize, y: usize) {
         let (lo, hi) = Tail::clamp_bounds(&self.net.layers[i]);
         let b = self.bias(i, p);
-        let gam = self.pr[i].g.clone().map(|r| &p[r]);
         let c = b.len();
-        let (z, yv) = two(s, &self.sc.z[i], &self.sc.val[y]);
-        for (k, (o, zv)) in yv.iter_mut().zip(z).enumerate() {
-            let ch = k % c;
-            let gm = gam.map_or(1.0, |g| g[ch]);
-            *o = (gm * zv + b[ch]).clamp(lo, hi);
+        let n = self.n_of(y, rows);
+        let (z, yv) = two(s, &head(&sc.z[i], n), &head(&sc.val[y], n));
+        match self.pr[i].g.clone() {
+            Some(rg) => {
+                let gam = &p[rg];
+                for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                    for ch in 0..c {
+                        yo[ch] = (gam[ch] * zo[ch] + b[ch]).clamp(lo, hi);
+                    }
+                }
+            }
+            None => {
+                for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                    for ch in 0..c {
+                        yo[ch] = (zo[ch] + b[ch]).clamp(lo, hi);
+                    }
+                }
+            }
         }
     }
 
-    /// Turns `grad[y]` into `dz` of conv layer `i`, accumulating the bias and scale
-    /// gradients.
-    fn affine_back(&self, i: usize, p: &[f32], s: &mut [f32], g: &mut [f32], y: usize) {
+    /// Turns `grad[y]` into `dz` of conv layer `i` for `rows` examples, accumulating the
+    /// bias and scale gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn affine_back(
+        &self,
+        i: usize,
+        p: &[f32],
+        s: &mut [f32],
+        g: &mut [f32],
+        sc: &Scratch,
+        rows: usize,
+        y: usize,
+    ) {
         let (lo, hi) = Tail::clamp_bounds(&self.net.layers[i]);
         let c = self.bias(i, p).len();
-        let gam = self.pr[i].g.clone();
-        let (yr, gr, zr) = (
-            self.sc.val[y].clone(),
-            self.sc.grad[y].clone(),
-            self.sc.z[i].clone(),
-        );
-        for k in 0..gr.len() {
-            let ch = k % c;
-            let mut d = s[gr.start + k];
-            if !clamp_mask(s[yr.start + k], lo, hi) {
-                d = 0.0;
+        let n = self.n_of(y, rows);
+        // The layout puts every value slot before every gradient slot, and those before
+        // the products `z`.
+        let (yr, gr, zr) = (head(&sc.val[y], n), head(&sc.grad[y], n), head(&sc.z[i], n));
+        let (before, rest) = s.split_at_mut(gr.start);
+        let (gv, after) = rest.split_at_mut(n);
+        let (yv, zv) = (&before[yr], &after[zr.start - gr.end..zr.end - gr.end]);
+        let rows3 = gv
+            .chunks_exact_mut(c)
+            .zip(yv.chunks_exact(c))
+            .zip(zv.chunks_exact(c));
+        match (&self.pr[i].b, &self.pr[i].g) {
+            (Some(rb), Some(rg)) => {
+                let (gb, gg) = two_mut(g, rb, rg);
+                let gam = &p[rg.clone()];
+                for ((gk, yk), zk) in rows3 {
+                    for ch in 0..c {
+                        let d = if clamp_mask(yk[ch], lo, hi) {
+                            gk[ch]
+                        } else {
+                            0.0
+                        };
+                        gb[ch] += d;
+                        gg[ch] += d * zk[ch];
+                        gk[ch] = d * gam[ch];
+                    }
+                }
             }
-            if let Some(rb) = &self.pr[i].b {
-                g[rb.start + ch] += d;
+            (Some(rb), None) => {
+                let gb = &mut g[rb.clone()];
+                for ((gk, yk), _) in rows3 {
+                    for ch in 0..c {
+                        let d = if clamp_mask(yk[ch], lo, hi) {
+                            gk[ch]
+                        } else {
+                            0.0
+                        };
+                        gb[ch] += d;
+                        gk[ch] = d;
+                    }
+                }
             }
-            if let Some(rg) = &gam {
-                g[rg.start + ch] += d * s[zr.start + k];
-                d *= p[rg.start + ch];
+            (None, Some(rg)) => {
+                let gam = &p[rg.clone()];
+                let gg = &mut g[rg.clone()];
+                for ((gk, yk), zk) in rows3 {
+                    for ch in 0..c {
+                        let d = if clamp_mask(yk[ch], lo, hi) {
+                            gk[ch]
+                        } else {
+                            0.0
+                        };
+                        gg[ch] += d * zk[ch];
+                        gk[ch] = d * gam[ch];
+                    }
+                }
             }
-            s[gr.start + k] = d;
+            (None, None) => {
+                for ((gk, yk), _) in rows3 {
+                    for ch in 0..c {
+                        if !clamp_mask(yk[ch], lo, hi) {
+                            gk[ch] = 0.0;
+                        }
+                    }
+                }
+            }
         }
     }
 
-    /// Weight gradient of 1×1 layer `i` from `x` and `dz = grad[y]`: the full `dW`, or
-    /// its projections onto the low-rank factors.
+    /// Weight gradient of 1×1 layer `i` from `x` and `dz = grad[y]` over `t` tokens (the
+    /// batch's): the full `dW`, or its projections onto the low-rank factors.
+    #[allow(clippy::too_many_arguments)]
     fn dweight(
         &self,
         i: usize,
@@ -392,12 +611,12 @@ impl Tail {
         input: &[f32],
         s: &mut [f32],
         g: &mut [f32],
+        sc: &Scratch,
         (t, cin, cout): (usize, usize, usize),
     ) {
         let Layer::Pw { x: xi, y, .. } = self.net.layers[i] else {
             return;
         };
-        let sc = &self.sc;
         if let (
             Variant::Lora { rank },
             PRanges {
@@ -465,15 +684,15 @@ impl Tail {
             }
         }
         {
-            let (dz, zp) = two(s, &sc.grad[y], &sc.zpack);
-            pack::pack_f32(dz, t, cout, zp);
+            let (dz, zp) = two(s, &head(&sc.grad[y], t * cout), &sc.zpack);
+            pack::pack_f32(dz, t, cout, &mut zp[..pack::packed_f32_len(t, cout)]);
         }
         {
-            let (head, rest) = s.split_at_mut(sc.zpack.start);
-            let xt = &head[sc.xt.start..sc.xt.start + cin * t];
+            let (hd, rest) = s.split_at_mut(sc.zpack.start);
+            let xt = &hd[sc.xt.start..sc.xt.start + cin * t];
             let (zp, rest) = rest.split_at_mut(sc.zpack.len());
             let dw = &mut rest[sc.dw.start - sc.zpack.end..][..cin * cout];
-            self.gemm((cin, cout, t), xt, zp, dw);
+            self.gemm((cin, cout, t), xt, &zp[..pack::packed_f32_len(t, cout)], dw);
         }
         let dw = &s[sc.dw.start..sc.dw.start + cin * cout];
         if let Some(rw) = &self.pr[i].w {
@@ -648,6 +867,76 @@ mod tests {
     #[test]
     fn lora_tail_gradient_matches_finite_differences() {
         check(Variant::Lora { rank: 2 });
+    }
+
+    /// A batch through `forward_batch` / `backward_batch` (staged rows) gives the logits
+    /// and summed gradient of the examples one at a time.
+    fn batch_equals_per_example(variant: Variant) {
+        let t = Tail::new(Arc::new(net()), variant, 3);
+        let mut rng = Rng::new(11);
+        let mut p = alloc::vec![0.0; t.n_params()];
+        t.init(&mut rng, &mut p);
+        p.iter_mut().for_each(|v| *v += 0.2 * (rng.f32() - 0.5));
+        t.prepare(&p);
+        let labels = [0, 2, 1, 1];
+        let xs: Vec<Vec<f32>> = labels
+            .iter()
+            .map(|_| (0..48).map(|_| rng.f32() * 2.0 - 1.0).collect())
+            .collect();
+        let k = 3;
+        let mut g1 = alloc::vec![0.0; t.n_params()];
+        let mut z1 = Vec::new();
+        let mut s = alloc::vec![0.0; t.scratch_len()];
+        for (x, &l) in xs.iter().zip(&labels) {
+            let (mut z, mut d) = ([0.0; 3], [0.0; 3]);
+            t.forward(&p, &[x], &mut s, &mut z);
+            softmax_ce(&z, l, 0.1, &mut d);
+            t.backward(&p, &[x], &mut s, &d, &mut g1);
+            z1.extend_from_slice(&z);
+        }
+        let sl = t.stage_len();
+        let nb = labels.len();
+        let mut xb = alloc::vec![0.0; nb * sl];
+        for (r, x) in xs.iter().enumerate() {
+            t.stage(&[x], &mut xb[r * sl..][..sl]);
+        }
+        // Scratch for a larger batch than the one run.
+        let mut s = alloc::vec![f32::NAN; t.batch_scratch_len(nb + 2)];
+        let (mut z2, mut d2) = (alloc::vec![0.0; nb * k], alloc::vec![0.0; nb * k]);
+        t.forward_batch(&p, &xb, nb, &mut s, &mut z2);
+        for (r, &l) in labels.iter().enumerate() {
+            softmax_ce(&z2[r * k..][..k], l, 0.1, &mut d2[r * k..][..k]);
+        }
+        let mut g2 = alloc::vec![0.0; t.n_params()];
+        t.backward_batch(&p, &xb, nb, &mut s, &d2, &mut g2);
+        // Full `dW` sums the batch's tokens in one GEMM reduction instead of example by
+        // example: equal within rounding.
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{variant:?} {what} {i}: {x} vs {y}"
+                );
+            }
+        };
+        close(&z2, &z1, "logit");
+        close(&g2, &g1, "gradient");
+        assert!(g1[..t.head.start].iter().any(|v| v.abs() > 1e-4));
+    }
+
+    #[test]
+    fn full_tail_batch_equals_per_example() {
+        batch_equals_per_example(Variant::Full);
+    }
+
+    #[test]
+    fn bias_tail_batch_equals_per_example() {
+        batch_equals_per_example(Variant::Bias);
+    }
+
+    #[test]
+    fn lora_tail_batch_equals_per_example() {
+        batch_equals_per_example(Variant::Lora { rank: 2 });
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub struct Tail {
     /// Per 1×1 layer: packed `W` (forward) and packed `Wᵀ` (input gradient).
     pub(super) packs: Vec<(Range<usize>, Range<usize>)>,
     pub(super) prep: RefCell<Vec<f32>>,
+    /// Scratch layout of one example.
     pub(super) sc: Scratch,
+    /// Scratch layout of the largest batch asked for so far.
+    pub(super) bsc: RefCell<Option<Scratch>>,
     pub(super) kern: Kernels,
     /// Threads of the tail's GEMMs (std builds: the process default; any count gives the
     /// same bits).
@@ -82,9 +85,11 @@ impl PartialEq for Tail {
     }
 }
 
-/// Offsets of the per-example scratch.
+/// Offsets of the scratch of a batch of `rows` examples (each slot `[rows][tokens][c]`);
+/// it serves any smaller batch too.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Scratch {
+    pub(super) rows: usize,
     pub(super) val: Vec<Range<usize>>,
     pub(super) grad: Vec<Range<usize>>,
     pub(super) z: Vec<Range<usize>>,
@@ -93,6 +98,8 @@ pub(super) struct Scratch {
     pub(super) xt: Range<usize>,
     pub(super) zpack: Range<usize>,
     pub(super) dx: Range<usize>,
+    /// The batch's cut activations, gathered by `forward_batch`; last.
+    pub(super) inp: Range<usize>,
     pub(super) len: usize,
 }
 
@@ -165,8 +172,8 @@ impl Tail {
             Variant::Lora { rank } => rank,
             _ => 0,
         };
-        let sc = Tail::scratch_layout(&net, wmax, rank);
-        Tail {
+        let sc = Tail::scratch_layout(&net, wmax, rank, 1, false);
+        let t = Tail {
             net,
             variant,
             classes,
@@ -180,44 +187,117 @@ impl Tail {
             packs,
             prep: RefCell::new(alloc::vec![0.0; prep_len]),
             sc,
+            bsc: RefCell::new(None),
             kern: Kernels::detect(),
             #[cfg(feature = "std")]
             par: crate::par::Par::new(0).unwrap_or_default(),
             #[cfg(not(feature = "std"))]
             par: crate::par::Par::single(),
+        };
+        if variant == Variant::Bias {
+            // `bias` keeps every weight frozen: packed once, here (`weff` reads no
+            // parameter for it).
+            t.pack_weights(&[]);
+        }
+        t
+    }
+
+    /// Packs the effective weights of every 1×1 layer from the parameters `p`.
+    pub(super) fn pack_weights(&self, p: &[f32]) {
+        let mut prep = self.prep.borrow_mut();
+        let n = prep.len();
+        let wmax = (n - self
+            .packs
+            .iter()
+            .map(|(a, b)| a.len() + b.len())
+            .sum::<usize>())
+            / 2;
+        for (i, l) in self.net.layers.iter().enumerate() {
+            let Layer::Pw { cin, cout, .. } = *l else {
+                continue;
+            };
+            let (fr, br) = self.packs[i].clone();
+            let (packs, tmp) = prep.split_at_mut(n - 2 * wmax);
+            let (we, wt) = tmp.split_at_mut(wmax);
+            let (we, wt) = (&mut we[..cin * cout], &mut wt[..cin * cout]);
+            self.weff(i, p, we);
+            pack::pack_f32(we, cin, cout, &mut packs[fr]);
+            for r in 0..cin {
+                for c in 0..cout {
+                    wt[c * cin + r] = we[r * cout + c];
+                }
+            }
+            pack::pack_f32(wt, cout, cin, &mut packs[br]);
         }
     }
 
-    fn scratch_layout(net: &TailNet, wmax: usize, rank: usize) -> Scratch {
+    /// Length of the first layer's product staged with each example: `bias` keeps that
+    /// layer's weights frozen, so `z = x·W` of the cut is the same at every step.
+    pub(super) fn staged_z0(&self) -> usize {
+        match (self.variant, self.net.layers.first()) {
+            (Variant::Bias, Some(&Layer::Pw { x: 0, y, cout, .. })) => self.net.slots[y].0 * cout,
+            _ => 0,
+        }
+    }
+
+    /// Makes `bsc` a layout for at least `rows` examples.
+    pub(super) fn batch_layout(&self, rows: usize) {
+        if self.bsc.borrow().as_ref().is_some_and(|b| b.rows >= rows) {
+            return;
+        }
+        let wmax = self
+            .net
+            .layers
+            .iter()
+            .map(|l| match *l {
+                Layer::Pw { cin, cout, .. } => cin * cout,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let rank = match self.variant {
+            Variant::Lora { rank } => rank,
+            _ => 0,
+        };
+        *self.bsc.borrow_mut() = Some(Tail::scratch_layout(&self.net, wmax, rank, rows, true));
+    }
+
+    fn scratch_layout(net: &TailNet, wmax: usize, rank: usize, rows: usize, inp: bool) -> Scratch {
         let mut a = Alloc(0);
-        let mut s = Scratch::default();
+        let mut s = Scratch {
+            rows,
+            ..Scratch::default()
+        };
         for (i, &(t, c)) in net.slots.iter().enumerate() {
-            s.val.push(if i == 0 { 0..0 } else { a.take(t * c) });
+            s.val.push(if i == 0 { 0..0 } else { a.take(rows * t * c) });
         }
         for (i, &(t, c)) in net.slots.iter().enumerate() {
-            s.grad.push(if i == 0 { 0..0 } else { a.take(t * c) });
+            s.grad
+                .push(if i == 0 { 0..0 } else { a.take(rows * t * c) });
         }
         let (mut xt, mut zp, mut dx) = (0, 0, 0);
         for l in &net.layers {
             s.z.push(match *l {
                 Layer::Pw { y, cin, cout, .. } => {
-                    let t = net.slots[y].0;
+                    let t = rows * net.slots[y].0;
                     // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
                     xt = xt.max(cin * t).max(2 * t * rank);
                     zp = zp.max(pack::packed_f32_len(t, cout));
                     dx = dx.max(t * cin);
                     a.take(t * cout)
                 }
-                Layer::Dw { y, .. } => a.take(net.slots[y].0 * net.slots[y].1),
+                Layer::Dw { y, .. } => a.take(rows * net.slots[y].0 * net.slots[y].1),
                 _ => 0..0,
             });
         }
-        s.fhat = a.take(net.feature_dim() + 1);
+        s.fhat = a.take(rows * (net.feature_dim() + 1));
         // Order matters: `dweight` splits xt | zpack | dw.
         s.xt = a.take(xt);
         s.zpack = a.take(zp);
         s.dw = a.take(wmax);
         s.dx = a.take(dx);
+        let (t0, c0) = net.slots[0];
+        s.inp = a.take(if inp { rows * t0 * c0 } else { 0 });
         s.len = a.0;
         s
     }
@@ -304,9 +384,22 @@ impl Tail {
     }
 
     pub(super) fn gemm(&self, mnk: (usize, usize, usize), a: &[f32], b: &[f32], c: &mut [f32]) {
+        self.gemm_act(mnk, a, b, None, Act::None, c);
+    }
+
+    /// `c = act(a·b + bias)` (`b` packed).
+    pub(super) fn gemm_act(
+        &self,
+        mnk: (usize, usize, usize),
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        act: Act,
+        c: &mut [f32],
+    ) {
         let (m, n, k) = mnk;
         // The lengths are sized by `scratch_layout` and `new`; a mismatch is a bug here.
-        crate::par::gemm_f32(&self.par, &self.kern, mnk, a, b, None, c, Act::None)
+        crate::par::gemm_f32(&self.par, &self.kern, mnk, a, b, bias, c, act)
             .unwrap_or_else(|e| panic!("tail gemm {m}×{n}×{k}: {e}"));
     }
 }
