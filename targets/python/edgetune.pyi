@@ -58,6 +58,15 @@ class Session:
         """Forgets the stream being listened to."""
     def enrol(self, x: Example, label: str) -> None:
         """Runs x through the backbone and caches what the method reads, under label."""
+    def add_unlabeled(self, x: Example) -> None:
+        """Runs x through the backbone and caches what the method reads, without a label:
+        at the next fit ncm refines its prototypes, linear and moment self-train; the other
+        methods refuse to fit while unlabeled examples are kept."""
+    @property
+    def unlabeled(self) -> int:
+        """Unlabeled examples kept for the next fit."""
+    def clear_unlabeled(self) -> None:
+        """Forgets every unlabeled example."""
     def fit(
         self,
         method: Optional[str] = None,

@@ -352,6 +352,24 @@ impl PySession {
         self.example(py, x, move |s, x| s.enrol(x, &label))
     }
 
+    /// Runs `x` through the backbone and caches what the method reads, without a label:
+    /// at the next fit `ncm` refines its prototypes and `linear` and `moment` self-train on
+    /// it; the other methods refuse to fit while unlabeled examples are kept.
+    fn add_unlabeled(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.example(py, x, |s, x| s.add_unlabeled(x))
+    }
+
+    /// Unlabeled examples kept for the next fit.
+    #[getter]
+    fn unlabeled(&self) -> usize {
+        self.lock().unlabeled()
+    }
+
+    /// Forgets every unlabeled example.
+    fn clear_unlabeled(&self) {
+        self.lock().clear_unlabeled()
+    }
+
     /// Trains the method on everything enrolled. `steps` (None: the method's default) holds
     /// for this fit and for the warm refits of `add_class`. `progress(step, steps,
     /// loss, accuracy)` is called at each step; returning False cancels the fit, and an

@@ -353,6 +353,55 @@ def test_matches_cli_predict_json(plan, tmp_path):
             assert abs(t["score"] - v) <= 6e-6, (f, t, v)
 
 
+def test_unlabeled_examples_match_the_cli(plan, ncm, tmp_path):
+    """ncm with the held-out crops given unlabeled: the same scores as `edgetune adapt
+    --unlabeled` on the same files, other scores than without them, and the plain fit
+    again after clear_unlabeled."""
+    if not CLI.exists():
+        pytest.skip(
+            f"CLI binary {CLI} absent: cargo build --release -p edgetune --features cli --bin edgetune"
+        )
+    train, unl = tmp_path / "train", tmp_path / "unlabeled"
+    for p, c in train_set():
+        (train / c).mkdir(parents=True, exist_ok=True)
+        (train / c / p.name).symlink_to(p)
+    unl.mkdir()
+    for p, c in held_out():
+        (unl / f"{c}-{p.name}").symlink_to(p)
+    s = enrolled(plan, "ncm")
+    for p, _ in held_out():
+        s.add_unlabeled(p)
+    assert s.unlabeled == len(held_out())
+    s.fit()
+    a = tmp_path / "cli.eta"
+    subprocess.run(
+        [str(CLI), "adapt", "--plan", str(plan), "--train", str(train), "--method", "ncm",
+         "--unlabeled", str(unl), "-o", str(a)],
+        check=True,
+        capture_output=True,
+    )
+    cli = edgetune.Session(plan, adapter=a)
+    queries = [p for p, _ in train_set() + held_out()]
+    changed = False
+    for q in queries:
+        assert np.array_equal(s.scores(q), cli.scores(q)), q
+        changed |= not np.array_equal(s.scores(q), ncm.scores(q))
+    assert changed, "the unlabeled examples changed no score"
+    # A method that does not learn from them refuses to fit while they are kept.
+    with pytest.raises(EdgetuneError, match="unlabeled"):
+        s.fit(method="ladder", steps=1)
+    with pytest.raises(EdgetuneError, match="HxWxC"):
+        s.add_unlabeled(np.zeros((8, 8, 5), np.uint8))
+    with pytest.raises(EdgetuneError, match="nope.jpg"):
+        s.add_unlabeled(tmp_path / "nope.jpg")
+    assert s.unlabeled == len(held_out())
+    s.clear_unlabeled()
+    assert s.unlabeled == 0
+    s.fit(method="ncm")
+    for q in queries:
+        assert np.array_equal(s.scores(q), ncm.scores(q)), q
+
+
 def test_eval_episodes(plan):
     res = edgetune.eval(plan, PHOTOS, ways=2, shots=2, episodes=3, methods=["ncm", "linear"], seed=1)
     assert [r["method"] for r in res] == ["ncm", "linear"]
