@@ -535,19 +535,21 @@ impl Tail {
         let n = self.n_of(y, rows);
         // The layout puts every value slot before every gradient slot, and those before
         // the products `z`.
-        let (yr, gr, zr) = (head(&sc.val[y], n), head(&sc.grad[y], n), head(&sc.z[i], n));
+        let (yr, gr) = (head(&sc.val[y], n), head(&sc.grad[y], n));
         let (before, rest) = s.split_at_mut(gr.start);
         let (gv, after) = rest.split_at_mut(n);
-        let (yv, zv) = (&before[yr], &after[zr.start - gr.end..zr.end - gr.end]);
-        let rows3 = gv
-            .chunks_exact_mut(c)
-            .zip(yv.chunks_exact(c))
-            .zip(zv.chunks_exact(c));
+        let yv = &before[yr];
+        // `z` only where a scale is trained (the layout keeps it for those alone).
+        let zrel = || {
+            let zr = head(&sc.z[i], n);
+            zr.start - gr.end..zr.end - gr.end
+        };
+        let rows2 = gv.chunks_exact_mut(c).zip(yv.chunks_exact(c));
         match (&self.pr[i].b, &self.pr[i].g) {
             (Some(rb), Some(rg)) => {
                 let (gb, gg) = two_mut(g, rb, rg);
                 let gam = &p[rg.clone()];
-                for ((gk, yk), zk) in rows3 {
+                for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -562,7 +564,7 @@ impl Tail {
             }
             (Some(rb), None) => {
                 let gb = &mut g[rb.clone()];
-                for ((gk, yk), _) in rows3 {
+                for (gk, yk) in rows2 {
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -577,7 +579,7 @@ impl Tail {
             (None, Some(rg)) => {
                 let gam = &p[rg.clone()];
                 let gg = &mut g[rg.clone()];
-                for ((gk, yk), zk) in rows3 {
+                for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -590,7 +592,7 @@ impl Tail {
                 }
             }
             (None, None) => {
-                for ((gk, yk), _) in rows3 {
+                for (gk, yk) in rows2 {
                     for ch in 0..c {
                         if !clamp_mask(yk[ch], lo, hi) {
                             gk[ch] = 0.0;

@@ -168,11 +168,7 @@ impl Tail {
             .max()
             .unwrap_or(0);
         let prep_len = pa.0 + 2 * wmax;
-        let rank = match variant {
-            Variant::Lora { rank } => rank,
-            _ => 0,
-        };
-        let sc = Tail::scratch_layout(&net, wmax, rank, 1, false);
+        let sc = Tail::scratch_layout(&net, variant, wmax, 1, false);
         let t = Tail {
             net,
             variant,
@@ -255,14 +251,24 @@ impl Tail {
             })
             .max()
             .unwrap_or(0);
-        let rank = match self.variant {
-            Variant::Lora { rank } => rank,
-            _ => 0,
-        };
-        *self.bsc.borrow_mut() = Some(Tail::scratch_layout(&self.net, wmax, rank, rows, true));
+        *self.bsc.borrow_mut() = Some(Tail::scratch_layout(
+            &self.net,
+            self.variant,
+            wmax,
+            rows,
+            true,
+        ));
     }
 
-    fn scratch_layout(net: &TailNet, wmax: usize, rank: usize, rows: usize, inp: bool) -> Scratch {
+    /// Only what `variant` uses: the 1×1 products `z` for the trained scales of `bias`,
+    /// the weight-gradient buffers for `tail` (and `lora`'s low-rank products).
+    fn scratch_layout(
+        net: &TailNet,
+        variant: Variant,
+        wmax: usize,
+        rows: usize,
+        inp: bool,
+    ) -> Scratch {
         let mut a = Alloc(0);
         let mut s = Scratch {
             rows,
@@ -280,11 +286,22 @@ impl Tail {
             s.z.push(match *l {
                 Layer::Pw { y, cin, cout, .. } => {
                     let t = rows * net.slots[y].0;
-                    // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
-                    xt = xt.max(cin * t).max(2 * t * rank);
-                    zp = zp.max(pack::packed_f32_len(t, cout));
+                    match variant {
+                        Variant::Full => {
+                            xt = xt.max(cin * t);
+                            zp = zp.max(pack::packed_f32_len(t, cout));
+                        }
+                        // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
+                        Variant::Lora { rank } => xt = xt.max(2 * t * rank),
+                        Variant::Bias => {}
+                    }
                     dx = dx.max(t * cin);
-                    a.take(t * cout)
+                    // Without a trained scale the GEMM writes y itself.
+                    a.take(if variant == Variant::Bias {
+                        t * cout
+                    } else {
+                        0
+                    })
                 }
                 Layer::Dw { y, .. } => a.take(rows * net.slots[y].0 * net.slots[y].1),
                 _ => 0..0,
@@ -294,7 +311,7 @@ impl Tail {
         // Order matters: `dweight` splits xt | zpack | dw.
         s.xt = a.take(xt);
         s.zpack = a.take(zp);
-        s.dw = a.take(wmax);
+        s.dw = a.take(if variant == Variant::Full { wmax } else { 0 });
         s.dx = a.take(dx);
         let (t0, c0) = net.slots[0];
         s.inp = a.take(if inp { rows * t0 * c0 } else { 0 });
