@@ -1,17 +1,30 @@
 //! `.etm` loader: raw bytes, then the same bytes with the checksum repaired so mutations
-//! reach the metadata parser and the executor's checks.
+//! reach the metadata parser and the executor's checks. The in-place loader (`PlanView`)
+//! must give the same verdict, the same error text, on the same 64-aligned bytes.
 #![no_main]
-use edgetune::plan::{fnv64, Plan};
+use edgetune::plan::{fnv64, AlignedBytes, Plan, PlanView};
 use edgetune::{kernels::Kernels, Executor};
 use libfuzzer_sys::fuzz_target;
 
 fn try_run(data: &[u8]) {
-    let Ok(plan) = Plan::from_bytes(data) else { return };
+    let a = AlignedBytes::from_slice(data);
+    let owned = Plan::from_bytes(a.as_ref())
+        .map(drop)
+        .map_err(|e| e.to_string());
+    let view = PlanView::from_bytes(a.as_ref())
+        .map(drop)
+        .map_err(|e| e.to_string());
+    assert_eq!(owned, view);
+    let Ok(plan) = Plan::from_bytes(data) else {
+        return;
+    };
     // A plan may ask for any amount of compute; the caller bounds it (here 5·10^7).
     if plan.macs() > 50_000_000 {
         return;
     }
-    let Ok(mut exec) = Executor::new(&plan, Kernels::detect(), 16 << 20) else { return };
+    let Ok(mut exec) = Executor::new(&plan, Kernels::detect(), 16 << 20) else {
+        return;
+    };
     let inputs: Vec<Vec<f32>> = plan
         .inputs
         .iter()

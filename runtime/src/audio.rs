@@ -116,7 +116,7 @@ impl MelFrontEnd {
         if !bytes.len().is_multiple_of(4) {
             return Err(Error::BadFile {
                 what: "mel filter bank",
-                detail: alloc::format!("{} bytes is not a whole number of f32", bytes.len()),
+                detail: alloc::format!("{} bytes is not a whole number of f32", bytes.len()).into(),
             });
         }
         let f = bytes

@@ -23,8 +23,12 @@ pub enum Error {
     },
     /// A kernel rejected its buffers.
     Kernel(edgetune_kernels::ShapeError),
-    /// A plan or adapter file is bad: magic, version, checksum, truncation, sizes.
-    BadFile { what: &'static str, detail: String },
+    /// A plan or adapter file is bad: magic, version, checksum, truncation, sizes. Most
+    /// details are static text, so a device without a heap can refuse a file too.
+    BadFile {
+        what: &'static str,
+        detail: alloc::borrow::Cow<'static, str>,
+    },
     /// An adapter trained on another backbone.
     PlanMismatch { expected: [u8; 16], got: [u8; 16] },
     /// The arena the plan needs exceeds the caller's limit.
@@ -128,7 +132,7 @@ impl defmt::Format for Error {
                 e.op, e.what, e.expected, e.got
             ),
             Error::BadFile { what, detail } => {
-                write!(f, "bad {=str}: {=str}", what, detail.as_str())
+                write!(f, "bad {=str}: {=str}", what, &**detail)
             }
             Error::PlanMismatch { expected, got } => {
                 write!(f, "adapter was trained on plan ");

@@ -4,7 +4,7 @@
 pub use crate::arena::plan_arena;
 use crate::error::{Error, Result};
 use crate::par::{self, Par};
-use crate::plan::{AlignedBytes, BinOp, Op, Plan, Src, TensorInfo, Unary};
+use crate::plan::{AlignedBytes, BinOp, Op, Plan, PlanView, Src, Tables, TensorMeta, Unary};
 use alloc::format;
 use core::ops::Range;
 use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant, UnaryF32};
@@ -16,21 +16,55 @@ enum Arena<'m> {
     Borrowed(&'m mut [u8]),
 }
 
-/// The plan an executor runs: borrowed (a plan mapped in place, e.g. from flash) or
-/// shared (the executor keeps it alive; front ends hold no borrow across calls).
+/// The plan an executor runs: borrowed (a plan mapped in place, e.g. from flash), shared
+/// (the executor keeps it alive; front ends hold no borrow across calls), or a view whose
+/// tables are read in place too (no heap at all).
 #[derive(Clone)]
 enum PlanRef<'p> {
     Borrowed(&'p Plan<'p>),
     Shared(alloc::sync::Arc<Plan<'p>>),
+    View(&'p PlanView<'p>),
 }
 
-impl<'p> core::ops::Deref for PlanRef<'p> {
-    type Target = Plan<'p>;
-    fn deref(&self) -> &Plan<'p> {
+impl<'p> PlanRef<'p> {
+    fn owned(&self) -> Option<&Plan<'p>> {
         match self {
-            PlanRef::Borrowed(p) => p,
-            PlanRef::Shared(p) => p,
+            PlanRef::Borrowed(p) => Some(p),
+            PlanRef::Shared(p) => Some(p),
+            PlanRef::View(_) => None,
         }
+    }
+    fn tables(&self) -> &dyn TensorTable {
+        match self {
+            PlanRef::Borrowed(p) => *p,
+            PlanRef::Shared(p) => &**p,
+            PlanRef::View(v) => *v,
+        }
+    }
+    fn arena_bytes(&self) -> usize {
+        self.tables().header_ref().arena_bytes as usize
+    }
+    #[cfg(feature = "std")]
+    fn op_count(&self) -> usize {
+        match self {
+            PlanRef::View(v) => v.op_count(),
+            p => p.owned().map_or(0, |p| p.ops.len()),
+        }
+    }
+}
+
+/// The object-safe part of [`Tables`] the executor's accessors use.
+trait TensorTable {
+    fn header_ref(&self) -> &crate::plan::Header;
+    fn meta(&self, id: u32) -> TensorMeta;
+}
+
+impl<T: Tables> TensorTable for T {
+    fn header_ref(&self) -> &crate::plan::Header {
+        self.header()
+    }
+    fn meta(&self, id: u32) -> TensorMeta {
+        self.tensor(id)
     }
 }
 
@@ -102,7 +136,7 @@ fn split<'b>(
     Ok((views, mouts))
 }
 
-fn range(t: &TensorInfo) -> Range<usize> {
+fn range(t: TensorMeta) -> Range<usize> {
     t.offset..t.offset + t.bytes()
 }
 
@@ -152,6 +186,16 @@ impl<'p, 'm> Executor<'p, 'm> {
 
     /// Runs in a caller-provided, 64-aligned arena (microcontrollers: a static buffer).
     pub fn with_arena(plan: &'p Plan<'p>, kernels: Kernels, arena: &'m mut [u8]) -> Result<Self> {
+        Self::in_arena(PlanRef::Borrowed(plan), kernels, arena)
+    }
+
+    /// [`with_arena`](Self::with_arena) for a plan read in place: neither the executor
+    /// nor `run` touches the heap (a microcontroller needs none).
+    pub fn in_place(plan: &'p PlanView<'p>, kernels: Kernels, arena: &'m mut [u8]) -> Result<Self> {
+        Self::in_arena(PlanRef::View(plan), kernels, arena)
+    }
+
+    fn in_arena(plan: PlanRef<'p>, kernels: Kernels, arena: &'m mut [u8]) -> Result<Self> {
         let need = plan.arena_bytes();
         if arena.len() < need {
             return Err(Error::ArenaTooLarge {
@@ -165,23 +209,47 @@ impl<'p, 'm> Executor<'p, 'm> {
             });
         }
         Ok(Executor {
-            plan: PlanRef::Borrowed(plan),
+            plan,
             kernels,
             arena: Arena::Borrowed(arena),
             par: Par::single(),
         })
     }
 
-    pub fn plan(&self) -> &Plan<'p> {
-        &self.plan
+    /// The plan, unless it is read in place ([`in_place`](Self::in_place)).
+    pub fn plan(&self) -> Option<&Plan<'p>> {
+        self.plan.owned()
     }
 
     /// The plan as the shared handle it was given as, if any.
     pub fn shared_plan(&self) -> Option<&alloc::sync::Arc<Plan<'p>>> {
         match &self.plan {
             PlanRef::Shared(p) => Some(p),
-            PlanRef::Borrowed(_) => None,
+            _ => None,
         }
+    }
+
+    /// Tensor `id` of the plan, whichever way it is held.
+    pub fn tensor_meta(&self, id: u32) -> TensorMeta {
+        self.plan.tables().meta(id)
+    }
+
+    /// The tensor of the output or tap called `name` (outputs first).
+    pub fn port(&self, name: &str) -> Option<u32> {
+        match &self.plan {
+            PlanRef::View(v) => v.outputs().chain(v.taps()).find(|p| p.name == name),
+            p => p.owned().and_then(|p| {
+                p.outputs
+                    .iter()
+                    .chain(&p.taps)
+                    .find(|p| p.name == name)
+                    .map(|p| crate::plan::PortRef {
+                        name: &p.name,
+                        tensor: p.tensor,
+                    })
+            }),
+        }
+        .map(|p| p.tensor)
     }
 
     pub fn kernels(&self) -> Kernels {
@@ -207,17 +275,17 @@ impl<'p, 'm> Executor<'p, 'm> {
 
     /// Raw bytes of a tensor after `run`.
     pub fn tensor_bytes(&self, id: u32) -> &[u8] {
-        let t = &self.plan.tensors[id as usize];
-        &self.bytes()[range(t)]
+        let t = self.tensor_meta(id);
+        self.bytes().get(range(t)).unwrap_or(&[])
     }
 
     /// A tensor as f32 (dequantised copy into `out` for u8/i8 tensors).
     pub fn tensor_f32(&self, id: u32, out: &mut [f32]) -> Result<()> {
-        let t = &self.plan.tensors[id as usize];
+        let t = self.tensor_meta(id);
         if out.len() != t.len() {
             return Err(Error::ShapeMismatch {
                 op: "tensor_f32".into(),
-                expected: t.shape.clone(),
+                expected: t.shape.to_vec(),
                 got: alloc::vec![out.len()],
             });
         }
@@ -239,10 +307,21 @@ impl<'p, 'm> Executor<'p, 'm> {
     /// Runs the plan on one example. `inputs[i]` feeds `plan.inputs[i]` (f32, ONNX layout).
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<()> {
         self.load_inputs(inputs)?;
-        let (plan, kern, par) = (&*self.plan, self.kernels, &self.par);
+        let (kern, par) = (self.kernels, &self.par);
         let arena = arena_mut(&mut self.arena);
-        for op in &plan.ops {
-            Self::step(plan, kern, par, arena, op)?;
+        match &self.plan {
+            PlanRef::View(v) => {
+                for op in v.ops() {
+                    Self::step(*v, kern, par, arena, &op?)?;
+                }
+            }
+            p => {
+                if let Some(plan) = p.owned() {
+                    for op in &plan.ops {
+                        Self::step(plan, kern, par, arena, op)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -254,56 +333,64 @@ impl<'p, 'm> Executor<'p, 'm> {
         inputs: &[&[f32]],
         per_op: &mut [std::time::Duration],
     ) -> Result<()> {
-        if per_op.len() != self.plan.ops.len() {
+        if per_op.len() != self.plan.op_count() {
             return Err(Error::Invalid {
-                what: format!("{} op timers for {} ops", per_op.len(), self.plan.ops.len()),
+                what: format!(
+                    "{} op timers for {} ops",
+                    per_op.len(),
+                    self.plan.op_count()
+                ),
             });
         }
         self.load_inputs(inputs)?;
-        let (plan, kern, par) = (&*self.plan, self.kernels, &self.par);
+        let (kern, par) = (self.kernels, &self.par);
         let arena = arena_mut(&mut self.arena);
-        for (op, t) in plan.ops.iter().zip(per_op) {
-            let t0 = std::time::Instant::now();
-            Self::step(plan, kern, par, arena, op)?;
-            *t += t0.elapsed();
+        match &self.plan {
+            PlanRef::View(v) => {
+                for (op, t) in v.ops().zip(per_op) {
+                    let t0 = std::time::Instant::now();
+                    Self::step(*v, kern, par, arena, &op?)?;
+                    *t += t0.elapsed();
+                }
+            }
+            p => {
+                if let Some(plan) = p.owned() {
+                    for (op, t) in plan.ops.iter().zip(per_op) {
+                        let t0 = std::time::Instant::now();
+                        Self::step(plan, kern, par, arena, op)?;
+                        *t += t0.elapsed();
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     fn load_inputs(&mut self, inputs: &[&[f32]]) -> Result<()> {
-        let plan = &*self.plan;
         let arena = arena_mut(&mut self.arena);
-        if inputs.len() != plan.inputs.len() {
-            return Err(Error::Invalid {
-                what: format!(
-                    "plan has {} inputs, got {}",
-                    plan.inputs.len(),
-                    inputs.len()
-                ),
-            });
+        match &self.plan {
+            PlanRef::View(v) => load(*v, v.input_count(), v.inputs(), arena, inputs),
+            p => match p.owned() {
+                Some(plan) => {
+                    let ports = plan.inputs.iter().map(|p| crate::plan::PortRef {
+                        name: &p.name,
+                        tensor: p.tensor,
+                    });
+                    load(plan, plan.inputs.len(), ports, arena, inputs)
+                }
+                None => Ok(()),
+            },
         }
-        for (port, data) in plan.inputs.iter().zip(inputs) {
-            let t = &plan.tensors[port.tensor as usize];
-            if t.dtype != crate::plan::DType::F32 || data.len() != t.len() {
-                return Err(Error::ShapeMismatch {
-                    op: format!("input '{}'", port.name),
-                    expected: t.logical_shape(),
-                    got: alloc::vec![data.len()],
-                });
-            }
-            if data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what: format!("input '{}'", port.name),
-                });
-            }
-            let r = range(t);
-            arena[r].copy_from_slice(bytemuck::cast_slice(data));
-        }
-        Ok(())
     }
 
-    fn step(plan: &Plan, kern: Kernels, par: &Par, arena: &mut [u8], op: &Op) -> Result<()> {
-        let tt = |id: u32| &plan.tensors[id as usize];
+    fn step<P: Tables + ?Sized>(
+        plan: &P,
+        kern: Kernels,
+        par: &Par,
+        arena: &mut [u8],
+        op: &Op,
+    ) -> Result<()> {
+        let tt = |id: u32| plan.tensor(id);
         match *op {
             Op::Quantize { x, y, q, to_nhwc } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -1042,6 +1129,44 @@ impl<'p, 'm> Executor<'p, 'm> {
         }
         Ok(())
     }
+}
+
+/// Copies the inputs into their tensors: `count` ports, in order.
+fn load<'n, P: Tables + ?Sized>(
+    plan: &P,
+    count: usize,
+    ports: impl Iterator<Item = crate::plan::PortRef<'n>>,
+    arena: &mut [u8],
+    inputs: &[&[f32]],
+) -> Result<()> {
+    if inputs.len() != count {
+        return Err(Error::Invalid {
+            what: format!("plan has {} inputs, got {}", count, inputs.len()),
+        });
+    }
+    for (port, data) in ports.zip(inputs) {
+        let t = plan.tensor(port.tensor);
+        if t.dtype != crate::plan::DType::F32 || data.len() != t.len() {
+            return Err(Error::ShapeMismatch {
+                op: format!("input '{}'", port.name),
+                expected: t.logical_shape(),
+                got: alloc::vec![data.len()],
+            });
+        }
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("input '{}'", port.name),
+            });
+        }
+        let r = range(t);
+        arena
+            .get_mut(r)
+            .ok_or_else(|| Error::Invalid {
+                what: "tensor outside the arena".into(),
+            })?
+            .copy_from_slice(bytemuck::cast_slice(data));
+    }
+    Ok(())
 }
 
 fn shape_err(op: &str, expected: usize, got: usize) -> Error {

@@ -15,18 +15,12 @@ pub struct FeatureExtractor<'p, 'm> {
 impl<'p, 'm> FeatureExtractor<'p, 'm> {
     /// Reads the output or tap called `source`.
     pub fn new(exec: Executor<'p, 'm>, source: &str) -> Result<Self> {
-        let plan: &Plan = exec.plan();
-        let port = plan
-            .outputs
-            .iter()
-            .chain(&plan.taps)
-            .find(|p| p.name == source)
-            .ok_or_else(|| Error::Invalid {
-                what: alloc::format!("plan has no output or tap named '{source}'"),
-            })?;
-        let dim = plan.tensors[port.tensor as usize].len();
+        let tensor = exec.port(source).ok_or_else(|| Error::Invalid {
+            what: alloc::format!("plan has no output or tap named '{source}'"),
+        })?;
+        let dim = exec.tensor_meta(tensor).len();
         Ok(FeatureExtractor {
-            tensor: port.tensor,
+            tensor,
             dim,
             exec,
             source: source.into(),
@@ -63,21 +57,15 @@ pub struct TapReader<'p, 'm> {
 
 impl<'p, 'm> TapReader<'p, 'm> {
     pub fn new(exec: Executor<'p, 'm>, names: &[alloc::string::String]) -> Result<Self> {
-        let plan: &Plan = exec.plan();
         let mut ids = Vec::new();
         let mut shapes = Vec::new();
         for name in names {
-            let port = plan
-                .outputs
-                .iter()
-                .chain(&plan.taps)
-                .find(|p| &p.name == name)
-                .ok_or_else(|| Error::Invalid {
-                    what: alloc::format!("plan has no output or tap named '{name}'"),
-                })?;
-            let t = &plan.tensors[port.tensor as usize];
+            let tensor = exec.port(name).ok_or_else(|| Error::Invalid {
+                what: alloc::format!("plan has no output or tap named '{name}'"),
+            })?;
+            let t = exec.tensor_meta(tensor);
             let dim = t.shape.last().copied().unwrap_or(1).max(1);
-            ids.push(port.tensor);
+            ids.push(tensor);
             shapes.push((
                 name.clone(),
                 crate::adapt::cache::TapShape::new(t.len() / dim, dim),

@@ -15,7 +15,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     parse_npy(&data).map_err(|e| match e {
         Error::BadFile { what, detail } => Error::BadFile {
             what,
-            detail: format!("{}: {detail}", path.display()),
+            detail: format!("{}: {detail}", path.display()).into(),
         },
         e => e,
     })
@@ -26,7 +26,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 pub fn parse_npy(data: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     let bad = |d: &str| Error::BadFile {
         what: "npy",
-        detail: d.into(),
+        detail: alloc::string::String::from(d).into(),
     };
     if data.len() < 10 || &data[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file"));

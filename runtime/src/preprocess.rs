@@ -824,6 +824,37 @@ impl ImageSpec {
         channels: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), Error> {
+        self.precheck(pixels, w, h, channels)?;
+        out.clear();
+        out.resize(self.channels() * self.width * self.height, 0.0);
+        self.apply_into(pixels, w, h, channels, out)
+    }
+
+    /// [`apply`](Self::apply) into a slice of the tensor's size (channels × width ×
+    /// height). A picture of the tensor's size with no resizing (`BilinearNoAa`, the
+    /// `image:` declarations) touches no heap.
+    pub fn apply_into(
+        &self,
+        pixels: &[u8],
+        w: usize,
+        h: usize,
+        channels: usize,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        self.precheck(pixels, w, h, channels)?;
+        let n = self.channels() * self.width * self.height;
+        if out.len() != n {
+            return Err(Error::ShapeMismatch {
+                op: "preprocessed image".into(),
+                expected: alloc::vec![n],
+                got: alloc::vec![out.len()],
+            });
+        }
+        self.fill_tensor(pixels, w, h, channels, out);
+        Ok(())
+    }
+
+    fn precheck(&self, pixels: &[u8], w: usize, h: usize, channels: usize) -> Result<(), Error> {
         self.check()?;
         if w == 0 || h == 0 || !matches!(channels, 1 | 3) {
             return Err(Error::Invalid {
@@ -838,6 +869,11 @@ impl ImageSpec {
                 got: alloc::vec![pixels.len()],
             });
         }
+        Ok(())
+    }
+
+    /// The body of [`apply_into`](Self::apply_into), its arguments checked.
+    fn fill_tensor(&self, pixels: &[u8], w: usize, h: usize, channels: usize, out: &mut [f32]) {
         let (rw, rh, dx, dy) = self.geometry(w, h);
         // Working channels: one for grey tensors and grey pictures, else R, G, B.
         let wc = if self.channels() == 1 { 1 } else { channels };
@@ -874,8 +910,6 @@ impl ImageSpec {
             _ => [0.0; 3],
         };
         let (tw, th, tc) = (self.width, self.height, self.channels());
-        out.clear();
-        out.resize(tc * tw * th, 0.0);
         for oc in 0..tc {
             // Picture channel (R, G, B) behind tensor channel `oc`.
             let pc = match self.order {
@@ -906,7 +940,6 @@ impl ImageSpec {
                 }
             }
         }
-        Ok(())
     }
 
     /// One working channel of a pixel as f32 (the bilinear-noaa path).
@@ -1042,6 +1075,25 @@ impl ImagePrep {
         if self.spec().apply(pixels, w, h, channels, out).is_err() {
             out.clear();
         }
+    }
+
+    /// Values of the input tensor (`channels × size × size`).
+    pub fn tensor_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// [`apply`](Self::apply) into a slice of [`tensor_len`](Self::tensor_len) values, with no heap for
+    /// a picture of the declared size; `false` (and `out` untouched) when the pixels do
+    /// not fit or `out` has another length.
+    pub fn apply_into(
+        &self,
+        pixels: &[u8],
+        w: usize,
+        h: usize,
+        channels: usize,
+        out: &mut [f32],
+    ) -> bool {
+        self.spec().apply_into(pixels, w, h, channels, out).is_ok()
     }
 }
 

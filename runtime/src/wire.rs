@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use alloc::string::String;
 use alloc::vec::Vec;
 
-fn bad(detail: &str) -> Error {
+fn bad(detail: &'static str) -> Error {
     Error::BadFile {
         what: "plan",
         detail: detail.into(),
@@ -93,7 +93,22 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
     pub fn str(&mut self) -> Result<String> {
+        self.str_ref().map(String::from)
+    }
+    /// A string read in place (no copy, no heap).
+    pub fn str_ref(&mut self) -> Result<&'a str> {
         let n = self.count(1)?;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| bad("name is not UTF-8"))
+        core::str::from_utf8(self.take(n)?).map_err(|_| bad("name is not UTF-8"))
+    }
+    /// Bytes read so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+    /// A reader of the same data from byte `pos` on (clamped to its end).
+    pub fn at(data: &'a [u8], pos: usize) -> Self {
+        Reader {
+            data,
+            pos: pos.min(data.len()),
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! own checks, allocate nothing on the heap while it infers, and its predictions on the
 //! held-out examples (the backbone's own classes, and the ncm and linear heads it trains)
 //! must be identical to the same episode run here on the host. Both builds run: with
-//! training (the default) and inference only (`--no-default-features`).
+//! training (the default) and inference only (`--no-default-features`), which has no heap
+//! at all: it reads the plan's tables in place and its allocator refuses every request.
 #![cfg(feature = "onnx")]
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
@@ -208,6 +209,16 @@ fn firmware_matches_the_host_on_the_same_episode() {
             assert!(
                 !has("INFO  predictions ncm"),
                 "the inference-only build trained"
+            );
+            assert!(
+                has("INFO  heap: none"),
+                "the inference-only build has a heap"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("INFO  memory: ") && l.contains(", heap 0 B (")),
+                "the inference-only build reports a heap"
             );
         }
     }

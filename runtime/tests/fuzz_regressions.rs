@@ -3,7 +3,7 @@
 //! run with overflow checks on, like the fuzz builds.
 
 use edgetune::adapt::Adapter;
-use edgetune::plan::{fnv64, Plan};
+use edgetune::plan::{fnv64, AlignedBytes, Plan, PlanView};
 use edgetune::{kernels::Kernels, Executor};
 use std::path::Path;
 
@@ -22,6 +22,15 @@ fn cases(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn plan_case(data: &[u8]) {
+    // The in-place loader gives the same verdict, the same error text, on aligned bytes.
+    let a = AlignedBytes::from_slice(data);
+    let owned = Plan::from_bytes(a.as_ref())
+        .map(drop)
+        .map_err(|e| e.to_string());
+    let view = PlanView::from_bytes(a.as_ref())
+        .map(drop)
+        .map_err(|e| e.to_string());
+    assert_eq!(owned, view);
     let Ok(plan) = Plan::from_bytes(data) else {
         return;
     };

@@ -33,7 +33,7 @@ pub struct Adapter {
     pub method: Method,
 }
 
-fn bad(detail: &str) -> Error {
+fn bad(detail: &'static str) -> Error {
     Error::BadFile {
         what: "adapter",
         detail: detail.into(),
@@ -188,7 +188,7 @@ impl Adapter {
         if version != VERSION {
             return Err(Error::BadFile {
                 what: "adapter",
-                detail: alloc::format!("version {version} (supported: {VERSION})"),
+                detail: alloc::format!("version {version} (supported: {VERSION})").into(),
             });
         }
         let len = u64::from_le_bytes(data[8..16].try_into().unwrap_or_default());

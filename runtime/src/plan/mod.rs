@@ -95,6 +95,82 @@ impl TensorInfo {
     }
 }
 
+/// Most axes a plan's tensor has.
+pub const MAX_RANK: usize = 8;
+
+/// A tensor's physical shape held inline (at most [`MAX_RANK`] axes): no heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Shape {
+    dims: [usize; MAX_RANK],
+    rank: u8,
+}
+
+impl Shape {
+    /// `None` above [`MAX_RANK`] axes.
+    pub fn new(dims: &[usize]) -> Option<Shape> {
+        let mut s = Shape {
+            dims: [0; MAX_RANK],
+            rank: dims.len() as u8,
+        };
+        s.dims.get_mut(..dims.len())?.copy_from_slice(dims);
+        Some(s)
+    }
+}
+
+impl core::ops::Deref for Shape {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.dims[..self.rank as usize]
+    }
+}
+
+/// What the executor and the plan's checks read of a tensor: all of [`TensorInfo`] but
+/// its name, with no heap (a plan read in place decodes it from the image on each use).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorMeta {
+    pub dtype: DType,
+    /// Physical shape; 4-D activations are NHWC (see `nhwc`).
+    pub shape: Shape,
+    pub nhwc: bool,
+    pub scale: f32,
+    pub zero: i32,
+    /// Byte offset in the arena.
+    pub offset: usize,
+}
+
+impl TensorMeta {
+    /// No elements at offset 0: what a tensor id that no plan check let through reads as.
+    const EMPTY: TensorMeta = TensorMeta {
+        dtype: DType::F32,
+        shape: Shape {
+            dims: [0; MAX_RANK],
+            rank: 1,
+        },
+        nhwc: false,
+        scale: 1.0,
+        zero: 0,
+        offset: 0,
+    };
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn bytes(&self) -> usize {
+        self.len() * self.dtype.size()
+    }
+    /// Shape as ONNX sees it (NCHW for 4-D).
+    pub fn logical_shape(&self) -> Vec<usize> {
+        let s = &self.shape;
+        if self.nhwc && s.len() == 4 {
+            alloc::vec![s[0], s[3], s[1], s[2]]
+        } else {
+            s.to_vec()
+        }
+    }
+}
+
 /// A byte range of the weight blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Blob {
@@ -277,7 +353,7 @@ pub struct Plan<'a> {
     bytes: Bytes<'a>,
 }
 
-pub(crate) fn bad(detail: &str) -> Error {
+pub(crate) fn bad(detail: &'static str) -> Error {
     Error::BadFile {
         what: "plan",
         detail: detail.into(),
@@ -412,75 +488,21 @@ impl<'a> Plan<'a> {
             Bytes::Borrowed(b) => *b,
             Bytes::Owned(b) => b.as_ref(),
         };
-        if data.len() < 64 {
-            return Err(bad("truncated header"));
-        }
-        let header: Header = *bytemuck::from_bytes(&data[..64]);
-        if header.magic != MAGIC {
-            return Err(bad("wrong magic (not an edgetune plan)"));
-        }
-        if header.version != VERSION {
-            return Err(Error::BadFile {
-                what: "plan",
-                detail: alloc::format!("version {} (supported: {VERSION})", header.version),
-            });
-        }
-        let end = header
-            .blob_off
-            .checked_add(header.blob_len)
-            .ok_or_else(|| bad("blob range overflows"))?;
-        if 64 + header.meta_len as u64 > header.blob_off
-            || end != data.len() as u64
-            || !header.blob_off.is_multiple_of(64)
-        {
-            return Err(bad("section sizes do not match the file size (truncated?)"));
-        }
-        if fnv64(FNV_BASIS, &data[64..]) != header.checksum {
-            return Err(bad("checksum mismatch"));
-        }
+        let header = check_header(data)?;
         let mut r = Reader::new(&data[64..64 + header.meta_len as usize]);
         let nt = r.count(16)?;
         let mut tensors = Vec::with_capacity(nt);
         for _ in 0..nt {
-            let name = r.str()?;
-            let dtype = DType::from_u8(r.u8()?)?;
-            let nhwc = r.u8()? != 0;
-            let scale = r.f32()?;
-            let zero = r.i32()?;
-            let offset = r.u64()? as usize;
-            let rank = r.count(8)?;
-            if rank > 8 {
-                return Err(bad("tensor rank above 8"));
-            }
-            let mut shape = Vec::with_capacity(rank);
-            for _ in 0..rank {
-                let d = r.u64()?;
-                if d > 1 << 31 {
-                    return Err(bad("tensor dimension above 2^31"));
-                }
-                shape.push(d as usize);
-            }
-            let t = TensorInfo {
-                name,
-                dtype,
-                shape,
-                nhwc,
-                scale,
-                zero,
-                offset,
-            };
-            let bytes = t
-                .shape
-                .iter()
-                .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
-                .ok_or_else(|| bad("tensor size overflows"))?;
-            if offset
-                .checked_add(bytes)
-                .is_none_or(|e| e as u64 > header.arena_bytes)
-            {
-                return Err(bad("tensor outside the arena"));
-            }
-            tensors.push(t);
+            let (name, t) = read_tensor(&mut r, &header)?;
+            tensors.push(TensorInfo {
+                name: name.into(),
+                dtype: t.dtype,
+                shape: t.shape.to_vec(),
+                nhwc: t.nhwc,
+                scale: t.scale,
+                zero: t.zero,
+                offset: t.offset,
+            });
         }
         let no = r.count(8)?;
         let mut ops = Vec::with_capacity(no);
@@ -512,44 +534,19 @@ impl<'a> Plan<'a> {
             meta,
             bytes,
         };
-        plan.validate()?;
+        let ports = plan.inputs.iter().chain(&plan.outputs).chain(&plan.taps);
+        validate(
+            &plan,
+            || plan.ops.iter().map(|op| Ok(op.clone())),
+            ports.map(|p| p.tensor),
+        )?;
         Ok(plan)
     }
 
-    /// Checks every tensor id and blob range, so the executor can index without panics.
-    fn validate(&self) -> Result<()> {
-        let nt = self.tensors.len() as u32;
-        let blob_len = self.header.blob_len;
-        for op in &self.ops {
-            let (i, o) = op.io();
-            if i.iter().chain(o.iter()).any(|&t| t >= nt) {
-                return Err(bad("op refers to a tensor that does not exist"));
-            }
-            for b in op.blobs() {
-                if b.off % 64 != 0 || b.off as u64 + b.len as u64 > blob_len {
-                    return Err(bad("weight range outside the blob"));
-                }
-            }
-        }
-        for p in self.inputs.iter().chain(&self.outputs).chain(&self.taps) {
-            if p.tensor >= nt {
-                return Err(bad("port refers to a tensor that does not exist"));
-            }
-        }
-        if self.tensors.iter().any(|t| t.offset % 64 != 0) {
-            return Err(bad("tensor not 64-byte aligned in the arena"));
-        }
-        for op in &self.ops {
-            self.validate_shapes(op)?;
-            self.validate_int8(op)?;
-        }
-        Ok(())
-    }
-
     /// Each op's tensors have the element types and sizes the executor indexes them by.
-    fn validate_shapes(&self, op: &Op) -> Result<()> {
+    fn validate_shapes<P: Tables + ?Sized>(p: &P, op: &Op) -> Result<()> {
         use DType::{F32, U8};
-        let t = |id: u32| &self.tensors[id as usize];
+        let t = |id: u32| p.tensor(id);
         let is = |id: u32, d: DType| t(id).dtype == d;
         let same = |a: u32, b: u32| t(a).len() == t(b).len();
         let gap_ok = |x: u32, y: u32| {
@@ -725,7 +722,8 @@ impl<'a> Plan<'a> {
         } else {
             Err(Error::BadFile {
                 what: "plan",
-                detail: alloc::format!("{}: tensor types or sizes do not fit the op", op.name()),
+                detail: alloc::format!("{}: tensor types or sizes do not fit the op", op.name())
+                    .into(),
             })
         }
     }
@@ -735,34 +733,36 @@ impl<'a> Plan<'a> {
     /// at most 255·128·k < 2^30 for k ≤ I8_MAX_K = 2^15, and a bias within ±2^30 keeps the
     /// sum below 2^31 (2 143 289 344 at the extremes). A plan that breaks any of these is
     /// refused here.
-    fn validate_int8(&self, op: &Op) -> Result<()> {
+    fn validate_int8<P: Tables + ?Sized>(p: &P, op: &Op) -> Result<()> {
         const BIAS_MAX: i64 = 1 << 30;
-        let ints = |b: Blob, n: usize| -> Result<Vec<i32>> {
-            let bytes = self.blob_bytes(b);
+        let ints = |b: Blob, n: usize| -> Result<_> {
+            let bytes = p.blob_bytes(b);
             if bytes.len() < 4 * n {
                 return Err(bad("int8 op: weight range too short"));
             }
             Ok(bytes[..4 * n]
                 .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
         };
         let zeros_ok = |zs: &[i32]| zs.iter().all(|z| (0..=255).contains(z));
         // Packed weights long enough, and column sums equal to the weights' (the
         // accumulator bound above relies on them).
-        let packed_i8_ok = |w: Blob, colsum: Blob, k: usize, n: usize, op: &str| -> Result<()> {
-            let wb = self.blob_bytes(w);
+        let packed_i8_ok = |w: Blob,
+                            colsum: Blob,
+                            k: usize,
+                            n: usize,
+                            (short, sums): (&'static str, &'static str)|
+         -> Result<()> {
+            let wb = p.blob_bytes(w);
             if wb.len() < edgetune_kernels::pack::packed_i8_len(k, n) {
-                return Err(bad(&alloc::format!("{op}: weights too short")));
+                return Err(bad(short));
             }
-            for (c, &want) in ints(colsum, n)?.iter().enumerate() {
+            for (c, want) in ints(colsum, n)?.enumerate() {
                 let got: i32 = (0..k)
                     .map(|kk| wb[edgetune_kernels::pack::i8_index(k, kk, c)] as i8 as i32)
                     .sum();
                 if got != want {
-                    return Err(bad(&alloc::format!(
-                        "{op}: column sums do not match the weights"
-                    )));
+                    return Err(bad(sums));
                 }
             }
             Ok(())
@@ -783,8 +783,17 @@ impl<'a> Plan<'a> {
                 if !zeros_ok(&[x_zero, y_zero]) || k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
                     return Err(bad("int8 convolution: zero point or depth out of range"));
                 }
-                packed_i8_ok(w, colsum, k, n, "int8 convolution")?;
-                if ints(bias, n)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
+                packed_i8_ok(
+                    w,
+                    colsum,
+                    k,
+                    n,
+                    (
+                        "int8 convolution: weights too short",
+                        "int8 convolution: column sums do not match the weights",
+                    ),
+                )?;
+                if ints(bias, n)?.any(|b| (b as i64).abs() > BIAS_MAX) {
                     return Err(bad("int8 convolution: bias beyond ±2^30"));
                 }
             }
@@ -795,7 +804,16 @@ impl<'a> Plan<'a> {
                 if k > edgetune_kernels::I8_MAX_K || n > 1 << 20 {
                     return Err(bad("dynamic int8 matmul: depth out of range"));
                 }
-                packed_i8_ok(w, colsum, k, n, "dynamic int8 matmul")?;
+                packed_i8_ok(
+                    w,
+                    colsum,
+                    k,
+                    n,
+                    (
+                        "dynamic int8 matmul: weights too short",
+                        "dynamic int8 matmul: column sums do not match the weights",
+                    ),
+                )?;
             }
             Op::DwI8 {
                 ref geom,
@@ -810,7 +828,7 @@ impl<'a> Plan<'a> {
                 if !zeros_ok(&[x_zero, y_zero]) || taps > 1024 || c > 1 << 20 {
                     return Err(bad("depthwise: zero point or kernel size out of range"));
                 }
-                let wb = self.blob_bytes(w);
+                let wb = p.blob_bytes(w);
                 if wb.len() < 2 * taps * c {
                     return Err(bad("depthwise: weights too short"));
                 }
@@ -820,7 +838,7 @@ impl<'a> Plan<'a> {
                 {
                     return Err(bad("depthwise: weight outside int8"));
                 }
-                if ints(bias, c)?.iter().any(|&b| (b as i64).abs() > BIAS_MAX) {
+                if ints(bias, c)?.any(|b| (b as i64).abs() > BIAS_MAX) {
                     return Err(bad("depthwise: bias beyond ±2^30"));
                 }
             }
@@ -908,14 +926,11 @@ impl<'a> Plan<'a> {
     }
 
     pub fn blob_bytes(&self, b: Blob) -> &[u8] {
-        let off = self.header.blob_off as usize + b.off as usize;
-        &self.data()[off..off + b.len as usize]
+        Tables::blob_bytes(self, b)
     }
 
     pub fn blob<T: bytemuck::Pod>(&self, b: Blob) -> &[T] {
-        // Ranges were validated and are 64-aligned in a 64-aligned image; a length that is
-        // not a multiple of T yields an empty slice, which the kernels reject by length.
-        bytemuck::try_cast_slice(self.blob_bytes(b)).unwrap_or(&[])
+        Tables::blob(self, b)
     }
 
     pub fn tap(&self, name: &str) -> Option<&TensorInfo> {
@@ -928,6 +943,410 @@ impl<'a> Plan<'a> {
     /// Parameters held in the blob (weights and per-channel data), in bytes.
     pub fn weight_bytes(&self) -> usize {
         self.header.blob_len as usize
+    }
+}
+
+/// What the executor and the plan's checks read of a loaded plan, whether its tables were
+/// decoded once into the heap ([`Plan`]) or are read in place from the image
+/// ([`PlanView`]).
+pub trait Tables {
+    fn header(&self) -> &Header;
+    /// The whole plan image (header, metadata, weights).
+    fn image(&self) -> &[u8];
+    fn tensor_count(&self) -> u32;
+    /// Tensor `id`. Loading checked every id an op or a port names; any other id reads as
+    /// an empty tensor at offset 0, which every kernel refuses by length.
+    fn tensor(&self, id: u32) -> TensorMeta;
+
+    /// A validated weight range; an empty slice for a range outside the blob.
+    fn blob_bytes(&self, b: Blob) -> &[u8] {
+        let off = self.header().blob_off as usize + b.off as usize;
+        self.image().get(off..off + b.len as usize).unwrap_or(&[])
+    }
+
+    fn blob<T: bytemuck::Pod>(&self, b: Blob) -> &[T] {
+        // Ranges were validated and are 64-aligned in a 64-aligned image; a length that is
+        // not a multiple of T yields an empty slice, which the kernels reject by length.
+        bytemuck::try_cast_slice(self.blob_bytes(b)).unwrap_or(&[])
+    }
+}
+
+impl Tables for Plan<'_> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+    fn image(&self) -> &[u8] {
+        self.data()
+    }
+    fn tensor_count(&self) -> u32 {
+        self.tensors.len() as u32
+    }
+    fn tensor(&self, id: u32) -> TensorMeta {
+        self.tensors
+            .get(id as usize)
+            .and_then(|t| {
+                Some(TensorMeta {
+                    dtype: t.dtype,
+                    shape: Shape::new(&t.shape)?,
+                    nhwc: t.nhwc,
+                    scale: t.scale,
+                    zero: t.zero,
+                    offset: t.offset,
+                })
+            })
+            .unwrap_or(TensorMeta::EMPTY)
+    }
+}
+
+/// The header of a plan image, checked against the image: magic, version, section sizes,
+/// checksum. Every refusal is static text (no heap) but the version's.
+fn check_header(data: &[u8]) -> Result<Header> {
+    if data.len() < 64 {
+        return Err(bad("truncated header"));
+    }
+    let header: Header = bytemuck::pod_read_unaligned(&data[..64]);
+    if header.magic != MAGIC {
+        return Err(bad("wrong magic (not an edgetune plan)"));
+    }
+    if header.version != VERSION {
+        return Err(Error::BadFile {
+            what: "plan",
+            detail: alloc::format!("version {} (supported: {VERSION})", header.version).into(),
+        });
+    }
+    let end = header
+        .blob_off
+        .checked_add(header.blob_len)
+        .ok_or_else(|| bad("blob range overflows"))?;
+    if 64 + header.meta_len as u64 > header.blob_off
+        || end != data.len() as u64
+        || !header.blob_off.is_multiple_of(64)
+    {
+        return Err(bad("section sizes do not match the file size (truncated?)"));
+    }
+    if fnv64(FNV_BASIS, &data[64..]) != header.checksum {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(header)
+}
+
+/// One tensor record: its name (in place) and what the executor reads of it, checked to
+/// lie inside the arena.
+fn read_tensor<'r>(r: &mut Reader<'r>, header: &Header) -> Result<(&'r str, TensorMeta)> {
+    let name = r.str_ref()?;
+    let dtype = DType::from_u8(r.u8()?)?;
+    let nhwc = r.u8()? != 0;
+    let scale = r.f32()?;
+    let zero = r.i32()?;
+    let offset = r.u64()? as usize;
+    let rank = r.count(8)?;
+    if rank > MAX_RANK {
+        return Err(bad("tensor rank above 8"));
+    }
+    let mut dims = [0usize; MAX_RANK];
+    for d in dims[..rank].iter_mut() {
+        let v = r.u64()?;
+        if v > 1 << 31 {
+            return Err(bad("tensor dimension above 2^31"));
+        }
+        *d = v as usize;
+    }
+    let t = TensorMeta {
+        dtype,
+        shape: Shape {
+            dims,
+            rank: rank as u8,
+        },
+        nhwc,
+        scale,
+        zero,
+        offset,
+    };
+    let bytes = t
+        .shape
+        .iter()
+        .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("tensor size overflows"))?;
+    if offset
+        .checked_add(bytes)
+        .is_none_or(|e| e as u64 > header.arena_bytes)
+    {
+        return Err(bad("tensor outside the arena"));
+    }
+    Ok((name, t))
+}
+
+/// Checks every tensor id and blob range, so the executor can index without panics, then
+/// each op's types, sizes and int8 bounds. `ops` yields the plan's ops (each call from the
+/// start); `ports` the tensors its inputs, outputs and taps name.
+fn validate<P, I>(p: &P, ops: impl Fn() -> I, ports: impl Iterator<Item = u32>) -> Result<()>
+where
+    P: Tables + ?Sized,
+    I: Iterator<Item = Result<Op>>,
+{
+    let nt = p.tensor_count();
+    let blob_len = p.header().blob_len;
+    for op in ops() {
+        let op = op?;
+        let (i, o) = op.io();
+        if i.iter().chain(o.iter()).any(|&t| t >= nt) {
+            return Err(bad("op refers to a tensor that does not exist"));
+        }
+        for b in op.blobs() {
+            if b.off % 64 != 0 || b.off as u64 + b.len as u64 > blob_len {
+                return Err(bad("weight range outside the blob"));
+            }
+        }
+    }
+    for t in ports {
+        if t >= nt {
+            return Err(bad("port refers to a tensor that does not exist"));
+        }
+    }
+    if (0..nt).any(|t| p.tensor(t).offset % 64 != 0) {
+        return Err(bad("tensor not 64-byte aligned in the arena"));
+    }
+    for op in ops() {
+        let op = op?;
+        Plan::validate_shapes(p, &op)?;
+        Plan::validate_int8(p, &op)?;
+    }
+    Ok(())
+}
+
+/// A named tensor of a [`PlanView`], its name read in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRef<'a> {
+    pub name: &'a str,
+    pub tensor: u32,
+}
+
+/// A plan read in place from a 64-aligned image (a microcontroller's flash): nothing is
+/// copied or allocated. Loading checks the whole plan as [`Plan::from_bytes`] does; then
+/// the tables are decoded from the image when they are read: the ops in order on each run,
+/// a tensor by walking the tensor records to it (a few bytes each, so a lookup costs
+/// O(tensors), which suits the small plans of a device). Every refusal but two is static
+/// text, so a device without a heap gets a typed error too (a plan of another version and
+/// an op whose tensors do not fit it format their detail).
+#[derive(Clone, Copy)]
+pub struct PlanView<'a> {
+    pub header: Header,
+    data: &'a [u8],
+    tensors: (u32, usize),
+    ops: (u32, usize),
+    ports: [(u32, usize); 3],
+    meta: (u32, usize),
+}
+
+impl<'a> PlanView<'a> {
+    /// Reads `bytes` in place; it must be 64-aligned (the weights are viewed as i16, i32
+    /// and f32 where they lie).
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<PlanView<'a>> {
+        let v = PlanView::parse(bytes);
+        match &v {
+            Ok(v) => crate::logging::info!(
+                "plan loaded: {} ops, {} tensors, arena {} B, weights {} B and tables (in place)",
+                v.ops.0,
+                v.tensors.0,
+                v.arena_bytes(),
+                v.header.blob_len
+            ),
+            Err(e) => crate::logging::warning!("plan rejected: {}", e),
+        }
+        v
+    }
+
+    fn parse(data: &'a [u8]) -> Result<PlanView<'a>> {
+        if !(data.as_ptr() as usize).is_multiple_of(64) {
+            return Err(bad(
+                "image not 64-byte aligned (a plan read in place must be)",
+            ));
+        }
+        let header = check_header(data)?;
+        let meta = &data[64..64 + header.meta_len as usize];
+        let mut r = Reader::new(meta);
+        let nt = r.count(16)?;
+        let tensors = (nt as u32, r.pos());
+        for _ in 0..nt {
+            read_tensor(&mut r, &header)?;
+        }
+        let no = r.count(8)?;
+        let ops = (no as u32, r.pos());
+        for _ in 0..no {
+            Op::read(&mut r)?;
+        }
+        let mut ports = [(0, 0); 3];
+        for p in ports.iter_mut() {
+            let n = r.count(8)?;
+            *p = (n as u32, r.pos());
+            for _ in 0..n {
+                r.str_ref()?;
+                r.u32()?;
+            }
+        }
+        let nm = r.count(8)?;
+        let meta_at = (nm as u32, r.pos());
+        for _ in 0..nm {
+            r.str_ref()?;
+            r.str_ref()?;
+        }
+        let v = PlanView {
+            header,
+            data,
+            tensors,
+            ops,
+            ports,
+            meta: meta_at,
+        };
+        let ports = (0..3).flat_map(|k| v.ports(k).map(|p| p.tensor));
+        validate(&v, || v.ops(), ports)?;
+        Ok(v)
+    }
+
+    fn reader(&self, at: usize) -> Reader<'a> {
+        let meta = &self.data[64..64 + self.header.meta_len as usize];
+        Reader::at(meta, at)
+    }
+
+    /// The ops in order, each decoded from the image.
+    pub fn ops(&self) -> OpIter<'a> {
+        OpIter {
+            r: self.reader(self.ops.1),
+            left: self.ops.0,
+        }
+    }
+
+    pub fn op_count(&self) -> usize {
+        self.ops.0 as usize
+    }
+
+    fn ports(&self, kind: usize) -> PortIter<'a> {
+        let (n, at) = self.ports[kind];
+        PortIter {
+            r: self.reader(at),
+            left: n,
+        }
+    }
+
+    /// The plan's inputs, in the order `Executor::run` takes them.
+    pub fn inputs(&self) -> PortIter<'a> {
+        self.ports(0)
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.ports[0].0 as usize
+    }
+
+    pub fn outputs(&self) -> PortIter<'a> {
+        self.ports(1)
+    }
+
+    pub fn taps(&self) -> PortIter<'a> {
+        self.ports(2)
+    }
+
+    /// The value of a metadata key, in place.
+    pub fn meta(&self, key: &str) -> Option<&'a str> {
+        let (n, at) = self.meta;
+        let mut r = self.reader(at);
+        for _ in 0..n {
+            let (k, v) = (r.str_ref().ok()?, r.str_ref().ok()?);
+            if k == key {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A tensor's name, in place.
+    pub fn tensor_name(&self, id: u32) -> Option<&'a str> {
+        let mut r = self.seek_tensor(id)?;
+        r.str_ref().ok()
+    }
+
+    /// A reader at tensor record `id`: the records before it are skipped by their lengths.
+    fn seek_tensor(&self, id: u32) -> Option<Reader<'a>> {
+        if id >= self.tensors.0 {
+            return None;
+        }
+        let mut r = self.reader(self.tensors.1);
+        for _ in 0..id {
+            let name = r.u32().ok()? as usize;
+            r.take(name + 18).ok()?;
+            let rank = r.u32().ok()? as usize;
+            r.take(rank * 8).ok()?;
+        }
+        Some(r)
+    }
+
+    pub fn hash(&self) -> [u8; 16] {
+        self.header.hash
+    }
+
+    pub fn arena_bytes(&self) -> usize {
+        self.header.arena_bytes as usize
+    }
+
+    /// Parameters held in the blob (weights and per-channel data), in bytes.
+    pub fn weight_bytes(&self) -> usize {
+        self.header.blob_len as usize
+    }
+}
+
+impl Tables for PlanView<'_> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+    fn image(&self) -> &[u8] {
+        self.data
+    }
+    fn tensor_count(&self) -> u32 {
+        self.tensors.0
+    }
+    fn tensor(&self, id: u32) -> TensorMeta {
+        self.seek_tensor(id)
+            .and_then(|mut r| read_tensor(&mut r, &self.header).ok())
+            .map_or(TensorMeta::EMPTY, |(_, t)| t)
+    }
+}
+
+/// The ops of a [`PlanView`], decoded one by one.
+pub struct OpIter<'a> {
+    r: Reader<'a>,
+    left: u32,
+}
+
+impl Iterator for OpIter<'_> {
+    type Item = Result<Op>;
+    fn next(&mut self) -> Option<Result<Op>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let op = Op::read(&mut self.r);
+        if op.is_err() {
+            self.left = 0;
+        }
+        Some(op)
+    }
+}
+
+/// The inputs, outputs or taps of a [`PlanView`].
+pub struct PortIter<'a> {
+    r: Reader<'a>,
+    left: u32,
+}
+
+impl<'a> Iterator for PortIter<'a> {
+    type Item = PortRef<'a>;
+    fn next(&mut self) -> Option<PortRef<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let name = self.r.str_ref().ok()?;
+        let tensor = self.r.u32().ok()?;
+        Some(PortRef { name, tensor })
     }
 }
 

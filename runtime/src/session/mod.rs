@@ -920,7 +920,7 @@ impl Session {
 fn bad_adapter(detail: &str) -> Error {
     Error::BadFile {
         what: "adapter",
-        detail: detail.into(),
+        detail: alloc::string::String::from(detail).into(),
     }
 }
 

@@ -1,10 +1,12 @@
-//! edgetune on a Cortex-M4 (mps2-an386 under qemu-system-arm, semihosting): loads the
-//! int8 backbone plan from flash without copying its weights, runs it from a static arena,
-//! enrols the few-shot support set stored in flash, trains an `ncm` and a `linear` head on
-//! the device (feature `train`, on by default), classifies the held-out examples with no
-//! heap allocation at all (the allocator fails any), reports accuracy and memory, checks
-//! that bad input is refused, and exits with a status the host test reads. Its log is
-//! defmt frames over semihosting, decoded on the host (run.sh).
+//! edgetune on a Cortex-M4 (mps2-an386 under qemu-system-arm, semihosting): reads the
+//! int8 backbone plan in place from flash (its weights and its tables: nothing is copied),
+//! runs it from a static arena, enrols the few-shot support set stored in flash, trains an
+//! `ncm` and a `linear` head on the device (feature `train`, on by default; the only user
+//! of the heap), classifies the held-out examples with no heap allocation at all (the
+//! allocator fails any), reports accuracy and memory, checks that bad input is refused,
+//! and exits with a status the host test reads. Without `train` the firmware has no heap:
+//! its allocator has no memory and fails every request. Its log is defmt frames over
+//! semihosting, decoded on the host (run.sh).
 #![no_std]
 #![no_main]
 
@@ -17,14 +19,15 @@ use cortex_m_semihosting::debug;
 use defmt::{error, info};
 use defmt_semihosting as _;
 use edgetune::kernels::Kernels;
-use edgetune::plan::Plan;
+use edgetune::plan::PlanView;
 use edgetune::preprocess::ImagePrep;
 use edgetune::{Error, Executor};
 #[cfg(feature = "train")]
 use train::*;
 
-/// The heap: the plan's tables at load and, with `train`, the tap cache and the heads.
-/// Counts its live bytes and peak, and fails every allocation while `INFERRING` is set.
+/// The heap of training (the tap cache and the heads): counts its live bytes and peak,
+/// and fails every allocation while `INFERRING` is set.
+#[cfg(feature = "train")]
 struct Counting(embedded_alloc::LlffHeap);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -33,6 +36,7 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the heap unchanged (or returns null, which `GlobalAlloc` allows);
 // only counts bytes.
+#[cfg(feature = "train")]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if INFERRING.load(Ordering::Relaxed) {
@@ -60,14 +64,40 @@ fn phase_peak() -> usize {
     PEAK.swap(LIVE.load(Ordering::Relaxed), Ordering::Relaxed)
 }
 
+#[cfg(feature = "train")]
 #[global_allocator]
 static HEAP: Counting = Counting(embedded_alloc::LlffHeap::empty());
 #[cfg(feature = "train")]
 const HEAP_BYTES: usize = 96 * 1024;
-/// Inference only: the plan's tables (about 2.3 KB for this plan) and the input buffer.
-#[cfg(not(feature = "train"))]
-const HEAP_BYTES: usize = 8 * 1024;
+#[cfg(feature = "train")]
 static mut HEAP_MEM: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
+
+/// Inference only: no heap. The runtime links `alloc` (its error texts, the host's
+/// paths), so an allocator must exist; this one has no memory and refuses (and counts)
+/// every request, at load as in inference.
+#[cfg(not(feature = "train"))]
+struct NoHeap;
+#[cfg(not(feature = "train"))]
+const HEAP_BYTES: usize = 0;
+
+// SAFETY: never hands out memory: null is the failure `GlobalAlloc` allows, and `dealloc`
+// is never reached (no pointer was ever given).
+#[cfg(not(feature = "train"))]
+unsafe impl GlobalAlloc for NoHeap {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        REFUSED.fetch_add(1, Ordering::Relaxed);
+        error!(
+            "heap allocation of {} B (this firmware has no heap)",
+            l.size()
+        );
+        core::ptr::null_mut()
+    }
+    unsafe fn dealloc(&self, _p: *mut u8, _l: Layout) {}
+}
+
+#[cfg(not(feature = "train"))]
+#[global_allocator]
+static HEAP: NoHeap = NoHeap;
 
 #[repr(C, align(64))]
 struct Aligned<T: ?Sized>(T);
@@ -77,8 +107,16 @@ static PLAN: &Aligned<[u8]> = &Aligned(*include_bytes!("../assets/tiny_cnn.etm")
 static EPISODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/episode.bin"));
 const ARENA_BYTES: usize = 16 * 1024;
 static mut ARENA: Aligned<[u8; ARENA_BYTES]> = Aligned([0; ARENA_BYTES]);
+/// The preprocessed input and the features of one example (static, so the memory report
+/// counts them).
+static mut INPUT_BUF: [f32; INPUT] = [0.0; INPUT];
+static mut FEATURES: [f32; MAX_DIM] = [0.0; MAX_DIM];
 /// Most held-out examples and classes the firmware keeps results for.
 const MAX_QUERIES: usize = 128;
+/// Largest feature vector, input tensor and backbone class count the firmware holds.
+const MAX_DIM: usize = 256;
+const INPUT: usize = 28 * 28;
+const MAX_LOGITS: usize = 16;
 #[cfg(feature = "train")]
 const CLASSES: usize = 5;
 
@@ -97,15 +135,21 @@ fn paint_stack() -> usize {
     sp
 }
 
-/// Bytes of stack used below `top` since `paint_stack`.
+/// Bytes of stack used since reset: from the top of the stack (`_stack_start`, which
+/// counts `main`'s own frame) down to the deepest word written below `top`, where
+/// `paint_stack` started painting.
 fn stack_used(top: usize) -> usize {
+    extern "C" {
+        static _stack_start: u32;
+    }
     let lo = top - PAINT_BYTES;
     let mut a = lo;
     // SAFETY: reads the painted range, which lies in RAM.
     while a < top && unsafe { core::ptr::read_volatile(a as *const u32) } == PAINT {
         a += 4;
     }
-    top - a
+    // A linker symbol: only its address is taken.
+    core::ptr::addr_of!(_stack_start) as usize - a
 }
 
 fn example(i: usize) -> (usize, &'static [u8]) {
@@ -126,8 +170,11 @@ fn fail(what: &str, e: &Error) -> ! {
     halt()
 }
 
-fn invalid(what: &str) -> Error {
-    Error::Invalid { what: what.into() }
+/// A failure of the firmware's own checks (no `Error`: its text would need the heap).
+fn fail_msg(what: &str, msg: &str) -> ! {
+    error!("{=str}: {=str}", what, msg);
+    debug::exit(debug::EXIT_FAILURE);
+    halt()
 }
 
 /// The index of the largest score (the first on ties), as `adapt::argmax`.
@@ -190,6 +237,7 @@ mod train {
 fn main() -> ! {
     let top = paint_stack();
     // SAFETY: called once, before any allocation; HEAP_MEM is used by nothing else.
+    #[cfg(feature = "train")]
     unsafe {
         HEAP.0
             .init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_BYTES)
@@ -197,45 +245,62 @@ fn main() -> ! {
     // SAFETY: the only reference to ARENA, taken once here.
     let arena: &'static mut [u8] = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
 
-    // Load: the plan's weights stay in flash; its tables (tensors, ops, names) are read
-    // into the heap once.
-    let plan = Plan::from_bytes(&PLAN.0).unwrap_or_else(|e| fail("plan", &e));
-    let exec =
-        Executor::with_arena(&plan, Kernels::detect(), arena).unwrap_or_else(|e| fail("arena", &e));
+    // Load: the plan is read in place, weights and tables (tensors, ops, names) alike;
+    // nothing of it is copied to RAM.
+    let plan = PlanView::from_bytes(&PLAN.0).unwrap_or_else(|e| fail("plan", &e));
+    let mut exec =
+        Executor::in_place(&plan, Kernels::detect(), arena).unwrap_or_else(|e| fail("arena", &e));
     let prep = plan
         .meta("preprocess")
         .and_then(ImagePrep::parse)
-        .unwrap_or_else(|| fail("plan", &invalid("no preprocessing")));
+        .unwrap_or_else(|| fail_msg("plan", "no preprocessing"));
     let logits_id = plan
-        .outputs
-        .iter()
+        .outputs()
         .find(|p| p.name == "logits")
-        .unwrap_or_else(|| fail("plan", &invalid("no output named logits")))
+        .unwrap_or_else(|| fail_msg("plan", "no output named logits"))
         .tensor;
-    let n_logits = plan.tensors[logits_id as usize].len();
-    let mut fx = edgetune::features::FeatureExtractor::new(exec, "features")
-        .unwrap_or_else(|e| fail("plan", &e));
-    let dim = fx.dim;
-    let (mut f, mut input) = (
-        alloc::vec![0.0f32; dim],
-        alloc::vec::Vec::with_capacity(784),
-    );
-    let mut logits = [0.0f32; 16];
-    if n_logits > logits.len() {
-        fail("plan", &invalid("more than 16 backbone classes"));
+    let n_logits = exec.tensor_meta(logits_id).len();
+    let features_id = exec
+        .port("features")
+        .unwrap_or_else(|| fail_msg("plan", "no output or tap named features"));
+    let dim = exec.tensor_meta(features_id).len();
+    // SAFETY: the only references to INPUT_BUF and FEATURES, taken once here.
+    let (f, input) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(FEATURES),
+            &mut *core::ptr::addr_of_mut!(INPUT_BUF),
+        )
+    };
+    if dim > MAX_DIM || prep.tensor_len() > INPUT || n_logits > MAX_LOGITS {
+        fail_msg(
+            "plan",
+            "features, input or classes larger than the firmware's buffers",
+        );
     }
+    let (f, input) = (&mut f[..dim], &mut input[..prep.tensor_len()]);
+    let mut logits = [0.0f32; MAX_LOGITS];
     let logits = &mut logits[..n_logits];
+    // One example through the backbone: its features in `f`.
+    let mut features = |exec: &mut Executor, px: &[u8], f: &mut [f32]| -> Result<(), Error> {
+        if !prep.apply_into(px, 28, 28, 1, input) {
+            fail_msg("example", "pixels do not fit the preprocessing");
+        }
+        exec.run(&[input])?;
+        exec.tensor_f32(features_id, f)
+    };
     let h = plan.hash();
     info!(
-        "edgetune firmware: plan {=[u8]:02x}... in flash at {=usize:#x} (weights in place), {} ops, arena {} of {} B",
-        h[..4], PLAN.0.as_ptr() as usize, plan.ops.len(), plan.arena_bytes(), ARENA_BYTES
+        "edgetune firmware: plan {=[u8]:02x}... in flash at {=usize:#x} (weights and tables in place), {} ops, arena {} of {} B",
+        h[..4], PLAN.0.as_ptr() as usize, plan.op_count(), plan.arena_bytes(), ARENA_BYTES
     );
+    #[cfg(not(feature = "train"))]
+    info!("heap: none (the allocator has no memory and refuses every request)");
     let load_heap = phase_peak();
 
     let n_sup = u16::from_le_bytes([EPISODE[0], EPISODE[1]]) as usize;
     let n_qry = u16::from_le_bytes([EPISODE[2], EPISODE[3]]) as usize;
     if n_qry > MAX_QUERIES {
-        fail("episode", &invalid("too many held-out examples"));
+        fail_msg("episode", "too many held-out examples");
     }
 
     // Training (feature `train`): enrol the support set, fit the heads, on the heap.
@@ -247,11 +312,9 @@ fn main() -> ! {
         );
         for i in 0..n_sup {
             let (label, px) = example(i);
-            prep.apply(px, 28, 28, 1, &mut input);
-            fx.features(&input, &mut f)
-                .unwrap_or_else(|e| fail("backbone", &e));
+            features(&mut exec, px, f).unwrap_or_else(|e| fail("backbone", &e));
             cache
-                .push(&[&f], label)
+                .push(&[f], label)
                 .unwrap_or_else(|e| fail("enrol", &e));
         }
         let methods = fit_heads(&cache, CLASSES).unwrap_or_else(|e| fail("train", &e));
@@ -276,17 +339,14 @@ fn main() -> ! {
     INFERRING.store(true, Ordering::Relaxed);
     for (q, class) in backbone[..n_qry].iter_mut().enumerate() {
         let (_label, px) = example(n_sup + q);
-        prep.apply(px, 28, 28, 1, &mut input);
-        fx.features(&input, &mut f)
-            .unwrap_or_else(|e| fail("backbone", &e));
-        fx.exec
-            .tensor_f32(logits_id, logits)
+        features(&mut exec, px, f).unwrap_or_else(|e| fail("backbone", &e));
+        exec.tensor_f32(logits_id, logits)
             .unwrap_or_else(|e| fail("backbone", &e));
         *class = argmax(logits) as u8;
         #[cfg(feature = "train")]
         for (j, (_, m)) in methods.iter().enumerate() {
             let mut sc = [0.0f32; CLASSES];
-            scores(m, &f, &mut sc);
+            scores(m, f, &mut sc);
             let p = argmax(&sc);
             preds[j][q] = p as u8;
             right[j] += (p == _label) as usize;
@@ -326,17 +386,25 @@ fn main() -> ! {
         }
     };
     let truncated = &PLAN.0[..PLAN.0.len() - 64];
-    refuse("truncated plan", Plan::from_bytes(truncated).map(drop));
+    refuse("truncated plan", PlanView::from_bytes(truncated).map(drop));
+    refuse(
+        "plan not 64-byte aligned",
+        PlanView::from_bytes(&PLAN.0[1..]).map(drop),
+    );
     let mut small = Aligned([0u8; 1024]);
     refuse(
         "plan too large for the arena",
-        Executor::with_arena(&plan, Kernels::detect(), &mut small.0).map(drop),
+        Executor::in_place(&plan, Kernels::detect(), &mut small.0).map(drop),
     );
     #[cfg(feature = "train")]
     {
+        // A copy on the heap (not 64-aligned): the owned parser, which copies it once.
         let mut corrupt = PLAN.0.to_vec();
         corrupt[100] ^= 0x40;
-        refuse("corrupt plan", Plan::from_bytes(&corrupt).map(drop));
+        refuse(
+            "corrupt plan",
+            edgetune::plan::Plan::from_bytes(&corrupt).map(drop),
+        );
         let a = Adapter {
             plan_hash: [0x5a; 16],
             taps: vec![("features".into(), TapShape { tokens: 1, dim })],
