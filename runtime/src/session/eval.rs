@@ -2,6 +2,7 @@
 //! the same support sets and scored on the same queries; folds of the support set alone
 //! for choosing settings (the query set is never read then).
 
+use super::auto::AutoConfig;
 use super::cache::{Filler, Reduce};
 use super::options::Options;
 use super::prep::{Prep, Sample};
@@ -86,12 +87,17 @@ pub struct MethodResult {
     pub peak: usize,
     pub params: usize,
     pub adapter_bytes: usize,
+    /// The automatic choice (`--method auto`): what it picked in each episode and why
+    /// (then `kind` is meaningless).
+    pub auto: Option<Vec<String>>,
 }
 
 impl MethodResult {
     /// The method's name, `+unlabeled` when it learned from unlabeled examples too.
     pub fn label(&self) -> String {
-        if self.unlabeled {
+        if self.auto.is_some() {
+            "auto".to_string()
+        } else if self.unlabeled {
             format!("{}+unlabeled", self.kind.name())
         } else {
             self.kind.name().to_string()
@@ -124,6 +130,7 @@ pub fn episodes(
     opts: &Options,
     select_folds: usize,
     unlabeled: usize,
+    auto: Option<&AutoConfig>,
     export: Option<&Path>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<MethodResult>, f64)> {
@@ -135,7 +142,8 @@ pub fn episodes(
     let prep = super::prep::prep_of(plan)?;
     // One cache over every image with the union of the taps the methods read.
     let mut all: Vec<String> = vec![];
-    for &k in kinds {
+    let auto_kinds = auto.map_or(vec![], |a| a.candidates.clone());
+    for &k in kinds.iter().chain(&auto_kinds) {
         for t in opts.taps_for(plan, k) {
             if !all.contains(&t) {
                 all.push(t);
@@ -171,8 +179,28 @@ pub fn episodes(
             peak: 0,
             params: 0,
             adapter_bytes: 0,
+            auto: None,
         })
         .collect();
+    if auto.is_some() {
+        if select_folds > 0 {
+            return Err(Error::Invalid {
+                what: "auto chooses on folds of the support set itself: not with --select-folds"
+                    .into(),
+            });
+        }
+        res.push(MethodResult {
+            kind: Kind::Ncm,
+            unlabeled: false,
+            acc: vec![],
+            acc_int8: vec![],
+            train_s: 0.0,
+            peak: 0,
+            params: 0,
+            adapter_bytes: 0,
+            auto: Some(vec![]),
+        });
+    }
     // Rows of the cache per source image (the original first, then its views).
     let mut rows_of: Vec<Vec<usize>> = vec![vec![]; images.len()];
     for (r, &i) in src.iter().enumerate() {
@@ -187,33 +215,30 @@ pub fn episodes(
     }
     for run in 0..n_episodes * folds.max(1) as u64 {
         let (e, fold) = (run / folds.max(1) as u64, run as usize % folds.max(1));
-        let mut rng = Rng::new(seed.wrapping_add(e));
-        let mut cls: Vec<usize> = (0..classes).collect();
-        rng.shuffle(&mut cls);
-        cls.truncate(ways);
-        cls.sort();
-        let (mut sup, mut query, mut unl) = (vec![], vec![], vec![]);
-        for (w, &c) in cls.iter().enumerate() {
-            let mut idx = by_class[c].clone();
-            rng.shuffle(&mut idx);
-            // Unlabeled: the originals of the next `unlabeled` examples (labels unread).
-            unl.extend(idx[shots..shots + unlabeled].iter().map(|&i| rows_of[i][0]));
+        let d = draw(
+            &by_class,
+            classes,
+            ways,
+            shots,
+            unlabeled,
+            seed.wrapping_add(e),
+        )?;
+        let (mut sup, mut query, mut groups) = (vec![], vec![], vec![]);
+        let unl: Vec<usize> = d.unlabeled.iter().map(|&i| rows_of[i][0]).collect();
+        for (j, &(i, w)) in d.support.iter().enumerate() {
             if folds > 0 {
                 // Selection: the held-out shot is the only "query"; the real query set
-                // (idx[shots..]) is never read.
-                for (j, &i) in idx[..shots].iter().enumerate() {
-                    if j == fold {
-                        query.push((rows_of[i][0], w));
-                    } else {
-                        sup.extend(rows_of[i].iter().map(|&r| (r, w)));
-                    }
+                // is never read.
+                if d.shot[j] == fold {
+                    query.push((rows_of[i][0], w));
+                    continue;
                 }
-                continue;
             }
-            for &i in &idx[..shots] {
-                sup.extend(rows_of[i].iter().map(|&r| (r, w)));
-            }
-            query.extend(idx[shots + unlabeled..].iter().map(|&i| (rows_of[i][0], w)));
+            sup.extend(rows_of[i].iter().map(|&r| (r, w)));
+            groups.extend(rows_of[i].iter().map(|_| i));
+        }
+        if folds == 0 {
+            query.extend(d.query.iter().map(|&(i, w)| (rows_of[i][0], w)));
         }
         // Episode labels are 0..ways: relabel a copy of the support rows.
         let mut ep = TapCache::new(cache.format, cache.named());
@@ -230,6 +255,79 @@ pub fn episodes(
             export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, &unl, e)?;
         }
         for m in res.iter_mut() {
+            if let (Some(cfg), Some(choices)) = (auto, m.auto.as_mut()) {
+                let u = (unlabeled > 0).then_some(Unlabeled {
+                    cache: &cache,
+                    idx: &unl,
+                });
+                let t = Instant::now();
+                let ch = super::auto::choose(
+                    plan,
+                    opts,
+                    &ep,
+                    &groups,
+                    ways,
+                    u,
+                    cfg,
+                    seed.wrapping_add(e),
+                    plan.arena_bytes(),
+                )?;
+                // The pick, trained on the whole support set, scores the queries.
+                let mut fitted = vec![];
+                for c in &ch.pick {
+                    fitted.push(super::auto::fit_cand(
+                        plan,
+                        opts,
+                        c,
+                        &ep,
+                        &idx,
+                        ways,
+                        u,
+                        seed.wrapping_add(e),
+                    )?);
+                }
+                m.train_s += t.elapsed().as_secs_f64();
+                let mut parts = vec![vec![0.0f32; ways]; fitted.len()];
+                let mut scores = vec![0.0; ways];
+                let mut tb: Vec<Vec<f32>> = vec![vec![]; cache.taps.len()];
+                let mut ok = 0;
+                for &(r, w) in &query {
+                    for ((mth, sel), p) in fitted.iter().zip(parts.iter_mut()) {
+                        super::auto::score_row(mth, &cache, sel, r, &mut tb, p)?;
+                    }
+                    let v: Vec<&[f32]> = parts.iter().map(|p| &p[..]).collect();
+                    if v.len() == 1 {
+                        scores.copy_from_slice(v[0]);
+                    } else {
+                        super::auto::ensemble_scores(&v, &mut scores);
+                    }
+                    ok += (adapt::argmax(&scores) == w) as usize;
+                }
+                m.acc.push(ok as f64 / query.len() as f64);
+                let picked: Vec<&super::auto::Trial> = ch
+                    .trials
+                    .iter()
+                    .filter(|t| ch.pick.contains(&t.cand))
+                    .collect();
+                m.peak = m.peak.max(picked.iter().map(|t| t.peak).max().unwrap_or(0));
+                m.params = fitted.iter().map(|f| f.0.params()).sum();
+                m.adapter_bytes = fitted
+                    .into_iter()
+                    .map(|(mth, sel)| {
+                        Adapter::new(
+                            plan,
+                            tap_dims(&ep, &sel),
+                            (0..ways).map(|w| w.to_string()).collect(),
+                            vec![],
+                            mth,
+                        )
+                        .to_bytes()
+                        .len()
+                    })
+                    .sum();
+                choices.push(format!("episode {e}: {}", ch.why()));
+                continue;
+            }
             let names = opts.taps_for(plan, m.kind);
             let sel = tap_indices(&ep, &names)?;
             let spec = opts.spec(plan, m.kind, seed.wrapping_add(e))?;
@@ -310,6 +408,72 @@ pub fn episodes(
         m.train_s /= (n_episodes * folds.max(1) as u64) as f64;
     }
     Ok((res, per))
+}
+
+/// One episode's draw: examples as indices into the data, with their episode label
+/// `0..ways`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draw {
+    /// The classes drawn, in episode-label order.
+    pub classes: Vec<usize>,
+    /// Support examples, class by class.
+    pub support: Vec<(usize, usize)>,
+    /// The support example's shot number within its class (the fold that holds it out).
+    pub shot: Vec<usize>,
+    pub query: Vec<(usize, usize)>,
+    /// Unlabeled examples (their labels are not given to anything).
+    pub unlabeled: Vec<usize>,
+}
+
+/// Draws an episode: `ways` of the classes, `shots` support examples and `unlabeled`
+/// unlabeled ones of each, the rest of those classes as queries. `by_class[c]` lists
+/// the data's examples of class `c`; the draw depends only on these and `seed`.
+pub fn draw(
+    by_class: &[Vec<usize>],
+    classes: usize,
+    ways: usize,
+    shots: usize,
+    unlabeled: usize,
+    seed: u64,
+) -> Result<Draw> {
+    if ways > classes || by_class.len() < classes {
+        return Err(Error::Invalid {
+            what: format!("{ways} ways of {classes} classes"),
+        });
+    }
+    let mut rng = Rng::new(seed);
+    let mut cls: Vec<usize> = (0..classes).collect();
+    rng.shuffle(&mut cls);
+    cls.truncate(ways);
+    cls.sort();
+    let mut d = Draw {
+        classes: cls.clone(),
+        support: vec![],
+        shot: vec![],
+        query: vec![],
+        unlabeled: vec![],
+    };
+    for (w, &c) in cls.iter().enumerate() {
+        let mut idx = by_class[c].clone();
+        if idx.len() <= shots + unlabeled {
+            return Err(Error::Invalid {
+                what: format!(
+                    "class {c} has {} examples; {shots} shots and {unlabeled} unlabeled need more",
+                    idx.len()
+                ),
+            });
+        }
+        rng.shuffle(&mut idx);
+        for (j, &i) in idx[..shots].iter().enumerate() {
+            d.support.push((i, w));
+            d.shot.push(j);
+        }
+        d.unlabeled
+            .extend_from_slice(&idx[shots..shots + unlabeled]);
+        d.query
+            .extend(idx[shots + unlabeled..].iter().map(|&i| (i, w)));
+    }
+    Ok(d)
 }
 
 /// Writes episode `e`'s support, query and unlabeled taps

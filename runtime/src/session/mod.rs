@@ -12,6 +12,7 @@
 //! backbone again. One session is used from one thread at a time; it is `Send`, so
 //! sessions can live on worker threads, each with its own.
 
+pub mod auto;
 pub mod cache;
 pub mod eval;
 pub mod options;
@@ -34,6 +35,7 @@ use crate::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
 use crate::preprocess::AUDIO_STRIDE;
 use crate::{Error, Executor, Result};
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::sync::Arc;
 use cache::Filler;
 
@@ -76,6 +78,9 @@ pub struct Session {
     /// augmented views) and the examples, kept to cache again when the method changes.
     unl_cache: TapCache,
     unl_samples: Vec<Sample>,
+    /// Whether the fit learns from the unlabeled examples (the automatic choice may
+    /// find it does better without them).
+    use_unlabeled: bool,
     listening: Option<Listening>,
     classes: Vec<String>,
     adapter: Option<Adapter>,
@@ -129,6 +134,7 @@ impl Session {
             samples: Vec::new(),
             unl_cache,
             unl_samples: Vec::new(),
+            use_unlabeled: true,
             listening: None,
             classes: Vec::new(),
             adapter: None,
@@ -237,6 +243,7 @@ impl Session {
         let format = self.opts.cache_for(kind);
         let same = taps == self.taps && shapes == self.cache.named() && format == self.cache.format;
         self.kind = kind;
+        self.use_unlabeled = true;
         if same {
             return Ok(());
         }
@@ -283,6 +290,81 @@ impl Session {
         fill.push(&self.prep, &s, 0, &mut self.unl_cache)?;
         self.unl_samples.push(s);
         Ok(())
+    }
+
+    /// Chooses the method and its key settings on the enrolled examples alone
+    /// (leave-one-example-out folds of each class, [`auto::choose`]) among
+    /// `cfg.candidates`, within its time and memory budgets (`opts.max_memory` when
+    /// `cfg` sets none), and makes the pick the current method: its C, and whether it
+    /// learns from the unlabeled examples, apply at the next [`fit`](Self::fit). An
+    /// adapter holds one head, so ensembles are not candidates here. Every class needs
+    /// at least two examples. The backbone runs once more over the enrolled and
+    /// unlabeled examples, for the union of the candidates' taps.
+    pub fn choose_method(&mut self, cfg: &auto::AutoConfig) -> Result<auto::Choice> {
+        if self.classes.len() < 2 {
+            return Err(invalid(
+                "choosing a method needs examples of at least two classes".into(),
+            ));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for &k in &cfg.candidates {
+            for t in self.opts.taps_for(&self.plan, k) {
+                if !names.contains(&t) {
+                    names.push(t);
+                }
+            }
+        }
+        let (sup, groups, _) = eval::cache_all(
+            &self.plan,
+            &self.prep,
+            &self.samples,
+            &names,
+            &self.opts,
+            self.seed,
+            &mut |_, _| {},
+        )?;
+        let unl: Vec<(Sample, usize)> = self.unl_samples.iter().map(|s| (s.clone(), 0)).collect();
+        let plain = Options {
+            augment: 0,
+            ..self.opts.clone()
+        };
+        let (ucache, _, _) = eval::cache_all(
+            &self.plan,
+            &self.prep,
+            &unl,
+            &names,
+            &plain,
+            0,
+            &mut |_, _| {},
+        )?;
+        let uidx: Vec<usize> = (0..ucache.len()).collect();
+        let u = (!uidx.is_empty()).then_some(adapt::Unlabeled {
+            cache: &ucache,
+            idx: &uidx,
+        });
+        let mut cfg = cfg.clone();
+        cfg.ensembles = false;
+        if cfg.max_memory.is_none() {
+            cfg.max_memory = self.opts.max_memory;
+        }
+        let ch = auto::choose(
+            &self.plan,
+            &self.opts,
+            &sup,
+            &groups,
+            self.classes.len(),
+            u,
+            &cfg,
+            self.seed,
+            self.plan.arena_bytes(),
+        )?;
+        let c = &ch.pick[0];
+        if c.c.is_some() {
+            self.opts.c = c.c;
+        }
+        self.set_method(c.kind)?;
+        self.use_unlabeled = c.unlabeled;
+        Ok(ch)
     }
 
     /// Unlabeled examples kept for the next fit.
@@ -546,7 +628,11 @@ impl Session {
         let sel: Vec<usize> = (0..self.taps.len()).collect();
         let idx: Vec<usize> = (0..self.cache.len()).collect();
         let mut last = None;
-        let unl_idx: Vec<usize> = (0..self.unl_cache.len()).collect();
+        let unl_idx: Vec<usize> = if self.use_unlabeled {
+            (0..self.unl_cache.len()).collect()
+        } else {
+            Vec::new()
+        };
         let unl = (!unl_idx.is_empty()).then_some(adapt::Unlabeled {
             cache: &self.unl_cache,
             idx: &unl_idx,

@@ -705,6 +705,7 @@ fn eval<'py>(
                 0,
                 0,
                 None,
+                None,
                 &mut |_, _| {},
             )
         })

@@ -3,6 +3,7 @@
 
 use edgetune::adapt::Kind;
 use edgetune::plan::Plan;
+use edgetune::session::auto::AutoConfig;
 use edgetune::session::eval::{mean_std, MethodResult};
 use edgetune::session::{Options, Session};
 use edgetune::{Error, Result};
@@ -85,6 +86,7 @@ pub fn adapt_cmd(
     train: &Path,
     unlabeled: Option<&Path>,
     kind: Kind,
+    auto: Option<&AutoConfig>,
     opts: &Options,
     seed: u64,
     json: bool,
@@ -111,7 +113,7 @@ pub fn adapt_cmd(
             mem.peak, mem.cache, mem.arena
         );
     }
-    if let Some(limit) = opts.max_memory {
+    if let (Some(limit), None) = (opts.max_memory, auto) {
         if mem.peak > limit {
             return Err(Error::OverBudget {
                 need: mem.peak,
@@ -130,9 +132,27 @@ pub fn adapt_cmd(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let steps = opts
+    let mut chose = None;
+    let kind = match auto {
+        Some(cfg) => {
+            let t = Instant::now();
+            let ch = s.choose_method(cfg)?;
+            if !json {
+                println!(
+                    "auto: {} (chosen in {:.1} s)",
+                    ch.why(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            chose = Some(ch);
+            s.method()
+        }
+        None => kind,
+    };
+    let steps = s
+        .opts
         .spec(s.plan(), kind, seed)
-        .map(|sp| opts.steps_for(&sp))?;
+        .map(|sp| s.opts.steps_for(&sp))?;
     let pb = progress_bar(!json && kind != Kind::Ncm, steps);
     let t = Instant::now();
     let fit = s.fit(&mut |p| {
@@ -146,7 +166,7 @@ pub fn adapt_cmd(
     let size = fit.adapter_bytes;
     if json {
         println!(
-            "{{\"method\":{},\"classes\":{},\"examples\":{},\"params\":{},\"adapter_bytes\":{size},\"train_seconds\":{train_s:.4},\"final_loss\":{},\"cache_bytes\":{},\"peak_bytes\":{},\"serve\":{},\"output\":{}}}",
+            "{{\"method\":{},\"classes\":{},\"examples\":{},\"params\":{},\"adapter_bytes\":{size},\"train_seconds\":{train_s:.4},\"final_loss\":{},\"cache_bytes\":{},\"peak_bytes\":{},\"serve\":{},\"output\":{},\"auto\":{}}}",
             json_str(kind.name()),
             s.classes().len(),
             s.cached(),
@@ -158,7 +178,8 @@ pub fn adapt_cmd(
             fit.cache_bytes,
             fit.memory.peak,
             json_str(if s.serves_int8() { "int8" } else { "float" }),
-            json_str(&output.display().to_string())
+            json_str(&output.display().to_string()),
+            chose.as_ref().map_or("null".into(), |c| json_str(&c.why()))
         );
     } else {
         println!(
@@ -271,14 +292,20 @@ pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> String, json: bo
             .map(|m| {
                 let (a, s) = mean_std(&m.acc);
                 format!(
-                    "{{\"method\":{},\"accuracy\":{a:.4},\"std\":{s:.4},\"episodes\":{:?},\"int8_episodes\":{:?},\"train_ms\":{:.2},\"peak_bytes\":{},\"params\":{},\"adapter_bytes\":{}}}",
+                    "{{\"method\":{},\"accuracy\":{a:.4},\"std\":{s:.4},\"episodes\":{:?},\"int8_episodes\":{:?},\"train_ms\":{:.2},\"peak_bytes\":{},\"params\":{},\"adapter_bytes\":{},\"choices\":[{}]}}",
                     json_str(&m.label()),
                     m.acc,
                     m.acc_int8,
                     m.train_s * 1e3,
                     m.peak,
                     m.params,
-                    m.adapter_bytes
+                    m.adapter_bytes,
+                    m.auto
+                        .iter()
+                        .flatten()
+                        .map(|c| json_str(c))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 )
             })
             .collect();

@@ -10,6 +10,7 @@ use edgetune::adapt::Kind;
 use edgetune::import::{import_bytes, ImportOptions, Taps};
 use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
 use edgetune::preprocess::Preprocess;
+use edgetune::session::auto::AutoConfig;
 use edgetune::session::eval::{class_folders, episodes as run_episodes, mean_std};
 use edgetune::session::{Image, Options, Sample, Serve};
 use edgetune::{Error, Executor, Result};
@@ -105,7 +106,9 @@ enum Cmd {
         plan: Option<PathBuf>,
         #[arg(long)]
         train: PathBuf,
-        /// ncm, linear, moment, ladder or query.
+        /// ncm, linear, moment, ladder, query, tail, bias, lora, or auto (chosen on the
+        /// training examples alone: `--candidates`, `--budget`, `--auto-folds`,
+        /// `--max-memory`).
         #[arg(long, default_value = "linear")]
         method: String,
         #[arg(long, default_value_t = 0)]
@@ -165,7 +168,8 @@ enum Cmd {
         episodes: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Comma-separated methods (default: all).
+        /// Comma-separated methods (default: all); `auto` adds the method chosen per
+        /// episode on its support set alone (`--candidates`, `--budget`, `--auto-folds`).
         #[arg(long)]
         method: Option<String>,
         /// U further examples per class, neither support nor query, given to the methods
@@ -173,6 +177,10 @@ enum Cmd {
         /// with them (`+unlabeled`) on the same queries.
         #[arg(long, default_value_t = 0, value_name = "U")]
         unlabeled: usize,
+        /// `--method auto`: skip candidates whose training peak would exceed this many
+        /// bytes.
+        #[arg(long)]
+        max_memory: Option<usize>,
         #[command(flatten)]
         fit: FitArgs,
         /// Accuracy vs shots (1, 2, 5, 10) per method, as SVG.
@@ -257,9 +265,35 @@ struct FitArgs {
     /// to int8 (activation ranges calibrated on the support set, stored in the adapter).
     #[arg(long, default_value = "float")]
     serve: String,
+    /// `--method auto`: the methods to choose from (comma-separated; default: all).
+    #[arg(long)]
+    candidates: Option<String>,
+    /// `--method auto`: held-out folds of the support set (at most the fewest examples
+    /// of a class).
+    #[arg(long, default_value_t = 3)]
+    auto_folds: usize,
+    /// `--method auto`: seconds for choosing and the final fit (per episode in eval).
+    #[arg(long, value_name = "SECONDS")]
+    budget: Option<f64>,
 }
 
 impl FitArgs {
+    /// What `--method auto` may try and within what budget.
+    fn auto_config(&self, max_memory: Option<usize>) -> Result<AutoConfig> {
+        if self.budget.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            return Err(Error::Invalid {
+                what: "--budget: a positive number of seconds".into(),
+            });
+        }
+        Ok(AutoConfig {
+            candidates: parse_kinds(self.candidates.as_deref())?,
+            folds: self.auto_folds.max(1),
+            budget_s: self.budget,
+            max_memory,
+            ensembles: true,
+        })
+    }
+
     /// Whether the run trains as the committed PyTorch reference does (the methods'
     /// defaults, tools/torch_reference.py): any option that changes the taps, the cache,
     /// the data, the recipe or what is reported hides the reference column.
@@ -388,6 +422,22 @@ fn check_cmd(model: &Path, bad: &[edgetune::import::Unsupported]) -> Result<()> 
             summary.join(", ")
         ),
     })
+}
+
+/// `--method` of eval: the methods to report, and whether `auto` is one of them (alone,
+/// it is the only row).
+fn parse_methods(s: Option<&str>) -> Result<(Vec<Kind>, bool)> {
+    match s {
+        Some(list) if list.split(',').any(|m| m == "auto") => {
+            let rest: Vec<&str> = list.split(',').filter(|m| *m != "auto").collect();
+            if rest.is_empty() {
+                Ok((vec![], true))
+            } else {
+                Ok((parse_kinds(Some(&rest.join(",")))?, true))
+            }
+        }
+        s => Ok((parse_kinds(s)?, false)),
+    }
 }
 
 fn parse_kinds(s: Option<&str>) -> Result<Vec<Kind>> {
@@ -564,6 +614,7 @@ fn eval_cmd(
     seed: u64,
     kinds: &[Kind],
     unlabeled: usize,
+    auto: Option<&AutoConfig>,
     opts: &Options,
     fit: &FitArgs,
     plot: Option<&Path>,
@@ -594,6 +645,7 @@ fn eval_cmd(
         opts,
         fit.select_folds,
         unlabeled,
+        auto,
         fit.export.as_deref(),
         &mut |i, n| {
             bar.set_length(n as u64);
@@ -627,6 +679,13 @@ fn eval_cmd(
         &none
     };
     fewshot::print_table(&res, refs, json);
+    if !json {
+        for m in &res {
+            for c in m.auto.iter().flatten() {
+                println!("auto, {c}");
+            }
+        }
+    }
     if let Some(path) = plot {
         // Shot counts the data can serve (every class needs one query left).
         let min_class = (0..names.len())
@@ -639,7 +698,7 @@ fn eval_cmd(
             .collect();
         let mut rows: Vec<(Kind, Vec<(usize, f64)>)> = res
             .iter()
-            .filter(|m| !m.unlabeled)
+            .filter(|m| !m.unlabeled && m.auto.is_none())
             .map(|m| (m.kind, vec![(shots, mean_std(&m.acc).0)]))
             .collect();
         for &s in &shot_list {
@@ -655,6 +714,7 @@ fn eval_cmd(
                 opts,
                 fit.select_folds,
                 0,
+                None,
                 None,
                 &mut |_, _| {},
             )?;
@@ -733,6 +793,7 @@ fn demo(
         opts,
         fit.select_folds,
         0,
+        None,
         fit.export.as_deref(),
         &mut |i, n| {
             bar.set_length(n as u64);
@@ -1106,7 +1167,12 @@ fn main() {
             json,
             output,
         } => (|| {
-            let kind = parse_kinds(Some(&method))?;
+            let auto = method == "auto";
+            let kind = if auto {
+                vec![Kind::Linear]
+            } else {
+                parse_kinds(Some(&method))?
+            };
             if kind.len() != 1 {
                 return Err(Error::Invalid {
                     what: "adapt trains one method".into(),
@@ -1117,11 +1183,13 @@ fn main() {
                 max_memory,
                 ..fit.opts()?
             };
+            let cfg = fit.auto_config(max_memory)?;
             fewshot::adapt_cmd(
                 plan,
                 &train,
                 unlabeled.as_deref(),
                 kind[0],
+                auto.then_some(&cfg),
                 &opts,
                 seed,
                 json,
@@ -1169,11 +1237,13 @@ fn main() {
             seed,
             method,
             unlabeled,
+            max_memory,
             fit,
             plot,
             json,
         } => (|| {
-            let kinds = parse_kinds(method.as_deref())?;
+            let (kinds, auto) = parse_methods(method.as_deref())?;
+            let cfg = fit.auto_config(max_memory)?;
             eval_cmd(
                 plan.as_deref(),
                 &data,
@@ -1183,6 +1253,7 @@ fn main() {
                 seed,
                 &kinds,
                 unlabeled,
+                auto.then_some(&cfg),
                 &fit.opts()?,
                 &fit,
                 plot.as_deref(),

@@ -1,0 +1,353 @@
+//! The automatic method choice (`session::auto`): its held-out accuracy is the
+//! leave-one-shot-out accuracy computed here by hand; it picks the best candidate; in
+//! `eval` its choices do not change when every query image is replaced by noise (it
+//! never reads them) while the accuracy it is scored with does; a `Session` adopts the
+//! pick; budgets and too few examples give typed errors.
+
+use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
+use edgetune::adapt::rng::Rng;
+use edgetune::adapt::Kind;
+use edgetune::import::{import_path, ImportOptions};
+use edgetune::plan::{AlignedBytes, Plan};
+use edgetune::session::auto::{choose, AutoConfig};
+use edgetune::session::eval::{draw, episodes};
+use edgetune::session::{Image, Options, Sample, Session};
+use edgetune::Error;
+use std::path::Path;
+
+const TOKENS: usize = 3;
+const DIM: usize = 8;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The tiny Fashion-MNIST CNN with its grey 28×28 preprocessing.
+fn tiny_plan() -> Plan<'static> {
+    let opts = ImportOptions {
+        meta: vec![("preprocess".into(), "image:28:127:128:1".into())],
+        ..Default::default()
+    };
+    let parts = import_path(&root().join("models/tiny_cnn_fmnist04_int8.onnx"), &opts).unwrap();
+    Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap()
+}
+
+/// The bundled Fashion-MNIST sample (60 per class), as the CLI reads it.
+fn fashion() -> Vec<(Sample, usize)> {
+    let px = std::fs::read(root().join("examples/data/fashion_mnist_600-images.idx")).unwrap();
+    let lb = std::fs::read(root().join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
+    (0..600)
+        .map(|i| {
+            let im = Image {
+                px: px[16 + i * 784..][..784].to_vec(),
+                w: 28,
+                h: 28,
+                c: 1,
+            };
+            (Sample::Image(im), lb[8 + i] as usize)
+        })
+        .collect()
+}
+
+/// `shots` examples of each of 3 classes whose means are close: a random direction per
+/// class plus wide noise and a per-token ramp.
+fn cache(shots: usize) -> TapCache {
+    let mut c = TapCache::new(
+        CacheFormat::F16,
+        vec![("t".into(), TapShape::new(TOKENS, DIM))],
+    );
+    let mut r = Rng::new(7);
+    let dirs: Vec<Vec<f32>> = (0..3)
+        .map(|_| (0..DIM).map(|_| r.f32() * 2.0 - 1.0).collect())
+        .collect();
+    for s in 0..shots {
+        for (l, d) in dirs.iter().enumerate() {
+            let x: Vec<f32> = (0..TOKENS * DIM)
+                .map(|j| {
+                    d[j % DIM] + 8.0 * (r.f32() - 0.5) + 0.2 * (j / DIM) as f32 + 0.01 * s as f32
+                })
+                .collect();
+            c.push(&[&x[..]], l).unwrap();
+        }
+    }
+    c
+}
+
+/// Leave-one-shot-out accuracy of the nearest class mean, by hand in f64: prototypes are
+/// sums of unit-norm pooled features, scored by cosine.
+fn ncm_folds_by_hand(c: &TapCache, groups: &[usize], folds: usize) -> f64 {
+    let mut buf = vec![0.0; TOKENS * DIM];
+    let unit: Vec<Vec<f64>> = (0..c.len())
+        .map(|i| {
+            c.read(i, 0, &mut buf);
+            let mut v = [0.0f64; DIM];
+            for row in buf.chunks(DIM) {
+                v.iter_mut().zip(row).for_each(|(o, &x)| *o += x as f64);
+            }
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / n).collect()
+        })
+        .collect();
+    // Each class's examples in order.
+    let mut per: Vec<Vec<usize>> = vec![vec![]; 3];
+    for (r, &g) in groups.iter().enumerate() {
+        if !per[c.labels[r]].contains(&g) {
+            per[c.labels[r]].push(g);
+        }
+    }
+    let (mut ok, mut n) = (0, 0);
+    for f in 0..folds {
+        let out: Vec<usize> = per.iter().map(|v| v[f]).collect();
+        let mut proto = vec![vec![0.0f64; DIM]; 3];
+        for r in 0..c.len() {
+            if !out.contains(&groups[r]) {
+                proto[c.labels[r]]
+                    .iter_mut()
+                    .zip(&unit[r])
+                    .for_each(|(p, x)| *p += x);
+            }
+        }
+        for (cl, &g) in out.iter().enumerate() {
+            let r = groups.iter().position(|&x| x == g).unwrap();
+            let cos: Vec<f64> = proto
+                .iter()
+                .map(|p| {
+                    let pn = p.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    p.iter().zip(&unit[r]).map(|(a, b)| a * b).sum::<f64>() / pn
+                })
+                .collect();
+            let best = (0..3).max_by(|&a, &b| cos[a].total_cmp(&cos[b])).unwrap();
+            ok += (best == cl) as usize;
+            n += 1;
+        }
+    }
+    ok as f64 / n as f64
+}
+
+fn tap_opts() -> Options {
+    Options {
+        taps: Some(vec!["t".into()]),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn held_out_accuracy_is_leave_one_shot_out_and_the_best_is_picked() {
+    let plan = tiny_plan();
+    let c = cache(5);
+    // Every row its own example; then every example with an augmented view (its rows
+    // must leave the training set together, which the by-hand folds also do).
+    let groups: Vec<usize> = (0..c.len()).collect();
+    let cfg = AutoConfig {
+        candidates: vec![Kind::Ncm, Kind::Linear],
+        folds: 4,
+        ensembles: true,
+        ..Default::default()
+    };
+    let ch = choose(&plan, &tap_opts(), &c, &groups, 3, None, &cfg, 0, 0).unwrap();
+    assert_eq!(ch.folds, 4);
+    assert_eq!(ch.held_out, 12);
+    let ncm = ch.trials.iter().find(|t| t.cand.kind == Kind::Ncm).unwrap();
+    let want = ncm_folds_by_hand(&c, &groups, 4);
+    // Not a trivial task: some held-out examples are missed.
+    assert!(want < 1.0 && want > 0.3, "{want}");
+    assert_eq!(ncm.acc, Some(want), "ncm's held-out accuracy");
+    // ncm, then linear with C = 1, 10, 100.
+    let labels: Vec<String> = ch.trials.iter().map(|t| t.cand.label()).collect();
+    assert_eq!(labels, ["ncm", "linear C=1", "linear C=10", "linear C=100"]);
+    let best = ch
+        .trials
+        .iter()
+        .filter_map(|t| t.acc)
+        .fold(f64::MIN, f64::max);
+    let ens = ch.ensembles.iter().map(|e| e.1).fold(f64::MIN, f64::max);
+    assert!(
+        !ch.ensembles.is_empty(),
+        "ncm and linear read the same taps"
+    );
+    assert_eq!(ch.acc, best.max(ens), "{}", ch.why());
+    if ch.pick.len() == 1 {
+        // A single pick is the first of the best.
+        let first = ch.trials.iter().find(|t| t.acc == Some(best)).unwrap();
+        assert_eq!(ch.pick[0], first.cand);
+    } else {
+        assert!(ens > best, "an ensemble only wins strictly: {}", ch.why());
+    }
+    // Pairs of rows from one example: the same folds hold out both.
+    let mut c2 = TapCache::new(c.format, c.named());
+    let mut g2 = vec![];
+    let mut buf = vec![0.0; TOKENS * DIM];
+    for r in 0..c.len() {
+        c.read(r, 0, &mut buf);
+        for _ in 0..2 {
+            c2.push(&[&buf[..]], c.labels[r]).unwrap();
+            g2.push(r);
+        }
+    }
+    let ch2 = choose(&plan, &tap_opts(), &c2, &g2, 3, None, &cfg, 0, 0).unwrap();
+    assert_eq!(ch2.held_out, 12);
+    let ncm2 = ch2
+        .trials
+        .iter()
+        .find(|t| t.cand.kind == Kind::Ncm)
+        .unwrap();
+    // Duplicated rows double every prototype sum: the same predictions.
+    assert_eq!(ncm2.acc, Some(ncm_folds_by_hand(&c2, &g2, 4)));
+    assert_eq!(ncm2.acc, Some(want));
+}
+
+#[test]
+fn budgets_and_too_few_examples_are_typed_errors() {
+    let plan = tiny_plan();
+    let c = cache(3);
+    let groups: Vec<usize> = (0..c.len()).collect();
+    let tight = AutoConfig {
+        candidates: vec![Kind::Ncm, Kind::Linear],
+        max_memory: Some(1),
+        ..Default::default()
+    };
+    match choose(&plan, &tap_opts(), &c, &groups, 3, None, &tight, 0, 0) {
+        Err(Error::Invalid { what }) => assert!(what.contains("budget"), "{what}"),
+        other => panic!("expected a budget error, got {:?}", other.map(|c| c.why())),
+    }
+    let spent = AutoConfig {
+        candidates: vec![Kind::Ncm],
+        budget_s: Some(1e-12),
+        ..Default::default()
+    };
+    match choose(&plan, &tap_opts(), &c, &groups, 3, None, &spent, 0, 0) {
+        Err(Error::Invalid { what }) => assert!(what.contains("budget"), "{what}"),
+        other => panic!("expected a budget error, got {:?}", other.map(|c| c.why())),
+    }
+    // One example of class 0 (each class needs one to train on and one to hold out).
+    let mut one = TapCache::new(c.format, c.named());
+    let mut buf = vec![0.0; TOKENS * DIM];
+    let mut g = vec![];
+    for r in 0..c.len() {
+        if c.labels[r] == 0 && r > 2 {
+            continue;
+        }
+        c.read(r, 0, &mut buf);
+        one.push(&[&buf[..]], c.labels[r]).unwrap();
+        g.push(r);
+    }
+    let cfg = AutoConfig::default();
+    match choose(&plan, &tap_opts(), &one, &g, 3, None, &cfg, 0, 0) {
+        Err(Error::Invalid { what }) => assert!(what.contains("at least 2"), "{what}"),
+        other => panic!(
+            "expected too few examples, got {:?}",
+            other.map(|c| c.why())
+        ),
+    }
+    assert!(choose(&plan, &tap_opts(), &c, &groups[1..], 3, None, &cfg, 0, 0).is_err());
+}
+
+/// The choice line without its time.
+fn untimed(s: &str) -> String {
+    s.rsplit_once("; ")
+        .map_or(s.to_string(), |(a, _)| a.to_string())
+}
+
+#[test]
+fn eval_choices_never_read_the_query_set() {
+    let plan = tiny_plan();
+    let data = fashion();
+    let cfg = AutoConfig {
+        candidates: vec![Kind::Ncm, Kind::Linear, Kind::Moment],
+        folds: 2,
+        ..Default::default()
+    };
+    let opts = Options::default();
+    let by_class: Vec<Vec<usize>> = (0..10)
+        .map(|c| (0..data.len()).filter(|&i| data[i].1 == c).collect())
+        .collect();
+    let mut noise = Rng::new(5);
+    for seed in [0u64, 1] {
+        let run = |d: &[(Sample, usize)]| {
+            let (res, _) = episodes(
+                &plan,
+                d,
+                10,
+                &[],
+                5,
+                3,
+                1,
+                seed,
+                &opts,
+                0,
+                0,
+                Some(&cfg),
+                None,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(res.len(), 1);
+            let choices = res[0].auto.clone().unwrap();
+            assert_eq!(choices.len(), 1);
+            (untimed(&choices[0]), res[0].acc[0])
+        };
+        let (chose, acc) = run(&data);
+        // Every query image of this episode becomes noise; support untouched.
+        let d = draw(&by_class, 10, 5, 3, 0, seed).unwrap();
+        let mut poisoned = data.clone();
+        for &(i, _) in &d.query {
+            let px: Vec<u8> = (0..784).map(|_| (noise.f32() * 255.0) as u8).collect();
+            poisoned[i].0 = Sample::Image(Image {
+                px,
+                w: 28,
+                h: 28,
+                c: 1,
+            });
+        }
+        let (chose2, acc2) = run(&poisoned);
+        assert_eq!(
+            chose, chose2,
+            "episode seed {seed}: the choice read the query set"
+        );
+        assert!(
+            acc > acc2 + 0.1,
+            "episode seed {seed}: noise queries should score worse ({acc} vs {acc2})"
+        );
+    }
+}
+
+#[test]
+fn a_session_adopts_the_pick() {
+    let data = fashion();
+    let mut s = Session::new(tiny_plan()).unwrap();
+    // Three classes, four examples each.
+    let mut n = [0usize; 3];
+    for (x, l) in &data {
+        if *l < 3 && n[*l] < 4 {
+            n[*l] += 1;
+            s.enrol(x.clone(), &format!("c{l}")).unwrap();
+        }
+    }
+    let cfg = AutoConfig {
+        candidates: vec![Kind::Ncm, Kind::Moment],
+        folds: 2,
+        ..Default::default()
+    };
+    let ch = s.choose_method(&cfg).unwrap();
+    assert_eq!(ch.pick.len(), 1, "an adapter holds one head");
+    assert_eq!(s.method(), ch.pick[0].kind, "{}", ch.why());
+    let best = ch
+        .trials
+        .iter()
+        .filter_map(|t| t.acc)
+        .fold(f64::MIN, f64::max);
+    assert_eq!(ch.acc, best);
+    s.fit(&mut |_| true).unwrap();
+    assert_eq!(s.adapter().unwrap().method.kind(), ch.pick[0].kind);
+    if let Some(c) = ch.pick[0].c {
+        assert_eq!(s.opts.c, Some(c));
+    }
+    // One class with a single example: refused, and the session is unchanged.
+    let mut t = Session::new(tiny_plan()).unwrap();
+    t.enrol(data[0].0.clone(), "a").unwrap();
+    let other = data.iter().find(|d| d.1 != data[0].1).unwrap();
+    t.enrol(other.0.clone(), "b").unwrap();
+    t.enrol(other.0.clone(), "b").unwrap();
+    assert!(matches!(t.choose_method(&cfg), Err(Error::Invalid { .. })));
+    assert_eq!(t.method(), Kind::Linear);
+}
