@@ -53,10 +53,11 @@ impl<'p> PlanRef<'p> {
     }
 }
 
-/// The object-safe part of [`Tables`] the executor's accessors use.
+/// The object-safe part of [`Tables`] the executor uses.
 trait TensorTable {
     fn header_ref(&self) -> &crate::plan::Header;
     fn meta(&self, id: u32) -> TensorMeta;
+    fn image_ref(&self) -> &[u8];
 }
 
 impl<T: Tables> TensorTable for T {
@@ -65,6 +66,28 @@ impl<T: Tables> TensorTable for T {
     }
     fn meta(&self, id: u32) -> TensorMeta {
         self.tensor(id)
+    }
+    fn image_ref(&self) -> &[u8] {
+        self.image()
+    }
+}
+
+/// Either plan behind one type, so the executor's op dispatch is compiled once (a
+/// microcontroller's flash holds one copy, whichever plan it runs).
+struct Dyn<'a>(&'a dyn TensorTable);
+
+impl Tables for Dyn<'_> {
+    fn header(&self) -> &crate::plan::Header {
+        self.0.header_ref()
+    }
+    fn image(&self) -> &[u8] {
+        self.0.image_ref()
+    }
+    fn tensor_count(&self) -> u32 {
+        0
+    }
+    fn tensor(&self, id: u32) -> TensorMeta {
+        self.0.meta(id)
     }
 }
 
@@ -312,13 +335,13 @@ impl<'p, 'm> Executor<'p, 'm> {
         match &self.plan {
             PlanRef::View(v) => {
                 for op in v.ops() {
-                    Self::step(*v, kern, par, arena, &op?)?;
+                    Self::step(&Dyn(*v), kern, par, arena, &op?)?;
                 }
             }
             p => {
                 if let Some(plan) = p.owned() {
                     for op in &plan.ops {
-                        Self::step(plan, kern, par, arena, op)?;
+                        Self::step(&Dyn(plan), kern, par, arena, op)?;
                     }
                 }
             }
@@ -349,7 +372,7 @@ impl<'p, 'm> Executor<'p, 'm> {
             PlanRef::View(v) => {
                 for (op, t) in v.ops().zip(per_op) {
                     let t0 = std::time::Instant::now();
-                    Self::step(*v, kern, par, arena, &op?)?;
+                    Self::step(&Dyn(*v), kern, par, arena, &op?)?;
                     *t += t0.elapsed();
                 }
             }
@@ -357,7 +380,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 if let Some(plan) = p.owned() {
                     for (op, t) in plan.ops.iter().zip(per_op) {
                         let t0 = std::time::Instant::now();
-                        Self::step(plan, kern, par, arena, op)?;
+                        Self::step(&Dyn(plan), kern, par, arena, op)?;
                         *t += t0.elapsed();
                     }
                 }
@@ -383,13 +406,7 @@ impl<'p, 'm> Executor<'p, 'm> {
         }
     }
 
-    fn step<P: Tables + ?Sized>(
-        plan: &P,
-        kern: Kernels,
-        par: &Par,
-        arena: &mut [u8],
-        op: &Op,
-    ) -> Result<()> {
+    fn step(plan: &Dyn, kern: Kernels, par: &Par, arena: &mut [u8], op: &Op) -> Result<()> {
         let tt = |id: u32| plan.tensor(id);
         match *op {
             Op::Quantize { x, y, q, to_nhwc } => {

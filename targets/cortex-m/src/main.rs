@@ -139,17 +139,22 @@ fn paint_stack() -> usize {
 /// counts `main`'s own frame) down to the deepest word written below `top`, where
 /// `paint_stack` started painting.
 fn stack_used(top: usize) -> usize {
-    extern "C" {
-        static _stack_start: u32;
-    }
     let lo = top - PAINT_BYTES;
     let mut a = lo;
     // SAFETY: reads the painted range, which lies in RAM.
     while a < top && unsafe { core::ptr::read_volatile(a as *const u32) } == PAINT {
         a += 4;
     }
+    stack_start() - a
+}
+
+/// The top of the stack (where it starts, growing down).
+fn stack_start() -> usize {
+    extern "C" {
+        static _stack_start: u32;
+    }
     // A linker symbol: only its address is taken.
-    core::ptr::addr_of!(_stack_start) as usize - a
+    core::ptr::addr_of!(_stack_start) as usize
 }
 
 fn example(i: usize) -> (usize, &'static [u8]) {
@@ -398,12 +403,12 @@ fn main() -> ! {
     );
     #[cfg(feature = "train")]
     {
-        // A copy on the heap (not 64-aligned): the owned parser, which copies it once.
-        let mut corrupt = PLAN.0.to_vec();
-        corrupt[100] ^= 0x40;
+        // A 64-aligned copy on the heap with one bit flipped.
+        let mut corrupt = edgetune::plan::AlignedBytes::from_slice(&PLAN.0);
+        corrupt.as_mut()[100] ^= 0x40;
         refuse(
             "corrupt plan",
-            edgetune::plan::Plan::from_bytes(&corrupt).map(drop),
+            PlanView::from_bytes(corrupt.as_ref()).map(drop),
         );
         let a = Adapter {
             plan_hash: [0x5a; 16],
@@ -427,7 +432,7 @@ fn main() -> ! {
     let heap = load_heap.max(train_heap);
     let stack = stack_used(top);
     info!(
-        "memory: arena {} B (plan needs {}), heap {} B (peak at load {} B, in training {} B, in inference {} allocations), stack peak {} B, static RAM {} B (arena and heap region included); RAM in use {} B",
+        "memory: arena {} B (plan needs {}), heap {} B (peak at load {} B, in training {} B, in inference {} allocations), stack peak {} B ({} B of it main's frame and above), static RAM {} B (arena and heap region included); RAM in use {} B",
         ARENA_BYTES,
         plan.arena_bytes(),
         HEAP_BYTES,
@@ -435,6 +440,7 @@ fn main() -> ! {
         train_heap,
         refused,
         stack,
+        stack_start() - top,
         statics,
         plan.arena_bytes() + heap + stack + (statics - ARENA_BYTES - HEAP_BYTES)
     );
