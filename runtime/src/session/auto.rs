@@ -138,30 +138,27 @@ impl Choice {
     /// One line: the pick, its held-out accuracy, the runner-up and the candidates that
     /// were skipped or stopped, with why.
     pub fn why(&self) -> String {
-        let mut ranked: Vec<(String, f64)> = self
+        let me = self.label();
+        let tried: Vec<String> = self
             .trials
             .iter()
-            .filter_map(|t| t.acc.map(|a| (t.cand.label(), a)))
+            .filter_map(|t| t.acc.map(|a| format!("{} {a:.3}", t.cand.label())))
             .chain(self.ensembles.iter().map(|(m, a)| {
                 let names: Vec<String> = m.iter().map(|&i| self.trials[i].cand.label()).collect();
-                (names.join(" + "), *a)
+                format!("{} {a:.3}", names.join(" + "))
             }))
             .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let me = self.label();
-        let next = ranked
-            .iter()
-            .find(|r| r.0 != me)
-            .map(|r| format!("; next {} {:.3}", r.0, r.1))
-            .unwrap_or_default();
         let mut s = format!(
-            "{me}: {:.3} on {} held-out examples ({} folds){next}; {:.1} s",
-            self.acc, self.held_out, self.folds, self.secs
+            "{me}: {:.3} on {} held-out examples ({} folds); tried {}",
+            self.acc,
+            self.held_out,
+            self.folds,
+            tried.join(", ")
         );
         for t in self.trials.iter().filter(|t| !t.note.is_empty()) {
             s += &format!("; {} {}", t.cand.label(), t.note);
         }
-        s
+        s + &format!("; {:.1} s", self.secs)
     }
 }
 
