@@ -67,6 +67,16 @@ class Session:
         """Unlabeled examples kept for the next fit."""
     def clear_unlabeled(self) -> None:
         """Forgets every unlabeled example."""
+    def choose_method(
+        self,
+        candidates: Optional[Sequence[str]] = None,
+        folds: int = 3,
+        budget_s: Optional[float] = None,
+        max_memory: Optional[int] = None,
+    ) -> dict:
+        """Chooses the method and its C on the enrolled examples alone (leave-one-example-out
+        folds) and makes it the method of the next fit: method, c, unlabeled, accuracy (held
+        out), why, trials [(name, accuracy or None, note)]."""
     def fit(
         self,
         method: Optional[str] = None,

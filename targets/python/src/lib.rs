@@ -370,6 +370,48 @@ impl PySession {
         self.lock().clear_unlabeled()
     }
 
+    /// Chooses the method and its C on the enrolled examples alone (leave-one-example-out
+    /// folds of each class) among `candidates` (None: all), within `budget_s` seconds and
+    /// `max_memory` bytes, and makes it the method of the next fit. Returns the pick
+    /// (`method`, `c`, `unlabeled`), its held-out `accuracy`, the line `why` and every
+    /// candidate's `trials` as (name, held-out accuracy or None, note).
+    #[pyo3(signature = (candidates=None, folds=3, budget_s=None, max_memory=None))]
+    fn choose_method<'py>(
+        &self,
+        py: Python<'py>,
+        candidates: Option<Vec<String>>,
+        folds: usize,
+        budget_s: Option<f64>,
+        max_memory: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let candidates = match candidates {
+            None => Kind::ALL.to_vec(),
+            Some(v) => v.iter().map(|n| kind_of(n)).collect::<PyResult<Vec<_>>>()?,
+        };
+        let cfg = et::session::auto::AutoConfig {
+            candidates,
+            folds,
+            budget_s,
+            max_memory,
+            ensembles: false,
+        };
+        let ch = self.with(py, |s| s.choose_method(&cfg))?;
+        let d = PyDict::new(py);
+        let pick = &ch.pick[0];
+        d.set_item("method", pick.kind.name())?;
+        d.set_item("c", pick.c)?;
+        d.set_item("unlabeled", pick.unlabeled)?;
+        d.set_item("accuracy", ch.acc)?;
+        d.set_item("why", ch.why())?;
+        let trials: Vec<(String, Option<f64>, String)> = ch
+            .trials
+            .iter()
+            .map(|t| (t.cand.label(), t.acc, t.note.clone()))
+            .collect();
+        d.set_item("trials", trials)?;
+        Ok(d)
+    }
+
     /// Trains the method on everything enrolled. `steps` (None: the method's default) holds
     /// for this fit and for the warm refits of `add_class`. `progress(step, steps,
     /// loss, accuracy)` is called at each step; returning False cancels the fit, and an

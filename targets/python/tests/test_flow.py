@@ -459,3 +459,40 @@ def test_export_onnx_runs_in_onnxruntime_with_the_same_top1(plan, tmp_path, meth
     s.fit(steps=5)
     with pytest.raises(EdgetuneError, match="closed-form"):
         s.export_onnx(MODEL, tmp_path / "ladder.onnx")
+
+
+def test_choose_method_matches_the_cli(plan, tmp_path):
+    """Session.choose_method picks what `edgetune adapt --method auto` picks on the same
+    files, from the same held-out accuracies, and the fits then score alike."""
+    if not CLI.exists():
+        pytest.skip(
+            f"CLI binary {CLI} absent: cargo build --release -p edgetune --features cli --bin edgetune"
+        )
+    train = tmp_path / "train"
+    for p, c in train_set():
+        (train / c).mkdir(parents=True, exist_ok=True)
+        (train / c / p.name).symlink_to(p)
+    s = enrolled(plan, "linear")
+    ch = s.choose_method(candidates=["ncm", "linear", "moment"])
+    assert s.method == ch["method"]
+    accs = [a for _, a, _ in ch["trials"] if a is not None]
+    assert ch["accuracy"] == max(accs)
+    assert [t[0] for t in ch["trials"]][:2] == ["ncm", "linear C=1"]
+    s.fit()
+    a = tmp_path / "cli.eta"
+    out = subprocess.run(
+        [str(CLI), "adapt", "--plan", str(plan), "--train", str(train), "--method", "auto",
+         "--candidates", "ncm,linear,moment", "--json", "-o", str(a)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    cli = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cli["method"] == ch["method"]
+    # The same line but for the seconds it took.
+    assert cli["auto"].rsplit("; ", 1)[0] == ch["why"].rsplit("; ", 1)[0]
+    other = edgetune.Session(plan, adapter=a)
+    for q, _ in held_out():
+        assert np.array_equal(s.scores(q), other.scores(q)), q
+    with pytest.raises(EdgetuneError, match="bogus"):
+        s.choose_method(candidates=["bogus"])
