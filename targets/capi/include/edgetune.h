@@ -143,6 +143,26 @@ enum EtStatus et_preprocess_image(struct et_session *s,
 enum EtStatus et_set_method(struct et_session *s, const char *method);
 
 /**
+ * Chooses the method and its C on the enrolled examples alone (each class's examples
+ * held out in turn, `folds` times; 0 means 3) among `candidates` (comma-separated method
+ * names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
+ * method of the next `et_train`. Every class needs at least two examples. `method` and
+ * `why` (each may be NULL) receive the pick's name and one line with every candidate's
+ * held-out accuracy and what was skipped, NUL-terminated, owned by the session and
+ * valid until its next `et_choose_method` or `et_free`.
+ *
+ * # Safety
+ * `s` is a live session; `candidates` NULL or a NUL-terminated string; `method` and
+ * `why` NULL or writable.
+ */
+enum EtStatus et_choose_method(struct et_session *s,
+                               const char *candidates,
+                               uint32_t folds,
+                               double budget_s,
+                               const char **method,
+                               const char **why);
+
+/**
  * Serving of trained tails (`tail`, `bias`, `lora`): 0 float, 1 int8 (re-quantised,
  * activation ranges calibrated on the enrolled examples and saved with the adapter).
  * Takes effect at the next `et_train`.

@@ -94,6 +94,8 @@ fn arg(msg: &str) -> (EtStatus, String) {
 /// A plan with its executor, tap cache and adapter ([`Session`]). Opaque to C.
 pub struct EtSession {
     s: Session,
+    /// The last automatic choice: the method picked and the line that says why.
+    chose: (CString, CString),
 }
 
 /// One example, preprocessed as the plan declares (image, audio, text or raw tensors).
@@ -159,7 +161,15 @@ pub extern "C" fn et_last_error() -> *const c_char {
 fn open(data: &[u8], out: *mut *mut EtSession) -> Result<(), (EtStatus, String)> {
     let s = Session::from_bytes(data).map_err(err)?;
     // SAFETY: forwarded caller promise that `out` is writable.
-    unsafe { put(out, Box::into_raw(Box::new(EtSession { s }))) }
+    unsafe {
+        put(
+            out,
+            Box::into_raw(Box::new(EtSession {
+                s,
+                chose: Default::default(),
+            })),
+        )
+    }
 }
 
 /// Opens a plan from `len` bytes at `bytes` (copied).
@@ -286,6 +296,77 @@ pub unsafe extern "C" fn et_set_method(s: *mut EtSession, method: *const c_char)
             arg("unknown method (ncm, linear, moment, ladder, query, tail, bias, lora)")
         })?;
         s.set_method(kind).map_err(err)
+    })
+}
+
+/// Chooses the method and its C on the enrolled examples alone (each class's examples
+/// held out in turn, `folds` times; 0 means 3) among `candidates` (comma-separated method
+/// names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
+/// method of the next `et_train`. Every class needs at least two examples. `method` and
+/// `why` (each may be NULL) receive the pick's name and one line with every candidate's
+/// held-out accuracy and what was skipped, NUL-terminated, owned by the session and
+/// valid until its next `et_choose_method` or `et_free`.
+///
+/// # Safety
+/// `s` is a live session; `candidates` NULL or a NUL-terminated string; `method` and
+/// `why` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn et_choose_method(
+    s: *mut EtSession,
+    candidates: *const c_char,
+    folds: u32,
+    budget_s: f64,
+    method: *mut *const c_char,
+    why: *mut *const c_char,
+) -> EtStatus {
+    guard(|| {
+        if s.is_null() {
+            return Err(arg("null session"));
+        }
+        // SAFETY: checked non-null; the caller promises it is live and not aliased.
+        let es = unsafe { &mut *s };
+        let list = if candidates.is_null() {
+            ""
+        } else {
+            // SAFETY: forwarded caller promise (NUL-terminated).
+            unsafe { cstr(candidates) }?
+        };
+        let kinds = if list.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            list.split(',')
+                .map(|m| {
+                    Kind::parse(m.trim()).ok_or_else(|| {
+                        arg("unknown candidate (ncm, linear, moment, ladder, query, tail, bias, lora)")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if budget_s.is_nan() || budget_s < 0.0 {
+            return Err(arg(
+                "budget_s: 0 (no limit) or a positive number of seconds",
+            ));
+        }
+        let cfg = edgetune::session::auto::AutoConfig {
+            candidates: kinds,
+            folds: if folds == 0 { 3 } else { folds as usize },
+            budget_s: (budget_s > 0.0).then_some(budget_s),
+            max_memory: None,
+            ensembles: false,
+        };
+        let ch = es.s.choose_method(&cfg).map_err(err)?;
+        let text = |t: String| CString::new(t.replace('\0', " ")).unwrap_or_default();
+        es.chose = (text(ch.pick[0].kind.name().into()), text(ch.why()));
+        // SAFETY: the caller promises each non-null out pointer is writable.
+        unsafe {
+            if !method.is_null() {
+                *method = es.chose.0.as_ptr();
+            }
+            if !why.is_null() {
+                *why = es.chose.1.as_ptr();
+            }
+        }
+        Ok(())
     })
 }
 
