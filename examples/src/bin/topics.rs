@@ -198,6 +198,7 @@ fn run() -> Result<()> {
             0,
             0,
             None,
+            None,
             &mut |_, _| {},
         )?;
         println!(
