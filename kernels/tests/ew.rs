@@ -106,6 +106,9 @@ const BOUNDS: &[(UnaryF32, f64)] = &[
 ];
 const EXACT: &[UnaryF32] = &[UnaryF32::Relu, UnaryF32::Relu6, UnaryF32::HardSwish];
 const ROW_BOUND: f64 = 1e-5;
+/// Layer norm: the mean and variance are summed in another order per tier, and the
+/// normalised value is multiplied by gains up to 2 (seen: 1.1e-5 on NEON, 4×120).
+const LN_BOUND: f64 = 3e-5;
 
 /// Every op of tier `k` against the reference on `n` values starting `off` elements
 /// into the buffers (unaligned starts).
@@ -218,7 +221,7 @@ fn check_rows(d: Desc, k: &Kernels, rows: usize, cols: usize, seed: u64) {
     ops::layer_norm(k, &mut a, cols, &g, &be, 1e-5).unwrap();
     ops::layer_norm(&r, &mut b, cols, &g, &be, 1e-5).unwrap();
     let w = worst(&a, &b);
-    assert!(w <= ROW_BOUND, "{name} layer_norm {rows}x{cols}: {w:e}");
+    assert!(w <= LN_BOUND, "{name} layer_norm {rows}x{cols}: {w:e}");
 
     // Global average pool: `rows` positions × `cols` channels.
     let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
