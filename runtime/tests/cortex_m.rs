@@ -195,6 +195,11 @@ fn firmware_matches_the_host_on_the_same_episode() {
             backbone,
             "{build}: backbone classes differ from the host's"
         );
+        // A plan of another version is refused with its static text, heap or none.
+        assert!(
+            has("INFO  bad input: plan of another version -> bad plan: a newer version than this runtime reads (version 1)"),
+            "{build}: the plan of another version was not refused as expected"
+        );
         if train {
             assert!(has("INFO  linear head: step 300/300, loss "));
             for (kind, preds) in &host {

@@ -14,7 +14,13 @@ use edgetune_kernels::reference::ConvGeom;
 pub use ops::Op;
 
 pub const MAGIC: [u8; 4] = *b"ETM\0";
-pub const VERSION: u32 = 1;
+/// The plan format's version as a literal, for static refusal text.
+macro_rules! plan_version {
+    () => {
+        1
+    };
+}
+pub const VERSION: u32 = plan_version!();
 /// Largest arena a plan may claim unless the caller allows more.
 pub const DEFAULT_ARENA_LIMIT: usize = 1 << 30;
 
@@ -722,8 +728,7 @@ impl<'a> Plan<'a> {
         } else {
             Err(Error::BadFile {
                 what: "plan",
-                detail: alloc::format!("{}: tensor types or sizes do not fit the op", op.name())
-                    .into(),
+                detail: op.misfit().into(),
             })
         }
     }
@@ -999,7 +1004,7 @@ impl Tables for Plan<'_> {
 }
 
 /// The header of a plan image, checked against the image: magic, version, section sizes,
-/// checksum. Every refusal is static text (no heap) but the version's.
+/// checksum. Every refusal is static text (no heap).
 fn check_header(data: &[u8]) -> Result<Header> {
     if data.len() < 64 {
         return Err(bad("truncated header"));
@@ -1009,10 +1014,19 @@ fn check_header(data: &[u8]) -> Result<Header> {
         return Err(bad("wrong magic (not an edgetune plan)"));
     }
     if header.version != VERSION {
-        return Err(Error::BadFile {
-            what: "plan",
-            detail: alloc::format!("version {} (supported: {VERSION})", header.version).into(),
-        });
+        return Err(bad(if header.version > VERSION {
+            concat!(
+                "a newer version than this runtime reads (version ",
+                plan_version!(),
+                ")"
+            )
+        } else {
+            concat!(
+                "an older version than this runtime reads (version ",
+                plan_version!(),
+                ")"
+            )
+        }));
     }
     let end = header
         .blob_off
@@ -1125,9 +1139,8 @@ pub struct PortRef<'a> {
 /// copied or allocated. Loading checks the whole plan as [`Plan::from_bytes`] does; then
 /// the tables are decoded from the image when they are read: the ops in order on each run,
 /// a tensor by walking the tensor records to it (a few bytes each, so a lookup costs
-/// O(tensors), which suits the small plans of a device). Every refusal but two is static
-/// text, so a device without a heap gets a typed error too (a plan of another version and
-/// an op whose tensors do not fit it format their detail).
+/// O(tensors), which suits the small plans of a device). Every refusal is static text, so
+/// a device without a heap gets a typed error too.
 #[derive(Clone, Copy)]
 pub struct PlanView<'a> {
     pub header: Header,

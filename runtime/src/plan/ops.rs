@@ -303,6 +303,14 @@ macro_rules! plan_ops {
                 }
             }
 
+            /// The refusal of a plan whose tensors do not fit this op: static text, so a
+            /// device without a heap can refuse the plan too.
+            pub fn misfit(&self) -> &'static str {
+                match self {
+                    $(Op::$name { .. } => concat!($label, ": tensor types or sizes do not fit the op"),)*
+                }
+            }
+
             /// The op's tag in the plan file.
             pub fn tag(&self) -> u8 {
                 match self {

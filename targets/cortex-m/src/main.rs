@@ -396,6 +396,15 @@ fn main() -> ! {
         "plan not 64-byte aligned",
         PlanView::from_bytes(&PLAN.0[1..]).map(drop),
     );
+    // A plan of another version (its header, the version field raised by one): the
+    // refusal is static text, so the build without a heap refuses it too.
+    let mut other = Aligned([0u8; 64]);
+    other.0.copy_from_slice(&PLAN.0[..64]);
+    other.0[4] = other.0[4].wrapping_add(1);
+    refuse(
+        "plan of another version",
+        PlanView::from_bytes(&other.0).map(drop),
+    );
     let mut small = Aligned([0u8; 1024]);
     refuse(
         "plan too large for the arena",
