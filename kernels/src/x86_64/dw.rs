@@ -1,14 +1,135 @@
 use crate::DwI8Args;
 use core::arch::x86_64::*;
 
-/// Depthwise int8, 16 channels per zmm; taps outside the image are skipped, as in the
-/// reference. The epilogue is the reference's operations in the same order.
+/// Taps of a kernel whose pair-interleaved weights the AVX-512 depthwise keeps in
+/// registers (a 9×9 kernel has 81); larger kernels take the per-tap loop.
+const MAX_PAIRS: usize = 41;
+
+/// Depthwise int8, 16 channels per zmm, channel blocks outermost: the block's weights are
+/// interleaved once into tap pairs (`[w(t, c), w(t + 1, c)]` as i16), then every output
+/// pixel takes one `vpmaddwd` per pair of taps (exact: |x - z| ≤ 255, |w| ≤ 128, the pair
+/// sum fits i32). A tap outside the image reads the zero point, so its product is 0 as
+/// in the reference, which skips it; integer sums do not depend on their order. The
+/// epilogue is the reference's operations in the same order.
 ///
 /// # Safety
 /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
-/// AVX-512F/BW.
+/// AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
+    let taps = a.kh * a.kw;
+    let pairs = taps.div_ceil(2);
+    if pairs > MAX_PAIRS || !(0..=255).contains(&a.x_zero) || taps == 0 {
+        return per_tap(a);
+    }
+    let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm512_set1_epi32(a.y_zero);
+    let xz = _mm512_set1_epi16(a.x_zero as i16);
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    let mut wv = [_mm512_setzero_si512(); MAX_PAIRS];
+    let mut off = [0isize; 2 * MAX_PAIRS];
+    for (t, o) in off.iter_mut().enumerate().take(taps) {
+        *o = ((t / a.kw) * a.w + t % a.kw) as isize * a.c as isize;
+    }
+    let mut c0 = 0;
+    while c0 < a.c {
+        let nc = (a.c - c0).min(16);
+        let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
+        for (p, w) in wv.iter_mut().enumerate().take(pairs) {
+            let w0 = _mm256_maskz_loadu_epi16(m, a.weights.add(2 * p * a.c + c0));
+            let w1 = if 2 * p + 1 < taps {
+                _mm256_maskz_loadu_epi16(m, a.weights.add((2 * p + 1) * a.c + c0))
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Per 128-bit lane: lo = channels 0-3 | 8-11, hi = 4-7 | 12-15 (tap pairs).
+            let (l, h) = (_mm256_unpacklo_epi16(w0, w1), _mm256_unpackhi_epi16(w0, w1));
+            *w = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_permute2x128_si256::<0x20>(l, h)),
+                _mm256_permute2x128_si256::<0x31>(l, h),
+            );
+        }
+        let bias = if a.bias.is_null() {
+            _mm512_setzero_si512()
+        } else {
+            _mm512_maskz_loadu_epi32(m, a.bias.add(c0))
+        };
+        let scale = _mm512_maskz_loadu_ps(m, a.scale.add(c0));
+        for oy in 0..a.oh {
+            let (y0, ky0, ky1) = DwI8Args::taps_inside(oy, a.stride, a.pad_top, a.h, a.kh);
+            for ox in 0..a.ow {
+                let (x0, kx0, kx1) = DwI8Args::taps_inside(ox, a.stride, a.pad_left, a.w, a.kw);
+                let inside = ky0 == 0 && ky1 == a.kh && kx0 == 0 && kx1 == a.kw;
+                // Input byte offsets of tap 0 and of each tap from it.
+                let base = (y0 * a.w as isize + x0) * a.c as isize + c0 as isize;
+                // [a0, b0, a1, b1, ..., a15, b15] as i16 minus the zero point, times the
+                // pair's weights.
+                let pair = |xa: __m128i, xb: __m128i, w: __m512i| {
+                    let x = _mm512_sub_epi16(
+                        _mm512_cvtepu8_epi16(_mm256_set_m128i(
+                            _mm_unpackhi_epi8(xa, xb),
+                            _mm_unpacklo_epi8(xa, xb),
+                        )),
+                        xz,
+                    );
+                    _mm512_madd_epi16(x, w)
+                };
+                let load =
+                    |t: usize| _mm_maskz_loadu_epi8(m, a.x.offset(base + off[t]) as *const i8);
+                let mut acc = _mm512_setzero_si512();
+                if inside {
+                    for (p, w) in wv.iter().enumerate().take(taps / 2) {
+                        acc = _mm512_add_epi32(acc, pair(load(2 * p), load(2 * p + 1), *w));
+                    }
+                    if taps % 2 == 1 {
+                        acc = _mm512_add_epi32(acc, pair(load(taps - 1), zp, wv[pairs - 1]));
+                    }
+                } else {
+                    // Taps in order, the zero point under those outside the image.
+                    let (mut t, mut pending) = (0, zp);
+                    for ky in 0..a.kh {
+                        let row = ky >= ky0 && ky < ky1;
+                        for kx in 0..a.kw {
+                            let v = if row && kx >= kx0 && kx < kx1 {
+                                load(t)
+                            } else {
+                                zp
+                            };
+                            if t % 2 == 0 {
+                                pending = v;
+                            } else {
+                                acc = _mm512_add_epi32(acc, pair(pending, v, wv[t / 2]));
+                            }
+                            t += 1;
+                        }
+                    }
+                    if taps % 2 == 1 {
+                        acc = _mm512_add_epi32(acc, pair(pending, zp, wv[pairs - 1]));
+                    }
+                }
+                acc = _mm512_add_epi32(acc, bias);
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                _mm_mask_storeu_epi8(
+                    a.y.add((oy * a.ow + ox) * a.c + c0) as *mut i8,
+                    m,
+                    _mm512_cvtepi32_epi8(q),
+                );
+            }
+        }
+        c0 += 16;
+    }
+}
+
+/// The AVX-512 depthwise one tap at a time (kernels too large for the pair registers,
+/// or a zero point outside u8).
+///
+/// # Safety
+/// As [`dw_i8_16c__avx512`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn per_tap(a: &DwI8Args) {
     let zero = _mm512_set1_epi32(a.x_zero);
     let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
     let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);

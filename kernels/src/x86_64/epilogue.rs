@@ -2,49 +2,6 @@ use crate::pack::I8_NR;
 use crate::{I8GemmArgs, I8Out};
 use core::arch::x86_64::*;
 
-/// AVX-512 form of [`crate::quant::i8_epilogue`]: same operations in the same order, so
-/// results are bit-identical (round half to even is the default MXCSR mode).
-///
-/// # Safety
-/// `row < m`, `col0 + ncols ≤ n`, buffers valid, CPU has AVX-512F/BW.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn i8_epi_avx512(
-    args: &I8GemmArgs,
-    row: usize,
-    col0: usize,
-    ncols: usize,
-    acc: &[i32; I8_NR],
-) {
-    let mask: u16 = if ncols >= 16 {
-        0xffff
-    } else {
-        (1u16 << ncols) - 1
-    };
-    let zero = crate::quant::effective_a_zero(args);
-    let colsum = _mm512_maskz_loadu_epi32(mask, args.colsum.add(col0));
-    let mut t = _mm512_sub_epi32(
-        _mm512_loadu_si512(acc.as_ptr() as *const _),
-        _mm512_mullo_epi32(colsum, _mm512_set1_epi32(zero)),
-    );
-    if !args.bias.is_null() {
-        t = _mm512_add_epi32(t, _mm512_maskz_loadu_epi32(mask, args.bias.add(col0)));
-    }
-    let v = _mm512_mul_ps(
-        _mm512_cvtepi32_ps(t),
-        _mm512_maskz_loadu_ps(mask, args.scale.add(col0)),
-    );
-    let idx = row * args.ldc + col0;
-    if args.out == I8Out::F32 {
-        _mm512_mask_storeu_ps((args.c as *mut f32).add(idx), mask, v);
-        return;
-    }
-    let lo = _mm512_set1_ps((args.qmin - args.y_zero) as f32);
-    let hi = _mm512_set1_ps((args.qmax - args.y_zero) as f32);
-    let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(args.y_zero));
-    _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
-}
-
 /// AVX2 form of [`crate::quant::i8_epilogue`], 8 columns at a time (the last `ncols % 8`
 /// columns of an edge tile take the scalar path); same operations in the same order, so
 /// bit-identical.

@@ -3,40 +3,101 @@ use crate::tile::{drive_i8, for_each_a4, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
+/// 12 rows × 16 columns of `A·B` over one packed panel: the 12 accumulators stay in
+/// registers for the epilogue. With `FLIP` (i8 A) each word's sign bits are flipped;
+/// otherwise A's words are broadcast straight from memory.
+///
+/// # Safety
+/// Each `a[r]` points at `k` readable bytes, `b` at a packed panel of `k`; the CPU has
+/// AVX-512F/BW/VL and AVX-512 VNNI.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_12x16_vnni(
+unsafe fn micro_12x16_vnni<const FLIP: bool>(
     k: usize,
     a: &[*const u8; 12],
-    flip: bool,
     b: *const i8,
-    acc: &mut [[i32; I8_NR]; 12],
-) {
+) -> [__m512i; 12] {
     let mut c = [_mm512_setzero_si512(); 12];
-    let mask = if flip { 0x8080_8080u32 as i32 } else { 0 };
+    let mask = _mm512_set1_epi32(0x8080_8080u32 as i32);
     let full = k / 4;
     for g in 0..full {
         let w = _mm512_loadu_si512(b.add(g * 64) as *const _);
         for r in 0..12 {
-            let av = (a[r].add(g * 4) as *const i32).read_unaligned() ^ mask;
-            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), w);
+            let mut av = _mm512_set1_epi32((a[r].add(g * 4) as *const i32).read_unaligned());
+            if FLIP {
+                av = _mm512_xor_si512(av, mask);
+            }
+            c[r] = _mm512_dpbusd_epi32(c[r], av, w);
         }
     }
     if full * 4 < k {
         let w = _mm512_loadu_si512(b.add(full * 64) as *const _);
         for r in 0..12 {
-            let av = load_a4(a[r], full, k, flip) as i32;
+            let av = load_a4(a[r], full, k, FLIP) as i32;
             c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), w);
         }
     }
-    for r in 0..12 {
-        _mm512_storeu_si512(acc[r].as_mut_ptr() as *mut _, c[r]);
-    }
+    c
 }
 
+/// The int8 GEMM on AVX-512 VNNI: 12×16 tiles whose epilogue runs on the accumulators
+/// in registers, the reference's operations in the same order (the zero-point term and
+/// the bias are folded into one i32 vector per panel first: integer sums, exact).
+///
 /// # Safety
-/// `args` describes valid buffers and the CPU has AVX-512F/BW and AVX-512 VNNI.
+/// `args` describes valid buffers and the CPU has AVX-512F/BW/VL and AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
-    drive_i8::<12>(args, micro_12x16_vnni, super::epilogue::i8_epi_avx512)
+    if args.m == 0 || args.n == 0 {
+        return;
+    }
+    let panels = args.n.div_ceil(I8_NR);
+    let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
+    let zero = _mm512_set1_epi32(crate::quant::effective_a_zero(args));
+    let lo = _mm512_set1_ps((args.qmin - args.y_zero) as f32);
+    let hi = _mm512_set1_ps((args.qmax - args.y_zero) as f32);
+    let yz = _mm512_set1_epi32(args.y_zero);
+    let mut i0 = 0;
+    while i0 < args.m {
+        let rows: [*const u8; 12] =
+            core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+        let live = (args.m - i0).min(12);
+        for p in 0..panels {
+            let b = args.b.add(p * panel_bytes);
+            let c = if args.a_signed {
+                micro_12x16_vnni::<true>(args.k, &rows, b)
+            } else {
+                micro_12x16_vnni::<false>(args.k, &rows, b)
+            };
+            let col0 = p * I8_NR;
+            let ncols = (args.n - col0).min(I8_NR);
+            let mask: u16 = if ncols >= 16 {
+                0xffff
+            } else {
+                (1u16 << ncols) - 1
+            };
+            let mut corr = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, args.colsum.add(col0)), zero),
+            );
+            if !args.bias.is_null() {
+                corr = _mm512_add_epi32(corr, _mm512_maskz_loadu_epi32(mask, args.bias.add(col0)));
+            }
+            let scale = _mm512_maskz_loadu_ps(mask, args.scale.add(col0));
+            for (r, &acc) in c.iter().enumerate().take(live) {
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, corr)), scale);
+                let idx = (i0 + r) * args.ldc + col0;
+                if args.out == crate::I8Out::F32 {
+                    _mm512_mask_storeu_ps((args.c as *mut f32).add(idx), mask, v);
+                    continue;
+                }
+                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
+            }
+        }
+        i0 += 12;
+    }
 }
 
 #[target_feature(enable = "avx2,avxvnni")]
