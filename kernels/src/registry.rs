@@ -166,6 +166,14 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
         1,
         16
     ),
+    #[cfg(target_arch = "x86_64")]
+    desc!(
+        x86::dw_i8_16c__avx512vnni,
+        Avx512Vnni,
+        [Avx512f, Avx512bw, Avx512vl, Avx512vnni],
+        1,
+        16
+    ),
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     desc!(wasm::dw_i8_8c__simd128, Simd128, [Simd128], 1, 8),
 ];

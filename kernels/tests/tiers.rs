@@ -416,6 +416,13 @@ fn depthwise_edges() {
         (8, 8, 17, 3, 2, 1),
         (9, 9, 40, 5, 2, 2),
         (6, 4, 64, 5, 1, 2),
+        // Rows wider than a 16-column chunk, 7×7 (four kernel row pairs), 9×9 (more
+        // row pairs than the row-pair kernels take).
+        (3, 40, 19, 3, 1, 1),
+        (4, 37, 33, 5, 2, 2),
+        (2, 70, 16, 3, 2, 1),
+        (9, 20, 16, 7, 1, 3),
+        (10, 10, 5, 9, 1, 4),
     ]
     .iter()
     .filter(|s| !cfg!(miri) || s.0 * s.1 * s.2 < 400)
@@ -443,7 +450,7 @@ proptest! {
     }
 
     #[test]
-    fn depthwise_random(h in 1usize..12, w in 1usize..12, c in 1usize..40, k in prop::sample::select(vec![1usize, 3, 5]), s in 1usize..3, seed in any::<u64>()) {
+    fn depthwise_random(h in 1usize..12, w in 1usize..40, c in 1usize..40, k in prop::sample::select(vec![1usize, 3, 5]), s in 1usize..3, seed in any::<u64>()) {
         let p = k / 2;
         check_dw(h.max(k - 2 * p), w.max(k - 2 * p), c, k, s, p, seed);
     }

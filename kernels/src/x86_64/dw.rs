@@ -1,11 +1,164 @@
 use crate::DwI8Args;
 use core::arch::x86_64::*;
 
+/// Output columns per chunk of the row-pair kernels.
+const CHUNK: usize = 16;
+/// Input columns a chunk may read: `CHUNK·stride + kw - 1` at most.
+const SPAN: usize = 40;
+/// Kernel row pairs the row-pair kernels take (kh ≤ 8), and kernel columns (kw ≤ 8).
+const RPAIRS: usize = 4;
+const KW: usize = 8;
+
+/// The row-pair depthwise: for one output row and 16 channels, each input column under
+/// the kernel's rows (2r, 2r + 1) is widened once into `[x(2r, c), x(2r + 1, c)]` i16
+/// pairs minus the zero point (the zero point itself under rows and columns outside the
+/// image, so their products are 0, as the reference skips them); every output pixel of
+/// the row then takes one pair product per (row pair, kernel column) against weights
+/// interleaved the same way once per channel block. The input columns a pixel shares
+/// with its neighbours (kw of them at stride 1) are widened once, not kw times. Integer
+/// sums are exact in any order; the epilogue is the reference's operations in order.
+macro_rules! dw_rows {
+    ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $madd:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(a: &DwI8Args) {
+            let rp = a.kh.div_ceil(2);
+            if a.kh == 0
+                || a.kw == 0
+                || a.stride == 0
+                || rp > RPAIRS
+                || a.kw > KW
+                || (CHUNK - 1) * a.stride + a.kw > SPAN
+                || !(0..=255).contains(&a.x_zero)
+            {
+                return pairs(a);
+            }
+            let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+            let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+            let yz = _mm512_set1_epi32(a.y_zero);
+            let xz = _mm512_set1_epi16(a.x_zero as i16);
+            let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+            // [row pair][kernel column] weights, [input column][row pair] inputs.
+            let mut wv = [[_mm512_setzero_si512(); KW]; RPAIRS];
+            let mut xv = [[_mm512_setzero_si512(); RPAIRS]; SPAN];
+            let mut c0 = 0;
+            while c0 < a.c {
+                let nc = (a.c - c0).min(16);
+                let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
+                for (r, row) in wv.iter_mut().enumerate().take(rp) {
+                    for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
+                        let w0 = _mm256_maskz_loadu_epi16(m, a.weights.add((2 * r * a.kw + kx) * a.c + c0));
+                        let w1 = if 2 * r + 1 < a.kh {
+                            _mm256_maskz_loadu_epi16(m, a.weights.add(((2 * r + 1) * a.kw + kx) * a.c + c0))
+                        } else {
+                            _mm256_setzero_si256()
+                        };
+                        // Per 128-bit lane: lo = channels 0-3 | 8-11, hi = 4-7 | 12-15.
+                        let (l, h) = (_mm256_unpacklo_epi16(w0, w1), _mm256_unpackhi_epi16(w0, w1));
+                        *w = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_permute2x128_si256::<0x20>(l, h)),
+                            _mm256_permute2x128_si256::<0x31>(l, h),
+                        );
+                    }
+                }
+                let bias = if a.bias.is_null() {
+                    _mm512_setzero_si512()
+                } else {
+                    _mm512_maskz_loadu_epi32(m, a.bias.add(c0))
+                };
+                let scale = _mm512_maskz_loadu_ps(m, a.scale.add(c0));
+                for oy in 0..a.oh {
+                    let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
+                    // Each kernel row's input row, or null outside the image.
+                    let rows: [*const u8; 2 * RPAIRS] = core::array::from_fn(|ky| {
+                        let iy = iy0 + ky as isize;
+                        if ky < a.kh && iy >= 0 && iy < a.h as isize {
+                            a.x.add(iy as usize * a.w * a.c + c0)
+                        } else {
+                            core::ptr::null()
+                        }
+                    });
+                    let mut ox0 = 0;
+                    while ox0 < a.ow {
+                        let n = (a.ow - ox0).min(CHUNK);
+                        let ix0 = (ox0 * a.stride) as isize - a.pad_left as isize;
+                        for (j, col) in xv.iter_mut().enumerate().take((n - 1) * a.stride + a.kw) {
+                            let ix = ix0 + j as isize;
+                            let inside = ix >= 0 && ix < a.w as isize;
+                            let at = |p: *const u8| {
+                                if inside && !p.is_null() {
+                                    _mm_maskz_loadu_epi8(m, p.add(ix as usize * a.c) as *const i8)
+                                } else {
+                                    zp
+                                }
+                            };
+                            for (r, v) in col.iter_mut().enumerate().take(rp) {
+                                let (xa, xb) = (at(rows[2 * r]), at(rows[2 * r + 1]));
+                                *v = _mm512_sub_epi16(
+                                    _mm512_cvtepu8_epi16(_mm256_set_m128i(
+                                        _mm_unpackhi_epi8(xa, xb),
+                                        _mm_unpacklo_epi8(xa, xb),
+                                    )),
+                                    xz,
+                                );
+                            }
+                        }
+                        for o in 0..n {
+                            let mut $acc = _mm512_setzero_si512();
+                            for kx in 0..a.kw {
+                                let col = &xv[o * a.stride + kx];
+                                for r in 0..rp {
+                                    let ($x, $w) = (col[r], wv[r][kx]);
+                                    $acc = $madd;
+                                }
+                            }
+                            let t = _mm512_add_epi32($acc, bias);
+                            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(t), scale);
+                            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                            _mm_mask_storeu_epi8(
+                                a.y.add((oy * a.ow + ox0 + o) * a.c + c0) as *mut i8,
+                                m,
+                                _mm512_cvtepi32_epi8(q),
+                            );
+                        }
+                        ox0 += n;
+                    }
+                }
+                c0 += 16;
+            }
+        }
+    };
+}
+
+dw_rows!(
+    /// Depthwise int8 on AVX-512: row pairs with `vpmaddwd` + `vpaddd` (see `dw_rows!`).
+    ///
+    /// # Safety
+    /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
+    /// AVX-512F/BW/VL.
+    dw_i8_16c__avx512,
+    "avx512f,avx512bw,avx512vl",
+    |acc, x, w| _mm512_add_epi32(acc, _mm512_madd_epi16(x, w))
+);
+
+dw_rows!(
+    /// Depthwise int8 on AVX-512 VNNI: row pairs with `vpdpwssd` (see `dw_rows!`).
+    ///
+    /// # Safety
+    /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
+    /// AVX-512F/BW/VL and AVX-512 VNNI.
+    dw_i8_16c__avx512vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni",
+    |acc, x, w| _mm512_dpwssd_epi32(acc, x, w)
+);
+
 /// Taps of a kernel whose pair-interleaved weights the AVX-512 depthwise keeps in
 /// registers (a 9×9 kernel has 81); larger kernels take the per-tap loop.
 const MAX_PAIRS: usize = 41;
 
-/// Depthwise int8, 16 channels per zmm, channel blocks outermost: the block's weights are
+/// Depthwise int8 by tap pairs (shapes the row-pair kernels do not take), 16 channels per
+/// zmm, channel blocks outermost: the block's weights are
 /// interleaved once into tap pairs (`[w(t, c), w(t + 1, c)]` as i16), then every output
 /// pixel takes one `vpmaddwd` per pair of taps (exact: |x - z| ≤ 255, |w| ≤ 128, the pair
 /// sum fits i32). A tap outside the image reads the zero point, so its product is 0 as
@@ -16,7 +169,7 @@ const MAX_PAIRS: usize = 41;
 /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
 /// AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub unsafe fn dw_i8_16c__avx512(a: &DwI8Args) {
+unsafe fn pairs(a: &DwI8Args) {
     let taps = a.kh * a.kw;
     let pairs = taps.div_ceil(2);
     if pairs > MAX_PAIRS || !(0..=255).contains(&a.x_zero) || taps == 0 {
