@@ -270,6 +270,17 @@ fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
         for ox in 0..ow {
             let row = &mut out[(oy * ow + ox) * kdim..][..kdim];
             for ky in 0..g.kh {
+                // A kernel row whose first and last taps are inside reads kw adjacent
+                // pixels (dilation 1): one copy.
+                if g.dil_w == 1 && g.kw > 0 {
+                    if let (Some((iy, ix)), Some(_)) =
+                        (g.src(oy, ox, ky, 0), g.src(oy, ox, ky, g.kw - 1))
+                    {
+                        let run = g.kw * g.ic;
+                        row[ky * run..][..run].copy_from_slice(&x[(iy * g.w + ix) * g.ic..][..run]);
+                        continue;
+                    }
+                }
                 for kx in 0..g.kw {
                     let dst = &mut row[(ky * g.kw + kx) * g.ic..][..g.ic];
                     match g.src(oy, ox, ky, kx) {

@@ -290,11 +290,13 @@ fn saturating_reference_saturates_only_out_of_range_pairs() {
 #[test]
 fn conv_i8_im2col_matches_naive_conv() {
     let mut r = lcg(9);
-    for &(h, w, ic, oc, kh, s, p) in &[
-        (9, 7, 3, 8, 3, 2, 1),
-        (6, 6, 5, 17, 1, 1, 0),
-        (5, 8, 4, 9, 5, 1, 2),
-        (4, 4, 2, 3, 1, 2, 0),
+    for &(h, w, ic, oc, kh, s, p, d) in &[
+        (9, 7, 3, 8, 3, 2, 1, 1),
+        (6, 6, 5, 17, 1, 1, 0, 1),
+        (5, 8, 4, 9, 5, 1, 2, 1),
+        (4, 4, 2, 3, 1, 2, 0, 1),
+        // Dilated: kernel rows are not adjacent pixels.
+        (9, 10, 3, 5, 3, 1, 2, 2),
     ] {
         let g = ConvGeom {
             h,
@@ -305,8 +307,8 @@ fn conv_i8_im2col_matches_naive_conv() {
             kw: kh,
             stride_h: s,
             stride_w: s,
-            dil_h: 1,
-            dil_w: 1,
+            dil_h: d,
+            dil_w: d,
             pad_top: p,
             pad_left: p,
             pad_bottom: p,
