@@ -856,7 +856,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("MatMulDynI8", n, ws.len())?;
                 let (xq, sc) = s.split_at_mut(scale_off);
                 let sc: &mut [f32] = bytemuck::cast_slice_mut(&mut sc[..4 * n]);
-                let (xs, xz) = dynamic_quantize(&xv[..mk], &mut xq[..mk]);
+                let (xs, xz) = dynamic_quantize(&kern, &xv[..mk], &mut xq[..mk])?;
                 for (d, &w) in sc.iter_mut().zip(ws) {
                     *d = xs * w;
                 }
@@ -1569,18 +1569,28 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
 
 /// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
 /// (scale, zero point). Division, not a reciprocal, so codes match onnxruntime's.
-fn dynamic_quantize(x: &[f32], q: &mut [u8]) -> (f32, i32) {
-    let (lo, hi) = x
-        .iter()
-        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32)> {
+    // The range in 16 lanes (NaN ignored, as by a fold of f32::min/max; the order of a
+    // min or max does not change it), so the loop vectorises.
+    let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..16 {
+            lo[j] = lo[j].min(c[j]);
+            hi[j] = hi[j].max(c[j]);
+        }
+    }
+    let fold = |a: &[f32], init: f32, f: fn(f32, f32) -> f32| a.iter().fold(init, |m, &v| f(m, v));
+    let lo = fold(rest, fold(&lo, 0.0, f32::min), f32::min);
+    let hi = fold(rest, fold(&hi, 0.0, f32::max), f32::max);
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() {
         q.fill(0);
-        return (if scale.is_finite() { 0.0 } else { f32::NAN }, 0);
+        return Ok((if scale.is_finite() { 0.0 } else { f32::NAN }, 0));
     }
     let zero = edgetune_kernels::quant::requant(-lo / scale, 0, 0, 255);
-    for (d, &v) in q.iter_mut().zip(x) {
-        *d = edgetune_kernels::quant::requant(v / scale, zero, 0, 255) as u8;
-    }
-    (scale, zero)
+    // requant(x / scale, zero, 0, 255) per value, on the kernel tier.
+    kops::quantize_u8(kern, x, scale, zero, q)?;
+    Ok((scale, zero))
 }
