@@ -34,7 +34,7 @@ pub(crate) unsafe fn drive_f32<const MR: usize>(args: &F32GemmArgs, micro: F32Mi
 }
 
 /// Floats of packed B one column block of [`drive_f32`] holds.
-const F32_L2_FLOATS: usize = 64 * 1024;
+pub(crate) const F32_L2_FLOATS: usize = 64 * 1024;
 
 /// # Safety
 /// As [`drive_f32`]; `cols` are panels of B.

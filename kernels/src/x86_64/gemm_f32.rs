@@ -33,13 +33,14 @@ pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
     drive_f32::<6>(args, micro_6x16_avx2)
 }
 
+/// 12 rows × 16 columns of `A·B` over one packed panel, left in registers.
+///
+/// # Safety
+/// Each `a[r]` points at `k` readable floats, `b` at a packed panel of `k` rows; the CPU
+/// has AVX-512F.
+#[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_12x16_avx512(
-    k: usize,
-    a: &[*const f32; 12],
-    b: *const f32,
-    acc: &mut [[f32; F32_NR]; 12],
-) {
+unsafe fn micro_12x16_avx512(k: usize, a: &[*const f32; 12], b: *const f32) -> [__m512; 12] {
     let mut c = [_mm512_setzero_ps(); 12];
     for kk in 0..k {
         let bv = _mm512_loadu_ps(b.add(kk * F32_NR));
@@ -47,13 +48,54 @@ unsafe fn micro_12x16_avx512(
             c[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a[r].add(kk)), bv, c[r]);
         }
     }
-    for r in 0..12 {
-        _mm512_storeu_ps(acc[r].as_mut_ptr(), c[r]);
-    }
+    c
 }
 
+/// The f32 GEMM on AVX-512: 12×16 tiles whose epilogue (bias, then the clamp to
+/// `[lo, hi]`: `max` then `min`, NaN to `lo` as `f32::max` gives) runs on the
+/// accumulators in registers; column blocks of packed B that stay in L2, as the shared
+/// driver walks them.
+///
 /// # Safety
 /// `args` describes valid buffers and the CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
 pub unsafe fn f32_gemm_12x16__avx512(args: &F32GemmArgs) {
-    drive_f32::<12>(args, micro_12x16_avx512)
+    if args.m == 0 || args.n == 0 {
+        return;
+    }
+    let panels = args.n.div_ceil(F32_NR);
+    let block = (crate::tile::F32_L2_FLOATS / (args.k * F32_NR).max(1)).max(1);
+    let (lo, hi) = (_mm512_set1_ps(args.lo), _mm512_set1_ps(args.hi));
+    let mut p0 = 0;
+    while p0 < panels {
+        let p1 = (p0 + block).min(panels);
+        let mut i0 = 0;
+        while i0 < args.m {
+            let rows: [*const f32; 12] =
+                core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+            let live = (args.m - i0).min(12);
+            for p in p0..p1 {
+                let c = micro_12x16_avx512(args.k, &rows, args.b.add(p * args.k * F32_NR));
+                let col0 = p * F32_NR;
+                let ncols = (args.n - col0).min(F32_NR);
+                let mask: u16 = if ncols >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << ncols) - 1
+                };
+                let bias = (!args.bias.is_null())
+                    .then(|| _mm512_maskz_loadu_ps(mask, args.bias.add(col0)));
+                for (r, &acc) in c.iter().enumerate().take(live) {
+                    let v = match bias {
+                        Some(b) => _mm512_add_ps(acc, b),
+                        None => acc,
+                    };
+                    let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                    _mm512_mask_storeu_ps(args.c.add((i0 + r) * args.ldc + col0), mask, v);
+                }
+            }
+            i0 += 12;
+        }
+        p0 = p1;
+    }
 }

@@ -163,6 +163,16 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
         + 8 * cache.len()
 }
 
+/// The correctly rounded square root: std's (which vectorises) where there is std,
+/// libm's (also correctly rounded, so the same bits) on a device.
+#[inline(always)]
+fn sqrt(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return x.sqrt();
+    #[cfg(not(feature = "std"))]
+    return libm::sqrtf(x);
+}
+
 /// Optimiser state over a flat parameter vector (every trainer in `adapt` uses it).
 pub(crate) struct Opt {
     kind: Optimizer,
@@ -202,7 +212,7 @@ impl Opt {
                 let adam = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32, lr: f32| {
                     *m = B1 * *m + (1.0 - B1) * g;
                     *v = B2 * *v + (1.0 - B2) * g * g;
-                    let upd = (*m / c1) / (libm::sqrtf(*v / c2) + 1e-8);
+                    let upd = (*m / c1) / (sqrt(*v / c2) + 1e-8);
                     *p -= lr * (upd + wd * *p);
                 };
                 let it = p.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(g);

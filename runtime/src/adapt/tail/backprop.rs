@@ -500,15 +500,18 @@ impl Tail {
         let (z, yv) = two(s, &head(&sc.z[i], n), &head(&sc.val[y], n));
         match self.pr[i].g.clone() {
             Some(rg) => {
-                let gam = &p[rg];
+                let (gam, b) = (&p[rg][..c], &b[..c]);
                 for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                    let (yo, zo) = (&mut yo[..c], &zo[..c]);
                     for ch in 0..c {
                         yo[ch] = (gam[ch] * zo[ch] + b[ch]).clamp(lo, hi);
                     }
                 }
             }
             None => {
+                let b = &b[..c];
                 for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                    let (yo, zo) = (&mut yo[..c], &zo[..c]);
                     for ch in 0..c {
                         yo[ch] = (zo[ch] + b[ch]).clamp(lo, hi);
                     }
@@ -548,8 +551,10 @@ impl Tail {
         match (&self.pr[i].b, &self.pr[i].g) {
             (Some(rb), Some(rg)) => {
                 let (gb, gg) = two_mut(g, rb, rg);
-                let gam = &p[rg.clone()];
+                let (gb, gg, gam) = (&mut gb[..c], &mut gg[..c], &p[rg.clone()][..c]);
                 for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
+                    // Slices of length c, so the loop runs without bounds checks.
+                    let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -563,8 +568,9 @@ impl Tail {
                 }
             }
             (Some(rb), None) => {
-                let gb = &mut g[rb.clone()];
+                let gb = &mut g[rb.clone()][..c];
                 for (gk, yk) in rows2 {
+                    let (gk, yk) = (&mut gk[..c], &yk[..c]);
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -577,9 +583,10 @@ impl Tail {
                 }
             }
             (None, Some(rg)) => {
-                let gam = &p[rg.clone()];
-                let gg = &mut g[rg.clone()];
+                let gam = &p[rg.clone()][..c];
+                let gg = &mut g[rg.clone()][..c];
                 for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
+                    let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
                     for ch in 0..c {
                         let d = if clamp_mask(yk[ch], lo, hi) {
                             gk[ch]
@@ -593,6 +600,7 @@ impl Tail {
             }
             (None, None) => {
                 for (gk, yk) in rows2 {
+                    let (gk, yk) = (&mut gk[..c], &yk[..c]);
                     for ch in 0..c {
                         if !clamp_mask(yk[ch], lo, hi) {
                             gk[ch] = 0.0;
