@@ -121,3 +121,118 @@ fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
     assert!(!none.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `percentile_range` against the exact percentiles of the same values (sorted), and a
+/// handful of outliers left outside the range they would stretch.
+#[test]
+fn percentile_ranges_follow_the_exact_percentiles() {
+    use edgetune::import::calibrate::percentile_range;
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Sum of three uniforms in [-1, 1): a bell over [-3, 3).
+        (0..3)
+            .map(|k| ((state >> (11 + 7 * k)) & 0xffff) as f32 / 32768.0 - 1.0)
+            .sum::<f32>()
+    };
+    let mut v: Vec<f32> = (0..20000).map(|_| next()).collect();
+    v.extend([40.0, 45.0, -35.0, 50.0, 44.0]);
+    let (lo, hi) = v
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let bins = 2048;
+    let w = (hi - lo) / bins as f32;
+    let mut hist = vec![0u64; bins];
+    for &x in &v {
+        hist[((((x - lo) / (hi - lo)) * bins as f32) as usize).min(bins - 1)] += 1;
+    }
+    let mut sorted = v.clone();
+    sorted.sort_by(f32::total_cmp);
+    for p in [99.0f32, 99.9, 99.99] {
+        let (a, b) = percentile_range(&hist, lo, hi, p);
+        let cut = ((1.0 - f64::from(p) / 100.0) * v.len() as f64).floor() as usize;
+        let (want_lo, want_hi) = (sorted[cut], sorted[v.len() - 1 - cut]);
+        assert!(
+            a <= want_lo && want_lo < a + w,
+            "p{p}: low {a} vs {want_lo}"
+        );
+        assert!(
+            b - w <= want_hi && want_hi <= b,
+            "p{p}: high {b} vs {want_hi}"
+        );
+        if cut >= 5 {
+            assert!(
+                b < 10.0 && a > -10.0,
+                "p{p}: the outliers stretch [{a}, {b}]"
+            );
+        }
+    }
+    assert_eq!(percentile_range(&hist, lo, hi, 100.0).0, lo);
+}
+
+/// `--calibrate-range percentile:P` writes the library's plan for that calibration, one
+/// that differs from the min-max plan; an out-of-range P is refused and nothing written.
+#[test]
+fn compile_calibrate_range_percentile() {
+    use edgetune::import::Calibration;
+    let dir = std::env::temp_dir().join(format!("et-calibrate-p-{}", std::process::id()));
+    let cal = dir.join("cal");
+    std::fs::create_dir_all(&cal).unwrap();
+    let (cs, c) = read_npy(&ops().join("calib.npy")).unwrap();
+    let cl = c.len() / cs[0];
+    let mut samples = vec![];
+    for i in 0..cs[0] {
+        let x = &c[i * cl..][..cl];
+        write_npy(&cal.join(format!("{i:02}.npy")), &[1, 3, 16, 16], x).unwrap();
+        samples.push(vec![x.to_vec()]);
+    }
+    let model = ops().join("float/split_scalar.onnx");
+    let plan = dir.join("p.etm");
+    let compile = |range: &str, out: &Path| {
+        edgetune(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--calibrate",
+            cal.to_str().unwrap(),
+            "--calibrate-range",
+            range,
+        ])
+    };
+    let out = compile("percentile:99.9", &plan);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    let lib = |calibration| {
+        let opts = ImportOptions {
+            calibration,
+            ..Default::default()
+        };
+        import_calibrated(&bytes, &opts, &samples)
+            .unwrap()
+            .0
+            .to_bytes()
+    };
+    let pct = lib(Calibration::Percentile(99.9));
+    let cli = Plan::from_owned(AlignedBytes::from_slice(&std::fs::read(&plan).unwrap())).unwrap();
+    let want = Plan::from_owned(AlignedBytes::from_slice(&pct)).unwrap();
+    assert!(cli.ops == want.ops, "the CLI's plan has the library's ops");
+    assert!(
+        pct != lib(Calibration::MinMax),
+        "percentile ranges change the plan"
+    );
+    let none = dir.join("none.etm");
+    for bad in ["percentile:20", "percentile:x", "histogram"] {
+        let out = compile(bad, &none);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--calibrate-range"));
+        assert!(!none.exists());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

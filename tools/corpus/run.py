@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures an edgetune binary on the import corpus (tools/corpus/build.py).
 
-    python3 tools/corpus/run.py --bin PATH/TO/edgetune [--out DIR] [--calibrate] [NAME ...]
+    python3 tools/corpus/run.py --bin PATH/TO/edgetune [--out DIR] [--calibrate [--calibrate-range R]] [NAME ...]
     (EDGETUNE_BIN may stand for --bin; tools/corpus/run.sh builds the binary first)
 
 Per model: `edgetune compile --check` (printed verbatim), `edgetune compile` with the
@@ -105,7 +105,7 @@ def feed_file(d, od, k, inp):
     return dst
 
 
-def measure(et, name, out_dir, runs, core, calibrate=False):
+def measure(et, name, out_dir, runs, core, calibrate=False, calibrate_range="minmax"):
     d = os.path.join(CORPUS, name)
     meta = json.load(open(os.path.join(d, "meta.json")))
     od = os.path.join(out_dir, name)
@@ -136,8 +136,9 @@ def measure(et, name, out_dir, runs, core, calibrate=False):
     calib = os.path.join(d, "calib")
     extra = []
     if calibrate and meta["quantisation"] in ("float", "dynamic") and os.path.isdir(calib):
-        extra = ["--calibrate", calib, "--calibrate-count", "64"]
-        r["quantisation"] = meta["quantisation"] + " → edgetune --calibrate"
+        extra = ["--calibrate", calib, "--calibrate-count", "64", "--calibrate-range", calibrate_range]
+        r["quantisation"] = meta["quantisation"] + " → edgetune --calibrate" + (
+            "" if calibrate_range == "minmax" else f" ({calibrate_range})")
     code, out = sh([et, "compile", model, "-o", plan] + shapes + extra, os.path.join(od, "compile.txt"))
     r["compile_output"] = out.strip()
     if code != 0 or not os.path.exists(plan):
@@ -291,6 +292,8 @@ def main():
     ap.add_argument("--runs", type=int, default=20, help="timed runs per latency median")
     ap.add_argument("--calibrate", action="store_true",
                     help="compile float entries that have calib/ (tools/corpus/calib.py) with --calibrate")
+    ap.add_argument("--calibrate-range", default="minmax",
+                    help="edgetune compile --calibrate-range: minmax or percentile:P")
     a = ap.parse_args()
     if not a.bin or not os.access(a.bin, os.X_OK):
         sys.exit(f"no edgetune binary at {a.bin!r}: pass --bin or set EDGETUNE_BIN")
@@ -303,7 +306,7 @@ def main():
     for n in names:
         print(f"== {n}", flush=True)
         try:
-            r = measure(a.bin, n, out, a.runs, core, a.calibrate)
+            r = measure(a.bin, n, out, a.runs, core, a.calibrate, a.calibrate_range)
         except Exception as e:  # the runner's own failure on one model must not stop the rest
             r = {"name": n, "producer": "?", "quantisation": "?", "compiles": False,
                  "first_error": f"runner: {type(e).__name__}: {e}"}

@@ -357,6 +357,41 @@ fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
     (scale, zero)
 }
 
+/// Bins of the histograms a percentile calibration reads its ranges from.
+const HIST_BINS: usize = 2048;
+
+/// The range from the `100 - p` to the `p` percentile of the values counted in `hist`
+/// (equal bins over `[lo, hi]`): the lower edge of the bin where more than the
+/// `(1 - p/100)` share of the values lies below, and the upper edge of the bin where more
+/// than that share lies above, so each end is within one bin width of the exact
+/// percentile.
+pub fn percentile_range(hist: &[u64], lo: f32, hi: f32, p: f32) -> (f32, f32) {
+    let total: u64 = hist.iter().sum();
+    if total == 0 || hist.is_empty() || hi <= lo {
+        return (lo, hi);
+    }
+    let cut = ((1.0 - f64::from(p) / 100.0).max(0.0) * total as f64).floor() as u64;
+    let first = |bins: &mut dyn Iterator<Item = (usize, &u64)>| {
+        let mut seen = 0;
+        for (b, &c) in bins {
+            seen += c;
+            if seen > cut {
+                return Some(b);
+            }
+        }
+        None
+    };
+    let lb = first(&mut hist.iter().enumerate()).unwrap_or(0);
+    let ub = first(&mut hist.iter().enumerate().rev()).unwrap_or(hist.len() - 1);
+    let w = (hi - lo) / hist.len() as f32;
+    let (a, b) = (lo + lb as f32 * w, (lo + (ub + 1) as f32 * w).min(hi));
+    if a < b {
+        (a, b)
+    } else {
+        (lo, hi)
+    }
+}
+
 /// The float model `model` in QDQ form, with activation ranges measured on `samples`
 /// (each: one f32 tensor per graph input, in graph-input order, of the shapes `opts`
 /// fixes or the model declares).
@@ -481,9 +516,7 @@ pub fn quantise(
         .iter()
         .map(|o| o.name.clone())
         .collect();
-    let mut range: HashMap<String, (f32, f32)> = HashMap::new();
-    let mut not_float: HashSet<String> = HashSet::new();
-    for s in samples {
+    let run = |s: &Vec<Vec<f32>>| -> Result<TVec<TValue>> {
         let tv: TVec<TValue> = s
             .iter()
             .zip(&inputs)
@@ -493,7 +526,12 @@ pub fn quantise(
                     .map_err(run_err)
             })
             .collect::<Result<_>>()?;
-        let outs = runnable.run(tv).map_err(run_err)?;
+        runnable.run(tv).map_err(run_err)
+    };
+    let mut range: HashMap<String, (f32, f32)> = HashMap::new();
+    let mut not_float: HashSet<String> = HashSet::new();
+    for s in samples {
+        let outs = run(s)?;
         // Graph inputs are not outputs of the run: their ranges come from the samples.
         for (v, (name, _)) in s.iter().zip(&inputs) {
             let (lo, hi) = v
@@ -520,6 +558,36 @@ pub fn quantise(
                     not_float.insert(name.clone());
                 }
             }
+        }
+    }
+    if let super::Calibration::Percentile(p) = opts.calibration {
+        // A second pass: every value into a histogram over its tensor's min-max range.
+        let mut hist: HashMap<String, Vec<u64>> = range
+            .keys()
+            .map(|k| (k.clone(), vec![0u64; HIST_BINS]))
+            .collect();
+        let mut add = |name: &str, values: &mut dyn Iterator<Item = f32>| {
+            if let (Some(h), Some(&(lo, hi))) = (hist.get_mut(name), range.get(name)) {
+                let w = (hi - lo).max(f32::MIN_POSITIVE);
+                for x in values {
+                    h[((((x - lo) / w) * HIST_BINS as f32) as usize).min(HIST_BINS - 1)] += 1;
+                }
+            }
+        };
+        for s in samples {
+            let outs = run(s)?;
+            for (v, (name, _)) in s.iter().zip(&inputs) {
+                add(name, &mut v.iter().copied());
+            }
+            for (name, t) in out_names.iter().zip(outs.iter()) {
+                if let Ok(view) = t.to_plain_array_view::<f32>() {
+                    add(name, &mut view.iter().copied());
+                }
+            }
+        }
+        for (name, h) in hist {
+            let (lo, hi) = range[&name];
+            range.insert(name, percentile_range(&h, lo, hi, p));
         }
     }
     let quantised: HashSet<String> = wanted

@@ -56,6 +56,21 @@ pub struct ImportOptions {
     /// rate, a mode flag, or weights a graph takes as inputs become constants, fold, and
     /// leave the plan's inputs.
     pub constants: Vec<(String, Vec<f32>)>,
+    /// How `--calibrate` turns the values an activation took into its range.
+    pub calibration: Calibration,
+}
+
+/// Activation ranges of a calibrated model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Calibration {
+    /// The smallest and largest value seen (widened to include 0), as onnxruntime's
+    /// MinMax calibrator.
+    #[default]
+    MinMax,
+    /// The values at the `100 - p` and `p` percentiles of everything seen (from a
+    /// 2048-bin histogram over the min-max range, widened to include 0): a few outliers
+    /// then do not stretch the step of every other value. `p` in (50, 100].
+    Percentile(f32),
 }
 
 /// A standalone serialised TensorProto (the ONNX test data's `input_0.pb`) as f32 values

@@ -683,6 +683,7 @@ fn compile<'py>(
                 taps,
                 meta,
                 constants: vec![],
+                ..Default::default()
             };
             let parts = import_bytes(&bytes, &opts)?;
             let out = parts.to_bytes();

@@ -86,6 +86,10 @@ enum Cmd {
         /// How many files of the --calibrate folder to use (sorted by name).
         #[arg(long, default_value_t = 32)]
         calibrate_count: usize,
+        /// Activation ranges of --calibrate: `minmax` (the default: smallest and largest
+        /// value seen) or `percentile:P` (the 100-P and P percentiles, e.g. 99.99).
+        #[arg(long, default_value = "minmax", value_name = "METHOD")]
+        calibrate_range: String,
     },
     /// Print a plan's ops, parameters, arena, taps and hash.
     Inspect { plan: PathBuf },
@@ -573,6 +577,20 @@ fn bundled() -> Result<(Vec<String>, Vec<(Sample, usize)>)> {
     Ok((FASHION.iter().map(|s| s.to_string()).collect(), images))
 }
 
+/// `--calibrate-range`: `minmax` or `percentile:P` with P in (50, 100].
+fn calibration_of(s: &str) -> Result<edgetune::import::Calibration> {
+    use edgetune::import::Calibration;
+    if s == "minmax" {
+        return Ok(Calibration::MinMax);
+    }
+    match s.strip_prefix("percentile:").map(|p| p.parse::<f32>()) {
+        Some(Ok(p)) if p > 50.0 && p <= 100.0 => Ok(Calibration::Percentile(p)),
+        _ => Err(Error::Invalid {
+            what: format!("--calibrate-range {s}: use minmax or percentile:P with 50 < P <= 100"),
+        }),
+    }
+}
+
 fn plan_or_default(p: Option<&Path>) -> Result<Plan<'static>> {
     match p {
         Some(p) => load_plan(p),
@@ -999,6 +1017,7 @@ fn main() {
             check,
             calibrate,
             calibrate_count,
+            calibrate_range,
         } => (|| {
             let t = Instant::now();
             let inputs = input
@@ -1021,6 +1040,7 @@ fn main() {
                     taps,
                     meta: vec![],
                     constants: constants.clone(),
+                    ..Default::default()
                 };
                 return check_cmd(&model, &edgetune::import::check(&bytes, &opts)?);
             }
@@ -1075,11 +1095,13 @@ fn main() {
                     Some(Preprocess::Image(ip)) => Some(ip),
                     _ => None,
                 });
+            let calibration = calibration_of(&calibrate_range)?;
             let opts = ImportOptions {
                 inputs,
                 taps,
                 meta,
                 constants,
+                calibration,
             };
             let parts = match calibrate {
                 None => import_bytes(&bytes, &opts)?,
