@@ -416,21 +416,33 @@ impl<'p, 'm> Executor<'p, 'm> {
                 if to_nhwc && s.len() == 4 {
                     let (h, w, c) = (s[1], s[2], s[3]);
                     // Quantise each NCHW plane in runs with the tier's kernel (division,
-                    // as QuantizeLinear defines it), then scatter the bytes to NHWC.
+                    // as QuantizeLinear defines it), then scatter the bytes to NHWC; the
+                    // pixels split over the threads (each part writes its own pixels).
                     let hw = h * w;
-                    let mut run = [0u8; 256];
+                    shape_need("Quantize", checked(&[s[0], hw, c])?, o.len().min(src.len()))?;
                     for n in 0..s[0] {
-                        for ch in 0..c {
-                            let plane = &src[(n * c + ch) * hw..][..hw];
-                            for (j, part) in plane.chunks(run.len()).enumerate() {
-                                let r = &mut run[..part.len()];
-                                kops::quantize_u8(&kern, part, q.scale, q.zero, r)?;
-                                let p0 = n * hw + j * 256;
-                                for (i, &b) in r.iter().enumerate() {
-                                    o[(p0 + i) * c + ch] = b;
+                        let src_n = &src[n * c * hw..][..c * hw];
+                        let mut rest = &mut o[n * hw * c..][..hw * c];
+                        let mut items = vec![];
+                        for r in par::runs(hw, par.parts(hw, hw * c * 8)) {
+                            let (part, tail) = rest.split_at_mut(r.len() * c);
+                            items.push((r, part));
+                            rest = tail;
+                        }
+                        par.each(items, |(r, out)| {
+                            let mut run = [0u8; 256];
+                            for ch in 0..c {
+                                let plane = &src_n[ch * hw..][r.clone()];
+                                for (j, part) in plane.chunks(run.len()).enumerate() {
+                                    let q8 = &mut run[..part.len()];
+                                    kops::quantize_u8(&kern, part, q.scale, q.zero, q8)?;
+                                    for (i, &b) in q8.iter().enumerate() {
+                                        out[(j * 256 + i) * c + ch] = b;
+                                    }
                                 }
                             }
-                        }
+                            Ok(())
+                        })?;
                     }
                 } else {
                     kops::quantize_u8(&kern, src, q.scale, q.zero, o)?;
