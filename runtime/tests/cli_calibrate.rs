@@ -22,9 +22,10 @@ fn edgetune(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
-    let dir = std::env::temp_dir().join(format!("et-calibrate-{}", std::process::id()));
+/// A fresh folder `NAME-PID` with `cal/NN.npy`, the models' calibration inputs, and the
+/// same inputs as `import_calibrated` takes them.
+fn calibration_folder(name: &str) -> (PathBuf, PathBuf, Vec<Vec<Vec<f32>>>) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let cal = dir.join("cal");
     std::fs::create_dir_all(&cal).unwrap();
     let (cs, c) = read_npy(&ops().join("calib.npy")).unwrap();
@@ -35,6 +36,12 @@ fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
         write_npy(&cal.join(format!("{i:02}.npy")), &[1, 3, 16, 16], x).unwrap();
         samples.push(vec![x.to_vec()]);
     }
+    (dir, cal, samples)
+}
+
+#[test]
+fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
+    let (dir, cal, samples) = calibration_folder("et-calibrate");
     let model = ops().join("float/split_scalar.onnx");
     let plan = dir.join("p.etm");
     let out = edgetune(&[
@@ -52,7 +59,7 @@ fn compile_calibrate_matches_the_library_and_refuses_bad_folders() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains(&format!("calibrated on {} inputs", cs[0])),
+        text.contains(&format!("calibrated on {} inputs", samples.len())),
         "{text}"
     );
     // The library on the same inputs, run in process.
@@ -177,17 +184,7 @@ fn percentile_ranges_follow_the_exact_percentiles() {
 #[test]
 fn compile_calibrate_range_percentile() {
     use edgetune::import::Calibration;
-    let dir = std::env::temp_dir().join(format!("et-calibrate-p-{}", std::process::id()));
-    let cal = dir.join("cal");
-    std::fs::create_dir_all(&cal).unwrap();
-    let (cs, c) = read_npy(&ops().join("calib.npy")).unwrap();
-    let cl = c.len() / cs[0];
-    let mut samples = vec![];
-    for i in 0..cs[0] {
-        let x = &c[i * cl..][..cl];
-        write_npy(&cal.join(format!("{i:02}.npy")), &[1, 3, 16, 16], x).unwrap();
-        samples.push(vec![x.to_vec()]);
-    }
+    let (dir, cal, samples) = calibration_folder("et-calibrate-p");
     let model = ops().join("float/split_scalar.onnx");
     let plan = dir.join("p.etm");
     let compile = |range: &str, out: &Path| {

@@ -9,6 +9,64 @@ const SPAN: usize = 40;
 const RPAIRS: usize = 4;
 const KW: usize = 8;
 
+/// One channel block's `[w(ta, c), w(tb, c)]` i16 pairs for 16 channels (`m` masks a
+/// shorter tail; no `tb`: zeros), in channel order.
+///
+/// # Safety
+/// `a.weights` holds taps `ta` and `tb` of channels `c0..` under `m`; AVX-512F/BW/VL.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn weight_pair(a: &DwI8Args, m: u16, c0: usize, ta: usize, tb: Option<usize>) -> __m512i {
+    let w0 = _mm256_maskz_loadu_epi16(m, a.weights.add(ta * a.c + c0));
+    let w1 = match tb {
+        Some(tb) => _mm256_maskz_loadu_epi16(m, a.weights.add(tb * a.c + c0)),
+        None => _mm256_setzero_si256(),
+    };
+    // Per 128-bit lane: lo = channels 0-3 | 8-11, hi = 4-7 | 12-15.
+    let (l, h) = (_mm256_unpacklo_epi16(w0, w1), _mm256_unpackhi_epi16(w0, w1));
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_permute2x128_si256::<0x20>(l, h)),
+        _mm256_permute2x128_si256::<0x31>(l, h),
+    )
+}
+
+/// The bias (zeros without one) and the scales of channels `c0..` under `m`.
+///
+/// # Safety
+/// `a.bias` (if not null) and `a.scale` hold those channels; AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn bias_scale(a: &DwI8Args, m: u16, c0: usize) -> (__m512i, __m512) {
+    let bias = if a.bias.is_null() {
+        _mm512_setzero_si512()
+    } else {
+        _mm512_maskz_loadu_epi32(m, a.bias.add(c0))
+    };
+    (bias, _mm512_maskz_loadu_ps(m, a.scale.add(c0)))
+}
+
+/// The reference's epilogue on 16 accumulators (bias, scale, clamp to `[lo, hi]`, round
+/// half to even, zero point), stored as the low bytes under `m` at `y`.
+///
+/// # Safety
+/// `y` holds the channels under `m`; AVX-512F/BW/VL.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_q(
+    y: *mut u8,
+    m: u16,
+    acc: __m512i,
+    bias: __m512i,
+    scale: __m512,
+    (lo, hi, yz): (__m512, __m512, __m512i),
+) {
+    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), scale);
+    let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+    _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+}
+
 /// The row-pair depthwise: for one output row and 16 channels, each input column under
 /// the kernel's rows (2r, 2r + 1) is widened once into `[x(2r, c), x(2r + 1, c)]` i16
 /// pairs minus the zero point (the zero point itself under rows and columns outside the
@@ -47,26 +105,11 @@ macro_rules! dw_rows {
                 let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
                 for (r, row) in wv.iter_mut().enumerate().take(rp) {
                     for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
-                        let w0 = _mm256_maskz_loadu_epi16(m, a.weights.add((2 * r * a.kw + kx) * a.c + c0));
-                        let w1 = if 2 * r + 1 < a.kh {
-                            _mm256_maskz_loadu_epi16(m, a.weights.add(((2 * r + 1) * a.kw + kx) * a.c + c0))
-                        } else {
-                            _mm256_setzero_si256()
-                        };
-                        // Per 128-bit lane: lo = channels 0-3 | 8-11, hi = 4-7 | 12-15.
-                        let (l, h) = (_mm256_unpacklo_epi16(w0, w1), _mm256_unpackhi_epi16(w0, w1));
-                        *w = _mm512_inserti64x4::<1>(
-                            _mm512_castsi256_si512(_mm256_permute2x128_si256::<0x20>(l, h)),
-                            _mm256_permute2x128_si256::<0x31>(l, h),
-                        );
+                        let ta = 2 * r * a.kw + kx;
+                        *w = weight_pair(a, m, c0, ta, (2 * r + 1 < a.kh).then_some(ta + a.kw));
                     }
                 }
-                let bias = if a.bias.is_null() {
-                    _mm512_setzero_si512()
-                } else {
-                    _mm512_maskz_loadu_epi32(m, a.bias.add(c0))
-                };
-                let scale = _mm512_maskz_loadu_ps(m, a.scale.add(c0));
+                let (bias, scale) = bias_scale(a, m, c0);
                 for oy in 0..a.oh {
                     let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
                     // Each kernel row's input row, or null outside the image.
@@ -112,15 +155,8 @@ macro_rules! dw_rows {
                                     $acc = $madd;
                                 }
                             }
-                            let t = _mm512_add_epi32($acc, bias);
-                            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(t), scale);
-                            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-                            _mm_mask_storeu_epi8(
-                                a.y.add((oy * a.ow + ox0 + o) * a.c + c0) as *mut i8,
-                                m,
-                                _mm512_cvtepi32_epi8(q),
-                            );
+                            let y = a.y.add((oy * a.ow + ox0 + o) * a.c + c0);
+                            store_q(y, m, $acc, bias, scale, (lo, hi, yz));
                         }
                         ox0 += n;
                     }
@@ -190,25 +226,9 @@ unsafe fn pairs(a: &DwI8Args) {
         let nc = (a.c - c0).min(16);
         let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
         for (p, w) in wv.iter_mut().enumerate().take(pairs) {
-            let w0 = _mm256_maskz_loadu_epi16(m, a.weights.add(2 * p * a.c + c0));
-            let w1 = if 2 * p + 1 < taps {
-                _mm256_maskz_loadu_epi16(m, a.weights.add((2 * p + 1) * a.c + c0))
-            } else {
-                _mm256_setzero_si256()
-            };
-            // Per 128-bit lane: lo = channels 0-3 | 8-11, hi = 4-7 | 12-15 (tap pairs).
-            let (l, h) = (_mm256_unpacklo_epi16(w0, w1), _mm256_unpackhi_epi16(w0, w1));
-            *w = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_permute2x128_si256::<0x20>(l, h)),
-                _mm256_permute2x128_si256::<0x31>(l, h),
-            );
+            *w = weight_pair(a, m, c0, 2 * p, (2 * p + 1 < taps).then_some(2 * p + 1));
         }
-        let bias = if a.bias.is_null() {
-            _mm512_setzero_si512()
-        } else {
-            _mm512_maskz_loadu_epi32(m, a.bias.add(c0))
-        };
-        let scale = _mm512_maskz_loadu_ps(m, a.scale.add(c0));
+        let (bias, scale) = bias_scale(a, m, c0);
         for oy in 0..a.oh {
             let (y0, ky0, ky1) = DwI8Args::taps_inside(oy, a.stride, a.pad_top, a.h, a.kh);
             for ox in 0..a.ow {
@@ -261,15 +281,8 @@ unsafe fn pairs(a: &DwI8Args) {
                         acc = _mm512_add_epi32(acc, pair(pending, zp, wv[pairs - 1]));
                     }
                 }
-                acc = _mm512_add_epi32(acc, bias);
-                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
-                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-                _mm_mask_storeu_epi8(
-                    a.y.add((oy * a.ow + ox) * a.c + c0) as *mut i8,
-                    m,
-                    _mm512_cvtepi32_epi8(q),
-                );
+                let y = a.y.add((oy * a.ow + ox) * a.c + c0);
+                store_q(y, m, acc, bias, scale, (lo, hi, yz));
             }
         }
         c0 += 16;
@@ -310,20 +323,9 @@ unsafe fn per_tap(a: &DwI8Args) {
                         acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wv));
                     }
                 }
-                if !a.bias.is_null() {
-                    acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, a.bias.add(c0)));
-                }
-                let v = _mm512_mul_ps(
-                    _mm512_cvtepi32_ps(acc),
-                    _mm512_maskz_loadu_ps(m, a.scale.add(c0)),
-                );
-                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-                _mm_mask_storeu_epi8(
-                    a.y.add((oy * a.ow + ox) * a.c + c0) as *mut i8,
-                    m,
-                    _mm512_cvtepi32_epi8(q),
-                );
+                let (bias, scale) = bias_scale(a, m, c0);
+                let y = a.y.add((oy * a.ow + ox) * a.c + c0);
+                store_q(y, m, acc, bias, scale, (lo, hi, yz));
                 c0 += 16;
             }
         }
