@@ -422,14 +422,9 @@ impl<'p, 'm> Executor<'p, 'm> {
                     shape_need("Quantize", checked(&[s[0], hw, c])?, o.len().min(src.len()))?;
                     for n in 0..s[0] {
                         let src_n = &src[n * c * hw..][..c * hw];
-                        let mut rest = &mut o[n * hw * c..][..hw * c];
-                        let mut items = vec![];
-                        for r in par::runs(hw, par.parts(hw, hw * c * 8)) {
-                            let (part, tail) = rest.split_at_mut(r.len() * c);
-                            items.push((r, part));
-                            rest = tail;
-                        }
-                        par.each(items, |(r, out)| {
+                        let o_n = &mut o[n * hw * c..][..hw * c];
+                        // Pixels `r` into `out` (their NHWC bytes).
+                        let pixels = |r: core::ops::Range<usize>, out: &mut [u8]| -> Result<()> {
                             let mut run = [0u8; 256];
                             for ch in 0..c {
                                 let plane = &src_n[ch * hw..][r.clone()];
@@ -442,7 +437,21 @@ impl<'p, 'm> Executor<'p, 'm> {
                                 }
                             }
                             Ok(())
-                        })?;
+                        };
+                        let parts = par.parts(hw, hw * c * 8);
+                        if parts <= 1 {
+                            // One part: no list of parts (a device without a heap).
+                            pixels(0..hw, o_n)?;
+                            continue;
+                        }
+                        let mut rest = o_n;
+                        let mut items = alloc::vec::Vec::with_capacity(parts);
+                        for r in par::runs(hw, parts) {
+                            let (part, tail) = rest.split_at_mut(r.len() * c);
+                            items.push((r, part));
+                            rest = tail;
+                        }
+                        par.each(items, |(r, out)| pixels(r, out))?;
                     }
                 } else {
                     kops::quantize_u8(&kern, src, q.scale, q.zero, o)?;
