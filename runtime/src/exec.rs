@@ -490,23 +490,26 @@ impl<'p, 'm> Executor<'p, 'm> {
             } => {
                 let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
-                let yt = tt(y);
-                let (out, dst) = match yt.dtype {
-                    crate::plan::DType::F32 => (I8Out::F32, I8Dst::F32(f32s_mut(o))),
-                    _ => (I8Out::U8, I8Dst::U8(o)),
-                };
+                let f32_out = tt(y).dtype == crate::plan::DType::F32;
                 let q = I8Quant {
                     a_zero: x_zero,
                     a_signed: false,
                     colsum: plan.blob(colsum),
                     bias: Some(plan.blob(bias)),
                     scale: plan.blob(scale),
-                    out,
+                    out: if f32_out { I8Out::F32 } else { I8Out::U8 },
                     y_zero,
                     qmin: 0,
                     qmax: 255,
                 };
-                par::conv_i8(par, &kern, geom, i[0], plan.blob(w), &q, s, dst)?;
+                for (x, y) in images("ConvI8", batch(i[0], conv_in(geom, 1)), i[0], o)? {
+                    let dst = if f32_out {
+                        I8Dst::F32(f32s_mut(y))
+                    } else {
+                        I8Dst::U8(y)
+                    };
+                    par::conv_i8(par, &kern, geom, x, plan.blob(w), &q, s, dst)?;
+                }
             }
             Op::DwI8 {
                 x,
@@ -519,18 +522,20 @@ impl<'p, 'm> Executor<'p, 'm> {
                 scale,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                par::depthwise_i8(
-                    par,
-                    &kern,
-                    geom,
-                    i[0],
-                    x_zero,
-                    plan.blob(w),
-                    Some(plan.blob(bias)),
-                    plan.blob(scale),
-                    (y_zero, 0, 255),
-                    o,
-                )?;
+                for (x, y) in images("DepthwiseI8", batch(i[0], conv_in(geom, 1)), i[0], o)? {
+                    par::depthwise_i8(
+                        par,
+                        &kern,
+                        geom,
+                        x,
+                        x_zero,
+                        plan.blob(w),
+                        Some(plan.blob(bias)),
+                        plan.blob(scale),
+                        (y_zero, 0, 255),
+                        y,
+                    )?;
+                }
             }
             Op::AddU8 {
                 a,
@@ -547,11 +552,15 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let s = &tt(x).shape;
                 let (hw, c) = (s[1] * s[2], s[3]);
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::gap_u8(&kern, i[0], hw, c, qx, o, qy)?;
+                for (x, y) in images("GlobalAvgPoolU8", batch(i[0], hw * c), i[0], o)? {
+                    kops::gap_u8(&kern, x, hw, c, qx, y, qy)?;
+                }
             }
             Op::MaxPoolU8 { x, y, ref geom } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::max_pool_u8(&kern, geom, i[0], o)?;
+                for (x, y) in images("MaxPoolU8", batch(i[0], conv_in(geom, 1)), i[0], o)? {
+                    kops::max_pool_u8(&kern, geom, x, y)?;
+                }
             }
             Op::LutU8 {
                 x,
@@ -566,7 +575,9 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let s = &tt(x).shape;
                 let (hw, c) = (s[1] * s[2], s[3]);
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::gap_f32(&kern, f32s(i[0]), hw, c, f32s_mut(o))?;
+                for (x, y) in images("GapF32", batch(i[0], hw * c * 4), i[0], o)? {
+                    kops::gap_f32(&kern, f32s(x), hw, c, f32s_mut(y))?;
+                }
             }
             Op::ConvF32 {
                 x,
@@ -582,17 +593,19 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
                 let bias = plan.blob::<f32>(bias);
                 let bias = if bias.is_empty() { None } else { Some(bias) };
-                par::conv_f32(
-                    par,
-                    &kern,
-                    geom,
-                    f32s(i[0]),
-                    plan.blob(w),
-                    bias,
-                    Act::Clamp(lo, hi),
-                    f32s_mut(s),
-                    f32s_mut(o),
-                )?;
+                for (x, y) in images("ConvF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
+                    par::conv_f32(
+                        par,
+                        &kern,
+                        geom,
+                        f32s(x),
+                        plan.blob(w),
+                        bias,
+                        Act::Clamp(lo, hi),
+                        f32s_mut(s),
+                        f32s_mut(y),
+                    )?;
+                }
             }
             Op::UnaryF32 { x, y, f } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -718,7 +731,9 @@ impl<'p, 'm> Executor<'p, 'm> {
                 bias,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                group_conv_f32(geom, f32s(i[0]), plan.blob(w), plan.blob(bias), f32s_mut(o))?;
+                for (x, y) in images("GroupConvF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
+                    group_conv_f32(geom, f32s(x), plan.blob(w), plan.blob(bias), f32s_mut(y))?;
+                }
             }
             Op::PoolF32 {
                 x,
@@ -997,18 +1012,20 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let [h, w, c, sh, sw] = [h, w, c, sh, sw].map(|v| v as usize);
                 let c = c * elem;
                 let ow = (w - 1) * sw + 1;
-                shape_need("Dilate", checked(&[h, w, c])?, i[0].len())?;
-                shape_need("Dilate", checked(&[(h - 1) * sh + 1, ow, c])?, o.len())?;
-                if f32s_ {
-                    f32s_mut(o).fill(f32::from_bits(fill));
-                } else {
-                    o.fill(fill as u8);
-                }
-                for yy in 0..h {
-                    for xx in 0..w {
-                        let src = (yy * w + xx) * c;
-                        let dst = (yy * sh * ow + xx * sw) * c;
-                        o[dst..][..c].copy_from_slice(&i[0][src..][..c]);
+                for (x, o) in images("Dilate", batch(i[0], h * w * c), i[0], o)? {
+                    shape_need("Dilate", checked(&[h, w, c])?, x.len())?;
+                    shape_need("Dilate", checked(&[(h - 1) * sh + 1, ow, c])?, o.len())?;
+                    if f32s_ {
+                        f32s_mut(o).fill(f32::from_bits(fill));
+                    } else {
+                        o.fill(fill as u8);
+                    }
+                    for yy in 0..h {
+                        for xx in 0..w {
+                            let src = (yy * w + xx) * c;
+                            let dst = (yy * sh * ow + xx * sw) * c;
+                            o[dst..][..c].copy_from_slice(&x[src..][..c]);
+                        }
                     }
                 }
             }
@@ -1205,6 +1222,39 @@ fn load<'n, P: Tables + ?Sized>(
             .copy_from_slice(bytemuck::cast_slice(data));
     }
     Ok(())
+}
+
+/// Images in a batch: how many times an op's input holds the `one` bytes its geometry
+/// describes (1 unless an exact multiple above 1).
+fn batch(x: &[u8], one: usize) -> usize {
+    match one {
+        0 => 1,
+        _ if x.len().is_multiple_of(one) && x.len() / one > 1 => x.len() / one,
+        _ => 1,
+    }
+}
+
+/// Bytes of one image of a convolution's input.
+fn conv_in(g: &ConvGeom, elem: usize) -> usize {
+    g.h.saturating_mul(g.w)
+        .saturating_mul(g.ic)
+        .saturating_mul(elem)
+}
+
+/// The images of a batch of `n`: `x` and `y` cut into `n` equal parts, one per image, for
+/// the ops whose geometry describes one image.
+fn images<'a, 'b>(
+    op: &str,
+    n: usize,
+    x: &'a [u8],
+    y: &'b mut [u8],
+) -> Result<core::iter::Zip<core::slice::ChunksExact<'a, u8>, core::slice::ChunksExactMut<'b, u8>>>
+{
+    if n == 0 || !x.len().is_multiple_of(n) || !y.len().is_multiple_of(n) || x.len() < n || y.len() < n {
+        return Err(shape_err(op, n, x.len()));
+    }
+    let (xs, ys) = (x.len() / n, y.len() / n);
+    Ok(x.chunks_exact(xs).zip(y.chunks_exact_mut(ys)))
 }
 
 fn shape_err(op: &str, expected: usize, got: usize) -> Error {

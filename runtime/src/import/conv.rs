@@ -27,9 +27,10 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
     let x = lw.deq(&n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
-    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
-        return Err(lw.unsupported(&n, "input must be a 4-D feature map of batch 1"));
+    if xi.shape.len() != 4 || !xi.nhwc {
+        return Err(lw.unsupported(&n, "input must be a 4-D feature map"));
     }
+    let nb = xi.shape[0];
     let (wd, wq, ws, wz) = lw.qconst_axis(&n, 1, 1)?;
     if wd.len() != 4 {
         return Err(lw.unsupported(&n, "weights must be [C_in, C_out, kH, kW]"));
@@ -71,7 +72,7 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         let y = lw.b.tensor(
             &format!("{}#dilated", n.name),
             DType::U8,
-            vec![1, dh, dw, c],
+            vec![nb, dh, dw, c],
             true,
             Some(Q8 {
                 scale: xi.scale,
@@ -152,8 +153,8 @@ pub(super) fn average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
     let x = lw.deq(&n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
-    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
-        return Err(lw.unsupported(&n, "input must be a 4-D feature map of batch 1"));
+    if xi.shape.len() != 4 || !xi.nhwc {
+        return Err(lw.unsupported(&n, "input must be a 4-D feature map"));
     }
     let c = xi.shape[3];
     let k = attr_ints(&n, "kernel_shape").unwrap_or_default();
@@ -221,12 +222,13 @@ pub(super) fn average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
     let xs = lw.fshape(x);
     let one_d = xs.len() == 3;
-    if !(xs.len() == 3 || xs.len() == 4) || xs[0] != 1 {
+    if !(xs.len() == 3 || xs.len() == 4) || xs[0] == 0 {
         return Err(lw.unsupported(
             n,
-            "float convolution input must be (1, C, L) or (1, C, H, W)",
+            "float convolution input must be (N, C, L) or (N, C, H, W)",
         ));
     }
+    let nb = xs[0];
     let (ic, h, w) = if one_d {
         (xs[1], 1, xs[2])
     } else {
@@ -303,9 +305,9 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
             return Err(lw.unsupported(n, "kernel larger than the padded input"));
         }
         let out = if one_d {
-            vec![1, oc, geom.ow()]
+            vec![nb, oc, geom.ow()]
         } else {
-            vec![1, oc, geom.oh(), geom.ow()]
+            vec![nb, oc, geom.oh(), geom.ow()]
         };
         let y = lw.new_f32(&n.output[0], out);
         let (wb, bb) = (lw.b.push(&wf), lw.b.push(&bias));
@@ -321,11 +323,11 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
     }
     // NHWC in: a copy only when channels and positions both exceed one.
     let xin = if ic > 1 && h * w > 1 {
-        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![1, h, w, ic]);
+        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![nb, h, w, ic]);
         lw.b.ops.push(Op::TransposeF32 {
             x,
             y: t,
-            dims: [1, ic as u32, (h * w) as u32, 1],
+            dims: [nb as u32, ic as u32, (h * w) as u32, 1],
             perm: [0, 2, 1, 3],
         });
         t
@@ -497,6 +499,9 @@ fn conv_float_nhwc(
         ..
     } = geom;
     let geom = ConvGeom { groups: 1, ..geom };
+    // Images in the batch: the first axis whether `x` is NHWC or (with one channel or one
+    // position) the NCHW input itself.
+    let nb = lw.fshape(x).first().copied().unwrap_or(1);
     if geom.stride_h == 0
         || geom.stride_w == 0
         || h + geom.pad_top + geom.pad_bottom < geom.dil_h * (kh - 1) + 1
@@ -520,15 +525,15 @@ fn conv_float_nhwc(
     edgetune_kernels::pack::pack_f32(&b, k, oc, &mut packed);
     let (oh, ow) = (geom.oh(), geom.ow());
     let out_shape = if one_d {
-        vec![1, oc, ow]
+        vec![nb, oc, ow]
     } else {
-        vec![1, oc, oh, ow]
+        vec![nb, oc, oh, ow]
     };
     let direct = oc == 1 || oh * ow == 1;
     let y = if direct {
         lw.new_f32(&n.output[0], out_shape.clone())
     } else {
-        lw.new_f32(&format!("{}#nhwc_out", n.name), vec![1, oh, ow, oc])
+        lw.new_f32(&format!("{}#nhwc_out", n.name), vec![nb, oh, ow, oc])
     };
     let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
     let scratch =
@@ -551,7 +556,7 @@ fn conv_float_nhwc(
         lw.b.ops.push(Op::TransposeF32 {
             x: y,
             y: t,
-            dims: [1, (oh * ow) as u32, oc as u32, 1],
+            dims: [nb as u32, (oh * ow) as u32, oc as u32, 1],
             perm: [0, 2, 1, 3],
         });
         t
@@ -560,15 +565,15 @@ fn conv_float_nhwc(
     Ok(())
 }
 
-/// ConvTranspose of a float `[1, C, H, W]` tensor, group 1: the input to NHWC, zeros
+/// ConvTranspose of a float `[N, C, H, W]` tensor, group 1: the input to NHWC, zeros
 /// inserted for the stride, the convolution with the weights flipped in space and the
 /// channel axes exchanged (as for int8 maps).
 fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
     let xs = lw.fshape(x);
-    if xs.len() != 4 || xs[0] != 1 {
-        return Err(lw.unsupported(n, "float transposed convolution input must be (1, C, H, W)"));
+    if xs.len() != 4 || xs[0] == 0 {
+        return Err(lw.unsupported(n, "float transposed convolution input must be (N, C, H, W)"));
     }
-    let (c, h, w) = (xs[1], xs[2], xs[3]);
+    let (nb, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let wd = lw
         .shape_of(n.input.get(1).map_or("", |s| s.as_str()))
         .ok_or_else(|| lw.unsupported(n, "weights of unknown shape"))?;
@@ -607,18 +612,18 @@ fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Res
     }
     let mut xin = x;
     if c > 1 && h * w > 1 {
-        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![1, h, w, c]);
+        let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![nb, h, w, c]);
         lw.b.ops.push(Op::TransposeF32 {
             x,
             y: t,
-            dims: [1, c as u32, (h * w) as u32, 1],
+            dims: [nb as u32, c as u32, (h * w) as u32, 1],
             perm: [0, 2, 1, 3],
         });
         xin = t;
     }
     let (dh, dw) = ((h - 1) * sh + 1, (w - 1) * sw + 1);
     if sh > 1 || sw > 1 {
-        let t = lw.new_f32(&format!("{}#dilated", n.name), vec![1, dh, dw, c]);
+        let t = lw.new_f32(&format!("{}#dilated", n.name), vec![nb, dh, dw, c]);
         lw.b.ops.push(Op::Dilate {
             x: xin,
             y: t,
@@ -679,8 +684,8 @@ fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
         return Err(lw.unsupported(n, "weights must be symmetric int8 OIHW"));
     }
     let xi = lw.b.tensors[x as usize].clone();
-    if xi.shape.len() != 4 || xi.shape[0] != 1 {
-        return Err(lw.unsupported(n, "convolution input must be 4-D (1, C, H, W)"));
+    if xi.shape.len() != 4 {
+        return Err(lw.unsupported(n, "convolution input must be 4-D (N, C, H, W)"));
     }
     let (oc, icg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
     let (h, w, ic) = (xi.shape[1], xi.shape[2], xi.shape[3]);
@@ -851,8 +856,8 @@ pub(super) fn max_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         _ => return Err(lw.unsupported(n, "input must be a quantised tensor or a function of one")),
     };
     let xi = lw.b.tensors[t as usize].clone();
-    if xi.shape.len() != 4 || !xi.nhwc || xi.shape[0] != 1 {
-        return Err(lw.unsupported(n, "needs a 4-D feature map of batch 1"));
+    if xi.shape.len() != 4 || !xi.nhwc {
+        return Err(lw.unsupported(n, "needs a 4-D feature map"));
     }
     if n.output.len() > 1 && !n.output[1].is_empty() {
         return Err(lw.unsupported(n, "the indices output"));
@@ -999,8 +1004,8 @@ pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<(
     }
     let x = lw.deq(n, 0)?;
     let xi = lw.b.tensors[x as usize].clone();
-    if xi.shape.len() != 4 || xi.shape[0] != 1 {
-        return Err(lw.unsupported(n, "needs a 4-D input of batch 1"));
+    if xi.shape.len() != 4 {
+        return Err(lw.unsupported(n, "needs a 4-D input"));
     }
     let single_q = matches!(
         lw.consumers.get(&n.output[0]).map(|c| c.as_slice()),
@@ -1024,7 +1029,7 @@ pub(super) fn global_average_pool(lw: &mut Lowering<'_>, idx: usize) -> Result<(
             },
             to_nchw: false,
         });
-        let y = lw.new_f32(&n.output[0], vec![1, xi.shape[3], 1, 1]);
+        let y = lw.new_f32(&n.output[0], vec![xi.shape[0], xi.shape[3], 1, 1]);
         lw.b.ops.push(Op::GapF32 { x: xf, y });
         lw.out_f32(n, y);
         lw.block_taps.push((n.output[0].clone(), y));

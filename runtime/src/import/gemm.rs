@@ -37,9 +37,11 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let k = kk;
     // One row (a pooled vector, any layout), or rows of a row-major tensor whose last axis
     // is K (tokens by channels): each row is a pixel of a 1x1 convolution.
+    // A batch of pooled maps ([N, 1, 1, K] NHWC, flattened or not) is N rows too.
+    let pooled_batch = xi.nhwc && xi.shape.len() == 4 && xi.shape[1] * xi.shape[2] == 1;
     let rows = if xi.len() == kk {
         1
-    } else if !xi.nhwc && kk > 0 && xi.shape.last() == Some(&kk) {
+    } else if (pooled_batch || !xi.nhwc) && kk > 0 && xi.shape.last() == Some(&kk) {
         xi.len() / kk
     } else {
         return Err(Error::ShapeMismatch {
@@ -50,6 +52,8 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     };
     let out_shape = if rows == 1 {
         vec![1, nn]
+    } else if pooled_batch {
+        vec![rows, nn]
     } else {
         let mut s = xi.logical_shape();
         if let Some(l) = s.last_mut() {

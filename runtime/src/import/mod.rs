@@ -315,8 +315,7 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
             Some((_, s)) => s.clone(),
             None => value_info_shape(vi)?,
         };
-        // Any batch for the float sequence ops; the convolution and pooling lowerings
-        // refuse a batch other than 1 themselves.
+        // Any batch: the ops whose geometry is one image's run once per image.
         if shape.is_empty() || shape.contains(&0) {
             return Err(Error::ShapeMismatch {
                 op: format!("input '{}'", vi.name),

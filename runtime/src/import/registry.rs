@@ -119,32 +119,32 @@ static REGISTRY: &[Entry] = &[
     node(
         "Conv",
         conv::conv,
-        "QDQ, 2-D, batch 1: symmetric int8 weights (per-tensor or per-channel), dense, depthwise or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
+        "QDQ, 2-D, any batch: symmetric int8 weights (per-tensor or per-channel), dense, depthwise or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
     ),
     node(
         "ConvTranspose",
         conv::conv_transpose,
-        "QDQ, 2-D, batch 1, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`), dilations, pads, output_padding; no auto_pad or output_shape",
+        "QDQ, 2-D, any batch, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`), dilations, pads, output_padding; no auto_pad or output_shape",
     ),
     node(
         "AveragePool",
         conv::average_pool,
-        "2-D on a u8 map as a depthwise convolution, batch 1; padding counted (count_include_pad) or none; no ceil_mode",
+        "2-D on a u8 map as a depthwise convolution, any batch; padding counted (count_include_pad) or none; no ceil_mode",
     ),
     node(
         "MaxPool",
         conv::max_pool,
-        "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), batch 1, ceil_mode, auto_pad; no indices",
+        "2-D on a u8 map (a table of one moves past it, or is quantised first when it does not commute with max), any batch, ceil_mode, auto_pad; no indices",
     ),
     node(
         "GlobalAveragePool",
         conv::global_average_pool,
-        "QDQ u8 feature map, batch 1 (a float output where no QuantizeLinear follows)",
+        "QDQ u8 feature map, any batch (a float output where no QuantizeLinear follows)",
     ),
     node(
         "ReduceMean",
         conv::reduce_mean,
-        "QDQ u8 feature map, batch 1: the mean over axes 2 and 3 with keepdims = 1 (global average pooling as dynamo exports it); float (or a dequantised int8 tensor): over one axis or adjacent ones",
+        "QDQ u8 feature map, any batch: the mean over axes 2 and 3 with keepdims = 1 (global average pooling as dynamo exports it); float (or a dequantised int8 tensor): over one axis or adjacent ones",
     ),
     // Matrix products.
     node(

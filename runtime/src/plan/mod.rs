@@ -664,14 +664,17 @@ impl<'a> Plan<'a> {
                 fill,
             } => {
                 let (h, w, c, sh, sw) = (h as u64, w as u64, c as u64, sh as u64, sw as u64);
+                // Each image of the batch (the first axis of both) dilated alone.
+                let nb = t(x).shape.first().map_or(1, |&n| n as u64);
                 let u8s = t(x).dtype == DType::U8 && t(y).dtype == DType::U8;
                 (u8s && fill <= 255 || t(x).dtype == DType::F32 && t(y).dtype == DType::F32)
                     && h > 0
                     && w > 0
                     && sh > 0
                     && sw > 0
-                    && t(x).len() as u64 == h * w * c
-                    && t(y).len() as u64 == ((h - 1) * sh + 1) * ((w - 1) * sw + 1) * c
+                    && t(y).shape.first().map_or(1, |&n| n as u64) == nb
+                    && t(x).len() as u64 == nb * h * w * c
+                    && t(y).len() as u64 == nb * ((h - 1) * sh + 1) * ((w - 1) * sw + 1) * c
             }
             Op::Pad {
                 x,
