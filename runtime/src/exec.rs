@@ -1250,7 +1250,12 @@ fn images<'a, 'b>(
     y: &'b mut [u8],
 ) -> Result<core::iter::Zip<core::slice::ChunksExact<'a, u8>, core::slice::ChunksExactMut<'b, u8>>>
 {
-    if n == 0 || !x.len().is_multiple_of(n) || !y.len().is_multiple_of(n) || x.len() < n || y.len() < n {
+    if n == 0
+        || !x.len().is_multiple_of(n)
+        || !y.len().is_multiple_of(n)
+        || x.len() < n
+        || y.len() < n
+    {
         return Err(shape_err(op, n, x.len()));
     }
     let (xs, ys) = (x.len() / n, y.len() / n);

@@ -245,3 +245,164 @@ fn efficientnet_runs_a_batch_of_rgb_photos() {
         ones[0].len()
     );
 }
+
+/// Evaluation caches every example once, the examples shared out over the threads (one
+/// executor each): the cache, with two augmented views of each photo, is the same on 1, 2
+/// and 3 threads, and the same as the sequential filler's, row for row.
+#[cfg(feature = "files")]
+#[test]
+fn cache_of_many_examples_is_the_same_on_any_thread_count() {
+    use edgetune::adapt::cache::TapCache;
+    use edgetune::features::TapReader;
+    use edgetune::import::Taps;
+    use edgetune::session::cache::{Filler, Reduce};
+    use edgetune::session::eval::cache_all;
+    use edgetune::session::{prep_of, Options};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    let parts = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let mut prep = prep_of(&plan).unwrap();
+    let mut examples = vec![];
+    for (label, class) in ["cat", "coffee", "rocket"].iter().enumerate() {
+        for i in 0..3 {
+            let p = root.join(format!("examples/data/photos/{class}/{i}.jpg"));
+            examples.push((prep.load(&p).unwrap(), label));
+        }
+    }
+    let taps: Vec<String> = plan
+        .taps
+        .iter()
+        .rev()
+        .take(2)
+        .map(|p| p.name.clone())
+        .collect();
+    let o = Options {
+        augment: 2,
+        ..Default::default()
+    };
+    let rows = |c: &TapCache| -> Vec<Vec<f32>> {
+        (0..c.len())
+            .flat_map(|r| {
+                (0..c.taps.len()).map(move |j| {
+                    let mut v = vec![0.0; c.taps[j].len()];
+                    c.read(r, j, &mut v);
+                    v
+                })
+            })
+            .collect()
+    };
+    // The sequential filler on one executor.
+    let exec = Executor::new(&plan, Kernels::detect(), 1 << 28).unwrap();
+    let mut rd = TapReader::new(exec, &taps).unwrap();
+    let mut fill = Filler::new(&mut rd, Reduce::Full, o.augment, 7);
+    let mut want = TapCache::new(
+        o.cache.unwrap_or(edgetune::adapt::cache::CacheFormat::F16),
+        fill.shapes(),
+    );
+    for (s, l) in &examples {
+        fill.push(&prep, s, *l, &mut want).unwrap();
+    }
+    assert_eq!(want.len(), examples.len() * 3);
+    for threads in [1, 2, 3] {
+        edgetune::par::set_default_threads(threads);
+        let (got, src, _) =
+            cache_all(&plan, &prep, &examples, &taps, &o, 7, &mut |_, _| {}).unwrap();
+        edgetune::par::set_default_threads(0);
+        assert_eq!(got.labels, want.labels, "{threads} threads: labels");
+        let expect_src: Vec<usize> = (0..examples.len()).flat_map(|i| [i; 3]).collect();
+        assert_eq!(src, expect_src, "{threads} threads: source examples");
+        assert!(
+            rows(&got) == rows(&want),
+            "{threads} threads: cached taps differ"
+        );
+    }
+    eprintln!(
+        "cache of {} rows (9 photos, 2 views each) equal on 1, 2 and 3 threads and to the sequential filler",
+        want.len()
+    );
+}
+
+/// `Session::enrol_batch` runs the examples one per thread and caches them in order: on
+/// two threads, with two augmented views each, the cache and the fitted adapter equal
+/// those of `enrol` on each example in turn on one thread. A batch holding an input that
+/// is not finite is refused whole: nothing of it is enrolled, not even its new class.
+#[cfg(feature = "files")]
+#[test]
+fn enrol_batch_equals_enrolling_one_at_a_time() {
+    use edgetune::adapt::cache::TapCache;
+    use edgetune::adapt::Kind;
+    use edgetune::import::Taps;
+    use edgetune::session::Session;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    let plan = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
+        .unwrap()
+        .to_bytes();
+    let rows = |c: &TapCache| -> Vec<Vec<f32>> {
+        (0..c.len())
+            .flat_map(|r| {
+                (0..c.taps.len()).map(move |j| {
+                    let mut v = vec![0.0; c.taps[j].len()];
+                    c.read(r, j, &mut v);
+                    v
+                })
+            })
+            .collect()
+    };
+    let session = |threads: usize| {
+        let mut s = Session::from_bytes(&plan).unwrap();
+        s.set_threads(threads).unwrap();
+        s.opts.augment = 2;
+        s.set_method(Kind::Linear).unwrap();
+        s.opts.steps = Some(20);
+        s
+    };
+    let photos: Vec<(PathBuf, &str)> = ["cat", "coffee", "rocket"]
+        .iter()
+        .flat_map(|c| {
+            let root = &root;
+            (0..3).map(move |i| (root.join(format!("examples/data/photos/{c}/{i}.jpg")), *c))
+        })
+        .collect();
+    let mut one = session(1);
+    for (p, c) in &photos {
+        let x = one.load(p).unwrap();
+        one.enrol(x, c).unwrap();
+    }
+    let mut two = session(2);
+    let items: Vec<_> = photos
+        .iter()
+        .map(|(p, c)| (two.load(p).unwrap(), *c))
+        .collect();
+    two.enrol_batch(items).unwrap();
+    assert_eq!(two.cached(), photos.len() * 3);
+    assert_eq!(one.cache().labels, two.cache().labels);
+    assert!(rows(one.cache()) == rows(two.cache()), "cached taps differ");
+    one.fit(&mut |_| true).unwrap();
+    two.fit(&mut |_| true).unwrap();
+    assert!(one.adapter().unwrap().to_bytes() == two.adapter().unwrap().to_bytes());
+
+    // A batch with a NaN input: refused, and the session as it was.
+    let len = two.plan().tensors[two.plan().inputs[0].tensor as usize].len();
+    let good = two.load(&photos[0].0).unwrap();
+    let bad = two.tensors(vec![vec![f32::NAN; len]]).unwrap();
+    let before = (two.cached(), two.examples(), two.classes().to_vec());
+    let e = two
+        .enrol_batch(vec![(good, "cat"), (bad, "new class")])
+        .unwrap_err();
+    assert!(matches!(e, edgetune::Error::NonFinite { .. }), "{e}");
+    assert_eq!(
+        (two.cached(), two.examples(), two.classes().to_vec()),
+        before
+    );
+    eprintln!("enrol_batch on 2 threads: {} cached rows and the adapter equal to enrol on 1; a NaN batch refused whole ({e})", photos.len() * 3);
+}

@@ -113,6 +113,21 @@ impl TapCache {
         }
     }
 
+    /// Keeps the first `n` examples (drops those added after).
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len() {
+            return;
+        }
+        self.labels.truncate(n);
+        match self.format {
+            CacheFormat::F16 => self.f16s.truncate(n * self.stride),
+            CacheFormat::I8 => {
+                self.i8s.truncate(n * self.stride);
+                self.scales.truncate(n * self.taps.len());
+            }
+        }
+    }
+
     /// Adds one example: `taps[i]` holds tap `i` in f32.
     pub fn push(&mut self, taps: &[&[f32]], label: usize) -> Result<()> {
         if taps.len() != self.taps.len() {

@@ -170,3 +170,158 @@ impl<'r, 'p, 'm> Filler<'r, 'p, 'm> {
         Ok(&self.bufs)
     }
 }
+
+/// Runs many examples through the backbone on several threads at once: one executor per
+/// thread, each example whole on one thread (so its taps are the bytes a single run
+/// gives), the augmented views drawn in the examples' order on the calling thread, and
+/// the rows pushed to the cache in that order: the cache is the same for every thread
+/// count, and the same as [`Filler`] fills.
+pub struct Batcher<'p, 'm> {
+    workers: Vec<Worker<'p, 'm>>,
+    par: crate::par::Par,
+    reduce: Reduce,
+    augment: usize,
+    pub rng: Rng,
+}
+
+struct Worker<'p, 'm> {
+    rd: TapReader<'p, 'm>,
+    input: Vec<Vec<f32>>,
+    bufs: Vec<Vec<f32>>,
+    /// Each job's rows, as the cache keeps them.
+    out: Vec<Vec<Vec<f32>>>,
+}
+
+/// Examples a round gives each worker: a round's views are held in memory at once.
+const PER_WORKER: usize = 4;
+
+impl<'p, 'm> Batcher<'p, 'm> {
+    /// `readers` (one per thread, each with a single-threaded executor) share out the
+    /// examples over the threads of `par`.
+    pub fn new(
+        readers: Vec<TapReader<'p, 'm>>,
+        par: crate::par::Par,
+        reduce: Reduce,
+        augment: usize,
+        seed: u64,
+    ) -> Self {
+        let workers = readers
+            .into_iter()
+            .map(|rd| Worker {
+                bufs: rd.shapes.iter().map(|s| vec![0.0; s.1.len()]).collect(),
+                rd,
+                input: Vec::new(),
+                out: Vec::new(),
+            })
+            .collect();
+        Batcher {
+            workers,
+            par,
+            reduce,
+            augment,
+            rng: Rng::new(seed ^ 0xa5a5),
+        }
+    }
+
+    /// The cached shapes of the taps.
+    pub fn shapes(&self) -> Vec<NamedTap> {
+        self.reduce.shapes(&self.workers[0].rd.shapes)
+    }
+
+    /// Caches every example of `examples` and its augmented views under its label;
+    /// `done(i, rows)` hears of example `i` and the rows it added once they are cached.
+    /// An error names the example (its index) when the input is not finite.
+    pub fn push_all(
+        &mut self,
+        prep: &Prep,
+        examples: &[(Sample, usize)],
+        cache: &mut TapCache,
+        done: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let n = examples.len();
+        self.push_each(prep, n, &|i| (&examples[i].0, examples[i].1), cache, done)
+    }
+
+    /// [`push_all`](Self::push_all) of `n` examples that `example(i)` gives with their
+    /// labels.
+    pub fn push_each<'e>(
+        &mut self,
+        prep: &Prep,
+        n: usize,
+        example: &(dyn Fn(usize) -> (&'e Sample, usize) + Sync),
+        cache: &mut TapCache,
+        done: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        if self.augment > 0 && !prep.is_image() {
+            return Err(Error::Invalid {
+                what: "augmentation makes views of images; this plan's inputs are not images"
+                    .into(),
+            });
+        }
+        let round = self.workers.len() * PER_WORKER;
+        for first in (0..n).step_by(round.max(1)) {
+            // Jobs: (example, view) in order, views drawn from the stream in that order.
+            let mut views: Vec<(usize, Option<Sample>)> = Vec::new();
+            for i in first..n.min(first + round) {
+                views.push((i, None));
+                if let Sample::Image(im) = example(i).0 {
+                    for v in 1..=self.augment {
+                        views.push((i, Some(Sample::Image(view(im, v, &mut self.rng)))));
+                    }
+                }
+            }
+            let parts = self.workers.len().min(views.len()).max(1);
+            let mut items = Vec::with_capacity(parts);
+            let mut rest: &[(usize, Option<Sample>)] = &views;
+            for (w, run) in self
+                .workers
+                .iter_mut()
+                .zip(crate::par::runs(views.len(), parts))
+            {
+                let (mine, tail) = rest.split_at(run.len());
+                rest = tail;
+                items.push((w, mine));
+            }
+            let reduce = self.reduce;
+            self.par.each(items, |(w, jobs)| {
+                w.out.clear();
+                for (i, v) in jobs {
+                    let s = v.as_ref().unwrap_or(example(*i).0);
+                    prep.run_taps(&mut w.rd, s, &mut w.input, &mut w.bufs)
+                        .map_err(|e| match e {
+                            Error::NonFinite { .. } => Error::NonFinite {
+                                what: format!("input {i}"),
+                            },
+                            e => e,
+                        })?;
+                    let rows = w
+                        .bufs
+                        .iter()
+                        .zip(&w.rd.shapes)
+                        .map(|(b, t)| {
+                            let mut o = vec![0.0; reduce.tokens(t.1.tokens) * t.1.dim];
+                            reduce.apply(b, t.1, &mut o);
+                            o
+                        })
+                        .collect();
+                    w.out.push(rows);
+                }
+                Ok(())
+            })?;
+            let mut job = 0;
+            for w in &self.workers {
+                for rows in &w.out {
+                    let i = views[job].0;
+                    let t: Vec<&[f32]> = rows.iter().map(|b| &b[..]).collect();
+                    cache.push(&t, example(i).1)?;
+                    job += 1;
+                    if views.get(job).is_none_or(|v| v.0 != i) {
+                        let image = matches!(example(i).0, Sample::Image(_));
+                        done(i, 1 + self.augment * image as usize);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

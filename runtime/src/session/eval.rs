@@ -3,7 +3,7 @@
 //! for choosing settings (the query set is never read then).
 
 use super::auto::AutoConfig;
-use super::cache::{Filler, Reduce};
+use super::cache::{Batcher, Reduce};
 use super::options::Options;
 use super::prep::{Prep, Sample};
 use crate::adapt::cache::{CacheFormat, NamedTap, TapCache, TapShape};
@@ -548,26 +548,22 @@ pub fn cache_all(
     seed: u64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(TapCache, Vec<usize>, f64)> {
-    let mut exec = Executor::new(plan, crate::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
-    exec.set_par(crate::par::Par::new(0)?);
-    let mut rd = TapReader::new(exec, taps)?.with_context(prep.context());
-    let mut fill = Filler::new(&mut rd, Reduce::Full, opts.augment, seed);
+    // One executor per thread, each example on one of them.
+    let par = crate::par::Par::new(0)?;
+    let mut readers = Vec::with_capacity(par.threads());
+    for _ in 0..par.threads() {
+        let exec = Executor::new(plan, crate::kernels::Kernels::detect(), DEFAULT_ARENA_LIMIT)?;
+        readers.push(TapReader::new(exec, taps)?.with_context(prep.context()));
+    }
+    let mut fill = Batcher::new(readers, par, Reduce::Full, opts.augment, seed);
     let mut cache = TapCache::new(opts.cache.unwrap_or(CacheFormat::F16), fill.shapes());
     let total = examples.len() * (1 + opts.augment);
     cache.reserve(total);
     let mut src = Vec::with_capacity(total);
     let t = Instant::now();
-    for (i, (s, label)) in examples.iter().enumerate() {
-        let rows = fill
-            .push(prep, s, *label, &mut cache)
-            .map_err(|e| match e {
-                Error::NonFinite { .. } => Error::NonFinite {
-                    what: format!("input {i}"),
-                },
-                e => e,
-            })?;
+    fill.push_all(prep, examples, &mut cache, &mut |i, rows| {
         src.extend(std::iter::repeat_n(i, rows));
         progress(src.len(), total);
-    }
+    })?;
     Ok((cache, src, t.elapsed().as_secs_f64() / total.max(1) as f64))
 }

@@ -37,7 +37,7 @@ use crate::{Error, Executor, Result};
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
-use cache::Filler;
+use cache::{Batcher, Filler};
 
 /// Memory a fit needs at its peak, before anything is allocated for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,23 +259,22 @@ impl Session {
     fn recache(&mut self) -> Result<()> {
         let mut cache = TapCache::new(self.cache.format, self.cache.named());
         cache.reserve(self.samples.len() * (1 + self.opts.augment));
-        let mut fill = Filler::new(
-            &mut self.reader,
-            self.opts.reduce_for(self.kind),
-            self.opts.augment,
-            self.seed,
-        );
-        for (s, l) in &self.samples {
-            fill.push(&self.prep, s, *l, &mut cache)?;
-        }
+        let mut fill = self.batcher(self.opts.augment, self.seed)?;
+        fill.push_all(&self.prep, &self.samples, &mut cache, &mut |_, _| {})?;
         self.rng = fill.rng;
         self.cache = cache;
         let mut unl = TapCache::new(self.cache.format, self.cache.named());
         unl.reserve(self.unl_samples.len());
-        let mut fill = Filler::new(&mut self.reader, self.opts.reduce_for(self.kind), 0, 0);
-        for s in &self.unl_samples {
-            fill.push(&self.prep, s, 0, &mut unl)?;
-        }
+        let mut fill = self.batcher(0, 0)?;
+        let unlabeled = &self.unl_samples;
+        let n = unlabeled.len();
+        fill.push_each(
+            &self.prep,
+            n,
+            &|i| (&unlabeled[i], 0),
+            &mut unl,
+            &mut |_, _| {},
+        )?;
         self.unl_cache = unl;
         Ok(())
     }
@@ -289,6 +288,27 @@ impl Session {
         let mut fill = Filler::new(&mut self.reader, self.opts.reduce_for(self.kind), 0, 0);
         fill.push(&self.prep, &s, 0, &mut self.unl_cache)?;
         self.unl_samples.push(s);
+        Ok(())
+    }
+
+    /// [`add_unlabeled`](Self::add_unlabeled) for many examples, one per thread as in
+    /// [`enrol_batch`](Self::enrol_batch); all or nothing.
+    pub fn add_unlabeled_batch(&mut self, examples: Vec<Sample>) -> Result<()> {
+        let rows = self.unl_cache.len();
+        let mut fill = self.batcher(0, 0)?;
+        let n = examples.len();
+        let got = fill.push_each(
+            &self.prep,
+            n,
+            &|i| (&examples[i], 0),
+            &mut self.unl_cache,
+            &mut |_, _| {},
+        );
+        if let Err(e) = got {
+            self.unl_cache.truncate(rows);
+            return Err(e);
+        }
+        self.unl_samples.extend(examples);
         Ok(())
     }
 
@@ -544,15 +564,52 @@ impl Session {
         Ok(())
     }
 
-    /// [`enrol`](Self::enrol) for many examples.
+    /// [`enrol`](Self::enrol) for many examples, run through the backbone several at a
+    /// time, one per thread (each on an executor of its own), and cached in their order:
+    /// the cache is the one `enrol` on each in turn would give. All or nothing: on an
+    /// error none of them is enrolled (nor a class they named).
     pub fn enrol_batch<'a>(
         &mut self,
         items: impl IntoIterator<Item = (Sample, &'a str)>,
     ) -> Result<()> {
+        let known = self.classes.len();
+        let mut examples = Vec::new();
         for (s, c) in items {
-            self.enrol(s, c)?;
+            match self.label_of(c) {
+                Ok(l) => examples.push((s, l)),
+                Err(e) => {
+                    self.classes.truncate(known);
+                    return Err(e);
+                }
+            }
         }
+        let rows = self.cache.len();
+        let mut fill = self.batcher(self.opts.augment, 0)?;
+        fill.rng = self.rng.clone();
+        if let Err(e) = fill.push_all(&self.prep, &examples, &mut self.cache, &mut |_, _| {}) {
+            self.cache.truncate(rows);
+            self.classes.truncate(known);
+            return Err(e);
+        }
+        self.rng = fill.rng;
+        self.samples.extend(examples);
         Ok(())
+    }
+
+    /// Readers of the current taps, one per thread of the session (each single-threaded),
+    /// sharing out examples.
+    fn batcher(&self, augment: usize, seed: u64) -> Result<Batcher<'static, 'static>> {
+        let readers = (0..self.par.threads())
+            .map(|_| Self::reader(&self.plan, &self.prep, &self.taps, &Par::single()))
+            .collect::<Result<Vec<_>>>()?;
+        let reduce = self.opts.reduce_for(self.kind);
+        Ok(Batcher::new(
+            readers,
+            self.par.clone(),
+            reduce,
+            augment,
+            seed,
+        ))
     }
 
     fn spec(&self) -> Result<Spec> {
@@ -793,9 +850,7 @@ impl Session {
             None => false,
         };
         let first = self.cache.len();
-        for s in examples {
-            self.enrol(s, class)?;
-        }
+        self.enrol_batch(examples.into_iter().map(|s| (s, class)))?;
         if ncm {
             return self.ncm_add(first);
         }

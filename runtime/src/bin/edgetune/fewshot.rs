@@ -122,14 +122,21 @@ pub fn adapt_cmd(
         }
     }
     let bar = backbone_bar(!json, samples.len() + unl_files.len());
-    for (x, l) in samples {
-        s.enrol(x, &names[l])?;
-        bar.inc(1);
+    // In batches, one example per thread at a time.
+    let mut samples = samples.into_iter().peekable();
+    while samples.peek().is_some() {
+        let batch: Vec<_> = samples.by_ref().take(32).collect();
+        let n = batch.len();
+        s.enrol_batch(batch.into_iter().map(|(x, l)| (x, names[l].as_str())))?;
+        bar.inc(n as u64);
     }
-    for f in &unl_files {
-        let x = s.load(f)?;
-        s.add_unlabeled(x)?;
-        bar.inc(1);
+    for files in unl_files.chunks(32) {
+        let xs = files
+            .iter()
+            .map(|f| s.load(f))
+            .collect::<Result<Vec<_>>>()?;
+        s.add_unlabeled_batch(xs)?;
+        bar.inc(files.len() as u64);
     }
     bar.finish_and_clear();
     let mut chose = None;
