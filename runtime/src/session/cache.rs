@@ -270,6 +270,10 @@ impl<'p, 'm> Batcher<'p, 'm> {
                     }
                 }
             }
+            // A worker without jobs this round must not keep the last round's rows.
+            for w in &mut self.workers {
+                w.out.clear();
+            }
             let parts = self.workers.len().min(views.len()).max(1);
             let mut items = Vec::with_capacity(parts);
             let mut rest: &[(usize, Option<Sample>)] = &views;
@@ -284,7 +288,6 @@ impl<'p, 'm> Batcher<'p, 'm> {
             }
             let reduce = self.reduce;
             self.par.each(items, |(w, jobs)| {
-                w.out.clear();
                 for (i, v) in jobs {
                     let s = v.as_ref().unwrap_or(example(*i).0);
                     prep.run_taps(&mut w.rd, s, &mut w.input, &mut w.bufs)

@@ -308,6 +308,20 @@ void et_example_free(struct et_example *x);
 enum EtStatus et_enrol_example(struct et_session *s, const struct et_example *x, uint32_t label);
 
 /**
+ * [`et_enrol_example`] for `n` examples at once, `xs[i]` under `labels[i]`: they go
+ * through the backbone one per thread of the session ([`et_set_threads`]), each on an
+ * executor of its own, and are cached in their order, as `n` calls of
+ * [`et_enrol_example`] would cache them. All or nothing: on an error none is enrolled.
+ *
+ * # Safety
+ * `s` is a live session; `xs` holds `n` live examples and `labels` `n` labels.
+ */
+enum EtStatus et_enrol_examples(struct et_session *s,
+                                const struct et_example *const *xs,
+                                const uint32_t *labels,
+                                uintptr_t n);
+
+/**
  * [`et_enrol_example`] of one preprocessed input tensor (`len` = `et_input_len`).
  *
  * # Safety

@@ -634,6 +634,34 @@ pub unsafe extern "C" fn et_enrol_example(
     })
 }
 
+/// [`et_enrol_example`] for `n` examples at once, `xs[i]` under `labels[i]`: they go
+/// through the backbone one per thread of the session ([`et_set_threads`]), each on an
+/// executor of its own, and are cached in their order, as `n` calls of
+/// [`et_enrol_example`] would cache them. All or nothing: on an error none is enrolled.
+///
+/// # Safety
+/// `s` is a live session; `xs` holds `n` live examples and `labels` `n` labels.
+#[no_mangle]
+pub unsafe extern "C" fn et_enrol_examples(
+    s: *mut EtSession,
+    xs: *const *const EtExample,
+    labels: *const u32,
+    n: usize,
+) -> EtStatus {
+    guard(|| {
+        // SAFETY: forwarded caller promises.
+        let (s, xs, labels) = unsafe { (session(s)?, slice(xs, n)?, slice(labels, n)?) };
+        let mut items = Vec::with_capacity(n);
+        for (&x, &l) in xs.iter().zip(labels) {
+            // SAFETY: forwarded caller promise: each pointer is a live example.
+            let x = unsafe { example(x)? };
+            items.push((x.clone(), class_of(l)?));
+        }
+        s.enrol_batch(items.iter().map(|(x, c)| (x.clone(), c.as_str())))
+            .map_err(err)
+    })
+}
+
 /// [`et_enrol_example`] of one preprocessed input tensor (`len` = `et_input_len`).
 ///
 /// # Safety

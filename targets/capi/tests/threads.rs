@@ -237,3 +237,76 @@ fn a_class_added_after_training_trains_warm() {
         "warm {warm}/6, from scratch {cold}/6"
     );
 }
+
+/// `et_enrol_examples` on two threads enrols what `et_enrol_example` one at a time on one
+/// thread does: the trained sessions score every image the same. A batch with a label out
+/// of range is refused whole, and training after it gives the same scores.
+#[test]
+fn enrolling_examples_at_once_equals_one_at_a_time() {
+    let plan = plan_bytes();
+    let imgs = images();
+    let grey = EtPixelFormat::Grey as u32;
+    let m = std::ffi::CString::new("linear").unwrap();
+    // SAFETY: every pointer is live for its call; examples and sessions are freed once.
+    let run = |threads: u32, batch: bool| unsafe {
+        let mut s: *mut EtSession = std::ptr::null_mut();
+        assert_eq!(
+            et_open_plan(plan.as_ptr(), plan.len(), &mut s),
+            EtStatus::Ok
+        );
+        assert_eq!(et_set_method(s, m.as_ptr()), EtStatus::Ok);
+        assert_eq!(et_set_threads(s, threads), EtStatus::Ok);
+        let mut xs: Vec<*mut EtExample> = vec![];
+        let mut labels = vec![];
+        for (px, l) in imgs.iter().step_by(2) {
+            let mut x = std::ptr::null_mut();
+            let st = et_example_image(s, px.as_ptr(), px.len(), grey, 28, 28, 0, 0, &mut x);
+            assert_eq!(st, EtStatus::Ok);
+            xs.push(x);
+            labels.push(*l);
+        }
+        if batch {
+            let ptrs: Vec<*const EtExample> = xs.iter().map(|&x| x as *const _).collect();
+            let mut bad = labels.clone();
+            bad[1] = 5000;
+            let st = et_enrol_examples(s, ptrs.as_ptr(), bad.as_ptr(), ptrs.len());
+            assert_eq!(st, EtStatus::InvalidArgument, "label 5000 refused");
+            let st = et_enrol_examples(s, ptrs.as_ptr(), labels.as_ptr(), ptrs.len());
+            assert_eq!(st, EtStatus::Ok);
+        } else {
+            for (&x, &l) in xs.iter().zip(&labels) {
+                assert_eq!(et_enrol_example(s, x, l), EtStatus::Ok);
+            }
+        }
+        for x in xs {
+            et_example_free(x);
+        }
+        assert_eq!(et_train(s, 3, None, std::ptr::null_mut()), EtStatus::Ok);
+        let out: Vec<(u32, u32)> = imgs
+            .iter()
+            .map(|(px, _)| {
+                let (mut c, mut sc) = (0u32, 0f32);
+                let st = et_predict_image(
+                    s,
+                    px.as_ptr(),
+                    px.len(),
+                    grey,
+                    28,
+                    28,
+                    0,
+                    0,
+                    1,
+                    &mut c,
+                    &mut sc,
+                );
+                assert_eq!(st, EtStatus::Ok);
+                (c, sc.to_bits())
+            })
+            .collect();
+        et_free(s);
+        out
+    };
+    let one = run(1, false);
+    let two = run(2, true);
+    assert_eq!(one, two);
+}
