@@ -674,7 +674,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                     }
                 };
                 let (av, bv) = (operand(a), operand(b));
-                binary(f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
+                binary(&kern, f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
             }
             Op::WhereF32 {
                 c,
@@ -1286,6 +1286,7 @@ fn checked(dims: &[usize]) -> Result<usize> {
 
 /// `y = a ∘ b` over the 4-D `dims` with per-operand element strides.
 fn binary(
+    kern: &Kernels,
     f: BinOp,
     dims: [u32; 4],
     (a, sa): (&[f32], [u32; 4]),
@@ -1307,6 +1308,17 @@ fn binary(
         shape_need("BinF32", reach(sb), b.len())?;
     }
     let (sa, sb) = (sa.map(|v| v as usize), sb.map(|v| v as usize));
+    // Sums and products of whole runs on the kernel tier (the same IEEE operations, in
+    // the tier's widest vectors): the bias of every dense layer, residuals, masks.
+    let tier = match f {
+        BinOp::Add => Some(kern.ew.f.add_f32),
+        BinOp::Mul => Some(kern.ew.f.mul_f32),
+        _ => None,
+    };
+    if let (Some(tier), 1, 1) = (tier, sa[3], sb[3]) {
+        binary_runs(tier, d, (a, sa), (b, sb), y);
+        return Ok(());
+    }
     // One monomorphic loop nest per operator: the row loops vectorise.
     match f {
         BinOp::Add => binary_rows(|x, z| x + z, d, (a, sa), (b, sb), y),
@@ -1323,6 +1335,39 @@ fn binary(
         ),
     }
     Ok(())
+}
+
+/// [`binary`] where both operands run along the last axis: the tier's kernel on each row
+/// (on the whole when both are dense). Extents were checked by the caller.
+fn binary_runs(
+    tier: unsafe fn(&[f32], &[f32], &mut [f32]),
+    d: [usize; 4],
+    (a, sa): (&[f32], [usize; 4]),
+    (b, sb): (&[f32], [usize; 4]),
+    y: &mut [f32],
+) {
+    let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
+    let n = d.iter().product::<usize>();
+    if sa == dense && sb == dense {
+        // SAFETY: the three slices hold `n` values (checked by the caller); the tier's
+        // features were detected when `Kernels` was built.
+        unsafe { tier(&a[..n], &b[..n], &mut y[..n]) };
+        return;
+    }
+    let mut o = 0;
+    for i0 in 0..d[0] {
+        for i1 in 0..d[1] {
+            for i2 in 0..d[2] {
+                let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+                let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+                let run = d[3];
+                // SAFETY: each row's extent is within the operands' reach (checked by the
+                // caller) and within `y`; the tier's features were detected.
+                unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], &mut y[o..o + run]) };
+                o += run;
+            }
+        }
+    }
 }
 
 /// The loop nest of [`binary`] for one operator; extents were checked by the caller.

@@ -70,7 +70,7 @@ class Session:
     def choose_method(
         self,
         candidates: Optional[Sequence[str]] = None,
-        folds: int = 3,
+        folds: int = 5,
         budget_s: Optional[float] = None,
         max_memory: Optional[int] = None,
     ) -> dict:

@@ -31,7 +31,7 @@ use std::time::Instant;
 pub struct AutoConfig {
     /// Methods to choose from (default: all).
     pub candidates: Vec<Kind>,
-    /// Held-out folds (at most the fewest examples of a class; default 3).
+    /// Held-out folds (at most the fewest examples of a class; default 5).
     pub folds: usize,
     /// Wall seconds for choosing (all folds of all candidates) and the final fit.
     pub budget_s: Option<f64>,
@@ -45,7 +45,7 @@ impl Default for AutoConfig {
     fn default() -> Self {
         AutoConfig {
             candidates: Kind::ALL.to_vec(),
-            folds: 3,
+            folds: 5,
             budget_s: None,
             max_memory: None,
             ensembles: true,

@@ -144,7 +144,7 @@ enum EtStatus et_set_method(struct et_session *s, const char *method);
 
 /**
  * Chooses the method and its C on the enrolled examples alone (each class's examples
- * held out in turn, `folds` times; 0 means 3) among `candidates` (comma-separated method
+ * held out in turn, `folds` times; 0 means 5) among `candidates` (comma-separated method
  * names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
  * method of the next `et_train`. Every class needs at least two examples. `method` and
  * `why` (each may be NULL) receive the pick's name and one line with every candidate's

@@ -300,7 +300,7 @@ pub unsafe extern "C" fn et_set_method(s: *mut EtSession, method: *const c_char)
 }
 
 /// Chooses the method and its C on the enrolled examples alone (each class's examples
-/// held out in turn, `folds` times; 0 means 3) among `candidates` (comma-separated method
+/// held out in turn, `folds` times; 0 means 5) among `candidates` (comma-separated method
 /// names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
 /// method of the next `et_train`. Every class needs at least two examples. `method` and
 /// `why` (each may be NULL) receive the pick's name and one line with every candidate's
@@ -349,7 +349,7 @@ pub unsafe extern "C" fn et_choose_method(
         }
         let cfg = edgetune::session::auto::AutoConfig {
             candidates: kinds,
-            folds: if folds == 0 { 3 } else { folds as usize },
+            folds: if folds == 0 { 5 } else { folds as usize },
             budget_s: (budget_s > 0.0).then_some(budget_s),
             max_memory: None,
             ensembles: false,

@@ -375,7 +375,7 @@ impl PySession {
     /// `max_memory` bytes, and makes it the method of the next fit. Returns the pick
     /// (`method`, `c`, `unlabeled`), its held-out `accuracy`, the line `why` and every
     /// candidate's `trials` as (name, held-out accuracy or None, note).
-    #[pyo3(signature = (candidates=None, folds=3, budget_s=None, max_memory=None))]
+    #[pyo3(signature = (candidates=None, folds=5, budget_s=None, max_memory=None))]
     fn choose_method<'py>(
         &self,
         py: Python<'py>,

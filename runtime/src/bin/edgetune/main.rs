@@ -276,7 +276,7 @@ struct FitArgs {
     candidates: Option<String>,
     /// `--method auto`: held-out folds of the support set (at most the fewest examples
     /// of a class).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     auto_folds: usize,
     /// `--method auto`: seconds for choosing and the final fit (per episode in eval).
     #[arg(long, value_name = "SECONDS")]
