@@ -130,6 +130,15 @@ pub fn erf(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = erf1(*v));
 }
 
+/// The smallest and the largest of `x` and 0 into `out[0]` and `out[1]`, NaN ignored (the
+/// range DynamicQuantizeLinear quantises to).
+pub fn range0(x: &[f32], out: &mut [f32]) {
+    let lo = x.iter().fold(out[0].min(0.0), |m, &v| m.min(v));
+    let hi = x.iter().fold(out[1].max(0.0), |m, &v| m.max(v));
+    out[0] = lo;
+    out[1] = hi;
+}
+
 pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
     for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
         *o = p + q;

@@ -21,6 +21,8 @@ pub type AddU8Fn = unsafe fn(&[u8], Q8, &[u8], Q8, &mut [u8], Q8);
 #[derive(Clone, Copy, Debug)]
 pub struct EwFns {
     pub add_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    /// `out[0..2]` = the least and greatest of `x`, `out` and 0 (NaN ignored).
+    pub range0_f32: unsafe fn(&[f32], &mut [f32]),
     pub mul_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
     pub relu: unsafe fn(&mut [f32]),
     pub relu6: unsafe fn(&mut [f32]),
@@ -47,6 +49,7 @@ pub struct EwFns {
 /// The reference tier: the scalar definitions.
 pub static EW_REFERENCE: EwFns = EwFns {
     add_f32: sc::add,
+    range0_f32: sc::range0,
     mul_f32: sc::mul,
     relu: sc::relu,
     relu6: sc::relu6,
@@ -246,6 +249,27 @@ pub(crate) mod g {
 
     unary_fns!(relu => relu_v, relu6 => relu6_v, hard_swish => hard_swish_v,
         sigmoid => sigmoid_v, gelu_erf => gelu_erf_v, gelu_tanh => gelu_tanh_v, erf => erf_v);
+
+    /// # Safety
+    /// The CPU has `V`'s features; `out` holds 2 values.
+    #[inline(always)]
+    pub(crate) unsafe fn range0_f32<V: Lanes>(x: &[f32], out: &mut [f32]) {
+        let n = x.len() - x.len() % V::N;
+        let (mut lo, mut hi) = (V::splat(0.0), V::splat(0.0));
+        let mut i = 0;
+        while i < n {
+            // `min`/`max` keep the accumulator where a lane is NaN (the comparison fails).
+            let v = V::load(x.as_ptr().add(i));
+            lo = v.min(lo);
+            hi = v.max(hi);
+            i += V::N;
+        }
+        // The lanes' least as the negated greatest of the negated lanes (exact).
+        let l = -V::splat(0.0).sub(lo).hmax();
+        out[0] = out[0].min(l);
+        out[1] = out[1].max(hi.hmax());
+        sc::range0(&x[n..], out);
+    }
 
     /// # Safety
     /// The CPU has `V`'s features.
@@ -644,6 +668,7 @@ macro_rules! ew_tier {
                 gelu_tanh(x: &mut [f32]);
                 erf(x: &mut [f32]);
                 add_f32(a: &[f32], b: &[f32], y: &mut [f32]);
+                range0_f32(x: &[f32], out: &mut [f32]);
                 mul_f32(a: &[f32], b: &[f32], y: &mut [f32]);
                 add_u8(a: &[u8], qa: Q8, b: &[u8], qb: Q8, y: &mut [u8], qy: Q8);
                 gap_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8);
@@ -661,6 +686,7 @@ macro_rules! ew_tier {
 
         pub static $table: crate::ew::EwFns = crate::ew::EwFns {
             add_f32: ew_inst::add_f32,
+            range0_f32: ew_inst::range0_f32,
             mul_f32: ew_inst::mul_f32,
             relu: ew_inst::relu,
             relu6: ew_inst::relu6,

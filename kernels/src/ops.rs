@@ -587,6 +587,14 @@ pub fn add_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<()
     Ok(())
 }
 
+/// The least and the greatest of `x` and 0, NaN ignored: DynamicQuantizeLinear's range.
+pub fn range0_f32(kern: &Kernels, x: &[f32]) -> (f32, f32) {
+    let mut out = [0.0f32; 2];
+    // SAFETY: `out` holds 2 values; the tier's features were detected.
+    unsafe { (kern.ew.f.range0_f32)(x, &mut out) };
+    (out[0], out[1])
+}
+
 /// `y = a · b`, f32, equal lengths.
 pub fn mul_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
     same("mul_f32", "b", a.len(), b.len())?;

@@ -150,6 +150,21 @@ fn check_all(d: Desc, k: &Kernels, n: usize, off: usize, seed: u64) {
         assert_eq!(a, b, "{name} mul={mul} n={n}");
     }
 
+    // DynamicQuantizeLinear's range: with NaNs among the values, all-positive and
+    // all-negative runs (so 0 bounds one side).
+    for shift in [0.0f32, 20.0, -20.0] {
+        let mut v: Vec<f32> = x.iter().map(|a| a + shift).collect();
+        for j in (3..v.len()).step_by(37) {
+            v[j] = f32::NAN;
+        }
+        let (a, b) = (ops::range0_f32(k, &v), ops::range0_f32(&r, &v));
+        assert!(
+            a == b && !a.0.is_nan() && !a.1.is_nan(),
+            "{name} range0 n={n} shift={shift}: {a:?} {b:?}"
+        );
+        assert!(a.0 <= 0.0 && a.1 >= 0.0);
+    }
+
     // Quantised tensors: random scales and zero points, the full u8 range.
     let mut rr = lcg(seed ^ 99);
     let mut q = || Q8 {

@@ -1691,20 +1691,9 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
 /// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
 /// (scale, zero point). Division, not a reciprocal, so codes match onnxruntime's.
 fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32)> {
-    // The range in 16 lanes (NaN ignored, as by a fold of f32::min/max; the order of a
-    // min or max does not change it), so the loop vectorises.
-    let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
-    let chunks = x.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..16 {
-            lo[j] = lo[j].min(c[j]);
-            hi[j] = hi[j].max(c[j]);
-        }
-    }
-    let fold = |a: &[f32], init: f32, f: fn(f32, f32) -> f32| a.iter().fold(init, |m, &v| f(m, v));
-    let lo = fold(rest, fold(&lo, 0.0, f32::min), f32::min);
-    let hi = fold(rest, fold(&hi, 0.0, f32::max), f32::max);
+    // The range on the kernel tier (NaN ignored, as by a fold of f32::min/max; the order
+    // of a min or max does not change it).
+    let (lo, hi) = kops::range0_f32(kern, x);
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() {
         q.fill(0);
