@@ -145,6 +145,18 @@ pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
     }
 }
 
+pub fn sub(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        *o = p - q;
+    }
+}
+
+pub fn div(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+        *o = p / q;
+    }
+}
+
 pub fn mul(a: &[f32], b: &[f32], y: &mut [f32]) {
     for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
         *o = p * q;

@@ -24,6 +24,8 @@ pub struct EwFns {
     /// `out[0..2]` = the least and greatest of `x`, `out` and 0 (NaN ignored).
     pub range0_f32: unsafe fn(&[f32], &mut [f32]),
     pub mul_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    pub sub_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    pub div_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
     pub relu: unsafe fn(&mut [f32]),
     pub relu6: unsafe fn(&mut [f32]),
     pub hard_swish: unsafe fn(&mut [f32]),
@@ -51,6 +53,8 @@ pub static EW_REFERENCE: EwFns = EwFns {
     add_f32: sc::add,
     range0_f32: sc::range0,
     mul_f32: sc::mul,
+    sub_f32: sc::sub,
+    div_f32: sc::div,
     relu: sc::relu,
     relu6: sc::relu6,
     hard_swish: sc::hard_swish,
@@ -285,6 +289,38 @@ pub(crate) mod g {
             i += V::N;
         }
         sc::add(&a[n..len], &b[n..len], &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn sub_f32<V: Lanes>(a: &[f32], b: &[f32], y: &mut [f32]) {
+        let len = y.len().min(a.len()).min(b.len());
+        let n = len - len % V::N;
+        let mut i = 0;
+        while i < n {
+            V::load(a.as_ptr().add(i))
+                .sub(V::load(b.as_ptr().add(i)))
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        sc::sub(&a[n..len], &b[n..len], &mut y[n..len]);
+    }
+
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn div_f32<V: Lanes>(a: &[f32], b: &[f32], y: &mut [f32]) {
+        let len = y.len().min(a.len()).min(b.len());
+        let n = len - len % V::N;
+        let mut i = 0;
+        while i < n {
+            V::load(a.as_ptr().add(i))
+                .div(V::load(b.as_ptr().add(i)))
+                .store(y.as_mut_ptr().add(i));
+            i += V::N;
+        }
+        sc::div(&a[n..len], &b[n..len], &mut y[n..len]);
     }
 
     /// # Safety
@@ -670,6 +706,8 @@ macro_rules! ew_tier {
                 add_f32(a: &[f32], b: &[f32], y: &mut [f32]);
                 range0_f32(x: &[f32], out: &mut [f32]);
                 mul_f32(a: &[f32], b: &[f32], y: &mut [f32]);
+                sub_f32(a: &[f32], b: &[f32], y: &mut [f32]);
+                div_f32(a: &[f32], b: &[f32], y: &mut [f32]);
                 add_u8(a: &[u8], qa: Q8, b: &[u8], qb: Q8, y: &mut [u8], qy: Q8);
                 gap_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8);
                 gap_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]);
@@ -688,6 +726,8 @@ macro_rules! ew_tier {
             add_f32: ew_inst::add_f32,
             range0_f32: ew_inst::range0_f32,
             mul_f32: ew_inst::mul_f32,
+            sub_f32: ew_inst::sub_f32,
+            div_f32: ew_inst::div_f32,
             relu: ew_inst::relu,
             relu6: ew_inst::relu6,
             hard_swish: ew_inst::hard_swish,

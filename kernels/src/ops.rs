@@ -595,6 +595,24 @@ pub fn range0_f32(kern: &Kernels, x: &[f32]) -> (f32, f32) {
     (out[0], out[1])
 }
 
+/// `y = a - b`, f32, equal lengths.
+pub fn sub_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
+    same("sub_f32", "b", a.len(), b.len())?;
+    same("sub_f32", "y", a.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.sub_f32)(a, b, y) };
+    Ok(())
+}
+
+/// `y = a / b`, f32, equal lengths.
+pub fn div_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
+    same("div_f32", "b", a.len(), b.len())?;
+    same("div_f32", "y", a.len(), y.len())?;
+    // SAFETY: lengths checked; the tier's features were detected.
+    unsafe { (kern.ew.f.div_f32)(a, b, y) };
+    Ok(())
+}
+
 /// `y = a · b`, f32, equal lengths.
 pub fn mul_f32(kern: &Kernels, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<(), ShapeError> {
     same("mul_f32", "b", a.len(), b.len())?;

@@ -9,7 +9,7 @@ use edgetune_kernels::elementwise::Q8;
 use edgetune_kernels::ops::{self, UnaryF32};
 use edgetune_kernels::reference::ConvGeom;
 use edgetune_kernels::registry::{KernelDesc, EW};
-use edgetune_kernels::{ew::EwFns, Tier};
+use edgetune_kernels::{ew::EwFns, ShapeError, Tier};
 use half::f16;
 use proptest::prelude::*;
 
@@ -138,16 +138,22 @@ fn check_all(d: Desc, k: &Kernels, n: usize, off: usize, seed: u64) {
 
     let y2 = f32s(n + off, 5.0, seed ^ 7);
     let y2 = &y2[off..];
-    for mul in [false, true] {
+    type Bin = fn(&Kernels, &[f32], &[f32], &mut [f32]) -> Result<(), ShapeError>;
+    let bins: [(&str, Bin); 4] = [
+        ("add", ops::add_f32),
+        ("mul", ops::mul_f32),
+        ("sub", ops::sub_f32),
+        ("div", ops::div_f32),
+    ];
+    for (op, f) in bins {
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
-        if mul {
-            ops::mul_f32(k, x, y2, &mut a).unwrap();
-            ops::mul_f32(&r, x, y2, &mut b).unwrap();
-        } else {
-            ops::add_f32(k, x, y2, &mut a).unwrap();
-            ops::add_f32(&r, x, y2, &mut b).unwrap();
-        }
-        assert_eq!(a, b, "{name} mul={mul} n={n}");
+        f(k, x, y2, &mut a).unwrap();
+        f(&r, x, y2, &mut b).unwrap();
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name} {op} n={n}"
+        );
     }
 
     // DynamicQuantizeLinear's range: with NaNs among the values, all-positive and

@@ -1308,14 +1308,19 @@ fn binary(
         shape_need("BinF32", reach(sb), b.len())?;
     }
     let (sa, sb) = (sa.map(|v| v as usize), sb.map(|v| v as usize));
-    // Sums and products of whole runs on the kernel tier (the same IEEE operations, in
-    // the tier's widest vectors): the bias of every dense layer, residuals, masks.
+    // The four arithmetic operations on the kernel tier (the same IEEE operations, in the
+    // tier's widest vectors): biases, residuals, masks, scalings.
     let tier = match f {
         BinOp::Add => Some(kern.ew.f.add_f32),
         BinOp::Mul => Some(kern.ew.f.mul_f32),
+        BinOp::Sub => Some(kern.ew.f.sub_f32),
+        BinOp::Div => Some(kern.ew.f.div_f32),
         _ => None,
     };
-    if let (Some(tier), 1, 1) = (tier, sa[3], sb[3]) {
+    // Rows of a few values stay in the loops below (a call per row would cost more).
+    let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
+    let long = d[3] >= 16 || (sa == dense && sb == dense);
+    if let Some(tier) = tier.filter(|_| sa[3] <= 1 && sb[3] <= 1 && long) {
         binary_runs(tier, d, (a, sa), (b, sb), y);
         return Ok(());
     }
@@ -1337,8 +1342,9 @@ fn binary(
     Ok(())
 }
 
-/// [`binary`] where both operands run along the last axis: the tier's kernel on each row
-/// (on the whole when both are dense). Extents were checked by the caller.
+/// [`binary`] where each operand runs along the last axis or holds one value there (a
+/// scalar per row, spread over a short run of copies): the tier's kernel on each row, on
+/// the whole when both are dense. Extents were checked by the caller.
 fn binary_runs(
     tier: unsafe fn(&[f32], &[f32], &mut [f32]),
     d: [usize; 4],
@@ -1361,9 +1367,35 @@ fn binary_runs(
                 let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
                 let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
                 let run = d[3];
-                // SAFETY: each row's extent is within the operands' reach (checked by the
-                // caller) and within `y`; the tier's features were detected.
-                unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], &mut y[o..o + run]) };
+                let row = &mut y[o..o + run];
+                match (sa[3], sb[3]) {
+                    // SAFETY: each row's extent is within the operands' reach (checked by
+                    // the caller) and within `y`; the tier's features were detected.
+                    (1, 1) => unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], row) },
+                    (1, _) => {
+                        let z = [b[bb]; 64];
+                        for (j, part) in row.chunks_mut(64).enumerate() {
+                            let x = &a[ba + j * 64..][..part.len()];
+                            // SAFETY: as above; `z` holds at least `part.len()` values.
+                            unsafe { tier(x, &z[..part.len()], part) };
+                        }
+                    }
+                    (_, 1) => {
+                        let z = [a[ba]; 64];
+                        for (j, part) in row.chunks_mut(64).enumerate() {
+                            let x = &b[bb + j * 64..][..part.len()];
+                            // SAFETY: as above.
+                            unsafe { tier(&z[..part.len()], x, part) };
+                        }
+                    }
+                    _ => {
+                        let (p, q) = ([a[ba]; 1], [b[bb]; 1]);
+                        let mut v = [0.0f32; 1];
+                        // SAFETY: one value each.
+                        unsafe { tier(&p, &q, &mut v) };
+                        row.fill(v[0]);
+                    }
+                }
                 o += run;
             }
         }
