@@ -13,6 +13,7 @@ pub struct Cpu {
     pub avx512bw: bool,
     pub avx512vl: bool,
     pub avx512vnni: bool,
+    pub avx512vbmi: bool,
     pub avxvnni: bool,
     pub f16c: bool,
     pub neon: bool,
@@ -31,6 +32,7 @@ impl Cpu {
             avx512bw: cfg!(target_feature = "avx512bw"),
             avx512vl: cfg!(target_feature = "avx512vl"),
             avx512vnni: cfg!(target_feature = "avx512vnni"),
+            avx512vbmi: cfg!(target_feature = "avx512vbmi"),
             avxvnni: cfg!(target_feature = "avxvnni"),
             f16c: cfg!(target_feature = "f16c"),
             neon: cfg!(target_feature = "neon"),
@@ -53,6 +55,7 @@ impl Cpu {
             c.avx512bw = std::is_x86_feature_detected!("avx512bw");
             c.avx512vl = std::is_x86_feature_detected!("avx512vl");
             c.avx512vnni = std::is_x86_feature_detected!("avx512vnni");
+            c.avx512vbmi = std::is_x86_feature_detected!("avx512vbmi");
             c.avxvnni = std::is_x86_feature_detected!("avxvnni");
             c.f16c = std::is_x86_feature_detected!("f16c");
         }
@@ -77,6 +80,7 @@ impl Cpu {
             Feature::Avx512bw => self.avx512bw,
             Feature::Avx512vl => self.avx512vl,
             Feature::Avx512vnni => self.avx512vnni,
+            Feature::Avx512vbmi => self.avx512vbmi,
             Feature::AvxVnni => self.avxvnni,
             Feature::F16c => self.f16c,
             Feature::Neon => self.neon,

@@ -139,6 +139,14 @@ pub fn range0(x: &[f32], out: &mut [f32]) {
     out[1] = hi;
 }
 
+/// `y[i] = t[x[i]]` through one table of 256 entries.
+pub fn lut_u8(x: &[u8], t: &[u8], y: &mut [u8]) {
+    let t: &[u8; 256] = t[..256].try_into().expect("a table of 256 entries");
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = t[v as usize];
+    }
+}
+
 pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
     for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
         *o = p + q;

@@ -21,6 +21,8 @@ pub type AddU8Fn = unsafe fn(&[u8], Q8, &[u8], Q8, &mut [u8], Q8);
 #[derive(Clone, Copy, Debug)]
 pub struct EwFns {
     pub add_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
+    /// `y[i] = t[x[i]]`, `t` of 256 entries.
+    pub lut_u8: unsafe fn(&[u8], &[u8], &mut [u8]),
     /// `out[0..2]` = the least and greatest of `x`, `out` and 0 (NaN ignored).
     pub range0_f32: unsafe fn(&[f32], &mut [f32]),
     pub mul_f32: unsafe fn(&[f32], &[f32], &mut [f32]),
@@ -52,6 +54,7 @@ pub struct EwFns {
 pub static EW_REFERENCE: EwFns = EwFns {
     add_f32: sc::add,
     range0_f32: sc::range0,
+    lut_u8: sc::lut_u8,
     mul_f32: sc::mul,
     sub_f32: sc::sub,
     div_f32: sc::div,
@@ -725,6 +728,8 @@ macro_rules! ew_tier {
         pub static $table: crate::ew::EwFns = crate::ew::EwFns {
             add_f32: ew_inst::add_f32,
             range0_f32: ew_inst::range0_f32,
+            // A gather per byte: the reference's loop, but where a tier has byte permutes.
+            lut_u8: crate::elementwise::lut_u8,
             mul_f32: ew_inst::mul_f32,
             sub_f32: ew_inst::sub_f32,
             div_f32: ew_inst::div_f32,

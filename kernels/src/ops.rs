@@ -507,7 +507,13 @@ fn pool_check(op: &'static str, g: &ConvGeom, xl: usize, yl: usize) -> Result<()
 /// Per-channel table lookup over NHWC u8: `y[i] = table[(i % channels)·256 + x[i]]`.
 /// Any elementwise function between two quantised tensors (an activation, a clamp, a
 /// batch norm) is exactly such a table.
-pub fn lut_u8(x: &[u8], channels: usize, table: &[u8], y: &mut [u8]) -> Result<(), ShapeError> {
+pub fn lut_u8(
+    kern: &Kernels,
+    x: &[u8],
+    channels: usize,
+    table: &[u8],
+    y: &mut [u8],
+) -> Result<(), ShapeError> {
     const OP: &str = "lut_u8";
     if channels == 0 || !x.len().is_multiple_of(channels) {
         return Err(ShapeError {
@@ -520,10 +526,9 @@ pub fn lut_u8(x: &[u8], channels: usize, table: &[u8], y: &mut [u8]) -> Result<(
     need(OP, "table", channels * 256, table.len())?;
     need(OP, "y", x.len(), y.len())?;
     if channels == 1 {
-        let t: &[u8; 256] = table[..256].try_into().expect("256 entries checked above");
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = t[v as usize];
-        }
+        // SAFETY: 256 entries and `x.len()` outputs checked above; the tier's features
+        // were detected.
+        unsafe { (kern.ew.f.lut_u8)(x, &table[..256], &mut y[..x.len()]) };
     } else {
         for (xr, yr) in x.chunks_exact(channels).zip(y.chunks_exact_mut(channels)) {
             for (c, (o, &v)) in yr.iter_mut().zip(xr).enumerate() {

@@ -64,6 +64,7 @@ pub enum Feature {
     Avx512bw,
     Avx512vl,
     Avx512vnni,
+    Avx512vbmi,
     AvxVnni,
     F16c,
     Neon,
@@ -218,6 +219,21 @@ pub static EW: &[KernelDesc<&'static EwFns>] = &[
         mr: 1,
         nr: 16,
         f: &x86::EW_AVX512,
+    },
+    // The same with VBMI's byte permutes for table lookups (`lut_u8`).
+    #[cfg(target_arch = "x86_64")]
+    KernelDesc {
+        name: "ew_16__avx512vbmi",
+        tier: Tier::Avx512,
+        features: &[
+            Feature::Avx512f,
+            Feature::Avx512bw,
+            Feature::Avx512vbmi,
+            Feature::F16c,
+        ],
+        mr: 1,
+        nr: 16,
+        f: &x86::EW_AVX512VBMI,
     },
     #[cfg(target_arch = "aarch64")]
     KernelDesc {

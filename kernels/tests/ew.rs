@@ -171,6 +171,17 @@ fn check_all(d: Desc, k: &Kernels, n: usize, off: usize, seed: u64) {
         assert!(a.0 <= 0.0 && a.1 >= 0.0);
     }
 
+    // A table lookup of every byte value (the top bit picks the table's second half).
+    let table = bytes(256, seed ^ 5);
+    let codes = bytes(n + off, seed ^ 6);
+    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+    ops::lut_u8(k, &codes[off..], 1, &table, &mut a).unwrap();
+    ops::lut_u8(&r, &codes[off..], 1, &table, &mut b).unwrap();
+    assert_eq!(a, b, "{name} lut_u8 n={n}");
+    for (&c, &v) in codes[off..].iter().zip(&a) {
+        assert_eq!(v, table[c as usize], "{name} lut_u8 n={n}");
+    }
+
     // Quantised tensors: random scales and zero points, the full u8 range.
     let mut rr = lcg(seed ^ 99);
     let mut q = || Q8 {

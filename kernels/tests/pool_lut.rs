@@ -57,7 +57,7 @@ proptest! {
         let table: Vec<u8> = (0..c * 256).map(|i| (i as u64 ^ seed).wrapping_mul(31) as u8).collect();
         let x: Vec<u8> = (0..n * c).map(|i| (i as u64).wrapping_mul(seed | 1) as u8).collect();
         let mut y = vec![0u8; x.len()];
-        lut_u8(&x, c, &table, &mut y).unwrap();
+        lut_u8(&edgetune_kernels::Kernels::detect(), &x, c, &table, &mut y).unwrap();
         for (i, (&v, &o)) in x.iter().zip(&y).enumerate() {
             prop_assert_eq!(o, table[(i % c) * 256 + v as usize]);
         }
@@ -73,7 +73,9 @@ fn bad_buffers_are_refused() {
     assert!(max_pool_u8(&k, &g, &[0u8; 32], &mut y[..7]).is_err());
     assert!(max_pool_u8(&k, &geom(4, 4, 0, 2, 2, 0), &[], &mut []).is_err());
     assert!(max_pool_u8(&k, &geom(1, 1, 1, 3, 1, 0), &[0], &mut [0]).is_err());
-    assert!(lut_u8(&[0u8; 6], 4, &[0u8; 1024], &mut [0u8; 6]).is_err());
-    assert!(lut_u8(&[0u8; 8], 4, &[0u8; 1023], &mut [0u8; 8]).is_err());
-    assert!(lut_u8(&[0u8; 8], 0, &[], &mut [0u8; 8]).is_err());
+    assert!(lut_u8(&k, &[0u8; 6], 4, &[0u8; 1024], &mut [0u8; 6]).is_err());
+    assert!(lut_u8(&k, &[0u8; 8], 4, &[0u8; 1023], &mut [0u8; 8]).is_err());
+    assert!(lut_u8(&k, &[0u8; 8], 0, &[], &mut [0u8; 8]).is_err());
+    assert!(lut_u8(&k, &[0u8; 8], 1, &[0u8; 255], &mut [0u8; 8]).is_err());
+    assert!(lut_u8(&k, &[0u8; 8], 1, &[0u8; 256], &mut [0u8; 7]).is_err());
 }

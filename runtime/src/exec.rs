@@ -569,7 +569,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 table,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                kops::lut_u8(i[0], channels as usize, plan.blob(table), o)?;
+                kops::lut_u8(&kern, i[0], channels as usize, plan.blob(table), o)?;
             }
             Op::GapF32 { x, y } => {
                 let s = &tt(x).shape;

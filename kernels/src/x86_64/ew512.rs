@@ -141,3 +141,47 @@ impl Lanes for Avx512 {
 }
 
 ew_tier!(EW_AVX512, Avx512, [#[target_feature(enable = "avx512f")]], f16: (super::f32_to_f16__f16c, super::f16_to_f32__f16c));
+
+/// The AVX-512 tier with VBMI's byte permutes for table lookups.
+pub static EW_AVX512VBMI: crate::ew::EwFns = crate::ew::EwFns {
+    lut_u8: lut_u8__avx512vbmi,
+    ..EW_AVX512
+};
+
+/// `y[i] = t[x[i]]` through one table of 256 entries, 64 bytes at a time: two two-source
+/// byte permutes look each byte up among entries 0-127 and 128-255, and its top bit
+/// picks one. The tail as the reference.
+///
+/// # Safety
+/// The CPU has AVX-512F/BW and AVX-512 VBMI; `t` holds 256 entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub unsafe fn lut_u8__avx512vbmi(x: &[u8], t: &[u8], y: &mut [u8]) {
+    let len = x.len().min(y.len());
+    let n = len - len % 64;
+    let t = &t[..256];
+    // SAFETY: `t` holds 256 bytes: four loads of 64.
+    let (t0, t1, t2, t3) = unsafe {
+        (
+            _mm512_loadu_si512(t.as_ptr() as *const _),
+            _mm512_loadu_si512(t.as_ptr().add(64) as *const _),
+            _mm512_loadu_si512(t.as_ptr().add(128) as *const _),
+            _mm512_loadu_si512(t.as_ptr().add(192) as *const _),
+        )
+    };
+    let mut i = 0;
+    while i < n {
+        // SAFETY: `i + 64 <= n <= len`, within `x` and `y`.
+        unsafe {
+            let idx = _mm512_loadu_si512(x.as_ptr().add(i) as *const _);
+            let lo = _mm512_permutex2var_epi8(t0, idx, t1);
+            let hi = _mm512_permutex2var_epi8(t2, idx, t3);
+            let top = _mm512_movepi8_mask(idx);
+            _mm512_storeu_si512(
+                y.as_mut_ptr().add(i) as *mut _,
+                _mm512_mask_blend_epi8(top, lo, hi),
+            );
+        }
+        i += 64;
+    }
+    crate::elementwise::lut_u8(&x[n..len], t, &mut y[n..len]);
+}

@@ -8,6 +8,6 @@ mod gemm_f32;
 mod gemm_i8;
 pub use dw::*;
 pub use ew::{f16_to_f32__f16c, f32_to_f16__f16c, EW_AVX2};
-pub use ew512::EW_AVX512;
+pub use ew512::{lut_u8__avx512vbmi, EW_AVX512, EW_AVX512VBMI};
 pub use gemm_f32::*;
 pub use gemm_i8::*;
