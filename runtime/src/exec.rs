@@ -674,7 +674,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                     }
                 };
                 let (av, bv) = (operand(a), operand(b));
-                binary(&kern, f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
+                binary(&kern, par, f, dims, (av, sa), (bv, sb), f32s_mut(o))?;
             }
             Op::WhereF32 {
                 c,
@@ -804,9 +804,18 @@ impl<'p, 'm> Executor<'p, 'm> {
                     return Err(shape_err("LayerNormF32", cols, xi.len()));
                 }
                 shape_need("LayerNormF32", xi.len(), o.len())?;
-                let o = &mut o[..xi.len()];
-                o.copy_from_slice(xi);
-                kops::layer_norm(&kern, o, cols, &g[..cols], &b[..cols], eps)?;
+                // Rows split over the threads: each row normalised as on one thread.
+                par::map_runs(par, cols, xi, &mut o[..xi.len()], 4, |x, o| {
+                    o.copy_from_slice(x);
+                    Ok(kops::layer_norm(
+                        &kern,
+                        o,
+                        cols,
+                        &g[..cols],
+                        &b[..cols],
+                        eps,
+                    )?)
+                })?;
             }
             Op::SoftmaxF32 { x, y, cols } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -816,9 +825,11 @@ impl<'p, 'm> Executor<'p, 'm> {
                     return Err(shape_err("SoftmaxF32", cols, xi.len()));
                 }
                 shape_need("SoftmaxF32", xi.len(), o.len())?;
-                let o = &mut o[..xi.len()];
-                o.copy_from_slice(xi);
-                kops::softmax(&kern, o, cols)?;
+                // Rows split over the threads: each row as on one thread.
+                par::map_runs(par, cols, xi, &mut o[..xi.len()], 8, |x, o| {
+                    o.copy_from_slice(x);
+                    Ok(kops::softmax(&kern, o, cols)?)
+                })?;
             }
             Op::TransposeF32 { x, y, dims, perm } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -1287,6 +1298,7 @@ fn checked(dims: &[usize]) -> Result<usize> {
 /// `y = a ∘ b` over the 4-D `dims` with per-operand element strides.
 fn binary(
     kern: &Kernels,
+    par: &Par,
     f: BinOp,
     dims: [u32; 4],
     (a, sa): (&[f32], [u32; 4]),
@@ -1321,8 +1333,7 @@ fn binary(
     let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
     let long = d[3] >= 16 || (sa == dense && sb == dense);
     if let Some(tier) = tier.filter(|_| sa[3] <= 1 && sb[3] <= 1 && long) {
-        binary_runs(tier, d, (a, sa), (b, sb), y);
-        return Ok(());
+        return binary_runs(par, tier, d, (a, sa), (b, sb), y);
     }
     // One monomorphic loop nest per operator: the row loops vectorise.
     match f {
@@ -1344,62 +1355,100 @@ fn binary(
 
 /// [`binary`] where each operand runs along the last axis or holds one value there (a
 /// scalar per row, spread over a short run of copies): the tier's kernel on each row, on
-/// the whole when both are dense. Extents were checked by the caller.
+/// the whole when both are dense. Large ops split over the threads by whole rows (by runs
+/// of 64 values when dense); each value is the same operation on any thread. Extents were
+/// checked by the caller.
 fn binary_runs(
+    par: &Par,
     tier: unsafe fn(&[f32], &[f32], &mut [f32]),
     d: [usize; 4],
     (a, sa): (&[f32], [usize; 4]),
     (b, sb): (&[f32], [usize; 4]),
     y: &mut [f32],
-) {
+) -> Result<()> {
     let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
     let n = d.iter().product::<usize>();
-    if sa == dense && sb == dense {
-        // SAFETY: the three slices hold `n` values (checked by the caller); the tier's
-        // features were detected when `Kernels` was built.
-        unsafe { tier(&a[..n], &b[..n], &mut y[..n]) };
-        return;
-    }
-    let mut o = 0;
-    for i0 in 0..d[0] {
-        for i1 in 0..d[1] {
-            for i2 in 0..d[2] {
-                let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-                let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
-                let run = d[3];
-                let row = &mut y[o..o + run];
-                match (sa[3], sb[3]) {
-                    // SAFETY: each row's extent is within the operands' reach (checked by
-                    // the caller) and within `y`; the tier's features were detected.
-                    (1, 1) => unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], row) },
-                    (1, _) => {
-                        let z = [b[bb]; 64];
-                        for (j, part) in row.chunks_mut(64).enumerate() {
-                            let x = &a[ba + j * 64..][..part.len()];
-                            // SAFETY: as above; `z` holds at least `part.len()` values.
-                            unsafe { tier(x, &z[..part.len()], part) };
-                        }
-                    }
-                    (_, 1) => {
-                        let z = [a[ba]; 64];
-                        for (j, part) in row.chunks_mut(64).enumerate() {
-                            let x = &b[bb + j * 64..][..part.len()];
-                            // SAFETY: as above.
-                            unsafe { tier(&z[..part.len()], x, part) };
-                        }
-                    }
-                    _ => {
-                        let (p, q) = ([a[ba]; 1], [b[bb]; 1]);
-                        let mut v = [0.0f32; 1];
-                        // SAFETY: one value each.
-                        unsafe { tier(&p, &q, &mut v) };
-                        row.fill(v[0]);
+    let y = &mut y[..n];
+    // Values `r` (dense) or rows `r` into `out`.
+    let dense_part = |r: core::ops::Range<usize>, out: &mut [f32]| {
+        // SAFETY: `r` is within the `n` values all three hold (checked by the caller); the
+        // tier's features were detected when `Kernels` was built.
+        unsafe { tier(&a[r.clone()], &b[r], out) };
+    };
+    let rows_part = |r: core::ops::Range<usize>, out: &mut [f32]| {
+        let run = d[3];
+        for (k, row) in r.zip(out.chunks_exact_mut(run)) {
+            let (i0, i1, i2) = (k / (d[1] * d[2]), k / d[2] % d[1], k % d[2]);
+            let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+            let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+            match (sa[3], sb[3]) {
+                // SAFETY: each row's extent is within the operands' reach (checked by the
+                // caller) and within `y`; the tier's features were detected.
+                (1, 1) => unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], row) },
+                (1, _) => {
+                    let z = [b[bb]; 64];
+                    for (j, part) in row.chunks_mut(64).enumerate() {
+                        let x = &a[ba + j * 64..][..part.len()];
+                        // SAFETY: as above; `z` holds at least `part.len()` values.
+                        unsafe { tier(x, &z[..part.len()], part) };
                     }
                 }
-                o += run;
+                (_, 1) => {
+                    let z = [a[ba]; 64];
+                    for (j, part) in row.chunks_mut(64).enumerate() {
+                        let x = &b[bb + j * 64..][..part.len()];
+                        // SAFETY: as above.
+                        unsafe { tier(&z[..part.len()], x, part) };
+                    }
+                }
+                _ => {
+                    let (p, q) = ([a[ba]; 1], [b[bb]; 1]);
+                    let mut v = [0.0f32; 1];
+                    // SAFETY: one value each.
+                    unsafe { tier(&p, &q, &mut v) };
+                    row.fill(v[0]);
+                }
             }
         }
+    };
+    let is_dense = sa == dense && sb == dense;
+    // Units: runs of 64 values, or rows; a value costs about two of a copy's.
+    let (unit, units) = if is_dense {
+        (64, n / 64)
+    } else {
+        (d[3], d[0] * d[1] * d[2])
+    };
+    let parts = par.parts(units, 2 * n);
+    if parts <= 1 {
+        if is_dense {
+            dense_part(0..n, y);
+        } else {
+            rows_part(0..units, y);
+        }
+        return Ok(());
     }
+    let mut items = alloc::vec::Vec::with_capacity(parts);
+    let mut rest = y;
+    for r in par::runs(units, parts) {
+        // The last dense run takes the values past the last whole unit.
+        let end = if is_dense && r.end == units {
+            n
+        } else {
+            r.end * unit
+        };
+        let (part, tail) = rest.split_at_mut(end - r.start * unit);
+        items.push((r, part));
+        rest = tail;
+    }
+    par.each(items, |(r, out)| {
+        if is_dense {
+            let end = r.start * unit + out.len();
+            dense_part(r.start * unit..end, out);
+        } else {
+            rows_part(r, out);
+        }
+        Ok(())
+    })
 }
 
 /// The loop nest of [`binary`] for one operator; extents were checked by the caller.
@@ -1742,4 +1791,73 @@ fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32
     // requant(x / scale, zero, 0, 255) per value, on the kernel tier.
     kops::quantize_u8(kern, x, scale, zero, q)?;
     Ok((scale, zero))
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    /// Broadcast arithmetic on the kernel tier, split over 1 to 3 threads (unit tests split
+    /// the smallest ops), against a scalar loop over the same strides, bit for bit.
+    #[test]
+    fn binary_matches_a_scalar_loop_on_any_thread_count() {
+        let kern = Kernels::detect();
+        // (dims, a's strides, b's strides): dense, a bias per column, a scalar, a scalar
+        // per row on either side, a short row that stays in the scalar loops.
+        let cases: [([u32; 4], [u32; 4], [u32; 4]); 6] = [
+            ([1, 1, 3, 333], [0, 999, 333, 1], [0, 999, 333, 1]),
+            ([2, 3, 5, 40], [600, 200, 40, 1], [0, 0, 0, 1]),
+            ([1, 2, 7, 70], [980, 490, 70, 1], [0, 0, 0, 0]),
+            ([1, 2, 7, 70], [0, 7, 1, 0], [980, 490, 70, 1]),
+            ([3, 1, 4, 17], [68, 68, 17, 1], [1, 0, 0, 0]),
+            ([2, 2, 9, 5], [90, 45, 5, 1], [0, 0, 5, 1]),
+        ];
+        let ops = [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div];
+        let f = |op: BinOp, x: f32, z: f32| match op {
+            BinOp::Add => x + z,
+            BinOp::Sub => x - z,
+            BinOp::Mul => x * z,
+            _ => x / z,
+        };
+        for (dims, sa, sb) in cases {
+            let d = dims.map(|v| v as usize);
+            let reach = |s: [u32; 4]| (0..4).map(|i| (d[i] - 1) * s[i] as usize).sum::<usize>() + 1;
+            let a: Vec<f32> = (0..reach(sa))
+                .map(|i| (i as f32 * 0.37).sin() * 3.0)
+                .collect();
+            let b: Vec<f32> = (0..reach(sb))
+                .map(|i| 1.5 + (i as f32 * 0.11).cos())
+                .collect();
+            for op in ops {
+                let mut want = vec![0.0f32; d.iter().product()];
+                let mut o = 0;
+                for i0 in 0..d[0] {
+                    for i1 in 0..d[1] {
+                        for i2 in 0..d[2] {
+                            for i3 in 0..d[3] {
+                                let at = |s: [u32; 4]| {
+                                    i0 * s[0] as usize
+                                        + i1 * s[1] as usize
+                                        + i2 * s[2] as usize
+                                        + i3 * s[3] as usize
+                                };
+                                want[o] = f(op, a[at(sa)], b[at(sb)]);
+                                o += 1;
+                            }
+                        }
+                    }
+                }
+                for threads in 1..=3 {
+                    let par = Par::new(threads).unwrap();
+                    let mut got = vec![0.0f32; want.len()];
+                    binary(&kern, &par, op, dims, (&a, sa), (&b, sb), &mut got).unwrap();
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{op:?} {dims:?} {sa:?} {sb:?} on {threads} threads"
+                    );
+                }
+            }
+        }
+    }
 }
