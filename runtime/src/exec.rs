@@ -1759,14 +1759,12 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
         for i1 in 0..od[1] {
             for i2 in 0..od[2] {
                 let base = i0 * os[0] + i1 * os[1] + i2 * os[2];
-                let row = &mut y[o..o + od[3]];
-                if os[3] == 1 {
+                if os[3] == 1 && od[3] >= 16 {
                     // The last axis stays last (attention heads): whole rows.
-                    row.copy_from_slice(&x[base..base + od[3]]);
+                    y[o..o + od[3]].copy_from_slice(&x[base..base + od[3]]);
                 } else {
-                    let from = x[base..].iter().step_by(os[3].max(1));
-                    for (v, &e) in row.iter_mut().zip(from) {
-                        *v = e;
+                    for (i3, v) in y[o..o + od[3]].iter_mut().enumerate() {
+                        *v = x[base + i3 * os[3]];
                     }
                 }
                 o += od[3];
