@@ -98,6 +98,42 @@ fn arena_mut<'a>(a: &'a mut Arena<'_>) -> &'a mut [u8] {
     }
 }
 
+/// `fn $name(kern, args)`: `$body(args)` compiled for the widest x86 vectors the kernel
+/// tier uses (AVX-512F or AVX2), else as it is. The same source, so the same IEEE
+/// operations in the same order (Rust fuses no multiply-add unasked): every version
+/// gives the same bits (`tests::widened_loops_match_the_plain_ones`).
+macro_rules! widened {
+    ($name:ident($($a:ident: $t:ty),*) => $body:ident) => {
+        fn $name(kern: &Kernels, $($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use edgetune_kernels::registry::Tier;
+                #[target_feature(enable = "avx512f")]
+                unsafe fn w512($($a: $t),*) {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn w256($($a: $t),*) {
+                    $body($($a),*)
+                }
+                match kern.ew.tier {
+                    // SAFETY: the tier was chosen because the CPU has its features.
+                    Tier::Avx512 | Tier::Avx512Vnni => return unsafe { w512($($a),*) },
+                    // SAFETY: as above.
+                    Tier::Avx2 | Tier::AvxVnni => return unsafe { w256($($a),*) },
+                    _ => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = kern;
+            $body($($a),*)
+        }
+    };
+}
+
+widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
+widened!(group_conv_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => group_conv_rows);
+
 pub struct Executor<'p, 'm> {
     plan: PlanRef<'p>,
     kernels: Kernels,
@@ -732,7 +768,14 @@ impl<'p, 'm> Executor<'p, 'm> {
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 for (x, y) in images("GroupConvF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
-                    group_conv_f32(geom, f32s(x), plan.blob(w), plan.blob(bias), f32s_mut(y))?;
+                    group_conv_f32(
+                        &kern,
+                        geom,
+                        f32s(x),
+                        plan.blob(w),
+                        plan.blob(bias),
+                        f32s_mut(y),
+                    )?;
                 }
             }
             Op::PoolF32 {
@@ -749,9 +792,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 let (xi, o) = (f32s(i[0]), f32s_mut(o));
                 shape_need("ClampF32", xi.len(), o.len())?;
-                for (d, &v) in o.iter_mut().zip(xi) {
-                    *d = v.max(lo).min(hi);
-                }
+                clamp_wide(&kern, xi, o, lo, hi);
             }
             Op::SumF32 {
                 x,
@@ -1591,48 +1632,74 @@ fn select(
 
 /// Grouped convolution of NCHW planes: for every output channel, every tap of its group's
 /// inputs added over the output rows it reaches (the inner loop runs along a row).
-fn group_conv_f32(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) -> Result<()> {
+fn group_conv_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
     const OP: &str = "GroupConvF32";
     let (oh, ow) = (g.oh(), g.ow());
     let icg = g.ic / g.groups.max(1);
-    let ocg = g.oc / g.groups.max(1);
     shape_need(OP, checked(&[g.ic, g.h, g.w])?, x.len())?;
     shape_need(OP, checked(&[g.oc, oh, ow])?, y.len())?;
     shape_need(OP, checked(&[g.oc, icg, g.kh, g.kw])?, w.len())?;
     if !bias.is_empty() {
         shape_need(OP, g.oc, bias.len())?;
     }
+    group_conv_wide(kern, g, x, w, bias, y);
+    Ok(())
+}
+
+/// `y = min(max(x, lo), hi)`.
+#[inline(always)]
+fn clamp_f32(x: &[f32], y: &mut [f32], lo: f32, hi: f32) {
+    for (d, &v) in y.iter_mut().zip(x) {
+        *d = v.max(lo).min(hi);
+    }
+}
+
+/// The body of [`group_conv_f32`], shapes checked: for each output row, every tap of the
+/// group's inputs added along the row in the order (input, kernel row, kernel column), so
+/// the row stays in L1 across the taps.
+#[inline(always)]
+fn group_conv_rows(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let icg = g.ic / g.groups.max(1);
+    let ocg = g.oc / g.groups.max(1);
     for o in 0..g.oc {
         let plane = &mut y[o * oh * ow..][..oh * ow];
         plane.fill(bias.get(o).copied().unwrap_or(0.0));
         let grp = o / ocg.max(1);
-        for i in 0..icg {
-            let src = &x[(grp * icg + i) * g.h * g.w..][..g.h * g.w];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let wv = w[((o * icg + i) * g.kh + ky) * g.kw + kx];
-                    // Output columns whose input column is inside the row.
-                    let off = (kx * g.dil_w) as isize - g.pad_left as isize;
-                    let lo = if off >= 0 {
-                        0
-                    } else {
-                        ((-off) as usize).div_ceil(g.stride_w)
-                    };
-                    let hi = if (g.w as isize) <= off {
-                        0
-                    } else {
-                        ((g.w as isize - off - 1) as usize / g.stride_w + 1).min(ow)
-                    };
-                    if lo >= hi {
+        for oy in 0..oh {
+            let dst = &mut plane[oy * ow..][..ow];
+            for i in 0..icg {
+                let src = &x[(grp * icg + i) * g.h * g.w..][..g.h * g.w];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                    if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
-                    for oy in 0..oh {
-                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
-                        if iy < 0 || iy >= g.h as isize {
+                    let row = &src[iy as usize * g.w..][..g.w];
+                    for kx in 0..g.kw {
+                        let wv = w[((o * icg + i) * g.kh + ky) * g.kw + kx];
+                        // Output columns whose input column is inside the row.
+                        let off = (kx * g.dil_w) as isize - g.pad_left as isize;
+                        let lo = if off >= 0 {
+                            0
+                        } else {
+                            ((-off) as usize).div_ceil(g.stride_w)
+                        };
+                        let hi = if (g.w as isize) <= off {
+                            0
+                        } else {
+                            ((g.w as isize - off - 1) as usize / g.stride_w + 1).min(ow)
+                        };
+                        if lo >= hi {
                             continue;
                         }
-                        let row = &src[iy as usize * g.w..][..g.w];
-                        let dst = &mut plane[oy * ow..][..ow];
                         if g.stride_w == 1 {
                             let s0 = (lo as isize + off) as usize;
                             for (d, &v) in dst[lo..hi].iter_mut().zip(&row[s0..s0 + hi - lo]) {
@@ -1648,7 +1715,6 @@ fn group_conv_f32(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32
             }
         }
     }
-    Ok(())
 }
 
 /// Max or average pooling of `g.ic` planes `[g.h, g.w]` into `[g.oh(), g.ow()]` each.
@@ -1794,6 +1860,94 @@ fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// The grouped float convolution and the clamp compiled for each x86 tier the CPU has
+    /// give the plain loops' bits, and the convolution equals a direct sum per output in
+    /// the order (input, kernel row, kernel column).
+    #[test]
+    fn widened_loops_match_the_plain_ones() {
+        use edgetune_kernels::dispatch::Cpu;
+        use edgetune_kernels::registry::Tier;
+        let cpu = Cpu::detect();
+        let mut tiers = vec![];
+        for t in [Tier::Reference, Tier::Avx2, Tier::Avx512] {
+            let k = Kernels::select(&cpu, Some(t));
+            if k.ew.tier == t {
+                tiers.push(k);
+            } else {
+                eprintln!("SKIP widened loops on {t:?} (CPU lacks it)");
+            }
+        }
+        let geo = |c: usize, g: usize, k: usize, s: usize, d: usize, p: usize| ConvGeom {
+            h: 13,
+            w: 37,
+            ic: c,
+            oc: c,
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            dil_h: d,
+            dil_w: d,
+            pad_top: p,
+            pad_left: p,
+            pad_bottom: p,
+            pad_right: p + 1,
+            groups: g,
+        };
+        for g in [
+            geo(8, 8, 3, 1, 1, 1),
+            geo(6, 6, 5, 2, 1, 2),
+            geo(8, 4, 3, 1, 2, 2),
+            geo(4, 4, 3, 3, 1, 0),
+        ] {
+            let icg = g.ic / g.groups;
+            let ocg = g.oc / g.groups;
+            let (oh, ow) = (g.oh(), g.ow());
+            let x: Vec<f32> = (0..g.ic * g.h * g.w)
+                .map(|i| (i as f32 * 0.73).sin())
+                .collect();
+            let w: Vec<f32> = (0..g.oc * icg * g.kh * g.kw)
+                .map(|i| (i as f32 * 1.31).cos())
+                .collect();
+            let bias: Vec<f32> = (0..g.oc).map(|i| i as f32 * 0.1 - 0.3).collect();
+            let mut want = vec![0.0f32; g.oc * oh * ow];
+            for o in 0..g.oc {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias[o];
+                        for i in 0..icg {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                        let xi = ((o / ocg) * icg + i) * g.h * g.w + iy * g.w + ix;
+                                        acc += w[((o * icg + i) * g.kh + ky) * g.kw + kx] * x[xi];
+                                    }
+                                }
+                            }
+                        }
+                        want[(o * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+            for k in &tiers {
+                let mut got = vec![0.0f32; want.len()];
+                group_conv_f32(k, &g, &x, &w, &bias, &mut got).unwrap();
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{:?} {g:?}",
+                    k.ew.tier
+                );
+                let mut c = vec![0.0f32; x.len()];
+                clamp_wide(k, &x, &mut c, -0.25, 0.5);
+                // ONNX Clip's max-then-min (not `f32::clamp`, which keeps NaN).
+                #[allow(clippy::manual_clamp)]
+                let plain: Vec<f32> = x.iter().map(|v| v.max(-0.25).min(0.5)).collect();
+                assert_eq!(c, plain);
+            }
+        }
+    }
 
     /// Broadcast arithmetic on the kernel tier, split over 1 to 3 threads (unit tests split
     /// the smallest ops), against a scalar loop over the same strides, bit for bit.
