@@ -263,23 +263,56 @@ fn dst_len(y: &I8Dst) -> usize {
 }
 
 /// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`.
+/// Copies `src[..n]` to `dst[..n]`. A run of at most 16 bytes with 16 bytes readable and
+/// writable from both starts moves as one 16-byte copy (the bytes past `n` are written
+/// over later: im2col fills its rows in increasing order); a call to `memmove` per short
+/// run (the 9 bytes of a 3-channel stem's kernel row) cost more than the copy.
+#[inline(always)]
+fn copy_run<T: Copy>(src: &[T], dst: &mut [T], n: usize) {
+    let bytes = core::mem::size_of::<T>();
+    if n * bytes <= 16 && core::mem::size_of_val(src) >= 16 && core::mem::size_of_val(dst) >= 16 {
+        // SAFETY: both slices hold at least 16 bytes from their starts (checked above);
+        // `T: Copy` has no drop glue, and the caller rewrites every element past `n` that
+        // the copy overwrites before it is read. The ranges do not overlap (distinct
+        // slices, one borrowed mutably).
+        unsafe {
+            let v = core::ptr::read_unaligned(src.as_ptr() as *const [u8; 16]);
+            core::ptr::write_unaligned(dst.as_mut_ptr() as *mut [u8; 16], v);
+        }
+    } else {
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
 fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
     let kdim = g.kh * g.kw * g.ic;
     let ow = g.ow();
+    let run = g.kw * g.ic;
+    // Output columns whose whole kernel row is inside the input (dilation 1): `ox` in
+    // `inside`, where one copy moves the row.
+    let inside = if g.dil_w == 1 && g.kw > 0 && g.w >= g.kw {
+        let lo = g.pad_left.div_ceil(g.stride_w);
+        let hi = (g.w - g.kw + g.pad_left) / g.stride_w + 1;
+        lo..hi.min(ow)
+    } else {
+        0..0
+    };
     for oy in 0..g.oh() {
         for ox in 0..ow {
-            let row = &mut out[(oy * ow + ox) * kdim..][..kdim];
+            // The rest of the buffer: a short run's 16-byte copy may spill into the next
+            // output row, written after this one.
+            let row = &mut out[(oy * ow + ox) * kdim..];
             for ky in 0..g.kh {
-                // A kernel row whose first and last taps are inside reads kw adjacent
-                // pixels (dilation 1): one copy.
-                if g.dil_w == 1 && g.kw > 0 {
-                    if let (Some((iy, ix)), Some(_)) =
-                        (g.src(oy, ox, ky, 0), g.src(oy, ox, ky, g.kw - 1))
-                    {
-                        let run = g.kw * g.ic;
-                        row[ky * run..][..run].copy_from_slice(&x[(iy * g.w + ix) * g.ic..][..run]);
-                        continue;
-                    }
+                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    row[ky * run..][..run].fill(fill);
+                    continue;
+                }
+                if inside.contains(&ox) {
+                    let ix = ox * g.stride_w - g.pad_left;
+                    let src = (iy as usize * g.w + ix) * g.ic;
+                    copy_run(&x[src..], &mut row[ky * run..], run);
+                    continue;
                 }
                 for kx in 0..g.kw {
                     let dst = &mut row[(ky * g.kw + kx) * g.ic..][..g.ic];

@@ -5,17 +5,21 @@ use core::arch::x86_64::*;
 
 /// 12 rows × 16 columns of `A·B` over one packed panel: the 12 accumulators stay in
 /// registers for the epilogue. With `FLIP` (i8 A) each word's sign bits are flipped;
-/// otherwise A's words are broadcast straight from memory.
+/// otherwise A's words are broadcast straight from memory. When `k` is not a multiple of
+/// 4, the rows whose bit is set in `whole` read their last word whole: its bytes past `k`
+/// (the next row's) meet the panel's zero padding, so they add nothing.
 ///
 /// # Safety
-/// Each `a[r]` points at `k` readable bytes, `b` at a packed panel of `k`; the CPU has
-/// AVX-512F/BW/VL and AVX-512 VNNI.
+/// Each `a[r]` points at `k` readable bytes (`k` rounded up to a multiple of 4 where its
+/// bit in `whole` is set), `b` at a packed panel of `k`; the CPU has AVX-512F/BW/VL and
+/// AVX-512 VNNI.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn micro_12x16_vnni<const FLIP: bool>(
     k: usize,
     a: &[*const u8; 12],
     b: *const i8,
+    whole: u16,
 ) -> [__m512i; 12] {
     let mut c = [_mm512_setzero_si512(); 12];
     let mask = _mm512_set1_epi32(0x8080_8080u32 as i32);
@@ -33,7 +37,15 @@ unsafe fn micro_12x16_vnni<const FLIP: bool>(
     if full * 4 < k {
         let w = _mm512_loadu_si512(b.add(full * 64) as *const _);
         for r in 0..12 {
-            let av = load_a4(a[r], full, k, FLIP) as i32;
+            let av = if whole & (1 << r) != 0 {
+                let mut v = (a[r].add(full * 4) as *const u32).read_unaligned();
+                if FLIP {
+                    v ^= 0x8080_8080;
+                }
+                v as i32
+            } else {
+                load_a4(a[r], full, k, FLIP) as i32
+            };
             c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(av), w);
         }
     }
@@ -62,12 +74,19 @@ pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
         let rows: [*const u8; 12] =
             core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
         let live = (args.m - i0).min(12);
+        // Rows whose whole last word ends within A (`(m - 1)·lda + k` bytes): the bytes
+        // past `k` belong to the next row.
+        let end = (args.m - 1) * args.lda + args.k;
+        let word_end = args.k / 4 * 4 + 4;
+        let whole = (0..12)
+            .filter(|r| i0 + r < args.m && (i0 + r) * args.lda + word_end <= end)
+            .fold(0u16, |s, r| s | 1 << r);
         for p in 0..panels {
             let b = args.b.add(p * panel_bytes);
             let c = if args.a_signed {
-                micro_12x16_vnni::<true>(args.k, &rows, b)
+                micro_12x16_vnni::<true>(args.k, &rows, b, whole)
             } else {
-                micro_12x16_vnni::<false>(args.k, &rows, b)
+                micro_12x16_vnni::<false>(args.k, &rows, b, whole)
             };
             let col0 = p * I8_NR;
             let ncols = (args.n - col0).min(I8_NR);
