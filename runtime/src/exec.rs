@@ -132,6 +132,7 @@ macro_rules! widened {
 }
 
 widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
+widened!(dw_f32_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => dw_f32_nhwc);
 widened!(group_conv_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => group_conv_rows);
 
 pub struct Executor<'p, 'm> {
@@ -769,6 +770,25 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 for (x, y) in images("GroupConvF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
                     group_conv_f32(
+                        &kern,
+                        geom,
+                        f32s(x),
+                        plan.blob(w),
+                        plan.blob(bias),
+                        f32s_mut(y),
+                    )?;
+                }
+            }
+            Op::DwF32 {
+                x,
+                y,
+                ref geom,
+                w,
+                bias,
+            } => {
+                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
+                for (x, y) in images("DepthwiseF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
+                    dw_f32(
                         &kern,
                         geom,
                         f32s(x),
@@ -1661,6 +1681,64 @@ fn clamp_f32(x: &[f32], y: &mut [f32], lo: f32, hi: f32) {
     }
 }
 
+/// Depthwise f32 convolution of an NHWC map (one image): weights `[kh][kw][c]`, bias of
+/// `c` values or none. The sum of each output is the bias, then the taps in the order
+/// (kernel row, kernel column), as [`group_conv_f32`] adds them.
+fn dw_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "DepthwiseF32";
+    if g.ic != g.oc || g.groups != g.ic || g.stride_h == 0 || g.stride_w == 0 {
+        return Err(shape_err(OP, g.ic, g.groups));
+    }
+    if g.h + g.pad_top + g.pad_bottom < g.dil_h * g.kh.saturating_sub(1) + 1
+        || g.w + g.pad_left + g.pad_right < g.dil_w * g.kw.saturating_sub(1) + 1
+    {
+        return Err(shape_err(OP, g.kh, g.h));
+    }
+    shape_need(OP, checked(&[g.h, g.w, g.ic])?, x.len())?;
+    shape_need(OP, checked(&[g.oh(), g.ow(), g.ic])?, y.len())?;
+    shape_need(OP, checked(&[g.kh, g.kw, g.ic])?, w.len())?;
+    if !bias.is_empty() {
+        shape_need(OP, g.ic, bias.len())?;
+    }
+    dw_f32_wide(kern, g, x, w, bias, y);
+    Ok(())
+}
+
+/// The body of [`dw_f32`], shapes checked: the channels of each tap in the inner loop.
+#[inline(always)]
+fn dw_f32_nhwc(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
+    let (c, ow) = (g.ic, g.ow());
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            let out = &mut y[(oy * ow + ox) * c..][..c];
+            if bias.is_empty() {
+                out.fill(0.0);
+            } else {
+                out.copy_from_slice(&bias[..c]);
+            }
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let Some((iy, ix)) = g.src(oy, ox, ky, kx) else {
+                        continue;
+                    };
+                    let xs = &x[(iy * g.w + ix) * c..][..c];
+                    let ws = &w[(ky * g.kw + kx) * c..][..c];
+                    for ((o, &a), &b) in out.iter_mut().zip(ws).zip(xs) {
+                        *o += a * b;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The body of [`group_conv_f32`], shapes checked: for each output row, every tap of the
 /// group's inputs added along the row in the order (input, kernel row, kernel column), so
 /// the row stays in L1 across the taps.
@@ -1817,6 +1895,15 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
     }
     shape_need("TransposeF32", n, x.len())?;
     shape_need("TransposeF32", n, y.len())?;
+    if perm == [0, 2, 1, 3] && d[3] == 1 {
+        // NCHW ↔ NHWC: a matrix transposed per image, in tiles.
+        let plane = d[1] * d[2];
+        for i0 in 0..d[0] {
+            let at = i0 * plane;
+            transpose2d(&x[at..at + plane], d[1], d[2], &mut y[at..at + plane]);
+        }
+        return Ok(());
+    }
     let stride = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
     let p = perm.map(|v| v as usize);
     let (od, os) = (p.map(|i| d[i]), p.map(|i| stride[i]));
@@ -1838,6 +1925,23 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
         }
     }
     Ok(())
+}
+
+/// `y[c][r] = x[r][c]` for `rows × cols` matrices, in 16 × 16 tiles: the tile's rows of
+/// `x` stay in L1 while its columns are written.
+fn transpose2d<T: Copy>(x: &[T], rows: usize, cols: usize, y: &mut [T]) {
+    const B: usize = 16;
+    for r0 in (0..rows).step_by(B) {
+        let r1 = (r0 + B).min(rows);
+        for c0 in (0..cols).step_by(B) {
+            for c in c0..(c0 + B).min(cols) {
+                let dst = &mut y[c * rows + r0..c * rows + r1];
+                for (k, v) in dst.iter_mut().enumerate() {
+                    *v = x[(r0 + k) * cols + c];
+                }
+            }
+        }
+    }
 }
 
 /// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
@@ -1946,6 +2050,56 @@ mod tests {
                 let plain: Vec<f32> = x.iter().map(|v| v.max(-0.25).min(0.5)).collect();
                 assert_eq!(c, plain);
             }
+        }
+    }
+
+    /// The NHWC depthwise gives the NCHW grouped convolution's bits (transposed), on every
+    /// x86 tier the CPU has, with strides, padding, dilation, and without a bias.
+    #[test]
+    fn nhwc_depthwise_matches_the_planes() {
+        let k = Kernels::detect();
+        for (s, d, p, kk, bias) in [(1, 1, 1, 3, true), (2, 1, 1, 3, false), (2, 2, 2, 5, true)] {
+            let (c, h, w) = (19, 11, 13);
+            let g = ConvGeom {
+                h,
+                w,
+                ic: c,
+                oc: c,
+                kh: kk,
+                kw: kk,
+                stride_h: s,
+                stride_w: s,
+                dil_h: d,
+                dil_w: d,
+                pad_top: p,
+                pad_left: p,
+                pad_bottom: p + 1,
+                pad_right: p,
+                groups: c,
+            };
+            let (oh, ow) = (g.oh(), g.ow());
+            let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.61).sin()).collect();
+            let wts: Vec<f32> = (0..c * kk * kk).map(|i| (i as f32 * 0.29).cos()).collect();
+            let b: Vec<f32> = if bias {
+                (0..c).map(|i| i as f32 * 0.05).collect()
+            } else {
+                vec![]
+            };
+            let mut planes = vec![0.0f32; c * oh * ow];
+            group_conv_f32(&k, &g, &x, &wts, &b, &mut planes).unwrap();
+            let mut xh = vec![0.0f32; x.len()];
+            transpose2d(&x, c, h * w, &mut xh);
+            let mut wh = vec![0.0f32; wts.len()];
+            transpose2d(&wts, c, kk * kk, &mut wh);
+            let mut yh = vec![0.0f32; planes.len()];
+            dw_f32(&k, &g, &xh, &wh, &b, &mut yh).unwrap();
+            let mut back = vec![0.0f32; yh.len()];
+            transpose2d(&yh, oh * ow, c, &mut back);
+            assert_eq!(
+                back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                planes.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "stride {s} dilation {d} pad {p} kernel {kk}"
+            );
         }
     }
 

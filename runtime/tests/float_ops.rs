@@ -93,10 +93,12 @@ fn each_op_lowers_to_its_float_kernel() {
     let ops = |stem: &str| worst(stem).1;
     let p = ops("conv1d_stft");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
-    // The grouped and the depthwise convolution run directly on the planes.
+    // The grouped convolution runs directly on the planes, the depthwise one on the NHWC
+    // map with the channels innermost.
     let p = ops("conv2d_grouped");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 1);
-    assert_eq!(count(&p, |o| matches!(o, Op::GroupConvF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::GroupConvF32 { .. })), 1);
+    assert_eq!(count(&p, |o| matches!(o, Op::DwF32 { .. })), 1);
     let p = ops("deconv");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
     assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 1);

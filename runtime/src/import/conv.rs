@@ -309,6 +309,43 @@ fn conv_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Result<()> {
         } else {
             vec![nb, oc, geom.oh(), geom.ow()]
         };
+        let (oh, ow) = (geom.oh(), geom.ow());
+        if groups == ic && oc == ic && h * w > 1 && ic > 1 {
+            // Depthwise: NCHW to NHWC, the channels in the inner loop, back to NCHW.
+            let t = lw.new_f32(&format!("{}#nhwc", n.name), vec![nb, h, w, ic]);
+            lw.b.ops.push(Op::TransposeF32 {
+                x,
+                y: t,
+                dims: [nb as u32, ic as u32, (h * w) as u32, 1],
+                perm: [0, 2, 1, 3],
+            });
+            // [c][1][kh][kw] → [kh][kw][c].
+            let taps = kh * kw;
+            let mut wt = vec![0f32; taps * ic];
+            for c in 0..ic {
+                for k in 0..taps {
+                    wt[k * ic + c] = wf[c * taps + k];
+                }
+            }
+            let yt = lw.new_f32(&format!("{}#nhwc_out", n.name), vec![nb, oh, ow, ic]);
+            let (wb, bb) = (lw.b.push(&wt), lw.b.push(&bias));
+            lw.b.ops.push(Op::DwF32 {
+                x: t,
+                y: yt,
+                geom,
+                w: wb,
+                bias: bb,
+            });
+            let y = lw.new_f32(&n.output[0], out);
+            lw.b.ops.push(Op::TransposeF32 {
+                x: yt,
+                y,
+                dims: [nb as u32, (oh * ow) as u32, ic as u32, 1],
+                perm: [0, 2, 1, 3],
+            });
+            lw.out_f32(n, y);
+            return Ok(());
+        }
         let y = lw.new_f32(&n.output[0], out);
         let (wb, bb) = (lw.b.push(&wf), lw.b.push(&bias));
         lw.b.ops.push(Op::GroupConvF32 {

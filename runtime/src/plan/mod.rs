@@ -592,7 +592,9 @@ impl<'a> Plan<'a> {
             Op::Take { x, y, run, .. } => {
                 (is(x, F32) || is(x, U8)) && t(x).dtype == t(y).dtype && run > 0
             }
-            Op::PoolF32 { x, y, .. } | Op::GroupConvF32 { x, y, .. } => is(x, F32) && is(y, F32),
+            Op::PoolF32 { x, y, .. } | Op::GroupConvF32 { x, y, .. } | Op::DwF32 { x, y, .. } => {
+                is(x, F32) && is(y, F32)
+            }
             Op::ClampF32 { x, y, .. }
             | Op::SumF32 { x, y, .. }
             | Op::MaxF32 { x, y, .. }
@@ -890,9 +892,11 @@ impl<'a> Plan<'a> {
                 ]
                 .iter()
                 .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
-                Op::PoolF32 { ref geom, .. } => [geom.oh(), geom.ow(), geom.ic, geom.kh, geom.kw]
-                    .iter()
-                    .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                Op::PoolF32 { ref geom, .. } | Op::DwF32 { ref geom, .. } => {
+                    [geom.oh(), geom.ow(), geom.ic, geom.kh, geom.kw]
+                        .iter()
+                        .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+                }
                 Op::ResizeLinearF32 { outer, oh, ow, .. } => [outer, oh, ow]
                     .iter()
                     .fold(1u64, |a, &d| a.saturating_mul(d as u64)),

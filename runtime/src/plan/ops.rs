@@ -570,6 +570,10 @@ plan_ops! {
     /// `[oc][ic / groups][kh][kw]` as ONNX holds them, bias of `oc` values or none.
     32 "GroupConvF32" GroupConvF32 { x: u32, y: u32, geom: ConvGeom, w: Blob, bias: Blob }
         reads [x] writes [y];
+    /// Depthwise f32 convolution over an NHWC map, the channels in the inner loop:
+    /// weights `[kh][kw][c]`, bias of `c` values or none.
+    33 "DepthwiseF32" DwF32 { x: u32, y: u32, geom: ConvGeom, w: Blob, bias: Blob }
+        reads [x] writes [y];
 }
 
 #[cfg(test)]
@@ -865,6 +869,29 @@ mod tests {
                     kh: 3,
                     kw: 3,
                     stride_h: 1,
+                    stride_w: 2,
+                    dil_h: 1,
+                    dil_w: 1,
+                    pad_top: 1,
+                    pad_left: 1,
+                    pad_bottom: 1,
+                    pad_right: 1,
+                    groups: 4,
+                },
+                w: b(1),
+                bias: b(2),
+            },
+            Op::DwF32 {
+                x: 1,
+                y: 2,
+                geom: ConvGeom {
+                    h: 5,
+                    w: 6,
+                    ic: 4,
+                    oc: 4,
+                    kh: 3,
+                    kw: 3,
+                    stride_h: 2,
                     stride_w: 2,
                     dil_h: 1,
                     dil_w: 1,

@@ -330,6 +330,7 @@ impl TailNet {
                 | Op::Take { .. }
                 | Op::PoolF32 { .. }
                 | Op::GroupConvF32 { .. }
+                | Op::DwF32 { .. }
                 | Op::LayerNormF32 { .. }
                 | Op::SoftmaxF32 { .. }
                 | Op::TransposeF32 { .. }
