@@ -1,7 +1,8 @@
 """Small float models of the ops that run on edgetune's float kernels without being
 quantised (a float model compiled as it is, or a float island between a DequantizeLinear
 and a QuantizeLinear): float convolutions (1-D strided like an STFT front end, 2-D grouped,
-dilated, asymmetrically padded; transposed ones with strides, pads and output padding), bilinear Resize under each coordinate transform,
+dilated, asymmetrically padded; transposed ones with strides, pads and output padding; a
+block of convolution, ReLU6, depthwise and ReLU), bilinear Resize under each coordinate transform,
 ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
 constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
 transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
@@ -75,6 +76,21 @@ def conv2d_grouped():
     c = g.op("Conv", [b, g.init(w(5, 1, 3, 3))], kernel_shape=[3, 3], group=5,
              auto_pad="SAME_UPPER")
     return g.model(c, [1, 4, 9, 10], None), (1, 4, 9, 10)
+
+
+def conv_act_dw():
+    # A mobile block in float: convolution, ReLU6 (Clip), depthwise stride 2, ReLU, and a
+    # pointwise convolution (the activations sit between convolutions that run on NHWC).
+    g = G()
+    a = g.op("Conv", ["x", g.init(w(8, 4, 3, 3)), g.init(w(8), "b")], kernel_shape=[3, 3],
+             pads=[1, 1, 1, 1])
+    b = g.op("Clip", [a, g.init(np.array(0.0, np.float32), "lo"),
+                      g.init(np.array(6.0, np.float32), "hi")])
+    c = g.op("Conv", [b, g.init(w(8, 1, 3, 3)), g.init(w(8), "b")], kernel_shape=[3, 3],
+             group=8, strides=[2, 2], pads=[1, 1, 1, 1])
+    d = g.op("Relu", [c])
+    e = g.op("Conv", [d, g.init(w(6, 8, 1, 1))], kernel_shape=[1, 1])
+    return g.model(e, [1, 4, 12, 10], None), (1, 4, 12, 10)
 
 
 def deconv():
@@ -200,6 +216,7 @@ def if_shape():
 
 
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
+          "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape}

@@ -65,6 +65,7 @@ fn float_models_match_onnxruntime() {
     for stem in [
         "conv1d_stft",
         "conv2d_grouped",
+        "conv_act_dw",
         "deconv",
         "resize_linear",
         "reduce_clip",
@@ -99,6 +100,12 @@ fn each_op_lowers_to_its_float_kernel() {
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 1);
     assert_eq!(count(&p, |o| matches!(o, Op::GroupConvF32 { .. })), 1);
     assert_eq!(count(&p, |o| matches!(o, Op::DwF32 { .. })), 1);
+    // Convolution, ReLU6, depthwise, ReLU, convolution: each activation runs on the NHWC
+    // map between two convolutions, so only the input's and the output's transposes stay.
+    let p = ops("conv_act_dw");
+    assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::DwF32 { .. })), 1);
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 2);
     let p = ops("deconv");
     assert_eq!(count(&p, |o| matches!(o, Op::ConvF32 { .. })), 2);
     assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 1);

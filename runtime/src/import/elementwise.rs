@@ -888,6 +888,70 @@ pub(super) fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
 
 /// A table applied to a table's output, where nothing else reads the middle tensor, is
 /// one table: `t2[t1[x]]` (e.g. LeakyReLU then the clamp `Max(x, -0.4)`).
+/// An elementwise float op between a transpose and its inverse (a float convolution's
+/// NHWC result to NCHW, its activation, back to NHWC for the next convolution) runs on
+/// the NHWC map itself, and both transposes go: an elementwise op commutes with any
+/// reordering of its values. Only where the two middle tensors have no other reader and
+/// are no input, output or tap.
+pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    let readers = |ops: &[Op], t: u32| ops.iter().filter(|op| op.io().0.contains(&t)).count();
+    let pinned = |t: u32| pin_start.contains(&t) || pin_end.contains(&t);
+    let mut k = 0;
+    while k < b.ops.len() {
+        let Op::TransposeF32 {
+            x: mid2,
+            y: out,
+            dims: d2,
+            perm: [0, 2, 1, 3],
+        } = b.ops[k]
+        else {
+            k += 1;
+            continue;
+        };
+        let producer =
+            |end: usize, t: u32| b.ops[..end].iter().rposition(|op| op.io().1.contains(&t));
+        let found = producer(k, mid2).and_then(|j| match b.ops[j] {
+            Op::ClampF32 { x, .. } | Op::UnaryF32 { x, .. } => Some((j, x)),
+            _ => None,
+        });
+        let found = found.and_then(|(j, mid1)| {
+            let i = producer(j, mid1)?;
+            match b.ops[i] {
+                Op::TransposeF32 {
+                    x,
+                    dims: d1,
+                    perm: [0, 2, 1, 3],
+                    ..
+                } if d1[3] == 1
+                    && d2[3] == 1
+                    && d1[0] == d2[0]
+                    && d1[1] == d2[2]
+                    && d1[2] == d2[1] =>
+                {
+                    Some((i, j, x, mid1))
+                }
+                _ => None,
+            }
+        });
+        let Some((i, j, input, mid1)) = found else {
+            k += 1;
+            continue;
+        };
+        if readers(&b.ops, mid1) != 1 || readers(&b.ops, mid2) != 1 || pinned(mid1) || pinned(mid2)
+        {
+            k += 1;
+            continue;
+        }
+        if let Op::ClampF32 { x, y, .. } | Op::UnaryF32 { x, y, .. } = &mut b.ops[j] {
+            *x = input;
+            *y = out;
+        }
+        b.ops.remove(k);
+        b.ops.remove(i);
+        k = i;
+    }
+}
+
 pub(super) fn fuse_luts(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
     let mut j = 0;
     while j < b.ops.len() {

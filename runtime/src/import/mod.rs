@@ -432,6 +432,7 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
     elementwise::fuse_luts(&mut lw.b, &pin_start, &pin_end);
+    elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
     let Builder {
         mut tensors,
         ops,
