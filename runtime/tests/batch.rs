@@ -172,6 +172,33 @@ fn float_convolutions_run_as_one_batch() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
+/// The bundled EfficientNet-Lite0 with its block taps and image preprocessing.
+#[cfg(feature = "files")]
+fn effnet_parts(inputs: Vec<(String, Vec<usize>)>) -> edgetune::plan::PlanParts {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        inputs,
+        taps: edgetune::import::Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap()
+}
+
+/// Every row of every tap of a cache, in f32.
+#[cfg(feature = "files")]
+fn cache_rows(c: &edgetune::adapt::cache::TapCache) -> Vec<Vec<f32>> {
+    (0..c.len())
+        .flat_map(|r| {
+            (0..c.taps.len()).map(move |j| {
+                let mut v = vec![0.0; c.taps[j].len()];
+                c.read(r, j, &mut v);
+                v
+            })
+        })
+        .collect()
+}
+
 /// EfficientNet-Lite0 int8 compiled for a batch of 4 and run on 4 RGB photos at once, on
 /// one thread and on two: every output and tap of each photo equals, byte for byte, the
 /// batch-1 plan's on that photo alone (the batch-1 plan matches onnxruntime in
@@ -179,24 +206,16 @@ fn float_convolutions_run_as_one_batch() {
 #[cfg(feature = "files")]
 #[test]
 fn efficientnet_runs_a_batch_of_rgb_photos() {
-    use edgetune::import::Taps;
     use edgetune::session::prep_of;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = root.join("models/efficientnet_lite0_int8.onnx");
-    let opts = |inputs| ImportOptions {
-        inputs,
-        taps: Taps::Blocks,
-        meta: vec![("preprocess".into(), "image:224:127:128".into())],
-        ..Default::default()
-    };
-    let parts = import_path(&model, &opts(vec![])).unwrap();
+    let parts = effnet_parts(vec![]);
     let single = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
     let port = &single.inputs[0];
     let mut shape = single.tensors[port.tensor as usize].logical_shape();
     assert_eq!(shape[0], 1);
     let n = 4;
     shape[0] = n;
-    let parts = import_path(&model, &opts(vec![(port.name.clone(), shape)])).unwrap();
+    let parts = effnet_parts(vec![(port.name.clone(), shape)]);
     let batched = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
     let mut prep = prep_of(&single).unwrap();
     let mut x = vec![];
@@ -254,18 +273,12 @@ fn efficientnet_runs_a_batch_of_rgb_photos() {
 fn cache_of_many_examples_is_the_same_on_any_thread_count() {
     use edgetune::adapt::cache::TapCache;
     use edgetune::features::TapReader;
-    use edgetune::import::Taps;
     use edgetune::session::cache::{Filler, Reduce};
     use edgetune::session::eval::cache_all;
     use edgetune::session::{prep_of, Options};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let opts = ImportOptions {
-        taps: Taps::Blocks,
-        meta: vec![("preprocess".into(), "image:224:127:128".into())],
-        ..Default::default()
-    };
-    let parts = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap();
-    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let plan =
+        Plan::from_owned(AlignedBytes::from_slice(&effnet_parts(vec![]).to_bytes())).unwrap();
     let mut prep = prep_of(&plan).unwrap();
     let mut examples = vec![];
     for (label, class) in ["cat", "coffee", "rocket"].iter().enumerate() {
@@ -281,17 +294,6 @@ fn cache_of_many_examples_is_the_same_on_any_thread_count() {
         .take(2)
         .map(|p| p.name.clone())
         .collect();
-    let rows = |c: &TapCache| -> Vec<Vec<f32>> {
-        (0..c.len())
-            .flat_map(|r| {
-                (0..c.taps.len()).map(move |j| {
-                    let mut v = vec![0.0; c.taps[j].len()];
-                    c.read(r, j, &mut v);
-                    v
-                })
-            })
-            .collect()
-    };
     // With 2 views, rounds of several views per thread; with none, 9 examples leave a
     // last round of one, where a thread has no job.
     for augment in [2, 0] {
@@ -328,7 +330,7 @@ fn cache_of_many_examples_is_the_same_on_any_thread_count() {
                 "augment {augment}, {threads} threads: source examples"
             );
             assert!(
-                rows(&got) == rows(&want),
+                cache_rows(&got) == cache_rows(&want),
                 "augment {augment}, {threads} threads: cached taps differ"
             );
         }
@@ -345,30 +347,10 @@ fn cache_of_many_examples_is_the_same_on_any_thread_count() {
 #[cfg(feature = "files")]
 #[test]
 fn enrol_batch_equals_enrolling_one_at_a_time() {
-    use edgetune::adapt::cache::TapCache;
     use edgetune::adapt::Kind;
-    use edgetune::import::Taps;
     use edgetune::session::Session;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let opts = ImportOptions {
-        taps: Taps::Blocks,
-        meta: vec![("preprocess".into(), "image:224:127:128".into())],
-        ..Default::default()
-    };
-    let plan = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
-        .unwrap()
-        .to_bytes();
-    let rows = |c: &TapCache| -> Vec<Vec<f32>> {
-        (0..c.len())
-            .flat_map(|r| {
-                (0..c.taps.len()).map(move |j| {
-                    let mut v = vec![0.0; c.taps[j].len()];
-                    c.read(r, j, &mut v);
-                    v
-                })
-            })
-            .collect()
-    };
+    let plan = effnet_parts(vec![]).to_bytes();
     let session = |threads: usize| {
         let mut s = Session::from_bytes(&plan).unwrap();
         s.set_threads(threads).unwrap();
@@ -397,7 +379,10 @@ fn enrol_batch_equals_enrolling_one_at_a_time() {
     two.enrol_batch(items).unwrap();
     assert_eq!(two.cached(), photos.len() * 3);
     assert_eq!(one.cache().labels, two.cache().labels);
-    assert!(rows(one.cache()) == rows(two.cache()), "cached taps differ");
+    assert!(
+        cache_rows(one.cache()) == cache_rows(two.cache()),
+        "cached taps differ"
+    );
     one.fit(&mut |_| true).unwrap();
     two.fit(&mut |_| true).unwrap();
     assert!(one.adapter().unwrap().to_bytes() == two.adapter().unwrap().to_bytes());

@@ -63,11 +63,24 @@ fn flow_on(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)], threads: u32) -> 
             }
         }
         assert_eq!(et_train(s, 3, None, std::ptr::null_mut()), EtStatus::Ok);
-        let out = imgs
-            .iter()
-            .map(|(px, _)| {
-                let (mut c, mut sc) = (0u32, 0f32);
-                let st = et_predict_image(
+        let out = predict_all(s, imgs);
+        et_free(s);
+        out
+    }
+}
+
+/// The top class and score of every grey 28x28 image.
+///
+/// # Safety
+/// `s` is a live, trained session.
+unsafe fn predict_all(s: *mut EtSession, imgs: &[(Vec<u8>, u32)]) -> Vec<(u32, f32)> {
+    let grey = EtPixelFormat::Grey as u32;
+    imgs.iter()
+        .map(|(px, _)| {
+            let (mut c, mut sc) = (0u32, 0f32);
+            // SAFETY: `s` is live (the caller's promise); `px`, `c` and `sc` are live.
+            let st = unsafe {
+                et_predict_image(
                     s,
                     px.as_ptr(),
                     px.len(),
@@ -79,14 +92,12 @@ fn flow_on(plan: &[u8], method: &str, imgs: &[(Vec<u8>, u32)], threads: u32) -> 
                     1,
                     &mut c,
                     &mut sc,
-                );
-                assert_eq!(st, EtStatus::Ok);
-                (c, sc)
-            })
-            .collect();
-        et_free(s);
-        out
-    }
+                )
+            };
+            assert_eq!(st, EtStatus::Ok);
+            (c, sc)
+        })
+        .collect()
 }
 
 #[test]
@@ -282,26 +293,9 @@ fn enrolling_examples_at_once_equals_one_at_a_time() {
             et_example_free(x);
         }
         assert_eq!(et_train(s, 3, None, std::ptr::null_mut()), EtStatus::Ok);
-        let out: Vec<(u32, u32)> = imgs
-            .iter()
-            .map(|(px, _)| {
-                let (mut c, mut sc) = (0u32, 0f32);
-                let st = et_predict_image(
-                    s,
-                    px.as_ptr(),
-                    px.len(),
-                    grey,
-                    28,
-                    28,
-                    0,
-                    0,
-                    1,
-                    &mut c,
-                    &mut sc,
-                );
-                assert_eq!(st, EtStatus::Ok);
-                (c, sc.to_bits())
-            })
+        let out: Vec<(u32, u32)> = predict_all(s, &imgs)
+            .into_iter()
+            .map(|(c, sc)| (c, sc.to_bits()))
             .collect();
         et_free(s);
         out
