@@ -99,18 +99,22 @@ macro_rules! dw_rows {
             // [row pair][kernel column] weights, [input column][row pair] inputs.
             let mut wv = [[_mm512_setzero_si512(); KW]; RPAIRS];
             let mut xv = [[_mm512_setzero_si512(); RPAIRS]; SPAN];
-            let mut c0 = 0;
-            while c0 < a.c {
-                let nc = (a.c - c0).min(16);
-                let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
-                for (r, row) in wv.iter_mut().enumerate().take(rp) {
-                    for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
-                        let ta = 2 * r * a.kw + kx;
-                        *w = weight_pair(a, m, c0, ta, (2 * r + 1 < a.kh).then_some(ta + a.kw));
+            // Output rows outermost, channel blocks inside: the kernel's input rows (all
+            // channels) stay in cache across the blocks, where a block-outermost order
+            // read a map larger than L2 once per block.
+            for oy in 0..a.oh {
+                let mut c0 = 0;
+                while c0 < a.c {
+                    let nc = (a.c - c0).min(16);
+                    let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
+                    for (r, row) in wv.iter_mut().enumerate().take(rp) {
+                        for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
+                            let ta = 2 * r * a.kw + kx;
+                            let tb = (2 * r + 1 < a.kh).then_some(ta + a.kw);
+                            *w = weight_pair(a, m, c0, ta, tb);
+                        }
                     }
-                }
-                let (bias, scale) = bias_scale(a, m, c0);
-                for oy in 0..a.oh {
+                    let (bias, scale) = bias_scale(a, m, c0);
                     let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
                     // Each kernel row's input row, or null outside the image.
                     let rows: [*const u8; 2 * RPAIRS] = core::array::from_fn(|ky| {
@@ -160,8 +164,8 @@ macro_rules! dw_rows {
                         }
                         ox0 += n;
                     }
+                    c0 += 16;
                 }
-                c0 += 16;
             }
         }
     };
