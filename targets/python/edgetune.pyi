@@ -58,6 +58,9 @@ class Session:
         """Forgets the stream being listened to."""
     def enrol(self, x: Example, label: str) -> None:
         """Runs x through the backbone and caches what the method reads, under label."""
+    def enrol_many(self, xs: list[Example], labels: list[str]) -> None:
+        """enrol for many examples at once, xs[i] under labels[i]: one per thread through
+        the backbone, cached in their order; all or nothing."""
     def add_unlabeled(self, x: Example) -> None:
         """Runs x through the backbone and caches what the method reads, without a label:
         at the next fit ncm refines its prototypes, linear and moment self-train; the other

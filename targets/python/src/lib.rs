@@ -352,6 +352,36 @@ impl PySession {
         self.example(py, x, move |s, x| s.enrol(x, &label))
     }
 
+    /// `enrol` for many examples at once, `xs[i]` under `labels[i]`: they go through the
+    /// backbone one per thread, each on an executor of its own, and are cached in their
+    /// order (the cache `enrol` on each in turn gives). All or nothing: on an error none
+    /// is enrolled.
+    fn enrol_many(
+        &self,
+        py: Python<'_>,
+        xs: Vec<Bound<'_, PyAny>>,
+        labels: Vec<String>,
+    ) -> PyResult<()> {
+        if xs.len() != labels.len() {
+            return Err(bad(format!(
+                "enrol_many: {} examples and {} labels",
+                xs.len(),
+                labels.len()
+            )));
+        }
+        let inputs = xs
+            .iter()
+            .map(|x| read_input(x, self.text))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.with(py, |s| {
+            let samples = inputs
+                .into_iter()
+                .map(|x| sample(s, x))
+                .collect::<et::Result<Vec<_>>>()?;
+            s.enrol_batch(samples.into_iter().zip(labels.iter().map(|l| l.as_str())))
+        })
+    }
+
     /// Runs `x` through the backbone and caches what the method reads, without a label:
     /// at the next fit `ncm` refines its prototypes and `linear` and `moment` self-train on
     /// it; the other methods refuse to fit while unlabeled examples are kept.

@@ -66,6 +66,26 @@ def enrolled(plan, method, arrays=False):
     return s
 
 
+def test_enrol_many_equals_enrol_one_at_a_time(plan):
+    # One example per thread at a time (as many threads as cores) against enrol one by
+    # one: the same linear probe, score for score; a bad label anywhere refuses the whole
+    # batch.
+    one = edgetune.Session(plan, method="linear")
+    for p, c in train_set():
+        one.enrol(p, c)
+    many = edgetune.Session(plan, method="linear")
+    xs, labels = zip(*train_set())
+    with pytest.raises(edgetune.EdgetuneError):
+        many.enrol_many(list(xs), list(labels[:-1]) + [""])
+    assert many.examples == 0 and many.classes == []
+    many.enrol_many(list(xs), list(labels))
+    assert many.examples == one.examples == 12 and many.classes == one.classes
+    one.fit()
+    many.fit()
+    for p, _ in held_out():
+        assert np.array_equal(one.scores(p), many.scores(p))
+
+
 @pytest.fixture(scope="module")
 def ncm(plan):
     s = enrolled(plan, "ncm")
