@@ -15,10 +15,31 @@ pub const fn packed_f32_len(k: usize, n: usize) -> usize {
 pub fn pack_f32(b: &[f32], k: usize, n: usize, out: &mut [f32]) {
     assert!(b.len() >= k * n && out.len() >= packed_f32_len(k, n));
     for p in 0..n.div_ceil(F32_NR) {
+        let c0 = p * F32_NR;
+        let w = (n - c0).min(F32_NR);
         for kk in 0..k {
-            for j in 0..F32_NR {
-                let col = p * F32_NR + j;
-                out[(p * k + kk) * F32_NR + j] = if col < n { b[kk * n + col] } else { 0.0 };
+            let dst = &mut out[(p * k + kk) * F32_NR..][..F32_NR];
+            dst[..w].copy_from_slice(&b[kk * n + c0..][..w]);
+            dst[w..].fill(0.0);
+        }
+    }
+}
+
+/// Packs the transpose of row-major `a[n×k]` as [`pack_f32`] packs a `k×n` matrix: the
+/// same layout as `pack_f32` of `aᵀ`, without forming `aᵀ`.
+pub fn pack_f32_t(a: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    assert!(a.len() >= k * n && out.len() >= packed_f32_len(k, n));
+    for p in 0..n.div_ceil(F32_NR) {
+        let r0 = p * F32_NR;
+        let w = (n - r0).min(F32_NR);
+        let panel = &mut out[p * k * F32_NR..][..k * F32_NR];
+        if w < F32_NR {
+            panel.fill(0.0);
+        }
+        for j in 0..w {
+            let row = &a[(r0 + j) * k..][..k];
+            for (kk, &v) in row.iter().enumerate() {
+                panel[kk * F32_NR + j] = v;
             }
         }
     }
@@ -69,4 +90,47 @@ pub fn pack_i8_with(
 pub fn pack_i8(b: &[i8], k: usize, n: usize, out: &mut [i8], colsum: &mut [i32]) {
     assert!(b.len() >= k * n);
     pack_i8_with(k, n, |kk, c| b[kk * n + c], out, colsum)
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// `pack_f32` against the layout's definition, and `pack_f32_t` against `pack_f32` of
+    /// the explicit transpose, on full and partial panels.
+    #[test]
+    fn f32_packings_match_the_layout() {
+        for (k, n) in [(1, 1), (3, 16), (5, 17), (7, 40), (16, 33)] {
+            let b: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut out = std::vec![f32::NAN; packed_f32_len(k, n)];
+            pack_f32(&b, k, n, &mut out);
+            for p in 0..n.div_ceil(F32_NR) {
+                for kk in 0..k {
+                    for j in 0..F32_NR {
+                        let col = p * F32_NR + j;
+                        let want = if col < n { b[kk * n + col] } else { 0.0 };
+                        assert_eq!(out[(p * k + kk) * F32_NR + j].to_bits(), want.to_bits());
+                    }
+                }
+            }
+            // `b` read as an n×k matrix `a`: aᵀ is k×n.
+            let mut at = std::vec![0.0; k * n];
+            for r in 0..n {
+                for c in 0..k {
+                    at[c * n + r] = b[r * k + c];
+                }
+            }
+            let (mut want, mut got) = (
+                std::vec![f32::NAN; packed_f32_len(k, n)],
+                std::vec![f32::NAN; packed_f32_len(k, n)],
+            );
+            pack_f32(&at, k, n, &mut want);
+            pack_f32_t(&b, n, k, &mut got);
+            assert!(want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 }

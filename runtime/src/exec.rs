@@ -103,8 +103,8 @@ fn arena_mut<'a>(a: &'a mut Arena<'_>) -> &'a mut [u8] {
 /// operations in the same order (Rust fuses no multiply-add unasked): every version
 /// gives the same bits (`tests::widened_loops_match_the_plain_ones`).
 macro_rules! widened {
-    ($name:ident($($a:ident: $t:ty),*) => $body:ident) => {
-        fn $name(kern: &Kernels, $($a: $t),*) {
+    ($vis:vis $name:ident($($a:ident: $t:ty),*) => $body:ident) => {
+        $vis fn $name(kern: &Kernels, $($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 use edgetune_kernels::registry::Tier;
@@ -130,6 +130,8 @@ macro_rules! widened {
         }
     };
 }
+
+pub(crate) use widened;
 
 widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
 widened!(dw_f32_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => dw_f32_nhwc);
@@ -1929,7 +1931,7 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
 
 /// `y[c][r] = x[r][c]` for `rows × cols` matrices, in 16 × 16 tiles: the tile's rows of
 /// `x` stay in L1 while its columns are written.
-fn transpose2d<T: Copy>(x: &[T], rows: usize, cols: usize, y: &mut [T]) {
+pub(crate) fn transpose2d<T: Copy>(x: &[T], rows: usize, cols: usize, y: &mut [T]) {
     const B: usize = 16;
     for r0 in (0..rows).step_by(B) {
         let r1 = (r0 + B).min(rows);

@@ -6,15 +6,12 @@
 //! [`Head::forward`] / [`Head::backward`] are the same passes with one row.
 
 use super::net::{Act1, Layer};
-use super::train::{dw_backward, dw_forward, two, PRanges, Scratch, Tail, Variant};
+use super::pass;
+use super::train::{two, PRanges, Scratch, Tail, Variant};
 use crate::adapt::rng::Rng;
 use crate::adapt::train::Head;
 use core::ops::Range;
 use edgetune_kernels::{pack, Act};
-
-fn clamp_mask(y: f32, lo: f32, hi: f32) -> bool {
-    y > lo && y < hi
-}
 
 fn act1(f: Act1, x: f32) -> (f32, f32) {
     match f {
@@ -275,7 +272,7 @@ impl Tail {
                             let xr = sc.val[xi].start + r * nx..sc.val[xi].start + (r + 1) * nx;
                             two(s, &xr, &zr)
                         };
-                        dw_forward(&g, xv, w, z);
+                        pass::dw_forward(&self.kern, &g, xv, w, z);
                     }
                     self.affine(i, p, s, sc, rows, y);
                 }
@@ -421,7 +418,7 @@ impl Tail {
                     for src in [a, b] {
                         if src != 0 {
                             let (dy, dx) = two(s, &head(&sc.grad[y], n), &head(&sc.grad[src], n));
-                            dx.iter_mut().zip(dy).for_each(|(o, v)| *o += v);
+                            pass::add_into(&self.kern, dy, dx);
                         }
                     }
                 }
@@ -453,13 +450,19 @@ impl Tail {
                         self.dweight(i, p, input, s, g, sc, (t, cin, cout));
                     }
                     if xi != 0 {
-                        let (dz, dx) = two(s, &head(&sc.grad[y], t * cout), &sc.dx);
-                        let dx = &mut dx[..t * cin];
-                        self.gemm((t, cin, cout), dz, &prep[self.packs[i].1.clone()], dx);
-                        let gx = sc.grad[xi].start;
-                        let dxs = sc.dx.start;
-                        for k in 0..t * cin {
-                            s[gx + k] += s[dxs + k];
+                        let pk = &prep[self.packs[i].1.clone()];
+                        let gx = head(&sc.grad[xi], t * cin);
+                        if self.net.readers(xi) == 1 {
+                            // The only gradient into `xi`: the GEMM writes it (onto the
+                            // zeros it would be added to).
+                            let (dz, dx) = two(s, &head(&sc.grad[y], t * cout), &gx);
+                            self.gemm((t, cin, cout), dz, pk, dx);
+                        } else {
+                            let (dz, dx) = two(s, &head(&sc.grad[y], t * cout), &sc.dx);
+                            let dx = &mut dx[..t * cin];
+                            self.gemm((t, cin, cout), dz, pk, dx);
+                            let (dx, gxv) = two(s, &head(&sc.dx, t * cin), &gx);
+                            pass::add_into(&self.kern, dx, gxv);
                         }
                     }
                 }
@@ -478,12 +481,20 @@ impl Tail {
                             } else {
                                 &s[xr.clone()]
                             };
-                            dw_backward(&geo, xv, w, &s[dzr.clone()], None, Some(&mut g[rw]));
+                            pass::dw_backward(
+                                &self.kern,
+                                &geo,
+                                xv,
+                                w,
+                                &s[dzr.clone()],
+                                &mut [],
+                                &mut g[rw],
+                            );
                         }
                         if xi != 0 {
                             let gx = sc.grad[xi].start + r * nx..sc.grad[xi].start + (r + 1) * nx;
                             let (dz, dx) = two(s, &dzr, &gx);
-                            dw_backward(&geo, &[], w, dz, Some(dx), None);
+                            pass::dw_backward(&self.kern, &geo, &[], w, dz, dx, &mut []);
                         }
                     }
                 }
@@ -495,29 +506,10 @@ impl Tail {
     fn affine(&self, i: usize, p: &[f32], s: &mut [f32], sc: &Scratch, rows: usize, y: usize) {
         let (lo, hi) = Tail::clamp_bounds(&self.net.layers[i]);
         let b = self.bias(i, p);
-        let c = b.len();
         let n = self.n_of(y, rows);
         let (z, yv) = two(s, &head(&sc.z[i], n), &head(&sc.val[y], n));
-        match self.pr[i].g.clone() {
-            Some(rg) => {
-                let (gam, b) = (&p[rg][..c], &b[..c]);
-                for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                    let (yo, zo) = (&mut yo[..c], &zo[..c]);
-                    for ch in 0..c {
-                        yo[ch] = (gam[ch] * zo[ch] + b[ch]).clamp(lo, hi);
-                    }
-                }
-            }
-            None => {
-                let b = &b[..c];
-                for (yo, zo) in yv.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                    let (yo, zo) = (&mut yo[..c], &zo[..c]);
-                    for ch in 0..c {
-                        yo[ch] = (zo[ch] + b[ch]).clamp(lo, hi);
-                    }
-                }
-            }
-        }
+        let gam = self.pr[i].g.clone().map_or(&[][..], |r| &p[r]);
+        pass::affine(&self.kern, z, gam, b, lo, hi, yv);
     }
 
     /// Turns `grad[y]` into `dz` of conv layer `i` for `rows` examples, accumulating the
@@ -543,72 +535,20 @@ impl Tail {
         let (gv, after) = rest.split_at_mut(n);
         let yv = &before[yr];
         // `z` only where a scale is trained (the layout keeps it for those alone).
-        let zrel = || {
-            let zr = head(&sc.z[i], n);
-            zr.start - gr.end..zr.end - gr.end
+        let (z, gam): (&[f32], &[f32]) = match &self.pr[i].g {
+            Some(rg) => {
+                let zr = head(&sc.z[i], n);
+                (&after[zr.start - gr.end..zr.end - gr.end], &p[rg.clone()])
+            }
+            None => (&[], &[]),
         };
-        let rows2 = gv.chunks_exact_mut(c).zip(yv.chunks_exact(c));
-        match (&self.pr[i].b, &self.pr[i].g) {
-            (Some(rb), Some(rg)) => {
-                let (gb, gg) = two_mut(g, rb, rg);
-                let (gb, gg, gam) = (&mut gb[..c], &mut gg[..c], &p[rg.clone()][..c]);
-                for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
-                    // Slices of length c, so the loop runs without bounds checks.
-                    let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
-                    for ch in 0..c {
-                        let d = if clamp_mask(yk[ch], lo, hi) {
-                            gk[ch]
-                        } else {
-                            0.0
-                        };
-                        gb[ch] += d;
-                        gg[ch] += d * zk[ch];
-                        gk[ch] = d * gam[ch];
-                    }
-                }
-            }
-            (Some(rb), None) => {
-                let gb = &mut g[rb.clone()][..c];
-                for (gk, yk) in rows2 {
-                    let (gk, yk) = (&mut gk[..c], &yk[..c]);
-                    for ch in 0..c {
-                        let d = if clamp_mask(yk[ch], lo, hi) {
-                            gk[ch]
-                        } else {
-                            0.0
-                        };
-                        gb[ch] += d;
-                        gk[ch] = d;
-                    }
-                }
-            }
-            (None, Some(rg)) => {
-                let gam = &p[rg.clone()][..c];
-                let gg = &mut g[rg.clone()][..c];
-                for ((gk, yk), zk) in rows2.zip(after[zrel()].chunks_exact(c)) {
-                    let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
-                    for ch in 0..c {
-                        let d = if clamp_mask(yk[ch], lo, hi) {
-                            gk[ch]
-                        } else {
-                            0.0
-                        };
-                        gg[ch] += d * zk[ch];
-                        gk[ch] = d * gam[ch];
-                    }
-                }
-            }
-            (None, None) => {
-                for (gk, yk) in rows2 {
-                    let (gk, yk) = (&mut gk[..c], &yk[..c]);
-                    for ch in 0..c {
-                        if !clamp_mask(yk[ch], lo, hi) {
-                            gk[ch] = 0.0;
-                        }
-                    }
-                }
-            }
-        }
+        let (gb, gg): (&mut [f32], &mut [f32]) = match (&self.pr[i].b, &self.pr[i].g) {
+            (Some(rb), Some(rg)) => two_mut(g, rb, rg),
+            (Some(rb), None) => (&mut g[rb.clone()], &mut []),
+            (None, Some(rg)) => (&mut [], &mut g[rg.clone()]),
+            (None, None) => (&mut [], &mut []),
+        };
+        pass::affine_back(&self.kern, c, gv, yv, z, gam, gb, gg, lo, hi);
     }
 
     /// Weight gradient of 1×1 layer `i` from `x` and `dz = grad[y]` over `t` tokens (the
@@ -683,15 +623,11 @@ impl Tail {
             return;
         }
         // xᵀ into `xt`, dz packed into `zpack`, then dW = xᵀ·dz into `dw`.
-        for tok in 0..t {
-            for ch in 0..cin {
-                let v = if xi == 0 {
-                    input[tok * cin + ch]
-                } else {
-                    s[sc.val[xi].start + tok * cin + ch]
-                };
-                s[sc.xt.start + ch * t + tok] = v;
-            }
+        if xi == 0 {
+            crate::exec::transpose2d(&input[..t * cin], t, cin, &mut s[head(&sc.xt, t * cin)]);
+        } else {
+            let (x, xt) = two(s, &head(&sc.val[xi], t * cin), &head(&sc.xt, t * cin));
+            crate::exec::transpose2d(x, t, cin, xt);
         }
         {
             let (dz, zp) = two(s, &head(&sc.grad[y], t * cout), &sc.zpack);

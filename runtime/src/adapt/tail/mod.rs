@@ -19,6 +19,7 @@
 
 mod backprop;
 mod net;
+mod pass;
 mod quant;
 mod train;
 

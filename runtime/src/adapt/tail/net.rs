@@ -392,4 +392,18 @@ impl TailNet {
     pub fn feature_dim(&self) -> usize {
         self.slots[self.features].1
     }
+
+    /// Layers that read slot `i`.
+    pub fn readers(&self, i: usize) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match *l {
+                Layer::Pw { x, .. } | Layer::Dw { x, .. } | Layer::Gap { x, .. } => {
+                    (x == i) as usize
+                }
+                Layer::Act { x, .. } => (x == i) as usize,
+                Layer::Add { a, b, .. } => (a == i) as usize + (b == i) as usize,
+            })
+            .sum()
+    }
 }

@@ -1,7 +1,7 @@
 //! The trainable tail: which parameters a variant trains, where they and the per-example
 //! scratch live, the effective weights, and the float kernels of the passes.
 
-use super::net::{DwGeom, Layer, TailNet};
+use super::net::{Layer, TailNet};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -157,7 +157,7 @@ impl Tail {
             pr.push(r);
         }
         let head = a.take(classes * net.feature_dim());
-        // Largest 1×1 weight, for the transposition / low-rank product buffer.
+        // Largest 1×1 weight, for the effective weights of a low-rank update.
         let wmax = net
             .layers
             .iter()
@@ -167,7 +167,7 @@ impl Tail {
             })
             .max()
             .unwrap_or(0);
-        let prep_len = pa.0 + 2 * wmax;
+        let prep_len = pa.0 + wmax;
         let sc = Tail::scratch_layout(&net, variant, wmax, 1, false);
         let t = Tail {
             net,
@@ -202,28 +202,28 @@ impl Tail {
     pub(super) fn pack_weights(&self, p: &[f32]) {
         let mut prep = self.prep.borrow_mut();
         let n = prep.len();
-        let wmax = (n - self
+        let wmax = n - self
             .packs
             .iter()
             .map(|(a, b)| a.len() + b.len())
-            .sum::<usize>())
-            / 2;
+            .sum::<usize>();
         for (i, l) in self.net.layers.iter().enumerate() {
             let Layer::Pw { cin, cout, .. } = *l else {
                 continue;
             };
             let (fr, br) = self.packs[i].clone();
-            let (packs, tmp) = prep.split_at_mut(n - 2 * wmax);
-            let (we, wt) = tmp.split_at_mut(wmax);
-            let (we, wt) = (&mut we[..cin * cout], &mut wt[..cin * cout]);
-            self.weff(i, p, we);
-            pack::pack_f32(we, cin, cout, &mut packs[fr]);
-            for r in 0..cin {
-                for c in 0..cout {
-                    wt[c * cin + r] = we[r * cout + c];
+            let (packs, we) = prep.split_at_mut(n - wmax);
+            // `W` for the forward, `Wᵀ` for the input gradient, both from `W` itself.
+            let we: &[f32] = match (&self.pr[i].w, self.variant) {
+                (Some(rw), Variant::Full) => &p[rw.clone()],
+                _ => {
+                    let we = &mut we[..cin * cout];
+                    self.weff(i, p, we);
+                    we
                 }
-            }
-            pack::pack_f32(wt, cout, cin, &mut packs[br]);
+            };
+            pack::pack_f32(we, cin, cout, &mut packs[fr]);
+            pack::pack_f32_t(we, cin, cout, &mut packs[br]);
         }
     }
 
@@ -418,76 +418,6 @@ impl Tail {
         // The lengths are sized by `scratch_layout` and `new`; a mismatch is a bug here.
         crate::par::gemm_f32(&self.par, &self.kern, mnk, a, b, bias, c, act)
             .unwrap_or_else(|e| panic!("tail gemm {m}×{n}×{k}: {e}"));
-    }
-}
-
-pub(super) fn dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) {
-    let c = g.c;
-    z.fill(0.0);
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let zo = &mut z[(oy * g.ow + ox) * c..][..c];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xi = &x[(iy as usize * g.w + ix as usize) * c..][..c];
-                    let wk = &w[(ky * g.kw + kx) * c..][..c];
-                    for ((o, a), b) in zo.iter_mut().zip(xi).zip(wk) {
-                        *o += a * b;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Accumulates `dx` (when given) and `dw` (when given) of a depthwise convolution.
-pub(super) fn dw_backward(
-    g: &DwGeom,
-    x: &[f32],
-    w: &[f32],
-    dz: &[f32],
-    mut dx: Option<&mut [f32]>,
-    mut dw: Option<&mut [f32]>,
-) {
-    let c = g.c;
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let d = &dz[(oy * g.ow + ox) * c..][..c];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xo = (iy as usize * g.w + ix as usize) * c;
-                    let wo = (ky * g.kw + kx) * c;
-                    if let Some(dw) = dw.as_deref_mut() {
-                        let (xi, dwk) = (&x[xo..xo + c], &mut dw[wo..wo + c]);
-                        for ((o, a), b) in dwk.iter_mut().zip(xi).zip(d) {
-                            *o += a * b;
-                        }
-                    }
-                    if let Some(dx) = dx.as_deref_mut() {
-                        let (wk, dxi) = (&w[wo..wo + c], &mut dx[xo..xo + c]);
-                        for ((o, a), b) in dxi.iter_mut().zip(wk).zip(d) {
-                            *o += a * b;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

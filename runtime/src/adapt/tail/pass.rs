@@ -1,0 +1,311 @@
+//! The tail's elementwise and depthwise passes over `[rows][channels]` buffers, each
+//! compiled for the widest x86 vectors the kernel tier uses (`widened!`: the same source
+//! and so the same bits on every tier) and free of data-dependent branches so that they
+//! vectorise.
+
+use super::net::DwGeom;
+use crate::exec::widened;
+use edgetune_kernels::Kernels;
+
+/// `g` where the clamp let `y` through (`lo < y < hi`), else 0; no branch.
+#[inline(always)]
+fn passed(y: f32, lo: f32, hi: f32, g: f32) -> f32 {
+    if (y > lo) & (y < hi) {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// `y = clamp(γ·z + b)` per channel row (`γ` empty: 1).
+#[inline(always)]
+fn affine_body(z: &[f32], gam: &[f32], b: &[f32], lo: f32, hi: f32, y: &mut [f32]) {
+    let c = b.len();
+    if c == 0 {
+        return;
+    }
+    if gam.len() == c {
+        for (yo, zo) in y.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+            let (yo, zo) = (&mut yo[..c], &zo[..c]);
+            for ch in 0..c {
+                yo[ch] = (gam[ch] * zo[ch] + b[ch]).clamp(lo, hi);
+            }
+        }
+    } else {
+        for (yo, zo) in y.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+            let (yo, zo) = (&mut yo[..c], &zo[..c]);
+            for ch in 0..c {
+                yo[ch] = (zo[ch] + b[ch]).clamp(lo, hi);
+            }
+        }
+    }
+}
+
+/// Turns the output gradient `g` of `y = clamp(γ·z + b)` into `dz` in place (rows of `c`
+/// channels), adding the bias gradient into `gb` and the scale gradient into `gg` where
+/// they are trained (non-empty); `gam` empty means a scale of 1. Each channel's sums run
+/// over the rows in order.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn affine_back_body(
+    c: usize,
+    g: &mut [f32],
+    y: &[f32],
+    z: &[f32],
+    gam: &[f32],
+    gb: &mut [f32],
+    gg: &mut [f32],
+    lo: f32,
+    hi: f32,
+) {
+    if c == 0 {
+        return;
+    }
+    let rows = g.chunks_exact_mut(c).zip(y.chunks_exact(c));
+    match (gb.len() == c, gg.len() == c) {
+        (true, true) => {
+            let (gb, gg, gam) = (&mut gb[..c], &mut gg[..c], &gam[..c]);
+            for ((gk, yk), zk) in rows.zip(z.chunks_exact(c)) {
+                let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
+                for ch in 0..c {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gb[ch] += d;
+                    gg[ch] += d * zk[ch];
+                    gk[ch] = d * gam[ch];
+                }
+            }
+        }
+        (true, false) => {
+            let gb = &mut gb[..c];
+            for (gk, yk) in rows {
+                let (gk, yk) = (&mut gk[..c], &yk[..c]);
+                for ch in 0..c {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gb[ch] += d;
+                    gk[ch] = d;
+                }
+            }
+        }
+        (false, true) => {
+            let (gg, gam) = (&mut gg[..c], &gam[..c]);
+            for ((gk, yk), zk) in rows.zip(z.chunks_exact(c)) {
+                let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
+                for ch in 0..c {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gg[ch] += d * zk[ch];
+                    gk[ch] = d * gam[ch];
+                }
+            }
+        }
+        (false, false) => {
+            for (gk, yk) in rows {
+                let (gk, yk) = (&mut gk[..c], &yk[..c]);
+                for ch in 0..c {
+                    gk[ch] = passed(yk[ch], lo, hi, gk[ch]);
+                }
+            }
+        }
+    }
+}
+
+/// `z = dwconv(x, w)` of one example (`[h][w][c]` in, `[oh][ow][c]` out, no bias).
+#[inline(always)]
+fn dw_forward_body(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) {
+    let c = g.c;
+    z.fill(0.0);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let zo = &mut z[(oy * g.ow + ox) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xi = &x[(iy as usize * g.w + ix as usize) * c..][..c];
+                    let wk = &w[(ky * g.kw + kx) * c..][..c];
+                    for ((o, a), b) in zo.iter_mut().zip(xi).zip(wk) {
+                        *o += a * b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the input gradient of one example's depthwise convolution into `dx` (when not
+/// empty) and its weight gradient into `dw` (when not empty).
+#[inline(always)]
+fn dw_backward_body(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+    let c = g.c;
+    let (with_dx, with_dw) = (!dx.is_empty(), !dw.is_empty());
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let d = &dz[(oy * g.ow + ox) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let xo = (iy as usize * g.w + ix as usize) * c;
+                    let wo = (ky * g.kw + kx) * c;
+                    if with_dw {
+                        let (xi, dwk) = (&x[xo..xo + c], &mut dw[wo..wo + c]);
+                        for ((o, a), b) in dwk.iter_mut().zip(xi).zip(d) {
+                            *o += a * b;
+                        }
+                    }
+                    if with_dx {
+                        let (wk, dxi) = (&w[wo..wo + c], &mut dx[xo..xo + c]);
+                        for ((o, a), b) in dxi.iter_mut().zip(wk).zip(d) {
+                            *o += a * b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y += x`.
+#[inline(always)]
+fn add_into_body(x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(o, v)| *o += v);
+}
+
+widened!(pub(super) affine(z: &[f32], gam: &[f32], b: &[f32], lo: f32, hi: f32, y: &mut [f32]) => affine_body);
+widened!(pub(super) affine_back(c: usize, g: &mut [f32], y: &[f32], z: &[f32], gam: &[f32], gb: &mut [f32], gg: &mut [f32], lo: f32, hi: f32) => affine_back_body);
+widened!(pub(super) dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) => dw_forward_body);
+widened!(pub(super) dw_backward(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) => dw_backward_body);
+widened!(pub(super) add_into(x: &[f32], y: &mut [f32]) => add_into_body);
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use edgetune_kernels::dispatch::Cpu;
+    use edgetune_kernels::registry::Tier;
+
+    /// Every pass compiled for each x86 tier the CPU has gives the plain loops' bits,
+    /// on values around the clamp's edges.
+    #[test]
+    fn widened_passes_match_the_plain_loops() {
+        let cpu = Cpu::detect();
+        let plain = Kernels::select(&cpu, Some(Tier::Reference));
+        let mut tiers = Vec::new();
+        for t in [Tier::Avx2, Tier::Avx512] {
+            let k = Kernels::select(&cpu, Some(t));
+            if k.ew.tier == t {
+                tiers.push(k);
+            } else {
+                std::eprintln!("SKIP widened tail passes on {t:?} (CPU lacks it)");
+            }
+        }
+        let val = |n: usize, f: f32| -> Vec<f32> {
+            (0..n).map(|i| 7.0 * libm::sinf(i as f32 * f)).collect()
+        };
+        let (c, rows) = (37, 9);
+        let (z, g0, y) = (
+            val(c * rows, 0.71),
+            val(c * rows, 1.37),
+            val(c * rows, 0.53),
+        );
+        let (gam, b) = (val(c, 0.3), val(c, 0.9));
+        let geo = DwGeom {
+            h: 7,
+            w: 6,
+            c,
+            kh: 5,
+            kw: 3,
+            oh: 4,
+            ow: 3,
+            stride: (2, 2),
+            pad: (2, 1),
+        };
+        let x = val(geo.h * geo.w * c, 0.29);
+        let dz = val(geo.oh * geo.ow * c, 0.61);
+        let w = val(geo.kh * geo.kw * c, 0.17);
+        let run = |k: &Kernels| {
+            let mut out = Vec::new();
+            for gm in [&gam[..], &[]] {
+                let mut yv = alloc::vec![0.0; c * rows];
+                affine(k, &z, gm, &b, 0.0, 6.0, &mut yv);
+                out.extend(yv);
+                for (tb, tg) in [(true, true), (true, false), (false, true), (false, false)] {
+                    // A trained scale is read with its gradient.
+                    let gm = if tg { &gam[..] } else { gm };
+                    let mut g = g0.clone();
+                    let mut gb = if tb { alloc::vec![0.5; c] } else { Vec::new() };
+                    let mut gg = if tg { alloc::vec![-0.5; c] } else { Vec::new() };
+                    affine_back(k, c, &mut g, &y, &z, gm, &mut gb, &mut gg, -1.0, 6.0);
+                    out.extend(g.iter().chain(&gb).chain(&gg));
+                }
+            }
+            let mut zz = alloc::vec![0.0; dz.len()];
+            dw_forward(k, &geo, &x, &w, &mut zz);
+            let (mut dx, mut dw) = (alloc::vec![0.25; x.len()], alloc::vec![0.5; w.len()]);
+            dw_backward(k, &geo, &x, &w, &dz, &mut dx, &mut dw);
+            let mut acc = z.clone();
+            add_into(k, &g0, &mut acc);
+            out.extend(zz.iter().chain(&dx).chain(&dw).chain(&acc));
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let want = run(&plain);
+        // The plain loops against a direct reading of the definitions.
+        let mut g = g0.clone();
+        let (mut gb, mut gg) = (alloc::vec![0.5; c], alloc::vec![-0.5; c]);
+        affine_back(&plain, c, &mut g, &y, &z, &gam, &mut gb, &mut gg, -1.0, 6.0);
+        for ch in 0..c {
+            let (mut sb, mut sg) = (0.5f32, -0.5f32);
+            for r in 0..rows {
+                let k = r * c + ch;
+                let d = if y[k] > -1.0 && y[k] < 6.0 {
+                    g0[k]
+                } else {
+                    0.0
+                };
+                assert_eq!(g[k], d * gam[ch], "dz {k}");
+                sb += d;
+                sg += d * z[k];
+            }
+            assert_eq!((gb[ch], gg[ch]), (sb, sg), "bias and scale gradients {ch}");
+        }
+        let mut zz = alloc::vec![0.0; dz.len()];
+        dw_forward(&plain, &geo, &x, &w, &mut zz);
+        for oy in 0..geo.oh {
+            for ox in 0..geo.ow {
+                for ch in 0..c {
+                    let mut acc = 0.0;
+                    for ky in 0..geo.kh {
+                        for kx in 0..geo.kw {
+                            let iy = (oy * 2 + ky) as isize - 2;
+                            let ix = (ox * 2 + kx) as isize - 1;
+                            if (0..7).contains(&iy) && (0..6).contains(&ix) {
+                                let xi = (iy as usize * geo.w + ix as usize) * c + ch;
+                                acc += x[xi] * w[(ky * geo.kw + kx) * c + ch];
+                            }
+                        }
+                    }
+                    let o = (oy * geo.ow + ox) * c + ch;
+                    assert!((zz[o] - acc).abs() <= 1e-4 * (1.0 + acc.abs()), "dw {o}");
+                }
+            }
+        }
+        for k in &tiers {
+            assert!(
+                run(k) == want,
+                "{:?} differs from the plain loops",
+                k.ew.tier
+            );
+        }
+    }
+}
