@@ -19,8 +19,13 @@ pub fn pack_f32(b: &[f32], k: usize, n: usize, out: &mut [f32]) {
         let w = (n - c0).min(F32_NR);
         for kk in 0..k {
             let dst = &mut out[(p * k + kk) * F32_NR..][..F32_NR];
-            dst[..w].copy_from_slice(&b[kk * n + c0..][..w]);
-            dst[w..].fill(0.0);
+            if w == F32_NR {
+                // A copy of known length: vector moves, no call.
+                dst.copy_from_slice(&b[kk * n + c0..][..F32_NR]);
+            } else {
+                dst[..w].copy_from_slice(&b[kk * n + c0..][..w]);
+                dst[w..].fill(0.0);
+            }
         }
     }
 }

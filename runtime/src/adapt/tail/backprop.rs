@@ -264,16 +264,13 @@ impl Tail {
                 Layer::Dw { x: xi, y, g, .. } => {
                     let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
                     let w = self.wdw(i, p);
-                    for r in 0..rows {
-                        let zr = sc.z[i].start + r * nz..sc.z[i].start + (r + 1) * nz;
-                        let (xv, z) = if xi == 0 {
-                            (&input[r * nx..][..nx], &mut s[zr])
-                        } else {
-                            let xr = sc.val[xi].start + r * nx..sc.val[xi].start + (r + 1) * nx;
-                            two(s, &xr, &zr)
-                        };
-                        pass::dw_forward(&self.kern, &g, xv, w, z);
-                    }
+                    let zr = head(&sc.z[i], rows * nz);
+                    let (xv, z) = if xi == 0 {
+                        (&input[..rows * nx], &mut s[zr])
+                    } else {
+                        two(s, &head(&sc.val[xi], rows * nx), &zr)
+                    };
+                    pass::dw_forward_batch(&self.par, &self.kern, &g, xv, w, z);
                     self.affine(i, p, s, sc, rows, y);
                 }
                 Layer::Add { a, b, y } => {
@@ -360,7 +357,11 @@ impl Tail {
         let prep = self.prep.borrow();
         let fdim = self.net.feature_dim();
         for (i, r) in sc.grad.iter().enumerate().skip(1) {
-            s[head(r, self.n_of(i, rows))].fill(0.0);
+            // A slot whose one reader is a 1×1 layer gets its gradient written whole by
+            // that layer's GEMM.
+            if !self.net.pw_sole_reader(i) {
+                s[head(r, self.n_of(i, rows))].fill(0.0);
+            }
         }
         // Classifier and the normalisation, row by row.
         let hw = &p[self.head.clone()];
@@ -452,7 +453,7 @@ impl Tail {
                     if xi != 0 {
                         let pk = &prep[self.packs[i].1.clone()];
                         let gx = head(&sc.grad[xi], t * cin);
-                        if self.net.readers(xi) == 1 {
+                        if self.net.pw_sole_reader(xi) {
                             // The only gradient into `xi`: the GEMM writes it (onto the
                             // zeros it would be added to).
                             let (dz, dx) = two(s, &head(&sc.grad[y], t * cout), &gx);
@@ -472,30 +473,25 @@ impl Tail {
                     self.affine_back(i, p, s, g, sc, rows, y);
                     let w = self.wdw(i, p);
                     let (nx, nz) = (geo.h * geo.w * geo.c, geo.oh * geo.ow * geo.c);
-                    for r in 0..rows {
-                        let dzr = sc.grad[y].start + r * nz..sc.grad[y].start + (r + 1) * nz;
-                        let xr = sc.val[xi].start + r * nx..sc.val[xi].start + (r + 1) * nx;
-                        if let Some(rw) = self.pr[i].w.clone() {
-                            let xv: &[f32] = if xi == 0 {
-                                &input[r * nx..][..nx]
-                            } else {
-                                &s[xr.clone()]
-                            };
-                            pass::dw_backward(
-                                &self.kern,
-                                &geo,
-                                xv,
-                                w,
-                                &s[dzr.clone()],
-                                &mut [],
-                                &mut g[rw],
-                            );
-                        }
-                        if xi != 0 {
-                            let gx = sc.grad[xi].start + r * nx..sc.grad[xi].start + (r + 1) * nx;
-                            let (dz, dx) = two(s, &dzr, &gx);
-                            pass::dw_backward(&self.kern, &geo, &[], w, dz, dx, &mut []);
-                        }
+                    let dzr = head(&sc.grad[y], rows * nz);
+                    if let Some(rw) = self.pr[i].w.clone() {
+                        let xv: &[f32] = if xi == 0 {
+                            &input[..rows * nx]
+                        } else {
+                            &s[head(&sc.val[xi], rows * nx)]
+                        };
+                        pass::dw_wgrad_batch(
+                            &self.par,
+                            &self.kern,
+                            &geo,
+                            xv,
+                            &s[dzr.clone()],
+                            &mut g[rw],
+                        );
+                    }
+                    if xi != 0 {
+                        let (dz, dx) = two(s, &dzr, &head(&sc.grad[xi], rows * nx));
+                        pass::dw_dx_batch(&self.par, &self.kern, &geo, w, dz, dx);
                     }
                 }
             }

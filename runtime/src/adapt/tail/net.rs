@@ -393,6 +393,15 @@ impl TailNet {
         self.slots[self.features].1
     }
 
+    /// Whether slot `i` is read by one 1×1 layer and nothing else.
+    pub fn pw_sole_reader(&self, i: usize) -> bool {
+        self.readers(i) == 1
+            && self
+                .layers
+                .iter()
+                .any(|l| matches!(*l, Layer::Pw { x, .. } if x == i))
+    }
+
     /// Layers that read slot `i`.
     pub fn readers(&self, i: usize) -> usize {
         self.layers

@@ -5,6 +5,8 @@
 
 use super::net::DwGeom;
 use crate::exec::widened;
+use crate::par::Par;
+use alloc::vec::Vec;
 use edgetune_kernels::Kernels;
 
 /// `g` where the clamp let `y` through (`lo < y < hi`), else 0; no branch.
@@ -176,6 +178,43 @@ fn dw_backward_body(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32]
     }
 }
 
+/// Adds the weight gradient of channels `c0..c0 + cw` of a depthwise convolution over
+/// every example of `x` / `dz` into `acc` (`[kh·kw][cw]`), example by example, in the
+/// order of [`dw_backward_body`].
+#[inline(always)]
+fn dw_wgrad_body(g: &DwGeom, x: &[f32], dz: &[f32], c0: usize, acc: &mut [f32]) {
+    let c = g.c;
+    let cw = acc.len() / (g.kh * g.kw).max(1);
+    let (nx, nz) = (g.h * g.w * c, g.oh * g.ow * c);
+    if cw == 0 || nz == 0 {
+        return;
+    }
+    for (x, dz) in x.chunks_exact(nx).zip(dz.chunks_exact(nz)) {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let d = &dz[(oy * g.ow + ox) * c + c0..][..cw];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                        if ix < 0 || ix >= g.w as isize {
+                            continue;
+                        }
+                        let xi = &x[(iy as usize * g.w + ix as usize) * c + c0..][..cw];
+                        let a = &mut acc[(ky * g.kw + kx) * cw..][..cw];
+                        for ((o, u), v) in a.iter_mut().zip(xi).zip(d) {
+                            *o += u * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `y += x`.
 #[inline(always)]
 fn add_into_body(x: &[f32], y: &mut [f32]) {
@@ -187,6 +226,100 @@ widened!(pub(super) affine_back(c: usize, g: &mut [f32], y: &[f32], z: &[f32], g
 widened!(pub(super) dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) => dw_forward_body);
 widened!(pub(super) dw_backward(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) => dw_backward_body);
 widened!(pub(super) add_into(x: &[f32], y: &mut [f32]) => add_into_body);
+
+widened!(dw_wgrad(g: &DwGeom, x: &[f32], dz: &[f32], c0: usize, acc: &mut [f32]) => dw_wgrad_body);
+
+/// Depthwise forward of a batch (`x`: examples of `h·w·c`, `z`: of `oh·ow·c`), the
+/// examples spread over the threads.
+pub(super) fn dw_forward_batch(
+    par: &Par,
+    kern: &Kernels,
+    g: &DwGeom,
+    x: &[f32],
+    w: &[f32],
+    z: &mut [f32],
+) {
+    let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let rows = if nz == 0 { 0 } else { z.len() / nz };
+    if par.parts(rows, z.len() * g.kh * g.kw) <= 1 {
+        for (xv, zv) in x.chunks_exact(nx).zip(z.chunks_exact_mut(nz)) {
+            dw_forward(kern, g, xv, w, zv);
+        }
+        return;
+    }
+    let items: Vec<_> = x.chunks_exact(nx).zip(z.chunks_exact_mut(nz)).collect();
+    let _ = par.each(items, |(xv, zv)| {
+        dw_forward(kern, g, xv, w, zv);
+        Ok(())
+    });
+}
+
+/// Adds the input gradient of a batch's depthwise convolution into `dx`, the examples
+/// spread over the threads.
+pub(super) fn dw_dx_batch(
+    par: &Par,
+    kern: &Kernels,
+    g: &DwGeom,
+    w: &[f32],
+    dz: &[f32],
+    dx: &mut [f32],
+) {
+    let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let rows = if nz == 0 { 0 } else { dz.len() / nz };
+    let items: Vec<_> = dz.chunks_exact(nz).zip(dx.chunks_exact_mut(nx)).collect();
+    let run = |(d, x): (&[f32], &mut [f32])| {
+        dw_backward(kern, g, &[], w, d, x, &mut []);
+        Ok(())
+    };
+    if par.parts(rows, dz.len() * g.kh * g.kw) <= 1 {
+        items.into_iter().for_each(|it| {
+            let _ = run(it);
+        });
+    } else {
+        let _ = par.each(items, run);
+    }
+}
+
+/// Adds the weight gradient of a batch's depthwise convolution into `dw` (`[kh·kw][c]`):
+/// runs of channels over the threads, each summing the examples in order, so every
+/// thread count gives the same bits.
+pub(super) fn dw_wgrad_batch(
+    par: &Par,
+    kern: &Kernels,
+    g: &DwGeom,
+    x: &[f32],
+    dz: &[f32],
+    dw: &mut [f32],
+) {
+    let (c, taps) = (g.c, g.kh * g.kw);
+    let units = c.div_ceil(16);
+    let parts = par.parts(units, dz.len() * taps);
+    if parts <= 1 {
+        dw_wgrad(kern, g, x, dz, 0, dw);
+        return;
+    }
+    // Each run's channels gathered from `dw`, summed into, and put back.
+    let mut runs: Vec<(usize, Vec<f32>)> = crate::par::runs(units, parts)
+        .map(|r| {
+            let (c0, c1) = (r.start * 16, (r.end * 16).min(c));
+            let mut acc = Vec::with_capacity(taps * (c1 - c0));
+            for t in 0..taps {
+                acc.extend_from_slice(&dw[t * c + c0..t * c + c1]);
+            }
+            (c0, acc)
+        })
+        .collect();
+    let _ = par.each(runs.iter_mut().collect(), |(c0, acc)| {
+        dw_wgrad(kern, g, x, dz, *c0, acc);
+        Ok(())
+    });
+    for (c0, acc) in &runs {
+        let cw = acc.len() / taps;
+        for t in 0..taps {
+            dw[t * c + c0..t * c + c0 + cw].copy_from_slice(&acc[t * cw..(t + 1) * cw]);
+        }
+    }
+}
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
@@ -306,6 +439,63 @@ mod tests {
                 "{:?} differs from the plain loops",
                 k.ew.tier
             );
+        }
+    }
+
+    /// The batch passes give the same bits on one, two and three threads, and the same
+    /// as the per-example pass.
+    #[test]
+    fn batch_depthwise_passes_are_thread_invariant() {
+        let kern = Kernels::select(&Cpu::detect(), None);
+        let val = |n: usize, f: f32| -> Vec<f32> {
+            (0..n).map(|i| 3.0 * libm::sinf(i as f32 * f)).collect()
+        };
+        let geo = DwGeom {
+            h: 5,
+            w: 6,
+            c: 40,
+            kh: 3,
+            kw: 3,
+            oh: 5,
+            ow: 6,
+            stride: (1, 1),
+            pad: (1, 1),
+        };
+        let rows = 5;
+        let (nx, nz) = (geo.h * geo.w * geo.c, geo.oh * geo.ow * geo.c);
+        let (x, dz, w) = (
+            val(rows * nx, 0.37),
+            val(rows * nz, 0.91),
+            val(9 * geo.c, 0.23),
+        );
+        let run = |threads: usize| {
+            let par = Par::new(threads).unwrap();
+            let mut z = alloc::vec![0.0; rows * nz];
+            dw_forward_batch(&par, &kern, &geo, &x, &w, &mut z);
+            let mut dx = alloc::vec![0.5; rows * nx];
+            dw_dx_batch(&par, &kern, &geo, &w, &dz, &mut dx);
+            let mut dw = val(9 * geo.c, 0.11);
+            dw_wgrad_batch(&par, &kern, &geo, &x, &dz, &mut dw);
+            [z, dx, dw]
+                .concat()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        // Per example, as the one-example passes run.
+        let (mut z, mut dx, mut dw) = (
+            alloc::vec![0.0; rows * nz],
+            alloc::vec![0.5; rows * nx],
+            val(9 * geo.c, 0.11),
+        );
+        for r in 0..rows {
+            let (xr, dzr) = (&x[r * nx..][..nx], &dz[r * nz..][..nz]);
+            dw_forward(&kern, &geo, xr, &w, &mut z[r * nz..][..nz]);
+            dw_backward(&kern, &geo, xr, &w, dzr, &mut dx[r * nx..][..nx], &mut dw);
+        }
+        let want: Vec<u32> = [z, dx, dw].concat().iter().map(|v| v.to_bits()).collect();
+        for t in [1, 2, 3] {
+            assert!(run(t) == want, "{t} threads");
         }
     }
 }
