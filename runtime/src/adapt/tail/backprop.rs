@@ -574,48 +574,49 @@ impl Tail {
         {
             // ΔW = k·A·B, dW = Xᵀ·dZ: dA = k·Xᵀ·(dZ·Bᵀ) and dB = k·(X·A)ᵀ·dZ, without
             // forming the cin × cout dW (t·rank·(cin + cout) products instead of
-            // t·cin·cout).
+            // t·cin·cout), each product a GEMM.
             let k = self.lora_scale();
             let (am, bm) = (&p[ra.clone()], &p[rb.clone()]);
-            let xo = if xi == 0 {
-                None
+            let (pre, post) = s.split_at_mut(sc.xt.start);
+            let x: &[f32] = if xi == 0 {
+                &input[..t * cin]
             } else {
-                Some(sc.val[xi].start)
+                &pre[head(&sc.val[xi], t * cin)]
             };
-            let (zb, xa) = (sc.xt.start, sc.xt.start + t * rank);
-            for tok in 0..t {
-                for j in 0..rank {
-                    let dz = &s[sc.grad[y].start + tok * cout..][..cout];
-                    let v = crate::adapt::nn::dot(dz, &bm[j * cout..][..cout]);
-                    s[zb + tok * rank + j] = v;
-                    let x = match xo {
-                        None => &input[tok * cin..][..cin],
-                        Some(o) => &s[o + tok * cin..][..cin],
-                    };
-                    let mut u = 0.0;
-                    for (r, &xv) in x.iter().enumerate() {
-                        u += xv * am[r * rank + j];
-                    }
-                    s[xa + tok * rank + j] = u;
-                }
-            }
-            for tok in 0..t {
-                for r in 0..cin {
-                    let xv = match xo {
-                        None => input[tok * cin + r],
-                        Some(o) => s[o + tok * cin + r],
-                    };
-                    for j in 0..rank {
-                        g[ra.start + r * rank + j] += k * xv * s[zb + tok * rank + j];
-                    }
-                }
-                for j in 0..rank {
-                    let a = k * s[xa + tok * rank + j];
-                    let dz = &s[sc.grad[y].start + tok * cout..][..cout];
-                    let gb = &mut g[rb.start + j * cout..][..cout];
-                    gb.iter_mut().zip(dz).for_each(|(o, v)| *o += a * v);
-                }
-            }
+            let dz = &pre[head(&sc.grad[y], t * cout)];
+            let (xr, post) = post.split_at_mut(sc.xt.len());
+            let (zr, post) = post.split_at_mut(sc.zpack.len());
+            let dr = &mut post[..sc.dw.len()];
+            let (zb, xr) = xr.split_at_mut(t * rank);
+            let (xa, xr) = xr.split_at_mut(t * rank);
+            let (xtr, xat) = xr.split_at_mut(cin * t);
+            let (btp, zr) = zr.split_at_mut(pack::packed_f32_len(cout, rank));
+            let (ap, zr) = zr.split_at_mut(pack::packed_f32_len(cin, rank));
+            let (zbp, dzp) = zr.split_at_mut(pack::packed_f32_len(t, rank));
+            let (da, db) = dr.split_at_mut(cin * rank);
+            pack::pack_f32_t(bm, rank, cout, btp);
+            pack::pack_f32(am, cin, rank, ap);
+            self.gemm((t, rank, cout), dz, btp, zb);
+            self.gemm((t, rank, cin), x, ap, xa);
+            crate::exec::transpose2d(x, t, cin, xtr);
+            pack::pack_f32(zb, t, rank, zbp);
+            self.gemm((cin, rank, t), xtr, zbp, da);
+            crate::exec::transpose2d(xa, t, rank, &mut xat[..rank * t]);
+            pack::pack_f32(dz, t, cout, dzp);
+            self.gemm(
+                (rank, cout, t),
+                &xat[..rank * t],
+                dzp,
+                &mut db[..rank * cout],
+            );
+            g[ra.clone()]
+                .iter_mut()
+                .zip(&*da)
+                .for_each(|(o, v)| *o += k * v);
+            g[rb.clone()]
+                .iter_mut()
+                .zip(&*db)
+                .for_each(|(o, v)| *o += k * v);
             return;
         }
         // xᵀ into `xt`, dz packed into `zpack`, then dW = xᵀ·dz into `dw`.

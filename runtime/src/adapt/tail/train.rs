@@ -281,7 +281,7 @@ impl Tail {
             s.grad
                 .push(if i == 0 { 0..0 } else { a.take(rows * t * c) });
         }
-        let (mut xt, mut zp, mut dx) = (0, 0, 0);
+        let (mut xt, mut zp, mut dx, mut lw) = (0, 0, 0, 0);
         for l in &net.layers {
             s.z.push(match *l {
                 Layer::Pw { y, cin, cout, .. } => {
@@ -291,8 +291,18 @@ impl Tail {
                             xt = xt.max(cin * t);
                             zp = zp.max(pack::packed_f32_len(t, cout));
                         }
-                        // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each) in xt.
-                        Variant::Lora { rank } => xt = xt.max(2 * t * rank),
+                        // The low-rank gradient keeps dZ·Bᵀ and X·A (t × rank each), Xᵀ and
+                        // (X·A)ᵀ in xt; Bᵀ, A, dZ·Bᵀ and dZ packed in zpack; dA and dB in dw.
+                        Variant::Lora { rank } => {
+                            xt = xt.max(3 * t * rank + cin * t);
+                            zp = zp.max(
+                                pack::packed_f32_len(cout, rank)
+                                    + pack::packed_f32_len(cin, rank)
+                                    + pack::packed_f32_len(t, rank)
+                                    + pack::packed_f32_len(t, cout),
+                            );
+                            lw = lw.max(rank * (cin + cout));
+                        }
                         Variant::Bias => {}
                     }
                     dx = dx.max(t * cin);
@@ -311,7 +321,11 @@ impl Tail {
         // Order matters: `dweight` splits xt | zpack | dw.
         s.xt = a.take(xt);
         s.zpack = a.take(zp);
-        s.dw = a.take(if variant == Variant::Full { wmax } else { 0 });
+        s.dw = a.take(match variant {
+            Variant::Full => wmax,
+            Variant::Lora { .. } => lw,
+            Variant::Bias => 0,
+        });
         s.dx = a.take(dx);
         let (t0, c0) = net.slots[0];
         s.inp = a.take(if inp { rows * t0 * c0 } else { 0 });
