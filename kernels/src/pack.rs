@@ -13,12 +13,25 @@ pub const fn packed_f32_len(k: usize, n: usize) -> usize {
 
 /// Packs row-major `b[k×n]` into panels of [`F32_NR`] columns: `panel[k][16]`, zero padded.
 pub fn pack_f32(b: &[f32], k: usize, n: usize, out: &mut [f32]) {
-    assert!(b.len() >= k * n && out.len() >= packed_f32_len(k, n));
-    for p in 0..n.div_ceil(F32_NR) {
+    assert!(out.len() >= packed_f32_len(k, n));
+    pack_f32_panels(b, k, n, 0, &mut out[..packed_f32_len(k, n)]);
+}
+
+/// Panels `p0..` of [`pack_f32`]'s output, as many as `out` holds (`k·16` values each):
+/// `out` is that part of the whole packing.
+pub fn pack_f32_panels(b: &[f32], k: usize, n: usize, p0: usize, out: &mut [f32]) {
+    let panels = if k == 0 { 0 } else { out.len() / (k * F32_NR) };
+    assert!(b.len() >= k * n && p0 + panels <= n.div_ceil(F32_NR));
+    for (q, out) in out
+        .chunks_exact_mut((k * F32_NR).max(1))
+        .take(panels)
+        .enumerate()
+    {
+        let p = p0 + q;
         let c0 = p * F32_NR;
         let w = (n - c0).min(F32_NR);
         for kk in 0..k {
-            let dst = &mut out[(p * k + kk) * F32_NR..][..F32_NR];
+            let dst = &mut out[kk * F32_NR..][..F32_NR];
             if w == F32_NR {
                 // A copy of known length: vector moves, no call.
                 dst.copy_from_slice(&b[kk * n + c0..][..F32_NR]);
@@ -119,6 +132,16 @@ mod tests {
                     }
                 }
             }
+            // Any split into runs of panels gives the same values.
+            let mut parts = std::vec![f32::NAN; packed_f32_len(k, n)];
+            let panels = n.div_ceil(F32_NR);
+            let (first, rest) = parts.split_at_mut(panels / 2 * k * F32_NR);
+            pack_f32_panels(&b, k, n, 0, first);
+            pack_f32_panels(&b, k, n, panels / 2, rest);
+            assert!(parts
+                .iter()
+                .zip(&out)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
             // `b` read as an n×k matrix `a`: aᵀ is k×n.
             let mut at = std::vec![0.0; k * n];
             for r in 0..n {

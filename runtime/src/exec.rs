@@ -1932,12 +1932,18 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
 /// `y[c][r] = x[r][c]` for `rows × cols` matrices, in 16 × 16 tiles: the tile's rows of
 /// `x` stay in L1 while its columns are written.
 pub(crate) fn transpose2d<T: Copy>(x: &[T], rows: usize, cols: usize, y: &mut [T]) {
+    transpose2d_cols(x, rows, cols, 0, y);
+}
+
+/// Rows `c0..` of [`transpose2d`]'s output (columns `c0..` of `x`), as many as `y` holds.
+pub(crate) fn transpose2d_cols<T: Copy>(x: &[T], rows: usize, cols: usize, c0: usize, y: &mut [T]) {
     const B: usize = 16;
+    let c1 = (c0 + if rows == 0 { 0 } else { y.len() / rows }).min(cols);
     for r0 in (0..rows).step_by(B) {
         let r1 = (r0 + B).min(rows);
-        for c0 in (0..cols).step_by(B) {
-            for c in c0..(c0 + B).min(cols) {
-                let dst = &mut y[c * rows + r0..c * rows + r1];
+        for cb in (c0..c1).step_by(B) {
+            for c in cb..(cb + B).min(c1) {
+                let dst = &mut y[(c - c0) * rows + r0..(c - c0) * rows + r1];
                 for (k, v) in dst.iter_mut().enumerate() {
                     *v = x[(r0 + k) * cols + c];
                 }

@@ -10,6 +10,7 @@ use super::pass;
 use super::train::{two, PRanges, Scratch, Tail, Variant};
 use crate::adapt::rng::Rng;
 use crate::adapt::train::Head;
+use alloc::vec::Vec;
 use core::ops::Range;
 use edgetune_kernels::{pack, Act};
 
@@ -619,16 +620,35 @@ impl Tail {
                 .for_each(|(o, v)| *o += k * v);
             return;
         }
-        // xᵀ into `xt`, dz packed into `zpack`, then dW = xᵀ·dz into `dw`.
-        if xi == 0 {
-            crate::exec::transpose2d(&input[..t * cin], t, cin, &mut s[head(&sc.xt, t * cin)]);
-        } else {
-            let (x, xt) = two(s, &head(&sc.val[xi], t * cin), &head(&sc.xt, t * cin));
-            crate::exec::transpose2d(x, t, cin, xt);
-        }
+        // xᵀ into `xt` and dz packed into `zpack`, each in two halves over the threads
+        // (copies: any split gives the same bits), then dW = xᵀ·dz into `dw`.
         {
-            let (dz, zp) = two(s, &head(&sc.grad[y], t * cout), &sc.zpack);
-            pack::pack_f32(dz, t, cout, &mut zp[..pack::packed_f32_len(t, cout)]);
+            let (pre, post) = s.split_at_mut(sc.xt.start);
+            let x: &[f32] = if xi == 0 {
+                &input[..t * cin]
+            } else {
+                &pre[head(&sc.val[xi], t * cin)]
+            };
+            let dz = &pre[head(&sc.grad[y], t * cout)];
+            let (xt, post) = post.split_at_mut(sc.xt.len());
+            let zp = &mut post[..pack::packed_f32_len(t, cout)];
+            let (ch, panels) = (cin / 2, cout.div_ceil(pack::F32_NR) / 2);
+            let (xt0, xt1) = xt[..t * cin].split_at_mut(ch * t);
+            let (zp0, zp1) = zp.split_at_mut(panels * t * pack::F32_NR);
+            let jobs: Vec<(&[f32], &mut [f32], usize, bool)> = alloc::vec![
+                (x, xt0, 0, true),
+                (x, xt1, ch, true),
+                (dz, zp0, 0, false),
+                (dz, zp1, panels, false),
+            ];
+            let _ = self.par.each(jobs, |(src, dst, at, transpose)| {
+                if transpose {
+                    crate::exec::transpose2d_cols(src, t, cin, at, dst);
+                } else {
+                    pack::pack_f32_panels(src, t, cout, at, dst);
+                }
+                Ok(())
+            });
         }
         {
             let (hd, rest) = s.split_at_mut(sc.zpack.start);
@@ -639,7 +659,7 @@ impl Tail {
         }
         let dw = &s[sc.dw.start..sc.dw.start + cin * cout];
         if let Some(rw) = &self.pr[i].w {
-            g[rw.clone()].iter_mut().zip(dw).for_each(|(o, v)| *o += v);
+            pass::add_into(&self.kern, dw, &mut g[rw.clone()]);
         }
     }
 }

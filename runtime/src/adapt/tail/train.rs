@@ -207,6 +207,30 @@ impl Tail {
             .iter()
             .map(|(a, b)| a.len() + b.len())
             .sum::<usize>();
+        if self.variant == Variant::Full {
+            // Every layer's packings straight from its parameters, the layers over the
+            // threads (each packing is a copy: any split gives the same bits).
+            let (mut rest, mut at) = (&mut prep[..n - wmax], 0);
+            let mut items = Vec::new();
+            for (i, l) in self.net.layers.iter().enumerate() {
+                let (Layer::Pw { cin, cout, .. }, Some(rw)) = (*l, &self.pr[i].w) else {
+                    continue;
+                };
+                let (fr, br) = self.packs[i].clone();
+                let (_, r) = core::mem::take(&mut rest).split_at_mut(fr.start - at);
+                let (f, r) = r.split_at_mut(fr.len());
+                let (_, r) = r.split_at_mut(br.start - fr.end);
+                let (b, r) = r.split_at_mut(br.len());
+                (rest, at) = (r, br.end);
+                items.push((&p[rw.clone()], cin, cout, f, b));
+            }
+            let _ = self.par.each(items, |(w, cin, cout, f, b)| {
+                pack::pack_f32(w, cin, cout, f);
+                pack::pack_f32_t(w, cin, cout, b);
+                Ok(())
+            });
+            return;
+        }
         for (i, l) in self.net.layers.iter().enumerate() {
             let Layer::Pw { cin, cout, .. } = *l else {
                 continue;
