@@ -165,13 +165,18 @@ fn held_out_accuracy_is_leave_one_shot_out_and_the_best_is_picked() {
         !ch.ensembles.is_empty(),
         "ncm and linear read the same taps"
     );
-    assert_eq!(ch.acc, best.max(ens), "{}", ch.why());
+    // The best ensemble wins unless it gets more than one held-out example fewer right
+    // than the best single candidate.
+    let one = 1.0 / ch.held_out as f64;
     if ch.pick.len() == 1 {
         // A single pick is the first of the best.
         let first = ch.trials.iter().find(|t| t.acc == Some(best)).unwrap();
         assert_eq!(ch.pick[0], first.cand);
+        assert_eq!(ch.acc, best, "{}", ch.why());
+        assert!(ens < best - one - 1e-9, "{}", ch.why());
     } else {
-        assert!(ens > best, "an ensemble only wins strictly: {}", ch.why());
+        assert_eq!(ch.acc, ens, "{}", ch.why());
+        assert!(ens >= best - one - 1e-9, "{}", ch.why());
     }
     // Pairs of rows from one example: the same folds hold out both.
     let mut c2 = TapCache::new(c.format, c.named());

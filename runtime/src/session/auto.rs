@@ -5,8 +5,10 @@
 //! candidate on the other examples and scores the held-out ones. The candidate with the
 //! most held-out examples right wins; a tie goes to the earlier, cheaper candidate. An
 //! ensemble of the best candidates that read the same cached taps (their class scores
-//! standardised per example and summed) wins when it gets strictly more right. The
-//! query set is not an argument of [`choose`]: nothing it could read depends on it.
+//! standardised per example and summed) is preferred: the ensemble with the most right
+//! replaces the best candidate unless it gets more than one held-out example fewer right
+//! (an ensemble varies less with the few examples the folds hold out). The query set is
+//! not an argument of [`choose`]: nothing it could read depends on it.
 //!
 //! Candidates, in order: each method asked for; `linear` and `moment` with C = 1, 10
 //! and 100 (unless C is fixed in the options); and, when unlabeled examples are given,
@@ -149,12 +151,25 @@ impl Choice {
             }))
             .collect();
         let mut s = format!(
-            "{me}: {:.3} on {} held-out examples ({} folds); tried {}",
-            self.acc,
-            self.held_out,
-            self.folds,
-            tried.join(", ")
+            "{me}: {:.3} on {} held-out examples ({} folds)",
+            self.acc, self.held_out, self.folds,
         );
+        if self.pick.len() > 1 {
+            // Which single candidate the ensemble replaced.
+            if let Some(b) = self
+                .trials
+                .iter()
+                .filter(|t| t.acc.is_some())
+                .reduce(|a, b| if b.acc > a.acc { b } else { a })
+            {
+                s += &format!(
+                    " (an ensemble, preferred within one held-out example of the best single candidate, {} {:.3})",
+                    b.cand.label(),
+                    b.acc.unwrap_or(0.0)
+                );
+            }
+        }
+        s += &format!("; tried {}", tried.join(", "));
         for t in self.trials.iter().filter(|t| !t.note.is_empty()) {
             s += &format!("; {} {}", t.cand.label(), t.note);
         }
@@ -514,15 +529,33 @@ pub fn choose(
                     let c = held_of(&splits, e);
                     ok += (adapt::argmax(&out) == c) as usize;
                 }
-                let a = ok as f64 / held_out as f64;
-                ensembles.push((m.to_vec(), a));
-                if a > acc {
-                    acc = a;
-                    pick = m.to_vec();
-                }
+                ensembles.push((m.to_vec(), ok));
+            }
+        }
+        // The ensemble with the most right (on a tie, one with the best single
+        // candidate in it, else the earlier) replaces the best single candidate unless
+        // it gets more than one held-out example fewer right.
+        let single = (acc * held_out as f64).round() as usize;
+        let mut top: Option<&(Vec<usize>, usize)> = None;
+        for e in &ensembles {
+            let better = top.is_none_or(|t| {
+                e.1 > t.1 || (e.1 == t.1 && e.0.contains(&best) && !t.0.contains(&best))
+            });
+            if better {
+                top = Some(e);
+            }
+        }
+        if let Some((m, ok)) = top {
+            if ok + 1 >= single {
+                acc = *ok as f64 / held_out as f64;
+                pick = m.clone();
             }
         }
     }
+    let ensembles = ensembles
+        .into_iter()
+        .map(|(m, ok)| (m, ok as f64 / held_out as f64))
+        .collect();
     Ok(Choice {
         pick: pick.iter().map(|&i| trials[i].cand.clone()).collect(),
         acc,
