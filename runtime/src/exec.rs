@@ -924,6 +924,43 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("MatMulF32", checked(&[batch, m, n])?, o.len())?;
                 let packed = edgetune_kernels::pack::packed_f32_len(k, n);
                 shape_need("MatMulF32", packed, s.len())?;
+                let parts = par.parts(batch, batch * m * n * k);
+                if parts > 1 {
+                    // Runs of the batch (attention heads) over the threads, each packing
+                    // its own B; a whole product per head gives the bits of the row
+                    // splits below.
+                    let runs: Vec<_> = par::runs(batch, parts).collect();
+                    let mut rest = &mut o[..batch * m * n];
+                    let mut items = Vec::with_capacity(runs.len());
+                    for r in runs {
+                        let (part, tail) = core::mem::take(&mut rest).split_at_mut(r.len() * m * n);
+                        items.push((r, part));
+                        rest = tail;
+                    }
+                    return par.each(items, |(r, part)| {
+                        let mut pk = alloc::vec![0.0f32; packed];
+                        for (bi, ob) in r.zip(part.chunks_exact_mut(m * n)) {
+                            edgetune_kernels::pack::pack_f32(
+                                &bv[bi * k * n..][..k * n],
+                                k,
+                                n,
+                                &mut pk,
+                            );
+                            kops::gemm_f32(
+                                &kern,
+                                (m, n, k),
+                                &av[bi * m * k..][..m * k],
+                                k,
+                                &pk,
+                                None,
+                                ob,
+                                n,
+                                Act::None,
+                            )?;
+                        }
+                        Ok(())
+                    });
+                }
                 for bi in 0..batch {
                     edgetune_kernels::pack::pack_f32(
                         &bv[bi * k * n..][..k * n],
@@ -966,7 +1003,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("MatMulDynI8", n, ws.len())?;
                 let (xq, sc) = s.split_at_mut(scale_off);
                 let sc: &mut [f32] = bytemuck::cast_slice_mut(&mut sc[..4 * n]);
-                let (xs, xz) = dynamic_quantize(&kern, &xv[..mk], &mut xq[..mk])?;
+                let (xs, xz) = dynamic_quantize(&kern, par, &xv[..mk], &mut xq[..mk])?;
                 for (d, &w) in sc.iter_mut().zip(ws) {
                     *d = xs * w;
                 }
@@ -1954,10 +1991,29 @@ pub(crate) fn transpose2d_cols<T: Copy>(x: &[T], rows: usize, cols: usize, c0: u
 
 /// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
 /// (scale, zero point). Division, not a reciprocal, so codes match onnxruntime's.
-fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32)> {
+fn dynamic_quantize(kern: &Kernels, par: &Par, x: &[f32], q: &mut [u8]) -> Result<(f32, i32)> {
+    // Runs of 64 values over the threads: a range is the min and max of the runs' ranges,
+    // and each code depends on its value alone, so any split gives the same bytes.
+    const RUN: usize = 64;
+    let units = x.len() / RUN;
+    let parts = par.parts(units, x.len() * 8);
+    let runs: Vec<Range<usize>> = par::runs(units, parts)
+        .map(|r| r.start * RUN..if r.end == units { x.len() } else { r.end * RUN })
+        .collect();
     // The range on the kernel tier (NaN ignored, as by a fold of f32::min/max; the order
     // of a min or max does not change it).
-    let (lo, hi) = kops::range0_f32(kern, x);
+    let (lo, hi) = if runs.len() > 1 {
+        let mut part = alloc::vec![(0.0f32, 0.0f32); runs.len()];
+        let items: Vec<_> = runs.iter().zip(part.iter_mut()).collect();
+        par.each(items, |(r, o)| {
+            *o = kops::range0_f32(kern, &x[r.clone()]);
+            Ok(())
+        })?;
+        part.iter()
+            .fold((0.0f32, 0.0f32), |(l, h), &(a, b)| (l.min(a), h.max(b)))
+    } else {
+        kops::range0_f32(kern, x)
+    };
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() {
         q.fill(0);
@@ -1965,7 +2021,20 @@ fn dynamic_quantize(kern: &Kernels, x: &[f32], q: &mut [u8]) -> Result<(f32, i32
     }
     let zero = edgetune_kernels::quant::requant(-lo / scale, 0, 0, 255);
     // requant(x / scale, zero, 0, 255) per value, on the kernel tier.
-    kops::quantize_u8(kern, x, scale, zero, q)?;
+    if runs.len() > 1 {
+        let mut rest = &mut q[..x.len()];
+        let mut items = Vec::with_capacity(runs.len());
+        for r in &runs {
+            let (qp, tail) = core::mem::take(&mut rest).split_at_mut(r.len());
+            items.push((&x[r.clone()], qp));
+            rest = tail;
+        }
+        par.each(items, |(xp, qp)| {
+            Ok(kops::quantize_u8(kern, xp, scale, zero, qp)?)
+        })?;
+    } else {
+        kops::quantize_u8(kern, x, scale, zero, q)?;
+    }
     Ok((scale, zero))
 }
 
