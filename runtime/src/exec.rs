@@ -924,14 +924,15 @@ impl<'p, 'm> Executor<'p, 'm> {
                 shape_need("MatMulF32", checked(&[batch, m, n])?, o.len())?;
                 let packed = edgetune_kernels::pack::packed_f32_len(k, n);
                 shape_need("MatMulF32", packed, s.len())?;
-                let parts = par.parts(batch, batch * m * n * k);
-                if parts > 1 {
+                #[cfg(feature = "std")]
+                if par.parts(batch, batch * m * n * k) > 1 {
+                    let parts = par.parts(batch, batch * m * n * k);
                     // Runs of the batch (attention heads) over the threads, each packing
                     // its own B; a whole product per head gives the bits of the row
                     // splits below.
-                    let runs: Vec<_> = par::runs(batch, parts).collect();
+                    let runs: alloc::vec::Vec<_> = par::runs(batch, parts).collect();
                     let mut rest = &mut o[..batch * m * n];
-                    let mut items = Vec::with_capacity(runs.len());
+                    let mut items = alloc::vec::Vec::with_capacity(runs.len());
                     for r in runs {
                         let (part, tail) = core::mem::take(&mut rest).split_at_mut(r.len() * m * n);
                         items.push((r, part));
@@ -1975,7 +1976,7 @@ pub(crate) fn transpose2d<T: Copy>(x: &[T], rows: usize, cols: usize, y: &mut [T
 /// Rows `c0..` of [`transpose2d`]'s output (columns `c0..` of `x`), as many as `y` holds.
 pub(crate) fn transpose2d_cols<T: Copy>(x: &[T], rows: usize, cols: usize, c0: usize, y: &mut [T]) {
     const B: usize = 16;
-    let c1 = (c0 + if rows == 0 { 0 } else { y.len() / rows }).min(cols);
+    let c1 = (c0 + y.len().checked_div(rows).unwrap_or(0)).min(cols);
     for r0 in (0..rows).step_by(B) {
         let r1 = (r0 + B).min(rows);
         for cb in (c0..c1).step_by(B) {
@@ -1992,27 +1993,11 @@ pub(crate) fn transpose2d_cols<T: Copy>(x: &[T], rows: usize, cols: usize, c0: u
 /// ONNX DynamicQuantizeLinear: u8 codes of `x` over a range that includes 0; returns
 /// (scale, zero point). Division, not a reciprocal, so codes match onnxruntime's.
 fn dynamic_quantize(kern: &Kernels, par: &Par, x: &[f32], q: &mut [u8]) -> Result<(f32, i32)> {
-    // Runs of 64 values over the threads: a range is the min and max of the runs' ranges,
-    // and each code depends on its value alone, so any split gives the same bytes.
-    const RUN: usize = 64;
-    let units = x.len() / RUN;
-    let parts = par.parts(units, x.len() * 8);
-    let runs: Vec<Range<usize>> = par::runs(units, parts)
-        .map(|r| r.start * RUN..if r.end == units { x.len() } else { r.end * RUN })
-        .collect();
     // The range on the kernel tier (NaN ignored, as by a fold of f32::min/max; the order
     // of a min or max does not change it).
-    let (lo, hi) = if runs.len() > 1 {
-        let mut part = alloc::vec![(0.0f32, 0.0f32); runs.len()];
-        let items: Vec<_> = runs.iter().zip(part.iter_mut()).collect();
-        par.each(items, |(r, o)| {
-            *o = kops::range0_f32(kern, &x[r.clone()]);
-            Ok(())
-        })?;
-        part.iter()
-            .fold((0.0f32, 0.0f32), |(l, h), &(a, b)| (l.min(a), h.max(b)))
-    } else {
-        kops::range0_f32(kern, x)
+    let (lo, hi) = match split_range(kern, par, x)? {
+        Some(r) => r,
+        None => kops::range0_f32(kern, x),
     };
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() {
@@ -2021,21 +2006,82 @@ fn dynamic_quantize(kern: &Kernels, par: &Par, x: &[f32], q: &mut [u8]) -> Resul
     }
     let zero = edgetune_kernels::quant::requant(-lo / scale, 0, 0, 255);
     // requant(x / scale, zero, 0, 255) per value, on the kernel tier.
-    if runs.len() > 1 {
-        let mut rest = &mut q[..x.len()];
-        let mut items = Vec::with_capacity(runs.len());
-        for r in &runs {
-            let (qp, tail) = core::mem::take(&mut rest).split_at_mut(r.len());
-            items.push((&x[r.clone()], qp));
-            rest = tail;
-        }
-        par.each(items, |(xp, qp)| {
-            Ok(kops::quantize_u8(kern, xp, scale, zero, qp)?)
-        })?;
-    } else {
+    if !split_quantize(kern, par, x, scale, zero, q)? {
         kops::quantize_u8(kern, x, scale, zero, q)?;
     }
     Ok((scale, zero))
+}
+
+/// Runs of 64 values of a dynamic quantisation over the threads (none worth splitting:
+/// empty). A range is the min and max of the runs' ranges, and each code depends on its
+/// value alone, so any split gives the same bytes.
+#[cfg(feature = "std")]
+fn quantize_runs(par: &Par, n: usize) -> alloc::vec::Vec<Range<usize>> {
+    const RUN: usize = 64;
+    let units = n / RUN;
+    let parts = par.parts(units, n * 8);
+    if parts <= 1 {
+        return alloc::vec::Vec::new();
+    }
+    par::runs(units, parts)
+        .map(|r| r.start * RUN..if r.end == units { n } else { r.end * RUN })
+        .collect()
+}
+
+/// `range0_f32` of `x` in runs over the threads, when worth splitting.
+#[cfg(feature = "std")]
+fn split_range(kern: &Kernels, par: &Par, x: &[f32]) -> Result<Option<(f32, f32)>> {
+    let runs = quantize_runs(par, x.len());
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let mut part = alloc::vec![(0.0f32, 0.0f32); runs.len()];
+    let items: alloc::vec::Vec<_> = runs.iter().zip(part.iter_mut()).collect();
+    par.each(items, |(r, o)| {
+        *o = kops::range0_f32(kern, &x[r.clone()]);
+        Ok(())
+    })?;
+    Ok(Some(
+        part.iter()
+            .fold((0.0f32, 0.0f32), |(l, h), &(a, b)| (l.min(a), h.max(b))),
+    ))
+}
+
+/// `quantize_u8` in runs over the threads, when worth splitting (`false`: not done).
+#[cfg(feature = "std")]
+fn split_quantize(
+    kern: &Kernels,
+    par: &Par,
+    x: &[f32],
+    scale: f32,
+    zero: i32,
+    q: &mut [u8],
+) -> Result<bool> {
+    let runs = quantize_runs(par, x.len());
+    if runs.is_empty() || q.len() < x.len() {
+        return Ok(false);
+    }
+    let mut rest = &mut q[..x.len()];
+    let mut items = alloc::vec::Vec::with_capacity(runs.len());
+    for r in &runs {
+        let (qp, tail) = core::mem::take(&mut rest).split_at_mut(r.len());
+        items.push((&x[r.clone()], qp));
+        rest = tail;
+    }
+    par.each(items, |(xp, qp)| {
+        Ok(kops::quantize_u8(kern, xp, scale, zero, qp)?)
+    })?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "std"))]
+fn split_range(_: &Kernels, _: &Par, _: &[f32]) -> Result<Option<(f32, f32)>> {
+    Ok(None)
+}
+
+#[cfg(not(feature = "std"))]
+fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8]) -> Result<bool> {
+    Ok(false)
 }
 
 #[cfg(all(test, feature = "std"))]

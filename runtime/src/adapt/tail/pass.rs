@@ -240,7 +240,7 @@ pub(super) fn dw_forward_batch(
     z: &mut [f32],
 ) {
     let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let rows = if nz == 0 { 0 } else { z.len() / nz };
+    let rows = z.len().checked_div(nz).unwrap_or(0);
     if par.parts(rows, z.len() * g.kh * g.kw) <= 1 {
         for (xv, zv) in x.chunks_exact(nx).zip(z.chunks_exact_mut(nz)) {
             dw_forward(kern, g, xv, w, zv);
@@ -265,7 +265,7 @@ pub(super) fn dw_dx_batch(
     dx: &mut [f32],
 ) {
     let (nx, nz) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let rows = if nz == 0 { 0 } else { dz.len() / nz };
+    let rows = dz.len().checked_div(nz).unwrap_or(0);
     let items: Vec<_> = dz.chunks_exact(nz).zip(dx.chunks_exact_mut(nx)).collect();
     let run = |(d, x): (&[f32], &mut [f32])| {
         dw_backward(kern, g, &[], w, d, x, &mut []);
