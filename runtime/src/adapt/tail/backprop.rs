@@ -548,6 +548,23 @@ impl Tail {
         pass::affine_back(&self.kern, c, gv, yv, z, gam, gb, gg, lo, hi);
     }
 
+    /// The input `x` of a 1×1 layer reading slot `xi` and its output gradient `dz` in
+    /// slot `y`, over `t` tokens, from the value and gradient slots `pre` holds.
+    fn x_dz<'a>(
+        input: &'a [f32],
+        pre: &'a [f32],
+        sc: &Scratch,
+        (xi, y): (usize, usize),
+        (t, cin, cout): (usize, usize, usize),
+    ) -> (&'a [f32], &'a [f32]) {
+        let x = if xi == 0 {
+            &input[..t * cin]
+        } else {
+            &pre[head(&sc.val[xi], t * cin)]
+        };
+        (x, &pre[head(&sc.grad[y], t * cout)])
+    }
+
     /// Weight gradient of 1×1 layer `i` from `x` and `dz = grad[y]` over `t` tokens (the
     /// batch's): the full `dW`, or its projections onto the low-rank factors.
     #[allow(clippy::too_many_arguments)]
@@ -579,12 +596,7 @@ impl Tail {
             let k = self.lora_scale();
             let (am, bm) = (&p[ra.clone()], &p[rb.clone()]);
             let (pre, post) = s.split_at_mut(sc.xt.start);
-            let x: &[f32] = if xi == 0 {
-                &input[..t * cin]
-            } else {
-                &pre[head(&sc.val[xi], t * cin)]
-            };
-            let dz = &pre[head(&sc.grad[y], t * cout)];
+            let (x, dz) = Tail::x_dz(input, pre, sc, (xi, y), (t, cin, cout));
             let (xr, post) = post.split_at_mut(sc.xt.len());
             let (zr, post) = post.split_at_mut(sc.zpack.len());
             let dr = &mut post[..sc.dw.len()];
@@ -624,12 +636,7 @@ impl Tail {
         // (copies: any split gives the same bits), then dW = xᵀ·dz into `dw`.
         {
             let (pre, post) = s.split_at_mut(sc.xt.start);
-            let x: &[f32] = if xi == 0 {
-                &input[..t * cin]
-            } else {
-                &pre[head(&sc.val[xi], t * cin)]
-            };
-            let dz = &pre[head(&sc.grad[y], t * cout)];
+            let (x, dz) = Tail::x_dz(input, pre, sc, (xi, y), (t, cin, cout));
             let (xt, post) = post.split_at_mut(sc.xt.len());
             let zp = &mut post[..pack::packed_f32_len(t, cout)];
             let (ch, panels) = (cin / 2, cout.div_ceil(pack::F32_NR) / 2);

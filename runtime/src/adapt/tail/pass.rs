@@ -110,77 +110,62 @@ fn affine_back_body(
     }
 }
 
+/// Calls `f(o, i, t)` for every output pixel `o` of a depthwise convolution, each kernel
+/// tap `t` and the input pixel `i` that tap reads (padding skipped), in the order (output
+/// row, output column, kernel row, kernel column).
+#[inline(always)]
+fn each_tap(g: &DwGeom, mut f: impl FnMut(usize, usize, usize)) {
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    f(
+                        oy * g.ow + ox,
+                        iy as usize * g.w + ix as usize,
+                        ky * g.kw + kx,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// `z = dwconv(x, w)` of one example (`[h][w][c]` in, `[oh][ow][c]` out, no bias).
 #[inline(always)]
 fn dw_forward_body(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) {
     let c = g.c;
     z.fill(0.0);
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let zo = &mut z[(oy * g.ow + ox) * c..][..c];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xi = &x[(iy as usize * g.w + ix as usize) * c..][..c];
-                    let wk = &w[(ky * g.kw + kx) * c..][..c];
-                    for ((o, a), b) in zo.iter_mut().zip(xi).zip(wk) {
-                        *o += a * b;
-                    }
-                }
-            }
+    each_tap(g, |o, i, t| {
+        let (zo, xi, wk) = (&mut z[o * c..][..c], &x[i * c..][..c], &w[t * c..][..c]);
+        for ((o, a), b) in zo.iter_mut().zip(xi).zip(wk) {
+            *o += a * b;
         }
-    }
+    });
 }
 
-/// Adds the input gradient of one example's depthwise convolution into `dx` (when not
-/// empty) and its weight gradient into `dw` (when not empty).
+/// Adds the input gradient of one example's depthwise convolution into `dx`.
 #[inline(always)]
-fn dw_backward_body(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+fn dw_dx_body(g: &DwGeom, w: &[f32], dz: &[f32], dx: &mut [f32]) {
     let c = g.c;
-    let (with_dx, with_dw) = (!dx.is_empty(), !dw.is_empty());
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let d = &dz[(oy * g.ow + ox) * c..][..c];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let xo = (iy as usize * g.w + ix as usize) * c;
-                    let wo = (ky * g.kw + kx) * c;
-                    if with_dw {
-                        let (xi, dwk) = (&x[xo..xo + c], &mut dw[wo..wo + c]);
-                        for ((o, a), b) in dwk.iter_mut().zip(xi).zip(d) {
-                            *o += a * b;
-                        }
-                    }
-                    if with_dx {
-                        let (wk, dxi) = (&w[wo..wo + c], &mut dx[xo..xo + c]);
-                        for ((o, a), b) in dxi.iter_mut().zip(wk).zip(d) {
-                            *o += a * b;
-                        }
-                    }
-                }
-            }
+    each_tap(g, |o, i, t| {
+        let (d, wk, dxi) = (&dz[o * c..][..c], &w[t * c..][..c], &mut dx[i * c..][..c]);
+        for ((o, a), b) in dxi.iter_mut().zip(wk).zip(d) {
+            *o += a * b;
         }
-    }
+    });
 }
 
 /// Adds the weight gradient of channels `c0..c0 + cw` of a depthwise convolution over
-/// every example of `x` / `dz` into `acc` (`[kh·kw][cw]`), example by example, in the
-/// order of [`dw_backward_body`].
+/// every example of `x` / `dz` into `acc` (`[kh·kw][cw]`), example by example, each in
+/// the order of [`each_tap`].
 #[inline(always)]
 fn dw_wgrad_body(g: &DwGeom, x: &[f32], dz: &[f32], c0: usize, acc: &mut [f32]) {
     let c = g.c;
@@ -190,28 +175,13 @@ fn dw_wgrad_body(g: &DwGeom, x: &[f32], dz: &[f32], c0: usize, acc: &mut [f32]) 
         return;
     }
     for (x, dz) in x.chunks_exact(nx).zip(dz.chunks_exact(nz)) {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let d = &dz[(oy * g.ow + ox) * c + c0..][..cw];
-                for ky in 0..g.kh {
-                    let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
-                        if ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        let xi = &x[(iy as usize * g.w + ix as usize) * c + c0..][..cw];
-                        let a = &mut acc[(ky * g.kw + kx) * cw..][..cw];
-                        for ((o, u), v) in a.iter_mut().zip(xi).zip(d) {
-                            *o += u * v;
-                        }
-                    }
-                }
+        each_tap(g, |o, i, t| {
+            let d = &dz[o * c + c0..][..cw];
+            let (xi, a) = (&x[i * c + c0..][..cw], &mut acc[t * cw..][..cw]);
+            for ((o, u), v) in a.iter_mut().zip(xi).zip(d) {
+                *o += u * v;
             }
-        }
+        });
     }
 }
 
@@ -224,7 +194,7 @@ fn add_into_body(x: &[f32], y: &mut [f32]) {
 widened!(pub(super) affine(z: &[f32], gam: &[f32], b: &[f32], lo: f32, hi: f32, y: &mut [f32]) => affine_body);
 widened!(pub(super) affine_back(c: usize, g: &mut [f32], y: &[f32], z: &[f32], gam: &[f32], gb: &mut [f32], gg: &mut [f32], lo: f32, hi: f32) => affine_back_body);
 widened!(pub(super) dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) => dw_forward_body);
-widened!(pub(super) dw_backward(g: &DwGeom, x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) => dw_backward_body);
+widened!(pub(super) dw_dx(g: &DwGeom, w: &[f32], dz: &[f32], dx: &mut [f32]) => dw_dx_body);
 widened!(pub(super) add_into(x: &[f32], y: &mut [f32]) => add_into_body);
 
 widened!(dw_wgrad(g: &DwGeom, x: &[f32], dz: &[f32], c0: usize, acc: &mut [f32]) => dw_wgrad_body);
@@ -268,7 +238,7 @@ pub(super) fn dw_dx_batch(
     let rows = dz.len().checked_div(nz).unwrap_or(0);
     let items: Vec<_> = dz.chunks_exact(nz).zip(dx.chunks_exact_mut(nx)).collect();
     let run = |(d, x): (&[f32], &mut [f32])| {
-        dw_backward(kern, g, &[], w, d, x, &mut []);
+        dw_dx(kern, g, w, d, x);
         Ok(())
     };
     if par.parts(rows, dz.len() * g.kh * g.kw) <= 1 {
@@ -386,7 +356,8 @@ mod tests {
             let mut zz = alloc::vec![0.0; dz.len()];
             dw_forward(k, &geo, &x, &w, &mut zz);
             let (mut dx, mut dw) = (alloc::vec![0.25; x.len()], alloc::vec![0.5; w.len()]);
-            dw_backward(k, &geo, &x, &w, &dz, &mut dx, &mut dw);
+            dw_dx(k, &geo, &w, &dz, &mut dx);
+            dw_wgrad(k, &geo, &x, &dz, 0, &mut dw);
             let mut acc = z.clone();
             add_into(k, &g0, &mut acc);
             out.extend(zz.iter().chain(&dx).chain(&dw).chain(&acc));
@@ -488,10 +459,29 @@ mod tests {
             alloc::vec![0.5; rows * nx],
             val(9 * geo.c, 0.11),
         );
+        // The weight gradient by its definition, in the passes' order (example, output
+        // pixel, kernel tap): each channel's sum in the same order, so the same bits.
         for r in 0..rows {
             let (xr, dzr) = (&x[r * nx..][..nx], &dz[r * nz..][..nz]);
             dw_forward(&kern, &geo, xr, &w, &mut z[r * nz..][..nz]);
-            dw_backward(&kern, &geo, xr, &w, dzr, &mut dx[r * nx..][..nx], &mut dw);
+            dw_dx(&kern, &geo, &w, dzr, &mut dx[r * nx..][..nx]);
+            for oy in 0..geo.oh {
+                for ox in 0..geo.ow {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                            if !(0..5).contains(&iy) || !(0..6).contains(&ix) {
+                                continue;
+                            }
+                            let i = iy as usize * geo.w + ix as usize;
+                            for ch in 0..geo.c {
+                                dw[(ky * 3 + kx) * geo.c + ch] +=
+                                    xr[i * geo.c + ch] * dzr[(oy * geo.ow + ox) * geo.c + ch];
+                            }
+                        }
+                    }
+                }
+            }
         }
         let want: Vec<u32> = [z, dx, dw].concat().iter().map(|v| v.to_bits()).collect();
         for t in [1, 2, 3] {
