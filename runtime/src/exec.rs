@@ -768,29 +768,26 @@ impl<'p, 'm> Executor<'p, 'm> {
                 ref geom,
                 w,
                 bias,
-            } => {
-                let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                for (x, y) in images("GroupConvF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
-                    group_conv_f32(
-                        &kern,
-                        geom,
-                        f32s(x),
-                        plan.blob(w),
-                        plan.blob(bias),
-                        f32s_mut(y),
-                    )?;
-                }
             }
-            Op::DwF32 {
+            | Op::DwF32 {
                 x,
                 y,
                 ref geom,
                 w,
                 bias,
             } => {
+                // Depthwise (NHWC) or grouped (NCHW) float convolution, image by image.
+                let (name, conv): (
+                    &str,
+                    fn(&Kernels, &ConvGeom, &[f32], &[f32], &[f32], &mut [f32]) -> Result<()>,
+                ) = if matches!(op, Op::DwF32 { .. }) {
+                    ("DepthwiseF32", dw_f32)
+                } else {
+                    ("GroupConvF32", group_conv_f32)
+                };
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                for (x, y) in images("DepthwiseF32", batch(i[0], conv_in(geom, 4)), i[0], o)? {
-                    dw_f32(
+                for (x, y) in images(name, batch(i[0], conv_in(geom, 4)), i[0], o)? {
+                    conv(
                         &kern,
                         geom,
                         f32s(x),
