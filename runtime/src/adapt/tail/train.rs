@@ -157,7 +157,8 @@ impl Tail {
             pr.push(r);
         }
         let head = a.take(classes * net.feature_dim());
-        // Largest 1×1 weight, for the effective weights of a low-rank update.
+        // Largest 1×1 weight: the weight-gradient buffer of `tail`, and `lora`'s effective
+        // weights before they are packed.
         let wmax = net
             .layers
             .iter()
@@ -167,7 +168,12 @@ impl Tail {
             })
             .max()
             .unwrap_or(0);
-        let prep_len = pa.0 + wmax;
+        let prep_len = pa.0
+            + if matches!(variant, Variant::Lora { .. }) {
+                wmax
+            } else {
+                0
+            };
         let sc = Tail::scratch_layout(&net, variant, wmax, 1, false);
         let t = Tail {
             net,
@@ -238,8 +244,9 @@ impl Tail {
             let (fr, br) = self.packs[i].clone();
             let (packs, we) = prep.split_at_mut(n - wmax);
             // `W` for the forward, `Wᵀ` for the input gradient, both from `W` itself.
-            let we: &[f32] = match (&self.pr[i].w, self.variant) {
-                (Some(rw), Variant::Full) => &p[rw.clone()],
+            let we: &[f32] = match (&self.pr[i].w, self.variant, l) {
+                (Some(rw), Variant::Full, _) => &p[rw.clone()],
+                (_, Variant::Bias, Layer::Pw { w, .. }) => &self.net.frozen[*w..*w + cin * cout],
                 _ => {
                     let we = &mut we[..cin * cout];
                     self.weff(i, p, we);
