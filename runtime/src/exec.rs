@@ -103,17 +103,17 @@ fn arena_mut<'a>(a: &'a mut Arena<'_>) -> &'a mut [u8] {
 /// operations in the same order (Rust fuses no multiply-add unasked): every version
 /// gives the same bits (`tests::widened_loops_match_the_plain_ones`).
 macro_rules! widened {
-    ($vis:vis $name:ident($($a:ident: $t:ty),*) => $body:ident) => {
-        $vis fn $name(kern: &Kernels, $($a: $t),*) {
+    ($vis:vis $name:ident($($a:ident: $t:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $vis fn $name(kern: &Kernels, $($a: $t),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 use edgetune_kernels::registry::Tier;
                 #[target_feature(enable = "avx512f")]
-                unsafe fn w512($($a: $t),*) {
+                unsafe fn w512($($a: $t),*) $(-> $ret)? {
                     $body($($a),*)
                 }
                 #[target_feature(enable = "avx2")]
-                unsafe fn w256($($a: $t),*) {
+                unsafe fn w256($($a: $t),*) $(-> $ret)? {
                     $body($($a),*)
                 }
                 match kern.ew.tier {
