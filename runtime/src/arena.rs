@@ -1,12 +1,17 @@
 //! The arena planner: every tensor of a plan gets an offset in one buffer, sized once at
 //! import, so the executor never allocates while it runs.
 
-use crate::plan::{Op, TensorInfo};
+use crate::plan::{Op, TensorInfo, Unary};
 
 /// Lifetime-based arena planning: each tensor lives from the op that writes it to the
 /// last op that reads it (inputs from the start, outputs and taps to the end). Tensors
 /// are placed largest first at the lowest 64-aligned offset that overlaps no tensor with
 /// an intersecting lifetime. Returns the arena size and fills `TensorInfo::offset`.
+///
+/// The two sides of a float copy (`UnaryF32` `Identity`: a Reshape, Flatten, Squeeze or
+/// Unsqueeze) share their bytes: they hold the same values for as long as either lives,
+/// so they are placed once, over the union of their lifetimes, and the executor skips
+/// the copy.
 pub fn plan_arena(
     tensors: &mut [TensorInfo],
     ops: &[Op],
@@ -34,7 +39,45 @@ pub fn plan_arena(
     for &t in pinned_end {
         end[t as usize] = last;
     }
-    let mut order: alloc::vec::Vec<usize> = (0..n).filter(|&i| first[i] != usize::MAX).collect();
+    // Each tensor's representative: the first tensor of its chain of copies.
+    let mut rep: alloc::vec::Vec<usize> = (0..n).collect();
+    for op in ops {
+        if let Op::UnaryF32 {
+            x,
+            y,
+            f: Unary::Identity,
+        } = *op
+        {
+            let (x, y) = (x as usize, y as usize);
+            if x < n && y < n && x != y && tensors[x].bytes() == tensors[y].bytes() {
+                // Ops run in order and `y` is written once, by this copy: `x` already
+                // has its representative, and `y`'s own copies come later.
+                if rep[x] != y {
+                    rep[y] = rep[x];
+                }
+            }
+        }
+    }
+    for i in 0..n {
+        let mut r = i;
+        for _ in 0..n {
+            if rep[r] == r {
+                break;
+            }
+            r = rep[r];
+        }
+        rep[i] = r;
+    }
+    for i in 0..n {
+        let r = rep[i];
+        if r != i && first[i] != usize::MAX {
+            first[r] = first[r].min(first[i]);
+            end[r] = end[r].max(end[i]);
+        }
+    }
+    let mut order: alloc::vec::Vec<usize> = (0..n)
+        .filter(|&i| rep[i] == i && first[i] != usize::MAX)
+        .collect();
     order.sort_by_key(|&i| core::cmp::Reverse(tensors[i].bytes()));
     let mut placed: alloc::vec::Vec<usize> = alloc::vec::Vec::new();
     let mut total = 0;
@@ -61,6 +104,11 @@ pub fn plan_arena(
         tensors[i].offset = off;
         total = total.max(off + size);
         placed.push(i);
+    }
+    for i in 0..n {
+        if rep[i] != i {
+            tensors[i].offset = tensors[rep[i]].offset;
+        }
     }
     total
 }
@@ -166,6 +214,93 @@ mod tests {
             let end = [(n - 1) as u32];
             let size = plan_arena(&mut ts, &ops, &[0], &end);
             check(&ts, &ops, &[0], &end, size);
+        }
+    }
+
+    fn copy(x: u32, y: u32) -> Op {
+        Op::UnaryF32 {
+            x,
+            y,
+            f: Unary::Identity,
+        }
+    }
+
+    /// Oracle by running: every byte of the arena remembers which value was last written
+    /// there; each op must read its inputs' values whole, and the pinned outputs must hold
+    /// theirs at the end. A copy's output holds its input's value.
+    fn simulate(ts: &[TensorInfo], ops: &[Op], start: &[u32], end: &[u32], size: usize) {
+        let mut val: alloc::vec::Vec<usize> = (0..ts.len()).collect();
+        for op in ops {
+            if let Op::UnaryF32 {
+                x,
+                y,
+                f: Unary::Identity,
+            } = *op
+            {
+                val[y as usize] = val[x as usize];
+            }
+        }
+        let mut mem = alloc::vec![usize::MAX; size];
+        let span = |t: usize| ts[t].offset..ts[t].offset + ts[t].bytes();
+        for &t in start {
+            mem[span(t as usize)].fill(val[t as usize]);
+        }
+        for (k, op) in ops.iter().enumerate() {
+            let (ins, outs) = op.io();
+            for &t in ins.iter() {
+                let t = t as usize;
+                assert!(
+                    mem[span(t)].iter().all(|&v| v == val[t]),
+                    "op {k} reads {t} overwritten"
+                );
+            }
+            for &t in outs.iter() {
+                mem[span(t as usize)].fill(val[t as usize]);
+            }
+        }
+        for &t in end {
+            let t = t as usize;
+            assert!(
+                mem[span(t)].iter().all(|&v| v == val[t]),
+                "output {t} overwritten"
+            );
+        }
+    }
+
+    #[test]
+    fn copies_share_bytes_and_live_as_long_as_either_side() {
+        // 0 -> copy 1 -> relu 2 -> copy 3 -> relu 4, with 1 read again at the end (5).
+        let mut ts = alloc::vec![t(256), t(256), t(256), t(256), t(256), t(256)];
+        let ops = [copy(0, 1), un(1, 2), copy(2, 3), un(3, 4), un(1, 5)];
+        let size = plan_arena(&mut ts, &ops, &[0], &[4, 5]);
+        simulate(&ts, &ops, &[0], &[4, 5], size);
+        assert_eq!(ts[0].offset, ts[1].offset);
+        assert_eq!(ts[2].offset, ts[3].offset);
+        // Without the copies the chain needs 0/1 alive with 2, 3 and 4: the sharing saves
+        // two tensors' bytes.
+        assert!(size <= 3 * 1024, "{size}");
+    }
+
+    #[test]
+    fn random_graphs_with_copies_keep_every_value() {
+        let mut rng = crate::adapt::rng::Rng::new(11);
+        for _ in 0..200 {
+            let n = 3 + rng.below(14);
+            let mut ts: alloc::vec::Vec<TensorInfo> = alloc::vec![t(1 + rng.below(300))];
+            let mut ops = alloc::vec::Vec::new();
+            for y in 1..n {
+                let x = rng.below(y);
+                if rng.below(2) == 0 {
+                    ts.push(t(ts[x].shape[0]));
+                    ops.push(copy(x as u32, y as u32));
+                } else {
+                    ts.push(t(1 + rng.below(300)));
+                    ops.push(un(x as u32, y as u32));
+                }
+            }
+            let end = [(n - 1) as u32, rng.below(n) as u32];
+            let size = plan_arena(&mut ts, &ops, &[0], &end);
+            simulate(&ts, &ops, &[0], &end, size);
         }
     }
 }
