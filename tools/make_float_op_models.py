@@ -215,11 +215,40 @@ def if_shape():
     return g.model(a, [1, 4, 6], None), (1, 4, 6)
 
 
+def elementwise_chains():
+    # Runs of elementwise ops edgetune fuses into chains: a GELU written out as exporters
+    # do (bias add, Div, Erf, Add, two Mul), a Reshape inside a chain, a scale repeated
+    # along the output, a tensor broadcast over the leading axes (the attention-mask
+    # pattern), a value also read outside its chain, a chain that would need three inputs,
+    # a square (one value twice), and scalar-path functions (Sqrt, Exp, Abs, Neg).
+    g = G()
+    c = lambda v: g.init(np.array(v, np.float32), "c")
+    a = g.op("Add", ["x", g.init(w(50), "b")])
+    gelu = g.op("Mul", [g.op("Mul", [a, c(0.5)]),
+                        g.op("Add", [g.op("Erf", [g.op("Div", [a, c(1.4142135)])]), c(1.0)])])
+    r = g.op("Reshape", [gelu, g.init(np.array([1, 6, 400], np.int64), "shape")])
+    s = g.op("Mul", [r, g.init(w(400), "s")])
+    xr = g.op("Reshape", ["x", g.init(np.array([1, 6, 400], np.int64), "shape")])
+    s = g.op("Sub", [s, xr])
+    s = g.op("Reshape", [s, g.init(np.array([1, 6, 8, 50], np.int64), "shape")])
+    mask = g.op("ReduceMax", ["x"], axes=[1], keepdims=1)
+    h2 = g.op("Add", [g.op("Mul", [s, c(0.25)]), mask])
+    seen = g.op("ReduceMax", [h2], axes=[3], keepdims=1)
+    q = g.op("Mul", [h2, h2])
+    q = g.op("Div", [q, g.op("Add", [seen, c(2.0)])])
+    t3 = g.op("Add", [g.op("Add", [q, "x"]), mask])
+    t3 = g.op("Add", [t3, gelu])
+    sc = g.op("Sqrt", [g.op("Add", [g.op("Abs", [t3]), c(1.0)])])
+    sc = g.op("Neg", [g.op("Exp", [g.op("Mul", [sc, c(-0.5)])])])
+    return g.model(g.op("Sigmoid", [g.op("Sub", [sc, t3])]), [1, 6, 8, 50], None), (1, 6, 8, 50)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
-          "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape}
+          "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
+          "elementwise_chains": elementwise_chains}
 
 
 class Reader(CalibrationDataReader):

@@ -4,7 +4,9 @@
 pub use crate::arena::plan_arena;
 use crate::error::{Error, Result};
 use crate::par::{self, Par};
-use crate::plan::{AlignedBytes, BinOp, Op, Plan, PlanView, Src, Tables, TensorMeta, Unary};
+use crate::plan::{
+    AlignedBytes, BinOp, Op, Plan, PlanView, Src, Tables, TensorMeta, Unary, CHAIN_WORDS,
+};
 use alloc::format;
 use core::ops::Range;
 use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant, UnaryF32};
@@ -656,40 +658,32 @@ impl<'p, 'm> Executor<'p, 'm> {
                 // block, so every value takes the same path as on one thread.
                 par::map_runs(par, 64, f32s(i[0]), f32s_mut(o), 16, |x, o| {
                     o.copy_from_slice(x);
-                    match f {
-                        Unary::Relu => kops::unary_f32(&kern, UnaryF32::Relu, o),
-                        Unary::Relu6 => kops::unary_f32(&kern, UnaryF32::Relu6, o),
-                        Unary::Sigmoid => kops::unary_f32(&kern, UnaryF32::Sigmoid, o),
-                        Unary::HardSwish => kops::unary_f32(&kern, UnaryF32::HardSwish, o),
-                        Unary::GeluErf => kops::unary_f32(&kern, UnaryF32::GeluErf, o),
-                        Unary::Erf => kops::unary_f32(&kern, UnaryF32::Erf, o),
-                        Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
-                        Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
-                        Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
-                        Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
-                        Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
-                        Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
-                        Unary::Softplus => o.iter_mut().for_each(|v| {
-                            // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
-                            *v = if *v > 0.0 {
-                                *v + libm::log1pf(libm::expf(-*v))
-                            } else {
-                                libm::log1pf(libm::expf(*v))
-                            }
-                        }),
-                        Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
-                        Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
-                        Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
-                        Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
-                        Unary::GeluTanh => o.iter_mut().for_each(|v| {
-                            let x = *v;
-                            let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
-                            *v = 0.5 * x * (1.0 + libm::tanhf(u));
-                        }),
-                        Unary::Identity => {}
-                    }
+                    unary_in_place(&kern, f, o);
                     Ok(())
                 })?;
+            }
+            Op::ChainF32 {
+                a,
+                b,
+                y,
+                prog,
+                consts,
+            } => {
+                let ins: heapless::Vec<Range<usize>, 2> = [Some(a), b]
+                    .iter()
+                    .flatten()
+                    .map(|&t| range(tt(t)))
+                    .collect();
+                let (i, [o, _]) = split(arena, &ins, &[range(tt(y))])?;
+                let inputs = [f32s(i[0]), if b.is_some() { f32s(i[1]) } else { &[] }];
+                chain(
+                    &kern,
+                    par,
+                    plan.blob(prog),
+                    plan.blob(consts),
+                    inputs,
+                    f32s_mut(o),
+                )?;
             }
             Op::BinF32 {
                 a,
@@ -1397,6 +1391,293 @@ fn checked(dims: &[usize]) -> Result<usize> {
         .ok_or_else(|| shape_err("size", usize::MAX, 0))
 }
 
+/// `o = f(o)`, value by value: the kernel tier's functions where it has them.
+#[inline(never)]
+fn unary_in_place(kern: &Kernels, f: Unary, o: &mut [f32]) {
+    match f {
+        Unary::Relu => kops::unary_f32(kern, UnaryF32::Relu, o),
+        Unary::Relu6 => kops::unary_f32(kern, UnaryF32::Relu6, o),
+        Unary::Sigmoid => kops::unary_f32(kern, UnaryF32::Sigmoid, o),
+        Unary::HardSwish => kops::unary_f32(kern, UnaryF32::HardSwish, o),
+        Unary::GeluErf => kops::unary_f32(kern, UnaryF32::GeluErf, o),
+        Unary::Erf => kops::unary_f32(kern, UnaryF32::Erf, o),
+        Unary::Sqrt => o.iter_mut().for_each(|v| *v = libm::sqrtf(*v)),
+        Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+        Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
+        Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
+        Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
+        Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
+        Unary::Softplus => o.iter_mut().for_each(|v| {
+            // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
+            *v = if *v > 0.0 {
+                *v + libm::log1pf(libm::expf(-*v))
+            } else {
+                libm::log1pf(libm::expf(*v))
+            }
+        }),
+        Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
+        Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
+        Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
+        Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
+        Unary::GeluTanh => o.iter_mut().for_each(|v| {
+            let x = *v;
+            let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+            *v = 0.5 * x * (1.0 + libm::tanhf(u));
+        }),
+        Unary::Identity => {}
+    }
+}
+
+/// Most values per block of a chain (the registers' length); smaller on a device, whose
+/// stack holds them.
+#[cfg(feature = "std")]
+const CHAIN_MAX: usize = 1024;
+#[cfg(not(feature = "std"))]
+const CHAIN_MAX: usize = 64;
+
+/// An operand of a decoded chain instruction.
+#[derive(Clone, Copy)]
+enum Opd<'a> {
+    Reg(usize),
+    /// Values repeated along y (once when as long as y).
+    Src(&'a [f32]),
+}
+
+#[derive(Clone, Copy)]
+enum ChainFn {
+    Un(Unary),
+    Bin(unsafe fn(&[f32], &[f32], &mut [f32])),
+}
+
+#[derive(Clone, Copy)]
+struct ChainIns<'a> {
+    f: ChainFn,
+    dst: usize,
+    l: Opd<'a>,
+    r: Opd<'a>,
+}
+
+/// Decodes and checks an [`Op::ChainF32`] program: known codes, registers written before
+/// they are read, operands within their buffers and repeating evenly along y's `n`
+/// values, and no binary operation writing a register it reads.
+#[inline(never)]
+fn chain_decode<'a>(
+    kern: &Kernels,
+    prog: &[u32],
+    consts: &'a [f32],
+    inputs: [&'a [f32]; 2],
+    n: usize,
+) -> Result<heapless::Vec<ChainIns<'a>, 32>> {
+    use crate::plan::chain::{BIN, CONST, INPUT, REGS};
+    let bad = |why: &str| Error::Invalid {
+        what: format!("elementwise chain: {why}"),
+    };
+    if prog.is_empty() || !prog.len().is_multiple_of(CHAIN_WORDS) {
+        return Err(bad("program length"));
+    }
+    let mut out = heapless::Vec::new();
+    let mut written = 0u32;
+    for w in prog.chunks_exact(CHAIN_WORDS) {
+        let (code, dst) = (w[0], w[1]);
+        let opd = |v: u32, len: u32| -> Result<Opd<'a>> {
+            let src = |s: &'a [f32]| -> Result<Opd<'a>> {
+                if s.is_empty() || !n.is_multiple_of(s.len()) {
+                    return Err(bad("operand does not repeat evenly along the output"));
+                }
+                Ok(Opd::Src(s))
+            };
+            match v {
+                r if r < REGS && written & (1 << r) != 0 => Ok(Opd::Reg(r as usize)),
+                r if r < REGS => Err(bad("register read before it is written")),
+                v if (INPUT..INPUT + 2).contains(&v) => src(inputs[(v - INPUT) as usize]),
+                v if v >= CONST => {
+                    let off = (v - CONST) as usize;
+                    match consts.get(off..off.saturating_add(len as usize)) {
+                        Some(c) => src(c),
+                        None => Err(bad("constant outside the plan's table")),
+                    }
+                }
+                _ => Err(bad("unknown operand")),
+            }
+        };
+        if dst >= REGS {
+            return Err(bad("unknown register"));
+        }
+        let l = opd(w[2], w[3])?;
+        let (f, r) = if code < BIN {
+            let f = Unary::ALL
+                .get(code as usize)
+                .copied()
+                .ok_or_else(|| bad("unknown function"))?;
+            (ChainFn::Un(f), l)
+        } else {
+            let t = match BinOp::ALL.get((code - BIN) as usize) {
+                Some(BinOp::Add) => kern.ew.f.add_f32,
+                Some(BinOp::Sub) => kern.ew.f.sub_f32,
+                Some(BinOp::Mul) => kern.ew.f.mul_f32,
+                Some(BinOp::Div) => kern.ew.f.div_f32,
+                _ => return Err(bad("unknown operation")),
+            };
+            let r = opd(w[4], w[5])?;
+            if [l, r]
+                .iter()
+                .any(|o| matches!(o, Opd::Reg(k) if *k == dst as usize))
+            {
+                return Err(bad("an operation writes the register it reads"));
+            }
+            (ChainFn::Bin(t), r)
+        };
+        written |= 1 << dst;
+        out.push(ChainIns {
+            f,
+            dst: dst as usize,
+            l,
+            r,
+        })
+        .map_err(|_| bad("more than 32 instructions"))?;
+    }
+    Ok(out)
+}
+
+/// The values of operand `o` for y's values `g0..g0 + len`: a register (`lo`/`hi` those
+/// below and above the destination `dst`), the input's own values, the operand repeated
+/// over a whole block (`pre`, when it was built), or repeated into `tmp`.
+fn chain_operand<'v>(
+    o: Opd<'v>,
+    g0: usize,
+    len: usize,
+    (lo, hi, dst): (&'v [f32], &'v [f32], usize),
+    pre: &'v [f32],
+    tmp: &'v mut [f32],
+) -> &'v [f32] {
+    match o {
+        Opd::Reg(r) if r < dst => &lo[r * CHAIN_MAX..][..len],
+        Opd::Reg(r) => &hi[(r - dst - 1) * CHAIN_MAX..][..len],
+        Opd::Src(s) if g0 + len <= s.len() => &s[g0..g0 + len],
+        Opd::Src(_) if !pre.is_empty() => &pre[..len],
+        Opd::Src(s) => {
+            let p = s.len();
+            let (mut j, mut at) = (0, g0 % p);
+            while j < len {
+                let k = (p - at).min(len - j);
+                tmp[j..j + k].copy_from_slice(&s[at..at + k]);
+                j += k;
+                at = 0;
+            }
+            &tmp[..len]
+        }
+    }
+}
+
+/// Runs an [`Op::ChainF32`] program over `y` block by block, the blocks spread over the
+/// threads: each instruction in turn on a block's registers, the last one into `y`.
+///
+/// Blocks start at multiples of 16 values (every tier's widest vector), so each value
+/// takes the path it takes in the separate ops: the same bits. Their length is a multiple
+/// of the repeated operands' periods where that fits, so those are built once per part.
+#[inline(never)]
+fn chain(
+    kern: &Kernels,
+    par: &Par,
+    prog: &[u32],
+    consts: &[f32],
+    inputs: [&[f32]; 2],
+    y: &mut [f32],
+) -> Result<()> {
+    const R: usize = crate::plan::chain::REGS as usize;
+    let n = y.len();
+    let code = chain_decode(kern, prog, consts, inputs, n)?;
+    let Some((last, body)) = code.split_last() else {
+        return Ok(());
+    };
+    // The repeated operands' periods, and a block length all of them divide.
+    let periods = code
+        .iter()
+        .flat_map(|c| [c.l, c.r])
+        .filter_map(|o| match o {
+            Opd::Src(s) if s.len() < n => Some(s.len()),
+            _ => None,
+        });
+    let mut unit = 16;
+    for p in periods {
+        let g = gcd(unit, p);
+        if unit / g * p <= CHAIN_MAX {
+            unit = unit / g * p;
+        }
+    }
+    let block = if unit > CHAIN_MAX {
+        CHAIN_MAX
+    } else {
+        (CHAIN_MAX / 2).max(unit) / unit * unit
+    };
+    let run = |ins: &ChainIns,
+               g0: usize,
+               regs: (&[f32], &[f32], usize),
+               pre: [&[f32]; 2],
+               tmp: &mut [[f32; CHAIN_MAX]; 2],
+               d: &mut [f32]| {
+        let len = d.len();
+        let [ta, tb] = tmp;
+        match ins.f {
+            ChainFn::Un(f) => {
+                if !matches!(ins.l, Opd::Reg(r) if r == regs.2) {
+                    d.copy_from_slice(chain_operand(ins.l, g0, len, regs, pre[0], ta));
+                }
+                unary_in_place(kern, f, d);
+            }
+            ChainFn::Bin(t) => {
+                let a = chain_operand(ins.l, g0, len, regs, pre[0], ta);
+                let b = chain_operand(ins.r, g0, len, regs, pre[1], tb);
+                // SAFETY: both operands hold `len` values, as `d` does; the tier's
+                // features were detected when `Kernels` was built.
+                unsafe { t(a, b, d) };
+            }
+        }
+    };
+    par::for_runs(par, block, y, 2 * code.len(), |start, part| {
+        // Each repeated operand whose period divides the block, over a whole block: every
+        // block starts at a multiple of its period. (Not on a device, whose blocks are
+        // short: there they are repeated block by block, in less code.)
+        let pre: alloc::vec::Vec<[alloc::vec::Vec<f32>; 2]> = code
+            .iter()
+            .map(|c| {
+                [c.l, c.r].map(|o| match o {
+                    Opd::Src(s)
+                        if cfg!(feature = "std")
+                            && s.len() < n
+                            && block.is_multiple_of(s.len()) =>
+                    {
+                        s.iter().copied().cycle().take(block).collect()
+                    }
+                    _ => alloc::vec::Vec::new(),
+                })
+            })
+            .collect();
+        let mut regs = [0.0f32; R * CHAIN_MAX];
+        let mut tmp = [[0.0f32; CHAIN_MAX]; 2];
+        for (bi, yb) in part.chunks_mut(block).enumerate() {
+            let (g0, len) = (start + bi * block, yb.len());
+            for (ins, pre) in body.iter().zip(&pre) {
+                let (lo, rest) = regs.split_at_mut(ins.dst * CHAIN_MAX);
+                let (d, hi) = rest.split_at_mut(CHAIN_MAX);
+                let pre = [&pre[0][..], &pre[1][..]];
+                run(ins, g0, (lo, hi, ins.dst), pre, &mut tmp, &mut d[..len]);
+            }
+            let p = &pre[body.len()];
+            run(last, g0, (&regs, &[], R), [&p[0], &p[1]], &mut tmp, yb);
+        }
+        Ok(())
+    })
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// `y = a ∘ b` over the 4-D `dims` with per-operand element strides.
 fn binary(
     kern: &Kernels,
@@ -2088,6 +2369,70 @@ fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8])
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// A chain program runs against a scalar statement of it on lengths that leave
+    /// partial blocks and periods that do and do not divide a block; malformed programs
+    /// are typed errors, never a panic.
+    #[test]
+    fn chain_programs_run_and_malformed_ones_are_refused() {
+        use crate::plan::chain::{BIN, CONST, INPUT};
+        let kern = Kernels::detect();
+        let par = Par::new(2).unwrap();
+        let bin = |f: BinOp| BIN + f as u32;
+        for (n, pa, pb) in [
+            (2500, 2500, 50),
+            (1050, 1050, 7),
+            (38, 38, 1),
+            (4096, 64, 4096),
+            (6000, 1500, 8),
+        ] {
+            let a: Vec<f32> = (0..pa).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..pb).map(|i| (i as f32 * 0.11).cos()).collect();
+            let consts = [0.5f32, 2.0, 3.0, -1.0];
+            // r0 = a·0.5; r1 = r0 - b; r0 = |r1| (in place); r2 = r0 / [2, 3] repeated;
+            // y = r2 + r1.
+            let prog = [
+                [bin(BinOp::Mul), 0, INPUT, 0, CONST, 1],
+                [bin(BinOp::Sub), 1, 0, 0, INPUT + 1, 0],
+                [Unary::Abs as u32, 0, 1, 0, 0, 0],
+                [bin(BinOp::Div), 2, 0, 0, CONST + 1, 2],
+                [bin(BinOp::Add), 3, 2, 0, 1, 0],
+            ]
+            .concat();
+            let mut y = vec![0.0; n];
+            chain(&kern, &par, &prog, &consts, [&a, &b], &mut y).unwrap();
+            for (i, &v) in y.iter().enumerate() {
+                let r1 = a[i % pa] * 0.5 - b[i % pb];
+                let want = r1.abs() / consts[1 + i % 2] + r1;
+                assert_eq!(v.to_bits(), want.to_bits(), "n {n} value {i}");
+            }
+        }
+        let (a, mut y) = (vec![1.0f32; 64], vec![0.0f32; 64]);
+        let bad: [&[u32]; 8] = [
+            &[],
+            &[bin(BinOp::Add), 0, INPUT, 0, INPUT],
+            &[bin(BinOp::Add), 0, 1, 0, INPUT, 0],
+            &[bin(BinOp::Add), 4, INPUT, 0, INPUT, 0],
+            &[bin(BinOp::Pow), 0, INPUT, 0, INPUT, 0],
+            &[bin(BinOp::Add), 0, INPUT, 0, CONST + 3, 2],
+            &[bin(BinOp::Add), 0, INPUT, 0, INPUT + 1, 0],
+            &[99, 0, INPUT, 0, 0, 0],
+        ];
+        for prog in bad {
+            let r = chain(&kern, &par, prog, &[1.0, 2.0], [&a, &[]], &mut y);
+            assert!(matches!(r, Err(Error::Invalid { .. })), "{prog:?}");
+        }
+        // An operation writing the register it reads.
+        let prog = [
+            [bin(BinOp::Add), 0, INPUT, 0, INPUT, 0],
+            [bin(BinOp::Add), 0, 0, 0, INPUT, 0],
+        ]
+        .concat();
+        assert!(chain(&kern, &par, &prog, &[], [&a, &[]], &mut y).is_err());
+        // An input whose length does not divide the output's.
+        let prog = [bin(BinOp::Add), 0, INPUT, 0, INPUT, 0];
+        assert!(chain(&kern, &par, &prog, &[], [&a[..7], &[]], &mut y).is_err());
+    }
 
     /// The grouped float convolution and the clamp compiled for each x86 tier the CPU has
     /// give the plain loops' bits, and the convolution equals a direct sum per output in

@@ -537,6 +537,29 @@ pub fn map_runs<T: Send + Sync>(
     par.each(items, |(r, yp)| f(&x[r], yp))
 }
 
+/// Calls `f(start, part)` on runs of `y` that start at multiples of `unit` (the last one
+/// ends with `y`), the runs spread over the threads; `cost` is the work per value.
+pub fn for_runs<T: Send>(
+    par: &Par,
+    unit: usize,
+    y: &mut [T],
+    cost: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
+) -> Result<()> {
+    let (unit, n) = (unit.max(1), y.len());
+    let units = n.div_ceil(unit);
+    let parts = par.parts(units, n.saturating_mul(cost));
+    if parts <= 1 {
+        return f(0, y);
+    }
+    let rs: Vec<_> = runs(units, parts)
+        .map(|r| r.start * unit..(r.end * unit).min(n))
+        .collect();
+    let ys = split_rows(y, rs.iter().map(|r| r.len()));
+    let items: Vec<_> = rs.into_iter().map(|r| r.start).zip(ys).collect();
+    par.each(items, |(s, yp)| f(s, yp))
+}
+
 /// The worker pool: `n` threads that spin for a while after each job, then sleep. Ops come
 /// back to back within a run, so a spinning worker starts the next part at once; waking
 /// a sleeping thread costs tens of microseconds on a virtual machine, the length of a

@@ -74,6 +74,7 @@ fn float_models_match_onnxruntime() {
         "upsample_linear",
         "lstm_bidir",
         "if_shape",
+        "elementwise_chains",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -138,4 +139,55 @@ fn a_quantised_model_resizes_bilinearly_in_a_float_island() {
     let steps = w * scale / ((hi - lo) / 255.0);
     eprintln!("upsample_linear_qdq: worst {steps:.2} output steps");
     assert!(steps <= 2.0, "{steps} output steps from onnxruntime");
+}
+
+/// Outputs of a plan on every input of model `stem`, on `threads` threads.
+fn outputs(stem: &str, unfused: bool, threads: usize) -> (Vec<f32>, Plan<'static>) {
+    let opts = ImportOptions {
+        unfused,
+        ..Default::default()
+    };
+    let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let (xs, x) = read_npy(&dir().join(format!("{stem}_x.npy"))).unwrap();
+    let xl = x.len() / xs[0];
+    let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+    exec.set_par(edgetune::par::Par::new(threads).unwrap());
+    let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
+    let mut all = vec![];
+    for i in 0..xs[0] {
+        let mut out = vec![0.0; yl];
+        exec.run(&[&x[i * xl..][..xl]]).unwrap();
+        exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+        all.extend(out);
+    }
+    (all, plan)
+}
+
+/// Runs of elementwise ops fused into chains give the separate ops' bits, on one thread
+/// and two: a GELU written out, a Reshape inside a chain, repeated constants and a tensor
+/// broadcast over leading axes, values read outside their chain, chains cut at a third
+/// input, scalar-path functions.
+#[test]
+fn chains_give_the_separate_ops_bits() {
+    let chains = |p: &Plan| count(p, |o| matches!(o, Op::ChainF32 { .. }));
+    for stem in ["elementwise_chains", "mask_logic", "if_shape"] {
+        let (want, plain) = outputs(stem, true, 1);
+        assert_eq!(chains(&plain), 0, "{stem}");
+        for threads in [1, 2] {
+            let (got, fused) = outputs(stem, false, threads);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{stem} on {threads} threads"
+            );
+            if stem == "elementwise_chains" {
+                // The GELU with its bias add and Reshape, the scale and residual, the
+                // masked square's start, and two pieces of the tail cut at third inputs.
+                assert_eq!(chains(&fused), 4);
+                assert!(fused.ops.len() < plain.ops.len() - 10);
+            }
+        }
+    }
 }

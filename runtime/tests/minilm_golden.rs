@@ -86,3 +86,40 @@ fn minilm_int8_matches_onnxruntime() {
     );
     assert!(worst > 0.997, "worst cosine {worst}");
 }
+
+/// The elementwise chains of the fused plan (the GELUs, bias and residual adds, scaled
+/// and masked scores: 4 per layer) give the separate ops' bits on real sentences.
+#[test]
+fn fused_chains_give_the_separate_ops_bits() {
+    let run = |unfused: bool| {
+        let opts = ImportOptions {
+            unfused,
+            ..Default::default()
+        };
+        let parts = import_path(&root().join("models/minilm_l6_int8.onnx"), &opts).unwrap();
+        let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+        let chains = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o, edgetune::plan::Op::ChainF32 { .. }))
+            .count();
+        let g = |n: &str| read_npy(&root().join("models/golden").join(n)).unwrap().1;
+        let (ids, mask) = (g("minilm_ids.npy"), g("minilm_mask.npy"));
+        let t = 128;
+        let zeros = vec![0.0; t];
+        let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 26).unwrap();
+        exec.set_par(edgetune::par::Par::new(2).unwrap());
+        let mut all = vec![];
+        for r in 0..3 {
+            let mut e = vec![0.0; 384];
+            exec.run(&[&ids[r * t..][..t], &mask[r * t..][..t], &zeros])
+                .unwrap();
+            exec.tensor_f32(plan.outputs[0].tensor, &mut e).unwrap();
+            all.extend(e.iter().map(|v| v.to_bits()));
+        }
+        (all, chains)
+    };
+    let ((fused, n), (plain, m)) = (run(false), run(true));
+    assert_eq!((n, m), (24, 0));
+    assert!(fused == plain, "the fused plan's sentences differ");
+}

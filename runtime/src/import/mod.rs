@@ -10,6 +10,7 @@
 //! is the list of supported ops; [`check`] lists every node a model needs that it lacks.
 
 pub mod calibrate;
+mod chains;
 mod control;
 mod conv;
 mod elementwise;
@@ -58,6 +59,9 @@ pub struct ImportOptions {
     pub constants: Vec<(String, Vec<f32>)>,
     /// How `--calibrate` turns the values an activation took into its range.
     pub calibration: Calibration,
+    /// Keeps every elementwise float op on its own instead of fusing runs of them into
+    /// chains (which give the same bits): the fused plan's reference.
+    pub unfused: bool,
 }
 
 /// Activation ranges of a calibrated model.
@@ -433,6 +437,9 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
     elementwise::fuse_luts(&mut lw.b, &pin_start, &pin_end);
     elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
+    if !opts.unfused {
+        chains::fuse_chains(&mut lw.b, &pin_start, &pin_end);
+    }
     let Builder {
         mut tensors,
         ops,

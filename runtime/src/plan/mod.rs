@@ -11,7 +11,7 @@ mod ops;
 use alloc::string::String;
 use alloc::vec::Vec;
 use edgetune_kernels::reference::ConvGeom;
-pub use ops::Op;
+pub use ops::{chain, Op, CHAIN_WORDS};
 
 pub const MAGIC: [u8; 4] = *b"ETM\0";
 /// The plan format's version as a literal, for static refusal text.
@@ -575,6 +575,13 @@ impl<'a> Plan<'a> {
                 is(x, F32) && is(y, F32) && scratch.is_none_or(|s| is(s, F32))
             }
             Op::UnaryF32 { x, y, .. } => is(x, F32) && is(y, F32) && same(x, y),
+            // Inputs as long as y or repeated along it; the program is checked as it runs.
+            Op::ChainF32 { a, b, y, .. } => {
+                let fits = |x: u32| {
+                    is(x, F32) && !t(x).is_empty() && t(y).len().is_multiple_of(t(x).len())
+                };
+                is(y, F32) && fits(a) && b.is_none_or(fits)
+            }
             // The kernel checks the geometry against the buffers it is given.
             Op::MaxPoolU8 { x, y, .. } => is(x, U8) && is(y, U8),
             // The float sequence ops check their sizes against the buffers when they run.

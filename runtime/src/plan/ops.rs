@@ -574,6 +574,36 @@ plan_ops! {
     /// weights `[kh][kw][c]`, bias of `c` values or none.
     33 "DepthwiseF32" DwF32 { x: u32, y: u32, geom: ConvGeom, w: Blob, bias: Blob }
         reads [x] writes [y];
+    /// A chain of elementwise f32 operations run block by block in registers, so the
+    /// intermediate values never go to memory (a GELU, a bias and residual add, a scaled
+    /// and masked score): `prog` holds instructions of [`CHAIN_WORDS`] u32 words `[code,
+    /// dst, lhs, lhs_len, rhs, rhs_len]` (see [`chain`]), `consts` the f32 constants they
+    /// name. The inputs `a` and `b` have y's length, or a length dividing it (repeated
+    /// along y, as NumPy broadcasts over leading axes). y is the last instruction's result.
+    34 "ChainF32" ChainF32 { a: u32, b: Option<u32>, y: u32, prog: Blob, consts: Blob }
+        reads [a, b] writes [y];
+}
+
+/// Words per instruction of a [`Op::ChainF32`] program.
+pub const CHAIN_WORDS: usize = 6;
+
+/// The encoding of [`Op::ChainF32`] programs, shared by the importer and the executor.
+///
+/// An instruction is `[code, dst, lhs, lhs_len, rhs, rhs_len]`: `code` below 256 is a
+/// [`Unary`] tag (`dst = f(lhs)`, `rhs` unused), `256 + t` the [`BinOp`] of tag `t`
+/// (`dst = lhs ∘ rhs`; Add, Sub, Mul or Div). `dst` is a register below [`chain::REGS`];
+/// an operand is a register, [`chain::INPUT`]` + k` (input `a` or `b`), or
+/// [`chain::CONST`]` + offset` with its length in the `_len` word (the constant
+/// repeated along y, as an input).
+pub mod chain {
+    /// Registers of a block each.
+    pub const REGS: u32 = 4;
+    /// Operand base of the inputs (`+ 0`: `a`, `+ 1`: `b`).
+    pub const INPUT: u32 = 1 << 28;
+    /// Operand base of the constants (`+` their offset in `consts`).
+    pub const CONST: u32 = 2 << 28;
+    /// Code base of the binary operations.
+    pub const BIN: u32 = 256;
 }
 
 #[cfg(test)]
@@ -675,6 +705,13 @@ mod tests {
                 x: 1,
                 y: 2,
                 f: Unary::Neg,
+            },
+            Op::ChainF32 {
+                a: 1,
+                b: Some(2),
+                y: 3,
+                prog: b(1),
+                consts: b(2),
             },
             Op::AddF32 { a: 1, b: 2, y: 3 },
             Op::GapF32 { x: 1, y: 2 },

@@ -322,6 +322,7 @@ impl TailNet {
                 | Op::Upsample { .. }
                 | Op::Dilate { .. }
                 | Op::BinF32 { .. }
+                | Op::ChainF32 { .. }
                 | Op::ClampF32 { .. }
                 | Op::SumF32 { .. }
                 | Op::MaxF32 { .. }

@@ -1102,6 +1102,7 @@ fn main() {
                 meta,
                 constants,
                 calibration,
+                unfused: false,
             };
             let parts = match calibrate {
                 None => import_bytes(&bytes, &opts)?,
