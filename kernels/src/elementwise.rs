@@ -139,6 +139,28 @@ pub fn range0(x: &[f32], out: &mut [f32]) {
     out[1] = hi;
 }
 
+/// Rows `c0..` of the transpose of the `rows × cols` matrix `x`: `y[c][r] = x[r][c0 + c]`
+/// for as many columns as `y` holds (`y.len() / rows`, at most `cols - c0`), in 16 × 16
+/// tiles: a tile's rows of `x` stay in L1 while its columns are written.
+pub fn transpose_f32(x: &[f32], rows: usize, cols: usize, c0: usize, y: &mut [f32]) {
+    const B: usize = 16;
+    let k = y
+        .len()
+        .checked_div(rows)
+        .unwrap_or(0)
+        .min(cols.saturating_sub(c0));
+    for r0 in (0..rows).step_by(B) {
+        let r1 = (r0 + B).min(rows);
+        for cb in (0..k).step_by(B) {
+            for c in cb..(cb + B).min(k) {
+                for (r, v) in (r0..r1).zip(&mut y[c * rows + r0..c * rows + r1]) {
+                    *v = x[r * cols + c0 + c];
+                }
+            }
+        }
+    }
+}
+
 /// `y[i] = t[x[i]]` through one table of 256 entries.
 pub fn lut_u8(x: &[u8], t: &[u8], y: &mut [u8]) {
     let t: &[u8; 256] = t[..256].try_into().expect("a table of 256 entries");

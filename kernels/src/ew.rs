@@ -48,6 +48,8 @@ pub struct EwFns {
     pub dequantize_i8: unsafe fn(&[i8], f32, i32, &mut [f32]),
     pub f32_to_f16: unsafe fn(&[f32], &mut [f16]),
     pub f16_to_f32: unsafe fn(&[f16], &mut [f32]),
+    /// [`crate::elementwise::transpose_f32`]: `x` holds `rows·cols` values, `c0 <= cols`.
+    pub transpose_f32: unsafe fn(&[f32], usize, usize, usize, &mut [f32]),
 }
 
 /// The reference tier: the scalar definitions.
@@ -78,6 +80,7 @@ pub static EW_REFERENCE: EwFns = EwFns {
     dequantize_i8: quant::dequantize_i8,
     f32_to_f16: quant::f32_to_f16,
     f16_to_f32: quant::f16_to_f32,
+    transpose_f32: sc::transpose_f32,
 };
 
 /// A vector of `N` f32 lanes. Constructors are `unsafe`: a value exists only inside a
@@ -753,6 +756,7 @@ macro_rules! ew_tier {
             dequantize_i8: ew_inst::dequantize_i8,
             f32_to_f16: $to16,
             f16_to_f32: $from16,
+            transpose_f32: crate::elementwise::transpose_f32,
         };
     };
     (@fns $V:ty, $attrs:tt; $($name:ident $args:tt;)*) => {$(

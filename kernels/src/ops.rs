@@ -741,6 +741,23 @@ fn rows(op: &'static str, len: usize, cols: usize) -> Result<(), ShapeError> {
     Ok(())
 }
 
+/// Columns `c0..` of the `rows × cols` matrix `x` as rows of `y` (`y[c][r] = x[r][c0 +
+/// c]`), as many as `y` holds (at most `cols - c0`).
+pub fn transpose_f32(
+    kern: &Kernels,
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    need("transpose_f32", "x", rows.saturating_mul(cols), x.len())?;
+    need("transpose_f32", "columns", c0, cols)?;
+    // SAFETY: `x` holds the matrix and `c0 <= cols`; the tier's features were detected.
+    unsafe { (kern.ew.f.transpose_f32)(x, rows, cols, c0, y) };
+    Ok(())
+}
+
 /// Softmax over each row of `cols` values, in place.
 pub fn softmax(kern: &Kernels, x: &mut [f32], cols: usize) -> Result<(), ShapeError> {
     rows("softmax", x.len(), cols)?;

@@ -454,3 +454,51 @@ fn erf_within_1_ulp_of_reference() {
         assert!(nan.iter().all(|v| v.is_nan()), "{}: erf(NaN)", d.name);
     }
 }
+
+/// The transpose of every tier gives the reference's values (a copy: bit-exact) on
+/// matrices with and without whole 8 × 8 blocks, from any first column and for any
+/// number of columns `y` holds; and each value is where the definition puts it.
+#[test]
+fn transpose_matches_the_reference_on_every_tier() {
+    let shapes = [
+        (1, 1),
+        (8, 8),
+        (16, 24),
+        (7, 9),
+        (17, 33),
+        (64, 49),
+        (49, 1152),
+        (3, 100),
+    ];
+    for (rows, cols) in shapes {
+        let x = f32s(rows * cols, 3.0, (rows * 1000 + cols) as u64);
+        for (c0, k) in [
+            (0, cols),
+            (cols / 3, cols - cols / 3),
+            (cols / 2, cols.div_ceil(4)),
+        ] {
+            let mut want = vec![f32::NAN; k * rows];
+            ops::transpose_f32(&reference(), &x, rows, cols, c0, &mut want).unwrap();
+            for (c, col) in want.chunks(rows.max(1)).enumerate() {
+                for (r, v) in col.iter().enumerate() {
+                    assert_eq!(v.to_bits(), x[r * cols + c0 + c].to_bits());
+                }
+            }
+            for (d, k) in tiers() {
+                let mut got = vec![f32::NAN; want.len()];
+                ops::transpose_f32(&k, &x, rows, cols, c0, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} {rows}×{cols} from column {c0}",
+                    d.name
+                );
+            }
+        }
+    }
+    // A matrix longer than x holds, or a first column past the last, is refused.
+    let mut y = vec![0.0; 8];
+    assert!(ops::transpose_f32(&reference(), &[0.0; 7], 2, 4, 0, &mut y).is_err());
+    assert!(ops::transpose_f32(&reference(), &[0.0; 8], 2, 4, 5, &mut y).is_err());
+}

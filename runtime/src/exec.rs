@@ -892,9 +892,13 @@ impl<'p, 'm> Executor<'p, 'm> {
             Op::TransposeF32 { x, y, dims, perm } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 if tt(y).dtype == crate::plan::DType::F32 {
-                    transpose(f32s(i[0]), dims, perm, f32s_mut(o))?;
+                    transpose_f32(&kern, par, f32s(i[0]), dims, perm, f32s_mut(o))?;
                 } else {
-                    transpose(i[0], dims, perm, o)?;
+                    let plane = |x: &[u8], rows: usize, cols: usize, y: &mut [u8]| {
+                        transpose2d(x, rows, cols, y);
+                        Ok(())
+                    };
+                    transpose(i[0], dims, perm, o, plane)?;
                 }
             }
             Op::MatMulF32 {
@@ -2204,8 +2208,32 @@ fn resize_linear(
     }
 }
 
+/// [`transpose`] of f32 values: NCHW ↔ NHWC planes on the kernel tier, their output rows
+/// (the input's columns) spread over the threads.
+fn transpose_f32(
+    kern: &Kernels,
+    par: &Par,
+    x: &[f32],
+    dims: [u32; 4],
+    perm: [u8; 4],
+    y: &mut [f32],
+) -> Result<()> {
+    let plane = |x: &[f32], rows: usize, cols: usize, y: &mut [f32]| {
+        par::for_runs(par, rows.max(1), y, 1, |at, part| {
+            kops::transpose_f32(kern, x, rows, cols, at / rows.max(1), part).map_err(Error::from)
+        })
+    };
+    transpose(x, dims, perm, y, plane)
+}
+
 /// `y = x.transpose(perm)`; `dims` is x's 4-D shape.
-fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Result<()> {
+fn transpose<T: Copy>(
+    x: &[T],
+    dims: [u32; 4],
+    perm: [u8; 4],
+    y: &mut [T],
+    plane: impl Fn(&[T], usize, usize, &mut [T]) -> Result<()>,
+) -> Result<()> {
     let d = dims.map(|v| v as usize);
     let n = checked(&d)?;
     let mut seen = [false; 4];
@@ -2219,10 +2247,10 @@ fn transpose<T: Copy>(x: &[T], dims: [u32; 4], perm: [u8; 4], y: &mut [T]) -> Re
     shape_need("TransposeF32", n, y.len())?;
     if perm == [0, 2, 1, 3] && d[3] == 1 {
         // NCHW ↔ NHWC: a matrix transposed per image, in tiles.
-        let plane = d[1] * d[2];
+        let size = d[1] * d[2];
         for i0 in 0..d[0] {
-            let at = i0 * plane;
-            transpose2d(&x[at..at + plane], d[1], d[2], &mut y[at..at + plane]);
+            let at = i0 * size;
+            plane(&x[at..at + size], d[1], d[2], &mut y[at..at + size])?;
         }
         return Ok(());
     }
@@ -2369,6 +2397,40 @@ fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8])
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// NCHW ↔ NHWC planes on the kernel tier and on one to three threads give the
+    /// definition's values; other permutations take the general loop.
+    #[test]
+    fn float_transposes_match_the_definition_on_any_thread_count() {
+        let kern = Kernels::detect();
+        for dims in [[2u32, 24, 300, 1], [1, 7, 9, 1], [1, 3, 5, 4]] {
+            let d = dims.map(|v| v as usize);
+            let n = d.iter().product::<usize>();
+            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            for perm in [[0u8, 2, 1, 3], [0, 1, 3, 2]] {
+                let od = perm.map(|p| d[p as usize]);
+                let mut want = vec![0.0; n];
+                for (o, w) in want.iter_mut().enumerate() {
+                    let oi = [
+                        o / (od[1] * od[2] * od[3]),
+                        o / (od[2] * od[3]) % od[1],
+                        o / od[3] % od[2],
+                        o % od[3],
+                    ];
+                    let mut xi = [0; 4];
+                    for k in 0..4 {
+                        xi[perm[k] as usize] = oi[k];
+                    }
+                    *w = x[((xi[0] * d[1] + xi[1]) * d[2] + xi[2]) * d[3] + xi[3]];
+                }
+                for t in 1..=3 {
+                    let mut y = vec![f32::NAN; n];
+                    transpose_f32(&kern, &Par::new(t).unwrap(), &x, dims, perm, &mut y).unwrap();
+                    assert_eq!(y, want, "{dims:?} {perm:?} on {t} threads");
+                }
+            }
+        }
+    }
 
     /// A chain program runs against a scalar statement of it on lengths that leave
     /// partial blocks and periods that do and do not divide a block; malformed programs

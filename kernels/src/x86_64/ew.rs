@@ -165,8 +165,83 @@ ew_tier!(EW_AVX2_F32, Avx, [#[target_feature(enable = "avx2,fma,f16c")]], f16: (
 pub static EW_AVX2: crate::ew::EwFns = crate::ew::EwFns {
     erf: erf__avx2,
     gelu_erf: gelu_erf__avx2,
+    transpose_f32: transpose_f32__avx,
     ..EW_AVX2_F32
 };
+
+/// [`crate::elementwise::transpose_f32`] in 8 × 8 blocks transposed in registers (eight
+/// row loads, three rounds of shuffles, eight column stores); the columns and rows past
+/// the last whole block as the reference. A copy: the same values on every tier.
+///
+/// # Safety
+/// The CPU has AVX; `x` holds `rows·cols` values and `c0 <= cols`.
+#[target_feature(enable = "avx")]
+pub unsafe fn transpose_f32__avx(x: &[f32], rows: usize, cols: usize, c0: usize, y: &mut [f32]) {
+    let k = y
+        .len()
+        .checked_div(rows)
+        .unwrap_or(0)
+        .min(cols.saturating_sub(c0));
+    let (r8, k8) = (rows - rows % 8, k - k % 8);
+    assert!(x.len() >= rows * cols && y.len() >= k * rows);
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    for r0 in (0..r8).step_by(8) {
+        for cb in (0..k8).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 ≤ rows and columns c0 + cb..c0 + cb + 8 ≤ c0 + k ≤
+            // cols: within `x` (checked above); each store is 8 values at (cb + j)·rows +
+            // r0, below k·rows ≤ y.len().
+            unsafe {
+                let at = xp.add(r0 * cols + c0 + cb);
+                let r = [
+                    _mm256_loadu_ps(at),
+                    _mm256_loadu_ps(at.add(cols)),
+                    _mm256_loadu_ps(at.add(2 * cols)),
+                    _mm256_loadu_ps(at.add(3 * cols)),
+                    _mm256_loadu_ps(at.add(4 * cols)),
+                    _mm256_loadu_ps(at.add(5 * cols)),
+                    _mm256_loadu_ps(at.add(6 * cols)),
+                    _mm256_loadu_ps(at.add(7 * cols)),
+                ];
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (j, v) in out.into_iter().enumerate() {
+                    _mm256_storeu_ps(yp.add((cb + j) * rows + r0), v);
+                }
+            }
+        }
+    }
+    // Rows past the last block of 8 in the blocked columns; every row of the rest.
+    for c in 0..k {
+        let from = if c < k8 { r8 } else { 0 };
+        for r in from..rows {
+            y[c * rows + r] = x[r * cols + c0 + c];
+        }
+    }
+}
 
 /// erf on four intervals of |x| ([0,1), [1,2), [2,3), [3,4)), degree-14 polynomials
 /// fitted in f64 (Chebyshev, numpy): `|x|·P(x²)` on the first, `P(|x| − centre)` on the

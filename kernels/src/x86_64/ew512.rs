@@ -140,7 +140,13 @@ impl Lanes for Avx512 {
     }
 }
 
-ew_tier!(EW_AVX512, Avx512, [#[target_feature(enable = "avx512f")]], f16: (super::f32_to_f16__f16c, super::f16_to_f32__f16c));
+ew_tier!(EW_AVX512_GENERIC, Avx512, [#[target_feature(enable = "avx512f")]], f16: (super::f32_to_f16__f16c, super::f16_to_f32__f16c));
+
+/// The AVX-512 tier: the generic bodies, and the AVX2 tier's transpose.
+pub static EW_AVX512: crate::ew::EwFns = crate::ew::EwFns {
+    transpose_f32: super::ew::transpose_f32__avx,
+    ..EW_AVX512_GENERIC
+};
 
 /// The AVX-512 tier with VBMI's byte permutes for table lookups.
 pub static EW_AVX512VBMI: crate::ew::EwFns = crate::ew::EwFns {

@@ -12,7 +12,7 @@ use crate::adapt::rng::Rng;
 use crate::adapt::train::Head;
 use alloc::vec::Vec;
 use core::ops::Range;
-use edgetune_kernels::{pack, Act};
+use edgetune_kernels::{ops as kops, pack, Act};
 
 fn act1(f: Act1, x: f32) -> (f32, f32) {
     match f {
@@ -611,10 +611,10 @@ impl Tail {
             pack::pack_f32(am, cin, rank, ap);
             self.gemm((t, rank, cout), dz, btp, zb);
             self.gemm((t, rank, cin), x, ap, xa);
-            crate::exec::transpose2d(x, t, cin, xtr);
+            let _ = kops::transpose_f32(&self.kern, x, t, cin, 0, xtr);
             pack::pack_f32(zb, t, rank, zbp);
             self.gemm((cin, rank, t), xtr, zbp, da);
-            crate::exec::transpose2d(xa, t, rank, &mut xat[..rank * t]);
+            let _ = kops::transpose_f32(&self.kern, xa, t, rank, 0, &mut xat[..rank * t]);
             pack::pack_f32(dz, t, cout, dzp);
             self.gemm(
                 (rank, cout, t),
@@ -648,9 +648,10 @@ impl Tail {
                 (dz, zp0, 0, false),
                 (dz, zp1, panels, false),
             ];
+            let kern = self.kern;
             let _ = self.par.each(jobs, |(src, dst, at, transpose)| {
                 if transpose {
-                    crate::exec::transpose2d_cols(src, t, cin, at, dst);
+                    kops::transpose_f32(&kern, src, t, cin, at, dst)?;
                 } else {
                     pack::pack_f32_panels(src, t, cout, at, dst);
                 }
