@@ -220,7 +220,8 @@ def elementwise_chains():
     # do (bias add, Div, Erf, Add, two Mul), a Reshape inside a chain, a scale repeated
     # along the output, a tensor broadcast over the leading axes (the attention-mask
     # pattern), a value also read outside its chain, a chain that would need three inputs,
-    # a square (one value twice), and scalar-path functions (Sqrt, Exp, Abs, Neg).
+    # a square (one value twice), a hard-swish's Clip, and scalar-path functions (Sqrt,
+    # Exp, Abs, Neg).
     g = G()
     c = lambda v: g.init(np.array(v, np.float32), "c")
     a = g.op("Add", ["x", g.init(w(50), "b")])
@@ -238,6 +239,7 @@ def elementwise_chains():
     q = g.op("Div", [q, g.op("Add", [seen, c(2.0)])])
     t3 = g.op("Add", [g.op("Add", [q, "x"]), mask])
     t3 = g.op("Add", [t3, gelu])
+    t3 = g.op("Mul", [t3, g.op("Clip", [g.op("Add", [t3, c(3.0)]), c(0.0), c(6.0)])])
     sc = g.op("Sqrt", [g.op("Add", [g.op("Abs", [t3]), c(1.0)])])
     sc = g.op("Neg", [g.op("Exp", [g.op("Mul", [sc, c(-0.5)])])])
     return g.model(g.op("Sigmoid", [g.op("Sub", [sc, t3])]), [1, 6, 8, 50], None), (1, 6, 8, 50)

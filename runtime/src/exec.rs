@@ -1451,6 +1451,7 @@ enum Opd<'a> {
 enum ChainFn {
     Un(Unary),
     Bin(unsafe fn(&[f32], &[f32], &mut [f32])),
+    Clamp(f32, f32),
 }
 
 #[derive(Clone, Copy)]
@@ -1472,7 +1473,7 @@ fn chain_decode<'a>(
     inputs: [&'a [f32]; 2],
     n: usize,
 ) -> Result<heapless::Vec<ChainIns<'a>, 32>> {
-    use crate::plan::chain::{BIN, CONST, INPUT, REGS};
+    use crate::plan::chain::{BIN, CLAMP, CONST, INPUT, REGS};
     let bad = |why: &str| Error::Invalid {
         what: format!("elementwise chain: {why}"),
     };
@@ -1508,7 +1509,13 @@ fn chain_decode<'a>(
             return Err(bad("unknown register"));
         }
         let l = opd(w[2], w[3])?;
-        let (f, r) = if code < BIN {
+        let (f, r) = if code == CLAMP {
+            let off = w[4].wrapping_sub(CONST) as usize;
+            match (w[4] >= CONST, w[5], consts.get(off..off.saturating_add(2))) {
+                (true, 2, Some(&[lo, hi])) => (ChainFn::Clamp(lo, hi), l),
+                _ => return Err(bad("clamp bounds")),
+            }
+        } else if code < BIN {
             let f = Unary::ALL
                 .get(code as usize)
                 .copied()
@@ -1522,15 +1529,16 @@ fn chain_decode<'a>(
                 Some(BinOp::Div) => kern.ew.f.div_f32,
                 _ => return Err(bad("unknown operation")),
             };
-            let r = opd(w[4], w[5])?;
-            if [l, r]
+            (ChainFn::Bin(t), opd(w[4], w[5])?)
+        };
+        // Only a function works in place.
+        if !matches!(f, ChainFn::Un(_))
+            && [l, r]
                 .iter()
                 .any(|o| matches!(o, Opd::Reg(k) if *k == dst as usize))
-            {
-                return Err(bad("an operation writes the register it reads"));
-            }
-            (ChainFn::Bin(t), r)
-        };
+        {
+            return Err(bad("an operation writes the register it reads"));
+        }
         written |= 1 << dst;
         out.push(ChainIns {
             f,
@@ -1628,6 +1636,10 @@ fn chain(
                     d.copy_from_slice(chain_operand(ins.l, g0, len, regs, pre[0], ta));
                 }
                 unary_in_place(kern, f, d);
+            }
+            ChainFn::Clamp(lo, hi) => {
+                let x = chain_operand(ins.l, g0, len, regs, pre[0], ta);
+                clamp_wide(kern, x, d, lo, hi);
             }
             ChainFn::Bin(t) => {
                 let a = chain_operand(ins.l, g0, len, regs, pre[0], ta);
@@ -2437,7 +2449,7 @@ mod tests {
     /// are typed errors, never a panic.
     #[test]
     fn chain_programs_run_and_malformed_ones_are_refused() {
-        use crate::plan::chain::{BIN, CONST, INPUT};
+        use crate::plan::chain::{BIN, CLAMP, CONST, INPUT};
         let kern = Kernels::detect();
         let par = Par::new(2).unwrap();
         let bin = |f: BinOp| BIN + f as u32;
@@ -2470,8 +2482,9 @@ mod tests {
             }
         }
         let (a, mut y) = (vec![1.0f32; 64], vec![0.0f32; 64]);
-        let bad: [&[u32]; 8] = [
+        let bad: [&[u32]; 9] = [
             &[],
+            &[CLAMP, 0, INPUT, 0, CONST, 1],
             &[bin(BinOp::Add), 0, INPUT, 0, INPUT],
             &[bin(BinOp::Add), 0, 1, 0, INPUT, 0],
             &[bin(BinOp::Add), 4, INPUT, 0, INPUT, 0],

@@ -29,6 +29,12 @@ enum Elem {
         y: u32,
         f: Unary,
     },
+    Clamp {
+        x: u32,
+        y: u32,
+        lo: f32,
+        hi: f32,
+    },
     Bin {
         a: Operand,
         b: Operand,
@@ -40,12 +46,17 @@ enum Elem {
 impl Elem {
     fn y(&self) -> u32 {
         match *self {
-            Elem::Copy { y, .. } | Elem::Un { y, .. } | Elem::Bin { y, .. } => y,
+            Elem::Copy { y, .. }
+            | Elem::Un { y, .. }
+            | Elem::Clamp { y, .. }
+            | Elem::Bin { y, .. } => y,
         }
     }
     fn tensors(&self) -> Vec<u32> {
         match self {
-            Elem::Copy { x, .. } | Elem::Un { x, .. } => alloc::vec![*x],
+            Elem::Copy { x, .. } | Elem::Un { x, .. } | Elem::Clamp { x, .. } => {
+                alloc::vec![*x]
+            }
             Elem::Bin { a, b, .. } => [a, b]
                 .iter()
                 .filter_map(|o| match o {
@@ -88,6 +99,7 @@ fn elem(b: &Builder, op: &Op) -> Option<Elem> {
             Unary::Identity => Elem::Copy { x, y },
             f => Elem::Un { x, y, f },
         }),
+        Op::ClampF32 { x, y, lo, hi } if len(x) == len(y) => Some(Elem::Clamp { x, y, lo, hi }),
         Op::BinF32 {
             a,
             b: rhs,
@@ -189,15 +201,23 @@ fn program(
         let (f, y, operands): (u32, u32, [Option<&Operand>; 2]) = match e {
             Elem::Copy { .. } => continue,
             Elem::Un { y, f, .. } => (*f as u32, *y, [None, None]),
+            Elem::Clamp { y, .. } => (chain::CLAMP, *y, [None, None]),
             Elem::Bin { a, b, y, f } => (chain::BIN + *f as u32, *y, [Some(a), Some(b)]),
         };
         let un_x = match e {
             Elem::Un { x, .. } => Some(Operand::T(*x)),
             _ => None,
         };
-        let operands = match &un_x {
-            Some(x) => [Some(x), None],
-            None => operands,
+        let clamp = match e {
+            Elem::Clamp { x, lo, hi, .. } => {
+                Some((Operand::T(*x), Operand::C(alloc::vec![*lo, *hi])))
+            }
+            _ => None,
+        };
+        let operands = match (&un_x, &clamp) {
+            (Some(x), _) => [Some(x), None],
+            (_, Some((x, bounds))) => [Some(x), Some(bounds)],
+            _ => operands,
         };
         let mut words = [0u32; 4];
         let mut dying = Vec::new();
@@ -363,6 +383,12 @@ pub(super) fn fuse_chains(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
 fn clone_elem(e: &Elem) -> Elem {
     match e {
         Elem::Copy { x, y } => Elem::Copy { x: *x, y: *y },
+        Elem::Clamp { x, y, lo, hi } => Elem::Clamp {
+            x: *x,
+            y: *y,
+            lo: *lo,
+            hi: *hi,
+        },
         Elem::Un { x, y, f } => Elem::Un {
             x: *x,
             y: *y,
@@ -375,4 +401,36 @@ fn clone_elem(e: &Elem) -> Elem {
             f: *f,
         },
     }
+}
+
+/// Whether `op` is a chain computing each value from its input's value at the same
+/// position and scalar constants alone, so that it commutes with any reordering of the
+/// values (a transpose's).
+pub(super) fn pointwise(b: &Builder, op: &Op) -> bool {
+    let Op::ChainF32 {
+        a,
+        b: None,
+        y,
+        prog,
+        ..
+    } = *op
+    else {
+        return false;
+    };
+    let Some(bytes) = b
+        .blob
+        .get(prog.off as usize..)
+        .and_then(|v| v.get(..prog.len as usize))
+    else {
+        return false;
+    };
+    let words: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    b.tensors[a as usize].len() == b.tensors[y as usize].len()
+        && words.chunks_exact(CHAIN_WORDS).all(|w| {
+            let scalar = |v: u32, len: u32| v < chain::CONST || len == 1;
+            scalar(w[2], w[3]) && (w[0] == chain::CLAMP || scalar(w[4], w[5]))
+        })
 }

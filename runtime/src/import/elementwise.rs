@@ -912,6 +912,7 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
             |end: usize, t: u32| b.ops[..end].iter().rposition(|op| op.io().1.contains(&t));
         let found = producer(k, mid2).and_then(|j| match b.ops[j] {
             Op::ClampF32 { x, .. } | Op::UnaryF32 { x, .. } => Some((j, x)),
+            Op::ChainF32 { a, .. } if super::chains::pointwise(b, &b.ops[j]) => Some((j, a)),
             _ => None,
         });
         let found = found.and_then(|(j, mid1)| {
@@ -942,7 +943,10 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
             k += 1;
             continue;
         }
-        if let Op::ClampF32 { x, y, .. } | Op::UnaryF32 { x, y, .. } = &mut b.ops[j] {
+        if let Op::ClampF32 { x, y, .. }
+        | Op::UnaryF32 { x, y, .. }
+        | Op::ChainF32 { a: x, y, .. } = &mut b.ops[j]
+        {
             *x = input;
             *y = out;
         }

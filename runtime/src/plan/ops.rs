@@ -591,7 +591,8 @@ pub const CHAIN_WORDS: usize = 6;
 ///
 /// An instruction is `[code, dst, lhs, lhs_len, rhs, rhs_len]`: `code` below 256 is a
 /// [`Unary`] tag (`dst = f(lhs)`, `rhs` unused), `256 + t` the [`BinOp`] of tag `t`
-/// (`dst = lhs ∘ rhs`; Add, Sub, Mul or Div). `dst` is a register below [`chain::REGS`];
+/// (`dst = lhs ∘ rhs`; Add, Sub, Mul or Div), [`chain::CLAMP`] `dst = min(max(lhs, lo),
+/// hi)` with `rhs` the constant pair `[lo, hi]`. `dst` is a register below [`chain::REGS`];
 /// an operand is a register, [`chain::INPUT`]` + k` (input `a` or `b`), or
 /// [`chain::CONST`]` + offset` with its length in the `_len` word (the constant
 /// repeated along y, as an input).
@@ -604,6 +605,8 @@ pub mod chain {
     pub const CONST: u32 = 2 << 28;
     /// Code base of the binary operations.
     pub const BIN: u32 = 256;
+    /// Code of the clamp.
+    pub const CLAMP: u32 = 512;
 }
 
 #[cfg(test)]
