@@ -29,6 +29,10 @@ pub trait Head {
         0
     }
     /// Per-parameter learning-rate multipliers; `false` leaves every one at 1.
+    /// The threads the head's passes use; the optimiser's step spreads over them too.
+    fn par(&self) -> crate::par::Par {
+        crate::par::Par::single()
+    }
     fn lr_scales(&self, _out: &mut [f32]) -> bool {
         false
     }
@@ -184,6 +188,8 @@ pub(crate) struct Opt {
     pub(crate) scale: Vec<f32>,
     t: i32,
     kern: Kernels,
+    /// Threads the step spreads over (each value's update is its own: the same bits).
+    pub(crate) par: crate::par::Par,
 }
 
 const B1: f32 = 0.9;
@@ -256,6 +262,7 @@ impl Opt {
             scale: Vec::new(),
             t: 0,
             kern: Kernels::detect(),
+            par: crate::par::Par::single(),
         }
     }
 
@@ -276,11 +283,43 @@ impl Opt {
                     c2: 1.0 - libm::powf(B2, self.t as f32),
                     inv,
                 };
-                if self.scale.len() == p.len() {
-                    adam_scaled(&self.kern, p, &mut self.m, &mut self.v, g, &self.scale, k);
-                } else {
-                    adam(&self.kern, p, &mut self.m, &mut self.v, g, k);
+                let (kern, n) = (&self.kern, p.len());
+                let scaled = self.scale.len() == n;
+                let parts = self.par.parts(n / 64, n);
+                if parts <= 1 {
+                    if scaled {
+                        adam_scaled(kern, p, &mut self.m, &mut self.v, g, &self.scale, k);
+                    } else {
+                        adam(kern, p, &mut self.m, &mut self.v, g, k);
+                    }
+                    return;
                 }
+                // Runs of whole 64-value units, one per thread.
+                let cuts: Vec<usize> = crate::par::runs(n / 64, parts)
+                    .map(|r| if r.end == n / 64 { n } else { r.end * 64 })
+                    .collect();
+                let mut jobs = Vec::with_capacity(parts);
+                let (mut p, mut m, mut v, mut g, mut sc) =
+                    (p, &mut self.m[..n], &mut self.v[..n], g, &self.scale[..]);
+                let mut at = 0;
+                for &end in &cuts {
+                    let len = end - at;
+                    let (p0, p1) = p.split_at_mut(len);
+                    let (m0, m1) = m.split_at_mut(len);
+                    let (v0, v1) = v.split_at_mut(len);
+                    let (g0, g1) = g.split_at(len);
+                    let (s0, s1) = sc.split_at(if scaled { len } else { 0 });
+                    jobs.push((p0, m0, v0, g0, s0));
+                    (p, m, v, g, sc, at) = (p1, m1, v1, g1, s1, end);
+                }
+                let _ = self.par.each(jobs, |(p, m, v, g, s)| {
+                    if scaled {
+                        adam_scaled(kern, p, m, v, g, s, k);
+                    } else {
+                        adam(kern, p, m, v, g, k);
+                    }
+                    Ok(())
+                });
             }
             Optimizer::Sgd { momentum } => {
                 for i in 0..p.len() {
@@ -468,6 +507,7 @@ pub fn train<H: Head>(
     let mut g = alloc::vec![0.0f32; np];
     let best = if use_holdout { p.clone() } else { Vec::new() };
     let mut opt = Opt::new(cfg.optimizer, np);
+    opt.par = head.par();
     let mut scales = alloc::vec![1.0f32; np];
     if head.lr_scales(&mut scales) {
         opt.scale = scales;
@@ -690,6 +730,20 @@ mod tests {
             assert!((p[5] - (p5 - lr * (upd + 0.05 * p5))).abs() < 1e-7);
             for k in &tiers {
                 assert!(run(*k, scaled) == want, "{:?} scaled={scaled}", k.ew.tier);
+            }
+            // Spread over threads: each value's update is its own, the same bits.
+            for t in [2, 3] {
+                let mut o = Opt::new(Optimizer::AdamW, n);
+                o.kern = plain;
+                o.par = crate::par::Par::new(t).unwrap();
+                if scaled {
+                    o.scale = s.clone();
+                }
+                let mut p = val(0.71);
+                for t in 0..3 {
+                    o.step_scaled(&mut p, &g, 0.25, 0.01 * (t + 1) as f32, 0.05);
+                }
+                assert!((p, o.m, o.v) == want, "{t} threads, scaled={scaled}");
             }
         }
         let mut x = val(0.5);

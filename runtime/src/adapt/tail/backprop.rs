@@ -113,6 +113,10 @@ impl Head for Tail {
         }
     }
 
+    fn par(&self) -> crate::par::Par {
+        self.par.clone()
+    }
+
     fn lr_scales(&self, out: &mut [f32]) -> bool {
         out.fill(self.body_lr);
         out[self.head.clone()].fill(1.0);
@@ -506,7 +510,12 @@ impl Tail {
         let n = self.n_of(y, rows);
         let (z, yv) = two(s, &head(&sc.z[i], n), &head(&sc.val[y], n));
         let gam = self.pr[i].g.clone().map_or(&[][..], |r| &p[r]);
-        pass::affine(&self.kern, z, gam, b, lo, hi, yv);
+        // Whole rows of channels per thread (each value its own: the same bits).
+        let (c, kern) = (b.len().max(1), self.kern);
+        let _ = crate::par::for_runs(&self.par, c, yv, 2, |at, part| {
+            pass::affine(&kern, &z[at..at + part.len()], gam, b, lo, hi, part);
+            Ok(())
+        });
     }
 
     /// Turns `grad[y]` into `dz` of conv layer `i` for `rows` examples, accumulating the
