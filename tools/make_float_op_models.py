@@ -245,12 +245,36 @@ def elementwise_chains():
     return g.model(g.op("Sigmoid", [g.op("Sub", [sc, t3])]), [1, 6, 8, 50], None), (1, 6, 8, 50)
 
 
+def bn_hardswish():
+    # Convolutions with the batch norms, activations and residual of exporters that keep
+    # them apart (paddle2onnx's PP-OCR): conv, BatchNormalization, a hard-swish written out
+    # (Add, Clip, Mul, Div), a depthwise conv, BatchNormalization, Relu, a 1x1 conv, a
+    # per-channel Mul and Add, a residual Add of the block's input, then LeakyRelu, Max,
+    # Min, a per-channel PRelu and a lone LeakyRelu. edgetune runs the ops between two
+    # convolutions on their NHWC maps, so the transposes between them go.
+    g = G()
+    c = lambda v: g.init(np.array(v, np.float32), "c")
+    def bn(x, ch):
+        return g.op("BatchNormalization", [x, g.init(1 + w(ch, s=0.1), "g"), g.init(w(ch, s=0.1), "b"),
+                                           g.init(w(ch, s=0.1), "m"), g.init(1 + np.abs(w(ch, s=0.1)), "v")])
+    a = bn(g.op("Conv", ["x", g.init(w(16, 8, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 16)
+    a = g.op("Div", [g.op("Mul", [a, g.op("Clip", [g.op("Add", [a, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
+    d = bn(g.op("Conv", [a, g.init(w(16, 1, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16), 16)
+    d = g.op("Relu", [d])
+    p = g.op("Conv", [d, g.init(w(8, 16, 1, 1))], kernel_shape=[1, 1])
+    p = g.op("Add", [g.op("Mul", [p, g.init(w(1, 8, 1, 1), "s")]), g.init(w(1, 8, 1, 1), "t")])
+    r = g.op("LeakyRelu", [g.op("Add", [p, "x"])], alpha=0.1)
+    r = g.op("Min", [g.op("Max", [r, c(-0.3)]), c(2.5)])
+    r = g.op("PRelu", [g.op("Sub", [r, c(0.5)]), g.init(w(8, 1, 1) - 0.5, "slope")])
+    return g.model(g.op("LeakyRelu", [r], alpha=0.2), [1, 8, 12, 20], None), (1, 8, 12, 20)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
-          "elementwise_chains": elementwise_chains}
+          "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish}
 
 
 class Reader(CalibrationDataReader):

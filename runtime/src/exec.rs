@@ -135,6 +135,25 @@ macro_rules! widened {
 
 pub(crate) use widened;
 
+/// The reference tier's kernels and those of each x86 tier `widened!` compiles for that
+/// the CPU has, with a SKIP line for each it lacks: what the tests of widened loops run.
+#[cfg(all(test, feature = "std"))]
+pub(crate) fn widened_tiers(what: &str) -> (Kernels, Vec<Kernels>) {
+    use edgetune_kernels::dispatch::Cpu;
+    use edgetune_kernels::registry::Tier;
+    let cpu = Cpu::detect();
+    let mut tiers = Vec::new();
+    for t in [Tier::Avx2, Tier::Avx512] {
+        let k = Kernels::select(&cpu, Some(t));
+        if k.ew.tier == t {
+            tiers.push(k);
+        } else {
+            std::eprintln!("SKIP {what} on {t:?} (CPU lacks it)");
+        }
+    }
+    (Kernels::select(&cpu, Some(Tier::Reference)), tiers)
+}
+
 widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
 widened!(dw_f32_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => dw_f32_nhwc);
 widened!(group_conv_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => group_conv_rows);
@@ -1451,8 +1470,35 @@ enum Opd<'a> {
 enum ChainFn {
     Un(Unary),
     Bin(unsafe fn(&[f32], &[f32], &mut [f32])),
+    /// Max, Min, PRelu: [`binary_other`]'s formula over slices, compiled wide.
+    Wide(fn(&Kernels, &[f32], &[f32], &mut [f32])),
     Clamp(f32, f32),
 }
+
+#[inline(always)]
+fn max_body(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = binary_other(BinOp::Max, a, b);
+    }
+}
+
+#[inline(always)]
+fn min_body(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = binary_other(BinOp::Min, a, b);
+    }
+}
+
+#[inline(always)]
+fn prelu_body(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = binary_other(BinOp::PRelu, a, b);
+    }
+}
+
+widened!(max_wide(a: &[f32], b: &[f32], y: &mut [f32]) => max_body);
+widened!(min_wide(a: &[f32], b: &[f32], y: &mut [f32]) => min_body);
+widened!(prelu_wide(a: &[f32], b: &[f32], y: &mut [f32]) => prelu_body);
 
 #[derive(Clone, Copy)]
 struct ChainIns<'a> {
@@ -1522,14 +1568,17 @@ fn chain_decode<'a>(
                 .ok_or_else(|| bad("unknown function"))?;
             (ChainFn::Un(f), l)
         } else {
-            let t = match BinOp::ALL.get((code - BIN) as usize) {
-                Some(BinOp::Add) => kern.ew.f.add_f32,
-                Some(BinOp::Sub) => kern.ew.f.sub_f32,
-                Some(BinOp::Mul) => kern.ew.f.mul_f32,
-                Some(BinOp::Div) => kern.ew.f.div_f32,
+            let f = match BinOp::ALL.get((code - BIN) as usize) {
+                Some(BinOp::Add) => ChainFn::Bin(kern.ew.f.add_f32),
+                Some(BinOp::Sub) => ChainFn::Bin(kern.ew.f.sub_f32),
+                Some(BinOp::Mul) => ChainFn::Bin(kern.ew.f.mul_f32),
+                Some(BinOp::Div) => ChainFn::Bin(kern.ew.f.div_f32),
+                Some(BinOp::Max) => ChainFn::Wide(max_wide),
+                Some(BinOp::Min) => ChainFn::Wide(min_wide),
+                Some(BinOp::PRelu) => ChainFn::Wide(prelu_wide),
                 _ => return Err(bad("unknown operation")),
             };
-            (ChainFn::Bin(t), opd(w[4], w[5])?)
+            (f, opd(w[4], w[5])?)
         };
         // Only a function works in place.
         if !matches!(f, ChainFn::Un(_))
@@ -1640,6 +1689,11 @@ fn chain(
             ChainFn::Clamp(lo, hi) => {
                 let x = chain_operand(ins.l, g0, len, regs, pre[0], ta);
                 clamp_wide(kern, x, d, lo, hi);
+            }
+            ChainFn::Wide(t) => {
+                let a = chain_operand(ins.l, g0, len, regs, pre[0], ta);
+                let b = chain_operand(ins.r, g0, len, regs, pre[1], tb);
+                t(kern, a, b, d);
             }
             ChainFn::Bin(t) => {
                 let a = chain_operand(ins.l, g0, len, regs, pre[0], ta);
@@ -2514,18 +2568,8 @@ mod tests {
     /// the order (input, kernel row, kernel column).
     #[test]
     fn widened_loops_match_the_plain_ones() {
-        use edgetune_kernels::dispatch::Cpu;
-        use edgetune_kernels::registry::Tier;
-        let cpu = Cpu::detect();
-        let mut tiers = vec![];
-        for t in [Tier::Reference, Tier::Avx2, Tier::Avx512] {
-            let k = Kernels::select(&cpu, Some(t));
-            if k.ew.tier == t {
-                tiers.push(k);
-            } else {
-                eprintln!("SKIP widened loops on {t:?} (CPU lacks it)");
-            }
-        }
+        let (plain, wide) = widened_tiers("widened loops");
+        let tiers: Vec<Kernels> = core::iter::once(plain).chain(wide).collect();
         let geo = |c: usize, g: usize, k: usize, s: usize, d: usize, p: usize| ConvGeom {
             h: 13,
             w: 37,

@@ -75,6 +75,7 @@ fn float_models_match_onnxruntime() {
         "lstm_bidir",
         "if_shape",
         "elementwise_chains",
+        "bn_hardswish",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -112,6 +113,13 @@ fn each_op_lowers_to_its_float_kernel() {
     assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 1);
     let p = ops("resize_linear");
     assert_eq!(count(&p, |o| matches!(o, Op::ResizeLinearF32 { .. })), 4);
+    // The batch norms and activations between convolutions run on the NHWC maps: of the
+    // six transposes (into and out of each convolution) the two around the whole stay,
+    // and each run of them is one chain; so are the leaky ReLU, max, min and subtraction
+    // after the residual, and the lone leaky ReLU at the end.
+    let p = ops("bn_hardswish");
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::ChainF32 { .. })), 4);
     let p = ops("reduce_clip");
     assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
     let p = ops("mask_logic");
@@ -171,7 +179,12 @@ fn outputs(stem: &str, unfused: bool, threads: usize) -> (Vec<f32>, Plan<'static
 #[test]
 fn chains_give_the_separate_ops_bits() {
     let chains = |p: &Plan| count(p, |o| matches!(o, Op::ChainF32 { .. }));
-    for stem in ["elementwise_chains", "mask_logic", "if_shape"] {
+    for stem in [
+        "elementwise_chains",
+        "mask_logic",
+        "if_shape",
+        "bn_hardswish",
+    ] {
         let (want, plain) = outputs(stem, true, 1);
         assert_eq!(chains(&plain), 0, "{stem}");
         for threads in [1, 2] {

@@ -679,25 +679,13 @@ pub fn predict<H: Head>(head: &H, p: &[f32], taps: &[&[f32]], logits: &mut [f32]
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    use edgetune_kernels::dispatch::Cpu;
-    use edgetune_kernels::registry::Tier;
 
     /// The optimiser step and the finiteness check compiled for each x86 tier the CPU
     /// has give the plain loops' results, bit for bit, with and without per-parameter
     /// scales; the check finds one infinity or NaN anywhere.
     #[test]
     fn widened_optimiser_matches_the_plain_loops() {
-        let cpu = Cpu::detect();
-        let plain = Kernels::select(&cpu, Some(Tier::Reference));
-        let mut tiers = Vec::new();
-        for t in [Tier::Avx2, Tier::Avx512] {
-            let k = Kernels::select(&cpu, Some(t));
-            if k.ew.tier == t {
-                tiers.push(k);
-            } else {
-                std::eprintln!("SKIP widened optimiser on {t:?} (CPU lacks it)");
-            }
-        }
+        let (plain, tiers) = crate::exec::widened_tiers("widened optimiser");
         let n = 1037;
         let val = |f: f32| -> Vec<f32> { (0..n).map(|i| libm::sinf(i as f32 * f)).collect() };
         let (g, s) = (val(1.37), val(0.29));

@@ -1,9 +1,9 @@
 //! Elementwise fusion: a run of float elementwise ops (`BinF32` add, subtract, multiply,
-//! divide; `UnaryF32`; copies) over values of one length becomes one [`Op::ChainF32`],
-//! which computes each block of values through the whole run in registers. A GELU written
-//! out as five ops, a bias add and a residual add, a scaled and masked attention score:
-//! one pass over memory each instead of one per op, with the same IEEE operations in the
-//! same order (the same bits).
+//! divide, max, min, PRelu; `UnaryF32`; `ClampF32`; copies) over values of one length
+//! becomes one [`Op::ChainF32`], which computes each block of values through the whole
+//! run in registers. A GELU written out as five ops, a bias add and a residual add, a
+//! scaled and masked attention score: one pass over memory each instead of one per op,
+//! with the same IEEE operations in the same order (the same bits).
 
 use super::value::Builder;
 use crate::plan::{chain, BinOp, Op, Src, Unary, CHAIN_WORDS};
@@ -104,7 +104,14 @@ fn elem(b: &Builder, op: &Op) -> Option<Elem> {
             a,
             b: rhs,
             y,
-            f: f @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div),
+            f:
+                f @ (BinOp::Add
+                | BinOp::Sub
+                | BinOp::Mul
+                | BinOp::Div
+                | BinOp::Max
+                | BinOp::Min
+                | BinOp::PRelu),
             dims,
             sa,
             sb,
@@ -284,7 +291,8 @@ fn program(
 const MAX_RUN: usize = 32;
 
 /// Replaces each run of consecutive elementwise float ops that feed one another (two
-/// computing ops or more, one of them binary) with one [`Op::ChainF32`].
+/// computing ops or more, one of them binary; or a lone max, min or PRelu) with one
+/// [`Op::ChainF32`].
 pub(super) fn fuse_chains(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
     let nt = b.tensors.len();
     let mut pinned = alloc::vec![false; nt];
@@ -314,13 +322,24 @@ pub(super) fn fuse_chains(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
         let mut start = 0;
         while start < run.len() {
             let mut fused = None;
-            for end in (start + 2..=run.len()).rev() {
+            for end in (start + 1..=run.len()).rev() {
                 let elems = &run[start..end];
                 let computing = elems
                     .iter()
                     .filter(|(_, e)| !matches!(e, Elem::Copy { .. }))
                     .count();
-                if computing < 2 || !elems.iter().any(|(_, e)| matches!(e, Elem::Bin { .. })) {
+                // A lone max, min or PRelu too: the separate op has no wide kernel.
+                let wide_alone = elems.len() == 1
+                    && matches!(
+                        elems[0].1,
+                        Elem::Bin {
+                            f: BinOp::Max | BinOp::Min | BinOp::PRelu,
+                            ..
+                        }
+                    );
+                if !wide_alone
+                    && (computing < 2 || !elems.iter().any(|(_, e)| matches!(e, Elem::Bin { .. })))
+                {
                     continue;
                 }
                 let elems: Vec<Elem> = elems.iter().map(|(_, e)| clone_elem(e)).collect();

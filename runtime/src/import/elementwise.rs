@@ -6,7 +6,7 @@
 use super::lower::Lowering;
 use super::value::{attr, attr_i, Builder, Val};
 use crate::error::{Error, Result};
-use crate::plan::{BinOp, DType, Op, Unary, Q8};
+use crate::plan::{BinOp, DType, Op, Src, Unary, Q8};
 
 /// The float form: both operands row-major f32 tensors or constants, and the steps of the
 /// dynamic-quantised MatMul. False when an operand is a quantised tensor.
@@ -886,76 +886,207 @@ pub(super) fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
     st
 }
 
-/// A table applied to a table's output, where nothing else reads the middle tensor, is
-/// one table: `t2[t1[x]]` (e.g. LeakyReLU then the clamp `Max(x, -0.4)`).
-/// An elementwise float op between a transpose and its inverse (a float convolution's
-/// NHWC result to NCHW, its activation, back to NHWC for the next convolution) runs on
-/// the NHWC map itself, and both transposes go: an elementwise op commutes with any
-/// reordering of its values. Only where the two middle tensors have no other reader and
-/// are no input, output or tap.
+/// Elementwise float ops between a transpose and its inverse (a float convolution's NHWC
+/// result to NCHW, its batch norm and activation, back to NHWC for the next convolution)
+/// run on the NHWC map itself, and both transposes go: an elementwise op commutes with any
+/// reordering of its values, and a constant operand broadcast over NCHW axes (a batch
+/// norm's per-channel scale and shift) is read through its strides permuted the same way.
+/// Only where the ops between read nothing else but constants, their values have no reader
+/// outside them and none is an input, output or tap.
 pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
-    let readers = |ops: &[Op], t: u32| ops.iter().filter(|op| op.io().0.contains(&t)).count();
-    let pinned = |t: u32| pin_start.contains(&t) || pin_end.contains(&t);
     let mut k = 0;
     while k < b.ops.len() {
-        let Op::TransposeF32 {
-            x: mid2,
-            y: out,
-            dims: d2,
-            perm: [0, 2, 1, 3],
-        } = b.ops[k]
-        else {
-            k += 1;
-            continue;
-        };
-        let producer =
-            |end: usize, t: u32| b.ops[..end].iter().rposition(|op| op.io().1.contains(&t));
-        let found = producer(k, mid2).and_then(|j| match b.ops[j] {
-            Op::ClampF32 { x, .. } | Op::UnaryF32 { x, .. } => Some((j, x)),
-            Op::ChainF32 { a, .. } if super::chains::pointwise(b, &b.ops[j]) => Some((j, a)),
-            _ => None,
-        });
-        let found = found.and_then(|(j, mid1)| {
-            let i = producer(j, mid1)?;
-            match b.ops[i] {
-                Op::TransposeF32 {
-                    x,
-                    dims: d1,
-                    perm: [0, 2, 1, 3],
-                    ..
-                } if d1[3] == 1
-                    && d2[3] == 1
-                    && d1[0] == d2[0]
-                    && d1[1] == d2[2]
-                    && d1[2] == d2[1] =>
-                {
-                    Some((i, j, x, mid1))
-                }
-                _ => None,
-            }
-        });
-        let Some((i, j, input, mid1)) = found else {
-            k += 1;
-            continue;
-        };
-        if readers(&b.ops, mid1) != 1 || readers(&b.ops, mid2) != 1 || pinned(mid1) || pinned(mid2)
-        {
-            k += 1;
-            continue;
+        match transpose_region(b, k, pin_start, pin_end) {
+            Some(i) => k = i,
+            None => k += 1,
         }
-        if let Op::ClampF32 { x, y, .. }
-        | Op::UnaryF32 { x, y, .. }
-        | Op::ChainF32 { a: x, y, .. } = &mut b.ops[j]
-        {
-            *x = input;
-            *y = out;
-        }
-        b.ops.remove(k);
-        b.ops.remove(i);
-        k = i;
     }
 }
 
+/// Most ops between a transpose and its inverse that [`cancel_transposes`] looks through.
+const MAX_REGION: usize = 16;
+
+/// If op `k` is an NCHW → NHWC transpose whose input comes from the inverse transpose
+/// through elementwise ops only, rewrites those ops onto the NHWC map, removes both
+/// transposes and returns where to look next.
+fn transpose_region(
+    b: &mut Builder,
+    k: usize,
+    pin_start: &[u32],
+    pin_end: &[u32],
+) -> Option<usize> {
+    let Op::TransposeF32 {
+        x: mid2,
+        y: out,
+        dims: d2,
+        perm: [0, 2, 1, 3],
+    } = b.ops[k]
+    else {
+        return None;
+    };
+    let (n, c, hw) = (d2[0] as usize, d2[1] as usize, d2[2] as usize);
+    if d2[3] != 1 {
+        return None;
+    }
+    let len = |b: &Builder, t: u32| b.tensors[t as usize].len();
+    let producer = |b: &Builder, t: u32| b.ops[..k].iter().rposition(|op| op.io().1.contains(&t));
+    // The ops between, found from mid2 back to the first transpose's output.
+    let (mut region, mut entry): (Vec<usize>, Option<(usize, u32)>) = (vec![], None);
+    let mut todo = vec![mid2];
+    let mut seen: Vec<u32> = vec![];
+    while let Some(t) = todo.pop() {
+        if seen.contains(&t) {
+            continue;
+        }
+        seen.push(t);
+        let j = producer(b, t)?;
+        let ins: Vec<u32> = match b.ops[j] {
+            Op::TransposeF32 {
+                x,
+                dims: d1,
+                perm: [0, 2, 1, 3],
+                ..
+            } if d1 == [n as u32, hw as u32, c as u32, 1] => {
+                if entry.is_some_and(|(i, _)| i != j) {
+                    return None;
+                }
+                entry = Some((j, x));
+                continue;
+            }
+            Op::UnaryF32 { x, y, .. } | Op::ClampF32 { x, y, .. } if len(b, x) == len(b, y) => {
+                vec![x]
+            }
+            Op::ChainF32 { a, .. } if super::chains::pointwise(b, &b.ops[j]) => vec![a],
+            Op::BinF32 {
+                a, b: rhs, dims, ..
+            } => {
+                let d = dims.map(|v| v as usize);
+                if d[0] != n || d[1] != c || d[2] * d[3] != hw {
+                    return None;
+                }
+                [a, rhs].iter().filter_map(|s| s.tensor()).collect()
+            }
+            _ => return None,
+        };
+        if !region.contains(&j) {
+            region.push(j);
+        }
+        if region.len() > MAX_REGION {
+            return None;
+        }
+        todo.extend(ins);
+    }
+    let (i, src) = entry?;
+    // A transpose straight into its inverse is the importer's to avoid: nothing to run.
+    if region.is_empty() {
+        return None;
+    }
+    let mid1 = match b.ops[i] {
+        Op::TransposeF32 { y, .. } => y,
+        _ => return None,
+    };
+    // Every value between (mid1 included) read by the region alone (mid2 by the second
+    // transpose alone), none pinned; every tensor a BinF32 reads is such a value, whole.
+    let values: Vec<u32> = region
+        .iter()
+        .flat_map(|&j| b.ops[j].io().1)
+        .chain([mid1])
+        .collect();
+    let pinned = |t: &u32| pin_start.contains(t) || pin_end.contains(t);
+    for &t in &values {
+        let readers: Vec<usize> = (0..b.ops.len())
+            .filter(|&r| b.ops[r].io().0.contains(&t))
+            .collect();
+        let inside = |r: &usize| region.contains(r) || (t == mid2 && *r == k);
+        if pinned(&t) || !readers.iter().all(inside) || len(b, t) != n * c * hw {
+            return None;
+        }
+    }
+    let dense = [(c * hw) as u32, hw as u32, 0, 1];
+    for &j in &region {
+        if let Op::BinF32 {
+            a,
+            b: rhs,
+            dims,
+            sa,
+            sb,
+            ..
+        } = b.ops[j]
+        {
+            for (s, st) in [(a, sa), (rhs, sb)] {
+                if let Some(t) = s.tensor() {
+                    let want = [dense[0], dense[1], dims[3], 1];
+                    if !values.contains(&t) || st != want {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    // The rewrite: the ops read the NHWC source, a BinF32 runs over [N, H, W, C] with its
+    // constants' strides permuted alike, the last op writes the second transpose's output.
+    let nhwc_shape = b.tensors[src as usize].shape.clone();
+    for &j in &region {
+        let op = &mut b.ops[j];
+        match op {
+            Op::UnaryF32 { x, .. } | Op::ClampF32 { x, .. } | Op::ChainF32 { a: x, .. }
+                if *x == mid1 =>
+            {
+                *x = src;
+            }
+            Op::BinF32 {
+                a,
+                b: rhs,
+                dims,
+                sa,
+                sb,
+                ..
+            } => {
+                let d = *dims;
+                *dims = [d[0], d[2], d[3], d[1]];
+                let whole = [d[2] * d[3] * d[1], d[3] * d[1], d[1], 1];
+                for (s, st) in [(a, sa), (rhs, sb)] {
+                    match s {
+                        Src::T(t) => {
+                            if *t == mid1 {
+                                *t = src;
+                            }
+                            *st = whole;
+                        }
+                        Src::C(_) => *st = [st[0], st[2], st[3], st[1]],
+                    }
+                }
+            }
+            _ => {}
+        }
+        for &t in op.io().1.iter() {
+            if t == mid2 {
+                continue;
+            }
+            b.tensors[t as usize].shape = nhwc_shape.clone();
+        }
+    }
+    for &j in &region {
+        let op = &mut b.ops[j];
+        match op {
+            Op::UnaryF32 { y, .. }
+            | Op::ClampF32 { y, .. }
+            | Op::ChainF32 { y, .. }
+            | Op::BinF32 { y, .. }
+                if *y == mid2 =>
+            {
+                *y = out;
+            }
+            _ => {}
+        }
+    }
+    b.ops.remove(k);
+    b.ops.remove(i);
+    Some(i)
+}
+
+/// A table applied to a table's output, where nothing else reads the middle tensor, is
+/// one table: `t2[t1[x]]` (e.g. LeakyReLU then the clamp `Max(x, -0.4)`).
 pub(super) fn fuse_luts(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
     let mut j = 0;
     while j < b.ops.len() {

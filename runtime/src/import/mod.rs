@@ -436,12 +436,13 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
     elementwise::fuse_luts(&mut lw.b, &pin_start, &pin_end);
-    // Chains first: a chain of pointwise ops between a transpose and its inverse (a
-    // hard-swish written out) then runs on the untransposed map, as a lone op does.
+    // Elementwise ops between a transpose and its inverse move onto the untransposed
+    // map first, so that a batch norm's per-channel constants repeat along it and the ops
+    // fuse into one chain.
+    elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
     if !opts.unfused {
         chains::fuse_chains(&mut lw.b, &pin_start, &pin_end);
     }
-    elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
     let Builder {
         mut tensors,
         ops,

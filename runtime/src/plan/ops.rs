@@ -591,10 +591,10 @@ pub const CHAIN_WORDS: usize = 6;
 ///
 /// An instruction is `[code, dst, lhs, lhs_len, rhs, rhs_len]`: `code` below 256 is a
 /// [`Unary`] tag (`dst = f(lhs)`, `rhs` unused), `256 + t` the [`BinOp`] of tag `t`
-/// (`dst = lhs ∘ rhs`; Add, Sub, Mul or Div), [`chain::CLAMP`] `dst = min(max(lhs, lo),
-/// hi)` with `rhs` the constant pair `[lo, hi]`. `dst` is a register below [`chain::REGS`];
-/// an operand is a register, [`chain::INPUT`]` + k` (input `a` or `b`), or
-/// [`chain::CONST`]` + offset` with its length in the `_len` word (the constant
+/// (`dst = lhs ∘ rhs`; Add, Sub, Mul, Div, Max, Min or PRelu), [`chain::CLAMP`] `dst =
+/// min(max(lhs, lo), hi)` with `rhs` the constant pair `[lo, hi]`. `dst` is a register
+/// below [`chain::REGS`]; an operand is a register, [`chain::INPUT`]` + k` (input `a` or
+/// `b`), or [`chain::CONST`]` + offset` with its length in the `_len` word (the constant
 /// repeated along y, as an input).
 pub mod chain {
     /// Registers of a block each.

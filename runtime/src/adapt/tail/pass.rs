@@ -296,23 +296,12 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
     use edgetune_kernels::dispatch::Cpu;
-    use edgetune_kernels::registry::Tier;
 
     /// Every pass compiled for each x86 tier the CPU has gives the plain loops' bits,
     /// on values around the clamp's edges.
     #[test]
     fn widened_passes_match_the_plain_loops() {
-        let cpu = Cpu::detect();
-        let plain = Kernels::select(&cpu, Some(Tier::Reference));
-        let mut tiers = Vec::new();
-        for t in [Tier::Avx2, Tier::Avx512] {
-            let k = Kernels::select(&cpu, Some(t));
-            if k.ew.tier == t {
-                tiers.push(k);
-            } else {
-                std::eprintln!("SKIP widened tail passes on {t:?} (CPU lacks it)");
-            }
-        }
+        let (plain, tiers) = crate::exec::widened_tiers("widened tail passes");
         let val = |n: usize, f: f32| -> Vec<f32> {
             (0..n).map(|i| 7.0 * libm::sinf(i as f32 * f)).collect()
         };
