@@ -249,9 +249,10 @@ def bn_hardswish():
     # Convolutions with the batch norms, activations and residual of exporters that keep
     # them apart (paddle2onnx's PP-OCR): conv, BatchNormalization, a hard-swish written out
     # (Add, Clip, Mul, Div), a depthwise conv, BatchNormalization, Relu, a 1x1 conv, a
-    # per-channel Mul and Add, a residual Add of the block's input, then LeakyRelu, Max,
-    # Min, a per-channel PRelu and a lone LeakyRelu. edgetune runs the ops between two
-    # convolutions on their NHWC maps, so the transposes between them go.
+    # per-channel Mul and Add, a residual Add of a second 1x1 branch, LeakyRelu, Max, Min,
+    # a per-channel PRelu, a 1x1 conv, LeakyRelu, the block's input added, LeakyRelu.
+    # edgetune runs the ops between convolutions on their NHWC maps, so the transposes
+    # between them go.
     g = G()
     c = lambda v: g.init(np.array(v, np.float32), "c")
     def bn(x, ch):
@@ -263,10 +264,13 @@ def bn_hardswish():
     d = g.op("Relu", [d])
     p = g.op("Conv", [d, g.init(w(8, 16, 1, 1))], kernel_shape=[1, 1])
     p = g.op("Add", [g.op("Mul", [p, g.init(w(1, 8, 1, 1), "s")]), g.init(w(1, 8, 1, 1), "t")])
-    r = g.op("LeakyRelu", [g.op("Add", [p, "x"])], alpha=0.1)
+    q = g.op("Conv", [a, g.init(w(8, 16, 1, 1))], kernel_shape=[1, 1])
+    r = g.op("LeakyRelu", [g.op("Add", [p, q])], alpha=0.1)
     r = g.op("Min", [g.op("Max", [r, c(-0.3)]), c(2.5)])
     r = g.op("PRelu", [g.op("Sub", [r, c(0.5)]), g.init(w(8, 1, 1) - 0.5, "slope")])
-    return g.model(g.op("LeakyRelu", [r], alpha=0.2), [1, 8, 12, 20], None), (1, 8, 12, 20)
+    r = g.op("Conv", [r, g.init(w(8, 8, 1, 1))], kernel_shape=[1, 1])
+    r = g.op("Add", [g.op("LeakyRelu", [r], alpha=0.2), "x"])
+    return g.model(g.op("LeakyRelu", [r], alpha=0.3), [1, 8, 12, 20], None), (1, 8, 12, 20)
 
 
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,

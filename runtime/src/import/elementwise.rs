@@ -886,13 +886,14 @@ pub(super) fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
     st
 }
 
-/// Elementwise float ops between a transpose and its inverse (a float convolution's NHWC
-/// result to NCHW, its batch norm and activation, back to NHWC for the next convolution)
-/// run on the NHWC map itself, and both transposes go: an elementwise op commutes with any
-/// reordering of its values, and a constant operand broadcast over NCHW axes (a batch
-/// norm's per-channel scale and shift) is read through its strides permuted the same way.
-/// Only where the ops between read nothing else but constants, their values have no reader
-/// outside them and none is an input, output or tap.
+/// Elementwise float ops between transposes to NCHW and the inverse one (float
+/// convolutions' NHWC results to NCHW, their batch norms, activations and residual add,
+/// back to NHWC for the next convolution) run on the NHWC maps themselves, and the
+/// transposes go: an elementwise op commutes with any reordering of its values, and a
+/// constant operand broadcast over NCHW axes (a batch norm's per-channel scale and shift)
+/// is read through its strides permuted the same way. Only where the ops between read
+/// nothing else but constants, their values have no reader outside them and none is an
+/// input, output or tap.
 pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
     let mut k = 0;
     while k < b.ops.len() {
@@ -906,8 +907,8 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
 /// Most ops between a transpose and its inverse that [`cancel_transposes`] looks through.
 const MAX_REGION: usize = 16;
 
-/// If op `k` is an NCHW → NHWC transpose whose input comes from the inverse transpose
-/// through elementwise ops only, rewrites those ops onto the NHWC map, removes both
+/// If op `k` is an NCHW → NHWC transpose whose input comes from inverse transposes
+/// through elementwise ops only, rewrites those ops onto the NHWC maps, removes the
 /// transposes and returns where to look next.
 fn transpose_region(
     b: &mut Builder,
@@ -931,7 +932,8 @@ fn transpose_region(
     let len = |b: &Builder, t: u32| b.tensors[t as usize].len();
     let producer = |b: &Builder, t: u32| b.ops[..k].iter().rposition(|op| op.io().1.contains(&t));
     // The ops between, found from mid2 back to the first transpose's output.
-    let (mut region, mut entry): (Vec<usize>, Option<(usize, u32)>) = (vec![], None);
+    // The ops between, and the NHWC → NCHW transposes feeding them: (index, source).
+    let (mut region, mut entries): (Vec<usize>, Vec<(usize, u32)>) = (vec![], vec![]);
     let mut todo = vec![mid2];
     let mut seen: Vec<u32> = vec![];
     while let Some(t) = todo.pop() {
@@ -947,10 +949,9 @@ fn transpose_region(
                 perm: [0, 2, 1, 3],
                 ..
             } if d1 == [n as u32, hw as u32, c as u32, 1] => {
-                if entry.is_some_and(|(i, _)| i != j) {
-                    return None;
+                if !entries.iter().any(|e| e.0 == j) {
+                    entries.push((j, x));
                 }
-                entry = Some((j, x));
                 continue;
             }
             Op::UnaryF32 { x, y, .. } | Op::ClampF32 { x, y, .. } if len(b, x) == len(b, y) => {
@@ -976,21 +977,26 @@ fn transpose_region(
         }
         todo.extend(ins);
     }
-    let (i, src) = entry?;
     // A transpose straight into its inverse is the importer's to avoid: nothing to run.
-    if region.is_empty() {
+    if region.is_empty() || entries.is_empty() {
         return None;
     }
-    let mid1 = match b.ops[i] {
-        Op::TransposeF32 { y, .. } => y,
-        _ => return None,
-    };
-    // Every value between (mid1 included) read by the region alone (mid2 by the second
-    // transpose alone), none pinned; every tensor a BinF32 reads is such a value, whole.
+    // Each entry's NCHW output and NHWC source.
+    let mids: Vec<(u32, u32)> = entries
+        .iter()
+        .filter_map(|&(i, src)| match b.ops[i] {
+            Op::TransposeF32 { y, .. } => Some((y, src)),
+            _ => None,
+        })
+        .collect();
+    let src_of = |t: u32| mids.iter().find(|m| m.0 == t).map(|m| m.1);
+    // Every value between (the entries' outputs included) read by the region alone (mid2
+    // by the second transpose alone), none pinned; every tensor a BinF32 reads is such a
+    // value, whole.
     let values: Vec<u32> = region
         .iter()
         .flat_map(|&j| b.ops[j].io().1)
-        .chain([mid1])
+        .chain(mids.iter().map(|m| m.0))
         .collect();
     let pinned = |t: &u32| pin_start.contains(t) || pin_end.contains(t);
     for &t in &values {
@@ -1025,14 +1031,14 @@ fn transpose_region(
     }
     // The rewrite: the ops read the NHWC source, a BinF32 runs over [N, H, W, C] with its
     // constants' strides permuted alike, the last op writes the second transpose's output.
-    let nhwc_shape = b.tensors[src as usize].shape.clone();
+    let nhwc_shape = b.tensors[mids[0].1 as usize].shape.clone();
     for &j in &region {
         let op = &mut b.ops[j];
         match op {
-            Op::UnaryF32 { x, .. } | Op::ClampF32 { x, .. } | Op::ChainF32 { a: x, .. }
-                if *x == mid1 =>
-            {
-                *x = src;
+            Op::UnaryF32 { x, .. } | Op::ClampF32 { x, .. } | Op::ChainF32 { a: x, .. } => {
+                if let Some(src) = src_of(*x) {
+                    *x = src;
+                }
             }
             Op::BinF32 {
                 a,
@@ -1048,7 +1054,7 @@ fn transpose_region(
                 for (s, st) in [(a, sa), (rhs, sb)] {
                     match s {
                         Src::T(t) => {
-                            if *t == mid1 {
+                            if let Some(src) = src_of(*t) {
                                 *t = src;
                             }
                             *st = whole;
@@ -1080,9 +1086,12 @@ fn transpose_region(
             _ => {}
         }
     }
-    b.ops.remove(k);
-    b.ops.remove(i);
-    Some(i)
+    let mut gone: Vec<usize> = entries.iter().map(|e| e.0).chain([k]).collect();
+    gone.sort_unstable();
+    for &g in gone.iter().rev() {
+        b.ops.remove(g);
+    }
+    Some(gone[0])
 }
 
 /// A table applied to a table's output, where nothing else reads the middle tensor, is
