@@ -6,7 +6,10 @@ block of convolution, ReLU6, depthwise and ReLU), bilinear Resize under each coo
 ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
 constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
 transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
-dim]), a bidirectional LSTM with peepholes, nested If on the input's shape; with onnxruntime's outputs (graph optimisation off) for runtime/tests/float_ops.rs.
+dim]), a bidirectional LSTM with peepholes, nested If on the input's shape, runs of
+elementwise ops edgetune fuses into chains, and batch norms, activations and a residual
+add between convolutions (which edgetune runs on NHWC maps); with onnxruntime's outputs
+(graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
 

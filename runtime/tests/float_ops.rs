@@ -5,7 +5,8 @@
 //! MatMul by constant weights, comparisons, boolean logic and Where (the attention masks
 //! of transformers' exporters), Gather/GatherND by constant indices, Expand, a 5-D
 //! Transpose of attention heads, a bidirectional LSTM with peepholes, nested If on the
-//! input's shape; and a model quantised by
+//! input's shape, runs of elementwise ops fused into chains, batch norms and activations
+//! between convolutions run on NHWC maps; and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
