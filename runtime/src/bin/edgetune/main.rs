@@ -103,6 +103,10 @@ enum Cmd {
         /// Run N more times and print the median latency and the time per op kind.
         #[arg(long, value_name = "N")]
         profile: Option<usize>,
+        /// With `--profile`: also each op's time, slowest first, with the shapes it reads
+        /// and writes.
+        #[arg(long, requires = "profile")]
+        per_op: bool,
     },
     /// Train an adapter from a folder with one sub-folder of images per class.
     Adapt {
@@ -874,6 +878,7 @@ fn run(
     inputs: &[String],
     save: Option<&Path>,
     profile: Option<usize>,
+    per_op_listing: bool,
 ) -> Result<()> {
     let plan = load_plan(plan_path)?;
     let mut feeds: Vec<Vec<f32>> = vec![Vec::new(); plan.inputs.len()];
@@ -959,6 +964,28 @@ fn run(
         kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (name, t, count) in kinds {
             println!("  {name:<18} x{count:<3} {:8.3} ms/run", t / n as f64 * 1e3);
+        }
+        if per_op_listing {
+            let shapes = |ids: &[u32]| {
+                ids.iter()
+                    .map(|&i| format!("{:?}", plan.tensors[i as usize].logical_shape()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let mut order: Vec<usize> = (0..plan.ops.len()).collect();
+            order.sort_by(|&a, &b| per_op[b].cmp(&per_op[a]));
+            println!("  op    kind                 ms/run  reads -> writes");
+            for i in order {
+                let op = &plan.ops[i];
+                let (ins, outs) = op.io();
+                println!(
+                    "  {i:<5} {:<18} {:8.3}  {} -> {}",
+                    op.name(),
+                    per_op[i].as_secs_f64() / n as f64 * 1e3,
+                    shapes(&ins),
+                    shapes(&outs)
+                );
+            }
         }
     }
     for (i, p) in plan.outputs.iter().chain(&plan.taps).enumerate() {
@@ -1191,7 +1218,8 @@ fn main() {
             inputs,
             save_outputs,
             profile,
-        } => run(&plan, &inputs, save_outputs.as_deref(), profile),
+            per_op,
+        } => run(&plan, &inputs, save_outputs.as_deref(), profile, per_op),
         Cmd::Demo {
             episodes,
             shots,
