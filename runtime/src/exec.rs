@@ -1230,8 +1230,10 @@ impl<'p, 'm> Executor<'p, 'm> {
                 } else {
                     [value as u8; 4]
                 };
-                for chunk in o.chunks_exact_mut(elem) {
-                    chunk.copy_from_slice(&fill[..elem]);
+                if f32s_ {
+                    f32s_mut(o).fill(f32::from_le_bytes(fill));
+                } else {
+                    o.fill(fill[0]);
                 }
                 let row = d[3] * elem;
                 for a in 0..d[0] {
@@ -2201,28 +2203,73 @@ fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) 
     let (oh, ow) = (g.oh(), g.ow());
     shape_need("PoolF32", checked(&[g.ic, g.h, g.w])?, x.len())?;
     shape_need("PoolF32", checked(&[g.ic, oh, ow])?, y.len())?;
+    pool_planes(g, x, max, count_pad, y);
+    Ok(())
+}
+
+/// [`pool_f32`] after its checks: a row of outputs at a time, one kernel tap at a time
+/// across the outputs it falls inside the image for (independent sums; each output still
+/// takes its taps rows then columns, skipping those outside).
+fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let (sw, dw) = (g.stride_w, g.dil_w);
     for p in 0..g.ic {
         let plane = &x[p * g.h * g.w..][..g.h * g.w];
         for oy in 0..oh {
-            for ox in 0..ow {
-                let (mut acc, mut n) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        match g.src(oy, ox, ky, kx) {
-                            Some((iy, ix)) => {
-                                let v = plane[iy * g.w + ix];
-                                acc = if max { acc.max(v) } else { acc + v };
-                                n += 1;
-                            }
-                            None => n += count_pad as usize,
-                        }
+            let (ky0, ky1) = taps_inside(oy * g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
+            let row = &mut y[(p * oh + oy) * ow..][..ow];
+            row.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+            for ky in ky0..ky1 {
+                let iy = oy * g.stride_h + ky * g.dil_h - g.pad_top;
+                let src = &plane[iy * g.w..][..g.w];
+                for kx in 0..g.kw {
+                    // Outputs `a..b` have this column inside: pad ≤ ox·sw + kx·dw < w + pad.
+                    let at = kx * dw;
+                    let a = g.pad_left.saturating_sub(at).div_ceil(sw).min(ow);
+                    let b = (g.w + g.pad_left)
+                        .saturating_sub(at)
+                        .div_ceil(sw)
+                        .clamp(a, ow);
+                    let Some(first) = (a * sw + at).checked_sub(g.pad_left) else {
+                        continue;
+                    };
+                    let taps = src.get(first..).unwrap_or(&[]).iter().step_by(sw);
+                    let pairs = row[a..b].iter_mut().zip(taps);
+                    if max {
+                        pairs.for_each(|(out, &v)| *out = out.max(v));
+                    } else {
+                        pairs.for_each(|(out, &v)| *out += v);
                     }
                 }
-                y[(p * oh + oy) * ow + ox] = if max { acc } else { acc / n.max(1) as f32 };
+            }
+            if !max {
+                for (ox, out) in row.iter_mut().enumerate() {
+                    let n = if count_pad {
+                        g.kh * g.kw
+                    } else {
+                        let (kx0, kx1) = taps_inside(ox * sw, dw, g.pad_left, g.w, g.kw);
+                        (ky1 - ky0) * (kx1 - kx0)
+                    };
+                    *out /= n.max(1) as f32;
+                }
             }
         }
     }
-    Ok(())
+}
+
+/// The taps `k` in `lo..hi` of a kernel of `taps` taps whose position `start + k·dil - pad`
+/// falls inside `0..len` (they are consecutive: the position grows with `k`).
+#[inline]
+fn taps_inside(start: usize, dil: usize, pad: usize, len: usize, taps: usize) -> (usize, usize) {
+    let (before, room) = (pad.saturating_sub(start), (len + pad).saturating_sub(start));
+    // k·dil ≥ pad - start and k·dil < len + pad - start; no division without dilation.
+    let (lo, hi) = if dil <= 1 {
+        (before, room)
+    } else {
+        (before.div_ceil(dil), room.div_ceil(dil))
+    };
+    let lo = lo.min(taps);
+    (lo, hi.min(taps).max(lo))
 }
 
 /// Source index pairs and the weight of the second along one axis of a linear resize
@@ -2463,6 +2510,82 @@ fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8])
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// Float max and average pooling equal, bit for bit, a tap-by-tap loop over the
+    /// definition (`ConvGeom::src`, rows then columns) on strided, dilated, padded and
+    /// ceil-mode geometries whose windows fall partly or wholly in the padding.
+    #[test]
+    fn float_pooling_matches_the_tap_loop() {
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as usize % m
+        };
+        let mut tried = 0;
+        while tried < 400 {
+            let g = ConvGeom {
+                h: 1 + next(9),
+                w: 1 + next(11),
+                ic: 1 + next(3),
+                oc: 0,
+                kh: 1 + next(4),
+                kw: 1 + next(4),
+                stride_h: 1 + next(3),
+                stride_w: 1 + next(3),
+                dil_h: 1 + next(2),
+                dil_w: 1 + next(2),
+                pad_top: next(3),
+                pad_left: next(3),
+                pad_bottom: next(4),
+                pad_right: next(4),
+                groups: 1,
+            };
+            if g.h + g.pad_top + g.pad_bottom < g.dil_h * (g.kh - 1) + 1
+                || g.w + g.pad_left + g.pad_right < g.dil_w * (g.kw - 1) + 1
+            {
+                continue;
+            }
+            tried += 1;
+            let x: Vec<f32> = (0..g.ic * g.h * g.w)
+                .map(|_| next(2001) as f32 / 100.0 - 10.0)
+                .collect();
+            let (oh, ow) = (g.oh(), g.ow());
+            for (max, count_pad) in [(true, false), (false, false), (false, true)] {
+                let mut want = vec![0.0f32; g.ic * oh * ow];
+                for p in 0..g.ic {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let (mut acc, mut n) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0);
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    match g.src(oy, ox, ky, kx) {
+                                        Some((iy, ix)) => {
+                                            let v = x[(p * g.h + iy) * g.w + ix];
+                                            acc = if max { acc.max(v) } else { acc + v };
+                                            n += 1;
+                                        }
+                                        None => n += count_pad as usize,
+                                    }
+                                }
+                            }
+                            want[(p * oh + oy) * ow + ox] =
+                                if max { acc } else { acc / n.max(1) as f32 };
+                        }
+                    }
+                }
+                let mut got = vec![f32::NAN; want.len()];
+                pool_f32(&g, &x, max, count_pad, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?} max {max} count_pad {count_pad}"
+                );
+            }
+        }
+    }
 
     /// NCHW ↔ NHWC planes on the kernel tier and on one to three threads give the
     /// definition's values; other permutations take the general loop.
