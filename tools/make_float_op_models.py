@@ -7,8 +7,9 @@ ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul
 constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
 transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Transpose (attention heads split as [batch, tokens, 3, heads,
 dim]), a bidirectional LSTM with peepholes, nested If on the input's shape, runs of
-elementwise ops edgetune fuses into chains, and batch norms, activations and a residual
-add between convolutions (which edgetune runs on NHWC maps); with onnxruntime's outputs
+elementwise ops edgetune fuses into chains, batch norms, activations and a residual
+add between convolutions (which edgetune runs on NHWC maps), and BlazeFace's blocks with
+tflite2onnx's transposes, channel Pad, MaxPool and AveragePool; with onnxruntime's outputs
 (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -276,12 +277,41 @@ def bn_hardswish():
     return g.model(g.op("LeakyRelu", [r], alpha=0.3), [1, 8, 12, 20], None), (1, 8, 12, 20)
 
 
+def blaze_blocks():
+    # BlazeFace's blocks as tflite2onnx writes them: each convolution between explicit
+    # transposes to NHWC and back, a depthwise convolution then a 1x1 one, the block's
+    # input added (through a 2x2 MaxPool and a channel Pad where the block strides and
+    # widens), Relu; then a MaxPool with padding, dilation and ceil_mode, and an
+    # AveragePool with padding not counted. edgetune drops each transpose undone by the
+    # next one.
+    g = G()
+    pads = lambda v: g.init(np.array(v, np.int64), "p")
+    nhwc = lambda v: g.op("Transpose", [v], perm=[0, 2, 3, 1])
+    nchw = lambda v: g.op("Transpose", [v], perm=[0, 3, 1, 2])
+    def conv(v, cin, cout, k, group=1, stride=1):
+        p = (k - 1) // 2
+        y = g.op("Conv", [nchw(nhwc(v)), g.init(w(cout, cin // group, k, k)), g.init(w(cout, s=0.1), "b")],
+                 kernel_shape=[k, k], pads=[p, p, p, p], group=group, strides=[stride, stride])
+        return nchw(nhwc(y))
+    a = g.op("Relu", [conv("x", 8, 16, 3)])
+    b = g.op("Relu", [g.op("Add", [conv(conv(a, 16, 16, 3, group=16), 16, 16, 1), a])])
+    skip = g.op("MaxPool", [b], kernel_shape=[2, 2], strides=[2, 2])
+    skip = g.op("Pad", [skip, pads([0, 0, 0, 0, 0, 8, 0, 0]), g.init(np.array(0.0, np.float32), "z")])
+    c = g.op("Relu", [g.op("Add", [conv(conv(b, 16, 16, 3, group=16, stride=2), 16, 24, 1), skip])])
+    d = g.op("Relu", [g.op("Add", [conv(conv(c, 24, 24, 3, group=24), 24, 24, 1), c])])
+    e = g.op("MaxPool", [d], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1], dilations=[1, 2],
+             ceil_mode=1)
+    return g.model(g.op("AveragePool", [e], kernel_shape=[3, 2], strides=[1, 2], pads=[1, 1, 1, 0],
+                        count_include_pad=0), [1, 8, 20, 22], None), (1, 8, 20, 22)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
-          "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish}
+          "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
+          "blaze_blocks": blaze_blocks}
 
 
 class Reader(CalibrationDataReader):

@@ -77,6 +77,7 @@ fn float_models_match_onnxruntime() {
         "if_shape",
         "elementwise_chains",
         "bn_hardswish",
+        "blaze_blocks",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -122,6 +123,13 @@ fn each_op_lowers_to_its_float_kernel() {
     let p = ops("bn_hardswish");
     assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 5);
     assert_eq!(count(&p, |o| matches!(o, Op::ChainF32 { .. })), 5);
+    // tflite2onnx's transposes to NHWC and back around each of the seven convolutions
+    // (28), with the importer's own into and out of each (14): a transpose undone by the
+    // next one goes, and so do the ops between convolutions on the NHWC maps. Eight stay:
+    // the input's; the NCHW maps the residual paths, the pools and the channel Pad read.
+    let p = ops("blaze_blocks");
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 8);
+    assert_eq!(count(&p, |o| matches!(o, Op::PoolF32 { .. })), 3);
     let p = ops("reduce_clip");
     assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
     let p = ops("mask_logic");

@@ -904,6 +904,55 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
     }
 }
 
+/// A transpose of a transpose's output that undoes it (a float convolution's NHWC result
+/// taken to NCHW for the graph and back to NHWC for the next convolution) is its first
+/// input again: its readers read that, and the transposes go (the first stays while the
+/// NCHW tensor has other readers). Not where the second's output is an output or a tap.
+pub(super) fn inverse_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    let mut k = 0;
+    while k < b.ops.len() {
+        let Op::TransposeF32 {
+            x: mid,
+            y: out,
+            dims: d2,
+            perm: p2,
+        } = b.ops[k]
+        else {
+            k += 1;
+            continue;
+        };
+        let first = b.ops[..k].iter().rposition(|op| op.io().1.contains(&mid));
+        let undone = first.and_then(|j| match b.ops[j] {
+            Op::TransposeF32 {
+                x: src,
+                dims: d1,
+                perm: p1,
+                ..
+            } => {
+                let fits = (0..4).all(|a| d2[a] == d1[p1[a] as usize])
+                    && (0..4).all(|a| p1[p2[a] as usize] as usize == a)
+                    && b.tensors[src as usize].dtype == b.tensors[out as usize].dtype;
+                fits.then_some((j, src))
+            }
+            _ => None,
+        });
+        let pinned = |t: u32| pin_start.contains(&t) || pin_end.contains(&t);
+        let Some((j, src)) = undone.filter(|_| !pinned(out)) else {
+            k += 1;
+            continue;
+        };
+        for op in &mut b.ops[k + 1..] {
+            op.rename_reads(out, src);
+        }
+        b.ops.remove(k);
+        let read = b.ops.iter().any(|op| op.io().0.contains(&mid));
+        if !read && !pinned(mid) {
+            b.ops.remove(j);
+            k -= 1;
+        }
+    }
+}
+
 /// Most ops between a transpose and its inverse that [`cancel_transposes`] looks through.
 const MAX_REGION: usize = 16;
 

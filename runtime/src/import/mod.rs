@@ -439,7 +439,9 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     // Elementwise ops between a transpose and its inverse move onto the untransposed
     // map first, so that a batch norm's per-channel constants repeat along it and the ops
     // fuse into one chain.
+    elementwise::inverse_transposes(&mut lw.b, &pin_start, &pin_end);
     elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
+    elementwise::inverse_transposes(&mut lw.b, &pin_start, &pin_end);
     if !opts.unfused {
         chains::fuse_chains(&mut lw.b, &pin_start, &pin_end);
     }

@@ -22,6 +22,8 @@ pub(crate) trait Field: Sized {
 /// A field naming runtime tensors: what the memory planner sees an op read or write.
 pub(crate) trait Tensors {
     fn tensors(&self, out: &mut heapless::Vec<u32, 3>);
+    /// Names `to` where the field names `from`.
+    fn rename(&mut self, from: u32, to: u32);
 }
 
 impl Field for u32 {
@@ -263,6 +265,11 @@ impl Tensors for u32 {
     fn tensors(&self, out: &mut heapless::Vec<u32, 3>) {
         let _ = out.push(*self);
     }
+    fn rename(&mut self, from: u32, to: u32) {
+        if *self == from {
+            *self = to;
+        }
+    }
 }
 
 impl Tensors for Option<u32> {
@@ -271,12 +278,22 @@ impl Tensors for Option<u32> {
             let _ = out.push(*t);
         }
     }
+    fn rename(&mut self, from: u32, to: u32) {
+        if let Some(t) = self {
+            t.rename(from, to);
+        }
+    }
 }
 
 impl Tensors for Src {
     fn tensors(&self, out: &mut heapless::Vec<u32, 3>) {
         if let Src::T(t) = self {
             let _ = out.push(*t);
+        }
+    }
+    fn rename(&mut self, from: u32, to: u32) {
+        if let Src::T(t) = self {
+            t.rename(from, to);
         }
     }
 }
@@ -328,6 +345,15 @@ macro_rules! plan_ops {
                     })*
                 }
                 (ins, outs)
+            }
+
+            /// Reads tensor `to` wherever the op reads `from` (an import rewrite).
+            pub fn rename_reads(&mut self, from: u32, to: u32) {
+                match self {
+                    $(Op::$name { $($i,)* .. } => {
+                        $( Tensors::rename($i, from, to); )*
+                    })*
+                }
             }
 
             /// Every weight range the op reads.
