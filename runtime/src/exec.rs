@@ -177,7 +177,10 @@ fn split<'b>(
     };
     let mut order: heapless::Vec<usize, 2> =
         (0..outs.len()).filter(|&i| !outs[i].is_empty()).collect();
-    order.sort_unstable_by_key(|&i| outs[i].start);
+    // Two at most: a swap, not a sort (a sort links a general sort into firmware).
+    if order.len() == 2 && outs[order[1]].start < outs[order[0]].start {
+        order.swap(0, 1);
+    }
     if outs.len() == 2 && overlap(&outs[0], &outs[1]) {
         return Err(Error::Invalid {
             what: "plan places two outputs of one op over each other".into(),
@@ -474,45 +477,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let src = f32s(i[0]);
                 let s = &tt(y).shape;
                 if to_nhwc && s.len() == 4 {
-                    let (h, w, c) = (s[1], s[2], s[3]);
-                    // Quantise each NCHW plane in runs with the tier's kernel (division,
-                    // as QuantizeLinear defines it), then scatter the bytes to NHWC; the
-                    // pixels split over the threads (each part writes its own pixels).
-                    let hw = h * w;
-                    shape_need("Quantize", checked(&[s[0], hw, c])?, o.len().min(src.len()))?;
-                    for n in 0..s[0] {
-                        let src_n = &src[n * c * hw..][..c * hw];
-                        let o_n = &mut o[n * hw * c..][..hw * c];
-                        // Pixels `r` into `out` (their NHWC bytes).
-                        let pixels = |r: core::ops::Range<usize>, out: &mut [u8]| -> Result<()> {
-                            let mut run = [0u8; 256];
-                            for ch in 0..c {
-                                let plane = &src_n[ch * hw..][r.clone()];
-                                for (j, part) in plane.chunks(run.len()).enumerate() {
-                                    let q8 = &mut run[..part.len()];
-                                    kops::quantize_u8(&kern, part, q.scale, q.zero, q8)?;
-                                    for (i, &b) in q8.iter().enumerate() {
-                                        out[(j * 256 + i) * c + ch] = b;
-                                    }
-                                }
-                            }
-                            Ok(())
-                        };
-                        let parts = par.parts(hw, hw * c * 8);
-                        if parts <= 1 {
-                            // One part: no list of parts (a device without a heap).
-                            pixels(0..hw, o_n)?;
-                            continue;
-                        }
-                        let mut rest = o_n;
-                        let mut items = alloc::vec::Vec::with_capacity(parts);
-                        for r in par::runs(hw, parts) {
-                            let (part, tail) = rest.split_at_mut(r.len() * c);
-                            items.push((r, part));
-                            rest = tail;
-                        }
-                        par.each(items, |(r, out)| pixels(r, out))?;
-                    }
+                    quantize_to_nhwc(&kern, par, src, [s[0], s[1] * s[2], s[3]], q, o)?;
                 } else {
                     kops::quantize_u8(&kern, src, q.scale, q.zero, o)?;
                 }
@@ -522,16 +487,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let dst = f32s_mut(o);
                 let s = &tt(x).shape;
                 if to_nchw && s.len() == 4 {
-                    let (h, w, c) = (s[1], s[2], s[3]);
-                    for n in 0..s[0] {
-                        for p in 0..h * w {
-                            for ch in 0..c {
-                                dst[(n * c + ch) * h * w + p] =
-                                    (i[0][(n * h * w + p) * c + ch] as i32 - q.zero) as f32
-                                        * q.scale;
-                            }
-                        }
-                    }
+                    dequantize_to_nchw(&kern, par, i[0], [s[0], s[1] * s[2], s[3]], q, dst)?;
                 } else {
                     kops::dequantize_u8(&kern, i[0], q.scale, q.zero, dst)?;
                 }
@@ -2190,6 +2146,111 @@ fn group_conv_rows(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f3
 }
 
 /// Max or average pooling of `g.ic` planes `[g.h, g.w]` into `[g.oh(), g.ow()]` each.
+/// f32 NCHW `[n, c, hw]` → u8 NHWC `[n, hw, c]` (Quantize into a quantised map): each
+/// channel's run quantised by the tier's kernel (division, as QuantizeLinear defines it),
+/// 256 pixels at a time so the block's NHWC bytes stay in L1 while each channel's run
+/// lands in them; the pixels split over the threads (each part writes its own pixels).
+fn quantize_to_nhwc(
+    kern: &Kernels,
+    par: &Par,
+    src: &[f32],
+    [batch, hw, c]: [usize; 3],
+    q: crate::plan::Q8,
+    o: &mut [u8],
+) -> Result<()> {
+    shape_need(
+        "Quantize",
+        checked(&[batch, hw, c])?,
+        o.len().min(src.len()),
+    )?;
+    for n in 0..batch {
+        let src_n = &src[n * c * hw..][..c * hw];
+        let o_n = &mut o[n * hw * c..][..hw * c];
+        // Pixels `r` into `out` (their NHWC bytes).
+        let pixels = |r: Range<usize>, out: &mut [u8]| -> Result<()> {
+            let mut run = [0u8; 256];
+            for p0 in (0..r.len()).step_by(run.len()) {
+                let len = (r.len() - p0).min(run.len());
+                let block = &mut out[p0 * c..][..len * c];
+                for ch in 0..c {
+                    let part = &src_n[ch * hw + r.start + p0..][..len];
+                    let q8 = &mut run[..len];
+                    kops::quantize_u8(kern, part, q.scale, q.zero, q8)?;
+                    for (px, &b) in block.chunks_exact_mut(c).zip(q8.iter()) {
+                        px[ch] = b;
+                    }
+                }
+            }
+            Ok(())
+        };
+        let parts = par.parts(hw, hw * c * 8);
+        if parts <= 1 {
+            // One part: no list of parts (a device without a heap).
+            pixels(0..hw, o_n)?;
+            continue;
+        }
+        let mut rest = o_n;
+        let mut items = alloc::vec::Vec::with_capacity(parts);
+        for r in par::runs(hw, parts) {
+            let (part, tail) = rest.split_at_mut(r.len() * c);
+            items.push((r, part));
+            rest = tail;
+        }
+        par.each(items, |(r, out)| pixels(r, out))?;
+    }
+    Ok(())
+}
+
+/// u8 NHWC `[n, hw, c]` → f32 NCHW `[n, c, hw]` (Dequantize of a quantised map for the
+/// graph): 256 pixels at a time, so the block's NHWC bytes stay in L1 while each
+/// channel's run is gathered and dequantised by the tier's kernel into its plane; the
+/// channels split over the threads (each part writes its own planes).
+fn dequantize_to_nchw(
+    kern: &Kernels,
+    par: &Par,
+    src: &[u8],
+    [batch, hw, c]: [usize; 3],
+    q: crate::plan::Q8,
+    dst: &mut [f32],
+) -> Result<()> {
+    shape_need("Dequantize", checked(&[batch, hw, c])?, src.len())?;
+    shape_need("Dequantize", checked(&[batch, hw, c])?, dst.len())?;
+    for n in 0..batch {
+        let src_n = &src[n * hw * c..][..hw * c];
+        let dst_n = &mut dst[n * c * hw..][..c * hw];
+        // Channels `chs` into their planes `out`.
+        let planes = |chs: Range<usize>, out: &mut [f32]| -> Result<()> {
+            let mut run = [0u8; 256];
+            for p0 in (0..hw).step_by(run.len()) {
+                let len = (hw - p0).min(run.len());
+                let block = &src_n[p0 * c..][..len * c];
+                for (k, ch) in chs.clone().enumerate() {
+                    for (b, px) in run.iter_mut().zip(block.chunks_exact(c)) {
+                        *b = px[ch];
+                    }
+                    let plane = &mut out[k * hw + p0..][..len];
+                    kops::dequantize_u8(kern, &run[..len], q.scale, q.zero, plane)?;
+                }
+            }
+            Ok(())
+        };
+        let parts = par.parts(c, hw * c * 8);
+        if parts <= 1 {
+            planes(0..c, dst_n)?;
+            continue;
+        }
+        let mut rest = dst_n;
+        let mut items = alloc::vec::Vec::with_capacity(parts);
+        for r in par::runs(c, parts) {
+            let (part, tail) = rest.split_at_mut(r.len() * hw);
+            items.push((r, part));
+            rest = tail;
+        }
+        par.each(items, |(r, out)| planes(r, out))?;
+    }
+    Ok(())
+}
+
 fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) -> Result<()> {
     if g.stride_h == 0 || g.stride_w == 0 || g.kh == 0 || g.kw == 0 || g.dil_h == 0 || g.dil_w == 0
     {
@@ -2510,6 +2571,58 @@ fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8])
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// Quantize into NHWC and Dequantize out of it, on one to three threads, equal the
+    /// layout-free kernels' values moved by the definition (pixel counts that are and are
+    /// not multiples of the 256-pixel blocks, one to 32 channels, batches).
+    #[test]
+    fn quantised_map_layout_changes_match_the_definition() {
+        let kern = Kernels::detect();
+        let q = crate::plan::Q8 {
+            scale: 0.0371,
+            zero: 117,
+        };
+        for [batch, hw, c] in [[1usize, 7, 1], [1, 300, 5], [2, 513, 3], [1, 1030, 32]] {
+            let n = batch * hw * c;
+            let nchw: Vec<f32> = (0..n)
+                .map(|i| ((i * 37) % 101) as f32 * 0.09 - 4.4)
+                .collect();
+            let mut flat = vec![0u8; n];
+            kops::quantize_u8(&kern, &nchw, q.scale, q.zero, &mut flat).unwrap();
+            let mut nhwc_want = vec![0u8; n];
+            for b in 0..batch {
+                for ch in 0..c {
+                    for p in 0..hw {
+                        nhwc_want[(b * hw + p) * c + ch] = flat[(b * c + ch) * hw + p];
+                    }
+                }
+            }
+            let mut deq = vec![0.0f32; n];
+            kops::dequantize_u8(&kern, &nhwc_want, q.scale, q.zero, &mut deq).unwrap();
+            let mut nchw_want = vec![0.0f32; n];
+            for b in 0..batch {
+                for ch in 0..c {
+                    for p in 0..hw {
+                        nchw_want[(b * c + ch) * hw + p] = deq[(b * hw + p) * c + ch];
+                    }
+                }
+            }
+            for t in 1..=3 {
+                let par = Par::new(t).unwrap();
+                let mut got = vec![0u8; n];
+                quantize_to_nhwc(&kern, &par, &nchw, [batch, hw, c], q, &mut got).unwrap();
+                assert_eq!(got, nhwc_want, "quantize {batch}x{hw}x{c} on {t} threads");
+                let mut back = vec![f32::NAN; n];
+                dequantize_to_nchw(&kern, &par, &nhwc_want, [batch, hw, c], q, &mut back).unwrap();
+                assert!(
+                    back.iter()
+                        .zip(&nchw_want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "dequantize {batch}x{hw}x{c} on {t} threads"
+                );
+            }
+        }
+    }
 
     /// Float max and average pooling equal, bit for bit, a tap-by-tap loop over the
     /// definition (`ConvGeom::src`, rows then columns) on strided, dilated, padded and
