@@ -1,7 +1,8 @@
 """Small float models of the ops that run on edgetune's float kernels without being
 quantised (a float model compiled as it is, or a float island between a DequantizeLinear
 and a QuantizeLinear): float convolutions (1-D strided like an STFT front end, 2-D grouped,
-dilated, asymmetrically padded; transposed ones with strides, pads and output padding; a
+dilated, asymmetrically padded; transposed ones with strides, pads and output padding, and ones whose kernel equals
+their stride; a
 block of convolution, ReLU6, depthwise and ReLU), bilinear Resize under each coordinate transform,
 ReduceMax, Clip with bounds computed at run time, Max/Min of two tensors, MatMul by
 constant weights, comparisons, boolean logic, Where and the attention-mask pattern of
@@ -305,13 +306,26 @@ def blaze_blocks():
                         count_include_pad=0), [1, 8, 20, 22], None), (1, 8, 20, 22)
 
 
+def deconv_subpixel():
+    # Transposed convolutions whose kernel equals their stride (the upsampling of PP-OCR's
+    # detection head and of U-Net decoders): 2x2 stride 2 with a bias to five channels, a
+    # Relu, then 3x2 stride (3, 2) to one channel. edgetune runs each as a 1x1 convolution
+    # and a transpose.
+    g = G()
+    a = g.op("ConvTranspose", ["x", g.init(w(6, 5, 2, 2)), g.init(w(5, s=0.1), "b")], kernel_shape=[2, 2],
+             strides=[2, 2])
+    a = g.op("Relu", [a])
+    return g.model(g.op("ConvTranspose", [a, g.init(w(5, 1, 3, 2))], kernel_shape=[3, 2], strides=[3, 2]),
+                   [1, 6, 7, 9], None), (1, 6, 7, 9)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
-          "blaze_blocks": blaze_blocks}
+          "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel}
 
 
 class Reader(CalibrationDataReader):

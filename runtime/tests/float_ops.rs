@@ -78,6 +78,7 @@ fn float_models_match_onnxruntime() {
         "elementwise_chains",
         "bn_hardswish",
         "blaze_blocks",
+        "deconv_subpixel",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -130,6 +131,17 @@ fn each_op_lowers_to_its_float_kernel() {
     let p = ops("blaze_blocks");
     assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 8);
     assert_eq!(count(&p, |o| matches!(o, Op::PoolF32 { .. })), 3);
+    // Transposed convolutions whose kernel equals their stride: a 1×1 convolution each and
+    // a transpose into place, no zeros inserted.
+    let p = ops("deconv_subpixel");
+    assert_eq!(count(&p, |o| matches!(o, Op::Dilate { .. })), 0);
+    assert_eq!(
+        count(
+            &p,
+            |o| matches!(o, Op::ConvF32 { geom, .. } if geom.kh == 1 && geom.kw == 1)
+        ),
+        2
+    );
     let p = ops("reduce_clip");
     assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
     let p = ops("mask_logic");
@@ -182,8 +194,9 @@ fn outputs(stem: &str, unfused: bool, threads: usize) -> (Vec<f32>, Plan<'static
     (all, plan)
 }
 
-/// Runs of elementwise ops fused into chains give the separate ops' bits, on one thread
-/// and two: a GELU written out, a Reshape inside a chain, repeated constants and a tensor
+/// Runs of elementwise ops fused into chains, and transposed convolutions run as 1×1 ones
+/// (`deconv_subpixel`), give the plain lowering's bits, on one thread and two: a GELU
+/// written out, a Reshape inside a chain, repeated constants and a tensor
 /// broadcast over leading axes, values read outside their chain, chains cut at a third
 /// input, scalar-path functions.
 #[test]
@@ -194,6 +207,7 @@ fn chains_give_the_separate_ops_bits() {
         "mask_logic",
         "if_shape",
         "bn_hardswish",
+        "deconv_subpixel",
     ] {
         let (want, plain) = outputs(stem, true, 1);
         assert_eq!(chains(&plain), 0, "{stem}");

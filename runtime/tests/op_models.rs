@@ -274,3 +274,42 @@ fn dynamically_quantised_blocks_calibrate_like_float_ones() {
         "far from onnxruntime's float outputs: {failed:?}"
     );
 }
+
+/// A quantised transposed convolution whose kernel equals its stride runs as a 1×1
+/// convolution and a transpose into place: the same integers, so the same bytes as the
+/// dilated convolution of the plain lowering (`ImportOptions::unfused`), in QDQ, int8 and
+/// QOperator form; the other transposed convolution of the model keeps its dilation.
+#[test]
+fn subpixel_transposed_convolutions_give_the_dilated_ones_bytes() {
+    use edgetune::plan::Op;
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    for stem in ["deconv_qdq", "deconv_s8", "deconv_qop"] {
+        let run = |unfused: bool| {
+            let opts = ImportOptions {
+                unfused,
+                ..Default::default()
+            };
+            let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
+            let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+            let dilations = plan
+                .ops
+                .iter()
+                .filter(|o| matches!(o, Op::Dilate { .. }))
+                .count();
+            let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+            let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
+            let mut all = vec![];
+            for i in 0..xs[0] {
+                exec.run(&[&x[i * xl..][..xl]]).unwrap();
+                let mut out = vec![0.0; yl];
+                exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+                all.extend(out.iter().map(|v| v.to_bits()));
+            }
+            (all, dilations)
+        };
+        let ((plain, d_plain), (fused, d_fused)) = (run(true), run(false));
+        assert_eq!((d_plain, d_fused), (2, 1), "{stem}");
+        assert!(plain == fused, "{stem}: outputs differ");
+    }
+}

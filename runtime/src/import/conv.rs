@@ -56,6 +56,10 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         return Err(lw.unsupported(&n, "transposed convolution attributes"));
     }
     let (sh, sw) = (strides[0] as usize, strides[1] as usize);
+    let plain = dil == [1, 1] && pads.iter().chain(&out_pad).all(|&p| p == 0);
+    if plain && (sh, sw) == (kh, kw) && kh * kw > 1 && !lw.plain {
+        return conv_transpose_subpixel(lw, &n, x, (wd, wq, ws, wz));
+    }
     // The equivalent convolution's padding on each side.
     let reach = [dil[0] * (kh as i64 - 1), dil[1] * (kw as i64 - 1)];
     let conv_pads = [
@@ -140,6 +144,112 @@ pub(super) fn conv_transpose(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
         ..Default::default()
     });
     conv_node(lw, &conv)
+}
+
+/// ConvTranspose whose kernel equals its stride, without dilation, padding or output
+/// padding (the upsampling of detection and segmentation heads): each input pixel alone
+/// makes one `kH × kW` block of the output, so it is one 1×1 convolution to
+/// `kH·kW·C_out` channels (ordered kernel row, column, output channel) whose output is
+/// then a transpose away from NHWC: `[N·H, W, kH, kW·C_out]` → `[N·H, kH, W, kW·C_out]`
+/// is `[N, H·kH, W·kW, C_out]`. No zeros inserted and multiplied.
+fn conv_transpose_subpixel(
+    lw: &mut Lowering<'_>,
+    n: &pb::NodeProto,
+    x: u32,
+    (wd, wq, ws, wz): (Vec<usize>, Vec<i64>, Vec<f32>, Vec<i64>),
+) -> Result<()> {
+    let xi = lw.b.tensors[x as usize].clone();
+    let (nb, h, w) = (xi.shape[0], xi.shape[1], xi.shape[2]);
+    let (ci, co, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let taps = kh * kw;
+    let wide = |v: &[f32]| -> Vec<f32> {
+        if v.len() == co {
+            (0..taps * co).map(|j| v[j % co]).collect()
+        } else {
+            v.to_vec()
+        }
+    };
+    let wide_i = |v: &[i64]| -> Vec<i64> {
+        if v.len() == co {
+            (0..taps * co).map(|j| v[j % co]).collect()
+        } else {
+            v.to_vec()
+        }
+    };
+    // [C_in, C_out, kH, kW] → [(kH, kW, C_out), C_in, 1, 1].
+    let mut q = vec![0i64; wq.len()];
+    for t in 0..taps {
+        for o in 0..co {
+            for i in 0..ci {
+                q[(t * co + o) * ci + i] = wq[(i * co + o) * taps + t];
+            }
+        }
+    }
+    let w_name = format!("{}#weights", n.name);
+    lw.vals.insert(
+        w_name.clone(),
+        Val::QConst {
+            dims: vec![taps * co, ci, 1, 1],
+            q,
+            scale: wide(&ws),
+            zero: wide_i(&wz),
+            axis: 0,
+        },
+    );
+    let x_name = format!("{}#input", n.name);
+    lw.vals.insert(x_name.clone(), Val::Deq(x));
+    let mut conv = pb::NodeProto {
+        op_type: "Conv".into(),
+        name: n.name.clone(),
+        input: vec![x_name, w_name],
+        output: n.output.clone(),
+        ..Default::default()
+    };
+    if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+        let (bd, bq, bs, bz) = lw.qconst(n, 2)?;
+        if bd.iter().product::<usize>() != co {
+            return Err(lw.unsupported(n, "bias length differs from the output channels"));
+        }
+        let b_name = format!("{b}#{}", n.name);
+        lw.vals.insert(
+            b_name.clone(),
+            Val::QConst {
+                dims: vec![taps * co],
+                q: wide_i(&bq),
+                scale: wide(&bs),
+                zero: wide_i(&bz),
+                axis: 0,
+            },
+        );
+        conv.input.push(b_name);
+    }
+    conv_node(lw, &conv)?;
+    // The 1×1 convolution's output, bound to the QuantizeLinear after the node: moved into
+    // place by the transpose, which takes the binding over.
+    let (qi, _) = lw.fused_q(n)?;
+    let qout = lw.graph.node[qi].output[0].clone();
+    let Some(&Val::Act(blocks)) = lw.vals.get(&qout) else {
+        return Err(lw.unsupported(n, "output must go to a QuantizeLinear"));
+    };
+    let bi = lw.b.tensors[blocks as usize].clone();
+    let y = lw.b.tensor(
+        &format!("{}#upsampled", n.name),
+        DType::U8,
+        vec![nb, h * kh, w * kw, co],
+        true,
+        Some(Q8 {
+            scale: bi.scale,
+            zero: bi.zero,
+        }),
+    );
+    lw.b.ops.push(Op::TransposeF32 {
+        x: blocks,
+        y,
+        dims: [(nb * h) as u32, w as u32, kh as u32, (kw * co) as u32],
+        perm: [0, 2, 1, 3],
+    });
+    lw.set_out(qi, y, &n.output[0]);
+    Ok(())
 }
 
 /// AveragePool on a u8 map as the depthwise convolution it is: every weight `1/(kH·kW)`
@@ -657,6 +767,86 @@ fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Res
             perm: [0, 2, 1, 3],
         });
         xin = t;
+    }
+    let plain = dil == [1, 1] && pads.iter().chain(&out_pad).all(|&p| p == 0);
+    if plain && (sh, sw) == (kh, kw) && kh * kw > 1 && !lw.plain {
+        // As `conv_transpose_subpixel`: a 1×1 convolution to (kernel row, column, output
+        // channel), a transpose to the NHWC output map, and the one to NCHW.
+        let taps = kh * kw;
+        let mut b = vec![0f32; ci * taps * co];
+        for i in 0..ci {
+            for o in 0..co {
+                for t in 0..taps {
+                    b[i * taps * co + t * co + o] = wf[(i * co + o) * taps + t];
+                }
+            }
+        }
+        let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(ci, taps * co)];
+        edgetune_kernels::pack::pack_f32(&b, ci, taps * co, &mut packed);
+        let bias = float_bias(lw, n, co)?;
+        // None stays none (empty).
+        let bias: Vec<f32> = bias
+            .iter()
+            .cycle()
+            .take(taps * bias.len())
+            .copied()
+            .collect();
+        let (wb, bb) = (lw.b.push(&packed), lw.b.push(&bias));
+        let blocks = lw.new_f32(&format!("{}#blocks", n.name), vec![nb, h, w, taps * co]);
+        lw.b.ops.push(Op::ConvF32 {
+            x: xin,
+            y: blocks,
+            scratch: None,
+            geom: ConvGeom {
+                h,
+                w,
+                ic: c,
+                oc: taps * co,
+                kh: 1,
+                kw: 1,
+                stride_h: 1,
+                stride_w: 1,
+                dil_h: 1,
+                dil_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 0,
+                pad_right: 0,
+                groups: 1,
+            },
+            w: wb,
+            bias: bb,
+            lo: f32::NEG_INFINITY,
+            hi: f32::INFINITY,
+        });
+        let (oh, ow) = (h * kh, w * kw);
+        // One output channel: the NHWC map is the NCHW tensor.
+        let (name, shape) = if co == 1 {
+            (n.output[0].clone(), vec![nb, 1, oh, ow])
+        } else {
+            (format!("{}#nhwc_out", n.name), vec![nb, oh, ow, co])
+        };
+        let up = lw.new_f32(&name, shape);
+        lw.b.ops.push(Op::TransposeF32 {
+            x: blocks,
+            y: up,
+            dims: [(nb * h) as u32, w as u32, kh as u32, (kw * co) as u32],
+            perm: [0, 2, 1, 3],
+        });
+        let y = if co == 1 {
+            up
+        } else {
+            let t = lw.new_f32(&n.output[0], vec![nb, co, oh, ow]);
+            lw.b.ops.push(Op::TransposeF32 {
+                x: up,
+                y: t,
+                dims: [nb as u32, (oh * ow) as u32, co as u32, 1],
+                perm: [0, 2, 1, 3],
+            });
+            t
+        };
+        lw.out_f32(n, y);
+        return Ok(());
     }
     let (dh, dw) = ((h - 1) * sh + 1, (w - 1) * sw + 1);
     if sh > 1 || sw > 1 {

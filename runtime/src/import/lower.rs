@@ -26,6 +26,9 @@ pub(super) struct Lowering<'g> {
     /// Set by a lowering that replaces its node with other nodes (an inlined `If`, a
     /// spelt-out `LSTM`): the import splices them in and lowers the graph again.
     pub(super) expand: Option<super::control::Expansion>,
+    /// `ImportOptions::unfused`: each node's plain lowering (a transposed convolution as
+    /// the dilated convolution it equals, even where its kernel equals its stride).
+    pub(super) plain: bool,
 }
 
 /// The state a lowering can change, to undo it when the lowering fails.

@@ -60,7 +60,9 @@ pub struct ImportOptions {
     /// How `--calibrate` turns the values an activation took into its range.
     pub calibration: Calibration,
     /// Keeps every elementwise float op on its own instead of fusing runs of them into
-    /// chains (which give the same bits): the fused plan's reference.
+    /// chains, and lowers a transposed convolution whose kernel equals its stride as the
+    /// dilated convolution it equals rather than a 1×1 convolution and a transpose (both
+    /// give the same bits): the fused plan's reference.
     pub unfused: bool,
 }
 
@@ -252,6 +254,7 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
         int_names: HashSet::new(),
         floated: HashMap::new(),
         expand: None,
+        plain: opts.unfused,
     };
     for t in &graph.initializer {
         lw.vals.insert(t.name.clone(), Val::Const(tensor_const(t)?));

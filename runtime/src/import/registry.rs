@@ -124,7 +124,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "ConvTranspose",
         conv::conv_transpose,
-        "QDQ, 2-D, any batch, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`), dilations, pads, output_padding; no auto_pad or output_shape",
+        "QDQ, 2-D, any batch, group 1: symmetric int8 weights (per-tensor or per-channel on the output axis), strides (zeros inserted, `DilateU8`; a kernel equal to the stride without pads runs as a 1×1 convolution and a transpose), dilations, pads, output_padding; no auto_pad or output_shape",
     ),
     node(
         "AveragePool",
