@@ -208,6 +208,106 @@ fn split_dst<'a>(y: I8Dst<'a>, sizes: &[usize]) -> Vec<DstPart<'a>> {
     }
 }
 
+/// Bytes of im2col rows a convolution builds before multiplying them: its blocks of
+/// output rows stay in L2 between the two passes rather than going out to memory. (Unit
+/// tests take one output row per block, to test the blocks.)
+const IM2COL_BLOCK_BYTES: usize = if cfg!(test) { 1 } else { 256 << 10 };
+
+/// Output rows `r0..r1` of `g` in blocks whose im2col rows (`elem` bytes each value) fit
+/// [`IM2COL_BLOCK_BYTES`]: `(sub-geometry, first input row)` per block,
+/// each block's rows computed as the whole's are. None when a block would read only
+/// padding, or for a convolution without im2col (the caller then runs the rows whole).
+fn im2col_blocks(
+    g: &ConvGeom,
+    r0: usize,
+    r1: usize,
+    elem: usize,
+) -> Option<impl Iterator<Item = (ConvGeom, usize)> + '_> {
+    // Firmware maps are far smaller than a block: no_std builds leave the blocks out.
+    if !cfg!(feature = "std") || kops::conv_scratch_len(g) == 0 {
+        return None;
+    }
+    let row_bytes = g.ow() * g.kh * g.kw * g.ic * elem;
+    let block = (IM2COL_BLOCK_BYTES / row_bytes.max(1)).max(1);
+    let blocks = (r0..r1)
+        .step_by(block)
+        .map(move |b0| conv_rows(g, b0, (b0 + block).min(r1)));
+    let whole = blocks.clone().all(|(sub, _)| sub.h > 0);
+    whole.then_some(blocks)
+}
+
+/// Output rows `r` of a dense f32 convolution (`y` and `scratch` hold theirs), by blocks
+/// of [`im2col_blocks`].
+#[allow(clippy::too_many_arguments)]
+fn conv_f32_rows(
+    kern: &Kernels,
+    g: &ConvGeom,
+    r: core::ops::Range<usize>,
+    x: &[f32],
+    w: &[f32],
+    (bias, act): (Option<&[f32]>, Act),
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Result<()> {
+    let (sub, first) = conv_rows(g, r.start, r.end);
+    let Some(blocks) = im2col_blocks(g, r.start, r.end, 4).filter(|_| sub.h > 0) else {
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        return Ok(kops::conv_f32(kern, &sub, xs, w, bias, act, scratch, y)?);
+    };
+    let per_row = g.ow() * g.oc;
+    let mut rest = y;
+    for (sub, first) in blocks {
+        let n = (sub.oh() * per_row).min(rest.len());
+        let (yb, tail) = core::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        kops::conv_f32(kern, &sub, xs, w, bias, act, scratch, yb)?;
+    }
+    Ok(())
+}
+
+/// Output rows `r` of a dense int8 convolution, by blocks of [`im2col_blocks`].
+#[allow(clippy::too_many_arguments)]
+fn conv_i8_rows(
+    kern: &Kernels,
+    g: &ConvGeom,
+    r: core::ops::Range<usize>,
+    x: &[u8],
+    w: &[i8],
+    q: &I8Quant,
+    scratch: &mut [u8],
+    y: I8Dst,
+) -> Result<()> {
+    let (sub, first) = conv_rows(g, r.start, r.end);
+    let Some(blocks) = im2col_blocks(g, r.start, r.end, 1).filter(|_| sub.h > 0) else {
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        return Ok(kops::conv_i8(kern, &sub, xs, w, q, scratch, y)?);
+    };
+    let per_row = g.ow() * g.oc;
+    let mut rest = y;
+    for (sub, first) in blocks {
+        let n = sub.oh() * per_row;
+        let (yb, tail) = match rest {
+            I8Dst::U8(v) => {
+                let (a, b) = v.split_at_mut(n.min(v.len()));
+                (I8Dst::U8(a), I8Dst::U8(b))
+            }
+            I8Dst::I8(v) => {
+                let (a, b) = v.split_at_mut(n.min(v.len()));
+                (I8Dst::I8(a), I8Dst::I8(b))
+            }
+            I8Dst::F32(v) => {
+                let (a, b) = v.split_at_mut(n.min(v.len()));
+                (I8Dst::F32(a), I8Dst::F32(b))
+            }
+        };
+        rest = tail;
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        kops::conv_i8(kern, &sub, xs, w, q, scratch, yb)?;
+    }
+    Ok(())
+}
+
 /// The runs of `n` units in `parts`, or none when there is one part: the op then runs
 /// whole, and one thread (every op of a no_std build) allocates nothing.
 fn parts_of(n: usize, parts: usize) -> Vec<core::ops::Range<usize>> {
@@ -245,7 +345,7 @@ pub fn conv_i8(
     let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
     let rows = row_parts(par, oh, work);
     if rows.len() <= 1 || conv_rows_empty(g, &rows) {
-        return Ok(kops::conv_i8(kern, g, x, w, q, scratch, y)?);
+        return conv_i8_rows(kern, g, 0..oh, x, w, q, scratch, y);
     }
     let kdim = g.kh * g.kw * g.ic;
     let ysizes: Vec<usize> = rows.iter().map(|r| r.len() * ow * g.oc).collect();
@@ -258,9 +358,7 @@ pub fn conv_i8(
     let ss = split_rows(scratch, ssizes.iter().copied());
     let items: Vec<_> = rows.into_iter().zip(ys).zip(ss).collect();
     par.each(items, |((r, mut yp), sp)| {
-        let (sub, first) = conv_rows(g, r.start, r.end);
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        Ok(kops::conv_i8(kern, &sub, xs, w, q, sp, yp.as_dst())?)
+        conv_i8_rows(kern, g, r, x, w, q, sp, yp.as_dst())
     })
 }
 
@@ -340,7 +438,7 @@ pub fn conv_f32(
     let work = oh * ow * g.oc * g.kh * g.kw * g.ic;
     let rows = row_parts(par, oh, work);
     if rows.len() <= 1 || conv_rows_empty(g, &rows) {
-        return Ok(kops::conv_f32(kern, g, x, w, bias, act, scratch, y)?);
+        return conv_f32_rows(kern, g, 0..oh, x, w, (bias, act), scratch, y);
     }
     let kdim = g.kh * g.kw * g.ic;
     let pointwise = kops::conv_scratch_len(g) == 0;
@@ -352,9 +450,7 @@ pub fn conv_f32(
     );
     let items: Vec<_> = rows.into_iter().zip(ys).zip(ss).collect();
     par.each(items, |((r, yp), sp)| {
-        let (sub, first) = conv_rows(g, r.start, r.end);
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        Ok(kops::conv_f32(kern, &sub, xs, w, bias, act, sp, yp)?)
+        conv_f32_rows(kern, g, r, x, w, (bias, act), sp, yp)
     })
 }
 
