@@ -808,15 +808,23 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let n = checked(&[outer, len, inner])?;
                 shape_need(what, n, xi.len())?;
                 shape_need(what, outer * inner, o.len())?;
-                for a in 0..outer {
-                    let d = &mut o[a * inner..][..inner];
-                    d.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                    for l in 0..len {
-                        let row = &xi[(a * len + l) * inner..][..inner];
-                        if max {
-                            d.iter_mut().zip(row).for_each(|(dv, &v)| *dv = dv.max(v));
-                        } else {
-                            d.iter_mut().zip(row).for_each(|(dv, &v)| *dv += v);
+                if inner == 1 && len > 0 {
+                    // Runs of consecutive values (a global pool, a mean over the last
+                    // axis): 16 running results side by side, then folded in halves.
+                    for (d, run) in o.iter_mut().zip(xi.chunks_exact(len.max(1))) {
+                        *d = reduce_run(run, max);
+                    }
+                } else {
+                    for a in 0..outer {
+                        let d = &mut o[a * inner..][..inner];
+                        d.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                        for l in 0..len {
+                            let row = &xi[(a * len + l) * inner..][..inner];
+                            if max {
+                                d.iter_mut().zip(row).for_each(|(dv, &v)| *dv = dv.max(v));
+                            } else {
+                                d.iter_mut().zip(row).for_each(|(dv, &v)| *dv += v);
+                            }
                         }
                     }
                 }
@@ -1135,16 +1143,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let run = inner * elem;
                 shape_need("Upsample", checked(&[outer, h, w, run])?, i[0].len())?;
                 shape_need("Upsample", checked(&[outer, h, fh, w, fw, run])?, o.len())?;
-                let (ow, oh) = (w * fw, h * fh);
-                for a in 0..outer {
-                    for yy in 0..oh {
-                        for xx in 0..ow {
-                            let src = ((a * h + yy / fh) * w + xx / fw) * run;
-                            let dst = ((a * oh + yy) * ow + xx) * run;
-                            o[dst..][..run].copy_from_slice(&i[0][src..][..run]);
-                        }
-                    }
-                }
+                upsample(i[0], o, [outer, h, w, run], fh, fw);
             }
             Op::ResizeLinearF32 {
                 x,
@@ -2251,6 +2250,78 @@ fn dequantize_to_nchw(
     Ok(())
 }
 
+/// The sum (or the max) of `run`: 16 running results side by side over blocks of 16
+/// values, the rest into the first ones, then folded in halves (a fixed order, whatever
+/// the length).
+fn reduce_run(run: &[f32], max: bool) -> f32 {
+    let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };
+    let mut acc = [if max { f32::NEG_INFINITY } else { 0.0 }; 16];
+    let blocks = run.chunks_exact(16);
+    let rest = blocks.remainder();
+    if max {
+        for b in blocks {
+            acc.iter_mut().zip(b).for_each(|(a, &v)| *a = a.max(v));
+        }
+    } else {
+        for b in blocks {
+            acc.iter_mut().zip(b).for_each(|(a, &v)| *a += v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a = op(*a, v);
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            acc[k] = op(acc[k], acc[k + w]);
+        }
+    }
+    acc[0]
+}
+
+/// Nearest upsampling by whole factors of `x` viewed as `[outer, h, w, run bytes]` into
+/// `[outer, h·fh, w·fw, run]` (lengths checked by the caller): each input row spread once,
+/// then copied down `fh - 1` times.
+fn upsample(x: &[u8], o: &mut [u8], [outer, h, w, run]: [usize; 4], fh: usize, fw: usize) {
+    let row = w * fw * run;
+    for a in 0..outer {
+        for yy in 0..h {
+            let src = &x[(a * h + yy) * w * run..][..w * run];
+            let at = (a * h * fh + yy * fh) * row;
+            let first = &mut o[at..][..row];
+            // Words where the runs allow (f32 values), else bytes (firmware: bytes).
+            match (
+                bytemuck::try_cast_slice::<u8, u32>(src),
+                bytemuck::try_cast_slice_mut::<u8, u32>(first),
+            ) {
+                (Ok(s4), Ok(d4)) if run % 4 == 0 && cfg!(feature = "std") => {
+                    spread(s4, d4, run / 4, fw)
+                }
+                _ => spread(src, first, run, fw),
+            }
+            for r in 1..fh {
+                o.copy_within(at..at + row, at + r * row);
+            }
+        }
+    }
+}
+
+/// Each run of `run` values of `src` written `f` times in a row into `dst`.
+fn spread<T: Copy>(src: &[T], dst: &mut [T], run: usize, f: usize) {
+    if run == 1 {
+        for (d, &v) in dst.chunks_exact_mut(f).zip(src) {
+            d.fill(v);
+        }
+        return;
+    }
+    for (d, v) in dst.chunks_exact_mut(run * f).zip(src.chunks_exact(run)) {
+        for part in d.chunks_exact_mut(run) {
+            part.copy_from_slice(v);
+        }
+    }
+}
+
 fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) -> Result<()> {
     if g.stride_h == 0 || g.stride_w == 0 || g.kh == 0 || g.kw == 0 || g.dil_h == 0 || g.dil_w == 0
     {
@@ -2620,6 +2691,68 @@ mod tests {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "dequantize {batch}x{hw}x{c} on {t} threads"
                 );
+            }
+        }
+    }
+
+    /// Sums and maxima of runs (16 running results, folded in halves): the max is the
+    /// serial one's, NaNs ignored alike; the sum is within rounding of the f64 sum; every
+    /// length from empty to past several blocks.
+    #[test]
+    fn run_reductions_match_serial_ones() {
+        for len in (0..70).chain([1000, 19_200]) {
+            let run: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 180.0)
+                .collect();
+            let serial_max = run.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            assert_eq!(
+                reduce_run(&run, true).to_bits(),
+                serial_max.to_bits(),
+                "{len}"
+            );
+            let exact: f64 = run.iter().map(|&v| v as f64).sum();
+            let abs: f64 = run.iter().map(|&v| (v as f64).abs()).sum();
+            let got = reduce_run(&run, false) as f64;
+            assert!(
+                (got - exact).abs() <= 1e-6 * abs.max(1.0),
+                "{len}: {got} vs {exact}"
+            );
+        }
+        let mut with_nan = vec![1.0f32, 5.0, -2.0];
+        with_nan.extend([f32::NAN; 20]);
+        assert_eq!(reduce_run(&with_nan, true), 5.0);
+    }
+
+    /// Nearest upsampling equals the definition (output pixel `(y, x)` is input pixel
+    /// `(y / fh, x / fw)`) for byte runs (u8 maps) and word runs (f32 values), aligned and
+    /// not, whole factors along either axis.
+    #[test]
+    fn upsampling_matches_the_definition() {
+        for [outer, h, w, run] in [[1usize, 3, 5, 1], [2, 4, 3, 3], [1, 2, 7, 4], [3, 1, 2, 8]] {
+            for (fh, fw) in [(1, 1), (2, 2), (3, 1), (1, 4), (2, 3)] {
+                for offset in [0, 1] {
+                    let n = outer * h * w * run;
+                    let buf: Vec<u8> = (0..n + offset).map(|i| (i * 31 % 251) as u8).collect();
+                    let x = &buf[offset..];
+                    let (oh, ow) = (h * fh, w * fw);
+                    let mut want = vec![0u8; outer * oh * ow * run];
+                    for a in 0..outer {
+                        for yy in 0..oh {
+                            for xx in 0..ow {
+                                let src = ((a * h + yy / fh) * w + xx / fw) * run;
+                                let dst = ((a * oh + yy) * ow + xx) * run;
+                                want[dst..dst + run].copy_from_slice(&x[src..src + run]);
+                            }
+                        }
+                    }
+                    let mut out = vec![0u8; want.len() + offset];
+                    upsample(x, &mut out[offset..], [outer, h, w, run], fh, fw);
+                    assert_eq!(
+                        &out[offset..],
+                        &want[..],
+                        "{outer}x{h}x{w}x{run} by {fh}x{fw}"
+                    );
+                }
             }
         }
     }
