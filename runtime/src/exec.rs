@@ -2060,27 +2060,42 @@ fn dw_f32(
     Ok(())
 }
 
-/// The body of [`dw_f32`], shapes checked: the channels of each tap in the inner loop.
+/// The body of [`dw_f32`], shapes checked: an output row at a time, each tap added to
+/// every output pixel it reaches before the next tap (the channels in the inner loop), so
+/// the row stays in L1 and no sum waits on the store of its previous tap. Each output
+/// takes its bias, then its taps in order, as a pixel at a time would.
 #[inline(always)]
 fn dw_f32_nhwc(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
     let (c, ow) = (g.ic, g.ow());
+    let (sw, dw) = (g.stride_w, g.dil_w);
     for oy in 0..g.oh() {
-        for ox in 0..ow {
-            let out = &mut y[(oy * ow + ox) * c..][..c];
-            if bias.is_empty() {
-                out.fill(0.0);
-            } else {
+        let row = &mut y[oy * ow * c..][..ow * c];
+        if bias.is_empty() {
+            row.fill(0.0);
+        } else {
+            for out in row.chunks_exact_mut(c) {
                 out.copy_from_slice(&bias[..c]);
             }
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let Some((iy, ix)) = g.src(oy, ox, ky, kx) else {
-                        continue;
-                    };
-                    let xs = &x[(iy * g.w + ix) * c..][..c];
-                    let ws = &w[(ky * g.kw + kx) * c..][..c];
-                    for ((o, &a), &b) in out.iter_mut().zip(ws).zip(xs) {
-                        *o += a * b;
+        }
+        let (ky0, ky1) = taps_inside(oy * g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
+        for ky in ky0..ky1 {
+            let iy = oy * g.stride_h + ky * g.dil_h - g.pad_top;
+            let src = &x[iy * g.w * c..][..g.w * c];
+            for kx in 0..g.kw {
+                let ws = &w[(ky * g.kw + kx) * c..][..c];
+                // Outputs `a..b` read an input column: pad ≤ ox·sw + kx·dw < w + pad.
+                let at = kx * dw;
+                let a = g.pad_left.saturating_sub(at).div_ceil(sw).min(ow);
+                let b = (g.w + g.pad_left)
+                    .saturating_sub(at)
+                    .div_ceil(sw)
+                    .clamp(a, ow);
+                for ox in a..b {
+                    let ix = ox * sw + at - g.pad_left;
+                    let xs = &src[ix * c..][..c];
+                    let out = &mut row[ox * c..][..c];
+                    for ((o, &wv), &xv) in out.iter_mut().zip(ws).zip(xs) {
+                        *o += wv * xv;
                     }
                 }
             }
@@ -2753,6 +2768,87 @@ mod tests {
                         "{outer}x{h}x{w}x{run} by {fh}x{fw}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The float depthwise convolution equals, bit for bit, a pixel-at-a-time loop over
+    /// the definition (bias, then the taps in order), with and without bias, on strided,
+    /// dilated and padded geometries, channel counts on and off the vector widths, on every
+    /// widened tier this CPU runs.
+    #[test]
+    fn float_depthwise_matches_the_pixel_loop() {
+        let mut seed = 0x2545_f491_u32;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as usize % m
+        };
+        let (plain, wide) = widened_tiers("float depthwise");
+        for kern in core::iter::once(plain).chain(wide) {
+            let tier = kern.ew.tier;
+            let mut tried = 0;
+            while tried < 150 {
+                let c = [1, 3, 8, 16, 24, 37][next(6)];
+                let g = ConvGeom {
+                    h: 1 + next(8),
+                    w: 1 + next(9),
+                    ic: c,
+                    oc: c,
+                    kh: 1 + next(5),
+                    kw: 1 + next(5),
+                    stride_h: 1 + next(2),
+                    stride_w: 1 + next(2),
+                    dil_h: 1 + next(2),
+                    dil_w: 1 + next(2),
+                    pad_top: next(3),
+                    pad_left: next(3),
+                    pad_bottom: next(3),
+                    pad_right: next(3),
+                    groups: c,
+                };
+                if g.h + g.pad_top + g.pad_bottom < g.dil_h * (g.kh - 1) + 1
+                    || g.w + g.pad_left + g.pad_right < g.dil_w * (g.kw - 1) + 1
+                {
+                    continue;
+                }
+                tried += 1;
+                let val = |k: usize| ((k * 7919) % 997) as f32 / 97.0 - 5.0;
+                let x: Vec<f32> = (0..g.h * g.w * c).map(|k| val(k + next(7))).collect();
+                let w: Vec<f32> = (0..g.kh * g.kw * c).map(|k| val(3 * k + 1)).collect();
+                let bias: Vec<f32> = if next(2) == 0 {
+                    vec![]
+                } else {
+                    (0..c).map(val).collect()
+                };
+                let (oh, ow) = (g.oh(), g.ow());
+                let mut want = vec![0f32; oh * ow * c];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            let mut acc = bias.get(ch).copied().unwrap_or(0.0);
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                        acc += w[(ky * g.kw + kx) * c + ch]
+                                            * x[(iy * g.w + ix) * c + ch];
+                                    }
+                                }
+                            }
+                            want[(oy * ow + ox) * c + ch] = acc;
+                        }
+                    }
+                }
+                let mut got = vec![f32::NAN; want.len()];
+                dw_f32(&kern, &g, &x, &w, &bias, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{tier:?}: {g:?} bias {}",
+                    !bias.is_empty()
+                );
             }
         }
     }
