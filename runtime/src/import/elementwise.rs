@@ -892,8 +892,9 @@ pub(super) fn strides4(s: &[usize], out: &[usize]) -> [u32; 4] {
 /// transposes go: an elementwise op commutes with any reordering of its values, and a
 /// constant operand broadcast over NCHW axes (a batch norm's per-channel scale and shift)
 /// is read through its strides permuted the same way. Only where the ops between read
-/// nothing else but constants, their values have no reader outside them and none is an
-/// input, output or tap.
+/// nothing else but constants and none of their values is an input, output or tap; a
+/// value also read elsewhere (a residual path) is transposed back to NCHW for those
+/// readers alone.
 pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
     let mut k = 0;
     while k < b.ops.len() {
@@ -1048,13 +1049,19 @@ fn transpose_region(
         .chain(mids.iter().map(|m| m.0))
         .collect();
     let pinned = |t: &u32| pin_start.contains(t) || pin_end.contains(t);
+    // Values also read outside the region (a residual path's NCHW input): an entry's
+    // output keeps its transpose; an op's result is transposed back to NCHW for them.
+    let mut escapes: Vec<(u32, Vec<usize>)> = vec![];
     for &t in &values {
-        let readers: Vec<usize> = (0..b.ops.len())
-            .filter(|&r| b.ops[r].io().0.contains(&t))
-            .collect();
         let inside = |r: &usize| region.contains(r) || (t == mid2 && *r == k);
-        if pinned(&t) || !readers.iter().all(inside) || len(b, t) != n * c * hw {
+        let outside: Vec<usize> = (0..b.ops.len())
+            .filter(|&r| b.ops[r].io().0.contains(&t) && !inside(&r))
+            .collect();
+        if pinned(&t) || len(b, t) != n * c * hw {
             return None;
+        }
+        if !outside.is_empty() && src_of(t).is_none() {
+            escapes.push((t, outside));
         }
     }
     let dense = [(c * hw) as u32, hw as u32, 0, 1];
@@ -1135,10 +1142,48 @@ fn transpose_region(
             _ => {}
         }
     }
-    let mut gone: Vec<usize> = entries.iter().map(|e| e.0).chain([k]).collect();
+    // The escaping values' other readers read an NCHW copy (mid2's readers, mid2 itself:
+    // its data is now `out`, and the copy's transpose writes mid2).
+    let nchw_shape = b.tensors[mid2 as usize].shape.clone();
+    let mut backs: Vec<(u32, u32)> = vec![];
+    for (t, readers) in escapes {
+        if t == mid2 {
+            backs.push((out, mid2));
+            continue;
+        }
+        let name = format!("{}#nchw", b.tensors[t as usize].name);
+        let to = b.tensor(&name, DType::F32, nchw_shape.clone(), false, None);
+        for r in readers {
+            b.ops[r].rename_reads(t, to);
+        }
+        backs.push((t, to));
+    }
+    // Entries whose NCHW output nothing reads any more go, and so does the exit.
+    let mut gone: Vec<usize> = mids
+        .iter()
+        .zip(&entries)
+        .filter(|(m, _)| !b.ops.iter().any(|op| op.io().0.contains(&m.0)))
+        .map(|(_, e)| e.0)
+        .chain([k])
+        .collect();
     gone.sort_unstable();
     for &g in gone.iter().rev() {
         b.ops.remove(g);
+    }
+    // Each copy right after its value's producer.
+    for (from, to) in backs {
+        let Some(at) = b.ops.iter().rposition(|op| op.io().1.contains(&from)) else {
+            continue;
+        };
+        b.ops.insert(
+            at + 1,
+            Op::TransposeF32 {
+                x: from,
+                y: to,
+                dims: [n as u32, hw as u32, c as u32, 1],
+                perm: [0, 2, 1, 3],
+            },
+        );
     }
     Some(gone[0])
 }
