@@ -760,14 +760,13 @@ impl<'p, 'm> Executor<'p, 'm> {
                 };
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 for (x, y) in images(name, batch(i[0], conv_in(geom, 4)), i[0], o)? {
-                    conv(
-                        &kern,
-                        geom,
-                        f32s(x),
-                        plan.blob(w),
-                        plan.blob(bias),
-                        f32s_mut(y),
-                    )?;
+                    let (x, w, b, y) = (f32s(x), plan.blob(w), plan.blob(bias), f32s_mut(y));
+                    if matches!(op, Op::DwF32 { .. }) && cfg!(feature = "std") {
+                        // Output rows over the threads (NHWC rows are contiguous).
+                        par::depthwise_f32(par, &kern, geom, x, w, b, y, conv)?;
+                    } else {
+                        conv(&kern, geom, x, w, b, y)?;
+                    }
                 }
             }
             Op::PoolF32 {

@@ -491,6 +491,36 @@ pub fn depthwise_i8(
     })
 }
 
+/// A float depthwise convolution `dw` over one NHWC image with its output rows spread over
+/// the threads (each part computes its rows as the whole op does).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_f32(
+    par: &Par,
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    dw: fn(&Kernels, &ConvGeom, &[f32], &[f32], &[f32], &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    if !sane(g) {
+        return dw(kern, g, x, w, bias, y);
+    }
+    let (oh, ow) = (g.oh(), g.ow());
+    let rows = row_parts(par, oh, oh * ow * g.ic * g.kh * g.kw);
+    if rows.len() <= 1 || conv_rows_empty(g, &rows) {
+        return dw(kern, g, x, w, bias, y);
+    }
+    let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.ic));
+    let items: Vec<_> = rows.into_iter().zip(ys).collect();
+    par.each(items, |(r, yp)| {
+        let (sub, first) = conv_rows(g, r.start, r.end);
+        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+        dw(kern, &sub, xs, w, bias, yp)
+    })
+}
+
 /// [`kops::gemm_i8`] (`ldc == n`, dense rows) with rows spread over the threads, or for
 /// a few rows, its 16-column panels.
 pub fn gemm_i8(
@@ -987,6 +1017,60 @@ mod tests {
             let ew = g.dil_w * (g.kw - 1) + 1;
             if g.h + g.pad_top + g.pad_bottom >= eh && g.w + g.pad_left + g.pad_right >= ew {
                 return g;
+            }
+        }
+    }
+
+    /// A float depthwise convolution split by output rows gives the whole op's values: each
+    /// part's sub-geometry and input rows read what the whole reads for those rows.
+    #[test]
+    fn depthwise_f32_splits_are_bit_identical() {
+        fn naive(
+            _: &Kernels,
+            g: &ConvGeom,
+            x: &[f32],
+            w: &[f32],
+            b: &[f32],
+            y: &mut [f32],
+        ) -> Result<()> {
+            let (c, ow) = (g.ic, g.ow());
+            for oy in 0..g.oh() {
+                for ox in 0..ow {
+                    for ch in 0..c {
+                        let mut acc = b.get(ch).copied().unwrap_or(0.0);
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                    acc +=
+                                        w[(ky * g.kw + kx) * c + ch] * x[(iy * g.w + ix) * c + ch];
+                                }
+                            }
+                        }
+                        y[(oy * ow + ox) * c + ch] = acc;
+                    }
+                }
+            }
+            Ok(())
+        }
+        let kern = Kernels::detect();
+        let mut r = Lcg(23);
+        for _ in 0..200 {
+            let g = random_geom(&mut r, true);
+            let x: Vec<f32> = (0..g.h * g.w * g.ic).map(|_| r.f32()).collect();
+            let w: Vec<f32> = (0..g.kh * g.kw * g.ic).map(|_| r.f32()).collect();
+            let b: Vec<f32> = (0..g.ic).map(|_| r.f32()).collect();
+            let n = g.oh() * g.ow() * g.ic;
+            let mut whole = vec![0f32; n];
+            naive(&kern, &g, &x, &w, &b, &mut whole).unwrap();
+            for p in pars() {
+                let mut got = vec![f32::NAN; n];
+                depthwise_f32(&p, &kern, &g, &x, &w, &b, &mut got, naive).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&whole)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?} {p:?}"
+                );
             }
         }
     }
