@@ -313,3 +313,47 @@ fn subpixel_transposed_convolutions_give_the_dilated_ones_bytes() {
         assert!(plain == fused, "{stem}: outputs differ");
     }
 }
+
+/// A quantised `x·sigmoid(x)` (SiLU as QDQ exporters write it, the sigmoid quantised on
+/// its own) runs as one table of x: the same bytes as the float ops of the plain lowering
+/// (`ImportOptions::unfused`: Dequantize both sides, multiply, Quantize), in QDQ, int8 and
+/// QOperator form, with no float op and no separate sigmoid table left.
+#[test]
+fn a_product_of_functions_of_one_tensor_is_one_table() {
+    use edgetune::plan::Op;
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    for stem in ["silu_qdq", "silu_s8", "silu_qop"] {
+        let run = |unfused: bool| {
+            let opts = ImportOptions {
+                unfused,
+                ..Default::default()
+            };
+            let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
+            let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+            let count = |f: fn(&Op) -> bool| plan.ops.iter().filter(|o| f(o)).count();
+            let kinds = (
+                count(|o| matches!(o, Op::BinF32 { .. })),
+                count(|o| matches!(o, Op::LutU8 { .. })),
+            );
+            let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+            let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
+            let mut all = vec![];
+            for i in 0..xs[0] {
+                exec.run(&[&x[i * xl..][..xl]]).unwrap();
+                let mut out = vec![0.0; yl];
+                exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+                all.extend(out.iter().map(|v| v.to_bits()));
+            }
+            (all, kinds)
+        };
+        let ((plain, k_plain), (fused, k_fused)) = (run(true), run(false));
+        assert_eq!(
+            k_plain,
+            (1, 1),
+            "{stem}: the plain lowering's multiply and sigmoid table"
+        );
+        assert_eq!(k_fused, (0, 1), "{stem}: one table");
+        assert!(plain == fused, "{stem}: outputs differ");
+    }
+}

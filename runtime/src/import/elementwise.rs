@@ -4,7 +4,7 @@
 //! next QuantizeLinear; tables in a row fuse into one).
 
 use super::lower::Lowering;
-use super::value::{attr, attr_i, Builder, Val};
+use super::value::{attr, attr_i, Builder, Mapped, Val};
 use crate::error::{Error, Result};
 use crate::plan::{BinOp, DType, Op, Src, Unary, Q8};
 
@@ -119,13 +119,84 @@ fn add_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// Add, Sub, Mul and Div: float arithmetic with broadcasting, the dynamic-quantisation
 /// scale products (Mul), or Add of two quantised tensors.
 pub(super) fn binary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if binary_float(lw, idx)? || binary_table(lw, idx)? {
+    if mul_of_tables(lw, idx)? || binary_float(lw, idx)? || binary_table(lw, idx)? {
         Ok(())
     } else if lw.graph.node[idx].op_type == "Add" {
         add_quantised(lw, idx)
     } else {
         Err(lw.no_form(idx))
     }
+}
+
+/// Mul of two functions of one quantised tensor, `x·f(x)` (SiLU and hard-swish as QDQ
+/// exporters write them: the `f(x)` quantised on its own, a table of `x`): a function of
+/// `x`'s code, so one table, the same values the float ops give (each side dequantised as
+/// Dequantize does, the product in f32, quantised by the QuantizeLinear after). False when
+/// the operands are not of that kind.
+fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let is_q = |v: &Val| matches!(v, Val::Deq(_) | Val::Mapped(_));
+    if lw.plain
+        || n.op_type != "Mul"
+        || n.input.len() != 2
+        || !is_q(lw.val(n, 0)?)
+        || !is_q(lw.val(n, 1)?)
+    {
+        return Ok(false);
+    }
+    let (ma, mb) = (lw.mapped(n, 0)?, lw.mapped(n, 1)?);
+    // The table (channels, codes) taking x's codes to the other side's source codes.
+    let lut_of = |b: &Builder, t: u32, of: u32| -> Option<(usize, Vec<u8>)> {
+        b.ops.iter().rev().find_map(|op| match op {
+            Op::LutU8 {
+                x,
+                y,
+                channels,
+                table,
+            } if *y == t && *x == of => Some((
+                *channels as usize,
+                b.blob[table.off as usize..][..table.len as usize].to_vec(),
+            )),
+            _ => None,
+        })
+    };
+    // (x's side, the other side, the codes between: None when both read x itself).
+    let (mx, mf, link) = if ma.t == mb.t {
+        (ma, mb, None)
+    } else if let Some(l) = lut_of(&lw.b, mb.t, ma.t) {
+        (ma, mb, Some(l))
+    } else if let Some(l) = lut_of(&lw.b, ma.t, mb.t) {
+        (mb, ma, Some(l))
+    } else {
+        return Ok(false);
+    };
+    let ti = &lw.b.tensors[mx.t as usize];
+    if ti.dtype != DType::U8 {
+        return Ok(false);
+    }
+    let counts = [mx.channels, mf.channels, link.as_ref().map_or(1, |l| l.0)];
+    let channels = counts.iter().copied().max().unwrap_or(1);
+    if counts.iter().any(|&c| c != 1 && c != channels) {
+        return Ok(false);
+    }
+    let mut table = vec![0f32; channels * 256];
+    for ch in 0..channels {
+        for code in 0..256 {
+            let inner = match &link {
+                Some((lc, codes)) => codes[(ch % lc) * 256 + code] as usize,
+                None => code,
+            };
+            table[ch * 256 + code] = mx.value(ch, code) * mf.value(ch, inner);
+        }
+    }
+    let m = Mapped {
+        t: mx.t,
+        table,
+        channels,
+        monotone: false,
+    };
+    lw.vals.insert(n.output[0].clone(), Val::Mapped(m));
+    Ok(true)
 }
 
 /// A quantised tensor and a constant (one value, or one per channel of an NHWC map): the
@@ -901,6 +972,27 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
         match transpose_region(b, k, pin_start, pin_end) {
             Some(i) => k = i,
             None => k += 1,
+        }
+    }
+}
+
+/// Ops none of whose results is read by another op, an output or a tap go (a table of x
+/// that a product `x·f(x)` folded into its own table, when nothing else reads it).
+pub(super) fn drop_unread(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    loop {
+        let pinned = |t: &u32| pin_start.contains(t) || pin_end.contains(t);
+        let unread = (0..b.ops.len()).rev().find(|&k| {
+            let outs = b.ops[k].io().1;
+            !outs.is_empty()
+                && outs
+                    .iter()
+                    .all(|t| !pinned(t) && !b.ops.iter().any(|op| op.io().0.contains(t)))
+        });
+        match unread {
+            Some(k) => {
+                b.ops.remove(k);
+            }
+            None => return,
         }
     }
 }

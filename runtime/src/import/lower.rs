@@ -27,7 +27,8 @@ pub(super) struct Lowering<'g> {
     /// spelt-out `LSTM`): the import splices them in and lowers the graph again.
     pub(super) expand: Option<super::control::Expansion>,
     /// `ImportOptions::unfused`: each node's plain lowering (a transposed convolution as
-    /// the dilated convolution it equals, even where its kernel equals its stride).
+    /// the dilated convolution it equals, even where its kernel equals its stride; a
+    /// product of two functions of one quantised tensor in float, not as one table).
     pub(super) plain: bool,
 }
 

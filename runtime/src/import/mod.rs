@@ -60,9 +60,10 @@ pub struct ImportOptions {
     /// How `--calibrate` turns the values an activation took into its range.
     pub calibration: Calibration,
     /// Keeps every elementwise float op on its own instead of fusing runs of them into
-    /// chains, and lowers a transposed convolution whose kernel equals its stride as the
-    /// dilated convolution it equals rather than a 1×1 convolution and a transpose (both
-    /// give the same bits): the fused plan's reference.
+    /// chains, lowers a transposed convolution whose kernel equals its stride as the
+    /// dilated convolution it equals rather than a 1×1 convolution and a transpose, and a
+    /// quantised `x·f(x)` as float ops rather than one table (each gives the same bits):
+    /// the fused plan's reference.
     pub unfused: bool,
 }
 
@@ -438,6 +439,7 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     };
     let pin_start: Vec<u32> = inputs.iter().map(|p| p.tensor).collect();
     let pin_end: Vec<u32> = outputs.iter().chain(&taps).map(|p| p.tensor).collect();
+    elementwise::drop_unread(&mut lw.b, &pin_start, &pin_end);
     elementwise::fuse_luts(&mut lw.b, &pin_start, &pin_end);
     // Elementwise ops between a transpose and its inverse move onto the untransposed
     // map first, so that a batch norm's per-channel constants repeat along it and the ops
