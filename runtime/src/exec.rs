@@ -2196,20 +2196,10 @@ fn quantize_to_nhwc(
             }
             Ok(())
         };
-        let parts = par.parts(hw, hw * c * 8);
-        if parts <= 1 {
-            // One part: no list of parts (a device without a heap).
-            pixels(0..hw, o_n)?;
-            continue;
-        }
-        let mut rest = o_n;
-        let mut items = alloc::vec::Vec::with_capacity(parts);
-        for r in par::runs(hw, parts) {
-            let (part, tail) = rest.split_at_mut(r.len() * c);
-            items.push((r, part));
-            rest = tail;
-        }
-        par.each(items, |(r, out)| pixels(r, out))?;
+        // Runs of whole pixels over the threads.
+        par::for_runs(par, c, o_n, 8, |at, out| {
+            pixels(at / c..(at + out.len()) / c, out)
+        })?;
     }
     Ok(())
 }
@@ -2247,19 +2237,10 @@ fn dequantize_to_nchw(
             }
             Ok(())
         };
-        let parts = par.parts(c, hw * c * 8);
-        if parts <= 1 {
-            planes(0..c, dst_n)?;
-            continue;
-        }
-        let mut rest = dst_n;
-        let mut items = alloc::vec::Vec::with_capacity(parts);
-        for r in par::runs(c, parts) {
-            let (part, tail) = rest.split_at_mut(r.len() * hw);
-            items.push((r, part));
-            rest = tail;
-        }
-        par.each(items, |(r, out)| planes(r, out))?;
+        // Runs of whole planes over the threads.
+        par::for_runs(par, hw, dst_n, 8, |at, out| {
+            planes(at / hw..(at + out.len()) / hw, out)
+        })?;
     }
     Ok(())
 }
@@ -2657,6 +2638,26 @@ fn split_quantize(_: &Kernels, _: &Par, _: &[f32], _: f32, _: i32, _: &mut [u8])
 mod tests {
     use super::*;
 
+    /// A xorshift stream of values below the bound asked for, from `seed`.
+    fn stream(mut seed: u32) -> impl FnMut(usize) -> usize {
+        move |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as usize % m
+        }
+    }
+
+    /// The kernel, dilated, fits in the padded input.
+    fn fits(g: &ConvGeom) -> bool {
+        g.h + g.pad_top + g.pad_bottom > g.dil_h * (g.kh - 1)
+            && g.w + g.pad_left + g.pad_right > g.dil_w * (g.kw - 1)
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
     /// Quantize into NHWC and Dequantize out of it, on one to three threads, equal the
     /// layout-free kernels' values moved by the definition (pixel counts that are and are
     /// not multiples of the 256-pixel blocks, one to 32 channels, batches).
@@ -2700,9 +2701,7 @@ mod tests {
                 let mut back = vec![f32::NAN; n];
                 dequantize_to_nchw(&kern, &par, &nhwc_want, [batch, hw, c], q, &mut back).unwrap();
                 assert!(
-                    back.iter()
-                        .zip(&nchw_want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    same_bits(&back, &nchw_want),
                     "dequantize {batch}x{hw}x{c} on {t} threads"
                 );
             }
@@ -2777,13 +2776,7 @@ mod tests {
     /// widened tier this CPU runs.
     #[test]
     fn float_depthwise_matches_the_pixel_loop() {
-        let mut seed = 0x2545_f491_u32;
-        let mut next = |m: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as usize % m
-        };
+        let mut next = stream(0x2545_f491);
         let (plain, wide) = widened_tiers("float depthwise");
         for kern in core::iter::once(plain).chain(wide) {
             let tier = kern.ew.tier;
@@ -2807,9 +2800,7 @@ mod tests {
                     pad_right: next(3),
                     groups: c,
                 };
-                if g.h + g.pad_top + g.pad_bottom < g.dil_h * (g.kh - 1) + 1
-                    || g.w + g.pad_left + g.pad_right < g.dil_w * (g.kw - 1) + 1
-                {
+                if !fits(&g) {
                     continue;
                 }
                 tried += 1;
@@ -2842,9 +2833,7 @@ mod tests {
                 let mut got = vec![f32::NAN; want.len()];
                 dw_f32(&kern, &g, &x, &w, &bias, &mut got).unwrap();
                 assert!(
-                    got.iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    same_bits(&got, &want),
                     "{tier:?}: {g:?} bias {}",
                     !bias.is_empty()
                 );
@@ -2857,13 +2846,7 @@ mod tests {
     /// ceil-mode geometries whose windows fall partly or wholly in the padding.
     #[test]
     fn float_pooling_matches_the_tap_loop() {
-        let mut seed = 0x9e37_79b9_u32;
-        let mut next = |m: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as usize % m
-        };
+        let mut next = stream(0x9e37_79b9);
         let mut tried = 0;
         while tried < 400 {
             let g = ConvGeom {
@@ -2883,9 +2866,7 @@ mod tests {
                 pad_right: next(4),
                 groups: 1,
             };
-            if g.h + g.pad_top + g.pad_bottom < g.dil_h * (g.kh - 1) + 1
-                || g.w + g.pad_left + g.pad_right < g.dil_w * (g.kw - 1) + 1
-            {
+            if !fits(&g) {
                 continue;
             }
             tried += 1;
@@ -2919,9 +2900,7 @@ mod tests {
                 let mut got = vec![f32::NAN; want.len()];
                 pool_f32(&g, &x, max, count_pad, &mut got).unwrap();
                 assert!(
-                    got.iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    same_bits(&got, &want),
                     "{g:?} max {max} count_pad {count_pad}"
                 );
             }

@@ -236,8 +236,29 @@ fn im2col_blocks(
     whole.then_some(blocks)
 }
 
-/// Output rows `r` of a dense f32 convolution (`y` and `scratch` hold theirs), by blocks
-/// of [`im2col_blocks`].
+/// Output rows `r` of `g` by the blocks of [`im2col_blocks`] (or whole when there are
+/// none): `f(sub-geometry, input from its first row, output values)` per block, in order.
+fn by_blocks(
+    g: &ConvGeom,
+    r: core::ops::Range<usize>,
+    elem: usize,
+    x_len: usize,
+    mut f: impl FnMut(&ConvGeom, usize, usize) -> Result<()>,
+) -> Result<()> {
+    let (sub, first) = conv_rows(g, r.start, r.end);
+    let at = |first: usize| (first * g.w * g.ic).min(x_len);
+    match im2col_blocks(g, r.start, r.end, elem).filter(|_| sub.h > 0) {
+        Some(blocks) => {
+            for (sub, first) in blocks {
+                f(&sub, at(first), sub.oh() * g.ow() * g.oc)?;
+            }
+            Ok(())
+        }
+        None => f(&sub, at(first), r.len() * g.ow() * g.oc),
+    }
+}
+
+/// Output rows `r` of a dense f32 convolution (`y` and `scratch` hold theirs).
 #[allow(clippy::too_many_arguments)]
 fn conv_f32_rows(
     kern: &Kernels,
@@ -249,24 +270,25 @@ fn conv_f32_rows(
     scratch: &mut [f32],
     y: &mut [f32],
 ) -> Result<()> {
-    let (sub, first) = conv_rows(g, r.start, r.end);
-    let Some(blocks) = im2col_blocks(g, r.start, r.end, 4).filter(|_| sub.h > 0) else {
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        return Ok(kops::conv_f32(kern, &sub, xs, w, bias, act, scratch, y)?);
-    };
-    let per_row = g.ow() * g.oc;
     let mut rest = y;
-    for (sub, first) in blocks {
-        let n = (sub.oh() * per_row).min(rest.len());
+    by_blocks(g, r, 4, x.len(), |sub, at, n| {
+        let n = n.min(rest.len());
         let (yb, tail) = core::mem::take(&mut rest).split_at_mut(n);
         rest = tail;
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        kops::conv_f32(kern, &sub, xs, w, bias, act, scratch, yb)?;
-    }
-    Ok(())
+        Ok(kops::conv_f32(
+            kern,
+            sub,
+            &x[at..],
+            w,
+            bias,
+            act,
+            scratch,
+            yb,
+        )?)
+    })
 }
 
-/// Output rows `r` of a dense int8 convolution, by blocks of [`im2col_blocks`].
+/// Output rows `r` of a dense int8 convolution.
 #[allow(clippy::too_many_arguments)]
 fn conv_i8_rows(
     kern: &Kernels,
@@ -278,34 +300,26 @@ fn conv_i8_rows(
     scratch: &mut [u8],
     y: I8Dst,
 ) -> Result<()> {
-    let (sub, first) = conv_rows(g, r.start, r.end);
-    let Some(blocks) = im2col_blocks(g, r.start, r.end, 1).filter(|_| sub.h > 0) else {
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        return Ok(kops::conv_i8(kern, &sub, xs, w, q, scratch, y)?);
-    };
-    let per_row = g.ow() * g.oc;
-    let mut rest = y;
-    for (sub, first) in blocks {
-        let n = sub.oh() * per_row;
-        let (yb, tail) = match rest {
-            I8Dst::U8(v) => {
+    let mut rest = Some(y);
+    by_blocks(g, r, 1, x.len(), |sub, at, n| {
+        let (yb, tail) = match rest.take() {
+            Some(I8Dst::U8(v)) => {
                 let (a, b) = v.split_at_mut(n.min(v.len()));
                 (I8Dst::U8(a), I8Dst::U8(b))
             }
-            I8Dst::I8(v) => {
+            Some(I8Dst::I8(v)) => {
                 let (a, b) = v.split_at_mut(n.min(v.len()));
                 (I8Dst::I8(a), I8Dst::I8(b))
             }
-            I8Dst::F32(v) => {
+            Some(I8Dst::F32(v)) => {
                 let (a, b) = v.split_at_mut(n.min(v.len()));
                 (I8Dst::F32(a), I8Dst::F32(b))
             }
+            None => return Ok(()),
         };
-        rest = tail;
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        kops::conv_i8(kern, &sub, xs, w, q, scratch, yb)?;
-    }
-    Ok(())
+        rest = Some(tail);
+        Ok(kops::conv_i8(kern, sub, &x[at..], w, q, scratch, yb)?)
+    })
 }
 
 /// The runs of `n` units in `parts`, or none when there is one part: the op then runs

@@ -275,41 +275,45 @@ fn dynamically_quantised_blocks_calibrate_like_float_ones() {
     );
 }
 
+/// The output bits of generated model `stem` on every input, and its plan, compiled with
+/// `unfused` (the plain lowering) or not.
+fn bits_of(stem: &str, unfused: bool) -> (Vec<u32>, Plan<'static>) {
+    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
+    let xl = x.len() / xs[0];
+    let opts = ImportOptions {
+        unfused,
+        ..Default::default()
+    };
+    let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
+    let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
+    let mut all = vec![];
+    for i in 0..xs[0] {
+        exec.run(&[&x[i * xl..][..xl]]).unwrap();
+        let mut out = vec![0.0; yl];
+        exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
+        all.extend(out.iter().map(|v| v.to_bits()));
+    }
+    drop(exec);
+    (all, plan)
+}
+
+fn count(plan: &Plan, f: fn(&edgetune::plan::Op) -> bool) -> usize {
+    plan.ops.iter().filter(|o| f(o)).count()
+}
+
 /// A quantised transposed convolution whose kernel equals its stride runs as a 1×1
-/// convolution and a transpose into place: the same integers, so the same bytes as the
-/// dilated convolution of the plain lowering (`ImportOptions::unfused`), in QDQ, int8 and
+/// convolution and a transpose: the same integers, so the same bytes as the dilated
+/// convolution of the plain lowering (`ImportOptions::unfused`), in QDQ, int8 and
 /// QOperator form; the other transposed convolution of the model keeps its dilation.
 #[test]
 fn subpixel_transposed_convolutions_give_the_dilated_ones_bytes() {
     use edgetune::plan::Op;
-    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
-    let xl = x.len() / xs[0];
     for stem in ["deconv_qdq", "deconv_s8", "deconv_qop"] {
-        let run = |unfused: bool| {
-            let opts = ImportOptions {
-                unfused,
-                ..Default::default()
-            };
-            let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
-            let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
-            let dilations = plan
-                .ops
-                .iter()
-                .filter(|o| matches!(o, Op::Dilate { .. }))
-                .count();
-            let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
-            let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
-            let mut all = vec![];
-            for i in 0..xs[0] {
-                exec.run(&[&x[i * xl..][..xl]]).unwrap();
-                let mut out = vec![0.0; yl];
-                exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
-                all.extend(out.iter().map(|v| v.to_bits()));
-            }
-            (all, dilations)
-        };
-        let ((plain, d_plain), (fused, d_fused)) = (run(true), run(false));
-        assert_eq!((d_plain, d_fused), (2, 1), "{stem}");
+        let ((plain, p), (fused, f)) = (bits_of(stem, true), bits_of(stem, false));
+        let dilations = |p: &Plan| count(p, |o| matches!(o, Op::Dilate { .. }));
+        assert_eq!((dilations(&p), dilations(&f)), (2, 1), "{stem}");
         assert!(plain == fused, "{stem}: outputs differ");
     }
 }
@@ -321,39 +325,20 @@ fn subpixel_transposed_convolutions_give_the_dilated_ones_bytes() {
 #[test]
 fn a_product_of_functions_of_one_tensor_is_one_table() {
     use edgetune::plan::Op;
-    let (xs, x) = read_npy(&dir().join("x.npy")).unwrap();
-    let xl = x.len() / xs[0];
     for stem in ["silu_qdq", "silu_s8", "silu_qop"] {
-        let run = |unfused: bool| {
-            let opts = ImportOptions {
-                unfused,
-                ..Default::default()
-            };
-            let parts = import_path(&dir().join(format!("{stem}.onnx")), &opts).unwrap();
-            let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
-            let count = |f: fn(&Op) -> bool| plan.ops.iter().filter(|o| f(o)).count();
-            let kinds = (
-                count(|o| matches!(o, Op::BinF32 { .. })),
-                count(|o| matches!(o, Op::LutU8 { .. })),
-            );
-            let mut exec = Executor::new(&plan, Kernels::detect(), 1 << 24).unwrap();
-            let yl = plan.tensors[plan.outputs[0].tensor as usize].len();
-            let mut all = vec![];
-            for i in 0..xs[0] {
-                exec.run(&[&x[i * xl..][..xl]]).unwrap();
-                let mut out = vec![0.0; yl];
-                exec.tensor_f32(plan.outputs[0].tensor, &mut out).unwrap();
-                all.extend(out.iter().map(|v| v.to_bits()));
-            }
-            (all, kinds)
+        let ((plain, p), (fused, f)) = (bits_of(stem, true), bits_of(stem, false));
+        let kinds = |p: &Plan| {
+            (
+                count(p, |o| matches!(o, Op::BinF32 { .. })),
+                count(p, |o| matches!(o, Op::LutU8 { .. })),
+            )
         };
-        let ((plain, k_plain), (fused, k_fused)) = (run(true), run(false));
         assert_eq!(
-            k_plain,
+            kinds(&p),
             (1, 1),
             "{stem}: the plain lowering's multiply and sigmoid table"
         );
-        assert_eq!(k_fused, (0, 1), "{stem}: one table");
+        assert_eq!(kinds(&f), (0, 1), "{stem}: one table");
         assert!(plain == fused, "{stem}: outputs differ");
     }
 }

@@ -49,6 +49,28 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// A 1×1 convolution (a GEMM over `h·w` pixels): stride 1, no dilation, padding or
+    /// groups.
+    pub const fn pointwise(h: usize, w: usize, ic: usize, oc: usize) -> ConvGeom {
+        ConvGeom {
+            h,
+            w,
+            ic,
+            oc,
+            kh: 1,
+            kw: 1,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            groups: 1,
+        }
+    }
+
     pub fn oh(&self) -> usize {
         (self.h + self.pad_top + self.pad_bottom - self.dil_h * (self.kh - 1) - 1) / self.stride_h
             + 1

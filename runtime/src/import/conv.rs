@@ -699,17 +699,28 @@ fn conv_float_nhwc(
     let y = if direct {
         y
     } else {
-        let t = lw.new_f32(&n.output[0], out_shape);
-        lw.b.ops.push(Op::TransposeF32 {
-            x: y,
-            y: t,
-            dims: [nb as u32, (oh * ow) as u32, oc as u32, 1],
-            perm: [0, 2, 1, 3],
-        });
-        t
+        to_nchw_out(lw, n, y, out_shape, [nb, oh * ow, oc])
     };
     lw.out_f32(n, y);
     Ok(())
+}
+
+/// n's output: the NHWC map `x` (`[n, pixels, channels]`) transposed to NCHW `shape`.
+fn to_nchw_out(
+    lw: &mut Lowering<'_>,
+    n: &pb::NodeProto,
+    x: u32,
+    shape: Vec<usize>,
+    [nb, hw, c]: [usize; 3],
+) -> u32 {
+    let y = lw.new_f32(&n.output[0], shape);
+    lw.b.ops.push(Op::TransposeF32 {
+        x,
+        y,
+        dims: [nb as u32, hw as u32, c as u32, 1],
+        perm: [0, 2, 1, 3],
+    });
+    y
 }
 
 /// ConvTranspose of a float `[N, C, H, W]` tensor, group 1: the input to NHWC, zeros
@@ -797,23 +808,7 @@ fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Res
             x: xin,
             y: blocks,
             scratch: None,
-            geom: ConvGeom {
-                h,
-                w,
-                ic: c,
-                oc: taps * co,
-                kh: 1,
-                kw: 1,
-                stride_h: 1,
-                stride_w: 1,
-                dil_h: 1,
-                dil_w: 1,
-                pad_top: 0,
-                pad_left: 0,
-                pad_bottom: 0,
-                pad_right: 0,
-                groups: 1,
-            },
+            geom: ConvGeom::pointwise(h, w, c, taps * co),
             w: wb,
             bias: bb,
             lo: f32::NEG_INFINITY,
@@ -836,14 +831,7 @@ fn conv_transpose_float(lw: &mut Lowering<'_>, n: &pb::NodeProto, x: u32) -> Res
         let y = if co == 1 {
             up
         } else {
-            let t = lw.new_f32(&n.output[0], vec![nb, co, oh, ow]);
-            lw.b.ops.push(Op::TransposeF32 {
-                x: up,
-                y: t,
-                dims: [nb as u32, (oh * ow) as u32, co as u32, 1],
-                perm: [0, 2, 1, 3],
-            });
-            t
+            to_nchw_out(lw, n, up, vec![nb, co, oh, ow], [nb, oh * ow, co])
         };
         lw.out_f32(n, y);
         return Ok(());

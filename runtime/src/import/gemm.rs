@@ -67,23 +67,7 @@ pub(super) fn gemm(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let (w, colsum) = lw.b.push_packed_i8(k, nn, |r, c| wq[c * k + r] as i8);
     let y =
         lw.b.tensor(&n.output[0], DType::U8, out_shape, false, Some(qy));
-    let geom = ConvGeom {
-        h: 1,
-        w: rows,
-        ic: k,
-        oc: nn,
-        kh: 1,
-        kw: 1,
-        stride_h: 1,
-        stride_w: 1,
-        dil_h: 1,
-        dil_w: 1,
-        pad_top: 0,
-        pad_left: 0,
-        pad_bottom: 0,
-        pad_right: 0,
-        groups: 1,
-    };
+    let geom = ConvGeom::pointwise(1, rows, k, nn);
     let (bias, scale) = (lw.b.push(&bias), lw.b.push(&scale));
     lw.b.ops.push(Op::ConvI8 {
         x,
@@ -170,23 +154,7 @@ fn dense_f32(lw: &mut Lowering<'_>, a: u32, y: u32, k: usize, nn: usize, w: &[f3
     let rows = lw.fshape(a).iter().product::<usize>() / k.max(1);
     let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, nn)];
     edgetune_kernels::pack::pack_f32(w, k, nn, &mut packed);
-    let geom = edgetune_kernels::reference::ConvGeom {
-        h: 1,
-        w: rows,
-        ic: k,
-        oc: nn,
-        kh: 1,
-        kw: 1,
-        stride_h: 1,
-        stride_w: 1,
-        dil_h: 1,
-        dil_w: 1,
-        pad_top: 0,
-        pad_left: 0,
-        pad_bottom: 0,
-        pad_right: 0,
-        groups: 1,
-    };
+    let geom = edgetune_kernels::reference::ConvGeom::pointwise(1, rows, k, nn);
     let (w, bias) = (lw.b.push(&packed), lw.b.push(bias));
     lw.b.ops.push(Op::ConvF32 {
         x: a,
