@@ -467,8 +467,9 @@ fn erf_within_1_ulp_of_reference() {
 }
 
 /// The transpose of every tier gives the reference's values (a copy: bit-exact) on
-/// matrices with and without whole 8 × 8 blocks, from any first column and for any
-/// number of columns `y` holds; and each value is where the definition puts it.
+/// matrices with and without whole 8 × 8 blocks and runs of them, from any first column
+/// and for any number of columns `y` holds; and each value is where the definition puts
+/// it.
 #[test]
 fn transpose_matches_the_reference_on_every_tier() {
     let shapes = [
@@ -480,6 +481,9 @@ fn transpose_matches_the_reference_on_every_tier() {
         (64, 49),
         (49, 1152),
         (3, 100),
+        // More rows than one run of blocks down the rows (128), with a partial run.
+        (300, 28),
+        (1030, 24),
     ];
     for (rows, cols) in shapes {
         let x = f32s(rows * cols, 3.0, (rows * 1000 + cols) as u64);

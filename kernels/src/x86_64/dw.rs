@@ -8,6 +8,8 @@ const SPAN: usize = 40;
 /// Kernel row pairs the row-pair kernels take (kh ≤ 8), and kernel columns (kw ≤ 8).
 const RPAIRS: usize = 4;
 const KW: usize = 8;
+/// Input maps up to this many bytes are taken one channel block at a time.
+const SMALL_MAP: usize = 192 * 1024;
 
 /// One channel block's `[w(ta, c), w(tb, c)]` i16 pairs for 16 channels (`m` masks a
 /// shorter tail; no `tb`: zeros), in channel order.
@@ -69,12 +71,14 @@ unsafe fn store_q(
 
 /// The row-pair depthwise: for one output row and 16 channels, each input column under
 /// the kernel's rows (2r, 2r + 1) is widened once into `[x(2r, c), x(2r + 1, c)]` i16
-/// pairs minus the zero point (the zero point itself under rows and columns outside the
-/// image, so their products are 0, as the reference skips them); every output pixel of
-/// the row then takes one pair product per (row pair, kernel column) against weights
+/// pairs (the zero point under rows and columns outside the image); every output pixel
+/// of the row then takes one pair product per (row pair, kernel column) against weights
 /// interleaved the same way once per channel block. The input columns a pixel shares
-/// with its neighbours (kw of them at stride 1) are widened once, not kw times. Integer
-/// sums are exact in any order; the epilogue is the reference's operations in order.
+/// with its neighbours (kw of them at stride 1) are widened once, not kw times. The
+/// zero point's share, z·Σw over all taps, comes off the bias once per channel block, so
+/// each sum is the reference's Σ (x - z)·w over the taps inside (|x| ≤ 255 and |w| ≤
+/// 2^15 over at most 64 taps keep every partial sum inside i32; integer sums are exact in
+/// any order). The epilogue is the reference's operations in order.
 macro_rules! dw_rows {
     ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $madd:expr) => {
         $(#[$doc])*
@@ -94,27 +98,47 @@ macro_rules! dw_rows {
             let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
             let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
             let yz = _mm512_set1_epi32(a.y_zero);
-            let xz = _mm512_set1_epi16(a.x_zero as i16);
+            let xz32 = _mm512_set1_epi32(a.x_zero);
             let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
             // [row pair][kernel column] weights, [input column][row pair] inputs.
             let mut wv = [[_mm512_setzero_si512(); KW]; RPAIRS];
             let mut xv = [[_mm512_setzero_si512(); RPAIRS]; SPAN];
-            // Output rows outermost, channel blocks inside: the kernel's input rows (all
-            // channels) stay in cache across the blocks, where a block-outermost order
-            // read a map larger than L2 once per block.
-            for oy in 0..a.oh {
-                let mut c0 = 0;
-                while c0 < a.c {
+            // A map larger than L2 is taken with output rows outermost and channel blocks
+            // inside, so the kernel's input rows (all channels) stay in cache across the
+            // blocks (a block-outermost order would read the map once per block). A
+            // smaller map is taken block by block, so each block's weights are
+            // interleaved once, not once per output row.
+            let blocks = a.c.div_ceil(16);
+            let by_block = a.h * a.w * a.c <= SMALL_MAP;
+            let (outer, inner) = if by_block { (blocks, a.oh) } else { (a.oh, blocks) };
+            let mut loaded = usize::MAX;
+            let (mut bias, mut scale) = (_mm512_setzero_si512(), _mm512_setzero_ps());
+            for i in 0..outer {
+                for j in 0..inner {
+                    let (oy, b) = if by_block { (j, i) } else { (i, j) };
+                    let c0 = b * 16;
                     let nc = (a.c - c0).min(16);
                     let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
-                    for (r, row) in wv.iter_mut().enumerate().take(rp) {
-                        for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
-                            let ta = 2 * r * a.kw + kx;
-                            let tb = (2 * r + 1 < a.kh).then_some(ta + a.kw);
-                            *w = weight_pair(a, m, c0, ta, tb);
+                    if loaded != b {
+                        for (r, row) in wv.iter_mut().enumerate().take(rp) {
+                            for (kx, w) in row.iter_mut().enumerate().take(a.kw) {
+                                let ta = 2 * r * a.kw + kx;
+                                let tb = (2 * r + 1 < a.kh).then_some(ta + a.kw);
+                                *w = weight_pair(a, m, c0, ta, tb);
+                            }
                         }
+                        (bias, scale) = bias_scale(a, m, c0);
+                        // The inputs are taken as they are (not minus the zero point):
+                        // Σ (x - z)·w = Σ x·w - z·Σ w over every tap, the taps outside
+                        // the image reading z, so z·Σ w comes off the bias once.
+                        let mut sw = _mm512_setzero_si512();
+                        for t in 0..a.kh * a.kw {
+                            let w = _mm256_maskz_loadu_epi16(m, a.weights.add(t * a.c + c0));
+                            sw = _mm512_add_epi32(sw, _mm512_cvtepi16_epi32(w));
+                        }
+                        bias = _mm512_sub_epi32(bias, _mm512_mullo_epi32(sw, xz32));
+                        loaded = b;
                     }
-                    let (bias, scale) = bias_scale(a, m, c0);
                     let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
                     // Each kernel row's input row, or null outside the image.
                     let rows: [*const u8; 2 * RPAIRS] = core::array::from_fn(|ky| {
@@ -139,14 +163,12 @@ macro_rules! dw_rows {
                                     zp
                                 }
                             };
+                            // [x(2r, c), x(2r + 1, c)] as i16 in channel c's lane.
                             for (r, v) in col.iter_mut().enumerate().take(rp) {
                                 let (xa, xb) = (at(rows[2 * r]), at(rows[2 * r + 1]));
-                                *v = _mm512_sub_epi16(
-                                    _mm512_cvtepu8_epi16(_mm256_set_m128i(
-                                        _mm_unpackhi_epi8(xa, xb),
-                                        _mm_unpacklo_epi8(xa, xb),
-                                    )),
-                                    xz,
+                                *v = _mm512_or_si512(
+                                    _mm512_cvtepu8_epi32(xa),
+                                    _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(xb)),
                                 );
                             }
                         }
@@ -164,7 +186,6 @@ macro_rules! dw_rows {
                         }
                         ox0 += n;
                     }
-                    c0 += 16;
                 }
             }
         }

@@ -185,52 +185,62 @@ pub unsafe fn transpose_f32__avx(x: &[f32], rows: usize, cols: usize, c0: usize,
     let (r8, k8) = (rows - rows % 8, k - k % 8);
     assert!(x.len() >= rows * cols && y.len() >= k * rows);
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
-    for r0 in (0..r8).step_by(8) {
+    // Block (r0, cb): rows r0..r0 + 8 ≤ r8, columns cb..cb + 8 ≤ k8.
+    let block = |r0: usize, cb: usize| {
+        // SAFETY: rows r0..r0 + 8 ≤ rows and columns c0 + cb..c0 + cb + 8 ≤ c0 + k ≤
+        // cols: within `x` (checked above); each store is 8 values at (cb + j)·rows +
+        // r0, below k·rows ≤ y.len().
+        unsafe {
+            let at = xp.add(r0 * cols + c0 + cb);
+            let r = [
+                _mm256_loadu_ps(at),
+                _mm256_loadu_ps(at.add(cols)),
+                _mm256_loadu_ps(at.add(2 * cols)),
+                _mm256_loadu_ps(at.add(3 * cols)),
+                _mm256_loadu_ps(at.add(4 * cols)),
+                _mm256_loadu_ps(at.add(5 * cols)),
+                _mm256_loadu_ps(at.add(6 * cols)),
+                _mm256_loadu_ps(at.add(7 * cols)),
+            ];
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, v) in out.into_iter().enumerate() {
+                _mm256_storeu_ps(yp.add((cb + j) * rows + r0), v);
+            }
+        }
+    };
+    // Blocks down RUN rows per column block: each output row gets RUN consecutive values
+    // (whole cache lines) at once. Output rows a power of two apart share cache sets, so
+    // a line left half written is evicted before its other half comes.
+    const RUN: usize = 128;
+    for g in (0..r8).step_by(RUN) {
         for cb in (0..k8).step_by(8) {
-            // SAFETY: rows r0..r0 + 8 ≤ rows and columns c0 + cb..c0 + cb + 8 ≤ c0 + k ≤
-            // cols: within `x` (checked above); each store is 8 values at (cb + j)·rows +
-            // r0, below k·rows ≤ y.len().
-            unsafe {
-                let at = xp.add(r0 * cols + c0 + cb);
-                let r = [
-                    _mm256_loadu_ps(at),
-                    _mm256_loadu_ps(at.add(cols)),
-                    _mm256_loadu_ps(at.add(2 * cols)),
-                    _mm256_loadu_ps(at.add(3 * cols)),
-                    _mm256_loadu_ps(at.add(4 * cols)),
-                    _mm256_loadu_ps(at.add(5 * cols)),
-                    _mm256_loadu_ps(at.add(6 * cols)),
-                    _mm256_loadu_ps(at.add(7 * cols)),
-                ];
-                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                let out = [
-                    _mm256_permute2f128_ps::<0x20>(u0, u4),
-                    _mm256_permute2f128_ps::<0x20>(u1, u5),
-                    _mm256_permute2f128_ps::<0x20>(u2, u6),
-                    _mm256_permute2f128_ps::<0x20>(u3, u7),
-                    _mm256_permute2f128_ps::<0x31>(u0, u4),
-                    _mm256_permute2f128_ps::<0x31>(u1, u5),
-                    _mm256_permute2f128_ps::<0x31>(u2, u6),
-                    _mm256_permute2f128_ps::<0x31>(u3, u7),
-                ];
-                for (j, v) in out.into_iter().enumerate() {
-                    _mm256_storeu_ps(yp.add((cb + j) * rows + r0), v);
-                }
+            for r0 in (g..(g + RUN).min(r8)).step_by(8) {
+                block(r0, cb);
             }
         }
     }
