@@ -1,8 +1,9 @@
-//! The automatic method choice (`session::auto`): its held-out accuracy is the
-//! leave-one-shot-out accuracy computed here by hand; it picks the best candidate; in
-//! `eval` its choices do not change when every query image is replaced by noise (it
-//! never reads them) while the accuracy it is scored with does; a `Session` adopts the
-//! pick; budgets and too few examples give typed errors.
+//! The automatic method choice (`session::auto`): its held-out accuracy and log-loss
+//! are the leave-one-shot-out ones computed here by hand; it picks the candidate or
+//! ensemble with the lowest log-loss; in `eval` its choices do not change when every
+//! query image is replaced by noise (it never reads them) while the accuracy it is scored
+//! with does; a `Session` adopts the pick; budgets and too few examples give typed
+//! errors.
 
 use edgetune::adapt::cache::{CacheFormat, TapCache, TapShape};
 use edgetune::adapt::rng::Rng;
@@ -76,6 +77,16 @@ fn cache(shots: usize) -> TapCache {
 /// Leave-one-shot-out accuracy of the nearest class mean, by hand in f64: prototypes are
 /// sums of unit-norm pooled features, scored by cosine.
 fn ncm_folds_by_hand(c: &TapCache, groups: &[usize], folds: usize) -> f64 {
+    ncm_scores_by_hand(c, groups, folds).0
+}
+
+/// [`ncm_folds_by_hand`] and each held-out example's cosines with its true class, fold
+/// by fold.
+fn ncm_scores_by_hand(
+    c: &TapCache,
+    groups: &[usize],
+    folds: usize,
+) -> (f64, Vec<([f64; 3], usize)>) {
     let mut buf = vec![0.0; TOKENS * DIM];
     let unit: Vec<Vec<f64>> = (0..c.len())
         .map(|i| {
@@ -96,6 +107,7 @@ fn ncm_folds_by_hand(c: &TapCache, groups: &[usize], folds: usize) -> f64 {
         }
     }
     let (mut ok, mut n) = (0, 0);
+    let mut held = vec![];
     for f in 0..folds {
         let out: Vec<usize> = per.iter().map(|v| v[f]).collect();
         let mut proto = vec![vec![0.0f64; DIM]; 3];
@@ -119,9 +131,27 @@ fn ncm_folds_by_hand(c: &TapCache, groups: &[usize], folds: usize) -> f64 {
             let best = (0..3).max_by(|&a, &b| cos[a].total_cmp(&cos[b])).unwrap();
             ok += (best == cl) as usize;
             n += 1;
+            held.push(([cos[0], cos[1], cos[2]], cl));
         }
     }
-    ok as f64 / n as f64
+    (ok as f64 / n as f64, held)
+}
+
+/// The lowest mean −log softmax(a·s)[class] over a ∈ [e^-6, e^8] on a grid of 14 001
+/// points in log a, in f64.
+fn nll_by_grid(held: &[([f64; 3], usize)]) -> f64 {
+    (0..=14_000)
+        .map(|i| {
+            let a = (-6.0 + i as f64 * 1e-3).exp();
+            held.iter()
+                .map(|(s, c)| {
+                    let m = s.iter().fold(f64::MIN, |m, &x| m.max(a * x));
+                    m + s.iter().map(|&x| (a * x - m).exp()).sum::<f64>().ln() - a * s[*c]
+                })
+                .sum::<f64>()
+                / held.len() as f64
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn tap_opts() -> Options {
@@ -155,29 +185,41 @@ fn held_out_accuracy_is_leave_one_shot_out_and_the_best_is_picked() {
     // ncm, then linear with C = 1, 10, 100.
     let labels: Vec<String> = ch.trials.iter().map(|t| t.cand.label()).collect();
     assert_eq!(labels, ["ncm", "linear C=1", "linear C=10", "linear C=100"]);
-    let best = ch
-        .trials
-        .iter()
-        .filter_map(|t| t.acc)
-        .fold(f64::MIN, f64::max);
-    let ens = ch.ensembles.iter().map(|e| e.1).fold(f64::MIN, f64::max);
+    // ncm's held-out log-loss at its best scale: a grid search in f64 over its cosines
+    // by hand.
+    let (_, held) = ncm_scores_by_hand(&c, &groups, 4);
+    let want_nll = nll_by_grid(&held);
+    let got_nll = ncm.nll.unwrap();
+    assert!(
+        (got_nll - want_nll).abs() < 1e-4 * want_nll.max(1e-3),
+        "ncm held-out log-loss {got_nll} against {want_nll} by hand"
+    );
     assert!(
         !ch.ensembles.is_empty(),
         "ncm and linear read the same taps"
     );
-    // The best ensemble wins unless it gets more than one held-out example fewer right
-    // than the best single candidate.
-    let one = 1.0 / ch.held_out as f64;
-    if ch.pick.len() == 1 {
-        // A single pick is the first of the best.
-        let first = ch.trials.iter().find(|t| t.acc == Some(best)).unwrap();
-        assert_eq!(ch.pick[0], first.cand);
-        assert_eq!(ch.acc, best, "{}", ch.why());
-        assert!(ens < best - one - 1e-9, "{}", ch.why());
-    } else {
-        assert_eq!(ch.acc, ens, "{}", ch.why());
-        assert!(ens >= best - one - 1e-9, "{}", ch.why());
-    }
+    // The pick has the lowest log-loss of every candidate and ensemble, and is the
+    // first with it.
+    let all: Vec<(Vec<usize>, f64, f64)> = ch
+        .trials
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((vec![i], t.acc?, t.nll?)))
+        .chain(
+            ch.ensembles
+                .iter()
+                .map(|e| (e.members.clone(), e.acc, e.nll)),
+        )
+        .collect();
+    assert_eq!(all.len(), 4 + ch.ensembles.len());
+    let lowest = all.iter().map(|a| a.2).fold(f64::INFINITY, f64::min);
+    let first = all.iter().find(|a| a.2 == lowest).unwrap();
+    assert_eq!(ch.nll, lowest, "{}", ch.why());
+    assert_eq!(ch.acc, first.1, "{}", ch.why());
+    let names: Vec<_> = first.0.iter().map(|&i| ch.trials[i].cand.clone()).collect();
+    assert_eq!(ch.pick, names, "{}", ch.why());
+    // Candidates do differ in log-loss (the choice is not decided by the order alone).
+    assert!(all.iter().any(|a| a.2 > lowest + 1e-3), "{}", ch.why());
     // Pairs of rows from one example: the same folds hold out both.
     let mut c2 = TapCache::new(c.format, c.named());
     let mut g2 = vec![];

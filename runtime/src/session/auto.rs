@@ -2,12 +2,15 @@
 //!
 //! Leave-one-shot-out folds: fold `f` holds out the `f`-th example of every class (its
 //! original, and its augmented views leave the training rows with it), trains each
-//! candidate on the other examples and scores the held-out ones. The candidate with the
-//! most held-out examples right wins; a tie goes to the earlier, cheaper candidate. An
-//! ensemble of the best candidates that read the same cached taps (their class scores
-//! standardised per example and summed) is preferred: the ensemble with the most right
-//! replaces the best candidate unless it gets more than one held-out example fewer right
-//! (an ensemble varies less with the few examples the folds hold out). The query set is
+//! candidate on the other examples and scores the held-out ones. Each candidate, and each
+//! ensemble of the two and three best candidates that read the same cached taps (their
+//! class scores standardised per example and summed), is scored by its held-out
+//! log-loss: the mean of −log softmax(a·s)[true class] over the held-out examples, at
+//! the scale `a` of its scores that makes it lowest (a cosine and a logit have scales of
+//! their own). The lowest log-loss wins; a tie goes to the earlier, cheaper candidate.
+//! Counting held-out examples right cannot tell most candidates apart with 5 shots (25
+//! to 50 held-out examples, many candidates within one or two of each other); the
+//! log-loss also weighs how sure each candidate is of the right class. The query set is
 //! not an argument of [`choose`]: nothing it could read depends on it.
 //!
 //! Candidates, in order: each method asked for; `linear` and `moment` with C = 1, 10
@@ -102,12 +105,26 @@ pub struct Trial {
     pub cand: Cand,
     /// Held-out accuracy over every fold; `None` when it was not tried to the end.
     pub acc: Option<f64>,
+    /// Held-out log-loss over every fold at the scale of its scores that fits them best
+    /// (see [`held_out_nll`]); `None` when it was not tried to the end.
+    pub nll: Option<f64>,
     /// Seconds its folds took.
     pub secs: f64,
     /// Its training peak on the whole support set, in bytes.
     pub peak: usize,
     /// Why it was skipped or stopped, if it was.
     pub note: String,
+}
+
+/// An ensemble of candidates that read the same cached taps, and its held-out scores.
+#[derive(Clone, Debug)]
+pub struct Ensemble {
+    /// Indices into [`Choice::trials`].
+    pub members: Vec<usize>,
+    /// Held-out accuracy.
+    pub acc: f64,
+    /// Held-out log-loss at its best scale.
+    pub nll: f64,
 }
 
 /// What [`choose`] picked and why.
@@ -117,9 +134,11 @@ pub struct Choice {
     pub pick: Vec<Cand>,
     /// The pick's held-out accuracy.
     pub acc: f64,
+    /// The pick's held-out log-loss, the lowest of all tried.
+    pub nll: f64,
     pub trials: Vec<Trial>,
-    /// Ensembles tried: indices into `trials` and their held-out accuracy.
-    pub ensembles: Vec<(Vec<usize>, f64)>,
+    /// Ensembles tried.
+    pub ensembles: Vec<Ensemble>,
     pub folds: usize,
     /// Held-out examples over all folds.
     pub held_out: usize,
@@ -137,39 +156,34 @@ impl Choice {
             .join(" + ")
     }
 
-    /// One line: the pick, its held-out accuracy, the runner-up and the candidates that
-    /// were skipped or stopped, with why.
+    /// One line: the pick, its held-out log-loss and accuracy, every candidate's and
+    /// ensemble's, and the candidates that were skipped or stopped, with why.
     pub fn why(&self) -> String {
-        let me = self.label();
         let tried: Vec<String> = self
             .trials
             .iter()
-            .filter_map(|t| t.acc.map(|a| format!("{} {a:.3}", t.cand.label())))
-            .chain(self.ensembles.iter().map(|(m, a)| {
-                let names: Vec<String> = m.iter().map(|&i| self.trials[i].cand.label()).collect();
-                format!("{} {a:.3}", names.join(" + "))
+            .filter_map(|t| {
+                let (a, n) = (t.acc?, t.nll?);
+                Some(format!("{} {n:.3}/{a:.3}", t.cand.label()))
+            })
+            .chain(self.ensembles.iter().map(|e| {
+                let names: Vec<String> = e
+                    .members
+                    .iter()
+                    .map(|&i| self.trials[i].cand.label())
+                    .collect();
+                format!("{} {:.3}/{:.3}", names.join(" + "), e.nll, e.acc)
             }))
             .collect();
         let mut s = format!(
-            "{me}: {:.3} on {} held-out examples ({} folds)",
-            self.acc, self.held_out, self.folds,
+            "{}: the lowest held-out log-loss, {:.3} (accuracy {:.3}) on {} held-out examples ({} folds); tried (log-loss/accuracy) {}",
+            self.label(),
+            self.nll,
+            self.acc,
+            self.held_out,
+            self.folds,
+            tried.join(", ")
         );
-        if self.pick.len() > 1 {
-            // Which single candidate the ensemble replaced.
-            if let Some(b) = self
-                .trials
-                .iter()
-                .filter(|t| t.acc.is_some())
-                .reduce(|a, b| if b.acc > a.acc { b } else { a })
-            {
-                s += &format!(
-                    " (an ensemble, preferred within one held-out example of the best single candidate, {} {:.3})",
-                    b.cand.label(),
-                    b.acc.unwrap_or(0.0)
-                );
-            }
-        }
-        s += &format!("; tried {}", tried.join(", "));
         for t in self.trials.iter().filter(|t| !t.note.is_empty()) {
             s += &format!("; {} {}", t.cand.label(), t.note);
         }
@@ -376,6 +390,7 @@ pub fn choose(
         let mut t = Trial {
             cand: cand.clone(),
             acc: None,
+            nll: None,
             secs: 0.0,
             peak: 0,
             note: String::new(),
@@ -474,16 +489,7 @@ pub fn choose(
         trials.push(t);
         scores.push(s);
     }
-    // The best single candidate; ties to the earlier.
-    let mut best: Option<usize> = None;
-    for (i, t) in trials.iter().enumerate() {
-        if let Some(a) = t.acc {
-            if best.is_none_or(|b| a > trials[b].acc.unwrap_or(-1.0)) {
-                best = Some(i);
-            }
-        }
-    }
-    let Some(best) = best else {
+    if !trials.iter().any(|t| t.acc.is_some()) {
         let why: Vec<String> = trials
             .iter()
             .map(|t| format!("{} {}", t.cand.label(), t.note))
@@ -492,12 +498,16 @@ pub fn choose(
             "auto: no candidate could be tried ({})",
             why.join("; ")
         )));
-    };
-    let mut pick = vec![best];
-    let mut acc = trials[best].acc.unwrap_or(0.0);
-    let mut ensembles = vec![];
+    }
+    let labels: Vec<usize> = (0..held_out).map(|e| held_of(&splits, e)).collect();
+    for (t, s) in trials.iter_mut().zip(&scores) {
+        if t.acc.is_some() {
+            t.nll = Some(held_out_nll(s, &labels, classes));
+        }
+    }
+    let mut ensembles: Vec<Ensemble> = vec![];
     if cfg.ensembles {
-        // Per layout, the best two and three candidates (by held-out accuracy).
+        // Per layout, the best two and three candidates (by held-out log-loss).
         let mut layouts: Vec<((Vec<String>, super::Reduce, CacheFormat), Vec<usize>)> = vec![];
         for (i, t) in trials.iter().enumerate() {
             if t.acc.is_none() {
@@ -510,61 +520,97 @@ pub fn choose(
             }
         }
         for (_, mut members) in layouts {
-            members.sort_by(|&a, &b| {
-                trials[b]
-                    .acc
-                    .unwrap_or(0.0)
-                    .total_cmp(&trials[a].acc.unwrap_or(0.0))
-                    .then(a.cmp(&b))
-            });
+            let nll = |i: usize| trials[i].nll.unwrap_or(f64::INFINITY);
+            members.sort_by(|&a, &b| nll(a).total_cmp(&nll(b)).then(a.cmp(&b)));
             for n in 2..=3.min(members.len()) {
                 let m = &members[..n];
                 let mut ok = 0;
-                for e in 0..held_out {
+                let mut es = Vec::with_capacity(held_out * classes);
+                for (e, &c) in labels.iter().enumerate() {
                     let parts: Vec<&[f32]> = m
                         .iter()
                         .map(|&i| &scores[i][e * classes..][..classes])
                         .collect();
                     ensemble_scores(&parts, &mut out);
-                    let c = held_of(&splits, e);
                     ok += (adapt::argmax(&out) == c) as usize;
+                    es.extend_from_slice(&out);
                 }
-                ensembles.push((m.to_vec(), ok));
-            }
-        }
-        // The ensemble with the most right (on a tie, one with the best single
-        // candidate in it, else the earlier) replaces the best single candidate unless
-        // it gets more than one held-out example fewer right.
-        let single = (acc * held_out as f64).round() as usize;
-        let mut top: Option<&(Vec<usize>, usize)> = None;
-        for e in &ensembles {
-            let better = top.is_none_or(|t| {
-                e.1 > t.1 || (e.1 == t.1 && e.0.contains(&best) && !t.0.contains(&best))
-            });
-            if better {
-                top = Some(e);
-            }
-        }
-        if let Some((m, ok)) = top {
-            if ok + 1 >= single {
-                acc = *ok as f64 / held_out as f64;
-                pick = m.clone();
+                ensembles.push(Ensemble {
+                    members: m.to_vec(),
+                    acc: ok as f64 / held_out as f64,
+                    nll: held_out_nll(&es, &labels, classes),
+                });
             }
         }
     }
-    let ensembles = ensembles
-        .into_iter()
-        .map(|(m, ok)| (m, ok as f64 / held_out as f64))
-        .collect();
+    // The lowest held-out log-loss wins, single candidates first, then ensembles; a tie
+    // goes to the earlier (cheaper).
+    let mut pick = vec![];
+    let (mut acc, mut nll) = (0.0, f64::INFINITY);
+    let singles = trials.iter().enumerate().filter_map(|(i, t)| {
+        let (a, n) = (t.acc?, t.nll?);
+        Some((vec![i], a, n))
+    });
+    let ens = ensembles.iter().map(|e| (e.members.clone(), e.acc, e.nll));
+    for (m, a, n) in singles.chain(ens) {
+        if pick.is_empty() || n < nll {
+            (pick, acc, nll) = (m, a, n);
+        }
+    }
     Ok(Choice {
         pick: pick.iter().map(|&i| trials[i].cand.clone()).collect(),
         acc,
+        nll,
         trials,
         ensembles,
         folds,
         held_out,
         secs: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Mean negative log-likelihood of `labels` under softmax(a·scores) (`classes` scores per
+/// example) with the scale `a` in [e^-6, e^8] that minimises it (the scores' own scale
+/// means nothing across methods). The loss is convex in `a`, so unimodal in log a, where
+/// a golden-section search finds its minimum.
+pub fn held_out_nll(scores: &[f32], labels: &[usize], classes: usize) -> f64 {
+    let nll = |a: f64| -> f64 {
+        let mut t = 0.0;
+        for (e, &c) in labels.iter().enumerate() {
+            let s = &scores[e * classes..][..classes];
+            let m = s.iter().fold(f64::MIN, |m, &x| m.max(a * x as f64));
+            let z: f64 = s.iter().map(|&x| (a * x as f64 - m).exp()).sum();
+            t += m + z.ln() - a * s[c] as f64;
+        }
+        t / labels.len().max(1) as f64
+    };
+    // Convex in a: golden-section search on log a.
+    let (mut lo, mut hi) = (-6.0f64, 8.0f64);
+    let g = 0.618_033_988_75;
+    let (mut x1, mut x2) = (hi - g * (hi - lo), lo + g * (hi - lo));
+    let (mut f1, mut f2) = (nll(x1.exp()), nll(x2.exp()));
+    for _ in 0..60 {
+        if f1 < f2 {
+            hi = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = hi - g * (hi - lo);
+            f1 = nll(x1.exp());
+        } else {
+            lo = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = lo + g * (hi - lo);
+            f2 = nll(x2.exp());
+        }
+    }
+    let best = f1.min(f2);
+    // NaN scores: never the lowest.
+    if best.is_nan() {
+        f64::INFINITY
+    } else {
+        best
+    }
 }
 
 /// The true class of held-out example `e` (fold-major order).
