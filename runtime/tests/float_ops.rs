@@ -195,8 +195,9 @@ fn outputs(stem: &str, unfused: bool, threads: usize) -> (Vec<f32>, Plan<'static
     (all, plan)
 }
 
-/// Runs of elementwise ops fused into chains, and transposed convolutions run as 1×1 ones
-/// (`deconv_subpixel`), give the plain lowering's bits, on one thread and two: a GELU
+/// Runs of elementwise ops fused into chains, transposed convolutions run as 1×1 ones
+/// (`deconv_subpixel`) and a clamp taken as a convolution's bounds (`conv_act_dw`) give
+/// the plain lowering's bits, on one thread and two: a GELU
 /// written out, a Reshape inside a chain, repeated constants and a tensor
 /// broadcast over leading axes, values read outside their chain, chains cut at a third
 /// input, scalar-path functions.
@@ -209,6 +210,7 @@ fn chains_give_the_separate_ops_bits() {
         "if_shape",
         "bn_hardswish",
         "deconv_subpixel",
+        "conv_act_dw",
     ] {
         let (want, plain) = outputs(stem, true, 1);
         assert_eq!(chains(&plain), 0, "{stem}");
@@ -225,6 +227,17 @@ fn chains_give_the_separate_ops_bits() {
                 // masked square's start, and two pieces of the tail cut at third inputs.
                 assert_eq!(chains(&fused), 4);
                 assert!(fused.ops.len() < plain.ops.len() - 10);
+            }
+            if stem == "conv_act_dw" {
+                // The ReLU6 after the first convolution is its bounds, one op fewer.
+                let relu6 = |p: &Plan| {
+                    count(
+                        p,
+                        |o| matches!(o, Op::ConvF32 { lo, hi, .. } if *lo == 0.0 && *hi == 6.0),
+                    )
+                };
+                assert_eq!((relu6(&plain), relu6(&fused)), (0, 1));
+                assert_eq!(fused.ops.len(), plain.ops.len() - 1);
             }
         }
     }

@@ -976,6 +976,53 @@ pub(super) fn cancel_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u
     }
 }
 
+/// A clamp (ReLU, ReLU6, Clip) of a float convolution's or Gemm's result that nothing else
+/// reads is the convolution's own bounds: its epilogue clamps each value as it is
+/// written, with the same `max(lo)` then `min(hi)`, and the map is not read and written
+/// again. Not where the convolution already clamps or the result is an output or a tap.
+pub(super) fn clamp_into_convs(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    let mut k = 0;
+    while k < b.ops.len() {
+        let Op::ClampF32 {
+            x: mid,
+            y: out,
+            lo,
+            hi,
+        } = b.ops[k]
+        else {
+            k += 1;
+            continue;
+        };
+        let pinned = pin_start.contains(&mid) || pin_end.contains(&mid);
+        let readers = b.ops.iter().filter(|op| op.io().0.contains(&mid)).count();
+        let producer = b.ops[..k].iter().rposition(|op| op.io().1.contains(&mid));
+        let same = b.tensors[mid as usize].len() == b.tensors[out as usize].len();
+        let fused = match producer.map(|j| &mut b.ops[j]) {
+            Some(Op::ConvF32 {
+                y,
+                lo: clo,
+                hi: chi,
+                ..
+            }) if *y == mid
+                && *clo == f32::NEG_INFINITY
+                && *chi == f32::INFINITY
+                && readers == 1
+                && !pinned
+                && same =>
+            {
+                (*y, *clo, *chi) = (out, lo, hi);
+                true
+            }
+            _ => false,
+        };
+        if fused {
+            b.ops.remove(k);
+        } else {
+            k += 1;
+        }
+    }
+}
+
 /// Ops none of whose results is read by another op, an output or a tap go (a table of x
 /// that a product `x·f(x)` folded into its own table, when nothing else reads it).
 pub(super) fn drop_unread(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {

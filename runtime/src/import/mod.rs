@@ -448,6 +448,7 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
     elementwise::inverse_transposes(&mut lw.b, &pin_start, &pin_end);
     if !opts.unfused {
+        elementwise::clamp_into_convs(&mut lw.b, &pin_start, &pin_end);
         chains::fuse_chains(&mut lw.b, &pin_start, &pin_end);
     }
     let Builder {
