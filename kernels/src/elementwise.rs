@@ -235,6 +235,34 @@ pub fn global_avg_pool_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]) {
     y[..c].iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Depthwise f32 convolution over NHWC: weights `[kh][kw][c]`, `bias` of `c` values or
+/// empty. Each output is its bias (0 without one), then `+ w·x` for each tap inside the
+/// image in the order (kernel row, kernel column); taps in the padding are skipped.
+pub fn depthwise_f32(
+    g: &crate::reference::ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let (ow, c) = (g.ow(), g.ic);
+    for oy in 0..g.oh() {
+        for ox in 0..ow {
+            for ch in 0..c {
+                let mut v = if bias.is_empty() { 0.0 } else { bias[ch] };
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                            v += w[(ky * g.kw + kx) * c + ch] * x[(iy * g.w + ix) * c + ch];
+                        }
+                    }
+                }
+                y[(oy * ow + ox) * c + ch] = v;
+            }
+        }
+    }
+}
+
 /// Max pool over NHWC f32; padded positions are ignored.
 #[allow(clippy::too_many_arguments)]
 pub fn max_pool_f32(g: &crate::reference::ConvGeom, x: &[f32], y: &mut [f32]) {

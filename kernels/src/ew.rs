@@ -17,6 +17,8 @@ use wide::{CmpGt, CmpLt};
 /// needs its CPU features; lengths are checked by the safe wrappers in [`crate::ops`].
 /// Quantised add: `(a, qa, b, qb, y, qy)`.
 pub type AddU8Fn = unsafe fn(&[u8], Q8, &[u8], Q8, &mut [u8], Q8);
+/// Float depthwise: `(geometry, x, weights, bias, y)`.
+pub type DwF32Fn = unsafe fn(&ConvGeom, &[f32], &[f32], &[f32], &mut [f32]);
 
 #[derive(Clone, Copy, Debug)]
 pub struct EwFns {
@@ -39,6 +41,8 @@ pub struct EwFns {
     pub gap_u8: unsafe fn(&[u8], usize, usize, Q8, &mut [u8], Q8),
     pub gap_f32: unsafe fn(&[f32], usize, usize, &mut [f32]),
     pub max_pool_f32: unsafe fn(&ConvGeom, &[f32], &mut [f32]),
+    /// [`crate::elementwise::depthwise_f32`]: `(geometry, x, weights, bias, y)`.
+    pub depthwise_f32: DwF32Fn,
     pub max_pool_u8: unsafe fn(&ConvGeom, &[u8], &mut [u8]),
     pub softmax: unsafe fn(&mut [f32], usize),
     pub layer_norm: unsafe fn(&mut [f32], usize, &[f32], &[f32], f32),
@@ -71,6 +75,7 @@ pub static EW_REFERENCE: EwFns = EwFns {
     gap_u8: sc::global_avg_pool_u8,
     gap_f32: sc::global_avg_pool_f32,
     max_pool_f32: sc::max_pool_f32,
+    depthwise_f32: sc::depthwise_f32,
     max_pool_u8: sc::max_pool_u8,
     softmax: sc::softmax,
     layer_norm: sc::layer_norm,
@@ -446,6 +451,129 @@ pub(crate) mod g {
         y[n..c].iter_mut().for_each(|v| *v *= inv);
     }
 
+    /// An output row at a time, and in it a channel block at a time (`V::N` wide, the
+    /// last one ending at channel `c`, overlapping the one before when `c % V::N != 0`:
+    /// those channels get the same bits twice), so the block's input rows and weights
+    /// stay in L1 along the row. The pixels whose kernel columns are all inside the image
+    /// go `P` (or 3) at a time, one sum per pixel held in a register across the taps (the
+    /// reference reads and writes each output once per tap); the others one at a time.
+    /// Only the taps inside the image are taken. Each sum is the bias, then `+ w·x` per tap in the reference's order, so
+    /// the results are its bits.
+    /// # Safety
+    /// The CPU has `V`'s features; the buffers hold the geometry (checked by the caller).
+    #[inline(always)]
+    pub(crate) unsafe fn depthwise_f32<V: Lanes>(
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+    ) {
+        const P: usize = 6;
+        let (ow, c) = (g.ow(), g.ic);
+        if c < V::N {
+            return crate::elementwise::depthwise_f32(g, x, w, bias, y);
+        }
+        // Output columns [xa, xb) have every kernel column inside the image.
+        let (xa, xb) = (0..ow).fold((ow, 0), |(a, b), ox| {
+            if taps(ox, g.stride_w, g.dil_w, g.pad_left, g.w, g.kw) == (0, g.kw) {
+                (a.min(ox), b.max(ox + 1))
+            } else {
+                (a, b)
+            }
+        });
+        let yp = y.as_mut_ptr();
+        for oy in 0..g.oh() {
+            let rows = taps(oy, g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
+            for b in 0..c.div_ceil(V::N) {
+                let c0 = (b * V::N).min(c - V::N);
+                let at = Px { oy, c0, rows };
+                let mut ox = 0;
+                while ox < ow {
+                    if ox >= xa && ox + P <= xb {
+                        sums::<V, P>(g, x, w, bias, yp, &at, ox, (0, g.kw));
+                        ox += P;
+                    } else if ox >= xa && ox + 3 <= xb {
+                        sums::<V, 3>(g, x, w, bias, yp, &at, ox, (0, g.kw));
+                        ox += 3;
+                    } else {
+                        let cols = taps(ox, g.stride_w, g.dil_w, g.pad_left, g.w, g.kw);
+                        sums::<V, 1>(g, x, w, bias, yp, &at, ox, cols);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel taps `k0..k1` of output `o` that fall inside `0..size`.
+    #[inline(always)]
+    fn taps(o: usize, s: usize, d: usize, pad: usize, size: usize, k: usize) -> (usize, usize) {
+        let i0 = (o * s) as isize - pad as isize;
+        let k0 = if i0 >= 0 {
+            0
+        } else {
+            ((-i0) as usize).div_ceil(d).min(k)
+        };
+        let k1 = if i0 >= size as isize {
+            0
+        } else {
+            (((size as isize - 1 - i0) as usize) / d + 1).min(k)
+        };
+        (k0, k1.max(k0))
+    }
+
+    /// An output row, its channel block and the kernel rows inside the image.
+    struct Px {
+        oy: usize,
+        c0: usize,
+        rows: (usize, usize),
+    }
+
+    /// Channels `c0..c0 + V::N` of `P` pixels from (oy, ox) over the kernel rows
+    /// `at.rows` and columns `cols` (all of them inside the image for every pixel).
+    /// # Safety
+    /// As [`depthwise_f32`], `c >= V::N`, `c0 + V::N <= c`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sums<V: Lanes, const P: usize>(
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        yp: *mut f32,
+        at: &Px,
+        ox: usize,
+        cols: (usize, usize),
+    ) {
+        let (ow, c, c0) = (g.ow(), g.ic, at.c0);
+        let start = if bias.is_empty() {
+            V::splat(0.0)
+        } else {
+            V::load(bias.as_ptr().add(c0))
+        };
+        let mut acc = [start; P];
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let (sx, dx) = (g.stride_w * c, g.dil_w * c);
+        for ky in at.rows.0..at.rows.1 {
+            let iy = at.oy * g.stride_h + ky * g.dil_h - g.pad_top;
+            let ix = ox * g.stride_w + cols.0 * g.dil_w - g.pad_left;
+            let mut px = xp.add((iy * g.w + ix) * c + c0);
+            let mut pw = wp.add((ky * g.kw + cols.0) * c + c0);
+            for _ in cols.0..cols.1 {
+                let wv = V::load(pw);
+                for (p, s) in acc.iter_mut().enumerate() {
+                    *s = s.add(wv.mul(V::load(px.add(p * sx))));
+                }
+                px = px.add(dx);
+                pw = pw.add(c);
+            }
+        }
+        for (p, s) in acc.iter().enumerate() {
+            s.store(yp.add((at.oy * ow + ox + p) * c + c0));
+        }
+    }
+
     /// Channels `V::N` at a time; padded positions are ignored.
     /// # Safety
     /// The CPU has `V`'s features; the buffers hold the geometry (checked by the caller).
@@ -718,6 +846,7 @@ macro_rules! ew_tier {
                 gap_u8(x: &[u8], hw: usize, c: usize, qx: Q8, y: &mut [u8], qy: Q8);
                 gap_f32(x: &[f32], hw: usize, c: usize, y: &mut [f32]);
                 max_pool_f32(geom: &ConvGeom, x: &[f32], y: &mut [f32]);
+                depthwise_f32(geom: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]);
                 max_pool_u8(geom: &ConvGeom, x: &[u8], y: &mut [u8]);
                 softmax(x: &mut [f32], cols: usize);
                 layer_norm(x: &mut [f32], cols: usize, gamma: &[f32], beta: &[f32], eps: f32);
@@ -747,6 +876,7 @@ macro_rules! ew_tier {
             gap_u8: ew_inst::gap_u8,
             gap_f32: ew_inst::gap_f32,
             max_pool_f32: ew_inst::max_pool_f32,
+            depthwise_f32: ew_inst::depthwise_f32,
             max_pool_u8: ew_inst::max_pool_u8,
             softmax: ew_inst::softmax,
             layer_norm: ew_inst::layer_norm,

@@ -488,6 +488,28 @@ pub fn max_pool_f32(
     Ok(())
 }
 
+/// Depthwise f32 convolution over NHWC (one image): weights `[kh][kw][c]`, `bias` of `c`
+/// values or empty; each output is its bias, then its taps inside the image in order
+/// ([`crate::elementwise::depthwise_f32`], bit-exact on every tier).
+pub fn depthwise_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) -> Result<(), ShapeError> {
+    const OP: &str = "depthwise_f32";
+    pool_check(OP, g, x.len(), y.len())?;
+    need(OP, "weights", g.kh * g.kw * g.ic, w.len())?;
+    if !bias.is_empty() {
+        need(OP, "bias", g.ic, bias.len())?;
+    }
+    // SAFETY: geometry and extents checked above; the tier's features were detected.
+    unsafe { (kern.ew.f.depthwise_f32)(g, x, w, bias, y) };
+    Ok(())
+}
+
 /// A pooling geometry is well formed and `x`, `y` hold it.
 fn pool_check(op: &'static str, g: &ConvGeom, xl: usize, yl: usize) -> Result<(), ShapeError> {
     if g.ic == 0

@@ -517,3 +517,91 @@ fn transpose_matches_the_reference_on_every_tier() {
     assert!(ops::transpose_f32(&reference(), &[0.0; 7], 2, 4, 0, &mut y).is_err());
     assert!(ops::transpose_f32(&reference(), &[0.0; 8], 2, 4, 5, &mut y).is_err());
 }
+
+/// The float depthwise of every tier gives the reference's bits (bias, then the taps
+/// inside the image in order), on maps wide enough for its runs of pixels, channel counts
+/// below, on and off each vector width, strides, dilation, uneven padding, kernels larger
+/// than the map, with and without a bias; and the reference is the definition.
+#[test]
+fn depthwise_f32_matches_the_reference_on_every_tier() {
+    type Case = (usize, usize, usize, usize, usize, usize, [usize; 4], bool);
+    let cases: [Case; 9] = [
+        (13, 29, 24, 3, 1, 1, [1, 1, 1, 1], true),
+        (17, 17, 40, 5, 1, 1, [2, 2, 2, 2], false),
+        (12, 31, 16, 3, 2, 1, [0, 1, 1, 0], true),
+        (10, 40, 7, 3, 1, 1, [1, 1, 1, 1], true),
+        (11, 23, 33, 3, 1, 2, [2, 2, 2, 2], true),
+        (9, 9, 64, 7, 1, 1, [3, 3, 3, 3], true),
+        (6, 50, 3, 1, 1, 1, [0, 0, 0, 0], false),
+        (3, 4, 20, 5, 1, 1, [2, 2, 2, 2], true),
+        (8, 26, 17, 5, 2, 1, [1, 2, 2, 1], false),
+    ];
+    for (i, &(h, w, c, k, s, d, [pt, pl, pb, pr], with_bias)) in cases.iter().enumerate() {
+        if cfg!(miri) && h * w * c > 2000 {
+            continue;
+        }
+        let g = ConvGeom {
+            h,
+            w,
+            ic: c,
+            oc: c,
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            dil_h: d,
+            dil_w: d,
+            pad_top: pt,
+            pad_left: pl,
+            pad_bottom: pb,
+            pad_right: pr,
+            groups: c,
+        };
+        let x = f32s(h * w * c, 3.0, 100 + i as u64);
+        let wt = f32s(k * k * c, 1.0, 200 + i as u64);
+        let bias = if with_bias {
+            f32s(c, 1.0, 300 + i as u64)
+        } else {
+            vec![]
+        };
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut want = vec![f32::NAN; oh * ow * c];
+        ops::depthwise_f32(&reference(), &g, &x, &wt, &bias, &mut want).unwrap();
+        // The reference is the definition.
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let mut v = bias.get(ch).copied().unwrap_or(0.0);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                                v += wt[(ky * k + kx) * c + ch] * x[(iy * w + ix) * c + ch];
+                            }
+                        }
+                    }
+                    let got = want[(oy * ow + ox) * c + ch];
+                    assert_eq!(got.to_bits(), v.to_bits(), "case {i} ({oy}, {ox}, {ch})");
+                }
+            }
+        }
+        for (dsc, kern) in tiers() {
+            let mut got = vec![f32::NAN; want.len()];
+            ops::depthwise_f32(&kern, &g, &x, &wt, &bias, &mut got).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{}: case {i} {g:?}",
+                dsc.name
+            );
+        }
+    }
+    // Weights or bias shorter than the geometry: an error, nothing written.
+    let g = pool(4, 4, 3, 3, 1, 1);
+    let mut y = vec![0.0; 4 * 4 * 3];
+    assert!(ops::depthwise_f32(&reference(), &g, &[0.0; 48], &[0.0; 26], &[], &mut y).is_err());
+    assert!(
+        ops::depthwise_f32(&reference(), &g, &[0.0; 48], &[0.0; 27], &[0.0; 2], &mut y).is_err()
+    );
+    assert!(y.iter().all(|v| *v == 0.0));
+}

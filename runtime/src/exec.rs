@@ -155,7 +155,6 @@ pub(crate) fn widened_tiers(what: &str) -> (Kernels, Vec<Kernels>) {
 }
 
 widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
-widened!(dw_f32_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => dw_f32_nhwc);
 widened!(group_conv_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => group_conv_rows);
 
 pub struct Executor<'p, 'm> {
@@ -2055,51 +2054,7 @@ fn dw_f32(
     if !bias.is_empty() {
         shape_need(OP, g.ic, bias.len())?;
     }
-    dw_f32_wide(kern, g, x, w, bias, y);
-    Ok(())
-}
-
-/// The body of [`dw_f32`], shapes checked: an output row at a time, each tap added to
-/// every output pixel it reaches before the next tap (the channels in the inner loop), so
-/// the row stays in L1 and no sum waits on the store of its previous tap. Each output
-/// takes its bias, then its taps in order, as a pixel at a time would.
-#[inline(always)]
-fn dw_f32_nhwc(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
-    let (c, ow) = (g.ic, g.ow());
-    let (sw, dw) = (g.stride_w, g.dil_w);
-    for oy in 0..g.oh() {
-        let row = &mut y[oy * ow * c..][..ow * c];
-        if bias.is_empty() {
-            row.fill(0.0);
-        } else {
-            for out in row.chunks_exact_mut(c) {
-                out.copy_from_slice(&bias[..c]);
-            }
-        }
-        let (ky0, ky1) = taps_inside(oy * g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
-        for ky in ky0..ky1 {
-            let iy = oy * g.stride_h + ky * g.dil_h - g.pad_top;
-            let src = &x[iy * g.w * c..][..g.w * c];
-            for kx in 0..g.kw {
-                let ws = &w[(ky * g.kw + kx) * c..][..c];
-                // Outputs `a..b` read an input column: pad ≤ ox·sw + kx·dw < w + pad.
-                let at = kx * dw;
-                let a = g.pad_left.saturating_sub(at).div_ceil(sw).min(ow);
-                let b = (g.w + g.pad_left)
-                    .saturating_sub(at)
-                    .div_ceil(sw)
-                    .clamp(a, ow);
-                for ox in a..b {
-                    let ix = ox * sw + at - g.pad_left;
-                    let xs = &src[ix * c..][..c];
-                    let out = &mut row[ox * c..][..c];
-                    for ((o, &wv), &xv) in out.iter_mut().zip(ws).zip(xs) {
-                        *o += wv * xv;
-                    }
-                }
-            }
-        }
-    }
+    Ok(kops::depthwise_f32(kern, g, x, w, bias, y)?)
 }
 
 /// The body of [`group_conv_f32`], shapes checked: for each output row, every tap of the
