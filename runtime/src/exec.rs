@@ -776,7 +776,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 count_pad,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
-                pool_f32(geom, f32s(i[0]), max, count_pad, f32s_mut(o))?;
+                pool_f32(&kern, geom, f32s(i[0]), max, count_pad, f32s_mut(o))?;
             }
             Op::ClampF32 { x, y, lo, hi } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -2272,7 +2272,14 @@ fn spread<T: Copy>(src: &[T], dst: &mut [T], run: usize, f: usize) {
     }
 }
 
-fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) -> Result<()> {
+fn pool_f32(
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    max: bool,
+    count_pad: bool,
+    y: &mut [f32],
+) -> Result<()> {
     if g.stride_h == 0 || g.stride_w == 0 || g.kh == 0 || g.kw == 0 || g.dil_h == 0 || g.dil_w == 0
     {
         return Err(shape_err("PoolF32", 1, 0));
@@ -2285,13 +2292,16 @@ fn pool_f32(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) 
     let (oh, ow) = (g.oh(), g.ow());
     shape_need("PoolF32", checked(&[g.ic, g.h, g.w])?, x.len())?;
     shape_need("PoolF32", checked(&[g.ic, oh, ow])?, y.len())?;
-    pool_planes(g, x, max, count_pad, y);
+    pool_planes_wide(kern, g, x, max, count_pad, y);
     Ok(())
 }
+
+widened!(pool_planes_wide(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) => pool_planes);
 
 /// [`pool_f32`] after its checks: a row of outputs at a time, one kernel tap at a time
 /// across the outputs it falls inside the image for (independent sums; each output still
 /// takes its taps rows then columns, skipping those outside).
+#[inline(always)]
 fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
     let (sw, dw) = (g.stride_w, g.dil_w);
@@ -2315,8 +2325,20 @@ fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32
                     let Some(first) = (a * sw + at).checked_sub(g.pad_left) else {
                         continue;
                     };
-                    let taps = src.get(first..).unwrap_or(&[]).iter().step_by(sw);
-                    let pairs = row[a..b].iter_mut().zip(taps);
+                    let src = src.get(first..).unwrap_or(&[]);
+                    let row = &mut row[a..b];
+                    if sw == 1 {
+                        // Contiguous taps: a loop the compiler vectorises.
+                        let src = &src[..row.len().min(src.len())];
+                        let pairs = row.iter_mut().zip(src);
+                        if max {
+                            pairs.for_each(|(out, &v)| *out = out.max(v));
+                        } else {
+                            pairs.for_each(|(out, &v)| *out += v);
+                        }
+                        continue;
+                    }
+                    let pairs = row.iter_mut().zip(src.iter().step_by(sw));
                     if max {
                         pairs.for_each(|(out, &v)| *out = out.max(v));
                     } else {
@@ -2798,10 +2820,13 @@ mod tests {
 
     /// Float max and average pooling equal, bit for bit, a tap-by-tap loop over the
     /// definition (`ConvGeom::src`, rows then columns) on strided, dilated, padded and
-    /// ceil-mode geometries whose windows fall partly or wholly in the padding.
+    /// ceil-mode geometries whose windows fall partly or wholly in the padding, NaN
+    /// inputs among them, on every widened tier this CPU runs.
     #[test]
     fn float_pooling_matches_the_tap_loop() {
         let mut next = stream(0x9e37_79b9);
+        let (plain, wide) = widened_tiers("float pooling");
+        let tiers: Vec<Kernels> = core::iter::once(plain).chain(wide).collect();
         let mut tried = 0;
         while tried < 400 {
             let g = ConvGeom {
@@ -2826,7 +2851,10 @@ mod tests {
             }
             tried += 1;
             let x: Vec<f32> = (0..g.ic * g.h * g.w)
-                .map(|_| next(2001) as f32 / 100.0 - 10.0)
+                .map(|_| match next(40) {
+                    0 => f32::NAN,
+                    _ => next(2001) as f32 / 100.0 - 10.0,
+                })
                 .collect();
             let (oh, ow) = (g.oh(), g.ow());
             for (max, count_pad) in [(true, false), (false, false), (false, true)] {
@@ -2852,12 +2880,15 @@ mod tests {
                         }
                     }
                 }
-                let mut got = vec![f32::NAN; want.len()];
-                pool_f32(&g, &x, max, count_pad, &mut got).unwrap();
-                assert!(
-                    same_bits(&got, &want),
-                    "{g:?} max {max} count_pad {count_pad}"
-                );
+                for kern in &tiers {
+                    let mut got = vec![f32::NAN; want.len()];
+                    pool_f32(kern, &g, &x, max, count_pad, &mut got).unwrap();
+                    assert!(
+                        same_bits(&got, &want),
+                        "{:?} {g:?} max {max} count_pad {count_pad}",
+                        kern.ew.tier
+                    );
+                }
             }
         }
     }
