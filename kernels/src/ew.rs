@@ -472,7 +472,7 @@ pub(crate) mod g {
         const P: usize = 6;
         let (ow, c) = (g.ow(), g.ic);
         if c < V::N {
-            return crate::elementwise::depthwise_f32(g, x, w, bias, y);
+            return narrow::<V>(g, x, w, bias, y);
         }
         // Output columns [xa, xb) have every kernel column inside the image.
         let (xa, xb) = (0..ow).fold((ow, 0), |(a, b), ox| {
@@ -500,6 +500,74 @@ pub(crate) mod g {
                         let cols = taps(ox, g.stride_w, g.dil_w, g.pad_left, g.w, g.kw);
                         sums::<V, 1>(g, x, w, bias, yp, &at, ox, cols);
                         ox += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`depthwise_f32`] for fewer channels than a vector: an output row at a time, each
+    /// tap added to every output pixel it reaches before the next tap (the channels in the
+    /// inner loop, which the compiler vectorises for the tier), so the row stays in L1.
+    /// Each output takes its bias, then its taps inside in order.
+    /// With one column stride and a channel count dividing the vector width, a tap's
+    /// products along the row are one run of consecutive values: the weights repeat
+    /// every `c` lanes.
+    /// # Safety
+    /// As [`depthwise_f32`].
+    #[inline(always)]
+    unsafe fn narrow<V: Lanes>(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
+        let (c, ow) = (g.ic, g.ow());
+        let flat = g.stride_w == 1 && V::N % c == 0 && V::N <= 64;
+        let mut rep = [0.0f32; 64];
+        for oy in 0..g.oh() {
+            let row = &mut y[oy * ow * c..][..ow * c];
+            if bias.is_empty() {
+                row.fill(0.0);
+            } else {
+                for out in row.chunks_exact_mut(c) {
+                    out.copy_from_slice(&bias[..c]);
+                }
+            }
+            let (ky0, ky1) = taps(oy, g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
+            for ky in ky0..ky1 {
+                let iy = oy * g.stride_h + ky * g.dil_h - g.pad_top;
+                let src = &x[iy * g.w * c..][..g.w * c];
+                for kx in 0..g.kw {
+                    let ws = &w[(ky * g.kw + kx) * c..][..c];
+                    // Outputs `a..b` read an input column: pad ≤ ox·sw + kx·dw < w + pad.
+                    let at = kx * g.dil_w;
+                    let a = g.pad_left.saturating_sub(at).div_ceil(g.stride_w).min(ow);
+                    let b = (g.w + g.pad_left)
+                        .saturating_sub(at)
+                        .div_ceil(g.stride_w)
+                        .clamp(a, ow);
+                    if flat && a < b {
+                        for (i, r) in rep[..V::N].iter_mut().enumerate() {
+                            *r = ws[i % c];
+                        }
+                        let wv = V::load(rep.as_ptr());
+                        let n = (b - a) * c;
+                        let out = &mut row[a * c..][..n];
+                        let xs = &src[(a + at - g.pad_left) * c..][..n];
+                        let mut i = 0;
+                        while i + V::N <= n {
+                            let o = out.as_mut_ptr().add(i);
+                            V::load(o).add(wv.mul(V::load(xs.as_ptr().add(i)))).store(o);
+                            i += V::N;
+                        }
+                        for j in i..n {
+                            out[j] += ws[j % c] * xs[j];
+                        }
+                        continue;
+                    }
+                    for ox in a..b {
+                        let ix = ox * g.stride_w + at - g.pad_left;
+                        let xs = &src[ix * c..][..c];
+                        let out = &mut row[ox * c..][..c];
+                        for ((o, &wv), &xv) in out.iter_mut().zip(ws).zip(xs) {
+                            *o += wv * xv;
+                        }
                     }
                 }
             }

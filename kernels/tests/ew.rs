@@ -525,7 +525,7 @@ fn transpose_matches_the_reference_on_every_tier() {
 #[test]
 fn depthwise_f32_matches_the_reference_on_every_tier() {
     type Case = (usize, usize, usize, usize, usize, usize, [usize; 4], bool);
-    let cases: [Case; 9] = [
+    let cases: [Case; 13] = [
         (13, 29, 24, 3, 1, 1, [1, 1, 1, 1], true),
         (17, 17, 40, 5, 1, 1, [2, 2, 2, 2], false),
         (12, 31, 16, 3, 2, 1, [0, 1, 1, 0], true),
@@ -535,6 +535,11 @@ fn depthwise_f32_matches_the_reference_on_every_tier() {
         (6, 50, 3, 1, 1, 1, [0, 0, 0, 0], false),
         (3, 4, 20, 5, 1, 1, [2, 2, 2, 2], true),
         (8, 26, 17, 5, 2, 1, [1, 2, 2, 1], false),
+        // Channel counts dividing the vector width, one column stride: runs along the row.
+        (12, 30, 8, 3, 1, 1, [1, 1, 1, 1], true),
+        (9, 21, 4, 5, 1, 1, [2, 2, 2, 2], false),
+        (7, 19, 2, 3, 1, 2, [2, 1, 2, 1], true),
+        (8, 33, 1, 3, 1, 1, [0, 1, 0, 1], true),
     ];
     for (i, &(h, w, c, k, s, d, [pt, pl, pb, pr], with_bias)) in cases.iter().enumerate() {
         if cfg!(miri) && h * w * c > 2000 {
