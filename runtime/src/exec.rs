@@ -2338,6 +2338,23 @@ fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32
                         }
                         continue;
                     }
+                    if sw == 2 {
+                        // Pairs of columns, the first of each: loads the compiler
+                        // vectorises with a shuffle. The last tap may lack its pair.
+                        let full = row.len().min(src.len() / 2);
+                        let (head, tail) = row.split_at_mut(full);
+                        let pairs = head.iter_mut().zip(src.chunks_exact(2));
+                        if max {
+                            pairs.for_each(|(out, p)| *out = out.max(p[0]));
+                        } else {
+                            pairs.for_each(|(out, p)| *out += p[0]);
+                        }
+                        for (i, out) in tail.iter_mut().enumerate() {
+                            let v = src[2 * (full + i)];
+                            *out = if max { out.max(v) } else { *out + v };
+                        }
+                        continue;
+                    }
                     let pairs = row.iter_mut().zip(src.iter().step_by(sw));
                     if max {
                         pairs.for_each(|(out, &v)| *out = out.max(v));
