@@ -3,8 +3,8 @@
 //! Leave-one-shot-out folds: fold `f` holds out the `f`-th example of every class (its
 //! original, and its augmented views leave the training rows with it), trains each
 //! candidate on the other examples and scores the held-out ones. Each candidate, and each
-//! ensemble of the two and three best candidates that read the same cached taps (their
-//! class scores standardised per example and summed), is scored by its held-out
+//! ensemble of the two and three most accurate candidates that read the same cached taps
+//! (their class scores standardised per example and summed), is scored by its held-out
 //! log-loss: the mean of −log softmax(a·s)[true class] over the held-out examples, at
 //! the scale `a` of its scores that makes it lowest (a cosine and a logit have scales of
 //! their own). The lowest log-loss wins; a tie goes to the earlier, cheaper candidate.
@@ -507,7 +507,8 @@ pub fn choose(
     }
     let mut ensembles: Vec<Ensemble> = vec![];
     if cfg.ensembles {
-        // Per layout, the best two and three candidates (by held-out log-loss).
+        // Per layout, the best two and three candidates by held-out accuracy (ties to
+        // the earlier).
         let mut layouts: Vec<((Vec<String>, super::Reduce, CacheFormat), Vec<usize>)> = vec![];
         for (i, t) in trials.iter().enumerate() {
             if t.acc.is_none() {
@@ -520,8 +521,8 @@ pub fn choose(
             }
         }
         for (_, mut members) in layouts {
-            let nll = |i: usize| trials[i].nll.unwrap_or(f64::INFINITY);
-            members.sort_by(|&a, &b| nll(a).total_cmp(&nll(b)).then(a.cmp(&b)));
+            let acc = |i: usize| trials[i].acc.unwrap_or(0.0);
+            members.sort_by(|&a, &b| acc(b).total_cmp(&acc(a)).then(a.cmp(&b)));
             for n in 2..=3.min(members.len()) {
                 let m = &members[..n];
                 let mut ok = 0;
