@@ -78,8 +78,9 @@ class Session:
         max_memory: Optional[int] = None,
     ) -> dict:
         """Chooses the method and its C on the enrolled examples alone (leave-one-example-out
-        folds) and makes it the method of the next fit: method, c, unlabeled, accuracy (held
-        out), why, trials [(name, accuracy or None, note)]."""
+        folds) and makes it the method of the next fit, the lowest held-out log-loss: method,
+        c, unlabeled, accuracy and log_loss (held out), why, trials [(name, accuracy or
+        None, log-loss or None, note)]."""
     def fit(
         self,
         method: Optional[str] = None,

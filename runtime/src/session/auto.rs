@@ -176,7 +176,7 @@ impl Choice {
             }))
             .collect();
         let mut s = format!(
-            "{}: the lowest held-out log-loss, {:.3} (accuracy {:.3}) on {} held-out examples ({} folds); tried (log-loss/accuracy) {}",
+            "{}: the lowest held-out log-loss (log-loss/accuracy {:.3}/{:.3} on {} held-out examples, {} folds); tried {}",
             self.label(),
             self.nll,
             self.acc,

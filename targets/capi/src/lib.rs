@@ -304,7 +304,7 @@ pub unsafe extern "C" fn et_set_method(s: *mut EtSession, method: *const c_char)
 /// names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
 /// method of the next `et_train`. Every class needs at least two examples. `method` and
 /// `why` (each may be NULL) receive the pick's name and one line with every candidate's
-/// held-out accuracy and what was skipped, NUL-terminated, owned by the session and
+/// held-out log-loss and accuracy and what was skipped, NUL-terminated, owned by the session and
 /// valid until its next `et_choose_method` or `et_free`.
 ///
 /// # Safety

@@ -402,9 +402,10 @@ impl PySession {
 
     /// Chooses the method and its C on the enrolled examples alone (leave-one-example-out
     /// folds of each class) among `candidates` (None: all), within `budget_s` seconds and
-    /// `max_memory` bytes, and makes it the method of the next fit. Returns the pick
-    /// (`method`, `c`, `unlabeled`), its held-out `accuracy`, the line `why` and every
-    /// candidate's `trials` as (name, held-out accuracy or None, note).
+    /// `max_memory` bytes, and makes it the method of the next fit: the lowest held-out
+    /// log-loss wins. Returns the pick (`method`, `c`, `unlabeled`), its held-out
+    /// `accuracy` and `log_loss`, the line `why` and every candidate's `trials` as (name,
+    /// held-out accuracy or None, held-out log-loss or None, note).
     #[pyo3(signature = (candidates=None, folds=5, budget_s=None, max_memory=None))]
     fn choose_method<'py>(
         &self,
@@ -432,11 +433,12 @@ impl PySession {
         d.set_item("c", pick.c)?;
         d.set_item("unlabeled", pick.unlabeled)?;
         d.set_item("accuracy", ch.acc)?;
+        d.set_item("log_loss", ch.nll)?;
         d.set_item("why", ch.why())?;
-        let trials: Vec<(String, Option<f64>, String)> = ch
+        let trials: Vec<(String, Option<f64>, Option<f64>, String)> = ch
             .trials
             .iter()
-            .map(|t| (t.cand.label(), t.acc, t.note.clone()))
+            .map(|t| (t.cand.label(), t.acc, t.nll, t.note.clone()))
             .collect();
         d.set_item("trials", trials)?;
         Ok(d)

@@ -483,7 +483,7 @@ def test_export_onnx_runs_in_onnxruntime_with_the_same_top1(plan, tmp_path, meth
 
 def test_choose_method_matches_the_cli(plan, tmp_path):
     """Session.choose_method picks what `edgetune adapt --method auto` picks on the same
-    files, from the same held-out accuracies, and the fits then score alike."""
+    files, the lowest held-out log-loss, and the fits then score alike."""
     if not CLI.exists():
         pytest.skip(
             f"CLI binary {CLI} absent: cargo build --release -p edgetune --features cli --bin edgetune"
@@ -495,8 +495,9 @@ def test_choose_method_matches_the_cli(plan, tmp_path):
     s = enrolled(plan, "linear")
     ch = s.choose_method(candidates=["ncm", "linear", "moment"])
     assert s.method == ch["method"]
-    accs = [a for _, a, _ in ch["trials"] if a is not None]
-    assert ch["accuracy"] == max(accs)
+    tried = [(a, l) for _, a, l, _ in ch["trials"] if l is not None]
+    assert ch["log_loss"] == min(l for _, l in tried)
+    assert (ch["accuracy"], ch["log_loss"]) in tried
     assert [t[0] for t in ch["trials"]][:2] == ["ncm", "linear C=1"]
     s.fit()
     a = tmp_path / "cli.eta"
