@@ -147,9 +147,10 @@ enum EtStatus et_set_method(struct et_session *s, const char *method);
  * held out in turn, `folds` times; 0 means 5) among `candidates` (comma-separated method
  * names; NULL or empty: all), within `budget_s` seconds (0: no limit), and makes it the
  * method of the next `et_train`. Every class needs at least two examples. `method` and
- * `why` (each may be NULL) receive the pick's name and one line with every candidate's
- * held-out accuracy and what was skipped, NUL-terminated, owned by the session and
- * valid until its next `et_choose_method` or `et_free`.
+ * `why` (each may be NULL) receive the pick's name (the lowest held-out log-loss) and one
+ * line with every candidate's held-out log-loss and accuracy and what was skipped,
+ * NUL-terminated, owned by the session and valid until its next `et_choose_method` or
+ * `et_free`.
  *
  * # Safety
  * `s` is a live session; `candidates` NULL or a NUL-terminated string; `method` and
