@@ -2327,7 +2327,9 @@ fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32
                     };
                     let src = src.get(first..).unwrap_or(&[]);
                     let row = &mut row[a..b];
-                    if sw == 1 {
+                    // The two fast paths are std-only (the firmware's code budget);
+                    // every path gives the same values.
+                    if sw == 1 && cfg!(feature = "std") {
                         // Contiguous taps: a loop the compiler vectorises.
                         let src = &src[..row.len().min(src.len())];
                         let pairs = row.iter_mut().zip(src);
@@ -2338,7 +2340,7 @@ fn pool_planes(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32
                         }
                         continue;
                     }
-                    if sw == 2 {
+                    if sw == 2 && cfg!(feature = "std") {
                         // Pairs of columns, the first of each: loads the compiler
                         // vectorises with a shuffle. The last tap may lack its pair.
                         let full = row.len().min(src.len() / 2);
