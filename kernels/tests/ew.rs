@@ -481,6 +481,8 @@ fn transpose_matches_the_reference_on_every_tier() {
         (64, 49),
         (49, 1152),
         (3, 100),
+        // Three planes into triples (an RGB image to NHWC).
+        (3, 1001),
         // More rows than one run of blocks down the rows (128), with a partial run.
         (300, 28),
         (1030, 24),

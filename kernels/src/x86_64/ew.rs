@@ -177,6 +177,19 @@ pub static EW_AVX2: crate::ew::EwFns = crate::ew::EwFns {
 /// The CPU has AVX; `x` holds `rows·cols` values and `c0 <= cols`.
 #[target_feature(enable = "avx")]
 pub unsafe fn transpose_f32__avx(x: &[f32], rows: usize, cols: usize, c0: usize, y: &mut [f32]) {
+    if rows == 3 {
+        // Three planes into triples (an RGB image into NHWC): no 8 × 8 block, and a
+        // loop of fixed shape the compiler vectorises with shuffles.
+        let k = (y.len() / 3).min(cols.saturating_sub(c0));
+        let (p0, rest) = x[c0..].split_at(cols);
+        let (p1, p2) = rest.split_at(cols);
+        for (((t, &a), &b), &c) in y[..3 * k].chunks_exact_mut(3).zip(p0).zip(p1).zip(p2) {
+            t[0] = a;
+            t[1] = b;
+            t[2] = c;
+        }
+        return;
+    }
     let k = y
         .len()
         .checked_div(rows)
