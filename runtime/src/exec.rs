@@ -2137,9 +2137,27 @@ fn quantize_to_nhwc(
         // Pixels `r` into `out` (their NHWC bytes).
         let pixels = |r: Range<usize>, out: &mut [u8]| -> Result<()> {
             let mut run = [0u8; 256];
+            let mut rgb = [[0u8; 256]; 3];
             for p0 in (0..r.len()).step_by(run.len()) {
                 let len = (r.len() - p0).min(run.len());
                 let block = &mut out[p0 * c..][..len * c];
+                if c == 3 && cfg!(feature = "std") {
+                    // Three channels (an RGB image): each plane's run quantised, then
+                    // interleaved by a loop of fixed shape the compiler vectorises (std
+                    // builds: the firmware's code budget; the same bytes either way).
+                    for (ch, q8) in rgb.iter_mut().enumerate() {
+                        let part = &src_n[ch * hw + r.start + p0..][..len];
+                        kops::quantize_u8(kern, part, q.scale, q.zero, &mut q8[..len])?;
+                    }
+                    let [a, b, d] = &rgb;
+                    let px = block.chunks_exact_mut(3).zip(a).zip(b).zip(d);
+                    for (((t, &a), &b), &d) in px {
+                        t[0] = a;
+                        t[1] = b;
+                        t[2] = d;
+                    }
+                    continue;
+                }
                 for ch in 0..c {
                     let part = &src_n[ch * hw + r.start + p0..][..len];
                     let q8 = &mut run[..len];
