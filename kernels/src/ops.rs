@@ -500,6 +500,14 @@ pub fn depthwise_f32(
     y: &mut [f32],
 ) -> Result<(), ShapeError> {
     const OP: &str = "depthwise_f32";
+    if g.groups != g.ic {
+        return Err(ShapeError {
+            op: OP,
+            what: "groups (one per channel)",
+            expected: g.ic,
+            got: g.groups,
+        });
+    }
     pool_check(OP, g, x.len(), y.len())?;
     need(OP, "weights", g.kh * g.kw * g.ic, w.len())?;
     if !bias.is_empty() {

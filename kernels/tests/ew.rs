@@ -611,4 +611,9 @@ fn depthwise_f32_matches_the_reference_on_every_tier() {
         ops::depthwise_f32(&reference(), &g, &[0.0; 48], &[0.0; 27], &[0.0; 2], &mut y).is_err()
     );
     assert!(y.iter().all(|v| *v == 0.0));
+    // Not one group per channel.
+    let mut g1 = g;
+    g1.groups = 1;
+    assert!(ops::depthwise_f32(&reference(), &g1, &[0.0; 48], &[0.0; 27], &[], &mut y).is_err());
+    assert!(y.iter().all(|v| *v == 0.0));
 }

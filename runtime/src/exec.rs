@@ -2030,7 +2030,8 @@ fn clamp_f32(x: &[f32], y: &mut [f32], lo: f32, hi: f32) {
 
 /// Depthwise f32 convolution of an NHWC map (one image): weights `[kh][kw][c]`, bias of
 /// `c` values or none. The sum of each output is the bias, then the taps in the order
-/// (kernel row, kernel column), as [`group_conv_f32`] adds them.
+/// (kernel row, kernel column), as [`group_conv_f32`] adds them. The kernels' entry point
+/// checks the geometry and the buffers.
 fn dw_f32(
     kern: &Kernels,
     g: &ConvGeom,
@@ -2039,21 +2040,6 @@ fn dw_f32(
     bias: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    const OP: &str = "DepthwiseF32";
-    if g.ic != g.oc || g.groups != g.ic || g.stride_h == 0 || g.stride_w == 0 {
-        return Err(shape_err(OP, g.ic, g.groups));
-    }
-    if g.h + g.pad_top + g.pad_bottom < g.dil_h * g.kh.saturating_sub(1) + 1
-        || g.w + g.pad_left + g.pad_right < g.dil_w * g.kw.saturating_sub(1) + 1
-    {
-        return Err(shape_err(OP, g.kh, g.h));
-    }
-    shape_need(OP, checked(&[g.h, g.w, g.ic])?, x.len())?;
-    shape_need(OP, checked(&[g.oh(), g.ow(), g.ic])?, y.len())?;
-    shape_need(OP, checked(&[g.kh, g.kw, g.ic])?, w.len())?;
-    if !bias.is_empty() {
-        shape_need(OP, g.ic, bias.len())?;
-    }
     Ok(kops::depthwise_f32(kern, g, x, w, bias, y)?)
 }
 
