@@ -135,6 +135,15 @@ macro_rules! widened {
 
 pub(crate) use widened;
 
+/// Whether every value is finite: the largest magnitude's bits below infinity's (an
+/// integer maximum, which vectorises; NaN's bits lie above infinity's).
+#[inline(always)]
+fn finite_body(x: &[f32]) -> bool {
+    x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff)) < 0x7f80_0000
+}
+
+widened!(pub(crate) all_finite(x: &[f32]) -> bool => finite_body);
+
 /// The reference tier's kernels and those of each x86 tier `widened!` compiles for that
 /// the CPU has, with a SKIP line for each it lacks: what the tests of widened loops run.
 #[cfg(all(test, feature = "std"))]
@@ -452,16 +461,17 @@ impl<'p, 'm> Executor<'p, 'm> {
     }
 
     fn load_inputs(&mut self, inputs: &[&[f32]]) -> Result<()> {
+        let kern = self.kernels;
         let arena = arena_mut(&mut self.arena);
         match &self.plan {
-            PlanRef::View(v) => load(*v, v.input_count(), v.inputs(), arena, inputs),
+            PlanRef::View(v) => load(&kern, *v, v.input_count(), v.inputs(), arena, inputs),
             p => match p.owned() {
                 Some(plan) => {
                     let ports = plan.inputs.iter().map(|p| crate::plan::PortRef {
                         name: &p.name,
                         tensor: p.tensor,
                     });
-                    load(plan, plan.inputs.len(), ports, arena, inputs)
+                    load(&kern, plan, plan.inputs.len(), ports, arena, inputs)
                 }
                 None => Ok(()),
             },
@@ -1273,6 +1283,7 @@ impl<'p, 'm> Executor<'p, 'm> {
 
 /// Copies the inputs into their tensors: `count` ports, in order.
 fn load<'n, P: Tables + ?Sized>(
+    kern: &Kernels,
     plan: &P,
     count: usize,
     ports: impl Iterator<Item = crate::plan::PortRef<'n>>,
@@ -1293,7 +1304,7 @@ fn load<'n, P: Tables + ?Sized>(
                 got: alloc::vec![data.len()],
             });
         }
-        if data.iter().any(|v| !v.is_finite()) {
+        if !all_finite(kern, data) {
             return Err(Error::NonFinite {
                 what: format!("input '{}'", port.name),
             });

@@ -8,7 +8,7 @@ use super::linear::cosine_lr;
 use super::nn::softmax_ce;
 use super::rng::Rng;
 use crate::error::{Error, Result};
-use crate::exec::widened;
+use crate::exec::{all_finite, widened};
 use alloc::vec::Vec;
 use edgetune_kernels::Kernels;
 
@@ -238,16 +238,8 @@ fn adam_scaled_body(
     }
 }
 
-/// Whether every value is finite: the largest magnitude's bits below infinity's (an
-/// integer maximum, which vectorises; NaN's bits lie above infinity's).
-#[inline(always)]
-fn finite_body(x: &[f32]) -> bool {
-    x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff)) < 0x7f80_0000
-}
-
 widened!(adam(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: AdamStep) => adam_body);
 widened!(adam_scaled(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &[f32], k: AdamStep) => adam_scaled_body);
-widened!(all_finite(x: &[f32]) -> bool => finite_body);
 
 impl Opt {
     pub(crate) fn new(kind: Optimizer, n: usize) -> Opt {
