@@ -187,6 +187,16 @@ fn gemm_edges() {
         (12, 48, 129),
         // Several row tiles over several of the f32 driver's column blocks.
         (14, 400, 200),
+        // Every size of the last row block (tiles of 12, 8, 4, 2 and 1 rows on AVX-512),
+        // with k not a multiple of 4; 49 is a 7×7 map's pixels.
+        (2, 20, 9),
+        (4, 16, 5),
+        (7, 31, 13),
+        (8, 16, 4),
+        (10, 18, 11),
+        (11, 1, 3),
+        (21, 40, 17),
+        (49, 64, 38),
     ]
     .iter()
     // Under Miri (interpreted, slow) the small shapes cover every code path of the

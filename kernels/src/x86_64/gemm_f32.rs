@@ -40,11 +40,15 @@ pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
 /// has AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_12x16_avx512(k: usize, a: &[*const f32; 12], b: *const f32) -> [__m512; 12] {
-    let mut c = [_mm512_setzero_ps(); 12];
+unsafe fn micro_12x16_avx512<const R: usize>(
+    k: usize,
+    a: &[*const f32; R],
+    b: *const f32,
+) -> [__m512; R] {
+    let mut c = [_mm512_setzero_ps(); R];
     for kk in 0..k {
         let bv = _mm512_loadu_ps(b.add(kk * F32_NR));
-        for r in 0..12 {
+        for r in 0..R {
             c[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a[r].add(kk)), bv, c[r]);
         }
     }
@@ -71,31 +75,54 @@ pub unsafe fn f32_gemm_12x16__avx512(args: &F32GemmArgs) {
         let p1 = (p0 + block).min(panels);
         let mut i0 = 0;
         while i0 < args.m {
-            let rows: [*const f32; 12] =
-                core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
-            let live = (args.m - i0).min(12);
-            for p in p0..p1 {
-                let c = micro_12x16_avx512(args.k, &rows, args.b.add(p * args.k * F32_NR));
-                let col0 = p * F32_NR;
-                let ncols = (args.n - col0).min(F32_NR);
-                let mask: u16 = if ncols >= 16 {
-                    0xffff
-                } else {
-                    (1u16 << ncols) - 1
-                };
-                let bias = (!args.bias.is_null())
-                    .then(|| _mm512_maskz_loadu_ps(mask, args.bias.add(col0)));
-                for (r, &acc) in c.iter().enumerate().take(live) {
-                    let v = match bias {
-                        Some(b) => _mm512_add_ps(acc, b),
-                        None => acc,
-                    };
-                    let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                    _mm512_mask_storeu_ps(args.c.add((i0 + r) * args.ldc + col0), mask, v);
-                }
+            // The last block of fewer than 12 rows takes the smallest tile that holds it.
+            match args.m - i0 {
+                9.. => block_avx512::<12>(args, i0, p0..p1, lo, hi),
+                5..=8 => block_avx512::<8>(args, i0, p0..p1, lo, hi),
+                3..=4 => block_avx512::<4>(args, i0, p0..p1, lo, hi),
+                2 => block_avx512::<2>(args, i0, p0..p1, lo, hi),
+                _ => block_avx512::<1>(args, i0, p0..p1, lo, hi),
             }
             i0 += 12;
         }
         p0 = p1;
+    }
+}
+
+/// Rows `i0..i0 + R` of A (those below `m`) against `panels`, each tile's epilogue on its
+/// accumulators in registers.
+///
+/// # Safety
+/// As [`f32_gemm_12x16__avx512`], with `i0 < m` and the panels within B.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512<const R: usize>(
+    args: &F32GemmArgs,
+    i0: usize,
+    panels: core::ops::Range<usize>,
+    lo: __m512,
+    hi: __m512,
+) {
+    let rows: [*const f32; R] =
+        core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+    let live = (args.m - i0).min(R);
+    for p in panels {
+        let c = micro_12x16_avx512::<R>(args.k, &rows, args.b.add(p * args.k * F32_NR));
+        let col0 = p * F32_NR;
+        let ncols = (args.n - col0).min(F32_NR);
+        let mask: u16 = if ncols >= 16 {
+            0xffff
+        } else {
+            (1u16 << ncols) - 1
+        };
+        let bias = (!args.bias.is_null()).then(|| _mm512_maskz_loadu_ps(mask, args.bias.add(col0)));
+        for (r, &acc) in c.iter().enumerate().take(live) {
+            let v = match bias {
+                Some(b) => _mm512_add_ps(acc, b),
+                None => acc,
+            };
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            _mm512_mask_storeu_ps(args.c.add((i0 + r) * args.ldc + col0), mask, v);
+        }
     }
 }

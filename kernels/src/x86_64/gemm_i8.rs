@@ -15,18 +15,18 @@ use core::arch::x86_64::*;
 /// AVX-512 VNNI.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_12x16_vnni<const FLIP: bool>(
+unsafe fn micro_12x16_vnni<const FLIP: bool, const R: usize>(
     k: usize,
-    a: &[*const u8; 12],
+    a: &[*const u8; R],
     b: *const i8,
     whole: u16,
-) -> [__m512i; 12] {
-    let mut c = [_mm512_setzero_si512(); 12];
+) -> [__m512i; R] {
+    let mut c = [_mm512_setzero_si512(); R];
     let mask = _mm512_set1_epi32(0x8080_8080u32 as i32);
     let full = k / 4;
     for g in 0..full {
         let w = _mm512_loadu_si512(b.add(g * 64) as *const _);
-        for r in 0..12 {
+        for r in 0..R {
             let mut av = _mm512_set1_epi32((a[r].add(g * 4) as *const i32).read_unaligned());
             if FLIP {
                 av = _mm512_xor_si512(av, mask);
@@ -36,7 +36,7 @@ unsafe fn micro_12x16_vnni<const FLIP: bool>(
     }
     if full * 4 < k {
         let w = _mm512_loadu_si512(b.add(full * 64) as *const _);
-        for r in 0..12 {
+        for r in 0..R {
             let av = if whole & (1 << r) != 0 {
                 let mut v = (a[r].add(full * 4) as *const u32).read_unaligned();
                 if FLIP {
@@ -63,59 +63,85 @@ pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
     if args.m == 0 || args.n == 0 {
         return;
     }
-    let panels = args.n.div_ceil(I8_NR);
-    let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
     let zero = _mm512_set1_epi32(crate::quant::effective_a_zero(args));
     let lo = _mm512_set1_ps((args.qmin - args.y_zero) as f32);
     let hi = _mm512_set1_ps((args.qmax - args.y_zero) as f32);
     let yz = _mm512_set1_epi32(args.y_zero);
     let mut i0 = 0;
     while i0 < args.m {
-        let rows: [*const u8; 12] =
-            core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
-        let live = (args.m - i0).min(12);
-        // Rows whose whole last word ends within A (`(m - 1)·lda + k` bytes): the bytes
-        // past `k` belong to the next row.
-        let end = (args.m - 1) * args.lda + args.k;
-        let word_end = args.k / 4 * 4 + 4;
-        let whole = (0..12)
-            .filter(|r| i0 + r < args.m && (i0 + r) * args.lda + word_end <= end)
-            .fold(0u16, |s, r| s | 1 << r);
-        for p in 0..panels {
-            let b = args.b.add(p * panel_bytes);
-            let c = if args.a_signed {
-                micro_12x16_vnni::<true>(args.k, &rows, b, whole)
-            } else {
-                micro_12x16_vnni::<false>(args.k, &rows, b, whole)
-            };
-            let col0 = p * I8_NR;
-            let ncols = (args.n - col0).min(I8_NR);
-            let mask: u16 = if ncols >= 16 {
-                0xffff
-            } else {
-                (1u16 << ncols) - 1
-            };
-            let mut corr = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, args.colsum.add(col0)), zero),
-            );
-            if !args.bias.is_null() {
-                corr = _mm512_add_epi32(corr, _mm512_maskz_loadu_epi32(mask, args.bias.add(col0)));
-            }
-            let scale = _mm512_maskz_loadu_ps(mask, args.scale.add(col0));
-            for (r, &acc) in c.iter().enumerate().take(live) {
-                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, corr)), scale);
-                let idx = (i0 + r) * args.ldc + col0;
-                if args.out == crate::I8Out::F32 {
-                    _mm512_mask_storeu_ps((args.c as *mut f32).add(idx), mask, v);
-                    continue;
-                }
-                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-                _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
-            }
+        // A block of fewer than 12 rows (the last) takes the smallest tile that holds it,
+        // so a 7×7 map's 49 pixels cost 4 tiles of 12 and one of 1, not 5 of 12.
+        match args.m - i0 {
+            9.. => block_vnni::<12>(args, i0, zero, lo, hi, yz),
+            5..=8 => block_vnni::<8>(args, i0, zero, lo, hi, yz),
+            3..=4 => block_vnni::<4>(args, i0, zero, lo, hi, yz),
+            2 => block_vnni::<2>(args, i0, zero, lo, hi, yz),
+            _ => block_vnni::<1>(args, i0, zero, lo, hi, yz),
         }
         i0 += 12;
+    }
+}
+
+/// Rows `i0..i0 + R` of A (those below `m`) against every panel, each 16-column tile's
+/// epilogue on its accumulators in registers.
+///
+/// # Safety
+/// As [`i8_gemm_12x16__avx512vnni`], with `i0 < m`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_vnni<const R: usize>(
+    args: &I8GemmArgs,
+    i0: usize,
+    zero: __m512i,
+    lo: __m512,
+    hi: __m512,
+    yz: __m512i,
+) {
+    let panels = args.n.div_ceil(I8_NR);
+    let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
+    let rows: [*const u8; R] =
+        core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+    let live = (args.m - i0).min(R);
+    // Rows whose whole last word ends within A (`(m - 1)·lda + k` bytes): the bytes
+    // past `k` belong to the next row.
+    let end = (args.m - 1) * args.lda + args.k;
+    let word_end = args.k / 4 * 4 + 4;
+    let whole = (0..R)
+        .filter(|r| i0 + r < args.m && (i0 + r) * args.lda + word_end <= end)
+        .fold(0u16, |s, r| s | 1 << r);
+    for p in 0..panels {
+        let b = args.b.add(p * panel_bytes);
+        let c = if args.a_signed {
+            micro_12x16_vnni::<true, R>(args.k, &rows, b, whole)
+        } else {
+            micro_12x16_vnni::<false, R>(args.k, &rows, b, whole)
+        };
+        let col0 = p * I8_NR;
+        let ncols = (args.n - col0).min(I8_NR);
+        let mask: u16 = if ncols >= 16 {
+            0xffff
+        } else {
+            (1u16 << ncols) - 1
+        };
+        let mut corr = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, args.colsum.add(col0)), zero),
+        );
+        if !args.bias.is_null() {
+            corr = _mm512_add_epi32(corr, _mm512_maskz_loadu_epi32(mask, args.bias.add(col0)));
+        }
+        let scale = _mm512_maskz_loadu_ps(mask, args.scale.add(col0));
+        for (r, &acc) in c.iter().enumerate().take(live) {
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, corr)), scale);
+            let idx = (i0 + r) * args.ldc + col0;
+            if args.out == crate::I8Out::F32 {
+                _mm512_mask_storeu_ps((args.c as *mut f32).add(idx), mask, v);
+                continue;
+            }
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+            _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
+        }
     }
 }
 
