@@ -279,19 +279,20 @@ impl Tail {
                     self.affine(i, p, s, sc, rows, y);
                 }
                 Layer::Add { a, b, y } => {
-                    let yr = head(&sc.val[y], self.n_of(y, rows));
-                    for k in 0..yr.len() {
-                        let va = if a == 0 {
-                            input[k]
-                        } else {
-                            s[sc.val[a].start + k]
-                        };
-                        let vb = if b == 0 {
-                            input[k]
-                        } else {
-                            s[sc.val[b].start + k]
-                        };
-                        s[yr.start + k] = va + vb;
+                    // y = a, then y += b: the one addition per value, vectorised.
+                    let n = self.n_of(y, rows);
+                    let yr = head(&sc.val[y], n);
+                    if a == 0 {
+                        s[yr.clone()].copy_from_slice(&input[..n]);
+                    } else {
+                        let (va, yv) = two(s, &head(&sc.val[a], n), &yr);
+                        yv.copy_from_slice(va);
+                    }
+                    if b == 0 {
+                        pass::add_into(&self.kern, &input[..n], &mut s[yr]);
+                    } else {
+                        let (vb, yv) = two(s, &head(&sc.val[b], n), &yr);
+                        pass::add_into(&self.kern, vb, yv);
                     }
                 }
                 Layer::Gap { x: xi, y } => {
