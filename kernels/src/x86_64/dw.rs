@@ -78,12 +78,92 @@ unsafe fn store_q(
 /// zero point's share, z·Σw over all taps, comes off the bias once per channel block, so
 /// each sum is the reference's Σ (x - z)·w over the taps inside (|x| ≤ 255 and |w| ≤
 /// 2^15 over at most 64 taps keep every partial sum inside i32; integer sums are exact in
-/// any order). The epilogue is the reference's operations in order.
+/// any order). The epilogue is the reference's operations in order. A 3×3 kernel's row
+/// keeps its widened columns in registers instead, sliding along the row (`slide`).
 macro_rules! dw_rows {
     ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $madd:expr) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
         pub unsafe fn $name(a: &DwI8Args) {
+            /// One output row of one channel block for a `2·RP - 1`- or `2·RP`-row,
+            /// `KW`-column kernel at stride `S`: the widened columns under the kernel
+            /// slide along the row in registers (each input column widened once, `S`
+            /// new ones per pixel), rather than through a buffer on the stack.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn slide<const KW: usize, const RP: usize, const S: usize>(
+                a: &DwI8Args,
+                rows: &[*const u8; 2 * RPAIRS],
+                m: u16,
+                c0: usize,
+                oy: usize,
+                w: &[[__m512i; KW]; RP],
+                (bias, scale): (__m512i, __m512),
+                out: (__m512, __m512, __m512i),
+                zp: __m128i,
+            ) {
+                // [x(2r, c), x(2r + 1, c)] as i16 in channel c's lane, for the column
+                // `ix` (the zero point outside the image).
+                let pair = |xa: __m128i, xb: __m128i| {
+                    _mm512_or_si512(
+                        _mm512_cvtepu8_epi32(xa),
+                        _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(xb)),
+                    )
+                };
+                let edge = |ix: isize| -> [__m512i; RP] {
+                    let inside = ix >= 0 && ix < a.w as isize;
+                    let at = |p: *const u8| {
+                        if inside && !p.is_null() {
+                            _mm_maskz_loadu_epi8(m, p.add(ix as usize * a.c) as *const i8)
+                        } else {
+                            zp
+                        }
+                    };
+                    core::array::from_fn(|r| pair(at(rows[2 * r]), at(rows[2 * r + 1])))
+                };
+                // Every kernel row inside the image (rows past `kh` are padding of the
+                // last pair): a column inside loads without a check per row.
+                let kh = a.kh;
+                let full = (0..kh).all(|k| !rows[k].is_null());
+                let col = |ix: isize| -> [__m512i; RP] {
+                    if !(full && ix >= 0 && ix < a.w as isize) {
+                        return edge(ix);
+                    }
+                    let off = ix as usize * a.c;
+                    let at = |k: usize| {
+                        if k < kh {
+                            _mm_maskz_loadu_epi8(m, rows[k].add(off) as *const i8)
+                        } else {
+                            zp
+                        }
+                    };
+                    core::array::from_fn(|r| pair(at(2 * r), at(2 * r + 1)))
+                };
+                let ix0 = -(a.pad_left as isize);
+                let mut win: [[__m512i; RP]; KW] =
+                    core::array::from_fn(|j| col(ix0 + j as isize));
+                for ox in 0..a.ow {
+                    let mut $acc = _mm512_setzero_si512();
+                    for kx in 0..KW {
+                        for r in 0..RP {
+                            let ($x, $w) = (win[kx][r], w[r][kx]);
+                            $acc = $madd;
+                        }
+                    }
+                    store_q(a.y.add((oy * a.ow + ox) * a.c + c0), m, $acc, bias, scale, out);
+                    if ox + 1 < a.ow {
+                        let base = ix0 + ((ox + 1) * S) as isize;
+                        for j in 0..KW {
+                            win[j] = if j + S < KW {
+                                win[j + S]
+                            } else {
+                                col(base + j as isize)
+                            };
+                        }
+                    }
+                }
+            }
             let rp = a.kh.div_ceil(2);
             if a.kh == 0
                 || a.kw == 0
@@ -149,6 +229,24 @@ macro_rules! dw_rows {
                             core::ptr::null()
                         }
                     });
+                    let bs = (bias, scale);
+                    let out = (lo, hi, yz);
+                    macro_rules! sliding {
+                        ($kw:literal, $rp:literal, $s:literal) => {{
+                            let w: [[__m512i; $kw]; $rp] =
+                                core::array::from_fn(|r| core::array::from_fn(|k| wv[r][k]));
+                            slide::<$kw, $rp, $s>(a, &rows, m, c0, oy, &w, bs, out, zp);
+                            continue;
+                        }};
+                    }
+                    // 3×3 kernels slide in registers; larger ones (5×5: 15 widened
+                    // columns and 15 weight pairs, more than the registers) take the
+                    // buffered chunks below, which were faster for them.
+                    match (a.kh, a.kw, a.stride) {
+                        (3, 3, 1) => sliding!(3, 2, 1),
+                        (3, 3, 2) => sliding!(3, 2, 2),
+                        _ => {}
+                    }
                     let mut ox0 = 0;
                     while ox0 < a.ow {
                         let n = (a.ow - ox0).min(CHUNK);
