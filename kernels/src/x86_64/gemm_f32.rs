@@ -33,7 +33,7 @@ pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
     drive_f32::<6>(args, micro_6x16_avx2)
 }
 
-/// 12 rows × 16 columns of `A·B` over one packed panel, left in registers.
+/// `R` rows (at most 12) × 16 columns of `A·B` over one packed panel, left in registers.
 ///
 /// # Safety
 /// Each `a[r]` points at `k` readable floats, `b` at a packed panel of `k` rows; the CPU

@@ -3,8 +3,8 @@ use crate::tile::{drive_i8, for_each_a4, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
-/// 12 rows × 16 columns of `A·B` over one packed panel: the 12 accumulators stay in
-/// registers for the epilogue. With `FLIP` (i8 A) each word's sign bits are flipped;
+/// `R` rows (at most 12) × 16 columns of `A·B` over one packed panel: the `R`
+/// accumulators stay in registers for the epilogue. With `FLIP` (i8 A) each word's sign bits are flipped;
 /// otherwise A's words are broadcast straight from memory. When `k` is not a multiple of
 /// 4, the rows whose bit is set in `whole` read their last word whole: its bytes past `k`
 /// (the next row's) meet the panel's zero padding, so they add nothing.
