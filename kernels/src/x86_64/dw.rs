@@ -533,6 +533,125 @@ unsafe fn dw16(
     }
 }
 
+/// A 3×3 depthwise at stride `S` on AVX2, 8 channels per block (the last block overlaps
+/// the one before when 8 does not divide the channels: those channels get the same bytes
+/// twice). As the AVX-512 row-pair kernel: each input column under the kernel is widened
+/// once into `[x(2r, c), x(2r + 1, c)]` i16 pairs (`vpunpcklbw` + `vpmovzxbw`; the zero
+/// point under padding), the columns slide along the output row in registers, one
+/// `vpmaddwd` per (row pair, kernel column) against weights interleaved the same way once
+/// per block, and z·Σw comes off the bias once per block (integer sums, exact). The
+/// epilogue is the reference's operations in order.
+///
+/// # Safety
+/// As [`dw_i8_8c__avx2`], with `kh = kw = 3`, `c ≥ 8` and the zero point in `0..=255`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn slide3_avx2<const S: usize>(a: &DwI8Args) {
+    let lo = _mm256_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm256_set1_epi32(a.y_zero);
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    // The low byte of each i32 lane, gathered per 128-bit half, then the halves joined.
+    let pick = _mm256_setr_epi8(
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    let join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+    // [x(ra, c), x(rb, c)] pairs of 8 channels from two 8-byte runs.
+    let pair = |xa: __m128i, xb: __m128i| _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(xa, xb));
+    // One block's interleaved weights, bias less z·Σw, and scales.
+    let prep = |c0: usize| {
+        let wt = |t: usize| _mm_loadu_si128(a.weights.add(t * a.c + c0) as *const __m128i);
+        let z16 = _mm_setzero_si128();
+        let mut w = [[_mm256_setzero_si256(); 3]; 2];
+        let mut sw = _mm256_setzero_si256();
+        for kx in 0..3 {
+            let (w0, w1, w2) = (wt(kx), wt(3 + kx), wt(6 + kx));
+            w[0][kx] = _mm256_set_m128i(_mm_unpackhi_epi16(w0, w1), _mm_unpacklo_epi16(w0, w1));
+            w[1][kx] = _mm256_set_m128i(_mm_unpackhi_epi16(w2, z16), _mm_unpacklo_epi16(w2, z16));
+            for wk in [w0, w1, w2] {
+                sw = _mm256_add_epi32(sw, _mm256_cvtepi16_epi32(wk));
+            }
+        }
+        let mut bias = if a.bias.is_null() {
+            _mm256_setzero_si256()
+        } else {
+            _mm256_loadu_si256(a.bias.add(c0) as *const __m256i)
+        };
+        bias = _mm256_sub_epi32(bias, _mm256_mullo_epi32(sw, _mm256_set1_epi32(a.x_zero)));
+        let scale = _mm256_loadu_ps(a.scale.add(c0));
+        (w, bias, scale)
+    };
+    // A map larger than L2 is taken with output rows outermost, so the kernel's input rows
+    // stay in cache across the blocks; a smaller one block by block.
+    let blocks = a.c.div_ceil(8);
+    let by_block = a.h * a.w * a.c <= SMALL_MAP;
+    let (outer, inner) = if by_block {
+        (blocks, a.oh)
+    } else {
+        (a.oh, blocks)
+    };
+    let (mut w, mut bias, mut scale) = prep(0);
+    let mut loaded = 0;
+    for i in 0..outer {
+        for j in 0..inner {
+            let (oy, b) = if by_block { (j, i) } else { (i, j) };
+            let c0 = (b * 8).min(a.c - 8);
+            if loaded != b {
+                (w, bias, scale) = prep(c0);
+                loaded = b;
+            }
+            let iy0 = (oy * S) as isize - a.pad_top as isize;
+            let rows: [*const u8; 3] = core::array::from_fn(|ky| {
+                let iy = iy0 + ky as isize;
+                if iy >= 0 && iy < a.h as isize {
+                    a.x.add(iy as usize * a.w * a.c + c0)
+                } else {
+                    core::ptr::null()
+                }
+            });
+            let full = rows.iter().all(|r| !r.is_null());
+            let col = |ix: isize| -> [__m256i; 2] {
+                let inside = ix >= 0 && ix < a.w as isize;
+                let off = if inside { ix as usize * a.c } else { 0 };
+                let at = |p: *const u8| {
+                    if inside && (full || !p.is_null()) {
+                        _mm_loadl_epi64(p.add(off) as *const __m128i)
+                    } else {
+                        zp
+                    }
+                };
+                [pair(at(rows[0]), at(rows[1])), pair(at(rows[2]), zp)]
+            };
+            let ix0 = -(a.pad_left as isize);
+            let mut win: [[__m256i; 2]; 3] = core::array::from_fn(|k| col(ix0 + k as isize));
+            for ox in 0..a.ow {
+                let mut acc = _mm256_setzero_si256();
+                for kx in 0..3 {
+                    for r in 0..2 {
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(win[kx][r], w[r][kx]));
+                    }
+                }
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
+                let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                let q = _mm256_add_epi32(_mm256_cvtps_epi32(v), yz);
+                let q = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(q, pick), join);
+                let yp = a.y.add((oy * a.ow + ox) * a.c + c0);
+                _mm_storel_epi64(yp as *mut __m128i, _mm256_castsi256_si128(q));
+                if ox + 1 < a.ow {
+                    let base = ix0 + ((ox + 1) * S) as isize;
+                    for k in 0..3 {
+                        win[k] = if k + S < 3 {
+                            win[k + S]
+                        } else {
+                            col(base + k as isize)
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Depthwise int8, 16 channels at a time with `vpmaddwd` over tap pairs, then 8 per ymm
 /// (AVX2 machines without AVX-512). A channel tail shorter than 8 goes through
 /// zero-padded stack copies.
@@ -541,6 +660,13 @@ unsafe fn dw16(
 /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has AVX2.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dw_i8_8c__avx2(a: &DwI8Args) {
+    if a.kh == 3 && a.kw == 3 && a.c >= 8 && (0..=255).contains(&a.x_zero) {
+        match a.stride {
+            1 => return slide3_avx2::<1>(a),
+            2 => return slide3_avx2::<2>(a),
+            _ => {}
+        }
+    }
     let zero = _mm256_set1_epi32(a.x_zero);
     let lo = _mm256_set1_ps((a.qmin - a.y_zero) as f32);
     let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
