@@ -451,6 +451,11 @@ fn depthwise_edges() {
         // i8 weights.
         (96, 96, 64, 3, 1, 1),
         (60, 90, 100, 5, 2, 2),
+        (70, 70, 50, 3, 2, 1),
+        // No padding (every column inside the image), and channels not a multiple of 16.
+        (8, 8, 20, 3, 2, 0),
+        (9, 11, 33, 5, 1, 0),
+        (5, 6, 7, 3, 1, 0),
     ]
     .iter()
     .filter(|s| !cfg!(miri) || s.0 * s.1 * s.2 < 400)

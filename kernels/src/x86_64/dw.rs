@@ -69,6 +69,31 @@ unsafe fn store_q(
     _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
 }
 
+/// The widened column `ix` of a 3×3 kernel's rows `r` (null outside the image) when it
+/// or one of the rows lies outside the image: the zero point there (see `slide3`).
+///
+/// # Safety
+/// The non-null rows hold 16 channels under `m` at every column inside; AVX-512F/BW/VL.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn edge_col(a: &DwI8Args, r: &[*const u8; 3], m: u16, ix: isize) -> (__m512i, __m512i) {
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    let inside = ix >= 0 && ix < a.w as isize;
+    let mut x = [zp; 3];
+    for (v, p) in x.iter_mut().zip(r) {
+        if inside && !p.is_null() {
+            *v = _mm_maskz_loadu_epi8(m, p.add(ix as usize * a.c) as *const i8);
+        }
+    }
+    (
+        _mm512_or_si512(
+            _mm512_cvtepu8_epi32(x[0]),
+            _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(x[1])),
+        ),
+        _mm512_cvtepu8_epi32(x[2]),
+    )
+}
+
 /// The row-pair depthwise: for one output row and 16 channels, each input column under
 /// the kernel's rows (2r, 2r + 1) is widened once into `[x(2r, c), x(2r + 1, c)]` i16
 /// pairs (the zero point under rows and columns outside the image); every output pixel
@@ -85,83 +110,166 @@ macro_rules! dw_rows {
         $(#[$doc])*
         #[target_feature(enable = $features)]
         pub unsafe fn $name(a: &DwI8Args) {
-            /// One output row of one channel block for a `2·RP - 1`- or `2·RP`-row,
-            /// `KW`-column kernel at stride `S`: the widened columns under the kernel
-            /// slide along the row in registers (each input column widened once, `S`
-            /// new ones per pixel), rather than through a buffer on the stack.
-            #[inline]
+            /// Output rows `oys` of one channel block for a 3×3 kernel at stride `S`:
+            /// the widened columns under the kernel slide along each row in registers
+            /// (each input column widened once, `S` new ones per pixel). `w` are the
+            /// block's weight pairs (the second pair's upper halves zero, so the upper
+            /// halves of its inputs may hold anything), `bias` the bias less z·Σw. The
+            /// sums start from the bias: the same integer sum in another order. A
+            /// function of its own with no closures, so its loop keeps the window, the
+            /// weights and the constants in registers whatever the caller's size.
+            #[inline(never)]
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn slide<const KW: usize, const RP: usize, const S: usize>(
+            unsafe fn slide3<const S: usize>(
                 a: &DwI8Args,
-                rows: &[*const u8; 2 * RPAIRS],
+                oys: core::ops::Range<usize>,
                 m: u16,
                 c0: usize,
-                oy: usize,
-                w: &[[__m512i; KW]; RP],
-                (bias, scale): (__m512i, __m512),
-                out: (__m512, __m512, __m512i),
-                zp: __m128i,
+                w: &[[__m512i; 3]; 2],
+                bias: __m512i,
+                scale: __m512,
             ) {
-                // [x(2r, c), x(2r + 1, c)] as i16 in channel c's lane, for the column
-                // `ix` (the zero point outside the image).
-                let pair = |xa: __m128i, xb: __m128i| {
-                    _mm512_or_si512(
-                        _mm512_cvtepu8_epi32(xa),
-                        _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(xb)),
-                    )
-                };
-                let edge = |ix: isize| -> [__m512i; RP] {
-                    let inside = ix >= 0 && ix < a.w as isize;
-                    let at = |p: *const u8| {
-                        if inside && !p.is_null() {
-                            _mm_maskz_loadu_epi8(m, p.add(ix as usize * a.c) as *const i8)
-                        } else {
-                            zp
-                        }
-                    };
-                    core::array::from_fn(|r| pair(at(rows[2 * r]), at(rows[2 * r + 1])))
-                };
-                // Every kernel row inside the image (rows past `kh` are padding of the
-                // last pair): a column inside loads without a check per row.
-                let kh = a.kh;
-                let full = (0..kh).all(|k| !rows[k].is_null());
-                let col = |ix: isize| -> [__m512i; RP] {
-                    if !(full && ix >= 0 && ix < a.w as isize) {
-                        return edge(ix);
-                    }
-                    let off = ix as usize * a.c;
-                    let at = |k: usize| {
-                        if k < kh {
-                            _mm_maskz_loadu_epi8(m, rows[k].add(off) as *const i8)
-                        } else {
-                            zp
-                        }
-                    };
-                    core::array::from_fn(|r| pair(at(2 * r), at(2 * r + 1)))
-                };
+                let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+                let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+                let yz = _mm512_set1_epi32(a.y_zero);
+                let [[w00, w01, w02], [w10, w11, w12]] = *w;
+                let wi = a.w as isize;
                 let ix0 = -(a.pad_left as isize);
-                let mut win: [[__m512i; RP]; KW] =
-                    core::array::from_fn(|j| col(ix0 + j as isize));
-                for ox in 0..a.ow {
-                    let mut $acc = _mm512_setzero_si512();
-                    for kx in 0..KW {
-                        for r in 0..RP {
-                            let ($x, $w) = (win[kx][r], w[r][kx]);
+                for oy in oys {
+                    let iy0 = (oy * S) as isize - a.pad_top as isize;
+                    let mut r = [core::ptr::null(); 3];
+                    for (ky, p) in r.iter_mut().enumerate() {
+                        let iy = iy0 + ky as isize;
+                        if iy >= 0 && iy < a.h as isize {
+                            *p = a.x.add(iy as usize * a.w * a.c + c0);
+                        }
+                    }
+                    let full = r.iter().all(|p| !p.is_null());
+                    // The widened column `ix`: ([x(0, c), x(1, c)], x(2, c)) as i16
+                    // pairs in channel c's lane.
+                    macro_rules! col {
+                        ($ix:expr) => {{
+                            let ix: isize = $ix;
+                            if full && ix >= 0 && ix < wi {
+                                let off = ix as usize * a.c;
+                                let x0 = _mm_maskz_loadu_epi8(m, r[0].add(off) as *const i8);
+                                let x1 = _mm_maskz_loadu_epi8(m, r[1].add(off) as *const i8);
+                                let x2 = _mm_maskz_loadu_epi8(m, r[2].add(off) as *const i8);
+                                (
+                                    _mm512_or_si512(
+                                        _mm512_cvtepu8_epi32(x0),
+                                        _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(x1)),
+                                    ),
+                                    _mm512_cvtepu8_epi32(x2),
+                                )
+                            } else {
+                                edge_col(a, &r, m, ix)
+                            }
+                        }};
+                    }
+                    let (mut a0, mut b0) = col!(ix0);
+                    let (mut a1, mut b1) = col!(ix0 + 1);
+                    let (mut a2, mut b2) = col!(ix0 + 2);
+                    let mut y = a.y.add(oy * a.ow * a.c + c0);
+                    for ox in 0..a.ow {
+                        let mut $acc = bias;
+                        for ($x, $w) in [(a0, w00), (b0, w10), (a1, w01), (b1, w11), (a2, w02), (b2, w12)] {
                             $acc = $madd;
                         }
-                    }
-                    store_q(a.y.add((oy * a.ow + ox) * a.c + c0), m, $acc, bias, scale, out);
-                    if ox + 1 < a.ow {
-                        let base = ix0 + ((ox + 1) * S) as isize;
-                        for j in 0..KW {
-                            win[j] = if j + S < KW {
-                                win[j + S]
+                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps($acc), scale);
+                        let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                        let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                        _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+                        y = y.add(a.c);
+                        if ox + 1 < a.ow {
+                            let base = ix0 + ((ox + 1) * S) as isize;
+                            if S == 1 {
+                                (a0, b0, a1, b1) = (a1, b1, a2, b2);
                             } else {
-                                col(base + j as isize)
-                            };
+                                (a0, b0) = (a2, b2);
+                                (a1, b1) = col!(base + 1);
+                            }
+                            (a2, b2) = col!(base + 2);
                         }
                     }
+                }
+            }
+            /// Output row `oy` of one channel block through the buffered chunks: each
+            /// chunk's input columns widened into row pairs on the stack (`xv`), then
+            /// every pixel's pair products against the block's weights `wv`. `KC`×`RC`
+            /// is the kernel's columns × row pairs, exactly (`EXACT`, so the loops
+            /// unroll) or at most (bounds from `a`). A function of its own with no
+            /// closures, so its code does not depend on the caller's.
+            #[inline(never)]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn chunks<const KC: usize, const RC: usize, const EXACT: bool>(
+                a: &DwI8Args,
+                oy: usize,
+                m: u16,
+                c0: usize,
+                wv: &[[__m512i; KW]; RPAIRS],
+                (bias, scale): (__m512i, __m512),
+                xv: &mut [[__m512i; RPAIRS]; SPAN],
+            ) {
+                let (kw, rp) = if EXACT { (KC, RC) } else { (a.kw, a.kh.div_ceil(2)) };
+                let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+                let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+                let yz = _mm512_set1_epi32(a.y_zero);
+                let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+                let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
+                // Each kernel row's input row, or null outside the image.
+                let mut rows = [core::ptr::null(); 2 * RPAIRS];
+                for (ky, p) in rows.iter_mut().enumerate().take(a.kh) {
+                    let iy = iy0 + ky as isize;
+                    if iy >= 0 && iy < a.h as isize {
+                        *p = a.x.add(iy as usize * a.w * a.c + c0);
+                    }
+                }
+                let mut ox0 = 0;
+                while ox0 < a.ow {
+                    let n = (a.ow - ox0).min(CHUNK);
+                    let ix0 = (ox0 * a.stride) as isize - a.pad_left as isize;
+                    for (j, col) in xv.iter_mut().enumerate().take((n - 1) * a.stride + kw) {
+                        let ix = ix0 + j as isize;
+                        let inside = ix >= 0 && ix < a.w as isize;
+                        let off = if inside { ix as usize * a.c } else { 0 };
+                        // [x(2r, c), x(2r + 1, c)] as i16 in channel c's lane.
+                        for (r, v) in col.iter_mut().enumerate().take(rp) {
+                            let (pa, pb) = (rows[2 * r], rows[2 * r + 1]);
+                            let xa = if inside && !pa.is_null() {
+                                _mm_maskz_loadu_epi8(m, pa.add(off) as *const i8)
+                            } else {
+                                zp
+                            };
+                            let xb = if inside && !pb.is_null() {
+                                _mm_maskz_loadu_epi8(m, pb.add(off) as *const i8)
+                            } else {
+                                zp
+                            };
+                            *v = _mm512_or_si512(
+                                _mm512_cvtepu8_epi32(xa),
+                                _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(xb)),
+                            );
+                        }
+                    }
+                    for o in 0..n {
+                        let mut $acc = bias;
+                        for kx in 0..kw {
+                            let col = &xv[o * a.stride + kx];
+                            for r in 0..rp {
+                                let ($x, $w) = (col[r], wv[r][kx]);
+                                $acc = $madd;
+                            }
+                        }
+                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps($acc), scale);
+                        let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                        let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                        let y = a.y.add((oy * a.ow + ox0 + o) * a.c + c0);
+                        _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+                    }
+                    ox0 += n;
                 }
             }
             let rp = a.kh.div_ceil(2);
@@ -175,11 +283,7 @@ macro_rules! dw_rows {
             {
                 return pairs(a);
             }
-            let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
-            let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
-            let yz = _mm512_set1_epi32(a.y_zero);
             let xz32 = _mm512_set1_epi32(a.x_zero);
-            let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
             // [row pair][kernel column] weights, [input column][row pair] inputs.
             let mut wv = [[_mm512_setzero_si512(); KW]; RPAIRS];
             let mut xv = [[_mm512_setzero_si512(); RPAIRS]; SPAN];
@@ -190,7 +294,16 @@ macro_rules! dw_rows {
             // interleaved once, not once per output row.
             let blocks = a.c.div_ceil(16);
             let by_block = a.h * a.w * a.c <= SMALL_MAP;
-            let (outer, inner) = if by_block { (blocks, a.oh) } else { (a.oh, blocks) };
+            // 3×3 kernels at stride 1 or 2 slide in registers (`slide3`), a block's rows
+            // in one call; larger ones (5×5: 15 widened columns and 15 weight pairs, more
+            // than the registers) take the buffered chunks below, which were faster.
+            let three = a.kh == 3 && a.kw == 3 && (a.stride == 1 || a.stride == 2);
+            let rows_per_call = if by_block && three { a.oh.max(1) } else { 1 };
+            let (outer, inner) = if by_block {
+                (blocks, a.oh / rows_per_call)
+            } else {
+                (a.oh, blocks)
+            };
             let mut loaded = usize::MAX;
             let (mut bias, mut scale) = (_mm512_setzero_si512(), _mm512_setzero_ps());
             for i in 0..outer {
@@ -219,70 +332,19 @@ macro_rules! dw_rows {
                         bias = _mm512_sub_epi32(bias, _mm512_mullo_epi32(sw, xz32));
                         loaded = b;
                     }
-                    let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
-                    // Each kernel row's input row, or null outside the image.
-                    let rows: [*const u8; 2 * RPAIRS] = core::array::from_fn(|ky| {
-                        let iy = iy0 + ky as isize;
-                        if ky < a.kh && iy >= 0 && iy < a.h as isize {
-                            a.x.add(iy as usize * a.w * a.c + c0)
-                        } else {
-                            core::ptr::null()
+                    if three {
+                        let oys = oy..oy + rows_per_call;
+                        let w3 = [[wv[0][0], wv[0][1], wv[0][2]], [wv[1][0], wv[1][1], wv[1][2]]];
+                        match a.stride {
+                            1 => slide3::<1>(a, oys, m, c0, &w3, bias, scale),
+                            _ => slide3::<2>(a, oys, m, c0, &w3, bias, scale),
                         }
-                    });
-                    let bs = (bias, scale);
-                    let out = (lo, hi, yz);
-                    macro_rules! sliding {
-                        ($kw:literal, $rp:literal, $s:literal) => {{
-                            let w: [[__m512i; $kw]; $rp] =
-                                core::array::from_fn(|r| core::array::from_fn(|k| wv[r][k]));
-                            slide::<$kw, $rp, $s>(a, &rows, m, c0, oy, &w, bs, out, zp);
-                            continue;
-                        }};
+                        continue;
                     }
-                    // 3×3 kernels slide in registers; larger ones (5×5: 15 widened
-                    // columns and 15 weight pairs, more than the registers) take the
-                    // buffered chunks below, which were faster for them.
-                    match (a.kh, a.kw, a.stride) {
-                        (3, 3, 1) => sliding!(3, 2, 1),
-                        (3, 3, 2) => sliding!(3, 2, 2),
-                        _ => {}
-                    }
-                    let mut ox0 = 0;
-                    while ox0 < a.ow {
-                        let n = (a.ow - ox0).min(CHUNK);
-                        let ix0 = (ox0 * a.stride) as isize - a.pad_left as isize;
-                        for (j, col) in xv.iter_mut().enumerate().take((n - 1) * a.stride + a.kw) {
-                            let ix = ix0 + j as isize;
-                            let inside = ix >= 0 && ix < a.w as isize;
-                            let at = |p: *const u8| {
-                                if inside && !p.is_null() {
-                                    _mm_maskz_loadu_epi8(m, p.add(ix as usize * a.c) as *const i8)
-                                } else {
-                                    zp
-                                }
-                            };
-                            // [x(2r, c), x(2r + 1, c)] as i16 in channel c's lane.
-                            for (r, v) in col.iter_mut().enumerate().take(rp) {
-                                let (xa, xb) = (at(rows[2 * r]), at(rows[2 * r + 1]));
-                                *v = _mm512_or_si512(
-                                    _mm512_cvtepu8_epi32(xa),
-                                    _mm512_slli_epi32::<16>(_mm512_cvtepu8_epi32(xb)),
-                                );
-                            }
-                        }
-                        for o in 0..n {
-                            let mut $acc = _mm512_setzero_si512();
-                            for kx in 0..a.kw {
-                                let col = &xv[o * a.stride + kx];
-                                for r in 0..rp {
-                                    let ($x, $w) = (col[r], wv[r][kx]);
-                                    $acc = $madd;
-                                }
-                            }
-                            let y = a.y.add((oy * a.ow + ox0 + o) * a.c + c0);
-                            store_q(y, m, $acc, bias, scale, (lo, hi, yz));
-                        }
-                        ox0 += n;
+                    if (a.kh, a.kw) == (5, 5) {
+                        chunks::<5, 3, true>(a, oy, m, c0, &wv, (bias, scale), &mut xv);
+                    } else {
+                        chunks::<KW, RPAIRS, false>(a, oy, m, c0, &wv, (bias, scale), &mut xv);
                     }
                 }
             }
