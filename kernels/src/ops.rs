@@ -262,62 +262,74 @@ fn dst_len(y: &I8Dst) -> usize {
     }
 }
 
-/// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`.
-/// Copies `src[..n]` to `dst[..n]`. A run of at most 16 bytes with 16 bytes readable and
-/// writable from both starts moves as one 16-byte copy (the bytes past `n` are written
-/// over later: im2col fills its rows in increasing order); a call to `memmove` per short
-/// run (the 9 bytes of a 3-channel stem's kernel row) cost more than the copy.
+/// Copies `src[..n]` to `dst[..n]`, writing no element past `n`. Runs of 4 to 32 bytes
+/// (the 9 bytes of a 3-channel stem's kernel row, the 36 of its float form) move as two
+/// overlapping unaligned loads and stores of a power-of-two width; a `memmove` call per
+/// short run cost more than the copy.
 #[inline(always)]
 fn copy_run<T: Copy>(src: &[T], dst: &mut [T], n: usize) {
-    let bytes = core::mem::size_of::<T>();
-    if n * bytes <= 16 && core::mem::size_of_val(src) >= 16 && core::mem::size_of_val(dst) >= 16 {
-        // SAFETY: both slices hold at least 16 bytes from their starts (checked above);
-        // `T: Copy` has no drop glue, and the caller rewrites every element past `n` that
-        // the copy overwrites before it is read. The ranges do not overlap (distinct
-        // slices, one borrowed mutably).
-        unsafe {
-            let v = core::ptr::read_unaligned(src.as_ptr() as *const [u8; 16]);
-            core::ptr::write_unaligned(dst.as_mut_ptr() as *mut [u8; 16], v);
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let bytes = core::mem::size_of_val(src);
+    let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
+    // SAFETY: both slices hold exactly `bytes` bytes (bounds-checked above); each pair
+    // of accesses covers [0, w) and [bytes - w, bytes) with w ≤ bytes, so nothing
+    // outside either slice is touched. `T: Copy` has no drop glue and any byte pattern
+    // copied from a `T` is that `T`. The slices are distinct (one borrowed mutably).
+    unsafe {
+        macro_rules! two {
+            ($t:ty) => {{
+                let w = core::mem::size_of::<$t>();
+                let (a, b) = (
+                    core::ptr::read_unaligned(s as *const $t),
+                    core::ptr::read_unaligned(s.add(bytes - w) as *const $t),
+                );
+                core::ptr::write_unaligned(d as *mut $t, a);
+                core::ptr::write_unaligned(d.add(bytes - w) as *mut $t, b);
+            }};
         }
-    } else {
-        dst[..n].copy_from_slice(&src[..n]);
+        match bytes {
+            4..=7 => two!(u32),
+            8..=15 => two!(u64),
+            16..=32 => two!([u8; 16]),
+            _ => dst.copy_from_slice(src),
+        }
     }
 }
 
+/// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`. Taken
+/// per output row and kernel row: the output columns whose kernel row lies inside the
+/// input (dilation 1) move one run each in a tight loop, the rest tap by tap.
 fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
     let kdim = g.kh * g.kw * g.ic;
     let ow = g.ow();
     let run = g.kw * g.ic;
-    // Output columns whose whole kernel row is inside the input (dilation 1): `ox` in
-    // `inside`, where one copy moves the row.
     let inside = if g.dil_w == 1 && g.kw > 0 && g.w >= g.kw {
         let lo = g.pad_left.div_ceil(g.stride_w);
         let hi = (g.w - g.kw + g.pad_left) / g.stride_w + 1;
-        lo..hi.min(ow)
+        lo.min(ow)..hi.min(ow).max(lo.min(ow))
     } else {
         0..0
     };
     for oy in 0..g.oh() {
-        for ox in 0..ow {
-            // The rest of the buffer: a short run's 16-byte copy may spill into the next
-            // output row, written after this one.
-            let row = &mut out[(oy * ow + ox) * kdim..];
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    row[ky * run..][..run].fill(fill);
-                    continue;
+        let rows = &mut out[oy * ow * kdim..][..ow * kdim];
+        for ky in 0..g.kh {
+            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+            if iy < 0 || iy >= g.h as isize {
+                for ox in 0..ow {
+                    rows[ox * kdim + ky * run..][..run].fill(fill);
                 }
-                if inside.contains(&ox) {
-                    let ix = ox * g.stride_w - g.pad_left;
-                    let src = (iy as usize * g.w + ix) * g.ic;
-                    copy_run(&x[src..], &mut row[ky * run..], run);
-                    continue;
-                }
+                continue;
+            }
+            let src = &x[iy as usize * g.w * g.ic..][..g.w * g.ic];
+            for ox in inside.clone() {
+                let ix = ox * g.stride_w - g.pad_left;
+                copy_run(&src[ix * g.ic..], &mut rows[ox * kdim + ky * run..], run);
+            }
+            for ox in (0..inside.start).chain(inside.end..ow) {
                 for kx in 0..g.kw {
-                    let dst = &mut row[(ky * g.kw + kx) * g.ic..][..g.ic];
+                    let dst = &mut rows[ox * kdim + (ky * g.kw + kx) * g.ic..][..g.ic];
                     match g.src(oy, ox, ky, kx) {
-                        Some((iy, ix)) => dst.copy_from_slice(&x[(iy * g.w + ix) * g.ic..][..g.ic]),
+                        Some((_, ix)) => dst.copy_from_slice(&src[ix * g.ic..][..g.ic]),
                         None => dst.fill(fill),
                     }
                 }

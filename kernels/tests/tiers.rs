@@ -120,14 +120,30 @@ fn check_i8(m: usize, n: usize, k: usize, lda: usize, signed: bool, out: I8Out, 
     let a: Vec<u8> = (0..m.max(1) * lda).map(|_| r() as u8).collect();
     let b: Vec<i8> = (0..k * n).map(|_| r() as i8).collect();
     let bias: Vec<i32> = (0..n).map(|_| (r() % 20000) as i32 - 10000).collect();
-    let scale: Vec<f32> = (0..n).map(|_| 1e-4 + (r() % 1000) as f32 * 1e-6).collect();
+    // About half the cases have scales of 1 or more (the tiers' float clamp rather than
+    // the integer one), about half a clamp inside the type's range (as ReLU or ReLU6
+    // give).
+    let h = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60;
+    let big = h & 1 == 1;
+    let scale: Vec<f32> = (0..n)
+        .map(|_| {
+            let s = 1e-4 + (r() % 1000) as f32 * 1e-6;
+            if big {
+                s * 1e4
+            } else {
+                s
+            }
+        })
+        .collect();
     let mut bp = vec![0; pack::packed_i8_len(k, n)];
     let mut colsum = vec![0; pack::i8_cols(n)];
     pack::pack_i8(&b, k, n, &mut bp, &mut colsum);
-    let (qmin, qmax) = if out == I8Out::I8 {
-        (-128, 127)
-    } else {
-        (0, 255)
+    let tight = h & 2 == 2;
+    let (qmin, qmax) = match (out == I8Out::I8, tight) {
+        (true, false) => (-128, 127),
+        (true, true) => (-100, 90),
+        (false, false) => (0, 255),
+        (false, true) => (7, 200),
     };
     let q = I8Quant {
         a_zero: if signed { -3 } else { 121 },

@@ -3,7 +3,7 @@ use crate::tile::{drive_i8, for_each_a4, load_a4};
 use crate::I8GemmArgs;
 use core::arch::x86_64::*;
 
-/// `R` rows (at most 12) × 16 columns of `A·B` over one packed panel: the `R`
+/// `R` rows (at most 12) × 16 columns of `init + A·B` over one packed panel: the `R`
 /// accumulators stay in registers for the epilogue. With `FLIP` (i8 A) each word's sign bits are flipped;
 /// otherwise A's words are broadcast straight from memory. When `k` is not a multiple of
 /// 4, the rows whose bit is set in `whole` read their last word whole: its bytes past `k`
@@ -20,8 +20,9 @@ unsafe fn micro_12x16_vnni<const FLIP: bool, const R: usize>(
     a: &[*const u8; R],
     b: *const i8,
     whole: u16,
+    init: __m512i,
 ) -> [__m512i; R] {
-    let mut c = [_mm512_setzero_si512(); R];
+    let mut c = [init; R];
     let mask = _mm512_set1_epi32(0x8080_8080u32 as i32);
     let full = k / 4;
     for g in 0..full {
@@ -63,23 +64,35 @@ pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
     if args.m == 0 || args.n == 0 {
         return;
     }
-    let zero = _mm512_set1_epi32(crate::quant::effective_a_zero(args));
-    let lo = _mm512_set1_ps((args.qmin - args.y_zero) as f32);
-    let hi = _mm512_set1_ps((args.qmax - args.y_zero) as f32);
-    let yz = _mm512_set1_epi32(args.y_zero);
+    let e = Epi {
+        zero: _mm512_set1_epi32(crate::quant::effective_a_zero(args)),
+        lo: _mm512_set1_ps((args.qmin - args.y_zero) as f32),
+        hi: _mm512_set1_ps((args.qmax - args.y_zero) as f32),
+        yz: _mm512_set1_epi32(args.y_zero),
+    };
     let mut i0 = 0;
     while i0 < args.m {
         // A block of fewer than 12 rows (the last) takes the smallest tile that holds it,
         // so a 7×7 map's 49 pixels cost 4 tiles of 12 and one of 1, not 5 of 12.
         match args.m - i0 {
-            9.. => block_vnni::<12>(args, i0, zero, lo, hi, yz),
-            5..=8 => block_vnni::<8>(args, i0, zero, lo, hi, yz),
-            3..=4 => block_vnni::<4>(args, i0, zero, lo, hi, yz),
-            2 => block_vnni::<2>(args, i0, zero, lo, hi, yz),
-            _ => block_vnni::<1>(args, i0, zero, lo, hi, yz),
+            9.. => block_vnni::<12>(args, i0, &e),
+            5..=8 => block_vnni::<8>(args, i0, &e),
+            3..=4 => block_vnni::<4>(args, i0, &e),
+            2 => block_vnni::<2>(args, i0, &e),
+            _ => block_vnni::<1>(args, i0, &e),
         }
         i0 += 12;
     }
+}
+
+/// The epilogue's constants for one GEMM.
+struct Epi {
+    /// A's zero point as the tile reads A.
+    zero: __m512i,
+    /// The clamp: `[qmin, qmax]` less the output zero point.
+    lo: __m512,
+    hi: __m512,
+    yz: __m512i,
 }
 
 /// Rows `i0..i0 + R` of A (those below `m`) against every panel, each 16-column tile's
@@ -89,14 +102,7 @@ pub unsafe fn i8_gemm_12x16__avx512vnni(args: &I8GemmArgs) {
 /// As [`i8_gemm_12x16__avx512vnni`], with `i0 < m`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block_vnni<const R: usize>(
-    args: &I8GemmArgs,
-    i0: usize,
-    zero: __m512i,
-    lo: __m512,
-    hi: __m512,
-    yz: __m512i,
-) {
+unsafe fn block_vnni<const R: usize>(args: &I8GemmArgs, i0: usize, e: &Epi) {
     let panels = args.n.div_ceil(I8_NR);
     let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
     let rows: [*const u8; R] =
@@ -111,11 +117,6 @@ unsafe fn block_vnni<const R: usize>(
         .fold(0u16, |s, r| s | 1 << r);
     for p in 0..panels {
         let b = args.b.add(p * panel_bytes);
-        let c = if args.a_signed {
-            micro_12x16_vnni::<true, R>(args.k, &rows, b, whole)
-        } else {
-            micro_12x16_vnni::<false, R>(args.k, &rows, b, whole)
-        };
         let col0 = p * I8_NR;
         let ncols = (args.n - col0).min(I8_NR);
         let mask: u16 = if ncols >= 16 {
@@ -123,24 +124,34 @@ unsafe fn block_vnni<const R: usize>(
         } else {
             (1u16 << ncols) - 1
         };
+        // The zero-point term and the bias start the sums: the same integer sum.
         let mut corr = _mm512_sub_epi32(
             _mm512_setzero_si512(),
-            _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, args.colsum.add(col0)), zero),
+            _mm512_mullo_epi32(
+                _mm512_maskz_loadu_epi32(mask, args.colsum.add(col0)),
+                e.zero,
+            ),
         );
         if !args.bias.is_null() {
             corr = _mm512_add_epi32(corr, _mm512_maskz_loadu_epi32(mask, args.bias.add(col0)));
         }
+        let c = if args.a_signed {
+            micro_12x16_vnni::<true, R>(args.k, &rows, b, whole, corr)
+        } else {
+            micro_12x16_vnni::<false, R>(args.k, &rows, b, whole, corr)
+        };
         let scale = _mm512_maskz_loadu_ps(mask, args.scale.add(col0));
         for (r, &acc) in c.iter().enumerate().take(live) {
-            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, corr)), scale);
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
             let idx = (i0 + r) * args.ldc + col0;
             if args.out == crate::I8Out::F32 {
                 _mm512_mask_storeu_ps((args.c as *mut f32).add(idx), mask, v);
                 continue;
             }
-            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-            _mm_mask_storeu_epi8(args.c.add(idx) as *mut i8, mask, _mm512_cvtepi32_epi8(q));
+            let y = args.c.add(idx) as *mut i8;
+            let v = _mm512_min_ps(_mm512_max_ps(v, e.lo), e.hi);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), e.yz);
+            _mm_mask_storeu_epi8(y, mask, _mm512_cvtepi32_epi8(q));
         }
     }
 }

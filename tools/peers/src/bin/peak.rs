@@ -2,8 +2,10 @@
 //! instructions (inline asm, so the compiler can neither drop nor fold them): the f32 FMA,
 //! the exact int8 sequence edgetune's AVX2 kernel issues (`vpmaddwd` on operands widened
 //! to 16 bits, then `vpaddd`), and the saturating one onnxruntime's AVX2 path uses
-//! (`vpmaddubsw` u8×i8 pairs, `vpmaddwd` by ones, `vpaddd`). The ceiling the GEMM
-//! benchmark's fractions of peak refer to. Run pinned: `taskset -c 1 peak`.
+//! (`vpmaddubsw` u8×i8 pairs, `vpmaddwd` by ones, `vpaddd`); on AVX-512 VNNI also the
+//! 512-bit `vpdpbusd` (u8×i8 quads, the int8 GEMM's product) and `vpdpwssd` (i16 pairs,
+//! the int8 depthwise's). The ceiling the GEMM benchmark's fractions of peak refer to.
+//! Run pinned: `taskset -c 1 peak`.
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -89,6 +91,38 @@ mod x86 {
         }
     }
 
+    /// 10 independent 512-bit `vpdpbusd` (`DP` = "vpdpbusd") or `vpdpwssd` per iteration.
+    macro_rules! vnni_loop {
+        ($name:ident, $ins:literal) => {
+            #[target_feature(enable = "avx512f,avx512vnni")]
+            unsafe fn $name(n: u64) {
+                // SAFETY: register-only arithmetic on zmm0-zmm11 (declared clobbered) and
+                // a loop counter; AVX-512F and VNNI are enabled here and detected by the
+                // caller.
+                unsafe {
+                    asm!(
+                        "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
+                        "2:",
+                        concat!($ins, " zmm0, zmm10, zmm11"), concat!($ins, " zmm1, zmm10, zmm11"),
+                        concat!($ins, " zmm2, zmm10, zmm11"), concat!($ins, " zmm3, zmm10, zmm11"),
+                        concat!($ins, " zmm4, zmm10, zmm11"), concat!($ins, " zmm5, zmm10, zmm11"),
+                        concat!($ins, " zmm6, zmm10, zmm11"), concat!($ins, " zmm7, zmm10, zmm11"),
+                        concat!($ins, " zmm8, zmm10, zmm11"), concat!($ins, " zmm9, zmm10, zmm11"),
+                        "dec {n}",
+                        "jnz 2b",
+                        n = inout(reg) n => _,
+                        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
+                        out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
+                        out("zmm10") _, out("zmm11") _,
+                        options(nomem, nostack),
+                    );
+                }
+            }
+        };
+    }
+    vnni_loop!(dpbusd_loop, "vpdpbusd");
+    vnni_loop!(dpwssd_loop, "vpdpwssd");
+
     fn rate(ops_per_iter: u64, f: impl Fn(u64)) -> f64 {
         f(ITERS / 10);
         let t = Instant::now();
@@ -116,6 +150,19 @@ mod x86 {
         println!("peak f32 (vfmadd231ps ymm, 10 independent): {f:.1} GFLOP/s");
         println!("peak int8 exact (vpmaddwd + vpaddd on 16-bit operands): {w:.1} GOP/s");
         println!("peak int8 saturating (vpmaddubsw + vpmaddwd + vpaddd): {b:.1} GOP/s");
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+            // A multiply and an add per lane product: 10 × 64 × 2 and 10 × 32 × 2.
+            let q = rate(1280, |n| {
+                // SAFETY: AVX-512F and VNNI were detected above.
+                unsafe { dpbusd_loop(n) }
+            });
+            let p = rate(640, |n| {
+                // SAFETY: as above.
+                unsafe { dpwssd_loop(n) }
+            });
+            println!("peak int8 AVX-512 VNNI (vpdpbusd zmm, u8 x i8 quads): {q:.1} GOP/s");
+            println!("peak int16 AVX-512 VNNI (vpdpwssd zmm, i16 pairs): {p:.1} GOP/s");
+        }
         println!(
             "avx512f: {}, avx512vnni: {}, avxvnni: {}",
             is_x86_feature_detected!("avx512f"),
