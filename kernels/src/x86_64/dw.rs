@@ -106,10 +106,18 @@ unsafe fn edge_col(a: &DwI8Args, r: &[*const u8; 3], m: u16, ix: isize) -> (__m5
 /// any order). The epilogue is the reference's operations in order. A 3×3 kernel's row
 /// keeps its widened columns in registers instead, sliding along the row (`slide`).
 macro_rules! dw_rows {
-    ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $madd:expr) => {
+    ($(#[$doc:meta])* $name:ident, $features:literal, |$acc:ident, $x:ident, $w:ident| $madd:expr,
+     first |$fa:ident| $first:expr) => {
         $(#[$doc])*
         #[target_feature(enable = $features)]
         pub unsafe fn $name(a: &DwI8Args) {
+            // A kernel of the tier's own for some shapes first (true: done).
+            {
+                let $fa = a;
+                if $first {
+                    return;
+                }
+            }
             /// Output rows `oys` of one channel block for a 3×3 kernel at stride `S`:
             /// the widened columns under the kernel slide along each row in registers
             /// (each input column widened once, `S` new ones per pixel). `w` are the
@@ -360,7 +368,8 @@ dw_rows!(
     /// AVX-512F/BW/VL.
     dw_i8_16c__avx512,
     "avx512f,avx512bw,avx512vl",
-    |acc, x, w| _mm512_add_epi32(acc, _mm512_madd_epi16(x, w))
+    |acc, x, w| _mm512_add_epi32(acc, _mm512_madd_epi16(x, w)),
+    first |_a| false
 );
 
 dw_rows!(
@@ -371,7 +380,8 @@ dw_rows!(
     /// AVX-512F/BW/VL and AVX-512 VNNI.
     dw_i8_16c__avx512vnni,
     "avx512f,avx512bw,avx512vl,avx512vnni",
-    |acc, x, w| _mm512_dpwssd_epi32(acc, x, w)
+    |acc, x, w| _mm512_dpwssd_epi32(acc, x, w),
+    first |a| quads_vnni(a)
 );
 
 /// Taps of a kernel whose pair-interleaved weights the AVX-512 depthwise keeps in
@@ -798,6 +808,238 @@ pub unsafe fn dw_i8_8c__avx2(a: &DwI8Args) {
                     *yp.add(i) = o as u8;
                 }
                 c0 += 8;
+            }
+        }
+    }
+}
+
+/// Four kernel rows' bytes of 16 channels (`x[r]`, row `r` in lane `r` of the input) as
+/// one quad per channel: dword `c` = `[x0(c), x1(c), x2(c), x3(c)]`, the layout
+/// `vpdpbusd` multiplies. A dword transpose across the lanes (`vpermd`), then a 4×4 byte
+/// transpose inside each lane (`vpshufb`).
+///
+/// # Safety
+/// AVX-512F/BW.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn to_quads(rows: __m512i, idx: __m512i, shuf: __m512i) -> __m512i {
+    _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, rows), shuf)
+}
+
+/// The `vpermd` and `vpshufb` controls of [`to_quads`]: both the pattern
+/// `[0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15]` (dwords across the lanes,
+/// bytes inside each lane).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quad_controls() -> (__m512i, __m512i) {
+    let t = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+    let idx = _mm512_loadu_si512(t.map(|v: i32| v).as_ptr() as *const _);
+    let b: [i8; 64] = core::array::from_fn(|i| t[i % 16] as i8);
+    (idx, _mm512_loadu_si512(b.as_ptr() as *const _))
+}
+
+/// Weights of a 3×3 or 5×5 depthwise as i8 (they are i16 in the plan: a weight zero
+/// point taken off can leave them beyond i8).
+///
+/// # Safety
+/// `a.weights` holds `kh·kw·c` values; AVX-512F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn weights_fit_i8(a: &DwI8Args) -> bool {
+    let n = a.kh * a.kw * a.c;
+    let (lo, hi) = (_mm512_set1_epi16(-128), _mm512_set1_epi16(127));
+    let mut bad: u32 = 0;
+    let mut i = 0;
+    while i < n {
+        let m: u32 = if n - i >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << (n - i)) - 1
+        };
+        let w = _mm512_maskz_loadu_epi16(m, a.weights.add(i));
+        bad |= _mm512_mask_cmplt_epi16_mask(m, w, lo) | _mm512_mask_cmpgt_epi16_mask(m, w, hi);
+        i += 32;
+    }
+    bad == 0
+}
+
+/// Depthwise int8 on AVX-512 VNNI for 3×3 and 5×5 kernels at stride 1 or 2 with i8
+/// weights: each input column under the kernel becomes one quad of kernel rows 0-3 per
+/// channel (and, for 5×5, row 4 alone in a second), so one `vpdpbusd` adds four taps'
+/// u8×i8 products per channel (a pair-interleaved `vpdpwssd` adds two). The columns slide
+/// along the output row in registers as in the row-pair kernels; rows past the kernel
+/// have zero weights (their bytes, whatever they hold, add nothing). z·Σw comes off the
+/// bias once per channel block and the sums start from it (integer sums, exact in any
+/// order); the epilogue is the reference's operations in order. False (nothing written)
+/// for any other shape, or weights beyond i8.
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
+/// AVX-512F/BW/VL and AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn quads_vnni(a: &DwI8Args) -> bool {
+    let k = a.kh;
+    if a.kw != k
+        || !(k == 3 || k == 5)
+        || !(a.stride == 1 || a.stride == 2)
+        || !(0..=255).contains(&a.x_zero)
+        || a.c == 0
+        || !weights_fit_i8(a)
+    {
+        return false;
+    }
+    let (idx, shuf) = quad_controls();
+    let xz32 = _mm512_set1_epi32(a.x_zero);
+    let blocks = a.c.div_ceil(16);
+    let by_block = a.h * a.w * a.c <= SMALL_MAP;
+    let (outer, inner) = if by_block {
+        (blocks, 1)
+    } else {
+        (a.oh, blocks)
+    };
+    for i in 0..outer {
+        for j in 0..inner {
+            let (oys, b) = if by_block {
+                (0..a.oh, i)
+            } else {
+                (i..i + 1, j)
+            };
+            let c0 = b * 16;
+            let nc = (a.c - c0).min(16);
+            let m: u16 = if nc == 16 { 0xffff } else { (1u16 << nc) - 1 };
+            // The block's weights as quads per kernel column: rows 0-3, then row 4.
+            let wt = |t: usize| {
+                _mm256_cvtepi16_epi8(_mm256_maskz_loadu_epi16(m, a.weights.add(t * a.c + c0)))
+            };
+            let mut w = [[_mm512_setzero_si512(); 5]; 2];
+            let mut sw = _mm512_setzero_si512();
+            for kx in 0..k {
+                let mut rows = _mm512_setzero_si512();
+                for ky in 0..k.min(4) {
+                    let v = wt(ky * k + kx);
+                    rows = match ky {
+                        0 => _mm512_inserti32x4::<0>(rows, v),
+                        1 => _mm512_inserti32x4::<1>(rows, v),
+                        2 => _mm512_inserti32x4::<2>(rows, v),
+                        _ => _mm512_inserti32x4::<3>(rows, v),
+                    };
+                }
+                w[0][kx] = to_quads(rows, idx, shuf);
+                if k == 5 {
+                    w[1][kx] = _mm512_cvtepi8_epi32(wt(4 * k + kx));
+                }
+                for ky in 0..k {
+                    let t = ky * k + kx;
+                    let v = _mm256_maskz_loadu_epi16(m, a.weights.add(t * a.c + c0));
+                    sw = _mm512_add_epi32(sw, _mm512_cvtepi16_epi32(v));
+                }
+            }
+            let (mut bias, scale) = bias_scale(a, m, c0);
+            bias = _mm512_sub_epi32(bias, _mm512_mullo_epi32(sw, xz32));
+            match (k, a.stride) {
+                (3, 1) => quad_rows::<3, 1>(a, oys, m, c0, &w, bias, scale),
+                (3, _) => quad_rows::<3, 2>(a, oys, m, c0, &w, bias, scale),
+                (_, 1) => quad_rows::<5, 1>(a, oys, m, c0, &w, bias, scale),
+                _ => quad_rows::<5, 2>(a, oys, m, c0, &w, bias, scale),
+            }
+        }
+    }
+    true
+}
+
+/// Output rows `oys` of one channel block of a `K`×`K` kernel (3 or 5) at stride `S`,
+/// quads sliding along each row (see [`quads_vnni`]). `w[q][kx]` are the weight quads,
+/// `bias` less z·Σw.
+///
+/// # Safety
+/// As [`quads_vnni`], with `c0 + popcount(m) ≤ c`.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn quad_rows<const K: usize, const S: usize>(
+    a: &DwI8Args,
+    oys: core::ops::Range<usize>,
+    m: u16,
+    c0: usize,
+    w: &[[__m512i; 5]; 2],
+    bias: __m512i,
+    scale: __m512,
+) {
+    let (idx, shuf) = quad_controls();
+    let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm512_set1_epi32(a.y_zero);
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    let wi = a.w as isize;
+    let ix0 = -(a.pad_left as isize);
+    // Quads of the second group (row 4) only for 5×5.
+    let two = K == 5;
+    for oy in oys {
+        let iy0 = (oy * S) as isize - a.pad_top as isize;
+        let mut r = [core::ptr::null(); 5];
+        for (ky, p) in r.iter_mut().enumerate().take(K) {
+            let iy = iy0 + ky as isize;
+            if iy >= 0 && iy < a.h as isize {
+                *p = a.x.add(iy as usize * a.w * a.c + c0);
+            }
+        }
+        let full = r.iter().take(K).all(|p| !p.is_null());
+        // Column `ix` as (rows 0-3 quads, row 4 quads); the zero point outside the image.
+        macro_rules! col {
+            ($ix:expr) => {{
+                let ix: isize = $ix;
+                let inside = ix >= 0 && ix < wi;
+                let off = if inside { ix as usize * a.c } else { 0 };
+                macro_rules! ld {
+                    ($p:expr) => {{
+                        let p: *const u8 = $p;
+                        if inside && (full || !p.is_null()) {
+                            _mm_maskz_loadu_epi8(m, p.add(off) as *const i8)
+                        } else {
+                            zp
+                        }
+                    }};
+                }
+                let mut rows = _mm512_zextsi128_si512(ld!(r[0]));
+                rows = _mm512_inserti32x4::<1>(rows, ld!(r[1]));
+                rows = _mm512_inserti32x4::<2>(rows, ld!(r[2]));
+                if two {
+                    rows = _mm512_inserti32x4::<3>(rows, ld!(r[3]));
+                }
+                let q1 = if two {
+                    _mm512_cvtepu8_epi32(ld!(r[4]))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                (to_quads(rows, idx, shuf), q1)
+            }};
+        }
+        let mut win = [(_mm512_setzero_si512(), _mm512_setzero_si512()); K];
+        for (j, c) in win.iter_mut().enumerate() {
+            *c = col!(ix0 + j as isize);
+        }
+        let mut y = a.y.add(oy * a.ow * a.c + c0);
+        for ox in 0..a.ow {
+            let mut acc = bias;
+            for kx in 0..K {
+                acc = _mm512_dpbusd_epi32(acc, win[kx].0, w[0][kx]);
+                if two {
+                    acc = _mm512_dpbusd_epi32(acc, win[kx].1, w[1][kx]);
+                }
+            }
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+            _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+            y = y.add(a.c);
+            if ox + 1 < a.ow {
+                let base = ix0 + ((ox + 1) * S) as isize;
+                for j in 0..K {
+                    win[j] = if j + S < K {
+                        win[j + S]
+                    } else {
+                        col!(base + j as isize)
+                    };
+                }
             }
         }
     }
