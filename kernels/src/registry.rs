@@ -160,6 +160,8 @@ pub static DW_I8: &[KernelDesc<DwI8Fn>] = &[
     #[cfg(target_arch = "x86_64")]
     desc!(x86::dw_i8_8c__avx2, Avx2, [Avx2, Fma], 1, 8),
     #[cfg(target_arch = "x86_64")]
+    desc!(x86::dw_i8_8c__avxvnni, AvxVnni, [Avx2, Fma, AvxVnni], 1, 8),
+    #[cfg(target_arch = "x86_64")]
     desc!(
         x86::dw_i8_16c__avx512,
         Avx512,

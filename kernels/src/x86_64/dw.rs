@@ -1044,3 +1044,219 @@ unsafe fn quad_rows<const K: usize, const S: usize>(
         }
     }
 }
+
+/// Depthwise int8 on AVX-VNNI (256-bit `vpdpbusd` without AVX-512): 3×3 and 5×5 kernels
+/// at stride 1 or 2 with i8 weights and at least 8 channels by kernel-row quads, 8
+/// channels per block (see [`quads_vnni`]; the last block overlaps the one before when 8
+/// does not divide the channels, those channels getting the same bytes twice); any other
+/// shape as [`dw_i8_8c__avx2`].
+///
+/// # Safety
+/// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has
+/// AVX2, FMA and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,avxvnni")]
+pub unsafe fn dw_i8_8c__avxvnni(a: &DwI8Args) {
+    let k = a.kh;
+    if a.kw != k
+        || !(k == 3 || k == 5)
+        || !(a.stride == 1 || a.stride == 2)
+        || !(0..=255).contains(&a.x_zero)
+        || a.c < 8
+        || !weights_fit_i8_avx2(a)
+    {
+        return dw_i8_8c__avx2(a);
+    }
+    let blocks = a.c.div_ceil(8);
+    let by_block = a.h * a.w * a.c <= SMALL_MAP;
+    let (outer, inner) = if by_block {
+        (blocks, 1)
+    } else {
+        (a.oh, blocks)
+    };
+    for i in 0..outer {
+        for j in 0..inner {
+            let (oys, b) = if by_block {
+                (0..a.oh, i)
+            } else {
+                (i..i + 1, j)
+            };
+            let c0 = (b * 8).min(a.c - 8);
+            match (k, a.stride) {
+                (3, 1) => quad_rows_avxvnni::<3, 1>(a, oys, c0),
+                (3, _) => quad_rows_avxvnni::<3, 2>(a, oys, c0),
+                (_, 1) => quad_rows_avxvnni::<5, 1>(a, oys, c0),
+                _ => quad_rows_avxvnni::<5, 2>(a, oys, c0),
+            }
+        }
+    }
+}
+
+/// Whether every weight fits i8 (AVX2 form of [`weights_fit_i8`]).
+///
+/// # Safety
+/// `a.weights` holds `kh·kw·c` values; AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn weights_fit_i8_avx2(a: &DwI8Args) -> bool {
+    let n = a.kh * a.kw * a.c;
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut i = 0;
+    while i + 16 <= n {
+        let w = _mm256_loadu_si256(a.weights.add(i) as *const __m256i);
+        lo = _mm256_min_epi16(lo, w);
+        hi = _mm256_max_epi16(hi, w);
+        i += 16;
+    }
+    let mut fit = _mm256_movemask_epi8(_mm256_or_si256(
+        _mm256_cmpgt_epi16(_mm256_set1_epi16(-128), lo),
+        _mm256_cmpgt_epi16(hi, _mm256_set1_epi16(127)),
+    )) == 0;
+    while i < n {
+        fit &= (-128..=127).contains(&*a.weights.add(i));
+        i += 1;
+    }
+    fit
+}
+
+/// Four 8-byte rows (`[r0, r1 | r2, r3]` as the two halves) as 8 channels' quads, dword
+/// `c` = `[r0(c), r1(c), r2(c), r3(c)]`: `vpermd` gathers each half's channels 0-3 and
+/// 4-7, `vpshufb` transposes the 4×4 bytes in each half.
+///
+/// # Safety
+/// AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn to_quads_avx2(rows: __m256i, idx: __m256i, shuf: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(rows, idx), shuf)
+}
+
+/// Output rows `oys` of the 8 channels from `c0` for a `K`×`K` kernel at stride `S` on
+/// AVX-VNNI (see [`dw_i8_8c__avxvnni`]).
+///
+/// # Safety
+/// As [`dw_i8_8c__avxvnni`], with `c0 + 8 ≤ c`.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn quad_rows_avxvnni<const K: usize, const S: usize>(
+    a: &DwI8Args,
+    oys: core::ops::Range<usize>,
+    c0: usize,
+) {
+    let idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    let shuf = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+        14, 3, 7, 11, 15,
+    );
+    let two = K == 5;
+    // The block's weights as quads per kernel column (rows 0-3, then row 4), and Σw.
+    let wt = |t: usize| {
+        let v = _mm_loadu_si128(a.weights.add(t * a.c + c0) as *const __m128i);
+        _mm_packs_epi16(v, v)
+    };
+    let mut w = [[_mm256_setzero_si256(); 5]; 2];
+    let mut sw = _mm256_setzero_si256();
+    for kx in 0..K {
+        let r01 = _mm_unpacklo_epi64(wt(kx), wt(K + kx));
+        let r23 = if two {
+            _mm_unpacklo_epi64(wt(2 * K + kx), wt(3 * K + kx))
+        } else {
+            _mm_unpacklo_epi64(wt(2 * K + kx), _mm_setzero_si128())
+        };
+        w[0][kx] = to_quads_avx2(_mm256_set_m128i(r23, r01), idx, shuf);
+        if two {
+            w[1][kx] = _mm256_cvtepi8_epi32(wt(4 * K + kx));
+        }
+        for ky in 0..K {
+            let v = _mm_loadu_si128(a.weights.add((ky * K + kx) * a.c + c0) as *const __m128i);
+            sw = _mm256_add_epi32(sw, _mm256_cvtepi16_epi32(v));
+        }
+    }
+    let mut bias = if a.bias.is_null() {
+        _mm256_setzero_si256()
+    } else {
+        _mm256_loadu_si256(a.bias.add(c0) as *const __m256i)
+    };
+    bias = _mm256_sub_epi32(bias, _mm256_mullo_epi32(sw, _mm256_set1_epi32(a.x_zero)));
+    let scale = _mm256_loadu_ps(a.scale.add(c0));
+    let lo = _mm256_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm256_set1_epi32(a.y_zero);
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    // The low byte of each i32 lane, gathered per 128-bit half, then the halves joined.
+    let pick = _mm256_setr_epi8(
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    let join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+    let wi = a.w as isize;
+    let ix0 = -(a.pad_left as isize);
+    for oy in oys {
+        let iy0 = (oy * S) as isize - a.pad_top as isize;
+        let mut r = [core::ptr::null(); 5];
+        for (ky, p) in r.iter_mut().enumerate().take(K) {
+            let iy = iy0 + ky as isize;
+            if iy >= 0 && iy < a.h as isize {
+                *p = a.x.add(iy as usize * a.w * a.c + c0);
+            }
+        }
+        let full = r.iter().take(K).all(|p| !p.is_null());
+        macro_rules! col {
+            ($ix:expr) => {{
+                let ix: isize = $ix;
+                let inside = ix >= 0 && ix < wi;
+                let off = if inside { ix as usize * a.c } else { 0 };
+                macro_rules! ld {
+                    ($p:expr) => {{
+                        let p: *const u8 = $p;
+                        if inside && (full || !p.is_null()) {
+                            _mm_loadl_epi64(p.add(off) as *const __m128i)
+                        } else {
+                            zp
+                        }
+                    }};
+                }
+                let r01 = _mm_unpacklo_epi64(ld!(r[0]), ld!(r[1]));
+                let r23 = if two {
+                    _mm_unpacklo_epi64(ld!(r[2]), ld!(r[3]))
+                } else {
+                    _mm_unpacklo_epi64(ld!(r[2]), _mm_setzero_si128())
+                };
+                let q1 = if two {
+                    _mm256_cvtepu8_epi32(ld!(r[4]))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                (to_quads_avx2(_mm256_set_m128i(r23, r01), idx, shuf), q1)
+            }};
+        }
+        let mut win = [(_mm256_setzero_si256(), _mm256_setzero_si256()); K];
+        for (j, c) in win.iter_mut().enumerate() {
+            *c = col!(ix0 + j as isize);
+        }
+        let mut y = a.y.add(oy * a.ow * a.c + c0);
+        for ox in 0..a.ow {
+            let mut acc = bias;
+            for kx in 0..K {
+                acc = _mm256_dpbusd_avx_epi32(acc, win[kx].0, w[0][kx]);
+                if two {
+                    acc = _mm256_dpbusd_avx_epi32(acc, win[kx].1, w[1][kx]);
+                }
+            }
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
+            let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(v), yz);
+            let q = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(q, pick), join);
+            _mm_storel_epi64(y as *mut __m128i, _mm256_castsi256_si128(q));
+            y = y.add(a.c);
+            if ox + 1 < a.ow {
+                let base = ix0 + ((ox + 1) * S) as isize;
+                for j in 0..K {
+                    win[j] = if j + S < K {
+                        win[j + S]
+                    } else {
+                        col!(base + j as isize)
+                    };
+                }
+            }
+        }
+    }
+}
