@@ -15,6 +15,17 @@ and `moment`) before building them in (not product methods):
   labels spread with (I - αS)⁻¹Y, then class means of the support and the unlabeled
   examples weighted by their spread labels, and the nearest mean.
 
+- Consistency under the trainer's augmentations (with `--augment K` at export, which
+  also gives the support its views): the `linear` probe, then fine-tuned with, for each
+  unlabeled example whose prediction on the original is at least τ confident, the
+  cross-entropy of its views' predictions against that prediction's class (FixMatch's
+  rule on frozen features, weight λ), or with the views' predictions pulled to the
+  original's (soft, no threshold).
+
+    edgetune eval --data bundled --ways 10 --shots 5 --episodes 5 --method linear \
+        --unlabeled 20 --augment 2 --export /tmp/export-aug
+    python3 tools/semi_probe.py /tmp/export-aug consistency
+
 Prints the mean query accuracy over the episodes for each setting.
 """
 import sys
@@ -112,6 +123,61 @@ def propagation(knn, alpha):
         return (q @ protos.T).argmax(1)
     return f
 
+
+def consistent(s, ys, u, uv, k, lam, tau, soft, steps=300, c=10.0, lr=0.01):
+    """The probe from `s`, then `steps` more with the consistency term on the views `uv`
+    (`[len(u), views, d]`)."""
+    w, b = probe(s, ys, u, k, 0, 300)
+    if lam == 0:
+        return w, b
+    n, d = s.shape
+    views = uv.shape[1]
+    flat = uv.reshape(-1, d)
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    y = np.eye(k)[ys]
+    for t in range(1, steps + 1):
+        gz = (softmax(s @ w + b) - y) / n
+        g = [s.T @ gz + w / (c * n), gz.sum(0)]
+        pu = softmax(u @ w + b)
+        pv = softmax(flat @ w + b)
+        if soft:
+            target = np.repeat(pu, views, axis=0)
+            keep = np.ones(len(flat))
+        else:
+            target = np.repeat(np.eye(k)[pu.argmax(1)], views, axis=0)
+            keep = np.repeat(pu.max(1) >= tau, views).astype(float)
+        gv = (pv - target) * keep[:, None] * lam / len(flat)
+        g[0] += flat.T @ gv
+        g[1] += gv.sum(0)
+        for i, p in enumerate((w, b)):
+            m[i] = 0.9 * m[i] + 0.1 * g[i]
+            v[i] = 0.999 * v[i] + 0.001 * g[i] ** 2
+            p -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+    return w, b
+
+
+if sys.argv[2:] == ["consistency"]:
+    # The support with its views (as edgetune trains with --augment), or its originals only.
+    for originals in [False, True]:
+        for lam, tau, soft in [(0, 0, False), (0.1, 0.5, False), (0.3, 0.5, False),
+                               (1, 0.5, False), (1, 0.8, False), (3, 0.8, False),
+                               (0.1, 0, True), (1, 0, True), (3, 0, True)]:
+            acc = []
+            for e in range(EPISODES):
+                s, u, q = load(e, "support"), load(e, "unlabeled"), load(e, "query")
+                uv = load(e, "unlabeled_views")
+                ys, yq = labels(e, "support"), labels(e, "query")
+                s, u, q, uv = unit(s), unit(u), unit(q), unit(uv)
+                uv = uv.reshape(len(u), -1, uv.shape[-1])
+                if originals:
+                    s, ys = s[:: uv.shape[1] + 1], ys[:: uv.shape[1] + 1]
+                w, b = consistent(s, ys, u, uv, ys.max() + 1, lam, tau, soft)
+                acc.append(((q @ w + b).argmax(1) == yq).mean())
+            rule = "soft" if soft else f"tau = {tau}"
+            sup = "support originals" if originals else "support and views"
+            print(f"linear ({sup}), consistency weight {lam}, {rule}: {np.mean(acc):.3f}")
+    sys.exit()
 
 for lam in [0, 0.1, 0.3, 1.0, 3.0]:
     print(f"linear, entropy weight {lam}: {episodes(entropy(lam)):.3f}")

@@ -60,3 +60,83 @@ fn soft_kmeans_and_self_training_match_the_reference() {
         );
     }
 }
+
+/// The `shape` of an .npy file's header.
+fn npy_shape(path: &std::path::Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned();
+    let at = head.find("'shape': (").unwrap() + 10;
+    let end = head[at..].find(')').unwrap();
+    head[at..at + end]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// `eval --export` with `--augment` writes the unlabeled examples' views beside them
+/// (what tools/semi_probe.py's consistency rule reads): one row per view, and a mirrored
+/// view's taps differ from its original's.
+#[test]
+fn export_writes_the_unlabeled_views() {
+    let dir = std::env::temp_dir().join(format!("edgetune-views-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = Command::new(BIN)
+        .args([
+            "eval",
+            "--data",
+            "bundled",
+            "--ways",
+            "3",
+            "--shots",
+            "2",
+            "--episodes",
+            "1",
+            "--method",
+            "ncm",
+            "--unlabeled",
+            "2",
+            "--augment",
+            "1",
+            "--export",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let u = npy_shape(&dir.join("e0_unlabeled_t0.npy"));
+    let v = npy_shape(&dir.join("e0_unlabeled_views_t0.npy"));
+    assert_eq!(u[0], 3 * 2, "unlabeled rows {u:?}");
+    assert_eq!(v, u, "one view each: {v:?} against {u:?}");
+    let (a, b) = (
+        std::fs::read(dir.join("e0_unlabeled_t0.npy")).unwrap(),
+        std::fs::read(dir.join("e0_unlabeled_views_t0.npy")).unwrap(),
+    );
+    assert_ne!(a, b, "the views' taps equal the originals'");
+    // Without --augment there are no views to write.
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = Command::new(BIN)
+        .args([
+            "eval",
+            "--data",
+            "bundled",
+            "--ways",
+            "3",
+            "--shots",
+            "2",
+            "--episodes",
+            "1",
+            "--method",
+            "ncm",
+            "--unlabeled",
+            "2",
+            "--export",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.join("e0_unlabeled_t0.npy").exists());
+    assert!(!dir.join("e0_unlabeled_views_t0.npy").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -225,6 +225,12 @@ pub fn episodes(
         )?;
         let (mut sup, mut query, mut groups) = (vec![], vec![], vec![]);
         let unl: Vec<usize> = d.unlabeled.iter().map(|&i| rows_of[i][0]).collect();
+        // The unlabeled examples' augmented views, each example's in turn (exported only).
+        let unl_views: Vec<usize> = d
+            .unlabeled
+            .iter()
+            .flat_map(|&i| rows_of[i][1..].iter().copied())
+            .collect();
         for (j, &(i, w)) in d.support.iter().enumerate() {
             if folds > 0 {
                 // Selection: the held-out shot is the only "query"; the real query set
@@ -252,7 +258,8 @@ pub fn episodes(
         }
         let idx: Vec<usize> = (0..ep.len()).collect();
         if let Some(dir) = export {
-            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, &query, &unl, e)?;
+            let rows = (&query[..], &unl[..], &unl_views[..]);
+            export_episode(dir, plan, opts, kinds, &all, &ep, &cache, rows, e)?;
         }
         for m in res.iter_mut() {
             if let (Some(cfg), Some(choices)) = (auto, m.auto.as_mut()) {
@@ -477,7 +484,9 @@ pub fn draw(
 }
 
 /// Writes episode `e`'s support, query and unlabeled taps
-/// (`e{e}_{support|query|unlabeled}_t{j}.npy`, tap `j` of `taps.txt`) and labels, and once the frozen tail of each tail method's cut.
+/// (`e{e}_{support|query|unlabeled}_t{j}.npy`, tap `j` of `taps.txt`), the unlabeled
+/// examples' augmented views with `--augment` (`e{e}_unlabeled_views_t{j}.npy`, each
+/// example's views in turn) and labels, and once the frozen tail of each tail method's cut.
 #[allow(clippy::too_many_arguments)]
 fn export_episode(
     dir: &Path,
@@ -487,8 +496,7 @@ fn export_episode(
     names: &[String],
     ep: &TapCache,
     cache: &TapCache,
-    query: &[(usize, usize)],
-    unl: &[usize],
+    (query, unl, unl_views): (&[(usize, usize)], &[usize], &[usize]),
     e: u64,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|x| io_err(dir, x))?;
@@ -500,8 +508,9 @@ fn export_episode(
             ("support", ep, (0..ep.len()).collect::<Vec<_>>()),
             ("query", cache, query.iter().map(|q| q.0).collect()),
             ("unlabeled", cache, unl.to_vec()),
+            ("unlabeled_views", cache, unl_views.to_vec()),
         ] {
-            if part == "unlabeled" && rows.is_empty() {
+            if part.starts_with("unlabeled") && rows.is_empty() {
                 continue;
             }
             let mut v = vec![0.0; rows.len() * t.len()];

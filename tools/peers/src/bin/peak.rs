@@ -91,7 +91,7 @@ mod x86 {
         }
     }
 
-    /// 10 independent 512-bit `vpdpbusd` (`DP` = "vpdpbusd") or `vpdpwssd` per iteration.
+    /// 10 independent 512-bit `vpdpbusd`, `vpdpwssd` or `vfmadd231ps` per iteration.
     macro_rules! vnni_loop {
         ($name:ident, $ins:literal) => {
             #[target_feature(enable = "avx512f,avx512vnni")]
@@ -121,6 +121,7 @@ mod x86 {
         };
     }
     vnni_loop!(dpbusd_loop, "vpdpbusd");
+    vnni_loop!(fma512_loop, "vfmadd231ps");
     vnni_loop!(dpwssd_loop, "vpdpwssd");
 
     fn rate(ops_per_iter: u64, f: impl Fn(u64)) -> f64 {
@@ -160,6 +161,11 @@ mod x86 {
                 // SAFETY: as above.
                 unsafe { dpwssd_loop(n) }
             });
+            let f = rate(320, |n| {
+                // SAFETY: as above (AVX-512F).
+                unsafe { fma512_loop(n) }
+            });
+            println!("peak f32 AVX-512 (vfmadd231ps zmm, 10 independent): {f:.1} GFLOP/s");
             println!("peak int8 AVX-512 VNNI (vpdpbusd zmm, u8 x i8 quads): {q:.1} GOP/s");
             println!("peak int16 AVX-512 VNNI (vpdpwssd zmm, i16 pairs): {p:.1} GOP/s");
         }
