@@ -262,13 +262,18 @@ fn dst_len(y: &I8Dst) -> usize {
     }
 }
 
-/// Copies `src[..n]` to `dst[..n]`, writing no element past `n`. Runs of 4 to 32 bytes
+/// Copies `src[..n]` to `dst[..n]`, writing no element past `n`. With `std` (not the
+/// firmware, which counts its code bytes and whose maps are small), runs of 4 to 32 bytes
 /// (the 9 bytes of a 3-channel stem's kernel row, the 36 of its float form) move as two
 /// overlapping unaligned loads and stores of a power-of-two width; a `memmove` call per
 /// short run cost more than the copy.
 #[inline(always)]
 fn copy_run<T: Copy>(src: &[T], dst: &mut [T], n: usize) {
     let (src, dst) = (&src[..n], &mut dst[..n]);
+    if !cfg!(feature = "std") {
+        dst.copy_from_slice(src);
+        return;
+    }
     let bytes = core::mem::size_of_val(src);
     let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
     // SAFETY: both slices hold exactly `bytes` bytes (bounds-checked above); each pair
@@ -325,7 +330,7 @@ fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
                 let ix = ox * g.stride_w - g.pad_left;
                 copy_run(&src[ix * g.ic..], &mut rows[ox * kdim + ky * run..], run);
             }
-            for ox in (0..inside.start).chain(inside.end..ow) {
+            for ox in (0..ow).filter(|ox| !inside.contains(ox)) {
                 for kx in 0..g.kw {
                     let dst = &mut rows[ox * kdim + (ky * g.kw + kx) * g.ic..][..g.ic];
                     match g.src(oy, ox, ky, kx) {

@@ -74,13 +74,10 @@ fn npy_shape(path: &std::path::Path) -> Vec<usize> {
         .collect()
 }
 
-/// `eval --export` with `--augment` writes the unlabeled examples' views beside them
-/// (what tools/semi_probe.py's consistency rule reads): one row per view, and a mirrored
-/// view's taps differ from its original's.
-#[test]
-fn export_writes_the_unlabeled_views() {
-    let dir = std::env::temp_dir().join(format!("edgetune-views-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// `eval --export DIR` of one 3-way 2-shot episode with 2 unlabeled examples per class,
+/// and `extra` arguments.
+fn export_episode(dir: &std::path::Path, extra: &[&str]) {
+    let _ = std::fs::remove_dir_all(dir);
     let o = Command::new(BIN)
         .args([
             "eval",
@@ -96,14 +93,22 @@ fn export_writes_the_unlabeled_views() {
             "ncm",
             "--unlabeled",
             "2",
-            "--augment",
-            "1",
             "--export",
         ])
-        .arg(&dir)
+        .arg(dir)
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `eval --export` with `--augment` writes the unlabeled examples' views beside them
+/// (what tools/semi_probe.py's consistency rule reads): one row per view, and a mirrored
+/// view's taps differ from its original's.
+#[test]
+fn export_writes_the_unlabeled_views() {
+    let dir = std::env::temp_dir().join(format!("edgetune-views-{}", std::process::id()));
+    export_episode(&dir, &["--augment", "1"]);
     let u = npy_shape(&dir.join("e0_unlabeled_t0.npy"));
     let v = npy_shape(&dir.join("e0_unlabeled_views_t0.npy"));
     assert_eq!(u[0], 3 * 2, "unlabeled rows {u:?}");
@@ -114,28 +119,7 @@ fn export_writes_the_unlabeled_views() {
     );
     assert_ne!(a, b, "the views' taps equal the originals'");
     // Without --augment there are no views to write.
-    let _ = std::fs::remove_dir_all(&dir);
-    let o = Command::new(BIN)
-        .args([
-            "eval",
-            "--data",
-            "bundled",
-            "--ways",
-            "3",
-            "--shots",
-            "2",
-            "--episodes",
-            "1",
-            "--method",
-            "ncm",
-            "--unlabeled",
-            "2",
-            "--export",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    export_episode(&dir, &[]);
     assert!(dir.join("e0_unlabeled_t0.npy").exists());
     assert!(!dir.join("e0_unlabeled_views_t0.npy").exists());
     let _ = std::fs::remove_dir_all(&dir);

@@ -69,6 +69,27 @@ unsafe fn store_q(
     _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
 }
 
+/// The input rows under output row `oy`'s first `kh` kernel rows at `stride`, from
+/// channel `c0` (null outside the image, and past `kh`), and whether all `kh` are inside.
+#[inline(always)]
+fn kernel_rows<const N: usize>(
+    a: &DwI8Args,
+    oy: usize,
+    stride: usize,
+    kh: usize,
+    c0: usize,
+) -> ([*const u8; N], bool) {
+    let iy0 = (oy * stride) as isize - a.pad_top as isize;
+    let mut r = [core::ptr::null(); N];
+    for (ky, p) in r.iter_mut().enumerate().take(kh) {
+        let iy = iy0 + ky as isize;
+        if iy >= 0 && iy < a.h as isize {
+            *p = a.x.wrapping_add(iy as usize * a.w * a.c + c0);
+        }
+    }
+    (r, r.iter().take(kh).all(|p| !p.is_null()))
+}
+
 /// The widened column `ix` of a 3×3 kernel's rows `r` (null outside the image) when it
 /// or one of the rows lies outside the image: the zero point there (see `slide3`).
 ///
@@ -145,15 +166,7 @@ macro_rules! dw_rows {
                 let wi = a.w as isize;
                 let ix0 = -(a.pad_left as isize);
                 for oy in oys {
-                    let iy0 = (oy * S) as isize - a.pad_top as isize;
-                    let mut r = [core::ptr::null(); 3];
-                    for (ky, p) in r.iter_mut().enumerate() {
-                        let iy = iy0 + ky as isize;
-                        if iy >= 0 && iy < a.h as isize {
-                            *p = a.x.add(iy as usize * a.w * a.c + c0);
-                        }
-                    }
-                    let full = r.iter().all(|p| !p.is_null());
+                    let (r, full) = kernel_rows::<3>(a, oy, S, 3, c0);
                     // The widened column `ix`: ([x(0, c), x(1, c)], x(2, c)) as i16
                     // pairs in channel c's lane.
                     macro_rules! col {
@@ -226,15 +239,8 @@ macro_rules! dw_rows {
                 let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
                 let yz = _mm512_set1_epi32(a.y_zero);
                 let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
-                let iy0 = (oy * a.stride) as isize - a.pad_top as isize;
                 // Each kernel row's input row, or null outside the image.
-                let mut rows = [core::ptr::null(); 2 * RPAIRS];
-                for (ky, p) in rows.iter_mut().enumerate().take(a.kh) {
-                    let iy = iy0 + ky as isize;
-                    if iy >= 0 && iy < a.h as isize {
-                        *p = a.x.add(iy as usize * a.w * a.c + c0);
-                    }
-                }
+                let (rows, _) = kernel_rows::<{ 2 * RPAIRS }>(a, oy, a.stride, a.kh, c0);
                 let mut ox0 = 0;
                 while ox0 < a.ow {
                     let n = (a.ow - ox0).min(CHUNK);
@@ -672,16 +678,7 @@ unsafe fn slide3_avx2<const S: usize>(a: &DwI8Args) {
                 (w, bias, scale) = prep(c0);
                 loaded = b;
             }
-            let iy0 = (oy * S) as isize - a.pad_top as isize;
-            let rows: [*const u8; 3] = core::array::from_fn(|ky| {
-                let iy = iy0 + ky as isize;
-                if iy >= 0 && iy < a.h as isize {
-                    a.x.add(iy as usize * a.w * a.c + c0)
-                } else {
-                    core::ptr::null()
-                }
-            });
-            let full = rows.iter().all(|r| !r.is_null());
+            let (rows, full) = kernel_rows::<3>(a, oy, S, 3, c0);
             let col = |ix: isize| -> [__m256i; 2] {
                 let inside = ix >= 0 && ix < a.w as isize;
                 let off = if inside { ix as usize * a.c } else { 0 };
@@ -974,15 +971,7 @@ unsafe fn quad_rows<const K: usize, const S: usize>(
     // Quads of the second group (row 4) only for 5×5.
     let two = K == 5;
     for oy in oys {
-        let iy0 = (oy * S) as isize - a.pad_top as isize;
-        let mut r = [core::ptr::null(); 5];
-        for (ky, p) in r.iter_mut().enumerate().take(K) {
-            let iy = iy0 + ky as isize;
-            if iy >= 0 && iy < a.h as isize {
-                *p = a.x.add(iy as usize * a.w * a.c + c0);
-            }
-        }
-        let full = r.iter().take(K).all(|p| !p.is_null());
+        let (r, full) = kernel_rows::<5>(a, oy, S, K, c0);
         // Column `ix` as (rows 0-3 quads, row 4 quads); the zero point outside the image.
         macro_rules! col {
             ($ix:expr) => {{
@@ -1190,15 +1179,7 @@ unsafe fn quad_rows_avxvnni<const K: usize, const S: usize>(
     let wi = a.w as isize;
     let ix0 = -(a.pad_left as isize);
     for oy in oys {
-        let iy0 = (oy * S) as isize - a.pad_top as isize;
-        let mut r = [core::ptr::null(); 5];
-        for (ky, p) in r.iter_mut().enumerate().take(K) {
-            let iy = iy0 + ky as isize;
-            if iy >= 0 && iy < a.h as isize {
-                *p = a.x.add(iy as usize * a.w * a.c + c0);
-            }
-        }
-        let full = r.iter().take(K).all(|p| !p.is_null());
+        let (r, full) = kernel_rows::<5>(a, oy, S, K, c0);
         macro_rules! col {
             ($ix:expr) => {{
                 let ix: isize = $ix;
