@@ -482,27 +482,84 @@ pub(crate) mod g {
                 (a, b)
             }
         });
+        // The inside columns go P, then 3, at a time up to `xr`; the pixels left (the
+        // edges and the inside remainder) one at a time, four channel blocks at once,
+        // so four independent sums hide the add's latency where one pixel's chain of
+        // taps would wait on it (a 9×9 map with a 5×5 kernel has 5 inside columns).
+        let inner = xb.saturating_sub(xa);
+        let xr = xa + inner / P * P + inner % P / 3 * 3;
+        let blocks = c.div_ceil(V::N);
         let yp = y.as_mut_ptr();
         for oy in 0..g.oh() {
             let rows = taps(oy, g.stride_h, g.dil_h, g.pad_top, g.h, g.kh);
-            for b in 0..c.div_ceil(V::N) {
+            for b in 0..blocks {
                 let c0 = (b * V::N).min(c - V::N);
                 let at = Px { oy, c0, rows };
-                let mut ox = 0;
-                while ox < ow {
-                    if ox >= xa && ox + P <= xb {
-                        sums::<V, P>(g, x, w, bias, yp, &at, ox, (0, g.kw));
-                        ox += P;
-                    } else if ox >= xa && ox + 3 <= xb {
-                        sums::<V, 3>(g, x, w, bias, yp, &at, ox, (0, g.kw));
-                        ox += 3;
-                    } else {
-                        let cols = taps(ox, g.stride_w, g.dil_w, g.pad_left, g.w, g.kw);
-                        sums::<V, 1>(g, x, w, bias, yp, &at, ox, cols);
-                        ox += 1;
-                    }
+                let mut ox = xa;
+                while ox + P <= xr {
+                    sums::<V, P>(g, x, w, bias, yp, &at, ox, (0, g.kw));
+                    ox += P;
+                }
+                while ox + 3 <= xr {
+                    sums::<V, 3>(g, x, w, bias, yp, &at, ox, (0, g.kw));
+                    ox += 3;
                 }
             }
+            for ox in (0..ow).filter(|&ox| ox < xa || ox >= xr) {
+                let cols = taps(ox, g.stride_w, g.dil_w, g.pad_left, g.w, g.kw);
+                let mut b = 0;
+                while b + 4 <= blocks {
+                    pixel_blocks::<V, 4>(g, x, w, bias, yp, (oy, ox, b), rows, cols);
+                    b += 4;
+                }
+                while b < blocks {
+                    pixel_blocks::<V, 1>(g, x, w, bias, yp, (oy, ox, b), rows, cols);
+                    b += 1;
+                }
+            }
+        }
+    }
+
+    /// One pixel (oy, ox) of the channel blocks `b..b + B` (each `V::N` wide, the last
+    /// ending at channel `c` as in [`depthwise_f32`]) over the kernel rows `rows` and
+    /// columns `cols`: each sum the bias, then `+ w·x` per tap in order.
+    /// # Safety
+    /// As [`depthwise_f32`], `c >= V::N`, `b + B` blocks at most.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pixel_blocks<V: Lanes, const B: usize>(
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        yp: *mut f32,
+        (oy, ox, b): (usize, usize, usize),
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) {
+        let c = g.ic;
+        let mut c0 = [0usize; B];
+        let mut acc = [V::splat(0.0); B];
+        for i in 0..B {
+            c0[i] = ((b + i) * V::N).min(c - V::N);
+            if !bias.is_empty() {
+                acc[i] = V::load(bias.as_ptr().add(c0[i]));
+            }
+        }
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        for ky in rows.0..rows.1 {
+            let iy = oy * g.stride_h + ky * g.dil_h - g.pad_top;
+            for kx in cols.0..cols.1 {
+                let ix = ox * g.stride_w + kx * g.dil_w - g.pad_left;
+                let px = xp.add((iy * g.w + ix) * c);
+                let pw = wp.add((ky * g.kw + kx) * c);
+                for i in 0..B {
+                    acc[i] = acc[i].add(V::load(pw.add(c0[i])).mul(V::load(px.add(c0[i]))));
+                }
+            }
+        }
+        for i in 0..B {
+            acc[i].store(yp.add((oy * g.ow() + ox) * c + c0[i]));
         }
     }
 

@@ -527,8 +527,11 @@ fn transpose_matches_the_reference_on_every_tier() {
 #[test]
 fn depthwise_f32_matches_the_reference_on_every_tier() {
     type Case = (usize, usize, usize, usize, usize, usize, [usize; 4], bool);
-    let cases: [Case; 13] = [
+    let cases: [Case; 14] = [
         (13, 29, 24, 3, 1, 1, [1, 1, 1, 1], true),
+        // A small map, most pixels one at a time: channel blocks four at once, then the
+        // rest, the last block overlapping the one before.
+        (9, 9, 70, 5, 1, 1, [2, 2, 2, 2], true),
         (17, 17, 40, 5, 1, 1, [2, 2, 2, 2], false),
         (12, 31, 16, 3, 2, 1, [0, 1, 1, 0], true),
         (10, 40, 7, 3, 1, 1, [1, 1, 1, 1], true),
