@@ -2307,8 +2307,60 @@ fn pool_f32(
     let (oh, ow) = (g.oh(), g.ow());
     shape_need("PoolF32", checked(&[g.ic, g.h, g.w])?, x.len())?;
     shape_need("PoolF32", checked(&[g.ic, oh, ow])?, y.len())?;
-    pool_planes_wide(kern, g, x, max, count_pad, y);
+    let unit = g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1;
+    if max && unit && g.kh * g.kw > 4 && cfg!(feature = "std") {
+        max_planes_separable_wide(kern, g, x, y);
+    } else {
+        pool_planes_wide(kern, g, x, max, count_pad, y);
+    }
     Ok(())
+}
+
+widened!(max_planes_separable_wide(g: &ConvGeom, x: &[f32], y: &mut [f32]) => max_planes_separable);
+
+/// Max pooling of `g.ic` planes at stride 1 without dilation, separably: each input row's
+/// maximum over the kernel's columns first, then the maximum of those over its rows for
+/// a whole plane in one pass per kernel row (kw + kh steps per output rather than kw·kh;
+/// SPPF's 5×5 pools on a 10×10 map took 0.13 ms each tap by tap). The maximum of the
+/// same values whatever their order; positions outside the image are skipped, an output
+/// with none inside is -inf, as in [`pool_planes`].
+#[inline(always)]
+fn max_planes_separable(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut h = vec![f32::NEG_INFINITY; g.h * ow];
+    for p in 0..g.ic {
+        let plane = &x[p * g.h * g.w..][..g.h * g.w];
+        for iy in 0..g.h {
+            let src = &plane[iy * g.w..][..g.w];
+            let row = &mut h[iy * ow..][..ow];
+            row.fill(f32::NEG_INFINITY);
+            for kx in 0..g.kw {
+                // Outputs `a..b` read this column: pad ≤ ox + kx < w + pad.
+                let a = g.pad_left.saturating_sub(kx).min(ow);
+                let b = (g.w + g.pad_left).saturating_sub(kx).clamp(a, ow);
+                let Some(first) = (a + kx).checked_sub(g.pad_left) else {
+                    continue;
+                };
+                let src = src.get(first..).unwrap_or(&[]);
+                for (o, &v) in row[a..b].iter_mut().zip(src) {
+                    *o = o.max(v);
+                }
+            }
+        }
+        let out = &mut y[p * oh * ow..][..oh * ow];
+        out.fill(f32::NEG_INFINITY);
+        for ky in 0..g.kh {
+            let a = g.pad_top.saturating_sub(ky).min(oh);
+            let b = (g.h + g.pad_top).saturating_sub(ky).clamp(a, oh);
+            let Some(first) = (a + ky).checked_sub(g.pad_top) else {
+                continue;
+            };
+            let src = h.get(first * ow..).unwrap_or(&[]);
+            for (o, &v) in out[a * ow..b * ow].iter_mut().zip(src) {
+                *o = o.max(v);
+            }
+        }
+    }
 }
 
 widened!(pool_planes_wide(g: &ConvGeom, x: &[f32], max: bool, count_pad: bool, y: &mut [f32]) => pool_planes);
