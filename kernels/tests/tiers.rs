@@ -468,6 +468,8 @@ fn depthwise_edges() {
         (96, 96, 64, 3, 1, 1),
         (60, 90, 100, 5, 2, 2),
         (70, 70, 50, 3, 2, 1),
+        // Beyond L2 with an odd number of rows (3×3 stride-1 rows go in pairs).
+        (95, 70, 48, 3, 1, 1),
         // No padding (every column inside the image), and channels not a multiple of 16.
         (8, 8, 20, 3, 2, 0),
         (9, 11, 33, 5, 1, 0),

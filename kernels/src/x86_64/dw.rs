@@ -888,17 +888,19 @@ unsafe fn quads_vnni(a: &DwI8Args) -> bool {
     let xz32 = _mm512_set1_epi32(a.x_zero);
     let blocks = a.c.div_ceil(16);
     let by_block = a.h * a.w * a.c <= SMALL_MAP;
+    // Rows outermost: two at a time for the 3×3 at stride 1, which takes them in pairs.
+    let step = if (k, a.stride) == (3, 1) { 2 } else { 1 };
     let (outer, inner) = if by_block {
         (blocks, 1)
     } else {
-        (a.oh, blocks)
+        (a.oh.div_ceil(step), blocks)
     };
     for i in 0..outer {
         for j in 0..inner {
             let (oys, b) = if by_block {
                 (0..a.oh, i)
             } else {
-                (i..i + 1, j)
+                (i * step..(i * step + step).min(a.oh), j)
             };
             let c0 = b * 16;
             let nc = (a.c - c0).min(16);
@@ -933,7 +935,7 @@ unsafe fn quads_vnni(a: &DwI8Args) -> bool {
             let (mut bias, scale) = bias_scale(a, m, c0);
             bias = _mm512_sub_epi32(bias, _mm512_mullo_epi32(sw, xz32));
             match (k, a.stride) {
-                (3, 1) => quad_rows::<3, 1>(a, oys, m, c0, &w, bias, scale),
+                (3, 1) => quad_row_pairs3(a, oys, m, c0, &w, bias, scale),
                 (3, _) => quad_rows::<3, 2>(a, oys, m, c0, &w, bias, scale),
                 (_, 1) => quad_rows::<5, 1>(a, oys, m, c0, &w, bias, scale),
                 _ => quad_rows::<5, 2>(a, oys, m, c0, &w, bias, scale),
@@ -941,6 +943,98 @@ unsafe fn quads_vnni(a: &DwI8Args) -> bool {
         }
     }
     true
+}
+
+/// Output rows `oys` of one channel block of a 3×3 kernel at stride 1, two rows at a
+/// time: output rows `oy` and `oy + 1` read input rows 0-3 under them, one quad per
+/// column serving both, with weights `[w0, w1, w2, 0]` for the first and the same
+/// shifted a byte up, `[0, w0, w1, w2]`, for the second (see [`quad_rows`]; an odd last
+/// row goes through it).
+///
+/// # Safety
+/// As [`quad_rows`].
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn quad_row_pairs3(
+    a: &DwI8Args,
+    oys: core::ops::Range<usize>,
+    m: u16,
+    c0: usize,
+    w: &[[__m512i; 5]; 2],
+    bias: __m512i,
+    scale: __m512,
+) {
+    let (idx, shuf) = quad_controls();
+    let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm512_set1_epi32(a.y_zero);
+    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+    let wi = a.w as isize;
+    let ix0 = -(a.pad_left as isize);
+    let wa = [w[0][0], w[0][1], w[0][2]];
+    let wb = [
+        _mm512_slli_epi32::<8>(wa[0]),
+        _mm512_slli_epi32::<8>(wa[1]),
+        _mm512_slli_epi32::<8>(wa[2]),
+    ];
+    let mut oy = oys.start;
+    while oy + 2 <= oys.end {
+        let (r, full) = kernel_rows::<4>(a, oy, 1, 4, c0);
+        macro_rules! col {
+            ($ix:expr) => {{
+                let ix: isize = $ix;
+                let inside = ix >= 0 && ix < wi;
+                let off = if inside { ix as usize * a.c } else { 0 };
+                macro_rules! ld {
+                    ($p:expr) => {{
+                        let p: *const u8 = $p;
+                        if inside && (full || !p.is_null()) {
+                            _mm_maskz_loadu_epi8(m, p.add(off) as *const i8)
+                        } else {
+                            zp
+                        }
+                    }};
+                }
+                let mut rows = _mm512_zextsi128_si512(ld!(r[0]));
+                rows = _mm512_inserti32x4::<1>(rows, ld!(r[1]));
+                rows = _mm512_inserti32x4::<2>(rows, ld!(r[2]));
+                rows = _mm512_inserti32x4::<3>(rows, ld!(r[3]));
+                to_quads(rows, idx, shuf)
+            }};
+        }
+        macro_rules! store {
+            ($acc:expr, $y:expr) => {{
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps($acc), scale);
+                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
+                _mm_mask_storeu_epi8($y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+            }};
+        }
+        let (mut q0, mut q1, mut q2) = (col!(ix0), col!(ix0 + 1), col!(ix0 + 2));
+        let mut ya = a.y.add(oy * a.ow * a.c + c0);
+        let mut yb = ya.add(a.ow * a.c);
+        for ox in 0..a.ow {
+            let mut acc_a = _mm512_dpbusd_epi32(bias, q0, wa[0]);
+            let mut acc_b = _mm512_dpbusd_epi32(bias, q0, wb[0]);
+            acc_a = _mm512_dpbusd_epi32(acc_a, q1, wa[1]);
+            acc_b = _mm512_dpbusd_epi32(acc_b, q1, wb[1]);
+            acc_a = _mm512_dpbusd_epi32(acc_a, q2, wa[2]);
+            acc_b = _mm512_dpbusd_epi32(acc_b, q2, wb[2]);
+            store!(acc_a, ya);
+            store!(acc_b, yb);
+            ya = ya.add(a.c);
+            yb = yb.add(a.c);
+            if ox + 1 < a.ow {
+                (q0, q1) = (q1, q2);
+                q2 = col!(ix0 + ox as isize + 3);
+            }
+        }
+        oy += 2;
+    }
+    if oy < oys.end {
+        quad_rows::<3, 1>(a, oy..oys.end, m, c0, w, bias, scale);
+    }
 }
 
 /// Output rows `oys` of one channel block of a `K`×`K` kernel (3 or 5) at stride `S`,
