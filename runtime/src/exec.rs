@@ -2327,7 +2327,7 @@ widened!(max_planes_separable_wide(g: &ConvGeom, x: &[f32], y: &mut [f32]) => ma
 #[inline(always)]
 fn max_planes_separable(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
-    let mut h = vec![f32::NEG_INFINITY; g.h * ow];
+    let mut h = alloc::vec![f32::NEG_INFINITY; g.h * ow];
     for p in 0..g.ic {
         let plane = &x[p * g.h * g.w..][..g.h * g.w];
         for iy in 0..g.h {
