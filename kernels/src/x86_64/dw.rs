@@ -945,6 +945,54 @@ unsafe fn quads_vnni(a: &DwI8Args) -> bool {
     true
 }
 
+/// The reference's epilogue on 16 sums that already hold the bias (scale, clamp to
+/// `[$lo, $hi]`, round half to even, zero point), stored as the low bytes under `$m`.
+/// A macro, not a function, so it lands in each kernel's own loop whatever LLVM's inlining.
+macro_rules! requant_store {
+    ($y:expr, $m:expr, $acc:expr, $scale:expr, ($lo:expr, $hi:expr, $yz:expr)) => {{
+        let v = _mm512_mul_ps(_mm512_cvtepi32_ps($acc), $scale);
+        let v = _mm512_min_ps(_mm512_max_ps(v, $lo), $hi);
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), $yz);
+        _mm_mask_storeu_epi8($y as *mut i8, $m, _mm512_cvtepi32_epi8(q));
+    }};
+}
+
+/// Column `$ix` of the input rows `$r` (null outside the image; `$full` when all the
+/// kernel's rows are inside) for 16 channels under `$m` as quads: rows 0-2, and row 3
+/// when `$four` ([`to_quads`]), then row 4 alone in each dword's low byte when `$five`
+/// (zeros otherwise); the zero point outside the image. A macro for the reason above.
+macro_rules! quad_col {
+    ($a:expr, $r:expr, $full:expr, $m:expr, $ix:expr, $four:expr, $five:expr, ($idx:expr, $shuf:expr)) => {{
+        let a: &DwI8Args = $a;
+        let ix: isize = $ix;
+        let inside = ix >= 0 && ix < a.w as isize;
+        let off = if inside { ix as usize * a.c } else { 0 };
+        let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
+        macro_rules! ld {
+            ($p:expr) => {{
+                let p: *const u8 = $p;
+                if inside && ($full || !p.is_null()) {
+                    _mm_maskz_loadu_epi8($m, p.add(off) as *const i8)
+                } else {
+                    zp
+                }
+            }};
+        }
+        let mut rows = _mm512_zextsi128_si512(ld!($r[0]));
+        rows = _mm512_inserti32x4::<1>(rows, ld!($r[1]));
+        rows = _mm512_inserti32x4::<2>(rows, ld!($r[2]));
+        if $four {
+            rows = _mm512_inserti32x4::<3>(rows, ld!($r[3]));
+        }
+        let q1 = if $five {
+            _mm512_cvtepu8_epi32(ld!($r[4]))
+        } else {
+            _mm512_setzero_si512()
+        };
+        (to_quads(rows, $idx, $shuf), q1)
+    }};
+}
+
 /// Output rows `oys` of one channel block of a 3×3 kernel at stride 1, two rows at a
 /// time: output rows `oy` and `oy + 1` read input rows 0-3 under them, one quad per
 /// column serving both, with weights `[w0, w1, w2, 0]` for the first and the same
@@ -969,8 +1017,6 @@ unsafe fn quad_row_pairs3(
     let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
     let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
     let yz = _mm512_set1_epi32(a.y_zero);
-    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
-    let wi = a.w as isize;
     let ix0 = -(a.pad_left as isize);
     let wa = [w[0][0], w[0][1], w[0][2]];
     let wb = [
@@ -980,36 +1026,11 @@ unsafe fn quad_row_pairs3(
     ];
     let mut oy = oys.start;
     while oy + 2 <= oys.end {
-        let (r, full) = kernel_rows::<4>(a, oy, 1, 4, c0);
+        let (r, full) = kernel_rows::<5>(a, oy, 1, 4, c0);
         macro_rules! col {
-            ($ix:expr) => {{
-                let ix: isize = $ix;
-                let inside = ix >= 0 && ix < wi;
-                let off = if inside { ix as usize * a.c } else { 0 };
-                macro_rules! ld {
-                    ($p:expr) => {{
-                        let p: *const u8 = $p;
-                        if inside && (full || !p.is_null()) {
-                            _mm_maskz_loadu_epi8(m, p.add(off) as *const i8)
-                        } else {
-                            zp
-                        }
-                    }};
-                }
-                let mut rows = _mm512_zextsi128_si512(ld!(r[0]));
-                rows = _mm512_inserti32x4::<1>(rows, ld!(r[1]));
-                rows = _mm512_inserti32x4::<2>(rows, ld!(r[2]));
-                rows = _mm512_inserti32x4::<3>(rows, ld!(r[3]));
-                to_quads(rows, idx, shuf)
-            }};
-        }
-        macro_rules! store {
-            ($acc:expr, $y:expr) => {{
-                let v = _mm512_mul_ps(_mm512_cvtepi32_ps($acc), scale);
-                let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-                _mm_mask_storeu_epi8($y as *mut i8, m, _mm512_cvtepi32_epi8(q));
-            }};
+            ($ix:expr) => {
+                quad_col!(a, r, full, m, $ix, true, false, (idx, shuf)).0
+            };
         }
         let (mut q0, mut q1, mut q2) = (col!(ix0), col!(ix0 + 1), col!(ix0 + 2));
         let mut ya = a.y.add(oy * a.ow * a.c + c0);
@@ -1021,8 +1042,8 @@ unsafe fn quad_row_pairs3(
             acc_b = _mm512_dpbusd_epi32(acc_b, q1, wb[1]);
             acc_a = _mm512_dpbusd_epi32(acc_a, q2, wa[2]);
             acc_b = _mm512_dpbusd_epi32(acc_b, q2, wb[2]);
-            store!(acc_a, ya);
-            store!(acc_b, yb);
+            requant_store!(ya, m, acc_a, scale, (lo, hi, yz));
+            requant_store!(yb, m, acc_b, scale, (lo, hi, yz));
             ya = ya.add(a.c);
             yb = yb.add(a.c);
             if ox + 1 < a.ow {
@@ -1059,42 +1080,15 @@ unsafe fn quad_rows<const K: usize, const S: usize>(
     let lo = _mm512_set1_ps((a.qmin - a.y_zero) as f32);
     let hi = _mm512_set1_ps((a.qmax - a.y_zero) as f32);
     let yz = _mm512_set1_epi32(a.y_zero);
-    let zp = _mm_set1_epi8(a.x_zero as u8 as i8);
-    let wi = a.w as isize;
     let ix0 = -(a.pad_left as isize);
     // Quads of the second group (row 4) only for 5×5.
     let two = K == 5;
     for oy in oys {
         let (r, full) = kernel_rows::<5>(a, oy, S, K, c0);
-        // Column `ix` as (rows 0-3 quads, row 4 quads); the zero point outside the image.
         macro_rules! col {
-            ($ix:expr) => {{
-                let ix: isize = $ix;
-                let inside = ix >= 0 && ix < wi;
-                let off = if inside { ix as usize * a.c } else { 0 };
-                macro_rules! ld {
-                    ($p:expr) => {{
-                        let p: *const u8 = $p;
-                        if inside && (full || !p.is_null()) {
-                            _mm_maskz_loadu_epi8(m, p.add(off) as *const i8)
-                        } else {
-                            zp
-                        }
-                    }};
-                }
-                let mut rows = _mm512_zextsi128_si512(ld!(r[0]));
-                rows = _mm512_inserti32x4::<1>(rows, ld!(r[1]));
-                rows = _mm512_inserti32x4::<2>(rows, ld!(r[2]));
-                if two {
-                    rows = _mm512_inserti32x4::<3>(rows, ld!(r[3]));
-                }
-                let q1 = if two {
-                    _mm512_cvtepu8_epi32(ld!(r[4]))
-                } else {
-                    _mm512_setzero_si512()
-                };
-                (to_quads(rows, idx, shuf), q1)
-            }};
+            ($ix:expr) => {
+                quad_col!(a, r, full, m, $ix, two, two, (idx, shuf))
+            };
         }
         let mut win = [(_mm512_setzero_si512(), _mm512_setzero_si512()); K];
         for (j, c) in win.iter_mut().enumerate() {
@@ -1109,10 +1103,7 @@ unsafe fn quad_rows<const K: usize, const S: usize>(
                     acc = _mm512_dpbusd_epi32(acc, win[kx].1, w[1][kx]);
                 }
             }
-            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
-            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-            _mm_mask_storeu_epi8(y as *mut i8, m, _mm512_cvtepi32_epi8(q));
+            requant_store!(y, m, acc, scale, (lo, hi, yz));
             y = y.add(a.c);
             if ox + 1 < a.ow {
                 let base = ix0 + ((ox + 1) * S) as isize;
