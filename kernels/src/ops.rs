@@ -262,48 +262,65 @@ fn dst_len(y: &I8Dst) -> usize {
     }
 }
 
-/// Copies `src[..n]` to `dst[..n]`, writing no element past `n`. With `std` (not the
-/// firmware, which counts its code bytes and whose maps are small), runs of 4 to 32 bytes
-/// (the 9 bytes of a 3-channel stem's kernel row, the 36 of its float form) move as two
-/// overlapping unaligned loads and stores of a power-of-two width; a `memmove` call per
-/// short run cost more than the copy.
+/// Copies runs of `n` values: `src[i·ss..][..n]` to `dst[i·ds..][..n]` for every `i` whose
+/// runs both slices hold whole (the callers cut them to end at the last run). Runs of 4 to
+/// 128 bytes (the 9 bytes of a 3-channel stem's kernel row, the 36 or 60 of its float
+/// forms) move as two overlapping unaligned loads and stores of a power-of-two width, the
+/// width chosen once for all the runs; a `memmove` call per short run cost more than the
+/// copy.
 #[inline(always)]
-fn copy_run<T: Copy>(src: &[T], dst: &mut [T], n: usize) {
-    let (src, dst) = (&src[..n], &mut dst[..n]);
-    if !cfg!(feature = "std") {
-        dst.copy_from_slice(src);
+fn copy_runs<T: Copy>(src: &[T], ss: usize, dst: &mut [T], ds: usize, n: usize) {
+    if n == 0 || ss == 0 || ds == 0 || src.len() < n || dst.len() < n {
         return;
     }
-    let bytes = core::mem::size_of_val(src);
+    let count = ((src.len() - n) / ss).min((dst.len() - n) / ds) + 1;
+    let bytes = n * core::mem::size_of::<T>();
+    if !(4..=128).contains(&bytes) {
+        for i in 0..count {
+            dst[i * ds..][..n].copy_from_slice(&src[i * ss..][..n]);
+        }
+        return;
+    }
+    let (sb, db) = (
+        ss * core::mem::size_of::<T>(),
+        ds * core::mem::size_of::<T>(),
+    );
     let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
-    // SAFETY: both slices hold exactly `bytes` bytes (bounds-checked above); each pair
-    // of accesses covers [0, w) and [bytes - w, bytes) with w ≤ bytes, so nothing
-    // outside either slice is touched. `T: Copy` has no drop glue and any byte pattern
-    // copied from a `T` is that `T`. The slices are distinct (one borrowed mutably).
+    // SAFETY: run `i < count` reads bytes [i·sb, i·sb + bytes) of `src` and writes
+    // [i·db, i·db + bytes) of `dst`: `count` was taken so that the last run of each lies
+    // inside its slice, and each width `w` ≤ `bytes` touches [0, w) and [bytes - w, bytes)
+    // of a run only. `T: Copy` has no drop glue and any byte pattern copied from a `T` is
+    // that `T`; the slices are distinct (one borrowed mutably).
     unsafe {
-        macro_rules! two {
+        macro_rules! runs {
             ($t:ty) => {{
                 let w = core::mem::size_of::<$t>();
-                let (a, b) = (
-                    core::ptr::read_unaligned(s as *const $t),
-                    core::ptr::read_unaligned(s.add(bytes - w) as *const $t),
-                );
-                core::ptr::write_unaligned(d as *mut $t, a);
-                core::ptr::write_unaligned(d.add(bytes - w) as *mut $t, b);
+                for i in 0..count {
+                    let (s, d) = (s.add(i * sb), d.add(i * db));
+                    let (a, b) = (
+                        core::ptr::read_unaligned(s as *const $t),
+                        core::ptr::read_unaligned(s.add(bytes - w) as *const $t),
+                    );
+                    core::ptr::write_unaligned(d as *mut $t, a);
+                    core::ptr::write_unaligned(d.add(bytes - w) as *mut $t, b);
+                }
             }};
         }
         match bytes {
-            4..=7 => two!(u32),
-            8..=15 => two!(u64),
-            16..=32 => two!([u8; 16]),
-            _ => dst.copy_from_slice(src),
+            4..=7 => runs!(u32),
+            8..=15 => runs!(u64),
+            16..=32 => runs!([u8; 16]),
+            33..=64 => runs!([u8; 32]),
+            _ => runs!([u8; 64]),
         }
     }
 }
 
 /// Rows of the im2col matrix: `[oh·ow][kh·kw·ic]`, padding filled with `fill`. Taken
 /// per output row and kernel row: the output columns whose kernel row lies inside the
-/// input (dilation 1) move one run each in a tight loop, the rest tap by tap.
+/// input (dilation 1) move one run each in a tight loop ([`copy_runs`] with `std`; the
+/// firmware, which counts its code bytes and whose maps are small, copies slices), the
+/// rest tap by tap.
 fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
     let kdim = g.kh * g.kw * g.ic;
     let ow = g.ow();
@@ -326,9 +343,23 @@ fn im2col<T: Copy>(g: &ConvGeom, x: &[T], fill: T, out: &mut [T]) {
                 continue;
             }
             let src = &x[iy as usize * g.w * g.ic..][..g.w * g.ic];
-            for ox in inside.clone() {
-                let ix = ox * g.stride_w - g.pad_left;
-                copy_run(&src[ix * g.ic..], &mut rows[ox * kdim + ky * run..], run);
+            if !cfg!(feature = "std") {
+                for ox in inside.clone() {
+                    let ix = ox * g.stride_w - g.pad_left;
+                    let dst = &mut rows[ox * kdim + ky * run..][..run];
+                    dst.copy_from_slice(&src[ix * g.ic..][..run]);
+                }
+            } else if !inside.is_empty() {
+                let (first, count) = (inside.start, inside.len());
+                let ix = first * g.stride_w - g.pad_left;
+                let (ss, last) = (g.stride_w * g.ic, (count - 1) * kdim);
+                copy_runs(
+                    &src[ix * g.ic..][..(count - 1) * ss + run],
+                    ss,
+                    &mut rows[first * kdim + ky * run..][..last + run],
+                    kdim,
+                    run,
+                );
             }
             for ox in (0..ow).filter(|ox| !inside.contains(ox)) {
                 for kx in 0..g.kw {

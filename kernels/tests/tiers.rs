@@ -323,6 +323,13 @@ fn conv_i8_im2col_matches_naive_conv() {
         (4, 4, 2, 3, 1, 2, 0, 1),
         // Dilated: kernel rows are not adjacent pixels.
         (9, 10, 3, 5, 3, 1, 2, 2),
+        // Kernel rows of 5, 6, 7, 40, 100 and 150 bytes (each width of the run copies).
+        (7, 9, 5, 4, 1, 2, 0, 1),
+        (8, 9, 2, 5, 3, 1, 1, 1),
+        (7, 9, 7, 4, 1, 2, 1, 1),
+        (9, 11, 8, 6, 5, 1, 2, 1),
+        (8, 10, 20, 6, 5, 2, 1, 1),
+        (7, 9, 50, 5, 3, 1, 0, 1),
     ] {
         let g = ConvGeom {
             h,
@@ -376,6 +383,90 @@ fn conv_i8_im2col_matches_naive_conv() {
             )
             .unwrap();
             assert_eq!(got, want, "{} {g:?}", d.name);
+        }
+    }
+}
+
+/// The float convolution's im2col against columns built tap by tap from the geometry, each
+/// multiplied by the same tier's GEMM: bit-identical, for kernel rows of 4 to 144 bytes
+/// (each width of the run copies), strided, padded and dilated.
+#[test]
+fn conv_f32_im2col_matches_the_gemm_of_naive_columns() {
+    let mut r = lcg(21);
+    for &(h, w, ic, oc, kh, s, p, d) in &[
+        (9, 7, 1, 8, 1, 2, 0, 1),
+        (9, 8, 1, 5, 3, 1, 1, 1),
+        (8, 8, 1, 6, 5, 2, 2, 1),
+        (10, 9, 2, 4, 3, 2, 1, 1),
+        (12, 11, 3, 10, 3, 1, 0, 1),
+        (13, 12, 3, 24, 5, 2, 2, 1),
+        (9, 9, 5, 7, 5, 1, 2, 1),
+        (8, 9, 8, 17, 3, 1, 1, 1),
+        (9, 8, 12, 9, 3, 2, 1, 1),
+        (9, 10, 3, 5, 3, 1, 2, 2),
+    ] {
+        let g = ConvGeom {
+            h,
+            w,
+            ic,
+            oc,
+            kh,
+            kw: kh,
+            stride_h: s,
+            stride_w: s,
+            dil_h: d,
+            dil_w: d,
+            pad_top: p,
+            pad_left: p,
+            pad_bottom: p,
+            pad_right: p,
+            groups: 1,
+        };
+        let unit = |r: &mut dyn FnMut() -> u32| (r() % 2001) as f32 / 1000.0 - 1.0;
+        let x: Vec<f32> = (0..h * w * ic).map(|_| unit(&mut r)).collect();
+        let kdim = kh * kh * ic;
+        let b: Vec<f32> = (0..kdim * oc).map(|_| unit(&mut r)).collect();
+        let bias: Vec<f32> = (0..oc).map(|_| unit(&mut r)).collect();
+        let mut bp = vec![0.0; pack::packed_f32_len(kdim, oc)];
+        pack::pack_f32(&b, kdim, oc, &mut bp);
+        let m = g.oh() * g.ow();
+        let mut cols = vec![0.0f32; m * kdim];
+        for oy in 0..g.oh() {
+            for ox in 0..g.ow() {
+                for ky in 0..kh {
+                    for kx in 0..kh {
+                        if let Some((iy, ix)) = g.src(oy, ox, ky, kx) {
+                            let at = (oy * g.ow() + ox) * kdim + (ky * kh + kx) * ic;
+                            cols[at..at + ic].copy_from_slice(&x[(iy * w + ix) * ic..][..ic]);
+                        }
+                    }
+                }
+            }
+        }
+        let act = Act::Clamp(-0.8, 0.9);
+        for d in F32_GEMM.iter().filter(|d| runnable(d)) {
+            let k = with_f32(d);
+            let mut want = vec![0.0f32; m * oc];
+            ops::gemm_f32(
+                &k,
+                (m, oc, kdim),
+                &cols,
+                kdim,
+                &bp,
+                Some(&bias),
+                &mut want,
+                oc,
+                act,
+            )
+            .unwrap();
+            let mut got = vec![0.0f32; m * oc];
+            let mut scratch = vec![0.0f32; ops::conv_scratch_len(&g)];
+            ops::conv_f32(&k, &g, &x, &bp, Some(&bias), act, &mut scratch, &mut got).unwrap();
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} {g:?}", d.name);
         }
     }
 }
