@@ -10,7 +10,9 @@ transformers' exporters, Gather/GatherND by constant indices, Expand, a 5-D Tran
 dim]), a bidirectional LSTM with peepholes, nested If on the input's shape, runs of
 elementwise ops edgetune fuses into chains, batch norms, activations and a residual
 add between convolutions (which edgetune runs on NHWC maps), and BlazeFace's blocks with
-tflite2onnx's transposes, channel Pad, MaxPool and AveragePool; with onnxruntime's outputs
+tflite2onnx's transposes, channel Pad, MaxPool and AveragePool, and comparisons, Where,
+PRelu, Max and Min over rows long enough for the vector paths (with softmax rows that are
+all masked and the IsNaN guard replacing their NaNs); with onnxruntime's outputs
 (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -319,13 +321,40 @@ def deconv_subpixel():
                    [1, 6, 7, 9], None), (1, 6, 7, 9)
 
 
+def wide_select():
+    # Rows long enough for the vector paths: a constant additive mask with fully masked
+    # rows, Softmax and the Where(IsNaN(.), c, .) guard with c = 0.25 (so the replaced
+    # values show), comparisons against a scalar and between tensors, Where of three
+    # tensors and of a tensor and a scalar, a per-channel PRelu over the NCHW planes a
+    # MaxPool reads, Max and Min of two tensors.
+    g = G()
+    c = lambda v: g.init(np.array(v, np.float32), "c")
+    mask = np.zeros((1, 1, 8, 40), np.float32)
+    mask[0, 0, 2, :] = -np.inf
+    mask[0, 0, 5, 7:31] = -np.inf
+    mask[0, 0, 6, :] = -np.inf
+    s = g.op("Softmax", [g.op("Add", ["x", g.init(mask, "mask")])], axis=-1)
+    s = g.op("Where", [g.op("IsNaN", [s]), c(0.25), s])
+    ge = g.op("Cast", [g.op("GreaterOrEqual", [s, c(0.02)])], to=T.FLOAT)
+    lt = g.op("Less", ["x", g.op("Mul", ["x", c(0.7)])])
+    t = g.op("Where", [lt, s, g.op("Mul", ["x", c(0.5)])])
+    t = g.op("Where", [g.op("Greater", [t, c(0.3)]), t, c(-0.2)])
+    p = g.op("PRelu", [g.op("Sub", [t, ge]), g.init(w(3, 1, 1) - 0.5, "slope")])
+    p = g.op("MaxPool", [p], kernel_shape=[2, 2], strides=[1, 1])
+    q = g.op("Slice", [s, g.init(np.array([0, 0], np.int64), "b"), g.init(np.array([7, 39], np.int64), "e"),
+                       g.init(np.array([2, 3], np.int64), "a")])
+    e = g.op("Cast", [g.op("Equal", [g.op("Max", [p, q]), p])], to=T.FLOAT)
+    return g.model(g.op("Add", [g.op("Min", [p, q]), e]), [1, 3, 8, 40], None), (1, 3, 8, 40)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
           "matmul_heads": matmul_heads, "mask_logic": mask_logic,
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
-          "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel}
+          "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel,
+          "wide_select": wide_select}
 
 
 class Reader(CalibrationDataReader):

@@ -11,6 +11,7 @@ import argparse
 import collections
 import json
 import os
+import tempfile
 
 import numpy as np
 import onnxruntime as ort
@@ -27,6 +28,8 @@ so = ort.SessionOptions()
 so.intra_op_num_threads = a.threads
 so.inter_op_num_threads = 1
 so.enable_profiling = True
+# The profile goes to the temporary directory (and is removed once read), never the work tree.
+so.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ort_profile")
 s = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
 feed = {s.get_inputs()[0].name: np.load(a.input)}
 for _ in range(a.runs):

@@ -724,7 +724,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                     }
                 };
                 let (cv, av, bv) = (operand(c), operand(a), operand(b));
-                select(dims, (cv, sc), (av, sa), (bv, sb), f32s_mut(o))?;
+                select(&kern, dims, (cv, sc), (av, sa), (bv, sb), f32s_mut(o))?;
             }
             Op::Take { x, y, idx, run } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
@@ -1462,6 +1462,42 @@ fn prelu_body(a: &[f32], b: &[f32], y: &mut [f32]) {
     }
 }
 
+/// A comparison's (or NaN's replacement's) loop body over slices ([`binary_other`]'s
+/// formula for `$f`).
+macro_rules! cmp_body {
+    ($name:ident, $f:expr) => {
+        #[cfg(feature = "std")]
+        #[inline(always)]
+        fn $name(a: &[f32], b: &[f32], y: &mut [f32]) {
+            for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                *y = binary_other($f, a, b);
+            }
+        }
+    };
+}
+
+cmp_body!(eq_body, BinOp::Eq);
+cmp_body!(ne_body, BinOp::Ne);
+cmp_body!(lt_body, BinOp::Lt);
+cmp_body!(le_body, BinOp::Le);
+cmp_body!(gt_body, BinOp::Gt);
+cmp_body!(ge_body, BinOp::Ge);
+cmp_body!(nan_to_body, BinOp::NanTo);
+
+#[cfg(feature = "std")]
+widened!(eq_wide(a: &[f32], b: &[f32], y: &mut [f32]) => eq_body);
+#[cfg(feature = "std")]
+widened!(ne_wide(a: &[f32], b: &[f32], y: &mut [f32]) => ne_body);
+#[cfg(feature = "std")]
+widened!(lt_wide(a: &[f32], b: &[f32], y: &mut [f32]) => lt_body);
+#[cfg(feature = "std")]
+widened!(le_wide(a: &[f32], b: &[f32], y: &mut [f32]) => le_body);
+#[cfg(feature = "std")]
+widened!(gt_wide(a: &[f32], b: &[f32], y: &mut [f32]) => gt_body);
+#[cfg(feature = "std")]
+widened!(ge_wide(a: &[f32], b: &[f32], y: &mut [f32]) => ge_body);
+#[cfg(feature = "std")]
+widened!(nan_to_wide(a: &[f32], b: &[f32], y: &mut [f32]) => nan_to_body);
 widened!(max_wide(a: &[f32], b: &[f32], y: &mut [f32]) => max_body);
 widened!(min_wide(a: &[f32], b: &[f32], y: &mut [f32]) => min_body);
 widened!(prelu_wide(a: &[f32], b: &[f32], y: &mut [f32]) => prelu_body);
@@ -1751,8 +1787,20 @@ fn binary(
     // Rows of a few values stay in the loops below (a call per row would cost more).
     let dense = [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1];
     let long = d[3] >= 16 || (sa == dense && sb == dense);
-    if let Some(tier) = tier.filter(|_| sa[3] <= 1 && sb[3] <= 1 && long) {
-        return binary_runs(par, tier, d, (a, sa), (b, sb), y);
+    let runs_fit = sa[3] <= 1 && sb[3] <= 1 && long;
+    if let Some(tier) = tier.filter(|_| runs_fit) {
+        // SAFETY: the tier's features were detected when `Kernels` was built;
+        // `binary_runs` passes it three slices of one length.
+        let f = move |x: &[f32], z: &[f32], v: &mut [f32]| unsafe { tier(x, z, v) };
+        return binary_runs(par, f, d, (a, sa), (b, sb), y);
+    }
+    // Max, Min, PRelu (a per-channel slope over NCHW planes) and the comparisons (masks,
+    // IsNaN) in the tier's widest vectors, with the same formula as the loop below; std
+    // builds only (the firmware counts its code bytes).
+    #[cfg(feature = "std")]
+    if let Some(w) = wide_bin(f).filter(|_| runs_fit) {
+        let f = move |x: &[f32], z: &[f32], v: &mut [f32]| w(kern, x, z, v);
+        return binary_runs(par, f, d, (a, sa), (b, sb), y);
     }
     // One monomorphic loop nest per operator: the row loops vectorise.
     match f {
@@ -1772,6 +1820,24 @@ fn binary(
     Ok(())
 }
 
+/// The wide form of an operation [`binary`] otherwise runs in its shared loop.
+#[cfg(feature = "std")]
+fn wide_bin(f: BinOp) -> Option<fn(&Kernels, &[f32], &[f32], &mut [f32])> {
+    Some(match f {
+        BinOp::Max => max_wide,
+        BinOp::Min => min_wide,
+        BinOp::PRelu => prelu_wide,
+        BinOp::Eq => eq_wide,
+        BinOp::Ne => ne_wide,
+        BinOp::Lt => lt_wide,
+        BinOp::Le => le_wide,
+        BinOp::Gt => gt_wide,
+        BinOp::Ge => ge_wide,
+        BinOp::NanTo => nan_to_wide,
+        _ => return None,
+    })
+}
+
 /// [`binary`] where each operand runs along the last axis or holds one value there (a
 /// scalar per row, spread over a short run of copies): the tier's kernel on each row, on
 /// the whole when both are dense. Large ops split over the threads by whole rows (by runs
@@ -1779,7 +1845,7 @@ fn binary(
 /// checked by the caller.
 fn binary_runs(
     par: &Par,
-    tier: unsafe fn(&[f32], &[f32], &mut [f32]),
+    tier: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
     d: [usize; 4],
     (a, sa): (&[f32], [usize; 4]),
     (b, sb): (&[f32], [usize; 4]),
@@ -1790,9 +1856,7 @@ fn binary_runs(
     let y = &mut y[..n];
     // Values `r` (dense) or rows `r` into `out`.
     let dense_part = |r: core::ops::Range<usize>, out: &mut [f32]| {
-        // SAFETY: `r` is within the `n` values all three hold (checked by the caller); the
-        // tier's features were detected when `Kernels` was built.
-        unsafe { tier(&a[r.clone()], &b[r], out) };
+        tier(&a[r.clone()], &b[r], out);
     };
     let rows_part = |r: core::ops::Range<usize>, out: &mut [f32]| {
         let run = d[3];
@@ -1801,30 +1865,25 @@ fn binary_runs(
             let ba = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
             let bb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
             match (sa[3], sb[3]) {
-                // SAFETY: each row's extent is within the operands' reach (checked by the
-                // caller) and within `y`; the tier's features were detected.
-                (1, 1) => unsafe { tier(&a[ba..ba + run], &b[bb..bb + run], row) },
+                (1, 1) => tier(&a[ba..ba + run], &b[bb..bb + run], row),
                 (1, _) => {
                     let z = [b[bb]; 64];
                     for (j, part) in row.chunks_mut(64).enumerate() {
                         let x = &a[ba + j * 64..][..part.len()];
-                        // SAFETY: as above; `z` holds at least `part.len()` values.
-                        unsafe { tier(x, &z[..part.len()], part) };
+                        tier(x, &z[..part.len()], part);
                     }
                 }
                 (_, 1) => {
                     let z = [a[ba]; 64];
                     for (j, part) in row.chunks_mut(64).enumerate() {
                         let x = &b[bb + j * 64..][..part.len()];
-                        // SAFETY: as above.
-                        unsafe { tier(&z[..part.len()], x, part) };
+                        tier(&z[..part.len()], x, part);
                     }
                 }
                 _ => {
                     let (p, q) = ([a[ba]; 1], [b[bb]; 1]);
                     let mut v = [0.0f32; 1];
-                    // SAFETY: one value each.
-                    unsafe { tier(&p, &q, &mut v) };
+                    tier(&p, &q, &mut v);
                     row.fill(v[0]);
                 }
             }
@@ -1926,7 +1985,7 @@ fn binary_rows<F: Fn(f32, f32) -> f32 + Copy>(
     }
 }
 
-/// Max, Min, Pow, PRelu, Elu and the comparisons (1.0 where true).
+/// Max, Min, Pow, PRelu, Elu, the comparisons (1.0 where true) and NaN's replacement.
 #[inline]
 fn binary_other(f: BinOp, x: f32, z: f32) -> f32 {
     let b = |t: bool| t as u8 as f32;
@@ -1954,6 +2013,13 @@ fn binary_other(f: BinOp, x: f32, z: f32) -> f32 {
         BinOp::Le => b(x <= z),
         BinOp::Gt => b(x > z),
         BinOp::Ge => b(x >= z),
+        BinOp::NanTo => {
+            if x.is_nan() {
+                z
+            } else {
+                x
+            }
+        }
         BinOp::Add => x + z,
         BinOp::Sub => x - z,
         BinOp::Mul => x * z,
@@ -1963,6 +2029,7 @@ fn binary_other(f: BinOp, x: f32, z: f32) -> f32 {
 
 /// `y = c != 0 ? a : b` over `dims`, each operand read through its strides.
 fn select(
+    kern: &Kernels,
     dims: [u32; 4],
     (c, sc): (&[f32], [u32; 4]),
     (a, sa): (&[f32], [u32; 4]),
@@ -1988,6 +2055,13 @@ fn select(
         sa.map(|v| v as usize),
         sb.map(|v| v as usize),
     );
+    #[cfg(feature = "std")]
+    if sc[3] <= 1 && sa[3] <= 1 && sb[3] <= 1 {
+        select_runs(kern, d, (c, sc), (a, sa), (b, sb), y);
+        return Ok(());
+    }
+    #[cfg(not(feature = "std"))]
+    let _ = kern;
     let at = |s: [usize; 4], i: [usize; 4]| i[0] * s[0] + i[1] * s[1] + i[2] * s[2] + i[3] * s[3];
     let mut o = 0;
     for i0 in 0..d[0] {
@@ -2007,6 +2081,76 @@ fn select(
     }
     Ok(())
 }
+
+#[inline(always)]
+#[cfg(feature = "std")]
+fn select_body(c: &[f32], a: &[f32], b: &[f32], y: &mut [f32]) {
+    for (((y, &c), &a), &b) in y.iter_mut().zip(c).zip(a).zip(b) {
+        *y = if c != 0.0 { a } else { b };
+    }
+}
+
+#[cfg(feature = "std")]
+widened!(select_wide(c: &[f32], a: &[f32], b: &[f32], y: &mut [f32]) => select_body);
+
+/// [`select`] where each operand runs along the last axis or holds one value there: each
+/// row in pieces of up to [`SELECT_PIECE`] values, a one-value operand spread over a
+/// buffer, the pieces selected in the tier's widest vectors. Extents were checked by the
+/// caller.
+#[cfg(feature = "std")]
+fn select_runs(
+    kern: &Kernels,
+    d: [usize; 4],
+    (c, sc): (&[f32], [usize; 4]),
+    (a, sa): (&[f32], [usize; 4]),
+    (b, sb): (&[f32], [usize; 4]),
+    y: &mut [f32],
+) {
+    let mut bufs = [[0.0f32; SELECT_PIECE]; 3];
+    let base = |s: [usize; 4], i0: usize, i1: usize, i2: usize| i0 * s[0] + i1 * s[1] + i2 * s[2];
+    let mut rows = y[..d.iter().product::<usize>()].chunks_exact_mut(d[3].max(1));
+    for i0 in 0..d[0] {
+        for i1 in 0..d[1] {
+            for i2 in 0..d[2] {
+                let Some(row) = rows.next() else { return };
+                for (j, piece) in row.chunks_mut(SELECT_PIECE).enumerate() {
+                    let (len, at) = (piece.len(), j * SELECT_PIECE);
+                    let [bc, ba, bb] = &mut bufs;
+                    let (cv, av, bv) = (
+                        piece_of(c, sc[3], base(sc, i0, i1, i2), at, len, bc),
+                        piece_of(a, sa[3], base(sa, i0, i1, i2), at, len, ba),
+                        piece_of(b, sb[3], base(sb, i0, i1, i2), at, len, bb),
+                    );
+                    select_wide(kern, cv, av, bv, piece);
+                }
+            }
+        }
+    }
+}
+
+/// `len` values of a row of `v` from its offset `at` (inner stride 1), or the row's one
+/// value spread over `buf` (inner stride 0); the row starts at `k`.
+#[inline(always)]
+#[cfg(feature = "std")]
+fn piece_of<'a>(
+    v: &'a [f32],
+    s3: usize,
+    k: usize,
+    at: usize,
+    len: usize,
+    buf: &'a mut [f32],
+) -> &'a [f32] {
+    if s3 == 1 {
+        &v[k + at..][..len]
+    } else {
+        buf[..len].fill(v[k]);
+        &buf[..len]
+    }
+}
+
+/// Values per piece of [`select_runs`].
+#[cfg(feature = "std")]
+const SELECT_PIECE: usize = 256;
 
 /// Grouped convolution of NCHW planes: for every output channel, every tap of its group's
 /// inputs added over the output rows it reaches (the inner loop runs along a row).

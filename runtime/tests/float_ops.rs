@@ -6,14 +6,16 @@
 //! of transformers' exporters), Gather/GatherND by constant indices, Expand, a 5-D
 //! Transpose of attention heads, a bidirectional LSTM with peepholes, nested If on the
 //! input's shape, runs of elementwise ops fused into chains, batch norms and activations
-//! between convolutions run on NHWC maps; and a model quantised by
+//! between convolutions run on NHWC maps, comparisons, Where, PRelu, Max and Min over
+//! rows long enough for the vector paths (softmax rows all masked, their NaNs replaced by
+//! the IsNaN guard); and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
 use edgetune::import::{import_path, ImportOptions};
 use edgetune::kernels::Kernels;
 use edgetune::npy::read_npy;
-use edgetune::plan::{AlignedBytes, Op, Plan};
+use edgetune::plan::{AlignedBytes, BinOp, Op, Plan};
 use edgetune::Executor;
 use std::path::{Path, PathBuf};
 
@@ -79,6 +81,7 @@ fn float_models_match_onnxruntime() {
         "bn_hardswish",
         "blaze_blocks",
         "deconv_subpixel",
+        "wide_select",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -145,9 +148,23 @@ fn each_op_lowers_to_its_float_kernel() {
     );
     let p = ops("reduce_clip");
     assert_eq!(count(&p, |o| matches!(o, Op::MaxF32 { .. })), 2);
+    // The additive mask's Where stays; Where(IsNaN(s), 0, s) is one pass replacing NaNs.
+    let nan_to = |o: &Op| {
+        matches!(
+            o,
+            Op::BinF32 {
+                f: BinOp::NanTo,
+                ..
+            }
+        )
+    };
     let p = ops("mask_logic");
-    assert_eq!(count(&p, |o| matches!(o, Op::WhereF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::WhereF32 { .. })), 1);
+    assert_eq!(count(&p, nan_to), 1);
     assert_eq!(count(&p, |o| matches!(o, Op::Take { .. })), 2);
+    let p = ops("wide_select");
+    assert_eq!(count(&p, |o| matches!(o, Op::WhereF32 { .. })), 2);
+    assert_eq!(count(&p, nan_to), 1);
     let p = ops("matmul_heads");
     // The 5-D transpose runs as one transpose over fewer axes.
     assert!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })) >= 3);

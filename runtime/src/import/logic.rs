@@ -115,6 +115,15 @@ pub(super) fn where_(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     if [a, b].iter().all(|s| s.tensor().is_none()) && c.tensor().is_none() {
         return Err(lw.unsupported(n, "all operands constant"));
     }
+    if let Some(x) = nan_test(lw, c) {
+        // Where(IsNaN(x), v, x), v one constant: x with its NaNs replaced (torch's
+        // attention export clears fully masked rows of its softmax so). One pass instead
+        // of two; the test itself goes when nothing else reads it.
+        let one = matches!(a, Src::C(_)) && sa.iter().product::<usize>() == 1;
+        if one && b == Src::T(x) && sb == out {
+            return emit_bin(lw, idx, (b, sb), (a, sa), BinOp::NanTo);
+        }
+    }
     let y = lw.new_f32(&n.output[0], out.clone());
     lw.b.ops.push(Op::WhereF32 {
         c,
@@ -129,6 +138,23 @@ pub(super) fn where_(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     let n = &lw.graph.node[idx];
     lw.out_f32(n, y);
     Ok(())
+}
+
+/// The tensor `x` whose NaN test `c` is (`c = x != x`, as IsNaN lowers), if it is one.
+fn nan_test(lw: &Lowering<'_>, c: Src) -> Option<u32> {
+    let c = c.tensor()?;
+    lw.b.ops.iter().rev().find_map(|op| match *op {
+        Op::BinF32 {
+            a: Src::T(x),
+            b: Src::T(z),
+            y,
+            f: BinOp::Ne,
+            sa,
+            sb,
+            ..
+        } if y == c && x == z && sa == sb => Some(x),
+        _ => None,
+    })
 }
 
 /// Expand of a run-time tensor to a constant shape: a copy with broadcasting (times 1.0,

@@ -269,11 +269,13 @@ pub enum BinOp {
     Le = 12,
     Gt = 13,
     Ge = 14,
+    /// `a` where it is a number, `b` where it is NaN (Where(IsNaN(a), b, a)).
+    NanTo = 15,
 }
 
 impl BinOp {
     /// Every operation, indexed by its tag.
-    pub const ALL: [BinOp; 15] = [
+    pub const ALL: [BinOp; 16] = [
         BinOp::Add,
         BinOp::Sub,
         BinOp::Mul,
@@ -289,6 +291,7 @@ impl BinOp {
         BinOp::Le,
         BinOp::Gt,
         BinOp::Ge,
+        BinOp::NanTo,
     ];
 }
 
