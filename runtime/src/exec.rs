@@ -571,7 +571,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                 qy,
             } => {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
-                kops::add_u8(&kern, i[0], qa, i[1], qb, o, qy)?;
+                par::add_u8(par, &kern, i[0], qa, i[1], qb, o, qy)?;
             }
             Op::GapU8 { x, y, qx, qy } => {
                 let s = &tt(x).shape;
