@@ -2697,10 +2697,12 @@ fn transpose<T: Copy>(
     shape_need("TransposeF32", n, y.len())?;
     // One axis moved past the others behind it (NCHW ↔ NHWC; a key's heads turned for
     // Q·Kᵀ, [1, T, H, D] → [1, H, D, T]): a matrix transposed per image, in tiles.
+    // (The firmware, which counts its code bytes, takes the second and third by the loop.)
+    let std = cfg!(feature = "std");
     let matrix = match perm {
         [0, 2, 1, 3] if d[3] == 1 => Some((d[1], d[2])),
-        [0, 2, 3, 1] => Some((d[1], d[2] * d[3])),
-        [0, 3, 1, 2] => Some((d[1] * d[2], d[3])),
+        [0, 2, 3, 1] if std => Some((d[1], d[2] * d[3])),
+        [0, 3, 1, 2] if std => Some((d[1] * d[2], d[3])),
         _ => None,
     };
     if let Some((rows, cols)) = matrix {
