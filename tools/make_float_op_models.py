@@ -12,7 +12,8 @@ elementwise ops edgetune fuses into chains, batch norms, activations and a resid
 add between convolutions (which edgetune runs on NHWC maps), and BlazeFace's blocks with
 tflite2onnx's transposes, channel Pad, MaxPool and AveragePool, and comparisons, Where,
 PRelu, Max and Min over rows long enough for the vector paths (with softmax rows that are
-all masked and the IsNaN guard replacing their NaNs); with onnxruntime's outputs
+all masked and the IsNaN guard replacing their NaNs), max and average pools over pairs of
+columns; with onnxruntime's outputs
 (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -347,6 +348,18 @@ def wide_select():
     return g.model(g.op("Add", [g.op("Min", [p, q]), e]), [1, 3, 8, 40], None), (1, 3, 8, 40)
 
 
+def pool_pairs():
+    # Pools over pairs of columns without padding (YOLO's and mtcnn's 2x2 stride-2 max
+    # pools, openWakeWord's 1x2 ones) on maps of odd sizes (the last row and column left
+    # out), max and average, each added to the next.
+    g = G()
+    a = g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])
+    b = g.op("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2])
+    c = g.op("MaxPool", [g.op("Add", [a, b])], kernel_shape=[1, 2], strides=[1, 2])
+    d = g.op("AveragePool", [g.op("Mul", [a, b])], kernel_shape=[1, 2], strides=[1, 2])
+    return g.model(g.op("Sub", [c, d]), [1, 3, 9, 13], None), (1, 3, 9, 13)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
@@ -354,7 +367,7 @@ MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv"
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
           "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel,
-          "wide_select": wide_select}
+          "wide_select": wide_select, "pool_pairs": pool_pairs}
 
 
 class Reader(CalibrationDataReader):

@@ -2454,8 +2454,16 @@ fn pool_f32(
     shape_need("PoolF32", checked(&[g.ic, g.h, g.w])?, x.len())?;
     shape_need("PoolF32", checked(&[g.ic, oh, ow])?, y.len())?;
     let unit = g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1;
+    let pairs = (g.kh == 1 || g.kh == 2)
+        && [g.kw, g.stride_h, g.stride_w] == [2, g.kh, 2]
+        && [g.dil_h, g.dil_w] == [1; 2]
+        && [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4]
+        && g.kh * oh <= g.h
+        && 2 * ow <= g.w;
     if max && unit && g.kh * g.kw > 4 && cfg!(feature = "std") {
         max_planes_separable_wide(kern, g, x, y);
+    } else if pairs && cfg!(feature = "std") {
+        pool_pairs_wide(kern, g, x, max, y);
     } else {
         pool_planes_wide(kern, g, x, max, count_pad, y);
     }
@@ -2463,6 +2471,45 @@ fn pool_f32(
 }
 
 widened!(max_planes_separable_wide(g: &ConvGeom, x: &[f32], y: &mut [f32]) => max_planes_separable);
+widened!(pool_pairs_wide(g: &ConvGeom, x: &[f32], max: bool, y: &mut [f32]) => pool_pairs);
+
+/// 2×2 pooling at stride 2, or 1×2 at stride (1, 2), without padding, every window inside
+/// the planes: each output row from its input rows in one pass (a pass per tap cost more
+/// than the taps on small maps). The same operations in the same order as
+/// [`pool_planes`]: from -inf (or 0), the taps rows then columns, an average divided by
+/// the taps after.
+#[inline(always)]
+fn pool_pairs(g: &ConvGeom, x: &[f32], max: bool, y: &mut [f32]) {
+    let (oh, ow, kh) = (g.oh(), g.ow(), g.kh);
+    for p in 0..g.ic {
+        let plane = &x[p * g.h * g.w..][..g.h * g.w];
+        for oy in 0..oh {
+            let r0 = &plane[kh * oy * g.w..][..2 * ow];
+            let row = &mut y[(p * oh + oy) * ow..][..ow];
+            if kh == 1 {
+                let pairs = row.iter_mut().zip(r0.chunks_exact(2));
+                if max {
+                    pairs.for_each(|(out, a)| *out = f32::NEG_INFINITY.max(a[0]).max(a[1]));
+                } else {
+                    pairs.for_each(|(out, a)| *out = (0.0 + a[0] + a[1]) / 2.0);
+                }
+                continue;
+            }
+            let r1 = &plane[(2 * oy + 1) * g.w..][..2 * ow];
+            let quads = row
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2));
+            if max {
+                quads.for_each(|((out, a), b)| {
+                    *out = f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1]);
+                });
+            } else {
+                quads.for_each(|((out, a), b)| *out = (0.0 + a[0] + a[1] + b[0] + b[1]) / 4.0);
+            }
+        }
+    }
+}
 
 /// Max pooling of `g.ic` planes at stride 1 without dilation, separably: each input row's
 /// maximum over the kernel's columns first, then the maximum of those over its rows for

@@ -8,7 +8,7 @@
 //! input's shape, runs of elementwise ops fused into chains, batch norms and activations
 //! between convolutions run on NHWC maps, comparisons, Where, PRelu, Max and Min over
 //! rows long enough for the vector paths (softmax rows all masked, their NaNs replaced by
-//! the IsNaN guard); and a model quantised by
+//! the IsNaN guard), max and average pools over pairs of columns; and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
@@ -82,6 +82,7 @@ fn float_models_match_onnxruntime() {
         "blaze_blocks",
         "deconv_subpixel",
         "wide_select",
+        "pool_pairs",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
