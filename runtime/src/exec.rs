@@ -1720,7 +1720,7 @@ fn chain(
                             && s.len() < n
                             && block.is_multiple_of(s.len()) =>
                     {
-                        s.iter().copied().cycle().take(block).collect()
+                        repeated(s, block)
                     }
                     _ => alloc::vec::Vec::new(),
                 })
@@ -1741,6 +1741,18 @@ fn chain(
         }
         Ok(())
     })
+}
+
+/// `s` repeated to `len` values (`s` not empty): the first copy, then the filled part
+/// doubled (a constant spread over a block in a few copies, not value by value).
+fn repeated(s: &[f32], len: usize) -> alloc::vec::Vec<f32> {
+    let mut v = alloc::vec::Vec::with_capacity(len);
+    v.extend_from_slice(&s[..s.len().min(len)]);
+    while v.len() < len {
+        let k = v.len().min(len - v.len());
+        v.extend_from_within(..k);
+    }
+    v
 }
 
 fn gcd(a: usize, b: usize) -> usize {
