@@ -2121,6 +2121,8 @@ fn select_runs(
     y: &mut [f32],
 ) {
     let mut bufs = [[0.0f32; SELECT_PIECE]; 3];
+    // The value each buffer holds throughout (a mask's constants are spread once).
+    let mut held: [Option<u32>; 3] = [None; 3];
     let base = |s: [usize; 4], i0: usize, i1: usize, i2: usize| i0 * s[0] + i1 * s[1] + i2 * s[2];
     let mut rows = y[..d.iter().product::<usize>()].chunks_exact_mut(d[3].max(1));
     for i0 in 0..d[0] {
@@ -2130,10 +2132,11 @@ fn select_runs(
                 for (j, piece) in row.chunks_mut(SELECT_PIECE).enumerate() {
                     let (len, at) = (piece.len(), j * SELECT_PIECE);
                     let [bc, ba, bb] = &mut bufs;
+                    let [hc, ha, hb] = &mut held;
                     let (cv, av, bv) = (
-                        piece_of(c, sc[3], base(sc, i0, i1, i2), at, len, bc),
-                        piece_of(a, sa[3], base(sa, i0, i1, i2), at, len, ba),
-                        piece_of(b, sb[3], base(sb, i0, i1, i2), at, len, bb),
+                        piece_of(c, sc[3], base(sc, i0, i1, i2), (at, len), bc, hc),
+                        piece_of(a, sa[3], base(sa, i0, i1, i2), (at, len), ba, ha),
+                        piece_of(b, sb[3], base(sb, i0, i1, i2), (at, len), bb, hb),
                     );
                     select_wide(kern, cv, av, bv, piece);
                 }
@@ -2143,23 +2146,26 @@ fn select_runs(
 }
 
 /// `len` values of a row of `v` from its offset `at` (inner stride 1), or the row's one
-/// value spread over `buf` (inner stride 0); the row starts at `k`.
+/// value spread over `buf` (inner stride 0; `held` the bits `buf` is filled with, if it
+/// is, so an unchanged value is not spread again); the row starts at `k`.
 #[inline(always)]
 #[cfg(feature = "std")]
 fn piece_of<'a>(
     v: &'a [f32],
     s3: usize,
     k: usize,
-    at: usize,
-    len: usize,
-    buf: &'a mut [f32],
+    (at, len): (usize, usize),
+    buf: &'a mut [f32; SELECT_PIECE],
+    held: &mut Option<u32>,
 ) -> &'a [f32] {
     if s3 == 1 {
-        &v[k + at..][..len]
-    } else {
-        buf[..len].fill(v[k]);
-        &buf[..len]
+        return &v[k + at..][..len];
     }
+    if *held != Some(v[k].to_bits()) {
+        buf.fill(v[k]);
+        *held = Some(v[k].to_bits());
+    }
+    &buf[..len]
 }
 
 /// Values per piece of [`select_runs`].
