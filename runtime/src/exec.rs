@@ -3255,6 +3255,59 @@ mod tests {
         }
     }
 
+    /// Where with each operand broadcast along any axes (a one-value row, a per-row value,
+    /// a whole tensor) against the definition value by value, on rows longer and shorter
+    /// than a piece.
+    #[test]
+    fn where_matches_the_definition_under_broadcasting() {
+        let kern = Kernels::detect();
+        for d in [[2usize, 3, 4, 37], [1, 2, 3, 600], [3, 1, 5, 2]] {
+            let n: usize = d.iter().product();
+            let strides = |mask: u32| {
+                let mut st = [0u32; 4];
+                let mut acc = 1u32;
+                for i in (0..4).rev() {
+                    if mask >> i & 1 == 1 {
+                        st[i] = acc;
+                        acc *= d[i] as u32;
+                    }
+                }
+                (st, acc as usize)
+            };
+            for (mc, ma, mb) in [(15, 15, 15), (15, 0, 0), (7, 15, 0), (14, 8, 15), (1, 6, 9)] {
+                let (sc, lc) = strides(mc);
+                let (sa, la) = strides(ma);
+                let (sb, lb) = strides(mb);
+                let c: Vec<f32> = (0..lc)
+                    .map(|i| ((i * 7 + 3) % 3 == 0) as u8 as f32)
+                    .collect();
+                let a: Vec<f32> = (0..la).map(|i| i as f32 * 0.5 + 1.0).collect();
+                let b: Vec<f32> = (0..lb).map(|i| -(i as f32) - 2.0).collect();
+                let at = |s: [u32; 4], i: [usize; 4]| {
+                    (0..4).map(|k| s[k] as usize * i[k]).sum::<usize>()
+                };
+                let mut want = vec![0.0f32; n];
+                for (o, w) in want.iter_mut().enumerate() {
+                    let i = [
+                        o / (d[1] * d[2] * d[3]),
+                        o / (d[2] * d[3]) % d[1],
+                        o / d[3] % d[2],
+                        o % d[3],
+                    ];
+                    *w = if c[at(sc, i)] != 0.0 {
+                        a[at(sa, i)]
+                    } else {
+                        b[at(sb, i)]
+                    };
+                }
+                let mut y = vec![f32::NAN; n];
+                let dims = d.map(|v| v as u32);
+                select(&kern, dims, (&c, sc), (&a, sa), (&b, sb), &mut y).unwrap();
+                assert_eq!(y, want, "{d:?} masks {mc} {ma} {mb}");
+            }
+        }
+    }
+
     /// A chain program runs against a scalar statement of it on lengths that leave
     /// partial blocks and periods that do and do not divide a block; malformed programs
     /// are typed errors, never a panic.
