@@ -394,7 +394,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Where",
         logic::where_,
-        "a condition and two values, any of them run-time or constant, broadcasting (rank ≤ 4)",
+        "a condition and two values, any of them run-time or constant, broadcasting (rank ≤ 4); `Where(IsNaN(x), c, x)` with one constant c is one pass replacing NaNs",
     ),
     // Control flow and recurrence, spelt out in the ops above.
     node(
