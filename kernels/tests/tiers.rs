@@ -331,23 +331,7 @@ fn conv_i8_im2col_matches_naive_conv() {
         (8, 10, 20, 6, 5, 2, 1, 1),
         (7, 9, 50, 5, 3, 1, 0, 1),
     ] {
-        let g = ConvGeom {
-            h,
-            w,
-            ic,
-            oc,
-            kh,
-            kw: kh,
-            stride_h: s,
-            stride_w: s,
-            dil_h: d,
-            dil_w: d,
-            pad_top: p,
-            pad_left: p,
-            pad_bottom: p,
-            pad_right: p,
-            groups: 1,
-        };
+        let g = square(h, w, ic, oc, kh, s, p, d);
         let x: Vec<u8> = (0..h * w * ic).map(|_| r() as u8).collect();
         let wt: Vec<i8> = (0..oc * kh * kh * ic).map(|_| r() as i8).collect();
         let bias: Vec<i32> = (0..oc).map(|_| (r() % 2000) as i32 - 1000).collect();
@@ -387,6 +371,37 @@ fn conv_i8_im2col_matches_naive_conv() {
     }
 }
 
+/// A dense convolution's geometry with a square kernel, stride, padding and dilation.
+#[allow(clippy::too_many_arguments)]
+fn square(
+    h: usize,
+    w: usize,
+    ic: usize,
+    oc: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+) -> ConvGeom {
+    ConvGeom {
+        h,
+        w,
+        ic,
+        oc,
+        kh: k,
+        kw: k,
+        stride_h: s,
+        stride_w: s,
+        dil_h: d,
+        dil_w: d,
+        pad_top: p,
+        pad_left: p,
+        pad_bottom: p,
+        pad_right: p,
+        groups: 1,
+    }
+}
+
 /// The float convolution's im2col against columns built tap by tap from the geometry, each
 /// multiplied by the same tier's GEMM: bit-identical, for kernel rows of 4 to 144 bytes
 /// (each width of the run copies), strided, padded and dilated.
@@ -405,23 +420,7 @@ fn conv_f32_im2col_matches_the_gemm_of_naive_columns() {
         (9, 8, 12, 9, 3, 2, 1, 1),
         (9, 10, 3, 5, 3, 1, 2, 2),
     ] {
-        let g = ConvGeom {
-            h,
-            w,
-            ic,
-            oc,
-            kh,
-            kw: kh,
-            stride_h: s,
-            stride_w: s,
-            dil_h: d,
-            dil_w: d,
-            pad_top: p,
-            pad_left: p,
-            pad_bottom: p,
-            pad_right: p,
-            groups: 1,
-        };
+        let g = square(h, w, ic, oc, kh, s, p, d);
         let unit = |r: &mut dyn FnMut() -> u32| (r() % 2001) as f32 / 1000.0 - 1.0;
         let x: Vec<f32> = (0..h * w * ic).map(|_| unit(&mut r)).collect();
         let kdim = kh * kh * ic;
