@@ -36,7 +36,7 @@ impl<'p> PlanRef<'p> {
             PlanRef::View(_) => None,
         }
     }
-    fn tables(&self) -> &dyn TensorTable {
+    fn tables(&self) -> &(dyn TensorTable + Sync) {
         match self {
             PlanRef::Borrowed(p) => *p,
             PlanRef::Shared(p) => &**p,
@@ -76,7 +76,7 @@ impl<T: Tables> TensorTable for T {
 
 /// Either plan behind one type, so the executor's op dispatch is compiled once (a
 /// microcontroller's flash holds one copy, whichever plan it runs).
-struct Dyn<'a>(&'a dyn TensorTable);
+struct Dyn<'a>(&'a (dyn TensorTable + Sync));
 
 impl Tables for Dyn<'_> {
     fn header(&self) -> &crate::plan::Header {
@@ -166,11 +166,17 @@ pub(crate) fn widened_tiers(what: &str) -> (Kernels, Vec<Kernels>) {
 widened!(clamp_wide(x: &[f32], y: &mut [f32], lo: f32, hi: f32) => clamp_f32);
 widened!(group_conv_wide(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) => group_conv_rows);
 
+#[cfg(feature = "std")]
+mod stripes;
+
 pub struct Executor<'p, 'm> {
     plan: PlanRef<'p>,
     kernels: Kernels,
     arena: Arena<'m>,
     par: Par,
+    /// Runs of ops each thread carries through on its own rows (none on one thread).
+    #[cfg(feature = "std")]
+    stripes: alloc::vec::Vec<stripes::Stripe>,
 }
 
 /// Splits the arena into the input views and disjoint output views of one op. The
@@ -275,6 +281,8 @@ impl<'p, 'm> Executor<'p, 'm> {
             kernels,
             arena: Arena::Owned(AlignedBytes::zeroed(need)),
             par: Par::single(),
+            #[cfg(feature = "std")]
+            stripes: alloc::vec::Vec::new(),
         })
     }
 
@@ -307,6 +315,8 @@ impl<'p, 'm> Executor<'p, 'm> {
             kernels,
             arena: Arena::Borrowed(arena),
             par: Par::single(),
+            #[cfg(feature = "std")]
+            stripes: alloc::vec::Vec::new(),
         })
     }
 
@@ -354,10 +364,28 @@ impl<'p, 'm> Executor<'p, 'm> {
     /// splits its output, never a sum, so any thread count gives the same bits.
     pub fn set_par(&mut self, par: Par) {
         self.par = par;
+        #[cfg(feature = "std")]
+        {
+            let ops: alloc::vec::Vec<Op> = match &self.plan {
+                PlanRef::View(v) => v.ops().collect::<Result<_>>().unwrap_or_default(),
+                p => p
+                    .owned()
+                    .map_or_else(alloc::vec::Vec::new, |p| p.ops.clone()),
+            };
+            let len = self.bytes().len();
+            self.stripes = stripes::plan(&Dyn(self.plan.tables()), &ops, &self.par, len);
+        }
     }
 
     pub fn par(&self) -> &Par {
         &self.par
+    }
+
+    /// Ops `run` carries through as stripes (each thread through its own rows of a few
+    /// ops in a row, with no wait between them), as (first op, ops) pairs.
+    #[cfg(feature = "std")]
+    pub fn stripes(&self) -> alloc::vec::Vec<(usize, usize)> {
+        self.stripes.iter().map(|s| (s.start, s.len())).collect()
     }
 
     fn bytes(&self) -> &[u8] {
@@ -403,6 +431,10 @@ impl<'p, 'm> Executor<'p, 'm> {
         self.load_inputs(inputs)?;
         let (kern, par) = (self.kernels, &self.par);
         let arena = arena_mut(&mut self.arena);
+        #[cfg(feature = "std")]
+        if !self.stripes.is_empty() {
+            return Self::run_striped(&self.plan, kern, par, arena, &self.stripes);
+        }
         match &self.plan {
             PlanRef::View(v) => {
                 for op in v.ops() {
@@ -420,7 +452,48 @@ impl<'p, 'm> Executor<'p, 'm> {
         Ok(())
     }
 
-    /// [`run`](Self::run), adding each op's wall time to `per_op[i]` (one slot per op).
+    /// The plan's ops in order, the ops of each stripe as one job.
+    #[cfg(feature = "std")]
+    fn run_striped(
+        plan: &PlanRef<'_>,
+        kern: Kernels,
+        par: &Par,
+        arena: &mut [u8],
+        stripes: &[stripes::Stripe],
+    ) -> Result<()> {
+        let tables = Dyn(plan.tables());
+        let mut next = stripes.iter().peekable();
+        // Ops before this one ran in a stripe.
+        let mut skip_to = 0;
+        let mut each = |i: usize, op: &Op| -> Result<()> {
+            if let Some(s) = next.next_if(|s| s.start == i) {
+                if stripes::run(&tables, &kern, par, arena, s)? {
+                    skip_to = i + s.len();
+                }
+            }
+            if i < skip_to {
+                return Ok(());
+            }
+            Self::step(&tables, kern, par, arena, op)
+        };
+        match plan {
+            PlanRef::View(v) => {
+                for (i, op) in v.ops().enumerate() {
+                    each(i, &op?)?;
+                }
+            }
+            p => {
+                if let Some(plan) = p.owned() {
+                    for (i, op) in plan.ops.iter().enumerate() {
+                        each(i, op)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`run`](Self::run) op by op (no stripes), adding each op's wall time to `per_op[i]` (one slot per op).
     #[cfg(feature = "std")]
     pub fn run_profiled(
         &mut self,

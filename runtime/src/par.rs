@@ -21,7 +21,7 @@ pub const MAX_THREADS: usize = 64;
 /// Multiply-adds (or element visits) below which an op is not split: waking a worker
 /// costs microseconds, about what this much work takes on one core.
 /// (Unit tests split the smallest ops, to test every split.)
-const MIN_WORK_PER_PART: usize = if cfg!(test) { 1 } else { 1 << 17 };
+pub(crate) const MIN_WORK_PER_PART: usize = if cfg!(test) { 1 } else { 1 << 17 };
 
 /// The threads an executor may use for one op.
 #[derive(Clone, Default)]
@@ -111,6 +111,20 @@ impl Par {
             };
         }
         items.into_iter().try_for_each(f)
+    }
+}
+
+impl Par {
+    /// Calls `f(i)` for every `i < count`, each on a thread of its own, all at once, and
+    /// returns when all are done: `false` (nothing run) when the threads cannot take them
+    /// at once (more parts than threads, or the pool is in use by another caller). Parts
+    /// may wait for each other; under [`each`](Self::each) they might run one after another.
+    #[cfg(feature = "std")]
+    pub(crate) fn each_at_once(&self, count: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+        match &self.pool {
+            Some(pool) if count <= pool.workers() + 1 => pool.run_at_once(count, f),
+            _ => false,
+        }
     }
 }
 
@@ -291,7 +305,7 @@ fn conv_f32_rows(
 
 /// Output rows `r` of a dense int8 convolution.
 #[allow(clippy::too_many_arguments)]
-fn conv_i8_rows(
+pub(crate) fn conv_i8_rows(
     kern: &Kernels,
     g: &ConvGeom,
     r: core::ops::Range<usize>,
@@ -380,7 +394,7 @@ pub fn conv_i8(
 /// A geometry whose output size can be computed (every field at most 2^16, strides,
 /// dilations and kernel sizes at least 1, the dilated kernel inside the padded input).
 /// Any other goes to the kernels' own entry points, which refuse it with the reason.
-fn sane(g: &ConvGeom) -> bool {
+pub(crate) fn sane(g: &ConvGeom) -> bool {
     let fields = [
         g.h,
         g.w,
@@ -767,6 +781,8 @@ mod pool {
         pending: AtomicUsize,
         /// A part panicked.
         panicked: AtomicBool,
+        /// Each thread takes one part at most.
+        once: AtomicBool,
         shutdown: AtomicBool,
         sleepers: AtomicUsize,
         lock: Mutex<()>,
@@ -789,6 +805,7 @@ mod pool {
                 count: AtomicUsize::new(0),
                 pending: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
+                once: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
                 sleepers: AtomicUsize::new(0),
                 lock: Mutex::new(()),
@@ -813,9 +830,19 @@ mod pool {
             self.threads.len()
         }
 
+        /// [`run`](Self::run) with each thread taking one part at most: a part that
+        /// waits for another never holds up the thread that would run it.
+        pub fn run_at_once(&self, count: usize, f: &(dyn Fn(usize) + Sync + '_)) -> bool {
+            self.post(count, f, true)
+        }
+
         /// Runs `f(0..count)` on the caller and the workers; false (nothing run) when
         /// another thread is using the pool.
         pub fn run(&self, count: usize, f: &(dyn Fn(usize) + Sync + '_)) -> bool {
+            self.post(count, f, false)
+        }
+
+        fn post(&self, count: usize, f: &(dyn Fn(usize) + Sync + '_), once: bool) -> bool {
             let Ok(_busy) = self.busy.try_lock() else {
                 return false;
             };
@@ -829,6 +856,7 @@ mod pool {
             };
             *sh.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(JobPtr(ptr));
             sh.next.store(0, SeqCst);
+            sh.once.store(once, SeqCst);
             sh.count.store(count, SeqCst);
             sh.pending.store(self.threads.len(), SeqCst);
             sh.seq.fetch_add(1, SeqCst);
@@ -842,6 +870,9 @@ mod pool {
                     break;
                 }
                 f(i);
+                if once {
+                    break;
+                }
             }));
             // Every worker leaves the job before the closure may go.
             let mut spins = 0u32;
@@ -901,12 +932,16 @@ mod pool {
                 // which this worker's decrement below comes after.
                 let f = unsafe { &*ptr };
                 let count = sh.count.load(SeqCst);
+                let once = sh.once.load(SeqCst);
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
                     let i = sh.next.fetch_add(1, SeqCst);
                     if i >= count {
                         break;
                     }
                     f(i);
+                    if once {
+                        break;
+                    }
                 }));
                 if r.is_err() {
                     sh.panicked.store(true, SeqCst);
@@ -1444,5 +1479,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `each_at_once` runs its parts on threads of their own at the same time: parts
+    /// that each wait for all the others to start finish (one after another, they could
+    /// not); it declines more parts than threads and a pool another caller holds, running
+    /// nothing.
+    #[test]
+    fn parts_at_once_run_together() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        for threads in [2usize, 3] {
+            let p = Par::new(threads).unwrap();
+            for parts in 1..=threads {
+                for _ in 0..50 {
+                    let started = AtomicUsize::new(0);
+                    let met = AtomicUsize::new(0);
+                    let ran = p.each_at_once(parts, &|_| {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let t0 = std::time::Instant::now();
+                        while started.load(Ordering::SeqCst) < parts {
+                            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                                return;
+                            }
+                            core::hint::spin_loop();
+                        }
+                        met.fetch_add(1, Ordering::SeqCst);
+                    });
+                    assert!(ran);
+                    assert_eq!(met.load(Ordering::SeqCst), parts, "{threads} threads");
+                }
+            }
+            let none = AtomicUsize::new(0);
+            assert!(!p.each_at_once(threads + 1, &|_| {
+                none.fetch_add(1, Ordering::SeqCst);
+            }));
+            // The pool held by a caller on another thread: declined, nothing run.
+            let inner = std::sync::atomic::AtomicBool::new(true);
+            p.each((0..threads).collect(), |i: usize| {
+                if i == 0 {
+                    inner.store(
+                        p.each_at_once(2, &|_| {
+                            none.fetch_add(1, Ordering::SeqCst);
+                        }),
+                        Ordering::SeqCst,
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert!(!inner.load(Ordering::SeqCst));
+            assert_eq!(none.load(Ordering::SeqCst), 0);
+        }
+        assert!(!Par::single().each_at_once(1, &|_| {}));
     }
 }

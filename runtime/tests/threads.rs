@@ -35,16 +35,30 @@ fn inputs(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn outputs(plan: &Plan, par: Par, feeds: &[Vec<f32>]) -> Vec<Vec<u8>> {
+/// The bytes of each output and tap.
+type Outputs = Vec<Vec<u8>>;
+
+/// The outputs and taps of `runs` runs, and the ops run as stripes.
+fn outputs(
+    plan: &Plan,
+    par: Par,
+    feeds: &[Vec<f32>],
+    runs: usize,
+) -> (Vec<Outputs>, Vec<(usize, usize)>) {
     let mut exec = Executor::new(plan, Kernels::detect(), DEFAULT_ARENA_LIMIT).unwrap();
     exec.set_par(par);
     let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
-    exec.run(&refs).unwrap();
-    plan.outputs
-        .iter()
-        .chain(&plan.taps)
-        .map(|p| exec.tensor_bytes(p.tensor).to_vec())
-        .collect()
+    let all = (0..runs)
+        .map(|_| {
+            exec.run(&refs).unwrap();
+            plan.outputs
+                .iter()
+                .chain(&plan.taps)
+                .map(|p| exec.tensor_bytes(p.tensor).to_vec())
+                .collect()
+        })
+        .collect();
+    (all, exec.stripes())
 }
 
 #[test]
@@ -63,15 +77,32 @@ fn bundled_backbones_are_bit_identical_on_any_thread_count() {
         let parts = import_path(&root.join("models").join(model), &opts).unwrap();
         let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
         let feeds = inputs(&plan, 3);
-        let one = outputs(&plan, Par::single(), &feeds);
+        let (one, _) = outputs(&plan, Par::single(), &feeds, 1);
+        let one = &one[0];
         assert!(
             one.iter().any(|o| o.iter().any(|&b| b != 0)),
             "{model}: all zero"
         );
         for t in [2, 3] {
-            let many = outputs(&plan, Par::new(t).unwrap(), &feeds);
-            for (k, (a, b)) in one.iter().zip(&many).enumerate() {
-                assert!(a == b, "{model}: output/tap {k} differs on {t} threads");
+            // Several runs: threads that run ahead of each other inside a stripe would
+            // show as a run that differs.
+            let (many, stripes) = outputs(&plan, Par::new(t).unwrap(), &feeds, 8);
+            for (n, run) in many.iter().enumerate() {
+                for (k, (a, b)) in one.iter().zip(run).enumerate() {
+                    assert!(
+                        a == b,
+                        "{model}: output/tap {k} differs on {t} threads, run {n}"
+                    );
+                }
+            }
+            let striped: usize = stripes.iter().map(|s| s.1).sum();
+            println!(
+                "{model}, {t} threads: {striped} ops in {} stripes",
+                stripes.len()
+            );
+            if model == "efficientnet_lite0_int8.onnx" {
+                // Every op from the stem convolution to the last 1×1 convolution.
+                assert_eq!(stripes, [(1, 58)], "{model} on {t} threads");
             }
         }
         println!(

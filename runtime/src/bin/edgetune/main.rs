@@ -937,11 +937,10 @@ fn run(
     let refs: Vec<&[f32]> = feeds.iter().map(|v| v.as_slice()).collect();
     exec.run(&refs)?;
     if let Some(n) = profile.filter(|&n| n > 0) {
-        let mut per_op = vec![std::time::Duration::ZERO; plan.ops.len()];
         let mut runs = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
-            exec.run_profiled(&refs, &mut per_op)?;
+            exec.run(&refs)?;
             runs.push(t.elapsed().as_secs_f64());
         }
         runs.sort_by(f64::total_cmp);
@@ -951,6 +950,23 @@ fn run(
             runs[n / 2] * 1e3,
             exec.par().threads()
         );
+        let stripes = exec.stripes();
+        if !stripes.is_empty() {
+            let list: Vec<String> = stripes
+                .iter()
+                .map(|&(a, n)| format!("{a}-{}", a + n - 1))
+                .collect();
+            println!(
+                "  ops run as stripes (each thread through its part of every op, waiting only where parts meet): {}",
+                list.join(", ")
+            );
+        }
+        // Then each op on its own (on several threads, ops that run as stripes in the
+        // whole-run timing above are timed one by one here).
+        let mut per_op = vec![std::time::Duration::ZERO; plan.ops.len()];
+        for _ in 0..n {
+            exec.run_profiled(&refs, &mut per_op)?;
+        }
         let mut kinds: Vec<(&str, f64, usize)> = vec![];
         for (op, t) in plan.ops.iter().zip(&per_op) {
             match kinds.iter_mut().find(|k| k.0 == op.name()) {
