@@ -504,6 +504,49 @@ fn part(plan: &Dyn, kern: &Kernels, shared: Shared, op: &Op, u: &Range<usize>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::Executor;
+    use crate::plan::{Plan, DEFAULT_ARENA_LIMIT};
+
+    /// A small int8 plan (the fuzz seed: a 3×3 convolution and a depthwise convolution at
+    /// stride 2 over 8×8 RGB) runs as a stripe on two and three threads (unit tests split
+    /// any work) and gives the bytes of one thread, run after run; under Miri too, which
+    /// checks the stripe's views of the arena.
+    #[test]
+    fn a_stripe_gives_the_bytes_of_one_thread() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seed/tiny.etm");
+        let bytes = std::fs::read(path).unwrap();
+        let plan = Plan::from_bytes(&bytes).unwrap();
+        let n = plan.tensors[plan.inputs[0].tensor as usize].len();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 29) % 64) as f32 / 32.0 - 1.0)
+            .collect();
+        let run = |threads: usize, runs: usize| {
+            let kern = crate::kernels::Kernels::detect();
+            let mut exec = Executor::new(&plan, kern, DEFAULT_ARENA_LIMIT).unwrap();
+            exec.set_par(Par::new(threads).unwrap());
+            let stripes = exec.stripes();
+            let outs: Vec<Vec<u8>> = (0..runs)
+                .map(|_| {
+                    exec.run(&[&x]).unwrap();
+                    plan.outputs
+                        .iter()
+                        .chain(&plan.taps)
+                        .flat_map(|p| exec.tensor_bytes(p.tensor).to_vec())
+                        .collect()
+                })
+                .collect();
+            (outs, stripes)
+        };
+        let (one, none) = run(1, 1);
+        assert!(none.is_empty());
+        for threads in [2, 3] {
+            let (many, stripes) = run(threads, if cfg!(miri) { 2 } else { 20 });
+            assert_eq!(stripes, [(1, 2)], "{threads} threads");
+            for out in &many {
+                assert_eq!(out, &one[0], "{threads} threads");
+            }
+        }
+    }
 
     fn r(a: usize, b: usize) -> Access {
         Access {
