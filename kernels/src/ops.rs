@@ -641,9 +641,11 @@ pub fn lut_u8(
         // were detected.
         unsafe { (kern.ew.f.lut_u8)(x, &table[..256], &mut y[..x.len()]) };
     } else {
+        // One 256-entry table per channel: a code indexes it without a bounds check.
+        let (tables, _) = table[..channels * 256].as_chunks::<256>();
         for (xr, yr) in x.chunks_exact(channels).zip(y.chunks_exact_mut(channels)) {
-            for (c, (o, &v)) in yr.iter_mut().zip(xr).enumerate() {
-                *o = table[c * 256 + v as usize];
+            for ((o, &v), t) in yr.iter_mut().zip(xr).zip(tables) {
+                *o = t[v as usize];
             }
         }
     }

@@ -657,6 +657,11 @@ impl<'p, 'm> Executor<'p, 'm> {
             Op::MaxPoolU8 { x, y, ref geom } => {
                 let (i, [o, _]) = split(arena, &[range(tt(x))], &[range(tt(y))])?;
                 for (x, y) in images("MaxPoolU8", batch(i[0], conv_in(geom, 1)), i[0], o)? {
+                    #[cfg(feature = "std")]
+                    if pool_pairs_fit(geom, x.len(), y.len()) {
+                        max_pool_u8_pairs_wide(&kern, geom, x, y);
+                        continue;
+                    }
                     kops::max_pool_u8(&kern, geom, x, y)?;
                 }
             }
@@ -2562,6 +2567,75 @@ fn pool_f32(
 }
 
 widened!(max_planes_separable_wide(g: &ConvGeom, x: &[f32], y: &mut [f32]) => max_planes_separable);
+
+/// Whether an NHWC u8 max pool is a 2×2 one at stride 2 or a 1×2 one at stride (1, 2),
+/// without padding, every window inside the map, over buffers that hold it.
+#[cfg(feature = "std")]
+fn pool_pairs_fit(g: &ConvGeom, x_len: usize, y_len: usize) -> bool {
+    let pairs = (g.kh == 1 || g.kh == 2)
+        && [g.kw, g.stride_h, g.stride_w] == [2, g.kh, 2]
+        && [g.dil_h, g.dil_w] == [1; 2]
+        && [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right] == [0; 4]
+        && g.ic > 0
+        && g.ic == g.oc;
+    pairs
+        && checked(&[g.h, g.w, g.ic]).is_ok_and(|n| n <= x_len)
+        && g.kh * g.oh() <= g.h
+        && 2 * g.ow() <= g.w
+        && checked(&[g.oh(), g.ow(), g.ic]).is_ok_and(|n| n <= y_len)
+}
+
+#[cfg(feature = "std")]
+widened!(max_pool_u8_pairs_wide(g: &ConvGeom, x: &[u8], y: &mut [u8]) => max_pool_u8_pairs);
+
+/// [`pool_pairs_fit`]'s pools over NHWC u8: each output pixel's channels the maximum of
+/// its two (or four) input pixels' channels, 16 at a time (the last 16 overlapping the
+/// ones before: the maximum of the same values again), byte by byte below 16 channels.
+/// The maximum of the same codes as the kernels' pool, so the same bytes.
+#[cfg(feature = "std")]
+#[inline(always)]
+fn max_pool_u8_pairs(g: &ConvGeom, x: &[u8], y: &mut [u8]) {
+    let (oh, ow, kh, c) = (g.oh(), g.ow(), g.kh, g.ic);
+    let row = g.w * c;
+    for oy in 0..oh {
+        let r0 = &x[kh * oy * row..][..2 * ow * c];
+        // A 1×2 pool reads its one row twice.
+        let r1 = &x[(kh * oy + kh - 1) * row..][..2 * ow * c];
+        let out = &mut y[oy * ow * c..][..ow * c];
+        let pixels = out
+            .chunks_exact_mut(c)
+            .zip(r0.chunks_exact(2 * c))
+            .zip(r1.chunks_exact(2 * c));
+        for ((o, a), b) in pixels {
+            let (a0, a1) = a.split_at(c);
+            let (b0, b1) = b.split_at(c);
+            if c < 16 {
+                for i in 0..c {
+                    o[i] = a0[i].max(a1[i]).max(b0[i].max(b1[i]));
+                }
+                continue;
+            }
+            let mut at = 0;
+            loop {
+                let k = at.min(c - 16);
+                let (o, a0, a1, b0, b1) = (
+                    &mut o[k..k + 16],
+                    &a0[k..k + 16],
+                    &a1[k..k + 16],
+                    &b0[k..k + 16],
+                    &b1[k..k + 16],
+                );
+                for i in 0..16 {
+                    o[i] = a0[i].max(a1[i]).max(b0[i].max(b1[i]));
+                }
+                if k + 16 == c {
+                    break;
+                }
+                at += 16;
+            }
+        }
+    }
+}
 widened!(pool_pairs_wide(g: &ConvGeom, x: &[f32], max: bool, y: &mut [f32]) => pool_pairs);
 
 /// 2×2 pooling at stride 2, or 1×2 at stride (1, 2), without padding, every window inside
@@ -3449,6 +3523,59 @@ mod tests {
     /// The grouped float convolution and the clamp compiled for each x86 tier the CPU has
     /// give the plain loops' bits, and the convolution equals a direct sum per output in
     /// the order (input, kernel row, kernel column).
+    /// The u8 pools over pairs of pixels (2×2 at stride 2, 1×2 at stride (1, 2)) give the
+    /// reference tier's pool bytes, on each x86 tier the loop is compiled for, for channel
+    /// counts below, at and between multiples of 16 and odd map sizes (a last row and
+    /// column no window reads).
+    #[test]
+    fn u8_pools_over_pairs_match_the_reference() {
+        let (plain, wide) = widened_tiers("u8 pools over pairs");
+        let reference = plain;
+        let tiers: Vec<Kernels> = core::iter::once(plain).chain(wide).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for c in [1usize, 3, 15, 16, 17, 24, 40, 64, 72] {
+            for (h, w) in [(2, 2), (7, 9), (36, 16), (5, 33)] {
+                for kh in [1, 2] {
+                    let g = ConvGeom {
+                        h,
+                        w,
+                        ic: c,
+                        oc: c,
+                        kh,
+                        kw: 2,
+                        stride_h: kh,
+                        stride_w: 2,
+                        dil_h: 1,
+                        dil_w: 1,
+                        pad_top: 0,
+                        pad_left: 0,
+                        pad_bottom: 0,
+                        pad_right: 0,
+                        groups: 1,
+                    };
+                    let x: Vec<u8> = (0..h * w * c)
+                        .map(|_| {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            (seed >> 24) as u8
+                        })
+                        .collect();
+                    let n = g.oh() * g.ow() * c;
+                    assert!(pool_pairs_fit(&g, x.len(), n));
+                    assert!(!pool_pairs_fit(&g, x.len() - 1, n));
+                    let mut want = vec![0u8; n];
+                    kops::max_pool_u8(&reference, &g, &x, &mut want).unwrap();
+                    for k in &tiers {
+                        let mut got = vec![7u8; n];
+                        max_pool_u8_pairs_wide(k, &g, &x, &mut got);
+                        assert_eq!(got, want, "{:?} c {c} {h}x{w} kh {kh}", k.ew.tier);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn widened_loops_match_the_plain_ones() {
         let (plain, wide) = widened_tiers("widened loops");
