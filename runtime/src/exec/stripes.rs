@@ -84,9 +84,10 @@ fn pointwise(g: &ConvGeom) -> bool {
         && g.groups == 1
 }
 
-/// The output units of `op` if a stripe can run it: an int8 depthwise convolution (by
-/// output rows), a 1×1 int8 convolution with u8 output or an add (by pixels), each over
-/// u8 NHWC maps of one image; with its multiply-adds.
+/// The output units of `op` if a stripe can run it: an int8 convolution with u8 output
+/// (by output rows; a 1×1 one by pixels), a depthwise convolution or a max pool (by output
+/// rows), an add or a table (by pixels), each over u8 NHWC maps of one image; with its
+/// multiply-adds.
 fn units(plan: &Dyn, op: &Op) -> Option<(usize, usize)> {
     let tt = |id: u32| plan.tensor(id);
     match *op {
@@ -131,6 +132,20 @@ fn units(plan: &Dyn, op: &Op) -> Option<(usize, usize)> {
             let n = m.0 * m.1;
             (map(&tt(a)) == Some(m) && map(&tt(b)) == Some(m)).then(|| (n, n * m.2 * 16))
         }
+        Op::LutU8 { x, y, channels, .. } => {
+            let m = map(&tt(y))?;
+            let n = m.0 * m.1;
+            let ok = map(&tt(x)) == Some(m) && (channels == 1 || channels as usize == m.2);
+            ok.then(|| (n, n * m.2 * 2))
+        }
+        Op::MaxPoolU8 { x, y, ref geom } => {
+            let g = geom;
+            let ok = par::sane(g)
+                && g.ic == g.oc
+                && map(&tt(x)) == Some((g.h, g.w, g.ic))
+                && map(&tt(y)) == Some((g.oh(), g.ow(), g.ic));
+            ok.then(|| (g.oh(), g.oh() * g.ow() * g.ic * g.kh * g.kw))
+        }
         _ => None,
     }
 }
@@ -150,7 +165,7 @@ fn accesses(plan: &Dyn, op: &Op, u: &Range<usize>) -> heapless::Vec<Access, 3> {
         chunk(t, c, write)
     };
     match *op {
-        Op::DwI8 { x, y, ref geom, .. } => {
+        Op::DwI8 { x, y, ref geom, .. } | Op::MaxPoolU8 { x, y, ref geom } => {
             let (sub, first) = par::conv_rows(geom, u.start, u.end);
             let t = tt(x);
             let row = geom.w * geom.ic;
@@ -189,6 +204,10 @@ fn accesses(plan: &Dyn, op: &Op, u: &Range<usize>) -> heapless::Vec<Access, 3> {
             let _ = out.push(pixel(b, false));
             let _ = out.push(pixel(y, true));
         }
+        Op::LutU8 { x, y, .. } => {
+            let _ = out.push(pixel(x, false));
+            let _ = out.push(pixel(y, true));
+        }
         _ => {}
     }
     out
@@ -222,7 +241,10 @@ fn split(
     }
     let mut out = Vec::with_capacity(parts);
     for u in par::runs(n, parts) {
-        if let Op::DwI8 { ref geom, .. } | Op::ConvI8 { ref geom, .. } = *op {
+        if let Op::DwI8 { ref geom, .. }
+        | Op::ConvI8 { ref geom, .. }
+        | Op::MaxPoolU8 { ref geom, .. } = *op
+        {
             // By rows (all but 1×1 convolutions): each part reads an input row.
             let rows = !matches!(*op, Op::ConvI8 { .. }) || !pointwise(geom);
             if rows && par::conv_rows(geom, u.start, u.end).0.h == 0 {
@@ -491,6 +513,17 @@ fn part(plan: &Dyn, kern: &Kernels, shared: Shared, op: &Op, u: &Range<usize>) -
             // SAFETY: as above.
             let b = unsafe { shared.view(acc[1].bytes.clone()) };
             kops::add_u8(kern, x, qa, b, qb, y, qy)?;
+        }
+        Op::LutU8 {
+            channels, table, ..
+        } => kops::lut_u8(kern, x, channels as usize, plan.blob(table), y)?,
+        Op::MaxPoolU8 { ref geom, .. } => {
+            let (sub, _) = par::conv_rows(geom, u.start, u.end);
+            if super::pool_pairs_fit(&sub, x.len(), y.len()) {
+                super::max_pool_u8_pairs_wide(kern, &sub, x, y);
+            } else {
+                kops::max_pool_u8(kern, &sub, x, y)?;
+            }
         }
         _ => {
             return Err(Error::Invalid {
