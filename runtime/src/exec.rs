@@ -1277,11 +1277,18 @@ impl<'p, 'm> Executor<'p, 'm> {
                 } else {
                     o.fill(fill[0]);
                 }
-                let row = d[3] * elem;
+                // Runs along the last axis, or along the last two when the last is not
+                // padded (a pad of W or of C copies whole rows, not single values).
+                let whole = before[3] == 0 && after[3] == 0;
+                let (runs, row) = if whole {
+                    (d[2].min(1), d[2] * d[3] * elem)
+                } else {
+                    (d[2], d[3] * elem)
+                };
                 for a in 0..d[0] {
                     for b in 0..d[1] {
-                        for c in 0..d[2] {
-                            let src = ((a * d[1] + b) * d[2] + c) * row;
+                        for c in 0..runs {
+                            let src = ((a * d[1] + b) * d[2] + c) * d[3] * elem;
                             let dst = (((a + before[0] as usize) * od[1] + b + before[1] as usize)
                                 * od[2]
                                 + c
