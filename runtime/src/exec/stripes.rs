@@ -398,13 +398,21 @@ pub(crate) fn run(
             for (j, op) in s.ops.iter().enumerate() {
                 for q in 0..s.parts {
                     let need = s.need[(j * s.parts + p) * s.parts + q];
+                    let mut spins = 0u32;
                     while s.done[q].0.load(Ordering::Acquire) < need {
                         if s.abort.load(Ordering::Acquire) {
                             return Err(Error::Invalid {
                                 what: "another part of the stripe failed".into(),
                             });
                         }
-                        core::hint::spin_loop();
+                        spins = spins.wrapping_add(1);
+                        if spins.is_multiple_of(32) {
+                            // The part waited for may share this core (more threads than
+                            // cores): it gets it.
+                            std::thread::yield_now();
+                        } else {
+                            core::hint::spin_loop();
+                        }
                     }
                 }
                 part(plan, kern, shared, op, &s.units[j * s.parts + p])?;
