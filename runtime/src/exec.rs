@@ -236,6 +236,27 @@ fn split<'b>(
     Ok((views, mouts))
 }
 
+/// The quantisation of an [`Op::ConvI8`]: u8 activations with zero point `x_zero`, its
+/// column sums, bias and scales from the plan, outputs `out` about `y_zero` in [0, 255].
+fn conv_quant<'a>(
+    plan: &'a Dyn,
+    (x_zero, y_zero): (i32, i32),
+    (colsum, bias, scale): (crate::plan::Blob, crate::plan::Blob, crate::plan::Blob),
+    out: I8Out,
+) -> I8Quant<'a> {
+    I8Quant {
+        a_zero: x_zero,
+        a_signed: false,
+        colsum: plan.blob(colsum),
+        bias: Some(plan.blob(bias)),
+        scale: plan.blob(scale),
+        out,
+        y_zero,
+        qmin: 0,
+        qmax: 255,
+    }
+}
+
 fn range(t: TensorMeta) -> Range<usize> {
     t.offset..t.offset + t.bytes()
 }
@@ -589,17 +610,8 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let outs = [range(tt(y)), scratch.map_or(0..0, |s| range(tt(s)))];
                 let (i, [o, s]) = split(arena, &[range(tt(x))], &outs)?;
                 let f32_out = tt(y).dtype == crate::plan::DType::F32;
-                let q = I8Quant {
-                    a_zero: x_zero,
-                    a_signed: false,
-                    colsum: plan.blob(colsum),
-                    bias: Some(plan.blob(bias)),
-                    scale: plan.blob(scale),
-                    out: if f32_out { I8Out::F32 } else { I8Out::U8 },
-                    y_zero,
-                    qmin: 0,
-                    qmax: 255,
-                };
+                let out = if f32_out { I8Out::F32 } else { I8Out::U8 };
+                let q = conv_quant(plan, (x_zero, y_zero), (colsum, bias, scale), out);
                 for (x, y) in images("ConvI8", batch(i[0], conv_in(geom, 1)), i[0], o)? {
                     let dst = if f32_out {
                         I8Dst::F32(f32s_mut(y))

@@ -23,7 +23,7 @@ use crate::plan::{DType, Op, Tables, TensorMeta};
 use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant};
+use edgetune_kernels::ops::{self as kops, I8Dst};
 use edgetune_kernels::reference::ConvGeom;
 use edgetune_kernels::{I8Out, Kernels};
 
@@ -164,15 +164,18 @@ fn accesses(plan: &Dyn, op: &Op, u: &Range<usize>) -> heapless::Vec<Access, 3> {
         let c = t.shape[3];
         chunk(t, c, write)
     };
+    // The input rows output rows `u` of a convolution (or pool) read.
+    let rows_read = |x: u32, g: &ConvGeom| {
+        let (sub, first) = par::conv_rows(g, u.start, u.end);
+        let (t, row) = (tt(x), g.w * g.ic);
+        Access {
+            bytes: t.offset + first * row..t.offset + (first + sub.h) * row,
+            write: false,
+        }
+    };
     match *op {
         Op::DwI8 { x, y, ref geom, .. } | Op::MaxPoolU8 { x, y, ref geom } => {
-            let (sub, first) = par::conv_rows(geom, u.start, u.end);
-            let t = tt(x);
-            let row = geom.w * geom.ic;
-            let _ = out.push(Access {
-                bytes: t.offset + first * row..t.offset + (first + sub.h) * row,
-                write: false,
-            });
+            let _ = out.push(rows_read(x, geom));
             let _ = out.push(chunk(tt(y), geom.ow() * geom.ic, true));
         }
         Op::ConvI8 {
@@ -187,13 +190,7 @@ fn accesses(plan: &Dyn, op: &Op, u: &Range<usize>) -> heapless::Vec<Access, 3> {
                 let _ = out.push(pixel(y, true));
             }
             Some(s) => {
-                let (sub, first) = par::conv_rows(geom, u.start, u.end);
-                let t = tt(x);
-                let row = geom.w * geom.ic;
-                let _ = out.push(Access {
-                    bytes: t.offset + first * row..t.offset + (first + sub.h) * row,
-                    write: false,
-                });
+                let _ = out.push(rows_read(x, geom));
                 let kdim = geom.kh * geom.kw * geom.ic;
                 let _ = out.push(chunk(tt(s), geom.ow() * kdim, true));
                 let _ = out.push(chunk(tt(y), geom.ow() * geom.oc, true));
@@ -495,17 +492,7 @@ fn part(plan: &Dyn, kern: &Kernels, shared: Shared, op: &Op, u: &Range<usize>) -
             scale,
             ..
         } => {
-            let q = I8Quant {
-                a_zero: x_zero,
-                a_signed: false,
-                colsum: plan.blob(colsum),
-                bias: Some(plan.blob(bias)),
-                scale: plan.blob(scale),
-                out: I8Out::U8,
-                y_zero,
-                qmin: 0,
-                qmax: 255,
-            };
+            let q = super::conv_quant(plan, (x_zero, y_zero), (colsum, bias, scale), I8Out::U8);
             if acc.len() == 3 {
                 // SAFETY: as above (the part's rows of the scratch).
                 let scratch = unsafe { shared.view_mut(acc[1].bytes.clone()) };
