@@ -596,3 +596,73 @@ proptest! {
         check_dw(h.max(k - 2 * p), w.max(k - 2 * p), c, k, s, p, seed);
     }
 }
+
+/// On every f32 tier, a GEMM of a few rows gives the bits those rows get inside a GEMM of
+/// many (each sum over k in the same order whether the tile holds 1, 2, 4 or 12 rows and
+/// whether it walks one panel at a time or several side by side), for panel counts that
+/// fill the groups of panels, leave some over, and end in a partial panel.
+#[test]
+fn f32_rows_of_few_equal_rows_of_many() {
+    let mut r = lcg(77);
+    for &(n, k) in &[
+        (128usize, 1536usize),
+        (131, 40),
+        (16, 7),
+        (200, 96),
+        (40, 1),
+    ] {
+        let m = 24;
+        let a: Vec<f32> = (0..m * k)
+            .map(|_| (r() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|_| (r() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|_| (r() % 200) as f32 / 100.0 - 1.0).collect();
+        let mut bp = vec![0.0; pack::packed_f32_len(k, n)];
+        pack::pack_f32(&b, k, n, &mut bp);
+        for d in F32_GEMM.iter().filter(|d| runnable(d)) {
+            let kern = with_f32(d);
+            let mut all = vec![0.0f32; m * n];
+            ops::gemm_f32(
+                &kern,
+                (m, n, k),
+                &a,
+                k,
+                &bp,
+                Some(&bias),
+                &mut all,
+                n,
+                Act::None,
+            )
+            .unwrap();
+            for few in [1usize, 2, 3, 4, 5, 8] {
+                for first in [0usize, 7, m - few] {
+                    let mut got = vec![f32::NAN; few * n];
+                    let rows = &a[first * k..(first + few) * k];
+                    ops::gemm_f32(
+                        &kern,
+                        (few, n, k),
+                        rows,
+                        k,
+                        &bp,
+                        Some(&bias),
+                        &mut got,
+                        n,
+                        Act::None,
+                    )
+                    .unwrap();
+                    let want = &all[first * n..(first + few) * n];
+                    assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{} n{n} k{k}: rows {first}..{} alone differ",
+                        d.name,
+                        first + few
+                    );
+                }
+            }
+        }
+    }
+}

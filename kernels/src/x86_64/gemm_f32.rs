@@ -55,6 +55,72 @@ unsafe fn micro_12x16_avx512<const R: usize>(
     c
 }
 
+/// The epilogue of [`micro_panels_avx512`]'s sums for rows `i0..i0 + live`, panels `p0..`:
+/// bias, clamp and store, as [`block_avx512`] does for one panel.
+///
+/// # Safety
+/// As [`block_avx512`], with the `P` panels from `p0` within B.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_panels<const R: usize, const P: usize>(
+    args: &F32GemmArgs,
+    i0: usize,
+    live: usize,
+    p0: usize,
+    c: [[__m512; P]; R],
+    lo: __m512,
+    hi: __m512,
+) {
+    for p in 0..P {
+        let col0 = (p0 + p) * F32_NR;
+        let ncols = (args.n - col0).min(F32_NR);
+        let mask: u16 = if ncols >= 16 {
+            0xffff
+        } else {
+            (1u16 << ncols) - 1
+        };
+        let bias = (!args.bias.is_null()).then(|| _mm512_maskz_loadu_ps(mask, args.bias.add(col0)));
+        for (r, acc) in c.iter().enumerate().take(live) {
+            let v = match bias {
+                Some(b) => _mm512_add_ps(acc[p], b),
+                None => acc[p],
+            };
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            _mm512_mask_storeu_ps(args.c.add((i0 + r) * args.ldc + col0), mask, v);
+        }
+    }
+}
+
+/// `R` rows × `P` panels of `A·B`, left in registers: for fewer than 8 rows, several panels
+/// at once give the FMAs `R·P` independent sums (one panel's `R` would wait on each FMA's
+/// latency: a one-row GEMM ran at a quarter of the issue rate). Each sum runs over `k` in
+/// order, as in [`micro_12x16_avx512`]: the same bits.
+///
+/// # Safety
+/// As [`micro_12x16_avx512`], with `P` packed panels of `k` rows from `b` on.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_panels_avx512<const R: usize, const P: usize>(
+    k: usize,
+    a: &[*const f32; R],
+    b: *const f32,
+) -> [[__m512; P]; R] {
+    let mut c = [[_mm512_setzero_ps(); P]; R];
+    for kk in 0..k {
+        let mut bv = [_mm512_setzero_ps(); P];
+        for (p, v) in bv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(b.add((p * k + kk) * F32_NR));
+        }
+        for r in 0..R {
+            let av = _mm512_set1_ps(*a[r].add(kk));
+            for p in 0..P {
+                c[r][p] = _mm512_fmadd_ps(av, bv[p], c[r][p]);
+            }
+        }
+    }
+    c
+}
+
 /// The f32 GEMM on AVX-512: 12×16 tiles whose epilogue (bias, then the clamp to
 /// `[lo, hi]`: `max` then `min`, NaN to `lo` as `f32::max` gives) runs on the
 /// accumulators in registers; column blocks of packed B that stay in L2, as the shared
@@ -68,7 +134,12 @@ pub unsafe fn f32_gemm_12x16__avx512(args: &F32GemmArgs) {
         return;
     }
     let panels = args.n.div_ceil(F32_NR);
-    let block = (crate::tile::F32_L2_FLOATS / (args.k * F32_NR).max(1)).max(1);
+    // Column blocks that stay in L2 for the next rows; one row tile reads each panel once.
+    let block = if args.m <= 12 {
+        panels
+    } else {
+        (crate::tile::F32_L2_FLOATS / (args.k * F32_NR).max(1)).max(1)
+    };
     let (lo, hi) = (_mm512_set1_ps(args.lo), _mm512_set1_ps(args.hi));
     let mut p0 = 0;
     while p0 < panels {
@@ -106,7 +177,48 @@ unsafe fn block_avx512<const R: usize>(
     let rows: [*const f32; R] =
         core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
     let live = (args.m - i0).min(R);
-    for p in panels {
+    // Fewer than 8 rows: panels in groups, so that 8 sums run side by side.
+    let group = match R {
+        1 => 8,
+        2 => 4,
+        3 | 4 => 2,
+        _ => 1,
+    };
+    let mut p = panels.start;
+    while p + group <= panels.end && group > 1 {
+        let b = args.b.add(p * args.k * F32_NR);
+        match group {
+            8 => store_panels(
+                args,
+                i0,
+                live,
+                p,
+                micro_panels_avx512::<R, 8>(args.k, &rows, b),
+                lo,
+                hi,
+            ),
+            4 => store_panels(
+                args,
+                i0,
+                live,
+                p,
+                micro_panels_avx512::<R, 4>(args.k, &rows, b),
+                lo,
+                hi,
+            ),
+            _ => store_panels(
+                args,
+                i0,
+                live,
+                p,
+                micro_panels_avx512::<R, 2>(args.k, &rows, b),
+                lo,
+                hi,
+            ),
+        }
+        p += group;
+    }
+    for p in p..panels.end {
         let c = micro_12x16_avx512::<R>(args.k, &rows, args.b.add(p * args.k * F32_NR));
         let col0 = p * F32_NR;
         let ncols = (args.n - col0).min(F32_NR);
