@@ -110,6 +110,15 @@ pub fn plan_arena(
             tensors[i].offset = tensors[rep[i]].offset;
         }
     }
+    // A tensor no op touches (a dead branch, or every op dropped for want of outputs) is
+    // never read or written, but a plan's every tensor lies inside its arena: at offset 0,
+    // over the others.
+    for i in 0..n {
+        if first[rep[i]] == usize::MAX {
+            tensors[i].offset = 0;
+            total = total.max(tensors[i].bytes());
+        }
+    }
     total
 }
 
@@ -189,6 +198,28 @@ mod tests {
             "a dead tensor's bytes are reused"
         );
         assert!(size < 3 * 4000, "{size}");
+    }
+
+    /// Tensors no op touches (a dead branch larger than everything live) lie inside the
+    /// arena, so the plan loads; the live tensors keep their places.
+    #[test]
+    fn untouched_tensors_lie_inside_the_arena() {
+        let mut ts = alloc::vec![t(16), t(16), t(5000), t(16)];
+        let ops = [un(0, 1)];
+        let size = plan_arena(&mut ts, &ops, &[0], &[1]);
+        check(&ts[..2], &ops, &[0], &[1], size);
+        for t in &ts {
+            assert!(
+                t.offset + t.bytes() <= size,
+                "{} + {} > {size}",
+                t.offset,
+                t.bytes()
+            );
+        }
+        // No ops at all (a model whose outputs are gone): still inside.
+        let mut ts = alloc::vec![t(16), t(900)];
+        let size = plan_arena(&mut ts, &[], &[0], &[]);
+        assert!(ts.iter().all(|t| t.offset + t.bytes() <= size));
     }
 
     #[test]
