@@ -55,8 +55,8 @@ unsafe fn micro_12x16_avx512<const R: usize>(
     c
 }
 
-/// The epilogue of [`micro_panels_avx512`]'s sums for rows `i0..i0 + live`, panels `p0..`:
-/// bias, clamp and store, as [`block_avx512`] does for one panel.
+/// The epilogue of `P` panels' sums for rows `i0..i0 + live`, panels `p0..`: bias, then
+/// the clamp to `[lo, hi]`, stored under the mask of the columns inside `n`.
 ///
 /// # Safety
 /// As [`block_avx512`], with the `P` panels from `p0` within B.
@@ -220,21 +220,6 @@ unsafe fn block_avx512<const R: usize>(
     }
     for p in p..panels.end {
         let c = micro_12x16_avx512::<R>(args.k, &rows, args.b.add(p * args.k * F32_NR));
-        let col0 = p * F32_NR;
-        let ncols = (args.n - col0).min(F32_NR);
-        let mask: u16 = if ncols >= 16 {
-            0xffff
-        } else {
-            (1u16 << ncols) - 1
-        };
-        let bias = (!args.bias.is_null()).then(|| _mm512_maskz_loadu_ps(mask, args.bias.add(col0)));
-        for (r, &acc) in c.iter().enumerate().take(live) {
-            let v = match bias {
-                Some(b) => _mm512_add_ps(acc, b),
-                None => acc,
-            };
-            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            _mm512_mask_storeu_ps(args.c.add((i0 + r) * args.ldc + col0), mask, v);
-        }
+        store_panels(args, i0, live, p, c.map(|v| [v]), lo, hi);
     }
 }

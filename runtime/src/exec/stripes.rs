@@ -447,6 +447,7 @@ fn part(plan: &Dyn, kern: &Kernels, shared: Shared, op: &Op, u: &Range<usize>) -
     // this op. So nothing else touches a range this op writes, nor writes one it reads,
     // while the views live (this op only).
     let (x, y) = match acc.len() {
+        // SAFETY: the first access is the op's input, the last its output, as above.
         2 | 3 => unsafe {
             (
                 shared.view(acc[0].bytes.clone()),
