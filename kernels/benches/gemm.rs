@@ -6,7 +6,7 @@
 
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops::{self, I8Dst, I8Quant};
-use edgetune_kernels::registry::{F32_GEMM, I8_GEMM};
+use edgetune_kernels::registry::{F32_GEMM, I8_GEMM, I8_GEMM_SAT};
 use edgetune_kernels::{pack, Act, I8Out, Tier};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ fn main() {
         (1, 1000, 1280),
         (3136, 144, 24),
         (784, 240, 40),
+        // EfficientNet-Lite0's 1×1 layers: 16 → 96 over 112×112, 1152 → 320 over 7×7.
+        (12544, 96, 16),
+        (49, 320, 1152),
         // The tail trainer's 1×1 layers over a batch of 10 (7×7 tokens each): forward,
         // input gradient, weight gradient.
         (490, 1152, 192),
@@ -75,8 +78,10 @@ fn main() {
             qmax: 255,
         };
         let mut c8 = vec![0u8; m * n];
+        // The exact family, then the saturating one (`EDGETUNE_INT8=saturating`).
         for d in I8_GEMM
             .iter()
+            .chain(I8_GEMM_SAT)
             .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
         {
             let mut kern = Kernels::select(&cpu, None);

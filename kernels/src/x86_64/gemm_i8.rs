@@ -226,80 +226,286 @@ unsafe fn micro_4x16_avx2(
         }
     }
 }
+/// The epilogue's constants for one GEMM on AVX2 (8 columns per vector).
+struct Epi2 {
+    /// A's zero point as the tile reads A.
+    zero: __m256i,
+    /// The clamp: `[qmin, qmax]` less the output zero point.
+    lo: __m256,
+    hi: __m256,
+    yz: __m256i,
+}
+
+impl Epi2 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(args: &I8GemmArgs) -> Epi2 {
+        Epi2 {
+            zero: _mm256_set1_epi32(crate::quant::effective_a_zero(args)),
+            lo: _mm256_set1_ps((args.qmin - args.y_zero) as f32),
+            hi: _mm256_set1_ps((args.qmax - args.y_zero) as f32),
+            yz: _mm256_set1_epi32(args.y_zero),
+        }
+    }
+}
+
+/// Lane masks of the columns `col0..col0 + ncols` in a panel's two 8-column halves.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn half_masks(ncols: usize) -> [__m256i; 2] {
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let n = _mm256_set1_epi32(ncols as i32);
+    [
+        _mm256_cmpgt_epi32(n, idx),
+        _mm256_cmpgt_epi32(n, _mm256_add_epi32(idx, _mm256_set1_epi32(8))),
+    ]
+}
+
+/// The panel's per-column terms: the zero-point correction plus the bias (one i32 per
+/// column: integer sums, exact) and the scales, the lanes past `n` zero.
+///
+/// # Safety
+/// Columns `col0..col0 + ncols` lie within `n`; CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn panel_terms(
+    args: &I8GemmArgs,
+    e: &Epi2,
+    col0: usize,
+    m: &[__m256i; 2],
+) -> ([__m256i; 2], [__m256; 2]) {
+    let corr = core::array::from_fn(|h| {
+        let cs = _mm256_maskload_epi32(args.colsum.add(col0 + 8 * h), m[h]);
+        let c = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_mullo_epi32(cs, e.zero));
+        if args.bias.is_null() {
+            c
+        } else {
+            _mm256_add_epi32(c, _mm256_maskload_epi32(args.bias.add(col0 + 8 * h), m[h]))
+        }
+    });
+    let scale = core::array::from_fn(|h| _mm256_maskload_ps(args.scale.add(col0 + 8 * h), m[h]));
+    (corr, scale)
+}
+
+/// The epilogue of `R` rows × 16 columns of sums in registers (the correction already
+/// in them): the reference's scale, clamp, rounding and zero point in the same order,
+/// then two rows at a time narrowed to bytes and stored (the columns past `ncols` left
+/// alone).
+///
+/// # Safety
+/// Rows `i0..i0 + live` and columns `col0..col0 + ncols` lie within C; CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile_avx2<const R: usize>(
+    args: &I8GemmArgs,
+    e: &Epi2,
+    i0: usize,
+    live: usize,
+    col0: usize,
+    ncols: usize,
+    m: &[__m256i; 2],
+    scale: &[__m256; 2],
+    c: &[[__m256i; 2]; R],
+) {
+    if args.out == crate::I8Out::F32 {
+        for (r, acc) in c.iter().enumerate().take(live) {
+            let y = (args.c as *mut f32).add((i0 + r) * args.ldc + col0);
+            for h in 0..2 {
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[h]), scale[h]);
+                if ncols >= 16 {
+                    _mm256_storeu_ps(y.add(8 * h), v);
+                } else {
+                    _mm256_maskstore_ps(y.add(8 * h), m[h], v);
+                }
+            }
+        }
+        return;
+    }
+    let signed = args.out == crate::I8Out::I8;
+    // Each row's 16 values as i16 in column order (already within [qmin, qmax], so the
+    // saturating packs are exact).
+    let w: [__m256i; R] = core::array::from_fn(|r| {
+        let q: [__m256i; 2] = core::array::from_fn(|h| {
+            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(c[r][h]), scale[h]);
+            let v = _mm256_min_ps(_mm256_max_ps(v, e.lo), e.hi);
+            _mm256_add_epi32(_mm256_cvtps_epi32(v), e.yz)
+        });
+        let p = if signed {
+            _mm256_packs_epi32(q[0], q[1])
+        } else {
+            _mm256_packus_epi32(q[0], q[1])
+        };
+        _mm256_permute4x64_epi64(p, 0b11_01_10_00)
+    });
+    let mut r = 0;
+    while r < live {
+        let w1 = if r + 1 < R { w[r + 1] } else { w[r] };
+        let b = if signed {
+            _mm256_packs_epi16(w[r], w1)
+        } else {
+            _mm256_packus_epi16(w[r], w1)
+        };
+        // Row r's 16 bytes in the low half, row r + 1's in the high half.
+        let b = _mm256_permute4x64_epi64(b, 0b11_01_10_00);
+        let y = args.c.add((i0 + r) * args.ldc + col0);
+        let halves = [_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)];
+        for (j, &v) in halves.iter().enumerate().take(live - r) {
+            let y = y.add(j * args.ldc);
+            if ncols >= 16 {
+                _mm_storeu_si128(y as *mut __m128i, v);
+            } else {
+                let mut t = [0u8; 16];
+                _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, v);
+                core::ptr::copy_nonoverlapping(t.as_ptr(), y, ncols);
+            }
+        }
+        r += 2;
+    }
+}
 
 /// AVX2 as onnxruntime computes u8×i8 without VNNI: `vpmaddubsw` multiplies 32 byte
 /// pairs and adds each pair into i16 with saturation, `vpmaddwd` by ones widens to i32.
 /// Four k per column per step, on the same packed panel as every tier. Not exact when a
 /// pair sum leaves i16 (255·(w0 + w1) > 32767); twin: `i8_gemm_sat__reference`.
-/// Six rows: 12 accumulators, 2 weight vectors, the ones and the broadcast fill the 16
-/// ymm registers.
+/// `R` rows (at most 6): 12 accumulators, 2 weight vectors and the broadcast take 15 of
+/// the 16 ymm registers; the sums start at `init` and stay in registers for the epilogue.
+/// With `FLIP` (i8 A) each word's sign bits are flipped; otherwise A's words are
+/// broadcast straight from memory.
+///
+/// # Safety
+/// Each `a[r]` points at `k` readable bytes, `b` at a packed panel of `k`; CPU has AVX2.
+#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn micro_6x16_avx2sat(
+unsafe fn micro_avx2sat<const FLIP: bool, const R: usize>(
     k: usize,
-    a: &[*const u8; 6],
-    flip: bool,
+    a: &[*const u8; R],
     b: *const i8,
-    acc: &mut [[i32; I8_NR]; 6],
-) {
+    init: [__m256i; 2],
+) -> [[__m256i; 2]; R] {
     let ones = _mm256_set1_epi16(1);
-    let mut c = [[_mm256_setzero_si256(); 2]; 6];
-    for_each_a4(k, a, flip, |g, av: [i32; 6]| {
+    let mask = _mm256_set1_epi32(0x8080_8080u32 as i32);
+    let mut c = [init; R];
+    let full = k / 4;
+    let step = |c: &mut [[__m256i; 2]; R], g: usize, word: &dyn Fn(usize) -> __m256i| {
         let w0 = _mm256_loadu_si256(b.add(g * 64) as *const _);
         let w1 = _mm256_loadu_si256(b.add(g * 64 + 32) as *const _);
-        for r in 0..6 {
-            let x = _mm256_set1_epi32(av[r]);
+        for (r, c) in c.iter_mut().enumerate() {
+            let x = word(r);
             let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones);
             let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones);
-            c[r][0] = _mm256_add_epi32(c[r][0], p0);
-            c[r][1] = _mm256_add_epi32(c[r][1], p1);
+            c[0] = _mm256_add_epi32(c[0], p0);
+            c[1] = _mm256_add_epi32(c[1], p1);
         }
-    });
-    for r in 0..6 {
-        _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut _, c[r][0]);
-        _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut _, c[r][1]);
+    };
+    for g in 0..full {
+        step(&mut c, g, &|r| {
+            let x = _mm256_set1_epi32((a[r].add(g * 4) as *const i32).read_unaligned());
+            if FLIP {
+                _mm256_xor_si256(x, mask)
+            } else {
+                x
+            }
+        });
     }
+    if full * 4 < k {
+        step(&mut c, full, &|r| {
+            _mm256_set1_epi32(load_a4(a[r], full, k, FLIP) as i32)
+        });
+    }
+    c
 }
 
 /// # Safety
 /// `args` describes valid buffers and the CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn i8_gemm_6x16__avx2sat(args: &I8GemmArgs) {
-    drive_i8::<6>(args, micro_6x16_avx2sat, super::epilogue::i8_epi_avx2)
+    if args.m == 0 || args.n == 0 {
+        return;
+    }
+    let e = Epi2::new(args);
+    let mut i0 = 0;
+    while i0 < args.m {
+        // The last block of fewer than 6 rows takes the smallest tile that holds it.
+        match args.m - i0 {
+            5.. => block_avx2sat::<6>(args, i0, &e),
+            3..=4 => block_avx2sat::<4>(args, i0, &e),
+            2 => block_avx2sat::<2>(args, i0, &e),
+            _ => block_avx2sat::<1>(args, i0, &e),
+        }
+        i0 += 6;
+    }
+}
+
+/// Rows `i0..i0 + R` of A (those below `m`) against every panel, the saturating tile.
+///
+/// # Safety
+/// As [`i8_gemm_6x16__avx2sat`], with `i0 < m`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2sat<const R: usize>(args: &I8GemmArgs, i0: usize, e: &Epi2) {
+    let panels = args.n.div_ceil(I8_NR);
+    let panel_bytes = args.k.div_ceil(4) * 4 * I8_NR;
+    let rows: [*const u8; R] =
+        core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+    let live = (args.m - i0).min(R);
+    for p in 0..panels {
+        let col0 = p * I8_NR;
+        let ncols = (args.n - col0).min(I8_NR);
+        let mk = half_masks(ncols);
+        let (corr, scale) = panel_terms(args, e, col0, &mk);
+        let b = args.b.add(p * panel_bytes);
+        let c = if args.a_signed {
+            micro_avx2sat::<true, R>(args.k, &rows, b, corr)
+        } else {
+            micro_avx2sat::<false, R>(args.k, &rows, b, corr)
+        };
+        store_tile_avx2(args, e, i0, live, col0, ncols, &mk, &scale, &c);
+    }
 }
 
 /// Longest reduction the widened path keeps on the stack (6 rows × 2 KiB of u16).
 const WIDE_K: usize = 2048;
 
-/// The 6×16 tile with A already widened to u16 (sign-flipped, zero padded to a multiple
-/// of 4): each group of 4 activations is one 64-bit broadcast load, no shuffle. Per half
-/// (8 columns) 12 accumulators, 2 weight vectors and the broadcast fill 15 of the 16 ymm
-/// registers, so the weights widened per group serve six rows.
+/// `R` rows (at most 6) × 16 columns with A already widened to u16 (sign-flipped, zero
+/// padded to a multiple of 4): each group of 4 activations is one 64-bit broadcast load,
+/// no shuffle. Per half (8 columns) 12 accumulators, 2 weight vectors and the broadcast
+/// fill 15 of the 16 ymm registers, so the weights widened per group serve six rows.
+/// Returns the sums in column order plus `corr`, in registers for the epilogue.
+///
+/// # Safety
+/// Each `a[r]` points at `4·groups` u16, `b` at a packed panel of `groups` groups; CPU
+/// has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn micro_6x16_avx2_wide(
+unsafe fn micro_avx2_wide<const R: usize>(
     groups: usize,
-    a: &[*const u16; 6],
+    a: &[*const u16; R],
     b: *const i8,
-    acc: &mut [[i32; I8_NR]; 6],
-) {
+    corr: [__m256i; 2],
+) -> [[__m256i; 2]; R] {
+    let mut out = [[_mm256_setzero_si256(); 2]; R];
     for half in 0..2 {
         let bh = b.add(half * 32);
-        let mut c = [[_mm256_setzero_si256(); 2]; 6];
+        // c[r][q] holds pair sums for columns 8·half + 4q .. +4: lanes (col, pair).
+        let mut c = [[_mm256_setzero_si256(); 2]; R];
         for g in 0..groups {
             let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64) as *const _));
             let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bh.add(g * 64 + 16) as *const _));
-            for r in 0..6 {
+            for r in 0..R {
                 let x = _mm256_set1_epi64x((a[r].add(g * 4) as *const i64).read_unaligned());
                 c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(x, w0));
                 c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(x, w1));
             }
         }
-        for r in 0..6 {
+        for r in 0..R {
+            // hadd within 128-bit lanes, then restore column order.
             let h = _mm256_hadd_epi32(c[r][0], c[r][1]);
             let h = _mm256_permute4x64_epi64(h, 0b11_01_10_00);
-            _mm256_storeu_si256(acc[r].as_mut_ptr().add(half * 8) as *mut _, h);
+            out[r][half] = _mm256_add_epi32(h, corr[half]);
         }
     }
+    out
 }
 
 /// # Safety
@@ -309,37 +515,63 @@ unsafe fn micro_6x16_avx2_wide(
 // row cost as much as the arithmetic.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn i8_gemm_6x16__avx2(args: &I8GemmArgs) {
-    const MR: usize = 6;
     if args.k > WIDE_K || args.m == 0 || args.n == 0 {
         drive_i8::<4>(args, micro_4x16_avx2, super::epilogue::i8_epi_avx2);
         return;
     }
-    // Each 6-row tile is widened once and reused by every 16-column panel.
+    let e = Epi2::new(args);
+    // Each tile of rows is widened once and reused by every 16-column panel.
+    let mut wide = [[0u16; WIDE_K]; 6];
+    let mut i0 = 0;
+    while i0 < args.m {
+        match args.m - i0 {
+            5.. => block_avx2_wide::<6>(args, i0, &e, &mut wide),
+            3..=4 => block_avx2_wide::<4>(args, i0, &e, &mut wide),
+            2 => block_avx2_wide::<2>(args, i0, &e, &mut wide),
+            _ => block_avx2_wide::<1>(args, i0, &e, &mut wide),
+        }
+        i0 += 6;
+    }
+}
+
+/// Rows `i0..i0 + R` of A (those below `m`), widened into `wide`, against every panel.
+///
+/// # Safety
+/// As [`i8_gemm_6x16__avx2`], with `i0 < m` and `k ≤ WIDE_K`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2_wide<const R: usize>(
+    args: &I8GemmArgs,
+    i0: usize,
+    e: &Epi2,
+    wide: &mut [[u16; WIDE_K]; 6],
+) {
     let groups = args.k.div_ceil(4);
     let panels = args.n.div_ceil(I8_NR);
     let panel_bytes = groups * 4 * I8_NR;
     let flip = if args.a_signed { 0x80u8 } else { 0 };
-    let mut wide = [[0u16; WIDE_K]; MR];
-    let mut i0 = 0;
-    while i0 < args.m {
-        for (r, row) in wide.iter_mut().enumerate() {
-            // Rows past m repeat the last row (results discarded), as the shared driver does.
-            let src = args.a.add((i0 + r).min(args.m - 1) * args.lda);
-            for (kk, d) in row[..args.k].iter_mut().enumerate() {
-                *d = (*src.add(kk) ^ flip) as u16;
-            }
-            row[args.k..groups * 4].fill(0);
+    let flip16 = _mm_set1_epi8(flip as i8);
+    for (r, row) in wide.iter_mut().enumerate().take(R) {
+        let src = args.a.add((i0 + r).min(args.m - 1) * args.lda);
+        // 16 bytes at a time, then the rest one by one.
+        let whole = args.k / 16 * 16;
+        for kk in (0..whole).step_by(16) {
+            let v = _mm_xor_si128(_mm_loadu_si128(src.add(kk) as *const _), flip16);
+            _mm256_storeu_si256(row.as_mut_ptr().add(kk) as *mut _, _mm256_cvtepu8_epi16(v));
         }
-        let rows: [*const u16; MR] = core::array::from_fn(|r| wide[r].as_ptr());
-        for p in 0..panels {
-            let mut acc = [[0i32; I8_NR]; MR];
-            micro_6x16_avx2_wide(groups, &rows, args.b.add(p * panel_bytes), &mut acc);
-            let col0 = p * I8_NR;
-            let ncols = (args.n - col0).min(I8_NR);
-            for (r, row) in acc.iter().enumerate().take((args.m - i0).min(MR)) {
-                super::epilogue::i8_epi_avx2(args, i0 + r, col0, ncols, row);
-            }
+        for (kk, d) in row[..args.k].iter_mut().enumerate().skip(whole) {
+            *d = (*src.add(kk) ^ flip) as u16;
         }
-        i0 += MR;
+        row[args.k..groups * 4].fill(0);
+    }
+    let rows: [*const u16; R] = core::array::from_fn(|r| wide[r].as_ptr());
+    let live = (args.m - i0).min(R);
+    for p in 0..panels {
+        let col0 = p * I8_NR;
+        let ncols = (args.n - col0).min(I8_NR);
+        let mk = half_masks(ncols);
+        let (corr, scale) = panel_terms(args, e, col0, &mk);
+        let c = micro_avx2_wide::<R>(groups, &rows, args.b.add(p * panel_bytes), corr);
+        store_tile_avx2(args, e, i0, live, col0, ncols, &mk, &scale, &c);
     }
 }
