@@ -721,6 +721,157 @@ unsafe fn slide3_avx2<const S: usize>(a: &DwI8Args) {
     }
 }
 
+/// Output columns per chunk of [`rows16_avx2`].
+const CHUNK2: usize = 32;
+
+/// A 3×3 or 5×5 depthwise at stride `S` on AVX2, 16 channels per block (the last block
+/// overlaps the one before when 16 does not divide the channels: those channels get the
+/// same bytes twice). For each chunk of an output row, every input column under the
+/// kernel is widened once into `[x(2r, c), x(2r + 1, c)]` i16 pairs on the stack (the
+/// zero point under padding and under the missing row of an odd kernel, whose weights are
+/// zero); every output pixel then takes one `vpmaddwd` per (row pair, kernel column) and
+/// 8 channels against weights interleaved the same way once per block. z·Σw comes off
+/// the bias once per block, so each sum is the reference's Σ (x - z)·w over the taps
+/// inside (integer sums, exact in any order; |x| ≤ 255 and |w| ≤ 2^15 over 25 taps stay
+/// inside i32). The epilogue is the reference's operations in order, and the 16 channels
+/// are narrowed and stored at once (exact: the values lie in `[qmin, qmax]` ⊂ `[0, 255]`).
+///
+/// # Safety
+/// As [`dw_i8_8c__avx2`], with `kh = kw = K` (3 or 5), `c ≥ 16`, the zero point in
+/// `0..=255` and `0 ≤ qmin ≤ qmax ≤ 255`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows16_avx2<const K: usize, const S: usize>(a: &DwI8Args) {
+    const RP: usize = 3;
+    const COLS: usize = (CHUNK2 - 1) * 2 + 5;
+    let rpn = K.div_ceil(2);
+    let lo = _mm256_set1_ps((a.qmin - a.y_zero) as f32);
+    let hi = _mm256_set1_ps((a.qmax - a.y_zero) as f32);
+    let yz = _mm256_set1_epi32(a.y_zero);
+    let zp8 = _mm_set1_epi8(a.x_zero as u8 as i8);
+    let zpair = _mm256_cvtepu8_epi16(zp8);
+    // One block's interleaved weights (lo: channels 0-7, hi: 8-15), bias less z·Σw, and
+    // scales.
+    let prep = |c0: usize| {
+        let z16 = _mm_setzero_si128();
+        let wt = |ky: usize, kx: usize, h: usize| {
+            if ky < K {
+                _mm_loadu_si128(a.weights.add((ky * K + kx) * a.c + c0 + 8 * h) as *const _)
+            } else {
+                z16
+            }
+        };
+        let mut w = [[[_mm256_setzero_si256(); 2]; 5]; RP];
+        let mut sw = [_mm256_setzero_si256(); 2];
+        for rp in 0..rpn {
+            for kx in 0..K {
+                for h in 0..2 {
+                    let (wa, wb) = (wt(2 * rp, kx, h), wt(2 * rp + 1, kx, h));
+                    w[rp][kx][h] =
+                        _mm256_set_m128i(_mm_unpackhi_epi16(wa, wb), _mm_unpacklo_epi16(wa, wb));
+                    sw[h] = _mm256_add_epi32(sw[h], _mm256_cvtepi16_epi32(wa));
+                    sw[h] = _mm256_add_epi32(sw[h], _mm256_cvtepi16_epi32(wb));
+                }
+            }
+        }
+        let z = _mm256_set1_epi32(a.x_zero);
+        let bias: [__m256i; 2] = core::array::from_fn(|h| {
+            let b = if a.bias.is_null() {
+                _mm256_setzero_si256()
+            } else {
+                _mm256_loadu_si256(a.bias.add(c0 + 8 * h) as *const __m256i)
+            };
+            _mm256_sub_epi32(b, _mm256_mullo_epi32(sw[h], z))
+        });
+        let scale: [__m256; 2] = core::array::from_fn(|h| _mm256_loadu_ps(a.scale.add(c0 + 8 * h)));
+        (w, bias, scale)
+    };
+    // A map larger than L2 is taken with output rows outermost, so the kernel's input rows
+    // stay in cache across the blocks; a smaller one block by block.
+    let blocks = a.c.div_ceil(16);
+    let by_block = a.h * a.w * a.c <= SMALL_MAP;
+    let (outer, inner) = if by_block {
+        (blocks, a.oh)
+    } else {
+        (a.oh, blocks)
+    };
+    let (mut w, mut bias, mut scale) = prep(0);
+    let mut loaded = 0;
+    let mut xb = [[[_mm256_setzero_si256(); 2]; COLS]; RP];
+    for i in 0..outer {
+        for j in 0..inner {
+            let (oy, b) = if by_block { (j, i) } else { (i, j) };
+            let c0 = (b * 16).min(a.c - 16);
+            if loaded != b {
+                (w, bias, scale) = prep(c0);
+                loaded = b;
+            }
+            // The kernel's input rows from channel c0 (null outside the image and past K).
+            let rows: [*const u8; 2 * RP] = core::array::from_fn(|r| {
+                let iy = (oy * S + r) as isize - a.pad_top as isize;
+                if r < K && iy >= 0 && (iy as usize) < a.h {
+                    a.x.add(iy as usize * a.w * a.c + c0)
+                } else {
+                    core::ptr::null()
+                }
+            });
+            let mut ox0 = 0;
+            while ox0 < a.ow {
+                let n = (a.ow - ox0).min(CHUNK2);
+                let ix0 = (ox0 * S) as isize - a.pad_left as isize;
+                for (rp, cols) in xb.iter_mut().enumerate().take(rpn) {
+                    let (ra, rb) = (rows[2 * rp], rows[2 * rp + 1]);
+                    for (col, xc) in cols.iter_mut().enumerate().take((n - 1) * S + K) {
+                        let ix = ix0 + col as isize;
+                        *xc = if ix < 0 || ix >= a.w as isize {
+                            [zpair, zpair]
+                        } else {
+                            let off = ix as usize * a.c;
+                            let at = |p: *const u8| {
+                                if p.is_null() {
+                                    zp8
+                                } else {
+                                    _mm_loadu_si128(p.add(off) as *const __m128i)
+                                }
+                            };
+                            let (va, vb) = (at(ra), at(rb));
+                            [
+                                _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(va, vb)),
+                                _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(va, vb)),
+                            ]
+                        };
+                    }
+                }
+                for o in 0..n {
+                    let mut acc = bias;
+                    for rp in 0..rpn {
+                        for kx in 0..K {
+                            let x = &xb[rp][o * S + kx];
+                            for h in 0..2 {
+                                acc[h] =
+                                    _mm256_add_epi32(acc[h], _mm256_madd_epi16(x[h], w[rp][kx][h]));
+                            }
+                        }
+                    }
+                    let q: [__m256i; 2] = core::array::from_fn(|h| {
+                        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[h]), scale[h]);
+                        let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                        _mm256_add_epi32(_mm256_cvtps_epi32(v), yz)
+                    });
+                    let w16 =
+                        _mm256_permute4x64_epi64(_mm256_packus_epi32(q[0], q[1]), 0b11_01_10_00);
+                    let bytes = _mm_packus_epi16(
+                        _mm256_castsi256_si128(w16),
+                        _mm256_extracti128_si256(w16, 1),
+                    );
+                    let yp = a.y.add((oy * a.ow + ox0 + o) * a.c + c0);
+                    _mm_storeu_si128(yp as *mut __m128i, bytes);
+                }
+                ox0 += n;
+            }
+        }
+    }
+}
+
 /// Depthwise int8, 16 channels at a time with `vpmaddwd` over tap pairs, then 8 per ymm
 /// (AVX2 machines without AVX-512). A channel tail shorter than 8 goes through
 /// zero-padded stack copies.
@@ -729,6 +880,15 @@ unsafe fn slide3_avx2<const S: usize>(a: &DwI8Args) {
 /// `a` describes valid buffers (checked by [`crate::ops::depthwise_i8`]); the CPU has AVX2.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dw_i8_8c__avx2(a: &DwI8Args) {
+    if a.c >= 16 && a.kh == a.kw && (0..=255).contains(&a.x_zero) && a.qmin >= 0 && a.qmax <= 255 {
+        match (a.kh, a.stride) {
+            (3, 1) => return rows16_avx2::<3, 1>(a),
+            (3, 2) => return rows16_avx2::<3, 2>(a),
+            (5, 1) => return rows16_avx2::<5, 1>(a),
+            (5, 2) => return rows16_avx2::<5, 2>(a),
+            _ => {}
+        }
+    }
     if a.kh == 3 && a.kw == 3 && a.c >= 8 && (0..=255).contains(&a.x_zero) {
         match a.stride {
             1 => return slide3_avx2::<1>(a),
