@@ -154,7 +154,9 @@ fn sp<V: Lanes>(v: f32) -> V {
 /// the far tails give 2^-126 and +inf instead of 0 and +inf.
 #[inline(always)]
 fn exp_v<V: Lanes>(x: V) -> V {
-    let x = x.max(sp(-87.3)).min(sp(88.7));
+    // The bounds first, so a NaN lane stays NaN (`max`/`min` return their second
+    // operand when a comparison fails), as the scalar form returns it.
+    let x = sp::<V>(88.7).min(sp::<V>(-87.3).max(x));
     let n = x.mul(sp(core::f32::consts::LOG2_E)).round();
     let r = n.mul_add(sp(-0.693_359_4), x);
     let r = n.mul_add(sp(2.121_944_4e-4), r);

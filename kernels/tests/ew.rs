@@ -620,3 +620,31 @@ fn depthwise_f32_matches_the_reference_on_every_tier() {
     assert!(ops::depthwise_f32(&reference(), &g1, &[0.0; 48], &[0.0; 27], &[], &mut y).is_err());
     assert!(y.iter().all(|v| *v == 0.0));
 }
+
+/// A row of softmax whose values are all -inf (a fully masked attention row) is NaN on
+/// every tier, as in the reference and in ONNX (`exp(-inf - -inf)`): models test for it
+/// with IsNaN. Rows of every length, so both the vector body and the scalar tail see it.
+#[test]
+fn softmax_of_a_fully_masked_row_is_nan_on_every_tier() {
+    let r = reference();
+    for (d, k) in tiers() {
+        for cols in [1usize, 7, 8, 16, 40, 64] {
+            let mut x = vec![f32::NEG_INFINITY; 2 * cols];
+            // The second row is ordinary.
+            for (i, v) in x[cols..].iter_mut().enumerate() {
+                *v = i as f32 * 0.1;
+            }
+            let mut want = x.clone();
+            ops::softmax(&r, &mut want, cols).unwrap();
+            ops::softmax(&k, &mut x, cols).unwrap();
+            assert!(want[..cols].iter().all(|v| v.is_nan()), "reference");
+            assert!(
+                x[..cols].iter().all(|v| v.is_nan()),
+                "{} cols {cols}: {:?}",
+                d.name,
+                &x[..cols.min(8)]
+            );
+            assert!(worst(&x[cols..], &want[cols..]) <= ROW_BOUND, "{}", d.name);
+        }
+    }
+}
