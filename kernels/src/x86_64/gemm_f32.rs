@@ -1,36 +1,114 @@
 use crate::pack::F32_NR;
-use crate::tile::drive_f32;
 use crate::F32GemmArgs;
 use core::arch::x86_64::*;
 
+/// `R` rows (at most 6) × 16 columns of `A·B` over one packed panel, left in registers
+/// for the epilogue: 12 accumulators, 2 panel vectors and the broadcast.
+///
+/// # Safety
+/// Each `a[r]` points at `k` readable floats, `b` at a packed panel of `k` rows; the CPU
+/// has AVX2 and FMA.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_6x16_avx2(
+unsafe fn micro_6x16_avx2<const R: usize>(
     k: usize,
-    a: &[*const f32; 6],
+    a: &[*const f32; R],
     b: *const f32,
-    acc: &mut [[f32; F32_NR]; 6],
-) {
-    let mut c = [[_mm256_setzero_ps(); 2]; 6];
+) -> [[__m256; 2]; R] {
+    let mut c = [[_mm256_setzero_ps(); 2]; R];
     for kk in 0..k {
         let bp = b.add(kk * F32_NR);
         let b0 = _mm256_loadu_ps(bp);
         let b1 = _mm256_loadu_ps(bp.add(8));
-        for r in 0..6 {
+        for r in 0..R {
             let av = _mm256_broadcast_ss(&*a[r].add(kk));
             c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
             c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
         }
     }
-    for r in 0..6 {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), c[r][0]);
-        _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), c[r][1]);
+    c
+}
+
+/// The f32 GEMM on AVX2: 6×16 tiles whose epilogue (bias, then the clamp to `[lo, hi]`:
+/// `max` then `min`, NaN to `lo` as `f32::max` gives) runs on the accumulators in
+/// registers; column blocks of packed B that stay in L2, as the shared driver walks them.
+///
+/// # Safety
+/// `args` describes valid buffers and the CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
+    if args.m == 0 || args.n == 0 {
+        return;
+    }
+    let panels = args.n.div_ceil(F32_NR);
+    let block = if args.m <= 6 {
+        panels
+    } else {
+        (crate::tile::F32_L2_FLOATS / (args.k * F32_NR).max(1)).max(1)
+    };
+    let mut p0 = 0;
+    while p0 < panels {
+        let p1 = (p0 + block).min(panels);
+        let mut i0 = 0;
+        while i0 < args.m {
+            // The last block of fewer than 6 rows takes the smallest tile that holds it.
+            match args.m - i0 {
+                5.. => block_avx2::<6>(args, i0, p0..p1),
+                3..=4 => block_avx2::<4>(args, i0, p0..p1),
+                2 => block_avx2::<2>(args, i0, p0..p1),
+                _ => block_avx2::<1>(args, i0, p0..p1),
+            }
+            i0 += 6;
+        }
+        p0 = p1;
     }
 }
 
+/// Rows `i0..i0 + R` of A (those below `m`) against `panels`, each tile's epilogue on its
+/// accumulators in registers, the columns past `n` left alone.
+///
 /// # Safety
-/// `args` describes valid buffers and the CPU has AVX2 and FMA.
-pub unsafe fn f32_gemm_6x16__avx2(args: &F32GemmArgs) {
-    drive_f32::<6>(args, micro_6x16_avx2)
+/// As [`f32_gemm_6x16__avx2`], with `i0 < m` and the panels within B.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2<const R: usize>(
+    args: &F32GemmArgs,
+    i0: usize,
+    panels: core::ops::Range<usize>,
+) {
+    let rows: [*const f32; R] =
+        core::array::from_fn(|r| args.a.add((i0 + r).min(args.m - 1) * args.lda));
+    let live = (args.m - i0).min(R);
+    let (lo, hi) = (_mm256_set1_ps(args.lo), _mm256_set1_ps(args.hi));
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for p in panels {
+        let c = micro_6x16_avx2::<R>(args.k, &rows, args.b.add(p * args.k * F32_NR));
+        let col0 = p * F32_NR;
+        let ncols = (args.n - col0).min(F32_NR);
+        let nv = _mm256_set1_epi32(ncols as i32);
+        let mask = [
+            _mm256_cmpgt_epi32(nv, idx),
+            _mm256_cmpgt_epi32(nv, _mm256_add_epi32(idx, _mm256_set1_epi32(8))),
+        ];
+        let bias: [Option<__m256>; 2] = core::array::from_fn(|h| {
+            (!args.bias.is_null()).then(|| _mm256_maskload_ps(args.bias.add(col0 + 8 * h), mask[h]))
+        });
+        for (r, acc) in c.iter().enumerate().take(live) {
+            let y = args.c.add((i0 + r) * args.ldc + col0);
+            for h in 0..2 {
+                let v = match bias[h] {
+                    Some(b) => _mm256_add_ps(acc[h], b),
+                    None => acc[h],
+                };
+                let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                if ncols >= 16 {
+                    _mm256_storeu_ps(y.add(8 * h), v);
+                } else {
+                    _mm256_maskstore_ps(y.add(8 * h), mask[h], v);
+                }
+            }
+        }
+    }
 }
 
 /// `R` rows (at most 12) × 16 columns of `A·B` over one packed panel, left in registers.
