@@ -213,6 +213,10 @@ fn gemm_edges() {
         (11, 1, 3),
         (21, 40, 17),
         (49, 64, 38),
+        // Reductions of a 5×5 convolution over 104 channels (k = 2600) and one past the
+        // longest the AVX2 tier widens on the stack (4096).
+        (7, 20, 2600),
+        (5, 17, 4097),
     ]
     .iter()
     // Under Miri (interpreted, slow) the small shapes cover every code path of the

@@ -464,8 +464,9 @@ unsafe fn block_avx2sat<const R: usize>(args: &I8GemmArgs, i0: usize, e: &Epi2) 
     }
 }
 
-/// Longest reduction the widened path keeps on the stack (6 rows × 2 KiB of u16).
-const WIDE_K: usize = 2048;
+/// Longest reduction the widened path keeps on the stack (6 rows × 8 KiB of u16: a 5×5
+/// convolution over 104 channels has k = 2600).
+const WIDE_K: usize = 4096;
 
 /// `R` rows (at most 6) × 16 columns with A already widened to u16 (sign-flipped, zero
 /// padded to a multiple of 4): each group of 4 activations is one 64-bit broadcast load,
