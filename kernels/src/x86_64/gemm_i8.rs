@@ -371,13 +371,14 @@ unsafe fn store_tile_avx2<const R: usize>(
 /// `R` rows (at most 6): 12 accumulators, 2 weight vectors and the broadcast take 15 of
 /// the 16 ymm registers; the sums start at `init` and stay in registers for the epilogue.
 /// With `FLIP` (i8 A) each word's sign bits are flipped; otherwise A's words are
-/// broadcast straight from memory.
+/// broadcast straight from memory. With `HALVES` = 1 only the first 8 columns are summed
+/// (the second half keeps `init`: a last panel of at most 8 columns).
 ///
 /// # Safety
 /// Each `a[r]` points at `k` readable bytes, `b` at a packed panel of `k`; CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn micro_avx2sat<const FLIP: bool, const R: usize>(
+unsafe fn micro_avx2sat<const FLIP: bool, const R: usize, const HALVES: usize>(
     k: usize,
     a: &[*const u8; R],
     b: *const i8,
@@ -393,9 +394,11 @@ unsafe fn micro_avx2sat<const FLIP: bool, const R: usize>(
         for (r, c) in c.iter_mut().enumerate() {
             let x = word(r);
             let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones);
             c[0] = _mm256_add_epi32(c[0], p0);
-            c[1] = _mm256_add_epi32(c[1], p1);
+            if HALVES == 2 {
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones);
+                c[1] = _mm256_add_epi32(c[1], p1);
+            }
         }
     };
     for g in 0..full {
@@ -455,10 +458,12 @@ unsafe fn block_avx2sat<const R: usize>(args: &I8GemmArgs, i0: usize, e: &Epi2) 
         let mk = half_masks(ncols);
         let (corr, scale) = panel_terms(args, e, col0, &mk);
         let b = args.b.add(p * panel_bytes);
-        let c = if args.a_signed {
-            micro_avx2sat::<true, R>(args.k, &rows, b, corr)
-        } else {
-            micro_avx2sat::<false, R>(args.k, &rows, b, corr)
+        // A last panel of at most 8 columns computes its first half only.
+        let c = match (args.a_signed, ncols > 8) {
+            (true, true) => micro_avx2sat::<true, R, 2>(args.k, &rows, b, corr),
+            (false, true) => micro_avx2sat::<false, R, 2>(args.k, &rows, b, corr),
+            (true, false) => micro_avx2sat::<true, R, 1>(args.k, &rows, b, corr),
+            (false, false) => micro_avx2sat::<false, R, 1>(args.k, &rows, b, corr),
         };
         store_tile_avx2(args, e, i0, live, col0, ncols, &mk, &scale, &c);
     }
@@ -472,7 +477,8 @@ const WIDE_K: usize = 4096;
 /// padded to a multiple of 4): each group of 4 activations is one 64-bit broadcast load,
 /// no shuffle. Per half (8 columns) 12 accumulators, 2 weight vectors and the broadcast
 /// fill 15 of the 16 ymm registers, so the weights widened per group serve six rows.
-/// Returns the sums in column order plus `corr`, in registers for the epilogue.
+/// Returns the sums in column order plus `corr`, in registers for the epilogue; with
+/// `halves` = 1 (a last panel of at most 8 columns) only the first half is computed.
 ///
 /// # Safety
 /// Each `a[r]` points at `4·groups` u16, `b` at a packed panel of `groups` groups; CPU
@@ -484,9 +490,10 @@ unsafe fn micro_avx2_wide<const R: usize>(
     a: &[*const u16; R],
     b: *const i8,
     corr: [__m256i; 2],
+    halves: usize,
 ) -> [[__m256i; 2]; R] {
     let mut out = [[_mm256_setzero_si256(); 2]; R];
-    for half in 0..2 {
+    for half in 0..halves {
         let bh = b.add(half * 32);
         // c[r][q] holds pair sums for columns 8·half + 4q .. +4: lanes (col, pair).
         let mut c = [[_mm256_setzero_si256(); 2]; R];
@@ -572,7 +579,8 @@ unsafe fn block_avx2_wide<const R: usize>(
         let ncols = (args.n - col0).min(I8_NR);
         let mk = half_masks(ncols);
         let (corr, scale) = panel_terms(args, e, col0, &mk);
-        let c = micro_avx2_wide::<R>(groups, &rows, args.b.add(p * panel_bytes), corr);
+        let b = args.b.add(p * panel_bytes);
+        let c = micro_avx2_wide::<R>(groups, &rows, b, corr, ncols.div_ceil(8));
         store_tile_avx2(args, e, i0, live, col0, ncols, &mk, &scale, &c);
     }
 }
