@@ -3,14 +3,15 @@ use crate::F32GemmArgs;
 use core::arch::x86_64::*;
 
 /// `R` rows (at most 6) × 16 columns of `A·B` over one packed panel, left in registers
-/// for the epilogue: 12 accumulators, 2 panel vectors and the broadcast.
+/// for the epilogue: 12 accumulators, 2 panel vectors and the broadcast. With `HALVES` = 1
+/// only the first 8 columns are summed (a last panel of at most 8 columns).
 ///
 /// # Safety
 /// Each `a[r]` points at `k` readable floats, `b` at a packed panel of `k` rows; the CPU
 /// has AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_6x16_avx2<const R: usize>(
+unsafe fn micro_6x16_avx2<const R: usize, const HALVES: usize>(
     k: usize,
     a: &[*const f32; R],
     b: *const f32,
@@ -23,7 +24,9 @@ unsafe fn micro_6x16_avx2<const R: usize>(
         for r in 0..R {
             let av = _mm256_broadcast_ss(&*a[r].add(kk));
             c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
+            if HALVES == 2 {
+                c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
+            }
         }
     }
     c
@@ -82,9 +85,14 @@ unsafe fn block_avx2<const R: usize>(
     let (lo, hi) = (_mm256_set1_ps(args.lo), _mm256_set1_ps(args.hi));
     let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for p in panels {
-        let c = micro_6x16_avx2::<R>(args.k, &rows, args.b.add(p * args.k * F32_NR));
         let col0 = p * F32_NR;
         let ncols = (args.n - col0).min(F32_NR);
+        let b = args.b.add(p * args.k * F32_NR);
+        let c = if ncols > 8 {
+            micro_6x16_avx2::<R, 2>(args.k, &rows, b)
+        } else {
+            micro_6x16_avx2::<R, 1>(args.k, &rows, b)
+        };
         let nv = _mm256_set1_epi32(ncols as i32);
         let mask = [
             _mm256_cmpgt_epi32(nv, idx),
