@@ -7,6 +7,9 @@
 # tools/ort_saturation.py) and with graph optimisation off (the QDQ graph as written:
 # exact integer products, what edgetune computes).
 #   [ROUNDS=3] [RT=1] tools/bench_backbones.sh [N=30] [CORE=1]
+# On x86 without VNNI each backbone gets a second, indented row: edgetune with
+# EDGETUNE_INT8=saturating (onnxruntime's arithmetic there) against the same onnxruntime
+# times.
 # RT=1 runs every timed process (both sides) under `chrt -f 10` (root): on a machine shared
 # with builds, the benchmark's threads then run whenever they are ready, as on an idle
 # device; spinning workers otherwise lose their core to the background load.
@@ -15,6 +18,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgetune-target}
 n=${1:-30}; core=${2:-1}; rounds=${ROUNDS:-3}
 rt=""; [ "${RT:-0}" = 1 ] && rt="chrt -f 10"
+# Without VNNI onnxruntime's int8 GEMMs saturate: edgetune is then also timed with its
+# saturating GEMM (EDGETUNE_INT8=saturating), like for like.
+sat=1; grep -qw -e avx512_vnni -e avx_vnni /proc/cpuinfo 2>/dev/null && sat=0
+[ "$(uname -m)" = x86_64 ] || sat=0
 cargo build --release -q -p edgetune --features cli
 cargo build --release -q -p edgetune-peers --bin tract_run
 E=$CARGO_TARGET_DIR/release/edgetune
@@ -38,7 +45,7 @@ for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/im
   # The machine is shared: edgetune and onnxruntime alternate for $rounds rounds and each
   # keeps its best median, so a noisy stretch does not land on one side only. One thread:
   # pinned to core $core; two threads: cores 0 and 1.
-  et=""; ort=""; ortx=""; et2=""; ort2=""
+  et=""; ort=""; ortx=""; et2=""; ort2=""; es=""; es2=""
   for _ in $(seq "$rounds"); do
     for th in 1 2; do
       cores=$core; [ "$th" = 2 ] && cores=0,1
@@ -46,6 +53,12 @@ for spec in "EfficientNet-Lite0 int8|models/efficientnet_lite0_int8.onnx|$tmp/im
       e1=$(grep -oP "median \K[0-9.]+" <<<"$out")
       if [ "$th" = 1 ]; then rss=$(grep -oP "^rss \K[0-9]+" <<<"$out"); et=$(python3 -c "print(min(x for x in [$e1, ${et:-1e9}]))")
       else et2=$(python3 -c "print(min(x for x in [$e1, ${et2:-1e9}]))"); fi
+      if [ "$sat" = 1 ]; then
+        out=$(EDGETUNE_INT8=saturating $rt taskset -c "$cores" $E run "$tmp/m.etm" $inputs --profile "$n" --threads "$th" 2>&1)
+        e1=$(grep -oP "median \K[0-9.]+" <<<"$out")
+        if [ "$th" = 1 ]; then es=$(python3 -c "print(min(x for x in [$e1, ${es:-1e9}]))")
+        else es2=$(python3 -c "print(min(x for x in [$e1, ${es2:-1e9}]))"); fi
+      fi
       levels="ORT_ENABLE_ALL ORT_DISABLE_ALL"; [ "$th" = 2 ] && levels=ORT_ENABLE_ALL
       for level in $levels; do
         o1=$($rt taskset -c "$cores" python3 - "$onnx" "$tmp" "$n" "$level" "$th" <<'PY'
@@ -79,5 +92,10 @@ PY
     "$et2" "$ort2" "$(echo "$et2 / $ort2" | bc -l)" "$(echo "$et / $et2" | bc -l)" \
     "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(stat -c %s "$tmp/m.etm") / 1000000" | bc -l)" \
     "$(echo "$rss / 1024" | bc -l)"
+  if [ "$sat" = 1 ]; then
+    printf "  %-26s %9s %17s %7.2fx %27s %8.2fx %7.2fx\n" "(EDGETUNE_INT8=saturating)" "$es" "" \
+      "$(echo "$es / $ort" | bc -l)" "$es2" "$(echo "$es2 / $ort2" | bc -l)" "$(echo "$es / $es2" | bc -l)"
+  fi
 done
+[ "$sat" = 1 ] && echo "(no VNNI on this CPU: onnxruntime's int8 kernels saturate u8·s8 pair sums to i16; the indented rows time edgetune's saturating GEMM, EDGETUNE_INT8=saturating, the same arithmetic, beside the exact default above them)"
 echo "(onnxruntime $(python3 -c 'import onnxruntime; print(onnxruntime.__version__)'), intra_op_num_threads=1 and 2 (2T); edgetune --threads 1 and 2; e 1T/2T is edgetune's speed-up on two threads; edgetune kernels: $($E run "$tmp/m.etm" $inputs --profile 1 | grep -oP '\(\[\K[^]]*'))"
