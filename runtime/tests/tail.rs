@@ -127,6 +127,41 @@ fn float_tail_reproduces_the_int8_plan_and_every_variant_learns() {
         let acc = right as f32 / held.len() as f32;
         assert!(acc > 0.6, "{kind:?}: held-out accuracy {acc}");
 
+        // The held-out examples scored together (more than one batch of the tail's
+        // evaluation): each row is, bit for bit, that example's scores alone.
+        let xs: Vec<Vec<f32>> = held
+            .iter()
+            .map(|&i| {
+                let mut v = vec![0.0; 49 * 192];
+                qc.read(i, 0, &mut v);
+                v
+            })
+            .collect();
+        assert!(xs.len() > edgetune::adapt::tail::EVAL_ROWS);
+        let views: Vec<[&[f32]; 1]> = xs.iter().map(|v| [&v[..]]).collect();
+        let refs: Vec<&[&[f32]]> = views.iter().map(|v| &v[..]).collect();
+        let mut batch = vec![0.0; 3 * xs.len()];
+        m.scores_batch(&refs, &dims, &mut batch).unwrap();
+        for (r, v) in xs.iter().enumerate() {
+            m.scores(&[v], &dims, &mut sc).unwrap();
+            assert_eq!(
+                sc.map(f32::to_bits)[..],
+                batch[3 * r..][..3]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()[..],
+                "{kind:?}: example {r} scored in a batch"
+            );
+        }
+        // One example of the wrong size refuses the whole batch.
+        let short = [&xs[0][..100]];
+        let mut bad = refs.clone();
+        bad[5] = &short[..];
+        assert!(matches!(
+            m.scores_batch(&bad, &dims, &mut batch),
+            Err(Error::ShapeMismatch { .. })
+        ));
+
         // Round trip: an unbound tail adapter refuses to score; bound, it scores the same.
         let a = Adapter {
             plan_hash: p.hash(),

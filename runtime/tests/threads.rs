@@ -118,11 +118,11 @@ fn bundled_backbones_are_bit_identical_on_any_thread_count() {
     }
 }
 
-/// Training reads the tap cache through the same GEMMs: a `tail` adapter trained with one
-/// thread and with two (the process default, which the trainer's GEMMs take) is the same
-/// file, byte for byte, on RGB photos.
+/// Training reads the tap cache through the same GEMMs: a `tail` or `query` adapter
+/// trained with one thread and with two or three (the process default, which the
+/// trainers take) is the same file, byte for byte, on RGB photos.
 #[test]
-fn tail_training_is_bit_identical_on_any_thread_count() {
+fn training_is_bit_identical_on_any_thread_count() {
     use edgetune::adapt::Kind;
     use edgetune::session::Session;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -134,11 +134,11 @@ fn tail_training_is_bit_identical_on_any_thread_count() {
     let plan = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
         .unwrap()
         .to_bytes();
-    let train = |threads: usize| {
+    let train = |threads: usize, kind: Kind| {
         edgetune::par::set_default_threads(threads);
         let mut s = Session::from_bytes(&plan).unwrap();
         assert_eq!(s.threads(), threads);
-        s.set_method(Kind::Tail).unwrap();
+        s.set_method(kind).unwrap();
         s.opts.steps = Some(12);
         for class in ["cat", "coffee", "rocket"] {
             for i in 0..3 {
@@ -156,16 +156,26 @@ fn tail_training_is_bit_identical_on_any_thread_count() {
         s.scores(&p, &mut scores).unwrap();
         (s.adapter().unwrap().to_bytes(), scores)
     };
-    let one = train(1);
-    let two = train(2);
+    // `tail` through the batched GEMMs; `query` through the per-example loop, whose
+    // batch splits into fixed groups over the threads.
+    for kind in [Kind::Tail, Kind::Query] {
+        let one = train(1, kind);
+        for threads in [2, 3] {
+            let other = train(threads, kind);
+            assert!(
+                one.0 == other.0,
+                "{kind:?}: adapters differ on {threads} threads"
+            );
+            assert_eq!(
+                one.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                other.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{kind:?}: scores differ on {threads} threads"
+            );
+        }
+        println!(
+            "{kind:?} adapter ({} bytes) and scores identical on 1, 2 and 3 threads",
+            one.0.len()
+        );
+    }
     edgetune::par::set_default_threads(0);
-    assert!(one.0 == two.0, "adapters differ");
-    assert_eq!(
-        one.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        two.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    );
-    println!(
-        "tail adapter ({} bytes) and scores identical on 1 and 2 threads",
-        one.0.len()
-    );
 }

@@ -688,6 +688,15 @@ impl Head for Query {
     fn classes(&self) -> usize {
         self.classes
     }
+    fn shared(&self) -> Option<&(dyn Head + Sync)> {
+        Some(self)
+    }
+    fn par(&self) -> crate::par::Par {
+        #[cfg(feature = "std")]
+        return crate::par::Par::new(0).unwrap_or_default();
+        #[cfg(not(feature = "std"))]
+        return crate::par::Par::single();
+    }
     fn n_params(&self) -> usize {
         self.np
     }

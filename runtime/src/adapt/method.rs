@@ -259,8 +259,61 @@ impl Method {
         }
     }
 
+    /// Class scores of several examples (`taps[i]` in the adapter's tap order), `out`
+    /// row after row of [`classes`](Self::classes) each: per example the numbers
+    /// [`scores`](Self::scores) gives, a tail's examples taken through its layers together.
+    pub fn scores_batch(
+        &self,
+        taps: &[&[&[f32]]],
+        dims: &[TapShape],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let k = self.classes();
+        if out.len() < taps.len() * k {
+            return Err(Error::ShapeMismatch {
+                op: "scores".into(),
+                expected: alloc::vec![taps.len() * k],
+                got: alloc::vec![out.len()],
+            });
+        }
+        if let (
+            Method::Tail {
+                tail: Some(t),
+                params,
+                ..
+            },
+            2..,
+        ) = (self, taps.len())
+        {
+            let mut xb = Vec::new();
+            for x in taps {
+                self.check_taps(x, dims)?;
+                xb.extend_from_slice(x[t.tap]);
+            }
+            t.logits_batch(params, &xb, taps.len(), &mut out[..taps.len() * k]);
+            return Ok(());
+        }
+        for (x, o) in taps.iter().zip(out.chunks_mut(k)) {
+            self.scores(x, dims, o)?;
+        }
+        Ok(())
+    }
+
     /// Class scores of one example from its taps (in the adapter's tap order).
     pub fn scores(&self, taps: &[&[f32]], dims: &[TapShape], out: &mut [f32]) -> Result<()> {
+        self.check_taps(taps, dims)?;
+        if out.len() < self.classes() {
+            return Err(Error::ShapeMismatch {
+                op: "scores".into(),
+                expected: alloc::vec![self.classes()],
+                got: alloc::vec![out.len()],
+            });
+        }
+        self.scores_unchecked(taps, dims, out)
+    }
+
+    /// Refuses taps of other sizes or widths than the method's.
+    fn check_taps(&self, taps: &[&[f32]], dims: &[TapShape]) -> Result<()> {
         let need = match self {
             Method::Ladder { taps: t, .. } | Method::Query { taps: t, .. } => t.len(),
             _ => 1,
@@ -298,13 +351,10 @@ impl Method {
                 got: dims.iter().map(|d| d.dim).collect(),
             });
         }
-        if out.len() < self.classes() {
-            return Err(Error::ShapeMismatch {
-                op: "scores".into(),
-                expected: alloc::vec![self.classes()],
-                got: alloc::vec![out.len()],
-            });
-        }
+        Ok(())
+    }
+
+    fn scores_unchecked(&self, taps: &[&[f32]], dims: &[TapShape], out: &mut [f32]) -> Result<()> {
         match self {
             Method::Ncm(n) => {
                 let mut f = alloc::vec![0.0; dims[0].dim];

@@ -36,6 +36,12 @@ pub trait Head {
     fn lr_scales(&self, _out: &mut [f32]) -> bool {
         false
     }
+    /// The head, when other threads may share it: the per-example loop then splits each
+    /// batch into [`EXAMPLE_GROUPS`] fixed groups, each summing its own gradient, over the
+    /// threads of [`par`](Self::par) (the groups, not the threads, fix the arithmetic).
+    fn shared(&self) -> Option<&(dyn Head + Sync)> {
+        None
+    }
     /// Called whenever the parameters changed, before the next `forward`.
     fn prepare(&self, _p: &[f32]) {}
     /// Length of a parameter-free summary of one example's taps (0: the head trains one
@@ -161,12 +167,44 @@ pub fn train_memory<H: Head>(head: &H, cache: &TapCache, cfg: &TrainConfig) -> u
             (n + rows) * head.stage_len(),
         )
     } else {
-        (head.scratch_len() + 2 * head.classes(), 0)
+        // A shared head's groups each hold a scratch, decoded taps, logits and (past
+        // the first) a gradient.
+        let groups = example_groups(head, cfg.batch, cache.len());
+        (
+            groups * (head.scratch_len() + 2 * head.classes() + taps) + (groups - 1) * p,
+            0,
+        )
     };
+    let taps = if head.stage_len() > 0 { taps } else { 0 };
     cache.bytes()
         + head.fixed_bytes()
         + 4 * ((copies + 1) * p + scratch + taps + staged)
         + 8 * cache.len()
+}
+
+/// Groups a batch of a [`Head::shared`] head is split into (see there).
+pub const EXAMPLE_GROUPS: usize = 4;
+
+/// Groups of the per-example loop for `head` with batch size `batch` (0: all) over `n`
+/// examples.
+fn example_groups<H: Head>(head: &H, batch: usize, n: usize) -> usize {
+    let b = if batch == 0 { n } else { batch.min(n) };
+    if head.shared().is_some() {
+        EXAMPLE_GROUPS.min(b).max(1)
+    } else {
+        1
+    }
+}
+
+/// One group's buffers in the per-example loop.
+struct Group {
+    s: Vec<f32>,
+    bufs: Vec<Vec<f32>>,
+    logits: Vec<f32>,
+    dl: Vec<f32>,
+    g: Vec<f32>,
+    loss: f32,
+    correct: usize,
 }
 
 /// The correctly rounded square root: std's (which vectorises) where there is std,
@@ -514,41 +552,95 @@ pub fn train<H: Head>(
         };
         return ctx.run(p, g, best, opt, train_idx, val_idx, rng, progress);
     }
-    let mut s = alloc::vec![0.0f32; head.scratch_len()];
-    let mut bufs: Vec<Vec<f32>> = cache
+    let bufs: Vec<Vec<f32>> = cache
         .taps
         .iter()
         .map(|t| alloc::vec![0.0; t.len()])
         .collect();
-    let (mut logits, mut dl) = (alloc::vec![0.0f32; k], alloc::vec![0.0f32; k]);
+    let groups = example_groups(head, cfg.batch, n);
+    let mut work: Vec<Group> = Vec::with_capacity(groups);
+    for j in 0..groups {
+        work.push(Group {
+            s: alloc::vec![0.0; head.scratch_len()],
+            bufs: bufs.clone(),
+            logits: alloc::vec![0.0; k],
+            dl: alloc::vec![0.0; k],
+            // Group 0 sums into the step's gradient.
+            g: if j == 0 {
+                core::mem::take(&mut g)
+            } else {
+                alloc::vec![0.0; np]
+            },
+            loss: 0.0,
+            correct: 0,
+        });
+    }
+    drop(bufs);
+    let par = opt.par.clone();
+    let size = batch.div_ceil(groups);
+    let mut ex = Vec::with_capacity(batch);
     let mut cursor = 0;
     let mut st = Stepper::new(cfg, opt, best);
     for step in 0..cfg.steps {
-        g.fill(0.0);
-        let (mut loss, mut correct) = (0.0f32, 0usize);
+        ex.clear();
         for _ in 0..batch {
             if cursor == 0 && batch < n {
                 rng.shuffle(&mut train_idx);
             }
-            let i = train_idx[cursor];
+            ex.push(train_idx[cursor]);
             cursor = (cursor + 1) % n;
-            load(cache, i, &mut bufs);
-            let x: heapless::Vec<&[f32], 16> = bufs.iter().map(|b| &b[..]).collect();
-            head.forward(&p, &x, &mut s, &mut logits);
-            let label = cache.labels[i];
-            correct += (super::argmax(&logits) == label) as usize;
-            loss += softmax_ce(&logits, label, cfg.label_smoothing, &mut dl);
-            head.backward(&p, &x, &mut s, &dl, &mut g);
         }
-        st.apply(head, step, &mut p, &mut g, loss, correct, batch, progress)?;
+        let run = |h: &dyn Head, ids: &[usize], gr: &mut Group| {
+            gr.g.fill(0.0);
+            (gr.loss, gr.correct) = (0.0, 0);
+            for &i in ids {
+                load(cache, i, &mut gr.bufs);
+                let x: heapless::Vec<&[f32], 16> = gr.bufs.iter().map(|b| &b[..]).collect();
+                h.forward(&p, &x, &mut gr.s, &mut gr.logits);
+                let label = cache.labels[i];
+                gr.correct += (super::argmax(&gr.logits) == label) as usize;
+                gr.loss += softmax_ce(&gr.logits, label, cfg.label_smoothing, &mut gr.dl);
+                h.backward(&p, &x, &mut gr.s, &gr.dl, &mut gr.g);
+            }
+        };
+        match head.shared() {
+            Some(sh) if groups > 1 => {
+                let parts: Vec<(&[usize], &mut Group)> =
+                    ex.chunks(size).zip(work.iter_mut()).collect();
+                par.each(parts, |(ids, gr)| {
+                    run(sh, ids, gr);
+                    Ok(())
+                })?;
+            }
+            _ => run(head, &ex, &mut work[0]),
+        }
+        // The groups' gradients, losses and counts, added in group order.
+        let (first, rest) = work.split_at_mut(1);
+        let w0 = &mut first[0];
+        let (mut loss, mut correct) = (w0.loss, w0.correct);
+        for gr in &rest[..ex.len().div_ceil(size) - 1] {
+            for (a, b) in w0.g.iter_mut().zip(&gr.g) {
+                *a += b;
+            }
+            loss += gr.loss;
+            correct += gr.correct;
+        }
+        let (g, s, bufs, logits, dl) = (
+            &mut w0.g,
+            &mut w0.s,
+            &mut w0.bufs,
+            &mut w0.logits,
+            &mut w0.dl,
+        );
+        st.apply(head, step, &mut p, g, loss, correct, batch, progress)?;
         if st.check_due(step) {
             let (mut vl, mut vc) = (0.0f32, 0usize);
             for &i in &val_idx {
-                load(cache, i, &mut bufs);
+                load(cache, i, bufs);
                 let x: heapless::Vec<&[f32], 16> = bufs.iter().map(|b| &b[..]).collect();
-                head.forward(&p, &x, &mut s, &mut logits);
-                vc += (super::argmax(&logits) == cache.labels[i]) as usize;
-                vl += softmax_ce(&logits, cache.labels[i], 0.0, &mut dl);
+                head.forward(&p, &x, s, logits);
+                vc += (super::argmax(logits) == cache.labels[i]) as usize;
+                vl += softmax_ce(logits, cache.labels[i], 0.0, dl);
             }
             let nv = val_idx.len() as f32;
             if st.held_out(step, &p, vl / nv, vc as f32 / nv) {

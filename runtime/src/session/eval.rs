@@ -207,6 +207,7 @@ pub fn episodes(
         rows_of[i].push(r);
     }
     let mut bufs: Vec<Vec<f32>> = cache.taps.iter().map(|t| vec![0.0; t.len()]).collect();
+    let par = crate::par::Par::new(0)?;
     let folds = select_folds.min(shots);
     if folds > 0 && shots < 2 {
         return Err(Error::Invalid {
@@ -368,16 +369,7 @@ pub fn episodes(
             );
             m.adapter_bytes = a.to_bytes().len();
             let dims: Vec<TapShape> = a.taps.iter().map(|t| t.1).collect();
-            let mut scores = vec![0.0; ways];
-            let mut ok = 0;
-            for &(r, w) in &query {
-                for &s in &sel {
-                    cache.read(r, s, &mut bufs[s]);
-                }
-                let v: Vec<&[f32]> = sel.iter().map(|&s| &bufs[s][..]).collect();
-                a.method.scores(&v, &dims, &mut scores)?;
-                ok += (adapt::argmax(&scores) == w) as usize;
-            }
+            let ok = score_queries(&a.method, &cache, &sel, &dims, &query, ways)?;
             m.acc.push(ok as f64 / query.len() as f64);
             if let Method::Tail {
                 tail: Some(t),
@@ -401,12 +393,25 @@ pub fn episodes(
                     .collect();
                 let views: Vec<&[f32]> = calib.iter().map(|v| &v[..]).collect();
                 let tq = crate::adapt::tail::TailQ::new(t, params, &views, q)?;
-                let mut ok = 0;
-                for &(r, w) in &query {
-                    cache.read(r, sel[0], &mut bufs[sel[0]]);
-                    tq.scores(&bufs[sel[0]], &mut scores)?;
-                    ok += (adapt::argmax(&scores) == w) as usize;
-                }
+                // The queries in one part per thread (each scored alone, so any split
+                // gives the same count).
+                let ok = std::sync::atomic::AtomicUsize::new(0);
+                let parts: Vec<&[(usize, usize)]> = query
+                    .chunks(query.len().div_ceil(par.threads()).max(1))
+                    .collect();
+                par.each(parts, |part| {
+                    let mut x = vec![0.0; cache.taps[sel[0]].len()];
+                    let mut scores = vec![0.0; ways];
+                    let mut n = 0;
+                    for &(r, w) in part {
+                        cache.read(r, sel[0], &mut x);
+                        tq.scores(&x, &mut scores)?;
+                        n += (adapt::argmax(&scores) == w) as usize;
+                    }
+                    ok.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                })?;
+                let ok = ok.into_inner();
                 m.acc_int8.push(ok as f64 / query.len() as f64);
             }
         }
@@ -416,6 +421,47 @@ pub fn episodes(
     }
     Ok((res, per))
 }
+
+/// Queries (cache row, label) that `method` labels right, scored [`QUERY_BATCH`] at a
+/// time (a tail takes them through its layers together).
+fn score_queries(
+    method: &Method,
+    cache: &TapCache,
+    sel: &[usize],
+    dims: &[TapShape],
+    query: &[(usize, usize)],
+    ways: usize,
+) -> Result<usize> {
+    let mut bufs: Vec<Vec<Vec<f32>>> = (0..QUERY_BATCH.min(query.len()))
+        .map(|_| {
+            sel.iter()
+                .map(|&s| vec![0.0; cache.taps[s].len()])
+                .collect()
+        })
+        .collect();
+    let mut scores = vec![0.0; QUERY_BATCH * ways];
+    let mut ok = 0;
+    for chunk in query.chunks(QUERY_BATCH) {
+        for (&(r, _), b) in chunk.iter().zip(bufs.iter_mut()) {
+            for (&s, v) in sel.iter().zip(b.iter_mut()) {
+                cache.read(r, s, v);
+            }
+        }
+        let views: Vec<Vec<&[f32]>> = bufs[..chunk.len()]
+            .iter()
+            .map(|b| b.iter().map(|v| &v[..]).collect())
+            .collect();
+        let refs: Vec<&[&[f32]]> = views.iter().map(|v| &v[..]).collect();
+        method.scores_batch(&refs, dims, &mut scores)?;
+        for (&(_, w), sc) in chunk.iter().zip(scores.chunks(ways)) {
+            ok += (adapt::argmax(sc) == w) as usize;
+        }
+    }
+    Ok(ok)
+}
+
+/// Queries read from the cache and scored together by [`score_queries`].
+const QUERY_BATCH: usize = 20;
 
 /// One episode's draw: examples as indices into the data, with their episode label
 /// `0..ways`.

@@ -209,7 +209,32 @@ impl Head for Tail {
     }
 }
 
+/// Examples [`Tail::logits_batch`] takes through the layers together.
+pub const EVAL_ROWS: usize = 10;
+
 impl Tail {
+    /// Logits (`rows × classes`) of `rows` examples whose cut activations are `input`
+    /// (row-major), [`EVAL_ROWS`] at a time through each layer together: per row the
+    /// numbers [`Head::forward`] gives that example alone (every row of a GEMM, a
+    /// depthwise pass or the pooling is computed as it is for one row). The weights are
+    /// those of the last `prepare`.
+    pub fn logits_batch(&self, p: &[f32], input: &[f32], rows: usize, logits: &mut [f32]) {
+        let b = EVAL_ROWS.min(rows);
+        self.batch_layout(b);
+        let bsc = self.bsc.borrow();
+        let Some(sc) = bsc.as_ref() else {
+            return;
+        };
+        let n0 = self.net.slots[0].0 * self.net.slots[0].1;
+        let mut s = alloc::vec![0.0f32; sc.inp.start];
+        for (x, z) in input[..rows * n0]
+            .chunks(b * n0)
+            .zip(logits.chunks_mut(b * self.classes))
+        {
+            self.fwd(p, x, x.len() / n0, sc, &mut s, z, false);
+        }
+    }
+
     /// Values of slot `i` for `rows` examples.
     fn n_of(&self, i: usize, rows: usize) -> usize {
         rows * self.net.slots[i].0 * self.net.slots[i].1

@@ -23,6 +23,7 @@ mod pass;
 mod quant;
 mod train;
 
+pub use backprop::EVAL_ROWS;
 pub use net::{Act1, DwGeom, Layer, TailNet};
 pub use quant::TailQ;
 pub use train::{Tail, Variant};
