@@ -138,9 +138,27 @@ pub fn set_default_threads(threads: usize) {
     DEFAULT_THREADS.store(threads, core::sync::atomic::Ordering::Relaxed);
 }
 
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// This thread's own default (0: the process's).
+    static THREAD_DEFAULT: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// The thread count `Par::new(0)` takes on the calling thread only (0 restores the
+/// process default): a thread that shares the cores with others doing the same work
+/// (episodes side by side) gives its ops its share of them.
+#[cfg(feature = "std")]
+pub fn set_thread_default(threads: usize) {
+    THREAD_DEFAULT.with(|c| c.set(threads));
+}
+
 /// The thread count `Par::new(0)` takes.
 #[cfg(feature = "std")]
 pub fn default_threads() -> usize {
+    let own = THREAD_DEFAULT.with(|c| c.get());
+    if own > 0 {
+        return own;
+    }
     match DEFAULT_THREADS.load(core::sync::atomic::Ordering::Relaxed) {
         0 => available_threads(),
         d => d,

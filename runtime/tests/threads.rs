@@ -179,3 +179,103 @@ fn training_is_bit_identical_on_any_thread_count() {
     }
     edgetune::par::set_default_threads(0);
 }
+
+/// Episodes side by side, each on its share of the threads, give every episode the
+/// numbers it gets alone on one thread: accuracies (float and int8), sizes and peaks, in
+/// episode order, for a per-example head, a batched tail and the prototypes.
+#[test]
+fn episodes_side_by_side_match_one_after_another() {
+    use edgetune::adapt::Kind;
+    use edgetune::session::eval::{episode_threads, episodes};
+    use edgetune::session::{Image, Options, Sample};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    let parts = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let px = std::fs::read(root.join("examples/data/fashion_mnist_600-images.idx")).unwrap();
+    let lb = std::fs::read(root.join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
+    // The first 9 images of each class.
+    let mut seen = [0; 10];
+    let data: Vec<(Sample, usize)> = (0..600)
+        .filter(|&i| {
+            seen[lb[8 + i] as usize] += 1;
+            seen[lb[8 + i] as usize] <= 9
+        })
+        .map(|i| {
+            let im = Image {
+                px: px[16 + i * 784..][..784].to_vec(),
+                w: 28,
+                h: 28,
+                c: 1,
+            };
+            (Sample::Image(im), lb[8 + i] as usize)
+        })
+        .collect();
+    let o = Options {
+        steps: Some(4),
+        ..Default::default()
+    };
+    let kinds = [Kind::Ncm, Kind::Query, Kind::Bias];
+    // This thread's default only: other tests set the process's.
+    let run = |threads: usize| {
+        edgetune::par::set_thread_default(threads);
+        let (res, _) = episodes(
+            &plan,
+            &data,
+            10,
+            &kinds,
+            4,
+            3,
+            3,
+            0,
+            &o,
+            0,
+            0,
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let side = episode_threads(3, false);
+        edgetune::par::set_thread_default(0);
+        (res, side)
+    };
+    let (one, side) = run(1);
+    assert_eq!(side, (1, 1));
+    assert!(one.iter().all(|m| m.acc.len() == 3));
+    assert_eq!(one[2].acc_int8.len(), 3);
+    for threads in [2, 3] {
+        let (other, side) = run(threads);
+        assert_eq!(
+            side,
+            (threads, 1),
+            "{threads} threads: episodes side by side"
+        );
+        for (a, b) in one.iter().zip(&other) {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a.acc),
+                bits(&b.acc),
+                "{:?} on {threads} threads",
+                a.kind
+            );
+            assert_eq!(bits(&a.acc_int8), bits(&b.acc_int8), "{:?} int8", a.kind);
+            assert_eq!(
+                (a.params, a.adapter_bytes, a.peak),
+                (b.params, b.adapter_bytes, b.peak),
+                "{:?}",
+                a.kind
+            );
+        }
+    }
+    println!(
+        "3 episodes on 1, 2 and 3 threads: the same accuracies {:?}",
+        one.iter()
+            .map(|m| (m.kind, m.acc.clone()))
+            .collect::<Vec<_>>()
+    );
+}

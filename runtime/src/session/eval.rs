@@ -76,6 +76,7 @@ fn tap_dims(cache: &TapCache, sel: &[usize]) -> Vec<NamedTap> {
 }
 
 /// Result of one method over the episodes.
+#[derive(Clone, Debug)]
 pub struct MethodResult {
     pub kind: Kind,
     /// Fitted with the episode's unlabeled examples too.
@@ -206,15 +207,20 @@ pub fn episodes(
     for (r, &i) in src.iter().enumerate() {
         rows_of[i].push(r);
     }
-    let mut bufs: Vec<Vec<f32>> = cache.taps.iter().map(|t| vec![0.0; t.len()]).collect();
-    let par = crate::par::Par::new(0)?;
     let folds = select_folds.min(shots);
     if folds > 0 && shots < 2 {
         return Err(Error::Invalid {
             what: "--select-folds needs at least 2 shots (one is held out)".into(),
         });
     }
-    for run in 0..n_episodes * folds.max(1) as u64 {
+    let runs = n_episodes * folds.max(1) as u64;
+    // One run: every method fitted and scored on one episode (and fold), into a copy of
+    // the empty results.
+    let template = res.clone();
+    let one_run = |run: u64| -> Result<Vec<MethodResult>> {
+        let mut res = template.clone();
+        let mut bufs: Vec<Vec<f32>> = cache.taps.iter().map(|t| vec![0.0; t.len()]).collect();
+        let par = crate::par::Par::new(0)?;
         let (e, fold) = (run / folds.max(1) as u64, run as usize % folds.max(1));
         let d = draw(
             &by_class,
@@ -415,11 +421,77 @@ pub fn episodes(
                 m.acc_int8.push(ok as f64 / query.len() as f64);
             }
         }
+        Ok(res)
+    };
+    let (workers, inner) = episode_threads(runs, export.is_some());
+    let done: Vec<Result<Vec<MethodResult>>> = if workers <= 1 {
+        (0..runs).map(one_run).collect()
+    } else {
+        // Runs side by side, each worker taking the next, its ops on `inner` threads;
+        // every run's numbers are those it gives alone (any thread count gives the same
+        // bits).
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<Vec<MethodResult>>>>> =
+            (0..runs).map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|sc| {
+            for _ in 0..workers {
+                sc.spawn(|| {
+                    crate::par::set_thread_default(inner);
+                    loop {
+                        let r = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if r >= runs {
+                            break;
+                        }
+                        let out = one_run(r);
+                        *slots[r as usize].lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(|| {
+                        Err(Error::Invalid {
+                            what: "an episode did not run".into(),
+                        })
+                    })
+            })
+            .collect()
+    };
+    // The runs' results in run order, as one run after another leaves them.
+    for run in done {
+        for (m, r) in res.iter_mut().zip(run?) {
+            m.acc.extend(r.acc);
+            m.acc_int8.extend(r.acc_int8);
+            m.train_s += r.train_s;
+            m.peak = m.peak.max(r.peak);
+            m.params = r.params;
+            m.adapter_bytes = r.adapter_bytes;
+            if let (Some(all), Some(mine)) = (m.auto.as_mut(), r.auto) {
+                all.extend(mine);
+            }
+        }
     }
     for m in res.iter_mut() {
-        m.train_s /= (n_episodes * folds.max(1) as u64) as f64;
+        m.train_s /= runs as f64;
     }
     Ok((res, per))
+}
+
+/// How [`episodes`] runs `runs` episodes (and folds) on the default thread count: as
+/// `(workers, threads)`, that many runs side by side with their ops on that many threads
+/// each. Training times are per run on those threads. Exports run one at a time.
+pub fn episode_threads(runs: u64, export: bool) -> (usize, usize) {
+    let threads = crate::par::default_threads().max(1);
+    let workers = if export {
+        1
+    } else {
+        (threads as u64).min(runs).max(1) as usize
+    };
+    (workers, (threads / workers).max(1))
 }
 
 /// Queries (cache row, label) that `method` labels right, scored [`QUERY_BATCH`] at a

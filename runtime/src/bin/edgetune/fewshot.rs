@@ -292,6 +292,17 @@ pub fn plot(path: &Path, shots: &[usize], rows: &[(Kind, Vec<f64>)]) -> Result<(
     Ok(())
 }
 
+/// How the episodes ran, which the train times are per episode of.
+pub fn episode_note(runs: u64, export: bool) -> String {
+    let (workers, threads) = edgetune::session::eval::episode_threads(runs, export);
+    let t = if threads == 1 { "thread" } else { "threads" };
+    if workers > 1 {
+        format!("episodes: {workers} side by side, each on {threads} {t} (train times are per episode on {threads} {t})")
+    } else {
+        format!("episodes: one after another, each on {threads} {t}")
+    }
+}
+
 pub fn print_table(res: &[MethodResult], refs: &dyn Fn(Kind) -> String, json: bool) {
     if json {
         let items: Vec<String> = res

@@ -703,8 +703,9 @@ fn eval_cmd(
             String::new()
         };
         println!(
-            "{ways}-way {shots}-shot{unl}, {episodes} episodes, seed {seed}; backbone {:.1} ms per image",
-            per * 1e3
+            "{ways}-way {shots}-shot{unl}, {episodes} episodes, seed {seed}; backbone {:.1} ms per image; {}",
+            per * 1e3,
+            fewshot::episode_note(episodes * fit.select_folds.max(1) as u64, fit.export.is_some())
         );
     }
     // The references hold for the bundled 10-way 5-shot, seed-0 protocol (up to its 5
@@ -847,11 +848,18 @@ fn demo(
     bar.finish_and_clear();
     if !json {
         println!(
-            "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image ({} threads)\n",
+            "backbone: {} images once into the tap cache ({:?}), {:.1} ms per image ({} threads)",
             images.len() * (1 + opts.augment),
             opts.cache.unwrap_or(CacheFormat::F16),
             per * 1e3,
             edgetune::par::default_threads()
+        );
+        println!(
+            "{}\n",
+            fewshot::episode_note(
+                episodes * fit.select_folds.max(1) as u64,
+                fit.export.is_some()
+            )
         );
     }
     // The reference's protocol: every bundled image, 5 shots, up to 5 episodes, seed 0,
