@@ -1,6 +1,7 @@
 //! Single-thread int8 depthwise throughput per tier on EfficientNet-Lite0's depthwise
 //! layers (`cargo bench -p edgetune-kernels --features std --bench dw`): microseconds per
-//! call, best of 7 rounds of 50 ms.
+//! call, best of 7 rounds of 50 ms. `DW_BENCH=TEXT` times only the rows whose kernel name or
+//! shape contains TEXT (for profiling one kernel on one layer).
 
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops;
@@ -37,6 +38,7 @@ fn main() {
         (14, 672, 5, 1),
         (7, 1152, 5, 1),
     ];
+    let only = std::env::var("DW_BENCH").unwrap_or_default();
     println!("| kernel | h×w×c k s | µs |");
     println!("|---|---|---|");
     for &(hw, c, k, s) in &shapes {
@@ -69,6 +71,10 @@ fn main() {
             .iter()
             .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
         {
+            let row = format!("| {} | {hw}×{hw}×{c} k{k} s{s} |", d.name);
+            if !row.contains(only.as_str()) {
+                continue;
+            }
             let mut kern = Kernels::select(&cpu, None);
             kern.dw_i8 = d;
             let us = time(|| {
@@ -85,7 +91,7 @@ fn main() {
                 )
                 .unwrap()
             });
-            println!("| {} | {hw}×{hw}×{c} k{k} s{s} | {us:.1} |", d.name);
+            println!("{row} {us:.1} |");
         }
     }
 }

@@ -120,6 +120,14 @@ fn main() {
             }),
         ),
         (
+            "erf",
+            n_tok,
+            Box::new({
+                let mut v = f(n_tok);
+                move |k| ops::unary_f32(k, UnaryF32::Erf, &mut v)
+            }),
+        ),
+        (
             "gelu_tanh",
             n_tok,
             Box::new({
