@@ -16,6 +16,9 @@ use edgetune::session::{Image, Options, Sample, Session};
 use edgetune::Error;
 use std::path::Path;
 
+mod common;
+use common::fashion;
+
 const TOKENS: usize = 3;
 const DIM: usize = 8;
 
@@ -31,23 +34,6 @@ fn tiny_plan() -> Plan<'static> {
     };
     let parts = import_path(&root().join("models/tiny_cnn_fmnist04_int8.onnx"), &opts).unwrap();
     Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap()
-}
-
-/// The bundled Fashion-MNIST sample (60 per class), as the CLI reads it.
-fn fashion() -> Vec<(Sample, usize)> {
-    let px = std::fs::read(root().join("examples/data/fashion_mnist_600-images.idx")).unwrap();
-    let lb = std::fs::read(root().join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
-    (0..600)
-        .map(|i| {
-            let im = Image {
-                px: px[16 + i * 784..][..784].to_vec(),
-                w: 28,
-                h: 28,
-                c: 1,
-            };
-            (Sample::Image(im), lb[8 + i] as usize)
-        })
-        .collect()
 }
 
 /// `shots` examples of each of 3 classes whose means are close: a random direction per

@@ -11,6 +11,8 @@ use edgetune::par::Par;
 use edgetune::plan::{AlignedBytes, Plan, DEFAULT_ARENA_LIMIT};
 use std::path::Path;
 
+mod common;
+
 fn inputs(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
     let mut s = seed;
     let mut next = move || {
@@ -187,7 +189,7 @@ fn training_is_bit_identical_on_any_thread_count() {
 fn episodes_side_by_side_match_one_after_another() {
     use edgetune::adapt::Kind;
     use edgetune::session::eval::{episode_threads, episodes};
-    use edgetune::session::{Image, Options, Sample};
+    use edgetune::session::{Options, Sample};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = ImportOptions {
         taps: Taps::Blocks,
@@ -196,23 +198,13 @@ fn episodes_side_by_side_match_one_after_another() {
     };
     let parts = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap();
     let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
-    let px = std::fs::read(root.join("examples/data/fashion_mnist_600-images.idx")).unwrap();
-    let lb = std::fs::read(root.join("examples/data/fashion_mnist_600-labels.idx")).unwrap();
     // The first 9 images of each class.
     let mut seen = [0; 10];
-    let data: Vec<(Sample, usize)> = (0..600)
-        .filter(|&i| {
-            seen[lb[8 + i] as usize] += 1;
-            seen[lb[8 + i] as usize] <= 9
-        })
-        .map(|i| {
-            let im = Image {
-                px: px[16 + i * 784..][..784].to_vec(),
-                w: 28,
-                h: 28,
-                c: 1,
-            };
-            (Sample::Image(im), lb[8 + i] as usize)
+    let data: Vec<(Sample, usize)> = common::fashion()
+        .into_iter()
+        .filter(|(_, l)| {
+            seen[*l] += 1;
+            seen[*l] <= 9
         })
         .collect();
     let o = Options {

@@ -389,10 +389,42 @@ mod tests {
                         }
                     }
                     let o = (oy * geo.ow + ox) * c + ch;
-                    assert!((zz[o] - acc).abs() <= 1e-4 * (1.0 + acc.abs()), "dw {o}");
+                    assert_eq!(zz[o].to_bits(), acc.to_bits(), "dw {o}");
                 }
             }
         }
+        // The gradients against scatters over the outputs in order (output pixel, then
+        // tap), from the same starting values: the same sums in the same order.
+        let (mut dx, mut dw) = (alloc::vec![0.25; x.len()], alloc::vec![0.5; w.len()]);
+        dw_dx(&plain, &geo, &w, &dz, &mut dx);
+        dw_wgrad(&plain, &geo, &x, &dz, 0, &mut dw);
+        let (mut want_dx, mut want_dw) =
+            (alloc::vec![0.25f32; x.len()], alloc::vec![0.5f32; w.len()]);
+        for oy in 0..geo.oh {
+            for ox in 0..geo.ow {
+                for ky in 0..geo.kh {
+                    for kx in 0..geo.kw {
+                        let iy = (oy * 2 + ky) as isize - 2;
+                        let ix = (ox * 2 + kx) as isize - 1;
+                        if !(0..7).contains(&iy) || !(0..6).contains(&ix) {
+                            continue;
+                        }
+                        let (i, o, t) = (
+                            iy as usize * geo.w + ix as usize,
+                            oy * geo.ow + ox,
+                            ky * geo.kw + kx,
+                        );
+                        for ch in 0..c {
+                            want_dx[i * c + ch] += w[t * c + ch] * dz[o * c + ch];
+                            want_dw[t * c + ch] += x[i * c + ch] * dz[o * c + ch];
+                        }
+                    }
+                }
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dx), bits(&want_dx), "depthwise input gradient");
+        assert_eq!(bits(&dw), bits(&want_dw), "depthwise weight gradient");
         for k in &tiers {
             assert!(
                 run(k) == want,
