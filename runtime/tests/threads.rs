@@ -120,6 +120,20 @@ fn bundled_backbones_are_bit_identical_on_any_thread_count() {
     }
 }
 
+/// The bundled EfficientNet-Lite0 int8 imported with a tap per block and its RGB 224×224
+/// preprocessing, as plan bytes.
+fn effnet_blocks() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = ImportOptions {
+        taps: Taps::Blocks,
+        meta: vec![("preprocess".into(), "image:224:127:128".into())],
+        ..Default::default()
+    };
+    import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
+        .unwrap()
+        .to_bytes()
+}
+
 /// Training reads the tap cache through the same GEMMs: a `tail` or `query` adapter
 /// trained with one thread and with two or three (the process default, which the
 /// trainers take) is the same file, byte for byte, on RGB photos.
@@ -128,14 +142,7 @@ fn training_is_bit_identical_on_any_thread_count() {
     use edgetune::adapt::Kind;
     use edgetune::session::Session;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let opts = ImportOptions {
-        taps: Taps::Blocks,
-        meta: vec![("preprocess".into(), "image:224:127:128".into())],
-        ..Default::default()
-    };
-    let plan = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts)
-        .unwrap()
-        .to_bytes();
+    let plan = effnet_blocks();
     let train = |threads: usize, kind: Kind| {
         edgetune::par::set_default_threads(threads);
         let mut s = Session::from_bytes(&plan).unwrap();
@@ -190,14 +197,7 @@ fn episodes_side_by_side_match_one_after_another() {
     use edgetune::adapt::Kind;
     use edgetune::session::eval::{episode_threads, episodes};
     use edgetune::session::{Options, Sample};
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let opts = ImportOptions {
-        taps: Taps::Blocks,
-        meta: vec![("preprocess".into(), "image:224:127:128".into())],
-        ..Default::default()
-    };
-    let parts = import_path(&root.join("models/efficientnet_lite0_int8.onnx"), &opts).unwrap();
-    let plan = Plan::from_owned(AlignedBytes::from_slice(&parts.to_bytes())).unwrap();
+    let plan = Plan::from_owned(AlignedBytes::from_slice(&effnet_blocks())).unwrap();
     // The first 9 images of each class.
     let mut seen = [0; 10];
     let data: Vec<(Sample, usize)> = common::fashion()
