@@ -134,9 +134,9 @@ fn effnet_blocks() -> Vec<u8> {
         .to_bytes()
 }
 
-/// Training reads the tap cache through the same GEMMs: a `tail` or `query` adapter
-/// trained with one thread and with two or three (the process default, which the
-/// trainers take) is the same file, byte for byte, on RGB photos.
+/// Training reads the tap cache through the same GEMMs: a `tail`, `bias`, `lora` or
+/// `query` adapter trained with one thread and with two or three (the process default,
+/// which the trainers take) is the same file, byte for byte, on RGB photos.
 #[test]
 fn training_is_bit_identical_on_any_thread_count() {
     use edgetune::adapt::Kind;
@@ -165,9 +165,9 @@ fn training_is_bit_identical_on_any_thread_count() {
         s.scores(&p, &mut scores).unwrap();
         (s.adapter().unwrap().to_bytes(), scores)
     };
-    // `tail` through the batched GEMMs; `query` through the per-example loop, whose
-    // batch splits into fixed groups over the threads.
-    for kind in [Kind::Tail, Kind::Query] {
+    // `tail`, `bias` and `lora` through the batched GEMMs and passes; `query` through the
+    // per-example loop, whose batch splits into fixed groups over the threads.
+    for kind in [Kind::Tail, Kind::Bias, Kind::Lora, Kind::Query] {
         let one = train(1, kind);
         for threads in [2, 3] {
             let other = train(threads, kind);

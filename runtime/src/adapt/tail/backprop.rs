@@ -7,7 +7,7 @@
 
 use super::net::{Act1, Layer};
 use super::pass;
-use super::train::{two, PRanges, Scratch, Tail, Variant};
+use super::train::{two, Job, PRanges, Scratch, Tail, Variant};
 use crate::adapt::rng::Rng;
 use crate::adapt::train::Head;
 use alloc::vec::Vec;
@@ -580,7 +580,7 @@ impl Tail {
             (None, Some(rg)) => (&mut [], &mut g[rg.clone()]),
             (None, None) => (&mut [], &mut []),
         };
-        pass::affine_back(&self.kern, c, gv, yv, z, gam, gb, gg, lo, hi);
+        pass::affine_back(&self.par, &self.kern, c, gv, yv, z, gam, gb, gg, lo, hi);
     }
 
     /// The input `x` of a 1×1 layer reading slot `xi` and its output gradient `dz` in
@@ -642,21 +642,33 @@ impl Tail {
             let (ap, zr) = zr.split_at_mut(pack::packed_f32_len(cin, rank));
             let (zbp, dzp) = zr.split_at_mut(pack::packed_f32_len(t, rank));
             let (da, db) = dr.split_at_mut(cin * rank);
-            pack::pack_f32_t(bm, rank, cout, btp);
-            pack::pack_f32(am, cin, rank, ap);
+            // The factors' packings, xᵀ and dz packed over the threads (copies: any split
+            // gives the same bits), then the two products they feed.
+            let kern = self.kern;
+            let dzp = &mut dzp[..pack::packed_f32_len(t, cout)];
+            let mut jobs = prep_jobs(kern, (t, cin, cout), x, &mut xtr[..cin * t], dz, dzp);
+            jobs.push(alloc::boxed::Box::new(|| {
+                pack::pack_f32_t(bm, rank, cout, btp);
+                Ok(())
+            }));
+            jobs.push(alloc::boxed::Box::new(|| {
+                pack::pack_f32(am, cin, rank, ap);
+                Ok(())
+            }));
+            let _ = self.par.each(jobs, |f| f());
             self.gemm((t, rank, cout), dz, btp, zb);
             self.gemm((t, rank, cin), x, ap, xa);
-            let _ = kops::transpose_f32(&self.kern, x, t, cin, 0, xtr);
-            pack::pack_f32(zb, t, rank, zbp);
+            let xat = &mut xat[..rank * t];
+            let jobs: Vec<Job> = alloc::vec![
+                alloc::boxed::Box::new(|| {
+                    pack::pack_f32(zb, t, rank, zbp);
+                    Ok(())
+                }),
+                alloc::boxed::Box::new(|| Ok(kops::transpose_f32(&kern, xa, t, rank, 0, xat)?)),
+            ];
+            let _ = self.par.each(jobs, |f| f());
             self.gemm((cin, rank, t), xtr, zbp, da);
-            let _ = kops::transpose_f32(&self.kern, xa, t, rank, 0, &mut xat[..rank * t]);
-            pack::pack_f32(dz, t, cout, dzp);
-            self.gemm(
-                (rank, cout, t),
-                &xat[..rank * t],
-                dzp,
-                &mut db[..rank * cout],
-            );
+            self.gemm((rank, cout, t), xat, dzp, &mut db[..rank * cout]);
             g[ra.clone()]
                 .iter_mut()
                 .zip(&*da)
@@ -667,31 +679,15 @@ impl Tail {
                 .for_each(|(o, v)| *o += k * v);
             return;
         }
-        // xᵀ into `xt` and dz packed into `zpack`, each in two halves over the threads
-        // (copies: any split gives the same bits), then dW = xᵀ·dz into `dw`.
+        // xᵀ into `xt` and dz packed into `zpack` over the threads, then dW = xᵀ·dz into
+        // `dw`.
         {
             let (pre, post) = s.split_at_mut(sc.xt.start);
             let (x, dz) = Tail::x_dz(input, pre, sc, (xi, y), (t, cin, cout));
             let (xt, post) = post.split_at_mut(sc.xt.len());
             let zp = &mut post[..pack::packed_f32_len(t, cout)];
-            let (ch, panels) = (cin / 2, cout.div_ceil(pack::F32_NR) / 2);
-            let (xt0, xt1) = xt[..t * cin].split_at_mut(ch * t);
-            let (zp0, zp1) = zp.split_at_mut(panels * t * pack::F32_NR);
-            let jobs: Vec<(&[f32], &mut [f32], usize, bool)> = alloc::vec![
-                (x, xt0, 0, true),
-                (x, xt1, ch, true),
-                (dz, zp0, 0, false),
-                (dz, zp1, panels, false),
-            ];
-            let kern = self.kern;
-            let _ = self.par.each(jobs, |(src, dst, at, transpose)| {
-                if transpose {
-                    kops::transpose_f32(&kern, src, t, cin, at, dst)?;
-                } else {
-                    pack::pack_f32_panels(src, t, cout, at, dst);
-                }
-                Ok(())
-            });
+            let jobs = prep_jobs(self.kern, (t, cin, cout), x, &mut xt[..t * cin], dz, zp);
+            let _ = self.par.each(jobs, |f| f());
         }
         {
             let (hd, rest) = s.split_at_mut(sc.zpack.start);
@@ -705,6 +701,33 @@ impl Tail {
             pass::add_into(&self.kern, dw, &mut g[rw.clone()]);
         }
     }
+}
+
+/// `x` (`t × cin`) transposed into `xt` and `dz` (`t × cout`) packed into `zp`, each in
+/// two halves: jobs for the threads (copies: any split gives the same bits).
+fn prep_jobs<'a>(
+    kern: edgetune_kernels::Kernels,
+    (t, cin, cout): (usize, usize, usize),
+    x: &'a [f32],
+    xt: &'a mut [f32],
+    dz: &'a [f32],
+    zp: &'a mut [f32],
+) -> Vec<Job<'a>> {
+    let (ch, panels) = (cin / 2, cout.div_ceil(pack::F32_NR) / 2);
+    let (xt0, xt1) = xt.split_at_mut(ch * t);
+    let (zp0, zp1) = zp.split_at_mut(panels * t * pack::F32_NR);
+    alloc::vec![
+        alloc::boxed::Box::new(move || Ok(kops::transpose_f32(&kern, x, t, cin, 0, xt0)?)),
+        alloc::boxed::Box::new(move || Ok(kops::transpose_f32(&kern, x, t, cin, ch, xt1)?)),
+        alloc::boxed::Box::new(move || {
+            pack::pack_f32_panels(dz, t, cout, 0, zp0);
+            Ok(())
+        }),
+        alloc::boxed::Box::new(move || {
+            pack::pack_f32_panels(dz, t, cout, panels, zp1);
+            Ok(())
+        }),
+    ]
 }
 
 #[cfg(test)]

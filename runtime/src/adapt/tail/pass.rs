@@ -43,13 +43,83 @@ fn affine_body(z: &[f32], gam: &[f32], b: &[f32], lo: f32, hi: f32, y: &mut [f32
     }
 }
 
-/// Turns the output gradient `g` of `y = clamp(γ·z + b)` into `dz` in place (rows of `c`
-/// channels), adding the bias gradient into `gb` and the scale gradient into `gg` where
-/// they are trained (non-empty); `gam` empty means a scale of 1. Each channel's sums run
-/// over the rows in order.
+/// Turns the output gradient of `y = clamp(γ·z + b)` into `dz` in place for a window of
+/// `cw` channels starting at `c0`: `g` holds each row's window, `y` and `z` whole rows of
+/// `ld` values. Adds the bias gradient into `gb` and the scale gradient into `gg` (the
+/// window's, where trained: non-empty); `gam` (the window's) empty means a scale of 1.
+/// Each channel's sums run over the rows in order, so any split of the channels gives
+/// the same bits.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn affine_back_body(
+    ld: usize,
+    c0: usize,
+    g: &mut [&mut [f32]],
+    y: &[f32],
+    z: &[f32],
+    gam: &[f32],
+    gb: &mut [f32],
+    gg: &mut [f32],
+    lo: f32,
+    hi: f32,
+) {
+    let cw = g.first().map_or(0, |r| r.len());
+    if cw == 0 {
+        return;
+    }
+    let at = |r: usize| r * ld + c0..r * ld + c0 + cw;
+    match (gb.len() == cw, gg.len() == cw) {
+        (true, true) => {
+            let (gb, gg, gam) = (&mut gb[..cw], &mut gg[..cw], &gam[..cw]);
+            for (r, gk) in g.iter_mut().enumerate() {
+                let (gk, yk, zk) = (&mut gk[..cw], &y[at(r)], &z[at(r)]);
+                for ch in 0..cw {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gb[ch] += d;
+                    gg[ch] += d * zk[ch];
+                    gk[ch] = d * gam[ch];
+                }
+            }
+        }
+        (true, false) => {
+            let gb = &mut gb[..cw];
+            for (r, gk) in g.iter_mut().enumerate() {
+                let (gk, yk) = (&mut gk[..cw], &y[at(r)]);
+                for ch in 0..cw {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gb[ch] += d;
+                    gk[ch] = d;
+                }
+            }
+        }
+        (false, true) => {
+            let (gg, gam) = (&mut gg[..cw], &gam[..cw]);
+            for (r, gk) in g.iter_mut().enumerate() {
+                let (gk, yk, zk) = (&mut gk[..cw], &y[at(r)], &z[at(r)]);
+                for ch in 0..cw {
+                    let d = passed(yk[ch], lo, hi, gk[ch]);
+                    gg[ch] += d * zk[ch];
+                    gk[ch] = d * gam[ch];
+                }
+            }
+        }
+        (false, false) => {
+            for (r, gk) in g.iter_mut().enumerate() {
+                let (gk, yk) = (&mut gk[..cw], &y[at(r)]);
+                for ch in 0..cw {
+                    gk[ch] = passed(yk[ch], lo, hi, gk[ch]);
+                }
+            }
+        }
+    }
+}
+
+/// [`affine_back_window`] over rows of `c` channels (`g`, `y`, `z` as `[rows][c]`, the
+/// per-channel vectors whole or empty), runs of 16 channels spread over the threads.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn affine_back(
+    par: &Par,
+    kern: &Kernels,
     c: usize,
     g: &mut [f32],
     y: &[f32],
@@ -63,51 +133,46 @@ fn affine_back_body(
     if c == 0 {
         return;
     }
-    let rows = g.chunks_exact_mut(c).zip(y.chunks_exact(c));
-    match (gb.len() == c, gg.len() == c) {
-        (true, true) => {
-            let (gb, gg, gam) = (&mut gb[..c], &mut gg[..c], &gam[..c]);
-            for ((gk, yk), zk) in rows.zip(z.chunks_exact(c)) {
-                let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
-                for ch in 0..c {
-                    let d = passed(yk[ch], lo, hi, gk[ch]);
-                    gb[ch] += d;
-                    gg[ch] += d * zk[ch];
-                    gk[ch] = d * gam[ch];
-                }
-            }
-        }
-        (true, false) => {
-            let gb = &mut gb[..c];
-            for (gk, yk) in rows {
-                let (gk, yk) = (&mut gk[..c], &yk[..c]);
-                for ch in 0..c {
-                    let d = passed(yk[ch], lo, hi, gk[ch]);
-                    gb[ch] += d;
-                    gk[ch] = d;
-                }
-            }
-        }
-        (false, true) => {
-            let (gg, gam) = (&mut gg[..c], &gam[..c]);
-            for ((gk, yk), zk) in rows.zip(z.chunks_exact(c)) {
-                let (gk, yk, zk) = (&mut gk[..c], &yk[..c], &zk[..c]);
-                for ch in 0..c {
-                    let d = passed(yk[ch], lo, hi, gk[ch]);
-                    gg[ch] += d * zk[ch];
-                    gk[ch] = d * gam[ch];
-                }
-            }
-        }
-        (false, false) => {
-            for (gk, yk) in rows {
-                let (gk, yk) = (&mut gk[..c], &yk[..c]);
-                for ch in 0..c {
-                    gk[ch] = passed(yk[ch], lo, hi, gk[ch]);
-                }
-            }
+    let parts = par.parts(c.div_ceil(16), g.len() * 4);
+    let runs: Vec<_> = crate::par::runs(c.div_ceil(16), parts)
+        .map(|r| r.start * 16..(r.end * 16).min(c))
+        .collect();
+    // Each run's window of every row, and of the per-channel vectors.
+    let mut rows: Vec<Vec<&mut [f32]>> = runs.iter().map(|_| Vec::new()).collect();
+    for mut row in g.chunks_exact_mut(c) {
+        for (run, out) in runs.iter().zip(&mut rows) {
+            let (a, b) = core::mem::take(&mut row).split_at_mut(run.len());
+            out.push(a);
+            row = b;
         }
     }
+    /// The runs' windows of a per-channel vector (empty ones where it is not whole).
+    fn windows<'a>(
+        v: &'a mut [f32],
+        c: usize,
+        runs: &[core::ops::Range<usize>],
+    ) -> Vec<&'a mut [f32]> {
+        let mut v = if v.len() == c { v } else { &mut [][..] };
+        runs.iter()
+            .map(|r| {
+                let n = r.len().min(v.len());
+                let (a, b) = core::mem::take(&mut v).split_at_mut(n);
+                v = b;
+                a
+            })
+            .collect()
+    }
+    let (gbs, ggs) = (windows(gb, c, &runs), windows(gg, c, &runs));
+    let items: Vec<_> = runs
+        .iter()
+        .zip(rows)
+        .zip(gbs.into_iter().zip(ggs))
+        .collect();
+    let _ = par.each(items, |((r, mut gr), (gbw, ggw))| {
+        let gw = gam.get(r.clone()).unwrap_or(&[]);
+        affine_back_window(kern, c, r.start, &mut gr, y, z, gw, gbw, ggw, lo, hi);
+        Ok(())
+    });
 }
 
 /// Calls `f(o, i, t)` for every output pixel `o` of a depthwise convolution, each kernel
@@ -192,7 +257,7 @@ fn add_into_body(x: &[f32], y: &mut [f32]) {
 }
 
 widened!(pub(super) affine(z: &[f32], gam: &[f32], b: &[f32], lo: f32, hi: f32, y: &mut [f32]) => affine_body);
-widened!(pub(super) affine_back(c: usize, g: &mut [f32], y: &[f32], z: &[f32], gam: &[f32], gb: &mut [f32], gg: &mut [f32], lo: f32, hi: f32) => affine_back_body);
+widened!(affine_back_window(ld: usize, c0: usize, g: &mut [&mut [f32]], y: &[f32], z: &[f32], gam: &[f32], gb: &mut [f32], gg: &mut [f32], lo: f32, hi: f32) => affine_back_body);
 widened!(pub(super) dw_forward(g: &DwGeom, x: &[f32], w: &[f32], z: &mut [f32]) => dw_forward_body);
 widened!(pub(super) dw_dx(g: &DwGeom, w: &[f32], dz: &[f32], dx: &mut [f32]) => dw_dx_body);
 widened!(pub(super) add_into(x: &[f32], y: &mut [f32]) => add_into_body);
@@ -326,7 +391,7 @@ mod tests {
         let x = val(geo.h * geo.w * c, 0.29);
         let dz = val(geo.oh * geo.ow * c, 0.61);
         let w = val(geo.kh * geo.kw * c, 0.17);
-        let run = |k: &Kernels| {
+        let run = |k: &Kernels, par: &Par| {
             let mut out = Vec::new();
             for gm in [&gam[..], &[]] {
                 let mut yv = alloc::vec![0.0; c * rows];
@@ -338,7 +403,7 @@ mod tests {
                     let mut g = g0.clone();
                     let mut gb = if tb { alloc::vec![0.5; c] } else { Vec::new() };
                     let mut gg = if tg { alloc::vec![-0.5; c] } else { Vec::new() };
-                    affine_back(k, c, &mut g, &y, &z, gm, &mut gb, &mut gg, -1.0, 6.0);
+                    affine_back(par, k, c, &mut g, &y, &z, gm, &mut gb, &mut gg, -1.0, 6.0);
                     out.extend(g.iter().chain(&gb).chain(&gg));
                 }
             }
@@ -352,11 +417,19 @@ mod tests {
             out.extend(zz.iter().chain(&dx).chain(&dw).chain(&acc));
             out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
-        let want = run(&plain);
+        let want = run(&plain, &Par::single());
+        // Channel runs over the threads: each channel's sums in the same order.
+        for threads in [2, 3] {
+            let par = Par::new(threads).unwrap();
+            assert!(run(&plain, &par) == want, "{threads} threads");
+        }
         // The plain loops against a direct reading of the definitions.
         let mut g = g0.clone();
         let (mut gb, mut gg) = (alloc::vec![0.5; c], alloc::vec![-0.5; c]);
-        affine_back(&plain, c, &mut g, &y, &z, &gam, &mut gb, &mut gg, -1.0, 6.0);
+        let one = Par::single();
+        affine_back(
+            &one, &plain, c, &mut g, &y, &z, &gam, &mut gb, &mut gg, -1.0, 6.0,
+        );
         for ch in 0..c {
             let (mut sb, mut sg) = (0.5f32, -0.5f32);
             for r in 0..rows {
@@ -427,7 +500,7 @@ mod tests {
         assert_eq!(bits(&dw), bits(&want_dw), "depthwise weight gradient");
         for k in &tiers {
             assert!(
-                run(k) == want,
+                run(k, &Par::single()) == want,
                 "{:?} differs from the plain loops",
                 k.ew.tier
             );

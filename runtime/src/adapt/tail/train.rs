@@ -248,13 +248,30 @@ impl Tail {
                 (Some(rw), Variant::Full, _) => &p[rw.clone()],
                 (_, Variant::Bias, Layer::Pw { w, .. }) => &self.net.frozen[*w..*w + cin * cout],
                 _ => {
+                    // Runs of rows over the threads (each value its own: the same bits).
                     let we = &mut we[..cin * cout];
-                    self.weff(i, p, we);
+                    let (lw, cost) = (self.lora_weights(i, p), self.lora_rank().max(1));
+                    let _ = crate::par::for_runs(&self.par, cout, we, cost, |at, part| {
+                        weff_rows(&lw, at / cout, part);
+                        Ok(())
+                    });
                     we
                 }
             };
-            pack::pack_f32(we, cin, cout, &mut packs[fr]);
-            pack::pack_f32_t(we, cin, cout, &mut packs[br]);
+            // The two packings side by side (copies).
+            let (f, b) = packs[fr.start..].split_at_mut(br.start - fr.start);
+            let (f, b) = (&mut f[..fr.len()], &mut b[..br.len()]);
+            let jobs: Vec<Job> = alloc::vec![
+                alloc::boxed::Box::new(|| {
+                    pack::pack_f32(we, cin, cout, f);
+                    Ok(())
+                }),
+                alloc::boxed::Box::new(|| {
+                    pack::pack_f32_t(we, cin, cout, b);
+                    Ok(())
+                }),
+            ];
+            let _ = self.par.each(jobs, |j| j());
         }
     }
 
@@ -390,12 +407,23 @@ impl Tail {
 
     /// Effective weights of 1×1 layer `i` into `out` (`[cin][cout]`).
     pub(super) fn weff(&self, i: usize, p: &[f32], out: &mut [f32]) {
+        if let Layer::Pw { cin, cout, .. } = self.net.layers[i] {
+            weff_rows(&self.lora_weights(i, p), 0, &mut out[..cin * cout]);
+        }
+    }
+
+    /// What the effective weights of 1×1 layer `i` are made of.
+    fn lora_weights<'a>(&'a self, i: usize, p: &'a [f32]) -> Weights<'a> {
         let Layer::Pw { cin, cout, w, .. } = self.net.layers[i] else {
-            return;
+            return Weights::default();
         };
-        let f = &self.net.frozen[w..w + cin * cout];
+        let frozen = &self.net.frozen[w..w + cin * cout];
         match (self.variant, &self.pr[i]) {
-            (Variant::Full, r) => out.copy_from_slice(&p[r.w.clone().unwrap_or(0..0)]),
+            (Variant::Full, r) => Weights {
+                frozen: &p[r.w.clone().unwrap_or(0..0)],
+                cout,
+                ..Weights::default()
+            },
             (
                 Variant::Lora { rank },
                 PRanges {
@@ -403,21 +431,26 @@ impl Tail {
                     bb: Some(rb),
                     ..
                 },
-            ) => {
-                let (am, bm, s) = (&p[ra.clone()], &p[rb.clone()], self.lora_scale());
-                out.copy_from_slice(f);
-                for i in 0..cin {
-                    let row = &mut out[i * cout..(i + 1) * cout];
-                    for j in 0..rank {
-                        let a = am[i * rank + j] * s;
-                        if a != 0.0 {
-                            let br = &bm[j * cout..(j + 1) * cout];
-                            row.iter_mut().zip(br).for_each(|(o, b)| *o += a * b);
-                        }
-                    }
-                }
-            }
-            _ => out.copy_from_slice(f),
+            ) => Weights {
+                frozen,
+                cout,
+                a: &p[ra.clone()],
+                b: &p[rb.clone()],
+                rank,
+                scale: self.lora_scale(),
+            },
+            _ => Weights {
+                frozen,
+                cout,
+                ..Weights::default()
+            },
+        }
+    }
+
+    fn lora_rank(&self) -> usize {
+        match self.variant {
+            Variant::Lora { rank } => rank,
+            _ => 0,
         }
     }
 
@@ -463,6 +496,36 @@ impl Tail {
         // The lengths are sized by `scratch_layout` and `new`; a mismatch is a bug here.
         crate::par::gemm_f32(&self.par, &self.kern, mnk, a, b, bias, c, act)
             .unwrap_or_else(|e| panic!("tail gemm {m}×{n}×{k}: {e}"));
+    }
+}
+
+/// A copy or product to run beside others, on any thread.
+pub(super) type Job<'a> = alloc::boxed::Box<dyn FnOnce() -> crate::Result<()> + Send + 'a>;
+
+/// The effective weights of a 1×1 layer: `frozen + k·A·B` with the low-rank factors
+/// (`rank` 0: `frozen` alone), `[cin][cout]`.
+#[derive(Default)]
+struct Weights<'a> {
+    frozen: &'a [f32],
+    cout: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+    rank: usize,
+    scale: f32,
+}
+
+/// Rows `i0..` of the effective weights `w` into `out` (whole rows).
+fn weff_rows(w: &Weights, i0: usize, out: &mut [f32]) {
+    let cout = w.cout;
+    out.copy_from_slice(&w.frozen[i0 * cout..i0 * cout + out.len()]);
+    for (i, row) in (i0..).zip(out.chunks_exact_mut(cout.max(1))) {
+        for j in 0..w.rank {
+            let a = w.a[i * w.rank + j] * w.scale;
+            if a != 0.0 {
+                let br = &w.b[j * cout..(j + 1) * cout];
+                row.iter_mut().zip(br).for_each(|(o, b)| *o += a * b);
+            }
+        }
     }
 }
 
