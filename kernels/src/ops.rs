@@ -821,6 +821,25 @@ fn rows(op: &'static str, len: usize, cols: usize) -> Result<(), ShapeError> {
     Ok(())
 }
 
+/// [`crate::pack::pack_f32_t`]: the packing of `aᵀ` for row-major `a[n×k]`, each whole panel
+/// one transpose of 16 rows of `a` on the tier's kernel (the panel is those rows'
+/// transpose), the last partial one by the scalar packing. A copy: the same values.
+///
+/// # Panics
+/// When `a` holds fewer than `n·k` values or `out` fewer than `packed_f32_len(k, n)`.
+pub fn pack_f32_t(kern: &Kernels, a: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    use crate::pack::F32_NR;
+    assert!(a.len() >= n * k && out.len() >= packed_f32_len(k, n));
+    let whole = n / F32_NR;
+    let (head, rest) = out[..packed_f32_len(k, n)].split_at_mut(whole * k * F32_NR);
+    for (p, panel) in head.chunks_exact_mut((k * F32_NR).max(1)).enumerate() {
+        let rows = &a[p * F32_NR * k..(p + 1) * F32_NR * k];
+        // `rows` holds the 16 × k matrix and the first column is 0: no error.
+        let _ = transpose_f32(kern, rows, F32_NR, k, 0, panel);
+    }
+    crate::pack::pack_f32_t_panels(a, n, k, whole, rest);
+}
+
 /// Columns `c0..` of the `rows × cols` matrix `x` as rows of `y` (`y[c][r] = x[r][c0 +
 /// c]`), as many as `y` holds (at most `cols - c0`).
 pub fn transpose_f32(

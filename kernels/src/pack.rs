@@ -44,13 +44,24 @@ pub fn pack_f32_panels(b: &[f32], k: usize, n: usize, p0: usize, out: &mut [f32]
 }
 
 /// Packs the transpose of row-major `a[n×k]` as [`pack_f32`] packs a `k×n` matrix: the
-/// same layout as `pack_f32` of `aᵀ`, without forming `aᵀ`.
+/// same layout as `pack_f32` of `aᵀ`, without forming `aᵀ`. (`ops::pack_f32_t` moves
+/// whole panels with the tier's transpose.)
 pub fn pack_f32_t(a: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    assert!(a.len() >= k * n && out.len() >= packed_f32_len(k, n));
-    for p in 0..n.div_ceil(F32_NR) {
-        let r0 = p * F32_NR;
+    assert!(out.len() >= packed_f32_len(k, n));
+    pack_f32_t_panels(a, n, k, 0, &mut out[..packed_f32_len(k, n)]);
+}
+
+/// Panels `p0..` of [`pack_f32_t`]'s output, as many as `out` holds (`k·16` values each).
+pub fn pack_f32_t_panels(a: &[f32], n: usize, k: usize, p0: usize, out: &mut [f32]) {
+    let panels = if k == 0 { 0 } else { out.len() / (k * F32_NR) };
+    assert!(a.len() >= k * n && p0 + panels <= n.div_ceil(F32_NR));
+    for (q, panel) in out
+        .chunks_exact_mut((k * F32_NR).max(1))
+        .take(panels)
+        .enumerate()
+    {
+        let r0 = (p0 + q) * F32_NR;
         let w = (n - r0).min(F32_NR);
-        let panel = &mut out[p * k * F32_NR..][..k * F32_NR];
         if w < F32_NR {
             panel.fill(0.0);
         }

@@ -514,6 +514,24 @@ fn transpose_matches_the_reference_on_every_tier() {
             }
         }
     }
+    // The packing of a transpose by whole-panel transposes: the scalar packing's values,
+    // on whole and partial panels.
+    for (n, k) in [(16, 1), (16, 9), (33, 64), (40, 130), (7, 5), (1152, 24)] {
+        let a = f32s(n * k, 3.0, (n * 7 + k) as u64);
+        let mut want = vec![f32::NAN; edgetune_kernels::pack::packed_f32_len(k, n)];
+        edgetune_kernels::pack::pack_f32_t(&a, n, k, &mut want);
+        let all = std::iter::once(("reference", reference()));
+        for (d, kern) in all.chain(tiers().into_iter().map(|(d, k)| (d.name, k))) {
+            let mut got = vec![f32::NAN; want.len()];
+            ops::pack_f32_t(&kern, &a, n, k, &mut got);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "pack_f32_t {n}×{k} on {d}"
+            );
+        }
+    }
     // A matrix longer than x holds, or a first column past the last, is refused.
     let mut y = vec![0.0; 8];
     assert!(ops::transpose_f32(&reference(), &[0.0; 7], 2, 4, 0, &mut y).is_err());

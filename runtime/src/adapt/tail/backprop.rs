@@ -648,7 +648,7 @@ impl Tail {
             let dzp = &mut dzp[..pack::packed_f32_len(t, cout)];
             let mut jobs = prep_jobs(kern, (t, cin, cout), x, &mut xtr[..cin * t], dz, dzp);
             jobs.push(alloc::boxed::Box::new(|| {
-                pack::pack_f32_t(bm, rank, cout, btp);
+                kops::pack_f32_t(&kern, bm, rank, cout, btp);
                 Ok(())
             }));
             jobs.push(alloc::boxed::Box::new(|| {

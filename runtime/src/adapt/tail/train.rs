@@ -6,7 +6,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::ops::Range;
-use edgetune_kernels::{pack, Act, Kernels};
+use edgetune_kernels::{ops as kops, pack, Act, Kernels};
 
 /// Which parameters of the tail are trained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,9 +230,10 @@ impl Tail {
                 (rest, at) = (r, br.end);
                 items.push((&p[rw.clone()], cin, cout, f, b));
             }
+            let kern = self.kern;
             let _ = self.par.each(items, |(w, cin, cout, f, b)| {
                 pack::pack_f32(w, cin, cout, f);
-                pack::pack_f32_t(w, cin, cout, b);
+                kops::pack_f32_t(&kern, w, cin, cout, b);
                 Ok(())
             });
             return;
@@ -259,6 +260,7 @@ impl Tail {
                 }
             };
             // The two packings side by side (copies).
+            let kern = self.kern;
             let (f, b) = packs[fr.start..].split_at_mut(br.start - fr.start);
             let (f, b) = (&mut f[..fr.len()], &mut b[..br.len()]);
             let jobs: Vec<Job> = alloc::vec![
@@ -267,7 +269,7 @@ impl Tail {
                     Ok(())
                 }),
                 alloc::boxed::Box::new(|| {
-                    pack::pack_f32_t(we, cin, cout, b);
+                    kops::pack_f32_t(&kern, we, cin, cout, b);
                     Ok(())
                 }),
             ];
