@@ -11,6 +11,20 @@ pub const fn packed_f32_len(k: usize, n: usize) -> usize {
     n.div_ceil(F32_NR) * F32_NR * k
 }
 
+/// The whole panels `out` holds (`k·16` values each) with their numbers from `p0`, after
+/// checking that the source (`have` values) holds `k·n` and the panels exist.
+fn f32_panels(
+    have: usize,
+    k: usize,
+    n: usize,
+    p0: usize,
+    out: &mut [f32],
+) -> impl Iterator<Item = (usize, &mut [f32])> {
+    let panels = if k == 0 { 0 } else { out.len() / (k * F32_NR) };
+    assert!(have >= k * n && p0 + panels <= n.div_ceil(F32_NR));
+    (p0..).zip(out.chunks_exact_mut((k * F32_NR).max(1)).take(panels))
+}
+
 /// Packs row-major `b[k×n]` into panels of [`F32_NR`] columns: `panel[k][16]`, zero padded.
 pub fn pack_f32(b: &[f32], k: usize, n: usize, out: &mut [f32]) {
     assert!(out.len() >= packed_f32_len(k, n));
@@ -20,14 +34,7 @@ pub fn pack_f32(b: &[f32], k: usize, n: usize, out: &mut [f32]) {
 /// Panels `p0..` of [`pack_f32`]'s output, as many as `out` holds (`k·16` values each):
 /// `out` is that part of the whole packing.
 pub fn pack_f32_panels(b: &[f32], k: usize, n: usize, p0: usize, out: &mut [f32]) {
-    let panels = if k == 0 { 0 } else { out.len() / (k * F32_NR) };
-    assert!(b.len() >= k * n && p0 + panels <= n.div_ceil(F32_NR));
-    for (q, out) in out
-        .chunks_exact_mut((k * F32_NR).max(1))
-        .take(panels)
-        .enumerate()
-    {
-        let p = p0 + q;
+    for (p, out) in f32_panels(b.len(), k, n, p0, out) {
         let c0 = p * F32_NR;
         let w = (n - c0).min(F32_NR);
         for kk in 0..k {
@@ -53,14 +60,8 @@ pub fn pack_f32_t(a: &[f32], n: usize, k: usize, out: &mut [f32]) {
 
 /// Panels `p0..` of [`pack_f32_t`]'s output, as many as `out` holds (`k·16` values each).
 pub fn pack_f32_t_panels(a: &[f32], n: usize, k: usize, p0: usize, out: &mut [f32]) {
-    let panels = if k == 0 { 0 } else { out.len() / (k * F32_NR) };
-    assert!(a.len() >= k * n && p0 + panels <= n.div_ceil(F32_NR));
-    for (q, panel) in out
-        .chunks_exact_mut((k * F32_NR).max(1))
-        .take(panels)
-        .enumerate()
-    {
-        let r0 = (p0 + q) * F32_NR;
+    for (p, panel) in f32_panels(a.len(), k, n, p0, out) {
+        let r0 = p * F32_NR;
         let w = (n - r0).min(F32_NR);
         if w < F32_NR {
             panel.fill(0.0);

@@ -580,7 +580,13 @@ impl Tail {
             (None, Some(rg)) => (&mut [], &mut g[rg.clone()]),
             (None, None) => (&mut [], &mut []),
         };
-        pass::affine_back(&self.par, &self.kern, c, gv, yv, z, gam, gb, gg, lo, hi);
+        pass::affine_back(
+            (&self.par, &self.kern),
+            (c, gv),
+            (yv, z, gam),
+            (gb, gg),
+            (lo, hi),
+        );
     }
 
     /// The input `x` of a 1×1 layer reading slot `xi` and its output gradient `dz` in

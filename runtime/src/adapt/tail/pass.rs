@@ -116,19 +116,12 @@ fn affine_back_body(
 
 /// [`affine_back_window`] over rows of `c` channels (`g`, `y`, `z` as `[rows][c]`, the
 /// per-channel vectors whole or empty), runs of 16 channels spread over the threads.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn affine_back(
-    par: &Par,
-    kern: &Kernels,
-    c: usize,
-    g: &mut [f32],
-    y: &[f32],
-    z: &[f32],
-    gam: &[f32],
-    gb: &mut [f32],
-    gg: &mut [f32],
-    lo: f32,
-    hi: f32,
+    (par, kern): (&Par, &Kernels),
+    (c, g): (usize, &mut [f32]),
+    (y, z, gam): (&[f32], &[f32], &[f32]),
+    (gb, gg): (&mut [f32], &mut [f32]),
+    (lo, hi): (f32, f32),
 ) {
     if c == 0 {
         return;
@@ -403,7 +396,13 @@ mod tests {
                     let mut g = g0.clone();
                     let mut gb = if tb { alloc::vec![0.5; c] } else { Vec::new() };
                     let mut gg = if tg { alloc::vec![-0.5; c] } else { Vec::new() };
-                    affine_back(par, k, c, &mut g, &y, &z, gm, &mut gb, &mut gg, -1.0, 6.0);
+                    affine_back(
+                        (par, k),
+                        (c, &mut g),
+                        (&y, &z, gm),
+                        (&mut gb, &mut gg),
+                        (-1.0, 6.0),
+                    );
                     out.extend(g.iter().chain(&gb).chain(&gg));
                 }
             }
@@ -428,7 +427,11 @@ mod tests {
         let (mut gb, mut gg) = (alloc::vec![0.5; c], alloc::vec![-0.5; c]);
         let one = Par::single();
         affine_back(
-            &one, &plain, c, &mut g, &y, &z, &gam, &mut gb, &mut gg, -1.0, 6.0,
+            (&one, &plain),
+            (c, &mut g),
+            (&y, &z, &gam),
+            (&mut gb, &mut gg),
+            (-1.0, 6.0),
         );
         for ch in 0..c {
             let (mut sb, mut sg) = (0.5f32, -0.5f32);
