@@ -321,23 +321,27 @@ impl Tail {
                     }
                 }
                 Layer::Gap { x: xi, y } => {
+                    // Each example's mean over its tokens, the examples over the threads
+                    // (each value's sum over the tokens in order: the same bits).
                     let (t, c) = self.net.slots[xi];
-                    for r in 0..rows {
-                        let yr = sc.val[y].start + r * c..sc.val[y].start + (r + 1) * c;
-                        s[yr.clone()].fill(0.0);
-                        for tok in 0..t {
-                            for ch in 0..c {
-                                let k = (r * t + tok) * c + ch;
-                                let v = if xi == 0 {
-                                    input[k]
-                                } else {
-                                    s[sc.val[xi].start + k]
-                                };
-                                s[yr.start + ch] += v;
+                    let yr = head(&sc.val[y], rows * c);
+                    let (xv, yv) = if xi == 0 {
+                        (&input[..rows * t * c], &mut s[yr])
+                    } else {
+                        two(s, &head(&sc.val[xi], rows * t * c), &yr)
+                    };
+                    let kern = self.kern;
+                    let _ = crate::par::for_runs(&self.par, c, yv, 2 * t, |at, part| {
+                        let r0 = at / c.max(1);
+                        for (r, yo) in (r0..).zip(part.chunks_exact_mut(c.max(1))) {
+                            yo.fill(0.0);
+                            for xt in xv[r * t * c..(r + 1) * t * c].chunks_exact(c) {
+                                pass::add_into(&kern, xt, yo);
                             }
+                            yo.iter_mut().for_each(|v| *v /= t as f32);
                         }
-                        s[yr].iter_mut().for_each(|v| *v /= t as f32);
-                    }
+                        Ok(())
+                    });
                 }
                 Layer::Act { x: xi, y, f } => {
                     let yr = head(&sc.val[y], self.n_of(y, rows));
@@ -391,7 +395,11 @@ impl Tail {
             // A slot whose one reader is a 1×1 layer gets its gradient written whole by
             // that layer's GEMM.
             if !self.net.pw_sole_reader(i) {
-                s[head(r, self.n_of(i, rows))].fill(0.0);
+                let part = &mut s[head(r, self.n_of(i, rows))];
+                let _ = crate::par::for_runs(&self.par, 1024, part, 1, |_, p| {
+                    p.fill(0.0);
+                    Ok(())
+                });
             }
         }
         // Classifier and the normalisation, row by row.
@@ -437,13 +445,19 @@ impl Tail {
                         &head(&sc.grad[y], rows * c),
                         &head(&sc.grad[xi], rows * t * c),
                     );
-                    for r in 0..rows {
-                        for tok in 0..t {
-                            for ch in 0..c {
-                                dx[(r * t + tok) * c + ch] += dy[r * c + ch] / t as f32;
+                    // The examples over the threads (each value its own: the same bits).
+                    let _ = crate::par::for_runs(&self.par, t * c, dx, 2, |at, part| {
+                        let r0 = at / (t * c).max(1);
+                        for (r, dxr) in (r0..).zip(part.chunks_exact_mut((t * c).max(1))) {
+                            let dyr = &dy[r * c..(r + 1) * c];
+                            for dxt in dxr.chunks_exact_mut(c.max(1)) {
+                                for (o, d) in dxt.iter_mut().zip(dyr) {
+                                    *o += d / t as f32;
+                                }
                             }
                         }
-                    }
+                        Ok(())
+                    });
                 }
                 Layer::Add { a, b, y } => {
                     let n = self.n_of(y, rows);
