@@ -2,7 +2,8 @@
 //! qemu (`cargo bench -p edgetune-kernels --features std --target armv7-unknown-linux-gnueabihf`):
 //! prints GFLOP/s (f32) and GOP/s (int8, 2 ops per multiply-add). Emulated times compare
 //! tiers with each other only. On the host, `tools/bench_gemm.sh` (criterion, with tract and
-//! OpenBLAS beside) is the benchmark of record.
+//! OpenBLAS beside) is the benchmark of record. `GEMM_BENCH=TEXT` times only the rows whose
+//! kernel name or shape (`m×n×k`) contains TEXT.
 
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops::{self, I8Dst, I8Quant};
@@ -42,24 +43,30 @@ fn main() {
         (490, 1152, 192),
         (490, 192, 1152),
         (1152, 320, 490),
+        // MiniLM-L6's feed-forward layers over 128 tokens (B larger than L2).
+        (128, 1536, 384),
+        (128, 384, 1536),
     ];
+    let only = std::env::var("GEMM_BENCH").unwrap_or_default();
+    let wanted = |name: &str, shape: &str| name.contains(&only) || shape.contains(&only);
     println!("| kernel | m×n×k | G(FL)OP/s |");
     println!("|---|---|---|");
     for &(m, n, k) in &shapes {
+        let shape = format!("{m}×{n}×{k}");
         let a = vec![0.5f32; m * k];
         let mut bp = vec![0.25f32; pack::packed_f32_len(k, n)];
         pack::pack_f32(&vec![0.25f32; k * n], k, n, &mut bp);
         let mut c = vec![0f32; m * n];
         for d in F32_GEMM
             .iter()
-            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
+            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference && wanted(d.name, &shape))
         {
             let mut kern = Kernels::select(&cpu, None);
             kern.f32_gemm = d;
             let g = time(2.0 * (m * n * k) as f64, || {
                 ops::gemm_f32(&kern, (m, n, k), &a, k, &bp, None, &mut c, n, Act::None).unwrap()
             });
-            println!("| {} | {m}×{n}×{k} | {g:.1} |", d.name);
+            println!("| {} | {shape} | {g:.1} |", d.name);
         }
         let a8 = vec![3u8; m * k];
         let mut b8 = vec![0i8; pack::packed_i8_len(k, n)];
@@ -82,14 +89,14 @@ fn main() {
         for d in I8_GEMM
             .iter()
             .chain(I8_GEMM_SAT)
-            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
+            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference && wanted(d.name, &shape))
         {
             let mut kern = Kernels::select(&cpu, None);
             kern.i8_gemm = d;
             let g = time(2.0 * (m * n * k) as f64, || {
                 ops::gemm_i8(&kern, (m, n, k), &a8, k, &b8, &q, I8Dst::U8(&mut c8), n).unwrap()
             });
-            println!("| {} | {m}×{n}×{k} | {g:.1} |", d.name);
+            println!("| {} | {shape} | {g:.1} |", d.name);
         }
     }
 }

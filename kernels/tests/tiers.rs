@@ -217,6 +217,9 @@ fn gemm_edges() {
         // longest the AVX2 tier widens on the stack (4096).
         (7, 20, 2600),
         (5, 17, 4097),
+        // Several row tiles, a long reduction whose panels (64 KB each) outgrow L1, the
+        // last panel half full.
+        (13, 72, 4000),
     ]
     .iter()
     // Under Miri (interpreted, slow) the small shapes cover every code path of the
