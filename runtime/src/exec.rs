@@ -1492,8 +1492,9 @@ fn unary_in_place(kern: &Kernels, f: Unary, o: &mut [f32]) {
         Unary::Tanh => o.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
         Unary::Exp => o.iter_mut().for_each(|v| *v = libm::expf(*v)),
         Unary::Log => o.iter_mut().for_each(|v| *v = libm::logf(*v)),
-        Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
-        Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
+        Unary::Abs | Unary::Neg | Unary::Reciprocal | Unary::Floor | Unary::Ceil | Unary::Round => {
+            integral_wide(kern, f, o)
+        }
         Unary::Softplus => o.iter_mut().for_each(|v| {
             // ln(1 + e^x) without overflow: x + ln(1 + e^-x) for x > 0.
             *v = if *v > 0.0 {
@@ -1502,10 +1503,6 @@ fn unary_in_place(kern: &Kernels, f: Unary, o: &mut [f32]) {
                 libm::log1pf(libm::expf(*v))
             }
         }),
-        Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
-        Unary::Floor => o.iter_mut().for_each(|v| *v = libm::floorf(*v)),
-        Unary::Ceil => o.iter_mut().for_each(|v| *v = libm::ceilf(*v)),
-        Unary::Round => o.iter_mut().for_each(|v| *v = libm::rintf(*v)),
         Unary::GeluTanh => o.iter_mut().for_each(|v| {
             let x = *v;
             let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
@@ -1514,6 +1511,46 @@ fn unary_in_place(kern: &Kernels, f: Unary, o: &mut [f32]) {
         Unary::Identity => {}
     }
 }
+
+/// Round half to even, floor and ceiling without a libm call per value, so that the loop
+/// compiles to vector instructions: adding and removing 2^23 leaves no fraction bits
+/// (the FPU's default rounding does the rounding), a floor or ceiling steps the rounded
+/// value by one where it passed `v`, and the result takes `v`'s sign (`-0.3` rounds to
+/// `-0.0`, as `rintf` gives). `|v| ≥ 2^23`, infinities and NaN are already integral and
+/// pass unchanged. The bits of libm's `rintf`, `floorf` and `ceilf`.
+#[inline(always)]
+fn integral(v: f32, step: i8) -> f32 {
+    const TWO23: f32 = 8_388_608.0;
+    if v.abs() < TWO23 {
+        let c = TWO23.copysign(v);
+        let r = (v + c) - c;
+        let r = match step {
+            -1 if r > v => r - 1.0,
+            1 if r < v => r + 1.0,
+            _ => r,
+        };
+        r.copysign(v)
+    } else {
+        v
+    }
+}
+
+/// The unary ops that are exact in IEEE arithmetic (sign changes, the reciprocal, the
+/// integral parts), as plain loops the `widened!` tiers vectorise.
+#[inline(always)]
+fn integral_body(f: Unary, o: &mut [f32]) {
+    match f {
+        Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
+        Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
+        Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
+        Unary::Floor => o.iter_mut().for_each(|v| *v = integral(*v, -1)),
+        Unary::Ceil => o.iter_mut().for_each(|v| *v = integral(*v, 1)),
+        Unary::Round => o.iter_mut().for_each(|v| *v = integral(*v, 0)),
+        _ => {}
+    }
+}
+
+widened!(integral_wide(f: Unary, o: &mut [f32]) => integral_body);
 
 /// Most values per block of a chain (the registers' length); smaller on a device, whose
 /// stack holds them.
@@ -3590,6 +3627,77 @@ mod tests {
                         max_pool_u8_pairs_wide(k, &g, &x, &mut got);
                         assert_eq!(got, want, "{:?} c {c} {h}x{w} kh {kh}", k.ew.tier);
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integral_parts_are_libms_bits_on_every_tier() {
+        let (plain, wide) = widened_tiers("integral parts");
+        let mut vals = vec![
+            0.0f32,
+            -0.0,
+            0.3,
+            -0.3,
+            0.5,
+            -0.5,
+            0.7,
+            -0.7,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            4194304.5,
+            -4194303.5,
+            8388607.5,
+            -8388607.5,
+            8388608.0,
+            -8388609.0,
+            1e10,
+            -1e10,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
+        let mut x = 0x1234_5678u32;
+        for _ in 0..50_000 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            vals.push(((x >> 8) as f32 / 65536.0 - 128.0) * 2.0);
+            vals.push(f32::from_bits(x));
+        }
+        let libm_of = |f: Unary, v: f32| match f {
+            Unary::Round => libm::rintf(v),
+            Unary::Floor => libm::floorf(v),
+            Unary::Ceil => libm::ceilf(v),
+            Unary::Abs => v.abs(),
+            Unary::Neg => -v,
+            _ => 1.0 / v,
+        };
+        for f in [
+            Unary::Round,
+            Unary::Floor,
+            Unary::Ceil,
+            Unary::Abs,
+            Unary::Neg,
+            Unary::Reciprocal,
+        ] {
+            let want: Vec<f32> = vals.iter().map(|&v| libm_of(f, v)).collect();
+            for k in core::iter::once(&plain).chain(&wide) {
+                let mut got = vals.clone();
+                unary_in_place(k, f, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let same = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
+                    assert!(same, "{f:?} {:?} of {}: {g} vs {w}", k.ew.tier, vals[i]);
                 }
             }
         }
