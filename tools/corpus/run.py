@@ -10,8 +10,10 @@ float), then `edgetune run` on every reference input (8 per model): cosine of ea
 against onnxruntime with graph optimisation off (the graph as written), beside the cosine of
 onnxruntime's own optimised session to it (the yardstick where quantised arithmetic
 differs), the top-1 class of classifiers against it, the cosine against onnxruntime's
-default session and, for quantised entries, both against the float model; and the median latency of `edgetune run --profile N` against onnxruntime's
-median on the same input, both with one thread on one pinned core. One model's failure
+default session and, for quantised entries, both against the float model; and the latency
+of `edgetune run --profile N` against onnxruntime's on the same input, both with one thread
+on one pinned core: `--rounds` rounds (3) alternate the two, each a median of N runs, and
+each side's best round counts. One model's failure
 (error, crash, time-out) is recorded and the next model runs.
 
 Writes DIR/<name>/{check,compile,inspect,run-*}.txt, DIR/results.json and DIR/table.md
@@ -79,12 +81,15 @@ def pin():
     return core
 
 
-def ort_median(model, feed, runs):
+def ort_session(model):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def ort_median(s, feed, runs):
     s.run(None, feed)
     ts = []
     for _ in range(runs):
@@ -105,7 +110,7 @@ def feed_file(d, od, k, inp):
     return dst
 
 
-def measure(et, name, out_dir, runs, core, calibrate=False, calibrate_range="minmax"):
+def measure(et, name, out_dir, runs, core, calibrate=False, calibrate_range="minmax", rounds=3):
     d = os.path.join(CORPUS, name)
     meta = json.load(open(os.path.join(d, "meta.json")))
     od = os.path.join(out_dir, name)
@@ -223,13 +228,23 @@ def measure(et, name, out_dir, runs, core, calibrate=False, calibrate_range="min
 
     if "run_error" not in r:
         feeds = [f"{i['name']}=" + feed_file(d, od, 0, i) for i in meta["inputs"] if i not in consts]
-        code, out = sh(["taskset", "-c", str(core), et, "run", plan] + feeds + ["--profile", str(runs)],
-                       os.path.join(od, "profile.txt"))
-        m = re.search(r"median ([\d.]+) ms", out)
-        if code == 0 and m:
-            r["edgetune_ms"] = float(m.group(1))
         feed = {i["name"]: np.load(os.path.join(d, "inputs", "0", i["file"])) for i in meta["inputs"]}
-        r["ort_ms"] = ort_median(model, feed, runs)
+        sess = ort_session(model)
+        # Rounds alternate the two sides so that both see the same stretches of a shared
+        # machine; each side's latency is its best round's median.
+        et_ms, ort_ms = [], []
+        for k in range(rounds):
+            code, out = sh(["taskset", "-c", str(core), et, "run", plan] + feeds + ["--profile", str(runs)],
+                           os.path.join(od, "profile.txt" if k == 0 else f"profile-{k}.txt"))
+            m = re.search(r"median ([\d.]+) ms", out)
+            if code == 0 and m:
+                et_ms.append(float(m.group(1)))
+            ort_ms.append(ort_median(sess, feed, runs))
+        if et_ms:
+            r["edgetune_ms"] = min(et_ms)
+            r["edgetune_rounds_ms"] = et_ms
+        r["ort_ms"] = min(ort_ms)
+        r["ort_rounds_ms"] = ort_ms
     return r
 
 
@@ -290,6 +305,8 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("EDGETUNE_BIN"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--runs", type=int, default=20, help="timed runs per latency median")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds of edgetune and onnxruntime; each side's best median counts")
     ap.add_argument("--calibrate", action="store_true",
                     help="compile float entries that have calib/ (tools/corpus/calib.py) with --calibrate")
     ap.add_argument("--calibrate-range", default="minmax",
@@ -306,7 +323,7 @@ def main():
     for n in names:
         print(f"== {n}", flush=True)
         try:
-            r = measure(a.bin, n, out, a.runs, core, a.calibrate, a.calibrate_range)
+            r = measure(a.bin, n, out, a.runs, core, a.calibrate, a.calibrate_range, a.rounds)
         except Exception as e:  # the runner's own failure on one model must not stop the rest
             r = {"name": n, "producer": "?", "quantisation": "?", "compiles": False,
                  "first_error": f"runner: {type(e).__name__}: {e}"}
