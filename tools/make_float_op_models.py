@@ -13,7 +13,7 @@ add between convolutions (which edgetune runs on NHWC maps), and BlazeFace's blo
 tflite2onnx's transposes, channel Pad, MaxPool and AveragePool, and comparisons, Where,
 PRelu, Max and Min over rows long enough for the vector paths (with softmax rows that are
 all masked and the IsNaN guard replacing their NaNs), max and average pools over pairs of
-columns; with onnxruntime's outputs
+columns, MobileNetV3's squeeze-and-excitation block; with onnxruntime's outputs
 (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -360,6 +360,28 @@ def pool_pairs():
     return g.model(g.op("Sub", [c, d]), [1, 3, 9, 13], None), (1, 3, 9, 13)
 
 
+def se_block():
+    # MobileNetV3's block as paddle2onnx writes it (PP-OCR's classifier): a 1x1 conv, a batch
+    # norm and hard-swish, a depthwise conv, its batch norm and hard-swish, then squeeze and
+    # excitation (GlobalAveragePool, 1x1 conv, Relu, 1x1 conv, HardSigmoid, the map
+    # multiplied by the channel scales), a 1x1 conv. The map's ops run on the NHWC map:
+    # the channel scales, a tensor repeated over the pixels, are read as a constant is.
+    g = G()
+    c = lambda v: g.init(np.array(v, np.float32), "c")
+    def bn(x, ch):
+        return g.op("BatchNormalization", [x, g.init(1 + w(ch, s=0.1), "g"), g.init(w(ch, s=0.1), "b"),
+                                           g.init(w(ch, s=0.1), "m"), g.init(1 + np.abs(w(ch, s=0.1)), "v")])
+    hs = lambda v: g.op("Div", [g.op("Mul", [v, g.op("Clip", [g.op("Add", [v, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
+    a = hs(bn(g.op("Conv", ["x", g.init(w(16, 8, 1, 1))], kernel_shape=[1, 1]), 16))
+    d = hs(bn(g.op("Conv", [a, g.init(w(16, 1, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16), 16))
+    s = g.op("GlobalAveragePool", [d])
+    s = g.op("Relu", [g.op("Conv", [s, g.init(w(4, 16, 1, 1)), g.init(w(4, s=0.1), "b")], kernel_shape=[1, 1])])
+    s = g.op("Conv", [s, g.init(w(16, 4, 1, 1)), g.init(w(16, s=0.1), "b")], kernel_shape=[1, 1])
+    s = g.op("HardSigmoid", [s], alpha=0.2, beta=0.5)
+    y = g.op("Conv", [g.op("Mul", [d, s]), g.init(w(8, 16, 1, 1))], kernel_shape=[1, 1])
+    return g.model(y, [1, 8, 12, 20], None), (1, 8, 12, 20)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
@@ -367,7 +389,7 @@ MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv"
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
           "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel,
-          "wide_select": wide_select, "pool_pairs": pool_pairs}
+          "wide_select": wide_select, "pool_pairs": pool_pairs, "se_block": se_block}
 
 
 class Reader(CalibrationDataReader):

@@ -8,7 +8,8 @@
 //! input's shape, runs of elementwise ops fused into chains, batch norms and activations
 //! between convolutions run on NHWC maps, comparisons, Where, PRelu, Max and Min over
 //! rows long enough for the vector paths (softmax rows all masked, their NaNs replaced by
-//! the IsNaN guard), max and average pools over pairs of columns; and a model quantised by
+//! the IsNaN guard), max and average pools over pairs of columns, a squeeze-and-excitation
+//! block whose map is scaled on NHWC; and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
@@ -83,6 +84,7 @@ fn float_models_match_onnxruntime() {
         "deconv_subpixel",
         "wide_select",
         "pool_pairs",
+        "se_block",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -133,6 +135,13 @@ fn each_op_lowers_to_its_float_kernel() {
     // next one goes, and so do the ops between convolutions on the NHWC maps, a residual
     // path reading their result or not. Five stay: the input's; the NCHW maps the pools,
     // the channel Pad and the adds of the Pad's output read.
+    // A squeeze-and-excitation block: the batch norms, hard-swishes and the map scaled
+    // by its channel scales run on the NHWC map (the scales, repeated over the pixels,
+    // read as a constant is), each batch norm and hard-swish one chain. Three transposes
+    // stay: the input's, the NCHW copy the global pool reads, the output's.
+    let p = ops("se_block");
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 3);
+    assert_eq!(count(&p, |o| matches!(o, Op::BinF32 { .. })), 2);
     let p = ops("blaze_blocks");
     assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 5);
     assert_eq!(count(&p, |o| matches!(o, Op::PoolF32 { .. })), 3);
@@ -229,6 +238,7 @@ fn chains_give_the_separate_ops_bits() {
         "bn_hardswish",
         "deconv_subpixel",
         "conv_act_dw",
+        "se_block",
     ] {
         let (want, plain) = outputs(stem, true, 1);
         assert_eq!(chains(&plain), 0, "{stem}");

@@ -1093,6 +1093,12 @@ pub(super) fn inverse_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[
     }
 }
 
+/// Whether a [`Op::BinF32`] operand's strides over `[N, C, H, W]` repeat it over the
+/// pixels: one value per image and channel at most, the same bytes in NCHW and NHWC.
+fn per_channel(st: &[u32; 4]) -> bool {
+    st[2] == 0 && st[3] == 0
+}
+
 /// Most ops between a transpose and its inverse that [`cancel_transposes`] looks through.
 const MAX_REGION: usize = 16;
 
@@ -1148,13 +1154,24 @@ fn transpose_region(
             }
             Op::ChainF32 { a, .. } if super::chains::pointwise(b, &b.ops[j]) => vec![a],
             Op::BinF32 {
-                a, b: rhs, dims, ..
+                a,
+                b: rhs,
+                dims,
+                sa,
+                sb,
+                ..
             } => {
                 let d = dims.map(|v| v as usize);
                 if d[0] != n || d[1] != c || d[2] * d[3] != hw {
                     return None;
                 }
-                [a, rhs].iter().filter_map(|s| s.tensor()).collect()
+                // A tensor repeated over the map's pixels (a squeeze-and-excitation
+                // block's channel scales) is read from outside, as a constant is.
+                [(a, sa), (rhs, sb)]
+                    .iter()
+                    .filter(|(_, st)| !per_channel(st))
+                    .filter_map(|(s, _)| s.tensor())
+                    .collect()
             }
             _ => return None,
         };
@@ -1215,7 +1232,7 @@ fn transpose_region(
         } = b.ops[j]
         {
             for (s, st) in [(a, sa), (rhs, sb)] {
-                if let Some(t) = s.tensor() {
+                if let Some(t) = s.tensor().filter(|_| !per_channel(&st)) {
                     let want = [dense[0], dense[1], dims[3], 1];
                     if !values.contains(&t) || st != want {
                         return None;
@@ -1248,6 +1265,7 @@ fn transpose_region(
                 let whole = [d[2] * d[3] * d[1], d[3] * d[1], d[1], 1];
                 for (s, st) in [(a, sa), (rhs, sb)] {
                     match s {
+                        Src::T(_) if per_channel(st) => *st = [st[0], st[2], st[3], st[1]],
                         Src::T(t) => {
                             if let Some(src) = src_of(*t) {
                                 *t = src;
