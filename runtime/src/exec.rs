@@ -913,18 +913,7 @@ impl<'p, 'm> Executor<'p, 'm> {
                         *d = reduce_run(run, max);
                     }
                 } else {
-                    for a in 0..outer {
-                        let d = &mut o[a * inner..][..inner];
-                        d.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                        for l in 0..len {
-                            let row = &xi[(a * len + l) * inner..][..inner];
-                            if max {
-                                d.iter_mut().zip(row).for_each(|(dv, &v)| *dv = dv.max(v));
-                            } else {
-                                d.iter_mut().zip(row).for_each(|(dv, &v)| *dv += v);
-                            }
-                        }
-                    }
+                    reduce_strided(xi, o, (outer, len, inner), max);
                 }
             }
             Op::LayerNormF32 {
@@ -2543,6 +2532,43 @@ fn reduce_run(run: &[f32], max: bool) -> f32 {
     acc[0]
 }
 
+/// Each of the `inner` positions of `x` viewed as `[outer, len, inner]` reduced over `len`
+/// in [`reduce_run`]'s order (value `l` into running result `l % 16`, the 16 then folded in
+/// halves), a block of positions at a time: the same bits as the values in a run of their
+/// own, so a map reduced over its pixels gives the same result stored NCHW (runs) or NHWC
+/// (the channels innermost).
+fn reduce_strided(x: &[f32], y: &mut [f32], (outer, len, inner): (usize, usize, usize), max: bool) {
+    // 16 running results of BLOCK positions on the stack (1 KB on a device).
+    const BLOCK: usize = if cfg!(feature = "std") { 256 } else { 16 };
+    let op = |a: &mut [f32], b: &[f32]| {
+        if max {
+            a.iter_mut().zip(b).for_each(|(a, &v)| *a = a.max(v));
+        } else {
+            a.iter_mut().zip(b).for_each(|(a, &v)| *a += v);
+        }
+    };
+    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+    let mut acc = [[init; BLOCK]; 16];
+    for a in 0..outer {
+        for i0 in (0..inner).step_by(BLOCK) {
+            let w = BLOCK.min(inner - i0);
+            acc.iter_mut().for_each(|r| r[..w].fill(init));
+            for l in 0..len {
+                op(&mut acc[l % 16][..w], &x[(a * len + l) * inner + i0..][..w]);
+            }
+            let mut half = 16;
+            while half > 1 {
+                half /= 2;
+                for k in 0..half {
+                    let (lo, hi) = acc.split_at_mut(k + half);
+                    op(&mut lo[k][..w], &hi[0][..w]);
+                }
+            }
+            y[a * inner + i0..][..w].copy_from_slice(&acc[0][..w]);
+        }
+    }
+}
+
 /// Nearest upsampling by whole factors of `x` viewed as `[outer, h, w, run bytes]` into
 /// `[outer, h·fh, w·fw, run]` (lengths checked by the caller): each input row spread once,
 /// then copied down `fh - 1` times.
@@ -3626,6 +3652,46 @@ mod tests {
                         let mut got = vec![7u8; n];
                         max_pool_u8_pairs_wide(k, &g, &x, &mut got);
                         assert_eq!(got, want, "{:?} c {c} {h}x{w} kh {kh}", k.ew.tier);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_reductions_give_the_runs_bits() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        };
+        for (outer, len, inner) in [
+            (1, 1, 3),
+            (2, 7, 5),
+            (1, 16, 8),
+            (3, 17, 300),
+            (1, 100, 513),
+        ] {
+            let x: Vec<f32> = (0..outer * len * inner)
+                .map(|_| match next() % 50 {
+                    0 => -0.0,
+                    1 => f32::NAN,
+                    _ => (next() >> 8) as f32 / 65536.0 - 128.0,
+                })
+                .collect();
+            for max in [false, true] {
+                let mut got = vec![0.0f32; outer * inner];
+                reduce_strided(&x, &mut got, (outer, len, inner), max);
+                for a in 0..outer {
+                    for i in 0..inner {
+                        let run: Vec<f32> =
+                            (0..len).map(|l| x[(a * len + l) * inner + i]).collect();
+                        let want = reduce_run(&run, max);
+                        let g = got[a * inner + i];
+                        assert!(
+                            g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                            "{outer}x{len}x{inner} max {max} at {a},{i}: {g} vs {want}"
+                        );
                     }
                 }
             }

@@ -137,10 +137,17 @@ fn each_op_lowers_to_its_float_kernel() {
     // the channel Pad and the adds of the Pad's output read.
     // A squeeze-and-excitation block: the batch norms, hard-swishes and the map scaled
     // by its channel scales run on the NHWC map (the scales, repeated over the pixels,
-    // read as a constant is), each batch norm and hard-swish one chain. Three transposes
-    // stay: the input's, the NCHW copy the global pool reads, the output's.
+    // read as a constant is), each batch norm and hard-swish one chain, and the global
+    // pool sums the NHWC map. Two transposes stay: the input's and the output's.
     let p = ops("se_block");
-    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 3);
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 2);
+    assert_eq!(
+        count(
+            &p,
+            |o| matches!(o, Op::SumF32 { inner, .. } if *inner == 16)
+        ),
+        1
+    );
     assert_eq!(count(&p, |o| matches!(o, Op::BinF32 { .. })), 2);
     let p = ops("blaze_blocks");
     assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 5);

@@ -1206,16 +1206,28 @@ fn transpose_region(
         .collect();
     let pinned = |t: &u32| pin_start.contains(t) || pin_end.contains(t);
     // Values also read outside the region (a residual path's NCHW input): an entry's
-    // output keeps its transpose; an op's result is transposed back to NCHW for them.
+    // output keeps its transpose; an op's result is transposed back to NCHW for them. A
+    // sum or max over each channel's pixels (a global pool) reads the NHWC map instead,
+    // in the same order (the executor reduces strided positions as it reduces runs).
     let mut escapes: Vec<(u32, Vec<usize>)> = vec![];
+    let mut pools: Vec<(usize, u32)> = vec![];
     for &t in &values {
         let inside = |r: &usize| region.contains(r) || (t == mid2 && *r == k);
-        let outside: Vec<usize> = (0..b.ops.len())
+        let (reds, outside): (Vec<usize>, Vec<usize>) = (0..b.ops.len())
             .filter(|&r| b.ops[r].io().0.contains(&t) && !inside(&r))
-            .collect();
+            .partition(|&r| match b.ops[r] {
+                Op::SumF32 {
+                    outer, len, inner, ..
+                }
+                | Op::MaxF32 {
+                    outer, len, inner, ..
+                } => (outer, len, inner) == ((n * c) as u32, hw as u32, 1),
+                _ => false,
+            });
         if pinned(&t) || len(b, t) != n * c * hw {
             return None;
         }
+        pools.extend(reds.into_iter().map(|r| (r, t)));
         if !outside.is_empty() && src_of(t).is_none() {
             escapes.push((t, outside));
         }
@@ -1297,6 +1309,31 @@ fn transpose_region(
                 *y = out;
             }
             _ => {}
+        }
+    }
+    // The pools over each channel read the NHWC map holding their value.
+    for (r, t) in pools {
+        let nhwc = if t == mid2 {
+            out
+        } else {
+            src_of(t).unwrap_or(t)
+        };
+        if let Op::SumF32 {
+            x,
+            outer,
+            len,
+            inner,
+            ..
+        }
+        | Op::MaxF32 {
+            x,
+            outer,
+            len,
+            inner,
+            ..
+        } = &mut b.ops[r]
+        {
+            (*x, *outer, *len, *inner) = (nhwc, n as u32, hw as u32, c as u32);
         }
     }
     // The escaping values' other readers read an NCHW copy (mid2's readers, mid2 itself:
