@@ -13,7 +13,8 @@ add between convolutions (which edgetune runs on NHWC maps), and BlazeFace's blo
 tflite2onnx's transposes, channel Pad, MaxPool and AveragePool, and comparisons, Where,
 PRelu, Max and Min over rows long enough for the vector paths (with softmax rows that are
 all masked and the IsNaN guard replacing their NaNs), max and average pools over pairs of
-columns, MobileNetV3's squeeze-and-excitation block; with onnxruntime's outputs
+columns, MobileNetV3's squeeze-and-excitation block, YOLOv8's C2f block and a pyramid
+step; with onnxruntime's outputs
 (graph optimisation off) for runtime/tests/float_ops.rs.
 One model is also quantised by onnxruntime's quantize_static (QDQ, u8): its bilinear
 Resize is left in float between a DequantizeLinear and a QuantizeLinear.
@@ -382,6 +383,28 @@ def se_block():
     return g.model(y, [1, 8, 12, 20], None), (1, 8, 12, 20)
 
 
+def c2f_block():
+    # YOLOv8's C2f block as ultralytics exports it: a 1x1 conv and SiLU (Sigmoid, Mul), a
+    # Split of the channels in two, a bottleneck (two 3x3 convs with SiLU) added to its
+    # input, the three concatenated, a 1x1 conv and SiLU; then a feature pyramid's step, the
+    # map upsampled (Resize, nearest) and concatenated with a strided conv's. edgetune runs
+    # the activations, the split, the concatenations and the upsampling on the NHWC maps.
+    g = G()
+    silu = lambda v: g.op("Mul", [v, g.op("Sigmoid", [v])])
+    conv = lambda v, ci, co, k, s=1: silu(g.op("Conv", [v, g.init(w(co, ci, k, k)), g.init(w(co, s=0.1), "b")],
+                                               kernel_shape=[k, k], pads=[k // 2] * 4, strides=[s, s]))
+    a = conv("x", 8, 16, 1)
+    g.k += 1
+    p, q = f"split_{g.k}_0", f"split_{g.k}_1"
+    g.nodes.append(h.make_node("Split", [a, g.init(np.array([8, 8], np.int64), "sp")], [p, q], axis=1))
+    r = g.op("Add", [q, conv(conv(q, 8, 8, 3), 8, 8, 3)])
+    c = conv(g.op("Concat", [p, q, r], axis=1), 24, 16, 1)
+    d = conv(c, 16, 16, 3, 2)
+    u = g.op("Resize", [d, "", g.init(np.array([1, 1, 2, 2], np.float32), "sc")], mode="nearest")
+    y = conv(g.op("Concat", [u, c], axis=1), 32, 8, 1)
+    return g.model(y, [1, 8, 12, 20], None), (1, 8, 12, 20)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
@@ -389,7 +412,8 @@ MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv"
           "upsample_linear": upsample_linear, "lstm_bidir": lstm_bidir, "if_shape": if_shape,
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
           "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel,
-          "wide_select": wide_select, "pool_pairs": pool_pairs, "se_block": se_block}
+          "wide_select": wide_select, "pool_pairs": pool_pairs, "se_block": se_block,
+          "c2f_block": c2f_block}
 
 
 class Reader(CalibrationDataReader):

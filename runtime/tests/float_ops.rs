@@ -9,7 +9,8 @@
 //! between convolutions run on NHWC maps, comparisons, Where, PRelu, Max and Min over
 //! rows long enough for the vector paths (softmax rows all masked, their NaNs replaced by
 //! the IsNaN guard), max and average pools over pairs of columns, a squeeze-and-excitation
-//! block whose map is scaled on NHWC; and a model quantised by
+//! block whose map is scaled on NHWC, YOLOv8's C2f block and a pyramid step run on NHWC
+//! maps; and a model quantised by
 //! onnxruntime whose bilinear Resize runs as a float island.
 #![cfg(feature = "onnx")]
 
@@ -85,6 +86,7 @@ fn float_models_match_onnxruntime() {
         "wide_select",
         "pool_pairs",
         "se_block",
+        "c2f_block",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -149,6 +151,13 @@ fn each_op_lowers_to_its_float_kernel() {
         1
     );
     assert_eq!(count(&p, |o| matches!(o, Op::BinF32 { .. })), 2);
+    // YOLOv8's C2f block and a pyramid step: the activations, the channel split, the
+    // residual add, the concatenations and the upsampling run on the NHWC maps (each
+    // transpose moved below them until it meets the one into the next convolution), so
+    // only the input's and the output's transposes stay.
+    let p = ops("c2f_block");
+    assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 2);
+    assert_eq!(count(&p, |o| matches!(o, Op::Concat { .. })), 3);
     let p = ops("blaze_blocks");
     assert_eq!(count(&p, |o| matches!(o, Op::TransposeF32 { .. })), 5);
     assert_eq!(count(&p, |o| matches!(o, Op::PoolF32 { .. })), 3);
@@ -246,6 +255,7 @@ fn chains_give_the_separate_ops_bits() {
         "deconv_subpixel",
         "conv_act_dw",
         "se_block",
+        "c2f_block",
     ] {
         let (want, plain) = outputs(stem, true, 1);
         assert_eq!(chains(&plain), 0, "{stem}");

@@ -426,9 +426,15 @@ fn clone_elem(e: &Elem) -> Elem {
 /// position and scalar constants alone, so that it commutes with any reordering of the
 /// values (a transpose's).
 pub(super) fn pointwise(b: &Builder, op: &Op) -> bool {
+    matches!(op, Op::ChainF32 { b: None, .. }) && pointwise_inputs(b, op)
+}
+
+/// As [`pointwise`], with a second input as long as the output allowed: each value from
+/// its inputs' values at the same position (a residual add and its activation).
+pub(super) fn pointwise_inputs(b: &Builder, op: &Op) -> bool {
     let Op::ChainF32 {
         a,
-        b: None,
+        b: second,
         y,
         prog,
         ..
@@ -436,6 +442,9 @@ pub(super) fn pointwise(b: &Builder, op: &Op) -> bool {
     else {
         return false;
     };
+    if second.is_some_and(|t| b.tensors[t as usize].len() != b.tensors[y as usize].len()) {
+        return false;
+    }
     let Some(bytes) = b
         .blob
         .get(prog.off as usize..)

@@ -1093,6 +1093,248 @@ pub(super) fn inverse_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[
     }
 }
 
+/// The NHWC source and `(n, hw, c)` of tensor `t` if an NHWC → NCHW float transpose
+/// (before op `k`) writes it.
+fn nchw_of(b: &Builder, k: usize, t: u32) -> Option<(u32, [usize; 3])> {
+    let j = b.ops[..k].iter().rposition(|op| op.io().1.contains(&t))?;
+    match b.ops[j] {
+        Op::TransposeF32 {
+            x,
+            y,
+            dims: [n, hw, c, 1],
+            perm: [0, 2, 1, 3],
+        } if y == t && b.tensors[x as usize].dtype == DType::F32 => {
+            Some((x, [n as usize, hw as usize, c as usize]))
+        }
+        _ => None,
+    }
+}
+
+/// The float transposes the lowering put around each convolution and those of the
+/// graph: each one undone by the next goes, transposes move below the data movement and
+/// elementwise ops that commute with them, and the elementwise ops between a transpose
+/// and its inverse run on the untransposed map.
+pub(super) fn move_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    sink_transposes(b, pin_start, pin_end);
+    inverse_transposes(b, pin_start, pin_end);
+    cancel_transposes(b, pin_start, pin_end);
+    inverse_transposes(b, pin_start, pin_end);
+}
+
+/// Whether op `k` is the only reader of `t`.
+fn only_reader(b: &Builder, t: u32, k: usize) -> bool {
+    b.ops
+        .iter()
+        .enumerate()
+        .all(|(j, op)| j == k || !op.io().0.contains(&t))
+}
+
+/// Moves NHWC → NCHW transposes of float maps below the data movement that commutes with
+/// them: a concatenation or a slice along the channels, a nearest upsampling. The op
+/// runs on the NHWC maps (the same values copied) and its NCHW result becomes a
+/// transpose of the NHWC one, which the passes after this one cancel against the
+/// transpose into the next convolution or carry through elementwise ops. A transpose
+/// whose NCHW output nothing reads any more goes. (Detectors' necks: YOLO's split and
+/// concatenated branches, a feature pyramid's upsampled levels.)
+fn sink_transposes(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) {
+    // Sweeps until none moves (a transpose moved below a later reader, or cancelled
+    // against the next one, may leave an earlier reader the only one).
+    loop {
+        inverse_transposes(b, pin_start, pin_end);
+        if !sink_sweep(b, pin_start, pin_end) {
+            break;
+        }
+    }
+}
+
+/// One pass of [`sink_transposes`] over the ops; whether a transpose moved.
+fn sink_sweep(b: &mut Builder, pin_start: &[u32], pin_end: &[u32]) -> bool {
+    let mut moved = false;
+    let mut k = 0;
+    while k < b.ops.len() {
+        let rewrite = match b.ops[k] {
+            Op::Concat {
+                a,
+                b: rb,
+                y,
+                outer,
+                ia,
+                ib,
+                ..
+            } => match (nchw_of(b, k, a), nchw_of(b, k, rb)) {
+                (Some((sa, [n, hw, ca])), Some((sb, [n2, hw2, cb])))
+                    if (n, hw) == (n2, hw2)
+                        && (outer as usize, ia as usize, ib as usize) == (n, ca * hw, cb * hw)
+                        && b.tensors[y as usize].dtype == DType::F32 =>
+                {
+                    Some((
+                        [a, rb],
+                        Op::Concat {
+                            a: sa,
+                            b: sb,
+                            y,
+                            outer: (n * hw) as u32,
+                            ia: ca as u32,
+                            ib: cb as u32,
+                            ta: crate::plan::Blob { off: 0, len: 0 },
+                            tb: crate::plan::Blob { off: 0, len: 0 },
+                        },
+                        [n, hw, ca + cb],
+                        y,
+                    ))
+                }
+                _ => None,
+            },
+            Op::Slice {
+                x,
+                y,
+                outer,
+                inner,
+                off,
+                len,
+            } => match nchw_of(b, k, x) {
+                Some((src, [n, hw, c]))
+                    if (outer as usize, inner as usize) == (n, c * hw)
+                        && (off as usize).is_multiple_of(hw)
+                        && (len as usize).is_multiple_of(hw) =>
+                {
+                    let (c0, cl) = (off as usize / hw, len as usize / hw);
+                    Some((
+                        [x, x],
+                        Op::Slice {
+                            x: src,
+                            y,
+                            outer: (n * hw) as u32,
+                            inner: c as u32,
+                            off: c0 as u32,
+                            len: cl as u32,
+                        },
+                        [n, hw, cl],
+                        y,
+                    ))
+                }
+                _ => None,
+            },
+            Op::Upsample {
+                x,
+                y,
+                outer,
+                h,
+                w,
+                inner: 1,
+                fh,
+                fw,
+            } => match nchw_of(b, k, x) {
+                Some((src, [n, hw, c])) if outer as usize == n * c && (h * w) as usize == hw => {
+                    Some((
+                        [x, x],
+                        Op::Upsample {
+                            x: src,
+                            y,
+                            outer: n as u32,
+                            h,
+                            w,
+                            inner: c as u32,
+                            fh,
+                            fw,
+                        },
+                        [n, hw * (fh * fw) as usize, c],
+                        y,
+                    ))
+                }
+                _ => None,
+            },
+            // Elementwise ops whose inputs are read by them alone: moving the transpose
+            // below them adds none.
+            Op::UnaryF32 { x, y, .. } | Op::ClampF32 { x, y, .. }
+                if b.tensors[x as usize].len() == b.tensors[y as usize].len()
+                    && only_reader(b, x, k) =>
+            {
+                nchw_of(b, k, x).map(|(src, d)| {
+                    let mut op = b.ops[k].clone();
+                    if let Op::UnaryF32 { x, .. } | Op::ClampF32 { x, .. } = &mut op {
+                        *x = src;
+                    }
+                    ([x, x], op, d, y)
+                })
+            }
+            Op::ChainF32 { a, b: rb, y, .. }
+                if super::chains::pointwise_inputs(b, &b.ops[k])
+                    && only_reader(b, a, k)
+                    && rb.is_none_or(|t| t != a && only_reader(b, t, k)) =>
+            {
+                match (nchw_of(b, k, a), rb.map(|t| nchw_of(b, k, t))) {
+                    (Some((sa, d)), None) | (Some((sa, d)), Some(Some((_, _)))) => {
+                        let sb = rb.and_then(|t| nchw_of(b, k, t));
+                        if sb.is_some_and(|(_, d2)| d2 != d) {
+                            None
+                        } else {
+                            let mut op = b.ops[k].clone();
+                            if let Op::ChainF32 { a, b: second, .. } = &mut op {
+                                *a = sa;
+                                *second = sb.map(|s| s.0);
+                            }
+                            Some(([a, rb.unwrap_or(a)], op, d, y))
+                        }
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        // The op writes a new NHWC tensor; a transpose right after it writes the NCHW one.
+        let Some((ins, op, [n, hw, c], y)) = rewrite.filter(|r| {
+            let l = &b.tensors[r.3 as usize].shape;
+            l.len() == 4 && l[0] * l[1] == r.2[0] * r.2[2] && l[2] * l[3] == r.2[1]
+        }) else {
+            k += 1;
+            continue;
+        };
+        let l = &b.tensors[y as usize].shape;
+        let shape = vec![l[0], l[2], l[3], l[1]];
+        let name = format!("{}#nhwc", b.tensors[y as usize].name);
+        let z = b.tensor(&name, DType::F32, shape, false, None);
+        let mut op = op;
+        match &mut op {
+            Op::Concat { y, .. }
+            | Op::Slice { y, .. }
+            | Op::Upsample { y, .. }
+            | Op::UnaryF32 { y, .. }
+            | Op::ClampF32 { y, .. }
+            | Op::ChainF32 { y, .. } => *y = z,
+            _ => {}
+        }
+        b.ops[k] = op;
+        b.ops.insert(
+            k + 1,
+            Op::TransposeF32 {
+                x: z,
+                y,
+                dims: [n as u32, hw as u32, c as u32, 1],
+                perm: [0, 2, 1, 3],
+            },
+        );
+        // Transposes whose NCHW output nothing reads any more go.
+        let pinned = |t: u32| pin_start.contains(&t) || pin_end.contains(&t);
+        let mut gone: Vec<usize> = vec![];
+        for t in ins {
+            let read = b.ops.iter().any(|op| op.io().0.contains(&t));
+            if let Some(j) = b.ops[..k].iter().rposition(|op| op.io().1.contains(&t)) {
+                if !read && !pinned(t) && !gone.contains(&j) {
+                    gone.push(j);
+                }
+            }
+        }
+        gone.sort_unstable();
+        for &j in gone.iter().rev() {
+            b.ops.remove(j);
+        }
+        k = k + 1 - gone.len();
+        moved = true;
+    }
+    moved
+}
+
 /// Whether a [`Op::BinF32`] operand's strides over `[N, C, H, W]` repeat it over the
 /// pixels: one value per image and channel at most, the same bytes in NCHW and NHWC.
 fn per_channel(st: &[u32; 4]) -> bool {

@@ -444,12 +444,14 @@ fn import_at(model: &pb::ModelProto, opts: &ImportOptions, depth: usize) -> Resu
     // Elementwise ops between a transpose and its inverse move onto the untransposed
     // map first, so that a batch norm's per-channel constants repeat along it and the ops
     // fuse into one chain.
-    elementwise::inverse_transposes(&mut lw.b, &pin_start, &pin_end);
-    elementwise::cancel_transposes(&mut lw.b, &pin_start, &pin_end);
-    elementwise::inverse_transposes(&mut lw.b, &pin_start, &pin_end);
+    elementwise::move_transposes(&mut lw.b, &pin_start, &pin_end);
     if !opts.unfused {
         elementwise::clamp_into_convs(&mut lw.b, &pin_start, &pin_end);
         chains::fuse_chains(&mut lw.b, &pin_start, &pin_end);
+        // A chain reading a transpose alone (an activation that was a unary op and a
+        // product reading the same map) now takes it below, and the splits and
+        // concatenations after it.
+        elementwise::move_transposes(&mut lw.b, &pin_start, &pin_end);
     }
     let Builder {
         mut tensors,
