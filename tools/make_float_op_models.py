@@ -254,6 +254,11 @@ def elementwise_chains():
     return g.model(g.op("Sigmoid", [g.op("Sub", [sc, t3])]), [1, 6, 8, 50], None), (1, 6, 8, 50)
 
 
+def batch_norm(g, x, ch):
+    return g.op("BatchNormalization", [x, g.init(1 + w(ch, s=0.1), "g"), g.init(w(ch, s=0.1), "b"),
+                                       g.init(w(ch, s=0.1), "m"), g.init(1 + np.abs(w(ch, s=0.1)), "v")])
+
+
 def bn_hardswish():
     # Convolutions with the batch norms, activations and residual of exporters that keep
     # them apart (paddle2onnx's PP-OCR): conv, BatchNormalization, a hard-swish written out
@@ -264,9 +269,7 @@ def bn_hardswish():
     # between them go.
     g = G()
     c = lambda v: g.init(np.array(v, np.float32), "c")
-    def bn(x, ch):
-        return g.op("BatchNormalization", [x, g.init(1 + w(ch, s=0.1), "g"), g.init(w(ch, s=0.1), "b"),
-                                           g.init(w(ch, s=0.1), "m"), g.init(1 + np.abs(w(ch, s=0.1)), "v")])
+    bn = lambda x, ch: batch_norm(g, x, ch)
     a = bn(g.op("Conv", ["x", g.init(w(16, 8, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 16)
     a = g.op("Div", [g.op("Mul", [a, g.op("Clip", [g.op("Add", [a, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
     d = bn(g.op("Conv", [a, g.init(w(16, 1, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16), 16)
@@ -369,9 +372,7 @@ def se_block():
     # the channel scales, a tensor repeated over the pixels, are read as a constant is.
     g = G()
     c = lambda v: g.init(np.array(v, np.float32), "c")
-    def bn(x, ch):
-        return g.op("BatchNormalization", [x, g.init(1 + w(ch, s=0.1), "g"), g.init(w(ch, s=0.1), "b"),
-                                           g.init(w(ch, s=0.1), "m"), g.init(1 + np.abs(w(ch, s=0.1)), "v")])
+    bn = lambda x, ch: batch_norm(g, x, ch)
     hs = lambda v: g.op("Div", [g.op("Mul", [v, g.op("Clip", [g.op("Add", [v, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
     a = hs(bn(g.op("Conv", ["x", g.init(w(16, 8, 1, 1))], kernel_shape=[1, 1]), 16))
     d = hs(bn(g.op("Conv", [a, g.init(w(16, 1, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16), 16))
