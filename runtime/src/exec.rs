@@ -1507,7 +1507,7 @@ fn unary_in_place(kern: &Kernels, f: Unary, o: &mut [f32]) {
 /// value by one where it passed `v`, and the result takes `v`'s sign (`-0.3` rounds to
 /// `-0.0`, as `rintf` gives). `|v| ≥ 2^23`, infinities and NaN are already integral and
 /// pass unchanged. The bits of libm's `rintf`, `floorf` and `ceilf`.
-#[inline(always)]
+#[cfg_attr(feature = "std", inline(always))]
 fn integral(v: f32, step: i8) -> f32 {
     const TWO23: f32 = 8_388_608.0;
     if v.abs() < TWO23 {
@@ -1532,9 +1532,23 @@ fn integral_body(f: Unary, o: &mut [f32]) {
         Unary::Abs => o.iter_mut().for_each(|v| *v = v.abs()),
         Unary::Neg => o.iter_mut().for_each(|v| *v = -*v),
         Unary::Reciprocal => o.iter_mut().for_each(|v| *v = 1.0 / *v),
+        // One loop per op where the wide tiers vectorise it; one for the three in
+        // firmware, which counts its code bytes.
+        #[cfg(feature = "std")]
         Unary::Floor => o.iter_mut().for_each(|v| *v = integral(*v, -1)),
+        #[cfg(feature = "std")]
         Unary::Ceil => o.iter_mut().for_each(|v| *v = integral(*v, 1)),
+        #[cfg(feature = "std")]
         Unary::Round => o.iter_mut().for_each(|v| *v = integral(*v, 0)),
+        #[cfg(not(feature = "std"))]
+        Unary::Floor | Unary::Ceil | Unary::Round => {
+            let step = match f {
+                Unary::Floor => -1,
+                Unary::Ceil => 1,
+                _ => 0,
+            };
+            o.iter_mut().for_each(|v| *v = integral(*v, step));
+        }
         _ => {}
     }
 }
@@ -2505,6 +2519,7 @@ fn dequantize_to_nchw(
 /// The sum (or the max) of `run`: 16 running results side by side over blocks of 16
 /// values, the rest into the first ones, then folded in halves (a fixed order, whatever
 /// the length).
+#[cfg(feature = "std")]
 fn reduce_run(run: &[f32], max: bool) -> f32 {
     let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };
     let mut acc = [if max { f32::NEG_INFINITY } else { 0.0 }; 16];
@@ -2532,14 +2547,49 @@ fn reduce_run(run: &[f32], max: bool) -> f32 {
     acc[0]
 }
 
+/// [`reduce_run`]'s order over the values `get(0..len)`: value `l` into running result
+/// `l % 16`, the 16 then folded in halves. Firmware reduces runs and strided positions
+/// with it alone (one loop of code where the host has two that vectorise).
+#[cfg(any(not(feature = "std"), test))]
+fn reduce_by(get: impl Fn(usize) -> f32, len: usize, max: bool) -> f32 {
+    let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };
+    let mut acc = [if max { f32::NEG_INFINITY } else { 0.0 }; 16];
+    for l in 0..len {
+        acc[l % 16] = op(acc[l % 16], get(l));
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            acc[k] = op(acc[k], acc[k + w]);
+        }
+    }
+    acc[0]
+}
+
+#[cfg(not(feature = "std"))]
+fn reduce_run(run: &[f32], max: bool) -> f32 {
+    reduce_by(|l| run[l], run.len(), max)
+}
+
+#[cfg(not(feature = "std"))]
+fn reduce_strided(x: &[f32], y: &mut [f32], (outer, len, inner): (usize, usize, usize), max: bool) {
+    for a in 0..outer {
+        for i in 0..inner {
+            y[a * inner + i] = reduce_by(|l| x[(a * len + l) * inner + i], len, max);
+        }
+    }
+}
+
 /// Each of the `inner` positions of `x` viewed as `[outer, len, inner]` reduced over `len`
 /// in [`reduce_run`]'s order (value `l` into running result `l % 16`, the 16 then folded in
 /// halves), a block of positions at a time: the same bits as the values in a run of their
 /// own, so a map reduced over its pixels gives the same result stored NCHW (runs) or NHWC
 /// (the channels innermost).
+#[cfg(feature = "std")]
 fn reduce_strided(x: &[f32], y: &mut [f32], (outer, len, inner): (usize, usize, usize), max: bool) {
-    // 16 running results of BLOCK positions on the stack (1 KB on a device).
-    const BLOCK: usize = if cfg!(feature = "std") { 256 } else { 16 };
+    // 16 running results of BLOCK positions on the stack.
+    const BLOCK: usize = 256;
     let op = |a: &mut [f32], b: &[f32]| {
         if max {
             a.iter_mut().zip(b).for_each(|(a, &v)| *a = a.max(v));
@@ -3687,6 +3737,8 @@ mod tests {
                         let run: Vec<f32> =
                             (0..len).map(|l| x[(a * len + l) * inner + i]).collect();
                         let want = reduce_run(&run, max);
+                        let by = reduce_by(|l| run[l], len, max);
+                        assert!(by.to_bits() == want.to_bits() || (by.is_nan() && want.is_nan()));
                         let g = got[a * inner + i];
                         assert!(
                             g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
