@@ -2537,6 +2537,12 @@ fn reduce_run(run: &[f32], max: bool) -> f32 {
     for (a, &v) in acc.iter_mut().zip(rest) {
         *a = op(*a, v);
     }
+    fold16(acc, max)
+}
+
+/// 16 running results folded in halves: `acc[k] ∘ acc[k + w]` for w = 8, 4, 2, 1.
+fn fold16(mut acc: [f32; 16], max: bool) -> f32 {
+    let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };
     let mut w = 16;
     while w > 1 {
         w /= 2;
@@ -2557,14 +2563,7 @@ fn reduce_by(get: impl Fn(usize) -> f32, len: usize, max: bool) -> f32 {
     for l in 0..len {
         acc[l % 16] = op(acc[l % 16], get(l));
     }
-    let mut w = 16;
-    while w > 1 {
-        w /= 2;
-        for k in 0..w {
-            acc[k] = op(acc[k], acc[k + w]);
-        }
-    }
-    acc[0]
+    fold16(acc, max)
 }
 
 #[cfg(not(feature = "std"))]
