@@ -174,24 +174,34 @@ fn exp_v<V: Lanes>(x: V) -> V {
     e.mul(n.exp2i())
 }
 
-/// erf, the vector form of [`sc::erf_fast`]: both branches for every lane, then a blend.
+/// erf, the vector form of [`sc::erf1`] (the same bits where `mul_add` is fused): both
+/// branches for every lane, then a blend. A NaN lane stays NaN through either branch.
 #[inline(always)]
 fn erf_v<V: Lanes>(x: V) -> V {
-    let t = x.abs();
-    let s = x.mul(x);
-    let mut lo: V = sp(-5.967_617e-4);
-    for c in sc::ERF_LO {
-        lo = lo.mul_add(s, sp(c));
+    // Plain loops, not closures: a closure does not inherit the tier's target features.
+    let t = sp::<V>(sc::ERF_CLAMP).min(x.abs());
+    let mut q: V = sp(sc::ERF_Q[0]);
+    for c in &sc::ERF_Q[1..] {
+        q = q.mul_add(t, sp(*c));
     }
-    let lo = lo.mul_add(t, t);
-    let r = sp::<V>(-1.728_534_7e-5).mul_add(t, sp(3.831_971_3e-4));
-    let u = sp::<V>(-3.883_964_4e-3).mul_add(t, sp(2.425_462_2e-2));
-    let mut hi = r.mul_add(s, u);
-    for c in sc::ERF_HI {
-        hi = hi.mul_add(t, sp(c));
+    let u = sp::<V>(0.0).sub(q.mul_add(t, t));
+    let round = sp::<V>(sc::ERF_ROUND);
+    let n = sp::<V>(core::f32::consts::LOG2_E)
+        .mul_add(u, round)
+        .sub(round);
+    let f = n.mul_add(sp(sc::ERF_LN2[1]), n.mul_add(sp(sc::ERF_LN2[0]), u));
+    let mut r: V = sp(sc::ERF_EXP[0]);
+    for c in &sc::ERF_EXP[1..] {
+        r = r.mul_add(f, sp(*c));
     }
-    let hi = sp::<V>(1.0).sub(exp_v(hi.mul_add(t, sp::<V>(0.0).sub(t))));
-    t.select_gt(sp(sc::ERF_SPLIT), hi, lo).copysign(x)
+    let hi = sp::<V>(1.0).sub(r.mul(n.exp2i()));
+    let s = t.mul(t);
+    let mut p: V = sp(sc::ERF_P[0]);
+    for c in &sc::ERF_P[1..] {
+        p = p.mul_add(s, sp(*c));
+    }
+    let lo = p.mul_add(t, t);
+    sp::<V>(sc::ERF_SPLIT).select_gt(t, lo, hi).copysign(x)
 }
 
 #[inline(always)]
