@@ -13,6 +13,7 @@ Needs onnx and onnxruntime (pip install onnx==1.17.0 onnxruntime==1.20.1).
 """
 import json
 import os
+import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -49,8 +50,9 @@ class Nodes:
         w = rng.normal(0, (2.0 / (cin // group * k * k)) ** 0.5,
                        (cout, cin // group, k, k)).astype(np.float32)
         b = rng.normal(0, 0.1, cout).astype(np.float32)
+        strides = list(stride) if isinstance(stride, tuple) else [stride, stride]
         return self.op("Conv", [x, self.init(w), self.init(b, "b")], kernel_shape=[k, k],
-                       pads=[pads] * 4, group=group, strides=[stride, stride])
+                       pads=[pads] * 4, group=group, strides=strides)
 
     def model(self, y, out_shape):
         self.nodes[-1].output[0] = "y"
@@ -206,9 +208,20 @@ def tokens():
     return g.model(g.op("ReduceMean", [y], axes=[1]), [1, 1, 6])
 
 
+def dw_strides():
+    """OCR networks' depthwise convolutions with a stride of their own per axis (PP-OCR's
+    classifier and recogniser halve the height only): 5x5 with strides (2, 1), then 3x3
+    with (1, 2), the map itself as the output."""
+    g = Nodes()
+    a = g.op("Relu", [g.conv("x", 3, 8)])
+    b = g.op("Relu", [g.conv(a, 8, 8, k=5, pads=2, group=8, stride=(2, 1))])
+    c = g.op("Relu", [g.conv(b, 8, 8, group=8, stride=(1, 2))])
+    return g.model(g.conv(c, 8, 8, k=1, pads=0), [1, 8, 8, 8])
+
+
 MODELS = {"upsample": upsample, "split_scalar": split_scalar, "silu": silu, "se_hardswish": se_hardswish, "pad_concat": pad_concat,
           "shape_flatten": shape_flatten, "anchors": anchors, "deconv": deconv, "avgpool": avgpool,
-          "tokens": tokens}
+          "tokens": tokens, "dw_strides": dw_strides}
 
 
 class Reader(CalibrationDataReader):
@@ -220,6 +233,10 @@ class Reader(CalibrationDataReader):
 
 
 def main():
+    # `--only NAME ...`: write those models (and their manifest entries) alone, leaving the
+    # others' files as they are (each model draws its weights in MODELS order, so a model
+    # gets the same weights either way).
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else None
     os.makedirs(OUT, exist_ok=True)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -231,10 +248,16 @@ def main():
     np.save(f"{OUT}/x.npy", test[:, 0])
     np.save(f"{OUT}/calib.npy", calib[:, 0])
     manifest = []
+    if only:
+        with open(f"{OUT}/manifest.json") as f:
+            manifest = [e for e in json.load(f) if e["model"].rsplit("_", 1)[0] not in only]
     for name, make in MODELS.items():
+        m = make()
+        if only and name not in only:
+            continue
         fp = f"float/{name}.onnx"
         os.makedirs(f"{OUT}/float", exist_ok=True)
-        onnx.save(make(), f"{OUT}/{fp}")
+        onnx.save(m, f"{OUT}/{fp}")
         s = ort.InferenceSession(f"{OUT}/{fp}", so, providers=["CPUExecutionProvider"])
         y = np.stack([s.run(None, {"x": x})[0] for x in test]).astype(np.float32)
         np.save(f"{OUT}/float/{name}_y.npy", y)
@@ -257,6 +280,8 @@ def main():
                              "ops": [f"{d}:{o}" for d, o in ops]})
     os.makedirs(f"{OUT}/dyn", exist_ok=True)
     for name in MODELS:
+        if only and name not in only:
+            continue
         path = f"{OUT}/dyn/{name}.onnx"
         # u8 weights: onnxruntime 1.20 has no CPU ConvInteger for int8 weights.
         quantize_dynamic(f"{OUT}/float/{name}.onnx", path, weight_type=QuantType.QUInt8)

@@ -552,6 +552,38 @@ pub fn depthwise_i8(
     let (oh, ow) = (g.oh(), g.ow());
     let work = oh * ow * g.ic * g.kh * g.kw;
     let rows = row_parts(par, oh, work);
+    if g.stride_h != g.stride_w {
+        // The kernels take one stride for both axes (OCR networks stride (2, 1)): one
+        // output row at a time, whose height stride no longer matters.
+        if y.len() != oh * ow * g.ic {
+            return Err(edgetune_kernels::ShapeError {
+                op: "depthwise_i8",
+                what: "y",
+                expected: oh * ow * g.ic,
+                got: y.len(),
+            }
+            .into());
+        }
+        let rows = if rows.is_empty() {
+            alloc::vec![0..oh]
+        } else {
+            rows
+        };
+        let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.ic));
+        let items: Vec<_> = rows.into_iter().zip(ys).collect();
+        return par.each(items, |(r, yp)| {
+            for (oy, yr) in r.zip(yp.chunks_mut(ow * g.ic)) {
+                let (sub, first) = conv_rows(g, oy, oy + 1);
+                let sub = ConvGeom {
+                    stride_h: g.stride_w,
+                    ..sub
+                };
+                let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+                kops::depthwise_i8(kern, &sub, xs, x_zero, w, bias, scale, clamp, yr)?;
+            }
+            Ok(())
+        });
+    }
     if rows.len() <= 1 || conv_rows_empty(g, &rows) {
         return Ok(kops::depthwise_i8(
             kern, g, x, x_zero, w, bias, scale, clamp, y,
@@ -1334,6 +1366,74 @@ mod tests {
                 )
                 .unwrap();
                 assert_eq!(y, yp, "{g:?} {p:?}");
+            }
+        }
+    }
+
+    /// Height and width strides of their own (OCR networks' (2, 1)) run row by row and
+    /// give the definition's codes: each tap inside the image, the sum, the requantisation.
+    #[test]
+    fn depthwise_strides_of_their_own_give_the_definition() {
+        let kern = Kernels::detect();
+        let mut r = Lcg(17);
+        let mut cases = 0;
+        while cases < 200 {
+            let mut g = random_geom(&mut r, true);
+            g.stride_w = 1 + r.below(3);
+            if g.stride_w == g.stride_h
+                || g.w + g.pad_left + g.pad_right < g.kw
+                || !(0..g.oh()).all(|o| conv_rows(&g, o, o + 1).0.h > 0)
+            {
+                continue;
+            }
+            cases += 1;
+            let c = g.ic;
+            let x: Vec<u8> = (0..g.h * g.w * c).map(|_| r.next() as u8).collect();
+            let w: Vec<i16> = (0..g.kh * g.kw * c)
+                .map(|_| r.next() as i8 as i16)
+                .collect();
+            let bias: Vec<i32> = (0..c).map(|_| r.next() as i32 % 3000).collect();
+            let scale: Vec<f32> = (0..c).map(|_| 1e-3 + r.f32().abs() * 1e-2).collect();
+            let (xz, yz) = (r.below(256) as i32, r.below(256) as i32);
+            let (oh, ow) = (g.oh(), g.ow());
+            let mut want = vec![0u8; oh * ow * c];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ch in 0..c {
+                        let mut acc = bias[ch];
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = (oy * g.stride_h + ky) as isize - g.pad_top as isize;
+                                let ix = (ox * g.stride_w + kx) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let v = x[(iy as usize * g.w + ix as usize) * c + ch] as i32 - xz;
+                                acc += v * w[(ky * g.kw + kx) * c + ch] as i32;
+                            }
+                        }
+                        let q =
+                            edgetune_kernels::quant::requant(acc as f32 * scale[ch], yz, 0, 255);
+                        want[(oy * ow + ox) * c + ch] = q as u8;
+                    }
+                }
+            }
+            for p in [Par::new(1).unwrap()].into_iter().chain(pars()) {
+                let mut got = vec![1u8; want.len()];
+                depthwise_i8(
+                    &p,
+                    &kern,
+                    &g,
+                    &x,
+                    xz,
+                    &w,
+                    Some(&bias),
+                    &scale,
+                    (yz, 0, 255),
+                    &mut got,
+                )
+                .unwrap();
+                assert_eq!(got, want, "{g:?} {p:?}");
             }
         }
     }

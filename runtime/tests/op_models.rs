@@ -1,6 +1,7 @@
 //! Blocks of mobile networks (SiLU, hard-swish, squeeze-excite, explicit Pad, channel Concat,
 //! the shape arithmetic before a Reshape, Gemm with transB = 0, Split, Slice, arithmetic
-//! with constants, nearest upsampling, average pooling, tokens through a layer norm
+//! with constants, nearest upsampling, average pooling, depthwise convolutions with a stride
+//! per axis, tokens through a layer norm
 //! written out and a MatMul), quantised by onnxruntime's
 //! quantiser in QDQ form (u8 and int8 activations) and QOperator (com.microsoft) form, against onnxruntime's outputs on
 //! the same inputs (models/golden/ops, written by tools/make_op_models.py).
@@ -314,6 +315,21 @@ fn subpixel_transposed_convolutions_give_the_dilated_ones_bytes() {
         let ((plain, p), (fused, f)) = (bits_of(stem, true), bits_of(stem, false));
         let dilations = |p: &Plan| count(p, |o| matches!(o, Op::Dilate { .. }));
         assert_eq!((dilations(&p), dilations(&f)), (2, 1), "{stem}");
+        assert!(plain == fused, "{stem}: outputs differ");
+    }
+}
+
+/// Quantised depthwise convolutions with a stride of their own per axis (strides (2, 1)
+/// and (1, 2)) run row by row on the depthwise kernel: the same bytes as the dense
+/// convolutions of the plain lowering (`ImportOptions::unfused`, a GEMM whose weights are
+/// zero between channels), in QDQ, int8 and QOperator form.
+#[test]
+fn strided_depthwise_gives_the_dense_convolutions_bytes() {
+    use edgetune::plan::Op;
+    for stem in ["dw_strides_qdq", "dw_strides_s8", "dw_strides_qop"] {
+        let ((plain, p), (fused, f)) = (bits_of(stem, true), bits_of(stem, false));
+        let dw = |p: &Plan| count(p, |o| matches!(o, Op::DwI8 { .. }));
+        assert_eq!((dw(&p), dw(&f)), (0, 2), "{stem}");
         assert!(plain == fused, "{stem}: outputs differ");
     }
 }

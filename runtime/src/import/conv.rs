@@ -952,11 +952,15 @@ fn conv_node(lw: &mut Lowering<'_>, n: &pb::NodeProto) -> Result<()> {
     let scale: Vec<f32> = scale.iter().map(|s| s / qy.scale).collect();
     let (bias, scale) = (lw.b.push(&bias), lw.b.push(&scale));
     let depthwise = groups == ic && oc == ic && icg == 1;
-    // The depthwise kernels take one stride for both axes and no dilation; other grouped
+    // The depthwise kernels take no dilation, and one stride for both axes or, row by row,
+    // a height stride of its own where every output row reads the image; other grouped
     // convolutions (and depthwise ones outside that) run as a dense convolution whose
     // weights are zero between groups.
-    let dw_kernel =
-        depthwise && geom.stride_h == geom.stride_w && geom.dil_h == 1 && geom.dil_w == 1;
+    let rows_read = (0..geom.oh()).all(|r| crate::par::conv_rows(&geom, r, r + 1).0.h > 0);
+    let dw_kernel = depthwise
+        && geom.dil_h == 1
+        && geom.dil_w == 1
+        && (geom.stride_h == geom.stride_w || (rows_read && !lw.plain));
     if groups != 1 && !dw_kernel && oc % groups != 0 {
         return Err(lw.unsupported(n, "output channels not divisible by the groups"));
     }

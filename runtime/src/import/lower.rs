@@ -28,7 +28,8 @@ pub(super) struct Lowering<'g> {
     pub(super) expand: Option<super::control::Expansion>,
     /// `ImportOptions::unfused`: each node's plain lowering (a transposed convolution as
     /// the dilated convolution it equals, even where its kernel equals its stride; a
-    /// product of two functions of one quantised tensor in float, not as one table).
+    /// product of two functions of one quantised tensor in float, not as one table, a
+    /// depthwise convolution with a stride of its own per axis as a dense convolution).
     pub(super) plain: bool,
 }
 

@@ -62,8 +62,10 @@ pub struct ImportOptions {
     /// Keeps every elementwise float op on its own instead of fusing runs of them into
     /// chains, lowers a transposed convolution whose kernel equals its stride as the
     /// dilated convolution it equals rather than a 1×1 convolution and a transpose, and a
-    /// quantised `x·f(x)` as float ops rather than one table (each gives the same bits):
-    /// the fused plan's reference.
+    /// quantised `x·f(x)` as float ops rather than one table, and a quantised depthwise
+    /// convolution with a stride of its own per axis as a dense convolution rather than
+    /// row by row on the depthwise kernel (each gives the same bits): the fused plan's
+    /// reference.
     pub unfused: bool,
 }
 
