@@ -1148,6 +1148,21 @@ impl<'p, 'm> Executor<'p, 'm> {
                 let (i, [o, _]) = split(arena, &[range(tt(a)), range(tt(b))], &[range(tt(y))])?;
                 kops::add_f32(&kern, f32s(i[0]), f32s(i[1]), f32s_mut(o))?;
             }
+            Op::MulChanU8 {
+                x,
+                s,
+                y,
+                tables,
+                xf,
+                sf,
+                qy,
+            } => {
+                let outs = [range(tt(y)), range(tt(tables))];
+                let (i, [o, tb]) = split(arena, &[range(tt(x)), range(tt(s))], &outs)?;
+                let c = tt(x).shape.last().copied().unwrap_or(0);
+                let (xf, sf) = (plan.blob::<f32>(xf), plan.blob::<f32>(sf));
+                mul_channels(&kern, c, (i[0], i[1]), (xf, sf), qy, tb, o)?;
+            }
             Op::LutF32 {
                 x,
                 y,
@@ -1768,6 +1783,55 @@ fn chain_operand<'v>(
             &tmp[..len]
         }
     }
+}
+
+/// [`Op::MulChanU8`]: for each image, each channel's table of x's codes (the product of
+/// the two sides' values in f32, quantised as Quantize does), then x looked up in them.
+fn mul_channels(
+    kern: &Kernels,
+    c: usize,
+    (x, s): (&[u8], &[u8]),
+    (xf, sf): (&[f32], &[f32]),
+    qy: crate::plan::Q8,
+    tables: &mut [u8],
+    y: &mut [u8],
+) -> Result<()> {
+    let images = s.len() / c.max(1);
+    let per = x.len() / images.max(1);
+    // One table of code values for every channel, or one per channel.
+    let side = |f: &[f32]| match f.len() {
+        256 => Some(0),
+        n if n == c * 256 => Some(256),
+        _ => None,
+    };
+    let fit = c > 0 && images * c == s.len() && per * images == x.len() && per.is_multiple_of(c);
+    let (Some(xs), Some(ss), Some(tables), true, true) = (
+        side(xf),
+        side(sf),
+        tables.get_mut(..c * 256),
+        fit,
+        x.len() == y.len(),
+    ) else {
+        return Err(Error::Invalid {
+            what: "MulChanU8: scales, code values or tables do not fit the map".into(),
+        });
+    };
+    let mut prod = [0.0f32; 256];
+    for ((si, xi), yi) in s
+        .chunks_exact(c)
+        .zip(x.chunks_exact(per))
+        .zip(y.chunks_exact_mut(per))
+    {
+        for (ch, (&code, t)) in si.iter().zip(tables.chunks_exact_mut(256)).enumerate() {
+            let v = sf[ch * ss + code as usize];
+            for (p, &f) in prod.iter_mut().zip(&xf[ch * xs..][..256]) {
+                *p = f * v;
+            }
+            kops::quantize_u8(kern, &prod, qy.scale, qy.zero, t)?;
+        }
+        kops::lut_u8(kern, xi, c, tables, yi)?;
+    }
+    Ok(())
 }
 
 /// Runs an [`Op::ChainF32`] program over `y` block by block, the blocks spread over the

@@ -552,51 +552,35 @@ pub fn depthwise_i8(
     let (oh, ow) = (g.oh(), g.ow());
     let work = oh * ow * g.ic * g.kh * g.kw;
     let rows = row_parts(par, oh, work);
-    if g.stride_h != g.stride_w {
-        // The kernels take one stride for both axes (OCR networks stride (2, 1)): one
-        // output row at a time, whose height stride no longer matters.
-        if y.len() != oh * ow * g.ic {
-            return Err(edgetune_kernels::ShapeError {
-                op: "depthwise_i8",
-                what: "y",
-                expected: oh * ow * g.ic,
-                got: y.len(),
-            }
-            .into());
-        }
-        let rows = if rows.is_empty() {
-            alloc::vec![0..oh]
-        } else {
-            rows
-        };
-        let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.ic));
-        let items: Vec<_> = rows.into_iter().zip(ys).collect();
-        return par.each(items, |(r, yp)| {
-            for (oy, yr) in r.zip(yp.chunks_mut(ow * g.ic)) {
-                let (sub, first) = conv_rows(g, oy, oy + 1);
-                let sub = ConvGeom {
-                    stride_h: g.stride_w,
-                    ..sub
-                };
-                let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-                kops::depthwise_i8(kern, &sub, xs, x_zero, w, bias, scale, clamp, yr)?;
-            }
-            Ok(())
-        });
-    }
-    if rows.len() <= 1 || conv_rows_empty(g, &rows) {
+    // The kernels take one stride for both axes: with a stride of its own per axis (OCR
+    // networks stride (2, 1)), one output row at a time, whose height stride no longer
+    // matters.
+    let own = g.stride_h != g.stride_w;
+    let row = ow * g.ic;
+    // The whole op on the kernel: one part, or a short y (the kernel's error).
+    if (!own && (rows.len() <= 1 || conv_rows_empty(g, &rows))) || y.len() < oh * row {
         return Ok(kops::depthwise_i8(
             kern, g, x, x_zero, w, bias, scale, clamp, y,
         )?);
     }
-    let ys = split_rows(y, rows.iter().map(|r| r.len() * ow * g.ic));
+    let rows = if rows.is_empty() {
+        alloc::vec![0..oh]
+    } else {
+        rows
+    };
+    let ys = split_rows(y, rows.iter().map(|r| r.len() * row));
     let items: Vec<_> = rows.into_iter().zip(ys).collect();
     par.each(items, |(r, yp)| {
-        let (sub, first) = conv_rows(g, r.start, r.end);
-        let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
-        Ok(kops::depthwise_i8(
-            kern, &sub, xs, x_zero, w, bias, scale, clamp, yp,
-        )?)
+        let step = if own { 1 } else { r.len() };
+        for (i, yr) in yp.chunks_mut((step * row).max(1)).enumerate() {
+            let r0 = r.start + i * step;
+            let (sub, first) = conv_rows(g, r0, r0 + yr.len() / row.max(1));
+            let stride_h = if own { g.stride_w } else { g.stride_h };
+            let sub = ConvGeom { stride_h, ..sub };
+            let xs = x.get(first * g.w * g.ic..).unwrap_or(&[]);
+            kops::depthwise_i8(kern, &sub, xs, x_zero, w, bias, scale, clamp, yr)?;
+        }
+        Ok(())
     })
 }
 

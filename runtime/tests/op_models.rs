@@ -334,6 +334,32 @@ fn strided_depthwise_gives_the_dense_convolutions_bytes() {
     }
 }
 
+/// A quantised map times a quantised scale per channel (squeeze-and-excitation, as the
+/// quantiser leaves it: Mul between DequantizeLinear and QuantizeLinear) runs as one op of
+/// per-channel tables built from the scales: the same bytes as the plain lowering's float
+/// ops (`ImportOptions::unfused`: Dequantize both sides, multiply, Quantize), in QDQ and
+/// int8 form, with no Dequantize of the map left.
+#[test]
+fn channel_scales_are_per_channel_tables() {
+    use edgetune::plan::Op;
+    for stem in ["se_hardswish_qdq", "se_hardswish_s8"] {
+        let ((plain, p), (fused, f)) = (bits_of(stem, true), bits_of(stem, false));
+        let kinds = |p: &Plan| {
+            (
+                count(p, |o| matches!(o, Op::MulChanU8 { .. })),
+                count(p, |o| matches!(o, Op::BinF32 { .. })),
+            )
+        };
+        assert_eq!(
+            kinds(&p),
+            (0, 1),
+            "{stem}: the plain lowering's float multiply"
+        );
+        assert_eq!(kinds(&f), (1, 0), "{stem}: one op of per-channel tables");
+        assert!(plain == fused, "{stem}: outputs differ");
+    }
+}
+
 /// A quantised `x·sigmoid(x)` (SiLU as QDQ exporters write it, the sigmoid quantised on
 /// its own) runs as one table of x: the same bytes as the float ops of the plain lowering
 /// (`ImportOptions::unfused`: Dequantize both sides, multiply, Quantize), in QDQ, int8 and

@@ -119,7 +119,11 @@ fn add_quantised(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
 /// Add, Sub, Mul and Div: float arithmetic with broadcasting, the dynamic-quantisation
 /// scale products (Mul), or Add of two quantised tensors.
 pub(super) fn binary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
-    if mul_of_tables(lw, idx)? || binary_float(lw, idx)? || binary_table(lw, idx)? {
+    if mul_of_tables(lw, idx)?
+        || binary_float(lw, idx)?
+        || binary_table(lw, idx)?
+        || mul_by_channels(lw, idx)?
+    {
         Ok(())
     } else if lw.graph.node[idx].op_type == "Add" {
         add_quantised(lw, idx)
@@ -196,6 +200,80 @@ fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         monotone: false,
     };
     lw.vals.insert(n.output[0].clone(), Val::Mapped(m));
+    Ok(true)
+}
+
+/// Mul of a quantised NHWC map by a quantised value per channel of each image (the
+/// squeeze-and-excitation scale: a map times a sigmoid of its pooled channels), into the
+/// QuantizeLinear after it: one op that builds, image by image, each channel's table of
+/// the map's codes, with the values the float ops give (each side as Dequantize or its
+/// table gives it, the product in f32, quantised as QuantizeLinear is), and looks the map
+/// up in them. False when the operands are not of that kind.
+fn mul_by_channels(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let n = &lw.graph.node[idx];
+    let is_q = |v: &Val| matches!(v, Val::Deq(_) | Val::Mapped(_));
+    if lw.plain
+        || n.op_type != "Mul"
+        || n.input.len() != 2
+        || !is_q(lw.val(n, 0)?)
+        || !is_q(lw.val(n, 1)?)
+    {
+        return Ok(false);
+    }
+    let (ma, mb) = (lw.mapped(n, 0)?, lw.mapped(n, 1)?);
+    let map_of = |m: &Mapped, o: &Mapped| -> bool {
+        let (x, s) = (&lw.b.tensors[m.t as usize], &lw.b.tensors[o.t as usize]);
+        let (xs, ss) = (x.logical_shape(), s.logical_shape());
+        x.dtype == DType::U8
+            && s.dtype == DType::U8
+            && x.nhwc
+            && xs.len() == 4
+            && xs[2] * xs[3] > 1
+            && ss == [xs[0], xs[1], 1, 1]
+            && [m.channels, o.channels]
+                .iter()
+                .all(|&k| k == 1 || k == xs[1])
+    };
+    let (mx, ms) = if map_of(&ma, &mb) {
+        (ma, mb)
+    } else if map_of(&mb, &ma) {
+        (mb, ma)
+    } else {
+        return Ok(false);
+    };
+    let Ok((qi, qy)) = lw.fused_q(n) else {
+        return Ok(false);
+    };
+    let n = n.clone();
+    let shape = lw.b.tensors[mx.t as usize].shape.clone();
+    let c = shape[3];
+    let y = lw.b.tensor(&n.output[0], DType::U8, shape, true, Some(qy));
+    let tables = lw.b.tensor(
+        &format!("{}#tables", n.name),
+        DType::U8,
+        vec![c * 256],
+        false,
+        None,
+    );
+    // Each side's code values, one table or one per channel.
+    let values = |m: &Mapped| -> Vec<f32> {
+        if m.channels == 1 {
+            m.table[..256].to_vec()
+        } else {
+            m.table[..c * 256].to_vec()
+        }
+    };
+    let (xf, sf) = (lw.b.push(&values(&mx)), lw.b.push(&values(&ms)));
+    lw.b.ops.push(Op::MulChanU8 {
+        x: mx.t,
+        s: ms.t,
+        y,
+        tables,
+        xf,
+        sf,
+        qy,
+    });
+    lw.set_out(qi, y, &n.output[0]);
     Ok(true)
 }
 

@@ -119,7 +119,7 @@ static REGISTRY: &[Entry] = &[
     node(
         "Conv",
         conv::conv,
-        "QDQ, 2-D, any batch: symmetric int8 weights (per-tensor or per-channel), dense, depthwise or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
+        "QDQ, 2-D, any batch: symmetric int8 weights (per-tensor or per-channel), dense, depthwise (strides per axis) or grouped (as dense with zeros between groups), explicit pads (plus those of a Pad before it)",
     ),
     node(
         "ConvTranspose",

@@ -633,6 +633,10 @@ impl<'a> Plan<'a> {
             Op::AddF32 { a, b, y } => {
                 is(a, F32) && is(b, F32) && is(y, F32) && same(a, b) && same(a, y)
             }
+            // The executor checks the scales, code values and tables against the map.
+            Op::MulChanU8 {
+                x, s, y, tables, ..
+            } => is(x, U8) && is(s, U8) && is(y, U8) && is(tables, U8) && same(x, y),
             Op::LutF32 {
                 x,
                 y,

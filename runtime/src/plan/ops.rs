@@ -608,6 +608,12 @@ plan_ops! {
     /// along y, as NumPy broadcasts over leading axes). y is the last instruction's result.
     34 "ChainF32" ChainF32 { a: u32, b: Option<u32>, y: u32, prog: Blob, consts: Blob }
         reads [a, b] writes [y];
+    /// `y = x·s` of two u8 tensors, `x` an NHWC map and `s` one code per channel of each
+    /// image (squeeze-and-excitation scales), quantised to `qy`: per image, each channel's
+    /// table of x's codes (`xf` and `sf` the codes' values, 256 f32 for every channel or
+    /// for each) built into `tables` (channels · 256 bytes), then x looked up in them.
+    35 "MulChanU8" MulChanU8 { x: u32, s: u32, y: u32, tables: u32, xf: Blob, sf: Blob, qy: Q8 }
+        reads [x, s] writes [y, tables];
 }
 
 /// Words per instruction of a [`Op::ChainF32`] program.
@@ -754,6 +760,15 @@ mod tests {
                 y: 2,
                 channels: 4,
                 table: b(1),
+            },
+            Op::MulChanU8 {
+                x: 1,
+                s: 2,
+                y: 3,
+                tables: 4,
+                xf: b(1),
+                sf: b(2),
+                qy: q,
             },
             Op::BinF32 {
                 a: Src::T(1),

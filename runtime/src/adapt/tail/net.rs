@@ -315,6 +315,7 @@ impl TailNet {
                 }
                 Op::MaxPoolU8 { .. }
                 | Op::LutU8 { .. }
+                | Op::MulChanU8 { .. }
                 | Op::LutF32 { .. }
                 | Op::Concat { .. }
                 | Op::Slice { .. }
