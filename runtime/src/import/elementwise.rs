@@ -132,12 +132,9 @@ pub(super) fn binary(lw: &mut Lowering<'_>, idx: usize) -> Result<()> {
     }
 }
 
-/// Mul of two functions of one quantised tensor, `x·f(x)` (SiLU and hard-swish as QDQ
-/// exporters write them: the `f(x)` quantised on its own, a table of `x`): a function of
-/// `x`'s code, so one table, the same values the float ops give (each side dequantised as
-/// Dequantize does, the product in f32, quantised by the QuantizeLinear after). False when
-/// the operands are not of that kind.
-fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+/// The two sides of a Mul of quantised values (each as its codes' values), outside the
+/// plain lowering; None for any other node.
+fn quantised_factors(lw: &Lowering<'_>, idx: usize) -> Result<Option<(Mapped, Mapped)>> {
     let n = &lw.graph.node[idx];
     let is_q = |v: &Val| matches!(v, Val::Deq(_) | Val::Mapped(_));
     if lw.plain
@@ -146,9 +143,21 @@ fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
         || !is_q(lw.val(n, 0)?)
         || !is_q(lw.val(n, 1)?)
     {
-        return Ok(false);
+        return Ok(None);
     }
-    let (ma, mb) = (lw.mapped(n, 0)?, lw.mapped(n, 1)?);
+    Ok(Some((lw.mapped(n, 0)?, lw.mapped(n, 1)?)))
+}
+
+/// Mul of two functions of one quantised tensor, `x·f(x)` (SiLU and hard-swish as QDQ
+/// exporters write them: the `f(x)` quantised on its own, a table of `x`): a function of
+/// `x`'s code, so one table, the same values the float ops give (each side dequantised as
+/// Dequantize does, the product in f32, quantised by the QuantizeLinear after). False when
+/// the operands are not of that kind.
+fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
+    let Some((ma, mb)) = quantised_factors(lw, idx)? else {
+        return Ok(false);
+    };
+    let n = &lw.graph.node[idx];
     // The table (channels, codes) taking x's codes to the other side's source codes.
     let lut_of = |b: &Builder, t: u32, of: u32| -> Option<(usize, Vec<u8>)> {
         b.ops.iter().rev().find_map(|op| match op {
@@ -210,17 +219,10 @@ fn mul_of_tables(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
 /// table gives it, the product in f32, quantised as QuantizeLinear is), and looks the map
 /// up in them. False when the operands are not of that kind.
 fn mul_by_channels(lw: &mut Lowering<'_>, idx: usize) -> Result<bool> {
-    let n = &lw.graph.node[idx];
-    let is_q = |v: &Val| matches!(v, Val::Deq(_) | Val::Mapped(_));
-    if lw.plain
-        || n.op_type != "Mul"
-        || n.input.len() != 2
-        || !is_q(lw.val(n, 0)?)
-        || !is_q(lw.val(n, 1)?)
-    {
+    let Some((ma, mb)) = quantised_factors(lw, idx)? else {
         return Ok(false);
-    }
-    let (ma, mb) = (lw.mapped(n, 0)?, lw.mapped(n, 1)?);
+    };
+    let n = &lw.graph.node[idx];
     let map_of = |m: &Mapped, o: &Mapped| -> bool {
         let (x, s) = (&lw.b.tensors[m.t as usize], &lw.b.tensors[o.t as usize]);
         let (xs, ss) = (x.logical_shape(), s.logical_shape());
