@@ -406,6 +406,24 @@ def c2f_block():
     return g.model(y, [1, 8, 12, 20], None), (1, 8, 12, 20)
 
 
+def winograd_convs():
+    # 3x3 stride-1 convolutions of 32 channels and more over maps of 16 tiles and more,
+    # which edgetune runs as Winograd's F(4x4, 3x3): a ReLU as the convolution's bounds,
+    # asymmetric padding (partial tiles at the edges), 40 output channels (a part-empty
+    # column panel), then 40 input channels (a part-empty lane group). Its own generator,
+    # so the other models' weights do not move.
+    r = np.random.default_rng(17)
+    g = G()
+    wt = lambda *s: r.normal(0, (2.0 / np.prod(s[1:])) ** 0.5, s).astype(np.float32)
+    b = lambda n: r.normal(0, 0.1, n).astype(np.float32)
+    a = g.op("Relu", [g.op("Conv", ["x", g.init(wt(32, 32, 3, 3)), g.init(b(32), "b")],
+                           kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+    c = g.op("Conv", [a, g.init(wt(40, 32, 3, 3)), g.init(b(40), "b")], kernel_shape=[3, 3],
+             pads=[0, 1, 2, 0])
+    y = g.op("Conv", [c, g.init(wt(16, 40, 3, 3))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    return g.model(y, [1, 32, 18, 22], None), (1, 32, 18, 22)
+
+
 MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv": deconv,
           "conv_act_dw": conv_act_dw,
           "resize_linear": resize_linear, "reduce_clip": reduce_clip,
@@ -414,7 +432,7 @@ MODELS = {"conv1d_stft": conv1d_stft, "conv2d_grouped": conv2d_grouped, "deconv"
           "elementwise_chains": elementwise_chains, "bn_hardswish": bn_hardswish,
           "blaze_blocks": blaze_blocks, "deconv_subpixel": deconv_subpixel,
           "wide_select": wide_select, "pool_pairs": pool_pairs, "se_block": se_block,
-          "c2f_block": c2f_block}
+          "c2f_block": c2f_block, "winograd_convs": winograd_convs}
 
 
 class Reader(CalibrationDataReader):
@@ -436,7 +454,9 @@ def main():
             continue
         m, shape = make()
         path = f"{OUT}/{name}.onnx"
-        xs = rng.normal(0, 1, (N_IN + 8,) + shape).astype(np.float32)
+        # The last model draws its inputs from its own generator too.
+        xr = np.random.default_rng(18) if name == "winograd_convs" else rng
+        xs = xr.normal(0, 1, (N_IN + 8,) + shape).astype(np.float32)
         test, calib = xs[:N_IN], xs[N_IN:]
         np.save(f"{OUT}/{name}_x.npy", test)
         # The output's shape, as onnxruntime computes it, written into the file.

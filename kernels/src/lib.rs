@@ -27,6 +27,7 @@ mod tile;
 pub mod types;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm32;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

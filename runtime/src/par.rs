@@ -13,6 +13,8 @@ use edgetune_kernels::elementwise::Q8;
 use edgetune_kernels::ops::{self as kops, I8Dst, I8Quant};
 use edgetune_kernels::pack::{packed_i8_len, I8_NR};
 use edgetune_kernels::reference::ConvGeom;
+#[cfg(feature = "std")]
+use edgetune_kernels::winograd as wino;
 use edgetune_kernels::{Act, Kernels};
 
 /// Most threads a pool takes.
@@ -475,6 +477,10 @@ pub fn conv_f32(
     if !sane(g) {
         return Ok(kops::conv_f32(kern, g, x, w, bias, act, scratch, y)?);
     }
+    #[cfg(feature = "std")]
+    if wino::eligible(g) && w.len() == wino::weights_len(g.ic, g.oc) {
+        return conv3x3_winograd(par, kern, g, x, w, (bias, act), scratch, y);
+    }
     let (oh, ow) = (g.oh(), g.ow());
     if let Some(m) = pointwise_rows(g, par) {
         if x.len() < m * g.ic {
@@ -498,6 +504,58 @@ pub fn conv_f32(
     let items: Vec<_> = rows.into_iter().zip(ys).zip(ss).collect();
     par.each(items, |((r, yp), sp)| {
         conv_f32_rows(kern, g, r, x, w, (bias, act), sp, yp)
+    })
+}
+
+/// [`wino::conv3x3_f32`] (weights of that form: their length differs from the direct
+/// form's) with its tile rows spread over the threads, as many parts as the scratch
+/// holds blocks for.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)]
+fn conv3x3_winograd(
+    par: &Par,
+    kern: &Kernels,
+    g: &ConvGeom,
+    x: &[f32],
+    u: &[f32],
+    (bias, act): (Option<&[f32]>, Act),
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Result<()> {
+    let (th, tw) = wino::tiles(g);
+    let (oh, ow) = (g.oh(), g.ow());
+    let block = wino::scratch_len(g, th * tw).max(1);
+    // The multiply-adds of the direct form, the unit `parts` weighs work in.
+    let work = oh * ow * g.oc * 9 * g.ic;
+    let n = par.parts(th, work).min(scratch.len() / block).max(1);
+    let parts = parts_of(th, n);
+    if parts.len() <= 1 {
+        return Ok(wino::conv3x3_f32(
+            kern,
+            g,
+            0..th,
+            x,
+            u,
+            bias,
+            act,
+            scratch,
+            y,
+        )?);
+    }
+    let tile = wino::TILE;
+    let ys = split_rows(
+        y,
+        parts
+            .iter()
+            .map(|r| ((r.end * tile).min(oh) - r.start * tile) * ow * g.oc),
+    );
+    let ss = split_rows(
+        scratch,
+        parts.iter().map(|r| wino::scratch_len(g, r.len() * tw)),
+    );
+    let items: Vec<_> = parts.into_iter().zip(ys).zip(ss).collect();
+    par.each(items, |((r, yp), sp)| {
+        Ok(wino::conv3x3_f32(kern, g, r, x, u, bias, act, sp, yp)?)
     })
 }
 

@@ -87,6 +87,7 @@ fn float_models_match_onnxruntime() {
         "pool_pairs",
         "se_block",
         "c2f_block",
+        "winograd_convs",
     ] {
         let (w, plan) = worst(stem);
         if w > 1e-4 {
@@ -285,5 +286,43 @@ fn chains_give_the_separate_ops_bits() {
                 assert_eq!(fused.ops.len(), plain.ops.len() - 1);
             }
         }
+    }
+}
+
+/// The 3×3 convolutions of this plan whose weights are in Winograd's F(4×4, 3×3) form.
+fn winograd(plan: &Plan) -> usize {
+    use edgetune::kernels::winograd::weights_len;
+    count(plan, |o| {
+        matches!(o, Op::ConvF32 { geom, w, .. }
+            if plan.blob::<f32>(*w).len() == weights_len(geom.ic, geom.oc))
+    })
+}
+
+/// 3×3 stride-1 convolutions of 32 channels and more run as Winograd's F(4×4, 3×3): within
+/// a few 1e-6 of the direct form (the unfused lowering keeps it) relative to the largest
+/// output, with a ReLU as the bounds, partial tiles, part-empty panels and lane groups;
+/// the same bits on one, two and three threads.
+#[test]
+fn winograd_convolutions_follow_the_direct_ones() {
+    let stem = "winograd_convs";
+    let (direct, plain) = outputs(stem, true, 1);
+    assert_eq!(winograd(&plain), 0);
+    let (one, fused) = outputs(stem, false, 1);
+    assert_eq!(winograd(&fused), 3);
+    let scale = direct.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = one
+        .iter()
+        .zip(&direct)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs() / scale));
+    eprintln!("{stem}: Winograd {worst:.2e} of the largest output from the direct form");
+    assert!(worst < 1e-5, "{worst:.2e}");
+    for threads in [2, 3] {
+        let (got, _) = outputs(stem, false, threads);
+        assert!(
+            got.iter()
+                .zip(&one)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
     }
 }

@@ -7,6 +7,7 @@ use super::value::{attr, attr_i, attr_ints, Mapped, Val};
 use crate::error::Result;
 use crate::plan::{DType, Op, Q8};
 use edgetune_kernels::reference::ConvGeom;
+use edgetune_kernels::winograd as wino;
 use tract_onnx::pb;
 
 /// Conv of a u8 feature map by constant int8 weights into its QuantizeLinear: dense
@@ -622,6 +623,15 @@ fn float_bias(lw: &Lowering<'_>, n: &pb::NodeProto, oc: usize) -> Result<Vec<f32
     }
 }
 
+/// Where a 3×3 stride-1 float convolution runs as Winograd's F(4×4, 3×3): from these
+/// input and output channels, and tiles of the output. With fewer channels the transforms
+/// cost more than the products they save; with fewer tiles, reading the weights (four
+/// times the direct form's) and the partial tiles' waste do (`edgetune run --per-op` on
+/// YOLOv8n: 80×80×16→16 and 10×10×256→256 ran slower, 20×20×64→64 and larger faster).
+const WINO_MIN_IC: usize = 32;
+const WINO_MIN_OC: usize = 16;
+const WINO_MIN_TILES: usize = 16;
+
 /// The float convolution of `geom` over the NHWC tensor `x` by OIHW weights `wf` (`icg`
 /// input channels per group) into n's output, NCHW (`[1, C, L]` when `one_d`).
 #[allow(clippy::too_many_arguments)]
@@ -668,8 +678,25 @@ fn conv_float_nhwc(
             }
         }
     }
-    let mut packed = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, oc)];
-    edgetune_kernels::pack::pack_f32(&b, k, oc, &mut packed);
+    // 3×3 stride-1 layers of enough channels and tiles run as Winograd's F(4×4, 3×3)
+    // (four times fewer multiply-adds, a few 1e-6 of rounding apart); the weights' length
+    // tells the executor which form it holds. Not in the unfused lowering, the direct
+    // form's check.
+    let (th, tw) = wino::tiles(&geom);
+    let winograd = wino::eligible(&geom)
+        && ic >= WINO_MIN_IC
+        && oc >= WINO_MIN_OC
+        && th * tw >= WINO_MIN_TILES
+        && !lw.plain;
+    let packed = if winograd {
+        let mut u = vec![0f32; wino::weights_len(ic, oc)];
+        wino::pack_weights(&b, ic, oc, &mut u);
+        u
+    } else {
+        let mut p = vec![0f32; edgetune_kernels::pack::packed_f32_len(k, oc)];
+        edgetune_kernels::pack::pack_f32(&b, k, oc, &mut p);
+        p
+    };
     let (oh, ow) = (geom.oh(), geom.ow());
     let out_shape = if one_d {
         vec![nb, oc, ow]
@@ -682,7 +709,11 @@ fn conv_float_nhwc(
     } else {
         lw.new_f32(&format!("{}#nhwc_out", n.name), vec![nb, oh, ow, oc])
     };
-    let scratch_len = edgetune_kernels::ops::conv_scratch_len(&geom);
+    let scratch_len = if winograd {
+        wino::plan_scratch_len(&geom)
+    } else {
+        edgetune_kernels::ops::conv_scratch_len(&geom)
+    };
     let scratch =
         (scratch_len > 0).then(|| lw.new_f32(&format!("{}#im2col", n.name), vec![scratch_len]));
     let (w, bias) = (lw.b.push(&packed), lw.b.push(bias));
