@@ -200,7 +200,9 @@ fn six<const N: usize>(a: &[Lanes; N], at: usize, step: usize) -> [&Lanes; IN] {
 }
 
 /// `Bᵀ d B` of the input tile at output tile (ty, tx) into `v` (`[POS][ic]`), zeros
-/// outside the map.
+/// outside the map. The tile is first copied into `v` row by row (each row's six pixels
+/// are one run of the NHWC map), then transformed there, `L` channels at a time: the
+/// map is read in order, the transform reads from L1.
 #[inline(always)]
 fn input_tile(
     g: &ConvGeom,
@@ -212,24 +214,25 @@ fn input_tile(
     let ic = g.ic;
     let y0 = (ty * TILE) as isize - g.pad_top as isize;
     let x0 = (tx * TILE) as isize - g.pad_left as isize;
+    // The tile's columns inside the map, and their run in x.
+    let c_lo = (-x0).clamp(0, IN as isize) as usize;
+    let c_hi = (g.w as isize - x0).clamp(c_lo as isize, IN as isize) as usize;
+    for r in 0..IN {
+        let row = &mut v[r * IN * ic..(r + 1) * IN * ic];
+        let iy = y0 + r as isize;
+        if iy < 0 || iy >= g.h as isize || c_lo == c_hi {
+            row.fill(0.0);
+            continue;
+        }
+        row[..c_lo * ic].fill(0.0);
+        row[c_hi * ic..].fill(0.0);
+        let at = (iy as usize * g.w + (x0 + c_lo as isize) as usize) * ic;
+        row[c_lo * ic..c_hi * ic].copy_from_slice(&x[at..at + (c_hi - c_lo) * ic]);
+    }
     for c0 in (0..ic).step_by(L) {
         let cw = (ic - c0).min(L);
-        for r in 0..IN {
-            let iy = y0 + r as isize;
-            let row_in = iy >= 0 && iy < g.h as isize;
-            for c in 0..IN {
-                let ix = x0 + c as isize;
-                let dst = &mut d[r * IN + c];
-                if row_in && ix >= 0 && ix < g.w as isize {
-                    let at = (iy as usize * g.w + ix as usize) * ic + c0;
-                    if cw < L {
-                        *dst = [0.0; L];
-                    }
-                    load(dst, &x[at..at + cw], cw);
-                } else {
-                    *dst = [0.0; L];
-                }
-            }
+        for (p, d) in d.iter_mut().enumerate() {
+            load(d, &v[p * ic + c0..p * ic + c0 + cw], cw);
         }
         let mut col = [[0f32; L]; IN];
         for c in 0..IN {
