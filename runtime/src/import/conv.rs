@@ -626,9 +626,10 @@ fn float_bias(lw: &Lowering<'_>, n: &pb::NodeProto, oc: usize) -> Result<Vec<f32
 /// Where a 3×3 stride-1 float convolution runs as Winograd's F(4×4, 3×3): from these
 /// input and output channels, and tiles of the output. With fewer channels the transforms
 /// cost more than the products they save; with fewer tiles, reading the weights (four
-/// times the direct form's) and the partial tiles' waste do (`edgetune run --per-op` on
-/// YOLOv8n: 80×80×16→16 and 10×10×256→256 ran slower, 20×20×64→64 and larger faster).
-const WINO_MIN_IC: usize = 32;
+/// times the direct form's) and the partial tiles' waste do (`cargo bench -p
+/// edgetune-kernels --features std --bench winograd`: 10×10×256→256 slower from memory;
+/// `edgetune run --per-op` on YOLOv8n: 80×80×16→16 and 40×40×64→64 faster).
+const WINO_MIN_IC: usize = 16;
 const WINO_MIN_OC: usize = 16;
 const WINO_MIN_TILES: usize = 16;
 
