@@ -526,7 +526,9 @@ fn conv3x3_winograd(
     let (oh, ow) = (g.oh(), g.ow());
     let block = wino::scratch_len(g, th * tw).max(1);
     // The multiply-adds of the direct form, the unit `parts` weighs work in.
-    let work = [ow, g.oc, 9, g.ic].iter().fold(oh, |a, &d| a.saturating_mul(d));
+    let work = [ow, g.oc, 9, g.ic]
+        .iter()
+        .fold(oh, |a, &d| a.saturating_mul(d));
     let n = par.parts(th, work).min(scratch.len() / block).max(1);
     let parts = parts_of(th, n);
     if parts.len() <= 1 {
