@@ -1,4 +1,4 @@
-//! Single-thread int8 depthwise throughput per tier on EfficientNet-Lite0's depthwise
+//! Single-thread int8 and float depthwise throughput per tier on EfficientNet-Lite0's depthwise
 //! layers (`cargo bench -p edgetune-kernels --features std --bench dw`): microseconds per
 //! call, best of 7 rounds of 50 ms. `DW_BENCH=TEXT` times only the rows whose kernel name or
 //! shape contains TEXT (for profiling one kernel on one layer).
@@ -6,7 +6,7 @@
 use edgetune_kernels::dispatch::{Cpu, Kernels};
 use edgetune_kernels::ops;
 use edgetune_kernels::reference::ConvGeom;
-use edgetune_kernels::registry::DW_I8;
+use edgetune_kernels::registry::{DW_I8, EW};
 use edgetune_kernels::Tier;
 use std::time::Instant;
 
@@ -91,6 +91,24 @@ fn main() {
                 )
                 .unwrap()
             });
+            println!("{row} {us:.1} |");
+        }
+        // The float depthwise of each elementwise tier on the same layer.
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32 / 64.0 - 2.0).collect();
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32 / 256.0).collect();
+        let bf = vec![0.25f32; c];
+        let mut yf = vec![0f32; y.len()];
+        for d in EW
+            .iter()
+            .filter(|d| cpu.supports(d) && d.tier != Tier::Reference)
+        {
+            let row = format!("| {} f32 | {hw}×{hw}×{c} k{k} s{s} |", d.name);
+            if !row.contains(only.as_str()) {
+                continue;
+            }
+            let mut kern = Kernels::select(&cpu, None);
+            kern.ew = d;
+            let us = time(|| ops::depthwise_f32(&kern, &g, &xf, &wf, &bf, &mut yf).unwrap());
             println!("{row} {us:.1} |");
         }
     }
