@@ -958,6 +958,259 @@ pub(crate) mod g {
 
 /// Instantiates every generic body for one lane type inside functions carrying the
 /// tier's target features, and the tier's [`EwFns`] table.
+/// Fused elementwise programs: the chains of float ops ONNX exporters write out as
+/// separate nodes (SiLU, GELU with its bias, a batch norm around a hard swish) as one
+/// pass, each value's intermediates in registers. A chain runs fused when it has the
+/// shape of one of [`TEMPLATES`]: the template is a constant program, so its evaluation
+/// compiles to straight-line code per vector; its constants' values come at run time.
+/// Each value takes the operations, in the order and with the vector or scalar form,
+/// that the separate ops give it: the vector forms for whole vectors from the slice's
+/// start, the scalar reference forms for the last `len % V::N` values. So the results
+/// are the separate ops' bits.
+#[cfg(feature = "std")]
+pub mod prog {
+    use super::*;
+
+    /// Registers of a program.
+    pub const REGS: usize = 4;
+    /// Constants of a program at most.
+    pub const CONSTS: usize = 8;
+    /// Runs (sources) of a program at most.
+    pub const SRCS: usize = 3;
+
+    /// An operation: the binary ones read both operands, the others only `l`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op {
+        Add,
+        Sub,
+        Mul,
+        Div,
+        /// `l.max(lo).min(hi)` with `f32::max`/`f32::min` (a NaN gives the bound), the
+        /// bounds the constants `r` and `r + 1` (`r` a [`Opd::Const`]).
+        Clamp,
+        Relu,
+        Relu6,
+        HardSwish,
+        Sigmoid,
+        GeluErf,
+        Erf,
+    }
+
+    /// An operand: a register, the `k`-th run (as long as the output), the `k`-th
+    /// constant.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Opd {
+        Reg(u8),
+        Src(u8),
+        Const(u8),
+        /// Not read (the second operand of a one-operand op).
+        None,
+    }
+
+    /// `dst = op(l, r)`; the last instruction's result is the output.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ins {
+        pub op: Op,
+        pub dst: u8,
+        pub l: Opd,
+        pub r: Opd,
+    }
+
+    const fn ins(op: Op, dst: u8, l: Opd, r: Opd) -> Ins {
+        Ins { op, dst, l, r }
+    }
+
+    use Op::*;
+    use Opd::{Const as K, None as N, Reg as R, Src as S};
+
+    /// The shapes that run fused: constants numbered in order of use, runs in order of
+    /// first use.
+    pub const TEMPLATES: [&[Ins]; 6] = [
+        // SiLU: x·sigmoid(x) (YOLO, EfficientNet's swish).
+        &[ins(Sigmoid, 0, S(0), N), ins(Mul, 1, S(0), R(0))],
+        // SiLU, then a residual add.
+        &[
+            ins(Sigmoid, 0, S(0), N),
+            ins(Mul, 1, S(0), R(0)),
+            ins(Add, 0, S(1), R(1)),
+        ],
+        // GELU as BERT exporters write it, after its bias:
+        // t = x + b; (t·½)·(erf(t/√2) + 1).
+        &[
+            ins(Add, 0, S(0), S(1)),
+            ins(Div, 1, R(0), K(0)),
+            ins(Mul, 2, R(0), K(1)),
+            ins(Erf, 1, R(1), N),
+            ins(Add, 0, R(1), K(2)),
+            ins(Mul, 1, R(2), R(0)),
+        ],
+        // A batch norm, a hard swish t·clamp(t + 3, 0, 6)/6, another batch norm
+        // (PaddleOCR).
+        &[
+            ins(Mul, 0, K(0), S(0)),
+            ins(Add, 1, R(0), K(1)),
+            ins(Add, 0, R(1), K(2)),
+            ins(Clamp, 2, R(0), K(3)),
+            ins(Mul, 0, R(1), R(2)),
+            ins(Div, 2, R(0), K(5)),
+            ins(Mul, 0, K(6), R(2)),
+            ins(Add, 2, R(0), K(7)),
+        ],
+        // Attention scores: scaled, then masked.
+        &[ins(Div, 0, S(0), K(0)), ins(Add, 1, R(0), S(1))],
+        // A bias, then a residual add.
+        &[ins(Add, 0, S(0), S(1)), ins(Add, 1, R(0), S(2))],
+    ];
+
+    /// The template `prog` is, if any.
+    pub fn template(prog: &[Ins]) -> Option<usize> {
+        TEMPLATES.iter().position(|t| *t == prog)
+    }
+
+    /// `f32::max(v, lo)` then `f32::min(·, hi)` as x86 compiles them: a NaN operand
+    /// gives the other one, and equal operands (±0) give the first.
+    #[inline(always)]
+    fn clamp_v<V: Lanes>(v: V, lo: V, hi: V) -> V {
+        let m1 = sp::<V>(-1.0);
+        // `|v| > -1` holds for every value but NaN.
+        let m = lo.select_gt(v, lo, v.abs().select_gt(m1, v, lo));
+        m.select_gt(hi, hi, m.abs().select_gt(m1, m, hi))
+    }
+
+    #[inline(always)]
+    fn unary1(f: fn(&mut [f32]), v: f32) -> f32 {
+        let mut x = [v];
+        f(&mut x);
+        x[0]
+    }
+
+    /// One value through `p`, in the scalar forms (the separate ops' form for a slice's
+    /// last values).
+    fn scalar(p: &[Ins], srcs: &[&[f32]], k: &[f32; CONSTS], j: usize) -> f32 {
+        let mut r = [0.0f32; REGS];
+        let mut last = 0.0;
+        for ins in p {
+            let get = |o: Opd, r: &[f32; REGS]| match o {
+                Opd::Reg(x) => r[x as usize],
+                Opd::Src(s) => srcs[s as usize][j],
+                Opd::Const(c) => k[c as usize],
+                Opd::None => 0.0,
+            };
+            let (a, b) = (get(ins.l, &r), get(ins.r, &r));
+            last = match ins.op {
+                Add => a + b,
+                Sub => a - b,
+                Mul => a * b,
+                Div => a / b,
+                Clamp => {
+                    let c = match ins.r {
+                        Opd::Const(c) => c as usize,
+                        _ => 0,
+                    };
+                    a.max(k[c]).min(k[c + 1])
+                }
+                Relu => unary1(sc::relu, a),
+                Relu6 => unary1(sc::relu6, a),
+                HardSwish => unary1(sc::hard_swish, a),
+                Sigmoid => unary1(sc::sigmoid, a),
+                GeluErf => unary1(sc::gelu_erf, a),
+                Erf => unary1(sc::erf, a),
+            };
+            r[ins.dst as usize] = last;
+        }
+        last
+    }
+
+    /// One vector through `p`, from value `i` of the runs. With `p` a constant, the
+    /// instructions unroll and their matches fold: straight-line code, the registers
+    /// in vector registers.
+    #[inline(always)]
+    #[allow(unused_assignments)]
+    unsafe fn vector<V: Lanes>(
+        p: &[Ins],
+        srcs: &[*const f32; SRCS],
+        k: &[V; CONSTS],
+        i: usize,
+    ) -> V {
+        let mut r = [sp::<V>(0.0); REGS];
+        let mut last = sp::<V>(0.0);
+        macro_rules! unrolled {
+            ($($j:literal)*) => {$(
+                if $j < p.len() {
+                    let ins = p[$j];
+                    let get = |o: Opd, r: &[V; REGS]| -> V {
+                        match o {
+                            Opd::Reg(x) => r[x as usize],
+                            Opd::Src(s) => V::load(srcs[s as usize].add(i)),
+                            Opd::Const(c) => k[c as usize],
+                            Opd::None => sp(0.0),
+                        }
+                    };
+                    let a = get(ins.l, &r);
+                    last = match ins.op {
+                        Add => a.add(get(ins.r, &r)),
+                        Sub => a.sub(get(ins.r, &r)),
+                        Mul => a.mul(get(ins.r, &r)),
+                        Div => a.div(get(ins.r, &r)),
+                        Clamp => {
+                            let c = match ins.r {
+                                Opd::Const(c) => c as usize,
+                                _ => 0,
+                            };
+                            clamp_v(a, k[c], k[(c + 1) % CONSTS])
+                        }
+                        Relu => relu_v(a),
+                        Relu6 => relu6_v(a),
+                        HardSwish => hard_swish_v(a),
+                        Sigmoid => sigmoid_v(a),
+                        GeluErf => gelu_erf_v(a),
+                        Erf => erf_v(a),
+                    };
+                    r[ins.dst as usize] = last;
+                }
+            )*};
+        }
+        unrolled!(0 1 2 3 4 5 6 7 8 9 10 11);
+        last
+    }
+
+    /// Runs template `T` over `y` (checked by the caller: every run at least as long as
+    /// `y`, `SRCS` runs and `CONSTS` constants given, unused ones empty or zero).
+    /// # Safety
+    /// The CPU has `V`'s features.
+    #[inline(always)]
+    pub(crate) unsafe fn run<V: Lanes, const T: usize>(
+        srcs: &[&[f32]; SRCS],
+        consts: &[f32; CONSTS],
+        y: &mut [f32],
+    ) {
+        let p = TEMPLATES[T];
+        let len = y.len();
+        let n = len - len % V::N;
+        let k = consts.map(|c| sp::<V>(c));
+        let ptrs = srcs.map(|s| s.as_ptr());
+        let yp = y.as_mut_ptr();
+        let mut i = 0;
+        // Two vectors at a time: two independent chains of operations to overlap.
+        while i + 2 * V::N <= n {
+            let (a, b) = (
+                vector::<V>(p, &ptrs, &k, i),
+                vector::<V>(p, &ptrs, &k, i + V::N),
+            );
+            a.store(yp.add(i));
+            b.store(yp.add(i + V::N));
+            i += 2 * V::N;
+        }
+        while i < n {
+            vector::<V>(p, &ptrs, &k, i).store(yp.add(i));
+            i += V::N;
+        }
+        for j in n..len {
+            y[j] = scalar(p, srcs, consts, j);
+        }
+    }
+}
+
 macro_rules! ew_tier {
     ($table:ident, $V:ty, $attrs:tt, f16: ($to16:path, $from16:path)) => {
         mod ew_inst {

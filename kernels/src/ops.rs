@@ -664,6 +664,80 @@ pub enum UnaryF32 {
     Erf,
 }
 
+/// Whether the kernels' elementwise tier runs fused programs ([`program_f32`]).
+#[cfg(feature = "std")]
+pub fn fused_programs(kern: &Kernels) -> bool {
+    use crate::registry::Tier;
+    cfg!(target_arch = "x86_64")
+        && matches!(
+            kern.ew.tier,
+            Tier::Avx2 | Tier::AvxVnni | Tier::Avx512 | Tier::Avx512Vnni
+        )
+}
+
+/// Runs template `t` of [`crate::ew::prog::TEMPLATES`] over `y` with runs `srcs` and
+/// constants `consts` (in their order of use) on the kernels' elementwise tier where it
+/// has the fused form (AVX2, AVX-512): `Ok(false)` on the others, which run the ops one
+/// by one. Every run holds `y.len()` values or more.
+#[cfg(feature = "std")]
+pub fn program_f32(
+    kern: &Kernels,
+    t: usize,
+    srcs: &[&[f32]],
+    consts: &[f32],
+    y: &mut [f32],
+) -> Result<bool, ShapeError> {
+    use crate::ew::prog::{CONSTS, SRCS, TEMPLATES};
+    const OP: &str = "program_f32";
+    if t >= TEMPLATES.len() || srcs.len() > SRCS || consts.len() > CONSTS {
+        return Err(ShapeError {
+            op: OP,
+            what: "a template, its runs and constants",
+            expected: TEMPLATES.len(),
+            got: t,
+        });
+    }
+    let mut s: [&[f32]; SRCS] = [&[]; SRCS];
+    for (d, v) in s.iter_mut().zip(srcs) {
+        need(OP, "run values", y.len(), v.len().min(y.len()))?;
+        *d = v;
+    }
+    // A run the template reads but the caller did not give.
+    let reads = |k: usize| {
+        TEMPLATES[t]
+            .iter()
+            .any(|i| [i.l, i.r].contains(&crate::ew::prog::Opd::Src(k as u8)))
+    };
+    if (srcs.len()..SRCS).any(reads) {
+        return Err(ShapeError {
+            op: OP,
+            what: "runs",
+            expected: SRCS,
+            got: srcs.len(),
+        });
+    }
+    let mut k = [0.0f32; CONSTS];
+    k[..consts.len()].copy_from_slice(consts);
+    if !fused_programs(kern) {
+        return Ok(false);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::registry::Tier;
+        if matches!(kern.ew.tier, Tier::Avx512 | Tier::Avx512Vnni) {
+            // SAFETY: template, runs and constants checked above; the tier was chosen
+            // because the CPU has its features (AVX-512F).
+            unsafe { crate::x86_64::program__avx512(t, &s, &k, y) };
+        } else {
+            // SAFETY: as above (the AVX2 tier: AVX2 and FMA).
+            unsafe { crate::x86_64::program__avx2(t, &s, &k, y) };
+        }
+        return Ok(true);
+    }
+    #[allow(unreachable_code)]
+    Ok(false)
+}
+
 pub fn unary_f32(kern: &Kernels, f: UnaryF32, x: &mut [f32]) {
     let t = kern.ew.f;
     let g = match f {

@@ -1840,7 +1840,10 @@ fn mul_channels(
 /// Blocks start at multiples of 16 values (every tier's widest vector), so each value
 /// takes the path it takes in the separate ops: the same bits. Their length is a multiple
 /// of the repeated operands' periods where that fits, so those are built once per part.
-#[inline(never)]
+///
+/// Where the tier runs fused programs and the chain's operations all have a fused form,
+/// the whole program runs a few vectors at a time instead ([`chain_fused`]): the same
+/// bits.
 fn chain(
     kern: &Kernels,
     par: &Par,
@@ -1849,13 +1852,20 @@ fn chain(
     inputs: [&[f32]; 2],
     y: &mut [f32],
 ) -> Result<()> {
-    const R: usize = crate::plan::chain::REGS as usize;
-    let n = y.len();
-    let code = chain_decode(kern, prog, consts, inputs, n)?;
-    let Some((last, body)) = code.split_last() else {
-        return Ok(());
-    };
-    // The repeated operands' periods, and a block length all of them divide.
+    #[cfg(feature = "std")]
+    if kops::fused_programs(kern) {
+        let code = chain_decode(kern, prog, consts, inputs, y.len())?;
+        if let Some((t, srcs, consts)) = fused_program(prog, &code) {
+            let block = chain_block(&code, y.len());
+            return chain_fused(kern, par, (t, &srcs, &consts), block, y);
+        }
+    }
+    chain_blocks(kern, par, prog, consts, inputs, y)
+}
+
+/// The block length of a chain over `n` values: a multiple of 16 and of the repeated
+/// operands' periods where that fits in [`CHAIN_MAX`].
+fn chain_block(code: &[ChainIns], n: usize) -> usize {
     let periods = code
         .iter()
         .flat_map(|c| [c.l, c.r])
@@ -1870,11 +1880,150 @@ fn chain(
             unit = unit / g * p;
         }
     }
-    let block = if unit > CHAIN_MAX {
+    if unit > CHAIN_MAX {
         CHAIN_MAX
     } else {
         (CHAIN_MAX / 2).max(unit) / unit * unit
+    }
+}
+
+/// The fused form of a decoded chain: its operations mapped one to one, one-value
+/// operands (and a clamp's bounds) as constants in order of use, the other runs in order
+/// of first use; with the template it matches, if any ([`edgetune_kernels::ew::prog`]).
+#[cfg(feature = "std")]
+#[allow(clippy::type_complexity)]
+fn fused_program<'a>(
+    prog: &[u32],
+    code: &[ChainIns<'a>],
+) -> Option<(usize, alloc::vec::Vec<&'a [f32]>, alloc::vec::Vec<f32>)> {
+    use edgetune_kernels::ew::prog::{self as fp, Ins, Op, Opd as F};
+    let mut srcs: alloc::vec::Vec<&'a [f32]> = alloc::vec::Vec::new();
+    let mut consts = alloc::vec::Vec::new();
+    let mut out = alloc::vec::Vec::with_capacity(code.len());
+    for (w, c) in prog.chunks_exact(CHAIN_WORDS).zip(code) {
+        let op = match c.f {
+            ChainFn::Clamp(..) => Op::Clamp,
+            ChainFn::Un(Unary::Relu) => Op::Relu,
+            ChainFn::Un(Unary::Relu6) => Op::Relu6,
+            ChainFn::Un(Unary::HardSwish) => Op::HardSwish,
+            ChainFn::Un(Unary::Sigmoid) => Op::Sigmoid,
+            ChainFn::Un(Unary::GeluErf) => Op::GeluErf,
+            ChainFn::Un(Unary::Erf) => Op::Erf,
+            ChainFn::Bin(_) => {
+                let t = w[0].checked_sub(crate::plan::chain::BIN)? as usize;
+                match BinOp::ALL.get(t)? {
+                    BinOp::Add => Op::Add,
+                    BinOp::Sub => Op::Sub,
+                    BinOp::Mul => Op::Mul,
+                    BinOp::Div => Op::Div,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let mut opd = |o: Opd<'a>| -> F {
+            match o {
+                Opd::Reg(r) => F::Reg(r as u8),
+                Opd::Src(&[v]) => {
+                    consts.push(v);
+                    F::Const((consts.len() - 1) as u8)
+                }
+                Opd::Src(s) => match srcs.iter().position(|t| core::ptr::eq(*t, s)) {
+                    Some(k) => F::Src(k as u8),
+                    None => {
+                        srcs.push(s);
+                        F::Src((srcs.len() - 1) as u8)
+                    }
+                },
+            }
+        };
+        let l = opd(c.l);
+        let r = match (op, c.f) {
+            (Op::Add | Op::Sub | Op::Mul | Op::Div, _) => opd(c.r),
+            (_, ChainFn::Clamp(lo, hi)) => {
+                consts.extend([lo, hi]);
+                F::Const((consts.len() - 2) as u8)
+            }
+            _ => F::None,
+        };
+        out.push(Ins {
+            op,
+            dst: c.dst as u8,
+            l,
+            r,
+        });
+    }
+    if srcs.len() > fp::SRCS || consts.len() > fp::CONSTS {
+        return None;
+    }
+    Some((fp::template(&out)?, srcs, consts))
+}
+
+/// Runs a chain of template `t` fused over `y`, the blocks spread over the threads as
+/// [`chain_blocks`] spreads them: runs as long as `y` are read in place, repeated ones
+/// over a block.
+#[cfg(feature = "std")]
+fn chain_fused(
+    kern: &Kernels,
+    par: &Par,
+    (t, srcs, consts): (usize, &[&[f32]], &[f32]),
+    block: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    use edgetune_kernels::ew::prog::SRCS;
+    let n = y.len();
+    let whole = srcs.iter().all(|s| s.len() == n);
+    let cost = 2 * edgetune_kernels::ew::prog::TEMPLATES[t].len();
+    par::for_runs(par, block, y, cost, |start, part| {
+        if whole {
+            let s: alloc::vec::Vec<&[f32]> =
+                srcs.iter().map(|s| &s[start..start + part.len()]).collect();
+            kops::program_f32(kern, t, &s, consts, part)?;
+            return Ok(());
+        }
+        let pre: alloc::vec::Vec<alloc::vec::Vec<f32>> = srcs
+            .iter()
+            .map(|s| {
+                if s.len() < n && block.is_multiple_of(s.len()) {
+                    repeated(s, block)
+                } else {
+                    alloc::vec::Vec::new()
+                }
+            })
+            .collect();
+        let mut tmp = [[0.0f32; CHAIN_MAX]; SRCS];
+        for (bi, yb) in part.chunks_mut(block).enumerate() {
+            let (g0, len) = (start + bi * block, yb.len());
+            let s: alloc::vec::Vec<&[f32]> = srcs
+                .iter()
+                .zip(&pre)
+                .zip(tmp.iter_mut())
+                .map(|((&s, p), t)| chain_operand(Opd::Src(s), g0, len, (&[], &[], 0), p, t))
+                .collect();
+            kops::program_f32(kern, t, &s, consts, yb)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`chain`] an instruction at a time over each block.
+#[inline(never)]
+fn chain_blocks(
+    kern: &Kernels,
+    par: &Par,
+    prog: &[u32],
+    consts: &[f32],
+    inputs: [&[f32]; 2],
+    y: &mut [f32],
+) -> Result<()> {
+    const R: usize = crate::plan::chain::REGS as usize;
+    let n = y.len();
+    let code = chain_decode(kern, prog, consts, inputs, n)?;
+    let Some((last, body)) = code.split_last() else {
+        return Ok(());
     };
+    // A block length all the repeated operands' periods divide.
+    let block = chain_block(&code, n);
     let run = |ins: &ChainIns,
                g0: usize,
                regs: (&[f32], &[f32], usize),
@@ -3653,6 +3802,135 @@ mod tests {
     /// A chain program runs against a scalar statement of it on lengths that leave
     /// partial blocks and periods that do and do not divide a block; malformed programs
     /// are typed errors, never a panic.
+    /// Chains of a fused template's shape (SiLU, SiLU and a residual add, GELU after its
+    /// bias, batch norm and hard swish, scaled and masked scores, bias and residual add)
+    /// give the bits of their ops one by one (any NaN for a NaN) on every tier the CPU
+    /// has, for lengths with
+    /// and without a partial vector, on one and two threads, with NaN, ±0, ±inf and
+    /// values past the approximations' ranges among the inputs; and each is recognised as
+    /// its template.
+    #[test]
+    fn fused_chains_give_the_ops_bits() {
+        use crate::plan::chain::{BIN, CLAMP, CONST, INPUT};
+        let bin = |f: BinOp| BIN + f as u32;
+        let (plain, wide) = widened_tiers("fused chains");
+        let silu = [
+            [Unary::Sigmoid as u32, 0, INPUT, 0, 0, 0],
+            [bin(BinOp::Mul), 1, INPUT, 0, 0, 0],
+        ];
+        let silu_add = [silu[0], silu[1], [bin(BinOp::Add), 0, INPUT + 1, 0, 1, 0]];
+        let gelu = [
+            [bin(BinOp::Add), 0, INPUT, 0, CONST + 9, 12],
+            [bin(BinOp::Div), 1, 0, 0, CONST, 1],
+            [bin(BinOp::Mul), 2, 0, 0, CONST + 1, 1],
+            [Unary::Erf as u32, 1, 1, 0, 0, 0],
+            [bin(BinOp::Add), 0, 1, 0, CONST + 2, 1],
+            [bin(BinOp::Mul), 1, 2, 0, 0, 0],
+        ];
+        let hard_swish = [
+            [bin(BinOp::Mul), 0, CONST + 1, 1, INPUT, 0],
+            [bin(BinOp::Add), 1, 0, 0, CONST + 3, 1],
+            [bin(BinOp::Add), 0, 1, 0, CONST + 5, 1],
+            [CLAMP, 2, 0, 0, CONST + 6, 2],
+            [bin(BinOp::Mul), 0, 1, 0, 2, 0],
+            [bin(BinOp::Div), 2, 0, 0, CONST + 8, 1],
+            [bin(BinOp::Mul), 0, CONST, 1, 2, 0],
+            [bin(BinOp::Add), 2, 0, 0, CONST + 2, 1],
+        ];
+        let scores = [
+            [bin(BinOp::Div), 0, INPUT, 0, CONST + 1, 1],
+            [bin(BinOp::Add), 1, 0, 0, INPUT + 1, 0],
+        ];
+        let residual = [
+            [bin(BinOp::Add), 0, INPUT, 0, CONST + 9, 12],
+            [bin(BinOp::Add), 1, 0, 0, INPUT + 1, 0],
+        ];
+        let mut consts = vec![
+            core::f32::consts::SQRT_2,
+            0.5,
+            1.0,
+            -0.25,
+            0.0,
+            3.0,
+            0.0,
+            6.0,
+            6.0,
+        ];
+        consts.extend((0..12).map(|i| (i as f32 * 0.7).sin()));
+        let special = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -3.0,
+            3.0,
+            -6.0,
+            95.0,
+            -95.0,
+            4.0,
+            1e-39,
+        ];
+        let progs: [(&[[u32; 6]], usize, bool); 6] = [
+            (&silu, 0, false),
+            (&silu_add, 1, true),
+            (&gelu, 2, false),
+            (&hard_swish, 3, false),
+            (&scores, 4, true),
+            (&residual, 5, true),
+        ];
+        for (prog, template, two) in progs {
+            let prog = prog.concat();
+            // Multiples of the 12-value runs, with and without a partial vector.
+            for n in [12usize, 24, 444, 1548, 4812] {
+                let a: Vec<f32> = (0..n)
+                    .map(|i| match i % 13 {
+                        0 => special[(i / 13) % special.len()],
+                        _ => ((i * 7919 % 2001) as f32 / 1000.0 - 1.0) * 5.0,
+                    })
+                    .collect();
+                // The second input as long as y, or repeated (a mask over the last axis).
+                let b: Vec<f32> = (0..if n == 444 { 12 } else { n })
+                    .map(|i| (i as f32 * 0.3).cos() * 2.0)
+                    .collect();
+                let b: &[f32] = if two { &b } else { &[] };
+                let code = chain_decode(&plain, &prog, &consts, [&a, b], n).unwrap();
+                let fused = fused_program(&prog, &code).map(|f| f.0);
+                assert_eq!(fused, Some(template), "template {template}, n {n}");
+                for kern in core::iter::once(plain).chain(wide.iter().copied()) {
+                    assert_eq!(
+                        kops::fused_programs(&kern),
+                        kern.ew.tier != edgetune_kernels::registry::Tier::Reference
+                    );
+                    for threads in [1, 2] {
+                        let par = Par::new(threads).unwrap();
+                        let (mut want, mut got) = (vec![0.0f32; n], vec![1.0f32; n]);
+                        chain_blocks(&kern, &par, &prog, &consts, [&a, b], &mut want).unwrap();
+                        chain(&kern, &par, &prog, &consts, [&a, b], &mut got).unwrap();
+                        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                            // Any NaN for a NaN: its sign and payload follow the operand
+                            // order the compiler picks for a commutative op.
+                            let same = |v: &f32| {
+                                if v.is_nan() {
+                                    f32::NAN.to_bits()
+                                } else {
+                                    v.to_bits()
+                                }
+                            };
+                            assert_eq!(
+                                same(w),
+                                same(g),
+                                "template {template}, {:?}, n {n}, value {i} (x {})",
+                                kern.ew.tier,
+                                a[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn chain_programs_run_and_malformed_ones_are_refused() {
         use crate::plan::chain::{BIN, CLAMP, CONST, INPUT};

@@ -140,6 +140,29 @@ impl Lanes for Avx512 {
     }
 }
 
+/// [`crate::ew::prog::run`] of template `t` on the avx512 tier.
+/// # Safety
+/// The CPU has the tier's features; `t` is a template, the runs as `run` requires.
+#[cfg(feature = "std")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn program__avx512(
+    t: usize,
+    srcs: &[&[f32]; crate::ew::prog::SRCS],
+    k: &[f32; crate::ew::prog::CONSTS],
+    y: &mut [f32],
+) {
+    use crate::ew::prog::run;
+    match t {
+        0 => run::<Avx512, 0>(srcs, k, y),
+        1 => run::<Avx512, 1>(srcs, k, y),
+        2 => run::<Avx512, 2>(srcs, k, y),
+        3 => run::<Avx512, 3>(srcs, k, y),
+        4 => run::<Avx512, 4>(srcs, k, y),
+        5 => run::<Avx512, 5>(srcs, k, y),
+        _ => {}
+    }
+}
+
 ew_tier!(EW_AVX512_GENERIC, Avx512, [#[target_feature(enable = "avx512f")]], f16: (super::f32_to_f16__f16c, super::f16_to_f32__f16c));
 
 /// The AVX-512 tier: the generic bodies, and the AVX2 tier's transpose.
