@@ -974,9 +974,9 @@ pub mod prog {
     /// Registers of a program.
     pub const REGS: usize = 4;
     /// Constants of a program at most.
-    pub const CONSTS: usize = 8;
+    pub const CONSTS: usize = 10;
     /// Runs (sources) of a program at most.
-    pub const SRCS: usize = 3;
+    pub const SRCS: usize = 4;
 
     /// An operation: the binary ones read both operands, the others only `l`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -994,6 +994,8 @@ pub mod prog {
         Sigmoid,
         GeluErf,
         Erf,
+        /// Halves to even, the sign kept (ONNX's Round).
+        Round,
     }
 
     /// An operand: a register, the `k`-th run (as long as the output), the `k`-th
@@ -1025,7 +1027,7 @@ pub mod prog {
 
     /// The shapes that run fused: constants numbered in order of use, runs in order of
     /// first use.
-    pub const TEMPLATES: [&[Ins]; 6] = [
+    pub const TEMPLATES: [&[Ins]; 15] = [
         // SiLU: x·sigmoid(x) (YOLO, EfficientNet's swish).
         &[ins(Sigmoid, 0, S(0), N), ins(Mul, 1, S(0), R(0))],
         // SiLU, then a residual add.
@@ -1060,6 +1062,49 @@ pub mod prog {
         &[ins(Div, 0, S(0), K(0)), ins(Add, 1, R(0), S(1))],
         // A bias, then a residual add.
         &[ins(Add, 0, S(0), S(1)), ins(Add, 1, R(0), S(2))],
+        // A batch norm, per channel.
+        &[ins(Mul, 0, S(0), S(1)), ins(Add, 1, R(0), S(2))],
+        // A batch norm of one scale and shift.
+        &[ins(Mul, 0, K(0), S(0)), ins(Add, 1, R(0), K(1))],
+        // A residual add, then ReLU.
+        &[ins(Add, 0, S(0), S(1)), ins(Relu, 0, R(0), N)],
+        // A bias, a batch norm per channel, ReLU.
+        &[
+            ins(Add, 0, S(0), S(1)),
+            ins(Mul, 1, R(0), S(2)),
+            ins(Add, 0, R(1), S(3)),
+            ins(Relu, 0, R(0), N),
+        ],
+        // A dequantisation's scale, a bias, a batch norm, a hard swish, another batch
+        // norm (PaddleOCR quantised dynamically).
+        &[
+            ins(Mul, 0, S(0), K(0)),
+            ins(Add, 1, R(0), S(1)),
+            ins(Mul, 0, K(1), R(1)),
+            ins(Add, 1, R(0), K(2)),
+            ins(Add, 0, R(1), K(3)),
+            ins(Clamp, 2, R(0), K(4)),
+            ins(Mul, 0, R(1), R(2)),
+            ins(Div, 2, R(0), K(6)),
+            ins(Mul, 0, K(7), R(2)),
+            ins(Add, 2, R(0), K(8)),
+        ],
+        // A quantised code: plus its zero point, clamped, less the zero point.
+        &[
+            ins(Add, 0, S(0), K(0)),
+            ins(Clamp, 1, R(0), K(1)),
+            ins(Sub, 0, R(1), K(3)),
+        ],
+        // A batch norm per channel, then ReLU.
+        &[
+            ins(Mul, 0, S(0), S(1)),
+            ins(Add, 1, R(0), S(2)),
+            ins(Relu, 1, R(1), N),
+        ],
+        // A shift, then a sigmoid.
+        &[ins(Add, 0, S(0), K(0)), ins(Sigmoid, 0, R(0), N)],
+        // A value over its quantisation scale, rounded.
+        &[ins(Div, 0, S(0), K(0)), ins(Round, 0, R(0), N)],
     ];
 
     /// The template `prog` is, if any.
@@ -1115,10 +1160,23 @@ pub mod prog {
                 Sigmoid => unary1(sc::sigmoid, a),
                 GeluErf => unary1(sc::gelu_erf, a),
                 Erf => unary1(sc::erf, a),
+                Round => round1(a),
             };
             r[ins.dst as usize] = last;
         }
         last
+    }
+
+    /// Round half to even, the sign kept: `(v + 2^23) - 2^23` with `v`'s sign below
+    /// 2^23, `v` itself above (already integral) and for NaN.
+    fn round1(v: f32) -> f32 {
+        const TWO23: f32 = 8_388_608.0;
+        if v.abs() < TWO23 {
+            let c = TWO23.copysign(v);
+            ((v + c) - c).copysign(v)
+        } else {
+            v
+        }
     }
 
     /// One vector through `p`, from value `i` of the runs. With `p` a constant, the
@@ -1165,6 +1223,8 @@ pub mod prog {
                         Sigmoid => sigmoid_v(a),
                         GeluErf => gelu_erf_v(a),
                         Erf => erf_v(a),
+                        // The x86 tiers' rounding instruction: exact for every value.
+                        Round => a.round(),
                     };
                     r[ins.dst as usize] = last;
                 }

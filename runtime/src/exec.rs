@@ -1909,6 +1909,7 @@ fn fused_program<'a>(
             ChainFn::Un(Unary::Sigmoid) => Op::Sigmoid,
             ChainFn::Un(Unary::GeluErf) => Op::GeluErf,
             ChainFn::Un(Unary::Erf) => Op::Erf,
+            ChainFn::Un(Unary::Round) => Op::Round,
             ChainFn::Bin(_) => {
                 let t = w[0].checked_sub(crate::plan::chain::BIN)? as usize;
                 match BinOp::ALL.get(t)? {
@@ -3802,8 +3803,8 @@ mod tests {
     /// A chain program runs against a scalar statement of it on lengths that leave
     /// partial blocks and periods that do and do not divide a block; malformed programs
     /// are typed errors, never a panic.
-    /// Chains of a fused template's shape (SiLU, SiLU and a residual add, GELU after its
-    /// bias, batch norm and hard swish, scaled and masked scores, bias and residual add)
+    /// Chains of each fused template's shape (SiLU, GELU after its bias, batch norms with
+    /// hard swish or ReLU, masked scores, residual adds, quantised codes)
     /// give the bits of their ops one by one (any NaN for a NaN) on every tier the CPU
     /// has, for lengths with
     /// and without a partial vector, on one and two threads, with NaN, ±0, ±inf and
@@ -3856,7 +3857,11 @@ mod tests {
             6.0,
             6.0,
         ];
-        consts.extend((0..12).map(|i| (i as f32 * 0.7).sin()));
+        // Three runs of 12 values from `CONST + 9`.
+        consts.extend((0..36).map(|i| (i as f32 * 0.7).sin()));
+        // Clamp bounds at `CONST + 45` whose upper one ties +0 (x86's `min` keeps the
+        // first of equal operands).
+        consts.extend([-1.0, -0.0]);
         let special = [
             f32::NAN,
             -0.0,
@@ -3868,16 +3873,72 @@ mod tests {
             -6.0,
             95.0,
             -95.0,
+            1e8,
             4.0,
             1e-39,
         ];
-        let progs: [(&[[u32; 6]], usize, bool); 6] = [
+        let (c1, c2, c3) = (CONST + 9, CONST + 21, CONST + 33);
+        let relu = Unary::Relu as u32;
+        let bn = [
+            [bin(BinOp::Mul), 0, INPUT, 0, c1, 12],
+            [bin(BinOp::Add), 1, 0, 0, c2, 12],
+        ];
+        let bn1 = [
+            [bin(BinOp::Mul), 0, CONST + 1, 1, INPUT, 0],
+            [bin(BinOp::Add), 1, 0, 0, CONST + 3, 1],
+        ];
+        let add_relu = [
+            [bin(BinOp::Add), 0, INPUT, 0, INPUT + 1, 0],
+            [relu, 0, 0, 0, 0, 0],
+        ];
+        let bias_bn_relu = [
+            [bin(BinOp::Add), 0, INPUT, 0, c1, 12],
+            [bin(BinOp::Mul), 1, 0, 0, c2, 12],
+            [bin(BinOp::Add), 0, 1, 0, c3, 12],
+            [relu, 0, 0, 0, 0, 0],
+        ];
+        let scaled_hard_swish = [
+            [bin(BinOp::Mul), 0, INPUT, 0, CONST + 4, 1],
+            [bin(BinOp::Add), 1, 0, 0, c1, 12],
+            [bin(BinOp::Mul), 0, CONST + 1, 1, 1, 0],
+            [bin(BinOp::Add), 1, 0, 0, CONST + 3, 1],
+            [bin(BinOp::Add), 0, 1, 0, CONST + 5, 1],
+            [CLAMP, 2, 0, 0, CONST + 6, 2],
+            [bin(BinOp::Mul), 0, 1, 0, 2, 0],
+            [bin(BinOp::Div), 2, 0, 0, CONST + 8, 1],
+            [bin(BinOp::Mul), 0, CONST, 1, 2, 0],
+            [bin(BinOp::Add), 2, 0, 0, CONST + 2, 1],
+        ];
+        let code_clamp = [
+            [bin(BinOp::Add), 0, INPUT, 0, CONST + 4, 1],
+            [CLAMP, 1, 0, 0, CONST + 45, 2],
+            [bin(BinOp::Sub), 0, 1, 0, CONST + 4, 1],
+        ];
+        let round = [
+            [bin(BinOp::Div), 0, INPUT, 0, CONST + 1, 1],
+            [Unary::Round as u32, 0, 0, 0, 0, 0],
+        ];
+        let bn_relu = [bn[0], bn[1], [relu, 1, 1, 0, 0, 0]];
+        let shift_sigmoid = [
+            [bin(BinOp::Add), 0, INPUT, 0, CONST + 3, 1],
+            [Unary::Sigmoid as u32, 0, 0, 0, 0, 0],
+        ];
+        let progs: [(&[[u32; 6]], usize, bool); 15] = [
             (&silu, 0, false),
             (&silu_add, 1, true),
             (&gelu, 2, false),
             (&hard_swish, 3, false),
             (&scores, 4, true),
             (&residual, 5, true),
+            (&bn, 6, false),
+            (&bn1, 7, false),
+            (&add_relu, 8, true),
+            (&bias_bn_relu, 9, false),
+            (&scaled_hard_swish, 10, false),
+            (&code_clamp, 11, false),
+            (&bn_relu, 12, false),
+            (&shift_sigmoid, 13, false),
+            (&round, 14, false),
         ];
         for (prog, template, two) in progs {
             let prog = prog.concat();

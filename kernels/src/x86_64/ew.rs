@@ -168,7 +168,9 @@ pub(crate) unsafe fn program__avx2(
     k: &[f32; crate::ew::prog::CONSTS],
     y: &mut [f32],
 ) {
-    use crate::ew::prog::run;
+    use crate::ew::prog::{run, TEMPLATES};
+    // Every template has its arm below.
+    const _: () = assert!(TEMPLATES.len() == 15);
     match t {
         0 => run::<Avx, 0>(srcs, k, y),
         1 => run::<Avx, 1>(srcs, k, y),
@@ -176,6 +178,15 @@ pub(crate) unsafe fn program__avx2(
         3 => run::<Avx, 3>(srcs, k, y),
         4 => run::<Avx, 4>(srcs, k, y),
         5 => run::<Avx, 5>(srcs, k, y),
+        6 => run::<Avx, 6>(srcs, k, y),
+        7 => run::<Avx, 7>(srcs, k, y),
+        8 => run::<Avx, 8>(srcs, k, y),
+        9 => run::<Avx, 9>(srcs, k, y),
+        10 => run::<Avx, 10>(srcs, k, y),
+        11 => run::<Avx, 11>(srcs, k, y),
+        12 => run::<Avx, 12>(srcs, k, y),
+        13 => run::<Avx, 13>(srcs, k, y),
+        14 => run::<Avx, 14>(srcs, k, y),
         _ => {}
     }
 }

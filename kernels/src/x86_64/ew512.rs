@@ -151,7 +151,9 @@ pub(crate) unsafe fn program__avx512(
     k: &[f32; crate::ew::prog::CONSTS],
     y: &mut [f32],
 ) {
-    use crate::ew::prog::run;
+    use crate::ew::prog::{run, TEMPLATES};
+    // Every template has its arm below.
+    const _: () = assert!(TEMPLATES.len() == 15);
     match t {
         0 => run::<Avx512, 0>(srcs, k, y),
         1 => run::<Avx512, 1>(srcs, k, y),
@@ -159,6 +161,15 @@ pub(crate) unsafe fn program__avx512(
         3 => run::<Avx512, 3>(srcs, k, y),
         4 => run::<Avx512, 4>(srcs, k, y),
         5 => run::<Avx512, 5>(srcs, k, y),
+        6 => run::<Avx512, 6>(srcs, k, y),
+        7 => run::<Avx512, 7>(srcs, k, y),
+        8 => run::<Avx512, 8>(srcs, k, y),
+        9 => run::<Avx512, 9>(srcs, k, y),
+        10 => run::<Avx512, 10>(srcs, k, y),
+        11 => run::<Avx512, 11>(srcs, k, y),
+        12 => run::<Avx512, 12>(srcs, k, y),
+        13 => run::<Avx512, 13>(srcs, k, y),
+        14 => run::<Avx512, 14>(srcs, k, y),
         _ => {}
     }
 }
