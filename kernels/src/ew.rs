@@ -969,6 +969,8 @@ pub(crate) mod g {
 /// are the separate ops' bits.
 #[cfg(feature = "std")]
 pub mod prog {
+    // The fused forms are instantiated for the x86 tiers only; elsewhere chains run op by op.
+    #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     use super::*;
 
     /// Registers of a program.
@@ -996,6 +998,10 @@ pub mod prog {
         Erf,
         /// Halves to even, the sign kept (ONNX's Round).
         Round,
+        /// `l < 0 ? l·r : l` (PRelu, LeakyRelu).
+        PRelu,
+        /// `f32::max(l, r)` (a NaN gives the other operand).
+        Max,
     }
 
     /// An operand: a register, the `k`-th run (as long as the output), the `k`-th
@@ -1027,7 +1033,7 @@ pub mod prog {
 
     /// The shapes that run fused: constants numbered in order of use, runs in order of
     /// first use.
-    pub const TEMPLATES: [&[Ins]; 15] = [
+    pub const TEMPLATES: [&[Ins]; 16] = [
         // SiLU: x·sigmoid(x) (YOLO, EfficientNet's swish).
         &[ins(Sigmoid, 0, S(0), N), ins(Mul, 1, S(0), R(0))],
         // SiLU, then a residual add.
@@ -1105,6 +1111,8 @@ pub mod prog {
         &[ins(Add, 0, S(0), K(0)), ins(Sigmoid, 0, R(0), N)],
         // A value over its quantisation scale, rounded.
         &[ins(Div, 0, S(0), K(0)), ins(Round, 0, R(0), N)],
+        // LeakyRelu, then a floor (openWakeWord's embedding).
+        &[ins(PRelu, 0, S(0), K(0)), ins(Max, 1, R(0), K(1))],
     ];
 
     /// The template `prog` is, if any.
@@ -1112,14 +1120,20 @@ pub mod prog {
         TEMPLATES.iter().position(|t| *t == prog)
     }
 
+    /// `f32::max(v, o)` as x86 compiles it: a NaN `v` gives `o`, equal operands (±0)
+    /// give `v`.
+    #[inline(always)]
+    fn max_v<V: Lanes>(v: V, o: V) -> V {
+        // `|v| > -1` holds for every value but NaN.
+        o.select_gt(v, o, v.abs().select_gt(sp(-1.0), v, o))
+    }
+
     /// `f32::max(v, lo)` then `f32::min(·, hi)` as x86 compiles them: a NaN operand
     /// gives the other one, and equal operands (±0) give the first.
     #[inline(always)]
     fn clamp_v<V: Lanes>(v: V, lo: V, hi: V) -> V {
-        let m1 = sp::<V>(-1.0);
-        // `|v| > -1` holds for every value but NaN.
-        let m = lo.select_gt(v, lo, v.abs().select_gt(m1, v, lo));
-        m.select_gt(hi, hi, m.abs().select_gt(m1, m, hi))
+        let m = max_v(v, lo);
+        m.select_gt(hi, hi, m.abs().select_gt(sp(-1.0), m, hi))
     }
 
     #[inline(always)]
@@ -1161,6 +1175,14 @@ pub mod prog {
                 GeluErf => unary1(sc::gelu_erf, a),
                 Erf => unary1(sc::erf, a),
                 Round => round1(a),
+                PRelu => {
+                    if a < 0.0 {
+                        a * b
+                    } else {
+                        a
+                    }
+                }
+                Max => a.max(b),
             };
             r[ins.dst as usize] = last;
         }
@@ -1225,6 +1247,11 @@ pub mod prog {
                         Erf => erf_v(a),
                         // The x86 tiers' rounding instruction: exact for every value.
                         Round => a.round(),
+                        PRelu => {
+                            let b = get(ins.r, &r);
+                            sp::<V>(0.0).select_gt(a, a.mul(b), a)
+                        }
+                        Max => max_v(a, get(ins.r, &r)),
                     };
                     r[ins.dst as usize] = last;
                 }
@@ -1270,6 +1297,49 @@ pub mod prog {
         }
     }
 }
+
+/// `unsafe fn $name(t, srcs, k, y)`: [`prog::run`] of template `t` on lane type `$V`,
+/// compiled with the tier's features (one arm per template).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+macro_rules! program_fn {
+    ($name:ident, $V:ty, $feat:literal) => {
+        /// [`crate::ew::prog::run`] of template `t` on this tier.
+        /// # Safety
+        /// The CPU has the tier's features; `t` is a template, the runs as `run` requires.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(
+            t: usize,
+            srcs: &[&[f32]; crate::ew::prog::SRCS],
+            k: &[f32; crate::ew::prog::CONSTS],
+            y: &mut [f32],
+        ) {
+            use crate::ew::prog::{run, TEMPLATES};
+            // Every template has its arm below.
+            const _: () = assert!(TEMPLATES.len() == 16);
+            match t {
+                0 => run::<$V, 0>(srcs, k, y),
+                1 => run::<$V, 1>(srcs, k, y),
+                2 => run::<$V, 2>(srcs, k, y),
+                3 => run::<$V, 3>(srcs, k, y),
+                4 => run::<$V, 4>(srcs, k, y),
+                5 => run::<$V, 5>(srcs, k, y),
+                6 => run::<$V, 6>(srcs, k, y),
+                7 => run::<$V, 7>(srcs, k, y),
+                8 => run::<$V, 8>(srcs, k, y),
+                9 => run::<$V, 9>(srcs, k, y),
+                10 => run::<$V, 10>(srcs, k, y),
+                11 => run::<$V, 11>(srcs, k, y),
+                12 => run::<$V, 12>(srcs, k, y),
+                13 => run::<$V, 13>(srcs, k, y),
+                14 => run::<$V, 14>(srcs, k, y),
+                15 => run::<$V, 15>(srcs, k, y),
+                _ => {}
+            }
+        }
+    };
+}
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub(crate) use program_fn;
 
 macro_rules! ew_tier {
     ($table:ident, $V:ty, $attrs:tt, f16: ($to16:path, $from16:path)) => {

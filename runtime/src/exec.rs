@@ -1910,13 +1910,15 @@ fn fused_program<'a>(
             ChainFn::Un(Unary::GeluErf) => Op::GeluErf,
             ChainFn::Un(Unary::Erf) => Op::Erf,
             ChainFn::Un(Unary::Round) => Op::Round,
-            ChainFn::Bin(_) => {
+            ChainFn::Bin(_) | ChainFn::Wide(_) => {
                 let t = w[0].checked_sub(crate::plan::chain::BIN)? as usize;
                 match BinOp::ALL.get(t)? {
                     BinOp::Add => Op::Add,
                     BinOp::Sub => Op::Sub,
                     BinOp::Mul => Op::Mul,
                     BinOp::Div => Op::Div,
+                    BinOp::Max => Op::Max,
+                    BinOp::PRelu => Op::PRelu,
                     _ => return None,
                 }
             }
@@ -1940,7 +1942,7 @@ fn fused_program<'a>(
         };
         let l = opd(c.l);
         let r = match (op, c.f) {
-            (Op::Add | Op::Sub | Op::Mul | Op::Div, _) => opd(c.r),
+            (Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::PRelu, _) => opd(c.r),
             (_, ChainFn::Clamp(lo, hi)) => {
                 consts.extend([lo, hi]);
                 F::Const((consts.len() - 2) as u8)
@@ -3804,7 +3806,8 @@ mod tests {
     /// partial blocks and periods that do and do not divide a block; malformed programs
     /// are typed errors, never a panic.
     /// Chains of each fused template's shape (SiLU, GELU after its bias, batch norms with
-    /// hard swish or ReLU, masked scores, residual adds, quantised codes)
+    /// hard swish or ReLU, masked scores, residual adds, quantised codes, LeakyRelu and a
+    /// floor)
     /// give the bits of their ops one by one (any NaN for a NaN) on every tier the CPU
     /// has, for lengths with
     /// and without a partial vector, on one and two threads, with NaN, ±0, ±inf and
@@ -3923,7 +3926,11 @@ mod tests {
             [bin(BinOp::Add), 0, INPUT, 0, CONST + 3, 1],
             [Unary::Sigmoid as u32, 0, 0, 0, 0, 0],
         ];
-        let progs: [(&[[u32; 6]], usize, bool); 15] = [
+        let leaky_floor = [
+            [bin(BinOp::PRelu), 0, INPUT, 0, CONST + 3, 1],
+            [bin(BinOp::Max), 1, 0, 0, CONST + 4, 1],
+        ];
+        let progs: [(&[[u32; 6]], usize, bool); 16] = [
             (&silu, 0, false),
             (&silu_add, 1, true),
             (&gelu, 2, false),
@@ -3939,6 +3946,7 @@ mod tests {
             (&bn_relu, 12, false),
             (&shift_sigmoid, 13, false),
             (&round, 14, false),
+            (&leaky_floor, 15, false),
         ];
         for (prog, template, two) in progs {
             let prog = prog.concat();

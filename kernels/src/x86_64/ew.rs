@@ -157,39 +157,8 @@ impl Lanes for Avx {
     }
 }
 
-/// [`crate::ew::prog::run`] of template `t` on the avx2 tier.
-/// # Safety
-/// The CPU has the tier's features; `t` is a template, the runs as `run` requires.
 #[cfg(feature = "std")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn program__avx2(
-    t: usize,
-    srcs: &[&[f32]; crate::ew::prog::SRCS],
-    k: &[f32; crate::ew::prog::CONSTS],
-    y: &mut [f32],
-) {
-    use crate::ew::prog::{run, TEMPLATES};
-    // Every template has its arm below.
-    const _: () = assert!(TEMPLATES.len() == 15);
-    match t {
-        0 => run::<Avx, 0>(srcs, k, y),
-        1 => run::<Avx, 1>(srcs, k, y),
-        2 => run::<Avx, 2>(srcs, k, y),
-        3 => run::<Avx, 3>(srcs, k, y),
-        4 => run::<Avx, 4>(srcs, k, y),
-        5 => run::<Avx, 5>(srcs, k, y),
-        6 => run::<Avx, 6>(srcs, k, y),
-        7 => run::<Avx, 7>(srcs, k, y),
-        8 => run::<Avx, 8>(srcs, k, y),
-        9 => run::<Avx, 9>(srcs, k, y),
-        10 => run::<Avx, 10>(srcs, k, y),
-        11 => run::<Avx, 11>(srcs, k, y),
-        12 => run::<Avx, 12>(srcs, k, y),
-        13 => run::<Avx, 13>(srcs, k, y),
-        14 => run::<Avx, 14>(srcs, k, y),
-        _ => {}
-    }
-}
+crate::ew::program_fn!(program__avx2, Avx, "avx2,fma");
 
 ew_tier!(EW_AVX2_F32, Avx, [#[target_feature(enable = "avx2,fma,f16c")]], f16: (f32_to_f16__f16c, f16_to_f32__f16c));
 

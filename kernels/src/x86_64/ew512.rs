@@ -140,39 +140,8 @@ impl Lanes for Avx512 {
     }
 }
 
-/// [`crate::ew::prog::run`] of template `t` on the avx512 tier.
-/// # Safety
-/// The CPU has the tier's features; `t` is a template, the runs as `run` requires.
 #[cfg(feature = "std")]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn program__avx512(
-    t: usize,
-    srcs: &[&[f32]; crate::ew::prog::SRCS],
-    k: &[f32; crate::ew::prog::CONSTS],
-    y: &mut [f32],
-) {
-    use crate::ew::prog::{run, TEMPLATES};
-    // Every template has its arm below.
-    const _: () = assert!(TEMPLATES.len() == 15);
-    match t {
-        0 => run::<Avx512, 0>(srcs, k, y),
-        1 => run::<Avx512, 1>(srcs, k, y),
-        2 => run::<Avx512, 2>(srcs, k, y),
-        3 => run::<Avx512, 3>(srcs, k, y),
-        4 => run::<Avx512, 4>(srcs, k, y),
-        5 => run::<Avx512, 5>(srcs, k, y),
-        6 => run::<Avx512, 6>(srcs, k, y),
-        7 => run::<Avx512, 7>(srcs, k, y),
-        8 => run::<Avx512, 8>(srcs, k, y),
-        9 => run::<Avx512, 9>(srcs, k, y),
-        10 => run::<Avx512, 10>(srcs, k, y),
-        11 => run::<Avx512, 11>(srcs, k, y),
-        12 => run::<Avx512, 12>(srcs, k, y),
-        13 => run::<Avx512, 13>(srcs, k, y),
-        14 => run::<Avx512, 14>(srcs, k, y),
-        _ => {}
-    }
-}
+crate::ew::program_fn!(program__avx512, Avx512, "avx512f");
 
 ew_tier!(EW_AVX512_GENERIC, Avx512, [#[target_feature(enable = "avx512f")]], f16: (super::f32_to_f16__f16c, super::f16_to_f32__f16c));
 
